@@ -1,0 +1,238 @@
+//! The data directory's metadata: its fixed log count and its topics.
+//!
+//! `strom.meta` is written once at creation and fixes the number of logs, so
+//! every partition keeps its log whatever `--cores` a later start uses.
+//! `topics` lists each topic with its first partition id; partition `i` of a
+//! topic is pid `first_pid + i`, and lives in log `pid % log_count`. Pids are
+//! never reused, so frames of a deleted topic can never be taken for a new
+//! one's. Both files are text, replaced atomically and durably, and end with
+//! a CRC-32C line so that damage is detected rather than misread.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoOp, Result, StromError};
+use crate::partition::Pid;
+
+pub const META_FILE: &str = "strom.meta";
+pub const TOPICS_FILE: &str = "topics";
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicMeta {
+    pub first_pid: Pid,
+    pub partitions: u32,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    dir: PathBuf,
+    log_count: u32,
+    next_pid: Pid,
+    topics: BTreeMap<String, TopicMeta>,
+}
+
+/// Checks a topic name: 1 to 249 bytes of `[A-Za-z0-9._-]`, not `.` or `..`.
+/// Names reach the disk only through this check (and never as paths).
+pub fn validate_topic_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= TOPIC_NAME_BYTES_MAX
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(StromError::InvalidTopicName(name.escape_debug().take(300).collect())) }
+}
+
+fn with_crc(body: String) -> String {
+    let crc = crc32c::crc32c(body.as_bytes());
+    format!("{body}crc32c {crc:08x}\n")
+}
+
+fn check_crc(path: &Path, text: &str) -> Result<String> {
+    let bad = |why: &str| StromError::BadDataDir(format!("{}: {why}", path.display()));
+    let cut = text.trim_end_matches('\n').rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let (body, last) = text.split_at(cut);
+    let stored = last.trim().strip_prefix("crc32c ").and_then(|h| u32::from_str_radix(h, 16).ok()).ok_or_else(|| bad("missing checksum line"))?;
+    if stored != crc32c::crc32c(body.as_bytes()) {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(body.to_string())
+}
+
+/// Durably replaces `path` with `data`: temp file, fsync, rename, fsync dir.
+pub fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| StromError::io(IoOp::Create, &tmp, &e))?;
+    f.write_all(data).map_err(|e| StromError::io(IoOp::Write, &tmp, &e))?;
+    f.sync_all().map_err(|e| StromError::io(IoOp::Fsync, &tmp, &e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StromError::io(IoOp::Rename, path, &e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StromError::io(IoOp::SyncDir, dir, &e))
+}
+
+fn read_text(path: &Path) -> Result<Option<String>> {
+    match std::fs::read(path) {
+        Ok(b) => String::from_utf8(b).map(Some).map_err(|_| StromError::BadDataDir(format!("{} is not text", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StromError::io(IoOp::Open, path, &e)),
+    }
+}
+
+impl Catalog {
+    /// Opens the metadata of `dir`, creating it (with `logs_on_create` logs) if new.
+    pub fn open_or_create(dir: &Path, logs_on_create: u32) -> Result<Catalog> {
+        std::fs::create_dir_all(dir).map_err(|e| StromError::io(IoOp::Create, dir, &e))?;
+        let meta_path = dir.join(META_FILE);
+        let log_count = match read_text(&meta_path)? {
+            Some(text) => parse_meta(&meta_path, &check_crc(&meta_path, &text)?)?,
+            None => {
+                if logs_on_create == 0 || logs_on_create > 4096 {
+                    return Err(StromError::Unsupported(format!("log count must be 1..=4096, not {logs_on_create}")));
+                }
+                write_file_atomic(&meta_path, with_crc(format!("strom-data 1\nlogs {logs_on_create}\n")).as_bytes())?;
+                logs_on_create
+            }
+        };
+        let mut cat = Catalog { dir: dir.to_path_buf(), log_count, next_pid: 0, topics: BTreeMap::new() };
+        let topics_path = dir.join(TOPICS_FILE);
+        if let Some(text) = read_text(&topics_path)? {
+            cat.parse_topics(&topics_path, &check_crc(&topics_path, &text)?)?;
+        }
+        Ok(cat)
+    }
+
+    fn parse_topics(&mut self, path: &Path, body: &str) -> Result<()> {
+        let bad = |line: &str| StromError::BadDataDir(format!("{}: bad line {line:?}", path.display()));
+        let mut lines = body.lines();
+        if lines.next() != Some("strom-topics 1") {
+            return Err(bad("header"));
+        }
+        for line in lines {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f.as_slice() {
+                ["next_pid", n] => self.next_pid = n.parse().map_err(|_| bad(line))?,
+                ["topic", name, first, parts] => {
+                    validate_topic_name(name).map_err(|_| bad(line))?;
+                    let meta = TopicMeta { first_pid: first.parse().map_err(|_| bad(line))?, partitions: parts.parse().map_err(|_| bad(line))? };
+                    self.topics.insert(name.to_string(), meta);
+                }
+                _ => return Err(bad(line)),
+            }
+        }
+        Ok(())
+    }
+
+    fn persist(&self) -> Result<()> {
+        let mut body = format!("strom-topics 1\nnext_pid {}\n", self.next_pid);
+        for (name, t) in &self.topics {
+            body.push_str(&format!("topic {name} {} {}\n", t.first_pid, t.partitions));
+        }
+        write_file_atomic(&self.dir.join(TOPICS_FILE), with_crc(body).as_bytes())
+    }
+
+    pub fn log_count(&self) -> u32 {
+        self.log_count
+    }
+
+    pub fn topics(&self) -> &BTreeMap<String, TopicMeta> {
+        &self.topics
+    }
+
+    pub fn topic(&self, name: &str) -> Result<TopicMeta> {
+        self.topics.get(name).copied().ok_or_else(|| StromError::UnknownTopic(name.escape_debug().take(300).collect()))
+    }
+
+    pub fn pid(&self, name: &str, partition: u32) -> Result<Pid> {
+        let t = self.topic(name)?;
+        if partition >= t.partitions {
+            return Err(StromError::UnknownPartition { topic: name.to_string(), partition });
+        }
+        Ok(t.first_pid + partition)
+    }
+
+    /// Every live partition id.
+    pub fn pids(&self) -> Vec<Pid> {
+        self.topics.values().flat_map(|t| t.first_pid..t.first_pid + t.partitions).collect()
+    }
+
+    /// Creates a topic durably and returns its partition ids.
+    pub fn create_topic(&mut self, name: &str, partitions: u32, partitions_max: u32) -> Result<TopicMeta> {
+        validate_topic_name(name)?;
+        if self.topics.contains_key(name) {
+            return Err(StromError::TopicExists(name.to_string()));
+        }
+        if partitions == 0 || partitions > partitions_max {
+            return Err(StromError::Overloaded("partition count must be between 1 and the configured maximum"));
+        }
+        let first_pid = self.next_pid;
+        let next = first_pid.checked_add(partitions).ok_or(StromError::Overloaded("partition ids exhausted"))?;
+        let meta = TopicMeta { first_pid, partitions };
+        self.topics.insert(name.to_string(), meta);
+        self.next_pid = next;
+        if let Err(e) = self.persist() {
+            self.topics.remove(name);
+            self.next_pid = first_pid;
+            return Err(e);
+        }
+        Ok(meta)
+    }
+
+    /// Deletes a topic durably. Its frames stay in the logs until retention
+    /// removes their segments; its pids are never reused.
+    pub fn delete_topic(&mut self, name: &str) -> Result<TopicMeta> {
+        let meta = self.topic(name)?;
+        self.topics.remove(name);
+        if let Err(e) = self.persist() {
+            self.topics.insert(name.to_string(), meta);
+            return Err(e);
+        }
+        Ok(meta)
+    }
+}
+
+fn parse_meta(path: &Path, body: &str) -> Result<u32> {
+    let mut lines = body.lines();
+    let bad = || StromError::BadDataDir(format!("{} is not a Strom 1 data directory marker", path.display()));
+    if lines.next() != Some("strom-data 1") {
+        return Err(bad());
+    }
+    lines.next().and_then(|l| l.strip_prefix("logs ")).and_then(|n| n.parse().ok()).filter(|&n| n > 0).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the name rule: allowed characters and lengths only, never a path.
+    #[test]
+    fn topic_names() {
+        for ok in ["a", "orders.v1", "A-b_c", &"x".repeat(249)] {
+            validate_topic_name(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "../x", "/etc/x", "a b", "a\0b", "é", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    // Proves topics persist with their pids, pids are never reused, and damage is detected.
+    #[test]
+    fn persist_and_reopen() {
+        let dir = std::env::temp_dir().join(format!("strom-catalog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Catalog::open_or_create(&dir, 3).unwrap();
+        assert_eq!(c.create_topic("a", 2, 10).unwrap(), TopicMeta { first_pid: 0, partitions: 2 });
+        assert!(matches!(c.create_topic("a", 1, 10), Err(StromError::TopicExists(_))));
+        c.delete_topic("a").unwrap();
+        assert_eq!(c.create_topic("b", 1, 10).unwrap().first_pid, 2);
+        let c2 = Catalog::open_or_create(&dir, 7).unwrap();
+        assert_eq!(c2.log_count(), 3, "the log count is fixed at creation");
+        assert_eq!(c2.pid("b", 0).unwrap(), 2);
+        assert!(c2.pid("a", 0).is_err());
+        let path = dir.join(TOPICS_FILE);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text = text.replacen("topic b 2", "topic b 3", 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(Catalog::open_or_create(&dir, 3), Err(StromError::BadDataDir(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,165 @@
+//! Every limit and tunable of the engine, in one place, with its reason.
+use std::time::Duration;
+
+use crate::buf::BLOCK_BYTES;
+use crate::error::{Result, StromError};
+
+/// When an append is acknowledged and what a crash may lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Acknowledge after the write and an fdatasync covering it completed.
+    Always,
+    /// Acknowledge after the write completed; fdatasync at most this often.
+    /// A machine crash may lose the last interval of acknowledged data.
+    Interval(Duration),
+    /// Acknowledge after the write completed; never fdatasync (the kernel
+    /// and device decide). For benchmarks and disposable data only.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                _ => Err(format!("fsync policy must be always, never or interval:MS, not {s:?}")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Never => f.write_str("never"),
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+        }
+    }
+}
+
+/// Engine configuration. `Default` gives the production defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Core threads to run; each owns the logs `log % cores == core`.
+    pub cores: usize,
+    /// Pin core thread i to CPU i (mod online CPUs).
+    pub pin_cores: bool,
+    /// Number of logs when the data directory is created (fixed afterwards,
+    /// so restarting with another core count keeps every partition's log).
+    pub logs_on_create: u32,
+    pub fsync: FsyncPolicy,
+    /// Largest single O_DIRECT write, and size of each log write buffer.
+    /// 1 MiB: past this, group-commit throughput stops improving.
+    pub write_buf_bytes: usize,
+    /// Write buffers per log: one filling, `write_depth` in flight, and
+    /// the rest keep the newest data for tail reads.
+    pub write_bufs_per_log: usize,
+    /// Writes in flight per log. Two lets one commit's fdatasync overlap
+    /// the next commit's write.
+    pub write_depth: usize,
+    /// Registered read buffers per core for READ_FIXED (each write_buf_bytes).
+    pub read_bufs_per_core: usize,
+    /// Largest RecordBatch accepted. Must fit in a write buffer with a frame header.
+    pub batch_bytes_max: usize,
+    /// Segment files are rolled past this size.
+    pub segment_bytes: u64,
+    /// A partition adds an index entry when its batch lies this many log
+    /// bytes past its previous entry, which bounds the scan of a read.
+    pub index_interval_bytes: u64,
+    /// Write a checkpoint after this many bytes were logged since the last.
+    pub checkpoint_interval_bytes: u64,
+    /// Delete the oldest segments while a log holds more than this.
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest write is older than this.
+    pub retention_age: Option<Duration>,
+    /// Requests queued to one core before callers block (push back).
+    pub mailbox_capacity: usize,
+    /// Reads in progress per core before new reads wait in the mailbox.
+    pub reads_inflight_max: usize,
+    /// Submission queue entries per ring.
+    pub ring_entries: u32,
+    /// Partitions per topic, at most.
+    pub partitions_per_topic_max: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        EngineConfig {
+            cores: cpus,
+            pin_cores: true,
+            logs_on_create: cpus as u32,
+            fsync: FsyncPolicy::Always,
+            write_buf_bytes: 1 << 20,
+            write_bufs_per_log: 8,
+            write_depth: 2,
+            read_bufs_per_core: 8,
+            batch_bytes_max: (1 << 20) - 4096,
+            segment_bytes: 1 << 30,
+            index_interval_bytes: 64 << 10,
+            checkpoint_interval_bytes: 256 << 20,
+            retention_bytes: None,
+            retention_age: None,
+            mailbox_capacity: 4096,
+            reads_inflight_max: 64,
+            ring_entries: 256,
+            partitions_per_topic_max: 65_536,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the relations between limits; the engine refuses to start otherwise.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(StromError::Unsupported(format!("invalid configuration: {s}")));
+        if self.cores == 0 {
+            return bad("cores must be at least 1".into());
+        }
+        if self.write_buf_bytes == 0 || self.write_buf_bytes % BLOCK_BYTES != 0 {
+            return bad(format!("write_buf_bytes must be a multiple of {BLOCK_BYTES}"));
+        }
+        // A batch, its frame header and the largest padding frame must fit in one buffer.
+        let frame_max = self.batch_bytes_max + crate::log::frame::HEADER_BYTES + BLOCK_BYTES;
+        if frame_max > self.write_buf_bytes {
+            return bad(format!(
+                "batch_bytes_max {} plus framing must fit in write_buf_bytes {}",
+                self.batch_bytes_max, self.write_buf_bytes
+            ));
+        }
+        if self.write_depth == 0 || self.write_bufs_per_log < self.write_depth + 2 {
+            return bad("write_bufs_per_log must be at least write_depth + 2".into());
+        }
+        if self.segment_bytes < self.write_buf_bytes as u64 * 2 || self.segment_bytes % BLOCK_BYTES as u64 != 0 {
+            return bad("segment_bytes must be a block multiple of at least two write buffers".into());
+        }
+        if self.read_bufs_per_core == 0 || self.reads_inflight_max == 0 || self.mailbox_capacity == 0 {
+            return bad("read_bufs_per_core, reads_inflight_max and mailbox_capacity must be positive".into());
+        }
+        if self.index_interval_bytes == 0 || self.checkpoint_interval_bytes == 0 {
+            return bad("index and checkpoint intervals must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Small buffers and segments, for tests and the simulator.
+    pub fn small_for_tests() -> EngineConfig {
+        EngineConfig {
+            cores: 1,
+            pin_cores: false,
+            logs_on_create: 1,
+            write_buf_bytes: 64 << 10,
+            write_bufs_per_log: 4,
+            read_bufs_per_core: 2,
+            batch_bytes_max: 32 << 10,
+            segment_bytes: 256 << 10,
+            index_interval_bytes: 8 << 10,
+            checkpoint_interval_bytes: 128 << 10,
+            ring_entries: 64,
+            ..EngineConfig::default()
+        }
+    }
+}

@@ -1,0 +1,783 @@
+//! One core: its logs, its partitions, and its tick.
+//!
+//! A tick is: reap completions and act on them (retire commits, acknowledge,
+//! continue reads); take requests (stage appends into the filling commit,
+//! start reads); plan (seal and submit writes, fdatasyncs, disk reads,
+//! checkpoints); then submit once and wait. Nothing is written or replied in
+//! direct reaction to a single request: everything that arrives in a tick
+//! goes out together (group commit).
+//!
+//! The core is generic over [`Io`], so the simulator drives exactly this code.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use slab::Slab;
+
+use crate::buf::{AlignedBuf, BLOCK_BYTES, align_down};
+use crate::config::EngineConfig;
+use crate::error::{Result, StromError};
+use crate::io::{Completion, Io, Op};
+use crate::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
+use crate::log::frame::{self, FrameKind, HEADER_BYTES};
+use crate::log::journal::{self, Journal, JournalLimits, PendingAck, StageError};
+use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
+use crate::log::segment::log_dir;
+use crate::partition::{Partition, Pid, SparseIndex};
+use crate::wire::batch::{self, BatchInfo};
+
+/// Where a request's answer goes. Called exactly once, on the core thread.
+pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// The answer to an append: the offsets the batch was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+/// Whole batches, as stored, starting with the one holding the asked offset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Concatenated RecordBatch v2 bytes (base offsets assigned).
+    pub batches: Vec<u8>,
+    /// The offset after the last record returned (where to read next).
+    pub next_offset: u64,
+    /// Offsets below this are readable now (durable under the policy).
+    pub high_watermark: u64,
+    pub start_offset: u64,
+}
+
+/// A partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionStat {
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub max_ts_ms: i64,
+}
+
+/// A RecordBatch that passed [`batch::validate`]: only constructible that way.
+#[derive(Debug, Clone)]
+pub struct ValidBatch {
+    bytes: Vec<u8>,
+    info: BatchInfo,
+}
+
+impl ValidBatch {
+    pub fn new(bytes: Vec<u8>, batch_bytes_max: usize) -> Result<ValidBatch> {
+        let info = batch::validate(&bytes, batch_bytes_max)?;
+        Ok(ValidBatch { bytes, info })
+    }
+    pub fn info(&self) -> &BatchInfo {
+        &self.info
+    }
+    pub fn records(&self) -> u64 {
+        self.info.records_count as u64
+    }
+}
+
+pub enum Request {
+    Append { pid: Pid, batch: ValidBatch, reply: Reply<AppendAck> },
+    Read { pid: Pid, offset: u64, max_bytes: usize, reply: Reply<ReadResult> },
+    /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
+    OffsetForTime { pid: Pid, ts_ms: i64, reply: Reply<Option<u64>> },
+    Stat { pid: Pid, reply: Reply<PartitionStat> },
+    AddPartitions { pids: Vec<Pid>, reply: Reply<()> },
+    RemovePartitions { pids: Vec<Pid> },
+    /// Drain, fsync, checkpoint every log, answer, and leave the loop.
+    Stop { reply: Reply<()> },
+}
+
+/// What this core is, within its engine.
+#[derive(Debug, Clone)]
+pub struct CoreSpec {
+    pub core_id: usize,
+    pub data_dir: PathBuf,
+    pub log_count: u32,
+    /// The logs this core owns.
+    pub logs: Vec<u32>,
+    /// Every partition of this core's logs, from the catalog.
+    pub pids: Vec<Pid>,
+}
+
+/// Counters of one core, for reports and audits.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStats {
+    pub appends: u64,
+    pub appends_refused: u64,
+    pub reads: u64,
+    pub reads_from_disk: u64,
+    pub checkpoints: u64,
+    pub deferred: u64,
+}
+
+const TOKEN_READ: u64 = 3;
+/// A time lookup that found no record (the answer is None).
+const NOT_FOUND: u64 = u64::MAX;
+const RETENTION_CHECK_NS: u64 = 1_000_000_000;
+
+enum ReadMode {
+    Fetch { offset: u64, max_bytes: usize, reply: Reply<ReadResult> },
+    Time { ts_ms: i64, reply: Reply<Option<u64>> },
+}
+
+/// A read in progress: a cursor over the log, skipping other partitions' frames.
+struct ReadState {
+    pid: Pid,
+    log: u32,
+    mode: ReadMode,
+    cursor: u64,
+    /// Reads never look at or past this (the log's visible position at start).
+    limit: u64,
+    /// End of the last frame of this partition seen (or the index entry used).
+    last_hit: u64,
+    out: Vec<u8>,
+    next_offset: u64,
+    /// The last disk chunk read: its log position and buffer.
+    chunk: Option<(u64, AlignedBuf)>,
+    in_flight: bool,
+}
+
+enum Step {
+    Continue,
+    NeedDisk { len: usize },
+    Done(Result<()>),
+}
+
+pub struct Core<I: Io> {
+    pub io: I,
+    cfg: EngineConfig,
+    spec: CoreSpec,
+    journals: BTreeMap<u32, Journal<Reply<AppendAck>>>,
+    partitions: HashMap<Pid, Partition>,
+    reads: Slab<ReadState>,
+    /// Reads waiting for a free read buffer, in arrival order.
+    read_waiters: VecDeque<usize>,
+    read_bufs: Vec<AlignedBuf>,
+    completions: Vec<Completion>,
+    retired: Vec<PendingAck<Reply<AppendAck>>>,
+    refused: Vec<(PendingAck<Reply<AppendAck>>, StromError)>,
+    /// A request that could not be taken this tick (no write buffer).
+    deferred: VecDeque<Request>,
+    checkpoint_bytes: BTreeMap<u32, u64>,
+    last_retention_ns: u64,
+    stop: Option<Reply<()>>,
+    stopped: bool,
+    pub stats: CoreStats,
+}
+
+impl<I: Io> Core<I> {
+    /// Allocates and registers this core's buffers, recovers its logs and
+    /// rebuilds its partitions' state. Fails on corruption of acknowledged data.
+    pub fn open(mut io: I, cfg: EngineConfig, spec: CoreSpec) -> Result<(Core<I>, Vec<RecoveryReport>)> {
+        cfg.validate()?;
+        let per_log = cfg.write_bufs_per_log;
+        let mut bufs: Vec<AlignedBuf> = (0..spec.logs.len() * per_log + cfg.read_bufs_per_core)
+            .map(|i| AlignedBuf::new(if i < spec.logs.len() * per_log { cfg.write_buf_bytes } else { cfg.write_buf_bytes + BLOCK_BYTES }))
+            .collect();
+        io.register_buffers(&mut bufs)?;
+        let read_bufs = bufs.split_off(spec.logs.len() * per_log);
+        let mut core = Core {
+            io,
+            cfg,
+            spec: spec.clone(),
+            journals: BTreeMap::new(),
+            partitions: HashMap::new(),
+            reads: Slab::new(),
+            read_waiters: VecDeque::new(),
+            read_bufs,
+            completions: Vec::new(),
+            retired: Vec::new(),
+            refused: Vec::new(),
+            deferred: VecDeque::new(),
+            checkpoint_bytes: BTreeMap::new(),
+            last_retention_ns: 0,
+            stop: None,
+            stopped: false,
+            stats: CoreStats::default(),
+        };
+        let mut reports = Vec::new();
+        for &log in &spec.logs {
+            let log_bufs = bufs.split_off(bufs.len() - per_log);
+            reports.push(core.open_log(log, log_bufs)?);
+        }
+        core.last_retention_ns = core.io.now_ns();
+        Ok((core, reports))
+    }
+
+    fn open_log(&mut self, log: u32, bufs: Vec<AlignedBuf>) -> Result<RecoveryReport> {
+        let dir = log_dir(&self.spec.data_dir, log);
+        let ckpt = match self.io.read_file(&dir.join(checkpoint::FILE_NAME))? {
+            None => None,
+            Some(bytes) => Some(checkpoint::decode(&bytes).map_err(|reason| StromError::Corrupt { path: dir.join(checkpoint::FILE_NAME), pos: 0, reason })?),
+        };
+        let log_count = self.spec.log_count;
+        let mut parts: HashMap<Pid, Partition> = self.spec.pids.iter().filter(|&&p| p % log_count == log).map(|&p| (p, Partition::new(p, log))).collect();
+        if let Some(c) = &ckpt {
+            for pc in &c.partitions {
+                if let Some(p) = parts.get_mut(&pc.pid) {
+                    p.next_offset = pc.next_offset;
+                    p.visible_end = pc.next_offset;
+                    p.start_offset = pc.start_offset;
+                    p.visible_max_ts_ms = pc.max_ts_ms;
+                    p.staged_max_ts_ms = pc.max_ts_ms;
+                    p.index = SparseIndex::from_entries(pc.entries.clone());
+                }
+            }
+        }
+        let limits = RecoverLimits {
+            payload_bytes_max: self.cfg.batch_bytes_max as u32,
+            tear_window_bytes: ((self.cfg.write_depth + 2) * self.cfg.write_buf_bytes) as u64,
+            read_chunk_bytes: self.cfg.write_buf_bytes + BLOCK_BYTES,
+            read_only: false,
+            ignore_checkpoint: false,
+        };
+        let interval = self.cfg.index_interval_bytes;
+        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64| -> Result<()> {
+            let Some(p) = parts.get_mut(&h.pid) else { return Ok(()) };
+            let base = info.base_offset as u64;
+            if base != p.next_offset {
+                return Err(StromError::Corrupt {
+                    path: dir.clone(),
+                    pos: h.pos,
+                    reason: format!("partition {} batch at offset {base}, expected {}", h.pid, p.next_offset),
+                });
+            }
+            let records = info.last_offset_delta as u64 + 1;
+            let ts = p.observe_batch(base, records, info.max_timestamp_ms, h.pos, seg_start, interval);
+            p.make_visible(base + records, ts);
+            Ok(())
+        };
+        let (state, report) = recovery::recover(&mut self.io, &dir, log, ckpt.as_ref(), &limits, &mut on_batch)?;
+        for p in parts.values_mut() {
+            p.forget_before(state.log_start);
+        }
+        tracing::info!(
+            log,
+            scanned_bytes = report.bytes_scanned,
+            cut_bytes = report.bytes_cut,
+            frames = report.frames_scanned,
+            elapsed_us = report.elapsed_us,
+            "log recovered"
+        );
+        let jl = JournalLimits {
+            policy: self.cfg.fsync,
+            write_buf_bytes: self.cfg.write_buf_bytes,
+            write_bufs: self.cfg.write_bufs_per_log,
+            write_depth: self.cfg.write_depth,
+            segment_bytes: self.cfg.segment_bytes,
+        };
+        let journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
+        self.checkpoint_bytes.insert(log, 0);
+        self.journals.insert(log, journal);
+        self.partitions.extend(parts);
+        Ok(report)
+    }
+
+    /// Gives the I/O backend back (the simulator crashes it to get its disk).
+    pub fn into_io(self) -> I {
+        self.io
+    }
+
+    pub fn spec(&self) -> &CoreSpec {
+        &self.spec
+    }
+
+    pub fn partition(&self, pid: Pid) -> Option<&Partition> {
+        self.partitions.get(&pid)
+    }
+
+    pub fn journal(&self, log: u32) -> Option<&Journal<Reply<AppendAck>>> {
+        self.journals.get(&log)
+    }
+
+    /// True once a Stop request completed.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// True when requests should wait in the mailbox (push back).
+    pub fn backpressured(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Takes one request. Appends are staged into the filling commit and
+    /// answered when it is durable; reads start and may finish at once.
+    pub fn handle(&mut self, req: Request) {
+        if !self.deferred.is_empty() {
+            self.deferred.push_back(req);
+            return;
+        }
+        self.handle_now(req);
+    }
+
+    fn handle_now(&mut self, req: Request) {
+        match req {
+            Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
+            Request::Read { pid, offset, max_bytes, reply } => self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset),
+            Request::OffsetForTime { pid, ts_ms, reply } => self.start_read(pid, ReadMode::Time { ts_ms, reply }, 0),
+            Request::Stat { pid, reply } => reply(match self.partitions.get(&pid) {
+                Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
+                None => Err(unknown(pid)),
+            }),
+            Request::AddPartitions { pids, reply } => {
+                for pid in pids {
+                    let log = pid % self.spec.log_count;
+                    if self.journals.contains_key(&log) {
+                        self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log));
+                    }
+                }
+                reply(Ok(()))
+            }
+            Request::RemovePartitions { pids } => {
+                for pid in pids {
+                    self.partitions.remove(&pid);
+                }
+            }
+            Request::Stop { reply } => {
+                self.stop = Some(reply);
+            }
+        }
+    }
+
+    fn append(&mut self, pid: Pid, batch: ValidBatch, reply: Reply<AppendAck>) {
+        if self.stop.is_some() {
+            return reply(Err(StromError::ShuttingDown));
+        }
+        let Some(p) = self.partitions.get_mut(&pid) else { return reply(Err(unknown(pid))) };
+        let journal = self.journals.get_mut(&p.log).expect("partition's log is on its core");
+        let base = p.next_offset;
+        let bytes = &batch.bytes;
+        let staged = journal.stage(&mut self.io, pid, bytes.len(), |dst| {
+            dst.copy_from_slice(bytes);
+            batch::set_base_offset(dst, base);
+        });
+        match staged {
+            Ok(pos) => {
+                let records = batch.records();
+                let seg_start = journal.active_segment_start();
+                let max_ts_ms = p.observe_batch(base, records, batch.info.max_timestamp_ms, pos, seg_start, self.cfg.index_interval_bytes);
+                journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply });
+                self.stats.appends += 1;
+            }
+            Err(StageError::NoBuffer) => {
+                self.stats.deferred += 1;
+                self.deferred.push_front(Request::Append { pid, batch, reply });
+            }
+            Err(StageError::Failed(e)) => {
+                self.stats.appends_refused += 1;
+                reply(Err(e))
+            }
+        }
+    }
+
+    /// Reaps completions and acts on them: retires commits (acknowledging
+    /// their appends), continues reads.
+    pub fn process_completions(&mut self) {
+        let mut completions = std::mem::take(&mut self.completions);
+        self.io.reap(&mut completions);
+        let now = self.io.now_ns();
+        for c in completions.drain(..) {
+            let (kind, log, seq) = journal::untoken(c.token);
+            match kind {
+                journal::TOKEN_WRITE | journal::TOKEN_FSYNC => {
+                    self.journals.get_mut(&log).expect("op of an owned log").on_completion(kind, seq, c.result, c.buf, now)
+                }
+                TOKEN_READ => self.on_read_complete(seq as usize, c),
+                _ => unreachable!("unknown op token {:#x}", c.token),
+            }
+        }
+        self.completions = completions;
+        self.deliver_acks();
+    }
+
+    fn deliver_acks(&mut self) {
+        for j in self.journals.values_mut() {
+            j.take_retired(&mut self.retired);
+            j.take_refused(&mut self.refused);
+        }
+        for ack in self.retired.drain(..) {
+            if let Some(p) = self.partitions.get_mut(&ack.pid) {
+                p.make_visible(ack.end_offset, ack.max_ts_ms);
+            }
+            (ack.reply)(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1 }));
+        }
+        for (ack, err) in self.refused.drain(..) {
+            self.stats.appends_refused += 1;
+            (ack.reply)(Err(err));
+        }
+    }
+
+    /// Plans this tick's I/O: deferred requests, commits and fsyncs,
+    /// checkpoints, retention, and the stop sequence.
+    pub fn plan(&mut self) {
+        while let Some(req) = self.deferred.pop_front() {
+            let before = self.deferred.len();
+            self.handle_now(req);
+            if self.deferred.len() > before {
+                break;
+            }
+        }
+        self.drive_read_waiters();
+        self.maybe_retention();
+        for (&log, j) in self.journals.iter_mut() {
+            let since = j.bytes_logged - self.checkpoint_bytes[&log];
+            if since >= self.cfg.checkpoint_interval_bytes && j.failed().is_none() {
+                j.set_barrier(true);
+            }
+        }
+        if self.stop.is_some() && self.deferred.is_empty() {
+            for j in self.journals.values_mut() {
+                if j.idle() {
+                    j.set_barrier(true);
+                }
+            }
+        }
+        for j in self.journals.values_mut() {
+            j.plan(&mut self.io);
+        }
+        self.write_due_checkpoints();
+        self.deliver_acks();
+        if self.stop.is_some() && self.reads.is_empty() && self.deferred.is_empty() {
+            let done = self.journals.values().all(|j| j.failed().is_some() || (j.idle() && !j.has_pending()));
+            if done {
+                let reply = self.stop.take().expect("stop");
+                self.stopped = true;
+                reply(Ok(()));
+            }
+        }
+        #[cfg(debug_assertions)]
+        self.invariants();
+    }
+
+    /// How the caller should wait after [`Core::plan`]: block for a
+    /// completion (true) or only poll, and for how long at most.
+    pub fn wait_hint(&self) -> (bool, Option<Duration>) {
+        if !self.deferred.is_empty() && self.io.in_flight() == 0 {
+            return (false, Some(Duration::ZERO));
+        }
+        let now = self.io.now_ns();
+        let mut timeout_ns = RETENTION_CHECK_NS;
+        for j in self.journals.values() {
+            if let Some(due) = j.fsync_due_in_ns(now) {
+                timeout_ns = timeout_ns.min(due.max(1));
+            }
+        }
+        (true, Some(Duration::from_nanos(timeout_ns)))
+    }
+
+    /// One whole tick without a mailbox: plan, submit and wait, then process.
+    pub fn tick(&mut self) -> Result<()> {
+        self.plan();
+        let (block, timeout) = self.wait_hint();
+        self.io.wait(usize::from(block && self.io.in_flight() > 0), timeout)?;
+        self.process_completions();
+        Ok(())
+    }
+
+    fn write_due_checkpoints(&mut self) {
+        let logs: Vec<u32> = self.journals.iter().filter(|(_, j)| j.quiesced()).map(|(&l, _)| l).collect();
+        for log in logs {
+            let ckpt = self.checkpoint_of(log);
+            let j = self.journals.get_mut(&log).expect("log");
+            let res = self.io.write_file_atomic(&j.dir().join(checkpoint::FILE_NAME), &checkpoint::encode(&ckpt));
+            if let Err(e) = res {
+                // A failed checkpoint loses nothing: restart scans further back.
+                tracing::warn!(log, %e, "checkpoint not written");
+            } else {
+                self.stats.checkpoints += 1;
+            }
+            self.checkpoint_bytes.insert(log, j.bytes_logged);
+            if self.stop.is_none() {
+                j.set_barrier(false);
+            }
+        }
+    }
+
+    /// The state of `log`'s partitions at its visible (and durable) position.
+    fn checkpoint_of(&self, log: u32) -> Checkpoint {
+        let j = &self.journals[&log];
+        let covered_pos = j.visible_pos();
+        let mut partitions: Vec<PartitionCheckpoint> = self
+            .partitions
+            .values()
+            .filter(|p| p.log == log)
+            .map(|p| PartitionCheckpoint {
+                pid: p.pid,
+                next_offset: p.visible_end,
+                start_offset: p.start_offset,
+                max_ts_ms: p.visible_max_ts_ms,
+                entries: p.index.entries().iter().filter(|e| e.pos < covered_pos && e.offset < p.visible_end).copied().collect(),
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.pid);
+        Checkpoint { log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
+    }
+
+    fn maybe_retention(&mut self) {
+        let now = self.io.now_ns();
+        if now < self.last_retention_ns + RETENTION_CHECK_NS || (self.cfg.retention_bytes.is_none() && self.cfg.retention_age.is_none()) {
+            return;
+        }
+        self.last_retention_ns = now;
+        let age_ns = self.cfg.retention_age.map(|d| d.as_nanos() as u64);
+        for (&log, j) in self.journals.iter_mut() {
+            match j.apply_retention(&mut self.io, self.cfg.retention_bytes, age_ns) {
+                Ok(Some(start)) => {
+                    for p in self.partitions.values_mut().filter(|p| p.log == log) {
+                        p.forget_before(start);
+                    }
+                    // Checkpoint soon, so restart never looks for deleted segments' state.
+                    self.checkpoint_bytes.insert(log, j.bytes_logged.saturating_sub(self.cfg.checkpoint_interval_bytes));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(log, %e, "retention could not delete a segment"),
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    fn start_read(&mut self, pid: Pid, mode: ReadMode, offset: u64) {
+        let Some(p) = self.partitions.get(&pid) else { return finish_mode(mode, Err(unknown(pid)), Vec::new(), 0, 0, 0) };
+        self.stats.reads += 1;
+        let (start, end) = (p.start_offset, p.visible_end);
+        let entry = match &mode {
+            ReadMode::Fetch { .. } if offset < start || offset > end => {
+                return finish_mode(mode, Err(StromError::OffsetOutOfRange { offset, earliest: start, end }), Vec::new(), 0, end, start);
+            }
+            ReadMode::Fetch { .. } if offset == end => return finish_mode(mode, Ok(()), Vec::new(), end, end, start),
+            ReadMode::Fetch { .. } => p.index.floor(offset),
+            ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => return finish_mode(mode, Ok(()), Vec::new(), NOT_FOUND, end, start),
+            ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
+        };
+        let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
+        let Some(entry) = entry else { return finish_mode(mode, Ok(()), Vec::new(), none_yet, end, start) };
+        let log = p.log;
+        let limit = self.journals[&log].visible_pos();
+        let slot = self.reads.insert(ReadState {
+            pid,
+            log,
+            mode,
+            cursor: entry.pos,
+            limit,
+            last_hit: entry.pos,
+            out: Vec::new(),
+            next_offset: none_yet,
+            chunk: None,
+            in_flight: false,
+        });
+        self.advance_read(slot);
+    }
+
+    fn on_read_complete(&mut self, slot: usize, c: Completion) {
+        let r = self.reads.get_mut(slot).expect("read completion for a live read");
+        r.in_flight = false;
+        let buf = c.buf.expect("read returns its buffer");
+        let j = self.journals.get_mut(&r.log).expect("log");
+        let pos = align_down(r.cursor);
+        if let Some(seg) = j.segment_for_mut(pos) {
+            seg.reads_in_flight -= 1;
+        }
+        match c.result {
+            Ok(_) => {
+                r.chunk = Some((pos, buf));
+                self.advance_read(slot);
+            }
+            Err(errno) => {
+                let path = j.segment_for(pos).map(|s| s.path.clone()).unwrap_or_default();
+                self.read_bufs.push(buf);
+                self.finish_read(slot, Err(StromError::Io { op: crate::error::IoOp::Read, path, errno }));
+            }
+        }
+    }
+
+    /// Runs a read forward until it finishes or needs the disk.
+    fn advance_read(&mut self, slot: usize) {
+        loop {
+            match self.read_step(slot) {
+                Step::Continue => continue,
+                Step::Done(res) => return self.finish_read(slot, res),
+                Step::NeedDisk { len } => return self.submit_read(slot, len),
+            }
+        }
+    }
+
+    /// Looks at the frame under a read's cursor.
+    fn read_step(&mut self, slot: usize) -> Step {
+        let r = &mut self.reads[slot];
+        let Some(p) = self.partitions.get(&r.pid) else { return Step::Done(Err(unknown(r.pid))) };
+        let j = &self.journals[&r.log];
+        if let ReadMode::Fetch { .. } = r.mode
+            && r.next_offset >= p.visible_end
+        {
+            return Step::Done(Ok(()));
+        }
+        if r.cursor >= r.limit {
+            return Step::Done(Ok(()));
+        }
+        if r.cursor > r.last_hit + self.cfg.index_interval_bytes {
+            // No batch of this partition lies within an interval after the
+            // last one unless it has an index entry: jump to that entry.
+            match p.index.next_after_pos(r.cursor) {
+                Some(e) if e.pos < r.limit => {
+                    r.cursor = e.pos;
+                    r.last_hit = e.pos;
+                }
+                _ => return Step::Done(Ok(())),
+            }
+        }
+        let from_disk;
+        let bytes: &[u8] = if let Some(b) = j.cached_at(r.cursor) {
+            from_disk = false;
+            b
+        } else {
+            from_disk = true;
+            match &r.chunk {
+                Some((at, buf)) if r.cursor >= *at && r.cursor < at + buf.len() as u64 => &buf.as_slice()[(r.cursor - at) as usize..],
+                _ => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
+            }
+        };
+        let h = match frame::decode_header(bytes, r.cursor, self.cfg.batch_bytes_max as u32) {
+            Ok(h) => h,
+            Err(frame::FrameError::Truncated { needed }) if from_disk => return Step::NeedDisk { len: needed as usize },
+            Err(e) => return Step::Done(Err(corrupt_read(j, r.cursor, e.to_string()))),
+        };
+        if (bytes.len() as u64) < h.frame_bytes() {
+            if from_disk {
+                return Step::NeedDisk { len: h.frame_bytes() as usize };
+            }
+            return Step::Done(Err(corrupt_read(j, r.cursor, "frame runs past its commit".into())));
+        }
+        let frame_bytes = &bytes[..h.frame_bytes() as usize];
+        let hit = h.kind == FrameKind::Batch && h.pid == r.pid;
+        r.cursor = h.end_pos();
+        if !hit {
+            return Step::Continue;
+        }
+        r.last_hit = h.end_pos();
+        let info = if from_disk {
+            // Data from disk is verified before it is served: corruption becomes an error, never data.
+            match frame::verify_payload(&h, frame_bytes) {
+                Ok(info) => info,
+                Err(e) => return Step::Done(Err(corrupt_read(j, h.pos, e.to_string()))),
+            }
+        } else {
+            match batch::parse_header(&frame_bytes[HEADER_BYTES..]) {
+                Ok(info) => info,
+                Err(e) => return Step::Done(Err(corrupt_read(j, h.pos, e.to_string()))),
+            }
+        };
+        let payload = &frame_bytes[HEADER_BYTES..];
+        match &r.mode {
+            ReadMode::Fetch { offset, max_bytes, .. } => {
+                if (info.last_offset() as u64) < *offset {
+                    return Step::Continue;
+                }
+                if !r.out.is_empty() && r.out.len() + payload.len() > *max_bytes {
+                    return Step::Done(Ok(()));
+                }
+                r.out.extend_from_slice(payload);
+                r.next_offset = info.last_offset() as u64 + 1;
+                if r.out.len() >= *max_bytes { Step::Done(Ok(())) } else { Step::Continue }
+            }
+            ReadMode::Time { ts_ms, .. } => {
+                if info.max_timestamp_ms < *ts_ms {
+                    return Step::Continue;
+                }
+                let found = batch::records(payload)
+                    .filter_map(|rec| rec.ok())
+                    .find(|rec| info.base_timestamp_ms + rec.timestamp_delta_ms >= *ts_ms)
+                    .map(|rec| info.base_offset as u64 + rec.offset_delta as u64);
+                r.next_offset = found.unwrap_or(info.base_offset as u64);
+                Step::Done(Ok(()))
+            }
+        }
+    }
+
+    fn submit_read(&mut self, slot: usize, need_bytes: usize) {
+        let r = &mut self.reads[slot];
+        let mut buf = match r.chunk.take() {
+            Some((_, b)) => b,
+            None => match self.read_bufs.pop() {
+                Some(b) => b,
+                None => {
+                    self.read_waiters.push_back(slot);
+                    return;
+                }
+            },
+        };
+        let j = self.journals.get_mut(&r.log).expect("log");
+        let pos = align_down(r.cursor);
+        let Some(seg) = j.segment_for_mut(pos) else {
+            let err = StromError::OffsetOutOfRange { offset: r.next_offset, earliest: 0, end: 0 };
+            self.read_bufs.push(buf);
+            return self.finish_read(slot, Err(err));
+        };
+        let len = buf.capacity();
+        debug_assert!((r.cursor - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
+        buf.set_len(0);
+        let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };
+        match self.io.push(op, journal::token(TOKEN_READ, r.log, slot as u32)) {
+            Ok(()) => {
+                seg.reads_in_flight += 1;
+                r.in_flight = true;
+                self.stats.reads_from_disk += 1;
+            }
+            Err(Op::Read { buf, .. }) => {
+                self.read_bufs.push(buf);
+                self.read_waiters.push_back(slot);
+            }
+            Err(_) => unreachable!("push returns the op it was given"),
+        }
+    }
+
+    fn finish_read(&mut self, slot: usize, res: Result<()>) {
+        let r = self.reads.remove(slot);
+        debug_assert!(!r.in_flight);
+        if let Some((_, b)) = r.chunk {
+            self.read_bufs.push(b);
+        }
+        let (hw, start) = self.partitions.get(&r.pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
+        finish_mode(r.mode, res, r.out, r.next_offset, hw, start);
+        self.drive_read_waiters();
+    }
+
+    /// Lets reads that waited for a buffer (or an op slot) go on.
+    fn drive_read_waiters(&mut self) {
+        while !self.read_bufs.is_empty() {
+            let Some(w) = self.read_waiters.pop_front() else { break };
+            if self.reads.contains(w) {
+                self.advance_read(w);
+            }
+        }
+    }
+
+    /// Checks the relations that must hold between ticks.
+    pub fn invariants(&self) {
+        for j in self.journals.values() {
+            j.invariants();
+        }
+        for p in self.partitions.values() {
+            p.invariants();
+        }
+        let reads_holding = self.reads.iter().filter(|(_, r)| r.chunk.is_some() || r.in_flight).count();
+        assert!(self.read_bufs.len() + reads_holding <= self.cfg.read_bufs_per_core, "read buffer leaked or doubled");
+    }
+}
+
+fn finish_mode(mode: ReadMode, res: Result<()>, out: Vec<u8>, next_offset: u64, high_watermark: u64, start_offset: u64) {
+    match mode {
+        ReadMode::Fetch { reply, .. } => reply(res.map(|()| ReadResult { batches: out, next_offset, high_watermark, start_offset })),
+        ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
+    }
+}
+
+fn unknown(pid: Pid) -> StromError {
+    StromError::UnknownPartition { topic: String::new(), partition: pid }
+}
+
+fn corrupt_read<R>(j: &Journal<R>, pos: u64, reason: String) -> StromError {
+    let path = j.segment_for(pos).map(|s| s.path.clone()).unwrap_or_else(|| j.dir().to_path_buf());
+    StromError::Corrupt { path, pos, reason }
+}

@@ -1,0 +1,364 @@
+//! The engine: starts one pinned core thread per configured core, routes
+//! each request to the core owning its partition, and offers the embedded
+//! API (an application appends and reads in-process, with no server).
+//!
+//! Routing: partition `pid` lives in log `pid % log_count`, and log `l` is
+//! owned by core `l % cores`. Requests reach a core through a bounded
+//! mailbox (a full mailbox blocks the caller: that is the push back) and a
+//! doorbell: the core sets `sleeping` before it blocks in the ring, and a
+//! sender that finds it set rings the core's eventfd. So a busy core is
+//! never interrupted by a syscall per request.
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::catalog::{Catalog, TopicMeta};
+use crate::config::EngineConfig;
+use crate::core::{AppendAck, Core, CoreSpec, PartitionStat, ReadResult, Reply, Request, ValidBatch};
+use crate::error::{IoOp, Result, StromError};
+use crate::io::Io;
+use crate::io::Waker;
+use crate::io::uring::UringIo;
+use crate::log::recovery::RecoveryReport;
+use crate::partition::Pid;
+use crate::platform;
+
+struct CoreHandle {
+    tx: SyncSender<Request>,
+    sleeping: Arc<AtomicBool>,
+    waker: Arc<dyn Waker>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CoreHandle {
+    fn send(&self, req: Request) -> Result<()> {
+        self.tx.send(req).map_err(|_| StromError::ShuttingDown)?;
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.waker.wake();
+        }
+        Ok(())
+    }
+}
+
+/// An answer that will arrive later (a pipelined append, for one).
+pub struct Pending<T> {
+    rx: Receiver<Result<T>>,
+}
+
+impl<T> Pending<T> {
+    /// Blocks until the answer arrives.
+    pub fn wait(self) -> Result<T> {
+        self.rx.recv().unwrap_or(Err(StromError::ShuttingDown))
+    }
+}
+
+fn pending<T: Send + 'static>() -> (Reply<T>, Pending<T>) {
+    let (tx, rx) = mpsc::sync_channel(1);
+    (Box::new(move |r| drop(tx.send(r))), Pending { rx })
+}
+
+/// A topic as listed by [`Engine::topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: u32,
+}
+
+/// An open data directory with its core threads running.
+pub struct Engine {
+    dir: PathBuf,
+    cfg: EngineConfig,
+    log_count: u32,
+    catalog: Mutex<Catalog>,
+    cores: Vec<CoreHandle>,
+    reports: Vec<RecoveryReport>,
+    /// Held for the engine's lifetime: a second process on the same
+    /// directory would corrupt it.
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl Engine {
+    /// Opens (or creates) `dir`: probes the platform, recovers every log,
+    /// and starts the cores. Fails with a one-line cause and fix when the
+    /// platform cannot run Strom, or names the position of any corruption.
+    pub fn open(dir: &Path, cfg: EngineConfig) -> Result<Engine> {
+        cfg.validate()?;
+        platform::probe_io_uring()?;
+        platform::probe_data_dir(dir)?;
+        let lock = lock_dir(dir)?;
+        let catalog = Catalog::open_or_create(dir, cfg.logs_on_create)?;
+        let log_count = catalog.log_count();
+        let cores = cfg.cores;
+        let logs_per_core = log_count.div_ceil(cores as u32) as u64;
+        let reg_bytes = logs_per_core * (cfg.write_bufs_per_log * cfg.write_buf_bytes) as u64 + (cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)) as u64;
+        platform::probe_memlock(reg_bytes)?;
+        let pids = catalog.pids();
+        let mut handles = Vec::new();
+        let mut reports = Vec::new();
+        let mut first_err = None;
+        for core_id in 0..cores {
+            let logs: Vec<u32> = (0..log_count).filter(|l| *l as usize % cores == core_id).collect();
+            let spec = CoreSpec {
+                core_id,
+                data_dir: dir.to_path_buf(),
+                log_count,
+                pids: pids.iter().copied().filter(|p| logs.contains(&(p % log_count))).collect(),
+                logs,
+            };
+            match spawn_core(cfg.clone(), spec) {
+                Ok((h, r)) => {
+                    handles.push(h);
+                    reports.extend(r);
+                }
+                Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        let engine = Engine { dir: dir.to_path_buf(), cfg, log_count, catalog: Mutex::new(catalog), cores: handles, reports, _lock: lock };
+        match first_err {
+            Some(e) => {
+                drop(engine);
+                Err(e)
+            }
+            None => Ok(engine),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn log_count(&self) -> u32 {
+        self.log_count
+    }
+
+    /// What recovery did for each log at open.
+    pub fn recovery_reports(&self) -> &[RecoveryReport] {
+        &self.reports
+    }
+
+    fn core_of(&self, pid: Pid) -> &CoreHandle {
+        &self.cores[(pid % self.log_count) as usize % self.cores.len()]
+    }
+
+    fn pid(&self, topic: &str, partition: u32) -> Result<Pid> {
+        self.catalog.lock().expect("catalog lock").pid(topic, partition)
+    }
+
+    /// Creates a topic with `partitions` partitions, durably.
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        let mut cat = self.catalog.lock().expect("catalog lock");
+        let TopicMeta { first_pid, partitions } = cat.create_topic(name, partitions, self.cfg.partitions_per_topic_max)?;
+        self.broadcast_pids(first_pid..first_pid + partitions, true)
+    }
+
+    /// Deletes a topic. Readers in progress get `UnknownPartition`.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let mut cat = self.catalog.lock().expect("catalog lock");
+        let TopicMeta { first_pid, partitions } = cat.delete_topic(name)?;
+        self.broadcast_pids(first_pid..first_pid + partitions, false)
+    }
+
+    fn broadcast_pids(&self, pids: std::ops::Range<Pid>, add: bool) -> Result<()> {
+        let mut waits = Vec::new();
+        for (c, core) in self.cores.iter().enumerate() {
+            let mine: Vec<Pid> = pids.clone().filter(|p| (p % self.log_count) as usize % self.cores.len() == c).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if add {
+                let (reply, wait) = pending();
+                core.send(Request::AddPartitions { pids: mine, reply })?;
+                waits.push(wait);
+            } else {
+                core.send(Request::RemovePartitions { pids: mine })?;
+            }
+        }
+        waits.into_iter().try_for_each(Pending::wait)
+    }
+
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        let cat = self.catalog.lock().expect("catalog lock");
+        cat.topics().iter().map(|(name, t)| TopicInfo { name: name.clone(), partitions: t.partitions }).collect()
+    }
+
+    /// Appends one RecordBatch v2 and blocks until it is durable under the
+    /// fsync policy. The batch is validated here, on the caller's thread.
+    pub fn append(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<AppendAck> {
+        self.append_async(topic, partition, batch)?.wait()
+    }
+
+    /// Appends without waiting: call [`Pending::wait`] later. Appends to one
+    /// partition are stored and acknowledged in the order they were made.
+    pub fn append_async(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<Pending<AppendAck>> {
+        let pid = self.pid(topic, partition)?;
+        let batch = ValidBatch::new(batch, self.cfg.batch_bytes_max)?;
+        let (reply, wait) = pending();
+        self.core_of(pid).send(Request::Append { pid, batch, reply })?;
+        Ok(wait)
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, up to
+    /// about `max_bytes` (at least one batch). Sees only durable data.
+    pub fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+        let pid = self.pid(topic, partition)?;
+        let (reply, wait) = pending();
+        self.core_of(pid).send(Request::Read { pid, offset, max_bytes, reply })?;
+        wait.wait()
+    }
+
+    /// The first offset whose record timestamp is at least `ts_ms`.
+    pub fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>> {
+        let pid = self.pid(topic, partition)?;
+        let (reply, wait) = pending();
+        self.core_of(pid).send(Request::OffsetForTime { pid, ts_ms, reply })?;
+        wait.wait()
+    }
+
+    /// Earliest and end offsets of a partition.
+    pub fn partition_stat(&self, topic: &str, partition: u32) -> Result<PartitionStat> {
+        let pid = self.pid(topic, partition)?;
+        let (reply, wait) = pending();
+        self.core_of(pid).send(Request::Stat { pid, reply })?;
+        wait.wait()
+    }
+
+    /// Stops every core after its in-flight appends are durable and
+    /// acknowledged, and checkpoints every log, so the next open scans nothing.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop_cores()
+    }
+
+    fn stop_cores(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        let mut waits = Vec::new();
+        for core in &self.cores {
+            let (reply, wait) = pending();
+            if core.send(Request::Stop { reply }).is_ok() {
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            if let Err(e) = w.wait() {
+                result = Err(e);
+            }
+        }
+        for core in &mut self.cores {
+            if let Some(t) = core.thread.take()
+                && t.join().is_err()
+            {
+                result = Err(StromError::Unsupported("a core thread panicked".into()));
+            }
+        }
+        result
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.cores.iter().any(|c| c.thread.is_some())
+            && let Err(e) = self.stop_cores()
+        {
+            tracing::error!(%e, "engine stop");
+        }
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    std::fs::create_dir_all(dir).map_err(|e| StromError::io(IoOp::Create, dir, &e))?;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| StromError::io(IoOp::Open, &path, &e))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| StromError::Unsupported(format!("{} is in use by another Strom process (lock held on {})", dir.display(), path.display())))
+}
+
+type Ready = Result<(Arc<dyn Waker>, Vec<RecoveryReport>)>;
+
+fn spawn_core(cfg: EngineConfig, spec: CoreSpec) -> Result<(CoreHandle, Vec<RecoveryReport>)> {
+    let (tx, rx) = mpsc::sync_channel(cfg.mailbox_capacity);
+    let sleeping = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
+    let thread_sleeping = sleeping.clone();
+    let name = format!("strom-core-{}", spec.core_id);
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || core_main(cfg, spec, rx, thread_sleeping, ready_tx))
+        .map_err(|e| StromError::io(IoOp::Create, "thread", &e))?;
+    let (waker, reports) = ready_rx.recv().unwrap_or_else(|_| Err(StromError::Unsupported("core thread died at start".into())))?;
+    Ok((CoreHandle { tx, sleeping, waker, thread: Some(thread) }, reports))
+}
+
+fn core_main(cfg: EngineConfig, spec: CoreSpec, rx: Receiver<Request>, sleeping: Arc<AtomicBool>, ready: SyncSender<Ready>) {
+    if cfg.pin_cores {
+        let cpu = spec.core_id % platform::online_cpus().max(1);
+        if let Err(e) = platform::pin_current_thread(cpu) {
+            tracing::warn!(core = spec.core_id, %e, "could not pin core thread");
+        }
+    }
+    let opened = UringIo::new(cfg.ring_entries).and_then(|io| {
+        let waker = io.waker();
+        Core::open(io, cfg, spec).map(|(core, reports)| (core, waker, reports))
+    });
+    let mut core = match opened {
+        Ok((core, waker, reports)) => {
+            let _ = ready.send(Ok((waker, reports)));
+            core
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if let Err(e) = run(&mut core, &rx, &sleeping) {
+        tracing::error!(core = core.spec().core_id, %e, "core stopped on a ring failure");
+    }
+}
+
+/// The core's loop: reap and process, take requests, plan, submit and wait.
+fn run(core: &mut Core<UringIo>, rx: &Receiver<Request>, sleeping: &AtomicBool) -> Result<()> {
+    loop {
+        core.process_completions();
+        while !core.backpressured() {
+            match rx.try_recv() {
+                Ok(req) => core.handle(req),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    core.handle(Request::Stop { reply: Box::new(|_| ()) });
+                    break;
+                }
+            }
+        }
+        core.plan();
+        if core.stopped() {
+            return Ok(());
+        }
+        let (block, timeout) = core.wait_hint();
+        if !block {
+            core.io.wait(0, Some(Duration::ZERO))?;
+            continue;
+        }
+        // Announce the sleep, then look once more, so that a request sent
+        // just before the announcement is not left waiting for the timeout.
+        sleeping.store(true, Ordering::SeqCst);
+        match rx.try_recv() {
+            Ok(req) => {
+                sleeping.store(false, Ordering::SeqCst);
+                core.handle(req);
+                core.io.wait(0, Some(Duration::ZERO))?;
+            }
+            Err(_) => {
+                core.io.wait(1, timeout)?;
+                sleeping.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The seam between a core and the outside world: disk I/O, time and wake-ups.
+//!
+//! A core is generic over [`Io`], so the same code runs on io_uring
+//! ([`uring::UringIo`]) and on a deterministic simulated disk
+//! ([`sim::SimIo`]) driven by a seed. Asynchronous operations own their
+//! buffer from [`Io::push`] until their completion hands it back: that is
+//! the whole memory-safety story of the data path, and both backends keep it.
+//!
+//! Blocking file-system calls (create, rename, sync a directory) are rare:
+//! start-up, segment rolls, checkpoints and retention. They go through the
+//! seam too, so the simulator can crash between any two of them.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::buf::AlignedBuf;
+use crate::error::Result;
+
+pub mod sim;
+pub mod uring;
+
+/// A file opened through the seam: an index in the backend's file table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId(pub u32);
+
+/// An asynchronous operation. Each one owns its buffer until it completes.
+#[derive(Debug)]
+pub enum Op {
+    /// Writes `buf.as_slice()` at byte `pos` (both block-aligned), with
+    /// `WRITE_FIXED` when the buffer is registered.
+    Write { file: FileId, pos: u64, buf: AlignedBuf },
+    /// `fdatasync`: makes durable every write to `file` that completed
+    /// before this was submitted (and no write still in flight).
+    Fsync { file: FileId },
+    /// Reads `len` bytes (block multiple) at `pos` (block-aligned) into
+    /// `buf` with `READ_FIXED` when registered; on completion `buf.len()` is
+    /// the byte count read (short at end of file).
+    Read { file: FileId, pos: u64, len: usize, buf: AlignedBuf },
+}
+
+/// The end of an [`Op`]: its caller token, its result and its buffer back.
+#[derive(Debug)]
+pub struct Completion {
+    pub token: u64,
+    /// Bytes transferred (0 for fsync), or a positive errno.
+    pub result: std::result::Result<u32, i32>,
+    /// The op's buffer, returned to its owner (None for fsync).
+    pub buf: Option<AlignedBuf>,
+}
+
+/// Wakes a core blocked in [`Io::wait`] from another thread.
+pub trait Waker: Send + Sync {
+    fn wake(&self);
+}
+
+/// What a core needs from the outside world.
+pub trait Io {
+    /// Monotonic nanoseconds (virtual time in the simulator).
+    fn now_ns(&self) -> u64;
+
+    /// Queues `op` for submission at the next [`Io::wait`]; `token` comes
+    /// back in its completion. Gives the op back when the op table is full
+    /// (the caller pushes back on its clients instead of growing).
+    fn push(&mut self, op: Op, token: u64) -> std::result::Result<(), Op>;
+
+    /// Submits what is queued, then blocks until at least `min_complete`
+    /// completions are ready, `timeout` passes, or a [`Waker`] fires.
+    fn wait(&mut self, min_complete: usize, timeout: Option<Duration>) -> Result<()>;
+
+    /// Moves every ready completion into `out`.
+    fn reap(&mut self, out: &mut Vec<Completion>);
+
+    /// Operations pushed and not yet reaped.
+    fn in_flight(&self) -> usize;
+
+    /// A handle other threads use to end a [`Io::wait`] early.
+    fn waker(&self) -> Arc<dyn Waker>;
+
+    /// Registers `bufs` with the kernel for fixed I/O and records each
+    /// one's index in it. Called once per core at start-up.
+    fn register_buffers(&mut self, bufs: &mut [AlignedBuf]) -> Result<()>;
+
+    /// Creates a new file for O_DIRECT read/write (fails if it exists). It is
+    /// not durable until [`Io::sync_dir`] on its directory.
+    fn create(&mut self, path: &Path) -> Result<FileId>;
+    /// Opens an existing file for O_DIRECT reads (and writes if `writable`).
+    fn open(&mut self, path: &Path, writable: bool) -> Result<FileId>;
+    fn close(&mut self, file: FileId);
+    fn file_len(&mut self, file: FileId) -> Result<u64>;
+    /// Blocking aligned read, for recovery: like [`Op::Read`].
+    fn read_at(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> Result<usize>;
+    /// Removes a file; the removal is durable after [`Io::sync_dir`].
+    fn remove(&mut self, path: &Path) -> Result<()>;
+    /// fsyncs a directory, making creations and removals in it durable.
+    fn sync_dir(&mut self, dir: &Path) -> Result<()>;
+    /// Creates a directory and its parents (durable after syncing the parent).
+    fn create_dir_all(&mut self, dir: &Path) -> Result<()>;
+    /// Names of the entries of `dir`, sorted.
+    fn list_dir(&mut self, dir: &Path) -> Result<Vec<String>>;
+    /// Reads a whole small metadata file (buffered I/O); None if absent.
+    fn read_file(&mut self, path: &Path) -> Result<Option<Vec<u8>>>;
+    /// Replaces `path` with `data` atomically and durably: write a temporary
+    /// file, fsync it, rename it over `path`, fsync the directory.
+    fn write_file_atomic(&mut self, path: &Path, data: &[u8]) -> Result<()>;
+}

@@ -1,0 +1,28 @@
+//! Strom: a durable, append-only log broker and storage engine on io_uring.
+//!
+//! The tree follows a record's path: [`wire`] decodes and validates a
+//! RecordBatch, [`engine`] routes it to the core that owns its partition,
+//! [`core`] runs that core's tick, [`log`] frames it into the core's
+//! sequential O_DIRECT log and commits it (write, then one fdatasync),
+//! [`partition`] indexes it, and reads come back through the same core from
+//! its in-memory log buffers or by `READ_FIXED`. [`io`] is the seam between
+//! the core and the kernel (io_uring) or a simulated disk; [`buf`] holds the
+//! aligned buffers the kernel reads and writes.
+#![deny(unsafe_code)]
+
+pub mod buf;
+pub mod catalog;
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod error;
+pub mod inspect;
+pub mod io;
+pub mod log;
+pub mod partition;
+pub mod platform;
+pub mod wire;
+
+pub use config::{EngineConfig, FsyncPolicy};
+pub use engine::Engine;
+pub use error::{Result, StromError};

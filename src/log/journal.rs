@@ -1,0 +1,581 @@
+//! One log's write path: staging, group commit, fdatasync ordering,
+//! acknowledgement order, the tail cache and the sticky failure.
+//!
+//! Positions, all in log bytes and only ever growing:
+//! `visible_pos <= durable_pos.max(written_pos)`, `written_pos <= planned_pos`.
+//! - `planned_pos`: end of the frames staged so far (the next frame's position);
+//! - `written_pos`: every write below it has completed;
+//! - `durable_pos`: an fdatasync submitted after those writes completed has completed;
+//! - `visible_pos`: end of the retired (acknowledged) commits; readers see below it.
+//!
+//! A *commit* is one buffer's worth of frames written with one O_DIRECT write,
+//! starting and ending on a block boundary (a padding frame fills the end), so
+//! no write ever touches a block holding bytes of an earlier commit. Under
+//! `always`, a commit retires once `durable_pos` reaches its end and every
+//! earlier commit retired; under `interval`/`never`, once `written_pos` does.
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use crate::buf::{AlignedBuf, align_up};
+use crate::config::FsyncPolicy;
+use crate::error::{IoOp, Result, StromError, classify_errno, Errno};
+use crate::io::{FileId, Io, Op};
+use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES, PAD_BYTES_MAX};
+use crate::log::segment::{Segment, segment_name};
+use crate::partition::Pid;
+
+/// What a log's owner must remember about a staged batch until it is acknowledged.
+#[derive(Debug)]
+pub struct PendingAck<R> {
+    pub pid: Pid,
+    pub base_offset: u64,
+    /// One past the batch's last offset.
+    pub end_offset: u64,
+    /// The partition's running max timestamp including this batch.
+    pub max_ts_ms: i64,
+    pub reply: R,
+}
+
+/// Sizes and policy a journal runs with.
+#[derive(Debug, Clone)]
+pub struct JournalLimits {
+    pub policy: FsyncPolicy,
+    pub write_buf_bytes: usize,
+    pub write_bufs: usize,
+    pub write_depth: usize,
+    pub segment_bytes: u64,
+}
+
+/// Why a frame could not be staged now.
+#[derive(Debug)]
+pub enum StageError {
+    /// Every write buffer is in flight or sealed: retry next tick (push back).
+    NoBuffer,
+    /// The log failed or the segment roll failed.
+    Failed(StromError),
+}
+
+struct Commit<R> {
+    seq: u32,
+    start_pos: u64,
+    end_pos: u64,
+    file: FileId,
+    /// None while a write owns the buffer.
+    buf: Option<AlignedBuf>,
+    /// The write was submitted and its completion has not arrived.
+    write_in_flight: bool,
+    written: bool,
+    acks: Vec<PendingAck<R>>,
+}
+
+pub const TOKEN_WRITE: u64 = 1;
+pub const TOKEN_FSYNC: u64 = 2;
+
+/// Packs an op's kind, log and sequence number into a caller token.
+pub fn token(kind: u64, log: u32, seq: u32) -> u64 {
+    debug_assert!(log < 1 << 24);
+    kind << 56 | (log as u64) << 32 | seq as u64
+}
+
+/// Unpacks a caller token into (kind, log, seq).
+pub fn untoken(t: u64) -> (u64, u32, u32) {
+    (t >> 56, ((t >> 32) & 0xFF_FFFF) as u32, t as u32)
+}
+
+pub struct Journal<R> {
+    pub id: u32,
+    dir: PathBuf,
+    limits: JournalLimits,
+    segments: VecDeque<Segment>,
+    epoch: u32,
+    staging: Option<Commit<R>>,
+    sealed: VecDeque<Commit<R>>,
+    /// Submitted commits, in position order, until retired.
+    writing: VecDeque<Commit<R>>,
+    writes_in_flight: usize,
+    planned_pos: u64,
+    written_pos: u64,
+    durable_pos: u64,
+    visible_pos: u64,
+    log_start: u64,
+    fsyncs_in_flight: usize,
+    fsync_target: u64,
+    /// Files with completed writes not yet covered by a submitted fsync.
+    unsynced_files: Vec<FileId>,
+    last_fsync_ns: u64,
+    /// Wait for every write and an fsync, then stay still (checkpoint, stop).
+    barrier: bool,
+    free: Vec<AlignedBuf>,
+    /// Retired commits' buffers, oldest first, for reads at the tail.
+    cache: VecDeque<(u64, AlignedBuf)>,
+    failed: Option<StromError>,
+    next_seq: u32,
+    retired: Vec<PendingAck<R>>,
+    refused: Vec<(PendingAck<R>, StromError)>,
+    pub bytes_logged: u64,
+    pub commits: u64,
+    pub fsyncs: u64,
+}
+
+/// Where a recovered log continues.
+pub struct OpenState {
+    pub segments: VecDeque<Segment>,
+    pub epoch: u32,
+    /// Block-aligned position the next commit starts at.
+    pub end_pos: u64,
+    pub log_start: u64,
+}
+
+impl<R> Journal<R> {
+    pub fn new(id: u32, dir: &Path, limits: JournalLimits, state: OpenState, bufs: Vec<AlignedBuf>, now_ns: u64) -> Journal<R> {
+        assert_eq!(state.end_pos % crate::buf::BLOCK_BYTES as u64, 0, "log must continue on a block boundary");
+        assert!(bufs.len() >= limits.write_depth + 2);
+        Journal {
+            id,
+            dir: dir.to_path_buf(),
+            limits,
+            segments: state.segments,
+            epoch: state.epoch,
+            staging: None,
+            sealed: VecDeque::new(),
+            writing: VecDeque::new(),
+            writes_in_flight: 0,
+            planned_pos: state.end_pos,
+            written_pos: state.end_pos,
+            durable_pos: state.end_pos,
+            visible_pos: state.end_pos,
+            log_start: state.log_start,
+            fsyncs_in_flight: 0,
+            fsync_target: state.end_pos,
+            unsynced_files: Vec::new(),
+            last_fsync_ns: now_ns,
+            barrier: false,
+            free: bufs,
+            cache: VecDeque::new(),
+            failed: None,
+            next_seq: 0,
+            retired: Vec::new(),
+            refused: Vec::new(),
+            bytes_logged: 0,
+            commits: 0,
+            fsyncs: 0,
+        }
+    }
+
+    pub fn planned_pos(&self) -> u64 {
+        self.planned_pos
+    }
+    pub fn written_pos(&self) -> u64 {
+        self.written_pos
+    }
+    pub fn durable_pos(&self) -> u64 {
+        self.durable_pos
+    }
+    pub fn visible_pos(&self) -> u64 {
+        self.visible_pos
+    }
+    pub fn log_start(&self) -> u64 {
+        self.log_start
+    }
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+    pub fn failed(&self) -> Option<&StromError> {
+        self.failed.as_ref()
+    }
+    pub fn segments(&self) -> &VecDeque<Segment> {
+        &self.segments
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start position of the segment new frames go into.
+    pub fn active_segment_start(&self) -> u64 {
+        self.segments.back().map(|s| s.start_pos).unwrap_or(self.log_start)
+    }
+
+    /// The segment holding log position `pos`.
+    pub fn segment_for(&self, pos: u64) -> Option<&Segment> {
+        let i = self.segments.partition_point(|s| s.start_pos <= pos);
+        i.checked_sub(1).map(|i| &self.segments[i])
+    }
+
+    pub fn segment_for_mut(&mut self, pos: u64) -> Option<&mut Segment> {
+        let i = self.segments.partition_point(|s| s.start_pos <= pos);
+        i.checked_sub(1).map(move |i| &mut self.segments[i])
+    }
+
+    /// True when no write, fsync or staged frame is outstanding.
+    pub fn idle(&self) -> bool {
+        self.staging.is_none() && self.sealed.is_empty() && self.writing.is_empty() && self.fsyncs_in_flight == 0
+    }
+
+    /// Something to do at the next plan (a staged commit or a due fsync).
+    pub fn has_pending(&self) -> bool {
+        self.staging.is_some() || !self.sealed.is_empty() || self.written_pos > self.durable_pos
+    }
+
+    /// Time until an `interval` fsync falls due, if one is waiting.
+    pub fn fsync_due_in_ns(&self, now_ns: u64) -> Option<u64> {
+        match self.limits.policy {
+            FsyncPolicy::Interval(d) if self.written_pos > self.durable_pos && self.fsyncs_in_flight == 0 => {
+                Some((self.last_fsync_ns + d.as_nanos() as u64).saturating_sub(now_ns))
+            }
+            _ => None,
+        }
+    }
+
+    /// Stages one frame of `payload_bytes`, letting `fill` write the payload,
+    /// and returns its log position. The frame becomes part of the commit
+    /// being filled; call [`Journal::attach`] with its acknowledgement.
+    pub fn stage<I: Io>(&mut self, io: &mut I, pid: Pid, payload_bytes: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64, StageError> {
+        if let Some(e) = &self.failed {
+            return Err(StageError::Failed(e.clone()));
+        }
+        let frame_bytes = HEADER_BYTES + payload_bytes;
+        assert!(frame_bytes + PAD_BYTES_MAX <= self.limits.write_buf_bytes, "frame larger than a write buffer");
+        if self.staging.as_ref().is_some_and(|c| c.buf.as_ref().expect("staging buf").remaining() < frame_bytes + PAD_BYTES_MAX) {
+            self.seal_staging();
+        }
+        let segment_end = self.active_segment_start() + self.limits.segment_bytes;
+        if self.segments.is_empty() || self.planned_pos + (frame_bytes + PAD_BYTES_MAX) as u64 > segment_end {
+            self.seal_staging();
+            self.roll(io).map_err(StageError::Failed)?;
+        }
+        if self.staging.is_none() {
+            let buf = self.take_buffer().ok_or(StageError::NoBuffer)?;
+            let file = self.segments.back().expect("active segment").file;
+            let seq = self.next_seq;
+            self.next_seq = self.next_seq.wrapping_add(1);
+            self.staging = Some(Commit { seq, start_pos: self.planned_pos, end_pos: self.planned_pos, file, buf: Some(buf), write_in_flight: false, written: false, acks: Vec::new() });
+        }
+        let pos = self.planned_pos;
+        let durable_before = self.durable_pos;
+        let epoch = self.epoch;
+        let commit = self.staging.as_mut().expect("staging");
+        let buf = commit.buf.as_mut().expect("staging buf");
+        let at = buf.len();
+        buf.set_len(at + frame_bytes);
+        let dst = &mut buf.as_mut_slice()[at..];
+        fill(&mut dst[HEADER_BYTES..]);
+        let h = FrameHeader { kind: FrameKind::Batch, payload_bytes: payload_bytes as u32, pos, durable_before, epoch, pid };
+        frame::seal(dst, &h);
+        self.planned_pos += frame_bytes as u64;
+        commit.end_pos = self.planned_pos;
+        Ok(pos)
+    }
+
+    /// Attaches the acknowledgement of the frame staged last.
+    pub fn attach(&mut self, ack: PendingAck<R>) {
+        self.staging.as_mut().expect("attach without a staged frame").acks.push(ack);
+    }
+
+    fn take_buffer(&mut self) -> Option<AlignedBuf> {
+        let mut buf = self.free.pop().or_else(|| self.cache.pop_front().map(|(_, b)| b))?;
+        buf.set_len(0);
+        Some(buf)
+    }
+
+    /// Pads the filling commit to a block boundary and queues it for writing.
+    fn seal_staging(&mut self) {
+        let Some(mut commit) = self.staging.take() else { return };
+        let pad = frame::pad_bytes_for(commit.end_pos);
+        if pad > 0 {
+            let buf = commit.buf.as_mut().expect("staging buf");
+            let at = buf.len();
+            buf.set_len(at + pad);
+            frame::write_pad(&mut buf.as_mut_slice()[at..], commit.end_pos, self.durable_pos, self.epoch);
+            commit.end_pos += pad as u64;
+        }
+        debug_assert_eq!(commit.end_pos, align_up(commit.end_pos));
+        self.planned_pos = commit.end_pos;
+        self.sealed.push_back(commit);
+    }
+
+    /// Starts a new segment at `planned_pos` (block-aligned: staging was sealed).
+    /// The file is created and its directory synced before any write into it,
+    /// so a durable frame never sits in a file whose name is not durable.
+    fn roll<I: Io>(&mut self, io: &mut I) -> Result<()> {
+        debug_assert!(self.staging.is_none());
+        let start = self.planned_pos;
+        let path = self.dir.join(segment_name(start));
+        let res = io.create(&path).and_then(|file| io.sync_dir(&self.dir).map(|()| file));
+        match res {
+            Ok(file) => {
+                self.segments.push_back(Segment { start_pos: start, path, file, reads_in_flight: 0, last_write_ns: io.now_ns() });
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// One planning step: seal the filling commit when a write slot is free
+    /// (otherwise it keeps growing: that is the group commit), submit sealed
+    /// commits, and submit an fdatasync when one is due.
+    pub fn plan<I: Io>(&mut self, io: &mut I) {
+        if self.failed.is_some() {
+            return;
+        }
+        if !self.barrier && self.writes_in_flight + self.sealed.len() < self.limits.write_depth {
+            self.seal_staging();
+        }
+        while self.writes_in_flight < self.limits.write_depth {
+            let Some(mut commit) = self.sealed.pop_front() else { break };
+            let buf = commit.buf.take().expect("sealed buf");
+            let op = Op::Write { file: commit.file, pos: commit.start_pos - self.segment_start_of(commit.file), buf };
+            match io.push(op, token(TOKEN_WRITE, self.id, commit.seq)) {
+                Ok(()) => {
+                    self.writes_in_flight += 1;
+                    commit.write_in_flight = true;
+                    self.writing.push_back(commit);
+                }
+                Err(Op::Write { buf, .. }) => {
+                    commit.buf = Some(buf);
+                    self.sealed.push_front(commit);
+                    break;
+                }
+                Err(_) => unreachable!("push returns the op it was given"),
+            }
+        }
+        self.plan_fsync(io);
+    }
+
+    fn segment_start_of(&self, file: FileId) -> u64 {
+        self.segments.iter().rev().find(|s| s.file == file).expect("commit's segment").start_pos
+    }
+
+    fn plan_fsync<I: Io>(&mut self, io: &mut I) {
+        if self.fsyncs_in_flight > 0 || self.written_pos <= self.durable_pos {
+            return;
+        }
+        let due = match self.limits.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(d) => self.barrier || io.now_ns() >= self.last_fsync_ns + d.as_nanos() as u64,
+            FsyncPolicy::Never => self.barrier,
+        };
+        if !due {
+            return;
+        }
+        let files = std::mem::take(&mut self.unsynced_files);
+        let mut pushed = 0;
+        for (i, &file) in files.iter().enumerate() {
+            if io.push(Op::Fsync { file }, token(TOKEN_FSYNC, self.id, 0)).is_err() {
+                // Op table full: retry the rest next tick; what was pushed still counts.
+                self.unsynced_files.extend_from_slice(&files[i..]);
+                break;
+            }
+            pushed += 1;
+        }
+        if pushed == files.len() {
+            self.fsyncs_in_flight = pushed;
+            self.fsync_target = self.written_pos;
+            self.last_fsync_ns = io.now_ns();
+        } else {
+            // A partial set cannot advance durable_pos; count them so their
+            // completions are absorbed, with the target unchanged.
+            self.fsyncs_in_flight = pushed;
+            self.fsync_target = self.durable_pos;
+        }
+    }
+
+    /// Handles the completion of one of this log's operations.
+    pub fn on_completion(&mut self, kind: u64, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
+        match kind {
+            TOKEN_WRITE => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
+            TOKEN_FSYNC => self.on_fsync(result),
+            _ => unreachable!("unknown journal op kind {kind}"),
+        }
+    }
+
+    fn on_write(&mut self, seq: u32, result: std::result::Result<u32, i32>, buf: AlignedBuf, now_ns: u64) {
+        self.writes_in_flight -= 1;
+        let i = self.writing.iter().position(|c| c.seq == seq && c.write_in_flight).expect("completion for an unknown commit");
+        self.writing[i].write_in_flight = false;
+        if self.failed.is_some() {
+            // The commit was refused already; only the buffer comes home.
+            self.free.push(buf);
+            self.writing.remove(i);
+            return;
+        }
+        let expected = buf.len();
+        self.writing[i].buf = Some(buf);
+        match result {
+            Ok(n) if n as usize == expected => {}
+            Ok(n) => return self.fail_op(IoOp::Write, libc::EIO, &format!("short write: {n} of {expected} bytes")),
+            Err(errno) => return self.fail_op(IoOp::Write, errno, "write failed"),
+        }
+        let commit = &mut self.writing[i];
+        commit.written = true;
+        let file = commit.file;
+        self.bytes_logged += commit.end_pos - commit.start_pos;
+        self.commits += 1;
+        if !self.unsynced_files.contains(&file) {
+            self.unsynced_files.push(file);
+        }
+        if let Some(seg) = self.segments.iter_mut().rev().find(|s| s.file == file) {
+            seg.last_write_ns = now_ns;
+        }
+        // written_pos covers the longest prefix of completed commits.
+        for c in self.writing.iter() {
+            if !c.written {
+                break;
+            }
+            self.written_pos = self.written_pos.max(c.end_pos);
+        }
+        self.retire();
+    }
+
+    fn on_fsync(&mut self, result: std::result::Result<u32, i32>) {
+        self.fsyncs_in_flight -= 1;
+        if self.failed.is_some() {
+            return;
+        }
+        if let Err(errno) = result {
+            // Never retried: after a failed fsync the kernel may have dropped
+            // the dirty pages, so a later "successful" fsync proves nothing.
+            return self.fail_op(IoOp::Fsync, errno, "fdatasync failed");
+        }
+        if self.fsyncs_in_flight == 0 {
+            self.fsyncs += 1;
+            self.durable_pos = self.durable_pos.max(self.fsync_target);
+            self.retire();
+        }
+    }
+
+    /// Retires commits from the front whose data is durable under the policy.
+    fn retire(&mut self) {
+        let limit = match self.limits.policy {
+            FsyncPolicy::Always => self.durable_pos,
+            _ => self.written_pos,
+        };
+        while let Some(c) = self.writing.front() {
+            if !c.written || c.end_pos > limit {
+                break;
+            }
+            let mut c = self.writing.pop_front().expect("front");
+            self.visible_pos = c.end_pos;
+            self.retired.append(&mut c.acks);
+            self.cache.push_back((c.start_pos, c.buf.take().expect("written commit has its buffer")));
+        }
+    }
+
+    fn fail_op(&mut self, op: IoOp, errno: i32, what: &str) {
+        let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_else(|| self.dir.clone());
+        let err = match classify_errno(errno) {
+            Errno::NoSpace => StromError::DiskFull { log: self.id },
+            _ => StromError::LogFailed {
+                log: self.id,
+                cause: format!("{what}: {}", StromError::Io { op, path, errno }),
+            },
+        };
+        tracing::error!(log = self.id, %err, "log stops accepting writes");
+        self.fail(err);
+    }
+
+    /// Makes the failure sticky: every unacknowledged append is refused, and
+    /// no later write or acknowledgement happens on this log.
+    fn fail(&mut self, err: StromError) {
+        if self.failed.is_none() {
+            self.failed = Some(err);
+        }
+        self.reclaim_failed();
+    }
+
+    fn reclaim_failed(&mut self) {
+        let err = self.failed.clone().expect("failed");
+        let drop_commit = |c: &mut Commit<R>, refused: &mut Vec<(PendingAck<R>, StromError)>, free: &mut Vec<AlignedBuf>| {
+            refused.extend(c.acks.drain(..).map(|a| (a, err.clone())));
+            if let Some(b) = c.buf.take() {
+                free.push(b);
+            }
+        };
+        if let Some(mut c) = self.staging.take() {
+            drop_commit(&mut c, &mut self.refused, &mut self.free);
+        }
+        while let Some(mut c) = self.sealed.pop_front() {
+            drop_commit(&mut c, &mut self.refused, &mut self.free);
+        }
+        for c in self.writing.iter_mut() {
+            drop_commit(c, &mut self.refused, &mut self.free);
+        }
+        // Keep commits whose write is still in flight: its completion returns the buffer.
+        self.writing.retain(|c| c.write_in_flight);
+    }
+
+    /// Acknowledgements whose commits became visible since the last call.
+    pub fn take_retired(&mut self, out: &mut Vec<PendingAck<R>>) {
+        out.append(&mut self.retired);
+    }
+
+    /// Appends refused because the log failed.
+    pub fn take_refused(&mut self, out: &mut Vec<(PendingAck<R>, StromError)>) {
+        out.append(&mut self.refused);
+    }
+
+    /// Bytes of the retired tail at `pos` held in memory (up to `visible_pos`).
+    pub fn cached_at(&self, pos: u64) -> Option<&[u8]> {
+        let i = self.cache.partition_point(|(start, _)| *start <= pos).checked_sub(1)?;
+        let (start, buf) = &self.cache[i];
+        let end = start + buf.len() as u64;
+        (pos < end && pos < self.visible_pos).then(|| &buf.as_slice()[(pos - start) as usize..])
+    }
+
+    /// Asks the log to drain: no new commits are sealed; every write and an
+    /// fsync (whatever the policy) complete. See [`Journal::quiesced`].
+    pub fn set_barrier(&mut self, on: bool) {
+        self.barrier = on;
+    }
+
+    /// Under a barrier: true once everything written is durable and retired,
+    /// so a checkpoint at `visible_pos` describes exactly what is on disk.
+    pub fn quiesced(&self) -> bool {
+        self.barrier
+            && self.sealed.is_empty()
+            && self.writing.is_empty()
+            && self.fsyncs_in_flight == 0
+            && self.durable_pos == self.written_pos
+            && self.visible_pos == self.written_pos
+    }
+
+    /// Deletes whole segments older than the retention limits (never the
+    /// active one, nor one with reads in flight). Returns the new log start
+    /// if it moved. Removals are made durable with one directory sync.
+    pub fn apply_retention<I: Io>(&mut self, io: &mut I, bytes_max: Option<u64>, age_max_ns: Option<u64>) -> Result<Option<u64>> {
+        let now = io.now_ns();
+        let mut moved = false;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            let next_start = self.segments[1].start_pos;
+            let too_big = bytes_max.is_some_and(|max| self.planned_pos - next_start >= max);
+            let too_old = age_max_ns.is_some_and(|max| now.saturating_sub(oldest.last_write_ns) > max);
+            if !(too_big || too_old) || oldest.reads_in_flight > 0 {
+                break;
+            }
+            let seg = self.segments.pop_front().expect("oldest");
+            io.close(seg.file);
+            io.remove(&seg.path)?;
+            self.log_start = next_start;
+            moved = true;
+        }
+        if moved {
+            io.sync_dir(&self.dir)?;
+        }
+        Ok(moved.then_some(self.log_start))
+    }
+
+    pub fn invariants(&self) {
+        assert!(self.log_start <= self.visible_pos);
+        assert!(self.written_pos <= self.planned_pos, "written past planned");
+        assert!(self.visible_pos <= self.durable_pos.max(self.written_pos), "visible past written");
+        if self.failed.is_none() {
+            assert!(self.writes_in_flight <= self.limits.write_depth);
+        }
+        if matches!(self.limits.policy, FsyncPolicy::Always) {
+            assert!(self.visible_pos <= self.durable_pos, "acknowledged before durable");
+        }
+    }
+}

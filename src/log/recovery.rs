@@ -1,0 +1,296 @@
+//! Opening a log after any kind of stop: load the checkpoint, scan the tail
+//! frame by frame, tell a torn tail (never acknowledged, cut) from damaged
+//! acknowledged data (reported with its position, never cut), and bump the
+//! epoch durably before anything new is written.
+//!
+//! How a break at position X is judged. Only commits that were in flight at
+//! the crash can be torn, and at most `tear_window_bytes` of them exist
+//! (write depth plus the filling buffer). After X we look at every block
+//! boundary for a frame that verifies at its own position with the current
+//! epoch or newer. Such a frame proves X is *not* a torn tail when its
+//! `durable_before` is past X (X was acknowledged before it was written) or
+//! when it lies beyond the tear window. Otherwise X is the torn tail: new
+//! writes continue at the next block boundary, and frames left beyond it
+//! carry an older epoch, so no later scan can take them for new data.
+use std::collections::VecDeque;
+use std::path::Path;
+
+use crate::buf::{AlignedBuf, BLOCK_BYTES, align_down, align_up};
+use crate::error::{Result, StromError};
+use crate::io::{FileId, Io};
+use crate::log::checkpoint::Checkpoint;
+use crate::log::frame::{self, FrameError, FrameHeader, FrameKind, HEADER_BYTES};
+use crate::log::journal::OpenState;
+use crate::log::segment::{Segment, parse_segment_name};
+use crate::wire::batch::BatchInfo;
+
+pub const EPOCH_FILE: &str = "epoch";
+
+#[derive(Debug, Clone)]
+pub struct RecoverLimits {
+    pub payload_bytes_max: u32,
+    /// Bytes that may have been in flight at a crash: (write_depth + 1) * write buffer.
+    pub tear_window_bytes: u64,
+    /// Size of each read while scanning (holds any whole frame).
+    pub read_chunk_bytes: usize,
+    /// Inspect mode: change nothing on disk (no epoch bump, no cut).
+    pub read_only: bool,
+    /// Scan from the first segment even when a checkpoint exists.
+    pub ignore_checkpoint: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub log: u32,
+    pub scanned_from: u64,
+    pub end_pos: u64,
+    pub bytes_scanned: u64,
+    pub frames_scanned: u64,
+    /// Bytes after the last valid frame (a torn or unfinished tail).
+    pub bytes_cut: u64,
+    pub segments_removed: usize,
+    pub elapsed_us: u64,
+}
+
+/// Where a scan of the frame chain stopped.
+enum Stop {
+    /// The chain ran to the end of the last segment.
+    End(u64),
+    /// The chain broke at this position for this reason.
+    Break(u64, FrameError),
+}
+
+/// Reads a segment file in aligned chunks and hands out frames.
+struct ChunkReader {
+    buf: AlignedBuf,
+    /// File offset of buf[0], and the bytes valid in it.
+    at: u64,
+    valid: usize,
+}
+
+impl ChunkReader {
+    fn new(chunk_bytes: usize) -> ChunkReader {
+        ChunkReader { buf: AlignedBuf::new(align_up(chunk_bytes as u64) as usize), at: 0, valid: 0 }
+    }
+
+    /// Bytes of the file from `off` on, at least `want` of them if the file has them.
+    fn bytes_at<I: Io>(&mut self, io: &mut I, file: FileId, off: u64, want: usize, scanned: &mut u64) -> Result<&[u8]> {
+        let have = off >= self.at && off + want as u64 <= self.at + self.valid as u64;
+        if !have {
+            let start = align_down(off);
+            let len = self.buf.capacity();
+            debug_assert!((off - start) as usize + want <= len, "frame larger than a read chunk");
+            let n = io.read_at(file, start, len, &mut self.buf)?;
+            *scanned += n as u64;
+            self.at = start;
+            self.valid = n;
+        }
+        let from = (off - self.at) as usize;
+        Ok(&self.buf.as_slice()[from.min(self.valid)..self.valid])
+    }
+}
+
+/// Recovers log `log` in `dir`. `on_batch` sees every valid batch frame
+/// after the checkpoint, in log order, with its segment's start position. Returns where writing continues.
+pub fn recover<I: Io>(
+    io: &mut I,
+    dir: &Path,
+    log: u32,
+    ckpt: Option<&Checkpoint>,
+    limits: &RecoverLimits,
+    on_batch: &mut dyn FnMut(&FrameHeader, &BatchInfo, u64) -> Result<()>,
+) -> Result<(OpenState, RecoveryReport)> {
+    let started = std::time::Instant::now();
+    if !limits.read_only {
+        io.create_dir_all(dir)?;
+    }
+    let mut segments = open_segments(io, dir, !limits.read_only)?;
+    let ckpt = ckpt.filter(|_| !limits.ignore_checkpoint);
+    let first_start = segments.front().map(|s| s.start_pos);
+    let log_start = match (ckpt, first_start) {
+        (Some(c), Some(f)) => c.log_start.max(f),
+        (Some(c), None) => c.log_start,
+        (None, Some(f)) => f,
+        (None, None) => 0,
+    };
+    let scan_from = ckpt.map(|c| c.covered_pos).unwrap_or(log_start).max(log_start);
+    let mut report = RecoveryReport { log, scanned_from: scan_from, ..Default::default() };
+    let prior_epoch = read_epoch(io, dir)?;
+    let mut reader = ChunkReader::new(limits.read_chunk_bytes);
+
+    let (stop, last_epoch) = scan_chain(io, &segments, scan_from, prior_epoch.min(ckpt.map_or(0, |c| c.epoch)), limits, &mut reader, &mut report, on_batch)?;
+    let end = match stop {
+        Stop::End(end) => end,
+        Stop::Break(x, why) => {
+            judge_break(io, dir, &segments, x, &why, last_epoch, limits, &mut reader, &mut report)?;
+            x
+        }
+    };
+    if let Some(c) = ckpt
+        && end < c.covered_pos
+    {
+        return Err(corrupt(dir, end, format!("the checkpoint covers up to {} but the log ends at {end}", c.covered_pos)));
+    }
+    report.end_pos = align_up(end);
+    report.bytes_cut = tail_bytes(io, &segments, end)?;
+    if !limits.read_only {
+        report.segments_removed = remove_segments_after(io, dir, &mut segments, end, log_start)?;
+    }
+    let epoch = prior_epoch.max(last_epoch) + 1;
+    if !limits.read_only {
+        io.write_file_atomic(&dir.join(EPOCH_FILE), &epoch.to_le_bytes())?;
+    }
+    report.elapsed_us = started.elapsed().as_micros() as u64;
+    Ok((OpenState { segments, epoch, end_pos: align_up(end), log_start }, report))
+}
+
+fn corrupt(dir: &Path, pos: u64, reason: String) -> StromError {
+    StromError::Corrupt { path: dir.to_path_buf(), pos, reason }
+}
+
+fn read_epoch<I: Io>(io: &mut I, dir: &Path) -> Result<u32> {
+    match io.read_file(&dir.join(EPOCH_FILE))? {
+        None => Ok(0),
+        Some(b) if b.len() == 4 => Ok(u32::from_le_bytes(b[..4].try_into().expect("4"))),
+        Some(_) => Err(corrupt(dir, 0, "epoch file is not 4 bytes".into())),
+    }
+}
+
+fn open_segments<I: Io>(io: &mut I, dir: &Path, writable: bool) -> Result<VecDeque<Segment>> {
+    let mut segments = VecDeque::new();
+    for name in io.list_dir(dir)? {
+        if let Some(start_pos) = parse_segment_name(&name) {
+            let path = dir.join(&name);
+            let file = io.open(&path, writable)?;
+            segments.push_back(Segment { start_pos, path, file, reads_in_flight: 0, last_write_ns: io.now_ns() });
+        }
+    }
+    Ok(segments)
+}
+
+/// Follows the frame chain from `from` across segments until it ends or breaks.
+#[allow(clippy::too_many_arguments)]
+fn scan_chain<I: Io>(
+    io: &mut I,
+    segments: &VecDeque<Segment>,
+    from: u64,
+    floor_epoch: u32,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+    on_batch: &mut dyn FnMut(&FrameHeader, &BatchInfo, u64) -> Result<()>,
+) -> Result<(Stop, u32)> {
+    let mut last_epoch = floor_epoch;
+    let mut pos = from;
+    let Some(first) = segments.iter().rposition(|s| s.start_pos <= pos) else {
+        return Ok((Stop::End(pos), last_epoch));
+    };
+    for (k, seg) in segments.iter().enumerate().skip(first) {
+        if seg.start_pos != pos && k != first {
+            // The previous segment's data ended before this one begins.
+            return Ok((Stop::Break(pos, FrameError::Truncated { needed: seg.start_pos - pos }), last_epoch));
+        }
+        let file_len = io.file_len(seg.file)?;
+        reader.valid = 0;
+        loop {
+            let off = pos - seg.start_pos;
+            if off >= file_len {
+                break;
+            }
+            let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
+            let h = match frame::decode_header(bytes, pos, limits.payload_bytes_max) {
+                Ok(h) if h.epoch < last_epoch => return Ok((Stop::Break(pos, FrameError::StaleEpoch { epoch: h.epoch }), last_epoch)),
+                Ok(h) => h,
+                Err(e) => return Ok((Stop::Break(pos, e), last_epoch)),
+            };
+            if off + h.frame_bytes() > file_len {
+                return Ok((Stop::Break(pos, FrameError::Truncated { needed: h.frame_bytes() }), last_epoch));
+            }
+            let bytes = reader.bytes_at(io, seg.file, off, h.frame_bytes() as usize, &mut report.bytes_scanned)?;
+            if h.kind == FrameKind::Batch {
+                match frame::verify_payload(&h, bytes) {
+                    Ok(info) => on_batch(&h, &info, seg.start_pos)?,
+                    Err(e) => return Ok((Stop::Break(pos, e), last_epoch)),
+                }
+            }
+            last_epoch = h.epoch;
+            report.frames_scanned += 1;
+            pos = h.end_pos();
+        }
+        if k + 1 < segments.len() && segments[k + 1].start_pos != pos {
+            return Ok((Stop::Break(pos, FrameError::Truncated { needed: segments[k + 1].start_pos.saturating_sub(pos) }), last_epoch));
+        }
+    }
+    Ok((Stop::End(pos), last_epoch))
+}
+
+/// Decides whether a break at `x` is a torn tail (Ok) or damage to data
+/// that may have been acknowledged (Err naming the position).
+#[allow(clippy::too_many_arguments)]
+fn judge_break<I: Io>(
+    io: &mut I,
+    dir: &Path,
+    segments: &VecDeque<Segment>,
+    x: u64,
+    why: &FrameError,
+    last_epoch: u32,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let first = segments.iter().rposition(|s| s.start_pos <= x).unwrap_or(0);
+    for seg in segments.iter().skip(first) {
+        let file_len = io.file_len(seg.file)?;
+        reader.valid = 0;
+        let mut p = align_up(x.max(seg.start_pos) + 1).max(seg.start_pos);
+        while p - seg.start_pos < file_len {
+            let off = p - seg.start_pos;
+            let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
+            if let Ok(h) = frame::decode_header(bytes, p, limits.payload_bytes_max)
+                && h.epoch >= last_epoch
+            {
+                if h.durable_before > x {
+                    return Err(corrupt(dir, x, format!("{why} where acknowledged data must be (a frame at {p} was written after {x} was durable)")));
+                }
+                if p - x > limits.tear_window_bytes {
+                    return Err(corrupt(dir, x, format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x)));
+                }
+            }
+            p += BLOCK_BYTES as u64;
+        }
+    }
+    tracing::info!(log = ?dir, pos = x, reason = %why, "cutting a torn tail that was never acknowledged");
+    Ok(())
+}
+
+/// Bytes stored past `end` in the segment holding it and every later one.
+fn tail_bytes<I: Io>(io: &mut I, segments: &VecDeque<Segment>, end: u64) -> Result<u64> {
+    let mut total = 0;
+    for seg in segments {
+        let len = io.file_len(seg.file)?;
+        let seg_end = seg.start_pos + len;
+        if seg_end > end {
+            total += seg_end - end.max(seg.start_pos);
+        }
+    }
+    Ok(total)
+}
+
+/// Deletes segments that begin at or after the cut (they hold only a torn
+/// tail), keeping the first segment so the log always has one.
+fn remove_segments_after<I: Io>(io: &mut I, dir: &Path, segments: &mut VecDeque<Segment>, end: u64, log_start: u64) -> Result<usize> {
+    let mut removed = 0;
+    while let Some(seg) = segments.back() {
+        if seg.start_pos < align_up(end) || seg.start_pos <= log_start {
+            break;
+        }
+        let seg = segments.pop_back().expect("back");
+        io.close(seg.file);
+        io.remove(&seg.path)?;
+        removed += 1;
+    }
+    if removed > 0 {
+        io.sync_dir(dir)?;
+    }
+    Ok(removed)
+}

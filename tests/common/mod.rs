@@ -1,0 +1,41 @@
+//! Helpers shared by integration tests.
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+use strom::wire::batch::BatchBuilder;
+
+/// A fresh directory on a real filesystem (cargo's target/tmp), never tmpfs:
+/// O_DIRECT means nothing on tmpfs, so tests of direct I/O must not run there.
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = nix::sys::statfs::statfs(&dir).unwrap().filesystem_type();
+    assert_ne!(fs, nix::sys::statfs::TMPFS_MAGIC, "{} is on tmpfs: direct I/O tests need a real filesystem", dir.display());
+    dir
+}
+
+/// A batch of `n` records whose values are `prefix-i`, timestamps from `ts_ms`.
+pub fn batch(prefix: &str, n: usize, ts_ms: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new(ts_ms);
+    for i in 0..n {
+        b.push(ts_ms + i as i64, None, Some(format!("{prefix}-{i}").as_bytes()), &[]);
+    }
+    b.finish()
+}
+
+/// Record values of concatenated batches, with their offsets.
+pub fn values(batches: &[u8]) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < batches.len() {
+        let info = strom::wire::batch::parse_header(&batches[at..]).unwrap();
+        let one = &batches[at..at + info.batch_bytes];
+        for r in strom::wire::batch::records(one) {
+            let r = r.unwrap();
+            out.push((info.base_offset as u64 + r.offset_delta as u64, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
+        }
+        at += info.batch_bytes;
+    }
+    out
+}

@@ -1,0 +1,146 @@
+//! The embedded engine end to end on real io_uring and a real filesystem.
+mod common;
+
+use common::{batch, test_dir, values};
+use strom::config::EngineConfig;
+use strom::engine::Engine;
+use strom::error::StromError;
+
+fn cfg(cores: usize) -> EngineConfig {
+    EngineConfig { cores, logs_on_create: 2, pin_cores: false, ..EngineConfig::small_for_tests() }
+}
+
+// Proves appends get dense offsets, are read back whole and in order, and survive a clean restart.
+#[test]
+fn append_read_restart() {
+    let dir = test_dir("engine-basic");
+    let e = Engine::open(&dir, cfg(2)).unwrap();
+    e.create_topic("t", 3).unwrap();
+    for i in 0..20 {
+        let ack = e.append("t", i % 3, batch(&format!("b{i}"), 5, 1000 + i as i64 * 10)).unwrap();
+        assert_eq!(ack.base_offset, (i / 3) as u64 * 5);
+        assert_eq!(ack.last_offset, ack.base_offset + 4);
+    }
+    let r = e.read("t", 1, 0, 1 << 20).unwrap();
+    let v = values(&r.batches);
+    assert_eq!(v.len(), 7 * 5);
+    assert_eq!(v[0], (0, "b1-0".to_string()));
+    assert_eq!(v[5], (5, "b4-0".to_string()));
+    assert_eq!(r.next_offset, 35);
+    assert_eq!(r.high_watermark, 35);
+    // Reading from the middle of a batch starts with the batch that holds it.
+    let r = e.read("t", 1, 7, 1).unwrap();
+    assert_eq!(values(&r.batches)[0].0, 5);
+    e.shutdown().unwrap();
+
+    let e = Engine::open(&dir, cfg(1)).unwrap();
+    assert!(e.recovery_reports().iter().all(|r| r.bytes_scanned == 0), "clean stop left a tail to scan: {:?}", e.recovery_reports());
+    let r = e.read("t", 1, 0, 1 << 20).unwrap();
+    assert_eq!(values(&r.batches).len(), 35);
+    assert_eq!(e.append("t", 1, batch("after", 1, 5000)).unwrap().base_offset, 35);
+    e.shutdown().unwrap();
+}
+
+// Proves pipelined appends to one partition are acknowledged in order with consecutive offsets.
+#[test]
+fn pipelined_appends() {
+    let dir = test_dir("engine-pipelined");
+    let e = Engine::open(&dir, cfg(1)).unwrap();
+    e.create_topic("p", 1).unwrap();
+    let pending: Vec<_> = (0..500).map(|i| e.append_async("p", 0, batch(&format!("x{i}"), 2, i)).unwrap()).collect();
+    for (i, p) in pending.into_iter().enumerate() {
+        assert_eq!(p.wait().unwrap().base_offset, i as u64 * 2);
+    }
+    let mut off = 0;
+    let mut n = 0;
+    loop {
+        let r = e.read("p", 0, off, 4096).unwrap();
+        if r.batches.is_empty() {
+            break;
+        }
+        n += values(&r.batches).len();
+        off = r.next_offset;
+    }
+    assert_eq!(n, 1000);
+}
+
+// Proves bad input is refused with a typed error and stores nothing.
+#[test]
+fn bad_input_refused() {
+    let dir = test_dir("engine-bad");
+    let e = Engine::open(&dir, cfg(1)).unwrap();
+    e.create_topic("t", 1).unwrap();
+    let mut b = batch("x", 3, 0);
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    assert!(matches!(e.append("t", 0, b), Err(StromError::InvalidBatch(_))));
+    assert!(matches!(e.append("t", 0, vec![1, 2, 3]), Err(StromError::InvalidBatch(_))));
+    assert!(matches!(e.append("nope", 0, batch("x", 1, 0)), Err(StromError::UnknownTopic(_))));
+    assert!(matches!(e.append("t", 9, batch("x", 1, 0)), Err(StromError::UnknownPartition { .. })));
+    assert!(matches!(e.create_topic("../etc", 1), Err(StromError::InvalidTopicName(_))));
+    assert!(matches!(e.read("t", 0, 5, 100), Err(StromError::OffsetOutOfRange { .. })));
+    assert_eq!(e.partition_stat("t", 0).unwrap().end_offset, 0);
+    assert_eq!(e.append("t", 0, batch("ok", 1, 0)).unwrap().base_offset, 0);
+}
+
+// Proves lookups by time find the first record at or after a timestamp.
+#[test]
+fn offset_for_time() {
+    let dir = test_dir("engine-time");
+    let e = Engine::open(&dir, cfg(1)).unwrap();
+    e.create_topic("t", 1).unwrap();
+    for i in 0..50 {
+        e.append("t", 0, batch("r", 4, 10_000 + i * 100)).unwrap();
+    }
+    // Batch i holds timestamps 10_000 + i*100 + 0..4, offsets 4i..4i+4.
+    assert_eq!(e.offset_for_time("t", 0, 0).unwrap(), Some(0));
+    assert_eq!(e.offset_for_time("t", 0, 10_502).unwrap(), Some(22));
+    assert_eq!(e.offset_for_time("t", 0, 10_504).unwrap(), Some(24));
+    assert_eq!(e.offset_for_time("t", 0, 99_999).unwrap(), None);
+}
+
+// Proves reads of old data come from disk (the tail cache is small) and verify.
+#[test]
+fn catch_up_reads_from_disk() {
+    let dir = test_dir("engine-disk-reads");
+    let e = Engine::open(&dir, cfg(1)).unwrap();
+    e.create_topic("a", 2).unwrap();
+    // Interleave two partitions over many commits so reads must skip frames.
+    for i in 0..300 {
+        e.append("a", (i % 2) as u32, batch(&format!("{i:0>200}"), 3, i)).unwrap();
+    }
+    let mut off = 0;
+    let mut got = Vec::new();
+    loop {
+        let r = e.read("a", 0, off, 8192).unwrap();
+        if r.batches.is_empty() {
+            break;
+        }
+        got.extend(values(&r.batches));
+        off = r.next_offset;
+    }
+    assert_eq!(got.len(), 150 * 3);
+    assert!(got.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
+    assert_eq!(got[3].1, format!("{:0>200}-0", 2));
+}
+
+// Proves deleting a topic makes its partitions unknown, and its name can be reused with new pids.
+#[test]
+fn delete_topic() {
+    let dir = test_dir("engine-delete");
+    let e = Engine::open(&dir, cfg(2)).unwrap();
+    e.create_topic("d", 2).unwrap();
+    e.append("d", 0, batch("x", 1, 0)).unwrap();
+    e.delete_topic("d").unwrap();
+    assert!(matches!(e.read("d", 0, 0, 10), Err(StromError::UnknownTopic(_))));
+    e.create_topic("d", 1).unwrap();
+    assert_eq!(e.read("d", 0, 0, 10).unwrap().high_watermark, 0);
+}
+
+// Proves a second engine cannot open a directory in use.
+#[test]
+fn directory_is_locked() {
+    let dir = test_dir("engine-lock");
+    let _e = Engine::open(&dir, cfg(1)).unwrap();
+    assert!(matches!(Engine::open(&dir, cfg(1)), Err(StromError::Unsupported(_))));
+}

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoOp, Result, StromError};
+use crate::io::fs::write_file_atomic;
 use crate::partition::Pid;
 
 pub const META_FILE: &str = "strom.meta";
@@ -56,18 +57,6 @@ fn check_crc(path: &Path, text: &str) -> Result<String> {
         return Err(bad("checksum mismatch"));
     }
     Ok(body.to_string())
-}
-
-/// Durably replaces `path` with `data`: temp file, fsync, rename, fsync dir.
-pub fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| StromError::io(IoOp::Create, &tmp, &e))?;
-    f.write_all(data).map_err(|e| StromError::io(IoOp::Write, &tmp, &e))?;
-    f.sync_all().map_err(|e| StromError::io(IoOp::Fsync, &tmp, &e))?;
-    std::fs::rename(&tmp, path).map_err(|e| StromError::io(IoOp::Rename, path, &e))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StromError::io(IoOp::SyncDir, dir, &e))
 }
 
 fn read_text(path: &Path) -> Result<Option<String>> {

@@ -82,6 +82,8 @@ pub enum Request {
     /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
     OffsetForTime { pid: Pid, ts_ms: i64, reply: Reply<Option<u64>> },
     Stat { pid: Pid, reply: Reply<PartitionStat> },
+    /// This core's counters, with its logs' commit figures summed.
+    Stats { reply: Reply<CoreStats> },
     AddPartitions { pids: Vec<Pid>, reply: Reply<()> },
     RemovePartitions { pids: Vec<Pid> },
     /// Drain, fsync, checkpoint every log, answer, and leave the loop.
@@ -109,6 +111,11 @@ pub struct CoreStats {
     pub reads_from_disk: u64,
     pub checkpoints: u64,
     pub deferred: u64,
+    /// Log bytes written (frames and padding), commits (one O_DIRECT write
+    /// each) and fdatasyncs, over this core's logs since start.
+    pub bytes_logged: u64,
+    pub commits: u64,
+    pub fsyncs: u64,
 }
 
 const TOKEN_READ: u64 = 3;
@@ -320,6 +327,15 @@ impl<I: Io> Core<I> {
                 Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
                 None => Err(unknown(pid)),
             }),
+            Request::Stats { reply } => {
+                let mut s = self.stats.clone();
+                for j in self.journals.values() {
+                    s.bytes_logged += j.bytes_logged;
+                    s.commits += j.commits;
+                    s.fsyncs += j.fsyncs;
+                }
+                reply(Ok(s))
+            }
             Request::AddPartitions { pids, reply } => {
                 for pid in pids {
                     let log = pid % self.spec.log_count;

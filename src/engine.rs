@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::catalog::{Catalog, TopicMeta};
 use crate::config::EngineConfig;
-use crate::core::{AppendAck, Core, CoreSpec, PartitionStat, ReadResult, Reply, Request, ValidBatch};
+use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, ReadResult, Reply, Request, ValidBatch};
 use crate::error::{IoOp, Result, StromError};
 use crate::io::Io;
 use crate::io::Waker;
@@ -93,8 +93,11 @@ impl Engine {
         let log_count = catalog.log_count();
         let cores = cfg.cores;
         let logs_per_core = log_count.div_ceil(cores as u32) as u64;
-        let reg_bytes = logs_per_core * (cfg.write_bufs_per_log * cfg.write_buf_bytes) as u64 + (cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)) as u64;
-        platform::probe_memlock(reg_bytes)?;
+        // Pinned memory is charged per user across every ring, so the probe
+        // checks what all cores together register.
+        let reg_bytes_per_core = logs_per_core as usize * cfg.write_bufs_per_log * cfg.write_buf_bytes
+            + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096);
+        platform::probe_memlock(reg_bytes_per_core * cores)?;
         let pids = catalog.pids();
         let mut handles = Vec::new();
         let mut reports = Vec::new();
@@ -230,6 +233,18 @@ impl Engine {
         let (reply, wait) = pending();
         self.core_of(pid).send(Request::Stat { pid, reply })?;
         wait.wait()
+    }
+
+    /// Counters of every core, in core order: appends, commits (one
+    /// O_DIRECT write each), fdatasyncs and bytes logged.
+    pub fn stats(&self) -> Result<Vec<CoreStats>> {
+        let mut out = Vec::new();
+        for h in &self.cores {
+            let (reply, wait) = pending();
+            h.send(Request::Stats { reply })?;
+            out.push(wait.wait()?);
+        }
+        Ok(out)
     }
 
     /// Stops every core after its in-flight appends are durable and

@@ -12,6 +12,7 @@
 
 pub mod buf;
 pub mod catalog;
+pub mod ceiling;
 pub mod config;
 pub mod core;
 pub mod engine;

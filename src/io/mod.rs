@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::buf::AlignedBuf;
 use crate::error::Result;
 
+pub mod fs;
 pub mod sim;
 pub mod uring;
 

@@ -1,0 +1,159 @@
+//! Durable append throughput and acknowledgement latency of the embedded
+//! engine, for 1, 100 and 10,000 partitions, beside the machine's own
+//! ceiling measured in the same run: a raw O_DIRECT write + fdatasync loop
+//! at the write size the engine actually issued.
+//!
+//! `cargo bench --bench append` runs it full size (about 5 s per case);
+//! `cargo test` runs it small (a fraction of a second per case) so that it
+//! cannot rot. Environment: `STROM_BENCH_SECS`, `STROM_BENCH_DIR`.
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use strom::ceiling;
+use strom::config::{EngineConfig, FsyncPolicy};
+use strom::engine::Engine;
+use strom::wire::batch::BatchBuilder;
+
+const PRODUCERS: usize = 4;
+const INFLIGHT_PER_PRODUCER: usize = 16;
+const RECORD_BYTES: usize = 1024;
+const RECORDS_PER_BATCH: usize = 64;
+
+struct CaseResult {
+    partitions: u32,
+    records: u64,
+    value_bytes: u64,
+    elapsed: Duration,
+    ack_us: Histogram<u64>,
+    avg_write_bytes: f64,
+    commits: u64,
+    fsyncs: u64,
+}
+
+fn bench_dir() -> PathBuf {
+    let dir = std::env::var_os("STROM_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-append"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create bench dir");
+    dir
+}
+
+fn make_batch(producer: usize) -> Vec<u8> {
+    let mut b = BatchBuilder::new(1_700_000_000_000).producer(producer as i64, 0, 0);
+    let value = vec![b'a' + producer as u8; RECORD_BYTES];
+    for i in 0..RECORDS_PER_BATCH {
+        b.push(1_700_000_000_000 + i as i64, None, Some(&value), &[]);
+    }
+    b.finish()
+}
+
+/// One producer: keeps INFLIGHT_PER_PRODUCER appends outstanding, spread
+/// round-robin over its share of the partitions, until `deadline`.
+fn produce(engine: &Engine, producer: usize, partitions: u32, deadline: Instant) -> (u64, Histogram<u64>) {
+    let batch = make_batch(producer);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut pending = VecDeque::new();
+    let mut batches = 0u64;
+    let mut next = producer as u32 % partitions;
+    loop {
+        let sending = Instant::now() < deadline;
+        if sending && pending.len() < INFLIGHT_PER_PRODUCER {
+            let p = engine.append_async("bench", next, batch.clone()).expect("append");
+            pending.push_back((Instant::now(), p));
+            next = (next + PRODUCERS as u32) % partitions.max(1);
+            if partitions < PRODUCERS as u32 {
+                next = producer as u32 % partitions;
+            }
+            continue;
+        }
+        let Some((sent, p)) = pending.pop_front() else { break };
+        p.wait().expect("durable append");
+        hist.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+        batches += 1;
+    }
+    (batches, hist)
+}
+
+fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
+    let cfg = EngineConfig { cores: 1, logs_on_create: 1, fsync: FsyncPolicy::Always, ..EngineConfig::default() };
+    let data = dir.join(format!("p{partitions}"));
+    let engine = Engine::open(&data, cfg).expect("open engine");
+    engine.create_topic("bench", partitions).expect("create topic");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(secs);
+    let results: Vec<(u64, Histogram<u64>)> = std::thread::scope(|s| {
+        let handles: Vec<_> =
+            (0..PRODUCERS).map(|i| s.spawn({ let e = &engine; move || produce(e, i, partitions, deadline) })).collect();
+        handles.into_iter().map(|h| h.join().expect("producer")).collect()
+    });
+    let elapsed = started.elapsed();
+    let stats = engine.stats().expect("stats");
+    engine.shutdown().expect("shutdown");
+    let _ = std::fs::remove_dir_all(&data);
+    // Latencies are pooled across producers, never averaged per producer.
+    let mut ack_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut batches = 0;
+    for (n, h) in &results {
+        batches += n;
+        ack_us.add(h).expect("same bounds");
+    }
+    let (bytes_logged, commits, fsyncs) =
+        stats.iter().fold((0, 0, 0), |(b, c, f), s| (b + s.bytes_logged, c + s.commits, f + s.fsyncs));
+    CaseResult {
+        partitions,
+        records: batches * RECORDS_PER_BATCH as u64,
+        value_bytes: batches * (RECORDS_PER_BATCH * RECORD_BYTES) as u64,
+        elapsed,
+        ack_us,
+        avg_write_bytes: bytes_logged as f64 / commits.max(1) as f64,
+        commits,
+        fsyncs,
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let secs: f64 = std::env::var("STROM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 5.0 } else { 0.3 });
+    let dir = bench_dir();
+    println!("append bench: {PRODUCERS} producers x {INFLIGHT_PER_PRODUCER} in flight, {RECORDS_PER_BATCH} x {RECORD_BYTES} B records per batch, fsync=always, 1 core, {secs} s per case, dir {}", dir.display());
+    println!(
+        "{:>10} {:>12} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
+        "partitions", "records/s", "MB/s", "write KiB", "commits", "p50 us", "p99 us", "p999 us", "max us", "ceiling"
+    );
+    for partitions in [1u32, 100, 10_000] {
+        let r = run_case(&dir, partitions, secs);
+        assert!(r.records > 0, "no append was acknowledged");
+        assert!(r.fsyncs > 0, "fsync=always acknowledged without any fdatasync");
+        // The ceiling: the same filesystem, the write size the engine used.
+        let c = ceiling::disk_write_fsync(&dir, r.avg_write_bytes as usize, Duration::from_secs_f64(secs.min(3.0)), 1 << 30)
+            .expect("disk ceiling");
+        let mb_s = r.value_bytes as f64 / r.elapsed.as_secs_f64() / 1e6;
+        // Strom's log bytes include frame headers and padding; compare value bytes, the honest figure.
+        println!(
+            "{:>10} {:>12.0} {:>9.1} {:>10.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7.2}x",
+            r.partitions,
+            r.records as f64 / r.elapsed.as_secs_f64(),
+            mb_s,
+            r.avg_write_bytes / 1024.0,
+            r.commits,
+            r.ack_us.value_at_quantile(0.5),
+            r.ack_us.value_at_quantile(0.99),
+            r.ack_us.value_at_quantile(0.999),
+            r.ack_us.max(),
+            mb_s / c.mb_per_sec(),
+        );
+        println!(
+            "{:>10} raw O_DIRECT write+fdatasync at {} KiB: {:.1} MB/s, p50 {} us, p99 {} us ({} writes)",
+            "",
+            c.write_bytes / 1024,
+            c.mb_per_sec(),
+            c.latency_us(0.5),
+            c.latency_us(0.99),
+            c.writes
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,533 @@
+//! Start-up probes: before Strom touches a byte of data it checks that this
+//! machine can keep its promises (io_uring with every opcode we submit, a data
+//! directory that honours O_DIRECT and fsync, enough RLIMIT_MEMLOCK for the
+//! registered buffers) and fails with one line naming the cause and the fix,
+//! rather than with an errno from deep inside the first write.
+//!
+//! No `unsafe` here: nix and std wrap every call we need.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use io_uring::{IoUring, Probe, opcode};
+use nix::errno::Errno;
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::statfs::{self, FsType, statfs};
+use nix::unistd::Pid;
+
+use crate::error::{Result, StromError};
+
+/// The oldest kernel with every opcode below (SendZc arrived in 6.0) and the
+/// io_uring fixes we rely on.
+const KERNEL_NEEDED: &str = "Linux >= 6.1";
+
+/// Every opcode Strom submits, by the kernel's name for it. AcceptMulti and
+/// RecvMulti are flags on Accept and Recv, so their opcodes cover them.
+const OPCODES_USED: [(u8, &str); 14] = [
+    (opcode::WriteFixed::CODE, "WRITE_FIXED"),
+    (opcode::ReadFixed::CODE, "READ_FIXED"),
+    (opcode::Fsync::CODE, "FSYNC"),
+    (opcode::Read::CODE, "READ"),
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::Timeout::CODE, "TIMEOUT"),
+    (opcode::Accept::CODE, "ACCEPT"),
+    (opcode::RecvMsg::CODE, "RECVMSG"),
+    (opcode::Recv::CODE, "RECV"),
+    (opcode::Send::CODE, "SEND"),
+    (opcode::SendZc::CODE, "SEND_ZC"),
+    (opcode::MsgRingData::CODE, "MSG_RING"),
+    (opcode::ProvideBuffers::CODE, "PROVIDE_BUFFERS"),
+    (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+];
+
+/// io_uring can be set up (not disabled by sysctl, seccomp or an old kernel)
+/// and supports every opcode Strom submits.
+pub fn probe_io_uring() -> Result<()> {
+    let ring = IoUring::new(8).map_err(|e| io_uring_setup_error(&e))?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe).map_err(|e| {
+        StromError::Unsupported(format!(
+            "this kernel cannot list its io_uring opcodes (IORING_REGISTER_PROBE: {e}): \
+             Strom needs {KERNEL_NEEDED}"
+        ))
+    })?;
+    let missing = missing_opcodes(|code| probe.is_supported(code));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StromError::Unsupported(format!(
+        "this kernel's io_uring lacks the opcodes {}: upgrade to {KERNEL_NEEDED}",
+        missing.join(", ")
+    )))
+}
+
+/// The names of the opcodes Strom uses that `supported` rejects.
+fn missing_opcodes(supported: impl Fn(u8) -> bool) -> Vec<&'static str> {
+    OPCODES_USED
+        .iter()
+        .filter(|&&(code, _)| !supported(code))
+        .map(|&(_, name)| name)
+        .collect()
+}
+
+/// Turns an io_uring_setup failure into its fix. EPERM is the sysctl or a
+/// container's seccomp profile; ENOSYS is a kernel built without io_uring or
+/// a filter that hides the syscall.
+fn io_uring_setup_error(e: &io::Error) -> StromError {
+    let msg = match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => format!(
+            "io_uring is disabled for this process (io_uring_setup: {e}): run \
+             `sysctl kernel.io_uring_disabled=0`, or allow io_uring in the container's \
+             seccomp profile"
+        ),
+        Some(libc::ENOSYS) => format!(
+            "this kernel has no io_uring or a seccomp filter hides it (io_uring_setup: {e}): \
+             Strom needs {KERNEL_NEEDED} with io_uring enabled"
+        ),
+        _ => format!(
+            "io_uring_setup failed ({e}): Strom needs {KERNEL_NEEDED} with io_uring enabled"
+        ),
+    };
+    StromError::Unsupported(msg)
+}
+
+/// What Strom makes of a filesystem it finds under the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// A local block filesystem whose O_DIRECT and fdatasync we rely on.
+    Trusted,
+    /// Refused; the text says why, to follow "is on <name>, which ".
+    Refused(&'static str),
+}
+
+const IN_MEMORY: Verdict =
+    Verdict::Refused("keeps files in memory, so nothing written there survives a reboot");
+const REMOTE: Verdict = Verdict::Refused(
+    "is a network or user-space filesystem whose O_DIRECT and fsync semantics Strom does not trust",
+);
+const PSEUDO: Verdict = Verdict::Refused("is a kernel pseudo-filesystem, not storage");
+
+/// Magics the kernel reports that nix does not name.
+const RAMFS_MAGIC: FsType = FsType(0x8584_58f6_u32 as _);
+const CIFS_MAGIC: FsType = FsType(0xff53_4d42_u32 as _);
+const SMB2_MAGIC: FsType = FsType(0xfe53_4d42_u32 as _);
+
+/// The filesystems we know by magic. ext2, ext3 and ext4 share 0xEF53; ext4
+/// is by far the likeliest, so that is the name we show.
+const KNOWN_FILESYSTEMS: [(FsType, &str, Verdict); 15] = [
+    (statfs::EXT4_SUPER_MAGIC, "ext4", Verdict::Trusted),
+    (statfs::XFS_SUPER_MAGIC, "xfs", Verdict::Trusted),
+    (statfs::BTRFS_SUPER_MAGIC, "btrfs", Verdict::Trusted),
+    (statfs::F2FS_SUPER_MAGIC, "f2fs", Verdict::Trusted),
+    (statfs::TMPFS_MAGIC, "tmpfs", IN_MEMORY),
+    (RAMFS_MAGIC, "ramfs", IN_MEMORY),
+    (
+        statfs::OVERLAYFS_SUPER_MAGIC,
+        "overlayfs",
+        Verdict::Refused(
+            "is a container's copy-on-write layer whose O_DIRECT and fsync depend on \
+             what lies beneath: mount a volume there",
+        ),
+    ),
+    (statfs::NFS_SUPER_MAGIC, "nfs", REMOTE),
+    (CIFS_MAGIC, "cifs", REMOTE),
+    (SMB2_MAGIC, "smb2", REMOTE),
+    (statfs::SMB_SUPER_MAGIC, "smb", REMOTE),
+    (statfs::FUSE_SUPER_MAGIC, "fuse", REMOTE),
+    (statfs::PROC_SUPER_MAGIC, "proc", PSEUDO),
+    (statfs::SYSFS_MAGIC, "sysfs", PSEUDO),
+    (statfs::DEVPTS_SUPER_MAGIC, "devpts", PSEUDO),
+];
+
+/// The name and verdict for a magic; `None` when we do not know it.
+fn classify_fs(magic: FsType) -> Option<(&'static str, Verdict)> {
+    KNOWN_FILESYSTEMS
+        .iter()
+        .find(|(known, _, _)| *known == magic)
+        .map(|&(_, name, verdict)| (name, verdict))
+}
+
+fn fs_magic(dir: &Path) -> Result<FsType> {
+    let stat = statfs(dir).map_err(|e| {
+        StromError::Unsupported(format!(
+            "cannot statfs data directory {}: {e}: check that it exists and is readable",
+            dir.display()
+        ))
+    })?;
+    Ok(stat.filesystem_type())
+}
+
+fn magic_name(magic: FsType) -> String {
+    match classify_fs(magic) {
+        Some((name, _)) => name.to_string(),
+        None => format!("unknown ({:#x})", magic.0),
+    }
+}
+
+/// The human name of the filesystem `dir` is on ("ext4", "tmpfs", ... or
+/// "unknown (0x...)").
+pub fn fs_type_name(dir: &Path) -> Result<String> {
+    fs_magic(dir).map(magic_name)
+}
+
+/// The data directory (created if missing) is on a filesystem that keeps
+/// O_DIRECT writes: a known-bad type is refused by name, then a real aligned
+/// write, fdatasync and read-back proves it.
+pub fn probe_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StromError::Unsupported(format!(
+            "cannot create data directory {}: {e}: create it, or make its parent writable",
+            dir.display()
+        ))
+    })?;
+    check_fs_type(dir)?;
+    probe_o_direct(dir)
+}
+
+fn check_fs_type(dir: &Path) -> Result<()> {
+    let magic = fs_magic(dir)?;
+    match classify_fs(magic) {
+        Some((_, Verdict::Trusted)) => Ok(()),
+        Some((name, Verdict::Refused(why))) => Err(StromError::Unsupported(format!(
+            "data directory {} is on {name}, which {why}: put the data directory on ext4 or xfs",
+            dir.display()
+        ))),
+        None => {
+            // An unfamiliar filesystem may be fine (zfs, bcachefs, ...); the
+            // O_DIRECT probe that follows is the real test.
+            tracing::warn!(
+                dir = %dir.display(),
+                fs = %magic_name(magic),
+                "data directory is on a filesystem Strom has not been tested on"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The block size of the probe write: 4 KiB covers both 512-byte and 4 KiB
+/// logical sectors, and is the alignment of every Strom log write.
+const PROBE_BLOCK_BYTES: usize = 4096;
+
+/// Removes the probe file however the probe ends, so a failed start leaves
+/// no litter in the data directory.
+struct ProbeFile {
+    path: PathBuf,
+}
+
+impl Drop for ProbeFile {
+    fn drop(&mut self) {
+        // Nothing useful to do if this fails: the file is empty of meaning
+        // and the next probe truncates it.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The `PROBE_BLOCK_BYTES`-aligned block inside `backing`, which must be
+/// twice that long so an aligned block always fits.
+fn aligned_block(backing: &mut [u8]) -> &mut [u8] {
+    assert!(backing.len() >= 2 * PROBE_BLOCK_BYTES);
+    let addr = backing.as_ptr() as usize;
+    let start = (PROBE_BLOCK_BYTES - addr % PROBE_BLOCK_BYTES) % PROBE_BLOCK_BYTES;
+    let block = &mut backing[start..start + PROBE_BLOCK_BYTES];
+    assert_eq!(block.as_ptr() as usize % PROBE_BLOCK_BYTES, 0);
+    block
+}
+
+fn probe_o_direct(dir: &Path) -> Result<()> {
+    let probe = ProbeFile {
+        path: dir.join(format!(".strom-probe-{}", std::process::id())),
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe.path)
+        .map_err(|e| o_direct_error(&probe.path, "open", &e))?;
+    let mut write_backing = vec![0u8; 2 * PROBE_BLOCK_BYTES];
+    let written = aligned_block(&mut write_backing);
+    // A pattern, not zeros, so a read that returns a hole is caught.
+    for (i, byte) in written.iter_mut().enumerate() {
+        *byte = (i % 251) as u8;
+    }
+    write_and_sync(&file, &probe.path, written)?;
+    read_and_compare(&file, &probe.path, written)
+}
+
+fn write_and_sync(file: &File, path: &Path, block: &[u8]) -> Result<()> {
+    let n = file
+        .write_at(block, 0)
+        .map_err(|e| o_direct_error(path, "write", &e))?;
+    if n != block.len() {
+        return Err(StromError::Unsupported(format!(
+            "O_DIRECT probe wrote {n} of {} bytes to {}: put the data directory on ext4 or xfs",
+            block.len(),
+            path.display()
+        )));
+    }
+    file.sync_data()
+        .map_err(|e| o_direct_error(path, "fdatasync", &e))
+}
+
+fn read_and_compare(file: &File, path: &Path, expected: &[u8]) -> Result<()> {
+    let mut read_backing = vec![0u8; 2 * PROBE_BLOCK_BYTES];
+    let read = aligned_block(&mut read_backing);
+    let n = file
+        .read_at(read, 0)
+        .map_err(|e| o_direct_error(path, "read", &e))?;
+    if n == expected.len() && read[..] == expected[..] {
+        return Ok(());
+    }
+    Err(StromError::Unsupported(format!(
+        "O_DIRECT probe read back {n} bytes from {} that differ from what was written: \
+         the filesystem or device loses writes; put the data directory on a healthy ext4 or xfs",
+        path.display()
+    )))
+}
+
+/// EINVAL from an O_DIRECT open or aligned I/O means the filesystem refuses
+/// O_DIRECT; anything else (EACCES, EROFS, ENOSPC, EIO) is named as it is.
+fn o_direct_error(path: &Path, op: &str, e: &io::Error) -> StromError {
+    let msg = if e.raw_os_error() == Some(libc::EINVAL) {
+        format!(
+            "the filesystem of {} does not support O_DIRECT ({op}: {e}): \
+             put the data directory on ext4 or xfs",
+            path.display()
+        )
+    } else {
+        format!(
+            "O_DIRECT probe {op} of {} failed ({e}): make the data directory writable, \
+             with free space, on ext4 or xfs",
+            path.display()
+        )
+    };
+    StromError::Unsupported(msg)
+}
+
+/// CAP_IPC_LOCK's bit in the capability sets of /proc/self/status.
+const CAP_IPC_LOCK_BIT: u32 = 14;
+
+/// Registered buffers are pinned, and io_uring charges pinned pages to the
+/// user's RLIMIT_MEMLOCK unless the process holds CAP_IPC_LOCK. Checks that
+/// `bytes` fit, raising the soft limit to the hard limit if that is needed.
+pub fn probe_memlock(bytes: usize) -> Result<()> {
+    let need = bytes as u64;
+    if need == 0 || exempt_from_memlock() {
+        return Ok(());
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).map_err(|e| {
+        StromError::Unsupported(format!(
+            "cannot read RLIMIT_MEMLOCK ({e}): Strom must know it to register buffers"
+        ))
+    })?;
+    if soft >= need {
+        return Ok(());
+    }
+    // Pinned pages are counted per user, across every process and ring, so
+    // take all the headroom allowed rather than exactly `need`.
+    let limit = if hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    if limit >= need {
+        return Ok(());
+    }
+    Err(memlock_error(limit, need))
+}
+
+fn memlock_error(limit: u64, need: u64) -> StromError {
+    let need_kib = need.div_ceil(1024);
+    StromError::Unsupported(format!(
+        "RLIMIT_MEMLOCK is {} KiB but Strom registers {need_kib} KiB of buffers: raise it \
+         (ulimit -l {need_kib}, or LimitMEMLOCK= in the systemd unit) or run fewer \
+         cores/smaller buffers",
+        limit / 1024
+    ))
+}
+
+/// True when the kernel will not charge pinned pages to RLIMIT_MEMLOCK. The
+/// kernel asks for CAP_IPC_LOCK in the initial user namespace, so root in a
+/// rootless container, or in a Docker container (which drops the
+/// capability), is still charged: euid 0 alone is not enough.
+fn exempt_from_memlock() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    has_cap_ipc_lock(&status) && is_initial_user_ns(&uid_map)
+}
+
+/// Whether the `CapEff:` line of a /proc/<pid>/status holds CAP_IPC_LOCK.
+fn has_cap_ipc_lock(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK_BIT) != 0)
+}
+
+/// The initial user namespace maps every uid to itself: "0 0 4294967295".
+fn is_initial_user_ns(uid_map: &str) -> bool {
+    let fields: Vec<&str> = uid_map.split_whitespace().collect();
+    fields == ["0", "0", "4294967295"]
+}
+
+/// The number of CPUs this process may run on (its affinity mask, which
+/// honours taskset and cgroup cpusets), at least 1.
+pub fn online_cpus() -> usize {
+    let allowed = sched_getaffinity(Pid::from_raw(0))
+        .map(|set| {
+            (0..CpuSet::count())
+                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+                .count()
+        })
+        .unwrap_or(0);
+    if allowed > 0 {
+        return allowed;
+    }
+    // The mask can be unreadable (more CPUs than CpuSet holds); std asks
+    // the kernel another way.
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Pins the calling thread to `cpu` (Pid 0 means this thread, not the whole
+/// process). The caller treats failure as a warning: an unpinned core is
+/// slower, not wrong.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu).map_err(|e| pin_error(cpu, e))?;
+    sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| pin_error(cpu, e))
+}
+
+fn pin_error(cpu: usize, e: Errno) -> StromError {
+    StromError::Unsupported(format!(
+        "cannot pin a core thread to CPU {cpu} ({e}): it is offline or outside this \
+         process's affinity mask (taskset, cgroup cpuset); run fewer cores or widen the mask"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(e: StromError) -> String {
+        match e {
+            StromError::Unsupported(msg) => msg,
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+
+    // Proves: a directory on the real disk passes the filesystem check and
+    // the O_DIRECT write, fdatasync and read-back, and the probe file is gone.
+    #[test]
+    fn data_dir_on_real_fs_is_accepted() {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/tmp-platform-test"
+        ));
+        probe_data_dir(dir).unwrap();
+        let probe = dir.join(format!(".strom-probe-{}", std::process::id()));
+        assert!(!probe.exists());
+    }
+
+    // Proves: a data directory on tmpfs is refused, and the message names
+    // tmpfs so the operator knows what to change.
+    #[test]
+    fn data_dir_on_tmpfs_is_refused() {
+        let shm = Path::new("/dev/shm");
+        if fs_type_name(shm).ok().as_deref() != Some("tmpfs") {
+            println!("skipped: /dev/shm is not tmpfs on this machine");
+            return;
+        }
+        let dir = shm.join(format!("strom-platform-test-{}", std::process::id()));
+        let err = probe_data_dir(&dir);
+        let _ = std::fs::remove_dir(&dir);
+        let msg = message(err.unwrap_err());
+        assert!(msg.contains("tmpfs"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    // Proves: fs_type_name reads the magic and names a known filesystem.
+    #[test]
+    fn proc_is_named_proc() {
+        assert_eq!(fs_type_name(Path::new("/proc")).unwrap(), "proc");
+    }
+
+    // Proves: an unknown magic is shown in hex rather than guessed, and the
+    // shared ext2/3/4 magic is named ext4.
+    #[test]
+    fn magic_names() {
+        assert_eq!(magic_name(FsType(0x1234 as _)), "unknown (0x1234)");
+        assert_eq!(magic_name(FsType(0xef53 as _)), "ext4");
+        assert_eq!(classify_fs(FsType(0x1234 as _)), None);
+    }
+
+    // Proves: this machine's io_uring is enabled and has every opcode Strom uses.
+    #[test]
+    fn io_uring_probe_passes_here() {
+        probe_io_uring().unwrap();
+    }
+
+    // Proves: missing opcodes are reported by name, and none are reported
+    // when all are supported.
+    #[test]
+    fn missing_opcodes_are_named() {
+        assert!(missing_opcodes(|_| true).is_empty());
+        let missing = missing_opcodes(|code| code != opcode::SendZc::CODE);
+        assert_eq!(missing, ["SEND_ZC"]);
+        let none = missing_opcodes(|_| false);
+        assert_eq!(none.len(), 14);
+        assert!(none.contains(&"RECVMSG") && none.contains(&"MSG_RING"));
+    }
+
+    // Proves: one MiB of registered buffers fits on this machine.
+    #[test]
+    fn memlock_one_mib_passes_here() {
+        probe_memlock(1 << 20).unwrap();
+    }
+
+    // Proves: the memlock message gives both sizes in KiB and the ulimit fix.
+    #[test]
+    fn memlock_message_names_sizes_and_fix() {
+        let msg = message(memlock_error(8 << 20, (64 << 20) + 1));
+        assert!(msg.starts_with("RLIMIT_MEMLOCK is 8192 KiB"), "{msg}");
+        assert!(msg.contains("registers 65537 KiB"), "{msg}");
+        assert!(msg.contains("ulimit -l 65537"), "{msg}");
+    }
+
+    // Proves: the memlock exemption needs CAP_IPC_LOCK in the initial user
+    // namespace; a namespaced root or a capability-less root is charged.
+    #[test]
+    fn memlock_exemption_parsing() {
+        let with_cap = "Uid:\t0\t0\t0\t0\nCapEff:\t000001fffeffffff\n";
+        let without_cap = "Uid:\t0\t0\t0\t0\nCapEff:\t00000000a80425fb\n";
+        assert!(has_cap_ipc_lock(with_cap));
+        assert!(!has_cap_ipc_lock(without_cap));
+        assert!(!has_cap_ipc_lock(""));
+        assert!(is_initial_user_ns("         0          0 4294967295\n"));
+        assert!(!is_initial_user_ns("         0       1000          1\n"));
+        assert!(!is_initial_user_ns(""));
+    }
+
+    // Proves: the process may run on at least one CPU.
+    #[test]
+    fn at_least_one_cpu() {
+        assert!(online_cpus() >= 1);
+    }
+
+    // Proves: a thread can be pinned to CPU 0, and an impossible CPU gives
+    // a typed error instead of a panic.
+    #[test]
+    fn pin_to_cpu_zero() {
+        std::thread::spawn(|| {
+            pin_current_thread(0).unwrap();
+            let msg = message(pin_current_thread(CpuSet::count()).unwrap_err());
+            assert!(msg.contains("CPU"), "{msg}");
+        })
+        .join()
+        .unwrap();
+    }
+}

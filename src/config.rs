@@ -23,8 +23,11 @@ impl std::str::FromStr for FsyncPolicy {
         match s {
             "always" => Ok(FsyncPolicy::Always),
             "never" => Ok(FsyncPolicy::Never),
-            _ => match s.strip_prefix("interval:").map(str::parse::<u64>) {
-                Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+            _ => match s.strip_prefix("interval:").map(|v| match v.strip_suffix("us") {
+                Some(us) => us.parse::<u64>().map(Duration::from_micros),
+                None => v.parse::<u64>().map(Duration::from_millis),
+            }) {
+                Some(Ok(d)) if !d.is_zero() => Ok(FsyncPolicy::Interval(d)),
                 _ => Err(format!("fsync policy must be always, never or interval:MS, not {s:?}")),
             },
         }
@@ -36,7 +39,9 @@ impl std::fmt::Display for FsyncPolicy {
         match self {
             FsyncPolicy::Always => f.write_str("always"),
             FsyncPolicy::Never => f.write_str("never"),
-            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            FsyncPolicy::Interval(d) if d.subsec_nanos() % 1_000_000 == 0 => write!(f, "interval:{}", d.as_millis()),
+            // Sub-millisecond intervals (tests, the simulator) print in µs so they parse back.
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}us", d.as_micros()),
         }
     }
 }
@@ -98,7 +103,8 @@ impl Default for EngineConfig {
             write_bufs_per_log: 8,
             write_depth: 2,
             read_bufs_per_core: 8,
-            batch_bytes_max: (1 << 20) - 4096,
+            // Leaves room for a frame header and the largest padding frame.
+            batch_bytes_max: (1 << 20) - 2 * BLOCK_BYTES,
             segment_bytes: 1 << 30,
             index_interval_bytes: 64 << 10,
             checkpoint_interval_bytes: 256 << 20,
@@ -123,7 +129,7 @@ impl EngineConfig {
             return bad(format!("write_buf_bytes must be a multiple of {BLOCK_BYTES}"));
         }
         // A batch, its frame header and the largest padding frame must fit in one buffer.
-        let frame_max = self.batch_bytes_max + crate::log::frame::HEADER_BYTES + BLOCK_BYTES;
+        let frame_max = self.batch_bytes_max + crate::log::frame::HEADER_BYTES + crate::log::frame::PAD_BYTES_MAX;
         if frame_max > self.write_buf_bytes {
             return bad(format!(
                 "batch_bytes_max {} plus framing must fit in write_buf_bytes {}",

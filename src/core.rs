@@ -504,9 +504,9 @@ impl<I: Io> Core<I> {
                 self.stats.checkpoints += 1;
             }
             self.checkpoint_bytes.insert(log, j.bytes_logged);
-            if self.stop.is_none() {
-                j.set_barrier(false);
-            }
+            // Appends staged under the barrier wait for it to lift; a stop
+            // raises it again once the log is idle, for the final checkpoint.
+            j.set_barrier(false);
         }
     }
 
@@ -634,8 +634,9 @@ impl<I: Io> Core<I> {
         }
         if r.cursor > r.last_hit + self.cfg.index_interval_bytes {
             // No batch of this partition lies within an interval after the
-            // last one unless it has an index entry: jump to that entry.
-            match p.index.next_after_pos(r.cursor) {
+            // last one unless it has an index entry: jump to that entry (the
+            // cursor may sit exactly on it).
+            match p.index.first_at_or_after(r.cursor) {
                 Some(e) if e.pos < r.limit => {
                     r.cursor = e.pos;
                     r.last_hit = e.pos;

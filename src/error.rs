@@ -34,6 +34,8 @@ impl fmt::Display for BatchError {
     }
 }
 
+impl std::error::Error for BatchError {}
+
 /// The operation an I/O error came from, for messages that name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoOp {

@@ -90,6 +90,9 @@ pub trait Io {
     fn file_len(&mut self, file: FileId) -> Result<u64>;
     /// Blocking aligned read, for recovery: like [`Op::Read`].
     fn read_at(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> Result<usize>;
+    /// Blocking fdatasync of a whole file, for recovery: what recovery
+    /// accepts must be durable before anyone may read it.
+    fn sync_file(&mut self, file: FileId) -> Result<()>;
     /// Removes a file; the removal is durable after [`Io::sync_dir`].
     fn remove(&mut self, path: &Path) -> Result<()>;
     /// fsyncs a directory, making creations and removals in it durable.

@@ -354,6 +354,11 @@ impl Io for UringIo {
         fs::read_at(&f.file, self.path_of(file), pos, len, buf)
     }
 
+    fn sync_file(&mut self, file: FileId) -> Result<()> {
+        let f = &self.files[file.0 as usize];
+        f.file.sync_data().map_err(|e| StromError::io(IoOp::Fsync, &f.path, &e))
+    }
+
     fn remove(&mut self, path: &Path) -> Result<()> {
         fs::remove(path)
     }

@@ -55,9 +55,19 @@ pub struct RecoveryReport {
 /// Where a scan of the frame chain stopped.
 enum Stop {
     /// The chain ran to the end of the last segment.
-    End(u64),
+    End,
     /// The chain broke at this position for this reason.
     Break(u64, FrameError),
+}
+
+/// What a scan found: where it stopped, the newest epoch seen, and the end
+/// of the last frame that ends on a block boundary. Every commit ends on
+/// one (padding), so only that end can be the end of a whole commit; frames
+/// after it belong to a commit that is not all there and never was durable.
+struct Scanned {
+    stop: Stop,
+    last_epoch: u32,
+    aligned_end: u64,
 }
 
 /// Reads a segment file in aligned chunks and hands out frames.
@@ -118,14 +128,15 @@ pub fn recover<I: Io>(
     let prior_epoch = read_epoch(io, dir)?;
     let mut reader = ChunkReader::new(limits.read_chunk_bytes);
 
-    let (stop, last_epoch) = scan_chain(io, &segments, scan_from, prior_epoch.min(ckpt.map_or(0, |c| c.epoch)), limits, &mut reader, &mut report, on_batch)?;
-    let end = match stop {
-        Stop::End(end) => end,
-        Stop::Break(x, why) => {
-            judge_break(io, dir, &segments, x, &why, last_epoch, limits, &mut reader, &mut report)?;
-            x
-        }
-    };
+    let floor_epoch = prior_epoch.min(ckpt.map_or(0, |c| c.epoch));
+    let scan = scan_chain(io, &segments, scan_from, floor_epoch, limits, &mut reader, &mut report, on_batch)?;
+    let last_epoch = scan.last_epoch;
+    if let Stop::Break(x, why) = &scan.stop {
+        judge_break(io, dir, &segments, *x, why, last_epoch, limits, &mut reader, &mut report)?;
+    }
+    // A commit is whole only up to a block-aligned frame end: the log ends
+    // there, and writing continues there (nothing acknowledged lies after).
+    let end = scan.aligned_end;
     if let Some(c) = ckpt
         && end < c.covered_pos
     {
@@ -135,6 +146,15 @@ pub fn recover<I: Io>(
     report.bytes_cut = tail_bytes(io, &segments, end)?;
     if !limits.read_only {
         report.segments_removed = remove_segments_after(io, dir, &mut segments, end, log_start)?;
+        // After a process kill, commits that were written but never synced
+        // (never acknowledged under `always`) sit in the page cache and pass
+        // the scan. Make them durable before they can be served, so that a
+        // reader never sees data a later power cut could take back.
+        for seg in segments.iter().filter(|s| s.start_pos < end.max(1)) {
+            if seg.start_pos + io.file_len(seg.file)? > scan_from {
+                io.sync_file(seg.file)?;
+            }
+        }
     }
     let epoch = prior_epoch.max(last_epoch) + 1;
     if !limits.read_only {
@@ -179,16 +199,48 @@ fn scan_chain<I: Io>(
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
     on_batch: &mut dyn FnMut(&FrameHeader, &BatchInfo, u64) -> Result<()>,
-) -> Result<(Stop, u32)> {
-    let mut last_epoch = floor_epoch;
+) -> Result<Scanned> {
+    let mut scan = Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: from };
+    // Batches since the last block-aligned frame end: delivered only once
+    // their commit is known whole.
+    let mut held: Vec<(FrameHeader, BatchInfo, u64)> = Vec::new();
+    scan.stop = follow_chain(io, segments, from, limits, reader, report, &mut scan.last_epoch, &mut |h, info, seg_start| {
+        if h.kind == FrameKind::Batch {
+            held.push((h.clone(), *info.expect("batch frames carry a batch"), seg_start));
+        }
+        if h.end_pos() % BLOCK_BYTES as u64 == 0 {
+            scan.aligned_end = h.end_pos();
+            for (h, info, seg_start) in held.drain(..) {
+                on_batch(&h, &info, seg_start)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(scan)
+}
+
+type FrameVisitor<'a> = dyn FnMut(&FrameHeader, Option<&BatchInfo>, u64) -> Result<()> + 'a;
+
+/// Walks verified frames from `from` and reports where the walk stopped.
+#[allow(clippy::too_many_arguments)]
+fn follow_chain<I: Io>(
+    io: &mut I,
+    segments: &VecDeque<Segment>,
+    from: u64,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+    last_epoch: &mut u32,
+    visit: &mut FrameVisitor<'_>,
+) -> Result<Stop> {
     let mut pos = from;
     let Some(first) = segments.iter().rposition(|s| s.start_pos <= pos) else {
-        return Ok((Stop::End(pos), last_epoch));
+        return Ok(Stop::End);
     };
     for (k, seg) in segments.iter().enumerate().skip(first) {
         if seg.start_pos != pos && k != first {
             // The previous segment's data ended before this one begins.
-            return Ok((Stop::Break(pos, FrameError::Truncated { needed: seg.start_pos - pos }), last_epoch));
+            return Ok(Stop::Break(pos, FrameError::Truncated { needed: seg.start_pos - pos }));
         }
         let file_len = io.file_len(seg.file)?;
         reader.valid = 0;
@@ -199,29 +251,31 @@ fn scan_chain<I: Io>(
             }
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
             let h = match frame::decode_header(bytes, pos, limits.payload_bytes_max) {
-                Ok(h) if h.epoch < last_epoch => return Ok((Stop::Break(pos, FrameError::StaleEpoch { epoch: h.epoch }), last_epoch)),
+                Ok(h) if h.epoch < *last_epoch => return Ok(Stop::Break(pos, FrameError::StaleEpoch { epoch: h.epoch })),
                 Ok(h) => h,
-                Err(e) => return Ok((Stop::Break(pos, e), last_epoch)),
+                Err(e) => return Ok(Stop::Break(pos, e)),
             };
             if off + h.frame_bytes() > file_len {
-                return Ok((Stop::Break(pos, FrameError::Truncated { needed: h.frame_bytes() }), last_epoch));
+                return Ok(Stop::Break(pos, FrameError::Truncated { needed: h.frame_bytes() }));
             }
             let bytes = reader.bytes_at(io, seg.file, off, h.frame_bytes() as usize, &mut report.bytes_scanned)?;
-            if h.kind == FrameKind::Batch {
-                match frame::verify_payload(&h, bytes) {
-                    Ok(info) => on_batch(&h, &info, seg.start_pos)?,
-                    Err(e) => return Ok((Stop::Break(pos, e), last_epoch)),
-                }
-            }
-            last_epoch = h.epoch;
+            let info = match h.kind {
+                FrameKind::Batch => match frame::verify_payload(&h, bytes) {
+                    Ok(info) => Some(info),
+                    Err(e) => return Ok(Stop::Break(pos, e)),
+                },
+                _ => None,
+            };
+            visit(&h, info.as_ref(), seg.start_pos)?;
+            *last_epoch = h.epoch;
             report.frames_scanned += 1;
             pos = h.end_pos();
         }
         if k + 1 < segments.len() && segments[k + 1].start_pos != pos {
-            return Ok((Stop::Break(pos, FrameError::Truncated { needed: segments[k + 1].start_pos.saturating_sub(pos) }), last_epoch));
+            return Ok(Stop::Break(pos, FrameError::Truncated { needed: segments[k + 1].start_pos.saturating_sub(pos) }));
         }
     }
-    Ok((Stop::End(pos), last_epoch))
+    Ok(Stop::End)
 }
 
 /// Decides whether a break at `x` is a torn tail (Ok) or damage to data

@@ -64,9 +64,9 @@ impl SparseIndex {
         i.checked_sub(1).map(|i| self.entries[i])
     }
 
-    /// The first entry whose position is after `pos`.
-    pub fn next_after_pos(&self, pos: u64) -> Option<IndexEntry> {
-        let i = self.entries.partition_point(|e| e.pos <= pos);
+    /// The first entry at or after log position `pos`.
+    pub fn first_at_or_after(&self, pos: u64) -> Option<IndexEntry> {
+        let i = self.entries.partition_point(|e| e.pos < pos);
         self.entries.get(i).copied()
     }
 
@@ -119,8 +119,11 @@ mod tests {
         assert_eq!(ix.entries().last().unwrap().offset, 200);
         assert_eq!(ix.floor(55).unwrap().offset, 40);
         assert_eq!(ix.floor(0).unwrap().offset, 0);
-        assert_eq!(ix.next_after_pos(4000).unwrap().pos, 8000);
-        assert_eq!(ix.scan_start_for_time(9).unwrap().offset, 40);
+        assert_eq!(ix.first_at_or_after(4000).unwrap().pos, 4000);
+        assert_eq!(ix.first_at_or_after(4001).unwrap().pos, 8000);
+        // Entry 80 has running max 8 < 9, so a timestamp of 9 lies after it.
+        assert_eq!(ix.scan_start_for_time(9).unwrap().offset, 80);
+        assert_eq!(ix.scan_start_for_time(8).unwrap().offset, 40);
         ix.drop_before(8000);
         assert_eq!(ix.first().unwrap().offset, 80);
         ix.truncate_from(16_000);

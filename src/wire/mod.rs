@@ -1,0 +1,9 @@
+//! Pure codecs for what arrives on the wire: bytes in, values or errors out.
+//!
+//! Nothing here does I/O, reads past the slice it is given, panics on
+//! hostile input, or allocates in proportion to a length read from that
+//! input, which is what lets these modules be fuzzed and benchmarked alone.
+//! [`batch`] is Kafka's RecordBatch v2, the unit Strom validates and stores
+//! unchanged; the native request/response framing will live beside it.
+
+pub mod batch;

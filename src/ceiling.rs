@@ -38,38 +38,43 @@ impl DiskCeiling {
 }
 
 /// Runs the loop in `dir` (the data directory's filesystem) for about
-/// `duration`, with writes of `write_bytes` rounded up to a block, within a
-/// file of at most `file_bytes_max` (it wraps to 0, as segments would roll).
+/// `duration`, with writes of `write_bytes` rounded up to a block. Like a
+/// log, it always appends to fresh space: past `file_bytes_max` it starts a
+/// new file (overwriting allocated blocks would let fdatasync skip the
+/// metadata commit an append pays for, and flatter the ceiling).
 pub fn disk_write_fsync(dir: &Path, write_bytes: usize, duration: Duration, file_bytes_max: u64) -> Result<DiskCeiling> {
     let write_bytes = (align_up(write_bytes.max(1) as u64) as usize).max(BLOCK_BYTES);
     let path = dir.join(format!(".strom-ceiling-{}", std::process::id()));
-    let file = fs::open_direct(&path, true, true)?;
     let mut buf = AlignedBuf::new(write_bytes);
     // Not zeros: some devices compress or skip zero blocks.
     let pattern: Vec<u8> = (0..write_bytes).map(|i| (i * 31 % 251) as u8 + 1).collect();
     buf.extend_from_slice(&pattern);
-    let result = run_loop(&file, &path, &buf, duration, file_bytes_max);
-    drop(file);
+    let result = run_loop(&path, &buf, duration, file_bytes_max);
     let _ = std::fs::remove_file(&path);
     let (writes, elapsed, mut latencies_us) = result?;
     latencies_us.sort_unstable();
     Ok(DiskCeiling { write_bytes, writes, elapsed, latencies_us })
 }
 
-fn run_loop(file: &std::fs::File, path: &Path, buf: &AlignedBuf, duration: Duration, file_bytes_max: u64) -> Result<(u64, Duration, Vec<u64>)> {
+fn run_loop(path: &Path, buf: &AlignedBuf, duration: Duration, file_bytes_max: u64) -> Result<(u64, Duration, Vec<u64>)> {
     use std::os::unix::fs::FileExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = fs::open_direct(path, true, true)?;
     let started = Instant::now();
     let (mut pos, mut writes, mut latencies_us) = (0u64, 0u64, Vec::new());
     while started.elapsed() < duration || writes == 0 {
+        if pos + buf.len() as u64 > file_bytes_max {
+            drop(file);
+            fs::remove(path)?;
+            file = fs::open_direct(path, true, true)?;
+            pos = 0;
+        }
         let t = Instant::now();
         file.write_all_at(buf.as_slice(), pos).map_err(|e| StromError::io(IoOp::Write, path, &e))?;
         file.sync_data().map_err(|e| StromError::io(IoOp::Fsync, path, &e))?;
         latencies_us.push(t.elapsed().as_micros() as u64);
         writes += 1;
         pos += buf.len() as u64;
-        if pos + buf.len() as u64 > file_bytes_max {
-            pos = 0;
-        }
     }
     Ok((writes, started.elapsed(), latencies_us))
 }

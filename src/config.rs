@@ -12,8 +12,9 @@ pub enum FsyncPolicy {
     /// Acknowledge after the write completed; fdatasync at most this often.
     /// A machine crash may lose the last interval of acknowledged data.
     Interval(Duration),
-    /// Acknowledge after the write completed; never fdatasync (the kernel
-    /// and device decide). For benchmarks and disposable data only.
+    /// Acknowledge after the write completed; no fdatasync for acks (the
+    /// kernel and device decide), only at checkpoints and a clean stop.
+    /// For benchmarks and disposable data only.
     Never,
 }
 
@@ -149,6 +150,14 @@ impl EngineConfig {
             return bad("index and checkpoint intervals must be positive".into());
         }
         Ok(())
+    }
+
+    /// Log bytes that may be written but not durable at a crash: every
+    /// write buffer of a log can hold a commit awaiting its fdatasync. A
+    /// break in the log with valid newer frames within this distance may be
+    /// a torn tail; further away it is corruption.
+    pub fn tear_window_bytes(&self) -> u64 {
+        (self.write_bufs_per_log * self.write_buf_bytes) as u64
     }
 
     /// Small buffers and segments, for tests and the simulator.

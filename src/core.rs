@@ -167,6 +167,8 @@ pub struct Core<I: Io> {
     /// A request that could not be taken this tick (no write buffer).
     deferred: VecDeque<Request>,
     checkpoint_bytes: BTreeMap<u32, u64>,
+    /// Log position the last durable checkpoint of each log covers.
+    checkpoint_pos: BTreeMap<u32, u64>,
     last_retention_ns: u64,
     stop: Option<Reply<()>>,
     stopped: bool,
@@ -198,6 +200,7 @@ impl<I: Io> Core<I> {
             refused: Vec::new(),
             deferred: VecDeque::new(),
             checkpoint_bytes: BTreeMap::new(),
+            checkpoint_pos: BTreeMap::new(),
             last_retention_ns: 0,
             stop: None,
             stopped: false,
@@ -234,7 +237,7 @@ impl<I: Io> Core<I> {
         }
         let limits = RecoverLimits {
             payload_bytes_max: self.cfg.batch_bytes_max as u32,
-            tear_window_bytes: ((self.cfg.write_depth + 2) * self.cfg.write_buf_bytes) as u64,
+            tear_window_bytes: self.cfg.tear_window_bytes(),
             read_chunk_bytes: self.cfg.write_buf_bytes + BLOCK_BYTES,
             read_only: false,
             ignore_checkpoint: false,
@@ -276,6 +279,7 @@ impl<I: Io> Core<I> {
         };
         let journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
         self.checkpoint_bytes.insert(log, 0);
+        self.checkpoint_pos.insert(log, ckpt.as_ref().map_or(0, |c| c.covered_pos));
         self.journals.insert(log, journal);
         self.partitions.extend(parts);
         Ok(report)
@@ -319,6 +323,13 @@ impl<I: Io> Core<I> {
     }
 
     fn handle_now(&mut self, req: Request) {
+        if matches!(req, Request::Read { .. } | Request::OffsetForTime { .. }) && self.reads.len() >= self.cfg.reads_inflight_max {
+            // Every read slot is busy: hold this one (and, behind it, the
+            // mailbox) until a read finishes, instead of growing.
+            self.stats.deferred += 1;
+            self.deferred.push_front(req);
+            return;
+        }
         match req {
             Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
             Request::Read { pid, offset, max_bytes, reply } => self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset),
@@ -506,6 +517,7 @@ impl<I: Io> Core<I> {
                 tracing::warn!(log, %e, "checkpoint not written");
             } else {
                 self.stats.checkpoints += 1;
+                self.checkpoint_pos.insert(log, ckpt.covered_pos);
             }
             self.checkpoint_bytes.insert(log, j.bytes_logged);
             // Appends staged under the barrier wait for it to lift; a stop
@@ -542,15 +554,20 @@ impl<I: Io> Core<I> {
         self.last_retention_ns = now;
         let age_ns = self.cfg.retention_age.map(|d| d.as_nanos() as u64);
         for (&log, j) in self.journals.iter_mut() {
-            match j.apply_retention(&mut self.io, self.cfg.retention_bytes, age_ns) {
-                Ok(Some(start)) => {
-                    for p in self.partitions.values_mut().filter(|p| p.log == log) {
-                        p.forget_before(start);
+            let checkpointed_pos = self.checkpoint_pos.get(&log).copied().unwrap_or(0);
+            match j.apply_retention(&mut self.io, self.cfg.retention_bytes, age_ns, checkpointed_pos) {
+                Ok((moved, waits)) => {
+                    if let Some(start) = moved {
+                        for p in self.partitions.values_mut().filter(|p| p.log == log) {
+                            p.forget_before(start);
+                        }
                     }
-                    // Checkpoint soon, so restart never looks for deleted segments' state.
-                    self.checkpoint_bytes.insert(log, j.bytes_logged.saturating_sub(self.cfg.checkpoint_interval_bytes));
+                    if waits || moved.is_some() {
+                        // Checkpoint now: retention waits for one, and restart
+                        // should not look for deleted segments' state.
+                        self.checkpoint_bytes.insert(log, j.bytes_logged.saturating_sub(self.cfg.checkpoint_interval_bytes));
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => tracing::warn!(log, %e, "retention could not delete a segment"),
             }
         }

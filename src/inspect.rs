@@ -57,7 +57,7 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
     }
     let limits = RecoverLimits {
         payload_bytes_max: cfg.batch_bytes_max as u32,
-        tear_window_bytes: ((cfg.write_depth + 2) * cfg.write_buf_bytes) as u64,
+        tear_window_bytes: cfg.tear_window_bytes(),
         read_chunk_bytes: cfg.write_buf_bytes + BLOCK_BYTES,
         read_only: true,
         ignore_checkpoint: true,

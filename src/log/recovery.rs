@@ -5,7 +5,7 @@
 //!
 //! How a break at position X is judged. Only commits that were in flight at
 //! the crash can be torn, and at most `tear_window_bytes` of them exist
-//! (write depth plus the filling buffer). After X we look at every block
+//! (every write buffer of the log holding a commit not yet synced). After X we look at every block
 //! boundary for a frame that verifies at its own position with the current
 //! epoch or newer. Such a frame proves X is *not* a torn tail when its
 //! `durable_before` is past X (X was acknowledged before it was written) or
@@ -29,7 +29,8 @@ pub const EPOCH_FILE: &str = "epoch";
 #[derive(Debug, Clone)]
 pub struct RecoverLimits {
     pub payload_bytes_max: u32,
-    /// Bytes that may have been in flight at a crash: (write_depth + 1) * write buffer.
+    /// Bytes that may have been written but not durable at a crash
+    /// ([`crate::config::EngineConfig::tear_window_bytes`]).
     pub tear_window_bytes: u64,
     /// Size of each read while scanning (holds any whole frame).
     pub read_chunk_bytes: usize,

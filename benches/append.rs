@@ -85,8 +85,14 @@ fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(secs);
     let results: Vec<(u64, Histogram<u64>)> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            (0..PRODUCERS).map(|i| s.spawn({ let e = &engine; move || produce(e, i, partitions, deadline) })).collect();
+        let handles: Vec<_> = (0..PRODUCERS)
+            .map(|i| {
+                s.spawn({
+                    let e = &engine;
+                    move || produce(e, i, partitions, deadline)
+                })
+            })
+            .collect();
         handles.into_iter().map(|h| h.join().expect("producer")).collect()
     });
     let elapsed = started.elapsed();
@@ -100,8 +106,7 @@ fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
         batches += n;
         ack_us.add(h).expect("same bounds");
     }
-    let (bytes_logged, commits, fsyncs) =
-        stats.iter().fold((0, 0, 0), |(b, c, f), s| (b + s.bytes_logged, c + s.commits, f + s.fsyncs));
+    let (bytes_logged, commits, fsyncs) = stats.iter().fold((0, 0, 0), |(b, c, f), s| (b + s.bytes_logged, c + s.commits, f + s.fsyncs));
     CaseResult {
         partitions,
         records: batches * RECORDS_PER_BATCH as u64,
@@ -118,7 +123,10 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("STROM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 5.0 } else { 0.3 });
     let dir = bench_dir();
-    println!("append bench: {PRODUCERS} producers x {INFLIGHT_PER_PRODUCER} in flight, {RECORDS_PER_BATCH} x {RECORD_BYTES} B records per batch, fsync=always, 1 core, {secs} s per case, dir {}", dir.display());
+    println!(
+        "append bench: {PRODUCERS} producers x {INFLIGHT_PER_PRODUCER} in flight, {RECORDS_PER_BATCH} x {RECORD_BYTES} B records per batch, fsync=always, 1 core, {secs} s per case, dir {}",
+        dir.display()
+    );
     println!(
         "{:>10} {:>12} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8}",
         "partitions", "records/s", "MB/s", "write KiB", "commits", "p50 us", "p99 us", "p999 us", "max us", "ceiling"

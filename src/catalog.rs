@@ -52,7 +52,8 @@ fn check_crc(path: &Path, text: &str) -> Result<String> {
     let bad = |why: &str| StromError::BadDataDir(format!("{}: {why}", path.display()));
     let cut = text.trim_end_matches('\n').rfind('\n').map(|i| i + 1).unwrap_or(0);
     let (body, last) = text.split_at(cut);
-    let stored = last.trim().strip_prefix("crc32c ").and_then(|h| u32::from_str_radix(h, 16).ok()).ok_or_else(|| bad("missing checksum line"))?;
+    let stored =
+        last.trim().strip_prefix("crc32c ").and_then(|h| u32::from_str_radix(h, 16).ok()).ok_or_else(|| bad("missing checksum line"))?;
     if stored != crc32c::crc32c(body.as_bytes()) {
         return Err(bad("checksum mismatch"));
     }
@@ -102,7 +103,8 @@ impl Catalog {
                 ["next_pid", n] => self.next_pid = n.parse().map_err(|_| bad(line))?,
                 ["topic", name, first, parts] => {
                     validate_topic_name(name).map_err(|_| bad(line))?;
-                    let meta = TopicMeta { first_pid: first.parse().map_err(|_| bad(line))?, partitions: parts.parse().map_err(|_| bad(line))? };
+                    let meta =
+                        TopicMeta { first_pid: first.parse().map_err(|_| bad(line))?, partitions: parts.parse().map_err(|_| bad(line))? };
                     self.topics.insert(name.to_string(), meta);
                 }
                 _ => return Err(bad(line)),

@@ -126,7 +126,7 @@ impl EngineConfig {
         if self.cores == 0 {
             return bad("cores must be at least 1".into());
         }
-        if self.write_buf_bytes == 0 || self.write_buf_bytes % BLOCK_BYTES != 0 {
+        if self.write_buf_bytes == 0 || !self.write_buf_bytes.is_multiple_of(BLOCK_BYTES) {
             return bad(format!("write_buf_bytes must be a multiple of {BLOCK_BYTES}"));
         }
         // A batch, its frame header and the largest padding frame must fit in one buffer.
@@ -140,7 +140,7 @@ impl EngineConfig {
         if self.write_depth == 0 || self.write_bufs_per_log < self.write_depth + 2 {
             return bad("write_bufs_per_log must be at least write_depth + 2".into());
         }
-        if self.segment_bytes < self.write_buf_bytes as u64 * 2 || self.segment_bytes % BLOCK_BYTES as u64 != 0 {
+        if self.segment_bytes < self.write_buf_bytes as u64 * 2 || !self.segment_bytes.is_multiple_of(BLOCK_BYTES as u64) {
             return bad("segment_bytes must be a block multiple of at least two write buffers".into());
         }
         if self.read_bufs_per_core == 0 || self.reads_inflight_max == 0 || self.mailbox_capacity == 0 {

@@ -77,17 +77,42 @@ impl ValidBatch {
 }
 
 pub enum Request {
-    Append { pid: Pid, batch: ValidBatch, reply: Reply<AppendAck> },
-    Read { pid: Pid, offset: u64, max_bytes: usize, reply: Reply<ReadResult> },
+    Append {
+        pid: Pid,
+        batch: ValidBatch,
+        reply: Reply<AppendAck>,
+    },
+    Read {
+        pid: Pid,
+        offset: u64,
+        max_bytes: usize,
+        reply: Reply<ReadResult>,
+    },
     /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
-    OffsetForTime { pid: Pid, ts_ms: i64, reply: Reply<Option<u64>> },
-    Stat { pid: Pid, reply: Reply<PartitionStat> },
+    OffsetForTime {
+        pid: Pid,
+        ts_ms: i64,
+        reply: Reply<Option<u64>>,
+    },
+    Stat {
+        pid: Pid,
+        reply: Reply<PartitionStat>,
+    },
     /// This core's counters, with its logs' commit figures summed.
-    Stats { reply: Reply<CoreStats> },
-    AddPartitions { pids: Vec<Pid>, reply: Reply<()> },
-    RemovePartitions { pids: Vec<Pid> },
+    Stats {
+        reply: Reply<CoreStats>,
+    },
+    AddPartitions {
+        pids: Vec<Pid>,
+        reply: Reply<()>,
+    },
+    RemovePartitions {
+        pids: Vec<Pid>,
+    },
     /// Drain, fsync, checkpoint every log, answer, and leave the loop.
-    Stop { reply: Reply<()> },
+    Stop {
+        reply: Reply<()>,
+    },
 }
 
 /// What this core is, within its engine.
@@ -219,10 +244,25 @@ impl<I: Io> Core<I> {
         let dir = log_dir(&self.spec.data_dir, log);
         let ckpt = match self.io.read_file(&dir.join(checkpoint::FILE_NAME))? {
             None => None,
-            Some(bytes) => Some(checkpoint::decode(&bytes).map_err(|reason| StromError::Corrupt { path: dir.join(checkpoint::FILE_NAME), pos: 0, reason })?),
+            Some(bytes) => match checkpoint::decode(&bytes) {
+                Ok(c) if c.log == log => Some(c),
+                // A checkpoint only saves scanning: without a usable one the
+                // whole log is scanned, which rebuilds the same state.
+                Ok(c) => {
+                    tracing::warn!(log, found = c.log, "checkpoint belongs to another log; scanning the whole log");
+                    None
+                }
+                Err(reason) => {
+                    tracing::warn!(log, %reason, "checkpoint unreadable; scanning the whole log");
+                    None
+                }
+            },
         };
+        let full_scan = ckpt.is_none();
+        let mut seen: std::collections::HashSet<Pid> = std::collections::HashSet::new();
         let log_count = self.spec.log_count;
-        let mut parts: HashMap<Pid, Partition> = self.spec.pids.iter().filter(|&&p| p % log_count == log).map(|&p| (p, Partition::new(p, log))).collect();
+        let mut parts: HashMap<Pid, Partition> =
+            self.spec.pids.iter().filter(|&&p| p % log_count == log).map(|&p| (p, Partition::new(p, log))).collect();
         if let Some(c) = &ckpt {
             for pc in &c.partitions {
                 if let Some(p) = parts.get_mut(&pc.pid) {
@@ -246,6 +286,13 @@ impl<I: Io> Core<I> {
         let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64| -> Result<()> {
             let Some(p) = parts.get_mut(&h.pid) else { return Ok(()) };
             let base = info.base_offset as u64;
+            if full_scan && seen.insert(h.pid) && base > p.next_offset {
+                // Without a checkpoint the scan starts at the oldest segment
+                // left; retention deleted this partition's earlier batches.
+                p.next_offset = base;
+                p.visible_end = base;
+                p.start_offset = base;
+            }
             if base != p.next_offset {
                 return Err(StromError::Corrupt {
                     path: dir.clone(),
@@ -585,7 +632,9 @@ impl<I: Io> Core<I> {
             }
             ReadMode::Fetch { .. } if offset == end => return finish_mode(mode, Ok(()), Vec::new(), end, end, start),
             ReadMode::Fetch { .. } => p.index.floor(offset),
-            ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => return finish_mode(mode, Ok(()), Vec::new(), NOT_FOUND, end, start),
+            ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => {
+                return finish_mode(mode, Ok(()), Vec::new(), NOT_FOUND, end, start);
+            }
             ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };

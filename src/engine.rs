@@ -95,8 +95,8 @@ impl Engine {
         let logs_per_core = log_count.div_ceil(cores as u32) as u64;
         // Pinned memory is charged per user across every ring, so the probe
         // checks what all cores together register.
-        let reg_bytes_per_core = logs_per_core as usize * cfg.write_bufs_per_log * cfg.write_buf_bytes
-            + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096);
+        let reg_bytes_per_core =
+            logs_per_core as usize * cfg.write_bufs_per_log * cfg.write_buf_bytes + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096);
         platform::probe_memlock(reg_bytes_per_core * cores)?;
         let pids = catalog.pids();
         let mut handles = Vec::new();
@@ -291,9 +291,15 @@ impl Drop for Engine {
 fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::create_dir_all(dir).map_err(|e| StromError::io(IoOp::Create, dir, &e))?;
     let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| StromError::io(IoOp::Open, &path, &e))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| StromError::Unsupported(format!("{} is in use by another Strom process (lock held on {})", dir.display(), path.display())))
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StromError::io(IoOp::Open, &path, &e))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        StromError::Unsupported(format!("{} is in use by another Strom process (lock held on {})", dir.display(), path.display()))
+    })
 }
 
 type Ready = Result<(Arc<dyn Waker>, Vec<RecoveryReport>)>;

@@ -9,23 +9,43 @@ pub type Result<T, E = StromError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BatchError {
     /// Fewer bytes than the fixed 61-byte header, or than `batchLength` says.
-    Truncated { needed: usize, got: usize },
+    Truncated {
+        needed: usize,
+        got: usize,
+    },
     /// `batchLength` disagrees with the bytes given (trailing bytes or short).
-    LengthMismatch { declared: u64, actual: u64 },
+    LengthMismatch {
+        declared: u64,
+        actual: u64,
+    },
     BadMagic(i8),
-    BadCrc { stored: u32, computed: u32 },
+    BadCrc {
+        stored: u32,
+        computed: u32,
+    },
     /// The records section does not hold exactly `records_count` records.
-    BadRecordCount { declared: i32, found: u64 },
+    BadRecordCount {
+        declared: i32,
+        found: u64,
+    },
     /// A record's varint fields are malformed or run past the batch.
-    BadRecord { index: u64 },
+    BadRecord {
+        index: u64,
+    },
     /// `lastOffsetDelta` must equal `records_count - 1`.
-    BadLastOffsetDelta { delta: i32, records: i32 },
+    BadLastOffsetDelta {
+        delta: i32,
+        records: i32,
+    },
     /// A batch must hold at least one record.
     Empty,
     /// Compressed batches are stored as they are, but their records cannot
     /// be counted without decompressing; we refuse codecs we cannot check.
     UnsupportedCompression(u8),
-    TooLarge { bytes: usize, max_bytes: usize },
+    TooLarge {
+        bytes: usize,
+        max_bytes: usize,
+    },
 }
 
 impl fmt::Display for BatchError {
@@ -55,20 +75,40 @@ pub enum IoOp {
 pub enum StromError {
     InvalidBatch(BatchError),
     UnknownTopic(String),
-    UnknownPartition { topic: String, partition: u32 },
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+    },
     TopicExists(String),
     InvalidTopicName(String),
     /// Asked for an offset below the partition's earliest or above its end.
-    OffsetOutOfRange { offset: u64, earliest: u64, end: u64 },
+    OffsetOutOfRange {
+        offset: u64,
+        earliest: u64,
+        end: u64,
+    },
     /// An operating-system error with its context.
-    Io { op: IoOp, path: PathBuf, errno: i32 },
+    Io {
+        op: IoOp,
+        path: PathBuf,
+        errno: i32,
+    },
     /// A write or fsync failed earlier on this log; it accepts no writes
     /// until restarted (we never retry an fsync and then acknowledge).
-    LogFailed { log: u32, cause: String },
+    LogFailed {
+        log: u32,
+        cause: String,
+    },
     /// The disk is full; the write was not made. Retriable once space frees.
-    DiskFull { log: u32 },
+    DiskFull {
+        log: u32,
+    },
     /// Stored bytes that fail their checksum where acknowledged data must be.
-    Corrupt { path: PathBuf, pos: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        pos: u64,
+        reason: String,
+    },
     /// A limit was reached; retry later.
     Overloaded(&'static str),
     /// The engine is stopping and takes no new work.
@@ -95,12 +135,9 @@ impl From<BatchError> for StromError {
 impl fmt::Display for StromError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StromError::Io { op, path, errno } => write!(
-                f,
-                "{op:?} {}: {} (errno {errno})",
-                path.display(),
-                std::io::Error::from_raw_os_error(*errno)
-            ),
+            StromError::Io { op, path, errno } => {
+                write!(f, "{op:?} {}: {} (errno {errno})", path.display(), std::io::Error::from_raw_os_error(*errno))
+            }
             StromError::Corrupt { path, pos, reason } => {
                 write!(f, "corrupt data in {} at log position {pos}: {reason}", path.display())
             }

@@ -69,16 +69,20 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
         if !ldir.exists() {
             continue;
         }
-        let ckpt = io.read_file(&ldir.join(checkpoint::FILE_NAME))?.map(|b| checkpoint::decode(&b)).transpose().map_err(|reason| StromError::Corrupt {
-            path: ldir.join(checkpoint::FILE_NAME),
-            pos: 0,
-            reason,
-        })?;
+        let ckpt = io
+            .read_file(&ldir.join(checkpoint::FILE_NAME))?
+            .map(|b| checkpoint::decode(&b))
+            .transpose()
+            .map_err(|reason| StromError::Corrupt { path: ldir.join(checkpoint::FILE_NAME), pos: 0, reason })?;
         let mut on_batch = |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, _seg: u64| -> Result<()> {
             let s = partitions.entry(h.pid).or_default();
             let base = info.base_offset as u64;
             if s.batches > 0 && base != s.next_offset {
-                return Err(StromError::Corrupt { path: ldir.clone(), pos: h.pos, reason: format!("partition {} jumps from offset {} to {base}", h.pid, s.next_offset) });
+                return Err(StromError::Corrupt {
+                    path: ldir.clone(),
+                    pos: h.pos,
+                    reason: format!("partition {} jumps from offset {} to {base}", h.pid, s.next_offset),
+                });
             }
             s.batches += 1;
             s.first_offset.get_or_insert(base);
@@ -92,7 +96,11 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
         if let Some(c) = &ckpt
             && c.covered_pos > report.end_pos
         {
-            return Err(StromError::Corrupt { path: ldir, pos: report.end_pos, reason: format!("checkpoint covers up to {} but valid frames end here", c.covered_pos) });
+            return Err(StromError::Corrupt {
+                path: ldir,
+                pos: report.end_pos,
+                reason: format!("checkpoint covers up to {} but valid frames end here", c.covered_pos),
+            });
         }
         for seg in &state.segments {
             io.close(seg.file);
@@ -105,13 +113,25 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
 /// The human report printed by `strom inspect`.
 pub fn render(ins: &Inspection) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<5} {:>8} {:>14} {:>14} {:>10} {:>12} {:>14}", "log", "segments", "start", "end", "frames", "torn bytes", "checkpoint");
+    let _ = writeln!(
+        s,
+        "{:<5} {:>8} {:>14} {:>14} {:>10} {:>12} {:>14}",
+        "log", "segments", "start", "end", "frames", "torn bytes", "checkpoint"
+    );
     for l in &ins.logs {
         let ck = l.checkpoint_covered.map_or("-".to_string(), |c| c.to_string());
-        let _ = writeln!(s, "{:<5} {:>8} {:>14} {:>14} {:>10} {:>12} {:>14}", l.log, l.segments, l.report.scanned_from, l.report.end_pos, l.report.frames_scanned, l.report.bytes_cut, ck);
+        let _ = writeln!(
+            s,
+            "{:<5} {:>8} {:>14} {:>14} {:>10} {:>12} {:>14}",
+            l.log, l.segments, l.report.scanned_from, l.report.end_pos, l.report.frames_scanned, l.report.bytes_cut, ck
+        );
     }
     let _ = writeln!(s);
-    let _ = writeln!(s, "{:<30} {:>6} {:>12} {:>12} {:>10} {:>14} {:>15} {:>15}", "topic", "part", "first", "next", "batches", "bytes", "min ts ms", "max ts ms");
+    let _ = writeln!(
+        s,
+        "{:<30} {:>6} {:>12} {:>12} {:>10} {:>14} {:>15} {:>15}",
+        "topic", "part", "first", "next", "batches", "bytes", "min ts ms", "max ts ms"
+    );
     for (pid, p) in &ins.partitions {
         let (topic, part) = ins.names.get(pid).cloned().unwrap_or_else(|| (format!("(deleted pid {pid})"), 0));
         let ts = |t: Option<i64>| t.map_or("-".to_string(), |t| t.to_string());

@@ -25,13 +25,14 @@ const KERNEL_NEEDED: &str = "Linux >= 6.1";
 
 /// Every opcode Strom submits, by the kernel's name for it. AcceptMulti and
 /// RecvMulti are flags on Accept and Recv, so their opcodes cover them.
-const OPCODES_USED: [(u8, &str); 14] = [
+const OPCODES_USED: [(u8, &str); 15] = [
     (opcode::WriteFixed::CODE, "WRITE_FIXED"),
     (opcode::ReadFixed::CODE, "READ_FIXED"),
     (opcode::Fsync::CODE, "FSYNC"),
     (opcode::Read::CODE, "READ"),
     (opcode::Write::CODE, "WRITE"),
     (opcode::Timeout::CODE, "TIMEOUT"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
     (opcode::Accept::CODE, "ACCEPT"),
     (opcode::RecvMsg::CODE, "RECVMSG"),
     (opcode::Recv::CODE, "RECV"),
@@ -57,19 +58,12 @@ pub fn probe_io_uring() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(StromError::Unsupported(format!(
-        "this kernel's io_uring lacks the opcodes {}: upgrade to {KERNEL_NEEDED}",
-        missing.join(", ")
-    )))
+    Err(StromError::Unsupported(format!("this kernel's io_uring lacks the opcodes {}: upgrade to {KERNEL_NEEDED}", missing.join(", "))))
 }
 
 /// The names of the opcodes Strom uses that `supported` rejects.
 fn missing_opcodes(supported: impl Fn(u8) -> bool) -> Vec<&'static str> {
-    OPCODES_USED
-        .iter()
-        .filter(|&&(code, _)| !supported(code))
-        .map(|&(_, name)| name)
-        .collect()
+    OPCODES_USED.iter().filter(|&&(code, _)| !supported(code)).map(|&(_, name)| name).collect()
 }
 
 /// Turns an io_uring_setup failure into its fix. EPERM is the sysctl or a
@@ -86,9 +80,7 @@ fn io_uring_setup_error(e: &io::Error) -> StromError {
             "this kernel has no io_uring or a seccomp filter hides it (io_uring_setup: {e}): \
              Strom needs {KERNEL_NEEDED} with io_uring enabled"
         ),
-        _ => format!(
-            "io_uring_setup failed ({e}): Strom needs {KERNEL_NEEDED} with io_uring enabled"
-        ),
+        _ => format!("io_uring_setup failed ({e}): Strom needs {KERNEL_NEEDED} with io_uring enabled"),
     };
     StromError::Unsupported(msg)
 }
@@ -102,11 +94,8 @@ enum Verdict {
     Refused(&'static str),
 }
 
-const IN_MEMORY: Verdict =
-    Verdict::Refused("keeps files in memory, so nothing written there survives a reboot");
-const REMOTE: Verdict = Verdict::Refused(
-    "is a network or user-space filesystem whose O_DIRECT and fsync semantics Strom does not trust",
-);
+const IN_MEMORY: Verdict = Verdict::Refused("keeps files in memory, so nothing written there survives a reboot");
+const REMOTE: Verdict = Verdict::Refused("is a network or user-space filesystem whose O_DIRECT and fsync semantics Strom does not trust");
 const PSEUDO: Verdict = Verdict::Refused("is a kernel pseudo-filesystem, not storage");
 
 /// Magics the kernel reports that nix does not name.
@@ -143,18 +132,12 @@ const KNOWN_FILESYSTEMS: [(FsType, &str, Verdict); 15] = [
 
 /// The name and verdict for a magic; `None` when we do not know it.
 fn classify_fs(magic: FsType) -> Option<(&'static str, Verdict)> {
-    KNOWN_FILESYSTEMS
-        .iter()
-        .find(|(known, _, _)| *known == magic)
-        .map(|&(_, name, verdict)| (name, verdict))
+    KNOWN_FILESYSTEMS.iter().find(|(known, _, _)| *known == magic).map(|&(_, name, verdict)| (name, verdict))
 }
 
 fn fs_magic(dir: &Path) -> Result<FsType> {
     let stat = statfs(dir).map_err(|e| {
-        StromError::Unsupported(format!(
-            "cannot statfs data directory {}: {e}: check that it exists and is readable",
-            dir.display()
-        ))
+        StromError::Unsupported(format!("cannot statfs data directory {}: {e}: check that it exists and is readable", dir.display()))
     })?;
     Ok(stat.filesystem_type())
 }
@@ -177,10 +160,7 @@ pub fn fs_type_name(dir: &Path) -> Result<String> {
 /// write, fdatasync and read-back proves it.
 pub fn probe_data_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| {
-        StromError::Unsupported(format!(
-            "cannot create data directory {}: {e}: create it, or make its parent writable",
-            dir.display()
-        ))
+        StromError::Unsupported(format!("cannot create data directory {}: {e}: create it, or make its parent writable", dir.display()))
     })?;
     check_fs_type(dir)?;
     probe_o_direct(dir)
@@ -237,9 +217,7 @@ fn aligned_block(backing: &mut [u8]) -> &mut [u8] {
 }
 
 fn probe_o_direct(dir: &Path) -> Result<()> {
-    let probe = ProbeFile {
-        path: dir.join(format!(".strom-probe-{}", std::process::id())),
-    };
+    let probe = ProbeFile { path: dir.join(format!(".strom-probe-{}", std::process::id())) };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -259,9 +237,7 @@ fn probe_o_direct(dir: &Path) -> Result<()> {
 }
 
 fn write_and_sync(file: &File, path: &Path, block: &[u8]) -> Result<()> {
-    let n = file
-        .write_at(block, 0)
-        .map_err(|e| o_direct_error(path, "write", &e))?;
+    let n = file.write_at(block, 0).map_err(|e| o_direct_error(path, "write", &e))?;
     if n != block.len() {
         return Err(StromError::Unsupported(format!(
             "O_DIRECT probe wrote {n} of {} bytes to {}: put the data directory on ext4 or xfs",
@@ -269,16 +245,13 @@ fn write_and_sync(file: &File, path: &Path, block: &[u8]) -> Result<()> {
             path.display()
         )));
     }
-    file.sync_data()
-        .map_err(|e| o_direct_error(path, "fdatasync", &e))
+    file.sync_data().map_err(|e| o_direct_error(path, "fdatasync", &e))
 }
 
 fn read_and_compare(file: &File, path: &Path, expected: &[u8]) -> Result<()> {
     let mut read_backing = vec![0u8; 2 * PROBE_BLOCK_BYTES];
     let read = aligned_block(&mut read_backing);
-    let n = file
-        .read_at(read, 0)
-        .map_err(|e| o_direct_error(path, "read", &e))?;
+    let n = file.read_at(read, 0).map_err(|e| o_direct_error(path, "read", &e))?;
     if n == expected.len() && read[..] == expected[..] {
         return Ok(());
     }
@@ -319,21 +292,14 @@ pub fn probe_memlock(bytes: usize) -> Result<()> {
     if need == 0 || exempt_from_memlock() {
         return Ok(());
     }
-    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).map_err(|e| {
-        StromError::Unsupported(format!(
-            "cannot read RLIMIT_MEMLOCK ({e}): Strom must know it to register buffers"
-        ))
-    })?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK)
+        .map_err(|e| StromError::Unsupported(format!("cannot read RLIMIT_MEMLOCK ({e}): Strom must know it to register buffers")))?;
     if soft >= need {
         return Ok(());
     }
     // Pinned pages are counted per user, across every process and ring, so
     // take all the headroom allowed rather than exactly `need`.
-    let limit = if hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
+    let limit = if hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() { hard } else { soft };
     if limit >= need {
         return Ok(());
     }
@@ -379,11 +345,7 @@ fn is_initial_user_ns(uid_map: &str) -> bool {
 /// honours taskset and cgroup cpusets), at least 1.
 pub fn online_cpus() -> usize {
     let allowed = sched_getaffinity(Pid::from_raw(0))
-        .map(|set| {
-            (0..CpuSet::count())
-                .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-                .count()
-        })
+        .map(|set| (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).count())
         .unwrap_or(0);
     if allowed > 0 {
         return allowed;
@@ -424,10 +386,7 @@ mod tests {
     // the O_DIRECT write, fdatasync and read-back, and the probe file is gone.
     #[test]
     fn data_dir_on_real_fs_is_accepted() {
-        let dir = Path::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/tmp-platform-test"
-        ));
+        let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tmp-platform-test"));
         probe_data_dir(dir).unwrap();
         let probe = dir.join(format!(".strom-probe-{}", std::process::id()));
         assert!(!probe.exists());
@@ -479,7 +438,7 @@ mod tests {
         let missing = missing_opcodes(|code| code != opcode::SendZc::CODE);
         assert_eq!(missing, ["SEND_ZC"]);
         let none = missing_opcodes(|_| false);
-        assert_eq!(none.len(), 14);
+        assert_eq!(none.len(), 15);
         assert!(none.contains(&"RECVMSG") && none.contains(&"MSG_RING"));
     }
 

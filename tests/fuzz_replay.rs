@@ -28,11 +28,7 @@ fn inputs() -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
     for root in INPUT_ROOTS {
         for target_dir in files_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join(root)) {
-            let target = target_dir
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+            let target = target_dir.file_name().unwrap().to_string_lossy().into_owned();
             for file in files_in(&target_dir) {
                 found.push((target.clone(), file));
             }
@@ -45,10 +41,8 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut paths: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .collect();
+    let mut paths: Vec<PathBuf> =
+        entries.map(|e| e.unwrap().path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect();
     paths.sort();
     paths
 }
@@ -67,10 +61,7 @@ fn saved_fuzz_inputs_pass_the_fuzz_checks() {
         }
         replayed += 1;
     }
-    assert!(
-        failed.is_empty(),
-        "inputs failing their fuzz checks: {failed:#?}"
-    );
+    assert!(failed.is_empty(), "inputs failing their fuzz checks: {failed:#?}");
     assert!(replayed > 0, "no fuzz inputs found under {INPUT_ROOTS:?}");
     println!("replayed {replayed} fuzz inputs");
 }
@@ -79,20 +70,13 @@ fn saved_fuzz_inputs_pass_the_fuzz_checks() {
 fn seeds_are_what_their_names_say() {
     // Proves: seeds named valid-* still validate and the others are still refused, so fuzzing starts on both sides of the line.
     let seeds = files_in(&Path::new(env!("CARGO_MANIFEST_DIR")).join(SEED_DIR));
-    let named: Vec<_> = seeds
-        .iter()
-        .filter_map(|p| Some((p, p.file_name()?.to_str()?.strip_prefix("seed-")?)))
-        .collect();
+    let named: Vec<_> = seeds.iter().filter_map(|p| Some((p, p.file_name()?.to_str()?.strip_prefix("seed-")?))).collect();
     assert!(named.iter().any(|(_, n)| n.starts_with("valid-")));
     assert!(named.iter().any(|(_, n)| !n.starts_with("valid-")));
     for (path, name) in named {
         let data = fs::read(path).unwrap();
         let outcome = batch::validate(&data, data.len());
-        assert_eq!(
-            outcome.is_ok(),
-            name.starts_with("valid-"),
-            "{name}: {outcome:?}"
-        );
+        assert_eq!(outcome.is_ok(), name.starts_with("valid-"), "{name}: {outcome:?}");
     }
 }
 
@@ -113,12 +97,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let one = one.finish();
 
     let mut mixed = BatchBuilder::new(1_700_000_000_000).producer(7, 1, 42);
-    mixed.push(
-        1_700_000_000_000,
-        Some(b"k"),
-        Some(b"v"),
-        &[(b"h", Some(b"x"))],
-    );
+    mixed.push(1_700_000_000_000, Some(b"k"), Some(b"v"), &[(b"h", Some(b"x"))]);
     mixed.push(1_700_000_000_009, None, None, &[(b"", None)]);
     mixed.push(1_699_999_999_000, Some(b""), Some(b""), &[]);
     let mixed = mixed.finish();

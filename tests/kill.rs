@@ -155,7 +155,13 @@ fn check(e: &Engine, acked: &[Acked]) {
     for a in acked {
         for i in 0..a.count {
             let got = stored.get(&(a.partition, a.base + i as u64));
-            assert_eq!(got.map(String::as_str), Some(format!("{}-{i}", a.tag).as_str()), "acknowledged record lost or changed: partition {} offset {}", a.partition, a.base + i as u64);
+            assert_eq!(
+                got.map(String::as_str),
+                Some(format!("{}-{i}", a.tag).as_str()),
+                "acknowledged record lost or changed: partition {} offset {}",
+                a.partition,
+                a.base + i as u64
+            );
         }
     }
 }

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use strom::config::{EngineConfig, FsyncPolicy};
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Reply, Request, ValidBatch};
 use strom::error::StromError;
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
 use strom::wire::batch::{self, BatchBuilder};
 
 type Slot<T> = Arc<Mutex<Option<Result<T, StromError>>>>;
 
-fn slot<T: Send + 'static>() -> (Slot<T>, Box<dyn FnOnce(Result<T, StromError>) + Send>) {
+fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
     let s: Slot<T> = Arc::new(Mutex::new(None));
     let s2 = s.clone();
     (s, Box::new(move |r| *s2.lock().unwrap() = Some(r)))

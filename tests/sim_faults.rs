@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Reply, Request, ValidBatch};
 use strom::error::StromError;
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
 use strom::wire::batch::{self, BatchBuilder};
 
 type Slot<T> = Arc<Mutex<Option<Result<T, StromError>>>>;
 
-fn slot<T: Send + 'static>() -> (Slot<T>, Box<dyn FnOnce(Result<T, StromError>) + Send>) {
+fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
     let s: Slot<T> = Arc::new(Mutex::new(None));
     let s2 = s.clone();
     (s, Box::new(move |r| *s2.lock().unwrap() = Some(r)))
@@ -102,7 +102,8 @@ fn run_seed(seed: u64) -> Outcome {
     }
     // Restart on the same disk without faults: everything acknowledged is there.
     let disk = core.into_io().process_exit();
-    let (mut core, _) = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg, spec).unwrap_or_else(|e| panic!("seed {seed}: reopen: {e}"));
+    let (mut core, _) = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg, spec)
+        .unwrap_or_else(|e| panic!("seed {seed}: reopen: {e}"));
     let found = read_all(&mut core).unwrap_or_else(|e| panic!("seed {seed}: read after restart: {e}"));
     for (off, v) in &acked {
         assert_eq!(found.get(off), Some(v), "seed {seed}: acknowledged offset {off} lost across the restart");

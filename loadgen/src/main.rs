@@ -82,7 +82,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let records_per_batch = (args.batch_bytes / (args.msg_size + 16)).max(1);
     println!(
         "loadgen --embedded: {} producers x {} in flight, {} partitions, {} B records, {} records/batch, fsync={}, {} cores, {} s, data dir {}",
-        args.producers, args.inflight, args.partitions, args.msg_size, records_per_batch, cfg.fsync, cfg.cores, args.duration, dir.display()
+        args.producers,
+        args.inflight,
+        args.partitions,
+        args.msg_size,
+        records_per_batch,
+        cfg.fsync,
+        cfg.cores,
+        args.duration,
+        dir.display()
     );
     let engine = Engine::open(&dir, cfg.clone())?;
     for r in engine.recovery_reports() {
@@ -93,7 +101,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let deadline = started + Duration::from_secs_f64(args.duration);
     let results: Vec<Result<Produced, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.producers)
-            .map(|p| s.spawn({ let e = &engine; move || produce(e, args, p, records_per_batch, deadline) }))
+            .map(|p| {
+                s.spawn({
+                    let e = &engine;
+                    move || produce(e, args, p, records_per_batch, deadline)
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().expect("producer thread")).collect()
     });

@@ -42,7 +42,7 @@ unsafe impl Send for AlignedBuf {}
 impl AlignedBuf {
     /// Allocates `capacity_bytes` (a non-zero multiple of BLOCK_BYTES), zeroed.
     pub fn new(capacity_bytes: usize) -> AlignedBuf {
-        assert!(capacity_bytes > 0 && capacity_bytes % BLOCK_BYTES == 0);
+        assert!(capacity_bytes > 0 && capacity_bytes.is_multiple_of(BLOCK_BYTES));
         let layout = Layout::from_size_align(capacity_bytes, BLOCK_BYTES).expect("layout");
         // SAFETY: layout has non-zero size (asserted above).
         let raw = unsafe { alloc_zeroed(layout) };

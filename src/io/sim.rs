@@ -334,7 +334,7 @@ impl SimIo {
 
     fn complete_write(&mut self, file: FileId, pos: u64, buf: &AlignedBuf) -> std::result::Result<u32, i32> {
         let data = buf.as_slice();
-        if pos as usize % SECTOR_BYTES != 0 || data.len() % SECTOR_BYTES != 0 || !self.files[&file.0].writable {
+        if !(pos as usize).is_multiple_of(SECTOR_BYTES) || !data.len().is_multiple_of(SECTOR_BYTES) || !self.files[&file.0].writable {
             return Err(if self.files[&file.0].writable { libc::EINVAL } else { libc::EBADF });
         }
         let inode = self.inode_of(file);
@@ -376,7 +376,7 @@ impl SimIo {
     }
 
     fn complete_read(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> std::result::Result<u32, i32> {
-        if pos as usize % SECTOR_BYTES != 0 || len % SECTOR_BYTES != 0 {
+        if !(pos as usize).is_multiple_of(SECTOR_BYTES) || !len.is_multiple_of(SECTOR_BYTES) {
             return Err(libc::EINVAL);
         }
         if self.rng.chance_ppm(self.faults.read_eio_ppm) {
@@ -500,7 +500,7 @@ impl Io for SimIo {
     }
 
     fn read_at(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> Result<usize> {
-        assert!(pos as usize % SECTOR_BYTES == 0 && len % SECTOR_BYTES == 0, "misaligned O_DIRECT read");
+        assert!((pos as usize).is_multiple_of(SECTOR_BYTES) && len.is_multiple_of(SECTOR_BYTES), "misaligned O_DIRECT read");
         Ok(self.read_live(file, pos, len, buf))
     }
 
@@ -521,10 +521,9 @@ impl Io for SimIo {
     }
 
     fn sync_dir(&mut self, dir: &Path) -> Result<()> {
-        let (mine, others): (Vec<NameOp>, Vec<NameOp>) =
-            self.disk.names_unsynced.drain(..).partition(|op| match op {
-                NameOp::Link(p, _) | NameOp::Unlink(p) => p.parent() == Some(dir),
-            });
+        let (mine, others): (Vec<NameOp>, Vec<NameOp>) = self.disk.names_unsynced.drain(..).partition(|op| match op {
+            NameOp::Link(p, _) | NameOp::Unlink(p) => p.parent() == Some(dir),
+        });
         for op in &mine {
             SimDisk::apply_name(&mut self.disk.names_durable, op);
         }

@@ -79,8 +79,11 @@ impl UringIo {
     /// `ring_entries - 1` ops in flight plus the waker.
     pub fn new(ring_entries: u32) -> Result<UringIo> {
         let ring = IoUring::new(ring_entries).map_err(|e| StromError::io(IoOp::Submit, "io_uring_setup", &e))?;
-        let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .map_err(|e| StromError::Io { op: IoOp::Create, path: "eventfd".into(), errno: e as i32 })?;
+        let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(|e| StromError::Io {
+            op: IoOp::Create,
+            path: "eventfd".into(),
+            errno: e as i32,
+        })?;
         let mut io = UringIo {
             ring,
             ops: Slab::with_capacity(ring_entries as usize),
@@ -207,19 +210,18 @@ impl UringIo {
         let slot = self.ops.try_remove(index).expect("completion for an empty op slot");
         assert_eq!(slot.generation, generation, "completion for a reused op slot");
         let file = Self::file_of(&slot.op);
-        self.release_file(file);
         let result = if cqe.result() >= 0 { Ok(cqe.result() as u32) } else { Err(-cqe.result()) };
         if let Err(errno) = result
             && classify_errno(errno) == Errno::Transient
             && slot.retries < TRANSIENT_RETRIES_MAX
         {
             // The op did not happen; the same op again is the whole retry.
-            // Queueing cannot fail here: the slot was just freed.
-            if self.queue(slot.op, slot.token, slot.retries + 1).is_ok() {
-                return;
-            }
-            unreachable!("requeue after a transient error");
+            // Its file stays open: `queue` counts the op on it again.
+            self.files[file.0 as usize].ops_in_flight -= 1;
+            self.queue(slot.op, slot.token, slot.retries + 1).expect("requeue after a transient error");
+            return;
         }
+        self.release_file(file);
         let buf = match slot.op {
             Op::Write { buf, .. } => Some(buf),
             Op::Read { mut buf, .. } => {

@@ -152,10 +152,7 @@ mod tests {
                 next_offset: 100,
                 start_offset: 10,
                 max_ts_ms: 5,
-                entries: vec![
-                    IndexEntry { offset: 10, pos: 4096, max_ts_ms: 1 },
-                    IndexEntry { offset: 50, pos: 65536, max_ts_ms: 5 },
-                ],
+                entries: vec![IndexEntry { offset: 10, pos: 4096, max_ts_ms: 1 }, IndexEntry { offset: 50, pos: 65536, max_ts_ms: 5 }],
             }],
         }
     }

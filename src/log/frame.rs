@@ -65,23 +65,32 @@ impl FrameHeader {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
     /// Fewer bytes than the header or the declared frame.
-    Truncated { needed: u64 },
+    Truncated {
+        needed: u64,
+    },
     /// All-zero header: never-written space (or a dropped write).
     Zeros,
     BadMagic(u32),
     BadVersion(u8),
     BadKind(u8),
     TooLong(u32),
-    BadCrc { stored: u32, computed: u32 },
+    BadCrc {
+        stored: u32,
+        computed: u32,
+    },
     /// Valid checksum but written for another position (misdirected write).
-    WrongPosition { stored: u64 },
+    WrongPosition {
+        stored: u64,
+    },
     /// The RecordBatch inside failed its own checks (CRC or header).
     BadBatch(String),
     /// The batch's declared length disagrees with the frame's.
     BatchLengthMismatch,
     /// A valid frame from an earlier epoch after a newer one: left over from
     /// before a torn tail was cut, never part of the log.
-    StaleEpoch { epoch: u32 },
+    StaleEpoch {
+        epoch: u32,
+    },
 }
 
 impl std::fmt::Display for FrameError {
@@ -217,14 +226,7 @@ pub fn write_pad(dst: &mut [u8], pos: u64, durable_before: u64, epoch: u32) {
     let frame_bytes = dst.len();
     debug_assert!((HEADER_BYTES..=PAD_BYTES_MAX).contains(&frame_bytes));
     dst[HEADER_BYTES..].fill(0);
-    let h = FrameHeader {
-        kind: FrameKind::Pad,
-        payload_bytes: (frame_bytes - HEADER_BYTES) as u32,
-        pos,
-        durable_before,
-        epoch,
-        pid: 0,
-    };
+    let h = FrameHeader { kind: FrameKind::Pad, payload_bytes: (frame_bytes - HEADER_BYTES) as u32, pos, durable_before, epoch, pid: 0 };
     seal(dst, &h);
 }
 
@@ -239,14 +241,7 @@ mod tests {
         let payload = b.finish();
         let mut f = vec![0u8; HEADER_BYTES + payload.len()];
         f[HEADER_BYTES..].copy_from_slice(&payload);
-        let h = FrameHeader {
-            kind: FrameKind::Batch,
-            payload_bytes: payload.len() as u32,
-            pos,
-            durable_before: 0,
-            epoch,
-            pid,
-        };
+        let h = FrameHeader { kind: FrameKind::Batch, payload_bytes: payload.len() as u32, pos, durable_before: 0, epoch, pid };
         seal(&mut f, &h);
         f
     }

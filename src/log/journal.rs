@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
-use crate::error::{IoOp, Result, StromError, classify_errno, Errno};
+use crate::error::{Errno, IoOp, Result, StromError, classify_errno};
 use crate::io::{FileId, Io, Op};
 use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES, PAD_BYTES_MAX};
 use crate::log::segment::{Segment, segment_name};
@@ -248,7 +248,16 @@ impl<R> Journal<R> {
             let file = self.segments.back().expect("active segment").file;
             let seq = self.next_seq;
             self.next_seq = self.next_seq.wrapping_add(1);
-            self.staging = Some(Commit { seq, start_pos: self.planned_pos, end_pos: self.planned_pos, file, buf: Some(buf), write_in_flight: false, written: false, acks: Vec::new() });
+            self.staging = Some(Commit {
+                seq,
+                start_pos: self.planned_pos,
+                end_pos: self.planned_pos,
+                file,
+                buf: Some(buf),
+                write_in_flight: false,
+                written: false,
+                acks: Vec::new(),
+            });
         }
         let pos = self.planned_pos;
         let durable_before = self.durable_pos;
@@ -467,10 +476,7 @@ impl<R> Journal<R> {
         let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_else(|| self.dir.clone());
         let err = match classify_errno(errno) {
             Errno::NoSpace => StromError::DiskFull { log: self.id },
-            _ => StromError::LogFailed {
-                log: self.id,
-                cause: format!("{what}: {}", StromError::Io { op, path, errno }),
-            },
+            _ => StromError::LogFailed { log: self.id, cause: format!("{what}: {}", StromError::Io { op, path, errno }) },
         };
         tracing::error!(log = self.id, %err, "log stops accepting writes");
         self.fail(err);

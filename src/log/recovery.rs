@@ -207,7 +207,7 @@ fn scan_chain<I: Io>(
     let mut held: Vec<(FrameHeader, BatchInfo, u64)> = Vec::new();
     scan.stop = follow_chain(io, segments, from, limits, reader, report, &mut scan.last_epoch, &mut |h, info, seg_start| {
         if h.kind == FrameKind::Batch {
-            held.push((h.clone(), *info.expect("batch frames carry a batch"), seg_start));
+            held.push((*h, *info.expect("batch frames carry a batch"), seg_start));
         }
         if h.end_pos() % BLOCK_BYTES as u64 == 0 {
             scan.aligned_end = h.end_pos();
@@ -305,10 +305,18 @@ fn judge_break<I: Io>(
                 && h.epoch >= last_epoch
             {
                 if h.durable_before > x {
-                    return Err(corrupt(dir, x, format!("{why} where acknowledged data must be (a frame at {p} was written after {x} was durable)")));
+                    return Err(corrupt(
+                        dir,
+                        x,
+                        format!("{why} where acknowledged data must be (a frame at {p} was written after {x} was durable)"),
+                    ));
                 }
                 if p - x > limits.tear_window_bytes {
-                    return Err(corrupt(dir, x, format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x)));
+                    return Err(corrupt(
+                        dir,
+                        x,
+                        format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x),
+                    ));
                 }
             }
             p += BLOCK_BYTES as u64;

@@ -91,8 +91,7 @@ impl BatchInfo {
     /// The offset of the last record. Wrapping, because an unvalidated
     /// header may hold any values and computing this must not panic.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .wrapping_add(i64::from(self.last_offset_delta))
+        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// The compression codec: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
@@ -107,10 +106,7 @@ impl BatchInfo {
 /// batches with `&buf[at..at + info.batch_bytes]`.
 pub fn parse_header(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     let Some(h) = bytes.first_chunk::<BATCH_HEADER_BYTES>() else {
-        return Err(BatchError::Truncated {
-            needed: BATCH_HEADER_BYTES,
-            got: bytes.len(),
-        });
+        return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, got: bytes.len() });
     };
     let magic = h[MAGIC_AT] as i8;
     if magic != MAGIC_V2 {
@@ -118,14 +114,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     }
     let batch_length = i32::from_be_bytes(field(h, BATCH_LENGTH_AT));
     // A shorter batchLength would end the batch inside its own header.
-    let batch_bytes = usize::try_from(batch_length)
-        .map(|n| n + LENGTH_PREFIX_BYTES)
-        .ok()
-        .filter(|&n| n >= BATCH_HEADER_BYTES)
-        .ok_or(BatchError::LengthMismatch {
+    let batch_bytes = usize::try_from(batch_length).map(|n| n + LENGTH_PREFIX_BYTES).ok().filter(|&n| n >= BATCH_HEADER_BYTES).ok_or(
+        BatchError::LengthMismatch {
             declared: (i64::from(batch_length) + LENGTH_PREFIX_BYTES as i64).max(0) as u64,
             actual: bytes.len() as u64,
-        })?;
+        },
+    )?;
     Ok(BatchInfo {
         base_offset: i64::from_be_bytes(field(h, 0)),
         batch_bytes,
@@ -153,24 +147,15 @@ fn field<const N: usize>(header: &[u8; BATCH_HEADER_BYTES], at: usize) -> [u8; N
 /// header, length, CRC, attributes and counts, then a walk of every record.
 pub fn validate(bytes: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError> {
     if bytes.len() > max_bytes {
-        return Err(BatchError::TooLarge {
-            bytes: bytes.len(),
-            max_bytes,
-        });
+        return Err(BatchError::TooLarge { bytes: bytes.len(), max_bytes });
     }
     let info = parse_header(bytes)?;
     if bytes.len() != info.batch_bytes {
-        return Err(BatchError::LengthMismatch {
-            declared: info.batch_bytes as u64,
-            actual: bytes.len() as u64,
-        });
+        return Err(BatchError::LengthMismatch { declared: info.batch_bytes as u64, actual: bytes.len() as u64 });
     }
     let computed = crc32c::crc32c(&bytes[CRC_FROM..]);
     if computed != info.crc {
-        return Err(BatchError::BadCrc {
-            stored: info.crc,
-            computed,
-        });
+        return Err(BatchError::BadCrc { stored: info.crc, computed });
     }
     check_counts(&info)?;
     let mut found: u64 = 0;
@@ -180,10 +165,7 @@ pub fn validate(bytes: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError>
     }
     // records_count >= 1 was checked, so the cast is exact.
     if found != info.records_count as u64 {
-        return Err(BatchError::BadRecordCount {
-            declared: info.records_count,
-            found,
-        });
+        return Err(BatchError::BadRecordCount { declared: info.records_count, found });
     }
     Ok(info)
 }
@@ -202,10 +184,7 @@ fn check_counts(info: &BatchInfo) -> Result<(), BatchError> {
     // Offsets are assigned as base..=base+lastOffsetDelta; a delta that
     // disagrees with the count would make the partition skip or reuse offsets.
     if info.last_offset_delta != info.records_count - 1 {
-        return Err(BatchError::BadLastOffsetDelta {
-            delta: info.last_offset_delta,
-            records: info.records_count,
-        });
+        return Err(BatchError::BadLastOffsetDelta { delta: info.last_offset_delta, records: info.records_count });
     }
     Ok(())
 }
@@ -255,12 +234,7 @@ impl<'a> Headers<'a> {
             body.header()?;
         }
         let used = start.rest.len() - body.rest.len();
-        Some(Headers {
-            rest: Reader {
-                rest: &start.rest[..used],
-            },
-            remaining,
-        })
+        Some(Headers { rest: Reader { rest: &start.rest[..used] }, remaining })
     }
 }
 
@@ -296,11 +270,7 @@ impl Eq for Headers<'_> {}
 pub fn records(batch: &[u8]) -> Records<'_> {
     match records_section(batch) {
         Ok(section) => Records::over(section),
-        Err(e) => Records {
-            rest: &[],
-            index: 0,
-            pending: Some(e),
-        },
+        Err(e) => Records { rest: &[], index: 0, pending: Some(e) },
     }
 }
 
@@ -309,12 +279,7 @@ fn records_section(batch: &[u8]) -> Result<&[u8], BatchError> {
     if info.compression() != 0 {
         return Err(BatchError::UnsupportedCompression(info.compression()));
     }
-    batch
-        .get(BATCH_HEADER_BYTES..info.batch_bytes)
-        .ok_or(BatchError::Truncated {
-            needed: info.batch_bytes,
-            got: batch.len(),
-        })
+    batch.get(BATCH_HEADER_BYTES..info.batch_bytes).ok_or(BatchError::Truncated { needed: info.batch_bytes, got: batch.len() })
 }
 
 /// The iterator returned by [`records`].
@@ -329,11 +294,7 @@ pub struct Records<'a> {
 
 impl<'a> Records<'a> {
     fn over(section: &'a [u8]) -> Records<'a> {
-        Records {
-            rest: section,
-            index: 0,
-            pending: None,
-        }
+        Records { rest: section, index: 0, pending: None }
     }
 }
 
@@ -365,9 +326,7 @@ impl<'a> Iterator for Records<'a> {
 /// Decodes the record at the front of `section`; `None` if it is malformed.
 fn decode_record<'a>(section: &mut Reader<'a>, index: u64) -> Option<Record<'a>> {
     let length = usize::try_from(section.varint()?).ok()?;
-    let mut body = Reader {
-        rest: section.take(length)?,
-    };
+    let mut body = Reader { rest: section.take(length)? };
     let attributes = body.byte()? as i8;
     let timestamp_delta_ms = body.varlong()?;
     let offset_delta = body.varint()?;
@@ -384,14 +343,7 @@ fn decode_record<'a>(section: &mut Reader<'a>, index: u64) -> Option<Record<'a>>
     if !body.rest.is_empty() {
         return None;
     }
-    Some(Record {
-        attributes,
-        timestamp_delta_ms,
-        offset_delta,
-        key,
-        value,
-        headers,
-    })
+    Some(Record { attributes, timestamp_delta_ms, offset_delta, key, value, headers })
 }
 
 /// A cursor over untrusted bytes. Every read checks what is left and
@@ -486,23 +438,12 @@ impl BatchBuilder {
 
     /// Sets the idempotent-producer fields; all default to -1 (none).
     pub fn producer(self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
-        BatchBuilder {
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            ..self
-        }
+        BatchBuilder { producer_id, producer_epoch, base_sequence, ..self }
     }
 
     /// Appends a record. Panics if a key, value or header is 2 GiB or more,
     /// or the batch already holds `i32::MAX` records: the format cannot say so.
-    pub fn push(
-        &mut self,
-        timestamp_ms: i64,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[(&[u8], Option<&[u8]>)],
-    ) {
+    pub fn push(&mut self, timestamp_ms: i64, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[(&[u8], Option<&[u8]>)]) {
         let offset_delta = self.records_count;
         // Wrapping, so that any two timestamps encode and decode back exactly.
         let timestamp_delta_ms = timestamp_ms.wrapping_sub(self.base_timestamp_ms);
@@ -513,10 +454,7 @@ impl BatchBuilder {
             + nullable_bytes_len(key)
             + nullable_bytes_len(value)
             + varint_bytes(zigzag32(headers_count).into())
-            + headers
-                .iter()
-                .map(|&(k, v)| nullable_bytes_len(Some(k)) + nullable_bytes_len(v))
-                .sum::<usize>();
+            + headers.iter().map(|&(k, v)| nullable_bytes_len(Some(k)) + nullable_bytes_len(v)).sum::<usize>();
         let length = i32::try_from(body_bytes).expect("a record must be under 2 GiB");
         let out = &mut self.records;
         let start = out.len();
@@ -531,16 +469,11 @@ impl BatchBuilder {
             put_nullable_bytes(out, Some(k));
             put_nullable_bytes(out, v);
         }
-        debug_assert_eq!(
-            out.len() - start,
-            varint_bytes(zigzag32(length).into()) + body_bytes
-        );
+        debug_assert_eq!(out.len() - start, varint_bytes(zigzag32(length).into()) + body_bytes);
         if self.records_count == 0 || timestamp_ms > self.max_timestamp_ms {
             self.max_timestamp_ms = timestamp_ms;
         }
-        self.records_count = offset_delta
-            .checked_add(1)
-            .expect("at most i32::MAX records");
+        self.records_count = offset_delta.checked_add(1).expect("at most i32::MAX records");
     }
 
     pub fn len(&self) -> usize {
@@ -570,8 +503,7 @@ impl BatchBuilder {
     pub fn finish_into(self, out: &mut Vec<u8>) {
         let start = out.len();
         let batch_bytes = self.encoded_bytes();
-        let batch_length =
-            i32::try_from(batch_bytes - LENGTH_PREFIX_BYTES).expect("a batch must be under 2 GiB");
+        let batch_length = i32::try_from(batch_bytes - LENGTH_PREFIX_BYTES).expect("a batch must be under 2 GiB");
         out.reserve(batch_bytes);
         out.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
         out.extend_from_slice(&batch_length.to_be_bytes());
@@ -625,9 +557,7 @@ fn put_varlong(out: &mut Vec<u8>, v: i64) {
 fn nullable_bytes_len(b: Option<&[u8]>) -> usize {
     match b {
         None => varint_bytes(zigzag32(-1).into()),
-        Some(b) => {
-            varint_bytes(zigzag32(i32::try_from(b.len()).unwrap_or(i32::MAX)).into()) + b.len()
-        }
+        Some(b) => varint_bytes(zigzag32(i32::try_from(b.len()).unwrap_or(i32::MAX)).into()) + b.len(),
     }
 }
 
@@ -635,10 +565,7 @@ fn put_nullable_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     match b {
         None => put_varint(out, -1),
         Some(b) => {
-            put_varint(
-                out,
-                i32::try_from(b.len()).expect("a field must be under 2 GiB"),
-            );
+            put_varint(out, i32::try_from(b.len()).expect("a field must be under 2 GiB"));
             out.extend_from_slice(b);
         }
     }
@@ -670,10 +597,7 @@ fn fuzz_check_one(data: &[u8]) {
     let walked: Vec<_> = records(data).collect();
     let errors = walked.iter().filter(|r| r.is_err()).count();
     assert!(errors <= 1, "records() yielded {errors} errors");
-    assert!(
-        errors == 0 || walked.last().is_some_and(Result::is_err),
-        "an error must come last"
-    );
+    assert!(errors == 0 || walked.last().is_some_and(Result::is_err), "an error must come last");
     for record in walked.iter().flatten() {
         assert_eq!(record.headers.clone().count(), record.headers.len());
     }
@@ -687,13 +611,7 @@ fn fuzz_check_one(data: &[u8]) {
     for (i, record) in records.iter().enumerate() {
         assert_eq!(record.offset_delta as usize, i);
     }
-    assert_eq!(
-        validate(data, data.len() - 1),
-        Err(BatchError::TooLarge {
-            bytes: data.len(),
-            max_bytes: data.len() - 1
-        })
-    );
+    assert_eq!(validate(data, data.len() - 1), Err(BatchError::TooLarge { bytes: data.len(), max_bytes: data.len() - 1 }));
     fuzz_check_patching(data, info);
     fuzz_check_rebuild(&records, info);
 }
@@ -704,13 +622,7 @@ fn fuzz_check_patching(data: &[u8], info: BatchInfo) {
     let base_offset = !(info.base_offset as u64);
     set_base_offset(&mut moved, base_offset);
     let moved_info = validate(&moved, moved.len()).expect("set_base_offset broke the batch");
-    assert_eq!(
-        moved_info,
-        BatchInfo {
-            base_offset: base_offset as i64,
-            ..info
-        }
-    );
+    assert_eq!(moved_info, BatchInfo { base_offset: base_offset as i64, ..info });
     recompute_crc(&mut moved);
     assert_eq!(moved[8..], data[8..], "recompute_crc changed a valid batch");
 }
@@ -718,19 +630,10 @@ fn fuzz_check_patching(data: &[u8], info: BatchInfo) {
 /// On a valid batch: the builder re-encodes its records to the same values.
 fn fuzz_check_rebuild(records: &[Record<'_>], info: BatchInfo) {
     let base_ts = info.base_timestamp_ms;
-    let mut builder = BatchBuilder::new(base_ts).producer(
-        info.producer_id,
-        info.producer_epoch,
-        info.base_sequence,
-    );
+    let mut builder = BatchBuilder::new(base_ts).producer(info.producer_id, info.producer_epoch, info.base_sequence);
     for r in records {
         let headers: Vec<_> = r.headers.clone().collect();
-        builder.push(
-            base_ts.wrapping_add(r.timestamp_delta_ms),
-            r.key,
-            r.value,
-            &headers,
-        );
+        builder.push(base_ts.wrapping_add(r.timestamp_delta_ms), r.key, r.value, &headers);
     }
     let expected_bytes = builder.encoded_bytes();
     let rebuilt = builder.finish();
@@ -739,13 +642,7 @@ fn fuzz_check_rebuild(records: &[Record<'_>], info: BatchInfo) {
     assert_eq!(rebuilt_info.records_count, info.records_count);
     for (original, again) in records.iter().zip(records_of(&rebuilt)) {
         // The builder writes record attributes as 0; Kafka defines none.
-        assert_eq!(
-            Record {
-                attributes: 0,
-                ..original.clone()
-            },
-            again
-        );
+        assert_eq!(Record { attributes: 0, ..original.clone() }, again);
     }
 }
 
@@ -757,28 +654,13 @@ fn records_of(batch: &[u8]) -> impl Iterator<Item = Record<'_>> {
 mod tests {
     use super::*;
 
-    type OwnedRecord = (
-        i64,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    );
+    type OwnedRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
     fn sample() -> Vec<u8> {
         let mut b = BatchBuilder::new(1_700_000_000_000).producer(7, 1, 42);
-        b.push(
-            1_700_000_000_000,
-            Some(b"k0"),
-            Some(b"v0"),
-            &[(b"h", Some(b"x"))],
-        );
+        b.push(1_700_000_000_000, Some(b"k0"), Some(b"v0"), &[(b"h", Some(b"x"))]);
         b.push(1_700_000_000_005, None, Some(b""), &[]);
-        b.push(
-            1_699_999_999_990,
-            Some(b""),
-            None,
-            &[(b"a", None), (b"", Some(b"z"))],
-        );
+        b.push(1_699_999_999_990, Some(b""), None, &[(b"a", None), (b"", Some(b"z"))]);
         b.finish()
     }
 
@@ -803,18 +685,9 @@ mod tests {
     }
 
     fn owned(r: &Record<'_>, base_ts: i64) -> OwnedRecord {
-        let headers = r
-            .headers
-            .clone()
-            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
-            .collect();
+        let headers = r.headers.clone().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
         let ts = base_ts.wrapping_add(r.timestamp_delta_ms);
-        (
-            ts,
-            r.key.map(<[u8]>::to_vec),
-            r.value.map(<[u8]>::to_vec),
-            headers,
-        )
+        (ts, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), headers)
     }
 
     #[test]
@@ -823,45 +696,16 @@ mod tests {
         let bytes = sample();
         let info = validate(&bytes, 1 << 20).unwrap();
         assert_eq!(info.batch_bytes, bytes.len());
-        assert_eq!(
-            (
-                info.records_count,
-                info.last_offset_delta,
-                info.last_offset()
-            ),
-            (3, 2, 2)
-        );
-        assert_eq!(
-            (info.producer_id, info.producer_epoch, info.base_sequence),
-            (7, 1, 42)
-        );
-        assert_eq!(
-            (
-                info.partition_leader_epoch,
-                info.attributes,
-                info.compression()
-            ),
-            (-1, 0, 0)
-        );
+        assert_eq!((info.records_count, info.last_offset_delta, info.last_offset()), (3, 2, 2));
+        assert_eq!((info.producer_id, info.producer_epoch, info.base_sequence), (7, 1, 42));
+        assert_eq!((info.partition_leader_epoch, info.attributes, info.compression()), (-1, 0, 0));
         assert_eq!(info.base_timestamp_ms, 1_700_000_000_000);
         assert_eq!(info.max_timestamp_ms, 1_700_000_000_005);
-        let got: Vec<_> = records(&bytes)
-            .map(|r| owned(&r.unwrap(), info.base_timestamp_ms))
-            .collect();
+        let got: Vec<_> = records(&bytes).map(|r| owned(&r.unwrap(), info.base_timestamp_ms)).collect();
         let want: Vec<OwnedRecord> = vec![
-            (
-                1_700_000_000_000,
-                Some(b"k0".to_vec()),
-                Some(b"v0".to_vec()),
-                vec![(b"h".to_vec(), Some(b"x".to_vec()))],
-            ),
+            (1_700_000_000_000, Some(b"k0".to_vec()), Some(b"v0".to_vec()), vec![(b"h".to_vec(), Some(b"x".to_vec()))]),
             (1_700_000_000_005, None, Some(Vec::new()), vec![]),
-            (
-                1_699_999_999_990,
-                Some(Vec::new()),
-                None,
-                vec![(b"a".to_vec(), None), (Vec::new(), Some(b"z".to_vec()))],
-            ),
+            (1_699_999_999_990, Some(Vec::new()), None, vec![(b"a".to_vec(), None), (Vec::new(), Some(b"z".to_vec()))]),
         ];
         assert_eq!(got, want);
         for (i, r) in records(&bytes).enumerate() {
@@ -880,11 +724,7 @@ mod tests {
                 flipped[at] ^= mask;
                 let outcome = validate(&flipped, 1 << 20);
                 let unprotected = at < 8 || (LEADER_EPOCH_AT..MAGIC_AT).contains(&at);
-                assert_eq!(
-                    outcome.is_ok(),
-                    unprotected,
-                    "byte {at} ^ {mask:#x}: {outcome:?}"
-                );
+                assert_eq!(outcome.is_ok(), unprotected, "byte {at} ^ {mask:#x}: {outcome:?}");
                 fuzz_check(&flipped);
             }
         }
@@ -898,28 +738,14 @@ mod tests {
             let cut = &bytes[..len];
             let err = validate(cut, 1 << 20).unwrap_err();
             if len < BATCH_HEADER_BYTES {
-                assert_eq!(
-                    err,
-                    BatchError::Truncated {
-                        needed: BATCH_HEADER_BYTES,
-                        got: len
-                    }
-                );
+                assert_eq!(err, BatchError::Truncated { needed: BATCH_HEADER_BYTES, got: len });
                 assert_eq!(parse_header(cut), Err(err));
             } else {
                 let declared = bytes.len() as u64;
-                assert_eq!(
-                    err,
-                    BatchError::LengthMismatch {
-                        declared,
-                        actual: len as u64
-                    }
-                );
+                assert_eq!(err, BatchError::LengthMismatch { declared, actual: len as u64 });
                 assert_eq!(parse_header(cut).unwrap().batch_bytes, bytes.len());
             }
-            let last = records(cut)
-                .last()
-                .expect("a truncated batch yields an error");
+            let last = records(cut).last().expect("a truncated batch yields an error");
             assert!(last.is_err(), "len {len}: {last:?}");
             fuzz_check(cut);
         }
@@ -932,13 +758,7 @@ mod tests {
         let before = validate(&bytes, 1 << 20).unwrap();
         set_base_offset(&mut bytes, 1_000_000);
         let after = validate(&bytes, 1 << 20).unwrap();
-        assert_eq!(
-            after,
-            BatchInfo {
-                base_offset: 1_000_000,
-                ..before
-            }
-        );
+        assert_eq!(after, BatchInfo { base_offset: 1_000_000, ..before });
         assert_eq!(after.last_offset(), 1_000_002);
     }
 
@@ -947,10 +767,7 @@ mod tests {
         // Proves: a field patched inside the CRC range is refused until recompute_crc, then accepted.
         let mut bytes = sample();
         bytes[BASE_SEQUENCE_AT..][..4].copy_from_slice(&99i32.to_be_bytes());
-        assert!(matches!(
-            validate(&bytes, 1 << 20),
-            Err(BatchError::BadCrc { .. })
-        ));
+        assert!(matches!(validate(&bytes, 1 << 20), Err(BatchError::BadCrc { .. })));
         recompute_crc(&mut bytes);
         assert_eq!(validate(&bytes, 1 << 20).unwrap().base_sequence, 99);
     }
@@ -969,11 +786,7 @@ mod tests {
         put_varint(&mut header_key, huge);
         for fields in [key, value, header_count, header_key] {
             let bytes = raw_batch(1, &raw_record(&fields));
-            assert_eq!(
-                validate(&bytes, 1 << 20),
-                Err(BatchError::BadRecord { index: 0 }),
-                "{fields:?}"
-            );
+            assert_eq!(validate(&bytes, 1 << 20), Err(BatchError::BadRecord { index: 0 }), "{fields:?}");
             fuzz_check(&bytes);
         }
         // The record's own length prefix claiming 2 GiB.
@@ -981,45 +794,32 @@ mod tests {
         put_varint(&mut section, huge);
         section.extend_from_slice(&[0, 0, 0, 1, 1, 0]);
         let bytes = raw_batch(1, &section);
-        assert_eq!(
-            validate(&bytes, 1 << 20),
-            Err(BatchError::BadRecord { index: 0 })
-        );
+        assert_eq!(validate(&bytes, 1 << 20), Err(BatchError::BadRecord { index: 0 }));
     }
 
     #[test]
     fn malformed_records_are_refused() {
         // Proves: bad varints, negative lengths, null header keys, slack and non-dense offset deltas are BadRecord.
         let cases: [&[u8]; 8] = [
-            &[0, 0, 2, 1, 1, 0],       // offsetDelta 1 for record 0
-            &[0, 0, 0, 3, 1, 0],       // keyLength -2
-            &[0, 0, 0, 1, 1, 1],       // headersCount -1
-            &[0, 0, 0, 1, 1, 2, 1, 1], // header key null
-            &[0, 0, 0, 1, 1, 0, 0],    // a byte of slack after the fields
-            &[0, 0, 0, 1, 1],          // headersCount missing
+            &[0, 0, 2, 1, 1, 0],                                  // offsetDelta 1 for record 0
+            &[0, 0, 0, 3, 1, 0],                                  // keyLength -2
+            &[0, 0, 0, 1, 1, 1],                                  // headersCount -1
+            &[0, 0, 0, 1, 1, 2, 1, 1],                            // header key null
+            &[0, 0, 0, 1, 1, 0, 0],                               // a byte of slack after the fields
+            &[0, 0, 0, 1, 1],                                     // headersCount missing
             &[0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 0], // offsetDelta in 6 bytes
-            &[0, 0, 0xff, 0xff, 0xff, 0xff, 0x1f, 1, 1, 0], // varint wider than 32 bits
+            &[0, 0, 0xff, 0xff, 0xff, 0xff, 0x1f, 1, 1, 0],       // varint wider than 32 bits
         ];
         for fields in cases {
             let bytes = raw_batch(1, &raw_record(fields));
-            assert_eq!(
-                validate(&bytes, 1 << 20),
-                Err(BatchError::BadRecord { index: 0 }),
-                "{fields:?}"
-            );
-            assert_eq!(
-                records(&bytes).collect::<Vec<_>>(),
-                vec![Err(BatchError::BadRecord { index: 0 })]
-            );
+            assert_eq!(validate(&bytes, 1 << 20), Err(BatchError::BadRecord { index: 0 }), "{fields:?}");
+            assert_eq!(records(&bytes).collect::<Vec<_>>(), vec![Err(BatchError::BadRecord { index: 0 })]);
         }
         // A bad second record is reported by its index, after the good first one.
         let mut section = raw_record(&[0, 0, 0, 1, 1, 0]);
         section.extend(raw_record(&[0, 0, 0, 1, 1, 0]));
         let bytes = raw_batch(2, &section);
-        assert_eq!(
-            validate(&bytes, 1 << 20),
-            Err(BatchError::BadRecord { index: 1 })
-        );
+        assert_eq!(validate(&bytes, 1 << 20), Err(BatchError::BadRecord { index: 1 }));
         let walked: Vec<_> = records(&bytes).collect();
         assert!(walked[0].is_ok());
         assert_eq!(walked[1], Err(BatchError::BadRecord { index: 1 }));
@@ -1034,30 +834,15 @@ mod tests {
             patched[RECORDS_COUNT_AT..][..4].copy_from_slice(&declared.to_be_bytes());
             patched[LAST_OFFSET_DELTA_AT..][..4].copy_from_slice(&(declared - 1).to_be_bytes());
             recompute_crc(&mut patched);
-            assert_eq!(
-                validate(&patched, 1 << 20),
-                Err(BatchError::BadRecordCount { declared, found: 3 })
-            );
+            assert_eq!(validate(&patched, 1 << 20), Err(BatchError::BadRecordCount { declared, found: 3 }));
         }
-        assert_eq!(
-            validate(&BatchBuilder::new(0).finish(), 1 << 20),
-            Err(BatchError::Empty)
-        );
-        assert_eq!(
-            validate(&raw_batch(-5, &[]), 1 << 20),
-            Err(BatchError::Empty)
-        );
+        assert_eq!(validate(&BatchBuilder::new(0).finish(), 1 << 20), Err(BatchError::Empty));
+        assert_eq!(validate(&raw_batch(-5, &[]), 1 << 20), Err(BatchError::Empty));
         let mut patched = bytes;
         patched[LAST_OFFSET_DELTA_AT..][..4].copy_from_slice(&5i32.to_be_bytes());
         recompute_crc(&mut patched);
         let err = validate(&patched, 1 << 20);
-        assert_eq!(
-            err,
-            Err(BatchError::BadLastOffsetDelta {
-                delta: 5,
-                records: 3
-            })
-        );
+        assert_eq!(err, Err(BatchError::BadLastOffsetDelta { delta: 5, records: 3 }));
     }
 
     #[test]
@@ -1083,32 +868,20 @@ mod tests {
         // Proves: TooLarge is checked first, then magic, batchLength and length, each with its own error.
         let bytes = sample();
         let len = bytes.len();
-        assert_eq!(
-            validate(&bytes, len - 1),
-            Err(BatchError::TooLarge {
-                bytes: len,
-                max_bytes: len - 1
-            })
-        );
+        assert_eq!(validate(&bytes, len - 1), Err(BatchError::TooLarge { bytes: len, max_bytes: len - 1 }));
         let mut bad_magic = bytes.clone();
         bad_magic[MAGIC_AT] = 1;
         assert_eq!(validate(&bad_magic, 1 << 20), Err(BatchError::BadMagic(1)));
         for (batch_length, declared) in [(48, 60), (0, 12), (-1, 11), (i32::MIN, 0)] {
             let mut short = bytes.clone();
             short[BATCH_LENGTH_AT..][..4].copy_from_slice(&i32::to_be_bytes(batch_length));
-            let err = BatchError::LengthMismatch {
-                declared,
-                actual: len as u64,
-            };
+            let err = BatchError::LengthMismatch { declared, actual: len as u64 };
             assert_eq!(parse_header(&short), Err(err.clone()));
             assert_eq!(validate(&short, 1 << 20), Err(err));
         }
         let mut trailing = bytes.clone();
         trailing.push(0);
-        let err = BatchError::LengthMismatch {
-            declared: len as u64,
-            actual: len as u64 + 1,
-        };
+        let err = BatchError::LengthMismatch { declared: len as u64, actual: len as u64 + 1 };
         assert_eq!(validate(&trailing, 1 << 20), Err(err));
     }
 
@@ -1159,13 +932,7 @@ mod tests {
         wide[9] = 0x02; // bit 64
         assert_eq!(Reader { rest: &wide }.varlong(), None);
         // Overlong but in range: Kafka accepts these, so do we.
-        assert_eq!(
-            Reader {
-                rest: &[0x82, 0x80, 0x00]
-            }
-            .varint(),
-            Some(1)
-        );
+        assert_eq!(Reader { rest: &[0x82, 0x80, 0x00] }.varint(), Some(1));
     }
 
     /// xorshift64: enough randomness for property loops, no dependency.
@@ -1187,11 +954,7 @@ mod tests {
             if self.below(4) == 0 {
                 return None;
             }
-            let len_max = if self.below(10) == 0 {
-                30 * typical
-            } else {
-                typical
-            };
+            let len_max = if self.below(10) == 0 { 30 * typical } else { typical };
             let len = self.below(len_max + 1);
             Some((0..len).map(|_| self.next() as u8).collect())
         }
@@ -1206,20 +969,12 @@ mod tests {
             let mut builder = BatchBuilder::new(base_ts);
             let mut pushed: Vec<OwnedRecord> = Vec::new();
             for _ in 0..1 + rng.below(20) {
-                let ts = if rng.below(8) == 0 {
-                    rng.next() as i64
-                } else {
-                    base_ts.wrapping_add(rng.below(5000) as i64 - 100)
-                };
+                let ts = if rng.below(8) == 0 { rng.next() as i64 } else { base_ts.wrapping_add(rng.below(5000) as i64 - 100) };
                 let key = rng.bytes(10);
                 let value = rng.bytes(100);
-                let headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..rng.below(4))
-                    .map(|_| (rng.bytes(10).unwrap_or_default(), rng.bytes(30)))
-                    .collect();
-                let header_refs: Vec<(&[u8], Option<&[u8]>)> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
-                    .collect();
+                let headers: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                    (0..rng.below(4)).map(|_| (rng.bytes(10).unwrap_or_default(), rng.bytes(30))).collect();
+                let header_refs: Vec<(&[u8], Option<&[u8]>)> = headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref())).collect();
                 builder.push(ts, key.as_deref(), value.as_deref(), &header_refs);
                 pushed.push((ts, key, value, headers));
             }
@@ -1227,24 +982,15 @@ mod tests {
             let expected_bytes = builder.encoded_bytes();
             let bytes = builder.finish();
             assert_eq!(bytes.len(), expected_bytes);
-            let info =
-                validate(&bytes, bytes.len()).unwrap_or_else(|e| panic!("round {round}: {e:?}"));
-            assert_eq!(
-                info.max_timestamp_ms,
-                pushed.iter().map(|r| r.0).max().unwrap()
-            );
-            let got: Vec<_> = records(&bytes)
-                .map(|r| owned(&r.unwrap(), base_ts))
-                .collect();
+            let info = validate(&bytes, bytes.len()).unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+            assert_eq!(info.max_timestamp_ms, pushed.iter().map(|r| r.0).max().unwrap());
+            let got: Vec<_> = records(&bytes).map(|r| owned(&r.unwrap(), base_ts)).collect();
             assert_eq!(got, pushed, "round {round}");
             fuzz_check(&bytes);
             let mut corrupted = bytes.clone();
             let at = CRC_AT + rng.below((bytes.len() - CRC_AT) as u64) as usize;
             corrupted[at] ^= 1 << rng.below(8);
-            assert!(
-                validate(&corrupted, corrupted.len()).is_err(),
-                "round {round}: flip at {at}"
-            );
+            assert!(validate(&corrupted, corrupted.len()).is_err(), "round {round}: flip at {at}");
             fuzz_check(&corrupted);
         }
     }

@@ -667,6 +667,13 @@ impl<I: Io> Core<I> {
         }
         match c.result {
             Ok(_) => {
+                let mut buf = buf;
+                // Bytes past the segment's logical end (the next segment's
+                // start) are not part of the log: a segment rolled again
+                // after a recovery cut can hold older frames there.
+                if let Some(next_start) = j.segments().iter().map(|s| s.start_pos).find(|&s| s > pos) {
+                    buf.set_len(buf.len().min((next_start - pos) as usize));
+                }
                 r.chunk = Some((pos, buf));
                 self.advance_read(slot);
             }

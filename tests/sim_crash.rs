@@ -123,6 +123,9 @@ fn run_seed(seed: u64) -> Model {
     for _round in 0..6 {
         let io = SimIo::new(disk, rng.next_u64(), SimFaults::default());
         let (mut core, reports) = Core::open(io, cfg.clone(), spec.clone()).unwrap_or_else(|e| panic!("seed {seed}: recovery failed: {e}"));
+        if std::env::var_os("STROM_SIM_VERBOSE").is_some() {
+            eprintln!("seed {seed} round {_round}: {cfg:?}\n  recovered {reports:?}");
+        }
         if model.clean_stops > 0 && model.crashes == 0 {
             assert!(reports.iter().all(|r| r.bytes_scanned == 0), "seed {seed}: scanned after a clean stop: {reports:?}");
         }

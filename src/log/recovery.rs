@@ -243,7 +243,7 @@ fn follow_chain<I: Io>(
             // The previous segment's data ended before this one begins.
             return Ok(Stop::Break(pos, FrameError::Truncated { needed: seg.start_pos - pos }));
         }
-        let file_len = io.file_len(seg.file)?;
+        let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
         loop {
             let off = pos - seg.start_pos;
@@ -294,8 +294,8 @@ fn judge_break<I: Io>(
     report: &mut RecoveryReport,
 ) -> Result<()> {
     let first = segments.iter().rposition(|s| s.start_pos <= x).unwrap_or(0);
-    for seg in segments.iter().skip(first) {
-        let file_len = io.file_len(seg.file)?;
+    for (k, seg) in segments.iter().enumerate().skip(first) {
+        let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
         let mut p = align_up(x.max(seg.start_pos) + 1).max(seg.start_pos);
         while p - seg.start_pos < file_len {
@@ -326,12 +326,23 @@ fn judge_break<I: Io>(
     Ok(())
 }
 
+/// The bytes of segment `k` that belong to the log: up to the next
+/// segment's start. A segment rolled again after a recovery cut can hold
+/// older frames past that point (written before the crash, beyond the new
+/// roll), and they are not part of the log.
+fn logical_len<I: Io>(io: &mut I, segments: &VecDeque<Segment>, k: usize) -> Result<u64> {
+    let file_len = io.file_len(segments[k].file)?;
+    Ok(match segments.get(k + 1) {
+        Some(next) => file_len.min(next.start_pos - segments[k].start_pos),
+        None => file_len,
+    })
+}
+
 /// Bytes stored past `end` in the segment holding it and every later one.
 fn tail_bytes<I: Io>(io: &mut I, segments: &VecDeque<Segment>, end: u64) -> Result<u64> {
     let mut total = 0;
-    for seg in segments {
-        let len = io.file_len(seg.file)?;
-        let seg_end = seg.start_pos + len;
+    for (k, seg) in segments.iter().enumerate() {
+        let seg_end = seg.start_pos + logical_len(io, segments, k)?;
         if seg_end > end {
             total += seg_end - end.max(seg.start_pos);
         }

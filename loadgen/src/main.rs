@@ -33,7 +33,8 @@ struct Args {
     /// Batches in flight per producer.
     #[arg(long, default_value_t = 16)]
     inflight: usize,
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds of producing (then every record is read back and verified).
+    #[arg(long, default_value_t = 8.0)]
     duration: f64,
     /// Core threads of the embedded broker (default: all online CPUs).
     #[arg(long)]
@@ -183,31 +184,43 @@ fn produce(engine: &Engine, args: &Args, producer: usize, per_batch: usize, dead
     Ok(Produced { records, ack_us })
 }
 
-/// Reads every partition from offset 0 and counts intact records.
+/// Reads every partition from offset 0 (one thread per partition) and
+/// counts intact records: at the right offset, with a value that matches
+/// the producer and sequence it carries.
 fn verify(engine: &Engine, args: &Args) -> Result<u64, Box<dyn std::error::Error>> {
+    let counts: Vec<Result<u64, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.partitions).map(|p| s.spawn(move || verify_partition(engine, p).map_err(|e| e.to_string()))).collect();
+        handles.into_iter().map(|h| h.join().expect("verify thread")).collect()
+    });
     let mut intact = 0;
-    for p in 0..args.partitions {
-        let mut offset = 0;
-        loop {
-            let r = engine.read("loadgen", p, offset, 1 << 20)?;
-            if r.batches.is_empty() {
-                break;
-            }
-            let mut at = 0;
-            while at < r.batches.len() {
-                let info = batch::validate(&r.batches[at..at + batch::parse_header(&r.batches[at..])?.batch_bytes], usize::MAX)?;
-                for rec in batch::records(&r.batches[at..at + info.batch_bytes]) {
-                    let rec = rec?;
-                    if info.base_offset as u64 + rec.offset_delta as u64 == offset && rec.value.is_some_and(check_value) {
-                        intact += 1;
-                    }
-                    offset += 1;
-                }
-                at += info.batch_bytes;
-            }
-        }
+    for c in counts {
+        intact += c?;
     }
     Ok(intact)
+}
+
+fn verify_partition(engine: &Engine, partition: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let (mut intact, mut offset) = (0, 0);
+    loop {
+        let r = engine.read("loadgen", partition, offset, 1 << 20)?;
+        if r.batches.is_empty() {
+            return Ok(intact);
+        }
+        let mut at = 0;
+        while at < r.batches.len() {
+            let len = batch::parse_header(&r.batches[at..])?.batch_bytes;
+            let one = &r.batches[at..at + len];
+            let info = batch::validate(one, usize::MAX)?;
+            for rec in batch::records(one) {
+                let rec = rec?;
+                if info.base_offset as u64 + rec.offset_delta as u64 == offset && rec.value.is_some_and(check_value) {
+                    intact += 1;
+                }
+                offset += 1;
+            }
+            at += len;
+        }
+    }
 }
 
 fn now_ms() -> i64 {

@@ -97,7 +97,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     for r in engine.recovery_reports() {
         println!("recovered log {}: scanned {} bytes, cut {} in {} us", r.log, r.bytes_scanned, r.bytes_cut, r.elapsed_us);
     }
-    engine.create_topic("loadgen", args.partitions)?;
+    // A kept data directory may hold the topic from an earlier run.
+    match engine.topics().iter().find(|t| t.name == "loadgen") {
+        Some(t) if t.partitions == args.partitions => {}
+        Some(t) => return Err(format!("topic loadgen exists with {} partitions, not {}", t.partitions, args.partitions).into()),
+        None => engine.create_topic("loadgen", args.partitions)?,
+    }
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration);
     let results: Vec<Result<Produced, String>> = std::thread::scope(|s| {
@@ -189,7 +194,8 @@ fn produce(engine: &Engine, args: &Args, producer: usize, per_batch: usize, dead
 /// the producer and sequence it carries.
 fn verify(engine: &Engine, args: &Args) -> Result<u64, Box<dyn std::error::Error>> {
     let counts: Vec<Result<u64, String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..args.partitions).map(|p| s.spawn(move || verify_partition(engine, p).map_err(|e| e.to_string()))).collect();
+        let handles: Vec<_> =
+            (0..args.partitions).map(|p| s.spawn(move || verify_partition(engine, p).map_err(|e| e.to_string()))).collect();
         handles.into_iter().map(|h| h.join().expect("verify thread")).collect()
     });
     let mut intact = 0;

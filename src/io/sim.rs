@@ -174,6 +174,22 @@ impl SimDisk {
         }
     }
 
+    /// Cuts `path` to `len` bytes in both images (tests: a log that ends
+    /// anywhere).
+    pub fn truncate_file(&mut self, path: &Path, len: u64) {
+        let inode = self.inodes.get_mut(&self.names_live[path]).expect("file exists");
+        inode.unsynced.clear();
+        inode.live.truncate(len as usize);
+        inode.durable.truncate(len as usize);
+    }
+
+    /// Removes `path` durably (tests).
+    pub fn remove_file(&mut self, path: &Path) {
+        self.names_live.remove(path);
+        self.names_durable.remove(path);
+        self.gc_inodes();
+    }
+
     /// Paths of every live file, sorted.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.names_live.keys().cloned().collect()

@@ -153,13 +153,13 @@ fn corruption_before_the_tail_is_reported_not_cut() {
     bytes[at] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
 
-    let err = Engine::open(&dir, cfg.clone()).err().expect("open must refuse damaged acknowledged data");
+    let Err(err) = Engine::open(&dir, cfg.clone()) else { panic!("open must refuse damaged acknowledged data") };
     let StromError::Corrupt { pos, .. } = err else { panic!("expected Corrupt, got {err}") };
     assert!(pos <= at as u64 && at as u64 - pos < 4096, "reported position {pos} is not the damaged frame at byte {at}");
     assert_eq!(std::fs::read(&seg).unwrap().len(), len_before, "the damaged segment was truncated");
 
     let mut io = strom::io::uring::UringIo::new(16).unwrap();
-    let err = strom::inspect::inspect(&mut io, &dir, &cfg).err().expect("inspect must report the damage");
+    let Err(err) = strom::inspect::inspect(&mut io, &dir, &cfg) else { panic!("inspect must report the damage") };
     assert!(matches!(err, StromError::Corrupt { pos: p, .. } if p == pos), "inspect named another position: {err}");
 }
 

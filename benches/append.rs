@@ -30,6 +30,10 @@ struct CaseResult {
     avg_write_bytes: f64,
     commits: u64,
     fsyncs: u64,
+    /// Catch-up read of everything just written, after a restart (so from
+    /// disk by READ_FIXED, not the tail cache): bytes and seconds.
+    catch_up_bytes: u64,
+    catch_up: Duration,
 }
 
 fn bench_dir() -> PathBuf {
@@ -98,6 +102,7 @@ fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
     let elapsed = started.elapsed();
     let stats = engine.stats().expect("stats");
     engine.shutdown().expect("shutdown");
+    let (catch_up_bytes, catch_up) = catch_up_read(&data, partitions, cfg_for_read());
     let _ = std::fs::remove_dir_all(&data);
     // Latencies are pooled across producers, never averaged per producer.
     let mut ack_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
@@ -116,7 +121,49 @@ fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
         avg_write_bytes: bytes_logged as f64 / commits.max(1) as f64,
         commits,
         fsyncs,
+        catch_up_bytes,
+        catch_up,
     }
+}
+
+fn cfg_for_read() -> EngineConfig {
+    EngineConfig { cores: 1, logs_on_create: 1, ..EngineConfig::default() }
+}
+
+/// Reopens `data` and reads every partition from offset 0 to its end, one
+/// reader thread per producer, 1 MiB per read. Returns batch bytes and time.
+fn catch_up_read(data: &std::path::Path, partitions: u32, cfg: EngineConfig) -> (u64, Duration) {
+    let engine = Engine::open(data, cfg).expect("reopen");
+    let started = Instant::now();
+    let bytes: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PRODUCERS as u32)
+            .map(|t| {
+                let e = &engine;
+                s.spawn(move || {
+                    let mut bytes = 0u64;
+                    for p in (t..partitions).step_by(PRODUCERS) {
+                        let mut offset = 0;
+                        loop {
+                            let r = e.read("bench", p, offset, 1 << 20).expect("catch-up read");
+                            if r.batches.is_empty() {
+                                break;
+                            }
+                            bytes += r.batches.len() as u64;
+                            offset = r.next_offset;
+                        }
+                    }
+                    bytes
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("reader")).sum()
+    });
+    let elapsed = started.elapsed();
+    if std::env::var_os("STROM_BENCH_VERBOSE").is_some() {
+        println!("catch-up core stats: {:?}", engine.stats().expect("stats"));
+    }
+    engine.shutdown().expect("shutdown");
+    (bytes, elapsed)
 }
 
 fn main() {
@@ -161,6 +208,14 @@ fn main() {
             c.latency_us(0.5),
             c.latency_us(0.99),
             c.writes
+        );
+        println!(
+            "{:>10} catch-up read after restart (READ_FIXED, {} readers): {:.1} MB/s of batches ({} MB in {:.2} s)",
+            "",
+            PRODUCERS,
+            r.catch_up_bytes as f64 / r.catch_up.as_secs_f64() / 1e6,
+            r.catch_up_bytes / 1_000_000,
+            r.catch_up.as_secs_f64()
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use slab::Slab;
 
-use crate::buf::{AlignedBuf, BLOCK_BYTES, align_down};
+use crate::buf::{AlignedBuf, BLOCK_BYTES, align_down, align_up};
 use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
 use crate::io::{Completion, Io, Op};
@@ -167,6 +167,9 @@ struct ReadState {
     next_offset: u64,
     /// The last disk chunk read: its log position and buffer.
     chunk: Option<(u64, AlignedBuf)>,
+    /// Bytes of this partition's batches served from `chunk`: how dense the
+    /// partition is in its log, which sizes the next disk read.
+    chunk_hit_bytes: usize,
     in_flight: bool,
 }
 
@@ -651,6 +654,7 @@ impl<I: Io> Core<I> {
             out: Vec::new(),
             next_offset: none_yet,
             chunk: None,
+            chunk_hit_bytes: 0,
             in_flight: false,
         });
         self.advance_read(slot);
@@ -675,6 +679,7 @@ impl<I: Io> Core<I> {
                     buf.set_len(buf.len().min((next_start - pos) as usize));
                 }
                 r.chunk = Some((pos, buf));
+                r.chunk_hit_bytes = 0;
                 self.advance_read(slot);
             }
             Err(errno) => {
@@ -772,6 +777,9 @@ impl<I: Io> Core<I> {
                     return Step::Done(Ok(()));
                 }
                 r.out.extend_from_slice(payload);
+                if from_disk {
+                    r.chunk_hit_bytes += payload.len();
+                }
                 r.next_offset = info.last_offset() as u64 + 1;
                 if r.out.len() >= *max_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
@@ -791,6 +799,13 @@ impl<I: Io> Core<I> {
 
     fn submit_read(&mut self, slot: usize, need_bytes: usize) {
         let r = &mut self.reads[slot];
+        // A partition that filled at least half of its last chunk is dense in
+        // its log: read a whole buffer. Otherwise (a first read, or a
+        // partition sharing its log with many) read two index intervals: its
+        // next batch usually starts within one, and the read should hold it
+        // whole, or each of its batches costs a full buffer or two reads.
+        let sequential = r.chunk.as_ref().is_some_and(|(_, b)| r.chunk_hit_bytes * 2 >= b.len());
+        let probe_bytes = 2 * self.cfg.index_interval_bytes as usize;
         let mut buf = match r.chunk.take() {
             Some((_, b)) => b,
             None => match self.read_bufs.pop() {
@@ -808,7 +823,8 @@ impl<I: Io> Core<I> {
             self.read_bufs.push(buf);
             return self.finish_read(slot, Err(err));
         };
-        let len = buf.capacity();
+        let wanted = (r.cursor - pos) as usize + need_bytes.max(probe_bytes);
+        let len = if sequential { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
         debug_assert!((r.cursor - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
         buf.set_len(0);
         let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };

@@ -43,8 +43,9 @@ struct InFlight {
 
 fn config(rng: &mut SimRng) -> EngineConfig {
     let mut cfg = EngineConfig::small_for_tests();
-    cfg.fsync = match rng.below(4) {
+    cfg.fsync = match rng.below(5) {
         0 => FsyncPolicy::Interval(std::time::Duration::from_micros(300)),
+        1 => FsyncPolicy::Never,
         _ => FsyncPolicy::Always,
     };
     cfg.write_depth = 1 + rng.below(2) as usize;
@@ -173,7 +174,7 @@ fn run_seed(seed: u64) -> Model {
             model.crashes += 1;
         } else {
             // A process kill: the page cache survives, which is all that
-            // `interval` promises for acknowledged data.
+            // `interval` and `never` promise for acknowledged data.
             disk = core.into_io().process_exit();
             model.crashes += 1;
         }

@@ -1,0 +1,55 @@
+//! The `strom` binary's commands, run as a user would.
+mod common;
+
+use std::process::Command;
+
+use common::{batch, test_dir};
+use strom::config::EngineConfig;
+use strom::engine::Engine;
+
+fn strom(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strom")).args(args).output().expect("run strom");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+// Proves: a data directory on tmpfs is refused at start-up with one line
+// naming the cause and the fix, and a non-zero exit.
+#[test]
+fn tmpfs_data_dir_is_refused_with_the_fix() {
+    let shm = std::path::Path::new("/dev/shm");
+    if strom::platform::fs_type_name(shm).ok().as_deref() != Some("tmpfs") {
+        println!("skipped: /dev/shm is not tmpfs here");
+        return;
+    }
+    let dir = shm.join(format!("strom-cli-{}", std::process::id()));
+    let (ok, _, err) = strom(&["recover", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!ok, "strom accepted a tmpfs data directory");
+    let line = err.lines().find(|l| l.starts_with("strom recover:")).expect("an error line");
+    assert!(line.contains("tmpfs") && line.contains("ext4"), "the line does not name cause and fix: {line}");
+}
+
+// Proves: `strom recover` opens a directory whose logs must be scanned
+// (checkpoints removed), reports what it scanned, and leaves it clean;
+// `strom inspect` summarises it.
+#[test]
+fn recover_and_inspect_report_a_directory() {
+    let dir = test_dir("cli-recover");
+    let cfg = EngineConfig { cores: 1, logs_on_create: 1, pin_cores: false, ..EngineConfig::default() };
+    let e = Engine::open(&dir, cfg).unwrap();
+    e.create_topic("events", 2).unwrap();
+    for i in 0..10 {
+        e.append("events", i % 2, batch("x", 3, 1_700_000_000_000 + i as i64)).unwrap();
+    }
+    e.shutdown().unwrap();
+    std::fs::remove_file(strom::log::segment::log_dir(&dir, 0).join(strom::log::checkpoint::FILE_NAME)).unwrap();
+    let path = dir.to_str().unwrap();
+    let (ok, out, err) = strom(&["recover", path, "--cores", "1"]);
+    assert!(ok, "recover failed: {err}");
+    assert!(out.contains("opened in") && !out.contains(": 0 bytes scanned"), "recover did not scan the log: {out}");
+    let (ok, out, _) = strom(&["recover", path]);
+    assert!(ok && out.contains(": 0 bytes scanned"), "a clean stop left a tail: {out}");
+    let (ok, out, err) = strom(&["inspect", path]);
+    assert!(ok, "inspect failed: {err}");
+    assert!(out.contains("events"), "inspect does not name the topic: {out}");
+}

@@ -102,6 +102,9 @@ impl Engine {
         let mut handles = Vec::new();
         let mut reports = Vec::new();
         let mut first_err = None;
+        // Every core recovers its logs at once: restart time is the slowest
+        // core's, not the sum.
+        let mut starting = Vec::new();
         for core_id in 0..cores {
             let logs: Vec<u32> = (0..log_count).filter(|l| *l as usize % cores == core_id).collect();
             let spec = CoreSpec {
@@ -112,13 +115,21 @@ impl Engine {
                 logs,
             };
             match spawn_core(cfg.clone(), spec) {
+                Ok(s) => starting.push(s),
+                Err(e) => {
+                    first_err = Some(e);
+                    break;
+                }
+            }
+        }
+        for s in starting {
+            match s.ready() {
                 Ok((h, r)) => {
                     handles.push(h);
                     reports.extend(r);
                 }
                 Err(e) => {
-                    first_err = Some(e);
-                    break;
+                    first_err.get_or_insert(e);
                 }
             }
         }
@@ -304,7 +315,23 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
 
 type Ready = Result<(Arc<dyn Waker>, Vec<RecoveryReport>)>;
 
-fn spawn_core(cfg: EngineConfig, spec: CoreSpec) -> Result<(CoreHandle, Vec<RecoveryReport>)> {
+/// A core thread that is recovering its logs.
+struct StartingCore {
+    tx: SyncSender<Request>,
+    sleeping: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    ready_rx: Receiver<Ready>,
+}
+
+impl StartingCore {
+    /// Waits until the core has recovered and serves (or failed to start).
+    fn ready(self) -> Result<(CoreHandle, Vec<RecoveryReport>)> {
+        let (waker, reports) = self.ready_rx.recv().unwrap_or_else(|_| Err(StromError::Unsupported("core thread died at start".into())))?;
+        Ok((CoreHandle { tx: self.tx, sleeping: self.sleeping, waker, thread: Some(self.thread) }, reports))
+    }
+}
+
+fn spawn_core(cfg: EngineConfig, spec: CoreSpec) -> Result<StartingCore> {
     let (tx, rx) = mpsc::sync_channel(cfg.mailbox_capacity);
     let sleeping = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
@@ -314,8 +341,7 @@ fn spawn_core(cfg: EngineConfig, spec: CoreSpec) -> Result<(CoreHandle, Vec<Reco
         .name(name)
         .spawn(move || core_main(cfg, spec, rx, thread_sleeping, ready_tx))
         .map_err(|e| StromError::io(IoOp::Create, "thread", &e))?;
-    let (waker, reports) = ready_rx.recv().unwrap_or_else(|_| Err(StromError::Unsupported("core thread died at start".into())))?;
-    Ok((CoreHandle { tx, sleeping, waker, thread: Some(thread) }, reports))
+    Ok(StartingCore { tx, sleeping, thread, ready_rx })
 }
 
 fn core_main(cfg: EngineConfig, spec: CoreSpec, rx: Receiver<Request>, sleeping: Arc<AtomicBool>, ready: SyncSender<Ready>) {

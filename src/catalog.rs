@@ -76,8 +76,8 @@ impl Catalog {
         let log_count = match read_text(&meta_path)? {
             Some(text) => parse_meta(&meta_path, &check_crc(&meta_path, &text)?)?,
             None => {
-                if logs_on_create == 0 || logs_on_create > 4096 {
-                    return Err(StromError::Unsupported(format!("log count must be 1..=4096, not {logs_on_create}")));
+                if logs_on_create == 0 || logs_on_create > LOGS_MAX {
+                    return Err(StromError::Unsupported(format!("log count must be 1..={LOGS_MAX}, not {logs_on_create}")));
                 }
                 write_file_atomic(&meta_path, with_crc(format!("strom-data 1\nlogs {logs_on_create}\n")).as_bytes())?;
                 logs_on_create
@@ -105,6 +105,13 @@ impl Catalog {
                     validate_topic_name(name).map_err(|_| bad(line))?;
                     let meta =
                         TopicMeta { first_pid: first.parse().map_err(|_| bad(line))?, partitions: parts.parse().map_err(|_| bad(line))? };
+                    // Pid ranges must be non-empty, fit u32 and lie below
+                    // next_pid (written first): pid arithmetic relies on it.
+                    // Found by the catalog_parse fuzz target.
+                    let end = meta.first_pid.checked_add(meta.partitions).ok_or_else(|| bad(line))?;
+                    if meta.partitions == 0 || end > self.next_pid {
+                        return Err(bad(line));
+                    }
                     self.topics.insert(name.to_string(), meta);
                 }
                 _ => return Err(bad(line)),
@@ -181,13 +188,67 @@ impl Catalog {
     }
 }
 
+/// Logs a data directory may have: bounds the threads, buffers and files
+/// an open allocates from a number read off disk.
+pub const LOGS_MAX: u32 = 4096;
+
 fn parse_meta(path: &Path, body: &str) -> Result<u32> {
     let mut lines = body.lines();
     let bad = || StromError::BadDataDir(format!("{} is not a Strom 1 data directory marker", path.display()));
     if lines.next() != Some("strom-data 1") {
         return Err(bad());
     }
-    lines.next().and_then(|l| l.strip_prefix("logs ")).and_then(|n| n.parse().ok()).filter(|&n| n > 0).ok_or_else(bad)
+    lines.next().and_then(|l| l.strip_prefix("logs ")).and_then(|n| n.parse().ok()).filter(|&n| n > 0 && n <= LOGS_MAX).ok_or_else(bad)
+}
+
+/// Runs the `strom.meta` and `topics` parsers and the topic name check on
+/// arbitrary bytes and panics if a promise is broken. The fuzz target and
+/// `tests/fuzz_replay.rs` both call it, so a saved input replays under
+/// `cargo test` exactly as it was fuzzed.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    // `read_text` refuses bytes that are not UTF-8 before any parser sees them.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("fuzz");
+    if let Ok(body) = check_crc(path, text) {
+        fuzz_check_parsers(path, &body);
+    }
+    // Mutated text almost never carries a matching checksum line, so the
+    // parsers also run, unchecked, on the body `check_crc` would cut off,
+    // and on the whole text.
+    let last_line_at = text.trim_end_matches('\n').rfind('\n').map_or(0, |i| i + 1);
+    fuzz_check_parsers(path, &text[..last_line_at]);
+    fuzz_check_parsers(path, text);
+    if text.is_empty() || text.ends_with('\n') {
+        assert_eq!(check_crc(path, &with_crc(text.to_string())).ok().as_deref(), Some(text), "checksum line does not round-trip");
+    }
+    for name in std::iter::once(text).chain(text.split([' ', '\n'])) {
+        fuzz_check_topic_name(name);
+    }
+}
+
+fn fuzz_check_parsers(path: &Path, body: &str) {
+    if let Ok(log_count) = parse_meta(path, body) {
+        assert!(log_count > 0);
+    }
+    let mut cat = Catalog { dir: PathBuf::new(), log_count: 1, next_pid: 0, topics: BTreeMap::new() };
+    if cat.parse_topics(path, body).is_ok() {
+        for (name, t) in &cat.topics {
+            assert!(validate_topic_name(name).is_ok(), "parsed topic name {name:?}");
+            // `pid` and `pids` add partitions to first_pid.
+            assert!(t.first_pid.checked_add(t.partitions).is_some(), "pids of topic {name:?} overflow: {t:?}");
+        }
+    }
+}
+
+/// Compares `validate_topic_name` with the rule stated another way: by
+/// characters rather than bytes.
+fn fuzz_check_topic_name(name: &str) {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let expected = (1..=249).contains(&name.chars().count()) && name.chars().all(allowed) && !matches!(name, "." | "..");
+    assert_eq!(validate_topic_name(name).is_ok(), expected, "{name:?}");
 }
 
 #[cfg(test)]

@@ -178,3 +178,22 @@ impl EngineConfig {
         }
     }
 }
+
+/// Checks that every fsync policy that parses displays as text that parses
+/// back to the same policy, and panics if not. The fuzz target and
+/// `tests/fuzz_replay.rs` both call it, so a saved input replays under
+/// `cargo test` exactly as it was fuzzed.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(policy) = text.parse::<FsyncPolicy>() else {
+        return;
+    };
+    if let FsyncPolicy::Interval(d) = policy {
+        assert!(!d.is_zero(), "{text:?} parsed to a zero interval");
+    }
+    let shown = policy.to_string();
+    assert_eq!(shown.parse::<FsyncPolicy>(), Ok(policy), "{text:?} displays as {shown:?}");
+}

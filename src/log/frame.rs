@@ -186,6 +186,11 @@ pub fn decode_header(bytes: &[u8], pos: u64, payload_bytes_max: u32) -> Result<F
     if h.pos != pos {
         return Err(FrameError::WrongPosition { stored: h.pos });
     }
+    // A frame must end inside the u64 position space (found by the
+    // frame_decode fuzz target: end_pos() overflowed near u64::MAX).
+    if h.pos.checked_add(h.frame_bytes()).is_none() {
+        return Err(FrameError::TooLong(payload_bytes));
+    }
     Ok(h)
 }
 
@@ -228,6 +233,81 @@ pub fn write_pad(dst: &mut [u8], pos: u64, durable_before: u64, epoch: u32) {
     dst[HEADER_BYTES..].fill(0);
     let h = FrameHeader { kind: FrameKind::Pad, payload_bytes: (frame_bytes - HEADER_BYTES) as u32, pos, durable_before, epoch, pid: 0 };
     seal(dst, &h);
+}
+
+/// Checks this module's promises on arbitrary bytes and panics if one is
+/// broken. The first 8 bytes (little-endian) are the log position the frame
+/// is expected at, the rest the bytes found there. The fuzz target and
+/// `tests/fuzz_replay.rs` both call it, so a saved input replays under
+/// `cargo test` exactly as it was fuzzed.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    let Some((pos, bytes)) = data.split_first_chunk::<8>() else {
+        return;
+    };
+    let pos = u64::from_le_bytes(*pos);
+    fuzz_check_at(bytes, pos);
+    // Mutated bytes almost never carry matching checksums, so a resealed
+    // copy is checked too: it lets the fuzzer reach the checks behind them.
+    if let Some(sealed) = fuzz_reseal(bytes, pos)
+        && sealed != bytes
+    {
+        fuzz_check_at(&sealed, pos);
+    }
+}
+
+fn fuzz_check_at(bytes: &[u8], pos: u64) {
+    let Ok(h) = decode_header(bytes, pos, u32::MAX) else {
+        return;
+    };
+    assert_eq!(h.pos, pos);
+    assert!(h.pos.checked_add(h.frame_bytes()).is_some(), "end_pos() of {h:?} overflows");
+    assert_eq!(h.end_pos() - h.pos, h.frame_bytes());
+    match h.kind {
+        FrameKind::Pad => assert!(h.frame_bytes() <= PAD_BYTES_MAX as u64, "{h:?}"),
+        FrameKind::Batch => {
+            assert!(h.payload_bytes as usize >= batch::BATCH_HEADER_BYTES, "{h:?}");
+            // The limit refuses exactly the batch frames longer than it.
+            assert_eq!(decode_header(bytes, pos, h.payload_bytes), Ok(h));
+            assert_eq!(decode_header(bytes, pos, h.payload_bytes - 1), Err(FrameError::TooLong(h.payload_bytes)));
+        }
+    }
+    let verified = verify_payload(&h, bytes);
+    match &verified {
+        Ok(info) => assert_eq!(info.batch_bytes as u64, u64::from(h.payload_bytes)),
+        Err(FrameError::Truncated { needed }) => assert!(*needed == h.frame_bytes() && (bytes.len() as u64) < *needed),
+        Err(_) => {}
+    }
+    // Nothing past the declared frame is read: cutting it off changes nothing.
+    if bytes.len() as u64 > h.frame_bytes() {
+        assert_eq!(verify_payload(&h, &bytes[..h.frame_bytes() as usize]), verified);
+    }
+}
+
+/// `bytes` with the header as it declares itself but at `pos`, sealed, and
+/// the batch CRC of a batch frame recomputed over the payload present; `None`
+/// when it is too short for the checksums or declares no known kind.
+fn fuzz_reseal(bytes: &[u8], pos: u64) -> Option<Vec<u8>> {
+    let header = bytes.get(..HEADER_BYTES)?;
+    let kind = match header[12] {
+        1 => FrameKind::Batch,
+        2 => FrameKind::Pad,
+        _ => return None,
+    };
+    let payload_bytes = le_u32(header, 8);
+    let h =
+        FrameHeader { kind, payload_bytes, pos, durable_before: le_u64(header, 24), epoch: le_u32(header, 32), pid: le_u32(header, 36) };
+    let mut sealed = bytes.to_vec();
+    if kind == FrameKind::Batch {
+        let end = HEADER_BYTES.saturating_add(payload_bytes as usize).min(sealed.len());
+        let payload = &mut sealed[HEADER_BYTES..end];
+        if payload.len() < BATCH_PREFIX_BYTES {
+            return None;
+        }
+        batch::recompute_crc(payload);
+    }
+    seal(&mut sealed, &h);
+    Some(sealed)
 }
 
 #[cfg(test)]

@@ -5,22 +5,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use common::{batch, test_dir, values};
+use common::{batch, slot, test_dir, values};
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Reply, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
 use strom::engine::Engine;
 use strom::error::StromError;
 use strom::io::sim::{SimDisk, SimFaults, SimIo};
-
-type Slot<T> = Arc<Mutex<Option<Result<T, StromError>>>>;
-
-fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
-    let s: Slot<T> = Arc::new(Mutex::new(None));
-    let s2 = s.clone();
-    (s, Box::new(move |r| *s2.lock().unwrap() = Some(r)))
-}
 
 fn sim_cfg() -> EngineConfig {
     // No checkpoint is ever due, so recovery scans the whole log.

@@ -4,24 +4,18 @@
 //! and a clean stop leaves nothing to scan.
 //!
 //! Seeds: `STROM_SIM_SEEDS=N` runs N seeds (default 200); `STROM_SIM_SEED=S`
-//! replays one. A failure prints the seed.
+//! replays one. A failure prints the seed; `STROM_SIM_VERBOSE=1` prints each
+//! round's configuration and recovery reports.
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
+use common::{Slot, slot};
 use strom::config::{EngineConfig, FsyncPolicy};
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Reply, Request, ValidBatch};
-use strom::error::StromError;
+use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
 use strom::wire::batch::{self, BatchBuilder};
-
-type Slot<T> = Arc<Mutex<Option<Result<T, StromError>>>>;
-
-fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
-    let s: Slot<T> = Arc::new(Mutex::new(None));
-    let s2 = s.clone();
-    (s, Box::new(move |r| *s2.lock().unwrap() = Some(r)))
-}
 
 /// What the test knows: acknowledged records, and every record ever read.
 #[derive(Default)]
@@ -190,26 +184,10 @@ fn run_seed(seed: u64) -> Model {
 // Proves: across many seeds and crashes, no acknowledged record is lost or changed.
 #[test]
 fn crashes_lose_nothing_acknowledged() {
-    let seeds: Vec<u64> = match std::env::var("STROM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("STROM_SIM_SEED is a number")],
-        Err(_) => {
-            let n: u64 = std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
-            (0..n).collect()
-        }
-    };
     let (mut acked, mut crashes) = (0, 0);
-    for seed in seeds {
-        let result = std::panic::catch_unwind(|| run_seed(seed));
-        match result {
-            Ok(m) => {
-                acked += m.acked.len();
-                crashes += m.crashes;
-            }
-            Err(e) => {
-                eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --test sim_crash");
-                std::panic::resume_unwind(e);
-            }
-        }
+    for m in common::for_each_seed("sim_crash", 200, run_seed) {
+        acked += m.acked.len();
+        crashes += m.crashes;
     }
     println!("simulation: {acked} acknowledged records checked across {crashes} crashes");
     assert!(acked > 0, "the simulation acknowledged nothing");

@@ -4,23 +4,17 @@
 //! acknowledged record is there.
 //!
 //! `STROM_SIM_SEEDS=N` runs N seeds (default 100); `STROM_SIM_SEED=S` replays one.
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
+use common::{Slot, slot};
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Reply, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
 use strom::error::StromError;
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
 use strom::wire::batch::{self, BatchBuilder};
-
-type Slot<T> = Arc<Mutex<Option<Result<T, StromError>>>>;
-
-fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
-    let s: Slot<T> = Arc::new(Mutex::new(None));
-    let s2 = s.clone();
-    (s, Box::new(move |r| *s2.lock().unwrap() = Some(r)))
-}
 
 fn one_batch(tag: u64) -> Vec<u8> {
     let mut b = BatchBuilder::new(1_700_000_000_000);
@@ -115,23 +109,11 @@ fn run_seed(seed: u64) -> Outcome {
 // the first failure, and nothing acknowledged is lost.
 #[test]
 fn faults_stop_acks_and_lose_nothing() {
-    let seeds: Vec<u64> = match std::env::var("STROM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("STROM_SIM_SEED is a number")],
-        Err(_) => (0..std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(100)).collect(),
-    };
     let (mut acked, mut refused, mut failed) = (0, 0, 0);
-    for seed in seeds {
-        match std::panic::catch_unwind(|| run_seed(seed)) {
-            Ok(o) => {
-                acked += o.acked;
-                refused += o.refused;
-                failed += o.failed_logs;
-            }
-            Err(e) => {
-                eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --test sim_faults");
-                std::panic::resume_unwind(e);
-            }
-        }
+    for o in common::for_each_seed("sim_faults", 100, run_seed) {
+        acked += o.acked;
+        refused += o.refused;
+        failed += o.failed_logs;
     }
     println!("faults: {acked} acknowledged records intact, {refused} appends refused, {failed} logs failed");
     assert!(failed > 0, "no fault ever fired: the test proves nothing");

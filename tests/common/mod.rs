@@ -1,6 +1,10 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)]
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use strom::core::Reply;
+use strom::error::StromError;
 
 use strom::wire::batch::BatchBuilder;
 
@@ -36,6 +40,37 @@ pub fn values(batches: &[u8]) -> Vec<(u64, String)> {
             out.push((info.base_offset as u64 + r.offset_delta as u64, String::from_utf8(r.value.unwrap().to_vec()).unwrap()));
         }
         at += info.batch_bytes;
+    }
+    out
+}
+
+/// Where a core's reply lands in single-threaded simulation tests.
+pub type Slot<T> = Arc<Mutex<Option<Result<T, StromError>>>>;
+
+/// A reply closure and the slot it fills.
+pub fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
+    let s: Slot<T> = Arc::new(Mutex::new(None));
+    let s2 = s.clone();
+    (s, Box::new(move |r| *s2.lock().unwrap() = Some(r)))
+}
+
+/// Runs `run` for each seed: `STROM_SIM_SEED=S` replays one, else
+/// `STROM_SIM_SEEDS=N` (default `default_count`) runs 0..N. A failing seed
+/// prints how to replay it with `cargo test --test TEST`.
+pub fn for_each_seed<T>(test: &str, default_count: u64, run: fn(u64) -> T) -> Vec<T> {
+    let seeds: Vec<u64> = match std::env::var("STROM_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("STROM_SIM_SEED is a number")],
+        Err(_) => (0..std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count)).collect(),
+    };
+    let mut out = Vec::new();
+    for seed in seeds {
+        match std::panic::catch_unwind(|| run(seed)) {
+            Ok(t) => out.push(t),
+            Err(e) => {
+                eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --release --test {test}");
+                std::panic::resume_unwind(e);
+            }
+        }
     }
     out
 }

@@ -21,7 +21,8 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"STRM");
 pub const VERSION: u8 = 1;
 /// Bytes of a RecordBatch covered by the frame CRC: baseOffset, batchLength,
 /// partitionLeaderEpoch, magic and the batch's own CRC.
-pub const BATCH_PREFIX_BYTES: usize = 21;
+/// Exactly the bytes the batch's own CRC-32C does not cover.
+pub const BATCH_PREFIX_BYTES: usize = batch::CRC_FROM;
 /// The largest padding frame: a gap shorter than a header plus one block.
 pub const PAD_BYTES_MAX: usize = HEADER_BYTES - 1 + crate::buf::BLOCK_BYTES;
 

@@ -55,8 +55,10 @@ const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 /// `baseOffset` and `batchLength` precede the bytes `batchLength` counts.
 const LENGTH_PREFIX_BYTES: usize = 12;
-/// The CRC covers everything from `attributes` to the end of the batch.
-const CRC_FROM: usize = ATTRIBUTES_AT;
+/// The CRC covers everything from `attributes` to the end of the batch;
+/// the bytes before it are what a broker may change (baseOffset) or what the
+/// CRC itself is.
+pub const CRC_FROM: usize = ATTRIBUTES_AT;
 const COMPRESSION_MASK: i16 = 0x07;
 /// Kafka's "no timestamp", used as `maxTimestamp` of a batch without records.
 const NO_TIMESTAMP: i64 = -1;

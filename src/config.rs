@@ -52,7 +52,8 @@ impl std::fmt::Display for FsyncPolicy {
 pub struct EngineConfig {
     /// Core threads to run; each owns the logs `log % cores == core`.
     pub cores: usize,
-    /// Pin core thread i to CPU i (mod online CPUs).
+    /// Pin core thread i to the i-th CPU of the process's affinity mask
+    /// (wrapping when there are more cores than CPUs).
     pub pin_cores: bool,
     /// Number of logs when the data directory is created (fixed afterwards,
     /// so restarting with another core count keeps every partition's log).

@@ -105,6 +105,9 @@ impl Engine {
         // Every core recovers its logs at once: restart time is the slowest
         // core's, not the sum.
         let mut starting = Vec::new();
+        // Core i runs on the i-th CPU this process may use (so `taskset -c
+        // 2,3` puts cores 0 and 1 on CPUs 2 and 3), read before any core pins.
+        let cpus = platform::allowed_cpus();
         for core_id in 0..cores {
             let logs: Vec<u32> = (0..log_count).filter(|l| *l as usize % cores == core_id).collect();
             let spec = CoreSpec {
@@ -114,7 +117,8 @@ impl Engine {
                 pids: pids.iter().copied().filter(|p| logs.contains(&(p % log_count))).collect(),
                 logs,
             };
-            match spawn_core(cfg.clone(), spec) {
+            let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
+            match spawn_core(cfg.clone(), spec, cpu) {
                 Ok(s) => starting.push(s),
                 Err(e) => {
                     first_err = Some(e);
@@ -331,7 +335,7 @@ impl StartingCore {
     }
 }
 
-fn spawn_core(cfg: EngineConfig, spec: CoreSpec) -> Result<StartingCore> {
+fn spawn_core(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>) -> Result<StartingCore> {
     let (tx, rx) = mpsc::sync_channel(cfg.mailbox_capacity);
     let sleeping = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
@@ -339,17 +343,23 @@ fn spawn_core(cfg: EngineConfig, spec: CoreSpec) -> Result<StartingCore> {
     let name = format!("strom-core-{}", spec.core_id);
     let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || core_main(cfg, spec, rx, thread_sleeping, ready_tx))
+        .spawn(move || core_main(cfg, spec, cpu, rx, thread_sleeping, ready_tx))
         .map_err(|e| StromError::io(IoOp::Create, "thread", &e))?;
     Ok(StartingCore { tx, sleeping, thread, ready_rx })
 }
 
-fn core_main(cfg: EngineConfig, spec: CoreSpec, rx: Receiver<Request>, sleeping: Arc<AtomicBool>, ready: SyncSender<Ready>) {
-    if cfg.pin_cores {
-        let cpu = spec.core_id % platform::online_cpus().max(1);
-        if let Err(e) = platform::pin_current_thread(cpu) {
-            tracing::warn!(core = spec.core_id, %e, "could not pin core thread");
-        }
+fn core_main(
+    cfg: EngineConfig,
+    spec: CoreSpec,
+    cpu: Option<usize>,
+    rx: Receiver<Request>,
+    sleeping: Arc<AtomicBool>,
+    ready: SyncSender<Ready>,
+) {
+    if let Some(cpu) = cpu
+        && let Err(e) = platform::pin_current_thread(cpu)
+    {
+        tracing::warn!(core = spec.core_id, %e, "could not pin core thread");
     }
     let opened = UringIo::new(cfg.ring_entries).and_then(|io| {
         let waker = io.waker();

@@ -341,18 +341,23 @@ fn is_initial_user_ns(uid_map: &str) -> bool {
     fields == ["0", "0", "4294967295"]
 }
 
-/// The number of CPUs this process may run on (its affinity mask, which
-/// honours taskset and cgroup cpusets), at least 1.
-pub fn online_cpus() -> usize {
-    let allowed = sched_getaffinity(Pid::from_raw(0))
-        .map(|set| (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).count())
-        .unwrap_or(0);
-    if allowed > 0 {
+/// The CPUs this process may run on, ascending: its affinity mask, which
+/// honours taskset and cgroup cpusets. Never empty.
+pub fn allowed_cpus() -> Vec<usize> {
+    let allowed: Vec<usize> = sched_getaffinity(Pid::from_raw(0))
+        .map(|set| (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect())
+        .unwrap_or_default();
+    if !allowed.is_empty() {
         return allowed;
     }
     // The mask can be unreadable (more CPUs than CpuSet holds); std asks
-    // the kernel another way.
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // the kernel another way, and we assume CPUs 0..n.
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+/// The number of CPUs this process may run on, at least 1.
+pub fn online_cpus() -> usize {
+    allowed_cpus().len()
 }
 
 /// Pins the calling thread to `cpu` (Pid 0 means this thread, not the whole
@@ -474,15 +479,20 @@ mod tests {
     // Proves: the process may run on at least one CPU.
     #[test]
     fn at_least_one_cpu() {
-        assert!(online_cpus() >= 1);
+        let cpus = allowed_cpus();
+        assert!(!cpus.is_empty() && cpus.windows(2).all(|w| w[0] < w[1]), "{cpus:?}");
+        assert_eq!(online_cpus(), cpus.len());
     }
 
-    // Proves: a thread can be pinned to CPU 0, and an impossible CPU gives
-    // a typed error instead of a panic.
+    // Proves: a thread can be pinned to the last CPU it is allowed (what the
+    // engine does for its last core), and an impossible CPU gives a typed
+    // error instead of a panic.
     #[test]
-    fn pin_to_cpu_zero() {
+    fn pin_to_an_allowed_cpu() {
         std::thread::spawn(|| {
-            pin_current_thread(0).unwrap();
+            let cpu = *allowed_cpus().last().unwrap();
+            pin_current_thread(cpu).unwrap();
+            assert_eq!(allowed_cpus(), vec![cpu], "the thread's mask is now that one CPU");
             let msg = message(pin_current_thread(CpuSet::count()).unwrap_err());
             assert!(msg.contains("CPU"), "{msg}");
         })

@@ -5,7 +5,7 @@
 //! The child prints `acked PARTITION BASE COUNT TAG` after each
 //! acknowledgement; the parent reads those lines from a pipe, so anything it
 //! saw was acknowledged before the kill. `STROM_KILLS=N` sets the number of
-//! kills (default 6); the seed is printed and `STROM_KILL_SEED` replays it.
+//! kills (default 10); the seed is printed and `STROM_KILL_SEED` replays it.
 mod common;
 
 use std::collections::BTreeMap;
@@ -65,7 +65,7 @@ struct Acked {
 #[test]
 fn kill_under_load() {
     let dir = test_dir("kill");
-    let kills: usize = std::env::var("STROM_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
+    let kills: usize = std::env::var("STROM_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let seed: u64 = std::env::var("STROM_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| std::process::id() as u64);
     println!("kill test seed {seed} (replay with STROM_KILL_SEED={seed})");
     let mut rng = strom::io::sim::SimRng::new(seed);

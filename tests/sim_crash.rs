@@ -3,7 +3,7 @@
 //! and intact at its offset, offsets are dense and never change content,
 //! and a clean stop leaves nothing to scan.
 //!
-//! Seeds: `STROM_SIM_SEEDS=N` runs N seeds (default 200); `STROM_SIM_SEED=S`
+//! Seeds: `STROM_SIM_SEEDS=N` runs N seeds (default 500); `STROM_SIM_SEED=S`
 //! replays one. A failure prints the seed; `STROM_SIM_VERBOSE=1` prints each
 //! round's configuration and recovery reports.
 mod common;
@@ -185,7 +185,7 @@ fn run_seed(seed: u64) -> Model {
 #[test]
 fn crashes_lose_nothing_acknowledged() {
     let (mut acked, mut crashes) = (0, 0);
-    for m in common::for_each_seed("sim_crash", 200, run_seed) {
+    for m in common::for_each_seed("sim_crash", 500, run_seed) {
         acked += m.acked.len();
         crashes += m.crashes;
     }

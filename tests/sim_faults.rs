@@ -3,7 +3,7 @@
 //! acknowledged before the failure stays readable; and after a restart every
 //! acknowledged record is there.
 //!
-//! `STROM_SIM_SEEDS=N` runs N seeds (default 100); `STROM_SIM_SEED=S` replays one.
+//! `STROM_SIM_SEEDS=N` runs N seeds (default 500); `STROM_SIM_SEED=S` replays one.
 mod common;
 
 use std::collections::BTreeMap;
@@ -110,7 +110,7 @@ fn run_seed(seed: u64) -> Outcome {
 #[test]
 fn faults_stop_acks_and_lose_nothing() {
     let (mut acked, mut refused, mut failed) = (0, 0, 0);
-    for o in common::for_each_seed("sim_faults", 100, run_seed) {
+    for o in common::for_each_seed("sim_faults", 500, run_seed) {
         acked += o.acked;
         refused += o.refused;
         failed += o.failed_logs;

@@ -804,7 +804,7 @@ impl<I: Io> Core<I> {
         // partition sharing its log with many) read two index intervals: its
         // next batch usually starts within one, and the read should hold it
         // whole, or each of its batches costs a full buffer or two reads.
-        let sequential = r.chunk.as_ref().is_some_and(|(_, b)| r.chunk_hit_bytes * 2 >= b.len());
+        let dense = r.chunk.as_ref().is_some_and(|(_, b)| r.chunk_hit_bytes * 2 >= b.len());
         let probe_bytes = 2 * self.cfg.index_interval_bytes as usize;
         let mut buf = match r.chunk.take() {
             Some((_, b)) => b,
@@ -824,7 +824,7 @@ impl<I: Io> Core<I> {
             return self.finish_read(slot, Err(err));
         };
         let wanted = (r.cursor - pos) as usize + need_bytes.max(probe_bytes);
-        let len = if sequential { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
+        let len = if dense { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
         debug_assert!((r.cursor - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
         buf.set_len(0);
         let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };

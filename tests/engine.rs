@@ -1,7 +1,7 @@
 //! The embedded engine end to end on real io_uring and a real filesystem.
 mod common;
 
-use common::{batch, test_dir, values};
+use common::{batch, read_to_end, test_dir, values};
 use strom::config::EngineConfig;
 use strom::engine::Engine;
 use strom::error::StromError;
@@ -51,17 +51,7 @@ fn pipelined_appends() {
     for (i, p) in pending.into_iter().enumerate() {
         assert_eq!(p.wait().unwrap().base_offset, i as u64 * 2);
     }
-    let mut off = 0;
-    let mut n = 0;
-    loop {
-        let r = e.read("p", 0, off, 4096).unwrap();
-        if r.batches.is_empty() {
-            break;
-        }
-        n += values(&r.batches).len();
-        off = r.next_offset;
-    }
-    assert_eq!(n, 1000);
+    assert_eq!(read_to_end(&e, "p", 0, 0, 4096).len(), 1000);
 }
 
 // Proves bad input is refused with a typed error and stores nothing.
@@ -109,16 +99,7 @@ fn catch_up_reads_from_disk() {
     for i in 0..300 {
         e.append("a", (i % 2) as u32, batch(&format!("{i:0>200}"), 3, i)).unwrap();
     }
-    let mut off = 0;
-    let mut got = Vec::new();
-    loop {
-        let r = e.read("a", 0, off, 8192).unwrap();
-        if r.batches.is_empty() {
-            break;
-        }
-        got.extend(values(&r.batches));
-        off = r.next_offset;
-    }
+    let got = read_to_end(&e, "a", 0, 0, 8192);
     assert_eq!(got.len(), 150 * 3);
     assert!(got.iter().enumerate().all(|(i, (o, _))| *o == i as u64));
     assert_eq!(got[3].1, format!("{:0>200}-0", 2));

@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{batch, test_dir, values};
+use common::{batch, read_to_end, test_dir};
 use strom::config::EngineConfig;
 use strom::engine::Engine;
 
@@ -139,17 +139,9 @@ fn parse_ack(line: &str, acked: &mut Vec<Acked>) -> usize {
 fn check(e: &Engine, acked: &[Acked]) {
     let mut stored: BTreeMap<(u32, u64), String> = BTreeMap::new();
     for p in 0..PARTITIONS {
-        let mut off = 0;
-        loop {
-            let r = e.read("k", p, off, 1 << 20).unwrap();
-            if r.batches.is_empty() {
-                break;
-            }
-            for (o, v) in values(&r.batches) {
-                assert_eq!(o, off, "offsets must be dense");
-                stored.insert((p, o), v);
-                off = o + 1;
-            }
+        for (i, (o, v)) in read_to_end(e, "k", p, 0, 1 << 20).into_iter().enumerate() {
+            assert_eq!(o, i as u64, "offsets must be dense");
+            stored.insert((p, o), v);
         }
     }
     for a in acked {

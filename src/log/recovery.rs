@@ -151,8 +151,9 @@ pub fn recover<I: Io>(
         // (never acknowledged under `always`) sit in the page cache and pass
         // the scan. Make them durable before they can be served, so that a
         // reader never sees data a later power cut could take back.
-        for seg in segments.iter().filter(|s| s.start_pos < end.max(1)) {
-            if seg.start_pos + io.file_len(seg.file)? > scan_from {
+        for k in 0..segments.len() {
+            let seg = &segments[k];
+            if seg.start_pos < end && seg.start_pos + logical_len(io, &segments, k)? > scan_from {
                 io.sync_file(seg.file)?;
             }
         }

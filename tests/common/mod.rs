@@ -28,6 +28,21 @@ pub fn batch(prefix: &str, n: usize, ts_ms: i64) -> Vec<u8> {
     b.finish()
 }
 
+/// Every record of `topic`/`partition` from offset `from` to the end,
+/// read `max_bytes` at a time, with their offsets.
+pub fn read_to_end(e: &strom::engine::Engine, topic: &str, partition: u32, from: u64, max_bytes: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let r = e.read(topic, partition, offset, max_bytes).unwrap();
+        if r.batches.is_empty() {
+            return out;
+        }
+        out.extend(values(&r.batches));
+        offset = r.next_offset;
+    }
+}
+
 /// Record values of concatenated batches, with their offsets.
 pub fn values(batches: &[u8]) -> Vec<(u64, String)> {
     let mut out = Vec::new();

@@ -43,12 +43,21 @@ pub fn validate_topic_name(name: &str) -> Result<()> {
     if ok { Ok(()) } else { Err(StromError::InvalidTopicName(name.escape_debug().take(300).collect())) }
 }
 
-fn with_crc(body: String) -> String {
+/// Looks a partition up in a topic map (the catalog's, or a snapshot of it).
+pub fn pid_in(topics: &BTreeMap<String, TopicMeta>, topic: &str, partition: u32) -> Result<Pid> {
+    let t = topics.get(topic).ok_or_else(|| StromError::UnknownTopic(topic.escape_debug().take(300).collect()))?;
+    if partition >= t.partitions {
+        return Err(StromError::UnknownPartition { topic: topic.to_string(), partition });
+    }
+    Ok(t.first_pid + partition)
+}
+
+pub(crate) fn with_crc(body: String) -> String {
     let crc = crc32c::crc32c(body.as_bytes());
     format!("{body}crc32c {crc:08x}\n")
 }
 
-fn check_crc(path: &Path, text: &str) -> Result<String> {
+pub(crate) fn check_crc(path: &Path, text: &str) -> Result<String> {
     let bad = |why: &str| StromError::BadDataDir(format!("{}: {why}", path.display()));
     let cut = text.trim_end_matches('\n').rfind('\n').map(|i| i + 1).unwrap_or(0);
     let (body, last) = text.split_at(cut);
@@ -60,7 +69,7 @@ fn check_crc(path: &Path, text: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
-fn read_text(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_text(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
         Ok(b) => String::from_utf8(b).map(Some).map_err(|_| StromError::BadDataDir(format!("{} is not text", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -141,11 +150,7 @@ impl Catalog {
     }
 
     pub fn pid(&self, name: &str, partition: u32) -> Result<Pid> {
-        let t = self.topic(name)?;
-        if partition >= t.partitions {
-            return Err(StromError::UnknownPartition { topic: name.to_string(), partition });
-        }
-        Ok(t.first_pid + partition)
+        pid_in(&self.topics, name, partition)
     }
 
     /// Every live partition id.

@@ -91,6 +91,9 @@ pub struct EngineConfig {
     pub ring_entries: u32,
     /// Partitions per topic, at most.
     pub partitions_per_topic_max: u32,
+    /// Op-table slots per core beyond the disk's `ring_entries - 1`: a
+    /// server sets it to cover one receive and one send per connection.
+    pub net_ops_per_core: usize,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +119,7 @@ impl Default for EngineConfig {
             reads_inflight_max: 64,
             ring_entries: 256,
             partitions_per_topic_max: 65_536,
+            net_ops_per_core: 0,
         }
     }
 }

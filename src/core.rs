@@ -17,7 +17,7 @@ use slab::Slab;
 use crate::buf::{AlignedBuf, BLOCK_BYTES, align_down, align_up};
 use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
-use crate::io::{Completion, Io, Op};
+use crate::io::{Completion, Io, Op, TOKEN_KIND_NET};
 use crate::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use crate::log::frame::{self, FrameKind, HEADER_BYTES};
 use crate::log::journal::{self, Journal, JournalLimits, PendingAck, StageError};
@@ -88,6 +88,15 @@ pub enum Request {
         max_bytes: usize,
         reply: Reply<ReadResult>,
     },
+    /// A read that, at the partition's end, waits up to `max_wait_ns` for
+    /// new durable data before answering (a long poll).
+    Poll {
+        pid: Pid,
+        offset: u64,
+        max_bytes: usize,
+        max_wait_ns: u64,
+        reply: Reply<ReadResult>,
+    },
     /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
     OffsetForTime {
         pid: Pid,
@@ -113,6 +122,21 @@ pub enum Request {
     Stop {
         reply: Reply<()>,
     },
+}
+
+impl Request {
+    /// Answers the request with `e` without doing it (its core is gone).
+    pub fn refuse(self, e: StromError) {
+        match self {
+            Request::Append { reply, .. } => reply(Err(e)),
+            Request::Read { reply, .. } | Request::Poll { reply, .. } => reply(Err(e)),
+            Request::OffsetForTime { reply, .. } => reply(Err(e)),
+            Request::Stat { reply, .. } => reply(Err(e)),
+            Request::Stats { reply } => reply(Err(e)),
+            Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
+            Request::RemovePartitions { .. } => {}
+        }
+    }
 }
 
 /// What this core is, within its engine.
@@ -144,6 +168,17 @@ pub struct CoreStats {
 }
 
 const TOKEN_READ: u64 = 3;
+/// Long polls parked on one core at most; past it a poll answers at once
+/// (empty), so waiting readers cannot grow a core's memory without bound.
+pub const PARKED_READS_MAX: usize = 1 << 16;
+
+/// A long poll at the end of its partition, waiting for data or its deadline.
+struct Parked {
+    offset: u64,
+    max_bytes: usize,
+    deadline_ns: u64,
+    reply: Reply<ReadResult>,
+}
 /// A time lookup that found no record (the answer is None).
 const NOT_FOUND: u64 = u64::MAX;
 const RETENTION_CHECK_NS: u64 = 1_000_000_000;
@@ -200,6 +235,13 @@ pub struct Core<I: Io> {
     last_retention_ns: u64,
     stop: Option<Reply<()>>,
     stopped: bool,
+    /// Long polls by partition, and when the earliest of them expires.
+    parked: HashMap<Pid, Vec<Parked>>,
+    parked_count: usize,
+    parked_deadline_ns: u64,
+    /// Completions of network ops (token kind [`TOKEN_KIND_NET`]), for the
+    /// server running on this core's ring to take after each reap.
+    pub net_completions: Vec<Completion>,
     pub stats: CoreStats,
 }
 
@@ -232,6 +274,10 @@ impl<I: Io> Core<I> {
             last_retention_ns: 0,
             stop: None,
             stopped: false,
+            parked: HashMap::new(),
+            parked_count: 0,
+            parked_deadline_ns: u64::MAX,
+            net_completions: Vec::new(),
             stats: CoreStats::default(),
         };
         let mut reports = Vec::new();
@@ -373,7 +419,9 @@ impl<I: Io> Core<I> {
     }
 
     fn handle_now(&mut self, req: Request) {
-        if matches!(req, Request::Read { .. } | Request::OffsetForTime { .. }) && self.reads.len() >= self.cfg.reads_inflight_max {
+        if matches!(req, Request::Read { .. } | Request::Poll { .. } | Request::OffsetForTime { .. })
+            && self.reads.len() >= self.cfg.reads_inflight_max
+        {
             // Every read slot is busy: hold this one (and, behind it, the
             // mailbox) until a read finishes, instead of growing.
             self.stats.deferred += 1;
@@ -383,6 +431,17 @@ impl<I: Io> Core<I> {
         match req {
             Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
             Request::Read { pid, offset, max_bytes, reply } => self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset),
+            Request::Poll { pid, offset, max_bytes, max_wait_ns, reply } => {
+                let at_end = self.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
+                if at_end && max_wait_ns > 0 && self.stop.is_none() && self.parked_count < PARKED_READS_MAX {
+                    let deadline_ns = self.io.now_ns().saturating_add(max_wait_ns);
+                    self.parked_deadline_ns = self.parked_deadline_ns.min(deadline_ns);
+                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, deadline_ns, reply });
+                    self.parked_count += 1;
+                } else {
+                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset)
+                }
+            }
             Request::OffsetForTime { pid, ts_ms, reply } => self.start_read(pid, ReadMode::Time { ts_ms, reply }, 0),
             Request::Stat { pid, reply } => reply(match self.partitions.get(&pid) {
                 Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
@@ -409,6 +468,8 @@ impl<I: Io> Core<I> {
             Request::RemovePartitions { pids } => {
                 for pid in pids {
                     self.partitions.remove(&pid);
+                    // Waiting readers of a deleted topic get a typed error now.
+                    self.unpark(pid);
                 }
             }
             Request::Stop { reply } => {
@@ -461,6 +522,7 @@ impl<I: Io> Core<I> {
                     self.journals.get_mut(&log).expect("op of an owned log").on_completion(kind, seq, c.result, c.buf, now)
                 }
                 TOKEN_READ => self.on_read_complete(seq as usize, c),
+                TOKEN_KIND_NET => self.net_completions.push(c),
                 _ => unreachable!("unknown op token {:#x}", c.token),
             }
         }
@@ -473,11 +535,18 @@ impl<I: Io> Core<I> {
             j.take_retired(&mut self.retired);
             j.take_refused(&mut self.refused);
         }
+        let mut grown = Vec::new();
         for ack in self.retired.drain(..) {
             if let Some(p) = self.partitions.get_mut(&ack.pid) {
                 p.make_visible(ack.end_offset, ack.max_ts_ms);
             }
+            if self.parked_count > 0 && self.parked.contains_key(&ack.pid) {
+                grown.push(ack.pid);
+            }
             (ack.reply)(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1 }));
+        }
+        for pid in grown {
+            self.unpark(pid);
         }
         for (ack, err) in self.refused.drain(..) {
             self.stats.appends_refused += 1;
@@ -485,9 +554,48 @@ impl<I: Io> Core<I> {
         }
     }
 
+    /// Answers every long poll parked on `pid` by reading now (its partition
+    /// grew, or was removed and the read fails with `UnknownPartition`).
+    fn unpark(&mut self, pid: Pid) {
+        for w in self.parked.remove(&pid).unwrap_or_default() {
+            self.parked_count -= 1;
+            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, reply: w.reply }, w.offset);
+        }
+    }
+
+    /// Answers the long polls whose wait is over (all of them when stopping)
+    /// with what their partition holds now: nothing new.
+    fn expire_parked(&mut self) {
+        let now = self.io.now_ns();
+        let stopping = self.stop.is_some();
+        if self.parked_count == 0 || (now < self.parked_deadline_ns && !stopping) {
+            return;
+        }
+        let mut next = u64::MAX;
+        let mut due = Vec::new();
+        for (&pid, waits) in self.parked.iter_mut() {
+            let mut i = 0;
+            while i < waits.len() {
+                if stopping || waits[i].deadline_ns <= now {
+                    due.push((pid, waits.swap_remove(i)));
+                } else {
+                    next = next.min(waits[i].deadline_ns);
+                    i += 1;
+                }
+            }
+        }
+        self.parked.retain(|_, w| !w.is_empty());
+        self.parked_deadline_ns = next;
+        for (pid, w) in due {
+            self.parked_count -= 1;
+            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, reply: w.reply }, w.offset);
+        }
+    }
+
     /// Plans this tick's I/O: deferred requests, commits and fsyncs,
     /// checkpoints, retention, and the stop sequence.
     pub fn plan(&mut self) {
+        self.expire_parked();
         while let Some(req) = self.deferred.pop_front() {
             let before = self.deferred.len();
             self.handle_now(req);
@@ -539,6 +647,9 @@ impl<I: Io> Core<I> {
         }
         let now = self.io.now_ns();
         let mut timeout_ns = RETENTION_CHECK_NS;
+        if self.parked_count > 0 {
+            timeout_ns = timeout_ns.min(self.parked_deadline_ns.saturating_sub(now).max(1));
+        }
         for j in self.journals.values() {
             if let Some(due) = j.fsync_due_in_ns(now) {
                 timeout_ns = timeout_ns.min(due.max(1));

@@ -8,6 +8,7 @@
 //! doorbell: the core sets `sleeping` before it blocks in the ring, and a
 //! sender that finds it set rings the core's eventfd. So a busy core is
 //! never interrupted by a syscall per request.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::catalog::{Catalog, TopicMeta};
+use crate::catalog::{Catalog, TopicMeta, pid_in};
 use crate::config::EngineConfig;
 use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, ReadResult, Reply, Request, ValidBatch};
 use crate::error::{IoOp, Result, StromError};
@@ -26,20 +27,102 @@ use crate::log::recovery::RecoveryReport;
 use crate::partition::Pid;
 use crate::platform;
 
-struct CoreHandle {
-    tx: SyncSender<Request>,
+/// What a core's mailbox carries.
+pub(crate) enum Mail {
+    Req(Request),
+    /// Runs a task on the core's ring beside its logs (the server's part).
+    Attach(Box<dyn CoreTask>),
+}
+
+/// Work that runs on a core's thread and ring beside its logs: the server's
+/// connections. The core loop calls it at fixed points of every tick, so
+/// that requests it takes are staged before the core plans its commits.
+pub(crate) trait CoreTask: Send {
+    /// After the core reaped completions (its own are in `core.net_completions`).
+    fn on_reaped(&mut self, core: &mut Core<UringIo>);
+    /// After the core planned its I/O: queue network ops, deliver replies.
+    fn plan(&mut self, core: &mut Core<UringIo>);
+    /// Nanoseconds (on the core's clock) until the task's next timer, and
+    /// whether it has work that must not wait for a completion.
+    fn wait_hint(&self, now_ns: u64) -> (bool, Option<u64>);
+    /// The task has finished and can be dropped.
+    fn finished(&self) -> bool;
+}
+
+/// A way into one core from any thread: its mailbox and its doorbell.
+#[derive(Clone)]
+pub(crate) struct CoreRoute {
+    tx: SyncSender<Mail>,
     sleeping: Arc<AtomicBool>,
     waker: Arc<dyn Waker>,
+}
+
+impl CoreRoute {
+    /// Wakes the core if it sleeps in its ring (no syscall when it runs).
+    pub(crate) fn ring(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
+
+    /// Blocks while the mailbox is full (the push back for callers that may block).
+    fn send(&self, mail: Mail) -> Result<()> {
+        self.tx.send(mail).map_err(|_| StromError::ShuttingDown)?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Never blocks: a full mailbox gives the request back with `true`, a
+    /// stopped core with `false` (core threads must not block on each
+    /// other, or two could wait for each other).
+    pub(crate) fn try_send(&self, req: Request) -> std::result::Result<(), (Request, bool)> {
+        match self.tx.try_send(Mail::Req(req)) {
+            Ok(()) => {
+                self.ring();
+                Ok(())
+            }
+            Err(mpsc::TrySendError::Full(Mail::Req(r))) => Err((r, true)),
+            Err(mpsc::TrySendError::Disconnected(Mail::Req(r))) => Err((r, false)),
+            Err(_) => unreachable!("a request was sent"),
+        }
+    }
+
+    pub(crate) fn attach(&self, task: Box<dyn CoreTask>) -> Result<()> {
+        self.send(Mail::Attach(task))
+    }
+}
+
+struct CoreHandle {
+    route: CoreRoute,
     thread: Option<JoinHandle<()>>,
 }
 
 impl CoreHandle {
     fn send(&self, req: Request) -> Result<()> {
-        self.tx.send(req).map_err(|_| StromError::ShuttingDown)?;
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.waker.wake();
-        }
-        Ok(())
+        self.route.send(Mail::Req(req))
+    }
+}
+
+/// The topic map the data path reads: a snapshot replaced whole on every
+/// change, so readers (core threads among them) never wait for an admin
+/// operation in progress, which itself waits for the cores.
+pub(crate) struct Directory {
+    version: std::sync::atomic::AtomicU64,
+    topics: std::sync::RwLock<Arc<BTreeMap<String, TopicMeta>>>,
+}
+
+impl Directory {
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<BTreeMap<String, TopicMeta>> {
+        self.topics.read().expect("directory lock").clone()
+    }
+
+    fn publish(&self, topics: &BTreeMap<String, TopicMeta>) {
+        *self.topics.write().expect("directory lock") = Arc::new(topics.clone());
+        self.version.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -73,6 +156,7 @@ pub struct Engine {
     cfg: EngineConfig,
     log_count: u32,
     catalog: Mutex<Catalog>,
+    directory: Arc<Directory>,
     cores: Vec<CoreHandle>,
     reports: Vec<RecoveryReport>,
     /// Held for the engine's lifetime: a second process on the same
@@ -137,7 +221,20 @@ impl Engine {
                 }
             }
         }
-        let engine = Engine { dir: dir.to_path_buf(), cfg, log_count, catalog: Mutex::new(catalog), cores: handles, reports, _lock: lock };
+        let directory = Arc::new(Directory {
+            version: std::sync::atomic::AtomicU64::new(0),
+            topics: std::sync::RwLock::new(Arc::new(catalog.topics().clone())),
+        });
+        let engine = Engine {
+            dir: dir.to_path_buf(),
+            cfg,
+            log_count,
+            catalog: Mutex::new(catalog),
+            directory,
+            cores: handles,
+            reports,
+            _lock: lock,
+        };
         match first_err {
             Some(e) => {
                 drop(engine);
@@ -165,24 +262,45 @@ impl Engine {
     }
 
     fn core_of(&self, pid: Pid) -> &CoreHandle {
-        &self.cores[(pid % self.log_count) as usize % self.cores.len()]
+        &self.cores[self.core_index(pid)]
     }
 
     fn pid(&self, topic: &str, partition: u32) -> Result<Pid> {
-        self.catalog.lock().expect("catalog lock").pid(topic, partition)
+        pid_in(&self.directory.snapshot(), topic, partition)
     }
 
-    /// Creates a topic with `partitions` partitions, durably.
+    pub(crate) fn directory(&self) -> Arc<Directory> {
+        self.directory.clone()
+    }
+
+    /// Every core's mailbox and doorbell, in core order.
+    pub(crate) fn routes(&self) -> Vec<CoreRoute> {
+        self.cores.iter().map(|c| c.route.clone()).collect()
+    }
+
+    /// The core that owns partition `pid`.
+    pub fn core_index(&self, pid: Pid) -> usize {
+        (pid % self.log_count) as usize % self.cores.len()
+    }
+
+    /// Creates a topic with `partitions` partitions, durably. Must not be
+    /// called on a core thread (it waits for every core).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let TopicMeta { first_pid, partitions } = cat.create_topic(name, partitions, self.cfg.partitions_per_topic_max)?;
-        self.broadcast_pids(first_pid..first_pid + partitions, true)
+        // The cores know the partitions before any request can name them.
+        let res = self.broadcast_pids(first_pid..first_pid + partitions, true);
+        self.directory.publish(cat.topics());
+        res
     }
 
-    /// Deletes a topic. Readers in progress get `UnknownPartition`.
+    /// Deletes a topic. Readers in progress (long polls among them) get
+    /// `UnknownPartition`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let TopicMeta { first_pid, partitions } = cat.delete_topic(name)?;
+        // No new request finds the topic once this is published.
+        self.directory.publish(cat.topics());
         self.broadcast_pids(first_pid..first_pid + partitions, false)
     }
 
@@ -205,8 +323,7 @@ impl Engine {
     }
 
     pub fn topics(&self) -> Vec<TopicInfo> {
-        let cat = self.catalog.lock().expect("catalog lock");
-        cat.topics().iter().map(|(name, t)| TopicInfo { name: name.clone(), partitions: t.partitions }).collect()
+        self.directory.snapshot().iter().map(|(name, t)| TopicInfo { name: name.clone(), partitions: t.partitions }).collect()
     }
 
     /// Appends one RecordBatch v2 and blocks until it is durable under the
@@ -321,7 +438,7 @@ type Ready = Result<(Arc<dyn Waker>, Vec<RecoveryReport>)>;
 
 /// A core thread that is recovering its logs.
 struct StartingCore {
-    tx: SyncSender<Request>,
+    tx: SyncSender<Mail>,
     sleeping: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
     ready_rx: Receiver<Ready>,
@@ -331,7 +448,7 @@ impl StartingCore {
     /// Waits until the core has recovered and serves (or failed to start).
     fn ready(self) -> Result<(CoreHandle, Vec<RecoveryReport>)> {
         let (waker, reports) = self.ready_rx.recv().unwrap_or_else(|_| Err(StromError::Unsupported("core thread died at start".into())))?;
-        Ok((CoreHandle { tx: self.tx, sleeping: self.sleeping, waker, thread: Some(self.thread) }, reports))
+        Ok((CoreHandle { route: CoreRoute { tx: self.tx, sleeping: self.sleeping, waker }, thread: Some(self.thread) }, reports))
     }
 }
 
@@ -352,7 +469,7 @@ fn core_main(
     cfg: EngineConfig,
     spec: CoreSpec,
     cpu: Option<usize>,
-    rx: Receiver<Request>,
+    rx: Receiver<Mail>,
     sleeping: Arc<AtomicBool>,
     ready: SyncSender<Ready>,
 ) {
@@ -361,7 +478,8 @@ fn core_main(
     {
         tracing::warn!(core = spec.core_id, %e, "could not pin core thread");
     }
-    let opened = UringIo::new(cfg.ring_entries).and_then(|io| {
+    let ops_max = cfg.ring_entries as usize - 1 + cfg.net_ops_per_core;
+    let opened = UringIo::with_ops_max(cfg.ring_entries, ops_max).and_then(|io| {
         let waker = io.waker();
         Core::open(io, cfg, spec).map(|(core, reports)| (core, waker, reports))
     });
@@ -381,12 +499,17 @@ fn core_main(
 }
 
 /// The core's loop: reap and process, take requests, plan, submit and wait.
-fn run(core: &mut Core<UringIo>, rx: &Receiver<Request>, sleeping: &AtomicBool) -> Result<()> {
+fn run(core: &mut Core<UringIo>, rx: &Receiver<Mail>, sleeping: &AtomicBool) -> Result<()> {
+    let mut task: Option<Box<dyn CoreTask>> = None;
     loop {
         core.process_completions();
+        if let Some(t) = task.as_mut() {
+            t.on_reaped(core);
+        }
         while !core.backpressured() {
             match rx.try_recv() {
-                Ok(req) => core.handle(req),
+                Ok(Mail::Req(req)) => core.handle(req),
+                Ok(Mail::Attach(t)) => task = Some(t),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     core.handle(Request::Stop { reply: Box::new(|_| ()) });
@@ -395,10 +518,24 @@ fn run(core: &mut Core<UringIo>, rx: &Receiver<Request>, sleeping: &AtomicBool) 
             }
         }
         core.plan();
+        if let Some(t) = task.as_mut() {
+            t.plan(core);
+            if t.finished() {
+                task = None;
+            }
+        }
         if core.stopped() {
             return Ok(());
         }
-        let (block, timeout) = core.wait_hint();
+        let (mut block, mut timeout) = core.wait_hint();
+        if let Some(t) = &task {
+            let (busy, timer_ns) = t.wait_hint(core.io.now_ns());
+            block &= !busy;
+            if let Some(ns) = timer_ns {
+                let d = Duration::from_nanos(ns);
+                timeout = Some(timeout.map_or(d, |t| t.min(d)));
+            }
+        }
         if !block {
             core.io.wait(0, Some(Duration::ZERO))?;
             continue;
@@ -407,9 +544,12 @@ fn run(core: &mut Core<UringIo>, rx: &Receiver<Request>, sleeping: &AtomicBool) 
         // just before the announcement is not left waiting for the timeout.
         sleeping.store(true, Ordering::SeqCst);
         match rx.try_recv() {
-            Ok(req) => {
+            Ok(mail) => {
                 sleeping.store(false, Ordering::SeqCst);
-                core.handle(req);
+                match mail {
+                    Mail::Req(req) => core.handle(req),
+                    Mail::Attach(t) => task = Some(t),
+                }
                 core.io.wait(0, Some(Duration::ZERO))?;
             }
             Err(_) => {
@@ -419,3 +559,4 @@ fn run(core: &mut Core<UringIo>, rx: &Receiver<Request>, sleeping: &AtomicBool) 
         }
     }
 }
+

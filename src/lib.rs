@@ -13,6 +13,7 @@
 pub mod buf;
 pub mod catalog;
 pub mod ceiling;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod engine;
@@ -22,6 +23,8 @@ pub mod io;
 pub mod log;
 pub mod partition;
 pub mod platform;
+pub mod proto;
+pub mod server;
 pub mod wire;
 
 pub use config::{EngineConfig, FsyncPolicy};

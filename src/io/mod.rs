@@ -37,7 +37,22 @@ pub enum Op {
     /// `buf` with `READ_FIXED` when registered; on completion `buf.len()` is
     /// the byte count read (short at end of file).
     Read { file: FileId, pos: u64, len: usize, buf: AlignedBuf },
+    /// Accepts one connection on a listening socket; the result is the new
+    /// socket's [`FileId`] number (the backend adopts it).
+    Accept { listener: FileId },
+    /// Completes once `sock` is readable (or closed); one-shot, so an idle
+    /// connection holds no buffer, only this op.
+    PollIn { sock: FileId },
+    /// Receives into the spare capacity of `buf` (`buf.len()..capacity`);
+    /// on completion `buf.len()` has grown by the bytes received.
+    Recv { sock: FileId, buf: Vec<u8> },
+    /// Sends `buf[sent..]`; the result is the bytes sent (maybe fewer).
+    Send { sock: FileId, buf: Vec<u8>, sent: usize },
 }
+
+/// The top byte of the token of every network op: the core hands such
+/// completions to its server instead of its logs.
+pub const TOKEN_KIND_NET: u64 = 0x40;
 
 /// The end of an [`Op`]: its caller token, its result and its buffer back.
 #[derive(Debug)]
@@ -45,8 +60,10 @@ pub struct Completion {
     pub token: u64,
     /// Bytes transferred (0 for fsync), or a positive errno.
     pub result: std::result::Result<u32, i32>,
-    /// The op's buffer, returned to its owner (None for fsync).
+    /// The op's buffer, returned to its owner (None for fsync and network ops).
     pub buf: Option<AlignedBuf>,
+    /// A network op's buffer (Recv, Send), returned to its owner.
+    pub net_buf: Option<Vec<u8>>,
 }
 
 /// Wakes a core blocked in [`Io::wait`] from another thread.
@@ -87,6 +104,14 @@ pub trait Io {
     /// Opens an existing file for O_DIRECT reads (and writes if `writable`).
     fn open(&mut self, path: &Path, writable: bool) -> Result<FileId>;
     fn close(&mut self, file: FileId);
+    /// Takes a socket (listening or connected) into the file table, so that
+    /// network ops can name it and it is closed only after its last op.
+    /// The simulator has no network and refuses.
+    fn adopt_socket(&mut self, sock: std::os::fd::OwnedFd) -> Result<FileId>;
+    /// Cancels every op in flight on a socket (their completions still
+    /// arrive, with ECANCELED or what they had done), then closes it once
+    /// the last one is reaped.
+    fn close_socket(&mut self, sock: FileId);
     fn file_len(&mut self, file: FileId) -> Result<u64>;
     /// Blocking aligned read, for recovery: like [`Op::Read`].
     fn read_at(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> Result<usize>;

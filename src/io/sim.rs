@@ -338,13 +338,16 @@ impl SimIo {
         match op {
             Op::Write { file, pos, buf } => {
                 let result = self.complete_write(file, pos, &buf);
-                Completion { token, result, buf: Some(buf) }
+                Completion { token, result, buf: Some(buf), net_buf: None }
             }
-            Op::Fsync { file } => Completion { token, result: self.complete_fsync(file, covers), buf: None },
+            Op::Fsync { file } => Completion { token, result: self.complete_fsync(file, covers), buf: None, net_buf: None },
             Op::Read { file, pos, len, mut buf } => {
                 let result = self.complete_read(file, pos, len, &mut buf);
-                Completion { token, result, buf: Some(buf) }
+                Completion { token, result, buf: Some(buf), net_buf: None }
             }
+            // The simulator models a disk, not a network: no socket exists here.
+            Op::Recv { buf, .. } | Op::Send { buf, .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf) },
+            Op::Accept { .. } | Op::PollIn { .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: None },
         }
     }
 
@@ -510,6 +513,12 @@ impl Io for SimIo {
     fn close(&mut self, file: FileId) {
         self.files.remove(&file.0);
     }
+
+    fn adopt_socket(&mut self, _sock: std::os::fd::OwnedFd) -> Result<FileId> {
+        Err(StromError::Unsupported("the simulated disk has no network".into()))
+    }
+
+    fn close_socket(&mut self, _sock: FileId) {}
 
     fn file_len(&mut self, file: FileId) -> Result<u64> {
         Ok(self.disk.inodes[&self.inode_of(file)].live.len() as u64)

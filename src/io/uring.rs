@@ -12,7 +12,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,9 @@ use crate::error::{Errno, IoOp, Result, StromError, classify_errno};
 
 /// `user_data` of the eventfd poll that wakes the ring from other threads.
 const WAKER_USER_DATA: u64 = u64::MAX;
+/// `user_data` of the cancellations `close_socket` submits: their own
+/// completions carry nothing (the cancelled ops complete themselves).
+const CANCEL_USER_DATA: u64 = u64::MAX - 1;
 /// How often an op that failed with a transient errno (EINTR, EAGAIN) is
 /// resubmitted before the error is handed to its owner.
 const TRANSIENT_RETRIES_MAX: u8 = 8;
@@ -46,6 +49,9 @@ struct OpenFile {
     ops_in_flight: u32,
     closing: bool,
 }
+
+/// The file-table label of every socket (they have no path).
+const SOCKET_PATH: &str = "socket";
 
 /// The eventfd whose counter other threads bump to end a [`Io::wait`].
 struct EventWaker(EventFd);
@@ -74,11 +80,23 @@ pub struct UringIo {
 }
 
 impl UringIo {
-    /// A ring with `ring_entries` submission entries (a power of two); the
-    /// completion queue is twice that, so it cannot overflow with at most
-    /// `ring_entries - 1` ops in flight plus the waker.
+    /// A ring with `ring_entries` submission entries (a power of two) and
+    /// at most `ring_entries - 1` ops in flight; the completion queue is
+    /// twice that, so it cannot overflow.
     pub fn new(ring_entries: u32) -> Result<UringIo> {
-        let ring = IoUring::new(ring_entries).map_err(|e| StromError::io(IoOp::Submit, "io_uring_setup", &e))?;
+        UringIo::with_ops_max(ring_entries, ring_entries as usize - 1)
+    }
+
+    /// A ring whose op table holds `ops_max` ops (a server keeps one op per
+    /// idle connection, far more than the submission queue needs): the
+    /// completion queue is sized for all of them plus the waker and
+    /// cancellations, so it cannot overflow either.
+    pub fn with_ops_max(ring_entries: u32, ops_max: usize) -> Result<UringIo> {
+        let cq_entries = (2 * ops_max.max(ring_entries as usize) + 64).next_power_of_two() as u32;
+        let ring = IoUring::builder()
+            .setup_cqsize(cq_entries)
+            .build(ring_entries)
+            .map_err(|e| StromError::io(IoOp::Submit, "io_uring_setup", &e))?;
         let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(|e| StromError::Io {
             op: IoOp::Create,
             path: "eventfd".into(),
@@ -86,8 +104,8 @@ impl UringIo {
         })?;
         let mut io = UringIo {
             ring,
-            ops: Slab::with_capacity(ring_entries as usize),
-            ops_max: ring_entries as usize - 1,
+            ops: Slab::with_capacity(ops_max.min(1 << 16)),
+            ops_max,
             next_generation: 0,
             files: Slab::new(),
             registered: Vec::new(),
@@ -145,6 +163,32 @@ impl UringIo {
                 let fd = types::Fd(self.files[file.0 as usize].file.as_raw_fd());
                 opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()
             }
+            // Accepted sockets stay blocking: io_uring then waits for
+            // readiness itself instead of failing with EAGAIN.
+            Op::Accept { listener } => {
+                let fd = types::Fd(self.files[listener.0 as usize].file.as_raw_fd());
+                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
+            }
+            Op::PollIn { sock } => {
+                let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
+                opcode::PollAdd::new(fd, (libc::POLLIN | libc::POLLRDHUP) as u32).build()
+            }
+            Op::Recv { sock, buf } => {
+                let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
+                let spare = buf.spare_capacity_mut();
+                assert!(!spare.is_empty(), "recv into a full buffer");
+                let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+                opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len).build()
+            }
+            Op::Send { sock, buf, sent } => {
+                let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
+                let rest = &buf[*sent..];
+                assert!(!rest.is_empty(), "send of nothing");
+                let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                // MSG_NOSIGNAL: a peer that went away is an EPIPE for this
+                // connection, never a SIGPIPE for the process.
+                opcode::Send::new(fd, rest.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build()
+            }
         }
     }
 
@@ -160,6 +204,8 @@ impl UringIo {
     fn file_of(op: &Op) -> FileId {
         match op {
             Op::Write { file, .. } | Op::Read { file, .. } | Op::Fsync { file } => *file,
+            Op::Accept { listener } => *listener,
+            Op::PollIn { sock } | Op::Recv { sock, .. } | Op::Send { sock, .. } => *sock,
         }
     }
 
@@ -199,6 +245,9 @@ impl UringIo {
 
     fn on_cqe(&mut self, cqe: cqueue::Entry) {
         let user_data = cqe.user_data();
+        if user_data == CANCEL_USER_DATA {
+            return;
+        }
         if user_data == WAKER_USER_DATA {
             // Drain the counter so the next wake is a new readiness event.
             let _ = self.waker.0.read();
@@ -222,15 +271,38 @@ impl UringIo {
             return;
         }
         self.release_file(file);
-        let buf = match slot.op {
-            Op::Write { buf, .. } => Some(buf),
+        let mut result = result;
+        let (buf, net_buf) = match slot.op {
+            Op::Write { buf, .. } => (Some(buf), None),
             Op::Read { mut buf, .. } => {
                 buf.set_len(*result.as_ref().unwrap_or(&0) as usize);
-                Some(buf)
+                (Some(buf), None)
             }
-            Op::Fsync { .. } => None,
+            Op::Fsync { .. } | Op::PollIn { .. } => (None, None),
+            Op::Accept { .. } => {
+                if let Ok(fd) = result {
+                    // SAFETY: a successful accept returns a new descriptor
+                    // that nothing else owns; OwnedFd takes it over.
+                    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+                    result = Ok(self.add_socket(owned).0);
+                }
+                (None, None)
+            }
+            Op::Recv { mut buf, .. } => {
+                let n = *result.as_ref().unwrap_or(&0) as usize;
+                assert!(n <= buf.capacity() - buf.len(), "recv reported more than its buffer");
+                // SAFETY: the kernel wrote `n` bytes into the spare capacity
+                // this slot owned (checked just above to fit).
+                unsafe { buf.set_len(buf.len() + n) };
+                (None, Some(buf))
+            }
+            Op::Send { buf, .. } => (None, Some(buf)),
         };
-        self.ready.push(Completion { token: slot.token, result, buf });
+        self.ready.push(Completion { token: slot.token, result, buf, net_buf });
+    }
+
+    fn add_socket(&mut self, sock: std::os::fd::OwnedFd) -> FileId {
+        self.add_file(File::from(sock), Path::new(SOCKET_PATH))
     }
 
     fn release_file(&mut self, file: FileId) {
@@ -343,6 +415,24 @@ impl Io for UringIo {
             self.files.remove(file.0 as usize);
         } else {
             f.closing = true;
+        }
+    }
+
+    fn adopt_socket(&mut self, sock: std::os::fd::OwnedFd) -> Result<FileId> {
+        Ok(self.add_socket(sock))
+    }
+
+    fn close_socket(&mut self, sock: FileId) {
+        let f = &mut self.files[sock.0 as usize];
+        if f.ops_in_flight == 0 {
+            self.files.remove(sock.0 as usize);
+            return;
+        }
+        f.closing = true;
+        let fd = types::Fd(f.file.as_raw_fd());
+        let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all()).build().user_data(CANCEL_USER_DATA);
+        if let Err(e) = self.push_sqe(&sqe) {
+            tracing::error!(%e, "could not cancel a closing socket's ops");
         }
     }
 

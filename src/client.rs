@@ -1,0 +1,854 @@
+//! A blocking client for the native protocol ([`crate::proto`]) on one TCP
+//! connection.
+//!
+//! Requests may be pipelined: [`Client::send`] writes one request and returns
+//! its id, [`Client::recv`] returns the next reply. The typed helpers
+//! (`produce`, `fetch`, ...) send one request and wait for its reply; replies
+//! to other requests that arrive meanwhile are kept, and later `recv` calls
+//! return them first, in the order they arrived.
+//!
+//! A pipelining caller must keep receiving: the server stops reading
+//! requests while it cannot send replies, so a client that only sends can
+//! block both ends. A write timeout ([`Client::set_timeout`]) turns that into
+//! an error.
+//!
+//! After an I/O or protocol error the position of the next frame in the byte
+//! stream is unknown, so the connection is dropped for good: every later call
+//! fails, and the caller connects again. The client retries nothing itself;
+//! [`ClientError::is_retriable`] says whether a retry can succeed.
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::catalog::{TOPIC_NAME_BYTES_MAX, validate_topic_name};
+use crate::proto::{self, Api, ErrorCode, Header, OffsetSpec, Request, Response, TopicMetadata};
+use crate::wire::batch::{self, BatchBuilder, Records};
+
+/// The default largest reply frame: 64 MiB holds any Fetch a server with
+/// default limits sends, with room for servers configured larger.
+pub const REPLY_FRAME_BYTES_MAX_DEFAULT: usize = 64 << 20;
+/// The default requests in flight per connection: the server's default
+/// per-connection limit, so a default client is never pushed back by it.
+pub const INFLIGHT_MAX_DEFAULT: usize = 256;
+
+const _: () = assert!(REPLY_FRAME_BYTES_MAX_DEFAULT >= proto::FRAME_BYTES_MAX_DEFAULT);
+
+/// The client's own bounds; `Default` gives the values documented on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Largest request `length` sent; a larger request is refused before a
+    /// byte of it is written. Default [`proto::FRAME_BYTES_MAX_DEFAULT`],
+    /// what a server with default limits accepts.
+    pub request_frame_bytes_max: usize,
+    /// Largest reply `length` accepted; a longer reply is refused from its
+    /// length field, before its body is allocated or read. Default
+    /// [`REPLY_FRAME_BYTES_MAX_DEFAULT`].
+    pub reply_frame_bytes_max: usize,
+    /// Requests sent and not yet returned by `recv` (answered or not);
+    /// `send` refuses more. Default [`INFLIGHT_MAX_DEFAULT`].
+    pub inflight_max: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            request_frame_bytes_max: proto::FRAME_BYTES_MAX_DEFAULT,
+            reply_frame_bytes_max: REPLY_FRAME_BYTES_MAX_DEFAULT,
+            inflight_max: INFLIGHT_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection failed (refused, reset, closed, timed out). The client
+    /// is unusable afterwards.
+    Io(std::io::Error),
+    /// The server answered the request with an error.
+    Server { code: ErrorCode, message: String },
+    /// The server sent something this client cannot take: an undecodable
+    /// reply, a reply to no request in flight, a frame over the limit. The
+    /// client is unusable afterwards.
+    Protocol(String),
+    /// A topic or group name that breaks the naming rules; nothing was sent.
+    InvalidName(String),
+    /// A call the client refuses before sending: too many requests in flight,
+    /// a request over the frame limit, an empty batch. Nothing was sent.
+    InvalidArgument(String),
+}
+
+impl ClientError {
+    /// Whether the same call may succeed if made again later: for a server
+    /// error, when its code says so; for a broken connection, on a new one.
+    /// A Produce retried after an I/O error may be stored twice.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Io(e) => matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::TimedOut
+                    | ErrorKind::WouldBlock
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::Interrupted
+            ),
+            ClientError::Server { code, .. } => code.retriable(),
+            ClientError::Protocol(_) | ClientError::InvalidName(_) | ClientError::InvalidArgument(_) => false,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Server { code, message } => write!(f, "server error {code:?}: {message}"),
+            ClientError::Protocol(s) => write!(f, "protocol error: {s}"),
+            ClientError::InvalidName(name) => write!(
+                f,
+                "invalid name \"{name}\": a topic or group name is 1 to {TOPIC_NAME_BYTES_MAX} bytes of A-Z a-z 0-9 . _ -, and not . or .."
+            ),
+            ClientError::InvalidArgument(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ClientError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// The answer to a Produce: the offsets the server gave the first record of
+/// the first batch and the last record of the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceAck {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+impl ProduceAck {
+    /// Records acknowledged (offsets are consecutive within one Produce).
+    pub fn record_count(&self) -> u64 {
+        self.last_offset.saturating_sub(self.base_offset) + 1
+    }
+}
+
+/// The answer to a Fetch, owning its batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResult {
+    /// The offset the next appended record will get: the end of the log.
+    pub high_watermark: u64,
+    /// The earliest offset still stored.
+    pub start_offset: u64,
+    /// The offset to fetch from next.
+    pub next_offset: u64,
+    /// Zero or more RecordBatch v2, verbatim as stored; the first may start
+    /// before the offset asked for.
+    pub batches: Vec<u8>,
+}
+
+impl FetchResult {
+    /// The records at or past `from_offset`, in offset order, as
+    /// `(offset, value)`. Each batch is validated (CRC included) before its
+    /// records are yielded, so a damaged one yields one `Protocol` error
+    /// and ends the iteration.
+    pub fn records_from(&self, from_offset: u64) -> FetchedRecords<'_> {
+        FetchedRecords { rest: &self.batches, at_byte: 0, current: None, from_offset, failed: false }
+    }
+}
+
+/// The answer to a Metadata request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    /// Where core `i` listens directly; "" means through the main listener.
+    pub core_addrs: Vec<String>,
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// A successful reply, owning everything it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnedResponse {
+    Produce(ProduceAck),
+    Fetch(FetchResult),
+    /// `None`: no such offset (a timestamp past every record).
+    ListOffsets(Option<u64>),
+    Metadata(Metadata),
+    CreateTopic,
+    DeleteTopic,
+    OffsetCommit,
+    /// `None`: the group committed nothing for the partition.
+    OffsetFetch(Option<u64>),
+}
+
+impl OwnedResponse {
+    pub fn api(&self) -> Api {
+        match self {
+            OwnedResponse::Produce(_) => Api::Produce,
+            OwnedResponse::Fetch(_) => Api::Fetch,
+            OwnedResponse::ListOffsets(_) => Api::ListOffsets,
+            OwnedResponse::Metadata(_) => Api::Metadata,
+            OwnedResponse::CreateTopic => Api::CreateTopic,
+            OwnedResponse::DeleteTopic => Api::DeleteTopic,
+            OwnedResponse::OffsetCommit => Api::OffsetCommit,
+            OwnedResponse::OffsetFetch(_) => Api::OffsetFetch,
+        }
+    }
+}
+
+/// One reply, as [`Client::recv`] returns it. `result` is `Err` only with
+/// [`ClientError::Server`]: the request failed, the connection did not.
+#[derive(Debug)]
+pub struct Reply {
+    pub request_id: u64,
+    pub api: Api,
+    pub result: Result<OwnedResponse, ClientError>,
+}
+
+/// A blocking connection to one server. See the module documentation.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    limits: ClientLimits,
+    /// The read and write timeout, for error messages.
+    timeout: Option<Duration>,
+    next_request_id: u64,
+    /// The api of each request sent and not yet answered, by request id.
+    inflight: HashMap<u64, Api>,
+    /// Replies read while a typed helper waited for its own; `recv` returns
+    /// them first. Counted against `inflight_max` with `inflight`.
+    stashed: VecDeque<Reply>,
+    /// Why the connection was dropped, once an I/O or protocol error broke it.
+    broken: Option<String>,
+    /// Reused for each request's encoding.
+    send_buf: Vec<u8>,
+    /// Reused for each reply frame; grows to the largest reply read, which
+    /// `reply_frame_bytes_max` bounds.
+    recv_buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to the first address of `addr` that accepts.
+    pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
+        Client::over(TcpStream::connect(addr)?)
+    }
+
+    /// Like [`Client::connect`], giving each address at most `timeout` to accept.
+    pub fn connect_timeout(addr: impl ToSocketAddrs, timeout: Duration) -> Result<Client, ClientError> {
+        let mut last_error = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => return Client::over(stream),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(ClientError::Io(last_error.unwrap_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "the address resolved to nothing"))))
+    }
+
+    fn over(stream: TcpStream) -> Result<Client, ClientError> {
+        // Requests are written whole, one write each: Nagle's delay would
+        // only hold back the last segment of a request waiting for an ack.
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            limits: ClientLimits::default(),
+            timeout: None,
+            next_request_id: 1,
+            inflight: HashMap::new(),
+            stashed: VecDeque::new(),
+            broken: None,
+            send_buf: Vec::new(),
+            recv_buf: Vec::new(),
+        })
+    }
+
+    /// Sets the read and write timeout of the socket (`None`: wait forever).
+    /// A call that times out breaks the connection. A Fetch's `max_wait` must
+    /// stay under it.
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(timeout)?;
+        self.stream.set_write_timeout(timeout)?;
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    pub fn limits(&self) -> ClientLimits {
+        self.limits
+    }
+
+    pub fn set_limits(&mut self, limits: ClientLimits) {
+        self.limits = limits;
+    }
+
+    /// Requests sent whose replies `recv` has not returned yet.
+    pub fn inflight(&self) -> usize {
+        self.inflight.len() + self.stashed.len()
+    }
+
+    /// Checks the names in `req`, encodes it and writes it whole; returns
+    /// its request id, which the reply carries.
+    pub fn send(&mut self, req: &Request<'_>) -> Result<u64, ClientError> {
+        self.usable()?;
+        check_names(req)?;
+        if self.inflight() >= self.limits.inflight_max {
+            return Err(ClientError::InvalidArgument(format!(
+                "{} requests are already in flight, the limit: receive replies before sending more",
+                self.inflight()
+            )));
+        }
+        let request_id = self.next_request_id;
+        self.send_buf.clear();
+        proto::encode_request(&mut self.send_buf, request_id, req);
+        let length = self.send_buf.len() - proto::LEN_BYTES;
+        if length > self.limits.request_frame_bytes_max {
+            return Err(ClientError::InvalidArgument(format!(
+                "a {:?} request of {length} bytes is over the request frame limit of {} bytes",
+                req.api(),
+                self.limits.request_frame_bytes_max
+            )));
+        }
+        if let Err(e) = self.stream.write_all(&self.send_buf) {
+            return Err(self.break_on(self.io_error(e)));
+        }
+        self.next_request_id += 1;
+        self.inflight.insert(request_id, req.api());
+        Ok(request_id)
+    }
+
+    /// The next reply: a kept one first, else the next from the socket.
+    /// Blocks; refuses when no request is in flight (it would wait forever).
+    pub fn recv(&mut self) -> Result<Reply, ClientError> {
+        if let Some(reply) = self.stashed.pop_front() {
+            return Ok(reply);
+        }
+        if self.inflight.is_empty() {
+            return Err(ClientError::InvalidArgument("recv with no request in flight".into()));
+        }
+        self.read_reply()
+    }
+
+    /// Sends `req` and waits for its reply, keeping other replies for `recv`.
+    fn call(&mut self, req: &Request<'_>) -> Result<OwnedResponse, ClientError> {
+        let request_id = self.send(req)?;
+        loop {
+            let reply = self.read_reply()?;
+            if reply.request_id == request_id {
+                return reply.result;
+            }
+            self.stashed.push_back(reply);
+        }
+    }
+
+    fn read_reply(&mut self) -> Result<Reply, ClientError> {
+        self.usable()?;
+        if let Err(e) = self.read_frame() {
+            return Err(self.break_on(e));
+        }
+        let (header, result) = match decode_reply(&self.recv_buf) {
+            Ok(decoded) => decoded,
+            Err(e) => return Err(self.break_on(e)),
+        };
+        let Some(api) = self.inflight.remove(&header.request_id) else {
+            let e = ClientError::Protocol(format!("a reply to request {}, which is not in flight", header.request_id));
+            return Err(self.break_on(e));
+        };
+        if Api::from_u16(header.api) != Some(api) {
+            let e = ClientError::Protocol(format!("request {} was a {api:?}, its reply says api {}", header.request_id, header.api));
+            return Err(self.break_on(e));
+        }
+        Ok(Reply { request_id: header.request_id, api, result })
+    }
+
+    /// Reads one whole frame into `recv_buf`, checking its length before
+    /// reading (or allocating for) anything after it.
+    fn read_frame(&mut self) -> Result<(), ClientError> {
+        let mut length = [0u8; proto::LEN_BYTES];
+        if let Err(e) = self.stream.read_exact(&mut length) {
+            return Err(self.io_error(e));
+        }
+        let frame_bytes = match proto::frame_len(&length, self.limits.reply_frame_bytes_max) {
+            Ok(Some(n)) => n,
+            Ok(None) => unreachable!("frame_len was given all {} length bytes", proto::LEN_BYTES),
+            Err(e) => return Err(ClientError::Protocol(format!("reply {e}"))),
+        };
+        self.recv_buf.clear();
+        self.recv_buf.extend_from_slice(&length);
+        self.recv_buf.resize(frame_bytes, 0);
+        if let Err(e) = self.stream.read_exact(&mut self.recv_buf[proto::LEN_BYTES..]) {
+            return Err(self.io_error(e));
+        }
+        Ok(())
+    }
+
+    /// Words an I/O error for someone who does not know sockets: a timeout
+    /// names the timeout, an end of stream says who closed it.
+    fn io_error(&self, e: std::io::Error) -> ClientError {
+        ClientError::Io(match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                let after = self.timeout.map(|t| format!(" after {} ms", t.as_millis())).unwrap_or_default();
+                std::io::Error::new(ErrorKind::TimedOut, format!("timed out{after}"))
+            }
+            ErrorKind::UnexpectedEof => std::io::Error::new(ErrorKind::UnexpectedEof, "the server closed the connection"),
+            _ => e,
+        })
+    }
+
+    /// Marks the connection unusable (see the module documentation).
+    fn break_on(&mut self, e: ClientError) -> ClientError {
+        if self.broken.is_none() {
+            self.broken = Some(e.to_string());
+        }
+        e
+    }
+
+    fn usable(&self) -> Result<(), ClientError> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(ClientError::Io(std::io::Error::new(
+                ErrorKind::NotConnected,
+                format!("the connection was dropped after an earlier error: {why}"),
+            ))),
+        }
+    }
+
+    pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        match self.call(&Request::CreateTopic { topic: name, partitions })? {
+            OwnedResponse::CreateTopic => Ok(()),
+            other => Err(unexpected(Api::CreateTopic, &other)),
+        }
+    }
+
+    pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
+        match self.call(&Request::DeleteTopic { topic: name })? {
+            OwnedResponse::DeleteTopic => Ok(()),
+            other => Err(unexpected(Api::DeleteTopic, &other)),
+        }
+    }
+
+    /// The cores' addresses and the named topics (all topics if `topics` is empty).
+    pub fn metadata(&mut self, topics: &[&str]) -> Result<Metadata, ClientError> {
+        match self.call(&Request::Metadata { topics: topics.to_vec() })? {
+            OwnedResponse::Metadata(m) => Ok(m),
+            other => Err(unexpected(Api::Metadata, &other)),
+        }
+    }
+
+    /// Appends `batches` (one or more RecordBatch v2 back to back) and waits
+    /// until the server acknowledges them as its fsync policy defines.
+    pub fn produce(&mut self, topic: &str, partition: u32, batches: &[u8]) -> Result<ProduceAck, ClientError> {
+        match self.call(&Request::Produce { topic, partition, batches })? {
+            OwnedResponse::Produce(ack) => Ok(ack),
+            other => Err(unexpected(Api::Produce, &other)),
+        }
+    }
+
+    /// Appends one batch holding `values` as records without keys, stamped
+    /// with the current time.
+    pub fn produce_values(&mut self, topic: &str, partition: u32, values: &[&[u8]]) -> Result<ProduceAck, ClientError> {
+        if values.is_empty() {
+            return Err(ClientError::InvalidArgument("a batch needs at least one record".into()));
+        }
+        let batch = values_batch(values, now_ms());
+        self.produce(topic, partition, &batch)
+    }
+
+    /// Reads from `offset`, up to about `max_bytes` of batches; with nothing
+    /// to return, the server waits up to `max_wait` for records to arrive.
+    pub fn fetch(&mut self, topic: &str, partition: u32, offset: u64, max_bytes: u32, max_wait: Duration) -> Result<FetchResult, ClientError> {
+        if let Some(timeout) = self.timeout.filter(|&t| max_wait >= t) {
+            return Err(ClientError::InvalidArgument(format!(
+                "a fetch waiting up to {} ms would hit the {} ms read timeout",
+                max_wait.as_millis(),
+                timeout.as_millis()
+            )));
+        }
+        let max_wait_ms = u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX);
+        match self.call(&Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms })? {
+            OwnedResponse::Fetch(f) => Ok(f),
+            other => Err(unexpected(Api::Fetch, &other)),
+        }
+    }
+
+    /// The earliest offset, the end offset, or the first offset with a
+    /// timestamp at or after the one given (`None` if there is none).
+    pub fn list_offsets(&mut self, topic: &str, partition: u32, spec: OffsetSpec) -> Result<Option<u64>, ClientError> {
+        match self.call(&Request::ListOffsets { topic, partition, spec })? {
+            OwnedResponse::ListOffsets(offset) => Ok(offset),
+            other => Err(unexpected(Api::ListOffsets, &other)),
+        }
+    }
+
+    pub fn commit_offset(&mut self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<(), ClientError> {
+        match self.call(&Request::OffsetCommit { group, topic, partition, offset })? {
+            OwnedResponse::OffsetCommit => Ok(()),
+            other => Err(unexpected(Api::OffsetCommit, &other)),
+        }
+    }
+
+    /// The offset `group` last committed for the partition, if any.
+    pub fn fetch_offset(&mut self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, ClientError> {
+        match self.call(&Request::OffsetFetch { group, topic, partition })? {
+            OwnedResponse::OffsetFetch(offset) => Ok(offset),
+            other => Err(unexpected(Api::OffsetFetch, &other)),
+        }
+    }
+}
+
+/// Checks a topic or group name by the broker's rules, so that a bad name
+/// is refused here rather than by a round trip.
+pub fn check_name(name: &str) -> Result<(), ClientError> {
+    validate_topic_name(name).map_err(|_| ClientError::InvalidName(name.escape_debug().take(300).collect()))
+}
+
+/// Checks every topic and group name a request carries.
+fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
+    match req {
+        Request::Produce { topic, .. }
+        | Request::Fetch { topic, .. }
+        | Request::ListOffsets { topic, .. }
+        | Request::CreateTopic { topic, .. }
+        | Request::DeleteTopic { topic } => check_name(topic),
+        Request::Metadata { topics } => topics.iter().try_for_each(|t| check_name(t)),
+        Request::OffsetCommit { group, topic, .. } | Request::OffsetFetch { group, topic, .. } => {
+            check_name(group)?;
+            check_name(topic)
+        }
+    }
+}
+
+/// Decodes one whole reply frame into its header and an owned result.
+fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientError>), ClientError> {
+    let (header, response) = proto::decode_response(frame).map_err(|(header, e)| match header {
+        Some(h) => ClientError::Protocol(format!("undecodable reply to request {}: {e}", h.request_id)),
+        None => ClientError::Protocol(format!("undecodable reply: {e}")),
+    })?;
+    let result = match response {
+        Response::Produce { base_offset, last_offset } => Ok(OwnedResponse::Produce(ProduceAck { base_offset, last_offset })),
+        Response::Fetch { high_watermark, start_offset, next_offset, batches } => {
+            Ok(OwnedResponse::Fetch(FetchResult { high_watermark, start_offset, next_offset, batches: batches.to_vec() }))
+        }
+        Response::ListOffsets { offset } => Ok(OwnedResponse::ListOffsets(offset)),
+        Response::Metadata { core_addrs, topics } => Ok(OwnedResponse::Metadata(Metadata { core_addrs, topics })),
+        Response::CreateTopic => Ok(OwnedResponse::CreateTopic),
+        Response::DeleteTopic => Ok(OwnedResponse::DeleteTopic),
+        Response::OffsetCommit => Ok(OwnedResponse::OffsetCommit),
+        Response::OffsetFetch { offset } => Ok(OwnedResponse::OffsetFetch(offset)),
+        Response::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
+    };
+    Ok((header, result))
+}
+
+/// A reply of another api than the request's: `read_reply` checks the
+/// header's api, so this means the codec and the header disagree.
+fn unexpected(asked: Api, got: &OwnedResponse) -> ClientError {
+    ClientError::Protocol(format!("a {:?} reply to a {asked:?} request", got.api()))
+}
+
+/// One batch of keyless records holding `values`, all stamped `timestamp_ms`.
+fn values_batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(timestamp_ms);
+    for value in values {
+        builder.push(timestamp_ms, None, Some(value), &[]);
+    }
+    builder.finish()
+}
+
+/// Milliseconds since the Unix epoch; 0 on a clock set before it.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+/// The iterator returned by [`FetchResult::records_from`].
+#[derive(Debug, Clone)]
+pub struct FetchedRecords<'a> {
+    /// Batches not yet opened.
+    rest: &'a [u8],
+    /// Where `rest` starts in the fetched bytes, for error messages.
+    at_byte: usize,
+    /// The records of the open batch, and that batch's base offset.
+    current: Option<(Records<'a>, u64)>,
+    from_offset: u64,
+    /// Set after yielding an error: nothing after it can be trusted.
+    failed: bool,
+}
+
+impl<'a> FetchedRecords<'a> {
+    /// Opens the batch at the front of `rest`, skipping it whole if it ends
+    /// before `from_offset`.
+    fn open_next_batch(&mut self) -> Result<(), ClientError> {
+        let bad = |at: usize, why: String| ClientError::Protocol(format!("fetched batch at byte {at}: {why}"));
+        let info = batch::parse_header(self.rest).map_err(|e| bad(self.at_byte, e.to_string()))?;
+        let Some(bytes) = self.rest.get(..info.batch_bytes) else {
+            return Err(bad(self.at_byte, format!("{} bytes long, only {} received", info.batch_bytes, self.rest.len())));
+        };
+        let base_offset = u64::try_from(info.base_offset).map_err(|_| bad(self.at_byte, format!("negative base offset {}", info.base_offset)))?;
+        let at_byte = self.at_byte;
+        self.rest = &self.rest[info.batch_bytes..];
+        self.at_byte += info.batch_bytes;
+        // An unvalidated header may hold any delta; a batch we skip still
+        // needs a sane one to be skipped correctly, so a negative one fails below.
+        let last_offset = u64::try_from(info.last_offset_delta).ok().and_then(|d| base_offset.checked_add(d));
+        if last_offset.is_some_and(|last| last < self.from_offset) {
+            return Ok(());
+        }
+        // The end-to-end check: the CRC the producer computed, verified by the reader.
+        batch::validate(bytes, bytes.len()).map_err(|e| bad(at_byte, e.to_string()))?;
+        self.current = Some((batch::records(bytes), base_offset));
+        Ok(())
+    }
+}
+
+impl<'a> Iterator for FetchedRecords<'a> {
+    type Item = Result<(u64, Option<&'a [u8]>), ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.failed {
+            if let Some((records, base_offset)) = &mut self.current {
+                match records.next() {
+                    Some(Ok(record)) => {
+                        // The decoder holds offset_delta to the record's index, so it is >= 0.
+                        let offset = *base_offset + record.offset_delta as u64;
+                        if offset >= self.from_offset {
+                            return Some(Ok((offset, record.value)));
+                        }
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        self.failed = true;
+                        return Some(Err(ClientError::Protocol(format!("fetched record: {e}"))));
+                    }
+                    None => self.current = None,
+                }
+            }
+            if self.rest.is_empty() {
+                return None;
+            }
+            if let Err(e) = self.open_next_batch() {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+
+    /// A batch of `values` with its base offset set as a server would.
+    fn stored_batch(base_offset: u64, values: &[&[u8]]) -> Vec<u8> {
+        let mut b = values_batch(values, 1_700_000_000_000);
+        batch::set_base_offset(&mut b, base_offset);
+        b
+    }
+
+    fn fetched(batches: Vec<u8>) -> FetchResult {
+        FetchResult { high_watermark: 0, start_offset: 0, next_offset: 0, batches }
+    }
+
+    fn collect(f: &FetchResult, from: u64) -> Vec<(u64, Option<Vec<u8>>)> {
+        f.records_from(from).map(|r| r.map(|(o, v)| (o, v.map(<[u8]>::to_vec))).unwrap()).collect()
+    }
+
+    // Proves: records_from yields every record at or past the asked offset,
+    // across batches, with offsets from each batch's base offset; a batch
+    // that ends before the offset is skipped whole.
+    #[test]
+    fn records_from_starts_mid_batch_and_spans_batches() {
+        let mut bytes = stored_batch(10, &[b"a", b"b", b"c"]);
+        bytes.extend(stored_batch(13, &[b"d", b"e"]));
+        let f = fetched(bytes);
+        let all: Vec<u64> = collect(&f, 0).into_iter().map(|(o, _)| o).collect();
+        assert_eq!(all, vec![10, 11, 12, 13, 14]);
+        assert_eq!(collect(&f, 12), vec![(12, Some(b"c".to_vec())), (13, Some(b"d".to_vec())), (14, Some(b"e".to_vec()))]);
+        assert_eq!(collect(&f, 14), vec![(14, Some(b"e".to_vec()))]);
+        assert!(collect(&f, 15).is_empty());
+        assert!(collect(&fetched(Vec::new()), 0).is_empty());
+    }
+
+    // Proves: a null value comes back as None, an empty one as Some(empty).
+    #[test]
+    fn records_from_keeps_null_and_empty_values_apart() {
+        let mut b = BatchBuilder::new(0);
+        b.push(0, None, None, &[]);
+        b.push(0, None, Some(b""), &[]);
+        let f = fetched(b.finish());
+        assert_eq!(collect(&f, 0), vec![(0, None), (1, Some(Vec::new()))]);
+    }
+
+    // Proves: a batch with a flipped bit, or cut short, yields one Protocol
+    // error naming where it is, then nothing; a skipped batch is not checked.
+    #[test]
+    fn records_from_refuses_damaged_batches() {
+        let good = stored_batch(0, &[b"x"]);
+        let mut bad = stored_batch(1, &[b"y"]);
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        let f = fetched([good.clone(), bad.clone()].concat());
+        let got: Vec<_> = f.records_from(0).collect();
+        assert_eq!(got.len(), 2, "one record, then one error");
+        assert!(matches!(&got[0], Ok((0, Some(b"x")))));
+        match &got[1] {
+            Err(ClientError::Protocol(m)) => assert!(m.contains(&format!("byte {}", good.len())), "{m}"),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        let f = fetched(good[..good.len() - 1].to_vec());
+        let got: Vec<_> = f.records_from(0).collect();
+        assert!(matches!(got.as_slice(), [Err(ClientError::Protocol(_))]), "{got:?}");
+        // The damaged batch ends before offset 2, so it is skipped unread.
+        let f = fetched([bad, stored_batch(2, &[b"z"])].concat());
+        assert_eq!(collect(&f, 2), vec![(2, Some(b"z".to_vec()))]);
+    }
+
+    // Proves: names that break the broker's rules are refused before
+    // sending, in every field of every request that carries one.
+    #[test]
+    fn bad_names_are_refused_client_side() {
+        assert!(check_name("events.v1_a-b").is_ok());
+        let long = "x".repeat(TOPIC_NAME_BYTES_MAX + 1);
+        for bad in ["", ".", "..", "a/b", "sp ace", "ü", long.as_str()] {
+            assert!(matches!(check_name(bad), Err(ClientError::InvalidName(_))), "{bad:?} accepted");
+        }
+        let reqs = [
+            Request::Produce { topic: "a b", partition: 0, batches: &[] },
+            Request::Metadata { topics: vec!["ok", "../etc"] },
+            Request::OffsetCommit { group: "", topic: "ok", partition: 0, offset: 0 },
+            Request::OffsetFetch { group: "ok", topic: "..", partition: 0 },
+        ];
+        for req in &reqs {
+            assert!(matches!(check_names(req), Err(ClientError::InvalidName(_))), "{req:?} accepted");
+        }
+        assert!(check_names(&Request::OffsetFetch { group: "g", topic: "t", partition: 0 }).is_ok());
+    }
+
+    // Proves: is_retriable follows the server's code and the kind of
+    // connection failure, and never retries the client's own refusals.
+    #[test]
+    fn retriable_errors_are_classified() {
+        let server = |code| ClientError::Server { code, message: String::new() };
+        assert!(server(ErrorCode::Overloaded).is_retriable());
+        assert!(!server(ErrorCode::UnknownTopic).is_retriable());
+        assert!(ClientError::Io(std::io::Error::from(ErrorKind::ConnectionRefused)).is_retriable());
+        assert!(!ClientError::Io(std::io::Error::from(ErrorKind::InvalidInput)).is_retriable());
+        assert!(!ClientError::Protocol(String::new()).is_retriable());
+        assert!(!ClientError::InvalidName(String::new()).is_retriable());
+    }
+
+    /// A one-connection fake server: reads `requests` request frames, then
+    /// writes `replies` as given, in order. Returns the decoded requests' ids.
+    fn fake_server(requests: usize, replies: Vec<Vec<u8>>) -> (std::net::SocketAddr, thread::JoinHandle<Vec<u64>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..requests {
+                let mut length = [0u8; 4];
+                conn.read_exact(&mut length).unwrap();
+                let mut frame = length.to_vec();
+                frame.resize(4 + u32::from_be_bytes(length) as usize, 0);
+                conn.read_exact(&mut frame[4..]).unwrap();
+                ids.push(proto::decode_request(&frame).unwrap().0.request_id);
+            }
+            for r in replies {
+                conn.write_all(&r).unwrap();
+            }
+            ids
+        });
+        (addr, handle)
+    }
+
+    fn reply(api: Api, request_id: u64, resp: &Response<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        proto::encode_response(&mut out, api, request_id, resp);
+        out
+    }
+
+    // Proves: pipelined replies are matched by id whatever their order, a
+    // typed helper keeps replies to other requests for recv, and a server
+    // error is the reply's result, not a broken connection.
+    #[test]
+    fn pipelined_replies_are_matched_by_id() {
+        let replies = vec![
+            reply(Api::OffsetFetch, 3, &Response::OffsetFetch { offset: Some(7) }),
+            reply(Api::ListOffsets, 2, &Response::Error { code: ErrorCode::UnknownTopic, message: "no t" }),
+            reply(Api::CreateTopic, 1, &Response::CreateTopic),
+        ];
+        let (addr, server) = fake_server(3, replies);
+        let mut c = Client::connect(addr).unwrap();
+        let first = c.send(&Request::CreateTopic { topic: "t", partitions: 1 }).unwrap();
+        let second = c.send(&Request::ListOffsets { topic: "t", partition: 0, spec: OffsetSpec::Earliest }).unwrap();
+        assert_eq!(c.fetch_offset("g", "t", 0).unwrap(), Some(7));
+        assert_eq!(c.inflight(), 2);
+        let r = c.recv().unwrap();
+        assert_eq!((r.request_id, r.api), (second, Api::ListOffsets));
+        assert!(matches!(r.result, Err(ClientError::Server { code: ErrorCode::UnknownTopic, .. })));
+        let r = c.recv().unwrap();
+        assert_eq!((r.request_id, r.api), (first, Api::CreateTopic));
+        assert!(matches!(r.result, Ok(OwnedResponse::CreateTopic)));
+        assert!(matches!(c.recv(), Err(ClientError::InvalidArgument(_))), "recv with nothing in flight must not block");
+        assert_eq!(server.join().unwrap(), vec![1, 2, 3]);
+    }
+
+    // Proves: a reply frame over the limit is refused from its length field
+    // alone, and the connection is unusable afterwards.
+    #[test]
+    fn oversized_reply_is_refused_before_reading_it() {
+        // Only the length and header are sent: reading the body would block the test.
+        let mut huge = ((REPLY_FRAME_BYTES_MAX_DEFAULT + 1) as u32).to_be_bytes().to_vec();
+        huge.extend_from_slice(&[0; 12]);
+        let (addr, server) = fake_server(1, vec![huge]);
+        let mut c = Client::connect(addr).unwrap();
+        match c.delete_topic("t") {
+            Err(ClientError::Protocol(m)) => assert!(m.contains("over the limit"), "{m}"),
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        assert!(c.recv_buf.capacity() < 1024, "the body was allocated");
+        assert!(matches!(c.delete_topic("t"), Err(ClientError::Io(e)) if e.kind() == ErrorKind::NotConnected));
+        server.join().unwrap();
+    }
+
+    // Proves: a reply to an id that is not in flight is a protocol error.
+    #[test]
+    fn reply_to_unknown_id_is_a_protocol_error() {
+        let (addr, server) = fake_server(1, vec![reply(Api::DeleteTopic, 99, &Response::DeleteTopic)]);
+        let mut c = Client::connect(addr).unwrap();
+        assert!(matches!(c.delete_topic("t"), Err(ClientError::Protocol(m)) if m.contains("99")));
+        server.join().unwrap();
+    }
+
+    // Proves: requests over the frame limit or past the in-flight limit are
+    // refused before anything is written, leaving the connection usable.
+    #[test]
+    fn client_limits_refuse_before_sending() {
+        let (addr, server) = fake_server(1, vec![reply(Api::CreateTopic, 1, &Response::CreateTopic)]);
+        let mut c = Client::connect(addr).unwrap();
+        c.set_limits(ClientLimits { request_frame_bytes_max: 100, inflight_max: 1, ..ClientLimits::default() });
+        let big = vec![0u8; 200];
+        assert!(matches!(c.produce("t", 0, &big), Err(ClientError::InvalidArgument(_))));
+        assert!(matches!(c.produce_values("t", 0, &[]), Err(ClientError::InvalidArgument(_))));
+        let id = c.send(&Request::CreateTopic { topic: "t", partitions: 1 }).unwrap();
+        assert!(matches!(c.send(&Request::DeleteTopic { topic: "t" }), Err(ClientError::InvalidArgument(_))));
+        assert_eq!(c.recv().unwrap().request_id, id);
+        assert_eq!(server.join().unwrap(), vec![1]);
+    }
+}

@@ -1,0 +1,159 @@
+//! Values to frames, appended to a caller's buffer. Encoders never panic:
+//! what the format cannot say (a string over 65535 bytes, an offset over
+//! i64::MAX, more items than a count can hold) is cut to what it can say.
+
+use super::{
+    Api, ErrorCode, HEADER_BYTES, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST, SPEC_LATEST,
+    STRING_BYTES_MAX, VERSION,
+};
+
+/// Appends one whole frame (length included) to `out`.
+pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
+    let start = begin_frame(out, req.api() as u16, VERSION, request_id);
+    match req {
+        Request::Produce { topic, partition, batches } => {
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(batches);
+        }
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(&max_bytes.to_be_bytes());
+            out.extend_from_slice(&max_wait_ms.to_be_bytes());
+        }
+        Request::ListOffsets { topic, partition, spec } => {
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(&spec_value(*spec).to_be_bytes());
+        }
+        Request::Metadata { topics } => {
+            let count = put_count_u32(out, topics.len());
+            for topic in topics.iter().take(count) {
+                put_str(out, topic, STRING_BYTES_MAX);
+            }
+        }
+        Request::CreateTopic { topic, partitions } => {
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partitions.to_be_bytes());
+        }
+        Request::DeleteTopic { topic } => put_str(out, topic, STRING_BYTES_MAX),
+        Request::OffsetCommit { group, topic, partition, offset } => {
+            put_str(out, group, STRING_BYTES_MAX);
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partition.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        Request::OffsetFetch { group, topic, partition } => {
+            put_str(out, group, STRING_BYTES_MAX);
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partition.to_be_bytes());
+        }
+    }
+    end_frame(out, start);
+}
+
+/// Appends one whole reply frame to `out`. `api` is the request's; an
+/// `Error` reply is written as [`encode_error`] writes it.
+pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Response<'_>) {
+    if let Response::Error { code, message } = resp {
+        return encode_error(out, api as u16, request_id, *code, message);
+    }
+    let body_api = resp.api().unwrap_or(api);
+    // The header always names the layout of the body that follows, so even
+    // a caller's mismatch yields a frame that decodes.
+    debug_assert_eq!(api, body_api, "a {api:?} request answered with {resp:?}");
+    let start = begin_frame(out, body_api as u16, 0, request_id);
+    match resp {
+        Response::Produce { base_offset, last_offset } => {
+            out.extend_from_slice(&base_offset.to_be_bytes());
+            out.extend_from_slice(&last_offset.to_be_bytes());
+        }
+        Response::Fetch { high_watermark, start_offset, next_offset, batches } => {
+            out.extend_from_slice(&high_watermark.to_be_bytes());
+            out.extend_from_slice(&start_offset.to_be_bytes());
+            out.extend_from_slice(&next_offset.to_be_bytes());
+            out.extend_from_slice(batches);
+        }
+        Response::ListOffsets { offset } | Response::OffsetFetch { offset } => {
+            out.extend_from_slice(&optional_offset_value(*offset).to_be_bytes());
+        }
+        Response::Metadata { core_addrs, topics } => {
+            let core_count = u16::try_from(core_addrs.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&core_count.to_be_bytes());
+            for addr in core_addrs.iter().take(core_count.into()) {
+                put_str(out, addr, STRING_BYTES_MAX);
+            }
+            let topic_count = put_count_u32(out, topics.len());
+            for topic in topics.iter().take(topic_count) {
+                put_str(out, &topic.name, STRING_BYTES_MAX);
+                let partition_count = put_count_u32(out, topic.partition_cores.len());
+                for core in topic.partition_cores.iter().take(partition_count) {
+                    out.extend_from_slice(&core.to_be_bytes());
+                }
+            }
+        }
+        Response::CreateTopic | Response::DeleteTopic | Response::OffsetCommit | Response::Error { .. } => {}
+    }
+    end_frame(out, start);
+}
+
+/// Appends an error frame (for requests whose api may be unknown: takes the raw u16).
+/// The message is cut to 1024 bytes at a char boundary.
+pub fn encode_error(out: &mut Vec<u8>, api: u16, request_id: u64, code: ErrorCode, message: &str) {
+    // Code 0 is success: an error reply must never read as one.
+    let code = if code.code() == 0 { ErrorCode::Internal } else { code };
+    let start = begin_frame(out, api, code.code(), request_id);
+    put_str(out, message, MESSAGE_BYTES_MAX);
+    end_frame(out, start);
+}
+
+/// Writes a zero length (patched by [`end_frame`]) and the header; returns where the frame starts.
+fn begin_frame(out: &mut Vec<u8>, api: u16, version_or_error: u16, request_id: u64) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; LEN_BYTES]);
+    out.extend_from_slice(&api.to_be_bytes());
+    out.extend_from_slice(&version_or_error.to_be_bytes());
+    out.extend_from_slice(&request_id.to_be_bytes());
+    debug_assert_eq!(out.len() - start, LEN_BYTES + HEADER_BYTES);
+    start
+}
+
+fn end_frame(out: &mut [u8], start: usize) {
+    // A body past 4 GiB cannot be described; u32::MAX is over every
+    // receiver's frame limit, so the peer refuses the frame cleanly.
+    let length = u32::try_from(out.len() - start - LEN_BYTES).unwrap_or(u32::MAX);
+    out[start..start + LEN_BYTES].copy_from_slice(&length.to_be_bytes());
+}
+
+/// Writes `s` cut to `str_bytes_max` bytes at a char boundary, so the cut string stays UTF-8.
+fn put_str(out: &mut Vec<u8>, s: &str, str_bytes_max: usize) {
+    let mut end = s.len().min(str_bytes_max.min(STRING_BYTES_MAX));
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u16).to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+/// Writes a u32 item count, capped at what a u32 holds; returns how many items to write.
+fn put_count_u32(out: &mut Vec<u8>, items: usize) -> usize {
+    let count = u32::try_from(items).unwrap_or(u32::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    count as usize
+}
+
+fn spec_value(spec: OffsetSpec) -> i64 {
+    match spec {
+        OffsetSpec::Earliest => SPEC_EARLIEST,
+        OffsetSpec::Latest => SPEC_LATEST,
+        // Negative values are the named specs on the wire; see OffsetSpec::Timestamp.
+        OffsetSpec::Timestamp(ms) => ms.max(0),
+    }
+}
+
+fn optional_offset_value(offset: Option<u64>) -> i64 {
+    // Offsets are Kafka's i64 and count records from 0, so none reaches i64::MAX.
+    offset.map_or(NO_OFFSET, |o| i64::try_from(o).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,352 @@
+//! The TCP server: the native protocol on every core.
+//!
+//! Every core listens on the same address (`SO_REUSEPORT`: the kernel
+//! spreads connections over the cores) and on a port of its own (named in
+//! Metadata, so a client can reach a partition's core directly). A
+//! connection lives on the core that accepted it: its receives, frame
+//! decoding, request dispatch and sends all run on that core's ring, as a
+//! [`CoreTask`](crate::engine) beside the logs (see [`net`]). A request for
+//! a partition of another core goes to that core's mailbox and its answer
+//! comes back to the connection's core through a reply inbox and a doorbell.
+//! Topic administration and consumer offsets run on one admin thread (they
+//! wait for every core; a core must never wait for itself), see [`admin`].
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::EngineConfig;
+use crate::engine::{CoreRoute, Directory, Engine};
+use crate::error::{IoOp, Result, StromError};
+use crate::proto::{self, Api, ErrorCode};
+
+pub mod admin;
+pub mod net;
+
+/// Limits and addresses of the server. `Default` gives the production defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest frame accepted (length prefix included). A longer length is
+    /// refused before any of its body is read or allocated.
+    pub frame_bytes_max: usize,
+    /// Open connections across all cores; one more is told
+    /// `TooManyConnections` and closed.
+    pub connections_max: usize,
+    /// Requests of one connection being served at once; past it the server
+    /// stops reading that socket until replies go out.
+    pub inflight_per_conn_max: usize,
+    /// Request and reply bytes one connection may hold in the server (a
+    /// slow reader's unsent replies among them); past it, reading stops.
+    pub conn_buffered_bytes_max: usize,
+    /// The same, for all connections of one core together.
+    pub core_buffered_bytes_max: usize,
+    /// A connection with no request in flight and nothing received for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// A frame begun must be complete within this long (slowloris).
+    pub header_timeout: Duration,
+    /// Longest long poll a Fetch may ask for.
+    pub fetch_wait_max: Duration,
+    /// Also listen on a port per core (an ephemeral port on the listen IP),
+    /// named in Metadata so clients can skip cross-core forwarding.
+    pub direct_ports: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7070".parse().expect("literal address"),
+            frame_bytes_max: proto::FRAME_BYTES_MAX_DEFAULT,
+            connections_max: 10_000,
+            inflight_per_conn_max: 256,
+            conn_buffered_bytes_max: 32 << 20,
+            core_buffered_bytes_max: 256 << 20,
+            idle_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
+            fetch_wait_max: Duration::from_secs(30),
+            direct_ports: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(StromError::Unsupported(s));
+        if self.frame_bytes_max < proto::LEN_BYTES + proto::HEADER_BYTES + 1024 || self.frame_bytes_max > u32::MAX as usize {
+            return bad(format!("frame_bytes_max {} must be between 1 KiB and 4 GiB", self.frame_bytes_max));
+        }
+        if self.connections_max == 0 || self.inflight_per_conn_max == 0 {
+            return bad("connections_max and inflight_per_conn_max must be at least 1".into());
+        }
+        if self.conn_buffered_bytes_max < self.frame_bytes_max || self.core_buffered_bytes_max < self.conn_buffered_bytes_max {
+            return bad("buffer limits must satisfy frame_bytes_max <= conn_buffered_bytes_max <= core_buffered_bytes_max".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a reply goes: a connection (slot and generation) on a core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnKey {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// An encoded reply on its way to its connection's core.
+pub(crate) struct Done {
+    pub conn: ConnKey,
+    pub frame: Vec<u8>,
+    /// Request bytes the connection was charged for, released now.
+    pub held_bytes: usize,
+}
+
+/// Sends one reply frame to a connection's core, from any thread. Every
+/// request holds exactly one, used exactly once.
+pub(crate) struct Replier {
+    inbox: mpsc::Sender<Done>,
+    route: CoreRoute,
+    conn: ConnKey,
+    api: u16,
+    request_id: u64,
+    held_bytes: usize,
+}
+
+impl Replier {
+    /// Encodes the reply with `encode(out, api, request_id)` and sends it.
+    pub fn reply_with(self, encode: impl FnOnce(&mut Vec<u8>, u16, u64)) {
+        let mut frame = Vec::new();
+        encode(&mut frame, self.api, self.request_id);
+        self.send(frame)
+    }
+
+    pub fn ok(self, resp: &proto::Response<'_>) {
+        let api = Api::from_u16(self.api).expect("replies go to known apis");
+        self.reply_with(|out, _, id| proto::encode_response(out, api, id, resp))
+    }
+
+    pub fn error(self, code: ErrorCode, message: &str) {
+        self.reply_with(|out, api, id| proto::encode_error(out, api, id, code, message))
+    }
+
+    pub fn fail(self, e: &StromError) {
+        self.error(ErrorCode::from(e), &e.to_string())
+    }
+
+    fn send(self, frame: Vec<u8>) {
+        // The receiver lives as long as its core's server task; once that is
+        // gone nobody is left to answer, and dropping the reply is right.
+        if self.inbox.send(Done { conn: self.conn, frame, held_bytes: self.held_bytes }).is_ok() {
+            self.route.ring();
+        }
+    }
+}
+
+/// What every core's server task shares.
+pub(crate) struct Shared {
+    pub cfg: ServerConfig,
+    pub routes: Vec<CoreRoute>,
+    pub inboxes: Vec<mpsc::Sender<Done>>,
+    pub directory: Arc<Directory>,
+    pub log_count: u32,
+    pub batch_bytes_max: usize,
+    pub admin: Mutex<mpsc::Sender<admin::Job>>,
+    /// Each core's own address ("" when direct ports are off).
+    pub core_addrs: Vec<String>,
+    /// Connections open across all cores (the `connections_max` cap).
+    pub connections: AtomicUsize,
+}
+
+impl Shared {
+    pub fn core_of(&self, pid: u32) -> usize {
+        (pid % self.log_count) as usize % self.routes.len()
+    }
+
+    pub fn replier(&self, core: usize, conn: ConnKey, api: u16, request_id: u64, held_bytes: usize) -> Replier {
+        Replier { inbox: self.inboxes[core].clone(), route: self.routes[core].clone(), conn, api, request_id, held_bytes }
+    }
+}
+
+/// Control messages from [`Server`] to each core's server task.
+pub(crate) enum Control {
+    /// Stop accepting and reading, answer what is in flight (waiting at
+    /// most `drain`), close every connection, then report.
+    Stop { drain: Duration, done: mpsc::SyncSender<()> },
+}
+
+/// A running server: an engine plus listeners on every core.
+pub struct Server {
+    engine: Option<Arc<Engine>>,
+    local_addr: SocketAddr,
+    core_addrs: Vec<String>,
+    controls: Vec<mpsc::Sender<Control>>,
+    routes: Vec<CoreRoute>,
+    admin_tx: Option<mpsc::Sender<admin::Job>>,
+    admin_thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+}
+
+/// How long a stopping server waits for in-flight requests to be answered.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+/// Pending connections the kernel queues per listener.
+const LISTEN_BACKLOG: i32 = 4096;
+
+impl Server {
+    /// Opens the data directory, starts the cores and accepts on `cfg.listen`
+    /// (port 0 picks a free port: see [`Server::local_addr`]).
+    pub fn start(dir: &Path, mut engine_cfg: EngineConfig, cfg: ServerConfig) -> Result<Server> {
+        cfg.validate()?;
+        let cores = engine_cfg.cores.max(1);
+        // One receive-side op and one send per connection, plus accepts; the
+        // kernel spreads connections unevenly, so any core may get them all.
+        engine_cfg.net_ops_per_core = 2 * cfg.connections_max + 4 * cores + 64;
+        let batch_bytes_max = engine_cfg.batch_bytes_max;
+        let engine = Arc::new(Engine::open(dir, engine_cfg)?);
+        if cfg.listen.port() != 0 {
+            // Another process's SO_REUSEPORT listener on this port would
+            // silently share our connections: bind once without it first,
+            // so that an address in use is refused, loudly.
+            drop(listen(cfg.listen, false)?);
+        }
+        let mut shared_listeners = Vec::new();
+        let mut local_addr = cfg.listen;
+        for _ in 0..cores {
+            let l = listen(local_addr, true)?;
+            local_addr = l.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(local_addr);
+            shared_listeners.push(l);
+        }
+        let mut direct_listeners = Vec::new();
+        let mut core_addrs = Vec::new();
+        for _ in 0..cores {
+            if cfg.direct_ports {
+                let l = listen(SocketAddr::new(local_addr.ip(), 0), false)?;
+                core_addrs.push(l.local_addr().ok().and_then(|a| a.as_socket()).map(|a| a.to_string()).unwrap_or_default());
+                direct_listeners.push(Some(l));
+            } else {
+                core_addrs.push(String::new());
+                direct_listeners.push(None);
+            }
+        }
+        let routes = engine.routes();
+        let (admin_tx, admin_rx) = mpsc::channel();
+        let mut inboxes = Vec::new();
+        let mut inbox_rxs = Vec::new();
+        for _ in 0..cores {
+            let (tx, rx) = mpsc::channel();
+            inboxes.push(tx);
+            inbox_rxs.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            routes: routes.clone(),
+            inboxes,
+            directory: engine.directory(),
+            log_count: engine.log_count(),
+            batch_bytes_max,
+            admin: Mutex::new(admin_tx.clone()),
+            core_addrs: core_addrs.clone(),
+            connections: AtomicUsize::new(0),
+        });
+        let admin_thread = admin::spawn(engine.clone(), admin_rx)?;
+        let mut controls = Vec::new();
+        for (core_id, ((inbox, shared_l), direct_l)) in inbox_rxs.into_iter().zip(shared_listeners).zip(direct_listeners).enumerate() {
+            let (ctl_tx, ctl_rx) = mpsc::channel();
+            controls.push(ctl_tx);
+            let mut listeners = vec![shared_l];
+            listeners.extend(direct_l);
+            let task = net::NetCore::new(core_id, shared.clone(), inbox, ctl_rx, listeners.into_iter().map(|s| s.into()).collect());
+            routes[core_id].attach(Box::new(task))?;
+        }
+        Ok(Server {
+            engine: Some(engine),
+            local_addr,
+            core_addrs,
+            controls,
+            routes,
+            admin_tx: Some(admin_tx),
+            admin_thread: Some(admin_thread),
+            shared,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Each core's own address (empty strings when direct ports are off).
+    pub fn core_addrs(&self) -> &[String] {
+        &self.core_addrs
+    }
+
+    /// The embedded engine, for in-process use beside the network.
+    pub fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("engine runs until shutdown")
+    }
+
+    /// Connections open now, across all cores.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting, answers in-flight requests (durable appends are
+    /// acknowledged), closes every connection, checkpoints every log and
+    /// stops the cores, so the next start scans nothing.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let Some(engine) = self.engine.take() else { return Ok(()) };
+        let mut waits = Vec::new();
+        for (ctl, route) in self.controls.iter().zip(&self.routes) {
+            let (done, wait) = mpsc::sync_channel(1);
+            if ctl.send(Control::Stop { drain: STOP_DRAIN, done }).is_ok() {
+                route.ring();
+                waits.push(wait);
+            }
+        }
+        for w in waits {
+            // An Err means the core's task is gone already: nothing to wait for.
+            let _ = w.recv();
+        }
+        self.admin_tx.take();
+        if let Ok(mut tx) = self.shared.admin.lock() {
+            // Replace the shared sender too, so the admin thread sees the end.
+            *tx = mpsc::channel().0;
+        }
+        if let Some(t) = self.admin_thread.take() {
+            let _ = t.join();
+        }
+        match Arc::try_unwrap(engine) {
+            Ok(engine) => engine.shutdown(),
+            Err(_) => Err(StromError::Unsupported("engine still referenced at server stop".into())),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            tracing::error!(%e, "server stop");
+        }
+    }
+}
+
+/// A listening TCP socket; `shared` ones use SO_REUSEPORT so that every
+/// core can listen on the same address.
+fn listen(addr: SocketAddr, shared: bool) -> Result<Socket> {
+    let err = |e: std::io::Error| StromError::io(IoOp::Open, format!("listen {addr}"), &e);
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP)).map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    if shared {
+        s.set_reuse_port(true).map_err(err)?;
+    }
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(LISTEN_BACKLOG).map_err(err)?;
+    Ok(s)
+}

@@ -1,0 +1,903 @@
+//! One core's connections, run on the core's own ring (a [`CoreTask`]).
+//!
+//! A connection is a small state machine. Idle, it holds no buffer: only a
+//! one-shot `POLL_ADD` is in flight. When the socket is readable a receive
+//! buffer comes from the core's pool and one `RECV` fills it; whole frames
+//! are decoded in place and dispatched, and an empty buffer goes back to
+//! the pool. Replies (from this core or another) arrive in the core's
+//! inbox, are queued on their connection and go out by `SEND`, coalesced.
+//!
+//! Push back: a connection stops being read while it has
+//! `inflight_per_conn_max` requests in flight or holds
+//! `conn_buffered_bytes_max` bytes (requests being served plus replies not
+//! yet sent: a reader that never reads pins at most that). All connections
+//! of the core stop being read while the core holds
+//! `core_buffered_bytes_max`, while its log is out of write buffers, or
+//! while a request waits for room in another core's mailbox.
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use slab::Slab;
+
+use super::{Control, ConnKey, Done, Replier, Shared, admin};
+use crate::catalog::{TopicMeta, pid_in};
+use crate::core::{AppendAck, Core, ReadResult, Reply, Request, ValidBatch};
+use crate::engine::CoreTask;
+use crate::error::{Result, StromError};
+use crate::io::uring::UringIo;
+use crate::io::{FileId, Io, Op, TOKEN_KIND_NET};
+use crate::partition::Pid;
+use crate::proto::{self, ErrorCode, OffsetSpec, Response, TopicMetadata};
+
+const KIND_ACCEPT: u64 = 1;
+const KIND_POLL: u64 = 2;
+const KIND_RECV: u64 = 3;
+const KIND_SEND: u64 = 4;
+/// Generations are kept to 20 bits in a token (kind 4 bits, slot 32 bits).
+const GENERATION_MASK: u32 = 0xF_FFFF;
+
+/// A receive buffer's first size; it grows to hold a frame that is larger.
+const RECV_BUF_BYTES: usize = 64 << 10;
+/// Receive buffers kept for reuse per core, in bytes: past it they are freed.
+const POOL_BYTES_MAX: usize = 32 << 20;
+/// Replies queued on one connection are sent together up to this size.
+const SEND_COALESCE_BYTES: usize = 256 << 10;
+/// How often timeouts are checked.
+const SWEEP_NS: u64 = 1_000_000_000;
+/// How long accepting pauses after the process ran out of descriptors.
+const ACCEPT_BACKOFF_NS: u64 = 10_000_000;
+/// How soon a request waiting for room in another core's mailbox is retried.
+const OUTBOX_RETRY_NS: u64 = 100_000;
+
+fn token(kind: u64, generation: u32, slot: usize) -> u64 {
+    TOKEN_KIND_NET << 56 | kind << 52 | ((generation & GENERATION_MASK) as u64) << 32 | slot as u64
+}
+
+fn untoken(t: u64) -> (u64, u32, usize) {
+    ((t >> 52) & 0xF, ((t >> 32) as u32) & GENERATION_MASK, (t & u32::MAX as u64) as usize)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Send what is queued (an error that ends the connection), then close.
+    Closing,
+    /// The socket is closed; the slot is freed once its last op completes.
+    Closed,
+}
+
+struct Conn {
+    sock: FileId,
+    generation: u32,
+    state: State,
+    /// Received bytes not yet decoded; no capacity while idle.
+    rbuf: Vec<u8>,
+    /// A poll or receive is in flight.
+    reading: bool,
+    /// The last poll or full receive said there is more to read.
+    readable: bool,
+    sending: bool,
+    /// Bytes of the front of `sendq` already sent.
+    send_off: usize,
+    sendq: VecDeque<Vec<u8>>,
+    /// Requests dispatched and not yet answered.
+    inflight: usize,
+    /// Bytes of requests in flight plus replies not yet sent.
+    held_bytes: usize,
+    last_active_ns: u64,
+    /// When the incomplete frame at the head of `rbuf` began arriving.
+    partial_since_ns: Option<u64>,
+    peer_closed: bool,
+    /// Counted in `Shared::connections` (a refused one is not).
+    counted: bool,
+    dirty: bool,
+}
+
+struct Listener {
+    file: FileId,
+    accepting: bool,
+    paused_until_ns: u64,
+    closed: bool,
+}
+
+/// Counters of one core's server, for reports.
+#[derive(Debug, Clone, Default)]
+pub struct NetStats {
+    pub accepted: u64,
+    pub refused_connections: u64,
+    pub requests: u64,
+    pub forwarded: u64,
+    pub frame_errors: u64,
+    pub timeouts: u64,
+}
+
+pub(crate) struct NetCore {
+    core_id: usize,
+    shared: Arc<Shared>,
+    inbox: Receiver<Done>,
+    control: Receiver<Control>,
+    /// Sockets handed over at start, adopted by the ring on the first tick.
+    unadopted: Vec<OwnedFd>,
+    listeners: Vec<Listener>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    dirty: Vec<usize>,
+    /// Connections that want to read while the whole core is pushed back.
+    stalled: Vec<usize>,
+    pool: Vec<Vec<u8>>,
+    pool_bytes: usize,
+    /// Requests for other cores whose mailbox was full, in order.
+    outbox: VecDeque<(usize, Request)>,
+    held_bytes: usize,
+    topics_version: u64,
+    topics: Arc<BTreeMap<String, TopicMeta>>,
+    stopping: Option<(u64, SyncSender<()>)>,
+    finished: bool,
+    next_sweep_ns: u64,
+    pub stats: NetStats,
+}
+
+impl NetCore {
+    pub(crate) fn new(core_id: usize, shared: Arc<Shared>, inbox: Receiver<Done>, control: Receiver<Control>, listeners: Vec<OwnedFd>) -> Self {
+        let topics_version = shared.directory.version();
+        let topics = shared.directory.snapshot();
+        NetCore {
+            core_id,
+            shared,
+            inbox,
+            control,
+            unadopted: listeners,
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            next_generation: 0,
+            dirty: Vec::new(),
+            stalled: Vec::new(),
+            pool: Vec::new(),
+            pool_bytes: 0,
+            outbox: VecDeque::new(),
+            held_bytes: 0,
+            topics_version,
+            topics,
+            stopping: None,
+            finished: false,
+            next_sweep_ns: 0,
+            stats: NetStats::default(),
+        }
+    }
+
+    fn mark(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    fn blocked(&self, core: &Core<UringIo>) -> bool {
+        !self.outbox.is_empty() || core.backpressured() || self.held_bytes >= self.shared.cfg.core_buffered_bytes_max || self.stopping.is_some()
+    }
+
+    fn take_buf(&mut self) -> Vec<u8> {
+        match self.pool.pop() {
+            Some(b) => {
+                self.pool_bytes -= b.capacity();
+                b
+            }
+            None => Vec::with_capacity(RECV_BUF_BYTES),
+        }
+    }
+
+    fn give_buf(&mut self, mut b: Vec<u8>) {
+        if b.capacity() >= RECV_BUF_BYTES && self.pool_bytes + b.capacity() <= POOL_BYTES_MAX {
+            b.clear();
+            self.pool_bytes += b.capacity();
+            self.pool.push(b);
+        }
+    }
+
+    // ---- completions ----
+
+    fn on_completion(&mut self, core: &mut Core<UringIo>, c: crate::io::Completion, now_ns: u64) {
+        let (kind, generation, slot) = untoken(c.token);
+        if kind == KIND_ACCEPT {
+            return self.on_accept(core, slot, c.result, now_ns);
+        }
+        let Some(conn) = self.conns.get_mut(slot) else {
+            debug_assert!(false, "network completion for a free slot");
+            return;
+        };
+        if conn.generation & GENERATION_MASK != generation {
+            debug_assert!(false, "network completion for a reused slot");
+            return;
+        }
+        let open = conn.state != State::Closed;
+        match kind {
+            KIND_POLL => {
+                conn.reading = false;
+                match c.result {
+                    Ok(_) => conn.readable = true,
+                    Err(errno) => return self.on_net_error(core, slot, errno),
+                }
+            }
+            KIND_RECV => {
+                conn.reading = false;
+                let buf = c.net_buf.expect("recv returns its buffer");
+                match c.result {
+                    Ok(0) => {
+                        conn.peer_closed = true;
+                        conn.rbuf = buf;
+                    }
+                    Ok(_) => {
+                        // A receive that filled its buffer probably left more behind.
+                        conn.readable = buf.len() == buf.capacity();
+                        conn.rbuf = buf;
+                        conn.last_active_ns = now_ns;
+                        if open {
+                            self.parse(core, slot, now_ns);
+                        }
+                    }
+                    Err(errno) => {
+                        conn.rbuf = buf;
+                        return self.on_net_error(core, slot, errno);
+                    }
+                }
+            }
+            KIND_SEND => {
+                conn.sending = false;
+                let buf = c.net_buf.expect("send returns its buffer");
+                match c.result {
+                    Ok(n) => {
+                        let n = n as usize;
+                        conn.held_bytes -= n;
+                        self.held_bytes -= n;
+                        conn.last_active_ns = now_ns;
+                        conn.send_off += n;
+                        if conn.send_off < buf.len() {
+                            conn.sendq.push_front(buf);
+                        } else {
+                            conn.send_off = 0;
+                        }
+                    }
+                    Err(errno) => {
+                        conn.sendq.push_front(buf);
+                        return self.on_net_error(core, slot, errno);
+                    }
+                }
+            }
+            _ => unreachable!("unknown network op kind {kind}"),
+        }
+        self.mark(slot);
+    }
+
+    /// A socket error ends its connection; every errno means the same here
+    /// (reset, broken pipe, cancelled by our own close).
+    fn on_net_error(&mut self, core: &mut Core<UringIo>, slot: usize, errno: i32) {
+        if errno != libc::ECANCELED {
+            tracing::debug!(core = self.core_id, slot, errno, "connection error");
+        }
+        self.close_conn(core, slot);
+        self.mark(slot);
+    }
+
+    fn on_accept(&mut self, core: &mut Core<UringIo>, index: usize, result: std::result::Result<u32, i32>, now_ns: u64) {
+        let l = &mut self.listeners[index];
+        l.accepting = false;
+        let sock = match result {
+            Ok(file) => FileId(file),
+            Err(libc::EMFILE) | Err(libc::ENFILE) | Err(libc::ENOBUFS) | Err(libc::ENOMEM) => {
+                tracing::warn!(core = self.core_id, "out of descriptors or memory for connections; accepting pauses");
+                l.paused_until_ns = now_ns + ACCEPT_BACKOFF_NS;
+                return;
+            }
+            // ECANCELED: our own stop; ECONNABORTED and the like: that one peer.
+            Err(_) => return,
+        };
+        if self.stopping.is_some() {
+            core.io.close_socket(sock);
+            return;
+        }
+        let counted = self.shared.connections.fetch_add(1, Ordering::Relaxed) < self.shared.cfg.connections_max;
+        if !counted {
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = self.conns.insert(Conn {
+            sock,
+            generation: self.next_generation & GENERATION_MASK,
+            state: State::Open,
+            rbuf: Vec::new(),
+            reading: false,
+            readable: false,
+            sending: false,
+            send_off: 0,
+            sendq: VecDeque::new(),
+            inflight: 0,
+            held_bytes: 0,
+            last_active_ns: now_ns,
+            partial_since_ns: None,
+            peer_closed: false,
+            counted,
+            dirty: false,
+        });
+        if counted {
+            self.stats.accepted += 1;
+        } else {
+            self.stats.refused_connections += 1;
+            let msg = format!("more than {} connections", self.shared.cfg.connections_max);
+            self.fail_conn(slot, ErrorCode::TooManyConnections, &msg);
+        }
+        self.mark(slot);
+    }
+
+    /// Queues an error frame (request id 0: no request is being answered)
+    /// and closes the connection once it is sent.
+    fn fail_conn(&mut self, slot: usize, code: ErrorCode, message: &str) {
+        let c = &mut self.conns[slot];
+        let mut frame = Vec::new();
+        proto::encode_error(&mut frame, 0, 0, code, message);
+        c.held_bytes += frame.len();
+        self.held_bytes += frame.len();
+        c.sendq.push_back(frame);
+        c.state = State::Closing;
+        c.last_active_ns = c.last_active_ns.max(1);
+    }
+
+    fn close_conn(&mut self, core: &mut Core<UringIo>, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.state == State::Closed {
+            return;
+        }
+        c.state = State::Closed;
+        let queued: usize = c.held_bytes;
+        // Requests still in flight release their bytes when their replies
+        // arrive (and find the connection gone); what is queued goes now.
+        let in_requests = c.held_bytes - c.sendq.iter().map(|b| b.len()).sum::<usize>() + c.send_off;
+        let unsent = queued - in_requests;
+        c.held_bytes = in_requests;
+        self.held_bytes -= unsent;
+        c.sendq.clear();
+        c.send_off = 0;
+        if c.counted {
+            c.counted = false;
+            self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        let rbuf = std::mem::take(&mut c.rbuf);
+        let sock = c.sock;
+        core.io.close_socket(sock);
+        self.give_buf(rbuf);
+    }
+
+    // ---- decoding and dispatch ----
+
+    /// Dispatches every whole frame in the connection's buffer that its
+    /// limits allow; the rest waits there.
+    fn parse(&mut self, core: &mut Core<UringIo>, slot: usize, now_ns: u64) {
+        let mut rbuf = std::mem::take(&mut self.conns[slot].rbuf);
+        let mut pos = 0;
+        let frame_max = self.shared.cfg.frame_bytes_max;
+        loop {
+            let c = &self.conns[slot];
+            if c.state != State::Open
+                || c.inflight >= self.shared.cfg.inflight_per_conn_max
+                || c.held_bytes >= self.shared.cfg.conn_buffered_bytes_max
+                || self.blocked(core)
+            {
+                break;
+            }
+            match proto::frame_len(&rbuf[pos..], frame_max) {
+                Ok(None) => break,
+                Ok(Some(total)) if rbuf.len() - pos < total => {
+                    // Room for the whole frame, so it arrives in few receives.
+                    if pos > 0 {
+                        rbuf.drain(..pos);
+                        pos = 0;
+                    }
+                    rbuf.reserve_exact(total - rbuf.len());
+                    break;
+                }
+                Ok(Some(total)) => {
+                    self.dispatch(core, slot, &rbuf[pos..pos + total]);
+                    pos += total;
+                }
+                Err(e) => {
+                    // Framing is lost: nothing after this can be trusted.
+                    self.stats.frame_errors += 1;
+                    let code = match e {
+                        proto::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                        proto::FrameError::TooSmall { .. } => ErrorCode::Malformed,
+                    };
+                    self.fail_conn(slot, code, &format!("{e:?}"));
+                    rbuf.clear();
+                    pos = 0;
+                    break;
+                }
+            }
+        }
+        let progressed = pos > 0;
+        rbuf.drain(..pos);
+        let c = &mut self.conns[slot];
+        c.partial_since_ns = match (rbuf.is_empty(), progressed) {
+            (true, _) => None,
+            (false, true) => Some(now_ns),
+            (false, false) => Some(c.partial_since_ns.unwrap_or(now_ns)),
+        };
+        if rbuf.is_empty() {
+            self.give_buf(rbuf);
+        } else {
+            self.conns[slot].rbuf = rbuf;
+        }
+    }
+
+    fn dispatch(&mut self, core: &mut Core<UringIo>, slot: usize, frame: &[u8]) {
+        self.stats.requests += 1;
+        let c = &mut self.conns[slot];
+        let key = ConnKey { slot: slot as u32, generation: c.generation };
+        let held = frame.len();
+        c.inflight += 1;
+        c.held_bytes += held;
+        self.held_bytes += held;
+        match proto::decode_request(frame) {
+            Ok((h, req)) => {
+                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held);
+                self.serve(core, req, r);
+            }
+            Err((h, e)) => {
+                self.stats.frame_errors += 1;
+                let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
+                self.shared.replier(self.core_id, key, api, id, held).error(e.code(), &format!("{e:?}"));
+            }
+        }
+    }
+
+    fn topics(&mut self) -> &BTreeMap<String, TopicMeta> {
+        let v = self.shared.directory.version();
+        if v != self.topics_version {
+            self.topics = self.shared.directory.snapshot();
+            self.topics_version = v;
+        }
+        &self.topics
+    }
+
+    fn pid(&mut self, topic: &str, partition: u32) -> Result<Pid> {
+        pid_in(self.topics(), topic, partition)
+    }
+
+    fn serve(&mut self, core: &mut Core<UringIo>, req: proto::Request<'_>, r: Replier) {
+        match req {
+            proto::Request::Produce { topic, partition, batches } => {
+                let pid = match self.pid(topic, partition) {
+                    Ok(p) => p,
+                    Err(e) => return r.fail(&e),
+                };
+                let mut valid = Vec::new();
+                for b in proto::split_batches(batches) {
+                    match b.map(|b| ValidBatch::new(b.to_vec(), self.shared.batch_bytes_max)) {
+                        Ok(Ok(v)) => valid.push(v),
+                        Ok(Err(e)) => return r.fail(&e),
+                        Err(e) => return r.error(ErrorCode::InvalidBatch, &format!("{e:?}")),
+                    }
+                }
+                if valid.is_empty() {
+                    return r.error(ErrorCode::InvalidBatch, "a produce request must carry at least one batch");
+                }
+                if valid.len() == 1 {
+                    let batch = valid.pop().expect("one batch");
+                    let reply: Reply<AppendAck> = Box::new(move |res| match res {
+                        Ok(a) => r.ok(&Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset }),
+                        Err(e) => r.fail(&e),
+                    });
+                    return self.route(core, pid, Request::Append { pid, batch, reply });
+                }
+                // Several batches: one reply once every append is answered.
+                let acc = Arc::new(Mutex::new(ProduceAcc { remaining: valid.len(), first: None, last: 0, err: None, reply: Some(r) }));
+                for batch in valid {
+                    let acc = acc.clone();
+                    let reply: Reply<AppendAck> = Box::new(move |res| acc.lock().expect("produce accumulator").add(res));
+                    self.route(core, pid, Request::Append { pid, batch, reply });
+                }
+            }
+            proto::Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+                let pid = match self.pid(topic, partition) {
+                    Ok(p) => p,
+                    Err(e) => return r.fail(&e),
+                };
+                // The reply must fit a frame: room for the header and fields.
+                let max_bytes = (max_bytes as usize).clamp(1, self.shared.cfg.frame_bytes_max - 64);
+                let max_wait_ns =
+                    (std::time::Duration::from_millis(max_wait_ms as u64).min(self.shared.cfg.fetch_wait_max)).as_nanos() as u64;
+                let reply: Reply<ReadResult> = Box::new(move |res| match res {
+                    Ok(rr) => r.ok(&Response::Fetch {
+                        high_watermark: rr.high_watermark,
+                        start_offset: rr.start_offset,
+                        next_offset: rr.next_offset,
+                        batches: &rr.batches,
+                    }),
+                    Err(e) => r.fail(&e),
+                });
+                self.route(core, pid, Request::Poll { pid, offset, max_bytes, max_wait_ns, reply });
+            }
+            proto::Request::ListOffsets { topic, partition, spec } => {
+                let pid = match self.pid(topic, partition) {
+                    Ok(p) => p,
+                    Err(e) => return r.fail(&e),
+                };
+                let req = match spec {
+                    OffsetSpec::Earliest | OffsetSpec::Latest => Request::Stat {
+                        pid,
+                        reply: Box::new(move |res| match res {
+                            Ok(s) => r.ok(&Response::ListOffsets {
+                                offset: Some(if spec == OffsetSpec::Earliest { s.start_offset } else { s.end_offset }),
+                            }),
+                            Err(e) => r.fail(&e),
+                        }),
+                    },
+                    OffsetSpec::Timestamp(ts_ms) => Request::OffsetForTime {
+                        pid,
+                        ts_ms,
+                        reply: Box::new(move |res| match res {
+                            Ok(offset) => r.ok(&Response::ListOffsets { offset }),
+                            Err(e) => r.fail(&e),
+                        }),
+                    },
+                };
+                self.route(core, pid, req);
+            }
+            proto::Request::Metadata { topics } => {
+                let cores = self.shared.routes.len();
+                let log_count = self.shared.log_count;
+                let all = self.topics().clone();
+                let mut out = Vec::new();
+                let names: Vec<&str> = if topics.is_empty() { all.keys().map(String::as_str).collect() } else { topics };
+                for name in names {
+                    let Some(t) = all.get(name) else {
+                        return r.fail(&StromError::UnknownTopic(name.escape_debug().take(300).collect()));
+                    };
+                    let partition_cores = (0..t.partitions).map(|i| ((t.first_pid + i) % log_count) as usize % cores).map(|c| c as u16).collect();
+                    out.push(TopicMetadata { name: name.to_string(), partition_cores });
+                }
+                r.ok(&Response::Metadata { core_addrs: self.shared.core_addrs.clone(), topics: out })
+            }
+            proto::Request::CreateTopic { topic, partitions } => {
+                self.admin(admin::Job::CreateTopic { name: topic.to_string(), partitions, reply: r })
+            }
+            proto::Request::DeleteTopic { topic } => self.admin(admin::Job::DeleteTopic { name: topic.to_string(), reply: r }),
+            proto::Request::OffsetCommit { group, topic, partition, offset } => self.admin(admin::Job::Commit {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                partition,
+                offset,
+                reply: r,
+            }),
+            proto::Request::OffsetFetch { group, topic, partition } => {
+                self.admin(admin::Job::Fetch { group: group.to_string(), topic: topic.to_string(), partition, reply: r })
+            }
+        }
+    }
+
+    fn admin(&mut self, job: admin::Job) {
+        let sent = self.shared.admin.lock().expect("admin sender").send(job);
+        if let Err(std::sync::mpsc::SendError(job)) = sent {
+            let (admin::Job::CreateTopic { reply, .. }
+            | admin::Job::DeleteTopic { reply, .. }
+            | admin::Job::Commit { reply, .. }
+            | admin::Job::Fetch { reply, .. }) = job;
+            reply.fail(&StromError::ShuttingDown);
+        }
+    }
+
+    /// Runs a request on the core owning its partition: here at once, or
+    /// through that core's mailbox (in order, behind anything waiting).
+    fn route(&mut self, core: &mut Core<UringIo>, pid: Pid, req: Request) {
+        let target = self.shared.core_of(pid);
+        if target == self.core_id {
+            return core.handle(req);
+        }
+        self.stats.forwarded += 1;
+        if !self.outbox.is_empty() {
+            return self.outbox.push_back((target, req));
+        }
+        match self.shared.routes[target].try_send(req) {
+            Ok(()) => {}
+            Err((req, true)) => self.outbox.push_back((target, req)),
+            Err((req, false)) => req.refuse(StromError::ShuttingDown),
+        }
+    }
+
+    fn flush_outbox(&mut self) {
+        while let Some((target, req)) = self.outbox.pop_front() {
+            match self.shared.routes[target].try_send(req) {
+                Ok(()) => {}
+                Err((req, true)) => {
+                    self.outbox.push_front((target, req));
+                    return;
+                }
+                Err((req, false)) => req.refuse(StromError::ShuttingDown),
+            }
+        }
+    }
+
+    // ---- planning ----
+
+    fn deliver_replies(&mut self) {
+        loop {
+            let done = match self.inbox.try_recv() {
+                Ok(d) => d,
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
+            };
+            let slot = done.conn.slot as usize;
+            self.held_bytes -= done.held_bytes;
+            match self.conns.get_mut(slot) {
+                Some(c) if c.generation == done.conn.generation => {
+                    c.inflight -= 1;
+                    c.held_bytes -= done.held_bytes;
+                    if c.state != State::Closed {
+                        c.held_bytes += done.frame.len();
+                        self.held_bytes += done.frame.len();
+                        c.sendq.push_back(done.frame);
+                    }
+                    self.mark(slot);
+                }
+                // The connection is gone; its request's bytes are released above.
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves one connection on: parse what waits, send, close, or read.
+    fn drive(&mut self, core: &mut Core<UringIo>, slot: usize, now_ns: u64) {
+        let blocked = self.blocked(core);
+        let cfg_inflight = self.shared.cfg.inflight_per_conn_max;
+        let cfg_held = self.shared.cfg.conn_buffered_bytes_max;
+        {
+            let c = &self.conns[slot];
+            if c.state == State::Open && !c.rbuf.is_empty() && !blocked && c.inflight < cfg_inflight && c.held_bytes < cfg_held {
+                self.parse(core, slot, now_ns);
+            }
+        }
+        let c = &mut self.conns[slot];
+        if c.state == State::Closed {
+            if !c.reading && !c.sending {
+                self.conns.remove(slot);
+            }
+            return;
+        }
+        if !c.sending && !c.sendq.is_empty() {
+            let mut buf = c.sendq.pop_front().expect("non-empty");
+            if c.send_off == 0 {
+                // Coalesce small replies into one send.
+                while buf.len() < SEND_COALESCE_BYTES && c.sendq.front().is_some_and(|n| buf.len() + n.len() <= SEND_COALESCE_BYTES) {
+                    let next = c.sendq.pop_front().expect("front exists");
+                    buf.extend_from_slice(&next);
+                }
+            }
+            let op = Op::Send { sock: c.sock, buf, sent: c.send_off };
+            match core.io.push(op, token(KIND_SEND, c.generation, slot)) {
+                Ok(()) => c.sending = true,
+                Err(Op::Send { buf, .. }) => {
+                    c.sendq.push_front(buf);
+                    self.stalled.push(slot);
+                }
+                Err(_) => unreachable!("push returns its op"),
+            }
+        }
+        let c = &mut self.conns[slot];
+        let drained = !c.sending && c.sendq.is_empty();
+        if (c.state == State::Closing && drained) || (c.peer_closed && c.inflight == 0 && drained) {
+            self.close_conn(core, slot);
+            let c = &self.conns[slot];
+            if !c.reading && !c.sending {
+                self.conns.remove(slot);
+            }
+            return;
+        }
+        if c.state != State::Open || c.peer_closed || c.reading || c.inflight >= cfg_inflight || c.held_bytes >= cfg_held {
+            // A reply or a completion will bring it back here.
+            return;
+        }
+        if blocked {
+            self.stalled.push(slot);
+            return;
+        }
+        let op = if c.readable {
+            let mut buf = if c.rbuf.capacity() == 0 { self.take_buf() } else { std::mem::take(&mut self.conns[slot].rbuf) };
+            if buf.len() == buf.capacity() {
+                buf.reserve(RECV_BUF_BYTES);
+            }
+            Op::Recv { sock: self.conns[slot].sock, buf }
+        } else {
+            Op::PollIn { sock: c.sock }
+        };
+        let c = &mut self.conns[slot];
+        let kind = if matches!(op, Op::Recv { .. }) { KIND_RECV } else { KIND_POLL };
+        match core.io.push(op, token(kind, c.generation, slot)) {
+            Ok(()) => {
+                c.reading = true;
+                if kind == KIND_RECV {
+                    c.readable = false;
+                }
+            }
+            Err(op) => {
+                if let Op::Recv { buf, .. } = op {
+                    c.rbuf = buf;
+                }
+                self.stalled.push(slot);
+            }
+        }
+    }
+
+    fn sweep(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
+        let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
+        let idle_ns = self.shared.cfg.idle_timeout.as_nanos() as u64;
+        let mut late = Vec::new();
+        for (slot, c) in self.conns.iter() {
+            let idle_for = now_ns.saturating_sub(c.last_active_ns);
+            match c.state {
+                State::Open if c.partial_since_ns.is_some_and(|t| now_ns.saturating_sub(t) > header_ns) => late.push((slot, true)),
+                // Idle: nothing asked, nothing owed, nothing sent for a while
+                // (a reader that stopped reading counts: its sends stall).
+                State::Open if c.inflight == 0 && idle_for > idle_ns => late.push((slot, false)),
+                State::Open if c.sending && idle_for > idle_ns => late.push((slot, false)),
+                State::Closing if idle_for > header_ns => late.push((slot, false)),
+                _ => {}
+            }
+        }
+        for (slot, tell) in late {
+            self.stats.timeouts += 1;
+            if tell {
+                self.conns[slot].rbuf.clear();
+                self.conns[slot].partial_since_ns = None;
+                self.fail_conn(slot, ErrorCode::Timeout, "a frame took longer than the header timeout to arrive");
+            } else {
+                self.close_conn(core, slot);
+            }
+            self.mark(slot);
+        }
+    }
+
+    fn on_control(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
+        while let Ok(Control::Stop { drain, done }) = self.control.try_recv() {
+            self.stopping = Some((now_ns + drain.as_nanos() as u64, done));
+            for l in &mut self.listeners {
+                if !l.closed {
+                    l.closed = true;
+                    core.io.close_socket(l.file);
+                }
+            }
+            // Idle connections have only a poll in flight: close them now.
+            let idle: Vec<usize> = self.conns.iter().filter(|(_, c)| c.inflight == 0 && c.sendq.is_empty() && !c.sending).map(|(s, _)| s).collect();
+            for slot in idle {
+                self.close_conn(core, slot);
+                self.mark(slot);
+            }
+        }
+    }
+
+    fn finish_stop(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
+        let Some((deadline_ns, _)) = &self.stopping else { return };
+        let quiet = self.conns.iter().all(|(_, c)| c.state == State::Closed || (c.inflight == 0 && c.sendq.is_empty() && !c.sending));
+        if quiet || now_ns >= *deadline_ns {
+            let open: Vec<usize> = self.conns.iter().filter(|(_, c)| c.state != State::Closed).map(|(s, _)| s).collect();
+            for slot in open {
+                self.close_conn(core, slot);
+                self.mark(slot);
+            }
+        }
+        if self.conns.is_empty() && self.listeners.iter().all(|l| !l.accepting) {
+            let (_, done) = self.stopping.take().expect("stopping");
+            let _ = done.send(());
+            self.finished = true;
+        }
+    }
+}
+
+impl CoreTask for NetCore {
+    fn on_reaped(&mut self, core: &mut Core<UringIo>) {
+        let now_ns = core.io.now_ns();
+        let completions = std::mem::take(&mut core.net_completions);
+        for c in completions {
+            self.on_completion(core, c, now_ns);
+        }
+    }
+
+    fn plan(&mut self, core: &mut Core<UringIo>) {
+        let now_ns = core.io.now_ns();
+        for sock in self.unadopted.drain(..) {
+            match core.io.adopt_socket(sock) {
+                Ok(file) => self.listeners.push(Listener { file, accepting: false, paused_until_ns: 0, closed: false }),
+                Err(e) => tracing::error!(core = self.core_id, %e, "could not adopt a listener"),
+            }
+        }
+        self.on_control(core, now_ns);
+        self.deliver_replies();
+        self.flush_outbox();
+        if !self.blocked(core) {
+            for slot in std::mem::take(&mut self.stalled) {
+                self.mark(slot);
+            }
+        }
+        if now_ns >= self.next_sweep_ns {
+            self.next_sweep_ns = now_ns + SWEEP_NS;
+            self.sweep(core, now_ns);
+        }
+        // Driving may dispatch requests whose replies come back at once
+        // (errors, metadata): go round until nothing changes.
+        for _ in 0..4 {
+            if self.dirty.is_empty() {
+                break;
+            }
+            for slot in std::mem::take(&mut self.dirty) {
+                if let Some(c) = self.conns.get_mut(slot) {
+                    c.dirty = false;
+                    self.drive(core, slot, now_ns);
+                }
+            }
+            self.deliver_replies();
+        }
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.accepting && !l.closed && now_ns >= l.paused_until_ns {
+                match core.io.push(Op::Accept { listener: l.file }, token(KIND_ACCEPT, 0, i)) {
+                    Ok(()) => l.accepting = true,
+                    Err(_) => l.paused_until_ns = now_ns + ACCEPT_BACKOFF_NS,
+                }
+            }
+        }
+        self.finish_stop(core, now_ns);
+    }
+
+    fn wait_hint(&self, now_ns: u64) -> (bool, Option<u64>) {
+        let mut timer = self.next_sweep_ns.saturating_sub(now_ns);
+        if !self.outbox.is_empty() {
+            timer = timer.min(OUTBOX_RETRY_NS);
+        }
+        for l in &self.listeners {
+            if !l.accepting && !l.closed {
+                timer = timer.min(l.paused_until_ns.saturating_sub(now_ns).max(1));
+            }
+        }
+        if let Some((deadline, _)) = &self.stopping {
+            timer = timer.min(deadline.saturating_sub(now_ns).max(1));
+        }
+        (!self.dirty.is_empty(), Some(timer))
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// Gathers the answers to a Produce of several batches into one reply.
+struct ProduceAcc {
+    remaining: usize,
+    first: Option<u64>,
+    last: u64,
+    err: Option<StromError>,
+    reply: Option<Replier>,
+}
+
+impl ProduceAcc {
+    fn add(&mut self, res: Result<AppendAck>) {
+        match res {
+            Ok(a) => {
+                self.first.get_or_insert(a.base_offset);
+                self.last = self.last.max(a.last_offset);
+            }
+            Err(e) => {
+                self.err.get_or_insert(e);
+            }
+        }
+        self.remaining -= 1;
+        if self.remaining == 0
+            && let Some(r) = self.reply.take()
+        {
+            match (&self.err, self.first) {
+                (Some(e), _) => r.fail(e),
+                (None, Some(base_offset)) => r.ok(&Response::Produce { base_offset, last_offset: self.last }),
+                (None, None) => r.error(ErrorCode::Internal, "no batch answered"),
+            }
+        }
+    }
+}

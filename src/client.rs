@@ -169,7 +169,7 @@ impl FetchResult {
     /// records are yielded, so a damaged one yields one `Protocol` error
     /// and ends the iteration.
     pub fn records_from(&self, from_offset: u64) -> FetchedRecords<'_> {
-        FetchedRecords { rest: &self.batches, at_byte: 0, current: None, from_offset, failed: false }
+        FetchedRecords { rest: &self.batches, at_byte: 0, current: None, next_base_offset: None, from_offset, failed: false }
     }
 }
 
@@ -469,7 +469,14 @@ impl Client {
 
     /// Reads from `offset`, up to about `max_bytes` of batches; with nothing
     /// to return, the server waits up to `max_wait` for records to arrive.
-    pub fn fetch(&mut self, topic: &str, partition: u32, offset: u64, max_bytes: u32, max_wait: Duration) -> Result<FetchResult, ClientError> {
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait: Duration,
+    ) -> Result<FetchResult, ClientError> {
         if let Some(timeout) = self.timeout.filter(|&t| max_wait >= t) {
             return Err(ClientError::InvalidArgument(format!(
                 "a fetch waiting up to {} ms would hit the {} ms read timeout",
@@ -582,6 +589,9 @@ pub struct FetchedRecords<'a> {
     at_byte: usize,
     /// The records of the open batch, and that batch's base offset.
     current: Option<(Records<'a>, u64)>,
+    /// Where the next batch must start: a partition's offsets have no gaps,
+    /// so batches of one fetch follow each other exactly.
+    next_base_offset: Option<u64>,
     from_offset: u64,
     /// Set after yielding an error: nothing after it can be trusted.
     failed: bool,
@@ -596,13 +606,18 @@ impl<'a> FetchedRecords<'a> {
         let Some(bytes) = self.rest.get(..info.batch_bytes) else {
             return Err(bad(self.at_byte, format!("{} bytes long, only {} received", info.batch_bytes, self.rest.len())));
         };
-        let base_offset = u64::try_from(info.base_offset).map_err(|_| bad(self.at_byte, format!("negative base offset {}", info.base_offset)))?;
+        let base_offset =
+            u64::try_from(info.base_offset).map_err(|_| bad(self.at_byte, format!("negative base offset {}", info.base_offset)))?;
+        if let Some(expected) = self.next_base_offset.filter(|&o| o != base_offset) {
+            return Err(bad(self.at_byte, format!("starts at offset {base_offset}, the batch before it ended at {}", expected - 1)));
+        }
         let at_byte = self.at_byte;
         self.rest = &self.rest[info.batch_bytes..];
         self.at_byte += info.batch_bytes;
-        // An unvalidated header may hold any delta; a batch we skip still
-        // needs a sane one to be skipped correctly, so a negative one fails below.
+        // Checked, because the header is not validated yet: a negative
+        // delta leaves the batch to fail validation below.
         let last_offset = u64::try_from(info.last_offset_delta).ok().and_then(|d| base_offset.checked_add(d));
+        self.next_base_offset = last_offset.and_then(|last| last.checked_add(1));
         if last_offset.is_some_and(|last| last < self.from_offset) {
             return Ok(());
         }
@@ -717,6 +732,17 @@ mod tests {
         // The damaged batch ends before offset 2, so it is skipped unread.
         let f = fetched([bad, stored_batch(2, &[b"z"])].concat());
         assert_eq!(collect(&f, 2), vec![(2, Some(b"z".to_vec()))]);
+    }
+
+    // Proves: batches that leave a gap in the offsets, or overlap, are
+    // refused rather than read as a log that skips records.
+    #[test]
+    fn records_from_refuses_gaps_between_batches() {
+        for second_base in [3, 1] {
+            let f = fetched([stored_batch(0, &[b"a", b"b"]), stored_batch(second_base, &[b"c"])].concat());
+            let got: Vec<_> = f.records_from(0).collect();
+            assert!(matches!(got.as_slice(), [Ok(_), Ok(_), Err(ClientError::Protocol(_))]), "base {second_base}: {got:?}");
+        }
     }
 
     // Proves: names that break the broker's rules are refused before

@@ -559,4 +559,3 @@ fn run(core: &mut Core<UringIo>, rx: &Receiver<Mail>, sleeping: &AtomicBool) -> 
         }
     }
 }
-

@@ -39,11 +39,11 @@ const STDIN_BUF_BYTES: usize = 64 << 10;
 const RECORD_OVERHEAD_BYTES_MAX: usize = 28;
 /// `--batch-bytes` at most: one batch must fit one default request frame.
 const PRODUCE_BATCH_BYTES_MAX: u64 = 8 << 20;
-/// `--inflight` at most; each in-flight batch is at most `--batch-bytes`.
-const PRODUCE_INFLIGHT_MAX: u64 = 4096;
+/// `--inflight` at most: the client's (and the server's default) limit of
+/// requests in flight on one connection.
+const PRODUCE_INFLIGHT_MAX: u64 = strom::client::INFLIGHT_MAX_DEFAULT as u64;
 
 const _: () = assert!(PRODUCE_BATCH_BYTES_MAX as usize <= proto::FRAME_BYTES_MAX_DEFAULT);
-const _: () = assert!(PRODUCE_INFLIGHT_MAX as usize <= 2 * strom::client::INFLIGHT_MAX_DEFAULT * 8);
 
 #[derive(Parser)]
 #[command(name = "strom", version, about = "A durable log broker and storage engine on io_uring")]
@@ -231,7 +231,8 @@ fn main() -> ExitCode {
 }
 
 fn inspect(dir: &Path) -> Result<(), String> {
-    let ins = UringIo::new(64).and_then(|mut io| strom::inspect::inspect(&mut io, dir, &EngineConfig::default())).map_err(|e| e.to_string())?;
+    let ins =
+        UringIo::new(64).and_then(|mut io| strom::inspect::inspect(&mut io, dir, &EngineConfig::default())).map_err(|e| e.to_string())?;
     print!("{}", strom::inspect::render(&ins));
     Ok(())
 }
@@ -291,7 +292,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 }
 
 fn connect(conn: &ConnArgs) -> Result<Client, String> {
-    let mut client = Client::connect_timeout(conn.addr.as_str(), CONNECT_TIMEOUT).map_err(|e| format!("cannot connect to {}: {e}", conn.addr))?;
+    let mut client =
+        Client::connect_timeout(conn.addr.as_str(), CONNECT_TIMEOUT).map_err(|e| format!("cannot connect to {}: {e}", conn.addr))?;
     client.set_timeout(Some(REPLY_TIMEOUT)).map_err(|e| e.to_string())?;
     Ok(client)
 }
@@ -494,14 +496,18 @@ fn consume(args: &ConsumeArgs) -> Result<(), String> {
     let mut printed: u64 = 0;
     let max_wait = if args.follow { FOLLOW_WAIT } else { Duration::ZERO };
     while printed < count_max {
-        let fetched =
-            client.fetch(&args.topic, args.partition, cursor, CONSUME_FETCH_BYTES_MAX, max_wait).map_err(|e| format!("fetch at offset {cursor}: {e}"))?;
+        let fetched = client
+            .fetch(&args.topic, args.partition, cursor, CONSUME_FETCH_BYTES_MAX, max_wait)
+            .map_err(|e| format!("fetch at offset {cursor}: {e}"))?;
         let cursor_before = cursor;
         for record in fetched.records_from(cursor) {
             if printed == count_max {
                 break;
             }
             let (offset, value) = record.map_err(|e| e.to_string())?;
+            if offset != cursor {
+                return Err(format!("asked for offset {cursor}, the server sent {offset} next"));
+            }
             if let Err(e) = out.write_all(value.unwrap_or_default()).and_then(|()| out.write_all(b"\n")) {
                 return stdout_closed(e);
             }

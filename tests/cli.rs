@@ -53,3 +53,26 @@ fn recover_and_inspect_report_a_directory() {
     assert!(ok, "inspect failed: {err}");
     assert!(out.contains("events"), "inspect does not name the topic: {out}");
 }
+
+// Proves: `strom --help` lists every command, offline tools and clients alike.
+#[test]
+fn help_lists_every_command() {
+    let (ok, out, err) = strom(&["--help"]);
+    assert!(ok, "--help failed: {err}");
+    for cmd in ["inspect", "recover", "serve", "topic", "produce", "consume"] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "--help does not list {cmd}: {out}");
+    }
+}
+
+// Proves: `strom produce` to an address where nothing listens fails with
+// one line naming the command and the address, and a non-zero exit.
+#[test]
+fn produce_without_a_server_fails_clearly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let (ok, _, err) = strom(&["produce", "events", "--addr", &addr]);
+    assert!(!ok, "produce succeeded with no server");
+    let line = err.lines().find(|l| l.starts_with("strom produce:")).expect("an error line");
+    assert!(line.contains(&addr) && line.contains("connect"), "the line does not say what failed: {line}");
+}

@@ -16,12 +16,13 @@ use strom::config::{self, FsyncPolicy};
 use strom::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use strom::log::frame::{self, FrameHeader, FrameKind};
 use strom::partition::IndexEntry;
+use strom::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
 use strom::wire::batch::{self, BatchBuilder};
 
 const INPUT_ROOTS: [&str; 2] = ["fuzz/corpus", "fuzz/regressions"];
 const CORPUS_ROOT: &str = "fuzz/corpus";
 /// Every fuzz target; each must have at least one saved input.
-const TARGETS: [&str; 5] = ["batch_validate", "frame_decode", "checkpoint_decode", "catalog_parse", "fsync_policy_parse"];
+const TARGETS: [&str; 6] = ["batch_validate", "frame_decode", "checkpoint_decode", "catalog_parse", "fsync_policy_parse", "proto_decode"];
 
 /// The check the fuzz target of this name runs.
 fn check_for(target: &str) -> fn(&[u8]) {
@@ -31,6 +32,7 @@ fn check_for(target: &str) -> fn(&[u8]) {
         "checkpoint_decode" => checkpoint::fuzz_check,
         "catalog_parse" => catalog::fuzz_check,
         "fsync_policy_parse" => config::fuzz_check,
+        "proto_decode" => proto::fuzz_check,
         other => panic!("no replay check for fuzz target {other}: add it to check_for"),
     }
 }
@@ -43,6 +45,7 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
         "frame_decode" => Some(frame_verifies(data)),
         "checkpoint_decode" => Some(checkpoint::decode(data).is_ok()),
         "fsync_policy_parse" => Some(std::str::from_utf8(data).is_ok_and(|s| s.parse::<FsyncPolicy>().is_ok())),
+        "proto_decode" => Some(proto::decode_request(data).is_ok() || proto::decode_response(data).is_ok()),
         _ => None,
     }
 }
@@ -144,6 +147,7 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "checkpoint_decode" => checkpoint_seeds(),
         "catalog_parse" => catalog_seeds(),
         "fsync_policy_parse" => fsync_policy_seeds(),
+        "proto_decode" => proto_seeds(),
         other => panic!("no seeds for fuzz target {other}"),
     }
 }
@@ -323,4 +327,83 @@ fn fsync_policy_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("unit-ms", "interval:5ms"),
     ];
     seeds.iter().map(|&(name, text)| (name, text.as_bytes().to_vec())).collect()
+}
+
+fn request(request_id: u64, req: &Request<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    proto::encode_request(&mut out, request_id, req);
+    out
+}
+
+fn response(api: Api, request_id: u64, resp: &Response<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    proto::encode_response(&mut out, api, request_id, resp);
+    out
+}
+
+/// A frame from a raw header and body, for the ones no encoder writes.
+fn raw_frame(api: u16, version_or_error: u16, request_id: u64, body: &[u8]) -> Vec<u8> {
+    let length = (proto::HEADER_BYTES + body.len()) as u32;
+    [&length.to_be_bytes()[..], &api.to_be_bytes(), &version_or_error.to_be_bytes(), &request_id.to_be_bytes(), body].concat()
+}
+
+/// Every api's request and reply, an error reply, and frames broken in the
+/// ways a decoder must refuse. Invalid ones must fail as request and as reply.
+fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut one = BatchBuilder::new(1_700_000_000_000);
+    one.push(1_700_000_000_000, Some(b"k"), Some(b"hello"), &[]);
+    let mut three = BatchBuilder::new(1_700_000_000_000).producer(7, 0, 0);
+    for i in 0..3u8 {
+        three.push(1_700_000_000_000 + i64::from(i), None, Some(&[i; 20]), &[(b"h", Some(b"v"))]);
+    }
+    let batches = [one.finish(), three.finish()].concat();
+    let produce = request(1, &Request::Produce { topic: "orders", partition: 3, batches: &batches });
+    let fetch = request(2, &Request::Fetch { topic: "orders", partition: 3, offset: 42, max_bytes: 1 << 20, max_wait_ms: 500 });
+    let metadata = Response::Metadata {
+        core_addrs: vec![String::new(), "10.0.0.1:9093".into()],
+        topics: vec![TopicMetadata { name: "orders".into(), partition_cores: vec![0, 1, 0, 1] }],
+    };
+
+    let truncated = produce[..produce.len() - 1].to_vec();
+    let mut trailing = [&fetch[..], &[0]].concat();
+    trailing[..4].copy_from_slice(&((fetch.len() + 1 - 4) as u32).to_be_bytes());
+    let lying_count = raw_frame(Api::Metadata as u16, proto::VERSION, 9, &[0xFF, 0xFF, 0xFF, 0xFF, 0, 1, b'a']);
+    let bad_utf8 = raw_frame(Api::CreateTopic as u16, proto::VERSION, 9, &[0, 2, 0xC3, 0x28, 0, 0, 0, 1]);
+    let mut too_small = request(9, &Request::DeleteTopic { topic: "orders" });
+    too_small[..4].copy_from_slice(&11u32.to_be_bytes());
+    let newer_version = raw_frame(Api::Fetch as u16, 2, 9, &fetch[16..]);
+    let unknown_api = raw_frame(99, proto::VERSION, 9, &[0, 5, b'a']);
+    vec![
+        ("valid-produce-request", produce),
+        ("valid-fetch-request", fetch),
+        (
+            "valid-list-offsets-request",
+            request(3, &Request::ListOffsets { topic: "orders", partition: 0, spec: OffsetSpec::Timestamp(1_700_000_000_000) }),
+        ),
+        ("valid-metadata-request", request(4, &Request::Metadata { topics: vec!["orders", "audit.v2"] })),
+        ("valid-metadata-request-all", request(5, &Request::Metadata { topics: vec![] })),
+        ("valid-create-topic-request", request(6, &Request::CreateTopic { topic: "orders", partitions: 4 })),
+        ("valid-delete-topic-request", request(7, &Request::DeleteTopic { topic: "orders" })),
+        ("valid-offset-commit-request", request(8, &Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 })),
+        ("valid-offset-fetch-request", request(9, &Request::OffsetFetch { group: "billing", topic: "orders", partition: 3 })),
+        ("valid-produce-response", response(Api::Produce, 1, &Response::Produce { base_offset: 40, last_offset: 43 })),
+        (
+            "valid-fetch-response",
+            response(Api::Fetch, 2, &Response::Fetch { high_watermark: 44, start_offset: 0, next_offset: 44, batches: &batches }),
+        ),
+        ("valid-list-offsets-response", response(Api::ListOffsets, 3, &Response::ListOffsets { offset: None })),
+        ("valid-metadata-response", response(Api::Metadata, 4, &metadata)),
+        ("valid-create-topic-response", response(Api::CreateTopic, 6, &Response::CreateTopic)),
+        ("valid-delete-topic-response", response(Api::DeleteTopic, 7, &Response::DeleteTopic)),
+        ("valid-offset-commit-response", response(Api::OffsetCommit, 8, &Response::OffsetCommit)),
+        ("valid-offset-fetch-response", response(Api::OffsetFetch, 9, &Response::OffsetFetch { offset: Some(43) })),
+        ("valid-error-response", response(Api::Fetch, 2, &Response::Error { code: ErrorCode::UnknownTopic, message: "no topic orders" })),
+        ("truncated-produce", truncated),
+        ("trailing-byte-fetch", trailing),
+        ("metadata-count-lies", lying_count),
+        ("bad-utf8-topic", bad_utf8),
+        ("length-under-header", too_small),
+        ("newer-version-fetch", newer_version),
+        ("unknown-api", unknown_api),
+    ]
 }

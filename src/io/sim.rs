@@ -346,7 +346,9 @@ impl SimIo {
                 Completion { token, result, buf: Some(buf), net_buf: None }
             }
             // The simulator models a disk, not a network: no socket exists here.
-            Op::Recv { buf, .. } | Op::Send { buf, .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf) },
+            Op::Recv { buf, .. } | Op::Send { buf, .. } => {
+                Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf) }
+            }
             Op::Accept { .. } | Op::PollIn { .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: None },
         }
     }

@@ -3,8 +3,8 @@
 //! before anything is allocated for it.
 
 use super::{
-    Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST,
-    SPEC_LATEST, TopicMetadata, VERSION,
+    Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
+    SPEC_EARLIEST, SPEC_LATEST, TopicMetadata, VERSION,
 };
 
 /// A string's smallest encoding: its u16 length with no bytes.
@@ -63,7 +63,8 @@ fn split_frame(frame: &[u8]) -> FrameResult<(Header, &[u8])> {
         return Err((None, DecodeError::BadValue("frame length is under the 12-byte header")));
     }
     let [a0, a1, v0, v1, id @ ..] = *h;
-    let header = Header { api: u16::from_be_bytes([a0, a1]), version_or_error: u16::from_be_bytes([v0, v1]), request_id: u64::from_be_bytes(id) };
+    let header =
+        Header { api: u16::from_be_bytes([a0, a1]), version_or_error: u16::from_be_bytes([v0, v1]), request_id: u64::from_be_bytes(id) };
     match length.cmp(&after_length.len()) {
         std::cmp::Ordering::Greater => Err((Some(header), DecodeError::Short)),
         std::cmp::Ordering::Less => Err((Some(header), DecodeError::Trailing)),
@@ -115,9 +116,7 @@ fn offset_spec(spec: i64) -> Result<OffsetSpec, DecodeError> {
 fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {
     Ok(match api {
         Api::Produce => Response::Produce { base_offset: r.u64()?, last_offset: r.u64()? },
-        Api::Fetch => {
-            Response::Fetch { high_watermark: r.u64()?, start_offset: r.u64()?, next_offset: r.u64()?, batches: r.take_rest() }
-        }
+        Api::Fetch => Response::Fetch { high_watermark: r.u64()?, start_offset: r.u64()?, next_offset: r.u64()?, batches: r.take_rest() },
         Api::ListOffsets => Response::ListOffsets { offset: optional_offset(r.i64()?)? },
         Api::Metadata => metadata_body(r)?,
         Api::CreateTopic => Response::CreateTopic,

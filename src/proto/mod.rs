@@ -209,15 +209,45 @@ pub enum OffsetSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request<'a> {
     /// `batches` is one or more RecordBatch v2 back to back (see [`split_batches`]).
-    Produce { topic: &'a str, partition: u32, batches: &'a [u8] },
-    Fetch { topic: &'a str, partition: u32, offset: u64, max_bytes: u32, max_wait_ms: u32 },
-    ListOffsets { topic: &'a str, partition: u32, spec: OffsetSpec },
+    Produce {
+        topic: &'a str,
+        partition: u32,
+        batches: &'a [u8],
+    },
+    Fetch {
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    ListOffsets {
+        topic: &'a str,
+        partition: u32,
+        spec: OffsetSpec,
+    },
     /// No topics asks for all of them.
-    Metadata { topics: Vec<&'a str> },
-    CreateTopic { topic: &'a str, partitions: u32 },
-    DeleteTopic { topic: &'a str },
-    OffsetCommit { group: &'a str, topic: &'a str, partition: u32, offset: u64 },
-    OffsetFetch { group: &'a str, topic: &'a str, partition: u32 },
+    Metadata {
+        topics: Vec<&'a str>,
+    },
+    CreateTopic {
+        topic: &'a str,
+        partitions: u32,
+    },
+    DeleteTopic {
+        topic: &'a str,
+    },
+    OffsetCommit {
+        group: &'a str,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+    },
+    OffsetFetch {
+        group: &'a str,
+        topic: &'a str,
+        partition: u32,
+    },
 }
 
 impl Request<'_> {
@@ -244,20 +274,38 @@ pub struct TopicMetadata {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response<'a> {
-    Produce { base_offset: u64, last_offset: u64 },
+    Produce {
+        base_offset: u64,
+        last_offset: u64,
+    },
     /// `batches` is zero or more RecordBatch v2, verbatim as stored.
-    Fetch { high_watermark: u64, start_offset: u64, next_offset: u64, batches: &'a [u8] },
+    Fetch {
+        high_watermark: u64,
+        start_offset: u64,
+        next_offset: u64,
+        batches: &'a [u8],
+    },
     /// `None` is -1 on the wire: no such offset.
-    ListOffsets { offset: Option<u64> },
+    ListOffsets {
+        offset: Option<u64>,
+    },
     /// `core_addrs[i]` is where core `i` listens directly; "" means through the main listener.
-    Metadata { core_addrs: Vec<String>, topics: Vec<TopicMetadata> },
+    Metadata {
+        core_addrs: Vec<String>,
+        topics: Vec<TopicMetadata>,
+    },
     CreateTopic,
     DeleteTopic,
     OffsetCommit,
     /// `None` is -1 on the wire: the group committed nothing for the partition.
-    OffsetFetch { offset: Option<u64> },
+    OffsetFetch {
+        offset: Option<u64>,
+    },
     /// The reply to a failed request of any api.
-    Error { code: ErrorCode, message: &'a str },
+    Error {
+        code: ErrorCode,
+        message: &'a str,
+    },
 }
 
 impl Response<'_> {

@@ -573,8 +573,8 @@ fn protocol_doc_example_is_what_the_codec_writes() {
         ],
     );
     let doc = include_str!("../../docs/PROTOCOL.md");
-    for dump in [&request_dump, &reply_dump, &error_dump] {
-        assert!(doc.contains(dump.as_str()), "docs/PROTOCOL.md lacks this dump:\n{dump}");
-    }
+    let missing: Vec<&str> =
+        [&request_dump, &reply_dump, &error_dump].into_iter().map(String::as_str).filter(|d| !doc.contains(d)).collect();
+    assert!(missing.is_empty(), "docs/PROTOCOL.md lacks these dumps, in this order:\n{}", missing.join("\n"));
     assert_eq!(decode_request(&request).unwrap().1, Request::Produce { topic: "orders", partition: 0, batches: &batches });
 }

@@ -32,8 +32,9 @@ pub mod net;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// Largest frame accepted (length prefix included). A longer length is
-    /// refused before any of its body is read or allocated.
+    /// Largest frame `length` accepted (the bytes after the 4-byte length
+    /// prefix). A longer one is refused before any of its body is read or
+    /// allocated, and the connection is closed (framing is lost).
     pub frame_bytes_max: usize,
     /// Open connections across all cores; one more is told
     /// `TooManyConnections` and closed.
@@ -343,6 +344,10 @@ fn listen(addr: SocketAddr, shared: bool) -> Result<Socket> {
     let err = |e: std::io::Error| StromError::io(IoOp::Open, format!("listen {addr}"), &e);
     let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies
+    // it). Without it, a small pipelined reply waits behind an unacknowledged
+    // one for the peer's delayed ACK: tens of milliseconds.
+    s.set_tcp_nodelay(true).map_err(err)?;
     if shared {
         s.set_reuse_port(true).map_err(err)?;
     }

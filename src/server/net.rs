@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use slab::Slab;
 
-use super::{Control, ConnKey, Done, Replier, Shared, admin};
+use super::{ConnKey, Control, Done, Replier, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
 use crate::core::{AppendAck, Core, ReadResult, Reply, Request, ValidBatch};
 use crate::engine::CoreTask;
@@ -141,7 +141,13 @@ pub(crate) struct NetCore {
 }
 
 impl NetCore {
-    pub(crate) fn new(core_id: usize, shared: Arc<Shared>, inbox: Receiver<Done>, control: Receiver<Control>, listeners: Vec<OwnedFd>) -> Self {
+    pub(crate) fn new(
+        core_id: usize,
+        shared: Arc<Shared>,
+        inbox: Receiver<Done>,
+        control: Receiver<Control>,
+        listeners: Vec<OwnedFd>,
+    ) -> Self {
         let topics_version = shared.directory.version();
         let topics = shared.directory.snapshot();
         NetCore {
@@ -178,7 +184,10 @@ impl NetCore {
     }
 
     fn blocked(&self, core: &Core<UringIo>) -> bool {
-        !self.outbox.is_empty() || core.backpressured() || self.held_bytes >= self.shared.cfg.core_buffered_bytes_max || self.stopping.is_some()
+        !self.outbox.is_empty()
+            || core.backpressured()
+            || self.held_bytes >= self.shared.cfg.core_buffered_bytes_max
+            || self.stopping.is_some()
     }
 
     fn take_buf(&mut self) -> Vec<u8> {
@@ -556,7 +565,8 @@ impl NetCore {
                     let Some(t) = all.get(name) else {
                         return r.fail(&StromError::UnknownTopic(name.escape_debug().take(300).collect()));
                     };
-                    let partition_cores = (0..t.partitions).map(|i| ((t.first_pid + i) % log_count) as usize % cores).map(|c| c as u16).collect();
+                    let partition_cores =
+                        (0..t.partitions).map(|i| ((t.first_pid + i) % log_count) as usize % cores).map(|c| c as u16).collect();
                     out.push(TopicMetadata { name: name.to_string(), partition_cores });
                 }
                 r.ok(&Response::Metadata { core_addrs: self.shared.core_addrs.clone(), topics: out })
@@ -565,13 +575,9 @@ impl NetCore {
                 self.admin(admin::Job::CreateTopic { name: topic.to_string(), partitions, reply: r })
             }
             proto::Request::DeleteTopic { topic } => self.admin(admin::Job::DeleteTopic { name: topic.to_string(), reply: r }),
-            proto::Request::OffsetCommit { group, topic, partition, offset } => self.admin(admin::Job::Commit {
-                group: group.to_string(),
-                topic: topic.to_string(),
-                partition,
-                offset,
-                reply: r,
-            }),
+            proto::Request::OffsetCommit { group, topic, partition, offset } => {
+                self.admin(admin::Job::Commit { group: group.to_string(), topic: topic.to_string(), partition, offset, reply: r })
+            }
             proto::Request::OffsetFetch { group, topic, partition } => {
                 self.admin(admin::Job::Fetch { group: group.to_string(), topic: topic.to_string(), partition, reply: r })
             }
@@ -768,7 +774,8 @@ impl NetCore {
                 }
             }
             // Idle connections have only a poll in flight: close them now.
-            let idle: Vec<usize> = self.conns.iter().filter(|(_, c)| c.inflight == 0 && c.sendq.is_empty() && !c.sending).map(|(s, _)| s).collect();
+            let idle: Vec<usize> =
+                self.conns.iter().filter(|(_, c)| c.inflight == 0 && c.sendq.is_empty() && !c.sending).map(|(s, _)| s).collect();
             for slot in idle {
                 self.close_conn(core, slot);
                 self.mark(slot);

@@ -89,3 +89,13 @@ pub fn for_each_seed<T>(test: &str, default_count: u64, run: fn(u64) -> T) -> Ve
     }
     out
 }
+
+/// One batch holding `values`, timestamps now.
+pub fn batch_of(values: &[&[u8]]) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut b = BatchBuilder::new(now_ms);
+    for v in values {
+        b.push(now_ms, None, Some(v), &[]);
+    }
+    b.finish()
+}

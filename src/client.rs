@@ -32,6 +32,8 @@ pub const REPLY_FRAME_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// The default requests in flight per connection: the server's default
 /// per-connection limit, so a default client is never pushed back by it.
 pub const INFLIGHT_MAX_DEFAULT: usize = 256;
+/// The request id of the server's connection-level errors; requests never use it.
+const CONNECTION_ERROR_ID: u64 = 0;
 
 const _: () = assert!(REPLY_FRAME_BYTES_MAX_DEFAULT >= proto::FRAME_BYTES_MAX_DEFAULT);
 
@@ -363,6 +365,14 @@ impl Client {
             Ok(decoded) => decoded,
             Err(e) => return Err(self.break_on(e)),
         };
+        if header.request_id == CONNECTION_ERROR_ID
+            && let Err(e) = result
+        {
+            // Request id 0 is never sent: an error with it is about the
+            // connection (too many connections, a frame too large, a
+            // timeout), and the server closes it next.
+            return Err(self.break_on(e));
+        }
         let Some(api) = self.inflight.remove(&header.request_id) else {
             let e = ClientError::Protocol(format!("a reply to request {}, which is not in flight", header.request_id));
             return Err(self.break_on(e));

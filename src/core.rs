@@ -239,6 +239,8 @@ pub struct Core<I: Io> {
     parked: HashMap<Pid, Vec<Parked>>,
     parked_count: usize,
     parked_deadline_ns: u64,
+    /// Set when the server stops: no more long polls wait.
+    parking_closed: bool,
     /// Completions of network ops (token kind [`TOKEN_KIND_NET`]), for the
     /// server running on this core's ring to take after each reap.
     pub net_completions: Vec<Completion>,
@@ -277,6 +279,7 @@ impl<I: Io> Core<I> {
             parked: HashMap::new(),
             parked_count: 0,
             parked_deadline_ns: u64::MAX,
+            parking_closed: false,
             net_completions: Vec::new(),
             stats: CoreStats::default(),
         };
@@ -433,7 +436,7 @@ impl<I: Io> Core<I> {
             Request::Read { pid, offset, max_bytes, reply } => self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset),
             Request::Poll { pid, offset, max_bytes, max_wait_ns, reply } => {
                 let at_end = self.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
-                if at_end && max_wait_ns > 0 && self.stop.is_none() && self.parked_count < PARKED_READS_MAX {
+                if at_end && max_wait_ns > 0 && self.stop.is_none() && !self.parking_closed && self.parked_count < PARKED_READS_MAX {
                     let deadline_ns = self.io.now_ns().saturating_add(max_wait_ns);
                     self.parked_deadline_ns = self.parked_deadline_ns.min(deadline_ns);
                     self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, deadline_ns, reply });
@@ -563,11 +566,19 @@ impl<I: Io> Core<I> {
         }
     }
 
+    /// Answers every long poll now and parks no more: a stopping server
+    /// must not wait out their waits before it can stop.
+    pub fn close_parking(&mut self) {
+        self.parking_closed = true;
+        self.parked_deadline_ns = 0;
+        self.expire_parked();
+    }
+
     /// Answers the long polls whose wait is over (all of them when stopping)
     /// with what their partition holds now: nothing new.
     fn expire_parked(&mut self) {
         let now = self.io.now_ns();
-        let stopping = self.stop.is_some();
+        let stopping = self.stop.is_some() || self.parking_closed;
         if self.parked_count == 0 || (now < self.parked_deadline_ns && !stopping) {
             return;
         }

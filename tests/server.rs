@@ -320,7 +320,17 @@ fn graceful_stop_and_restart() {
         c.produce_values("g", p, &values_of(&vals)).unwrap();
     }
     c.commit_offset("grp", "g", 1, 42).unwrap();
+    // A long poll in progress is answered (empty) by the stop, not cut off.
+    let addr = s.addr;
+    let poller = std::thread::spawn(move || {
+        let mut c = Client::connect(addr).unwrap();
+        c.set_timeout(Some(Duration::from_secs(60))).unwrap();
+        c.fetch("g", 0, 100, 1 << 20, Duration::from_secs(29))
+    });
+    std::thread::sleep(Duration::from_millis(300));
     let (status, lines) = s.stop();
+    let polled = poller.join().unwrap().expect("the long poll was answered");
+    assert!(polled.batches.is_empty() && polled.high_watermark == 100);
     assert!(status.success(), "exit {status:?}; {lines:?}");
     assert!(lines.iter().any(|l| l.contains("stopping")), "{lines:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_strom")).args(["recover", dir.to_str().unwrap()]).output().unwrap();
@@ -589,4 +599,49 @@ fn idle_connections_cost_little_memory() {
     assert!(per_conn < 4096, "{per_conn} bytes per idle connection");
     // They are still served.
     touch(&mut conns[n - 1]);
+}
+
+// Proves: the client library reports a refused connection as the server's
+// typed error, not as a protocol failure.
+#[test]
+fn client_sees_too_many_connections() {
+    let dir = test_dir("srv-cap1");
+    let s = Serve::start(&dir, &["--connections-max", "1"]);
+    let mut first = s.client();
+    first.metadata(&[]).unwrap();
+    let mut second = s.client();
+    let e = second.metadata(&[]).unwrap_err();
+    assert_eq!(server_code(&e), Some(ErrorCode::TooManyConnections), "{e}");
+    assert!(e.is_retriable());
+    first.metadata(&[]).unwrap();
+}
+
+// Proves: deleting a topic while a consumer long-polls it answers the poll
+// with a typed error at once, and the name can be created again afresh.
+#[test]
+fn deleting_a_topic_ends_its_long_polls() {
+    let dir = test_dir("srv-delete");
+    let s = Serve::start(&dir, &[]);
+    let mut admin = s.client();
+    admin.create_topic("d", 2).unwrap();
+    admin.produce_values("d", 1, &[b"old"]).unwrap();
+    let addr = s.addr;
+    let pollers: Vec<_> = (0..2u32)
+        .map(|p| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr).unwrap();
+                c.set_timeout(Some(Duration::from_secs(60))).unwrap();
+                c.fetch("d", p, p as u64, 1 << 20, Duration::from_secs(29)).map(|f| f.batches.len())
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    admin.delete_topic("d").unwrap();
+    for p in pollers {
+        let e = p.join().unwrap().unwrap_err();
+        assert_eq!(server_code(&e), Some(ErrorCode::UnknownPartition), "{e}");
+    }
+    assert_eq!(server_code(&admin.fetch("d", 0, 0, 1024, Duration::ZERO).unwrap_err()), Some(ErrorCode::UnknownTopic));
+    admin.create_topic("d", 1).unwrap();
+    assert_eq!(admin.list_offsets("d", 0, OffsetSpec::Latest).unwrap(), Some(0));
 }

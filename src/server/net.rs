@@ -94,6 +94,8 @@ struct Conn {
     /// Counted in `Shared::connections` (a refused one is not).
     counted: bool,
     dirty: bool,
+    /// On the `stalled` list.
+    stalled: bool,
 }
 
 struct Listener {
@@ -180,6 +182,15 @@ impl NetCore {
         {
             c.dirty = true;
             self.dirty.push(slot);
+        }
+    }
+
+    /// Puts a connection on the list retried once the core is not pushed back.
+    fn stall(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if !c.stalled {
+            c.stalled = true;
+            self.stalled.push(slot);
         }
     }
 
@@ -331,6 +342,7 @@ impl NetCore {
             peer_closed: false,
             counted,
             dirty: false,
+            stalled: false,
         });
         if counted {
             self.stats.accepted += 1;
@@ -685,7 +697,7 @@ impl NetCore {
                 Ok(()) => c.sending = true,
                 Err(Op::Send { buf, .. }) => {
                     c.sendq.push_front(buf);
-                    self.stalled.push(slot);
+                    self.stall(slot);
                 }
                 Err(_) => unreachable!("push returns its op"),
             }
@@ -705,8 +717,7 @@ impl NetCore {
             return;
         }
         if blocked {
-            self.stalled.push(slot);
-            return;
+            return self.stall(slot);
         }
         let op = if c.readable {
             let mut buf = if c.rbuf.capacity() == 0 { self.take_buf() } else { std::mem::take(&mut self.conns[slot].rbuf) };
@@ -730,7 +741,7 @@ impl NetCore {
                 if let Op::Recv { buf, .. } = op {
                     c.rbuf = buf;
                 }
-                self.stalled.push(slot);
+                self.stall(slot);
             }
         }
     }
@@ -767,6 +778,8 @@ impl NetCore {
     fn on_control(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
         while let Ok(Control::Stop { drain, done }) = self.control.try_recv() {
             self.stopping = Some((now_ns + drain.as_nanos() as u64, done));
+            // Long polls are answered now (empty), not at the end of their wait.
+            core.close_parking();
             for l in &mut self.listeners {
                 if !l.closed {
                     l.closed = true;
@@ -823,6 +836,9 @@ impl CoreTask for NetCore {
         self.flush_outbox();
         if !self.blocked(core) {
             for slot in std::mem::take(&mut self.stalled) {
+                if let Some(c) = self.conns.get_mut(slot) {
+                    c.stalled = false;
+                }
                 self.mark(slot);
             }
         }

@@ -32,6 +32,8 @@ pub const REPLY_FRAME_BYTES_MAX_DEFAULT: usize = 64 << 20;
 /// The default requests in flight per connection: the server's default
 /// per-connection limit, so a default client is never pushed back by it.
 pub const INFLIGHT_MAX_DEFAULT: usize = 256;
+/// How long [`Client::for_partition`] waits for the core's own listener.
+const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The request id of the server's connection-level errors; requests never use it.
 const CONNECTION_ERROR_ID: u64 = 0;
 
@@ -262,6 +264,28 @@ impl Client {
         Err(ClientError::Io(last_error.unwrap_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "the address resolved to nothing"))))
     }
 
+    /// A connection straight to the core that owns `topic`'s `partition`,
+    /// at the address Metadata names for that core, so its requests are not
+    /// forwarded between cores on the server. Keeps this connection (and its
+    /// settings) when the server names no direct address. An unspecified IP
+    /// (a server listening on 0.0.0.0) is replaced by this connection's peer.
+    pub fn for_partition(mut self, topic: &str, partition: u32) -> Result<Client, ClientError> {
+        let md = self.metadata(&[topic])?;
+        let core = md.topics.first().and_then(|t| t.partition_cores.get(partition as usize)).copied();
+        let Some(addr) = core.and_then(|c| md.core_addrs.get(c as usize)).filter(|a| !a.is_empty()) else {
+            return Ok(self);
+        };
+        let mut direct: std::net::SocketAddr =
+            addr.parse().map_err(|_| ClientError::Protocol(format!("Metadata named {addr:?} as a core's address")))?;
+        if direct.ip().is_unspecified() {
+            direct.set_ip(self.stream.peer_addr()?.ip());
+        }
+        let mut c = Client::over(TcpStream::connect_timeout(&direct, DIRECT_CONNECT_TIMEOUT)?)?;
+        c.set_timeout(self.timeout)?;
+        c.limits = self.limits;
+        Ok(c)
+    }
+
     fn over(stream: TcpStream) -> Result<Client, ClientError> {
         // Requests are written whole, one write each: Nagle's delay would
         // only hold back the last segment of a request waiting for an ack.
@@ -277,6 +301,11 @@ impl Client {
             send_buf: Vec::new(),
             recv_buf: Vec::new(),
         })
+    }
+
+    /// The server address this connection reached.
+    pub fn peer_addr(&self) -> Result<std::net::SocketAddr, ClientError> {
+        Ok(self.stream.peer_addr()?)
     }
 
     /// Sets the read and write timeout of the socket (`None`: wait forever).

@@ -426,7 +426,8 @@ impl LineQueue {
 /// one partition, whose connection keeps them in order.
 fn produce(args: &ProduceArgs) -> Result<(), String> {
     strom::client::check_name(&args.topic).map_err(|e| e.to_string())?;
-    let mut client = connect(&args.conn)?;
+    // Straight to the partition's core: no forwarding between cores.
+    let mut client = connect(&args.conn)?.for_partition(&args.topic, args.partition).map_err(|e| e.to_string())?;
     // One chunk per batch in flight keeps stdin read ahead of the network
     // while bounding what is buffered to about inflight x batch_bytes.
     let (tx, rx) = std::sync::mpsc::sync_channel(args.inflight);
@@ -489,7 +490,7 @@ fn start_offset(client: &mut Client, args: &ConsumeArgs) -> Result<u64, String> 
 /// quietly and successfully (`strom consume | head`).
 fn consume(args: &ConsumeArgs) -> Result<(), String> {
     strom::client::check_name(&args.topic).map_err(|e| e.to_string())?;
-    let mut client = connect(&args.conn)?;
+    let mut client = connect(&args.conn)?.for_partition(&args.topic, args.partition).map_err(|e| e.to_string())?;
     let mut cursor = start_offset(&mut client, args)?;
     let mut out = BufWriter::with_capacity(STDIN_BUF_BYTES, std::io::stdout().lock());
     let count_max = args.count.unwrap_or(u64::MAX);

@@ -216,11 +216,19 @@ fn partitions_on_both_cores_with_forwarding() {
     }
     // Straight to each partition's own core.
     for p in 0..16u32 {
-        let mut direct = Client::connect(md.core_addrs[cores[p as usize] as usize].as_str()).unwrap();
+        let mut direct = s.client().for_partition("m", p).unwrap();
+        assert_eq!(direct.peer_addr().unwrap().to_string(), direct_peer(&md, cores[p as usize]), "partition {p} not on its core's port");
         let got = read_all(&mut direct, "m", p);
         let want: Vec<(u64, Vec<u8>)> = (0..5).map(|r| (r, format!("{p}-{r}").into_bytes())).collect();
         assert_eq!(got, want, "partition {p}");
     }
+}
+
+/// The address a direct connection to `core` must use (what Metadata says).
+fn direct_peer(md: &strom::client::Metadata, core: u16) -> String {
+    let a = &md.core_addrs[core as usize];
+    assert!(!a.is_empty() && a.parse::<SocketAddr>().is_ok(), "no direct address for core {core}: {a:?}");
+    a.clone()
 }
 
 // Proves: 1,000 connections open at once are all served, each with a

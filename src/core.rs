@@ -118,6 +118,9 @@ pub enum Request {
     RemovePartitions {
         pids: Vec<Pid>,
     },
+    /// Requests taken as one, in order, with nothing between them: the
+    /// appends of a multi-batch Produce get consecutive offsets.
+    Group(Vec<Request>),
     /// Drain, fsync, checkpoint every log, answer, and leave the loop.
     Stop {
         reply: Reply<()>,
@@ -135,6 +138,7 @@ impl Request {
             Request::Stats { reply } => reply(Err(e)),
             Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
             Request::RemovePartitions { .. } => {}
+            Request::Group(reqs) => reqs.into_iter().for_each(|r| r.refuse(e.clone())),
         }
     }
 }
@@ -477,6 +481,22 @@ impl<I: Io> Core<I> {
             }
             Request::Stop { reply } => {
                 self.stop = Some(reply);
+            }
+            Request::Group(reqs) => {
+                let mut rest = reqs.into_iter();
+                while let Some(r) = rest.next() {
+                    let before = self.deferred.len();
+                    self.handle_now(r);
+                    if self.deferred.len() > before {
+                        // It must wait (no write buffer) and went to the
+                        // front of the deferred queue: the rest of the group
+                        // goes right behind it, ahead of anything else.
+                        for (i, r) in rest.enumerate() {
+                            self.deferred.insert(1 + i, r);
+                        }
+                        return;
+                    }
+                }
             }
         }
     }

@@ -653,3 +653,55 @@ fn deleting_a_topic_ends_its_long_polls() {
     admin.create_topic("d", 1).unwrap();
     assert_eq!(admin.list_offsets("d", 0, OffsetSpec::Latest).unwrap(), Some(0));
 }
+
+// Proves: the batches of one multi-batch Produce get consecutive offsets
+// even while other connections (on both cores) append to the same partition.
+#[test]
+fn multi_batch_produce_is_contiguous() {
+    let dir = test_dir("srv-multi");
+    let s = Serve::start(&dir, &[]);
+    s.client().create_topic("mb", 1).unwrap();
+    let addr = s.addr;
+    let writers: Vec<_> = (0..6u32)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr).unwrap();
+                let mut acks = Vec::new();
+                for r in 0..150 {
+                    let mut batches = Vec::new();
+                    for b in 0..3 {
+                        let vals: Vec<String> = (0..5).map(|i| format!("{w}/{r}/{b}/{i}")).collect();
+                        batches.extend(common::batch_of(&values_of(&vals)));
+                    }
+                    c.send(&Request::Produce { topic: "mb", partition: 0, batches: &batches }).unwrap();
+                    if c.inflight() >= 8 {
+                        acks.push(c.recv().unwrap().result.unwrap());
+                    }
+                }
+                while c.inflight() > 0 {
+                    acks.push(c.recv().unwrap().result.unwrap());
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut c = s.client();
+    let stored: BTreeMap<u64, Vec<u8>> = {
+        let acks: Vec<OwnedResponse> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        let stored: BTreeMap<u64, Vec<u8>> = read_all(&mut c, "mb", 0).into_iter().collect();
+        for a in &acks {
+            let OwnedResponse::Produce(a) = a else { panic!("{a:?}") };
+            assert_eq!(a.record_count(), 15, "{a:?}");
+            let first = String::from_utf8(stored[&a.base_offset].clone()).unwrap();
+            let (w, r) = {
+                let f: Vec<&str> = first.split('/').collect();
+                (f[0].to_string(), f[1].to_string())
+            };
+            for k in 0..15u64 {
+                assert_eq!(stored[&(a.base_offset + k)], format!("{w}/{r}/{}/{}", k / 5, k % 5).into_bytes());
+            }
+        }
+        stored
+    };
+    assert_eq!(stored.len(), 6 * 150 * 15);
+}

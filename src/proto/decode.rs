@@ -13,12 +13,13 @@ const STRING_BYTES_MIN: usize = 2;
 const TOPIC_BYTES_MIN: usize = STRING_BYTES_MIN + 4;
 const CORE_BYTES: usize = 2;
 
+/// A result that names the header once it was read, so an error reply can carry its request id.
 type FrameResult<T> = Result<T, (Option<Header>, DecodeError)>;
 
 /// Decodes one whole request frame (including its 4-byte length). The header is returned even when
 /// the body fails, so the error reply can carry the request id: Err((Some(header), e)) or Err((None, e)) if
 /// even the header is short.
-pub fn decode_request(frame: &[u8]) -> FrameResult<(Header, Request<'_>)> {
+pub fn decode_request(frame: &[u8]) -> Result<(Header, Request<'_>), (Option<Header>, DecodeError)> {
     let (header, body) = split_frame(frame)?;
     let fail = |e| (Some(header), e);
     // The api first: a request for an api this server lacks is answered as
@@ -35,7 +36,7 @@ pub fn decode_request(frame: &[u8]) -> FrameResult<(Header, Request<'_>)> {
 
 /// Decodes one whole response frame; needs the api from the header to pick the body layout.
 /// An error reply decodes whatever its api, as it may answer a request for an unknown one.
-pub fn decode_response(frame: &[u8]) -> FrameResult<(Header, Response<'_>)> {
+pub fn decode_response(frame: &[u8]) -> Result<(Header, Response<'_>), (Option<Header>, DecodeError)> {
     let (header, body) = split_frame(frame)?;
     let fail = |e| (Some(header), e);
     let mut r = Reader { rest: body };

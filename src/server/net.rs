@@ -513,13 +513,18 @@ impl NetCore {
                     });
                     return self.route(core, pid, Request::Append { pid, batch, reply });
                 }
-                // Several batches: one reply once every append is answered.
+                // Several batches: one group, so no other append can land
+                // between them, and one reply once every append is answered.
                 let acc = Arc::new(Mutex::new(ProduceAcc { remaining: valid.len(), first: None, last: 0, err: None, reply: Some(r) }));
-                for batch in valid {
-                    let acc = acc.clone();
-                    let reply: Reply<AppendAck> = Box::new(move |res| acc.lock().expect("produce accumulator").add(res));
-                    self.route(core, pid, Request::Append { pid, batch, reply });
-                }
+                let group = valid
+                    .into_iter()
+                    .map(|batch| {
+                        let acc = acc.clone();
+                        let reply: Reply<AppendAck> = Box::new(move |res| acc.lock().expect("produce accumulator").add(res));
+                        Request::Append { pid, batch, reply }
+                    })
+                    .collect();
+                self.route(core, pid, Request::Group(group));
             }
             proto::Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 let pid = match self.pid(topic, partition) {

@@ -431,7 +431,7 @@ impl NetCore {
                         proto::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
                         proto::FrameError::TooSmall { .. } => ErrorCode::Malformed,
                     };
-                    self.fail_conn(slot, code, &format!("{e:?}"));
+                    self.fail_conn(slot, code, &e.to_string());
                     rbuf.clear();
                     pos = 0;
                     break;
@@ -469,7 +469,7 @@ impl NetCore {
             Err((h, e)) => {
                 self.stats.frame_errors += 1;
                 let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
-                self.shared.replier(self.core_id, key, api, id, held).error(e.code(), &format!("{e:?}"));
+                self.shared.replier(self.core_id, key, api, id, held).error(e.code(), &e.to_string());
             }
         }
     }
@@ -499,7 +499,7 @@ impl NetCore {
                     match b.map(|b| ValidBatch::new(b.to_vec(), self.shared.batch_bytes_max)) {
                         Ok(Ok(v)) => valid.push(v),
                         Ok(Err(e)) => return r.fail(&e),
-                        Err(e) => return r.error(ErrorCode::InvalidBatch, &format!("{e:?}")),
+                        Err(e) => return r.error(ErrorCode::InvalidBatch, &e.to_string()),
                     }
                 }
                 if valid.is_empty() {

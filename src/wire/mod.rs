@@ -4,6 +4,6 @@
 //! hostile input, or allocates in proportion to a length read from that
 //! input, which is what lets these modules be fuzzed and benchmarked alone.
 //! [`batch`] is Kafka's RecordBatch v2, the unit Strom validates and stores
-//! unchanged; the native request/response framing will live beside it.
+//! unchanged. The native request/response framing is [`crate::proto`].
 
 pub mod batch;

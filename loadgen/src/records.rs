@@ -42,7 +42,10 @@ pub fn check_value(v: &[u8]) -> Option<(u32, u64)> {
     let producer = u32::from_be_bytes(v.get(0..4)?.try_into().ok()?);
     let seq = u64::from_be_bytes(v.get(4..VALUE_ID_BYTES)?.try_into().ok()?);
     let fill = fill_byte(producer, seq);
-    v[VALUE_ID_BYTES..].iter().all(|&b| b == fill).then_some((producer, seq))
+    // A fold without an early exit: it vectorizes, and verify spends most
+    // of its time here.
+    let differs = v[VALUE_ID_BYTES..].iter().fold(0u8, |acc, &b| acc | (b ^ fill));
+    (differs == 0).then_some((producer, seq))
 }
 
 /// Batch `index` of `producer`: records with sequences

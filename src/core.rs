@@ -39,8 +39,10 @@ pub struct AppendAck {
 /// Whole batches, as stored, starting with the one holding the asked offset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadResult {
-    /// Concatenated RecordBatch v2 bytes (base offsets assigned).
+    /// Concatenated RecordBatch v2 bytes (base offsets assigned), after
+    /// `front` reserved bytes (0 for [`Request::Read`] and the embedded API).
     pub batches: Vec<u8>,
+    pub front: usize,
     /// The offset after the last record returned (where to read next).
     pub next_offset: u64,
     /// Offsets below this are readable now (durable under the policy).
@@ -95,6 +97,9 @@ pub enum Request {
         offset: u64,
         max_bytes: usize,
         max_wait_ns: u64,
+        /// Bytes to reserve before the batches in the answer's buffer (the
+        /// server writes its reply header there: no copy of the batches).
+        front: usize,
         reply: Reply<ReadResult>,
     },
     /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
@@ -180,6 +185,7 @@ pub const PARKED_READS_MAX: usize = 1 << 16;
 struct Parked {
     offset: u64,
     max_bytes: usize,
+    front: usize,
     deadline_ns: u64,
     reply: Reply<ReadResult>,
 }
@@ -188,8 +194,17 @@ const NOT_FOUND: u64 = u64::MAX;
 const RETENTION_CHECK_NS: u64 = 1_000_000_000;
 
 enum ReadMode {
-    Fetch { offset: u64, max_bytes: usize, reply: Reply<ReadResult> },
-    Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// `front`: bytes reserved before the batches (see [`ReadResult`]).
+    Fetch {
+        offset: u64,
+        max_bytes: usize,
+        front: usize,
+        reply: Reply<ReadResult>,
+    },
+    Time {
+        ts_ms: i64,
+        reply: Reply<Option<u64>>,
+    },
 }
 
 /// A read in progress: a cursor over the log, skipping other partitions' frames.
@@ -437,16 +452,18 @@ impl<I: Io> Core<I> {
         }
         match req {
             Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
-            Request::Read { pid, offset, max_bytes, reply } => self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset),
-            Request::Poll { pid, offset, max_bytes, max_wait_ns, reply } => {
+            Request::Read { pid, offset, max_bytes, reply } => {
+                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, reply }, offset)
+            }
+            Request::Poll { pid, offset, max_bytes, max_wait_ns, front, reply } => {
                 let at_end = self.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
                 if at_end && max_wait_ns > 0 && self.stop.is_none() && !self.parking_closed && self.parked_count < PARKED_READS_MAX {
                     let deadline_ns = self.io.now_ns().saturating_add(max_wait_ns);
                     self.parked_deadline_ns = self.parked_deadline_ns.min(deadline_ns);
-                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, deadline_ns, reply });
+                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, deadline_ns, reply });
                     self.parked_count += 1;
                 } else {
-                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, reply }, offset)
+                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, reply }, offset)
                 }
             }
             Request::OffsetForTime { pid, ts_ms, reply } => self.start_read(pid, ReadMode::Time { ts_ms, reply }, 0),
@@ -582,7 +599,7 @@ impl<I: Io> Core<I> {
     fn unpark(&mut self, pid: Pid) {
         for w in self.parked.remove(&pid).unwrap_or_default() {
             self.parked_count -= 1;
-            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, reply: w.reply }, w.offset);
+            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, reply: w.reply }, w.offset);
         }
     }
 
@@ -619,7 +636,7 @@ impl<I: Io> Core<I> {
         self.parked_deadline_ns = next;
         for (pid, w) in due {
             self.parked_count -= 1;
-            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, reply: w.reply }, w.offset);
+            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, reply: w.reply }, w.offset);
         }
     }
 
@@ -784,6 +801,16 @@ impl<I: Io> Core<I> {
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return finish_mode(mode, Ok(()), Vec::new(), none_yet, end, start) };
+        let out = match &mode {
+            // Sized for a typical answer at once: growing by doubling would
+            // copy a large answer several times.
+            ReadMode::Fetch { max_bytes, front, .. } => {
+                let mut out = Vec::with_capacity(front + (*max_bytes).min(self.cfg.write_buf_bytes));
+                out.resize(*front, 0);
+                out
+            }
+            ReadMode::Time { .. } => Vec::new(),
+        };
         let log = p.log;
         let limit = self.journals[&log].visible_pos();
         let slot = self.reads.insert(ReadState {
@@ -793,7 +820,7 @@ impl<I: Io> Core<I> {
             cursor: entry.pos,
             limit,
             last_hit: entry.pos,
-            out: Vec::new(),
+            out,
             next_offset: none_yet,
             chunk: None,
             chunk_hit_bytes: 0,
@@ -911,11 +938,12 @@ impl<I: Io> Core<I> {
         };
         let payload = &frame_bytes[HEADER_BYTES..];
         match &r.mode {
-            ReadMode::Fetch { offset, max_bytes, .. } => {
+            ReadMode::Fetch { offset, max_bytes, front, .. } => {
                 if (info.last_offset() as u64) < *offset {
                     return Step::Continue;
                 }
-                if !r.out.is_empty() && r.out.len() + payload.len() > *max_bytes {
+                let taken = r.out.len() - front;
+                if taken > 0 && taken + payload.len() > *max_bytes {
                     return Step::Done(Ok(()));
                 }
                 r.out.extend_from_slice(payload);
@@ -923,7 +951,7 @@ impl<I: Io> Core<I> {
                     r.chunk_hit_bytes += payload.len();
                 }
                 r.next_offset = info.last_offset() as u64 + 1;
-                if r.out.len() >= *max_bytes { Step::Done(Ok(())) } else { Step::Continue }
+                if taken + payload.len() >= *max_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
             ReadMode::Time { ts_ms, .. } => {
                 if info.max_timestamp_ms < *ts_ms {
@@ -1020,7 +1048,14 @@ impl<I: Io> Core<I> {
 
 fn finish_mode(mode: ReadMode, res: Result<()>, out: Vec<u8>, next_offset: u64, high_watermark: u64, start_offset: u64) {
     match mode {
-        ReadMode::Fetch { reply, .. } => reply(res.map(|()| ReadResult { batches: out, next_offset, high_watermark, start_offset })),
+        ReadMode::Fetch { reply, front, .. } => reply(res.map(|()| {
+            let mut batches = out;
+            if batches.len() < front {
+                // An answer decided before any buffer was made (nothing to read).
+                batches.resize(front, 0);
+            }
+            ReadResult { batches, front, next_offset, high_watermark, start_offset }
+        })),
         ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
     }
 }

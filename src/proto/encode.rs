@@ -110,6 +110,24 @@ pub fn encode_error(out: &mut Vec<u8>, api: u16, request_id: u64, code: ErrorCod
 }
 
 /// Writes a zero length (patched by [`end_frame`]) and the header; returns where the frame starts.
+/// Bytes before the batches in a successful Fetch reply: length, header,
+/// high watermark, start offset, next offset.
+pub const FETCH_REPLY_FRONT_BYTES: usize = LEN_BYTES + HEADER_BYTES + 24;
+
+/// Turns `frame` (whose first [`FETCH_REPLY_FRONT_BYTES`] are reserved and
+/// the rest are the batches) into a whole Fetch reply frame, in place: the
+/// same bytes [`encode_response`] writes for `Response::Fetch`, without
+/// copying the batches. Panics if `frame` is shorter than the reserved front.
+pub fn put_fetch_reply_front(frame: &mut [u8], request_id: u64, high_watermark: u64, start_offset: u64, next_offset: u64) {
+    let mut front = Vec::with_capacity(FETCH_REPLY_FRONT_BYTES);
+    begin_frame(&mut front, Api::Fetch as u16, 0, request_id);
+    front.extend_from_slice(&high_watermark.to_be_bytes());
+    front.extend_from_slice(&start_offset.to_be_bytes());
+    front.extend_from_slice(&next_offset.to_be_bytes());
+    frame[..FETCH_REPLY_FRONT_BYTES].copy_from_slice(&front);
+    end_frame(frame, 0);
+}
+
 fn begin_frame(out: &mut Vec<u8>, api: u16, version_or_error: u16, request_id: u64) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; LEN_BYTES]);

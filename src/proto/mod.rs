@@ -27,7 +27,7 @@ use crate::error::StromError;
 use crate::wire::batch::BATCH_HEADER_BYTES;
 
 pub use decode::{decode_request, decode_response};
-pub use encode::{encode_error, encode_request, encode_response};
+pub use encode::{FETCH_REPLY_FRONT_BYTES, encode_error, encode_request, encode_response, put_fetch_reply_front};
 
 pub const VERSION: u16 = 1;
 /// The `length` field that starts every frame.

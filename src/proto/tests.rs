@@ -578,3 +578,24 @@ fn protocol_doc_example_is_what_the_codec_writes() {
     assert!(missing.is_empty(), "docs/PROTOCOL.md lacks these dumps, in this order:\n{}", missing.join("\n"));
     assert_eq!(decode_request(&request).unwrap().1, Request::Produce { topic: "orders", partition: 0, batches: &batches });
 }
+
+// Proves: a Fetch reply built in place around the core's batches is byte
+// for byte the frame encode_response writes, for empty and real batches.
+#[test]
+fn fetch_reply_front_in_place_equals_encoder() {
+    for batches in [Vec::new(), one_batch_for_front()] {
+        let mut in_place = vec![0u8; FETCH_REPLY_FRONT_BYTES];
+        in_place.extend_from_slice(&batches);
+        put_fetch_reply_front(&mut in_place, 99, 7, 1, 5);
+        let mut encoded = Vec::new();
+        let resp = Response::Fetch { high_watermark: 7, start_offset: 1, next_offset: 5, batches: &batches };
+        encode_response(&mut encoded, Api::Fetch, 99, &resp);
+        assert_eq!(in_place, encoded);
+    }
+}
+
+fn one_batch_for_front() -> Vec<u8> {
+    let mut b = crate::wire::batch::BatchBuilder::new(1);
+    b.push(1, None, Some(b"v"), &[]);
+    b.finish()
+}

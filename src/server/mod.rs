@@ -114,7 +114,7 @@ pub(crate) struct Replier {
     route: CoreRoute,
     conn: ConnKey,
     api: u16,
-    request_id: u64,
+    pub request_id: u64,
     held_bytes: usize,
 }
 
@@ -129,6 +129,11 @@ impl Replier {
     pub fn ok(self, resp: &proto::Response<'_>) {
         let api = Api::from_u16(self.api).expect("replies go to known apis");
         self.reply_with(|out, _, id| proto::encode_response(out, api, id, resp))
+    }
+
+    /// Sends a reply frame the caller encoded whole.
+    pub fn frame(self, frame: Vec<u8>) {
+        self.send(frame)
     }
 
     pub fn error(self, code: ErrorCode, message: &str) {

@@ -536,15 +536,16 @@ impl NetCore {
                 let max_wait_ns =
                     (std::time::Duration::from_millis(max_wait_ms as u64).min(self.shared.cfg.fetch_wait_max)).as_nanos() as u64;
                 let reply: Reply<ReadResult> = Box::new(move |res| match res {
-                    Ok(rr) => r.ok(&Response::Fetch {
-                        high_watermark: rr.high_watermark,
-                        start_offset: rr.start_offset,
-                        next_offset: rr.next_offset,
-                        batches: &rr.batches,
-                    }),
+                    // The core read the batches after room for the reply's
+                    // header: the frame is that buffer, no copy.
+                    Ok(mut rr) => {
+                        proto::put_fetch_reply_front(&mut rr.batches, r.request_id, rr.high_watermark, rr.start_offset, rr.next_offset);
+                        r.frame(rr.batches)
+                    }
                     Err(e) => r.fail(&e),
                 });
-                self.route(core, pid, Request::Poll { pid, offset, max_bytes, max_wait_ns, reply });
+                let front = proto::FETCH_REPLY_FRONT_BYTES;
+                self.route(core, pid, Request::Poll { pid, offset, max_bytes, max_wait_ns, front, reply });
             }
             proto::Request::ListOffsets { topic, partition, spec } => {
                 let pid = match self.pid(topic, partition) {

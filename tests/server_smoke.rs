@@ -48,3 +48,58 @@ fn round_trip_on_two_cores() {
     assert!(matches!(err, strom::client::ClientError::Server { code: ErrorCode::UnknownTopic, .. }), "{err:?}");
     server.shutdown().unwrap();
 }
+
+// Proves: connections that vanish mid-reply (the peer resets while a large
+// send is in flight), mid-frame or before their ack leave nothing behind:
+// every core's connection count and held bytes go back to zero.
+#[test]
+fn abandoned_connections_release_everything() {
+    use std::io::Write;
+    use strom::proto::Request;
+    let (server, _dir) = start("srv-abandon", 2);
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.create_topic("a", 2).unwrap();
+    let big = vec![b'x'; 900 << 10];
+    for p in 0..2 {
+        for _ in 0..4 {
+            c.produce_values("a", p, &[&big[..]]).unwrap();
+        }
+    }
+    for round in 0..30u32 {
+        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        let mut frames = Vec::new();
+        for i in 0..8u64 {
+            let req = Request::Fetch { topic: "a", partition: round % 2, offset: i % 4, max_bytes: 4 << 20, max_wait_ms: 0 };
+            strom::proto::encode_request(&mut frames, i + 1, &req);
+        }
+        match round % 3 {
+            // Big replies in flight, never read: closing with unread data resets.
+            0 => s.write_all(&frames).unwrap(),
+            // Half a frame.
+            1 => s.write_all(&frames[..frames.len() / 2 + 3]).unwrap(),
+            // A produce whose ack nobody waits for.
+            _ => {
+                let mut f = Vec::new();
+                let b = common::batch_of(&[b"bye"]);
+                strom::proto::encode_request(&mut f, 1, &Request::Produce { topic: "a", partition: 0, batches: &b });
+                s.write_all(&f).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        drop(s);
+    }
+    drop(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = server.net_stats();
+        assert_eq!(stats.len(), 2);
+        if stats.iter().all(|s| s.connections == 0 && s.held_bytes == 0) {
+            println!("released: {stats:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "connections or bytes still held: {stats:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.connections(), 0);
+    server.shutdown().unwrap();
+}

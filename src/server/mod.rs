@@ -183,6 +183,8 @@ pub(crate) enum Control {
     /// Stop accepting and reading, answer what is in flight (waiting at
     /// most `drain`), close every connection, then report.
     Stop { drain: Duration, done: mpsc::SyncSender<()> },
+    /// The core's server counters, now.
+    Stats { reply: mpsc::SyncSender<net::NetStats> },
 }
 
 /// A running server: an engine plus listeners on every core.
@@ -297,6 +299,20 @@ impl Server {
     /// Connections open now, across all cores.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// Each core's server counters (connections, bytes held, requests), in
+    /// core order; what audits and tests compare against a baseline.
+    pub fn net_stats(&self) -> Vec<net::NetStats> {
+        let mut waits = Vec::new();
+        for (ctl, route) in self.controls.iter().zip(&self.routes) {
+            let (reply, wait) = mpsc::sync_channel(1);
+            if ctl.send(Control::Stats { reply }).is_ok() {
+                route.ring();
+                waits.push(wait);
+            }
+        }
+        waits.into_iter().filter_map(|w| w.recv().ok()).collect()
     }
 
     /// Stops accepting, answers in-flight requests (durable appends are

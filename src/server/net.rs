@@ -85,8 +85,11 @@ struct Conn {
     sendq: VecDeque<Vec<u8>>,
     /// Requests dispatched and not yet answered.
     inflight: usize,
-    /// Bytes of requests in flight plus replies not yet sent.
-    held_bytes: usize,
+    /// Frame bytes of the requests in flight (released by their replies,
+    /// even after the connection closed).
+    request_bytes: usize,
+    /// Reply bytes queued or being sent (released when sent or at close).
+    reply_bytes: usize,
     last_active_ns: u64,
     /// When the incomplete frame at the head of `rbuf` began arriving.
     partial_since_ns: Option<u64>,
@@ -114,6 +117,12 @@ pub struct NetStats {
     pub forwarded: u64,
     pub frame_errors: u64,
     pub timeouts: u64,
+    /// Request and reply bytes held now (the `core_buffered_bytes_max` count).
+    pub held_bytes: usize,
+    /// Connection slots in use now (closing ones included).
+    pub connections: usize,
+    /// Receive buffer bytes kept in the pool now.
+    pub pooled_bytes: usize,
 }
 
 pub(crate) struct NetCore {
@@ -269,10 +278,15 @@ impl NetCore {
             KIND_SEND => {
                 conn.sending = false;
                 let buf = c.net_buf.expect("send returns its buffer");
+                if !open {
+                    // Its bytes were released when the connection closed.
+                    self.mark(slot);
+                    return;
+                }
                 match c.result {
                     Ok(n) => {
                         let n = n as usize;
-                        conn.held_bytes -= n;
+                        conn.reply_bytes -= n;
                         self.held_bytes -= n;
                         conn.last_active_ns = now_ns;
                         conn.send_off += n;
@@ -336,7 +350,8 @@ impl NetCore {
             send_off: 0,
             sendq: VecDeque::new(),
             inflight: 0,
-            held_bytes: 0,
+            request_bytes: 0,
+            reply_bytes: 0,
             last_active_ns: now_ns,
             partial_since_ns: None,
             peer_closed: false,
@@ -360,7 +375,7 @@ impl NetCore {
         let c = &mut self.conns[slot];
         let mut frame = Vec::new();
         proto::encode_error(&mut frame, 0, 0, code, message);
-        c.held_bytes += frame.len();
+        c.reply_bytes += frame.len();
         self.held_bytes += frame.len();
         c.sendq.push_back(frame);
         c.state = State::Closing;
@@ -373,13 +388,11 @@ impl NetCore {
             return;
         }
         c.state = State::Closed;
-        let queued: usize = c.held_bytes;
-        // Requests still in flight release their bytes when their replies
-        // arrive (and find the connection gone); what is queued goes now.
-        let in_requests = c.held_bytes - c.sendq.iter().map(|b| b.len()).sum::<usize>() + c.send_off;
-        let unsent = queued - in_requests;
-        c.held_bytes = in_requests;
-        self.held_bytes -= unsent;
+        // Unsent replies go now (a send in flight finds the connection
+        // closed and releases nothing); requests in flight release their
+        // bytes when their replies arrive.
+        self.held_bytes -= c.reply_bytes;
+        c.reply_bytes = 0;
         c.sendq.clear();
         c.send_off = 0;
         if c.counted {
@@ -404,7 +417,7 @@ impl NetCore {
             let c = &self.conns[slot];
             if c.state != State::Open
                 || c.inflight >= self.shared.cfg.inflight_per_conn_max
-                || c.held_bytes >= self.shared.cfg.conn_buffered_bytes_max
+                || c.request_bytes + c.reply_bytes >= self.shared.cfg.conn_buffered_bytes_max
                 || self.blocked(core)
             {
                 break;
@@ -459,7 +472,7 @@ impl NetCore {
         let key = ConnKey { slot: slot as u32, generation: c.generation };
         let held = frame.len();
         c.inflight += 1;
-        c.held_bytes += held;
+        c.request_bytes += held;
         self.held_bytes += held;
         match proto::decode_request(frame) {
             Ok((h, req)) => {
@@ -657,9 +670,9 @@ impl NetCore {
             match self.conns.get_mut(slot) {
                 Some(c) if c.generation == done.conn.generation => {
                     c.inflight -= 1;
-                    c.held_bytes -= done.held_bytes;
+                    c.request_bytes -= done.held_bytes;
                     if c.state != State::Closed {
-                        c.held_bytes += done.frame.len();
+                        c.reply_bytes += done.frame.len();
                         self.held_bytes += done.frame.len();
                         c.sendq.push_back(done.frame);
                     }
@@ -678,7 +691,12 @@ impl NetCore {
         let cfg_held = self.shared.cfg.conn_buffered_bytes_max;
         {
             let c = &self.conns[slot];
-            if c.state == State::Open && !c.rbuf.is_empty() && !blocked && c.inflight < cfg_inflight && c.held_bytes < cfg_held {
+            if c.state == State::Open
+                && !c.rbuf.is_empty()
+                && !blocked
+                && c.inflight < cfg_inflight
+                && c.request_bytes + c.reply_bytes < cfg_held
+            {
                 self.parse(core, slot, now_ns);
             }
         }
@@ -718,7 +736,8 @@ impl NetCore {
             }
             return;
         }
-        if c.state != State::Open || c.peer_closed || c.reading || c.inflight >= cfg_inflight || c.held_bytes >= cfg_held {
+        if c.state != State::Open || c.peer_closed || c.reading || c.inflight >= cfg_inflight || c.request_bytes + c.reply_bytes >= cfg_held
+        {
             // A reply or a completion will bring it back here.
             return;
         }
@@ -782,7 +801,20 @@ impl NetCore {
     }
 
     fn on_control(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
-        while let Ok(Control::Stop { drain, done }) = self.control.try_recv() {
+        while let Ok(control) = self.control.try_recv() {
+            let (drain, done) = match control {
+                Control::Stop { drain, done } => (drain, done),
+                Control::Stats { reply } => {
+                    let stats = NetStats {
+                        held_bytes: self.held_bytes,
+                        connections: self.conns.len(),
+                        pooled_bytes: self.pool_bytes,
+                        ..self.stats.clone()
+                    };
+                    let _ = reply.send(stats);
+                    continue;
+                }
+            };
             self.stopping = Some((now_ns + drain.as_nanos() as u64, done));
             // Long polls are answered now (empty), not at the end of their wait.
             core.close_parking();

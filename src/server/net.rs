@@ -43,6 +43,9 @@ const GENERATION_MASK: u32 = 0xF_FFFF;
 const RECV_BUF_BYTES: usize = 64 << 10;
 /// Receive buffers kept for reuse per core, in bytes: past it they are freed.
 const POOL_BYTES_MAX: usize = 32 << 20;
+/// A frame's first bytes kept between receives in a buffer of their own
+/// when at most this many (the receive buffer goes back to the pool).
+const PARTIAL_SMALL_BYTES: usize = 4096;
 /// Replies queued on one connection are sent together up to this size.
 const SEND_COALESCE_BYTES: usize = 256 << 10;
 /// How often timeouts are checked.
@@ -91,6 +94,8 @@ struct Conn {
     /// Reply bytes queued or being sent (released when sent or at close).
     reply_bytes: usize,
     last_active_ns: u64,
+    /// Capacity of `rbuf` counted in the core's `rbuf_bytes`.
+    rbuf_charged: usize,
     /// When the incomplete frame at the head of `rbuf` began arriving.
     partial_since_ns: Option<u64>,
     peer_closed: bool,
@@ -143,6 +148,9 @@ pub(crate) struct NetCore {
     /// Requests for other cores whose mailbox was full, in order.
     outbox: VecDeque<(usize, Request)>,
     held_bytes: usize,
+    /// Receive-buffer bytes connections keep between receives (frames
+    /// still arriving), also counted against `core_buffered_bytes_max`.
+    rbuf_bytes: usize,
     topics_version: u64,
     topics: Arc<BTreeMap<String, TopicMeta>>,
     stopping: Option<(u64, SyncSender<()>)>,
@@ -176,6 +184,7 @@ impl NetCore {
             pool_bytes: 0,
             outbox: VecDeque::new(),
             held_bytes: 0,
+            rbuf_bytes: 0,
             topics_version,
             topics,
             stopping: None,
@@ -206,7 +215,7 @@ impl NetCore {
     fn blocked(&self, core: &Core<UringIo>) -> bool {
         !self.outbox.is_empty()
             || core.backpressured()
-            || self.held_bytes >= self.shared.cfg.core_buffered_bytes_max
+            || self.held_bytes + self.rbuf_bytes >= self.shared.cfg.core_buffered_bytes_max
             || self.stopping.is_some()
     }
 
@@ -255,22 +264,25 @@ impl NetCore {
             KIND_RECV => {
                 conn.reading = false;
                 let buf = c.net_buf.expect("recv returns its buffer");
+                if !open {
+                    self.give_buf(buf);
+                    self.mark(slot);
+                    return;
+                }
                 match c.result {
                     Ok(0) => {
                         conn.peer_closed = true;
-                        conn.rbuf = buf;
+                        self.put_rbuf(slot, buf);
                     }
                     Ok(_) => {
                         // A receive that filled its buffer probably left more behind.
                         conn.readable = buf.len() == buf.capacity();
-                        conn.rbuf = buf;
                         conn.last_active_ns = now_ns;
-                        if open {
-                            self.parse(core, slot, now_ns);
-                        }
+                        self.put_rbuf(slot, buf);
+                        self.parse(core, slot, now_ns);
                     }
                     Err(errno) => {
-                        conn.rbuf = buf;
+                        self.put_rbuf(slot, buf);
                         return self.on_net_error(core, slot, errno);
                     }
                 }
@@ -344,6 +356,7 @@ impl NetCore {
             generation: self.next_generation & GENERATION_MASK,
             state: State::Open,
             rbuf: Vec::new(),
+            rbuf_charged: 0,
             reading: false,
             readable: false,
             sending: false,
@@ -399,10 +412,33 @@ impl NetCore {
             c.counted = false;
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         }
-        let rbuf = std::mem::take(&mut c.rbuf);
         let sock = c.sock;
         core.io.close_socket(sock);
+        let rbuf = self.take_rbuf(slot);
         self.give_buf(rbuf);
+    }
+
+    /// Forgets a closed connection whose last op completed.
+    fn free_slot(&mut self, slot: usize) {
+        let c = self.conns.remove(slot);
+        debug_assert!(c.state == State::Closed && c.rbuf_charged == 0 && c.reply_bytes == 0, "a freed connection still holds bytes");
+    }
+
+    /// Gives a connection its receive buffer back, charging its capacity to
+    /// the core: bytes of a frame still arriving count against
+    /// `core_buffered_bytes_max` like requests and replies do.
+    fn put_rbuf(&mut self, slot: usize, buf: Vec<u8>) {
+        let c = &mut self.conns[slot];
+        self.rbuf_bytes = self.rbuf_bytes - c.rbuf_charged + buf.capacity();
+        c.rbuf_charged = buf.capacity();
+        c.rbuf = buf;
+    }
+
+    fn take_rbuf(&mut self, slot: usize) -> Vec<u8> {
+        let c = &mut self.conns[slot];
+        self.rbuf_bytes -= c.rbuf_charged;
+        c.rbuf_charged = 0;
+        std::mem::take(&mut c.rbuf)
     }
 
     // ---- decoding and dispatch ----
@@ -410,7 +446,7 @@ impl NetCore {
     /// Dispatches every whole frame in the connection's buffer that its
     /// limits allow; the rest waits there.
     fn parse(&mut self, core: &mut Core<UringIo>, slot: usize, now_ns: u64) {
-        let mut rbuf = std::mem::take(&mut self.conns[slot].rbuf);
+        let mut rbuf = self.take_rbuf(slot);
         let mut pos = 0;
         let frame_max = self.shared.cfg.frame_bytes_max;
         loop {
@@ -425,12 +461,17 @@ impl NetCore {
             match proto::frame_len(&rbuf[pos..], frame_max) {
                 Ok(None) => break,
                 Ok(Some(total)) if rbuf.len() - pos < total => {
-                    // Room for the whole frame, so it arrives in few receives.
                     if pos > 0 {
                         rbuf.drain(..pos);
                         pos = 0;
                     }
-                    rbuf.reserve_exact(total - rbuf.len());
+                    // Grow at most twofold per receive: memory follows the
+                    // bytes that actually arrived, not the length a peer
+                    // declared (a trickled 8 MiB frame costs what it sent).
+                    let want = (total - rbuf.len()).min(rbuf.capacity().max(RECV_BUF_BYTES));
+                    if rbuf.capacity() - rbuf.len() < want {
+                        rbuf.reserve(want);
+                    }
                     break;
                 }
                 Ok(Some(total)) => {
@@ -461,8 +502,14 @@ impl NetCore {
         };
         if rbuf.is_empty() {
             self.give_buf(rbuf);
+        } else if rbuf.len() <= PARTIAL_SMALL_BYTES && rbuf.capacity() > 2 * PARTIAL_SMALL_BYTES {
+            // A few bytes of a frame (a slow or hostile sender): keep just
+            // them; the big buffer goes back to the pool until data arrives.
+            let small = rbuf.to_vec();
+            self.give_buf(rbuf);
+            self.put_rbuf(slot, small);
         } else {
-            self.conns[slot].rbuf = rbuf;
+            self.put_rbuf(slot, rbuf);
         }
     }
 
@@ -703,7 +750,7 @@ impl NetCore {
         let c = &mut self.conns[slot];
         if c.state == State::Closed {
             if !c.reading && !c.sending {
-                self.conns.remove(slot);
+                self.free_slot(slot);
             }
             return;
         }
@@ -732,7 +779,7 @@ impl NetCore {
             self.close_conn(core, slot);
             let c = &self.conns[slot];
             if !c.reading && !c.sending {
-                self.conns.remove(slot);
+                self.free_slot(slot);
             }
             return;
         }
@@ -745,10 +792,18 @@ impl NetCore {
             return self.stall(slot);
         }
         let op = if c.readable {
-            let mut buf = if c.rbuf.capacity() == 0 { self.take_buf() } else { std::mem::take(&mut self.conns[slot].rbuf) };
-            if buf.len() == buf.capacity() {
-                buf.reserve(RECV_BUF_BYTES);
-            }
+            let held = self.take_rbuf(slot);
+            let buf = if held.capacity() >= RECV_BUF_BYTES && held.len() < held.capacity() {
+                held
+            } else {
+                // Receive into a full-size buffer, after the bytes kept.
+                let mut buf = self.take_buf();
+                buf.extend_from_slice(&held);
+                if buf.len() == buf.capacity() {
+                    buf.reserve(RECV_BUF_BYTES);
+                }
+                buf
+            };
             Op::Recv { sock: self.conns[slot].sock, buf }
         } else {
             Op::PollIn { sock: c.sock }
@@ -764,7 +819,7 @@ impl NetCore {
             }
             Err(op) => {
                 if let Op::Recv { buf, .. } = op {
-                    c.rbuf = buf;
+                    self.put_rbuf(slot, buf);
                 }
                 self.stall(slot);
             }
@@ -791,6 +846,8 @@ impl NetCore {
             self.stats.timeouts += 1;
             if tell {
                 self.conns[slot].rbuf.clear();
+                let rbuf = self.take_rbuf(slot);
+                self.give_buf(rbuf);
                 self.conns[slot].partial_since_ns = None;
                 self.fail_conn(slot, ErrorCode::Timeout, "a frame took longer than the header timeout to arrive");
             } else {
@@ -806,7 +863,7 @@ impl NetCore {
                 Control::Stop { drain, done } => (drain, done),
                 Control::Stats { reply } => {
                     let stats = NetStats {
-                        held_bytes: self.held_bytes,
+                        held_bytes: self.held_bytes + self.rbuf_bytes,
                         connections: self.conns.len(),
                         pooled_bytes: self.pool_bytes,
                         ..self.stats.clone()

@@ -607,6 +607,24 @@ fn idle_connections_cost_little_memory() {
     assert!(per_conn < 4096, "{per_conn} bytes per idle connection");
     // They are still served.
     touch(&mut conns[n - 1]);
+    drop(conns);
+    // Trickling senders: each declares a frame of 8 MiB and sends 5 bytes of
+    // it. What they cost is what they sent, not what they declared.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = rss_bytes(pid);
+    let mut raws = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut r = TcpStream::connect(s.addr).unwrap();
+        r.write_all(&[0x00, 0x80, 0x00, 0x00, 0x00]).unwrap();
+        raws.push(r);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = rss_bytes(pid);
+    let per_conn = after.saturating_sub(before) / n as u64;
+    println!("{n} connections each 5 bytes into a declared 8 MiB frame: server RSS {before} -> {after} bytes, {per_conn} bytes each");
+    assert!(per_conn < 8192, "{per_conn} bytes per trickling connection");
+    let mut c = s.client();
+    touch(&mut c);
 }
 
 // Proves: the client library reports a refused connection as the server's

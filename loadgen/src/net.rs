@@ -67,6 +67,7 @@ fn run_embedded(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("server    listening on {}, cores at {}", server.local_addr(), server.core_addrs().join(" "));
     let outcome = drive(args, server.local_addr());
     let stats = server.engine().stats();
+    let net = server.net_stats();
     server.shutdown()?;
     if !args.keep {
         std::fs::remove_dir_all(&dir)?;
@@ -74,6 +75,12 @@ fn run_embedded(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let outcome = outcome?;
     outcome.report(args);
     report::log(&stats?);
+    let (requests, forwarded) = net.iter().fold((0, 0), |(r, f), n| (r + n.requests, f + n.forwarded));
+    // Read-back requests are included: they are spread like the producers'.
+    println!(
+        "server    {requests} requests (produce, fetch and read-back), {forwarded} forwarded to another core ({:.1}%)",
+        100.0 * forwarded as f64 / requests.max(1) as f64
+    );
     outcome.check()
 }
 

@@ -37,8 +37,9 @@ pub enum Op {
     /// `buf` with `READ_FIXED` when registered; on completion `buf.len()` is
     /// the byte count read (short at end of file).
     Read { file: FileId, pos: u64, len: usize, buf: AlignedBuf },
-    /// Accepts one connection on a listening socket; the result is the new
-    /// socket's [`FileId`] number (the backend adopts it).
+    /// Accepts connections on a listening socket, multishot: one completion
+    /// per connection, each with the new socket's [`FileId`] number (the
+    /// backend adopts it) and `more` set while the op goes on.
     Accept { listener: FileId },
     /// Completes once `sock` is readable (or closed); one-shot, so an idle
     /// connection holds no buffer, only this op.
@@ -64,6 +65,9 @@ pub struct Completion {
     pub buf: Option<AlignedBuf>,
     /// A network op's buffer (Recv, Send), returned to its owner.
     pub net_buf: Option<Vec<u8>>,
+    /// A multishot op goes on after this completion: more will come with
+    /// the same token, and the op still counts as in flight.
+    pub more: bool,
 }
 
 /// Wakes a core blocked in [`Io::wait`] from another thread.

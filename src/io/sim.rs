@@ -338,18 +338,20 @@ impl SimIo {
         match op {
             Op::Write { file, pos, buf } => {
                 let result = self.complete_write(file, pos, &buf);
-                Completion { token, result, buf: Some(buf), net_buf: None }
+                Completion { token, result, buf: Some(buf), net_buf: None, more: false }
             }
-            Op::Fsync { file } => Completion { token, result: self.complete_fsync(file, covers), buf: None, net_buf: None },
+            Op::Fsync { file } => Completion { token, result: self.complete_fsync(file, covers), buf: None, net_buf: None, more: false },
             Op::Read { file, pos, len, mut buf } => {
                 let result = self.complete_read(file, pos, len, &mut buf);
-                Completion { token, result, buf: Some(buf), net_buf: None }
+                Completion { token, result, buf: Some(buf), net_buf: None, more: false }
             }
             // The simulator models a disk, not a network: no socket exists here.
             Op::Recv { buf, .. } | Op::Send { buf, .. } => {
-                Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf) }
+                Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf), more: false }
             }
-            Op::Accept { .. } | Op::PollIn { .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: None },
+            Op::Accept { .. } | Op::PollIn { .. } => {
+                Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: None, more: false }
+            }
         }
     }
 

@@ -167,7 +167,8 @@ impl UringIo {
             // readiness itself instead of failing with EAGAIN.
             Op::Accept { listener } => {
                 let fd = types::Fd(self.files[listener.0 as usize].file.as_raw_fd());
-                opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
+                // Multishot: a burst of connections costs one SQE.
+                opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
             }
             Op::PollIn { sock } => {
                 let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
@@ -256,6 +257,17 @@ impl UringIo {
         }
         let index = (user_data & u32::MAX as u64) as usize;
         let generation = (user_data >> 32) as u32;
+        if cqueue::more(cqe.flags()) {
+            // A multishot op reports one result and goes on: its slot (and
+            // its file's count) stays until its final completion.
+            let slot = self.ops.get(index).expect("completion for an empty op slot");
+            assert_eq!(slot.generation, generation, "completion for a reused op slot");
+            assert!(matches!(slot.op, Op::Accept { .. }), "only accepts are multishot");
+            let token = slot.token;
+            let result = self.adopt_accepted(cqe.result());
+            self.ready.push(Completion { token, result, buf: None, net_buf: None, more: true });
+            return;
+        }
         let slot = self.ops.try_remove(index).expect("completion for an empty op slot");
         assert_eq!(slot.generation, generation, "completion for a reused op slot");
         let file = Self::file_of(&slot.op);
@@ -280,12 +292,7 @@ impl UringIo {
             }
             Op::Fsync { .. } | Op::PollIn { .. } => (None, None),
             Op::Accept { .. } => {
-                if let Ok(fd) = result {
-                    // SAFETY: a successful accept returns a new descriptor
-                    // that nothing else owns; OwnedFd takes it over.
-                    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-                    result = Ok(self.add_socket(owned).0);
-                }
+                result = self.adopt_accepted(cqe.result());
                 (None, None)
             }
             Op::Recv { mut buf, .. } => {
@@ -298,7 +305,19 @@ impl UringIo {
             }
             Op::Send { buf, .. } => (None, Some(buf)),
         };
-        self.ready.push(Completion { token: slot.token, result, buf, net_buf });
+        self.ready.push(Completion { token: slot.token, result, buf, net_buf, more: false });
+    }
+
+    /// An accept's result: the new socket adopted into the file table (its
+    /// number as the result), or the errno.
+    fn adopt_accepted(&mut self, res: i32) -> std::result::Result<u32, i32> {
+        if res < 0 {
+            return Err(-res);
+        }
+        // SAFETY: a successful accept returns a new descriptor that nothing
+        // else owns; OwnedFd takes it over.
+        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(res) };
+        Ok(self.add_socket(owned).0)
     }
 
     fn add_socket(&mut self, sock: std::os::fd::OwnedFd) -> FileId {

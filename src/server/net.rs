@@ -46,6 +46,11 @@ const POOL_BYTES_MAX: usize = 32 << 20;
 /// A frame's first bytes kept between receives in a buffer of their own
 /// when at most this many (the receive buffer goes back to the pool).
 const PARTIAL_SMALL_BYTES: usize = 4096;
+/// Receive-buffer bytes in flight per core at most. Receives on readable
+/// sockets complete at once, so this only bounds a burst (thousands of
+/// connections readable in one tick each taking a buffer); the rest wait a
+/// tick or two.
+const RECV_INFLIGHT_BYTES_MAX: usize = 16 << 20;
 /// Replies queued on one connection are sent together up to this size.
 const SEND_COALESCE_BYTES: usize = 256 << 10;
 /// How often timeouts are checked.
@@ -151,6 +156,8 @@ pub(crate) struct NetCore {
     /// Receive-buffer bytes connections keep between receives (frames
     /// still arriving), also counted against `core_buffered_bytes_max`.
     rbuf_bytes: usize,
+    /// Capacity of the receive buffers inside receives in flight.
+    recv_inflight_bytes: usize,
     topics_version: u64,
     topics: Arc<BTreeMap<String, TopicMeta>>,
     stopping: Option<(u64, SyncSender<()>)>,
@@ -185,6 +192,7 @@ impl NetCore {
             outbox: VecDeque::new(),
             held_bytes: 0,
             rbuf_bytes: 0,
+            recv_inflight_bytes: 0,
             topics_version,
             topics,
             stopping: None,
@@ -242,7 +250,7 @@ impl NetCore {
     fn on_completion(&mut self, core: &mut Core<UringIo>, c: crate::io::Completion, now_ns: u64) {
         let (kind, generation, slot) = untoken(c.token);
         if kind == KIND_ACCEPT {
-            return self.on_accept(core, slot, c.result, now_ns);
+            return self.on_accept(core, slot, c.result, c.more, now_ns);
         }
         let Some(conn) = self.conns.get_mut(slot) else {
             debug_assert!(false, "network completion for a free slot");
@@ -264,6 +272,7 @@ impl NetCore {
             KIND_RECV => {
                 conn.reading = false;
                 let buf = c.net_buf.expect("recv returns its buffer");
+                self.recv_inflight_bytes -= buf.capacity();
                 if !open {
                     self.give_buf(buf);
                     self.mark(slot);
@@ -329,9 +338,10 @@ impl NetCore {
         self.mark(slot);
     }
 
-    fn on_accept(&mut self, core: &mut Core<UringIo>, index: usize, result: std::result::Result<u32, i32>, now_ns: u64) {
+    fn on_accept(&mut self, core: &mut Core<UringIo>, index: usize, result: std::result::Result<u32, i32>, more: bool, now_ns: u64) {
         let l = &mut self.listeners[index];
-        l.accepting = false;
+        // The multishot accept stays armed until a completion says otherwise.
+        l.accepting = more;
         let sock = match result {
             Ok(file) => FileId(file),
             Err(libc::EMFILE) | Err(libc::ENFILE) | Err(libc::ENOBUFS) | Err(libc::ENOMEM) => {
@@ -465,12 +475,13 @@ impl NetCore {
                         rbuf.drain(..pos);
                         pos = 0;
                     }
-                    // Grow at most twofold per receive: memory follows the
-                    // bytes that actually arrived, not the length a peer
-                    // declared (a trickled 8 MiB frame costs what it sent).
-                    let want = (total - rbuf.len()).min(rbuf.capacity().max(RECV_BUF_BYTES));
-                    if rbuf.capacity() - rbuf.len() < want {
-                        rbuf.reserve(want);
+                    // Grow only a buffer the frame has (nearly) filled, and
+                    // at most twofold: memory follows the bytes that
+                    // arrived, not the length a peer declared (a trickled
+                    // 8 MiB frame costs what it sent).
+                    let missing = total - rbuf.len();
+                    if rbuf.capacity() - rbuf.len() < missing.min(RECV_BUF_BYTES / 2) {
+                        rbuf.reserve(missing.min(rbuf.capacity().max(RECV_BUF_BYTES)));
                     }
                     break;
                 }
@@ -788,7 +799,7 @@ impl NetCore {
             // A reply or a completion will bring it back here.
             return;
         }
-        if blocked {
+        if blocked || (c.readable && self.recv_inflight_bytes >= RECV_INFLIGHT_BYTES_MAX) {
             return self.stall(slot);
         }
         let op = if c.readable {
@@ -810,11 +821,13 @@ impl NetCore {
         };
         let c = &mut self.conns[slot];
         let kind = if matches!(op, Op::Recv { .. }) { KIND_RECV } else { KIND_POLL };
+        let recv_bytes = if let Op::Recv { buf, .. } = &op { buf.capacity() } else { 0 };
         match core.io.push(op, token(kind, c.generation, slot)) {
             Ok(()) => {
                 c.reading = true;
                 if kind == KIND_RECV {
                     c.readable = false;
+                    self.recv_inflight_bytes += recv_bytes;
                 }
             }
             Err(op) => {

@@ -76,3 +76,24 @@ fn produce_without_a_server_fails_clearly() {
     let line = err.lines().find(|l| l.starts_with("strom produce:")).expect("an error line");
     assert!(line.contains(&addr) && line.contains("connect"), "the line does not say what failed: {line}");
 }
+
+// Proves: `strom serve` refuses, with one line and a non-zero exit, a
+// directory another server holds and an address another process listens on.
+#[test]
+fn serve_refuses_a_held_directory_and_a_taken_port() {
+    let dir = test_dir("cli-serve-held");
+    let cfg = EngineConfig { cores: 1, logs_on_create: 1, pin_cores: false, ..EngineConfig::default() };
+    let held = Engine::open(&dir, cfg).unwrap();
+    let (ok, _, err) = strom(&["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "1"]);
+    assert!(!ok, "a second process served a held directory");
+    let line = err.lines().find(|l| l.starts_with("strom serve:")).expect("an error line");
+    assert!(line.contains("in use"), "the line does not say why: {line}");
+    held.shutdown().unwrap();
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (ok, _, err) = strom(&["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &addr, "--cores", "1"]);
+    assert!(!ok, "served on a port another socket listens on");
+    let line = err.lines().find(|l| l.starts_with("strom serve:")).expect("an error line");
+    assert!(line.contains(&addr) && line.contains("in use"), "the line does not name the address and the cause: {line}");
+}

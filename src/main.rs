@@ -102,7 +102,7 @@ struct ServeArgs {
     /// Address to accept connections on; port 0 picks a free one.
     #[arg(long, default_value_t = ServerConfig::default().listen)]
     listen: SocketAddr,
-    /// Core threads (default: all online CPUs).
+    /// Core threads (default: all online CPUs); a new data directory gets one log per core.
     #[arg(long)]
     cores: Option<usize>,
     /// When writes are acknowledged: always, interval:MS or never.
@@ -270,6 +270,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut engine_cfg = EngineConfig { fsync: args.fsync, ..EngineConfig::default() };
     if let Some(cores) = args.cores {
         engine_cfg.cores = cores;
+        // A new directory gets a log per core, so every core has work; an
+        // existing one keeps its log count whatever --cores says.
+        engine_cfg.logs_on_create = cores as u32;
     }
     let server_cfg = ServerConfig {
         listen: args.listen,

@@ -103,3 +103,56 @@ fn abandoned_connections_release_everything() {
     assert_eq!(server.connections(), 0);
     server.shutdown().unwrap();
 }
+
+// Proves: a consumer that pipelines fetches and never reads their replies
+// pins at most its connection's buffer cap in the server (plus the replies
+// of the requests already in service), while another client is served; once
+// it goes, everything is released.
+#[test]
+fn a_reader_that_never_reads_is_bounded() {
+    use std::io::Write;
+    use strom::proto::Request;
+    let dir = common::test_dir("srv-slow-reader");
+    let cfg = EngineConfig { cores: 2, logs_on_create: 2, pin_cores: false, ..EngineConfig::default() };
+    let conn_cap = 9 << 20;
+    let scfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        conn_buffered_bytes_max: conn_cap,
+        core_buffered_bytes_max: 64 << 20,
+        inflight_per_conn_max: 4,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(&dir, cfg, scfg).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.create_topic("s", 1).unwrap();
+    let big = vec![b'y'; 1000 << 10];
+    for _ in 0..8 {
+        c.produce_values("s", 0, &[&big[..]]).unwrap();
+    }
+    let mut slow = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    slow.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut frames = Vec::new();
+    for i in 0..400u64 {
+        let req = Request::Fetch { topic: "s", partition: 0, offset: 0, max_bytes: 8 << 20, max_wait_ms: 0 };
+        strom::proto::encode_request(&mut frames, i + 1, &req);
+    }
+    // The server stops reading, so this write may block once the socket
+    // buffers fill: a write timeout is the expected outcome, not a failure.
+    let _ = slow.write_all(&frames);
+    std::thread::sleep(Duration::from_millis(500));
+    let held: usize = server.net_stats().iter().map(|s| s.held_bytes).sum();
+    // Each fetch is charged its largest possible reply when it is read, so
+    // the server reads no more once the cap is reached: at most the cap plus
+    // one fetch's charge (8 MiB plus its header).
+    let bound = conn_cap + (8 << 20) + 64;
+    println!("a reader that never reads: {held} bytes held in the server (bound {bound})");
+    assert!(held <= bound, "{held} bytes held for one reader that never reads");
+    c.produce_values("s", 0, &[b"canary"]).unwrap();
+    drop(slow);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.net_stats().iter().map(|s| s.held_bytes).sum::<usize>() != 0 {
+        assert!(std::time::Instant::now() < deadline, "bytes still held: {:?}", server.net_stats());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.shutdown().unwrap();
+}

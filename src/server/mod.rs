@@ -43,9 +43,12 @@ pub struct ServerConfig {
     /// stops reading that socket until replies go out.
     pub inflight_per_conn_max: usize,
     /// Request and reply bytes one connection may hold in the server (a
-    /// slow reader's unsent replies among them); past it, reading stops.
+    /// slow reader's unsent replies among them), each Fetch counted at its
+    /// largest possible reply from the moment it is read; past it, reading
+    /// stops. So one connection pins at most this plus one Fetch's reply.
     pub conn_buffered_bytes_max: usize,
-    /// The same, for all connections of one core together.
+    /// Request, reply and partial-frame bytes that exist on one core, all
+    /// connections together; past it, no socket of the core is read.
     pub core_buffered_bytes_max: usize,
     /// A connection with no request in flight and nothing received for this
     /// long is closed.
@@ -103,8 +106,11 @@ pub(crate) struct ConnKey {
 pub(crate) struct Done {
     pub conn: ConnKey,
     pub frame: Vec<u8>,
-    /// Request bytes the connection was charged for, released now.
+    /// Bytes the connection was charged for this request, released now.
     pub held_bytes: usize,
+    /// The part of `held_bytes` that was a reservation for the reply (a
+    /// Fetch's largest possible answer), charged to the connection only.
+    pub reserved_bytes: usize,
 }
 
 /// Sends one reply frame to a connection's core, from any thread. Every
@@ -116,6 +122,7 @@ pub(crate) struct Replier {
     api: u16,
     pub request_id: u64,
     held_bytes: usize,
+    reserved_bytes: usize,
 }
 
 impl Replier {
@@ -147,7 +154,7 @@ impl Replier {
     fn send(self, frame: Vec<u8>) {
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
-        if self.inbox.send(Done { conn: self.conn, frame, held_bytes: self.held_bytes }).is_ok() {
+        if self.inbox.send(Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes }).is_ok() {
             self.route.ring();
         }
     }
@@ -173,8 +180,8 @@ impl Shared {
         (pid % self.log_count) as usize % self.routes.len()
     }
 
-    pub fn replier(&self, core: usize, conn: ConnKey, api: u16, request_id: u64, held_bytes: usize) -> Replier {
-        Replier { inbox: self.inboxes[core].clone(), route: self.routes[core].clone(), conn, api, request_id, held_bytes }
+    pub fn replier(&self, core: usize, conn: ConnKey, api: u16, request_id: u64, held_bytes: usize, reserved_bytes: usize) -> Replier {
+        Replier { inbox: self.inboxes[core].clone(), route: self.routes[core].clone(), conn, api, request_id, held_bytes, reserved_bytes }
     }
 }
 

@@ -526,23 +526,42 @@ impl NetCore {
 
     fn dispatch(&mut self, core: &mut Core<UringIo>, slot: usize, frame: &[u8]) {
         self.stats.requests += 1;
+        let decoded = proto::decode_request(frame);
+        // A Fetch is charged to its connection, up front, for the largest
+        // reply it may get: what one connection (a reader that never reads
+        // among them) can make the server hold is then bounded before the
+        // replies exist. The core counts only bytes that exist, so parked
+        // long polls do not stop it reading producers.
+        let reply_reserve = match &decoded {
+            Ok((_, proto::Request::Fetch { max_bytes, .. })) => {
+                self.fetch_max_bytes(*max_bytes).max(self.shared.batch_bytes_max) + proto::FETCH_REPLY_FRONT_BYTES
+            }
+            _ => 0,
+        };
         let c = &mut self.conns[slot];
         let key = ConnKey { slot: slot as u32, generation: c.generation };
-        let held = frame.len();
+        let held = frame.len() + reply_reserve;
         c.inflight += 1;
         c.request_bytes += held;
-        self.held_bytes += held;
-        match proto::decode_request(frame) {
+        self.held_bytes += frame.len();
+        match decoded {
             Ok((h, req)) => {
-                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held);
+                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held, reply_reserve);
                 self.serve(core, req, r);
             }
             Err((h, e)) => {
                 self.stats.frame_errors += 1;
                 let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
-                self.shared.replier(self.core_id, key, api, id, held).error(e.code(), &e.to_string());
+                self.shared.replier(self.core_id, key, api, id, held, reply_reserve).error(e.code(), &e.to_string());
             }
         }
+    }
+
+    /// A Fetch's byte budget: at least 1, and small enough that the reply
+    /// (header and fields included) fits a frame. A reply holds at most
+    /// this, or one batch if the first batch alone is larger.
+    fn fetch_max_bytes(&self, asked: u32) -> usize {
+        (asked as usize).clamp(1, self.shared.cfg.frame_bytes_max - proto::FETCH_REPLY_FRONT_BYTES)
     }
 
     fn topics(&mut self) -> &BTreeMap<String, TopicMeta> {
@@ -602,8 +621,7 @@ impl NetCore {
                     Ok(p) => p,
                     Err(e) => return r.fail(&e),
                 };
-                // The reply must fit a frame: room for the header and fields.
-                let max_bytes = (max_bytes as usize).clamp(1, self.shared.cfg.frame_bytes_max - 64);
+                let max_bytes = self.fetch_max_bytes(max_bytes);
                 let max_wait_ns =
                     (std::time::Duration::from_millis(max_wait_ms as u64).min(self.shared.cfg.fetch_wait_max)).as_nanos() as u64;
                 let reply: Reply<ReadResult> = Box::new(move |res| match res {
@@ -724,7 +742,7 @@ impl NetCore {
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
             };
             let slot = done.conn.slot as usize;
-            self.held_bytes -= done.held_bytes;
+            self.held_bytes -= done.held_bytes - done.reserved_bytes;
             match self.conns.get_mut(slot) {
                 Some(c) if c.generation == done.conn.generation => {
                     c.inflight -= 1;

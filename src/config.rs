@@ -70,6 +70,11 @@ pub struct EngineConfig {
     pub write_depth: usize,
     /// Registered read buffers per core for READ_FIXED (each write_buf_bytes).
     pub read_bufs_per_core: usize,
+    /// Registered buffers per core that Fetch replies for connections on the
+    /// partition's own core are assembled in and sent from (`SEND_ZC` naming
+    /// the buffer), each `write_buf_bytes`. 0: replies are heap buffers. A
+    /// server sets it; when all are in use a reply falls back to the heap.
+    pub reply_bufs_per_core: usize,
     /// Largest RecordBatch accepted. Must fit in a write buffer with a frame header.
     pub batch_bytes_max: usize,
     /// Segment files are rolled past this size.
@@ -108,6 +113,7 @@ impl Default for EngineConfig {
             write_bufs_per_log: 8,
             write_depth: 2,
             read_bufs_per_core: 8,
+            reply_bufs_per_core: 0,
             // Leaves room for a frame header and the largest padding frame.
             batch_bytes_max: (1 << 20) - 2 * BLOCK_BYTES,
             segment_bytes: 1 << 30,

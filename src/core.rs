@@ -41,14 +41,41 @@ pub struct AppendAck {
 pub struct ReadResult {
     /// Concatenated RecordBatch v2 bytes (base offsets assigned), after
     /// `front` reserved bytes (0 for [`Request::Read`] and the embedded API).
+    /// Empty when the answer is in `fixed` instead.
     pub batches: Vec<u8>,
     pub front: usize,
+    /// The same bytes in one of the core's registered reply buffers (a
+    /// [`Request::Poll`] with `fixed` set, when one was free). Its owner
+    /// gives it back with [`Core::give_reply_buf`].
+    pub fixed: Option<FixedBatches>,
     /// The offset after the last record returned (where to read next).
     pub next_offset: u64,
     /// Offsets below this are readable now (durable under the policy).
     pub high_watermark: u64,
     pub start_offset: u64,
 }
+
+/// An answer assembled in a registered reply buffer, so that it can be
+/// sent from it. Comparing or cloning it works on its bytes (a clone is an
+/// ordinary, unregistered buffer).
+#[derive(Debug)]
+pub struct FixedBatches(pub AlignedBuf);
+
+impl Clone for FixedBatches {
+    fn clone(&self) -> Self {
+        let mut b = AlignedBuf::new(self.0.capacity());
+        b.extend_from_slice(self.0.as_slice());
+        FixedBatches(b)
+    }
+}
+
+impl PartialEq for FixedBatches {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_slice() == other.0.as_slice()
+    }
+}
+
+impl Eq for FixedBatches {}
 
 /// A partition's offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +127,9 @@ pub enum Request {
         /// Bytes to reserve before the batches in the answer's buffer (the
         /// server writes its reply header there: no copy of the batches).
         front: usize,
+        /// Assemble the answer in a registered reply buffer if one is free
+        /// (the asker is on this core and sends from it).
+        fixed: bool,
         reply: Reply<ReadResult>,
     },
     /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
@@ -186,6 +216,7 @@ struct Parked {
     offset: u64,
     max_bytes: usize,
     front: usize,
+    fixed: bool,
     deadline_ns: u64,
     reply: Reply<ReadResult>,
 }
@@ -194,11 +225,13 @@ const NOT_FOUND: u64 = u64::MAX;
 const RETENTION_CHECK_NS: u64 = 1_000_000_000;
 
 enum ReadMode {
-    /// `front`: bytes reserved before the batches (see [`ReadResult`]).
+    /// `front`: bytes reserved before the batches (see [`ReadResult`]);
+    /// `fixed`: assemble them in a registered reply buffer if one is free.
     Fetch {
         offset: u64,
         max_bytes: usize,
         front: usize,
+        fixed: bool,
         reply: Reply<ReadResult>,
     },
     Time {
@@ -217,7 +250,7 @@ struct ReadState {
     limit: u64,
     /// End of the last frame of this partition seen (or the index entry used).
     last_hit: u64,
-    out: Vec<u8>,
+    out: ReadOut,
     next_offset: u64,
     /// The last disk chunk read: its log position and buffer.
     chunk: Option<(u64, AlignedBuf)>,
@@ -243,6 +276,9 @@ pub struct Core<I: Io> {
     /// Reads waiting for a free read buffer, in arrival order.
     read_waiters: VecDeque<usize>,
     read_bufs: Vec<AlignedBuf>,
+    /// Registered buffers Fetch replies are assembled in and sent from,
+    /// while free (see [`ReadResult::fixed`]).
+    reply_bufs: Vec<AlignedBuf>,
     completions: Vec<Completion>,
     retired: Vec<PendingAck<Reply<AppendAck>>>,
     refused: Vec<(PendingAck<Reply<AppendAck>>, StromError)>,
@@ -272,11 +308,16 @@ impl<I: Io> Core<I> {
     pub fn open(mut io: I, cfg: EngineConfig, spec: CoreSpec) -> Result<(Core<I>, Vec<RecoveryReport>)> {
         cfg.validate()?;
         let per_log = cfg.write_bufs_per_log;
-        let mut bufs: Vec<AlignedBuf> = (0..spec.logs.len() * per_log + cfg.read_bufs_per_core)
-            .map(|i| AlignedBuf::new(if i < spec.logs.len() * per_log { cfg.write_buf_bytes } else { cfg.write_buf_bytes + BLOCK_BYTES }))
+        let write_count = spec.logs.len() * per_log;
+        let read_end = write_count + cfg.read_bufs_per_core;
+        let mut bufs: Vec<AlignedBuf> = (0..read_end + cfg.reply_bufs_per_core)
+            .map(|i| {
+                AlignedBuf::new(if (write_count..read_end).contains(&i) { cfg.write_buf_bytes + BLOCK_BYTES } else { cfg.write_buf_bytes })
+            })
             .collect();
         io.register_buffers(&mut bufs)?;
-        let read_bufs = bufs.split_off(spec.logs.len() * per_log);
+        let reply_bufs = bufs.split_off(read_end);
+        let read_bufs = bufs.split_off(write_count);
         let mut core = Core {
             io,
             cfg,
@@ -286,6 +327,7 @@ impl<I: Io> Core<I> {
             reads: Slab::new(),
             read_waiters: VecDeque::new(),
             read_bufs,
+            reply_bufs,
             completions: Vec::new(),
             retired: Vec::new(),
             refused: Vec::new(),
@@ -453,17 +495,17 @@ impl<I: Io> Core<I> {
         match req {
             Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
             Request::Read { pid, offset, max_bytes, reply } => {
-                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, reply }, offset)
+                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, fixed: false, reply }, offset)
             }
-            Request::Poll { pid, offset, max_bytes, max_wait_ns, front, reply } => {
+            Request::Poll { pid, offset, max_bytes, max_wait_ns, front, fixed, reply } => {
                 let at_end = self.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
                 if at_end && max_wait_ns > 0 && self.stop.is_none() && !self.parking_closed && self.parked_count < PARKED_READS_MAX {
                     let deadline_ns = self.io.now_ns().saturating_add(max_wait_ns);
                     self.parked_deadline_ns = self.parked_deadline_ns.min(deadline_ns);
-                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, deadline_ns, reply });
+                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, fixed, deadline_ns, reply });
                     self.parked_count += 1;
                 } else {
-                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, reply }, offset)
+                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, fixed, reply }, offset)
                 }
             }
             Request::OffsetForTime { pid, ts_ms, reply } => self.start_read(pid, ReadMode::Time { ts_ms, reply }, 0),
@@ -599,8 +641,24 @@ impl<I: Io> Core<I> {
     fn unpark(&mut self, pid: Pid) {
         for w in self.parked.remove(&pid).unwrap_or_default() {
             self.parked_count -= 1;
-            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, reply: w.reply }, w.offset);
+            self.start_read(
+                pid,
+                ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, fixed: w.fixed, reply: w.reply },
+                w.offset,
+            );
         }
+    }
+
+    /// Takes back a registered reply buffer once its send completed.
+    pub fn give_reply_buf(&mut self, mut buf: AlignedBuf) {
+        debug_assert!(buf.fixed_index().is_some(), "only registered reply buffers come back");
+        buf.set_len(0);
+        self.reply_bufs.push(buf);
+    }
+
+    /// Registered reply buffers free now.
+    pub fn reply_bufs_free(&self) -> usize {
+        self.reply_bufs.len()
     }
 
     /// Answers every long poll now and parks no more: a stopping server
@@ -636,7 +694,11 @@ impl<I: Io> Core<I> {
         self.parked_deadline_ns = next;
         for (pid, w) in due {
             self.parked_count -= 1;
-            self.start_read(pid, ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, reply: w.reply }, w.offset);
+            self.start_read(
+                pid,
+                ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, fixed: w.fixed, reply: w.reply },
+                w.offset,
+            );
         }
     }
 
@@ -784,7 +846,7 @@ impl<I: Io> Core<I> {
 
     // ---- reads ----
 
-    fn start_read(&mut self, pid: Pid, mode: ReadMode, offset: u64) {
+    fn start_read(&mut self, pid: Pid, mut mode: ReadMode, offset: u64) {
         let Some(p) = self.partitions.get(&pid) else { return finish_mode(mode, Err(unknown(pid)), Vec::new(), 0, 0, 0) };
         self.stats.reads += 1;
         let (start, end) = (p.start_offset, p.visible_end);
@@ -801,15 +863,23 @@ impl<I: Io> Core<I> {
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return finish_mode(mode, Ok(()), Vec::new(), none_yet, end, start) };
-        let out = match &mode {
+        let out = match &mut mode {
+            ReadMode::Fetch { max_bytes, front, fixed: true, .. } if !self.reply_bufs.is_empty() => {
+                let mut buf = self.reply_bufs.pop().expect("a free reply buffer");
+                buf.set_len(*front);
+                // The answer must fit the buffer; a batch never exceeds
+                // batch_bytes_max, which fits with any front (validate).
+                *max_bytes = (*max_bytes).min(buf.capacity() - *front);
+                ReadOut::Fixed(buf)
+            }
             // Sized for a typical answer at once: growing by doubling would
             // copy a large answer several times.
             ReadMode::Fetch { max_bytes, front, .. } => {
-                let mut out = Vec::with_capacity(front + (*max_bytes).min(self.cfg.write_buf_bytes));
+                let mut out = Vec::with_capacity(*front + (*max_bytes).min(self.cfg.write_buf_bytes));
                 out.resize(*front, 0);
-                out
+                ReadOut::Heap(out)
             }
-            ReadMode::Time { .. } => Vec::new(),
+            ReadMode::Time { .. } => ReadOut::Heap(Vec::new()),
         };
         let log = p.log;
         let limit = self.journals[&log].visible_pos();
@@ -946,7 +1016,7 @@ impl<I: Io> Core<I> {
                 if taken > 0 && taken + payload.len() > *max_bytes {
                     return Step::Done(Ok(()));
                 }
-                r.out.extend_from_slice(payload);
+                r.out.extend(payload);
                 if from_disk {
                     r.chunk_hit_bytes += payload.len();
                 }
@@ -1019,7 +1089,14 @@ impl<I: Io> Core<I> {
             self.read_bufs.push(b);
         }
         let (hw, start) = self.partitions.get(&r.pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
-        finish_mode(r.mode, res, r.out, r.next_offset, hw, start);
+        let out = match (r.out, &res) {
+            (ReadOut::Fixed(b), Err(_)) => {
+                self.reply_bufs.push(b);
+                ReadOut::Heap(Vec::new())
+            }
+            (out, _) => out,
+        };
+        finish_mode(r.mode, res, out, r.next_offset, hw, start);
         self.drive_read_waiters();
     }
 
@@ -1046,17 +1123,50 @@ impl<I: Io> Core<I> {
     }
 }
 
-fn finish_mode(mode: ReadMode, res: Result<()>, out: Vec<u8>, next_offset: u64, high_watermark: u64, start_offset: u64) {
+fn finish_mode(mode: ReadMode, res: Result<()>, out: impl Into<ReadOut>, next_offset: u64, high_watermark: u64, start_offset: u64) {
     match mode {
-        ReadMode::Fetch { reply, front, .. } => reply(res.map(|()| {
-            let mut batches = out;
-            if batches.len() < front {
-                // An answer decided before any buffer was made (nothing to read).
-                batches.resize(front, 0);
+        ReadMode::Fetch { reply, front, .. } => reply(res.map(|()| match out.into() {
+            ReadOut::Fixed(b) => {
+                ReadResult { batches: Vec::new(), front, fixed: Some(FixedBatches(b)), next_offset, high_watermark, start_offset }
             }
-            ReadResult { batches, front, next_offset, high_watermark, start_offset }
+            ReadOut::Heap(mut batches) => {
+                if batches.len() < front {
+                    // An answer decided before any buffer was made (nothing to read).
+                    batches.resize(front, 0);
+                }
+                ReadResult { batches, front, fixed: None, next_offset, high_watermark, start_offset }
+            }
         })),
         ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
+    }
+}
+
+/// Where a read puts what it found.
+enum ReadOut {
+    Heap(Vec<u8>),
+    /// A registered reply buffer from the core's pool.
+    Fixed(AlignedBuf),
+}
+
+impl ReadOut {
+    fn len(&self) -> usize {
+        match self {
+            ReadOut::Heap(v) => v.len(),
+            ReadOut::Fixed(b) => b.len(),
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        match self {
+            ReadOut::Heap(v) => v.extend_from_slice(bytes),
+            ReadOut::Fixed(b) => b.extend_from_slice(bytes),
+        }
+    }
+}
+
+impl From<Vec<u8>> for ReadOut {
+    fn from(v: Vec<u8>) -> Self {
+        ReadOut::Heap(v)
     }
 }
 

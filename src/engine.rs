@@ -179,8 +179,9 @@ impl Engine {
         let logs_per_core = log_count.div_ceil(cores as u32) as u64;
         // Pinned memory is charged per user across every ring, so the probe
         // checks what all cores together register.
-        let reg_bytes_per_core =
-            logs_per_core as usize * cfg.write_bufs_per_log * cfg.write_buf_bytes + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096);
+        let reg_bytes_per_core = logs_per_core as usize * cfg.write_bufs_per_log * cfg.write_buf_bytes
+            + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)
+            + cfg.reply_bufs_per_core * cfg.write_buf_bytes;
         platform::probe_memlock(reg_bytes_per_core * cores)?;
         let pids = catalog.pids();
         let mut handles = Vec::new();

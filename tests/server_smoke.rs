@@ -156,3 +156,70 @@ fn a_reader_that_never_reads_is_bounded() {
     }
     server.shutdown().unwrap();
 }
+
+// Proves: a fetch on a connection to the partition's own core is answered
+// from a registered reply buffer (sent by SEND_ZC naming it), byte for byte
+// what the heap path sends, long polls included, and every reply buffer is
+// back in its core's pool afterwards, also after a consumer reset mid-reply.
+#[test]
+fn same_core_fetches_are_sent_from_registered_buffers() {
+    use std::io::Write;
+    let (server, _dir) = start("srv-fixed", 2);
+    let mut admin = Client::connect(server.local_addr()).unwrap();
+    admin.create_topic("f", 2).unwrap();
+    let vals: Vec<Vec<u8>> = (0..50).map(|i| format!("value-{i}-{}", "z".repeat(i * 100)).into_bytes()).collect();
+    let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_slice()).collect();
+    for p in 0..2 {
+        for chunk in refs.chunks(10) {
+            admin.produce_values("f", p, chunk).unwrap();
+        }
+    }
+    let before: u64 = server.net_stats().iter().map(|s| s.fixed_sends).sum();
+    for p in 0..2 {
+        // Through the shared listener: forwarded or not, replies are heap.
+        let via_main = values(&admin.fetch("f", p, 0, 1 << 20, Duration::ZERO).unwrap().batches);
+        let mut direct = Client::connect(server.local_addr()).unwrap().for_partition("f", p).unwrap();
+        let got = values(&direct.fetch("f", p, 0, 1 << 20, Duration::ZERO).unwrap().batches);
+        assert_eq!(got, via_main);
+        assert_eq!(got.len(), 50);
+        // A long poll answered by a new append, also from a registered buffer.
+        let poll = direct
+            .send(&strom::proto::Request::Fetch { topic: "f", partition: p, offset: 50, max_bytes: 1 << 20, max_wait_ms: 20_000 })
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        admin.produce_values("f", p, &[b"late"]).unwrap();
+        let r = direct.recv().unwrap();
+        assert_eq!(r.request_id, poll);
+        match r.result.unwrap() {
+            strom::client::OwnedResponse::Fetch(f) => assert_eq!(values(&f.batches), vec![(50, "late".to_string())]),
+            other => panic!("{other:?}"),
+        }
+    }
+    let after: u64 = server.net_stats().iter().map(|s| s.fixed_sends).sum();
+    assert!(after >= before + 4, "direct fetches were not sent from registered buffers ({before} -> {after})");
+    // A consumer that resets while large fixed replies are queued.
+    let md = admin.metadata(&["f"]).unwrap();
+    let core0_addr = md.core_addrs[md.topics[0].partition_cores[0] as usize].clone();
+    for _ in 0..10 {
+        let mut s = std::net::TcpStream::connect(core0_addr.as_str()).unwrap();
+        let mut frames = Vec::new();
+        for i in 0..8u64 {
+            let req = strom::proto::Request::Fetch { topic: "f", partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
+            strom::proto::encode_request(&mut frames, i + 1, &req);
+        }
+        s.write_all(&frames).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = server.net_stats();
+        if stats.iter().all(|s| s.reply_bufs_free == ServerConfig::default().reply_bufs_per_core && s.held_bytes == 0 && s.connections <= 1)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reply buffers or bytes not returned: {stats:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(admin);
+    server.shutdown().unwrap();
+}

@@ -49,6 +49,10 @@ pub enum Op {
     Recv { sock: FileId, buf: Vec<u8> },
     /// Sends `buf[sent..]`; the result is the bytes sent (maybe fewer).
     Send { sock: FileId, buf: Vec<u8>, sent: usize },
+    /// Sends `buf.as_slice()[sent..]` straight from a registered buffer
+    /// (`SEND_ZC` naming its index). The buffer comes back, in the op's one
+    /// completion, only once the kernel no longer reads it.
+    SendFixed { sock: FileId, buf: AlignedBuf, sent: usize },
 }
 
 /// The top byte of the token of every network op: the core hands such

@@ -349,6 +349,7 @@ impl SimIo {
             Op::Recv { buf, .. } | Op::Send { buf, .. } => {
                 Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf), more: false }
             }
+            Op::SendFixed { buf, .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: Some(buf), net_buf: None, more: false },
             Op::Accept { .. } | Op::PollIn { .. } => {
                 Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: None, more: false }
             }

@@ -38,6 +38,9 @@ struct Slot {
     generation: u32,
     token: u64,
     retries: u8,
+    /// A zero-copy send's result, from its first completion; the op ends
+    /// with the second (the notification that the buffer is free again).
+    zc_result: Option<i32>,
     /// The op itself: it owns the buffer the kernel reads or writes.
     op: Op,
 }
@@ -181,6 +184,14 @@ impl UringIo {
                 let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
                 opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len).build()
             }
+            Op::SendFixed { sock, buf, sent } => {
+                let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
+                let index = self.fixed_index(buf).expect("SendFixed from a registered buffer");
+                let rest = &buf.as_slice()[*sent..];
+                assert!(!rest.is_empty(), "send of nothing");
+                let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                opcode::SendZc::new(fd, rest.as_ptr(), len).buf_index(Some(index)).flags(libc::MSG_NOSIGNAL).build()
+            }
             Op::Send { sock, buf, sent } => {
                 let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
                 let rest = &buf[*sent..];
@@ -206,7 +217,7 @@ impl UringIo {
         match op {
             Op::Write { file, .. } | Op::Read { file, .. } | Op::Fsync { file } => *file,
             Op::Accept { listener } => *listener,
-            Op::PollIn { sock } | Op::Recv { sock, .. } | Op::Send { sock, .. } => *sock,
+            Op::PollIn { sock } | Op::Recv { sock, .. } | Op::Send { sock, .. } | Op::SendFixed { sock, .. } => *sock,
         }
     }
 
@@ -216,7 +227,7 @@ impl UringIo {
         let file = Self::file_of(&op);
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
-        let slot = self.ops.insert(Slot { generation, token, retries, op });
+        let slot = self.ops.insert(Slot { generation, token, retries, zc_result: None, op });
         self.files[file.0 as usize].ops_in_flight += 1;
         self.push_sqe(&sqe.user_data(slot as u64 | (generation as u64) << 32))
     }
@@ -258,20 +269,29 @@ impl UringIo {
         let index = (user_data & u32::MAX as u64) as usize;
         let generation = (user_data >> 32) as u32;
         if cqueue::more(cqe.flags()) {
-            // A multishot op reports one result and goes on: its slot (and
-            // its file's count) stays until its final completion.
-            let slot = self.ops.get(index).expect("completion for an empty op slot");
+            // The op goes on: its slot (and its file's count) stays until its
+            // final completion.
+            let slot = self.ops.get_mut(index).expect("completion for an empty op slot");
             assert_eq!(slot.generation, generation, "completion for a reused op slot");
-            assert!(matches!(slot.op, Op::Accept { .. }), "only accepts are multishot");
-            let token = slot.token;
-            let result = self.adopt_accepted(cqe.result());
-            self.ready.push(Completion { token, result, buf: None, net_buf: None, more: true });
+            match slot.op {
+                // A multishot accept reports each connection.
+                Op::Accept { .. } => {
+                    let token = slot.token;
+                    let result = self.adopt_accepted(cqe.result());
+                    self.ready.push(Completion { token, result, buf: None, net_buf: None, more: true });
+                }
+                // A zero-copy send's result; its buffer is still the kernel's
+                // until the notification, which ends the op.
+                Op::SendFixed { .. } => slot.zc_result = Some(cqe.result()),
+                _ => panic!("a single-shot op reported more completions"),
+            }
             return;
         }
         let slot = self.ops.try_remove(index).expect("completion for an empty op slot");
         assert_eq!(slot.generation, generation, "completion for a reused op slot");
         let file = Self::file_of(&slot.op);
-        let result = if cqe.result() >= 0 { Ok(cqe.result() as u32) } else { Err(-cqe.result()) };
+        let res = if cqueue::notif(cqe.flags()) { slot.zc_result.expect("a send notification before its result") } else { cqe.result() };
+        let result = if res >= 0 { Ok(res as u32) } else { Err(-res) };
         if let Err(errno) = result
             && classify_errno(errno) == Errno::Transient
             && slot.retries < TRANSIENT_RETRIES_MAX
@@ -304,6 +324,7 @@ impl UringIo {
                 (None, Some(buf))
             }
             Op::Send { buf, .. } => (None, Some(buf)),
+            Op::SendFixed { buf, .. } => (Some(buf), None),
         };
         self.ready.push(Completion { token: slot.token, result, buf, net_buf, more: false });
     }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::buf::AlignedBuf;
 use crate::config::EngineConfig;
 use crate::engine::{CoreRoute, Directory, Engine};
 use crate::error::{IoOp, Result, StromError};
@@ -60,6 +61,10 @@ pub struct ServerConfig {
     /// Also listen on a port per core (an ephemeral port on the listen IP),
     /// named in Metadata so clients can skip cross-core forwarding.
     pub direct_ports: bool,
+    /// Registered buffers per core that Fetch replies (for connections on
+    /// the partition's core) are assembled in and sent from; each is the
+    /// engine's `write_buf_bytes`. 0: every reply is a heap buffer.
+    pub reply_bufs_per_core: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +80,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_secs(30),
             direct_ports: true,
+            reply_bufs_per_core: 16,
         }
     }
 }
@@ -102,10 +108,26 @@ pub(crate) struct ConnKey {
     pub generation: u32,
 }
 
+/// A reply frame: on the heap, or in one of the connection core's
+/// registered reply buffers (sent from it with `SEND_ZC`, then given back).
+pub(crate) enum ReplyFrame {
+    Heap(Vec<u8>),
+    Fixed(AlignedBuf),
+}
+
+impl ReplyFrame {
+    pub fn len(&self) -> usize {
+        match self {
+            ReplyFrame::Heap(v) => v.len(),
+            ReplyFrame::Fixed(b) => b.len(),
+        }
+    }
+}
+
 /// An encoded reply on its way to its connection's core.
 pub(crate) struct Done {
     pub conn: ConnKey,
-    pub frame: Vec<u8>,
+    pub frame: ReplyFrame,
     /// Bytes the connection was charged for this request, released now.
     pub held_bytes: usize,
     /// The part of `held_bytes` that was a reservation for the reply (a
@@ -143,6 +165,12 @@ impl Replier {
         self.send(frame)
     }
 
+    /// Sends a reply frame encoded whole in a registered reply buffer of
+    /// the connection's own core (only that core may send from it).
+    pub fn frame_fixed(self, frame: AlignedBuf) {
+        self.deliver(ReplyFrame::Fixed(frame))
+    }
+
     pub fn error(self, code: ErrorCode, message: &str) {
         self.reply_with(|out, api, id| proto::encode_error(out, api, id, code, message))
     }
@@ -152,6 +180,10 @@ impl Replier {
     }
 
     fn send(self, frame: Vec<u8>) {
+        self.deliver(ReplyFrame::Heap(frame))
+    }
+
+    fn deliver(self, frame: ReplyFrame) {
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
         if self.inbox.send(Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes }).is_ok() {
@@ -220,6 +252,7 @@ impl Server {
         // One receive-side op and one send per connection, plus accepts; the
         // kernel spreads connections unevenly, so any core may get them all.
         engine_cfg.net_ops_per_core = 2 * cfg.connections_max + 4 * cores + 64;
+        engine_cfg.reply_bufs_per_core = cfg.reply_bufs_per_core;
         let batch_bytes_max = engine_cfg.batch_bytes_max;
         let engine = Arc::new(Engine::open(dir, engine_cfg)?);
         if cfg.listen.port() != 0 {

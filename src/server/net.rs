@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 
 use slab::Slab;
 
-use super::{ConnKey, Control, Done, Replier, Shared, admin};
+use super::{ConnKey, Control, Done, Replier, ReplyFrame, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
-use crate::core::{AppendAck, Core, ReadResult, Reply, Request, ValidBatch};
+use crate::core::{AppendAck, Core, FixedBatches, ReadResult, Reply, Request, ValidBatch};
 use crate::engine::CoreTask;
 use crate::error::{Result, StromError};
 use crate::io::uring::UringIo;
@@ -36,6 +36,7 @@ const KIND_ACCEPT: u64 = 1;
 const KIND_POLL: u64 = 2;
 const KIND_RECV: u64 = 3;
 const KIND_SEND: u64 = 4;
+const KIND_SEND_FIXED: u64 = 5;
 /// Generations are kept to 20 bits in a token (kind 4 bits, slot 32 bits).
 const GENERATION_MASK: u32 = 0xF_FFFF;
 
@@ -90,7 +91,7 @@ struct Conn {
     sending: bool,
     /// Bytes of the front of `sendq` already sent.
     send_off: usize,
-    sendq: VecDeque<Vec<u8>>,
+    sendq: VecDeque<ReplyFrame>,
     /// Requests dispatched and not yet answered.
     inflight: usize,
     /// Frame bytes of the requests in flight (released by their replies,
@@ -127,6 +128,10 @@ pub struct NetStats {
     pub forwarded: u64,
     pub frame_errors: u64,
     pub timeouts: u64,
+    /// Replies sent straight from a registered reply buffer (SEND_ZC).
+    pub fixed_sends: u64,
+    /// The core's registered reply buffers free now (all of them when idle).
+    pub reply_bufs_free: usize,
     /// Request and reply bytes held now (the `core_buffered_bytes_max` count).
     pub held_bytes: usize,
     /// Connection slots in use now (closing ones included).
@@ -312,13 +317,43 @@ impl NetCore {
                         conn.last_active_ns = now_ns;
                         conn.send_off += n;
                         if conn.send_off < buf.len() {
-                            conn.sendq.push_front(buf);
+                            conn.sendq.push_front(ReplyFrame::Heap(buf));
                         } else {
                             conn.send_off = 0;
                         }
                     }
                     Err(errno) => {
-                        conn.sendq.push_front(buf);
+                        conn.sendq.push_front(ReplyFrame::Heap(buf));
+                        return self.on_net_error(core, slot, errno);
+                    }
+                }
+            }
+            KIND_SEND_FIXED => {
+                // The kernel is done with the buffer (the op's one completion
+                // comes after the zero-copy notification).
+                conn.sending = false;
+                let buf = c.buf.expect("a fixed send returns its buffer");
+                if !open {
+                    core.give_reply_buf(buf);
+                    self.mark(slot);
+                    return;
+                }
+                match c.result {
+                    Ok(n) => {
+                        let n = n as usize;
+                        conn.reply_bytes -= n;
+                        self.held_bytes -= n;
+                        conn.last_active_ns = now_ns;
+                        conn.send_off += n;
+                        if conn.send_off < buf.len() {
+                            conn.sendq.push_front(ReplyFrame::Fixed(buf));
+                        } else {
+                            conn.send_off = 0;
+                            core.give_reply_buf(buf);
+                        }
+                    }
+                    Err(errno) => {
+                        conn.sendq.push_front(ReplyFrame::Fixed(buf));
                         return self.on_net_error(core, slot, errno);
                     }
                 }
@@ -400,7 +435,7 @@ impl NetCore {
         proto::encode_error(&mut frame, 0, 0, code, message);
         c.reply_bytes += frame.len();
         self.held_bytes += frame.len();
-        c.sendq.push_back(frame);
+        c.sendq.push_back(ReplyFrame::Heap(frame));
         c.state = State::Closing;
         c.last_active_ns = c.last_active_ns.max(1);
     }
@@ -416,7 +451,11 @@ impl NetCore {
         // bytes when their replies arrive.
         self.held_bytes -= c.reply_bytes;
         c.reply_bytes = 0;
-        c.sendq.clear();
+        for f in c.sendq.drain(..) {
+            if let ReplyFrame::Fixed(b) = f {
+                core.give_reply_buf(b);
+            }
+        }
         c.send_off = 0;
         if c.counted {
             c.counted = false;
@@ -626,15 +665,25 @@ impl NetCore {
                     (std::time::Duration::from_millis(max_wait_ms as u64).min(self.shared.cfg.fetch_wait_max)).as_nanos() as u64;
                 let reply: Reply<ReadResult> = Box::new(move |res| match res {
                     // The core read the batches after room for the reply's
-                    // header: the frame is that buffer, no copy.
-                    Ok(mut rr) => {
-                        proto::put_fetch_reply_front(&mut rr.batches, r.request_id, rr.high_watermark, rr.start_offset, rr.next_offset);
-                        r.frame(rr.batches)
-                    }
+                    // header: the frame is that buffer, no copy; a
+                    // registered one is sent from as it is.
+                    Ok(mut rr) => match rr.fixed.take() {
+                        Some(FixedBatches(mut buf)) => {
+                            let id = r.request_id;
+                            proto::put_fetch_reply_front(buf.as_mut_slice(), id, rr.high_watermark, rr.start_offset, rr.next_offset);
+                            r.frame_fixed(buf)
+                        }
+                        None => {
+                            proto::put_fetch_reply_front(&mut rr.batches, r.request_id, rr.high_watermark, rr.start_offset, rr.next_offset);
+                            r.frame(rr.batches)
+                        }
+                    },
                     Err(e) => r.fail(&e),
                 });
                 let front = proto::FETCH_REPLY_FRONT_BYTES;
-                self.route(core, pid, Request::Poll { pid, offset, max_bytes, max_wait_ns, front, reply });
+                // Only the connection's own core may send from its buffers.
+                let fixed = self.shared.core_of(pid) == self.core_id;
+                self.route(core, pid, Request::Poll { pid, offset, max_bytes, max_wait_ns, front, fixed, reply });
             }
             proto::Request::ListOffsets { topic, partition, spec } => {
                 let pid = match self.pid(topic, partition) {
@@ -735,7 +784,7 @@ impl NetCore {
 
     // ---- planning ----
 
-    fn deliver_replies(&mut self) {
+    fn deliver_replies(&mut self, core: &mut Core<UringIo>) {
         loop {
             let done = match self.inbox.try_recv() {
                 Ok(d) => d,
@@ -751,11 +800,18 @@ impl NetCore {
                         c.reply_bytes += done.frame.len();
                         self.held_bytes += done.frame.len();
                         c.sendq.push_back(done.frame);
+                    } else if let ReplyFrame::Fixed(b) = done.frame {
+                        core.give_reply_buf(b);
                     }
                     self.mark(slot);
                 }
-                // The connection is gone; its request's bytes are released above.
-                _ => {}
+                // The connection is gone; its request's bytes are released
+                // above, and a registered buffer goes back to the core.
+                _ => {
+                    if let ReplyFrame::Fixed(b) = done.frame {
+                        core.give_reply_buf(b);
+                    }
+                }
             }
         }
     }
@@ -784,19 +840,32 @@ impl NetCore {
             return;
         }
         if !c.sending && !c.sendq.is_empty() {
-            let mut buf = c.sendq.pop_front().expect("non-empty");
-            if c.send_off == 0 {
-                // Coalesce small replies into one send.
-                while buf.len() < SEND_COALESCE_BYTES && c.sendq.front().is_some_and(|n| buf.len() + n.len() <= SEND_COALESCE_BYTES) {
-                    let next = c.sendq.pop_front().expect("front exists");
-                    buf.extend_from_slice(&next);
+            let (op, kind) = match c.sendq.pop_front().expect("non-empty") {
+                ReplyFrame::Fixed(buf) => {
+                    self.stats.fixed_sends += 1;
+                    (Op::SendFixed { sock: c.sock, buf, sent: c.send_off }, KIND_SEND_FIXED)
                 }
-            }
-            let op = Op::Send { sock: c.sock, buf, sent: c.send_off };
-            match core.io.push(op, token(KIND_SEND, c.generation, slot)) {
+                ReplyFrame::Heap(mut buf) => {
+                    if c.send_off == 0 {
+                        // Coalesce small heap replies into one send.
+                        while let Some(ReplyFrame::Heap(next)) = c.sendq.front()
+                            && buf.len() + next.len() <= SEND_COALESCE_BYTES
+                        {
+                            buf.extend_from_slice(next);
+                            c.sendq.pop_front();
+                        }
+                    }
+                    (Op::Send { sock: c.sock, buf, sent: c.send_off }, KIND_SEND)
+                }
+            };
+            match core.io.push(op, token(kind, c.generation, slot)) {
                 Ok(()) => c.sending = true,
                 Err(Op::Send { buf, .. }) => {
-                    c.sendq.push_front(buf);
+                    c.sendq.push_front(ReplyFrame::Heap(buf));
+                    self.stall(slot);
+                }
+                Err(Op::SendFixed { buf, .. }) => {
+                    c.sendq.push_front(ReplyFrame::Fixed(buf));
                     self.stall(slot);
                 }
                 Err(_) => unreachable!("push returns its op"),
@@ -897,6 +966,7 @@ impl NetCore {
                         held_bytes: self.held_bytes + self.rbuf_bytes,
                         connections: self.conns.len(),
                         pooled_bytes: self.pool_bytes,
+                        reply_bufs_free: core.reply_bufs_free(),
                         ..self.stats.clone()
                     };
                     let _ = reply.send(stats);
@@ -958,7 +1028,7 @@ impl CoreTask for NetCore {
             }
         }
         self.on_control(core, now_ns);
-        self.deliver_replies();
+        self.deliver_replies(core);
         self.flush_outbox();
         if !self.blocked(core) {
             for slot in std::mem::take(&mut self.stalled) {
@@ -984,7 +1054,7 @@ impl CoreTask for NetCore {
                     self.drive(core, slot, now_ns);
                 }
             }
-            self.deliver_replies();
+            self.deliver_replies(core);
         }
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if !l.accepting && !l.closed && now_ns >= l.paused_until_ns {

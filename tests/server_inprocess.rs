@@ -1,4 +1,6 @@
-//! In-process server smoke: the library client against `Server::start`.
+//! The server embedded in-process (`Server::start`), reached through the
+//! client library and raw sockets: the tests that need the server's own
+//! counters (`Server::net_stats`).
 mod common;
 
 use std::time::Duration;

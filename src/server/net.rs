@@ -301,11 +301,17 @@ impl NetCore {
                     }
                 }
             }
-            KIND_SEND => {
+            KIND_SEND | KIND_SEND_FIXED => {
+                // A fixed send completes once, after the kernel's zero-copy
+                // notification: its buffer is ours again.
                 conn.sending = false;
-                let buf = c.net_buf.expect("send returns its buffer");
+                let frame = match kind {
+                    KIND_SEND => ReplyFrame::Heap(c.net_buf.expect("send returns its buffer")),
+                    _ => ReplyFrame::Fixed(c.buf.expect("a fixed send returns its buffer")),
+                };
                 if !open {
                     // Its bytes were released when the connection closed.
+                    release_frame(core, frame);
                     self.mark(slot);
                     return;
                 }
@@ -316,44 +322,15 @@ impl NetCore {
                         self.held_bytes -= n;
                         conn.last_active_ns = now_ns;
                         conn.send_off += n;
-                        if conn.send_off < buf.len() {
-                            conn.sendq.push_front(ReplyFrame::Heap(buf));
+                        if conn.send_off < frame.len() {
+                            conn.sendq.push_front(frame);
                         } else {
                             conn.send_off = 0;
+                            release_frame(core, frame);
                         }
                     }
                     Err(errno) => {
-                        conn.sendq.push_front(ReplyFrame::Heap(buf));
-                        return self.on_net_error(core, slot, errno);
-                    }
-                }
-            }
-            KIND_SEND_FIXED => {
-                // The kernel is done with the buffer (the op's one completion
-                // comes after the zero-copy notification).
-                conn.sending = false;
-                let buf = c.buf.expect("a fixed send returns its buffer");
-                if !open {
-                    core.give_reply_buf(buf);
-                    self.mark(slot);
-                    return;
-                }
-                match c.result {
-                    Ok(n) => {
-                        let n = n as usize;
-                        conn.reply_bytes -= n;
-                        self.held_bytes -= n;
-                        conn.last_active_ns = now_ns;
-                        conn.send_off += n;
-                        if conn.send_off < buf.len() {
-                            conn.sendq.push_front(ReplyFrame::Fixed(buf));
-                        } else {
-                            conn.send_off = 0;
-                            core.give_reply_buf(buf);
-                        }
-                    }
-                    Err(errno) => {
-                        conn.sendq.push_front(ReplyFrame::Fixed(buf));
+                        conn.sendq.push_front(frame);
                         return self.on_net_error(core, slot, errno);
                     }
                 }
@@ -452,9 +429,7 @@ impl NetCore {
         self.held_bytes -= c.reply_bytes;
         c.reply_bytes = 0;
         for f in c.sendq.drain(..) {
-            if let ReplyFrame::Fixed(b) = f {
-                core.give_reply_buf(b);
-            }
+            release_frame(core, f);
         }
         c.send_off = 0;
         if c.counted {
@@ -800,18 +775,14 @@ impl NetCore {
                         c.reply_bytes += done.frame.len();
                         self.held_bytes += done.frame.len();
                         c.sendq.push_back(done.frame);
-                    } else if let ReplyFrame::Fixed(b) = done.frame {
-                        core.give_reply_buf(b);
+                    } else {
+                        release_frame(core, done.frame);
                     }
                     self.mark(slot);
                 }
                 // The connection is gone; its request's bytes are released
                 // above, and a registered buffer goes back to the core.
-                _ => {
-                    if let ReplyFrame::Fixed(b) = done.frame {
-                        core.give_reply_buf(b);
-                    }
-                }
+                _ => release_frame(core, done.frame),
             }
         }
     }
@@ -1085,6 +1056,14 @@ impl CoreTask for NetCore {
 
     fn finished(&self) -> bool {
         self.finished
+    }
+}
+
+/// Drops a reply frame that is sent or will never be: a registered buffer
+/// goes back to its core's pool (dropping it would shrink the pool for good).
+fn release_frame(core: &mut Core<UringIo>, frame: ReplyFrame) {
+    if let ReplyFrame::Fixed(b) = frame {
+        core.give_reply_buf(b);
     }
 }
 

@@ -165,7 +165,7 @@ impl Catalog {
             return Err(StromError::TopicExists(name.to_string()));
         }
         if partitions == 0 || partitions > partitions_max {
-            return Err(StromError::Overloaded("partition count must be between 1 and the configured maximum"));
+            return Err(StromError::InvalidArgument(format!("a topic has 1 to {partitions_max} partitions, not {partitions}")));
         }
         let first_pid = self.next_pid;
         let next = first_pid.checked_add(partitions).ok_or(StromError::Overloaded("partition ids exhausted"))?;

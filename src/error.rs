@@ -111,6 +111,9 @@ pub enum StromError {
     },
     /// A limit was reached; retry later.
     Overloaded(&'static str),
+    /// A well-formed request asks for what cannot be (0 partitions, more
+    /// than the maximum). Retrying the same request cannot succeed.
+    InvalidArgument(String),
     /// The engine is stopping and takes no new work.
     ShuttingDown,
     /// The data directory or platform cannot run Strom; the text says why

@@ -511,6 +511,12 @@ fn bad_input_gets_typed_errors_while_others_are_served() {
     b[last] ^= 1;
     let e = canary.produce("ok", 0, &b).unwrap_err();
     assert_eq!(server_code(&e), Some(ErrorCode::InvalidBatch), "{e}");
+    // Partition counts that cannot be: a typed, non-retriable error.
+    for n in [0, 1_000_000_000] {
+        let e = canary.create_topic("never", n).unwrap_err();
+        assert_eq!(server_code(&e), Some(ErrorCode::InvalidArgument), "{e}");
+        assert!(!e.is_retriable());
+    }
     // Unknown topics and partitions.
     assert_eq!(server_code(&canary.produce_values("nope", 0, &[b"x"]).unwrap_err()), Some(ErrorCode::UnknownTopic));
     assert_eq!(server_code(&canary.produce_values("ok", 5, &[b"x"]).unwrap_err()), Some(ErrorCode::UnknownPartition));

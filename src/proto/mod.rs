@@ -189,6 +189,7 @@ impl From<&StromError> for ErrorCode {
             StromError::LogFailed { .. } | StromError::Io { .. } => ErrorCode::StorageFailed,
             StromError::Corrupt { .. } => ErrorCode::Corrupt,
             StromError::Overloaded(_) => ErrorCode::Overloaded,
+            StromError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             StromError::ShuttingDown => ErrorCode::ShuttingDown,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }

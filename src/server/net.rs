@@ -226,10 +226,7 @@ impl NetCore {
     }
 
     fn blocked(&self, core: &Core<UringIo>) -> bool {
-        !self.outbox.is_empty()
-            || core.backpressured()
-            || self.held_bytes + self.rbuf_bytes >= self.shared.cfg.core_buffered_bytes_max
-            || self.stopping.is_some()
+        !self.outbox.is_empty() || core.backpressured() || self.held_bytes + self.rbuf_bytes >= self.shared.cfg.core_buffered_bytes_max
     }
 
     fn take_buf(&mut self) -> Vec<u8> {
@@ -561,6 +558,11 @@ impl NetCore {
         match decoded {
             Ok((h, req)) => {
                 let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held, reply_reserve);
+                if self.stopping.is_some() {
+                    // Read and refused with a typed, retriable error: better
+                    // for a pipelining client than a reset over unread bytes.
+                    return r.fail(&StromError::ShuttingDown);
+                }
                 self.serve(core, req, r);
             }
             Err((h, e)) => {

@@ -122,7 +122,9 @@ fn strom_cli(addr: SocketAddr, args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, S
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A command that fails before reading stdin closes it: a broken pipe
+    // here is that command's answer, which the exit status carries.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
     let out = child.wait_with_output().unwrap();
     (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
 }

@@ -18,6 +18,21 @@ fn start(name: &str, cores: usize) -> (Server, std::path::PathBuf) {
     (Server::start(&dir, cfg, scfg).unwrap(), dir)
 }
 
+/// Polls every core's server counters until `done` holds for all of them
+/// (released resources come back asynchronously, as sockets close), failing
+/// with `what` and the counters after 30 s. Returns the last counters.
+fn wait_for_stats(server: &Server, what: &str, done: impl Fn(&strom::server::net::NetStats) -> bool) -> Vec<strom::server::net::NetStats> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = server.net_stats();
+        if stats.iter().all(&done) {
+            return stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {stats:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 // Proves: topic admin, produce, fetch, list offsets, committed offsets and
 // metadata round-trip through a real socket, on two cores with forwarding.
 #[test]
@@ -91,17 +106,9 @@ fn abandoned_connections_release_everything() {
         drop(s);
     }
     drop(c);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = server.net_stats();
-        assert_eq!(stats.len(), 2);
-        if stats.iter().all(|s| s.connections == 0 && s.held_bytes == 0) {
-            println!("released: {stats:?}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "connections or bytes still held: {stats:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let stats = wait_for_stats(&server, "connections or bytes still held", |s| s.connections == 0 && s.held_bytes == 0);
+    assert_eq!(stats.len(), 2);
+    println!("released: {stats:?}");
     assert_eq!(server.connections(), 0);
     server.shutdown().unwrap();
 }
@@ -151,11 +158,7 @@ fn a_reader_that_never_reads_is_bounded() {
     assert!(held <= bound, "{held} bytes held for one reader that never reads");
     c.produce_values("s", 0, &[b"canary"]).unwrap();
     drop(slow);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while server.net_stats().iter().map(|s| s.held_bytes).sum::<usize>() != 0 {
-        assert!(std::time::Instant::now() < deadline, "bytes still held: {:?}", server.net_stats());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_stats(&server, "bytes still held", |s| s.held_bytes == 0);
     server.shutdown().unwrap();
 }
 
@@ -212,16 +215,10 @@ fn same_core_fetches_are_sent_from_registered_buffers() {
         s.write_all(&frames).unwrap();
         std::thread::sleep(Duration::from_millis(5));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = server.net_stats();
-        if stats.iter().all(|s| s.reply_bufs_free == ServerConfig::default().reply_bufs_per_core && s.held_bytes == 0 && s.connections <= 1)
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "reply buffers or bytes not returned: {stats:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let all_bufs = ServerConfig::default().reply_bufs_per_core;
+    wait_for_stats(&server, "reply buffers or bytes not returned", |s| {
+        s.reply_bufs_free == all_bufs && s.held_bytes == 0 && s.connections <= 1
+    });
     drop(admin);
     server.shutdown().unwrap();
 }

@@ -291,7 +291,7 @@ impl UringIo {
         assert_eq!(slot.generation, generation, "completion for a reused op slot");
         let file = Self::file_of(&slot.op);
         let res = if cqueue::notif(cqe.flags()) { slot.zc_result.expect("a send notification before its result") } else { cqe.result() };
-        let result = if res >= 0 { Ok(res as u32) } else { Err(-res) };
+        let mut result = if res >= 0 { Ok(res as u32) } else { Err(-res) };
         if let Err(errno) = result
             && classify_errno(errno) == Errno::Transient
             && slot.retries < TRANSIENT_RETRIES_MAX
@@ -303,7 +303,6 @@ impl UringIo {
             return;
         }
         self.release_file(file);
-        let mut result = result;
         let (buf, net_buf) = match slot.op {
             Op::Write { buf, .. } => (Some(buf), None),
             Op::Read { mut buf, .. } => {

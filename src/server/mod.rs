@@ -233,7 +233,6 @@ pub struct Server {
     core_addrs: Vec<String>,
     controls: Vec<mpsc::Sender<Control>>,
     routes: Vec<CoreRoute>,
-    admin_tx: Option<mpsc::Sender<admin::Job>>,
     admin_thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
 }
@@ -296,7 +295,7 @@ impl Server {
             directory: engine.directory(),
             log_count: engine.log_count(),
             batch_bytes_max,
-            admin: Mutex::new(admin_tx.clone()),
+            admin: Mutex::new(admin_tx),
             core_addrs: core_addrs.clone(),
             connections: AtomicUsize::new(0),
         });
@@ -310,16 +309,7 @@ impl Server {
             let task = net::NetCore::new(core_id, shared.clone(), inbox, ctl_rx, listeners.into_iter().map(|s| s.into()).collect());
             routes[core_id].attach(Box::new(task))?;
         }
-        Ok(Server {
-            engine: Some(engine),
-            local_addr,
-            core_addrs,
-            controls,
-            routes,
-            admin_tx: Some(admin_tx),
-            admin_thread: Some(admin_thread),
-            shared,
-        })
+        Ok(Server { engine: Some(engine), local_addr, core_addrs, controls, routes, admin_thread: Some(admin_thread), shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -376,9 +366,8 @@ impl Server {
             // An Err means the core's task is gone already: nothing to wait for.
             let _ = w.recv();
         }
-        self.admin_tx.take();
         if let Ok(mut tx) = self.shared.admin.lock() {
-            // Replace the shared sender too, so the admin thread sees the end.
+            // Replace the only sender, so the admin thread sees the end.
             *tx = mpsc::channel().0;
         }
         if let Some(t) = self.admin_thread.take() {

@@ -1,121 +1,257 @@
-//! loadgen: drives a Strom broker and reports what it measured.
+//! loadgen: drives a Strom broker over TCP and reports what it measured,
+//! beside the machine's own limits measured in the same run.
 //!
-//! Three targets: the embedded engine in-process (`--embedded`), the same
-//! engine behind an in-process server driven over loopback TCP
-//! (`--embedded --net`, what measurements use: one command measures the
-//! whole path), or a running `strom serve` (`--addr`). Producers pipeline
-//! RecordBatches for `--duration` seconds; afterwards every acknowledged
-//! record is read back and verified, and the run fails if any is missing
-//! or damaged. The full load generator (open loop, end-to-end latency,
-//! JSON and HDR output) is its own issue.
+//! `loadgen --embedded` starts a broker in this process on a fresh data
+//! directory (pinned to the first CPUs; loadgen's threads take the rest)
+//! and drives it over loopback TCP like any client; `--addr` drives a
+//! running `strom serve`. Producers and consumers run on loadgen's own
+//! io_uring threads ([`worker`]); every record is checked ([`verify`]) by
+//! the consumers, or, with none, by a read-back after the run. See
+//! docs/LOADGEN.md for the scenarios, the measurements and the JSON schema.
+#![deny(unsafe_code)]
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use clap::Parser;
-use hdrhistogram::Histogram;
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use strom::client::{Client, ClientError};
 use strom::config::{EngineConfig, FsyncPolicy};
+use strom::proto::{ErrorCode, OffsetSpec};
+use strom::server::{Server, ServerConfig};
 
-mod consumer;
-mod embedded;
-mod net;
-mod producer;
+mod ceiling;
+mod clock;
+mod cpu;
+mod hist;
 mod records;
 mod report;
+mod schedule;
 mod verify;
+mod worker;
+
+use clock::now_ns;
+use report::Report;
+use worker::{ConsumerSpec, ProducerSpec, Shared, WorkerOutcome, WorkerSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// 4 producers, 1 KiB records, 64 KiB batches, fsync always: durable throughput vs the disk.
+    DurableThroughput,
+    /// As durable-throughput with 100-byte records: records per second.
+    SmallMessages,
+    /// One producer, four consumers each reading every partition at the tail.
+    Fanout,
+    /// Producers write for a while first; then consumers read it all from
+    /// disk (READ_FIXED) while the producers go on.
+    CatchUp,
+    /// As durable-throughput over 10,000 partitions.
+    ManyPartitions,
+    /// A closed-loop probe finds the maximum rate, then an open loop runs
+    /// at a fraction of it (default 0.5) and reports latency.
+    LatencyAtRate,
+}
 
 #[derive(Parser, Debug)]
-#[command(about = "Strom's load generator")]
-pub struct Args {
-    /// Run an in-process broker on a temporary data directory.
+#[command(about = "Strom's load generator: durable throughput and latency, checked record by record, beside the machine's own limits")]
+struct Args {
+    /// Start a broker in this process on a temporary data directory (the default target).
     #[arg(long, conflicts_with = "addr")]
     embedded: bool,
-    /// With --embedded: serve the in-process engine on 127.0.0.1 (a free
-    /// port) and drive it over loopback TCP, as a client would.
-    #[arg(long, requires = "embedded")]
-    net: bool,
-    /// Drive a running `strom serve` at this address over TCP.
+    /// Drive a running `strom serve` at HOST:PORT instead.
     #[arg(long, value_name = "HOST:PORT")]
     addr: Option<String>,
-    /// Producers connect to the direct address of the core that owns their
-    /// partitions (from Metadata) instead of the main listener, where the
-    /// kernel picks the core and requests for other cores are forwarded.
+    /// A preset; flags given explicitly override its values.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
+    /// Producer connections.
     #[arg(long)]
-    direct: bool,
-    /// Threads that tail the partitions over TCP with long-poll fetches
-    /// while the producers run.
-    #[arg(long, default_value_t = 0)]
-    consumers: usize,
-    /// The topic written; created with --partitions if absent.
-    #[arg(long, default_value = "loadgen")]
-    topic: String,
-    #[arg(long, default_value_t = 4)]
-    producers: usize,
-    #[arg(long, default_value_t = 4)]
-    partitions: u32,
-    #[arg(long, default_value_t = 1024)]
-    msg_size: usize,
-    #[arg(long, default_value_t = 64 << 10)]
-    batch_bytes: usize,
-    /// Batches in flight per producer.
-    #[arg(long, default_value_t = 16)]
-    inflight: usize,
-    /// Seconds of producing (then every record is read back and verified).
-    #[arg(long, default_value_t = 8.0)]
-    duration: f64,
-    /// Core threads of the embedded broker (default: all online CPUs).
+    producers: Option<usize>,
+    /// Consumers; each reads every partition at the tail (0: the records
+    /// are checked by a read-back after the run instead).
+    #[arg(long)]
+    consumers: Option<usize>,
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Bytes of each record's value (at least 28: the check header).
+    #[arg(long, value_name = "BYTES")]
+    msg_size: Option<usize>,
+    /// Target size of each batch (one Produce request each).
+    #[arg(long, value_name = "BYTES")]
+    batch_bytes: Option<usize>,
+    /// Records per second over all producers, open loop; 0: as fast as acknowledgements allow.
+    #[arg(long, value_name = "RECORDS_PER_SEC")]
+    rate: Option<f64>,
+    /// Batches outstanding per producer connection.
+    #[arg(long)]
+    inflight: Option<usize>,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Seconds run before measuring.
+    #[arg(long, value_name = "SECS")]
+    warmup: Option<f64>,
+    /// Write the report as JSON (schema: docs/LOADGEN.md).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write each latency histogram in HdrHistogram's percentile-distribution format.
+    #[arg(long, value_name = "DIR")]
+    hgrm: Option<PathBuf>,
+    /// Draw the latency percentile spectra into an SVG file.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// No table, no status line: only errors (and the files asked for).
+    #[arg(long)]
+    quiet: bool,
+    /// Embedded broker: core threads (default: half the CPUs, at least 1).
     #[arg(long)]
     cores: Option<usize>,
-    /// The embedded broker's fsync policy (a server at --addr keeps its own).
-    #[arg(long, default_value = "always")]
-    fsync: FsyncPolicy,
-    /// Data directory (default: a fresh one under the system temp dir, or
-    /// ./target when that is tmpfs), removed afterwards unless --keep.
+    /// Embedded broker: fsync policy (always | interval:MS | never).
     #[arg(long)]
+    fsync: Option<FsyncPolicy>,
+    /// Embedded broker: data directory (default: a fresh one, removed after
+    /// unless --keep). With --addr: a directory on the server's data
+    /// filesystem, for the disk ceiling.
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[arg(long)]
     keep: bool,
+    /// loadgen's io_uring threads (default: the CPUs the embedded broker
+    /// leaves, at least 1; with --addr, all CPUs).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Measure the machine's ceilings (loopback TCP; the disk at the
+    /// broker's write size) and report ratios to them. On by default with --embedded.
+    #[arg(long, overrides_with = "no_ceiling")]
+    ceiling: bool,
+    #[arg(long)]
+    no_ceiling: bool,
+    /// latency-at-rate: the fraction of the probed maximum rate to run at.
+    #[arg(long)]
+    rate_fraction: Option<f64>,
+    /// catch-up: seconds of producing before the consumers start from the beginning.
+    #[arg(long, value_name = "SECS")]
+    prefill: Option<f64>,
 }
 
-fn main() {
-    let args = Args::parse();
-    if let Err(e) = check_args(&args) {
-        eprintln!("loadgen: {e}");
-        std::process::exit(2);
-    }
-    let result = if args.embedded && !args.net { embedded::run(&args) } else { net::run(&args) };
-    if let Err(e) = result {
-        eprintln!("loadgen: {e}");
-        std::process::exit(1);
-    }
+/// Everything a run uses, after the scenario and the flags are merged.
+#[derive(Debug, Clone)]
+struct Settings {
+    scenario: Scenario,
+    producers: usize,
+    consumers: usize,
+    topic: String,
+    partitions: u32,
+    msg_size: usize,
+    batch_bytes: usize,
+    rate: f64,
+    inflight: usize,
+    duration: f64,
+    warmup: f64,
+    rate_fraction: Option<f64>,
+    prefill: f64,
 }
 
-/// Refuses combinations that would measure something other than asked.
-fn check_args(args: &Args) -> Result<(), String> {
-    let networked = args.net || args.addr.is_some();
-    if !args.embedded && args.addr.is_none() {
-        return Err("choose a target: --embedded [--net] or --addr HOST:PORT".into());
+fn settings(a: &Args) -> Settings {
+    let scenario = a.scenario.unwrap_or(Scenario::DurableThroughput);
+    let mut s = Settings {
+        scenario,
+        producers: 4,
+        consumers: 0,
+        topic: "loadgen".into(),
+        partitions: 4,
+        msg_size: 1024,
+        batch_bytes: 64 << 10,
+        rate: 0.0,
+        inflight: 16,
+        duration: 10.0,
+        warmup: 2.0,
+        rate_fraction: None,
+        prefill: 0.0,
+    };
+    match scenario {
+        Scenario::DurableThroughput => {}
+        Scenario::SmallMessages => s.msg_size = 100,
+        Scenario::Fanout => (s.producers, s.consumers) = (1, 4),
+        Scenario::CatchUp => (s.producers, s.consumers, s.prefill) = (2, 2, 4.0),
+        Scenario::ManyPartitions => s.partitions = 10_000,
+        Scenario::LatencyAtRate => s.rate_fraction = Some(0.5),
     }
-    if !networked && (args.direct || args.consumers > 0) {
-        return Err("--direct and --consumers drive a server over TCP: add --net (or use --addr)".into());
+    if scenario != Scenario::DurableThroughput {
+        s.topic = format!("loadgen-{}", scenario.to_possible_value().expect("no skipped variants").get_name());
     }
-    if args.producers == 0 || args.partitions == 0 || args.inflight == 0 {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { s.$f = v; } )* };
+    }
+    take!(producers, consumers, topic, partitions, msg_size, batch_bytes, rate, inflight, duration, warmup, prefill);
+    if a.rate_fraction.is_some() {
+        s.rate_fraction = a.rate_fraction;
+    }
+    s
+}
+
+fn check(s: &Settings, a: &Args) -> Result<(), String> {
+    if s.producers == 0 || s.partitions == 0 || s.inflight == 0 {
         return Err("--producers, --partitions and --inflight must be at least 1".into());
     }
-    if networked && args.inflight > strom::client::INFLIGHT_MAX_DEFAULT {
-        return Err(format!("--inflight over TCP is at most {}, the server's per-connection limit", strom::client::INFLIGHT_MAX_DEFAULT));
+    if s.msg_size < records::VALUE_HEADER_BYTES {
+        return Err(format!("--msg-size must be at least {} (the check header every record carries)", records::VALUE_HEADER_BYTES));
     }
-    if args.consumers > args.partitions as usize {
-        return Err(format!("--consumers {} is more than the {} partitions to tail", args.consumers, args.partitions));
+    if s.inflight > strom::client::INFLIGHT_MAX_DEFAULT {
+        return Err(format!("--inflight is at most {}, the server's default per-connection limit", strom::client::INFLIGHT_MAX_DEFAULT));
     }
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        return Err("--duration must be a positive number of seconds".into());
+    if !(s.duration > 0.0 && s.duration.is_finite() && s.warmup >= 0.0 && s.warmup.is_finite()) {
+        return Err("--duration must be positive and --warmup at least 0 (seconds)".into());
+    }
+    if !(s.rate >= 0.0 && s.rate.is_finite()) {
+        return Err("--rate must be 0 (closed loop) or a positive number of records per second".into());
+    }
+    if s.rate_fraction.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
+        return Err("--rate-fraction must be in (0, 1]".into());
+    }
+    if s.rate_fraction.is_some() && a.rate.is_some() {
+        return Err("--rate and latency-at-rate's --rate-fraction both set the rate: choose one".into());
+    }
+    let batch_max = strom::proto::FRAME_BYTES_MAX_DEFAULT - 1024;
+    if s.batch_bytes > batch_max || s.batch_bytes < s.msg_size {
+        return Err(format!("--batch-bytes must be between --msg-size and {batch_max}"));
     }
     Ok(())
 }
 
-fn data_dir(args: &Args) -> PathBuf {
-    if let Some(d) = &args.data_dir {
-        return d.clone();
+fn main() {
+    let args = Args::parse();
+    let s = settings(&args);
+    if let Err(e) = check(&s, &args) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(2);
     }
+    match run(&args, &s) {
+        Ok(report) => {
+            if report.failed() {
+                eprintln!("loadgen: the run FAILED: records lost, duplicated, reordered or corrupt, or errors (see the report)");
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The broker being driven: one in this process, or a running one.
+enum Target {
+    Embedded { server: Server, dir: PathBuf, remove: bool },
+    Remote,
+}
+
+fn default_data_dir() -> PathBuf {
     let tmp = std::env::temp_dir();
     let base = match strom::platform::fs_type_name(&tmp) {
         Ok(name) if name != "tmpfs" => tmp,
@@ -124,23 +260,520 @@ fn data_dir(args: &Args) -> PathBuf {
     base.join(format!("strom-loadgen-{}", std::process::id()))
 }
 
-fn engine_config(args: &Args) -> EngineConfig {
-    let mut cfg = EngineConfig { fsync: args.fsync, ..EngineConfig::default() };
-    if let Some(c) = args.cores {
-        cfg.cores = c;
-        cfg.logs_on_create = c as u32;
+fn run(a: &Args, s: &Settings) -> Result<Report, String> {
+    let cpus = strom::platform::allowed_cpus();
+    let embedded = a.addr.is_none();
+    let broker_cores = a.cores.unwrap_or((cpus.len() / 2).max(1));
+    let threads = a.threads.unwrap_or(if embedded { cpus.len().saturating_sub(broker_cores).max(1) } else { cpus.len() });
+    // With the broker on the first CPUs, loadgen's threads take the next
+    // ones; with too few CPUs they share and are left unpinned.
+    let loadgen_cpus: Vec<Option<usize>> =
+        (0..threads).map(|i| if embedded && broker_cores + threads <= cpus.len() { Some(cpus[broker_cores + i]) } else { None }).collect();
+    let ceiling = !a.no_ceiling && (a.ceiling || embedded);
+    let fsync = a.fsync.unwrap_or(FsyncPolicy::Always);
+    let mut notes = Vec::new();
+
+    // Ceilings take as long as the run measures, up to 2 s (TCP) and 3 s (disk).
+    let tcp = if ceiling { Some(ceiling::loopback_tcp(Duration::from_secs_f64(s.duration.min(2.0)))?) } else { None };
+
+    let (target, addr) = if embedded {
+        let remove = a.data_dir.is_none() && !a.keep;
+        let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
+        let engine_cfg = EngineConfig { cores: broker_cores, logs_on_create: broker_cores as u32, fsync, ..EngineConfig::default() };
+        let server_cfg = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() };
+        let server = Server::start(&dir, engine_cfg, server_cfg).map_err(|e| format!("embedded broker in {}: {e}", dir.display()))?;
+        let addr = server.local_addr();
+        (Target::Embedded { server, dir, remove }, addr)
+    } else {
+        let text = a.addr.as_deref().expect("not embedded");
+        let addr = text
+            .to_socket_addrs()
+            .map_err(|e| format!("--addr {text}: {e}"))?
+            .next()
+            .ok_or(format!("--addr {text} resolves to nothing"))?;
+        (Target::Remote, addr)
+    };
+    let result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, ceiling, &mut notes);
+    if let Target::Embedded { server, dir, remove } = target {
+        server.shutdown().map_err(|e| format!("embedded broker shutdown: {e}"))?;
+        if remove {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+        }
     }
-    cfg
+    result
 }
 
-fn print_recovery(reports: &[strom::log::recovery::RecoveryReport]) {
-    for r in reports {
-        println!("recovered log {}: scanned {} bytes, cut {} in {} us", r.log, r.bytes_scanned, r.bytes_cut, r.elapsed_us);
+/// Where each partition lives: its core's direct address.
+struct Layout {
+    partition_addr: Vec<SocketAddr>,
+    start_offsets: Vec<u64>,
+}
+
+fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
+    let ctx = |e: ClientError| format!("broker at {addr}: {e}");
+    let mut client = Client::connect_timeout(addr, Duration::from_secs(10)).map_err(ctx)?;
+    client.set_timeout(Some(Duration::from_secs(60))).map_err(ctx)?;
+    let created = match client.create_topic(&s.topic, s.partitions) {
+        Ok(()) => true,
+        Err(ClientError::Server { code: ErrorCode::TopicExists, .. }) => false,
+        Err(e) => return Err(ctx(e)),
+    };
+    let meta = client.metadata(&[&s.topic]).map_err(ctx)?;
+    let topic = meta.topics.iter().find(|t| t.name == s.topic).ok_or(format!("topic {} is not in the broker's metadata", s.topic))?;
+    if topic.partition_cores.len() != s.partitions as usize {
+        return Err(format!(
+            "topic {} exists with {} partitions, not {}: choose another --topic or --partitions {}",
+            s.topic,
+            topic.partition_cores.len(),
+            s.partitions,
+            topic.partition_cores.len()
+        ));
+    }
+    let core_addr = |core: u16| -> Result<SocketAddr, String> {
+        match meta.core_addrs.get(core as usize).map(String::as_str) {
+            None | Some("") => Ok(addr),
+            Some(text) => text.parse().map_err(|e| format!("core address {text}: {e}")),
+        }
+    };
+    let partition_addr = topic.partition_cores.iter().map(|&c| core_addr(c)).collect::<Result<Vec<_>, _>>()?;
+    let mut start_offsets = vec![0; s.partitions as usize];
+    if !created {
+        for (p, start) in start_offsets.iter_mut().enumerate() {
+            *start = client.list_offsets(&s.topic, p as u32, OffsetSpec::Latest).map_err(ctx)?.unwrap_or(0);
+        }
+    }
+    Ok(Layout { partition_addr, start_offsets })
+}
+
+/// Producers spread over the partitions' cores; each producer writes only
+/// partitions of one core, so it talks to that core directly.
+fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: u32) -> Vec<ProducerSpec> {
+    let mut by_addr: Vec<(SocketAddr, Vec<u32>)> = Vec::new();
+    for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        match by_addr.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, parts)) => parts.push(p as u32),
+            None => by_addr.push((addr, vec![p as u32])),
+        }
+    }
+    let records_per_batch = records::records_per_batch(s.batch_bytes, s.msg_size);
+    (0..s.producers)
+        .map(|i| {
+            let (addr, parts) = &by_addr[i % by_addr.len()];
+            // Producers on this core: i, i + n, i + 2n, ...; j-th of them.
+            let on_core = (s.producers - i % by_addr.len()).div_ceil(by_addr.len());
+            let j = i / by_addr.len();
+            let partitions = if on_core <= parts.len() {
+                parts.iter().copied().skip(j).step_by(on_core).collect()
+            } else {
+                vec![parts[j % parts.len()]]
+            };
+            ProducerSpec {
+                id: id_base + i as u32,
+                addr: *addr,
+                partitions,
+                inflight: s.inflight,
+                records_per_sec: rate / s.producers as f64,
+                records_per_batch,
+            }
+        })
+        .collect()
+}
+
+/// Consumer `id` reads every partition: one connection per core.
+fn subscriber_specs(id: u32, layout: &Layout, from: &[u64], measure: bool) -> Vec<ConsumerSpec> {
+    let mut specs: Vec<ConsumerSpec> = Vec::new();
+    for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        match specs.iter_mut().find(|c| c.addr == addr) {
+            Some(c) => c.partitions.push((p as u32, from[p])),
+            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure }),
+        }
+    }
+    specs
+}
+
+struct Phase {
+    producers: Vec<ProducerSpec>,
+    consumers: Vec<ConsumerSpec>,
+    warmup: f64,
+    duration: f64,
+}
+
+/// What the main thread saw while a phase ran.
+struct PhaseRun {
+    outcomes: Vec<WorkerOutcome>,
+    window_secs: f64,
+    loadgen_cpu: f64,
+    other_cpu: f64,
+    log_before: Option<(u64, u64, u64)>,
+    log_after: Option<(u64, u64, u64)>,
+    stages: Vec<report::Stage>,
+}
+
+fn log_totals(target: &Target) -> Option<(u64, u64, u64)> {
+    let Target::Embedded { server, .. } = target else { return None };
+    let stats = server.engine().stats().ok()?;
+    Some(stats.iter().fold((0, 0, 0), |(w, f, b), s| (w + s.commits, f + s.fsyncs, b + s.bytes_logged)))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_phase(
+    s: &Settings,
+    a: &Args,
+    target: &Target,
+    layout: &Layout,
+    shared_base: (u32, Vec<u64>),
+    phase: Phase,
+    threads: usize,
+    cpus: &[Option<usize>],
+    label: &str,
+) -> Result<PhaseRun, String> {
+    let start = now_ns() + 50_000_000; // connections are made before the clock starts
+    let window_start_ns = start + (phase.warmup * 1e9) as u64;
+    let window_end_ns = window_start_ns + (phase.duration * 1e9) as u64;
+    let (run_id, targets) = shared_base;
+    let shared = Arc::new(Shared {
+        run_id,
+        topic: s.topic.clone(),
+        msg_size: s.msg_size,
+        window_start_ns,
+        window_end_ns,
+        abort: AtomicBool::new(false),
+        producers_done: AtomicUsize::new(0),
+        targets: targets.into_iter().map(AtomicU64::new).collect(),
+        targets_final: AtomicBool::new(false),
+        live_acked_records: AtomicU64::new(0),
+        live_consumed_records: AtomicU64::new(0),
+    });
+    let producers_total = phase.producers.len();
+    let mut specs: Vec<WorkerSpec> = (0..threads)
+        .map(|i| WorkerSpec { name: format!("loadgen-w{i}"), cpu: cpus.get(i).copied().flatten(), ..Default::default() })
+        .collect();
+    for (i, p) in phase.producers.into_iter().enumerate() {
+        specs[i % threads].producers.push(p);
+    }
+    for (i, c) in phase.consumers.into_iter().enumerate() {
+        specs[i % threads].consumers.push(c);
+    }
+    let handles = specs
+        .into_iter()
+        .filter(|w| !w.producers.is_empty() || !w.consumers.is_empty())
+        .map(|w| {
+            let shared = shared.clone();
+            std::thread::Builder::new().name(w.name.clone()).spawn(move || worker::run(w, shared)).map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let live = !a.quiet && std::io::stderr().is_terminal();
+    let (mut cpu_start, mut cpu_end) = (None, None);
+    let (mut log_before, mut log_after) = (None, None);
+    let mut stages = Vec::new();
+    let (mut last_acked, mut last_consumed, mut last_t) = (0, 0, now_ns());
+    let mut next_status = now_ns() + 1_000_000_000;
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(5));
+        let now = now_ns();
+        if cpu_start.is_none() && now >= window_start_ns {
+            cpu_start = Some(cpu::snapshot());
+            log_before = log_totals(target);
+            reset_stages(target, layout);
+        }
+        if cpu_end.is_none() && now >= window_end_ns {
+            cpu_end = Some(cpu::snapshot());
+            log_after = log_totals(target);
+            stages = read_stages(target, layout);
+        }
+        if !shared.targets_final.load(Ordering::SeqCst) && shared.producers_done.load(Ordering::SeqCst) >= producers_total {
+            shared.targets_final.store(true, Ordering::SeqCst);
+        }
+        if live && now >= next_status {
+            next_status += 1_000_000_000;
+            let (acked, consumed) =
+                (shared.live_acked_records.load(Ordering::Relaxed), shared.live_consumed_records.load(Ordering::Relaxed));
+            let secs = (now - last_t) as f64 / 1e9;
+            let phase_name = if now < window_start_ns {
+                "warm-up"
+            } else if now < window_end_ns {
+                "measuring"
+            } else {
+                "draining"
+            };
+            eprint!(
+                "\r\x1b[2K{label} {phase_name:>9} {:>5.1} s | produce {:>10.0} rec/s {:>8.1} MB/s | consume {:>10.0} rec/s {:>8.1} MB/s",
+                now.saturating_sub(start) as f64 / 1e9,
+                (acked - last_acked) as f64 / secs,
+                (acked - last_acked) as f64 * s.msg_size as f64 / 1e6 / secs,
+                (consumed - last_consumed) as f64 / secs,
+                (consumed - last_consumed) as f64 * s.msg_size as f64 / 1e6 / secs,
+            );
+            (last_acked, last_consumed, last_t) = (acked, consumed, now);
+        }
+    }
+    if live {
+        eprint!("\r\x1b[2K");
+    }
+    let mut outcomes = Vec::new();
+    for h in handles {
+        outcomes.push(h.join().map_err(|_| "a loadgen thread panicked".to_string())??);
+    }
+    let (c0, c1) = (cpu_start.unwrap_or_default(), cpu_end.unwrap_or_else(cpu::snapshot));
+    let window_secs = phase.duration;
+    Ok(PhaseRun {
+        outcomes,
+        window_secs,
+        loadgen_cpu: cpu::spent(&c0, &c1, "loadgen-w", false) / window_secs,
+        other_cpu: cpu::spent(&c0, &c1, "loadgen-w", true) / window_secs,
+        log_before,
+        log_after,
+        stages,
+    })
+}
+
+fn reset_stages(_target: &Target, _layout: &Layout) {}
+
+fn read_stages(_target: &Target, _layout: &Layout) -> Vec<report::Stage> {
+    Vec::new()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    a: &Args,
+    s: &Settings,
+    target: &Target,
+    addr: SocketAddr,
+    threads: usize,
+    cpus: &[Option<usize>],
+    tcp: Option<ceiling::TcpCeiling>,
+    ceiling: bool,
+    notes: &mut Vec<String>,
+) -> Result<Report, String> {
+    let layout = setup(addr, s)?;
+    let run_id = (now_ns() as u32) ^ std::process::id().rotate_left(16);
+    let mut rate = s.rate;
+    let base = || (run_id, layout.start_offsets.clone());
+    let mut all: Vec<WorkerOutcome> = Vec::new();
+    let mut read_from = layout.start_offsets.clone();
+
+    if s.prefill > 0.0 {
+        let phase = Phase { producers: producer_specs(s, &layout, 0.0, 0), consumers: Vec::new(), warmup: 0.0, duration: s.prefill };
+        let r = run_phase(s, a, target, &layout, base(), phase, threads, cpus, "prefill")?;
+        let records: u64 = r.outcomes.iter().map(|o| o.produced.records).sum();
+        notes.push(format!(
+            "prefill: {} records ({:.0} MB) written for {:.0} s before the consumers start from them",
+            records,
+            records as f64 * s.msg_size as f64 / 1e6,
+            s.prefill
+        ));
+        all.extend(r.outcomes);
+    }
+    if let Some(fraction) = s.rate_fraction {
+        let probe_secs = 3.0;
+        let phase = Phase {
+            producers: producer_specs(s, &layout, 0.0, s.producers as u32),
+            consumers: Vec::new(),
+            warmup: 1.0,
+            duration: probe_secs,
+        };
+        let r = run_phase(s, a, target, &layout, base(), phase, threads, cpus, "probe")?;
+        let records: u64 = r.outcomes.iter().map(|o| o.produced.records).sum();
+        let max_rate = records as f64 / probe_secs;
+        rate = (max_rate * fraction).max(1.0);
+        notes.push(format!(
+            "probe: closed loop reached {:.0} records/s; running open loop at {:.2} of it: {:.0} records/s",
+            max_rate, fraction, rate
+        ));
+        all.extend(r.outcomes);
+    }
+    // Prefill and probe records stay in the log: the consumers of the main
+    // phase start at them in catch-up, else at the current end. Every phase
+    // has its own producer ids, so all of a run's records check together.
+    let ends = end_offsets(&all, &layout.start_offsets);
+    if s.prefill == 0.0 {
+        read_from = ends.clone();
+    }
+    let consumers: Vec<ConsumerSpec> = (0..s.consumers).flat_map(|c| subscriber_specs(c as u32, &layout, &read_from, true)).collect();
+    let main_ids = 2 * s.producers as u32;
+    let phase = Phase { producers: producer_specs(s, &layout, rate, main_ids), consumers, warmup: s.warmup, duration: s.duration };
+    let name = s.scenario.to_possible_value().expect("no skipped variants").get_name().to_string();
+    let main = run_phase(s, a, target, &layout, (run_id, ends.clone()), phase, threads, cpus, &name)?;
+
+    let mut verify = verify::VerifyCounts::default();
+    let final_ends = end_offsets(&main.outcomes, &ends);
+    let acked_main = merged_acked(&main.outcomes);
+    if s.consumers == 0 {
+        // Nobody read at the tail: read back everything this run wrote.
+        let mut acked_all = merged_acked(&all);
+        merge_into(&mut acked_all, &acked_main);
+        let readers: Vec<ConsumerSpec> = spread_readers(&layout, &layout.start_offsets, threads);
+        let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
+        let t0 = now_ns();
+        let r = run_phase(s, a, target, &layout, (run_id, final_ends), phase, threads, cpus, "read-back")?;
+        tally_verify(&r.outcomes, &acked_all, &mut verify);
+        notes.push(format!(
+            "read-back: {} records checked in {:.1} s after the run (no consumers ran at the tail)",
+            verify.checked,
+            (now_ns() - t0) as f64 / 1e9
+        ));
+        all.extend(r.outcomes);
+    } else if s.prefill > 0.0 {
+        let mut acked_all = merged_acked(&all);
+        merge_into(&mut acked_all, &acked_main);
+        tally_verify(&main.outcomes, &acked_all, &mut verify);
+    } else {
+        tally_verify(&main.outcomes, &acked_main, &mut verify);
+    }
+
+    let mut report =
+        Report { msg_size: s.msg_size, window_secs: main.window_secs, verify, tcp, notes: notes.clone(), threads, ..Default::default() };
+    for o in main.outcomes.iter().chain(all.iter()) {
+        for (k, n) in &o.errors {
+            *report.errors.entry(k.clone()).or_default() += n;
+        }
+        report.indeterminate += o.indeterminate;
+    }
+    for o in &main.outcomes {
+        report.lat.pool(&o.lat);
+        report.produced_records += o.produced.records;
+        report.produced_requests += o.produced.requests;
+        report.consumed_records += o.consumed.records;
+        report.consumed_requests += o.consumed.requests;
+        report.sends += o.sends;
+        report.sends_late += o.sends_late;
+    }
+    report.open_loop = rate > 0.0;
+    report.loadgen_cpu_cores = main.loadgen_cpu;
+    report.stages = main.stages;
+    if let (Some(b), Some(e)) = (main.log_before, main.log_after) {
+        report.log_writes = Some((e.0 - b.0, e.1 - b.1, e.2 - b.2));
+    }
+    let broker_cores = match target {
+        Target::Embedded { .. } => {
+            report.broker_cpu_cores = Some(main.other_cpu);
+            a.cores.unwrap_or((strom::platform::online_cpus() / 2).max(1))
+        }
+        Target::Remote => 0,
+    };
+    if ceiling {
+        let dir = match target {
+            Target::Embedded { dir, .. } => Some(dir.clone()),
+            Target::Remote => a.data_dir.clone(),
+        };
+        if let Some(dir) = dir {
+            let write_bytes = report.avg_write_bytes().map_or(s.batch_bytes, |b| b as usize);
+            let write_bytes = write_bytes.div_ceil(4096) * 4096;
+            report.disk = Some(ceiling::disk(&dir, write_bytes, Duration::from_secs_f64(s.duration.min(3.0)))?);
+        }
+    }
+    let fsync = a.fsync.unwrap_or(FsyncPolicy::Always);
+    let target_text = match target {
+        Target::Embedded { dir, .. } => format!("embedded broker ({broker_cores} core(s), fsync {fsync}, data dir {})", dir.display()),
+        Target::Remote => format!("broker at {addr}"),
+    };
+    report.headline = format!(
+        "loadgen {}: {}; {} producer(s) x {} in flight, {} consumer(s), {} partition(s), {}-byte records in {}-record batches{}; {} loadgen thread(s)",
+        s.scenario.to_possible_value().unwrap().get_name(),
+        target_text,
+        s.producers,
+        s.inflight,
+        s.consumers,
+        s.partitions,
+        s.msg_size,
+        records::records_per_batch(s.batch_bytes, s.msg_size),
+        if rate > 0.0 { format!(", open loop at {rate:.0} records/s") } else { ", closed loop".into() },
+        threads
+    );
+    report.config = json!({
+        "scenario": s.scenario.to_possible_value().unwrap().get_name(),
+        "target": if matches!(target, Target::Embedded { .. }) { "embedded".to_string() } else { addr.to_string() },
+        "producers": s.producers, "consumers": s.consumers, "topic": s.topic, "partitions": s.partitions,
+        "msg_size": s.msg_size, "batch_bytes": s.batch_bytes, "records_per_batch": records::records_per_batch(s.batch_bytes, s.msg_size),
+        "rate": rate, "inflight": s.inflight, "duration_secs": s.duration, "warmup_secs": s.warmup,
+        "cores": (broker_cores > 0).then_some(broker_cores), "fsync": matches!(target, Target::Embedded { .. }).then(|| fsync.to_string()),
+        "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction,
+    });
+    output(a, &report)?;
+    Ok(report)
+}
+
+fn output(a: &Args, report: &Report) -> Result<(), String> {
+    if !a.quiet {
+        print!("{}", report::table(report));
+    }
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&report::to_json(report)).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("--json {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = &a.hgrm {
+        report::write_hgrm(dir, report)?;
+    }
+    if let Some(path) = &a.svg {
+        let title = format!("{} - latency by percentile", report.config["scenario"].as_str().unwrap_or("loadgen"));
+        let svg = report::svg(
+            &title,
+            &[("produce ack", &report.lat.ack_us), ("end-to-end", &report.lat.e2e_us), ("fetch", &report.lat.fetch_us)],
+        );
+        std::fs::write(path, svg).map_err(|e| format!("--svg {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+type Acked = std::collections::HashMap<u32, std::collections::HashMap<u32, verify::Ranges>>;
+
+/// Every acknowledgement, by partition then producer.
+fn merged_acked(outcomes: &[WorkerOutcome]) -> Acked {
+    let mut acked: Acked = Default::default();
+    for o in outcomes {
+        for (&(partition, producer), ranges) in &o.acked {
+            let into = acked.entry(partition).or_default().entry(producer).or_default();
+            for &(s, e) in ranges {
+                verify::add_range(into, s, e);
+            }
+        }
+    }
+    acked
+}
+
+fn merge_into(into: &mut Acked, from: &Acked) {
+    for (&partition, producers) in from {
+        for (&producer, ranges) in producers {
+            let to = into.entry(partition).or_default().entry(producer).or_default();
+            for &(s, e) in ranges {
+                verify::add_range(to, s, e);
+            }
+        }
     }
 }
 
-/// Latencies in microseconds, 1 us to 60 s at 3 significant digits; values
-/// past the top are clamped (`saturating_record`), not dropped.
-fn new_latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("constant bounds are valid")
+/// The end offset of each partition after `outcomes`: at least `from`, and
+/// past every record acknowledged.
+fn end_offsets(outcomes: &[WorkerOutcome], from: &[u64]) -> Vec<u64> {
+    let mut ends = from.to_vec();
+    for o in outcomes {
+        for (&p, &end) in &o.partition_ends {
+            ends[p as usize] = ends[p as usize].max(end);
+        }
+    }
+    ends
+}
+
+/// Read-back readers: each partition read once, split over `threads` connections per core.
+fn spread_readers(layout: &Layout, from: &[u64], threads: usize) -> Vec<ConsumerSpec> {
+    let mut specs: Vec<ConsumerSpec> = Vec::new();
+    for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        let reader = (p % threads.max(1)) as u32;
+        match specs.iter_mut().find(|c| c.addr == addr && c.id == reader) {
+            Some(c) => c.partitions.push((p as u32, from[p])),
+            None => specs.push(ConsumerSpec { id: reader, addr, partitions: vec![(p as u32, from[p])], measure: false }),
+        }
+    }
+    specs
+}
+
+fn tally_verify(outcomes: &[WorkerOutcome], acked: &Acked, into: &mut verify::VerifyCounts) {
+    let none = Default::default();
+    for o in outcomes {
+        for (_, partition, v) in &o.verifiers {
+            let mut v = v.clone();
+            v.finish(acked.get(partition).unwrap_or(&none));
+            into.add(&v.counts);
+        }
+    }
 }

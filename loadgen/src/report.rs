@@ -1,37 +1,475 @@
-//! The report lines every mode shares. Sizes are MB (10^6 bytes) of record
-//! values; latencies are percentiles of HDR histograms pooled across
-//! threads, never means.
-use std::time::Duration;
+//! What a run measured, and its four renderings: a table on stdout, JSON
+//! (`--json`, schema in docs/LOADGEN.md), HdrHistogram percentile
+//! distributions (`--hgrm`) and an SVG of the latency percentile spectra
+//! (`--svg`). Sizes are MB = 10^6 bytes of record values; latencies are
+//! microseconds, percentiles of histograms pooled over every connection.
+use std::fmt::Write as _;
+use std::path::Path;
 
 use hdrhistogram::Histogram;
-use strom::core::CoreStats;
+use serde_json::{Value, json};
 
-pub fn produce(records: u64, value_bytes: u64, elapsed: Duration) {
-    let secs = elapsed.as_secs_f64();
-    println!(
-        "produce   {records:>12} records  {:>12.0} records/s  {:>8.1} MB/s (record values)",
-        records as f64 / secs,
-        value_bytes as f64 / 1e6 / secs
-    );
+use crate::ceiling::{DiskCeiling, TcpCeiling};
+use crate::hist::Latencies;
+use crate::verify::VerifyCounts;
+
+/// One stage of the broker's own latency breakdown (from its Stats api).
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub stage: String,
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
 }
 
-/// `what` names one histogram entry ("batches", "requests").
-pub fn ack(ack_us: &Histogram<u64>, what: &str) {
-    println!(
-        "ack       p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us  (pooled over {} {what})",
-        ack_us.value_at_quantile(0.5),
-        ack_us.value_at_quantile(0.9),
-        ack_us.value_at_quantile(0.99),
-        ack_us.value_at_quantile(0.999),
-        ack_us.max(),
-        ack_us.len()
-    );
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The resolved configuration, as JSON (also printed in the header line).
+    pub config: Value,
+    pub headline: String,
+    pub window_secs: f64,
+    pub msg_size: usize,
+    pub produced_records: u64,
+    pub produced_requests: u64,
+    pub consumed_records: u64,
+    pub consumed_requests: u64,
+    pub lat: Latencies,
+    pub verify: VerifyCounts,
+    pub errors: std::collections::BTreeMap<String, u64>,
+    pub indeterminate: u64,
+    pub sends: u64,
+    pub sends_late: u64,
+    pub open_loop: bool,
+    pub disk: Option<DiskCeiling>,
+    pub tcp: Option<TcpCeiling>,
+    /// The broker's log: O_DIRECT writes, fdatasyncs and bytes, in the window (embedded only).
+    pub log_writes: Option<(u64, u64, u64)>,
+    pub stages: Vec<Stage>,
+    pub loadgen_cpu_cores: f64,
+    pub broker_cpu_cores: Option<f64>,
+    pub threads: usize,
+    /// Lines about phases before the window (prefill, rate probe).
+    pub notes: Vec<String>,
 }
 
-pub fn log(stats: &[CoreStats]) {
-    let (logged, commits, fsyncs) = stats.iter().fold((0, 0, 0), |(b, c, f), s| (b + s.bytes_logged, c + s.commits, f + s.fsyncs));
-    println!(
-        "log       {commits} writes, {fsyncs} fdatasyncs, {:.1} KiB per write on average",
-        logged as f64 / commits.max(1) as f64 / 1024.0
+impl Report {
+    pub fn produce_mb_per_sec(&self) -> f64 {
+        self.produced_records as f64 * self.msg_size as f64 / 1e6 / self.window_secs
+    }
+    pub fn consume_mb_per_sec(&self) -> f64 {
+        self.consumed_records as f64 * self.msg_size as f64 / 1e6 / self.window_secs
+    }
+    pub fn errors_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+    /// Whether the run is a failure: anything lost, duplicated, reordered or
+    /// corrupt, or any error.
+    pub fn failed(&self) -> bool {
+        !self.verify.is_clean() || self.errors_total() > 0
+    }
+    pub fn avg_write_bytes(&self) -> Option<u64> {
+        self.log_writes.and_then(|(writes, _, bytes)| (writes > 0).then(|| bytes / writes))
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "p50": h.value_at_quantile(0.5),
+        "p90": h.value_at_quantile(0.9),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "p9999": h.value_at_quantile(0.9999),
+        "max": h.max(),
+    })
+}
+
+pub fn to_json(r: &Report) -> Value {
+    let secs = r.window_secs;
+    let mut ceilings = json!({});
+    if let Some(d) = &r.disk {
+        ceilings["disk_write_fdatasync"] = json!({
+            "write_bytes": d.write_bytes, "writes": d.writes, "mb_per_sec": d.mb_per_sec(),
+            "latency_us": {"p50": d.latency_us(0.5), "p99": d.latency_us(0.99), "max": d.latency_us(1.0)},
+        });
+        ceilings["produce_ratio_to_disk"] = json!(r.produce_mb_per_sec() / d.mb_per_sec());
+    }
+    if let Some(t) = &r.tcp {
+        ceilings["loopback_tcp"] = json!({"mb_per_sec": t.mb_per_sec()});
+        ceilings["consume_ratio_to_loopback"] = json!(r.consume_mb_per_sec() / t.mb_per_sec());
+        ceilings["produce_ratio_to_loopback"] = json!(r.produce_mb_per_sec() / t.mb_per_sec());
+    }
+    let mut server = json!({ "stages_us": r.stages.iter().map(|s| json!({
+        "stage": s.stage, "count": s.count, "p50": s.p50_us, "p90": s.p90_us, "p99": s.p99_us, "p999": s.p999_us, "max": s.max_us,
+    })).collect::<Vec<_>>() });
+    if let Some((writes, fsyncs, bytes)) = r.log_writes {
+        server["log"] = json!({"writes": writes, "fdatasyncs": fsyncs, "bytes": bytes, "avg_write_bytes": r.avg_write_bytes()});
+    }
+    json!({
+        "schema": "strom-loadgen/1",
+        "config": r.config,
+        "window_secs": secs,
+        "produce": {
+            "records": r.produced_records,
+            "bytes": r.produced_records * r.msg_size as u64,
+            "requests": r.produced_requests,
+            "records_per_sec": r.produced_records as f64 / secs,
+            "mb_per_sec": r.produce_mb_per_sec(),
+            "ack_latency_us": percentiles(&r.lat.ack_us),
+            "open_loop": r.open_loop,
+            "sends": r.sends,
+            "sends_late": r.sends_late,
+        },
+        "consume": {
+            "records": r.consumed_records,
+            "bytes": r.consumed_records * r.msg_size as u64,
+            "requests": r.consumed_requests,
+            "records_per_sec": r.consumed_records as f64 / secs,
+            "mb_per_sec": r.consume_mb_per_sec(),
+            "fetch_latency_us": percentiles(&r.lat.fetch_us),
+        },
+        "e2e_latency_us": percentiles(&r.lat.e2e_us),
+        "errors": { "total": r.errors_total(), "by_kind": r.errors, "indeterminate": r.indeterminate },
+        "verify": {
+            "checked": r.verify.checked, "lost": r.verify.lost, "duplicated": r.verify.duplicated,
+            "reordered": r.verify.reordered, "corrupt": r.verify.corrupt, "foreign": r.verify.foreign,
+            "clean": r.verify.is_clean(),
+        },
+        "ceilings": ceilings,
+        "server": server,
+        "loadgen_cpu": { "cores": r.loadgen_cpu_cores, "threads": r.threads },
+        "broker_cpu": r.broker_cpu_cores.map(|c| json!({"cores": c})),
+        "notes": r.notes,
+    })
+}
+
+fn group(n: f64) -> String {
+    let s = format!("{:.0}", n);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn lat_row(name: &str, h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return format!("{name:<14} (none)\n");
+    }
+    format!(
+        "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}   ({} samples)\n",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.value_at_quantile(0.9999),
+        h.max(),
+        group(h.len() as f64)
+    )
+}
+
+pub fn table(r: &Report) -> String {
+    let mut t = String::new();
+    let secs = r.window_secs;
+    let _ = writeln!(t, "{}", r.headline);
+    for n in &r.notes {
+        let _ = writeln!(t, "  {n}");
+    }
+    let _ = writeln!(t, "\nthroughput over {secs:.1} s      records      records/s       MB/s");
+    let _ = writeln!(
+        t,
+        "  produce (acked)  {:>12} {:>14} {:>10.1}",
+        group(r.produced_records as f64),
+        group(r.produced_records as f64 / secs),
+        r.produce_mb_per_sec()
     );
+    let _ = writeln!(
+        t,
+        "  consume          {:>12} {:>14} {:>10.1}",
+        group(r.consumed_records as f64),
+        group(r.consumed_records as f64 / secs),
+        r.consume_mb_per_sec()
+    );
+    let _ = writeln!(t, "\nlatency (us)          p50       p90       p99     p99.9    p99.99       max");
+    t += &lat_row("  produce ack", &r.lat.ack_us);
+    t += &lat_row("  end-to-end", &r.lat.e2e_us);
+    t += &lat_row("  fetch", &r.lat.fetch_us);
+    if r.open_loop {
+        let _ = writeln!(
+            t,
+            "  (open loop: measured from each batch's due time; {} of {} sends went out over 1 ms late)",
+            r.sends_late, r.sends
+        );
+    }
+    if !r.stages.is_empty() {
+        let _ = writeln!(t, "\nbroker stages (us)    p50       p90       p99     p99.9       max     count");
+        for s in &r.stages {
+            let _ = writeln!(
+                t,
+                "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                s.stage,
+                s.p50_us,
+                s.p90_us,
+                s.p99_us,
+                s.p999_us,
+                s.max_us,
+                group(s.count as f64)
+            );
+        }
+    }
+    if let Some((writes, fsyncs, _)) = r.log_writes {
+        let avg = r.avg_write_bytes().unwrap_or(0);
+        let _ = writeln!(
+            t,
+            "  log: {} O_DIRECT writes of {:.0} KiB on average, {} fdatasyncs",
+            group(writes as f64),
+            avg as f64 / 1024.0,
+            group(fsyncs as f64)
+        );
+    }
+    if r.disk.is_some() || r.tcp.is_some() {
+        let _ = writeln!(t, "\nmachine ceilings (same run)");
+    }
+    if let Some(d) = &r.disk {
+        let _ = writeln!(
+            t,
+            "  disk  O_DIRECT write + fdatasync, {} KiB at a time: {:.1} MB/s (p50 {} us, p99 {} us)  -> produce is {:.2}x of it",
+            d.write_bytes / 1024,
+            d.mb_per_sec(),
+            d.latency_us(0.5),
+            d.latency_us(0.99),
+            r.produce_mb_per_sec() / d.mb_per_sec()
+        );
+    }
+    if let Some(c) = &r.tcp {
+        let _ = writeln!(
+            t,
+            "  loopback TCP, one stream: {:.1} MB/s  -> consume is {:.2}x, produce {:.2}x of it",
+            c.mb_per_sec(),
+            r.consume_mb_per_sec() / c.mb_per_sec(),
+            r.produce_mb_per_sec() / c.mb_per_sec()
+        );
+    }
+    let v = &r.verify;
+    let _ = writeln!(
+        t,
+        "\nverify   {} records checked: {} lost, {} duplicated, {} reordered, {} corrupt{}",
+        group(v.checked as f64),
+        v.lost,
+        v.duplicated,
+        v.reordered,
+        v.corrupt,
+        if v.foreign > 0 { format!(" ({} of other runs skipped)", v.foreign) } else { String::new() }
+    );
+    if r.errors.is_empty() {
+        let _ = writeln!(t, "errors   none");
+    } else {
+        let list: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let _ = writeln!(t, "errors   {} ({}; {} batches indeterminate)", r.errors_total(), list.join(", "), r.indeterminate);
+    }
+    let broker = r.broker_cpu_cores.map_or(String::new(), |c| format!(", embedded broker {c:.2} cores"));
+    let _ = writeln!(t, "cpu      loadgen {:.2} cores over {} threads{broker}", r.loadgen_cpu_cores, r.threads);
+    let _ = writeln!(t, "result   {}", if r.failed() { "FAILED" } else { "ok" });
+    t
+}
+
+/// HdrHistogram's percentile distribution text (as `outputPercentileDistribution`
+/// prints it, values in microseconds), readable by its plotting tools.
+pub fn hgrm(h: &Histogram<u64>) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "{:>12} {:>14} {:>10} {:>14}\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    if !h.is_empty() {
+        for v in h.iter_quantiles(5) {
+            let q = v.quantile_iterated_to();
+            let inverse = if q < 1.0 { format!("{:>14.2}", 1.0 / (1.0 - q)) } else { format!("{:>14}", "") };
+            let _ = writeln!(t, "{:>12.3} {:>2.12} {:>10} {}", v.value_iterated_to() as f64, q, v.count_since_last_iteration(), inverse);
+        }
+    }
+    let _ = writeln!(t, "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]", h.mean(), h.stdev());
+    let _ = writeln!(t, "#[Max     = {:>12.3}, Total count    = {:>12}]", h.max() as f64, h.len());
+    let _ = writeln!(t, "#[Buckets = {:>12}, SubBuckets     = {:>12}]", h.buckets(), h.distinct_values());
+    t
+}
+
+pub fn write_hgrm(dir: &Path, r: &Report) -> Result<Vec<String>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--hgrm {}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    for (name, h) in [("produce_ack", &r.lat.ack_us), ("e2e", &r.lat.e2e_us), ("fetch", &r.lat.fetch_us)] {
+        if h.is_empty() {
+            continue;
+        }
+        let path = dir.join(format!("{name}.hgrm"));
+        std::fs::write(&path, hgrm(h)).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}
+
+/// Latency percentile spectra in one SVG: x is the percentile on a log
+/// scale of 1/(1-p) (0, 90, 99, 99.9, ... as HdrHistogram plots it), y the
+/// latency on a log scale, one line per histogram.
+pub fn svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
+    const W: f64 = 900.0;
+    const H: f64 = 520.0;
+    const LEFT: f64 = 80.0;
+    const RIGHT: f64 = 160.0;
+    const TOP: f64 = 40.0;
+    const BOTTOM: f64 = 60.0;
+    const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+    let series: Vec<&(&str, &Histogram<u64>)> = series.iter().filter(|(_, h)| !h.is_empty()).collect();
+    let nines_max = series.iter().map(|(_, h)| ((h.len() as f64).log10()).floor().clamp(1.0, 6.0)).fold(2.0f64, f64::max);
+    let lo = series.iter().map(|(_, h)| h.min().max(1)).min().unwrap_or(1) as f64;
+    let hi = series.iter().map(|(_, h)| h.max().max(2)).max().unwrap_or(10) as f64;
+    let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0));
+    let x = |q: f64| LEFT + (W - LEFT - RIGHT) * ((-(1.0 - q).max(1e-9).log10()).min(nines_max) / nines_max);
+    let y = |v: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (v.max(1.0).log10() - ylo) / (yhi - ylo));
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{LEFT}\" y=\"24\" font-size=\"15\">{}</text>\n",
+        escape(title)
+    );
+    for n in 0..=nines_max as i32 {
+        let q = 1.0 - 10f64.powi(-n);
+        let label = match n {
+            0 => "0%".to_string(),
+            _ => format!("{}%", (q * 100.0 * 10f64.powi(n - 2)).round() / 10f64.powi(n - 2)),
+        };
+        let _ = writeln!(
+            s,
+            "<line x1=\"{0:.1}\" y1=\"{TOP}\" x2=\"{0:.1}\" y2=\"{1:.1}\" stroke=\"#ddd\"/><text x=\"{0:.1}\" y=\"{2:.1}\" text-anchor=\"middle\">{label}</text>",
+            x(q),
+            H - BOTTOM,
+            H - BOTTOM + 18.0
+        );
+    }
+    for e in ylo as i32..=yhi as i32 {
+        let v = 10f64.powi(e);
+        let label = if v >= 1e6 {
+            format!("{} s", v / 1e6)
+        } else if v >= 1e3 {
+            format!("{} ms", v / 1e3)
+        } else {
+            format!("{v} us")
+        };
+        let _ = writeln!(
+            s,
+            "<line x1=\"{LEFT}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\" stroke=\"#ddd\"/><text x=\"{2:.1}\" y=\"{3:.1}\" text-anchor=\"end\">{label}</text>",
+            y(v),
+            W - RIGHT,
+            LEFT - 6.0,
+            y(v) + 4.0
+        );
+    }
+    let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text>", (LEFT + W - RIGHT) / 2.0, H - 16.0);
+    for (i, (name, h)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points: Vec<String> =
+            h.iter_quantiles(5).map(|v| format!("{:.1},{:.1}", x(v.quantile_iterated_to()), y(v.value_iterated_to() as f64))).collect();
+        let _ = writeln!(s, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
+        let ly = TOP + 20.0 * i as f64 + 10.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{0:.1}\" y1=\"{ly:.1}\" x2=\"{1:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{2:.1}\" y=\"{3:.1}\">{4} (max {5} us)</text>",
+            W - RIGHT + 10.0,
+            W - RIGHT + 30.0,
+            W - RIGHT + 36.0,
+            ly + 4.0,
+            escape(name),
+            h.max()
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hist::new_latency_us;
+
+    fn sample() -> Histogram<u64> {
+        let mut h = new_latency_us();
+        for v in 1..=10_000u64 {
+            h.record(v).unwrap();
+        }
+        h
+    }
+
+    // Proves the hgrm output has HdrHistogram's columns, ends at percentile
+    // 1.0 with the total count, and carries the footer its tools parse.
+    #[test]
+    fn hgrm_has_the_percentile_distribution_format() {
+        let text = hgrm(&sample());
+        let rows: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).skip(1).collect();
+        assert!(rows.len() > 20);
+        let last: Vec<&str> = rows.last().unwrap().split_whitespace().collect();
+        assert_eq!(last[1].parse::<f64>().unwrap(), 1.0);
+        let cumulative: u64 = rows.iter().map(|r| r.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()).sum();
+        assert_eq!(cumulative, 10_000);
+        assert!(text.contains("#[Max     =    10007.000, Total count    =        10000]"), "{text}");
+    }
+
+    // Proves the SVG is one document with a line per non-empty series and a legend.
+    #[test]
+    fn svg_draws_one_line_per_series() {
+        let a = sample();
+        let empty = new_latency_us();
+        let s = svg("t <1>", &[("ack", &a), ("none", &empty), ("e2e", &a)]);
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(s.matches("<polyline").count(), 2);
+        assert!(s.contains("ack (max") && s.contains("t &lt;1&gt;"));
+        assert!(s.contains("99.9%"));
+    }
+
+    // Proves the JSON carries every field the documented schema promises.
+    #[test]
+    fn json_has_the_documented_fields() {
+        let r = Report { window_secs: 1.0, msg_size: 100, ..Default::default() };
+        let j = to_json(&r);
+        for path in [
+            "/config",
+            "/produce/records",
+            "/produce/bytes",
+            "/produce/records_per_sec",
+            "/produce/mb_per_sec",
+            "/produce/ack_latency_us/p50",
+            "/produce/ack_latency_us/p90",
+            "/produce/ack_latency_us/p99",
+            "/produce/ack_latency_us/p999",
+            "/produce/ack_latency_us/p9999",
+            "/produce/ack_latency_us/max",
+            "/consume/records",
+            "/consume/bytes",
+            "/consume/records_per_sec",
+            "/consume/mb_per_sec",
+            "/e2e_latency_us/p99",
+            "/errors/total",
+            "/verify/checked",
+            "/verify/lost",
+            "/verify/duplicated",
+            "/verify/reordered",
+            "/verify/corrupt",
+            "/ceilings",
+            "/loadgen_cpu/cores",
+            "/server/stages_us",
+        ] {
+            assert!(j.pointer(path).is_some(), "missing {path}");
+        }
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(1234567.0), "1,234,567");
+        assert_eq!(group(999.0), "999");
+    }
 }

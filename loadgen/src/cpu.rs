@@ -1,10 +1,10 @@
 //! CPU time by thread, from /proc/self/task, so loadgen can report its own
 //! CPU use apart from an embedded broker's in the same process.
+//!
+//! The time is the scheduler's own runtime in nanoseconds (the first field
+//! of `schedstat`), not `stat`'s utime + stime: those are tick samples
+//! rescaled per thread, and were seen to go backwards for a busy thread.
 use std::collections::HashMap;
-
-/// /proc reports CPU time in USER_HZ ticks, which Linux fixes at 100 for
-/// userspace whatever the kernel's own tick rate.
-const TICKS_PER_SEC: f64 = 100.0;
 
 /// CPU seconds (user + system) of each live thread, by thread id, with its name.
 pub fn snapshot() -> HashMap<u32, (String, f64)> {
@@ -13,25 +13,25 @@ pub fn snapshot() -> HashMap<u32, (String, f64)> {
     for entry in dir.flatten() {
         let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        if let Some(t) = parse_stat(&stat) {
-            out.insert(tid, t);
+        let Ok(sched) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
+        if let (Some(name), Some(secs)) = (parse_name(&stat), parse_schedstat(&sched)) {
+            out.insert(tid, (name, secs));
         }
     }
     out
 }
 
-/// (name, cpu seconds) from one /proc/PID/task/TID/stat line. The name is
-/// in parentheses and may itself contain spaces or parentheses, so the
-/// fields are counted from the last ')'.
-fn parse_stat(stat: &str) -> Option<(String, f64)> {
+/// The thread name from a stat line: in parentheses, and it may itself
+/// contain spaces or parentheses, so it ends at the last ')'.
+fn parse_name(stat: &str) -> Option<String> {
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
-    let name = stat.get(open + 1..close)?.to_string();
-    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    // Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((name, (utime + stime) / TICKS_PER_SEC))
+    Some(stat.get(open + 1..close)?.to_string())
+}
+
+/// CPU seconds from a schedstat line: "run_ns wait_ns timeslices".
+fn parse_schedstat(line: &str) -> Option<f64> {
+    Some(line.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
 }
 
 /// CPU seconds spent between two snapshots by threads whose name starts
@@ -48,12 +48,14 @@ pub fn spent(before: &HashMap<u32, (String, f64)>, after: &HashMap<u32, (String,
 mod tests {
     use super::*;
 
-    // Proves the stat parser reads utime+stime even when the name has spaces and parentheses.
+    // Proves the parsers read a name with spaces and parentheses, and runtime in ns.
     #[test]
-    fn parses_stat_lines() {
+    fn parses_proc_lines() {
         let line = "1234 (loadgen-w0 (x)) S 1 1 1 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
-        assert_eq!(parse_stat(line), Some(("loadgen-w0 (x)".into(), 3.0)));
-        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_name(line), Some("loadgen-w0 (x)".into()));
+        assert_eq!(parse_name("garbage"), None);
+        assert_eq!(parse_schedstat("2500000000 17 3\n"), Some(2.5));
+        assert_eq!(parse_schedstat(""), None);
     }
 
     // Proves a busy thread's CPU time shows up in the snapshot difference.

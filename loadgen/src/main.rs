@@ -754,11 +754,16 @@ fn end_offsets(outcomes: &[WorkerOutcome], from: &[u64]) -> Vec<u64> {
     ends
 }
 
-/// Read-back readers: each partition read once, split over `threads` connections per core.
+/// Connections per loadgen thread and broker core that read back a run:
+/// reads of old data wait on the disk, so more of them overlap.
+const READ_BACK_CONNS_PER_THREAD: usize = 4;
+
+/// Read-back readers: each partition read once, split over
+/// [`READ_BACK_CONNS_PER_THREAD`] connections per thread and core.
 fn spread_readers(layout: &Layout, from: &[u64], threads: usize) -> Vec<ConsumerSpec> {
     let mut specs: Vec<ConsumerSpec> = Vec::new();
     for (p, &addr) in layout.partition_addr.iter().enumerate() {
-        let reader = (p % threads.max(1)) as u32;
+        let reader = (p % (threads.max(1) * READ_BACK_CONNS_PER_THREAD)) as u32;
         match specs.iter_mut().find(|c| c.addr == addr && c.id == reader) {
             Some(c) => c.partitions.push((p as u32, from[p])),
             None => specs.push(ConsumerSpec { id: reader, addr, partitions: vec![(p as u32, from[p])], measure: false }),

@@ -13,6 +13,9 @@ use crate::ceiling::{DiskCeiling, TcpCeiling};
 use crate::hist::Latencies;
 use crate::verify::VerifyCounts;
 
+/// Past this share of its threads' time on a CPU, loadgen says it may be the bottleneck.
+const LOADGEN_SATURATED: f64 = 0.9;
+
 /// One stage of the broker's own latency breakdown (from its Stats api).
 #[derive(Debug, Clone)]
 pub struct Stage {
@@ -69,6 +72,10 @@ impl Report {
     /// corrupt, or any error.
     pub fn failed(&self) -> bool {
         !self.verify.is_clean() || self.errors_total() > 0
+    }
+    /// loadgen's own threads were nearly always on a CPU: the broker may not have been the limit.
+    pub fn loadgen_saturated(&self) -> bool {
+        self.threads > 0 && self.loadgen_cpu_cores / self.threads as f64 > LOADGEN_SATURATED
     }
     pub fn avg_write_bytes(&self) -> Option<u64> {
         self.log_writes.and_then(|(writes, _, bytes)| (writes > 0).then(|| bytes / writes))
@@ -140,7 +147,7 @@ pub fn to_json(r: &Report) -> Value {
         },
         "ceilings": ceilings,
         "server": server,
-        "loadgen_cpu": { "cores": r.loadgen_cpu_cores, "threads": r.threads },
+        "loadgen_cpu": { "cores": r.loadgen_cpu_cores, "threads": r.threads, "saturated": r.loadgen_saturated() },
         "broker_cpu": r.broker_cpu_cores.map(|c| json!({"cores": c})),
         "notes": r.notes,
     })
@@ -275,6 +282,9 @@ pub fn table(r: &Report) -> String {
     }
     let broker = r.broker_cpu_cores.map_or(String::new(), |c| format!(", embedded broker {c:.2} cores"));
     let _ = writeln!(t, "cpu      loadgen {:.2} cores over {} threads{broker}", r.loadgen_cpu_cores, r.threads);
+    if r.loadgen_saturated() {
+        let _ = writeln!(t, "warning  loadgen's threads were busy {:.0}% of the time: it may be the bottleneck, so these figures are a lower bound (try --threads)", 100.0 * r.loadgen_cpu_cores / r.threads.max(1) as f64);
+    }
     let _ = writeln!(t, "result   {}", if r.failed() { "FAILED" } else { "ok" });
     t
 }

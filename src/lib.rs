@@ -18,6 +18,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod inspect;
 pub mod io;
 pub mod log;

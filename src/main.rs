@@ -123,6 +123,12 @@ struct ServeArgs {
     /// A request whose frame is not complete this long after it began is refused.
     #[arg(long, default_value_t = duration_ms(ServerConfig::default().header_timeout))]
     header_timeout_ms: u64,
+    /// Bytes per log segment file (a block multiple of at least two write buffers).
+    #[arg(long, default_value_t = EngineConfig::default().segment_bytes)]
+    segment_bytes: u64,
+    /// Bytes logged between checkpoints (each bounds the scan at the next start).
+    #[arg(long, default_value_t = EngineConfig::default().checkpoint_interval_bytes)]
+    checkpoint_interval_bytes: u64,
 }
 
 #[derive(Subcommand)]
@@ -267,7 +273,12 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.thread_block().map_err(|e| format!("cannot block SIGINT and SIGTERM: {e}"))?;
-    let mut engine_cfg = EngineConfig { fsync: args.fsync, ..EngineConfig::default() };
+    let mut engine_cfg = EngineConfig {
+        fsync: args.fsync,
+        segment_bytes: args.segment_bytes,
+        checkpoint_interval_bytes: args.checkpoint_interval_bytes,
+        ..EngineConfig::default()
+    };
     if let Some(cores) = args.cores {
         engine_cfg.cores = cores;
         // A new directory gets a log per core, so every core has work; an
@@ -283,7 +294,14 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         ..ServerConfig::default()
     };
+    strom::failpoint::init();
     let server = Server::start(&args.data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
+    for r in server.engine().recovery_reports() {
+        eprintln!(
+            "strom: recovered log {}: scanned {} bytes ({} frames) from position {} to {}, cut {} bytes, removed {} segments, {} us",
+            r.log, r.bytes_scanned, r.frames_scanned, r.scanned_from, r.end_pos, r.bytes_cut, r.segments_removed, r.elapsed_us
+        );
+    }
     eprintln!("strom: serving on {}, data dir {}", server.local_addr(), args.data_dir.display());
     let waited = signals.wait();
     match waited {

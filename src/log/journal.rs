@@ -309,7 +309,10 @@ impl<R> Journal<R> {
         debug_assert!(self.staging.is_none());
         let start = self.planned_pos;
         let path = self.dir.join(segment_name(start));
-        let res = io.create(&path).and_then(|file| io.sync_dir(&self.dir).map(|()| file));
+        let res = io.create(&path).and_then(|file| {
+            crate::failpoint!("roll_before_dir_sync");
+            io.sync_dir(&self.dir).map(|()| file)
+        });
         match res {
             Ok(file) => {
                 self.segments.push_back(Segment { start_pos: start, path, file, reads_in_flight: 0, last_write_ns: io.now_ns() });
@@ -329,6 +332,7 @@ impl<R> Journal<R> {
         if self.failed.is_some() {
             return;
         }
+        crate::failpoint!("write_in_flight", self.writes_in_flight > 0);
         if !self.barrier && self.writes_in_flight + self.sealed.len() < self.limits.write_depth {
             self.seal_staging();
         }
@@ -435,6 +439,7 @@ impl<R> Journal<R> {
             }
             self.written_pos = self.written_pos.max(c.end_pos);
         }
+        crate::failpoint!("write_done_before_fsync");
         self.retire();
     }
 
@@ -451,6 +456,7 @@ impl<R> Journal<R> {
         if self.fsyncs_in_flight == 0 {
             self.fsyncs += 1;
             self.durable_pos = self.durable_pos.max(self.fsync_target);
+            crate::failpoint!("fsync_done_before_ack");
             self.retire();
         }
     }

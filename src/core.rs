@@ -661,6 +661,11 @@ impl<I: Io> Core<I> {
         self.reply_bufs.len()
     }
 
+    /// Registered read buffers free now (all of them when no read is in progress).
+    pub fn read_bufs_free(&self) -> usize {
+        self.read_bufs.len()
+    }
+
     /// Answers every long poll now and parks no more: a stopping server
     /// must not wait out their waits before it can stop.
     pub fn close_parking(&mut self) {

@@ -71,7 +71,8 @@ enum Cmd {
         cores: Option<usize>,
     },
     /// Run the broker on a data directory until SIGINT or SIGTERM, then stop
-    /// cleanly (acknowledging in-flight writes and checkpointing).
+    /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
+    /// prints each core's server counters to stderr.
     Serve(ServeArgs),
     /// Create, list or delete topics on a running broker.
     Topic {
@@ -264,7 +265,7 @@ fn recover(dir: &Path, cores: Option<usize>) -> strom::Result<()> {
     engine.shutdown()
 }
 
-/// Serves until SIGINT or SIGTERM. The signals are blocked before any
+/// Serves until SIGINT or SIGTERM (SIGUSR1 prints counters). The signals are blocked before any
 /// thread starts, so every thread inherits the mask and the signal stays
 /// pending until this thread takes it with sigwait: no handler runs on an
 /// arbitrary thread, and the shutdown runs here, in order.
@@ -272,7 +273,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
-    signals.thread_block().map_err(|e| format!("cannot block SIGINT and SIGTERM: {e}"))?;
+    // SIGUSR1 prints each core's server counters (tests compare them with a baseline).
+    signals.add(Signal::SIGUSR1);
+    signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGUSR1: {e}"))?;
     let mut engine_cfg = EngineConfig {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
@@ -303,7 +306,16 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         );
     }
     eprintln!("strom: serving on {}, data dir {}", server.local_addr(), args.data_dir.display());
-    let waited = signals.wait();
+    let waited = loop {
+        match signals.wait() {
+            Ok(Signal::SIGUSR1) => {
+                for (core, stats) in server.net_stats().iter().enumerate() {
+                    eprintln!("strom: stats core {core}: {stats}");
+                }
+            }
+            other => break other,
+        }
+    };
     match waited {
         Ok(signal) => eprintln!("strom: stopping ({signal})"),
         Err(e) => eprintln!("strom: stopping (waiting for a signal failed: {e})"),

@@ -247,6 +247,7 @@ impl Server {
     /// (port 0 picks a free port: see [`Server::local_addr`]).
     pub fn start(dir: &Path, mut engine_cfg: EngineConfig, cfg: ServerConfig) -> Result<Server> {
         cfg.validate()?;
+        raise_open_files_limit(cfg.connections_max);
         let cores = engine_cfg.cores.max(1);
         // One receive-side op and one send per connection, plus accepts; the
         // kernel spreads connections unevenly, so any core may get them all.
@@ -385,6 +386,30 @@ impl Drop for Server {
         if let Err(e) = self.stop() {
             tracing::error!(%e, "server stop");
         }
+    }
+}
+
+/// Descriptors a server needs beside its connections: listeners, segment
+/// files, the ring, eventfds, the offsets and catalog files.
+const FDS_BESIDE_CONNECTIONS: u64 = 256;
+
+/// Every connection is a descriptor, and the usual soft limit (1024) is far
+/// below `connections_max`: past it accepts fail with EMFILE and accepting
+/// pauses, so the configured cap would never be reached. Raises the soft
+/// limit to the hard one, and warns when even that is too low.
+fn raise_open_files_limit(connections_max: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = connections_max as u64 + FDS_BESIDE_CONNECTIONS;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < want.min(hard) && setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).is_err() {
+        tracing::warn!(soft, hard, "could not raise RLIMIT_NOFILE");
+    }
+    if hard < want {
+        tracing::warn!(
+            hard,
+            connections_max,
+            "RLIMIT_NOFILE's hard limit is below connections_max plus {FDS_BESIDE_CONNECTIONS}: connections past it wait (raise it with ulimit -Hn)"
+        );
     }
 }
 

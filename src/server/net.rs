@@ -138,7 +138,41 @@ pub struct NetStats {
     pub connections: usize,
     /// Receive buffer bytes kept in the pool now.
     pub pooled_bytes: usize,
+    /// Ops of this core's ring in flight now (logs and network together):
+    /// the op table slots in use. Idle: one accept per listener and one
+    /// poll per connection.
+    pub ops_in_flight: usize,
+    /// The core's registered read buffers free now (all when no read runs).
+    pub read_bufs_free: usize,
+    /// Reads of this core that went to the disk (`READ_FIXED`), since start.
+    pub reads_from_disk: u64,
 }
+
+impl std::fmt::Display for NetStats {
+    /// One line of `key=value` pairs, what `strom serve` prints on SIGUSR1.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "connections={} ops_in_flight={} reply_bufs_free={} read_bufs_free={} held_bytes={} pooled_bytes={} \
+             accepted={} refused_connections={} requests={} forwarded={} frame_errors={} timeouts={} fixed_sends={} reads_from_disk={}",
+            self.connections,
+            self.ops_in_flight,
+            self.reply_bufs_free,
+            self.read_bufs_free,
+            self.held_bytes,
+            self.pooled_bytes,
+            self.accepted,
+            self.refused_connections,
+            self.requests,
+            self.forwarded,
+            self.frame_errors,
+            self.timeouts,
+            self.fixed_sends,
+            self.reads_from_disk
+        )
+    }
+}
+
 
 pub(crate) struct NetCore {
     core_id: usize,
@@ -902,8 +936,17 @@ impl NetCore {
     fn sweep(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
         let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
         let idle_ns = self.shared.cfg.idle_timeout.as_nanos() as u64;
+        let (inflight_max, held_max) = (self.shared.cfg.inflight_per_conn_max, self.shared.cfg.conn_buffered_bytes_max);
+        let blocked = self.blocked(core);
         let mut late = Vec::new();
-        for (slot, c) in self.conns.iter() {
+        for (slot, c) in self.conns.iter_mut() {
+            // The header timeout is for a peer slow to send. While the server
+            // itself does not read the connection (its limits, or the core's
+            // push back), the frame's clock starts again: a pipelining client
+            // whose whole frames wait unread is not a slowloris.
+            if c.partial_since_ns.is_some() && (blocked || c.inflight >= inflight_max || c.request_bytes + c.reply_bytes >= held_max) {
+                c.partial_since_ns = Some(now_ns);
+            }
             let idle_for = now_ns.saturating_sub(c.last_active_ns);
             match c.state {
                 State::Open if c.partial_since_ns.is_some_and(|t| now_ns.saturating_sub(t) > header_ns) => late.push((slot, true)),
@@ -940,6 +983,9 @@ impl NetCore {
                         connections: self.conns.len(),
                         pooled_bytes: self.pool_bytes,
                         reply_bufs_free: core.reply_bufs_free(),
+                        read_bufs_free: core.read_bufs_free(),
+                        ops_in_flight: core.io.in_flight(),
+                        reads_from_disk: core.stats.reads_from_disk,
                         ..self.stats.clone()
                     };
                     let _ = reply.send(stats);

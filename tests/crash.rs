@@ -158,6 +158,30 @@ impl Serve {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM: the server refuses new requests, answers those in flight,
+    /// checkpoints and exits 0.
+    fn stop(&mut self) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.wait_exit(Duration::from_secs(30)).expect("the server did not stop within 30 s of SIGTERM");
+        assert!(status.success(), "strom serve stopped with {status}; stderr:\n{}", self.stderr());
+    }
+
+    /// Spawns a server on `dir` and SIGKILLs it `after` later, whatever it
+    /// is doing then (recovering, most likely).
+    fn kill_during_start(dir: &Path, after: Duration) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strom"))
+            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "2"])
+            .env_remove("STROM_FAILPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn strom serve");
+        std::thread::sleep(after);
+        let _ = child.kill();
+        child.wait().unwrap();
+    }
+
     /// Waits up to `timeout` for the server to exit on its own.
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -443,22 +467,38 @@ fn random_kills_under_load() {
     create_topic(serve.addr);
     let load = Load::start(serve.addr, seed);
     let started = Instant::now();
-    let (mut kills, mut up_ms, mut cut_bytes, mut scanned_bytes) = (0u64, Vec::new(), 0u64, 0u64);
+    let (mut kills, mut stops, mut start_kills, mut up_ms, mut cut_bytes, mut scanned_bytes) = (0u64, 0u64, 0u64, Vec::new(), 0u64, 0u64);
     while kills < kills_min || load.checker().acked_count() < acked_min {
         assert!(kills < kills_min * 4 + 100, "{kills} kills and only {} acknowledged records", load.checker().acked_count());
         std::thread::sleep(Duration::from_millis(30 + rng.below(250)));
         let port = serve.addr.port();
-        serve.kill();
-        kills += 1;
-        // Sometimes the server is down a while, and clients find nobody.
-        if rng.below(4) == 0 {
-            std::thread::sleep(Duration::from_millis(rng.below(200)));
+        // One round in eight is a clean stop under load: what it refuses
+        // with ShuttingDown must not be stored (the checker's failed_present).
+        let how = if rng.below(8) == 0 {
+            serve.stop();
+            stops += 1;
+            "stop"
+        } else {
+            serve.kill();
+            kills += 1;
+            "kill"
+        };
+        // Sometimes the server is down a while, and clients find nobody;
+        // sometimes the next start is killed too, while it recovers.
+        match rng.below(8) {
+            0 | 1 => std::thread::sleep(Duration::from_millis(rng.below(200))),
+            2 => {
+                Serve::kill_during_start(&dir, Duration::from_millis(rng.below(60)));
+                start_kills += 1;
+            }
+            _ => {}
         }
         serve = Serve::start(&dir, port, &[], None);
         load.move_to(serve.addr);
         let r = serve.recovered();
         println!(
-            "kill {kills:>3}: {:>8} acked so far; restarted in {:>6.1} ms (recovery {:>6} us), scanned {} bytes, cut {} bytes",
+            "{how} {:>3}: {:>8} acked so far; restarted in {:>6.1} ms (recovery {:>6} us), scanned {} bytes, cut {} bytes",
+            kills + stops,
             load.checker().acked_count(),
             serve.up.as_secs_f64() * 1e3,
             r.recovery_us_max,
@@ -474,7 +514,7 @@ fn random_kills_under_load() {
     let report = finish(load, &serve);
     up_ms.sort_by(f64::total_cmp);
     println!(
-        "random kills: {kills} kills in {:.1} s, {} acknowledged records checked; start-up median {:.1} ms, max {:.1} ms; {scanned_bytes} bytes scanned, {cut_bytes} bytes cut in all",
+        "random kills: {kills} kills under load, {start_kills} during start-up, {stops} clean stops in {:.1} s, {} acknowledged records checked; start-up median {:.1} ms, max {:.1} ms; {scanned_bytes} bytes scanned, {cut_bytes} bytes cut in all",
         started.elapsed().as_secs_f64(),
         report.acked,
         up_ms[up_ms.len() / 2],

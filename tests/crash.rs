@@ -41,6 +41,8 @@ const EXTRA_BYTES_MAX: u64 = 48;
 /// How long a tailing consumer's Fetch waits for new records.
 const LONG_POLL: Duration = Duration::from_millis(50);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// `--cores` of every server here.
+const SERVER_CORES: usize = 2;
 
 /// Tests here each run a server on the 2 cores; one at a time.
 static ONE_SERVER: Mutex<()> = Mutex::new(());
@@ -99,7 +101,7 @@ impl Serve {
         let started = Instant::now();
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
-        cmd.args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &listen, "--cores", "2"])
+        cmd.args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &listen, "--cores", &SERVER_CORES.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -149,6 +151,34 @@ impl Serve {
         r
     }
 
+    /// Asks the server for its counters (SIGUSR1: one `strom: stats core N:
+    /// key=value ...` line per core) and checks every `audit*` counter among
+    /// them, which must be 0 (item 8, invariant audits). Returns how many
+    /// audit counters it saw: none while `strom serve` prints none.
+    fn audit(&self) -> usize {
+        let before = self.lines.lock().unwrap().len();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGUSR1).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stats: Vec<String> = loop {
+            let lines = self.lines.lock().unwrap();
+            let stats: Vec<String> = lines[before..].iter().filter(|l| l.starts_with("strom: stats core ")).cloned().collect();
+            if stats.len() >= SERVER_CORES {
+                break stats;
+            }
+            drop(lines);
+            assert!(Instant::now() < deadline, "no stats lines 10 s after SIGUSR1; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let mut seen = 0;
+        for line in &stats {
+            for (key, value) in line.split_whitespace().filter_map(|kv| kv.split_once('=')).filter(|(k, _)| k.starts_with("audit")) {
+                seen += 1;
+                assert_eq!(value, "0", "invariant audit {key} is {value}: {line}");
+            }
+        }
+        seen
+    }
+
     fn stderr(&self) -> String {
         self.lines.lock().unwrap().join("\n")
     }
@@ -170,7 +200,7 @@ impl Serve {
     /// is doing then (recovering, most likely).
     fn kill_during_start(dir: &Path, after: Duration) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_strom"))
-            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "2"])
+            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", &SERVER_CORES.to_string()])
             .env_remove("STROM_FAILPOINT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -436,6 +466,8 @@ fn create_topic(addr: SocketAddr) {
 fn finish(load: Load, serve: &Serve) -> checker::CheckReport {
     let shared = load.stop();
     shared.checker.final_read(serve.addr, TOPIC, PARTITIONS).expect("final read");
+    let audits = serve.audit();
+    println!("server invariant audits: {audits} counters checked, all 0");
     let report = shared.checker.report();
     println!(
         "produce errors {} (indeterminate or retriable), batches resent {}",
@@ -468,10 +500,12 @@ fn random_kills_under_load() {
     let load = Load::start(serve.addr, seed);
     let started = Instant::now();
     let (mut kills, mut stops, mut start_kills, mut up_ms, mut cut_bytes, mut scanned_bytes) = (0u64, 0u64, 0u64, Vec::new(), 0u64, 0u64);
+    let mut audits = 0;
     while kills < kills_min || load.checker().acked_count() < acked_min {
         assert!(kills < kills_min * 4 + 100, "{kills} kills and only {} acknowledged records", load.checker().acked_count());
         std::thread::sleep(Duration::from_millis(30 + rng.below(250)));
         let port = serve.addr.port();
+        audits += serve.audit();
         // One round in eight is a clean stop under load: what it refuses
         // with ShuttingDown must not be stored (the checker's failed_present).
         let how = if rng.below(8) == 0 {
@@ -520,6 +554,7 @@ fn random_kills_under_load() {
         up_ms[up_ms.len() / 2],
         up_ms[up_ms.len() - 1]
     );
+    println!("server invariant audits before each kill or stop: {audits} counters checked, all 0");
     assert!(kills >= kills_min && report.acked >= acked_min);
 }
 

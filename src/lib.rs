@@ -26,6 +26,7 @@ pub mod partition;
 pub mod platform;
 pub mod proto;
 pub mod server;
+pub mod stats;
 pub mod wire;
 
 pub use config::{EngineConfig, FsyncPolicy};

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use slab::Slab;
 
-use super::{ConnKey, Control, Done, Replier, ReplyFrame, Shared, admin};
+use super::{ConnKey, Control, Done, Replier, ReplyFrame, ReplyTrace, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
 use crate::core::{AppendAck, Core, FixedBatches, ReadResult, Reply, Request, ValidBatch};
 use crate::engine::CoreTask;
@@ -31,6 +31,7 @@ use crate::io::uring::UringIo;
 use crate::io::{FileId, Io, Op, TOKEN_KIND_NET};
 use crate::partition::Pid;
 use crate::proto::{self, ErrorCode, OffsetSpec, Response, TopicMetadata};
+use crate::stats::{StageHistograms, StageTrace};
 
 const KIND_ACCEPT: u64 = 1;
 const KIND_POLL: u64 = 2;
@@ -110,6 +111,16 @@ struct Conn {
     dirty: bool,
     /// On the `stalled` list.
     stalled: bool,
+    /// When the last receive completed (stage clock): the frames it
+    /// finished start their `receive` stage then.
+    recv_done_ns: u64,
+    /// Reply bytes queued, and sent, over the connection's life: stream
+    /// positions that say when a reply's last byte has gone.
+    queued_pos: u64,
+    sent_pos: u64,
+    /// Produce replies queued or being sent: where each ends in the stream,
+    /// and its stage times.
+    traced: VecDeque<(u64, StageTrace)>,
 }
 
 struct Listener {
@@ -203,6 +214,8 @@ pub(crate) struct NetCore {
     finished: bool,
     next_sweep_ns: u64,
     pub stats: NetStats,
+    /// Per-stage latency of the requests of this core's connections.
+    stages: StageHistograms,
 }
 
 impl NetCore {
@@ -238,6 +251,7 @@ impl NetCore {
             finished: false,
             next_sweep_ns: 0,
             stats: NetStats::default(),
+            stages: StageHistograms::new(),
         }
     }
 
@@ -323,6 +337,7 @@ impl NetCore {
                         // A receive that filled its buffer probably left more behind.
                         conn.readable = buf.len() == buf.capacity();
                         conn.last_active_ns = now_ns;
+                        conn.recv_done_ns = now_ns + core.clock_offset_ns();
                         self.put_rbuf(slot, buf);
                         self.parse(core, slot, now_ns);
                     }
@@ -353,6 +368,13 @@ impl NetCore {
                         self.held_bytes -= n;
                         conn.last_active_ns = now_ns;
                         conn.send_off += n;
+                        conn.sent_pos += n as u64;
+                        while let Some(&(end_pos, trace)) = conn.traced.front()
+                            && end_pos <= conn.sent_pos
+                        {
+                            conn.traced.pop_front();
+                            self.stages.record_produce(&trace, now_ns + core.clock_offset_ns());
+                        }
                         if conn.send_off < frame.len() {
                             conn.sendq.push_front(frame);
                         } else {
@@ -424,6 +446,10 @@ impl NetCore {
             counted,
             dirty: false,
             stalled: false,
+            recv_done_ns: 0,
+            queued_pos: 0,
+            sent_pos: 0,
+            traced: VecDeque::new(),
         });
         if counted {
             self.stats.accepted += 1;
@@ -442,6 +468,7 @@ impl NetCore {
         let mut frame = Vec::new();
         proto::encode_error(&mut frame, 0, 0, code, message);
         c.reply_bytes += frame.len();
+        c.queued_pos += frame.len() as u64;
         self.held_bytes += frame.len();
         c.sendq.push_back(ReplyFrame::Heap(frame));
         c.state = State::Closing;
@@ -463,6 +490,8 @@ impl NetCore {
             release_frame(core, f);
         }
         c.send_off = 0;
+        // Replies that will never be sent have no latency to record.
+        c.traced.clear();
         if c.counted {
             c.counted = false;
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -585,13 +614,14 @@ impl NetCore {
         };
         let c = &mut self.conns[slot];
         let key = ConnKey { slot: slot as u32, generation: c.generation };
+        let received_ns = c.recv_done_ns;
         let held = frame.len() + reply_reserve;
         c.inflight += 1;
         c.request_bytes += held;
         self.held_bytes += frame.len();
         match decoded {
             Ok((h, req)) => {
-                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held, reply_reserve);
+                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held, reply_reserve, received_ns);
                 if self.stopping.is_some() {
                     // Read and refused with a typed, retriable error: better
                     // for a pipelining client than a reset over unread bytes.
@@ -602,7 +632,7 @@ impl NetCore {
             Err((h, e)) => {
                 self.stats.frame_errors += 1;
                 let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
-                self.shared.replier(self.core_id, key, api, id, held, reply_reserve).error(e.code(), &e.to_string());
+                self.shared.replier(self.core_id, key, api, id, held, reply_reserve, received_ns).error(e.code(), &e.to_string());
             }
         }
     }
@@ -648,14 +678,21 @@ impl NetCore {
                 if valid.len() == 1 {
                     let batch = valid.pop().expect("one batch");
                     let reply: Reply<AppendAck> = Box::new(move |res| match res {
-                        Ok(a) => r.ok(&Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset }),
+                        Ok(a) => r.produced(a.trace).ok(&Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset }),
                         Err(e) => r.fail(&e),
                     });
                     return self.route(core, pid, Request::Append { pid, batch, reply });
                 }
                 // Several batches: one group, so no other append can land
                 // between them, and one reply once every append is answered.
-                let acc = Arc::new(Mutex::new(ProduceAcc { remaining: valid.len(), first: None, last: 0, err: None, reply: Some(r) }));
+                let acc = Arc::new(Mutex::new(ProduceAcc {
+                    remaining: valid.len(),
+                    first: None,
+                    last: 0,
+                    trace: None,
+                    err: None,
+                    reply: Some(r),
+                }));
                 let group = valid
                     .into_iter()
                     .map(|batch| {
@@ -678,13 +715,13 @@ impl NetCore {
                     // The core read the batches after room for the reply's
                     // header: the frame is that buffer, no copy; a
                     // registered one is sent from as it is.
-                    Ok(mut rr) => match rr.fixed.take() {
-                        Some(FixedBatches(mut buf)) => {
+                    Ok(mut rr) => match (rr.fixed.take(), r.fetched(rr.parked_ns)) {
+                        (Some(FixedBatches(mut buf)), r) => {
                             let id = r.request_id;
                             proto::put_fetch_reply_front(buf.as_mut_slice(), id, rr.high_watermark, rr.start_offset, rr.next_offset);
                             r.frame_fixed(buf)
                         }
-                        None => {
+                        (None, r) => {
                             proto::put_fetch_reply_front(&mut rr.batches, r.request_id, rr.high_watermark, rr.start_offset, rr.next_offset);
                             r.frame(rr.batches)
                         }
@@ -748,6 +785,14 @@ impl NetCore {
             proto::Request::OffsetFetch { group, topic, partition } => {
                 self.admin(admin::Job::Fetch { group: group.to_string(), topic: topic.to_string(), partition, reply: r })
             }
+            proto::Request::Stats { reset } => {
+                // Every core adds its histograms when it next ticks; this
+                // core's go in now. The last to add sends the reply.
+                let done = move |h: StageHistograms| r.ok(&Response::Stats { stages: h.summary() });
+                if let Some(own) = self.shared.gather_stages(reset, Some(self.core_id), done) {
+                    own.add(&mut self.stages, reset);
+                }
+            }
         }
     }
 
@@ -796,11 +841,13 @@ impl NetCore {
     // ---- planning ----
 
     fn deliver_replies(&mut self, core: &mut Core<UringIo>) {
+        let mut now_ns = None;
         loop {
             let done = match self.inbox.try_recv() {
                 Ok(d) => d,
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
             };
+            let queued_ns = *now_ns.get_or_insert_with(|| core.clock_ns());
             let slot = done.conn.slot as usize;
             self.held_bytes -= done.held_bytes - done.reserved_bytes;
             match self.conns.get_mut(slot) {
@@ -809,7 +856,15 @@ impl NetCore {
                     c.request_bytes -= done.held_bytes;
                     if c.state != State::Closed {
                         c.reply_bytes += done.frame.len();
+                        c.queued_pos += done.frame.len() as u64;
                         self.held_bytes += done.frame.len();
+                        match done.trace {
+                            Some(ReplyTrace::Produce(trace)) => c.traced.push_back((c.queued_pos, StageTrace { queued_ns, ..trace })),
+                            Some(ReplyTrace::Fetch { received_ns, parked_ns }) => {
+                                self.stages.record_fetch(received_ns, parked_ns, queued_ns)
+                            }
+                            None => {}
+                        }
                         c.sendq.push_back(done.frame);
                     } else {
                         release_frame(core, done.frame);
@@ -977,6 +1032,10 @@ impl NetCore {
         while let Ok(control) = self.control.try_recv() {
             let (drain, done) = match control {
                 Control::Stop { drain, done } => (drain, done),
+                Control::Stages { share, reset } => {
+                    share.add(&mut self.stages, reset);
+                    continue;
+                }
                 Control::Stats { reply } => {
                     let stats = NetStats {
                         held_bytes: self.held_bytes + self.rbuf_bytes,
@@ -1120,6 +1179,8 @@ struct ProduceAcc {
     remaining: usize,
     first: Option<u64>,
     last: u64,
+    /// The request crosses each stage boundary when its last batch does.
+    trace: Option<StageTrace>,
     err: Option<StromError>,
     reply: Option<Replier>,
 }
@@ -1130,6 +1191,7 @@ impl ProduceAcc {
             Ok(a) => {
                 self.first.get_or_insert(a.base_offset);
                 self.last = self.last.max(a.last_offset);
+                self.trace = Some(self.trace.map_or(a.trace, |t| t.join(a.trace)));
             }
             Err(e) => {
                 self.err.get_or_insert(e);
@@ -1141,7 +1203,9 @@ impl ProduceAcc {
         {
             match (&self.err, self.first) {
                 (Some(e), _) => r.fail(e),
-                (None, Some(base_offset)) => r.ok(&Response::Produce { base_offset, last_offset: self.last }),
+                (None, Some(base_offset)) => {
+                    r.produced(self.trace.unwrap_or_default()).ok(&Response::Produce { base_offset, last_offset: self.last })
+                }
                 (None, None) => r.error(ErrorCode::Internal, "no batch answered"),
             }
         }

@@ -115,6 +115,17 @@ pub struct Journal<R> {
     pub bytes_logged: u64,
     pub commits: u64,
     pub fsyncs: u64,
+    /// Where this run's frames begin: every frame at or past it carries `epoch`.
+    epoch_start_pos: u64,
+    /// Registered-buffer indices handed to writes since the owner last took
+    /// them ([`Journal::take_lent`]), for the core's buffer audit.
+    lent: Vec<u16>,
+    /// Audit: writes that would have started below the acknowledged or
+    /// durable position (never submitted; the log fails instead). Must stay 0.
+    pub audit_overlapping_writes: u64,
+    /// Test hook: the next write is aimed this many bytes low (see
+    /// [`Journal::misaim_next_write_for_audit`]).
+    misaim_bytes: u64,
 }
 
 /// Where a recovered log continues.
@@ -159,7 +170,31 @@ impl<R> Journal<R> {
             bytes_logged: 0,
             commits: 0,
             fsyncs: 0,
+            epoch_start_pos: state.end_pos,
+            lent: Vec::new(),
+            audit_overlapping_writes: 0,
+            misaim_bytes: 0,
         }
+    }
+
+    /// The first position written in this run: frames at or past it must
+    /// carry the current epoch (an older one is a leftover the new write
+    /// should have replaced).
+    pub fn epoch_start_pos(&self) -> u64 {
+        self.epoch_start_pos
+    }
+
+    /// Moves the registered-buffer indices lent to writes since the last call into `out`.
+    pub fn take_lent(&mut self, out: &mut Vec<u16>) {
+        out.append(&mut self.lent);
+    }
+
+    /// Test hook for the overlapping-write audit: the next write is aimed
+    /// `bytes` below its commit's position, over acknowledged bytes. The
+    /// audit refuses it (the log fails) and counts it.
+    #[doc(hidden)]
+    pub fn misaim_next_write_for_audit(&mut self, bytes: u64) {
+        self.misaim_bytes = bytes;
     }
 
     pub fn planned_pos(&self) -> u64 {
@@ -338,10 +373,26 @@ impl<R> Journal<R> {
         }
         while self.writes_in_flight < self.limits.write_depth {
             let Some(mut commit) = self.sealed.pop_front() else { break };
+            let seg_start = self.segment_start_of(commit.file);
+            let misaim_bytes = std::mem::take(&mut self.misaim_bytes);
+            let file_pos = commit.start_pos - seg_start - misaim_bytes;
+            if seg_start + file_pos < self.visible_pos.max(self.durable_pos) {
+                // Audit: a write must never touch acknowledged or durable bytes.
+                self.audit_overlapping_writes += 1;
+                debug_assert!(misaim_bytes > 0, "write at {} overlaps acknowledged bytes", seg_start + file_pos);
+                let err = StromError::LogFailed {
+                    log: self.id,
+                    cause: format!("bug: write at {} overlaps acknowledged bytes", seg_start + file_pos),
+                };
+                self.sealed.push_front(commit);
+                return self.fail(err);
+            }
             let buf = commit.buf.take().expect("sealed buf");
-            let op = Op::Write { file: commit.file, pos: commit.start_pos - self.segment_start_of(commit.file), buf };
+            let fixed = buf.fixed_index();
+            let op = Op::Write { file: commit.file, pos: file_pos, buf };
             match io.push(op, token(TOKEN_WRITE, self.id, commit.seq)) {
                 Ok(()) => {
+                    self.lent.extend(fixed);
                     self.writes_in_flight += 1;
                     commit.write_in_flight = true;
                     self.writing.push_back(commit);

@@ -24,6 +24,7 @@ use crate::log::journal::{self, Journal, JournalLimits, PendingAck, StageError};
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
 use crate::partition::{Partition, Pid, SparseIndex};
+use crate::stats::StageTrace;
 use crate::wire::batch::{self, BatchInfo};
 
 /// Where a request's answer goes. Called exactly once, on the core thread.
@@ -34,6 +35,10 @@ pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 pub struct AppendAck {
     pub base_offset: u64,
     pub last_offset: u64,
+    /// When the append reached its core, its commit buffer, its write's and
+    /// its fdatasync's completions (the server's per-stage latency; see
+    /// [`crate::stats`]). Only the fields from `arrived_ns` to `durable_ns` are set.
+    pub trace: StageTrace,
 }
 
 /// Whole batches, as stored, starting with the one holding the asked offset.
@@ -53,6 +58,8 @@ pub struct ReadResult {
     /// Offsets below this are readable now (durable under the policy).
     pub high_watermark: u64,
     pub start_offset: u64,
+    /// How long the read waited parked as a long poll before it ran, in ns.
+    pub parked_ns: u64,
 }
 
 /// An answer assembled in a registered reply buffer, so that it can be
@@ -90,12 +97,16 @@ pub struct PartitionStat {
 pub struct ValidBatch {
     bytes: Vec<u8>,
     info: BatchInfo,
+    /// When its core first took it ([`Core::handle`]), kept while it waits
+    /// for a write buffer: the start of its `append` stage; 0 until then
+    /// (not an Option: a Request must stay small enough to move cheaply).
+    arrived_ns: u64,
 }
 
 impl ValidBatch {
     pub fn new(bytes: Vec<u8>, batch_bytes_max: usize) -> Result<ValidBatch> {
         let info = batch::validate(&bytes, batch_bytes_max)?;
-        Ok(ValidBatch { bytes, info })
+        Ok(ValidBatch { bytes, info, arrived_ns: 0 })
     }
     pub fn info(&self) -> &BatchInfo {
         &self.info
@@ -257,8 +268,51 @@ struct Parked {
     max_bytes: usize,
     front: usize,
     fixed: bool,
+    parked_at_ns: u64,
     deadline_ns: u64,
     reply: Reply<ReadResult>,
+}
+
+impl Parked {
+    /// The read it becomes when its wait ends at `now_ns`.
+    fn into_read(self, now_ns: u64) -> ReadMode {
+        let parked_ns = now_ns.saturating_sub(self.parked_at_ns);
+        ReadMode::Fetch {
+            offset: self.offset,
+            max_bytes: self.max_bytes,
+            front: self.front,
+            fixed: self.fixed,
+            parked_ns,
+            reply: self.reply,
+        }
+    }
+}
+
+/// An append in its commit, until the commit retires: its answer, its
+/// stage times so far and its frame's log position.
+pub struct AppendWait {
+    reply: Reply<AppendAck>,
+    trace: StageTrace,
+    pos: u64,
+}
+
+/// When a log's written and durable positions advanced, oldest first: an
+/// append learns from them when its frame was written and made durable
+/// (the first mark past its position). Marks at or below the visible
+/// position are dropped once those appends are answered.
+#[derive(Default)]
+struct PosMarks {
+    written: VecDeque<(u64, u64)>,
+    durable: VecDeque<(u64, u64)>,
+}
+
+/// The time of the first mark past `pos`, dropping the marks before it
+/// (appends are answered in position order, so no later one needs them).
+fn mark_past(marks: &mut VecDeque<(u64, u64)>, pos: u64) -> Option<u64> {
+    while marks.front().is_some_and(|&(end_pos, _)| end_pos <= pos) {
+        marks.pop_front();
+    }
+    marks.front().map(|&(_, ns)| ns)
 }
 /// A time lookup that found no record (the answer is None).
 const NOT_FOUND: u64 = u64::MAX;
@@ -272,6 +326,8 @@ enum ReadMode {
         max_bytes: usize,
         front: usize,
         fixed: bool,
+        /// Time spent parked as a long poll before the read started.
+        parked_ns: u64,
         reply: Reply<ReadResult>,
     },
     Time {
@@ -317,7 +373,11 @@ pub struct Core<I: Io> {
     pub io: I,
     cfg: EngineConfig,
     spec: CoreSpec,
-    journals: BTreeMap<u32, Journal<Reply<AppendAck>>>,
+    journals: BTreeMap<u32, Journal<AppendWait>>,
+    /// Per log: when its written and durable positions advanced.
+    pos_marks: HashMap<u32, PosMarks>,
+    /// Added to `io.now_ns()` to give the stage clock all cores share.
+    clock_offset_ns: u64,
     partitions: HashMap<Pid, Partition>,
     reads: Slab<ReadState>,
     /// Reads waiting for a free read buffer, in arrival order.
@@ -327,8 +387,8 @@ pub struct Core<I: Io> {
     /// while free (see [`ReadResult::fixed`]).
     reply_bufs: Vec<AlignedBuf>,
     completions: Vec<Completion>,
-    retired: Vec<PendingAck<Reply<AppendAck>>>,
-    refused: Vec<(PendingAck<Reply<AppendAck>>, StromError)>,
+    retired: Vec<PendingAck<AppendWait>>,
+    refused: Vec<(PendingAck<AppendWait>, StromError)>,
     /// A request that could not be taken this tick (no write buffer).
     deferred: VecDeque<Request>,
     checkpoint_bytes: BTreeMap<u32, u64>,
@@ -371,6 +431,8 @@ impl<I: Io> Core<I> {
             cfg,
             spec: spec.clone(),
             journals: BTreeMap::new(),
+            pos_marks: HashMap::new(),
+            clock_offset_ns: 0,
             partitions: HashMap::new(),
             reads: Slab::new(),
             read_waiters: VecDeque::new(),
@@ -507,8 +569,26 @@ impl<I: Io> Core<I> {
         self.partitions.get(&pid)
     }
 
-    pub fn journal(&self, log: u32) -> Option<&Journal<Reply<AppendAck>>> {
+    pub fn journal(&self, log: u32) -> Option<&Journal<AppendWait>> {
         self.journals.get(&log)
+    }
+
+    /// Sets what [`Core::clock_ns`] adds to this core's I/O clock, so that
+    /// every core of an engine reads the same stage clock (each ring's clock
+    /// starts when the ring does).
+    pub fn set_clock_offset_ns(&mut self, offset_ns: u64) {
+        self.clock_offset_ns = offset_ns;
+    }
+
+    /// Now on the stage clock, in ns: the core's [`Io::now_ns`] shifted to
+    /// the engine's common start, so instants taken on two cores compare.
+    pub fn clock_ns(&self) -> u64 {
+        self.io.now_ns() + self.clock_offset_ns
+    }
+
+    /// What [`Core::clock_ns`] adds to `io.now_ns()`: for a caller that read the I/O clock already.
+    pub fn clock_offset_ns(&self) -> u64 {
+        self.clock_offset_ns
     }
 
     /// True once a Stop request completed.
@@ -523,12 +603,22 @@ impl<I: Io> Core<I> {
 
     /// Takes one request. Appends are staged into the filling commit and
     /// answered when it is durable; reads start and may finish at once.
-    pub fn handle(&mut self, req: Request) {
+    pub fn handle(&mut self, mut req: Request) {
+        self.stamp_arrival(&mut req);
         if !self.deferred.is_empty() {
             self.deferred.push_back(req);
             return;
         }
         self.handle_now(req);
+    }
+
+    /// Notes when appends reached their core: their `append` stage starts.
+    fn stamp_arrival(&self, req: &mut Request) {
+        match req {
+            Request::Append { batch, .. } if batch.arrived_ns == 0 => batch.arrived_ns = self.clock_ns(),
+            Request::Group(reqs) => reqs.iter_mut().for_each(|r| self.stamp_arrival(r)),
+            _ => {}
+        }
     }
 
     fn handle_now(&mut self, req: Request) {
@@ -544,17 +634,18 @@ impl<I: Io> Core<I> {
         match req {
             Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
             Request::Read { pid, offset, max_bytes, reply } => {
-                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, fixed: false, reply }, offset)
+                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, fixed: false, parked_ns: 0, reply }, offset)
             }
             Request::Poll { pid, offset, max_bytes, max_wait_ns, front, fixed, reply } => {
                 let at_end = self.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
                 if at_end && max_wait_ns > 0 && self.stop.is_none() && !self.parking_closed && self.parked_count < PARKED_READS_MAX {
                     let deadline_ns = self.io.now_ns().saturating_add(max_wait_ns);
                     self.parked_deadline_ns = self.parked_deadline_ns.min(deadline_ns);
-                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, fixed, deadline_ns, reply });
+                    let parked_at_ns = self.io.now_ns();
+                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, fixed, parked_at_ns, deadline_ns, reply });
                     self.parked_count += 1;
                 } else {
-                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, fixed, reply }, offset)
+                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, fixed, parked_ns: 0, reply }, offset)
                 }
             }
             Request::OffsetForTime { pid, ts_ms, reply } => self.start_read(pid, ReadMode::Time { ts_ms, reply }, 0),
@@ -618,7 +709,10 @@ impl<I: Io> Core<I> {
                 let records = batch.records();
                 let seg_start = journal.active_segment_start();
                 let max_ts_ms = p.observe_batch(base, records, batch.info.max_timestamp_ms, pos, seg_start, self.cfg.index_interval_bytes);
-                journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply });
+                let staged_ns = self.io.now_ns() + self.clock_offset_ns;
+                let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };
+                let wait = AppendWait { reply, trace, pos };
+                journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply: wait });
                 self.stats.appends += 1;
             }
             Err(StageError::NoBuffer) => {
@@ -645,7 +739,16 @@ impl<I: Io> Core<I> {
             }
             match kind {
                 journal::TOKEN_WRITE | journal::TOKEN_FSYNC => {
-                    self.journals.get_mut(&log).expect("op of an owned log").on_completion(kind, seq, c.result, c.buf, now)
+                    let j = self.journals.get_mut(&log).expect("op of an owned log");
+                    let (written_pos, durable_pos) = (j.written_pos(), j.durable_pos());
+                    j.on_completion(kind, seq, c.result, c.buf, now);
+                    let marks = self.pos_marks.entry(log).or_default();
+                    if j.written_pos() > written_pos {
+                        marks.written.push_back((j.written_pos(), now + self.clock_offset_ns));
+                    }
+                    if j.durable_pos() > durable_pos {
+                        marks.durable.push_back((j.durable_pos(), now + self.clock_offset_ns));
+                    }
                 }
                 TOKEN_READ => self.on_read_complete(seq as usize, c),
                 TOKEN_KIND_NET => self.net_completions.push(c),
@@ -662,6 +765,7 @@ impl<I: Io> Core<I> {
             j.take_refused(&mut self.refused);
         }
         let mut grown = Vec::new();
+        let now_ns = if self.retired.is_empty() { 0 } else { self.clock_ns() };
         for ack in self.retired.drain(..) {
             if let Some(p) = self.partitions.get_mut(&ack.pid) {
                 p.make_visible(ack.end_offset, ack.max_ts_ms);
@@ -669,27 +773,39 @@ impl<I: Io> Core<I> {
             if self.parked_count > 0 && self.parked.contains_key(&ack.pid) {
                 grown.push(ack.pid);
             }
-            (ack.reply)(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1 }));
+            let AppendWait { reply, mut trace, pos } = ack.reply;
+            let marks = self.pos_marks.entry(ack.pid % self.spec.log_count).or_default();
+            // A retired commit was written; it was fsynced unless the policy
+            // acknowledges at the write.
+            trace.written_ns = mark_past(&mut marks.written, pos).unwrap_or(now_ns);
+            trace.durable_ns = mark_past(&mut marks.durable, pos);
+            reply(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1, trace }));
         }
         for pid in grown {
             self.unpark(pid);
         }
         for (ack, err) in self.refused.drain(..) {
             self.stats.appends_refused += 1;
-            (ack.reply)(Err(err));
+            (ack.reply.reply)(Err(err));
+        }
+        // Marks no unanswered append can need (each log's next one starts
+        // at or past its visible position).
+        for (log, marks) in self.pos_marks.iter_mut() {
+            if let Some(j) = self.journals.get(log) {
+                mark_past(&mut marks.written, j.visible_pos());
+                mark_past(&mut marks.durable, j.visible_pos());
+            }
         }
     }
 
     /// Answers every long poll parked on `pid` by reading now (its partition
     /// grew, or was removed and the read fails with `UnknownPartition`).
     fn unpark(&mut self, pid: Pid) {
+        let now_ns = self.io.now_ns();
         for w in self.parked.remove(&pid).unwrap_or_default() {
             self.parked_count -= 1;
-            self.start_read(
-                pid,
-                ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, fixed: w.fixed, reply: w.reply },
-                w.offset,
-            );
+            let offset = w.offset;
+            self.start_read(pid, w.into_read(now_ns), offset);
         }
     }
 
@@ -794,11 +910,8 @@ impl<I: Io> Core<I> {
         self.parked_deadline_ns = next;
         for (pid, w) in due {
             self.parked_count -= 1;
-            self.start_read(
-                pid,
-                ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, fixed: w.fixed, reply: w.reply },
-                w.offset,
-            );
+            let offset = w.offset;
+            self.start_read(pid, w.into_read(now), offset);
         }
     }
 
@@ -1275,16 +1388,22 @@ impl<I: Io> Core<I> {
 
 fn finish_mode(mode: ReadMode, res: Result<()>, out: impl Into<ReadOut>, next_offset: u64, high_watermark: u64, start_offset: u64) {
     match mode {
-        ReadMode::Fetch { reply, front, .. } => reply(res.map(|()| match out.into() {
-            ReadOut::Fixed(b) => {
-                ReadResult { batches: Vec::new(), front, fixed: Some(FixedBatches(b)), next_offset, high_watermark, start_offset }
-            }
+        ReadMode::Fetch { reply, front, parked_ns, .. } => reply(res.map(|()| match out.into() {
+            ReadOut::Fixed(b) => ReadResult {
+                batches: Vec::new(),
+                front,
+                fixed: Some(FixedBatches(b)),
+                next_offset,
+                high_watermark,
+                start_offset,
+                parked_ns,
+            },
             ReadOut::Heap(mut batches) => {
                 if batches.len() < front {
                     // An answer decided before any buffer was made (nothing to read).
                     batches.resize(front, 0);
                 }
-                ReadResult { batches, front, fixed: None, next_offset, high_watermark, start_offset }
+                ReadResult { batches, front, fixed: None, next_offset, high_watermark, start_offset, parked_ns }
             }
         })),
         ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),

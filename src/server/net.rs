@@ -157,6 +157,10 @@ pub struct NetStats {
     pub read_bufs_free: usize,
     /// Reads of this core that went to the disk (`READ_FIXED`), since start.
     pub reads_from_disk: u64,
+    /// The core's invariant audits ([`crate::core::CoreStats`]): each must stay 0.
+    pub audit_overlapping_writes: u64,
+    pub audit_served_beyond_durable: u64,
+    pub audit_buffer_reuse: u64,
 }
 
 impl std::fmt::Display for NetStats {
@@ -165,7 +169,8 @@ impl std::fmt::Display for NetStats {
         write!(
             f,
             "connections={} ops_in_flight={} reply_bufs_free={} read_bufs_free={} held_bytes={} pooled_bytes={} \
-             accepted={} refused_connections={} requests={} forwarded={} frame_errors={} timeouts={} fixed_sends={} reads_from_disk={}",
+             accepted={} refused_connections={} requests={} forwarded={} frame_errors={} timeouts={} fixed_sends={} reads_from_disk={} \
+             audit_overlapping_writes={} audit_served_beyond_durable={} audit_buffer_reuse={}",
             self.connections,
             self.ops_in_flight,
             self.reply_bufs_free,
@@ -179,7 +184,10 @@ impl std::fmt::Display for NetStats {
             self.frame_errors,
             self.timeouts,
             self.fixed_sends,
-            self.reads_from_disk
+            self.reads_from_disk,
+            self.audit_overlapping_writes,
+            self.audit_served_beyond_durable,
+            self.audit_buffer_reuse
         )
     }
 }
@@ -1037,6 +1045,7 @@ impl NetCore {
                     continue;
                 }
                 Control::Stats { reply } => {
+                    let audits = core.stats_now();
                     let stats = NetStats {
                         held_bytes: self.held_bytes + self.rbuf_bytes,
                         connections: self.conns.len(),
@@ -1045,6 +1054,9 @@ impl NetCore {
                         read_bufs_free: core.read_bufs_free(),
                         ops_in_flight: core.io.in_flight(),
                         reads_from_disk: core.stats.reads_from_disk,
+                        audit_overlapping_writes: audits.audit_overlapping_writes,
+                        audit_served_beyond_durable: audits.audit_served_beyond_durable,
+                        audit_buffer_reuse: audits.audit_buffer_reuse,
                         ..self.stats.clone()
                     };
                     let _ = reply.send(stats);

@@ -218,11 +218,13 @@ impl Serve {
                     return stats.iter().map(|l| parse_stats(l)).collect();
                 }
             }
-            if Instant::now() > deadline {
+            // A dead server (an OOM kill among the ways) prints nothing more.
+            let state = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let dead = !state.lines().any(|l| l.starts_with("State:") && !l.contains("zombie"));
+            if dead || Instant::now() > deadline {
                 let lines = self.lines.lock().unwrap();
-                let tail: Vec<&String> = lines.iter().rev().take(10).collect();
-                let alive = std::path::Path::new(&format!("/proc/{}/status", self.pid())).exists();
-                panic!("no counters printed on SIGUSR1 (server process alive: {alive}); last stderr lines: {tail:?}");
+                let tail: Vec<&String> = lines.iter().rev().take(6).collect();
+                panic!("no counters printed on SIGUSR1 (server dead: {dead}; see dmesg for an OOM kill); last stderr lines: {tail:?}");
             }
             std::thread::sleep(Duration::from_millis(5));
         }

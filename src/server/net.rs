@@ -192,7 +192,6 @@ impl std::fmt::Display for NetStats {
     }
 }
 
-
 pub(crate) struct NetCore {
     core_id: usize,
     shared: Arc<Shared>,

@@ -271,10 +271,10 @@ fn phantom_refused_and_unchecked_are_detected() {
 fn classify_follows_the_error_codes() {
     let server = |code| Err(ClientError::Server { code, message: String::new() });
     assert_eq!(classify(&Ok(ProduceAck { base_offset: 7, last_offset: 9 })), Outcome::Acked { base_offset: 7 });
-    for code in [ErrorCode::DiskFull, ErrorCode::StorageFailed, ErrorCode::Timeout, ErrorCode::Internal] {
+    for code in [ErrorCode::StorageFailed, ErrorCode::Timeout, ErrorCode::Internal] {
         assert_eq!(classify(&server(code)), Outcome::Indeterminate, "{code:?}");
     }
-    for code in [ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::InvalidBatch, ErrorCode::UnknownTopic] {
+    for code in [ErrorCode::DiskFull, ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::InvalidBatch, ErrorCode::UnknownTopic] {
         assert_eq!(classify(&server(code)), Outcome::Failed, "{code:?}");
     }
     let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);

@@ -215,19 +215,19 @@ pub enum Outcome {
 }
 
 /// How a `Client::produce` result counts. Errors that may follow a write
-/// (the log failed or filled while the batch was staged, a timeout, an
-/// internal error) and every broken connection are indeterminate; other
-/// server errors refuse the request before it is stored.
+/// (the log failed while the batch was staged, a timeout, an internal
+/// error) and every broken connection are indeterminate; other server
+/// errors refuse the request without storing it. `DiskFull` is one of those:
+/// the log rewinds over the refused commits (docs/DURABILITY.md, "Disk
+/// full"), so a record refused with it must never be stored, and the
+/// checker counts one that is as `failed_present`.
 pub fn classify(result: &Result<ProduceAck, ClientError>) -> Outcome {
     match result {
         Ok(ack) => Outcome::Acked { base_offset: ack.base_offset },
         Err(ClientError::Server { code, .. }) => match code {
-            ErrorCode::DiskFull
-            | ErrorCode::StorageFailed
-            | ErrorCode::Corrupt
-            | ErrorCode::Timeout
-            | ErrorCode::Internal
-            | ErrorCode::Unknown(_) => Outcome::Indeterminate,
+            ErrorCode::StorageFailed | ErrorCode::Corrupt | ErrorCode::Timeout | ErrorCode::Internal | ErrorCode::Unknown(_) => {
+                Outcome::Indeterminate
+            }
             _ => Outcome::Failed,
         },
         // Refused by the client before a byte was sent.

@@ -298,8 +298,8 @@ pub struct AppendWait {
 
 /// When a log's written and durable positions advanced, oldest first: an
 /// append learns from them when its frame was written and made durable
-/// (the first mark past its position). Marks at or below the visible
-/// position are dropped once those appends are answered.
+/// (the first mark past its position). A mark is dropped when an append
+/// past it is answered, so a log keeps about one per commit in flight.
 #[derive(Default)]
 struct PosMarks {
     written: VecDeque<(u64, u64)>,
@@ -787,14 +787,6 @@ impl<I: Io> Core<I> {
         for (ack, err) in self.refused.drain(..) {
             self.stats.appends_refused += 1;
             (ack.reply.reply)(Err(err));
-        }
-        // Marks no unanswered append can need (each log's next one starts
-        // at or past its visible position).
-        for (log, marks) in self.pos_marks.iter_mut() {
-            if let Some(j) = self.journals.get(log) {
-                mark_past(&mut marks.written, j.visible_pos());
-                mark_past(&mut marks.durable, j.visible_pos());
-            }
         }
     }
 

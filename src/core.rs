@@ -762,7 +762,11 @@ impl<I: Io> Core<I> {
     fn deliver_acks(&mut self) {
         for j in self.journals.values_mut() {
             j.take_retired(&mut self.retired);
+            let first_refused = self.refused.len();
             j.take_refused(&mut self.refused);
+            if let Some(pos) = j.take_rewind() {
+                rewind_partitions(&mut self.partitions, j, pos, &self.refused[first_refused..]);
+            }
         }
         let mut grown = Vec::new();
         let now_ns = if self.retired.is_empty() { 0 } else { self.clock_ns() };
@@ -1428,6 +1432,23 @@ impl ReadOut {
 impl From<Vec<u8>> for ReadOut {
     fn from(v: Vec<u8>) -> Self {
         ReadOut::Heap(v)
+    }
+}
+
+/// After `j` rewound to `pos` for a full disk (its appends from there were
+/// refused, `refused` among them): each partition of the log takes back the
+/// offsets those appends were given and forgets their index entries, so the
+/// next append continues exactly where the log's stored data ends.
+fn rewind_partitions<R>(partitions: &mut HashMap<Pid, Partition>, j: &Journal<R>, pos: u64, refused: &[(PendingAck<R>, StromError)]) {
+    for (ack, _) in refused {
+        if let Some(p) = partitions.get_mut(&ack.pid) {
+            p.next_offset = p.next_offset.min(ack.base_offset);
+        }
+    }
+    for p in partitions.values_mut().filter(|p| p.log == j.id) {
+        p.index.truncate_from(pos);
+        p.staged_max_ts_ms = j.pending_max_ts(p.pid).unwrap_or(i64::MIN).max(p.visible_max_ts_ms);
+        debug_assert!(p.next_offset >= p.visible_end);
     }
 }
 

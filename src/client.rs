@@ -26,6 +26,8 @@ use crate::catalog::{TOPIC_NAME_BYTES_MAX, validate_topic_name};
 use crate::proto::{self, Api, ErrorCode, Header, OffsetSpec, Request, Response, TopicMetadata};
 use crate::wire::batch::{self, BatchBuilder, Records};
 
+pub use crate::stats::StageLatency;
+
 /// The default largest reply frame: 64 MiB holds any Fetch a server with
 /// default limits sends, with room for servers configured larger.
 pub const REPLY_FRAME_BYTES_MAX_DEFAULT: usize = 64 << 20;
@@ -198,6 +200,8 @@ pub enum OwnedResponse {
     OffsetCommit,
     /// `None`: the group committed nothing for the partition.
     OffsetFetch(Option<u64>),
+    /// The server's per-stage latency, one row per stage.
+    Stats(Vec<StageLatency>),
 }
 
 impl OwnedResponse {
@@ -211,6 +215,7 @@ impl OwnedResponse {
             OwnedResponse::DeleteTopic => Api::DeleteTopic,
             OwnedResponse::OffsetCommit => Api::OffsetCommit,
             OwnedResponse::OffsetFetch(_) => Api::OffsetFetch,
+            OwnedResponse::Stats(_) => Api::Stats,
         }
     }
 }
@@ -553,6 +558,16 @@ impl Client {
             other => Err(unexpected(Api::OffsetFetch, &other)),
         }
     }
+
+    /// The server's per-stage latency of produce requests (and fetches),
+    /// merged across its cores; `reset` clears it after reading (to drop a
+    /// warm-up). See [`crate::stats`] for what each stage covers.
+    pub fn stage_latency(&mut self, reset: bool) -> Result<Vec<StageLatency>, ClientError> {
+        match self.call(&Request::Stats { reset })? {
+            OwnedResponse::Stats(stages) => Ok(stages),
+            other => Err(unexpected(Api::Stats, &other)),
+        }
+    }
 }
 
 /// Checks a topic or group name by the broker's rules, so that a bad name
@@ -574,6 +589,7 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
             check_name(group)?;
             check_name(topic)
         }
+        Request::Stats { .. } => Ok(()),
     }
 }
 
@@ -594,6 +610,7 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
         Response::DeleteTopic => Ok(OwnedResponse::DeleteTopic),
         Response::OffsetCommit => Ok(OwnedResponse::OffsetCommit),
         Response::OffsetFetch { offset } => Ok(OwnedResponse::OffsetFetch(offset)),
+        Response::Stats { stages } => Ok(OwnedResponse::Stats(stages)),
         Response::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
     };
     Ok((header, result))

@@ -15,7 +15,7 @@ use std::time::Duration;
 use slab::Slab;
 
 use crate::buf::{AlignedBuf, BLOCK_BYTES, align_down, align_up};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, FsyncPolicy};
 use crate::error::{Result, StromError};
 use crate::io::{Completion, Io, Op, TOKEN_KIND_NET};
 use crate::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
@@ -24,6 +24,7 @@ use crate::log::journal::{self, Journal, JournalLimits, PendingAck, StageError};
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
 use crate::partition::{Partition, Pid, SparseIndex};
+use crate::stats::StageTrace;
 use crate::wire::batch::{self, BatchInfo};
 
 /// Where a request's answer goes. Called exactly once, on the core thread.
@@ -34,6 +35,10 @@ pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 pub struct AppendAck {
     pub base_offset: u64,
     pub last_offset: u64,
+    /// When the append reached its core, its commit buffer, its write's and
+    /// its fdatasync's completions (the server's per-stage latency; see
+    /// [`crate::stats`]). Only the fields from `arrived_ns` to `durable_ns` are set.
+    pub trace: StageTrace,
 }
 
 /// Whole batches, as stored, starting with the one holding the asked offset.
@@ -53,6 +58,8 @@ pub struct ReadResult {
     /// Offsets below this are readable now (durable under the policy).
     pub high_watermark: u64,
     pub start_offset: u64,
+    /// How long the read waited parked as a long poll before it ran, in ns.
+    pub parked_ns: u64,
 }
 
 /// An answer assembled in a registered reply buffer, so that it can be
@@ -90,12 +97,16 @@ pub struct PartitionStat {
 pub struct ValidBatch {
     bytes: Vec<u8>,
     info: BatchInfo,
+    /// When its core first took it ([`Core::handle`]), kept while it waits
+    /// for a write buffer: the start of its `append` stage; 0 until then
+    /// (not an Option: a Request must stay small enough to move cheaply).
+    arrived_ns: u64,
 }
 
 impl ValidBatch {
     pub fn new(bytes: Vec<u8>, batch_bytes_max: usize) -> Result<ValidBatch> {
         let info = batch::validate(&bytes, batch_bytes_max)?;
-        Ok(ValidBatch { bytes, info })
+        Ok(ValidBatch { bytes, info, arrived_ns: 0 })
     }
     pub fn info(&self) -> &BatchInfo {
         &self.info
@@ -204,6 +215,46 @@ pub struct CoreStats {
     pub bytes_logged: u64,
     pub commits: u64,
     pub fsyncs: u64,
+    /// Invariant audits: each must stay 0 in every run (docs/TESTING.md).
+    /// Writes that would have started below a log's acknowledged or durable
+    /// position (refused: the log fails instead).
+    pub audit_overlapping_writes: u64,
+    /// Batches a read was about to serve past its log's acknowledged (under
+    /// `always`: durable) position or its partition's visible end (not served).
+    pub audit_served_beyond_durable: u64,
+    /// Registered buffers handed to an op or a reply while an op still owned them.
+    pub audit_buffer_reuse: u64,
+}
+
+impl CoreStats {
+    /// The sum of the audit counters: 0 unless an invariant was broken.
+    pub fn audit_violations(&self) -> u64 {
+        self.audit_overlapping_writes + self.audit_served_beyond_durable + self.audit_buffer_reuse
+    }
+}
+
+/// Which registered buffers are lent out (to an op in flight, or to a
+/// Fetch reply until [`Core::give_reply_buf`]), by index; and the test
+/// hooks that break the engine on purpose to prove each audit fires.
+#[derive(Default)]
+struct Audit {
+    lent: Vec<bool>,
+    /// Set by [`Core::break_for_audit`]: the next violation is expected
+    /// (counted, without the debug assertion).
+    expected: bool,
+    serve_unretired: bool,
+}
+
+/// Ways to break a core on purpose, for tests that prove each audit fires.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditBreak {
+    /// The next write of `log` is aimed one block low, over acknowledged bytes.
+    OverlapNextWrite { log: u32 },
+    /// Reads look past the retired position (up to `written_pos`).
+    ServeUnretired,
+    /// Two read buffers name the same registered index.
+    AliasReadBuffers,
 }
 
 const TOKEN_READ: u64 = 3;
@@ -217,8 +268,51 @@ struct Parked {
     max_bytes: usize,
     front: usize,
     fixed: bool,
+    parked_at_ns: u64,
     deadline_ns: u64,
     reply: Reply<ReadResult>,
+}
+
+impl Parked {
+    /// The read it becomes when its wait ends at `now_ns`.
+    fn into_read(self, now_ns: u64) -> ReadMode {
+        let parked_ns = now_ns.saturating_sub(self.parked_at_ns);
+        ReadMode::Fetch {
+            offset: self.offset,
+            max_bytes: self.max_bytes,
+            front: self.front,
+            fixed: self.fixed,
+            parked_ns,
+            reply: self.reply,
+        }
+    }
+}
+
+/// An append in its commit, until the commit retires: its answer, its
+/// stage times so far and its frame's log position.
+pub struct AppendWait {
+    reply: Reply<AppendAck>,
+    trace: StageTrace,
+    pos: u64,
+}
+
+/// When a log's written and durable positions advanced, oldest first: an
+/// append learns from them when its frame was written and made durable
+/// (the first mark past its position). A mark is dropped when an append
+/// past it is answered, so a log keeps about one per commit in flight.
+#[derive(Default)]
+struct PosMarks {
+    written: VecDeque<(u64, u64)>,
+    durable: VecDeque<(u64, u64)>,
+}
+
+/// The time of the first mark past `pos`, dropping the marks before it
+/// (appends are answered in position order, so no later one needs them).
+fn mark_past(marks: &mut VecDeque<(u64, u64)>, pos: u64) -> Option<u64> {
+    while marks.front().is_some_and(|&(end_pos, _)| end_pos <= pos) {
+        marks.pop_front();
+    }
+    marks.front().map(|&(_, ns)| ns)
 }
 /// A time lookup that found no record (the answer is None).
 const NOT_FOUND: u64 = u64::MAX;
@@ -232,6 +326,8 @@ enum ReadMode {
         max_bytes: usize,
         front: usize,
         fixed: bool,
+        /// Time spent parked as a long poll before the read started.
+        parked_ns: u64,
         reply: Reply<ReadResult>,
     },
     Time {
@@ -250,6 +346,9 @@ struct ReadState {
     limit: u64,
     /// End of the last frame of this partition seen (or the index entry used).
     last_hit: u64,
+    /// The base offset the partition's next batch must have: the index
+    /// entry's at the start and after a jump, then the last one's end.
+    expect_base: u64,
     out: ReadOut,
     next_offset: u64,
     /// The last disk chunk read: its log position and buffer.
@@ -257,6 +356,10 @@ struct ReadState {
     /// Bytes of this partition's batches served from `chunk`: how dense the
     /// partition is in its log, which sizes the next disk read.
     chunk_hit_bytes: usize,
+    /// Bytes asked of the disk by the last read, and whether it returned
+    /// fewer (the segment ends inside `chunk`: nothing more to read there).
+    read_len: usize,
+    chunk_at_end: bool,
     in_flight: bool,
 }
 
@@ -270,7 +373,11 @@ pub struct Core<I: Io> {
     pub io: I,
     cfg: EngineConfig,
     spec: CoreSpec,
-    journals: BTreeMap<u32, Journal<Reply<AppendAck>>>,
+    journals: BTreeMap<u32, Journal<AppendWait>>,
+    /// Per log: when its written and durable positions advanced.
+    pos_marks: HashMap<u32, PosMarks>,
+    /// Added to `io.now_ns()` to give the stage clock all cores share.
+    clock_offset_ns: u64,
     partitions: HashMap<Pid, Partition>,
     reads: Slab<ReadState>,
     /// Reads waiting for a free read buffer, in arrival order.
@@ -280,8 +387,8 @@ pub struct Core<I: Io> {
     /// while free (see [`ReadResult::fixed`]).
     reply_bufs: Vec<AlignedBuf>,
     completions: Vec<Completion>,
-    retired: Vec<PendingAck<Reply<AppendAck>>>,
-    refused: Vec<(PendingAck<Reply<AppendAck>>, StromError)>,
+    retired: Vec<PendingAck<AppendWait>>,
+    refused: Vec<(PendingAck<AppendWait>, StromError)>,
     /// A request that could not be taken this tick (no write buffer).
     deferred: VecDeque<Request>,
     checkpoint_bytes: BTreeMap<u32, u64>,
@@ -300,6 +407,7 @@ pub struct Core<I: Io> {
     /// server running on this core's ring to take after each reap.
     pub net_completions: Vec<Completion>,
     pub stats: CoreStats,
+    audit: Audit,
 }
 
 impl<I: Io> Core<I> {
@@ -323,6 +431,8 @@ impl<I: Io> Core<I> {
             cfg,
             spec: spec.clone(),
             journals: BTreeMap::new(),
+            pos_marks: HashMap::new(),
+            clock_offset_ns: 0,
             partitions: HashMap::new(),
             reads: Slab::new(),
             read_waiters: VecDeque::new(),
@@ -343,6 +453,7 @@ impl<I: Io> Core<I> {
             parking_closed: false,
             net_completions: Vec::new(),
             stats: CoreStats::default(),
+            audit: Audit::default(),
         };
         let mut reports = Vec::new();
         for &log in &spec.logs {
@@ -458,8 +569,26 @@ impl<I: Io> Core<I> {
         self.partitions.get(&pid)
     }
 
-    pub fn journal(&self, log: u32) -> Option<&Journal<Reply<AppendAck>>> {
+    pub fn journal(&self, log: u32) -> Option<&Journal<AppendWait>> {
         self.journals.get(&log)
+    }
+
+    /// Sets what [`Core::clock_ns`] adds to this core's I/O clock, so that
+    /// every core of an engine reads the same stage clock (each ring's clock
+    /// starts when the ring does).
+    pub fn set_clock_offset_ns(&mut self, offset_ns: u64) {
+        self.clock_offset_ns = offset_ns;
+    }
+
+    /// Now on the stage clock, in ns: the core's [`Io::now_ns`] shifted to
+    /// the engine's common start, so instants taken on two cores compare.
+    pub fn clock_ns(&self) -> u64 {
+        self.io.now_ns() + self.clock_offset_ns
+    }
+
+    /// What [`Core::clock_ns`] adds to `io.now_ns()`: for a caller that read the I/O clock already.
+    pub fn clock_offset_ns(&self) -> u64 {
+        self.clock_offset_ns
     }
 
     /// True once a Stop request completed.
@@ -474,12 +603,22 @@ impl<I: Io> Core<I> {
 
     /// Takes one request. Appends are staged into the filling commit and
     /// answered when it is durable; reads start and may finish at once.
-    pub fn handle(&mut self, req: Request) {
+    pub fn handle(&mut self, mut req: Request) {
+        self.stamp_arrival(&mut req);
         if !self.deferred.is_empty() {
             self.deferred.push_back(req);
             return;
         }
         self.handle_now(req);
+    }
+
+    /// Notes when appends reached their core: their `append` stage starts.
+    fn stamp_arrival(&self, req: &mut Request) {
+        match req {
+            Request::Append { batch, .. } if batch.arrived_ns == 0 => batch.arrived_ns = self.clock_ns(),
+            Request::Group(reqs) => reqs.iter_mut().for_each(|r| self.stamp_arrival(r)),
+            _ => {}
+        }
     }
 
     fn handle_now(&mut self, req: Request) {
@@ -495,17 +634,18 @@ impl<I: Io> Core<I> {
         match req {
             Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
             Request::Read { pid, offset, max_bytes, reply } => {
-                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, fixed: false, reply }, offset)
+                self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front: 0, fixed: false, parked_ns: 0, reply }, offset)
             }
             Request::Poll { pid, offset, max_bytes, max_wait_ns, front, fixed, reply } => {
                 let at_end = self.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
                 if at_end && max_wait_ns > 0 && self.stop.is_none() && !self.parking_closed && self.parked_count < PARKED_READS_MAX {
                     let deadline_ns = self.io.now_ns().saturating_add(max_wait_ns);
                     self.parked_deadline_ns = self.parked_deadline_ns.min(deadline_ns);
-                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, fixed, deadline_ns, reply });
+                    let parked_at_ns = self.io.now_ns();
+                    self.parked.entry(pid).or_default().push(Parked { offset, max_bytes, front, fixed, parked_at_ns, deadline_ns, reply });
                     self.parked_count += 1;
                 } else {
-                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, fixed, reply }, offset)
+                    self.start_read(pid, ReadMode::Fetch { offset, max_bytes, front, fixed, parked_ns: 0, reply }, offset)
                 }
             }
             Request::OffsetForTime { pid, ts_ms, reply } => self.start_read(pid, ReadMode::Time { ts_ms, reply }, 0),
@@ -513,15 +653,7 @@ impl<I: Io> Core<I> {
                 Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
                 None => Err(unknown(pid)),
             }),
-            Request::Stats { reply } => {
-                let mut s = self.stats.clone();
-                for j in self.journals.values() {
-                    s.bytes_logged += j.bytes_logged;
-                    s.commits += j.commits;
-                    s.fsyncs += j.fsyncs;
-                }
-                reply(Ok(s))
-            }
+            Request::Stats { reply } => reply(Ok(self.stats_now())),
             Request::AddPartitions { pids, reply } => {
                 for pid in pids {
                     let log = pid % self.spec.log_count;
@@ -577,7 +709,10 @@ impl<I: Io> Core<I> {
                 let records = batch.records();
                 let seg_start = journal.active_segment_start();
                 let max_ts_ms = p.observe_batch(base, records, batch.info.max_timestamp_ms, pos, seg_start, self.cfg.index_interval_bytes);
-                journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply });
+                let staged_ns = self.io.now_ns() + self.clock_offset_ns;
+                let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };
+                let wait = AppendWait { reply, trace, pos };
+                journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply: wait });
                 self.stats.appends += 1;
             }
             Err(StageError::NoBuffer) => {
@@ -599,9 +734,21 @@ impl<I: Io> Core<I> {
         let now = self.io.now_ns();
         for c in completions.drain(..) {
             let (kind, log, seq) = journal::untoken(c.token);
+            if matches!(kind, journal::TOKEN_WRITE | TOKEN_READ) {
+                self.home_buf(c.buf.as_ref().and_then(|b| b.fixed_index()));
+            }
             match kind {
                 journal::TOKEN_WRITE | journal::TOKEN_FSYNC => {
-                    self.journals.get_mut(&log).expect("op of an owned log").on_completion(kind, seq, c.result, c.buf, now)
+                    let j = self.journals.get_mut(&log).expect("op of an owned log");
+                    let (written_pos, durable_pos) = (j.written_pos(), j.durable_pos());
+                    j.on_completion(kind, seq, c.result, c.buf, now);
+                    let marks = self.pos_marks.entry(log).or_default();
+                    if j.written_pos() > written_pos {
+                        marks.written.push_back((j.written_pos(), now + self.clock_offset_ns));
+                    }
+                    if j.durable_pos() > durable_pos {
+                        marks.durable.push_back((j.durable_pos(), now + self.clock_offset_ns));
+                    }
                 }
                 TOKEN_READ => self.on_read_complete(seq as usize, c),
                 TOKEN_KIND_NET => self.net_completions.push(c),
@@ -615,9 +762,14 @@ impl<I: Io> Core<I> {
     fn deliver_acks(&mut self) {
         for j in self.journals.values_mut() {
             j.take_retired(&mut self.retired);
+            let first_refused = self.refused.len();
             j.take_refused(&mut self.refused);
+            if let Some(pos) = j.take_rewind() {
+                rewind_partitions(&mut self.partitions, j, pos, &self.refused[first_refused..]);
+            }
         }
         let mut grown = Vec::new();
+        let now_ns = if self.retired.is_empty() { 0 } else { self.clock_ns() };
         for ack in self.retired.drain(..) {
             if let Some(p) = self.partitions.get_mut(&ack.pid) {
                 p.make_visible(ack.end_offset, ack.max_ts_ms);
@@ -625,33 +777,88 @@ impl<I: Io> Core<I> {
             if self.parked_count > 0 && self.parked.contains_key(&ack.pid) {
                 grown.push(ack.pid);
             }
-            (ack.reply)(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1 }));
+            let AppendWait { reply, mut trace, pos } = ack.reply;
+            let marks = self.pos_marks.entry(ack.pid % self.spec.log_count).or_default();
+            // A retired commit was written; it was fsynced unless the policy
+            // acknowledges at the write.
+            trace.written_ns = mark_past(&mut marks.written, pos).unwrap_or(now_ns);
+            trace.durable_ns = mark_past(&mut marks.durable, pos);
+            reply(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1, trace }));
         }
         for pid in grown {
             self.unpark(pid);
         }
         for (ack, err) in self.refused.drain(..) {
             self.stats.appends_refused += 1;
-            (ack.reply)(Err(err));
+            (ack.reply.reply)(Err(err));
         }
     }
 
     /// Answers every long poll parked on `pid` by reading now (its partition
     /// grew, or was removed and the read fails with `UnknownPartition`).
     fn unpark(&mut self, pid: Pid) {
+        let now_ns = self.io.now_ns();
         for w in self.parked.remove(&pid).unwrap_or_default() {
             self.parked_count -= 1;
-            self.start_read(
-                pid,
-                ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, fixed: w.fixed, reply: w.reply },
-                w.offset,
-            );
+            let offset = w.offset;
+            self.start_read(pid, w.into_read(now_ns), offset);
+        }
+    }
+
+    /// This core's counters, with its logs' commit figures and audits summed.
+    pub fn stats_now(&self) -> CoreStats {
+        let mut s = self.stats.clone();
+        for j in self.journals.values() {
+            s.bytes_logged += j.bytes_logged;
+            s.commits += j.commits;
+            s.fsyncs += j.fsyncs;
+            s.audit_overlapping_writes += j.audit_overlapping_writes;
+        }
+        s
+    }
+
+    /// Breaks the core on purpose so that a test sees an audit fire.
+    #[doc(hidden)]
+    pub fn break_for_audit(&mut self, what: AuditBreak) {
+        self.audit.expected = true;
+        match what {
+            AuditBreak::OverlapNextWrite { log } => {
+                self.journals.get_mut(&log).expect("log").misaim_next_write_for_audit(BLOCK_BYTES as u64)
+            }
+            AuditBreak::ServeUnretired => self.audit.serve_unretired = true,
+            AuditBreak::AliasReadBuffers => {
+                let i = self.read_bufs.last().and_then(|b| b.fixed_index()).expect("a free registered read buffer");
+                let other = self.read_bufs.len().checked_sub(2).expect("two free read buffers");
+                self.read_bufs[other].set_fixed_index(Some(i));
+            }
+        }
+    }
+
+    /// Marks a registered buffer as lent to an op or a reply; counts a
+    /// violation if it already was (its earlier owner has not given it back).
+    fn lend_buf(&mut self, index: Option<u16>) {
+        let Some(i) = index else { return };
+        let i = i as usize;
+        if self.audit.lent.len() <= i {
+            self.audit.lent.resize(i + 1, false);
+        }
+        if std::mem::replace(&mut self.audit.lent[i], true) {
+            self.stats.audit_buffer_reuse += 1;
+            debug_assert!(self.audit.expected, "registered buffer {i} reused before its last completion");
+        }
+    }
+
+    /// Marks a registered buffer as back with its owner.
+    fn home_buf(&mut self, index: Option<u16>) {
+        if let Some(slot) = index.and_then(|i| self.audit.lent.get_mut(i as usize)) {
+            *slot = false;
         }
     }
 
     /// Takes back a registered reply buffer once its send completed.
     pub fn give_reply_buf(&mut self, mut buf: AlignedBuf) {
         debug_assert!(buf.fixed_index().is_some(), "only registered reply buffers come back");
+        self.home_buf(buf.fixed_index());
         buf.set_len(0);
         self.reply_bufs.push(buf);
     }
@@ -659,6 +866,11 @@ impl<I: Io> Core<I> {
     /// Registered reply buffers free now.
     pub fn reply_bufs_free(&self) -> usize {
         self.reply_bufs.len()
+    }
+
+    /// Registered read buffers free now (all of them when no read is in progress).
+    pub fn read_bufs_free(&self) -> usize {
+        self.read_bufs.len()
     }
 
     /// Answers every long poll now and parks no more: a stopping server
@@ -694,11 +906,8 @@ impl<I: Io> Core<I> {
         self.parked_deadline_ns = next;
         for (pid, w) in due {
             self.parked_count -= 1;
-            self.start_read(
-                pid,
-                ReadMode::Fetch { offset: w.offset, max_bytes: w.max_bytes, front: w.front, fixed: w.fixed, reply: w.reply },
-                w.offset,
-            );
+            let offset = w.offset;
+            self.start_read(pid, w.into_read(now), offset);
         }
     }
 
@@ -733,8 +942,13 @@ impl<I: Io> Core<I> {
         // commit would wait for the next request or timeout (found as a 1 s
         // stall in benches/append.rs).
         self.write_due_checkpoints();
+        let mut lent = Vec::new();
         for j in self.journals.values_mut() {
             j.plan(&mut self.io);
+            j.take_lent(&mut lent);
+        }
+        for i in lent {
+            self.lend_buf(Some(i));
         }
         self.deliver_acks();
         if self.stop.is_some() && self.reads.is_empty() && self.deferred.is_empty() {
@@ -882,7 +1096,11 @@ impl<I: Io> Core<I> {
             ReadMode::Time { .. } => ReadOut::Heap(Vec::new()),
         };
         let log = p.log;
-        let limit = self.journals[&log].visible_pos();
+        let j = &self.journals[&log];
+        let limit = if self.audit.serve_unretired { j.written_pos() } else { j.visible_pos() };
+        if let ReadOut::Fixed(b) = &out {
+            self.lend_buf(b.fixed_index());
+        }
         let slot = self.reads.insert(ReadState {
             pid,
             log,
@@ -890,10 +1108,13 @@ impl<I: Io> Core<I> {
             cursor: entry.pos,
             limit,
             last_hit: entry.pos,
+            expect_base: entry.offset,
             out,
             next_offset: none_yet,
             chunk: None,
             chunk_hit_bytes: 0,
+            read_len: 0,
+            chunk_at_end: false,
             in_flight: false,
         });
         self.advance_read(slot);
@@ -916,6 +1137,15 @@ impl<I: Io> Core<I> {
                 // after a recovery cut can hold older frames there.
                 if let Some(next_start) = j.segments().iter().map(|s| s.start_pos).find(|&s| s > pos) {
                     buf.set_len(buf.len().min((next_start - pos) as usize));
+                }
+                // The log holds bytes up to the read's limit: a segment that
+                // ends before (lost or misdirected writes, a truncated file)
+                // is damage, not a reason to read the same place again.
+                r.chunk_at_end = buf.len() < r.read_len;
+                if buf.len() as u64 <= r.cursor - pos {
+                    self.read_bufs.push(buf);
+                    let err = corrupt_read(j, r.cursor, format!("the segment ends before log position {}", r.cursor));
+                    return self.finish_read(slot, Err(err));
                 }
                 r.chunk = Some((pos, buf));
                 r.chunk_hit_bytes = 0;
@@ -947,6 +1177,7 @@ impl<I: Io> Core<I> {
         let j = &self.journals[&r.log];
         if let ReadMode::Fetch { .. } = r.mode
             && r.next_offset >= p.visible_end
+            && !self.audit.serve_unretired
         {
             return Step::Done(Ok(()));
         }
@@ -961,6 +1192,7 @@ impl<I: Io> Core<I> {
                 Some(e) if e.pos < r.limit => {
                     r.cursor = e.pos;
                     r.last_hit = e.pos;
+                    r.expect_base = e.offset;
                 }
                 _ => return Step::Done(Ok(())),
             }
@@ -978,11 +1210,18 @@ impl<I: Io> Core<I> {
         };
         let h = match frame::decode_header(bytes, r.cursor, self.cfg.batch_bytes_max as u32) {
             Ok(h) => h,
-            Err(frame::FrameError::Truncated { needed }) if from_disk => return Step::NeedDisk { len: needed as usize },
+            Err(frame::FrameError::Truncated { needed }) if from_disk && !r.chunk_at_end => return Step::NeedDisk { len: needed as usize },
             Err(e) => return Step::Done(Err(corrupt_read(j, r.cursor, e.to_string()))),
         };
+        // A frame that verifies at its position can still be a leftover: an
+        // older epoch's frame where this run wrote (its write was lost or
+        // misdirected), or one from an epoch that never existed.
+        if from_disk && (h.epoch > j.epoch() || (h.pos >= j.epoch_start_pos() && h.epoch != j.epoch())) {
+            let reason = format!("frame of epoch {} where epoch {} wrote from {}", h.epoch, j.epoch(), j.epoch_start_pos());
+            return Step::Done(Err(corrupt_read(j, h.pos, reason)));
+        }
         if (bytes.len() as u64) < h.frame_bytes() {
-            if from_disk {
+            if from_disk && !r.chunk_at_end {
                 return Step::NeedDisk { len: h.frame_bytes() as usize };
             }
             return Step::Done(Err(corrupt_read(j, r.cursor, "frame runs past its commit".into())));
@@ -1006,6 +1245,13 @@ impl<I: Io> Core<I> {
                 Err(e) => return Step::Done(Err(corrupt_read(j, h.pos, e.to_string()))),
             }
         };
+        // The partition's batches follow each other without a gap: a valid
+        // frame with other offsets is not the batch the index promised.
+        if info.base_offset as u64 != r.expect_base {
+            let reason = format!("partition {} batch at offset {}, expected {}", r.pid, info.base_offset, r.expect_base);
+            return Step::Done(Err(corrupt_read(j, h.pos, reason)));
+        }
+        r.expect_base = info.last_offset() as u64 + 1;
         let payload = &frame_bytes[HEADER_BYTES..];
         match &r.mode {
             ReadMode::Fetch { offset, max_bytes, front, .. } => {
@@ -1014,6 +1260,15 @@ impl<I: Io> Core<I> {
                 }
                 let taken = r.out.len() - front;
                 if taken > 0 && taken + payload.len() > *max_bytes {
+                    return Step::Done(Ok(()));
+                }
+                // Audit: nothing is served past what is acknowledged (under
+                // `always`, durable). A bug here would show readers data a
+                // crash can take back; the batch is held back instead.
+                let durable_end = if self.cfg.fsync == FsyncPolicy::Always { j.durable_pos() } else { u64::MAX };
+                if h.end_pos() > j.visible_pos().min(durable_end) || info.last_offset() as u64 >= p.visible_end {
+                    self.stats.audit_served_beyond_durable += 1;
+                    debug_assert!(self.audit.expected, "read of pid {} about to serve past the durable position", r.pid);
                     return Step::Done(Ok(()));
                 }
                 r.out.extend(payload);
@@ -1067,12 +1322,15 @@ impl<I: Io> Core<I> {
         let len = if dense { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
         debug_assert!((r.cursor - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
         buf.set_len(0);
+        let fixed = buf.fixed_index();
         let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };
         match self.io.push(op, journal::token(TOKEN_READ, r.log, slot as u32)) {
             Ok(()) => {
                 seg.reads_in_flight += 1;
                 r.in_flight = true;
+                r.read_len = len;
                 self.stats.reads_from_disk += 1;
+                self.lend_buf(fixed);
             }
             Err(Op::Read { buf, .. }) => {
                 self.read_bufs.push(buf);
@@ -1091,6 +1349,7 @@ impl<I: Io> Core<I> {
         let (hw, start) = self.partitions.get(&r.pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
         let out = match (r.out, &res) {
             (ReadOut::Fixed(b), Err(_)) => {
+                self.home_buf(b.fixed_index());
                 self.reply_bufs.push(b);
                 ReadOut::Heap(Vec::new())
             }
@@ -1125,16 +1384,22 @@ impl<I: Io> Core<I> {
 
 fn finish_mode(mode: ReadMode, res: Result<()>, out: impl Into<ReadOut>, next_offset: u64, high_watermark: u64, start_offset: u64) {
     match mode {
-        ReadMode::Fetch { reply, front, .. } => reply(res.map(|()| match out.into() {
-            ReadOut::Fixed(b) => {
-                ReadResult { batches: Vec::new(), front, fixed: Some(FixedBatches(b)), next_offset, high_watermark, start_offset }
-            }
+        ReadMode::Fetch { reply, front, parked_ns, .. } => reply(res.map(|()| match out.into() {
+            ReadOut::Fixed(b) => ReadResult {
+                batches: Vec::new(),
+                front,
+                fixed: Some(FixedBatches(b)),
+                next_offset,
+                high_watermark,
+                start_offset,
+                parked_ns,
+            },
             ReadOut::Heap(mut batches) => {
                 if batches.len() < front {
                     // An answer decided before any buffer was made (nothing to read).
                     batches.resize(front, 0);
                 }
-                ReadResult { batches, front, fixed: None, next_offset, high_watermark, start_offset }
+                ReadResult { batches, front, fixed: None, next_offset, high_watermark, start_offset, parked_ns }
             }
         })),
         ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
@@ -1167,6 +1432,23 @@ impl ReadOut {
 impl From<Vec<u8>> for ReadOut {
     fn from(v: Vec<u8>) -> Self {
         ReadOut::Heap(v)
+    }
+}
+
+/// After `j` rewound to `pos` for a full disk (its appends from there were
+/// refused, `refused` among them): each partition of the log takes back the
+/// offsets those appends were given and forgets their index entries, so the
+/// next append continues exactly where the log's stored data ends.
+fn rewind_partitions<R>(partitions: &mut HashMap<Pid, Partition>, j: &Journal<R>, pos: u64, refused: &[(PendingAck<R>, StromError)]) {
+    for (ack, _) in refused {
+        if let Some(p) = partitions.get_mut(&ack.pid) {
+            p.next_offset = p.next_offset.min(ack.base_offset);
+        }
+    }
+    for p in partitions.values_mut().filter(|p| p.log == j.id) {
+        p.index.truncate_from(pos);
+        p.staged_max_ts_ms = j.pending_max_ts(p.pid).unwrap_or(i64::MIN).max(p.visible_max_ts_ms);
+        debug_assert!(p.next_offset >= p.visible_end);
     }
 }
 

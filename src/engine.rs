@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, TopicMeta, pid_in};
 use crate::config::EngineConfig;
@@ -75,6 +75,10 @@ impl CoreRoute {
     /// Never blocks: a full mailbox gives the request back with `true`, a
     /// stopped core with `false` (core threads must not block on each
     /// other, or two could wait for each other).
+    // The request comes back as it went in, unboxed: a full mailbox is
+    // exactly when allocating to report it would be wrong. (128 bytes, one
+    // over the lint's line since an append carries its arrival time.)
+    #[allow(clippy::result_large_err)]
     pub(crate) fn try_send(&self, req: Request) -> std::result::Result<(), (Request, bool)> {
         match self.tx.try_send(Mail::Req(req)) {
             Ok(()) => {
@@ -193,6 +197,9 @@ impl Engine {
         // Core i runs on the i-th CPU this process may use (so `taskset -c
         // 2,3` puts cores 0 and 1 on CPUs 2 and 3), read before any core pins.
         let cpus = platform::allowed_cpus();
+        // The stage clock's zero: every core's clock is shifted to count from
+        // here, so that instants taken on different cores compare.
+        let clock_epoch = Instant::now();
         for core_id in 0..cores {
             let logs: Vec<u32> = (0..log_count).filter(|l| *l as usize % cores == core_id).collect();
             let spec = CoreSpec {
@@ -203,7 +210,7 @@ impl Engine {
                 logs,
             };
             let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
-            match spawn_core(cfg.clone(), spec, cpu) {
+            match spawn_core(cfg.clone(), spec, cpu, clock_epoch) {
                 Ok(s) => starting.push(s),
                 Err(e) => {
                     first_err = Some(e);
@@ -453,7 +460,7 @@ impl StartingCore {
     }
 }
 
-fn spawn_core(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>) -> Result<StartingCore> {
+fn spawn_core(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch: Instant) -> Result<StartingCore> {
     let (tx, rx) = mpsc::sync_channel(cfg.mailbox_capacity);
     let sleeping = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
@@ -461,7 +468,7 @@ fn spawn_core(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>) -> Result<S
     let name = format!("strom-core-{}", spec.core_id);
     let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || core_main(cfg, spec, cpu, rx, thread_sleeping, ready_tx))
+        .spawn(move || core_main(cfg, spec, cpu, clock_epoch, rx, thread_sleeping, ready_tx))
         .map_err(|e| StromError::io(IoOp::Create, "thread", &e))?;
     Ok(StartingCore { tx, sleeping, thread, ready_rx })
 }
@@ -470,6 +477,7 @@ fn core_main(
     cfg: EngineConfig,
     spec: CoreSpec,
     cpu: Option<usize>,
+    clock_epoch: Instant,
     rx: Receiver<Mail>,
     sleeping: Arc<AtomicBool>,
     ready: SyncSender<Ready>,
@@ -485,7 +493,11 @@ fn core_main(
         Core::open(io, cfg, spec).map(|(core, reports)| (core, waker, reports))
     });
     let mut core = match opened {
-        Ok((core, waker, reports)) => {
+        Ok((mut core, waker, reports)) => {
+            // The ring's clock started after the epoch; both are CLOCK_MONOTONIC,
+            // so the difference read once holds for the engine's life.
+            let since_epoch_ns = clock_epoch.elapsed().as_nanos() as u64;
+            core.set_clock_offset_ns(since_epoch_ns.saturating_sub(core.io.now_ns()));
             let _ = ready.send(Ok((waker, reports)));
             core
         }

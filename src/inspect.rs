@@ -55,6 +55,20 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
             names.insert(t.first_pid + i, (name.clone(), i));
         }
     }
+    let (logs, partitions) = inspect_logs(io, dir, cat.log_count(), cfg)?;
+    Ok(Inspection { logs, partitions, names })
+}
+
+/// Scans logs `0..log_count` of `dir` through `io` alone (no catalog, no
+/// real file system: the simulator runs it too). Fails with `Corrupt` and the
+/// position of the first damaged frame where damage is proven (see
+/// DURABILITY.md, Recovery), and with the I/O error of an unreadable range.
+pub fn inspect_logs<I: Io>(
+    io: &mut I,
+    dir: &Path,
+    log_count: u32,
+    cfg: &EngineConfig,
+) -> Result<(Vec<LogSummary>, BTreeMap<Pid, PartitionSummary>)> {
     let limits = RecoverLimits {
         payload_bytes_max: cfg.batch_bytes_max as u32,
         tear_window_bytes: cfg.tear_window_bytes(),
@@ -64,9 +78,10 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
     };
     let mut partitions: BTreeMap<Pid, PartitionSummary> = BTreeMap::new();
     let mut logs = Vec::new();
-    for log in 0..cat.log_count() {
+    let present = io.list_dir(dir)?;
+    for log in 0..log_count {
         let ldir = log_dir(dir, log);
-        if !ldir.exists() {
+        if !ldir.file_name().is_some_and(|n| present.iter().any(|p| p.as_str() == n)) {
             continue;
         }
         let ckpt = io
@@ -107,7 +122,7 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
         }
         logs.push(LogSummary { log, segments: state.segments.len(), report, checkpoint_covered: ckpt.map(|c| c.covered_pos) });
     }
-    Ok(Inspection { logs, partitions, names })
+    Ok((logs, partitions))
 }
 
 /// The human report printed by `strom inspect`.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod inspect;
 pub mod io;
 pub mod log;
@@ -25,6 +26,7 @@ pub mod partition;
 pub mod platform;
 pub mod proto;
 pub mod server;
+pub mod stats;
 pub mod wire;
 
 pub use config::{EngineConfig, FsyncPolicy};

@@ -71,7 +71,8 @@ enum Cmd {
         cores: Option<usize>,
     },
     /// Run the broker on a data directory until SIGINT or SIGTERM, then stop
-    /// cleanly (acknowledging in-flight writes and checkpointing).
+    /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
+    /// prints each core's server counters to stderr.
     Serve(ServeArgs),
     /// Create, list or delete topics on a running broker.
     Topic {
@@ -123,6 +124,12 @@ struct ServeArgs {
     /// A request whose frame is not complete this long after it began is refused.
     #[arg(long, default_value_t = duration_ms(ServerConfig::default().header_timeout))]
     header_timeout_ms: u64,
+    /// Bytes per log segment file (a block multiple of at least two write buffers).
+    #[arg(long, default_value_t = EngineConfig::default().segment_bytes)]
+    segment_bytes: u64,
+    /// Bytes logged between checkpoints (each bounds the scan at the next start).
+    #[arg(long, default_value_t = EngineConfig::default().checkpoint_interval_bytes)]
+    checkpoint_interval_bytes: u64,
 }
 
 #[derive(Subcommand)]
@@ -258,7 +265,7 @@ fn recover(dir: &Path, cores: Option<usize>) -> strom::Result<()> {
     engine.shutdown()
 }
 
-/// Serves until SIGINT or SIGTERM. The signals are blocked before any
+/// Serves until SIGINT or SIGTERM (SIGUSR1 prints counters). The signals are blocked before any
 /// thread starts, so every thread inherits the mask and the signal stays
 /// pending until this thread takes it with sigwait: no handler runs on an
 /// arbitrary thread, and the shutdown runs here, in order.
@@ -266,8 +273,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
-    signals.thread_block().map_err(|e| format!("cannot block SIGINT and SIGTERM: {e}"))?;
-    let mut engine_cfg = EngineConfig { fsync: args.fsync, ..EngineConfig::default() };
+    // SIGUSR1 prints each core's server counters (tests compare them with a baseline).
+    signals.add(Signal::SIGUSR1);
+    signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGUSR1: {e}"))?;
+    let mut engine_cfg = EngineConfig {
+        fsync: args.fsync,
+        segment_bytes: args.segment_bytes,
+        checkpoint_interval_bytes: args.checkpoint_interval_bytes,
+        ..EngineConfig::default()
+    };
     if let Some(cores) = args.cores {
         engine_cfg.cores = cores;
         // A new directory gets a log per core, so every core has work; an
@@ -283,9 +297,25 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         ..ServerConfig::default()
     };
+    strom::failpoint::init();
     let server = Server::start(&args.data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
+    for r in server.engine().recovery_reports() {
+        eprintln!(
+            "strom: recovered log {}: scanned {} bytes ({} frames) from position {} to {}, cut {} bytes, removed {} segments, {} us",
+            r.log, r.bytes_scanned, r.frames_scanned, r.scanned_from, r.end_pos, r.bytes_cut, r.segments_removed, r.elapsed_us
+        );
+    }
     eprintln!("strom: serving on {}, data dir {}", server.local_addr(), args.data_dir.display());
-    let waited = signals.wait();
+    let waited = loop {
+        match signals.wait() {
+            Ok(Signal::SIGUSR1) => {
+                for (core, stats) in server.net_stats().iter().enumerate() {
+                    eprintln!("strom: stats core {core}: {stats}");
+                }
+            }
+            other => break other,
+        }
+    };
     match waited {
         Ok(signal) => eprintln!("strom: stopping ({signal})"),
         Err(e) => eprintln!("strom: stopping (waiting for a signal failed: {e})"),

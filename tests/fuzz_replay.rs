@@ -12,33 +12,32 @@ use std::panic;
 use std::path::{Path, PathBuf};
 
 use strom::catalog::{self, Catalog};
-use strom::config::{self, FsyncPolicy};
+use strom::config::FsyncPolicy;
 use strom::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use strom::log::frame::{self, FrameHeader, FrameKind};
 use strom::partition::IndexEntry;
 use strom::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
 use strom::wire::batch::{self, BatchBuilder};
 
+// Shared with cargo-fuzz and the other fuzz test: not every item is used here.
+#[allow(dead_code)]
+#[path = "../fuzz/src/alloc_count.rs"]
+mod alloc_count;
+#[allow(dead_code)]
+#[path = "../fuzz/src/lib.rs"]
+mod fuzz_checks;
+
+use fuzz_checks::proto_body::{request_input, response_input};
+use fuzz_checks::recovery_scan::{self as recovery_input, LogBuilder};
+
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
+
 const INPUT_ROOTS: [&str; 2] = ["fuzz/corpus", "fuzz/regressions"];
 const CORPUS_ROOT: &str = "fuzz/corpus";
-/// Every fuzz target; each must have at least one saved input.
-const TARGETS: [&str; 6] = ["batch_validate", "frame_decode", "checkpoint_decode", "catalog_parse", "fsync_policy_parse", "proto_decode"];
-
-/// The check the fuzz target of this name runs.
-fn check_for(target: &str) -> fn(&[u8]) {
-    match target {
-        "batch_validate" => batch::fuzz_check,
-        "frame_decode" => frame::fuzz_check,
-        "checkpoint_decode" => checkpoint::fuzz_check,
-        "catalog_parse" => catalog::fuzz_check,
-        "fsync_policy_parse" => config::fuzz_check,
-        "proto_decode" => proto::fuzz_check,
-        other => panic!("no replay check for fuzz target {other}: add it to check_for"),
-    }
-}
 
 /// Whether the target's decoder accepts `data`, for checking seed names;
-/// `None` where the decoder is private (the catalog parsers).
+/// `None` where no single decoder decides (the catalog, names, the index).
 fn accepts(target: &str, data: &[u8]) -> Option<bool> {
     match target {
         "batch_validate" => Some(batch::validate(data, data.len()).is_ok()),
@@ -46,6 +45,11 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
         "checkpoint_decode" => Some(checkpoint::decode(data).is_ok()),
         "fsync_policy_parse" => Some(std::str::from_utf8(data).is_ok_and(|s| s.parse::<FsyncPolicy>().is_ok())),
         "proto_decode" => Some(proto::decode_request(data).is_ok() || proto::decode_response(data).is_ok()),
+        "proto_request_body" => Some(data.split_first().is_some_and(|(&selector, body)| {
+            let api = fuzz_checks::proto_body::api_of(selector);
+            proto::decode_request(&fuzz_checks::proto_body::frame(api as u16, proto::VERSION, body)).is_ok()
+        })),
+        "recovery_scan" => Some(recovery_input::recovers(data)),
         _ => None,
     }
 }
@@ -89,29 +93,82 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn saved_fuzz_inputs_pass_the_fuzz_checks() {
-    // Proves: every corpus and regression file passes its fuzz target's checks, and each target has at least one.
-    let mut replayed: BTreeMap<String, usize> = BTreeMap::new();
+    // Proves: every corpus and regression file passes its fuzz target's checks within the allocation bound, and each target has inputs.
+    let mut replayed: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
     let mut failed = Vec::new();
     for (target, path) in inputs() {
         let data = fs::read(&path).unwrap();
-        let check = check_for(&target);
+        let t =
+            fuzz_checks::TARGETS.iter().find(|t| t.name == target).unwrap_or_else(|| panic!("{} is for no fuzz target", path.display()));
         // Keep going after a failure so the report names every bad input.
-        if panic::catch_unwind(|| check(&data)).is_err() {
-            failed.push(path);
+        let (outcome, peak_bytes) = alloc_count::peak_bytes_during(|| panic::catch_unwind(|| (t.check)(&data)));
+        if outcome.is_err() {
+            failed.push(format!("{}: panicked", path.display()));
+        } else if peak_bytes > alloc_count::alloc_bound_bytes(data.len()) {
+            failed.push(format!("{}: held {peak_bytes} bytes for a {}-byte input", path.display(), data.len()));
         }
-        *replayed.entry(target).or_default() += 1;
+        let entry = replayed.entry(t.name).or_default();
+        entry.0 += 1;
+        entry.1 = entry.1.max(peak_bytes as f64 / (data.len().max(1)) as f64);
     }
     assert!(failed.is_empty(), "inputs failing their fuzz checks: {failed:#?}");
-    for target in TARGETS {
-        assert!(replayed.get(target).is_some_and(|&n| n > 0), "no fuzz inputs for {target} under {INPUT_ROOTS:?}");
+    for t in fuzz_checks::TARGETS {
+        assert!(replayed.get(t.name).is_some_and(|&(n, _)| n > 0), "no fuzz inputs for {} under {INPUT_ROOTS:?}", t.name);
     }
-    println!("replayed fuzz inputs per target: {replayed:?}");
+    println!("replayed fuzz inputs per target (inputs, peak bytes held per input byte):");
+    for (name, (n, ratio)) in &replayed {
+        println!("  {name:20} {n:6} {ratio:10.1}");
+    }
+}
+
+#[test]
+fn a_declared_length_cannot_size_an_allocation() {
+    // Proves: inputs declaring 2^31 and 2^32-1 items or bytes make no allocation beyond the bound of their own size.
+    let mut lying = Vec::new();
+    for count in [0x8000_0000u32, u32::MAX, 0x7FFF_FFFF] {
+        let c = count.to_be_bytes();
+        lying.push(("proto_request_body", [&[3u8][..], &c, &[0, 1, b'a']].concat()));
+        lying.push(("proto_response_body", [&[3u8, 0, 2][..], &[0, 0], &c, &[0, 1, b'a']].concat()));
+        lying.push(("proto_response_body", [&[3u8, 0, 0][..], &c[2..], &[0, 1, b'a']].concat()));
+        lying.push(("proto_decode", [&c[..], &[0, 4, 0, 1], &[0; 8], &c].concat()));
+        let mut ckpt = checkpoint::encode(&Checkpoint { log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] });
+        ckpt[36..40].copy_from_slice(&count.to_le_bytes());
+        lying.push(("checkpoint_decode", ckpt));
+        let mut b = BatchBuilder::new(0);
+        b.push(0, None, Some(b"v"), &[]);
+        let mut b = b.finish();
+        b[57..61].copy_from_slice(&count.to_be_bytes());
+        lying.push(("batch_validate", b));
+        let mut f = vec![0u8; 8 + 64];
+        f[8 + 4..8 + 8].copy_from_slice(&frame::MAGIC.to_le_bytes());
+        f[8 + 8..8 + 12].copy_from_slice(&count.to_le_bytes());
+        f[8 + 12] = 1;
+        f[8 + 13] = frame::VERSION;
+        lying.push(("frame_decode", f.clone()));
+        let mut log = LogBuilder::new(0);
+        log.commit(1, 0, 1, 2);
+        let mut input = log.input(recovery_input::head(recovery_input::FLAGS_RESEAL, 0, [0, 0], 0, 4));
+        input[recovery_input::HEAD_BYTES + 8..][..4].copy_from_slice(&count.to_le_bytes());
+        lying.push(("recovery_scan", input));
+    }
+    let mut worst = 0.0f64;
+    for (target, data) in &lying {
+        let check = fuzz_checks::check_for(target).unwrap();
+        let ((), peak_bytes) = alloc_count::peak_bytes_during(|| check(data));
+        assert!(
+            peak_bytes <= alloc_count::alloc_bound_bytes(data.len()),
+            "{target}: {peak_bytes} bytes held for {} input bytes",
+            data.len()
+        );
+        worst = worst.max(peak_bytes as f64);
+    }
+    println!("{} inputs with lying counts and lengths: at most {worst} bytes held at once", lying.len());
 }
 
 #[test]
 fn seeds_are_what_their_names_say() {
     // Proves: seeds named valid-* are still accepted and the others still refused, so fuzzing starts on both sides of the line.
-    for target in TARGETS {
+    for target in fuzz_checks::TARGETS.iter().map(|t| t.name) {
         let seeds = files_in(&crate_path(CORPUS_ROOT).join(target));
         let named: Vec<_> = seeds.iter().filter_map(|p| Some((p, p.file_name()?.to_str()?.strip_prefix("seed-")?))).collect();
         assert!(!named.is_empty(), "{target} has no seeds");
@@ -131,7 +188,7 @@ fn seeds_are_what_their_names_say() {
 #[ignore = "writes the seed corpora into fuzz/; run by hand after a format change"]
 fn write_seed_corpus() {
     // Proves: nothing; it (re)writes the seed-* files that the two tests above read.
-    for target in TARGETS {
+    for target in fuzz_checks::TARGETS.iter().map(|t| t.name) {
         let dir = crate_path(CORPUS_ROOT).join(target);
         fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in seeds(target) {
@@ -148,6 +205,12 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "catalog_parse" => catalog_seeds(),
         "fsync_policy_parse" => fsync_policy_seeds(),
         "proto_decode" => proto_seeds(),
+        "proto_request_body" => request_body_seeds(),
+        "proto_response_body" => response_body_seeds(),
+        "recovery_scan" => recovery_seeds(),
+        "index_lookup" => index_seeds(),
+        "offsets_parse" => offsets_seeds(),
+        "names" => names_seeds(),
         other => panic!("no seeds for fuzz target {other}"),
     }
 }
@@ -405,5 +468,194 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("length-under-header", too_small),
         ("newer-version-fetch", newer_version),
         ("unknown-api", unknown_api),
+    ]
+}
+
+/// Every api's request body as encoded, and bodies a decoder must refuse.
+fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut one = BatchBuilder::new(1_700_000_000_000);
+    one.push(1_700_000_000_000, Some(b"k"), Some(b"hello"), &[]);
+    let batches = one.finish();
+    let fetch = request_input(&Request::Fetch { topic: "orders", partition: 3, offset: 42, max_bytes: 1 << 20, max_wait_ms: 500 });
+    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4 });
+    let commit = request_input(&Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 });
+    let metadata = Api::Metadata as u8 - 1;
+    vec![
+        ("valid-produce", request_input(&Request::Produce { topic: "orders", partition: 3, batches: &batches })),
+        ("valid-fetch", fetch.clone()),
+        ("valid-list-offsets-earliest", request_input(&Request::ListOffsets { topic: "t", partition: 0, spec: OffsetSpec::Earliest })),
+        ("valid-list-offsets-time", request_input(&Request::ListOffsets { topic: "t", partition: 1, spec: OffsetSpec::Timestamp(5) })),
+        ("valid-metadata", request_input(&Request::Metadata { topics: vec!["orders", "audit.v2"] })),
+        ("valid-metadata-all", request_input(&Request::Metadata { topics: vec![] })),
+        ("valid-create-topic", create.clone()),
+        ("valid-delete-topic", request_input(&Request::DeleteTopic { topic: "orders" })),
+        ("valid-offset-commit", commit.clone()),
+        ("valid-offset-fetch", request_input(&Request::OffsetFetch { group: "billing", topic: "orders", partition: 3 })),
+        ("fetch-short", fetch[..fetch.len() - 1].to_vec()),
+        ("create-topic-trailing", [&create[..], &[0]].concat()),
+        ("offset-commit-string-past-end", [&commit[..1], &[0xFF, 0xFF], &commit[3..]].concat()),
+        ("metadata-count-2-31", vec![metadata, 0x80, 0, 0, 0, 0, 1, b'a']),
+        ("metadata-count-max", vec![metadata, 0xFF, 0xFF, 0xFF, 0xFF, 0, 1, b'a']),
+        ("produce-no-batch", vec![Api::Produce as u8 - 1, 0, 1, b't', 0, 0, 0, 0]),
+        ("list-offsets-spec-minus-3", [&[Api::ListOffsets as u8 - 1][..], &[0, 1, b't', 0, 0, 0, 0], &(-3i64).to_be_bytes()].concat()),
+        ("delete-topic-bad-utf8", vec![Api::DeleteTopic as u8 - 1, 0, 2, 0xC3, 0x28]),
+    ]
+}
+
+/// Every api's reply body as encoded, error replies, and bodies a decoder must refuse.
+fn response_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let mut three = BatchBuilder::new(1_700_000_000_000).producer(7, 0, 0);
+    for i in 0..3u8 {
+        three.push(1_700_000_000_000 + i64::from(i), None, Some(&[i; 20]), &[(b"h", Some(b"v"))]);
+    }
+    let batches = three.finish();
+    let metadata = Response::Metadata {
+        core_addrs: vec![String::new(), "10.0.0.1:9093".into()],
+        topics: vec![TopicMetadata { name: "orders".into(), partition_cores: vec![0, 1, 0, 1] }],
+    };
+    let selector = |api: Api| api as u8 - 1;
+    vec![
+        ("valid-produce", response_input(Api::Produce, &Response::Produce { base_offset: 40, last_offset: 43 })),
+        (
+            "valid-fetch",
+            response_input(Api::Fetch, &Response::Fetch { high_watermark: 44, start_offset: 0, next_offset: 44, batches: &batches }),
+        ),
+        (
+            "valid-fetch-empty",
+            response_input(Api::Fetch, &Response::Fetch { high_watermark: 0, start_offset: 0, next_offset: 0, batches: &[] }),
+        ),
+        ("valid-list-offsets", response_input(Api::ListOffsets, &Response::ListOffsets { offset: Some(7) })),
+        ("valid-list-offsets-none", response_input(Api::ListOffsets, &Response::ListOffsets { offset: None })),
+        ("valid-metadata", response_input(Api::Metadata, &metadata)),
+        ("valid-create-topic", response_input(Api::CreateTopic, &Response::CreateTopic)),
+        ("valid-delete-topic", response_input(Api::DeleteTopic, &Response::DeleteTopic)),
+        ("valid-offset-commit", response_input(Api::OffsetCommit, &Response::OffsetCommit)),
+        ("valid-offset-fetch", response_input(Api::OffsetFetch, &Response::OffsetFetch { offset: Some(43) })),
+        ("valid-error", response_input(Api::Fetch, &Response::Error { code: ErrorCode::UnknownTopic, message: "no topic orders" })),
+        ("valid-error-unknown-code", response_input(Api::Produce, &Response::Error { code: ErrorCode::Unknown(200), message: "newer" })),
+        ("metadata-cores-lie", vec![selector(Api::Metadata), 0xFF, 0xFF, 0, 0]),
+        ("metadata-topics-2-31", vec![selector(Api::Metadata), 0, 0, 0x80, 0, 0, 0, 0, 1, b'a']),
+        ("metadata-partitions-max", vec![selector(Api::Metadata), 0, 0, 0, 0, 0, 1, 0, 1, b'a', 0xFF, 0xFF, 0xFF, 0xFF]),
+        ("offset-fetch-minus-2", [&[selector(Api::OffsetFetch)][..], &(-2i64).to_be_bytes()].concat()),
+        ("error-message-over-limit", [&[0x80 | selector(Api::Fetch), 5][..], &[0x04, 0x01], &[b'x'; 1025]].concat()),
+        ("produce-short", vec![selector(Api::Produce), 0, 0, 0]),
+    ]
+}
+
+/// Logs laid out as the journal writes them, whole and damaged in the ways
+/// a crash or a disk can damage them.
+fn recovery_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use recovery_input::{FLAGS_EPOCH_FILE as EPOCH, FLAGS_GAP as GAP, FLAGS_READ_ONLY as READ_ONLY, FLAGS_RESEAL as RESEAL, head};
+    let three_commits = |start: u64, epoch: u32| {
+        let mut log = LogBuilder::new(start);
+        log.commit(epoch, 0, 2, 3).commit(epoch, 1, 1, 5).commit(epoch, 0, 3, 2);
+        log
+    };
+    let log = three_commits(0, 1);
+    let one_seg = head(EPOCH, 1, [0, 0], 0, 8);
+    let three_segs = head(EPOCH | 2, 1, [1, 1], 0, 8);
+
+    let mut torn = log.bytes.clone();
+    torn.truncate(torn.len() - 100);
+    let mut torn_zeros = log.bytes.clone();
+    let last_block = torn_zeros.len() - 4096;
+    torn_zeros[last_block + 512..].fill(0);
+    // A second life (epoch 2) rewrote the first commit; the first life's later commits are left over.
+    let mut second = LogBuilder::new(0);
+    second.commit(2, 0, 2, 3);
+    let stale = [&second.bytes[..], &log.bytes[second.bytes.len()..]].concat();
+    // A byte of the first commit changed after later commits were acknowledged.
+    let mut damaged = log.bytes.clone();
+    damaged[200] ^= 0x40;
+    let mut big = LogBuilder::new(16 * 4096);
+    big.commit(3, 9, 4, 40).commit(3, 9, 1, 300).commit(4, 2, 2, 1);
+
+    let input = |h: [u8; recovery_input::HEAD_BYTES], bytes: &[u8]| [&h[..], bytes].concat();
+    vec![
+        ("valid-one-segment", log.input(one_seg)),
+        ("valid-three-segments", log.input(three_segs)),
+        ("valid-checkpoint", log.input(recovery_input::with_checkpoint(one_seg, 1, 1))),
+        ("valid-read-only", log.input(head(EPOCH | READ_ONLY, 1, [0, 0], 0, 8))),
+        ("valid-resealed", log.input(head(EPOCH | RESEAL, 1, [0, 0], 0, 8))),
+        ("valid-no-epoch-file", log.input(head(0, 0, [0, 0], 0, 8))),
+        ("valid-log-start-epochs-3-4", big.input(head(EPOCH | 1, 3, [1, 0], 16, 8))),
+        ("segment-cuts-a-frame", big.input(head(EPOCH | 1, 3, [2, 0], 16, 8))),
+        ("valid-torn-tail", input(one_seg, &torn)),
+        ("valid-torn-tail-zeros", input(one_seg, &torn_zeros)),
+        ("valid-stale-epoch-after-cut", input(head(EPOCH, 2, [0, 0], 0, 8), &stale)),
+        ("valid-segment-gap", log.input(head(EPOCH | 1 | GAP, 1, [1, 0], 0, 8))),
+        ("damaged-acknowledged-frame", input(one_seg, &damaged)),
+        ("checkpoint-past-end", log.input(recovery_input::with_checkpoint(one_seg, 1, 40))),
+        ("epoch-file-u32-max", log.input(head(EPOCH, u32::MAX, [0, 0], 0, 8))),
+        (
+            "epoch-file-3-bytes",
+            log.input({
+                let mut h = one_seg;
+                h[13] = 1;
+                h
+            }),
+        ),
+    ]
+}
+
+/// Ordered entries with lookups (mode 0), and checkpoints to load (mode 1).
+fn index_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let steps: Vec<u8> = (0..12u8).flat_map(|i| [i, i % 3, (i * 7) % 5]).collect();
+    let queries: Vec<u8> = [0u16, 1, 5, 17, 40, 400, u16::MAX].iter().flat_map(|q| q.to_le_bytes()).collect();
+    let mut with_segments = steps.clone();
+    with_segments[3] |= 0x80;
+    with_segments[15] |= 0x80;
+    let checkpoints = checkpoint_seeds();
+    let ckpt = |name: &str| [&[1u8][..], &checkpoints.iter().find(|(n, _)| *n == name).unwrap().1].concat();
+    vec![
+        ("entries-and-queries", [&[0u8, 12][..], &steps, &queries].concat()),
+        ("segment-starts", [&[0u8, 12][..], &with_segments, &[3, 0, 9, 0]].concat()),
+        ("one-entry", vec![0, 1, 0, 0, 0, 0, 0]),
+        ("empty", vec![0, 0, 1, 0]),
+        ("load-three-partitions", ckpt("valid-three-partitions")),
+        ("load-backwards", ckpt("index-backwards")),
+    ]
+}
+
+/// The offsets file as the server writes it, and damaged copies.
+fn offsets_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-offsets-seeds-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let mut store = strom::server::admin::OffsetStore::open(&dir).unwrap();
+    store.set("billing", "orders.v1", 0, 42).unwrap();
+    store.set("billing", "orders.v1", 3, u64::MAX).unwrap();
+    store.set("audit-2", "A-b_c", 7, 0).unwrap();
+    store.persist().unwrap();
+    let file = fs::read(dir.join(strom::server::admin::OFFSETS_FILE)).unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8(file.clone()).unwrap();
+    let body_at = text.trim_end_matches('\n').rfind('\n').unwrap() + 1;
+    let body = &text[..body_at];
+    let reseal = |body: &str| format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes())).into_bytes();
+    vec![
+        ("written", file),
+        ("bad-crc", text.replace("42", "43").into_bytes()),
+        ("no-crc-line", body.as_bytes().to_vec()),
+        ("path-in-group", reseal(&body.replace("billing", "../billing"))),
+        ("extra-field", reseal(&body.replace(" 42\n", " 42 1\n"))),
+        ("partition-over-u32", reseal(&body.replace(" 0 42", " 4294967296 42"))),
+        ("wrong-header", reseal(&body.replace("strom-offsets 1", "strom-offsets 2"))),
+    ]
+}
+
+/// Names the rules must accept and refuse, and segment file names.
+fn names_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("topics", b"orders.v1 A-b_c x . .. ../x /etc/x a\\b".to_vec()),
+        ("nul", b"a\0b".to_vec()),
+        ("long", format!("{} {}", "x".repeat(249), "y".repeat(300)).into_bytes()),
+        ("unicode", "é orders\u{2028}x ａ".as_bytes().to_vec()),
+        ("not-utf8", vec![b'a', 0xC3, 0x28, b'b']),
+        (
+            "segments",
+            b"00000000000000004096.seg 0000000000000000409.seg 0000000000000000409x.seg 18446744073709551615.seg 99999999999999999999.seg"
+                .to_vec(),
+        ),
     ]
 }

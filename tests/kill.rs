@@ -156,4 +156,8 @@ fn check(e: &Engine, acked: &[Acked]) {
             );
         }
     }
+    // The invariant audits (docs/TESTING.md) stay 0 through recovery and the reads.
+    for s in e.stats().unwrap() {
+        assert_eq!(s.audit_violations(), 0, "an invariant audit fired: {s:?}");
+    }
 }

@@ -63,6 +63,10 @@ fn round_trip_on_two_cores() {
     assert_eq!(c.fetch_offset("g", "t", 1).unwrap(), Some(7));
     let err = c.produce_values("nope", 0, &[b"x"]).unwrap_err();
     assert!(matches!(err, strom::client::ClientError::Server { code: ErrorCode::UnknownTopic, .. }), "{err:?}");
+    // The invariant audits (docs/TESTING.md) stay 0 through all of it.
+    for s in server.net_stats() {
+        assert_eq!((s.audit_overlapping_writes, s.audit_served_beyond_durable, s.audit_buffer_reuse), (0, 0, 0), "{s:?}");
+    }
     server.shutdown().unwrap();
 }
 

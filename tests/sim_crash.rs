@@ -1,7 +1,7 @@
 //! Deterministic simulation of one core over a simulated disk, crashed at
 //! random moments: after every crash, every acknowledged record is present
 //! and intact at its offset, offsets are dense and never change content,
-//! and a clean stop leaves nothing to scan.
+//! a clean stop leaves nothing to scan, and the invariant audits stay 0.
 //!
 //! Seeds: `STROM_SIM_SEEDS=N` runs N seeds (default 500); `STROM_SIM_SEED=S`
 //! replays one. A failure prints the seed; `STROM_SIM_VERBOSE=1` prints each
@@ -151,6 +151,8 @@ fn run_seed(seed: u64) -> Model {
                 Some(Err(e)) => panic!("seed {seed}: append refused without faults: {e}"),
             });
         }
+        let audits = core.stats_now();
+        assert_eq!(audits.audit_violations(), 0, "seed {seed}: an invariant audit fired: {audits:?}");
         if rng.below(5) == 0 {
             let (s, reply) = slot::<()>();
             core.handle(Request::Stop { reply });

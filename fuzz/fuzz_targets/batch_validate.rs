@@ -1,8 +1,8 @@
-//! Arbitrary bytes through RecordBatch validation, header parsing and record
-//! iteration. The checks live in `strom::wire::batch::fuzz_check` so that
-//! `tests/fuzz_replay.rs` replays every saved input through the same code.
+//! The `batch_validate` check of `strom_fuzz` under libFuzzer; see `fuzz/src/` for
+//! what it feeds and asserts. `tests/fuzz_replay.rs` replays saved inputs
+//! through the same check on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| strom::wire::batch::fuzz_check(data));
+fuzz_target!(|data: &[u8]| (strom_fuzz::check_for("batch_validate").expect("registered"))(data));

@@ -1,9 +1,8 @@
-//! Arbitrary bytes through the `strom.meta` and `topics` parsers, their
-//! checksum line, and the topic name rule. The checks live in
-//! `strom::catalog::fuzz_check` so that `tests/fuzz_replay.rs` replays every
-//! saved input through the same code.
+//! The `catalog_parse` check of `strom_fuzz` under libFuzzer; see `fuzz/src/` for
+//! what it feeds and asserts. `tests/fuzz_replay.rs` replays saved inputs
+//! through the same check on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| strom::catalog::fuzz_check(data));
+fuzz_target!(|data: &[u8]| (strom_fuzz::check_for("catalog_parse").expect("registered"))(data));

@@ -1,10 +1,8 @@
-//! Arbitrary bytes through checkpoint decoding and re-encoding. The checks
-//! live in `strom::log::checkpoint::fuzz_check` so that `tests/fuzz_replay.rs`
-//! replays every saved input through the same code. Run with
-//! `-malloc_limit_mb=16` so that an allocation sized by a declared count,
-//! rather than by the input, is reported as a crash.
+//! The `checkpoint_decode` check of `strom_fuzz` under libFuzzer; see `fuzz/src/` for
+//! what it feeds and asserts. `tests/fuzz_replay.rs` replays saved inputs
+//! through the same check on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| strom::log::checkpoint::fuzz_check(data));
+fuzz_target!(|data: &[u8]| (strom_fuzz::check_for("checkpoint_decode").expect("registered"))(data));

@@ -1,9 +1,8 @@
-//! Arbitrary bytes through log frame decoding: the first 8 bytes are the
-//! position the frame is expected at, the rest go through `decode_header` and
-//! `verify_payload`. The checks live in `strom::log::frame::fuzz_check` so
-//! that `tests/fuzz_replay.rs` replays every saved input through the same code.
+//! The `frame_decode` check of `strom_fuzz` under libFuzzer; see `fuzz/src/` for
+//! what it feeds and asserts. `tests/fuzz_replay.rs` replays saved inputs
+//! through the same check on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| strom::log::frame::fuzz_check(data));
+fuzz_target!(|data: &[u8]| (strom_fuzz::check_for("frame_decode").expect("registered"))(data));

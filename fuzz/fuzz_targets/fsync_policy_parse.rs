@@ -1,8 +1,8 @@
-//! Arbitrary bytes through `FsyncPolicy::from_str` and back through
-//! `Display`. The checks live in `strom::config::fuzz_check` so that
-//! `tests/fuzz_replay.rs` replays every saved input through the same code.
+//! The `fsync_policy_parse` check of `strom_fuzz` under libFuzzer; see `fuzz/src/` for
+//! what it feeds and asserts. `tests/fuzz_replay.rs` replays saved inputs
+//! through the same check on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| strom::config::fuzz_check(data));
+fuzz_target!(|data: &[u8]| (strom_fuzz::check_for("fsync_policy_parse").expect("registered"))(data));

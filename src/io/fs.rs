@@ -83,6 +83,7 @@ pub fn write_file_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = File::create(&tmp).map_err(|e| StromError::io(IoOp::Create, &tmp, &e))?;
     f.write_all(data).map_err(|e| StromError::io(IoOp::Write, &tmp, &e))?;
     f.sync_all().map_err(|e| StromError::io(IoOp::Fsync, &tmp, &e))?;
+    crate::failpoint!("checkpoint_before_rename", path.ends_with(crate::log::checkpoint::FILE_NAME));
     std::fs::rename(&tmp, path).map_err(|e| StromError::io(IoOp::Rename, path, &e))?;
     sync_dir(dir)
 }

@@ -23,8 +23,20 @@
 //! Directories exist implicitly, and [`Io::write_file_atomic`] is atomic
 //! and durable at once (its real counterpart fsyncs the file and the
 //! directory before returning, and the simulator only crashes between
-//! calls). Faults ([`SimFaults`]) inject EIO, ENOSPC, short writes and bit
-//! flips at seeded random moments.
+//! calls). Faults ([`SimFaults`]) inject, at seeded random moments: EIO on
+//! writes, on fdatasync and on reads, ENOSPC, short writes, bit flips on
+//! reads and misdirected writes (a whole write landing at another aligned
+//! position); [`SimDisk::mark_unreadable`] adds latent media errors (EIO on
+//! every read of a range, across restarts). [`SimIo::fault_counts`] says how
+//! many of each kind were injected.
+//!
+//! A failed fdatasync is modelled as on Linux: the kernel may have written
+//! some of the covered pages, and marks them all clean whatever happened,
+//! so nothing the engine does later makes them durable. Each covered sector
+//! independently reaches the durable image, stays as it was, or becomes
+//! garbage (a write interrupted on the medium); and what reads see of it (the
+//! page cache, not trusted any more) either still shows the written bytes or
+//! already shows the durable outcome (the page was evicted and read back).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +48,8 @@ use crate::error::{IoOp, Result, StromError};
 
 /// The granule of a torn write: the disk's logical sector.
 pub const SECTOR_BYTES: usize = 512;
+/// Alignment of the position a misdirected write lands at.
+const MISDIRECT_ALIGN_BYTES: u64 = 4096;
 /// Ops the simulated op table holds, like a ring's entries.
 pub const SIM_OPS_MAX: usize = 255;
 
@@ -89,6 +103,64 @@ pub struct SimFaults {
     pub read_bitflip_ppm: u32,
     /// Writes fail with ENOSPC once the files hold more than this many bytes.
     pub disk_bytes_max: Option<u64>,
+    /// A write reports success but lands whole at another block-aligned
+    /// position of its file (a misdirected write: firmware or driver bug).
+    pub misdirected_write_ppm: u32,
+}
+
+/// How many faults of each kind a [`SimIo`] injected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimFaultCounts {
+    pub write_eio: u64,
+    pub fsync_eio: u64,
+    pub enospc: u64,
+    pub short_writes: u64,
+    pub read_eio: u64,
+    /// Reads refused because they touched a range marked unreadable.
+    pub latent_read_eio: u64,
+    pub read_bitflips: u64,
+    pub misdirected_writes: u64,
+}
+
+impl SimFaultCounts {
+    pub fn add(&mut self, o: &SimFaultCounts) {
+        self.write_eio += o.write_eio;
+        self.fsync_eio += o.fsync_eio;
+        self.enospc += o.enospc;
+        self.short_writes += o.short_writes;
+        self.read_eio += o.read_eio;
+        self.latent_read_eio += o.latent_read_eio;
+        self.read_bitflips += o.read_bitflips;
+        self.misdirected_writes += o.misdirected_writes;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.write_eio
+            + self.fsync_eio
+            + self.enospc
+            + self.short_writes
+            + self.read_eio
+            + self.latent_read_eio
+            + self.read_bitflips
+            + self.misdirected_writes
+    }
+}
+
+impl std::fmt::Display for SimFaultCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "write EIO {}, fdatasync EIO {}, ENOSPC {}, short writes {}, read EIO {}, latent read EIO {}, read bit flips {}, misdirected writes {}",
+            self.write_eio,
+            self.fsync_eio,
+            self.enospc,
+            self.short_writes,
+            self.read_eio,
+            self.latent_read_eio,
+            self.read_bitflips,
+            self.misdirected_writes
+        )
+    }
 }
 
 /// One write not yet covered by a successful fsync.
@@ -106,6 +178,17 @@ struct Inode {
     durable: Vec<u8>,
     /// Completed writes not yet durable, in completion order.
     unsynced: Vec<Unsynced>,
+    /// Byte ranges `[start, end)` whose reads fail with EIO (latent media errors).
+    unreadable: Vec<(u64, u64)>,
+}
+
+/// `len` bytes of `image` at `pos`, zeros past its end.
+fn sector_of(image: &[u8], pos: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let start = (pos as usize).min(image.len());
+    let end = (pos as usize + len).min(image.len());
+    out[..end - start].copy_from_slice(&image[start..end]);
+    out
 }
 
 fn apply(image: &mut Vec<u8>, pos: u64, data: &[u8]) {
@@ -174,6 +257,26 @@ impl SimDisk {
         }
     }
 
+    /// Makes every read touching `[pos, pos + len)` of `path` fail with EIO
+    /// until [`SimDisk::clear_unreadable`]: a latent media error, which
+    /// stays across restarts (it belongs to the disk).
+    pub fn mark_unreadable(&mut self, path: &Path, pos: u64, len: u64) {
+        let inode = self.inodes.get_mut(&self.names_live[path]).expect("file exists");
+        inode.unreadable.push((pos, pos + len));
+    }
+
+    /// Forgets every latent read error (the sectors were remapped).
+    pub fn clear_unreadable(&mut self) {
+        for i in self.inodes.values_mut() {
+            i.unreadable.clear();
+        }
+    }
+
+    /// The durable content of `path` (what a power cut now would leave).
+    pub fn durable_file(&self, path: &Path) -> Option<&[u8]> {
+        self.names_durable.get(path).map(|i| self.inodes[i].durable.as_slice())
+    }
+
     /// Cuts `path` to `len` bytes in both images (tests: a log that ends
     /// anywhere).
     pub fn truncate_file(&mut self, path: &Path, len: u64) {
@@ -226,6 +329,7 @@ pub struct SimIo {
     queued: Vec<InFlight>,
     in_flight: Vec<InFlight>,
     ready: Vec<Completion>,
+    counts: SimFaultCounts,
 }
 
 impl SimIo {
@@ -240,7 +344,17 @@ impl SimIo {
             queued: Vec::new(),
             in_flight: Vec::new(),
             ready: Vec::new(),
+            counts: SimFaultCounts::default(),
         }
+    }
+
+    /// Faults injected so far, by kind.
+    pub fn fault_counts(&self) -> SimFaultCounts {
+        self.counts
+    }
+
+    pub fn disk_mut(&mut self) -> &mut SimDisk {
+        &mut self.disk
     }
 
     pub fn disk(&self) -> &SimDisk {
@@ -364,33 +478,46 @@ impl SimIo {
         let inode = self.inode_of(file);
         let grows = (pos + data.len() as u64).saturating_sub(self.disk.inodes[&inode].live.len() as u64);
         if self.faults.disk_bytes_max.is_some_and(|max| self.disk.bytes_used() + grows > max) {
+            self.counts.enospc += 1;
             return Err(libc::ENOSPC);
         }
+        let mut at = pos;
         let (landed, result) = if self.rng.chance_ppm(self.faults.write_eio_ppm) {
+            self.counts.write_eio += 1;
             (self.rng.below(data.len() as u64 / SECTOR_BYTES as u64 + 1) as usize * SECTOR_BYTES, Err(libc::EIO))
         } else if self.rng.chance_ppm(self.faults.short_write_ppm) && data.len() > SECTOR_BYTES {
+            self.counts.short_writes += 1;
             let n = self.rng.below(data.len() as u64 / SECTOR_BYTES as u64) as usize * SECTOR_BYTES;
             (n, Ok(n as u32))
         } else {
+            if self.rng.chance_ppm(self.faults.misdirected_write_ppm) {
+                // Anywhere block-aligned in the file or just past its end,
+                // except where it was meant to go; the caller is told success.
+                let blocks = (self.disk.inodes[&inode].live.len().max(pos as usize) + 2 * data.len()) as u64 / MISDIRECT_ALIGN_BYTES;
+                let other = self.rng.below(blocks.max(2) - 1) * MISDIRECT_ALIGN_BYTES;
+                at = if other >= pos { other + MISDIRECT_ALIGN_BYTES } else { other };
+                self.counts.misdirected_writes += 1;
+            }
             (data.len(), Ok(data.len() as u32))
         };
         let id = self.disk.take_write_id();
         let node = self.disk.inodes.get_mut(&inode).expect("inode");
         if landed > 0 {
-            apply(&mut node.live, pos, &data[..landed]);
-            node.unsynced.push(Unsynced { id, pos, data: data[..landed].to_vec() });
+            apply(&mut node.live, at, &data[..landed]);
+            node.unsynced.push(Unsynced { id, pos: at, data: data[..landed].to_vec() });
         }
         result
     }
 
     fn complete_fsync(&mut self, file: FileId, covers: u64) -> std::result::Result<u32, i32> {
         let eio = self.rng.chance_ppm(self.faults.fsync_eio_ppm);
-        let node = self.disk.inodes.get_mut(&self.inode_of(file)).expect("inode");
+        let inode = self.inode_of(file);
+        let node = self.disk.inodes.get_mut(&inode).expect("inode");
         let (covered, rest): (Vec<Unsynced>, Vec<Unsynced>) = node.unsynced.drain(..).partition(|w| w.id < covers);
         node.unsynced = rest;
         if eio {
-            // Linux drops the error state with the pages: they stay in the
-            // page cache but are no longer dirty, so they never reach disk.
+            self.counts.fsync_eio += 1;
+            self.fail_fsync(inode, covered);
             return Err(libc::EIO);
         }
         for w in covered {
@@ -399,20 +526,57 @@ impl SimIo {
         Ok(0)
     }
 
+    /// What a failed fdatasync leaves of the writes it covered: Linux marks
+    /// their pages clean whatever reached the medium, so no later fsync
+    /// saves them. Per sector: written, unchanged or garbage on the medium;
+    /// and the page cache either still shows the write or (evicted) the medium.
+    fn fail_fsync(&mut self, inode: u64, covered: Vec<Unsynced>) {
+        let node = self.disk.inodes.get_mut(&inode).expect("inode");
+        for w in covered {
+            for (i, sector) in w.data.chunks(SECTOR_BYTES).enumerate() {
+                let at = w.pos + (i * SECTOR_BYTES) as u64;
+                match self.rng.below(3) {
+                    0 => apply(&mut node.durable, at, sector),
+                    1 => {}
+                    _ => {
+                        let garbage: Vec<u8> = (0..sector.len()).map(|_| self.rng.next_u64() as u8).collect();
+                        apply(&mut node.durable, at, &garbage);
+                    }
+                }
+                if self.rng.below(2) == 0 {
+                    let medium = sector_of(&node.durable, at, sector.len());
+                    apply(&mut node.live, at, &medium);
+                }
+            }
+        }
+    }
+
     fn complete_read(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> std::result::Result<u32, i32> {
         if !(pos as usize).is_multiple_of(SECTOR_BYTES) || !len.is_multiple_of(SECTOR_BYTES) {
             return Err(libc::EINVAL);
         }
+        if self.unreadable(file, pos, len) {
+            self.counts.latent_read_eio += 1;
+            buf.set_len(0);
+            return Err(libc::EIO);
+        }
         if self.rng.chance_ppm(self.faults.read_eio_ppm) {
+            self.counts.read_eio += 1;
             buf.set_len(0);
             return Err(libc::EIO);
         }
         let n = self.read_live(file, pos, len, buf);
         if n > 0 && self.rng.chance_ppm(self.faults.read_bitflip_ppm) {
+            self.counts.read_bitflips += 1;
             let at = self.rng.below(n as u64) as usize;
             buf.as_mut_slice()[at] ^= 1 << self.rng.below(8);
         }
         Ok(n as u32)
+    }
+
+    /// True when `[pos, pos + len)` of `file` touches a latent media error.
+    fn unreadable(&self, file: FileId, pos: u64, len: usize) -> bool {
+        self.disk.inodes[&self.inode_of(file)].unreadable.iter().any(|&(s, e)| s < pos + len as u64 && pos < e)
     }
 
     fn read_live(&self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> usize {
@@ -531,6 +695,11 @@ impl Io for SimIo {
 
     fn read_at(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> Result<usize> {
         assert!((pos as usize).is_multiple_of(SECTOR_BYTES) && len.is_multiple_of(SECTOR_BYTES), "misaligned O_DIRECT read");
+        if self.unreadable(file, pos, len) {
+            self.counts.latent_read_eio += 1;
+            let path = self.disk.names_live.iter().find(|&(_, &i)| i == self.inode_of(file)).map(|(p, _)| p.clone()).unwrap_or_default();
+            return Err(StromError::Io { op: IoOp::Read, path, errno: libc::EIO });
+        }
         Ok(self.read_live(file, pos, len, buf))
     }
 
@@ -582,7 +751,7 @@ impl Io for SimIo {
     fn write_file_atomic(&mut self, path: &Path, data: &[u8]) -> Result<()> {
         let inode = self.disk.next_inode;
         self.disk.next_inode += 1;
-        self.disk.inodes.insert(inode, Inode { live: data.to_vec(), durable: data.to_vec(), unsynced: Vec::new() });
+        self.disk.inodes.insert(inode, Inode { live: data.to_vec(), durable: data.to_vec(), ..Inode::default() });
         let old = [self.disk.names_live.insert(path.to_path_buf(), inode), self.disk.names_durable.insert(path.to_path_buf(), inode)];
         // Free the replaced content unless a name or an open file still uses it.
         for old in old.into_iter().flatten() {
@@ -664,23 +833,76 @@ mod tests {
         assert!(torn > 0, "no seed produced a torn write");
     }
 
-    // Proves: a failed fsync makes its writes unrecoverable by a later
-    // successful fsync (the fsyncgate behaviour the journal must respect).
+    // Proves: a failed fsync leaves its writes to chance on the medium (per
+    // sector: written, unchanged or garbage) and a later successful fsync
+    // does not save them (the fsyncgate behaviour the journal must respect);
+    // and what reads see afterwards is not trusted either (some sectors
+    // already show the medium).
     #[test]
     fn failed_fsync_forgets_dirty_pages() {
-        let faults = SimFaults { fsync_eio_ppm: 1_000_000, ..SimFaults::default() };
-        let mut io = SimIo::new(SimDisk::new(), 3, faults);
+        let (mut incomplete, mut garbage, mut evicted) = (0, 0, 0);
+        for seed in 0..16 {
+            let faults = SimFaults { fsync_eio_ppm: 1_000_000, ..SimFaults::default() };
+            let mut io = SimIo::new(SimDisk::new(), seed, faults);
+            let f = io.create(Path::new("/d/a")).unwrap();
+            io.sync_dir(Path::new("/d")).unwrap();
+            write(&mut io, f, 0, 5, 1);
+            drain(&mut io);
+            io.push(Op::Fsync { file: f }, 2).unwrap();
+            assert_eq!(drain(&mut io)[0].result, Err(libc::EIO));
+            assert_eq!(io.fault_counts().fsync_eio, 1);
+            let live = io.disk().file(Path::new("/d/a")).unwrap().to_vec();
+            evicted += usize::from(live.iter().any(|&b| b != 5));
+            io.faults_mut().fsync_eio_ppm = 0;
+            io.push(Op::Fsync { file: f }, 3).unwrap();
+            assert_eq!(drain(&mut io)[0].result, Ok(0));
+            let disk = io.crash(&mut SimRng::new(seed));
+            let a = disk.file(Path::new("/d/a")).unwrap();
+            incomplete += usize::from(a.len() < 4096 || a.iter().any(|&b| b != 5));
+            garbage += usize::from(a.chunks(SECTOR_BYTES).any(|s| s.iter().any(|&b| b != 5 && b != 0)));
+        }
+        assert!(incomplete > 0, "a later fsync always saved the data of a failed one");
+        assert!(garbage > 0, "a failed fsync never left garbage on the medium");
+        assert!(evicted > 0, "reads after a failed fsync always showed the written bytes");
+    }
+
+    // Proves: a misdirected write reports success, leaves its own place
+    // untouched and lands whole at another block-aligned position.
+    #[test]
+    fn misdirected_write_lands_elsewhere() {
+        let faults = SimFaults { misdirected_write_ppm: 1_000_000, ..SimFaults::default() };
+        let mut io = SimIo::new(SimDisk::new(), 7, faults);
         let f = io.create(Path::new("/d/a")).unwrap();
-        io.sync_dir(Path::new("/d")).unwrap();
-        write(&mut io, f, 0, 5, 1);
+        write(&mut io, f, 8192, 3, 1);
+        assert_eq!(drain(&mut io)[0].result, Ok(4096));
+        assert_eq!(io.fault_counts().misdirected_writes, 1);
+        let a = io.disk().file(Path::new("/d/a")).unwrap();
+        assert!(a.len() < 8192 + 4096 || a[8192..8192 + 4096].iter().all(|&b| b == 0), "the write landed where it was aimed");
+        let at = a.chunks(4096).position(|b| b.iter().all(|&x| x == 3)).expect("the write landed whole somewhere");
+        assert_ne!(at * 4096, 8192);
+    }
+
+    // Proves: a latent media error fails every read touching its range, async
+    // and blocking, and only those, until it is cleared.
+    #[test]
+    fn latent_read_error_covers_its_range() {
+        let mut io = SimIo::new(SimDisk::new(), 8, SimFaults::default());
+        let f = io.create(Path::new("/d/a")).unwrap();
+        write(&mut io, f, 0, 1, 1);
+        write(&mut io, f, 4096, 2, 2);
         drain(&mut io);
-        io.push(Op::Fsync { file: f }, 2).unwrap();
-        assert_eq!(drain(&mut io)[0].result, Err(libc::EIO));
-        io.faults_mut().fsync_eio_ppm = 0;
-        io.push(Op::Fsync { file: f }, 3).unwrap();
-        assert_eq!(drain(&mut io)[0].result, Ok(0));
-        let disk = io.crash(&mut SimRng::new(0));
-        assert!(disk.file(Path::new("/d/a")).unwrap().is_empty(), "data survived a failed fsync");
+        io.disk_mut().mark_unreadable(Path::new("/d/a"), 4096, 512);
+        let read = |io: &mut SimIo, pos: u64| {
+            io.push(Op::Read { file: f, pos, len: 4096, buf: AlignedBuf::new(4096) }, 9).unwrap();
+            drain(io)[0].result
+        };
+        assert_eq!(read(&mut io, 0), Ok(4096));
+        assert_eq!(read(&mut io, 4096), Err(libc::EIO));
+        let mut b = AlignedBuf::new(8192);
+        assert!(matches!(io.read_at(f, 0, 8192, &mut b), Err(StromError::Io { errno: libc::EIO, .. })));
+        assert_eq!(io.fault_counts().latent_read_eio, 2);
+        io.disk_mut().clear_unreadable();
+        assert_eq!(read(&mut io, 4096), Ok(4096));
     }
 
     // Proves: misaligned O_DIRECT writes fail with EINVAL, as on Linux.

@@ -109,12 +109,34 @@ pub struct Journal<R> {
     /// Retired commits' buffers, oldest first, for reads at the tail.
     cache: VecDeque<(u64, AlignedBuf)>,
     failed: Option<StromError>,
+    /// Start of the earliest commit whose write found the disk full, while
+    /// the writes in flight finish before the log rewinds to it (see
+    /// [`Journal::rewind_if_settled`]). New appends are refused meanwhile.
+    full_from: Option<u64>,
+    /// The lowest position the log rewound to since the owner last asked
+    /// ([`Journal::take_rewind`]): partitions must forget what they staged there.
+    rewound_to: Option<u64>,
+    /// Empty segments past a rewind, to remove at the next stage or plan.
+    orphans: Vec<Segment>,
     next_seq: u32,
     retired: Vec<PendingAck<R>>,
     refused: Vec<(PendingAck<R>, StromError)>,
+    /// Times the log refused its unwritten commits for a full disk and rewound.
+    pub disk_full_rewinds: u64,
     pub bytes_logged: u64,
     pub commits: u64,
     pub fsyncs: u64,
+    /// Where this run's frames begin: every frame at or past it carries `epoch`.
+    epoch_start_pos: u64,
+    /// Registered-buffer indices handed to writes since the owner last took
+    /// them ([`Journal::take_lent`]), for the core's buffer audit.
+    lent: Vec<u16>,
+    /// Audit: writes that would have started below the acknowledged or
+    /// durable position (never submitted; the log fails instead). Must stay 0.
+    pub audit_overlapping_writes: u64,
+    /// Test hook: the next write is aimed this many bytes low (see
+    /// [`Journal::misaim_next_write_for_audit`]).
+    misaim_bytes: u64,
 }
 
 /// Where a recovered log continues.
@@ -153,13 +175,41 @@ impl<R> Journal<R> {
             free: bufs,
             cache: VecDeque::new(),
             failed: None,
+            full_from: None,
+            rewound_to: None,
+            orphans: Vec::new(),
             next_seq: 0,
             retired: Vec::new(),
             refused: Vec::new(),
+            disk_full_rewinds: 0,
             bytes_logged: 0,
             commits: 0,
             fsyncs: 0,
+            epoch_start_pos: state.end_pos,
+            lent: Vec::new(),
+            audit_overlapping_writes: 0,
+            misaim_bytes: 0,
         }
+    }
+
+    /// The first position written in this run: frames at or past it must
+    /// carry the current epoch (an older one is a leftover the new write
+    /// should have replaced).
+    pub fn epoch_start_pos(&self) -> u64 {
+        self.epoch_start_pos
+    }
+
+    /// Moves the registered-buffer indices lent to writes since the last call into `out`.
+    pub fn take_lent(&mut self, out: &mut Vec<u16>) {
+        out.append(&mut self.lent);
+    }
+
+    /// Test hook for the overlapping-write audit: the next write is aimed
+    /// `bytes` below its commit's position, over acknowledged bytes. The
+    /// audit refuses it (the log fails) and counts it.
+    #[doc(hidden)]
+    pub fn misaim_next_write_for_audit(&mut self, bytes: u64) {
+        self.misaim_bytes = bytes;
     }
 
     pub fn planned_pos(&self) -> u64 {
@@ -232,6 +282,17 @@ impl<R> Journal<R> {
     pub fn stage<I: Io>(&mut self, io: &mut I, pid: Pid, payload_bytes: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64, StageError> {
         if let Some(e) = &self.failed {
             return Err(StageError::Failed(e.clone()));
+        }
+        if self.full_from.is_some() {
+            return Err(StageError::Failed(StromError::DiskFull { log: self.id }));
+        }
+        self.drop_orphans(io);
+        if let Some(e) = &self.failed {
+            return Err(StageError::Failed(e.clone()));
+        }
+        if !self.orphans.is_empty() {
+            // A roll could meet a left-behind file: wait for its removal.
+            return Err(StageError::NoBuffer);
         }
         let frame_bytes = HEADER_BYTES + payload_bytes;
         assert!(frame_bytes + PAD_BYTES_MAX <= self.limits.write_buf_bytes, "frame larger than a write buffer");
@@ -309,9 +370,22 @@ impl<R> Journal<R> {
         debug_assert!(self.staging.is_none());
         let start = self.planned_pos;
         let path = self.dir.join(segment_name(start));
-        let res = io.create(&path).and_then(|file| io.sync_dir(&self.dir).map(|()| file));
-        match res {
-            Ok(file) => {
+        let file = match io.create(&path) {
+            Ok(file) => file,
+            // Nothing was created: this append is refused, the log goes on
+            // (the next append tries the roll again).
+            Err(StromError::Io { errno, .. }) if classify_errno(errno) == Errno::NoSpace => {
+                tracing::warn!(log = self.id, path = %path.display(), "disk full: cannot create the next segment");
+                return Err(StromError::DiskFull { log: self.id });
+            }
+            Err(e) => {
+                self.fail(e.clone());
+                return Err(e);
+            }
+        };
+        crate::failpoint!("roll_before_dir_sync");
+        match io.sync_dir(&self.dir) {
+            Ok(()) => {
                 self.segments.push_back(Segment { start_pos: start, path, file, reads_in_flight: 0, last_write_ns: io.now_ns() });
                 Ok(())
             }
@@ -329,15 +403,41 @@ impl<R> Journal<R> {
         if self.failed.is_some() {
             return;
         }
+        self.drop_orphans(io);
+        if self.failed.is_some() {
+            return;
+        }
+        if self.full_from.is_some() {
+            // Nothing past the full write may be written before the rewind;
+            // earlier written commits still need their fdatasync to retire.
+            return self.plan_fsync(io);
+        }
+        crate::failpoint!("write_in_flight", self.writes_in_flight > 0);
         if !self.barrier && self.writes_in_flight + self.sealed.len() < self.limits.write_depth {
             self.seal_staging();
         }
         while self.writes_in_flight < self.limits.write_depth {
             let Some(mut commit) = self.sealed.pop_front() else { break };
+            let seg_start = self.segment_start_of(commit.file);
+            let misaim_bytes = std::mem::take(&mut self.misaim_bytes);
+            let file_pos = commit.start_pos - seg_start - misaim_bytes;
+            if seg_start + file_pos < self.visible_pos.max(self.durable_pos) {
+                // Audit: a write must never touch acknowledged or durable bytes.
+                self.audit_overlapping_writes += 1;
+                debug_assert!(misaim_bytes > 0, "write at {} overlaps acknowledged bytes", seg_start + file_pos);
+                let err = StromError::LogFailed {
+                    log: self.id,
+                    cause: format!("bug: write at {} overlaps acknowledged bytes", seg_start + file_pos),
+                };
+                self.sealed.push_front(commit);
+                return self.fail(err);
+            }
             let buf = commit.buf.take().expect("sealed buf");
-            let op = Op::Write { file: commit.file, pos: commit.start_pos - self.segment_start_of(commit.file), buf };
+            let fixed = buf.fixed_index();
+            let op = Op::Write { file: commit.file, pos: file_pos, buf };
             match io.push(op, token(TOKEN_WRITE, self.id, commit.seq)) {
                 Ok(()) => {
+                    self.lent.extend(fixed);
                     self.writes_in_flight += 1;
                     commit.write_in_flight = true;
                     self.writing.push_back(commit);
@@ -415,6 +515,12 @@ impl<R> Journal<R> {
         match result {
             Ok(n) if n as usize == expected => {}
             Ok(n) => return self.fail_op(IoOp::Write, libc::EIO, &format!("short write: {n} of {expected} bytes")),
+            Err(errno) if classify_errno(errno) == Errno::NoSpace => {
+                // Nothing of it was written; decide once no write is in flight.
+                let start = self.writing[i].start_pos;
+                self.full_from = Some(self.full_from.map_or(start, |at| at.min(start)));
+                return self.rewind_if_settled();
+            }
             Err(errno) => return self.fail_op(IoOp::Write, errno, "write failed"),
         }
         let commit = &mut self.writing[i];
@@ -435,7 +541,92 @@ impl<R> Journal<R> {
             }
             self.written_pos = self.written_pos.max(c.end_pos);
         }
+        crate::failpoint!("write_done_before_fsync");
         self.retire();
+        self.rewind_if_settled();
+    }
+
+    /// After a write found the disk full: once no write is in flight, refuse
+    /// every append from the full commit on with `DiskFull` and continue the
+    /// log at that commit's start, as if those commits had never been made.
+    ///
+    /// That is safe because nothing from there on stays in the log: a write
+    /// that fails with ENOSPC wrote nothing (ext4 takes back the blocks of
+    /// a failed extending direct write), and none of the later commits was
+    /// acknowledged (commits retire in position order). A later commit's
+    /// write may have completed in a segment rolled after the full one (a
+    /// new file whose first blocks still fitted): that segment is removed
+    /// whole. The next write starts at the same block-aligned position, so
+    /// no acknowledged byte is rewritten. If a later commit's write completed
+    /// in the full commit's own segment, its frames lie past a hole there and
+    /// would sit behind the new writes: the log fails instead (only a
+    /// restart, whose recovery judges that tail, clears it).
+    fn rewind_if_settled(&mut self) {
+        let Some(at) = self.full_from else { return };
+        if self.writes_in_flight > 0 || self.failed.is_some() {
+            return;
+        }
+        self.full_from = None;
+        let segment_end = self.segments.iter().map(|s| s.start_pos).find(|&s| s > at).unwrap_or(u64::MAX);
+        if self.writing.iter().any(|c| c.start_pos >= at && c.start_pos < segment_end && c.written) {
+            let cause = format!("disk full at log position {at}, and a later write in the same segment completed");
+            let err = StromError::LogFailed { log: self.id, cause };
+            tracing::error!(log = self.id, %err, "log stops accepting writes");
+            return self.fail(err);
+        }
+        let err = StromError::DiskFull { log: self.id };
+        let keep = self.writing.iter().take_while(|c| c.start_pos < at).count();
+        let dropped: Vec<Commit<R>> = self.writing.drain(keep..).chain(self.sealed.drain(..)).chain(self.staging.take()).collect();
+        for mut c in dropped {
+            debug_assert!(!c.write_in_flight);
+            self.refused.extend(c.acks.drain(..).map(|a| (a, err.clone())));
+            if let Some(b) = c.buf.take() {
+                self.free.push(b);
+            }
+        }
+        self.planned_pos = at;
+        // Segments rolled past `at` hold nothing. They leave the list now and
+        // their files go before anything is staged or written again
+        // ([`Journal::drop_orphans`]), or the next roll could not create them.
+        while self.segments.len() > 1 && self.segments.back().is_some_and(|s| s.start_pos > at) {
+            let seg = self.segments.pop_back().expect("segment");
+            self.unsynced_files.retain(|&f| f != seg.file);
+            self.orphans.push(seg);
+        }
+        self.rewound_to = Some(self.rewound_to.map_or(at, |r| r.min(at)));
+        self.disk_full_rewinds += 1;
+        tracing::warn!(log = self.id, pos = at, "disk full: unwritten appends refused, the log continues at pos");
+    }
+
+    /// The lowest position the log rewound to after a full disk since the
+    /// last call: the owner must drop what its partitions staged from there
+    /// (offsets, index entries), as the refused appends carry no data.
+    pub fn take_rewind(&mut self) -> Option<u64> {
+        self.rewound_to.take()
+    }
+
+    /// Removes the segments a rewind left behind (and syncs the directory)
+    /// once no fdatasync is in flight (one may name their file). A removal
+    /// that fails makes the log fail.
+    fn drop_orphans<I: Io>(&mut self, io: &mut I) {
+        if self.orphans.is_empty() || self.fsyncs_in_flight > 0 {
+            return;
+        }
+        for seg in std::mem::take(&mut self.orphans) {
+            io.close(seg.file);
+            if let Err(e) = io.remove(&seg.path) {
+                return self.fail(e);
+            }
+        }
+        if let Err(e) = io.sync_dir(&self.dir) {
+            self.fail(e);
+        }
+    }
+
+    /// The largest running max timestamp among `pid`'s appends still
+    /// waiting to retire (what its staged max timestamp is after a rewind).
+    pub fn pending_max_ts(&self, pid: Pid) -> Option<i64> {
+        self.writing.iter().flat_map(|c| c.acks.iter()).filter(|a| a.pid == pid).map(|a| a.max_ts_ms).max()
     }
 
     fn on_fsync(&mut self, result: std::result::Result<u32, i32>) {
@@ -451,6 +642,7 @@ impl<R> Journal<R> {
         if self.fsyncs_in_flight == 0 {
             self.fsyncs += 1;
             self.durable_pos = self.durable_pos.max(self.fsync_target);
+            crate::failpoint!("fsync_done_before_ack");
             self.retire();
         }
     }
@@ -474,10 +666,10 @@ impl<R> Journal<R> {
 
     fn fail_op(&mut self, op: IoOp, errno: i32, what: &str) {
         let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_else(|| self.dir.clone());
-        let err = match classify_errno(errno) {
-            Errno::NoSpace => StromError::DiskFull { log: self.id },
-            _ => StromError::LogFailed { log: self.id, cause: format!("{what}: {}", StromError::Io { op, path, errno }) },
-        };
+        // Never DiskFull here, even for ENOSPC: written commits waiting for
+        // their fsync are refused too, and they may be stored (DiskFull
+        // promises nothing was). A write's ENOSPC goes to the rewind instead.
+        let err = StromError::LogFailed { log: self.id, cause: format!("{what}: {}", StromError::Io { op, path, errno }) };
         tracing::error!(log = self.id, %err, "log stops accepting writes");
         self.fail(err);
     }
@@ -488,6 +680,7 @@ impl<R> Journal<R> {
         if self.failed.is_none() {
             self.failed = Some(err);
         }
+        self.full_from = None;
         self.reclaim_failed();
     }
 

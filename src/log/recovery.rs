@@ -125,6 +125,20 @@ pub fn recover<I: Io>(
         (None, None) => 0,
     };
     let scan_from = ckpt.map(|c| c.covered_pos).unwrap_or(log_start).max(log_start);
+    if let Some(c) = ckpt {
+        // The checkpoint vouches for the log below covered_pos without a
+        // scan, so those bytes must be there. Without this check a log that
+        // lost them (a truncated or missing segment) opened as if whole, with
+        // a hole where acknowledged data was (found by the recovery_scan fuzz target).
+        let held = held_until(io, &segments, log_start)?;
+        if held < c.covered_pos {
+            return Err(corrupt(
+                dir,
+                held,
+                format!("the checkpoint covers up to {} but the segments hold the log only up to {held}", c.covered_pos),
+            ));
+        }
+    }
     let mut report = RecoveryReport { log, scanned_from: scan_from, ..Default::default() };
     let prior_epoch = read_epoch(io, dir)?;
     let mut reader = ChunkReader::new(limits.read_chunk_bytes);
@@ -135,6 +149,12 @@ pub fn recover<I: Io>(
     if let Stop::Break(x, why) = &scan.stop {
         judge_break(io, dir, &segments, *x, why, last_epoch, limits, &mut reader, &mut report)?;
     }
+    // A frame or epoch file at u32::MAX leaves no newer epoch: wrapping to 0
+    // would make every old frame look newer than what comes next (found by
+    // the recovery_scan fuzz target), so such a log is refused.
+    let epoch = prior_epoch.max(last_epoch).checked_add(1).ok_or_else(|| {
+        corrupt(dir, scan.aligned_end, format!("epoch {} leaves no newer epoch to write under", prior_epoch.max(last_epoch)))
+    })?;
     // A commit is whole only up to a block-aligned frame end: the log ends
     // there, and writing continues there (nothing acknowledged lies after).
     let end = scan.aligned_end;
@@ -158,7 +178,6 @@ pub fn recover<I: Io>(
             }
         }
     }
-    let epoch = prior_epoch.max(last_epoch) + 1;
     if !limits.read_only {
         io.write_file_atomic(&dir.join(EPOCH_FILE), &epoch.to_le_bytes())?;
     }
@@ -337,6 +356,18 @@ fn logical_len<I: Io>(io: &mut I, segments: &VecDeque<Segment>, k: usize) -> Res
         Some(next) => file_len.min(next.start_pos - segments[k].start_pos),
         None => file_len,
     })
+}
+
+/// Where the log the segments hold without a hole from `from` ends.
+fn held_until<I: Io>(io: &mut I, segments: &VecDeque<Segment>, from: u64) -> Result<u64> {
+    let mut held = from;
+    for (k, seg) in segments.iter().enumerate() {
+        let end = seg.start_pos + logical_len(io, segments, k)?;
+        if seg.start_pos <= held && end > held {
+            held = end;
+        }
+    }
+    Ok(held)
 }
 
 /// Bytes stored past `end` in the segment holding it and every later one.

@@ -4,14 +4,17 @@
 
 use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
-    SPEC_EARLIEST, SPEC_LATEST, TopicMetadata, VERSION,
+    SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, TopicMetadata, VERSION,
 };
+use crate::stats::StageLatency;
 
 /// A string's smallest encoding: its u16 length with no bytes.
 const STRING_BYTES_MIN: usize = 2;
 /// A Metadata topic's smallest encoding: an empty name and a zero partition count.
 const TOPIC_BYTES_MIN: usize = STRING_BYTES_MIN + 4;
 const CORE_BYTES: usize = 2;
+/// A Stats row's smallest encoding: an empty name and six u64 figures.
+const STAGE_BYTES_MIN: usize = STRING_BYTES_MIN + 6 * 8;
 
 /// A result that names the header once it was read, so an error reply can carry its request id.
 type FrameResult<T> = Result<T, (Option<Header>, DecodeError)>;
@@ -101,6 +104,11 @@ fn request_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Request<'a>, DecodeE
         Api::DeleteTopic => Request::DeleteTopic { topic: r.str()? },
         Api::OffsetCommit => Request::OffsetCommit { group: r.str()?, topic: r.str()?, partition: r.u32()?, offset: r.u64()? },
         Api::OffsetFetch => Request::OffsetFetch { group: r.str()?, topic: r.str()?, partition: r.u32()? },
+        Api::Stats => match r.u8()? {
+            0 => Request::Stats { reset: false },
+            STATS_FLAG_RESET => Request::Stats { reset: true },
+            _ => return Err(DecodeError::BadValue("stats flags other than bit 0 (reset) are set")),
+        },
     })
 }
 
@@ -124,7 +132,26 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
         Api::DeleteTopic => Response::DeleteTopic,
         Api::OffsetCommit => Response::OffsetCommit,
         Api::OffsetFetch => Response::OffsetFetch { offset: optional_offset(r.i64()?)? },
+        Api::Stats => stats_body(r)?,
     })
+}
+
+fn stats_body<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {
+    let declared = r.u16()?;
+    let count = r.count(declared.into(), STAGE_BYTES_MIN)?;
+    let mut stages = Vec::with_capacity(count);
+    for _ in 0..count {
+        stages.push(StageLatency {
+            stage: r.str()?.to_owned(),
+            count: r.u64()?,
+            p50_us: r.u64()?,
+            p90_us: r.u64()?,
+            p99_us: r.u64()?,
+            p999_us: r.u64()?,
+            max_us: r.u64()?,
+        });
+    }
+    Ok(Response::Stats { stages })
 }
 
 fn optional_offset(offset: i64) -> Result<Option<u64>, DecodeError> {
@@ -176,6 +203,10 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.rest.split_first_chunk::<N>().ok_or(DecodeError::Short)?;
         self.rest = tail;
         Ok(*head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        self.array().map(|[b]: [u8; 1]| b)
     }
 
     fn u16(&mut self) -> Result<u16, DecodeError> {

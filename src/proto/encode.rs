@@ -4,7 +4,7 @@
 
 use super::{
     Api, ErrorCode, HEADER_BYTES, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST, SPEC_LATEST,
-    STRING_BYTES_MAX, VERSION,
+    STATS_FLAG_RESET, STRING_BYTES_MAX, VERSION,
 };
 
 /// Appends one whole frame (length included) to `out`.
@@ -50,6 +50,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
             put_str(out, topic, STRING_BYTES_MAX);
             out.extend_from_slice(&partition.to_be_bytes());
         }
+        Request::Stats { reset } => out.push(if *reset { STATS_FLAG_RESET } else { 0 }),
     }
     end_frame(out, start);
 }
@@ -91,6 +92,16 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
                 let partition_count = put_count_u32(out, topic.partition_cores.len());
                 for core in topic.partition_cores.iter().take(partition_count) {
                     out.extend_from_slice(&core.to_be_bytes());
+                }
+            }
+        }
+        Response::Stats { stages } => {
+            let count = u16::try_from(stages.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&count.to_be_bytes());
+            for s in stages.iter().take(count.into()) {
+                put_str(out, &s.stage, STRING_BYTES_MAX);
+                for v in [s.count, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us] {
+                    out.extend_from_slice(&v.to_be_bytes());
                 }
             }
         }

@@ -24,6 +24,7 @@ mod tests;
 use std::fmt;
 
 use crate::error::StromError;
+use crate::stats::StageLatency;
 use crate::wire::batch::BATCH_HEADER_BYTES;
 
 pub use decode::{decode_request, decode_response};
@@ -45,6 +46,9 @@ pub const MESSAGE_BYTES_MAX: usize = 1024;
 
 /// The wire's "no offset" in ListOffsets and OffsetFetch replies.
 const NO_OFFSET: i64 = -1;
+/// The Stats request's flags: bit 0 asks for a reset after reading; the
+/// other bits must be 0 (so every request has one encoding).
+const STATS_FLAG_RESET: u8 = 1;
 /// ListOffsets specs; timestamps are the values >= 0.
 const SPEC_EARLIEST: i64 = -2;
 const SPEC_LATEST: i64 = -1;
@@ -70,6 +74,7 @@ pub enum Api {
     DeleteTopic = 6,
     OffsetCommit = 7,
     OffsetFetch = 8,
+    Stats = 9,
 }
 
 impl Api {
@@ -83,6 +88,7 @@ impl Api {
             6 => Api::DeleteTopic,
             7 => Api::OffsetCommit,
             8 => Api::OffsetFetch,
+            9 => Api::Stats,
             _ => return None,
         })
     }
@@ -249,6 +255,10 @@ pub enum Request<'a> {
         topic: &'a str,
         partition: u32,
     },
+    /// The server's per-stage latency; `reset` clears it after reading.
+    Stats {
+        reset: bool,
+    },
 }
 
 impl Request<'_> {
@@ -262,6 +272,7 @@ impl Request<'_> {
             Request::DeleteTopic { .. } => Api::DeleteTopic,
             Request::OffsetCommit { .. } => Api::OffsetCommit,
             Request::OffsetFetch { .. } => Api::OffsetFetch,
+            Request::Stats { .. } => Api::Stats,
         }
     }
 }
@@ -302,6 +313,10 @@ pub enum Response<'a> {
     OffsetFetch {
         offset: Option<u64>,
     },
+    /// One row per stage, merged across the server's cores.
+    Stats {
+        stages: Vec<StageLatency>,
+    },
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -322,6 +337,7 @@ impl Response<'_> {
             Response::DeleteTopic => Api::DeleteTopic,
             Response::OffsetCommit => Api::OffsetCommit,
             Response::OffsetFetch { .. } => Api::OffsetFetch,
+            Response::Stats { .. } => Api::Stats,
             Response::Error { .. } => return None,
         })
     }

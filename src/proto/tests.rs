@@ -58,7 +58,22 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::DeleteTopic { topic: "" },
         Request::OffsetCommit { group: "g", topic: "orders", partition: 1, offset: 12345 },
         Request::OffsetFetch { group: "group-1", topic: "orders", partition: 1 },
+        Request::Stats { reset: false },
+        Request::Stats { reset: true },
     ]
+}
+
+/// A Stats reply's row with every figure distinct, so a swapped field shows.
+fn stage_row(stage: &str, base: u64) -> crate::stats::StageLatency {
+    crate::stats::StageLatency {
+        stage: stage.into(),
+        count: base,
+        p50_us: base + 1,
+        p90_us: base + 2,
+        p99_us: base + 3,
+        p999_us: base + 4,
+        max_us: u64::MAX - base,
+    }
 }
 
 /// Every reply, each with the api of the request it answers.
@@ -85,6 +100,8 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::OffsetCommit, Response::OffsetCommit),
         (Api::OffsetFetch, Response::OffsetFetch { offset: None }),
         (Api::OffsetFetch, Response::OffsetFetch { offset: Some(7) }),
+        (Api::Stats, Response::Stats { stages: vec![] }),
+        (Api::Stats, Response::Stats { stages: vec![stage_row("receive", 10), stage_row("", 0), stage_row("é-stage", 1 << 40)] }),
     ];
     for code in ALL_CODES.into_iter().chain([ErrorCode::Unknown(777)]) {
         all.push((Api::Fetch, Response::Error { code, message: "what went wrong, and é" }));
@@ -151,7 +168,7 @@ fn every_request_round_trips() {
         apis.push(req.api() as u16);
     }
     apis.dedup();
-    assert_eq!(apis, (1..=8).collect::<Vec<u16>>(), "every api is covered");
+    assert_eq!(apis, (1..=9).collect::<Vec<u16>>(), "every api is covered");
 }
 
 #[test]
@@ -425,6 +442,11 @@ fn values_outside_the_protocol_are_refused() {
     }
     let empty_produce = raw_frame(Api::Produce as u16, VERSION, 1, &topic);
     assert!(matches!(decode_request(&empty_produce), Err((Some(_), DecodeError::BadValue(_)))));
+    for flags in [2u8, 3, 0x80, 0xFF] {
+        let stats = raw_frame(Api::Stats as u16, VERSION, 1, &[flags]);
+        assert!(matches!(decode_request(&stats), Err((Some(_), DecodeError::BadValue(_)))), "flags {flags:#x}");
+        fuzz_check(&stats);
+    }
     for (message_bytes, ok) in [(MESSAGE_BYTES_MAX, true), (MESSAGE_BYTES_MAX + 1, false)] {
         let body = [&(message_bytes as u16).to_be_bytes()[..], &vec![b'x'; message_bytes]].concat();
         let frame = raw_frame(1, ErrorCode::Internal.code(), 1, &body);
@@ -572,11 +594,54 @@ fn protocol_doc_example_is_what_the_codec_writes() {
             (14, "\"no topic ordrs\""),
         ],
     );
+    let (stats_request_dump, stats_reply_dump) = stats_dumps();
     let doc = include_str!("../../docs/PROTOCOL.md");
-    let missing: Vec<&str> =
-        [&request_dump, &reply_dump, &error_dump].into_iter().map(String::as_str).filter(|d| !doc.contains(d)).collect();
+    let missing: Vec<&str> = [&request_dump, &reply_dump, &error_dump, &stats_request_dump, &stats_reply_dump]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|d| !doc.contains(d))
+        .collect();
     assert!(missing.is_empty(), "docs/PROTOCOL.md lacks these dumps, in this order:\n{}", missing.join("\n"));
     assert_eq!(decode_request(&request).unwrap().1, Request::Produce { topic: "orders", partition: 0, batches: &batches });
+}
+
+/// The Stats example of docs/PROTOCOL.md: a request that resets, and a reply of one row.
+fn stats_dumps() -> (String, String) {
+    let request = request_frame(9, &Request::Stats { reset: true });
+    let request_dump = annotated(
+        &request,
+        &[(4, "length = 13"), (2, "api = 9 (Stats)"), (2, "version = 1"), (8, "request_id = 9"), (1, "flags = 1: reset after reading")],
+    );
+    let row = crate::stats::StageLatency {
+        stage: "fsync".into(),
+        count: 1000,
+        p50_us: 640,
+        p90_us: 710,
+        p99_us: 905,
+        p999_us: 1203,
+        max_us: 1340,
+    };
+    let reply = response_frame(Api::Stats, 9, &Response::Stats { stages: vec![row] });
+    let reply_dump = annotated(
+        &reply,
+        &[
+            (4, "length = 69"),
+            (2, "api = 9 (Stats)"),
+            (2, "error = 0: success"),
+            (8, "request_id = 9"),
+            (2, "count = 1 stage follows"),
+            (2, "stage: 5 bytes follow"),
+            (5, "\"fsync\""),
+            (8, "count = 1000 requests"),
+            (8, "p50_us = 640"),
+            (8, "p90_us = 710"),
+            (8, "p99_us = 905"),
+            (8, "p999_us = 1203"),
+            (8, "max_us = 1340"),
+        ],
+    );
+    assert_eq!(decode_request(&request).unwrap().1, Request::Stats { reset: true });
+    (request_dump, reply_dump)
 }
 
 // Proves: a Fetch reply built in place around the core's batches is byte

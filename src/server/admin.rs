@@ -75,12 +75,17 @@ impl OffsetStore {
     }
 
     pub fn persist(&self) -> Result<()> {
-        let mut body = String::from("strom-offsets 1\n");
-        for ((g, t, p), o) in &self.offsets {
-            body.push_str(&format!("{g} {t} {p} {o}\n"));
-        }
-        write_file_atomic(&self.path, with_crc(body).as_bytes())
+        write_file_atomic(&self.path, render(&self.offsets).as_bytes())
     }
+}
+
+/// The file's text for `offsets`, checksum line included.
+fn render(offsets: &BTreeMap<Key, u64>) -> String {
+    let mut body = String::from("strom-offsets 1\n");
+    for ((g, t, p), o) in offsets {
+        body.push_str(&format!("{g} {t} {p} {o}\n"));
+    }
+    with_crc(body)
 }
 
 fn parse(body: &str) -> Option<BTreeMap<Key, u64>> {
@@ -98,6 +103,32 @@ fn parse(body: &str) -> Option<BTreeMap<Key, u64>> {
         out.insert((g.to_string(), t.to_string(), p), o);
     }
     Some(out)
+}
+
+/// Runs the offsets file's loader (checksum line, then `parse`) on
+/// arbitrary bytes and panics if a promise is broken: what loads holds only
+/// valid names and writes back as text that loads to the same offsets. The
+/// fuzz target and `tests/fuzz_replay.rs` both call it.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    // `read_text` refuses bytes that are not UTF-8 before the parser sees them.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // Mutated text almost never carries a matching checksum line, so the
+    // parser also runs on the text as it is.
+    let checked = check_crc(Path::new("fuzz"), text).ok();
+    for body in checked.as_deref().into_iter().chain([text]) {
+        let Some(offsets) = parse(body) else {
+            continue;
+        };
+        for (g, t, _) in offsets.keys() {
+            assert!(validate_topic_name(g).is_ok() && validate_topic_name(t).is_ok(), "loaded names {g:?} {t:?}");
+        }
+        let written = render(&offsets);
+        let reread = check_crc(Path::new("fuzz"), &written).expect("a written file passes its checksum");
+        assert_eq!(parse(&reread).as_ref(), Some(&offsets), "offsets do not survive a rewrite");
+    }
 }
 
 pub(crate) fn spawn(engine: Arc<Engine>, rx: Receiver<Job>) -> Result<JoinHandle<()>> {

@@ -25,6 +25,9 @@ use crate::config::EngineConfig;
 use crate::engine::{CoreRoute, Directory, Engine};
 use crate::error::{IoOp, Result, StromError};
 use crate::proto::{self, Api, ErrorCode};
+use crate::stats::{StageHistograms, StageTrace};
+
+pub use crate::stats::StageLatency;
 
 pub mod admin;
 pub mod net;
@@ -133,6 +136,17 @@ pub(crate) struct Done {
     /// The part of `held_bytes` that was a reservation for the reply (a
     /// Fetch's largest possible answer), charged to the connection only.
     pub reserved_bytes: usize,
+    /// What the connection's core records once the reply is queued or sent.
+    pub trace: Option<ReplyTrace>,
+}
+
+/// The stage times a reply brings back to its connection's core.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplyTrace {
+    /// A Produce's, up to its fdatasync's completion.
+    Produce(StageTrace),
+    /// A Fetch's receive time and how long it was parked as a long poll.
+    Fetch { received_ns: u64, parked_ns: u64 },
 }
 
 /// Sends one reply frame to a connection's core, from any thread. Every
@@ -145,9 +159,26 @@ pub(crate) struct Replier {
     pub request_id: u64,
     held_bytes: usize,
     reserved_bytes: usize,
+    /// When the receive that finished the request's frame completed (stage clock).
+    received_ns: u64,
+    trace: Option<ReplyTrace>,
 }
 
 impl Replier {
+    /// Marks the reply as a Produce's whose appends carried `trace`: its
+    /// stages are recorded once the reply is sent.
+    pub fn produced(mut self, trace: StageTrace) -> Self {
+        self.trace = Some(ReplyTrace::Produce(StageTrace { received_ns: self.received_ns, ..trace }));
+        self
+    }
+
+    /// Marks the reply as a Fetch's that waited `parked_ns` as a long poll:
+    /// its latency is recorded once the reply is queued.
+    pub fn fetched(mut self, parked_ns: u64) -> Self {
+        self.trace = Some(ReplyTrace::Fetch { received_ns: self.received_ns, parked_ns });
+        self
+    }
+
     /// Encodes the reply with `encode(out, api, request_id)` and sends it.
     pub fn reply_with(self, encode: impl FnOnce(&mut Vec<u8>, u16, u64)) {
         let mut frame = Vec::new();
@@ -186,7 +217,8 @@ impl Replier {
     fn deliver(self, frame: ReplyFrame) {
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
-        if self.inbox.send(Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes }).is_ok() {
+        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, trace: self.trace };
+        if self.inbox.send(done).is_ok() {
             self.route.ring();
         }
     }
@@ -205,6 +237,8 @@ pub(crate) struct Shared {
     pub core_addrs: Vec<String>,
     /// Connections open across all cores (the `connections_max` cap).
     pub connections: AtomicUsize,
+    /// Each core's server task's control channel, in core order.
+    pub controls: Vec<mpsc::Sender<Control>>,
 }
 
 impl Shared {
@@ -212,8 +246,81 @@ impl Shared {
         (pid % self.log_count) as usize % self.routes.len()
     }
 
-    pub fn replier(&self, core: usize, conn: ConnKey, api: u16, request_id: u64, held_bytes: usize, reserved_bytes: usize) -> Replier {
-        Replier { inbox: self.inboxes[core].clone(), route: self.routes[core].clone(), conn, api, request_id, held_bytes, reserved_bytes }
+    #[allow(clippy::too_many_arguments)]
+    pub fn replier(
+        &self,
+        core: usize,
+        conn: ConnKey,
+        api: u16,
+        request_id: u64,
+        held_bytes: usize,
+        reserved_bytes: usize,
+        received_ns: u64,
+    ) -> Replier {
+        let (inbox, route) = (self.inboxes[core].clone(), self.routes[core].clone());
+        Replier { inbox, route, conn, api, request_id, held_bytes, reserved_bytes, received_ns, trace: None }
+    }
+
+    /// Asks every core's server task for its stage histograms (and to reset
+    /// them if `reset`); `done` gets them merged once every core added its
+    /// own, on the thread of the last. The share of core `own` is returned
+    /// instead of sent, for a caller on that core to add at once.
+    pub fn gather_stages(
+        &self,
+        reset: bool,
+        own: Option<usize>,
+        done: impl FnOnce(StageHistograms) + Send + 'static,
+    ) -> Option<StageShare> {
+        let mut own_share = None;
+        for (core, share) in StageShare::split(self.controls.len(), done).into_iter().enumerate() {
+            if Some(core) == own {
+                own_share = Some(share);
+            } else if self.controls[core].send(Control::Stages { share, reset }).is_ok() {
+                // A core whose task has gone drops the share unread: it adds nothing.
+                self.routes[core].ring();
+            }
+        }
+        own_share
+    }
+}
+
+/// One core's part in a stage report. The report completes when the last
+/// share is added or dropped, so a core that stopped cannot hold it up.
+pub(crate) struct StageShare {
+    gather: Option<Arc<Mutex<Gather>>>,
+}
+
+struct Gather {
+    merged: StageHistograms,
+    done: Option<Box<dyn FnOnce(StageHistograms) + Send>>,
+}
+
+impl StageShare {
+    fn split(cores: usize, done: impl FnOnce(StageHistograms) + Send + 'static) -> Vec<StageShare> {
+        let gather = Arc::new(Mutex::new(Gather { merged: StageHistograms::new(), done: Some(Box::new(done)) }));
+        (0..cores).map(|_| StageShare { gather: Some(gather.clone()) }).collect()
+    }
+
+    /// Adds a core's histograms to the report, then resets them if asked.
+    pub fn add(self, hists: &mut StageHistograms, reset: bool) {
+        if let Some(g) = &self.gather {
+            g.lock().expect("stage report").merged.merge(hists);
+        }
+        if reset {
+            hists.reset();
+        }
+    }
+}
+
+impl Drop for StageShare {
+    fn drop(&mut self) {
+        // Exactly one share's drop gets the last reference.
+        if let Some(g) = self.gather.take().and_then(Arc::into_inner) {
+            let mut g = g.into_inner().expect("stage report");
+            if let Some(done) = g.done.take() {
+                done(g.merged);
+            }
+        }
     }
 }
 
@@ -224,6 +331,8 @@ pub(crate) enum Control {
     Stop { drain: Duration, done: mpsc::SyncSender<()> },
     /// The core's server counters, now.
     Stats { reply: mpsc::SyncSender<net::NetStats> },
+    /// Add the core's stage histograms to a report (then reset them if asked).
+    Stages { share: StageShare, reset: bool },
 }
 
 /// A running server: an engine plus listeners on every core.
@@ -231,7 +340,6 @@ pub struct Server {
     engine: Option<Arc<Engine>>,
     local_addr: SocketAddr,
     core_addrs: Vec<String>,
-    controls: Vec<mpsc::Sender<Control>>,
     routes: Vec<CoreRoute>,
     admin_thread: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -247,6 +355,7 @@ impl Server {
     /// (port 0 picks a free port: see [`Server::local_addr`]).
     pub fn start(dir: &Path, mut engine_cfg: EngineConfig, cfg: ServerConfig) -> Result<Server> {
         cfg.validate()?;
+        raise_open_files_limit(cfg.connections_max);
         let cores = engine_cfg.cores.max(1);
         // One receive-side op and one send per connection, plus accepts; the
         // kernel spreads connections unevenly, so any core may get them all.
@@ -283,10 +392,15 @@ impl Server {
         let (admin_tx, admin_rx) = mpsc::channel();
         let mut inboxes = Vec::new();
         let mut inbox_rxs = Vec::new();
+        let mut controls = Vec::new();
+        let mut control_rxs = Vec::new();
         for _ in 0..cores {
             let (tx, rx) = mpsc::channel();
             inboxes.push(tx);
             inbox_rxs.push(rx);
+            let (tx, rx) = mpsc::channel();
+            controls.push(tx);
+            control_rxs.push(rx);
         }
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -298,18 +412,17 @@ impl Server {
             admin: Mutex::new(admin_tx),
             core_addrs: core_addrs.clone(),
             connections: AtomicUsize::new(0),
+            controls,
         });
         let admin_thread = admin::spawn(engine.clone(), admin_rx)?;
-        let mut controls = Vec::new();
-        for (core_id, ((inbox, shared_l), direct_l)) in inbox_rxs.into_iter().zip(shared_listeners).zip(direct_listeners).enumerate() {
-            let (ctl_tx, ctl_rx) = mpsc::channel();
-            controls.push(ctl_tx);
+        let per_core = inbox_rxs.into_iter().zip(control_rxs).zip(shared_listeners).zip(direct_listeners);
+        for (core_id, (((inbox, ctl_rx), shared_l), direct_l)) in per_core.enumerate() {
             let mut listeners = vec![shared_l];
             listeners.extend(direct_l);
             let task = net::NetCore::new(core_id, shared.clone(), inbox, ctl_rx, listeners.into_iter().map(|s| s.into()).collect());
             routes[core_id].attach(Box::new(task))?;
         }
-        Ok(Server { engine: Some(engine), local_addr, core_addrs, controls, routes, admin_thread: Some(admin_thread), shared })
+        Ok(Server { engine: Some(engine), local_addr, core_addrs, routes, admin_thread: Some(admin_thread), shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -335,7 +448,7 @@ impl Server {
     /// core order; what audits and tests compare against a baseline.
     pub fn net_stats(&self) -> Vec<net::NetStats> {
         let mut waits = Vec::new();
-        for (ctl, route) in self.controls.iter().zip(&self.routes) {
+        for (ctl, route) in self.shared.controls.iter().zip(&self.routes) {
             let (reply, wait) = mpsc::sync_channel(1);
             if ctl.send(Control::Stats { reply }).is_ok() {
                 route.ring();
@@ -343,6 +456,17 @@ impl Server {
             }
         }
         waits.into_iter().filter_map(|w| w.recv().ok()).collect()
+    }
+
+    /// Per-stage latency of the produce requests (and fetches) served so
+    /// far, merged across cores, one row per stage in
+    /// [`crate::stats::STAGES`] order. With `reset`, every core clears its
+    /// histograms after reading them (a load generator drops its warm-up so).
+    pub fn stage_latency(&self, reset: bool) -> Vec<StageLatency> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let own = self.shared.gather_stages(reset, None, move |h| drop(tx.send(h.summary())));
+        debug_assert!(own.is_none());
+        rx.recv().unwrap_or_else(|_| StageHistograms::new().summary())
     }
 
     /// Stops accepting, answers in-flight requests (durable appends are
@@ -353,9 +477,12 @@ impl Server {
     }
 
     fn stop(&mut self) -> Result<()> {
+        if self.engine.is_some() && tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!("per-stage latency of produce requests:\n{}", crate::stats::format_table(&self.stage_latency(false)));
+        }
         let Some(engine) = self.engine.take() else { return Ok(()) };
         let mut waits = Vec::new();
-        for (ctl, route) in self.controls.iter().zip(&self.routes) {
+        for (ctl, route) in self.shared.controls.iter().zip(&self.routes) {
             let (done, wait) = mpsc::sync_channel(1);
             if ctl.send(Control::Stop { drain: STOP_DRAIN, done }).is_ok() {
                 route.ring();
@@ -385,6 +512,30 @@ impl Drop for Server {
         if let Err(e) = self.stop() {
             tracing::error!(%e, "server stop");
         }
+    }
+}
+
+/// Descriptors a server needs beside its connections: listeners, segment
+/// files, the ring, eventfds, the offsets and catalog files.
+const FDS_BESIDE_CONNECTIONS: u64 = 256;
+
+/// Every connection is a descriptor, and the usual soft limit (1024) is far
+/// below `connections_max`: past it accepts fail with EMFILE and accepting
+/// pauses, so the configured cap would never be reached. Raises the soft
+/// limit to the hard one, and warns when even that is too low.
+fn raise_open_files_limit(connections_max: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = connections_max as u64 + FDS_BESIDE_CONNECTIONS;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < want.min(hard) && setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).is_err() {
+        tracing::warn!(soft, hard, "could not raise RLIMIT_NOFILE");
+    }
+    if hard < want {
+        tracing::warn!(
+            hard,
+            connections_max,
+            "RLIMIT_NOFILE's hard limit is below connections_max plus {FDS_BESIDE_CONNECTIONS}: connections past it wait (raise it with ulimit -Hn)"
+        );
     }
 }
 

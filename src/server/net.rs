@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use slab::Slab;
 
-use super::{ConnKey, Control, Done, Replier, ReplyFrame, Shared, admin};
+use super::{ConnKey, Control, Done, Replier, ReplyFrame, ReplyTrace, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
 use crate::core::{AppendAck, Core, FixedBatches, ReadResult, Reply, Request, ValidBatch};
 use crate::engine::CoreTask;
@@ -31,6 +31,7 @@ use crate::io::uring::UringIo;
 use crate::io::{FileId, Io, Op, TOKEN_KIND_NET};
 use crate::partition::Pid;
 use crate::proto::{self, ErrorCode, OffsetSpec, Response, TopicMetadata};
+use crate::stats::{StageHistograms, StageTrace};
 
 const KIND_ACCEPT: u64 = 1;
 const KIND_POLL: u64 = 2;
@@ -110,6 +111,16 @@ struct Conn {
     dirty: bool,
     /// On the `stalled` list.
     stalled: bool,
+    /// When the last receive completed (stage clock): the frames it
+    /// finished start their `receive` stage then.
+    recv_done_ns: u64,
+    /// Reply bytes queued, and sent, over the connection's life: stream
+    /// positions that say when a reply's last byte has gone.
+    queued_pos: u64,
+    sent_pos: u64,
+    /// Produce replies queued or being sent: where each ends in the stream,
+    /// and its stage times.
+    traced: VecDeque<(u64, StageTrace)>,
 }
 
 struct Listener {
@@ -138,6 +149,47 @@ pub struct NetStats {
     pub connections: usize,
     /// Receive buffer bytes kept in the pool now.
     pub pooled_bytes: usize,
+    /// Ops of this core's ring in flight now (logs and network together):
+    /// the op table slots in use. Idle: one accept per listener and one
+    /// poll per connection.
+    pub ops_in_flight: usize,
+    /// The core's registered read buffers free now (all when no read runs).
+    pub read_bufs_free: usize,
+    /// Reads of this core that went to the disk (`READ_FIXED`), since start.
+    pub reads_from_disk: u64,
+    /// The core's invariant audits ([`crate::core::CoreStats`]): each must stay 0.
+    pub audit_overlapping_writes: u64,
+    pub audit_served_beyond_durable: u64,
+    pub audit_buffer_reuse: u64,
+}
+
+impl std::fmt::Display for NetStats {
+    /// One line of `key=value` pairs, what `strom serve` prints on SIGUSR1.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "connections={} ops_in_flight={} reply_bufs_free={} read_bufs_free={} held_bytes={} pooled_bytes={} \
+             accepted={} refused_connections={} requests={} forwarded={} frame_errors={} timeouts={} fixed_sends={} reads_from_disk={} \
+             audit_overlapping_writes={} audit_served_beyond_durable={} audit_buffer_reuse={}",
+            self.connections,
+            self.ops_in_flight,
+            self.reply_bufs_free,
+            self.read_bufs_free,
+            self.held_bytes,
+            self.pooled_bytes,
+            self.accepted,
+            self.refused_connections,
+            self.requests,
+            self.forwarded,
+            self.frame_errors,
+            self.timeouts,
+            self.fixed_sends,
+            self.reads_from_disk,
+            self.audit_overlapping_writes,
+            self.audit_served_beyond_durable,
+            self.audit_buffer_reuse
+        )
+    }
 }
 
 pub(crate) struct NetCore {
@@ -169,6 +221,8 @@ pub(crate) struct NetCore {
     finished: bool,
     next_sweep_ns: u64,
     pub stats: NetStats,
+    /// Per-stage latency of the requests of this core's connections.
+    stages: StageHistograms,
 }
 
 impl NetCore {
@@ -204,6 +258,7 @@ impl NetCore {
             finished: false,
             next_sweep_ns: 0,
             stats: NetStats::default(),
+            stages: StageHistograms::new(),
         }
     }
 
@@ -289,6 +344,7 @@ impl NetCore {
                         // A receive that filled its buffer probably left more behind.
                         conn.readable = buf.len() == buf.capacity();
                         conn.last_active_ns = now_ns;
+                        conn.recv_done_ns = now_ns + core.clock_offset_ns();
                         self.put_rbuf(slot, buf);
                         self.parse(core, slot, now_ns);
                     }
@@ -319,6 +375,13 @@ impl NetCore {
                         self.held_bytes -= n;
                         conn.last_active_ns = now_ns;
                         conn.send_off += n;
+                        conn.sent_pos += n as u64;
+                        while let Some(&(end_pos, trace)) = conn.traced.front()
+                            && end_pos <= conn.sent_pos
+                        {
+                            conn.traced.pop_front();
+                            self.stages.record_produce(&trace, now_ns + core.clock_offset_ns());
+                        }
                         if conn.send_off < frame.len() {
                             conn.sendq.push_front(frame);
                         } else {
@@ -390,6 +453,10 @@ impl NetCore {
             counted,
             dirty: false,
             stalled: false,
+            recv_done_ns: 0,
+            queued_pos: 0,
+            sent_pos: 0,
+            traced: VecDeque::new(),
         });
         if counted {
             self.stats.accepted += 1;
@@ -408,6 +475,7 @@ impl NetCore {
         let mut frame = Vec::new();
         proto::encode_error(&mut frame, 0, 0, code, message);
         c.reply_bytes += frame.len();
+        c.queued_pos += frame.len() as u64;
         self.held_bytes += frame.len();
         c.sendq.push_back(ReplyFrame::Heap(frame));
         c.state = State::Closing;
@@ -429,6 +497,8 @@ impl NetCore {
             release_frame(core, f);
         }
         c.send_off = 0;
+        // Replies that will never be sent have no latency to record.
+        c.traced.clear();
         if c.counted {
             c.counted = false;
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);
@@ -551,13 +621,14 @@ impl NetCore {
         };
         let c = &mut self.conns[slot];
         let key = ConnKey { slot: slot as u32, generation: c.generation };
+        let received_ns = c.recv_done_ns;
         let held = frame.len() + reply_reserve;
         c.inflight += 1;
         c.request_bytes += held;
         self.held_bytes += frame.len();
         match decoded {
             Ok((h, req)) => {
-                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held, reply_reserve);
+                let r = self.shared.replier(self.core_id, key, h.api, h.request_id, held, reply_reserve, received_ns);
                 if self.stopping.is_some() {
                     // Read and refused with a typed, retriable error: better
                     // for a pipelining client than a reset over unread bytes.
@@ -568,7 +639,7 @@ impl NetCore {
             Err((h, e)) => {
                 self.stats.frame_errors += 1;
                 let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
-                self.shared.replier(self.core_id, key, api, id, held, reply_reserve).error(e.code(), &e.to_string());
+                self.shared.replier(self.core_id, key, api, id, held, reply_reserve, received_ns).error(e.code(), &e.to_string());
             }
         }
     }
@@ -614,14 +685,21 @@ impl NetCore {
                 if valid.len() == 1 {
                     let batch = valid.pop().expect("one batch");
                     let reply: Reply<AppendAck> = Box::new(move |res| match res {
-                        Ok(a) => r.ok(&Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset }),
+                        Ok(a) => r.produced(a.trace).ok(&Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset }),
                         Err(e) => r.fail(&e),
                     });
                     return self.route(core, pid, Request::Append { pid, batch, reply });
                 }
                 // Several batches: one group, so no other append can land
                 // between them, and one reply once every append is answered.
-                let acc = Arc::new(Mutex::new(ProduceAcc { remaining: valid.len(), first: None, last: 0, err: None, reply: Some(r) }));
+                let acc = Arc::new(Mutex::new(ProduceAcc {
+                    remaining: valid.len(),
+                    first: None,
+                    last: 0,
+                    trace: None,
+                    err: None,
+                    reply: Some(r),
+                }));
                 let group = valid
                     .into_iter()
                     .map(|batch| {
@@ -644,13 +722,13 @@ impl NetCore {
                     // The core read the batches after room for the reply's
                     // header: the frame is that buffer, no copy; a
                     // registered one is sent from as it is.
-                    Ok(mut rr) => match rr.fixed.take() {
-                        Some(FixedBatches(mut buf)) => {
+                    Ok(mut rr) => match (rr.fixed.take(), r.fetched(rr.parked_ns)) {
+                        (Some(FixedBatches(mut buf)), r) => {
                             let id = r.request_id;
                             proto::put_fetch_reply_front(buf.as_mut_slice(), id, rr.high_watermark, rr.start_offset, rr.next_offset);
                             r.frame_fixed(buf)
                         }
-                        None => {
+                        (None, r) => {
                             proto::put_fetch_reply_front(&mut rr.batches, r.request_id, rr.high_watermark, rr.start_offset, rr.next_offset);
                             r.frame(rr.batches)
                         }
@@ -714,6 +792,14 @@ impl NetCore {
             proto::Request::OffsetFetch { group, topic, partition } => {
                 self.admin(admin::Job::Fetch { group: group.to_string(), topic: topic.to_string(), partition, reply: r })
             }
+            proto::Request::Stats { reset } => {
+                // Every core adds its histograms when it next ticks; this
+                // core's go in now. The last to add sends the reply.
+                let done = move |h: StageHistograms| r.ok(&Response::Stats { stages: h.summary() });
+                if let Some(own) = self.shared.gather_stages(reset, Some(self.core_id), done) {
+                    own.add(&mut self.stages, reset);
+                }
+            }
         }
     }
 
@@ -762,11 +848,13 @@ impl NetCore {
     // ---- planning ----
 
     fn deliver_replies(&mut self, core: &mut Core<UringIo>) {
+        let mut now_ns = None;
         loop {
             let done = match self.inbox.try_recv() {
                 Ok(d) => d,
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return,
             };
+            let queued_ns = *now_ns.get_or_insert_with(|| core.clock_ns());
             let slot = done.conn.slot as usize;
             self.held_bytes -= done.held_bytes - done.reserved_bytes;
             match self.conns.get_mut(slot) {
@@ -775,7 +863,15 @@ impl NetCore {
                     c.request_bytes -= done.held_bytes;
                     if c.state != State::Closed {
                         c.reply_bytes += done.frame.len();
+                        c.queued_pos += done.frame.len() as u64;
                         self.held_bytes += done.frame.len();
+                        match done.trace {
+                            Some(ReplyTrace::Produce(trace)) => c.traced.push_back((c.queued_pos, StageTrace { queued_ns, ..trace })),
+                            Some(ReplyTrace::Fetch { received_ns, parked_ns }) => {
+                                self.stages.record_fetch(received_ns, parked_ns, queued_ns)
+                            }
+                            None => {}
+                        }
                         c.sendq.push_back(done.frame);
                     } else {
                         release_frame(core, done.frame);
@@ -902,8 +998,17 @@ impl NetCore {
     fn sweep(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
         let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
         let idle_ns = self.shared.cfg.idle_timeout.as_nanos() as u64;
+        let (inflight_max, held_max) = (self.shared.cfg.inflight_per_conn_max, self.shared.cfg.conn_buffered_bytes_max);
+        let blocked = self.blocked(core);
         let mut late = Vec::new();
-        for (slot, c) in self.conns.iter() {
+        for (slot, c) in self.conns.iter_mut() {
+            // The header timeout is for a peer slow to send. While the server
+            // itself does not read the connection (its limits, or the core's
+            // push back), the frame's clock starts again: a pipelining client
+            // whose whole frames wait unread is not a slowloris.
+            if c.partial_since_ns.is_some() && (blocked || c.inflight >= inflight_max || c.request_bytes + c.reply_bytes >= held_max) {
+                c.partial_since_ns = Some(now_ns);
+            }
             let idle_for = now_ns.saturating_sub(c.last_active_ns);
             match c.state {
                 State::Open if c.partial_since_ns.is_some_and(|t| now_ns.saturating_sub(t) > header_ns) => late.push((slot, true)),
@@ -934,12 +1039,23 @@ impl NetCore {
         while let Ok(control) = self.control.try_recv() {
             let (drain, done) = match control {
                 Control::Stop { drain, done } => (drain, done),
+                Control::Stages { share, reset } => {
+                    share.add(&mut self.stages, reset);
+                    continue;
+                }
                 Control::Stats { reply } => {
+                    let audits = core.stats_now();
                     let stats = NetStats {
                         held_bytes: self.held_bytes + self.rbuf_bytes,
                         connections: self.conns.len(),
                         pooled_bytes: self.pool_bytes,
                         reply_bufs_free: core.reply_bufs_free(),
+                        read_bufs_free: core.read_bufs_free(),
+                        ops_in_flight: core.io.in_flight(),
+                        reads_from_disk: core.stats.reads_from_disk,
+                        audit_overlapping_writes: audits.audit_overlapping_writes,
+                        audit_served_beyond_durable: audits.audit_served_beyond_durable,
+                        audit_buffer_reuse: audits.audit_buffer_reuse,
                         ..self.stats.clone()
                     };
                     let _ = reply.send(stats);
@@ -1074,6 +1190,8 @@ struct ProduceAcc {
     remaining: usize,
     first: Option<u64>,
     last: u64,
+    /// The request crosses each stage boundary when its last batch does.
+    trace: Option<StageTrace>,
     err: Option<StromError>,
     reply: Option<Replier>,
 }
@@ -1084,6 +1202,7 @@ impl ProduceAcc {
             Ok(a) => {
                 self.first.get_or_insert(a.base_offset);
                 self.last = self.last.max(a.last_offset);
+                self.trace = Some(self.trace.map_or(a.trace, |t| t.join(a.trace)));
             }
             Err(e) => {
                 self.err.get_or_insert(e);
@@ -1095,7 +1214,9 @@ impl ProduceAcc {
         {
             match (&self.err, self.first) {
                 (Some(e), _) => r.fail(e),
-                (None, Some(base_offset)) => r.ok(&Response::Produce { base_offset, last_offset: self.last }),
+                (None, Some(base_offset)) => {
+                    r.produced(self.trace.unwrap_or_default()).ok(&Response::Produce { base_offset, last_offset: self.last })
+                }
                 (None, None) => r.error(ErrorCode::Internal, "no batch answered"),
             }
         }

@@ -1,0 +1,127 @@
+//! Failpoints: named moments at which a test can make the process die, to
+//! prove that a crash exactly there loses nothing acknowledged.
+//!
+//! Compiled in only with the cargo feature `failpoints`; without it
+//! [`failpoint!`](crate::failpoint!) expands to nothing (its arguments are
+//! not even evaluated). With it, a failpoint that is not armed costs one
+//! relaxed atomic load and a compare.
+//!
+//! Arming: `STROM_FAILPOINT=NAME` or `STROM_FAILPOINT=NAME:NTH`, read once,
+//! by [`init`] (`strom serve` calls it at start) or else at the first
+//! failpoint the process passes; an armed process says so on stderr
+//! (`strom: failpoint NAME armed for hit NTH`). On the `NTH` hit (default 1)
+//! of `NAME` (with its condition true) the process prints
+//! `strom: failpoint NAME hit NTH, killing the process` to stderr and sends
+//! itself SIGKILL: nothing after that moment runs, as with `kill -9`.
+//!
+//! The failpoints (see docs/TESTING.md, "Process crashes and failpoints"):
+//! - `write_in_flight`: a commit's write was submitted in an earlier tick and
+//!   its completion has not been processed (`Journal::plan`);
+//! - `write_done_before_fsync`: a write completed, no fdatasync covers it
+//!   yet (`Journal::on_write`);
+//! - `fsync_done_before_ack`: an fdatasync completed, the commits it made
+//!   durable are not retired or acknowledged yet (`Journal::on_fsync`);
+//! - `roll_before_dir_sync`: a new segment file was created, its directory
+//!   not yet fsynced (`Journal::roll`);
+//! - `checkpoint_before_rename`: a checkpoint's temp file was written and
+//!   fsynced, not yet renamed over `checkpoint` (`fs::write_file_atomic`).
+
+/// The names a test may arm; arming any other name is refused at the first hit.
+pub const NAMES: [&str; 5] =
+    ["write_in_flight", "write_done_before_fsync", "fsync_done_before_ack", "roll_before_dir_sync", "checkpoint_before_rename"];
+
+/// Marks a failpoint: `failpoint!("name")`, or `failpoint!("name", cond)`
+/// where `cond` is evaluated only when a failpoint is armed.
+#[cfg(feature = "failpoints")]
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {
+        $crate::failpoint!($name, true)
+    };
+    ($name:literal, $cond:expr) => {
+        if $crate::failpoint::armed() && $cond {
+            $crate::failpoint::hit($name);
+        }
+    };
+}
+
+/// Without the `failpoints` feature a failpoint is nothing at all.
+#[cfg(not(feature = "failpoints"))]
+#[macro_export]
+macro_rules! failpoint {
+    ($name:literal) => {};
+    ($name:literal, $cond:expr) => {};
+}
+
+#[cfg(feature = "failpoints")]
+mod armed {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+    const UNKNOWN: u8 = 0;
+    const DISARMED: u8 = 1;
+    const ARMED: u8 = 2;
+
+    static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static HITS: AtomicU64 = AtomicU64::new(0);
+
+    /// The fast path: one relaxed load once the environment was read.
+    #[inline(always)]
+    pub fn armed() -> bool {
+        match STATE.load(Ordering::Relaxed) {
+            DISARMED => false,
+            ARMED => true,
+            _ => init(),
+        }
+    }
+
+    #[cold]
+    fn init() -> bool {
+        let target = TARGET.get_or_init(|| {
+            let spec = std::env::var("STROM_FAILPOINT").ok()?;
+            let (name, nth) = match spec.split_once(':') {
+                Some((name, nth)) => (name, nth.parse::<u64>().unwrap_or_else(|_| panic!("STROM_FAILPOINT={spec}: NTH is not a number"))),
+                None => (spec.as_str(), 1),
+            };
+            assert!(super::NAMES.contains(&name), "STROM_FAILPOINT={spec}: no failpoint is named {name}; the names: {:?}", super::NAMES);
+            eprintln!("strom: failpoint {name} armed for hit {nth}");
+            Some((name.to_string(), nth.max(1)))
+        });
+        let armed = target.is_some();
+        STATE.store(if armed { ARMED } else { DISARMED }, Ordering::Relaxed);
+        armed
+    }
+
+    /// A failpoint whose condition held: dies on the armed name's nth hit.
+    #[cold]
+    pub fn hit(name: &'static str) {
+        let Some(Some((target, nth))) = TARGET.get() else { return };
+        if target != name {
+            return;
+        }
+        let n = HITS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == *nth {
+            eprintln!("strom: failpoint {name} hit {n}, killing the process");
+            let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
+            // SIGKILL cannot be caught; should the kill fail, abort still
+            // ends the process without running anything else of ours.
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(feature = "failpoints")]
+pub use armed::{armed, hit};
+
+/// Reads `STROM_FAILPOINT` now, so that an armed process says so before it
+/// serves. Without the feature it warns when the variable is set, since
+/// nothing will happen.
+pub fn init() {
+    #[cfg(feature = "failpoints")]
+    armed::armed();
+    #[cfg(not(feature = "failpoints"))]
+    if let Ok(spec) = std::env::var("STROM_FAILPOINT") {
+        eprintln!("strom: STROM_FAILPOINT={spec} is ignored: this binary was built without the failpoints feature");
+    }
+}

@@ -305,6 +305,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
 
 /// Where each partition lives: its core's direct address.
 struct Layout {
+    main_addr: SocketAddr,
     partition_addr: Vec<SocketAddr>,
     start_offsets: Vec<u64>,
 }
@@ -342,7 +343,7 @@ fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
             *start = client.list_offsets(&s.topic, p as u32, OffsetSpec::Latest).map_err(ctx)?.unwrap_or(0);
         }
     }
-    Ok(Layout { partition_addr, start_offsets })
+    Ok(Layout { main_addr: addr, partition_addr, start_offsets })
 }
 
 /// Producers spread over the partitions' cores; each producer writes only
@@ -465,7 +466,7 @@ fn run_phase(
     let live = !a.quiet && std::io::stderr().is_terminal();
     let (mut cpu_start, mut cpu_end) = (None, None);
     let (mut log_before, mut log_after) = (None, None);
-    let mut stages = Vec::new();
+    let mut stage_list = Vec::new();
     let (mut last_acked, mut last_consumed, mut last_t) = (0, 0, now_ns());
     let mut next_status = now_ns() + 1_000_000_000;
     while !handles.iter().all(|h| h.is_finished()) {
@@ -474,12 +475,12 @@ fn run_phase(
         if cpu_start.is_none() && now >= window_start_ns {
             cpu_start = Some(cpu::snapshot());
             log_before = log_totals(target);
-            reset_stages(target, layout);
+            stages(target, layout.main_addr, true);
         }
         if cpu_end.is_none() && now >= window_end_ns {
             cpu_end = Some(cpu::snapshot());
             log_after = log_totals(target);
-            stages = read_stages(target, layout);
+            stage_list = stages(target, layout.main_addr, false);
         }
         if !shared.targets_final.load(Ordering::SeqCst) && shared.producers_done.load(Ordering::SeqCst) >= producers_total {
             shared.targets_final.store(true, Ordering::SeqCst);
@@ -523,14 +524,32 @@ fn run_phase(
         other_cpu: cpu::spent(&c0, &c1, "loadgen-w", true) / window_secs,
         log_before,
         log_after,
-        stages,
+        stages: stage_list,
     })
 }
 
-fn reset_stages(_target: &Target, _layout: &Layout) {}
-
-fn read_stages(_target: &Target, _layout: &Layout) -> Vec<report::Stage> {
-    Vec::new()
+/// The broker's per-stage latency (its Stats api), reset at the start of
+/// the window so the warm-up does not count. Embedded: asked in-process;
+/// a running server: over a connection of its own. A broker that cannot
+/// say gives an empty list, not a failed run.
+fn stages(target: &Target, addr: SocketAddr, reset: bool) -> Vec<report::Stage> {
+    let list = match target {
+        Target::Embedded { server, .. } => Ok(server.stage_latency(reset)),
+        Target::Remote => Client::connect_timeout(addr, Duration::from_secs(5)).and_then(|mut c| {
+            c.set_timeout(Some(Duration::from_secs(10)))?;
+            c.stage_latency(reset)
+        }),
+    };
+    match list {
+        Ok(list) => list
+            .into_iter()
+            .map(|s| report::Stage { stage: s.stage, count: s.count, p50_us: s.p50_us, p90_us: s.p90_us, p99_us: s.p99_us, p999_us: s.p999_us, max_us: s.max_us })
+            .collect(),
+        Err(e) => {
+            eprintln!("loadgen: the broker's per-stage latency is not available: {e}");
+            Vec::new()
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

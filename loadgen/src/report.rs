@@ -216,7 +216,7 @@ pub fn table(r: &Report) -> String {
     }
     if !r.stages.is_empty() {
         let _ = writeln!(t, "\nbroker stages (us)    p50       p90       p99     p99.9       max     count");
-        for s in &r.stages {
+        for s in r.stages.iter().filter(|s| s.count > 0) {
             let _ = writeln!(
                 t,
                 "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",

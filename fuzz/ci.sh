@@ -84,12 +84,14 @@ target_secs=${STROM_FUZZ_TARGET_SECS:-$(($(left) * jobs / n_targets - 2))}
 ((target_secs < min_target_secs)) && stable_fallback "only ${target_secs} s per target left"
 echo "== fuzz: libFuzzer, ${target_secs} s per target, ${jobs} at a time"
 
+host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 run_one() {
     local t=$1
     mkdir -p "corpus/$t" "regressions/$t"
     # -malloc_limit_mb: one allocation over 16 MiB is a crash (inputs are a few KiB, so only a
     # size taken from a declared count gets there); -timeout: an input taking 10 s is a hang.
-    cargo +nightly fuzz run -O "$t" "corpus/$t" "regressions/$t" -- \
+    # The binary itself, not `cargo fuzz run`, which would rebuild (and wait on the build lock).
+    "target/$host/release/$t" "corpus/$t" "regressions/$t" \
         -max_total_time="$target_secs" -malloc_limit_mb=16 -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
         >"$logs/$t.log" 2>&1
 }

@@ -1088,6 +1088,15 @@ fn network_abuse_while_a_canary_works() {
         assert!(Instant::now() < deadline, "no quiet baseline: {s:?}");
         std::thread::sleep(Duration::from_millis(20));
     };
+    // At rest every registered buffer is free: a baseline short of them
+    // would hide a leak from every later comparison.
+    let (reply_bufs, read_bufs) = (
+        strom::server::ServerConfig::default().reply_bufs_per_core as u64,
+        strom::config::EngineConfig::default().read_bufs_per_core as u64,
+    );
+    for s in &baseline {
+        assert_eq!((s["reply_bufs_free"], s["read_bufs_free"]), (reply_bufs, read_bufs), "registered buffers missing at rest: {s:?}");
+    }
     let baseline_fds = serve.fd_count();
     canary.resume();
     serve.assert_alive();

@@ -488,3 +488,58 @@ fn persistent_bit_flip_is_named_everywhere() {
     }
     println!("bit flip at log position {frame_pos}: read, inspect and restart all name it");
 }
+
+// Proves: after a failed fdatasync, a restart by process kill never makes
+// readable what a later power cut takes back (records served, then gone),
+// and keeps every acknowledged record: the commits that fdatasync covered may
+// still show intact in the page cache, although they are not on the medium and
+// no fsync will put them there, so the open cuts the log at the position the
+// failed log recorded (`journal::FAILED_FILE`). Without that cut, 115 records
+// served after the kill vanished after the power cut in these 64 seeds.
+#[test]
+fn failed_fsync_then_restart_serves_nothing_that_vanishes() {
+    let cfg = EngineConfig::small_for_tests();
+    let mut vanished_total = 0;
+    let mut served_unacked = 0;
+    for seed in 0..64u64 {
+        let mut rng = SimRng::new(seed);
+        let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), rng.next_u64(), SimFaults::default()), cfg.clone(), spec()).unwrap();
+        let mut pending = Vec::new();
+        for i in 0..40u64 {
+            if i == 20 {
+                core.io.faults_mut().fsync_eio_ppm = 1_000_000;
+            }
+            let (bytes, v) = make_batch(0, i, 300);
+            let (s, reply) = slot::<AppendAck>();
+            core.handle(Request::Append { pid: 0, batch: ValidBatch::new(bytes, cfg.batch_bytes_max).unwrap(), reply });
+            pending.push((v, s));
+            core.tick().unwrap();
+        }
+        for _ in 0..50 {
+            core.tick().unwrap();
+        }
+        let disk = core.into_io().process_exit();
+        let (mut core, _) = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg.clone(), spec()).unwrap();
+        let (seen, err) = read_all(&mut core, 0);
+        assert!(err.is_none(), "seed {seed}: {err:?}");
+        let seen: Vec<(u64, String)> = seen.iter().flat_map(|r| common::values(&r.batches)).collect();
+        let acked: Vec<(u64, String)> = pending
+            .iter()
+            .filter_map(|(v, s)| s.lock().unwrap().as_ref().and_then(|r| r.as_ref().ok()).map(|a| (a.base_offset, v.clone())))
+            .collect();
+        let acked_count = acked.len();
+        served_unacked += seen.len().saturating_sub(acked_count);
+        let disk = core.into_io().crash(&mut rng);
+        let (mut core, _) = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg.clone(), spec()).unwrap();
+        let (after, _) = read_all(&mut core, 0);
+        let after: BTreeSet<(u64, String)> = after.iter().flat_map(|r| common::values(&r.batches)).collect();
+        vanished_total += seen.iter().filter(|r| !after.contains(r)).count();
+        for a in &acked {
+            assert!(after.contains(a), "seed {seed}: acknowledged record {a:?} lost");
+        }
+    }
+    println!(
+        "failed fdatasync, then kill, read, power cut: {served_unacked} unacknowledged records served after the kill, {vanished_total} of them vanished"
+    );
+    assert_eq!(vanished_total, 0, "records served after a restart vanished after a power cut");
+}

@@ -1,7 +1,8 @@
 //! Process crashes against a real `strom serve`: producers and consumers
 //! (tailing with long polls, and catching up from earlier offsets) work over
 //! TCP while the server is killed with SIGKILL at random moments, or kills
-//! itself at a chosen failpoint (cargo feature `failpoints`); it restarts on
+//! itself at a chosen failpoint (cargo feature `failpoints`), or pauses there
+//! while the power is cut under it (a loop-device ext4); it restarts on
 //! the same data directory (and port when free), producers resend what was
 //! indeterminate, and the shared checker (tests/checker) judges every
 //! acknowledged record and every read at the end.

@@ -91,6 +91,7 @@ fn power_cuts_lose_nothing_acknowledged() {
                     full_backoff: Duration::from_millis(20),
                     timeout: Duration::from_secs(10),
                     live: live.clone(),
+                    pace: None,
                 };
                 workload::spawn_producer(serve.addr, checker.clone(), s, cfg, stop.clone())
             })

@@ -37,8 +37,8 @@ min_target_secs=4
 
 stable_fallback() {
     local secs
-    secs=$(left)
-    ((secs < 20)) && secs=20
+    secs=$(($(left) - 5))
+    ((secs < 10)) && secs=10
     # Two workers share the targets, so each target gets 2 * secs / targets.
     local ms=$((secs * 2000 / n_targets))
     echo "== fuzz: stable mutation fuzzer, ${ms} ms per target ($1)"
@@ -61,8 +61,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 echo "== fuzz: $(cargo +nightly --version), $(cargo fuzz --version), ready after $(elapsed) s"
 
-# Leave every target its minimum after the build, or do not start it.
-build_secs=$(($(left) - n_targets * min_target_secs / 2))
+# Leave every target its minimum after the build, and the fallback its 20 s if the build fails.
+build_secs=$(($(left) - n_targets * min_target_secs / 2 - 20))
 ((build_secs > 0)) || stable_fallback "no budget left to build"
 build_targets() {
     if [[ "$targets" == "$all_targets" ]]; then

@@ -571,6 +571,9 @@ fn random_kills_under_load() {
     );
     println!("server invariant audits before each kill or stop: {audits} counters checked, all 0");
     assert!(kills >= kills_min && report.acked >= acked_min);
+    // Passed: the data (hundreds of MB) is of no more use.
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Runs the load against a server armed with `failpoint` (`NAME:NTH`) until
@@ -610,6 +613,8 @@ fn crash_at(failpoint: &str, extra: &[&str]) {
         r.cut_bytes
     );
     assert!(acked_before > 0, "the crash came before any acknowledgement: the failpoint fired too early to test anything");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // Proves: a crash while a commit's write is submitted and not completed

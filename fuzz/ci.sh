@@ -43,6 +43,7 @@ stable_fallback() {
     local ms=$((secs * 2000 / n_targets))
     echo "== fuzz: stable mutation fuzzer, ${ms} ms per target ($1)"
     cd ..
+    set +e +o pipefail
     STROM_FUZZ_MS=$ms STROM_FUZZ_ITERS=100000000 cargo test --release --test fuzz_mutate -- --nocapture 2>&1 |
         grep -v '^\s*$' | grep -v '^running\|^test result\|Finished\|Running'
     exit "${PIPESTATUS[0]}"
@@ -87,12 +88,12 @@ echo "== fuzz: libFuzzer, ${target_secs} s per target, ${jobs} at a time"
 host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 run_one() {
     local t=$1
-    mkdir -p "corpus/$t" "regressions/$t"
+    mkdir -p "corpus/$t" "regressions/$t" "artifacts/$t"
     # -malloc_limit_mb: one allocation over 16 MiB is a crash (inputs are a few KiB, so only a
     # size taken from a declared count gets there); -timeout: an input taking 10 s is a hang.
     # The binary itself, not `cargo fuzz run`, which would rebuild (and wait on the build lock).
     "target/$host/release/$t" "corpus/$t" "regressions/$t" \
-        -max_total_time="$target_secs" -malloc_limit_mb=16 -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="artifacts/$t/" -max_total_time="$target_secs" -malloc_limit_mb=16 -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
         >"$logs/$t.log" 2>&1
 }
 

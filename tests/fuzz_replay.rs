@@ -3,8 +3,10 @@
 //! fixed without nightly. Inputs live in `fuzz/corpus/<target>/` (seeds and
 //! what fuzzing kept) and `fuzz/regressions/<target>/` (crashes, once fixed).
 //!
-//! The seed corpora are written by the ignored test `write_seed_corpus`:
-//! `cargo test --test fuzz_replay -- --ignored`.
+//! The checks are `fuzz/src/` (included below by path), and every replay is
+//! held to the allocation bound of `fuzz/src/alloc_count.rs`. The seed
+//! corpora are written by the ignored test `write_seed_corpus`:
+//! `cargo test --release --test fuzz_replay -- --ignored write_seed_corpus`.
 
 use std::collections::BTreeMap;
 use std::fs;

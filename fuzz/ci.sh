@@ -37,12 +37,13 @@ min_target_secs=4
 
 stable_fallback() {
     local secs
-    secs=$(left)
-    ((secs < 20)) && secs=20
+    secs=$(($(left) - 5))
+    ((secs < 10)) && secs=10
     # Two workers share the targets, so each target gets 2 * secs / targets.
     local ms=$((secs * 2000 / n_targets))
     echo "== fuzz: stable mutation fuzzer, ${ms} ms per target ($1)"
     cd ..
+    set +e +o pipefail
     STROM_FUZZ_MS=$ms STROM_FUZZ_ITERS=100000000 cargo test --release --test fuzz_mutate -- --nocapture 2>&1 |
         grep -v '^\s*$' | grep -v '^running\|^test result\|Finished\|Running'
     exit "${PIPESTATUS[0]}"
@@ -61,8 +62,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 echo "== fuzz: $(cargo +nightly --version), $(cargo fuzz --version), ready after $(elapsed) s"
 
-# Leave every target its minimum after the build, or do not start it.
-build_secs=$(($(left) - n_targets * min_target_secs / 2))
+# Leave every target its minimum after the build, and the fallback its 20 s if the build fails.
+build_secs=$(($(left) - n_targets * min_target_secs / 2 - 20))
 ((build_secs > 0)) || stable_fallback "no budget left to build"
 build_targets() {
     if [[ "$targets" == "$all_targets" ]]; then
@@ -84,13 +85,15 @@ target_secs=${STROM_FUZZ_TARGET_SECS:-$(($(left) * jobs / n_targets - 2))}
 ((target_secs < min_target_secs)) && stable_fallback "only ${target_secs} s per target left"
 echo "== fuzz: libFuzzer, ${target_secs} s per target, ${jobs} at a time"
 
+host=$(rustc +nightly -vV | sed -n 's/^host: //p')
 run_one() {
     local t=$1
-    mkdir -p "corpus/$t" "regressions/$t"
+    mkdir -p "corpus/$t" "regressions/$t" "artifacts/$t"
     # -malloc_limit_mb: one allocation over 16 MiB is a crash (inputs are a few KiB, so only a
     # size taken from a declared count gets there); -timeout: an input taking 10 s is a hang.
-    cargo +nightly fuzz run -O "$t" "corpus/$t" "regressions/$t" -- \
-        -max_total_time="$target_secs" -malloc_limit_mb=16 -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
+    # The binary itself, not `cargo fuzz run`, which would rebuild (and wait on the build lock).
+    "target/$host/release/$t" "corpus/$t" "regressions/$t" \
+        -artifact_prefix="artifacts/$t/" -max_total_time="$target_secs" -malloc_limit_mb=16 -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
         >"$logs/$t.log" 2>&1
 }
 

@@ -529,7 +529,12 @@ impl<I: Io> Core<I> {
             p.make_visible(base + records, ts);
             Ok(())
         };
+        // A log that failed is cut where its trusted data ended (DURABILITY.md).
+        let fenced = journal::fence_failed_tail(&mut self.io, &dir, &mut self.completions)?;
         let (state, report) = recovery::recover(&mut self.io, &dir, log, ckpt.as_ref(), &limits, &mut on_batch)?;
+        if fenced.is_some() {
+            journal::clear_failed_mark(&mut self.io, &dir)?;
+        }
         for p in parts.values_mut() {
             p.forget_before(state.log_start);
         }

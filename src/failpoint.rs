@@ -12,7 +12,11 @@
 //! (`strom: failpoint NAME armed for hit NTH`). On the `NTH` hit (default 1)
 //! of `NAME` (with its condition true) the process prints
 //! `strom: failpoint NAME hit NTH, killing the process` to stderr and sends
-//! itself SIGKILL: nothing after that moment runs, as with `kill -9`.
+//! itself SIGKILL: nothing after that moment runs, as with `kill -9`. With
+//! `STROM_FAILPOINT=NAME:NTH:pause` the thread that hit it prints
+//! `strom: failpoint NAME hit NTH, pausing` and stops there for good instead
+//! (its core does nothing more), so that a test can cut the power at exactly
+//! that moment and then kill the process.
 //!
 //! The failpoints (see docs/TESTING.md, "Process crashes and failpoints"):
 //! - `write_in_flight`: a commit's write was submitted in an earlier tick and
@@ -63,7 +67,8 @@ mod armed {
     const ARMED: u8 = 2;
 
     static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    /// The armed name, the hit to act on, and whether to pause (else kill).
+    static TARGET: OnceLock<Option<(String, u64, bool)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
 
     /// The fast path: one relaxed load once the environment was read.
@@ -80,13 +85,18 @@ mod armed {
     fn init() -> bool {
         let target = TARGET.get_or_init(|| {
             let spec = std::env::var("STROM_FAILPOINT").ok()?;
-            let (name, nth) = match spec.split_once(':') {
-                Some((name, nth)) => (name, nth.parse::<u64>().unwrap_or_else(|_| panic!("STROM_FAILPOINT={spec}: NTH is not a number"))),
-                None => (spec.as_str(), 1),
+            let mut parts = spec.split(':');
+            let name = parts.next().unwrap_or_default();
+            let nth =
+                parts.next().map_or(1, |n| n.parse::<u64>().unwrap_or_else(|_| panic!("STROM_FAILPOINT={spec}: NTH is not a number")));
+            let pause = match parts.next() {
+                None | Some("kill") => false,
+                Some("pause") => true,
+                Some(other) => panic!("STROM_FAILPOINT={spec}: the action {other:?} is neither kill nor pause"),
             };
             assert!(super::NAMES.contains(&name), "STROM_FAILPOINT={spec}: no failpoint is named {name}; the names: {:?}", super::NAMES);
             eprintln!("strom: failpoint {name} armed for hit {nth}");
-            Some((name.to_string(), nth.max(1)))
+            Some((name.to_string(), nth.max(1), pause))
         });
         let armed = target.is_some();
         STATE.store(if armed { ARMED } else { DISARMED }, Ordering::Relaxed);
@@ -96,11 +106,17 @@ mod armed {
     /// A failpoint whose condition held: dies on the armed name's nth hit.
     #[cold]
     pub fn hit(name: &'static str) {
-        let Some(Some((target, nth))) = TARGET.get() else { return };
+        let Some(Some((target, nth, pause))) = TARGET.get() else { return };
         if target != name {
             return;
         }
         let n = HITS.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == *nth && *pause {
+            eprintln!("strom: failpoint {name} hit {n}, pausing");
+            loop {
+                std::thread::park();
+            }
+        }
         if n == *nth {
             eprintln!("strom: failpoint {name} hit {n}, killing the process");
             let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);

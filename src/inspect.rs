@@ -10,9 +10,9 @@ use crate::catalog::{self, Catalog};
 use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
 use crate::io::Io;
-use crate::log::checkpoint;
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
+use crate::log::{checkpoint, journal};
 use crate::partition::Pid;
 
 /// What inspect found in one partition.
@@ -32,6 +32,9 @@ pub struct LogSummary {
     pub segments: usize,
     pub report: RecoveryReport,
     pub checkpoint_covered: Option<u64>,
+    /// The log failed (a write or fdatasync error) and its data is trusted
+    /// only below this position: the next open cuts it there.
+    pub failed_at: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +123,9 @@ pub fn inspect_logs<I: Io>(
         for seg in &state.segments {
             io.close(seg.file);
         }
-        logs.push(LogSummary { log, segments: state.segments.len(), report, checkpoint_covered: ckpt.map(|c| c.covered_pos) });
+        let failed_at = io.read_file(&ldir.join(journal::FAILED_FILE))?.and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)));
+        let checkpoint_covered = ckpt.map(|c| c.covered_pos);
+        logs.push(LogSummary { log, segments: state.segments.len(), report, checkpoint_covered, failed_at });
     }
     Ok((logs, partitions))
 }
@@ -140,6 +145,11 @@ pub fn render(ins: &Inspection) -> String {
             "{:<5} {:>8} {:>14} {:>14} {:>10} {:>12} {:>14}",
             l.log, l.segments, l.report.scanned_from, l.report.end_pos, l.report.frames_scanned, l.report.bytes_cut, ck
         );
+    }
+    for l in &ins.logs {
+        if let Some(at) = l.failed_at {
+            let _ = writeln!(s, "log {} failed: its data is trusted up to position {at}; the next open cuts it there", l.log);
+        }
     }
     let _ = writeln!(s);
     let _ = writeln!(

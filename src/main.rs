@@ -124,6 +124,9 @@ struct ServeArgs {
     /// A request whose frame is not complete this long after it began is refused.
     #[arg(long, default_value_t = duration_ms(ServerConfig::default().header_timeout))]
     header_timeout_ms: u64,
+    /// Request and reply bytes one core may hold for all its connections; past it no socket of the core is read.
+    #[arg(long, default_value_t = ServerConfig::default().core_buffered_bytes_max)]
+    core_buffered_bytes_max: usize,
     /// Bytes per log segment file (a block multiple of at least two write buffers).
     #[arg(long, default_value_t = EngineConfig::default().segment_bytes)]
     segment_bytes: u64,
@@ -295,6 +298,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         inflight_per_conn_max: args.inflight_per_conn_max,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         header_timeout: Duration::from_millis(args.header_timeout_ms),
+        core_buffered_bytes_max: args.core_buffered_bytes_max,
         ..ServerConfig::default()
     };
     strom::failpoint::init();

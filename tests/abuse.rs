@@ -41,6 +41,13 @@ const HEADER_TIMEOUT_MS: u64 = 2000;
 const FRAME_BYTES_MAX: u32 = proto::FRAME_BYTES_MAX_DEFAULT as u32;
 /// `ServerConfig::default().conn_buffered_bytes_max`.
 const CONN_BUFFERED_BYTES_MAX: u64 = 32 << 20;
+/// The buffer budget of each core (`--core-buffered-bytes-max`), a third of
+/// the default, so that a few stuck readers fill it far inside the cgroup.
+const CORE_BUFFERED_BYTES_MAX: u64 = 96 << 20;
+/// Consumers that never read put on one core: enough to fill its budget
+/// (each pins from 24 to 40 MiB: its 32 MiB cap less one fetch in service,
+/// or plus one reply).
+const STUCK_READERS: usize = 5;
 /// How long any wait for progress may take before the test calls it a hang
 /// (not a timing threshold: every wait ends as soon as its condition holds).
 const HANG: Duration = Duration::from_secs(120);
@@ -156,6 +163,7 @@ impl Serve {
         args.push(CORES.to_string());
         args.extend(["--header-timeout-ms".to_string(), HEADER_TIMEOUT_MS.to_string()]);
         args.extend(["--connections-max".to_string(), connections_max.to_string()]);
+        args.extend(["--core-buffered-bytes-max".to_string(), CORE_BUFFERED_BYTES_MAX.to_string()]);
         let mut cmd = match cgroup {
             // The shell joins the cgroup, then becomes the server: every
             // byte the server ever allocates is charged to the cgroup.
@@ -903,6 +911,51 @@ fn non_readers(b: &mut Bench, n: usize) -> String {
     format!("{n} conns pinned {} MiB (bound {} MiB); no reply lost, no timeout", held >> 20, bound >> 20)
 }
 
+/// Consumers that never read, all on one core (its own port), until that
+/// core holds its whole buffer budget and reads no socket: the connections
+/// whose replies made no progress for a header timeout are closed, largest
+/// first, and the core (its canary with it) is served again.
+fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
+    let mut admin = Client::connect(b.addr()).unwrap();
+    admin.set_timeout(Some(HANG)).unwrap();
+    let core1: SocketAddr = admin.metadata(&[]).unwrap().core_addrs[1].parse().unwrap();
+    drop(admin);
+    let closed_before = sum(&b.serve.stats(), "stuck_readers_closed");
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        let mut s = connect_raw(core1);
+        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut frames = Vec::new();
+        for i in 0..64u64 {
+            let req = Request::Fetch { topic: "old", partition: 0, offset: (i % 8) * 3, max_bytes: 8 << 20, max_wait_ms: 0 };
+            proto::encode_request(&mut frames, i + 1, &req);
+        }
+        let _ = s.write_all(&frames);
+        conns.push(s);
+    }
+    let deadline = Instant::now() + HANG;
+    let mut held_max = 0;
+    let closed = loop {
+        let stats = b.serve.stats();
+        held_max = held_max.max(stats[1]["held_bytes"]);
+        let closed = sum(&stats, "stuck_readers_closed") - closed_before;
+        if closed > 0 {
+            break closed;
+        }
+        assert!(Instant::now() < deadline, "core 1 holds {held_max} bytes and closed no stuck reader");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    b.canary_during("stuck readers filled core 1's buffer budget");
+    for s in conns {
+        reset(s);
+    }
+    format!(
+        "{n} conns on core 1 held up to {} MiB (budget {}): {closed} closed as stuck, core 1 served again",
+        held_max >> 20,
+        CORE_BUFFERED_BYTES_MAX >> 20
+    )
+}
+
 /// One client pipelines a million requests and reads no reply until the
 /// server stopped reading it; then every reply arrives, each exactly once.
 fn pipeline_million(b: &mut Bench, total: u64) -> String {
@@ -1044,9 +1097,10 @@ fn network_abuse_while_a_canary_works() {
         println!("note: {beyond} connections past the cap instead of {beyond_wanted}: RLIMIT_NOFILE is {nofile}");
     }
     // Not scaled: each pins up to its 32 MiB buffer cap plus one 8 MiB reply,
-    // and past about ten of them a 2-core server outgrows 512 MiB (see
-    // docs/TESTING.md); STROM_ABUSE_NON_READERS=N tries N.
-    let non_readers_n = std::env::var("STROM_ABUSE_NON_READERS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    // so two stay under a core's budget wherever they land (more are the
+    // stuck-reader case), and past about ten of them a 2-core server
+    // outgrows 512 MiB (see docs/TESTING.md); STROM_ABUSE_NON_READERS=N tries N.
+    let non_readers_n = std::env::var("STROM_ABUSE_NON_READERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     let cgroup = match MemCgroup::create(CGROUP_LIMIT_BYTES) {
         Ok(cg) => Some(cg),
         Err(e) => {
@@ -1088,6 +1142,15 @@ fn network_abuse_while_a_canary_works() {
         assert!(Instant::now() < deadline, "no quiet baseline: {s:?}");
         std::thread::sleep(Duration::from_millis(20));
     };
+    // At rest every registered buffer is free: a baseline short of them
+    // would hide a leak from every later comparison.
+    let (reply_bufs, read_bufs) = (
+        strom::server::ServerConfig::default().reply_bufs_per_core as u64,
+        strom::config::EngineConfig::default().read_bufs_per_core as u64,
+    );
+    for s in &baseline {
+        assert_eq!((s["reply_bufs_free"], s["read_bufs_free"]), (reply_bufs, read_bufs), "registered buffers missing at rest: {s:?}");
+    }
     let baseline_fds = serve.fd_count();
     canary.resume();
     serve.assert_alive();
@@ -1109,6 +1172,7 @@ fn network_abuse_while_a_canary_works() {
     bench.case(&format!("idle to cap, {beyond} past it"), |b| idle_past_cap(b, cap, beyond));
     bench.case(&format!("{slowloris_n} slowloris"), |b| slowloris(b, slowloris_n));
     bench.case(&format!("{non_readers_n} non-reading consumers"), |b| non_readers(b, non_readers_n));
+    bench.case(&format!("{STUCK_READERS} non-readers on core 1"), |b| stuck_readers_on_one_core(b, STUCK_READERS));
     bench.case("1M pipelined, unread", |b| pipeline_million(b, 1_000_000));
     bench.case("resets (mid-frame, fsync, disk read)", |b| resets(b, 40 * scale));
 

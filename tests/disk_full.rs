@@ -77,6 +77,7 @@ fn produce_until(
                 full_backoff: Duration::from_millis(20),
                 timeout: Duration::from_secs(30),
                 live: live.clone(),
+                pace: None,
             };
             workload::spawn_producer(serve.addr, checker.clone(), s, cfg, stop.clone())
         })

@@ -168,7 +168,9 @@ fn input_of(seed: u64, target: &str, i: u64, starts: &[Vec<u8>]) -> Vec<u8> {
 struct TargetRun {
     iterations: u64,
     failures: Vec<String>,
-    peak_ratio: f64,
+    /// The most bytes one check held at once, and the size of its input.
+    peak_bytes: usize,
+    peak_input_bytes: usize,
 }
 
 fn failure_dir(target: &str) -> PathBuf {
@@ -202,7 +204,9 @@ fn run_target(
         let (outcome, peak_bytes) = alloc_count::peak_bytes_during(|| panic::catch_unwind(AssertUnwindSafe(|| (target.check)(&input))));
         progress.fetch_add(1, Ordering::Relaxed);
         run.iterations += 1;
-        run.peak_ratio = run.peak_ratio.max(peak_bytes as f64 / input.len().max(1) as f64);
+        if peak_bytes > run.peak_bytes {
+            (run.peak_bytes, run.peak_input_bytes) = (peak_bytes, input.len());
+        }
         let failure = match outcome {
             Err(_) => Some("panicked".to_string()),
             Ok(()) if peak_bytes > alloc_count::alloc_bound_bytes(input.len()) => {
@@ -287,10 +291,10 @@ fn mutated_inputs_pass_the_fuzz_checks() {
         }
     }
     runs.sort_by_key(|r| r.0);
-    println!("{:20} {:>10} {:>16}", "target", "executions", "peak bytes/input");
+    println!("{:20} {:>10} {:>16} {:>12}", "target", "executions", "most held bytes", "input bytes");
     let mut failures = Vec::new();
     for (name, run) in &runs {
-        println!("{name:20} {:>10} {:>16.1}", run.iterations, run.peak_ratio);
+        println!("{name:20} {:>10} {:>16} {:>12}", run.iterations, run.peak_bytes, run.peak_input_bytes);
         failures.extend(run.failures.iter().cloned());
     }
     assert_eq!(runs.len(), targets.len(), "a worker died");

@@ -21,7 +21,7 @@ use crate::config::FsyncPolicy;
 use crate::error::{Errno, IoOp, Result, StromError, classify_errno};
 use crate::io::{FileId, Io, Op};
 use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES, PAD_BYTES_MAX};
-use crate::log::segment::{Segment, segment_name};
+use crate::log::segment::{Segment, parse_segment_name, segment_name};
 use crate::partition::Pid;
 
 /// What a log's owner must remember about a staged batch until it is acknowledged.
@@ -67,6 +67,11 @@ struct Commit<R> {
     written: bool,
     acks: Vec<PendingAck<R>>,
 }
+
+/// The file a log that failed leaves in its directory: the position (u64,
+/// little-endian) below which its data is trusted, durable or acknowledged
+/// when it failed. The next open cuts the log there ([`fence_failed_tail`]).
+pub const FAILED_FILE: &str = "failed";
 
 pub const TOKEN_WRITE: u64 = 1;
 pub const TOKEN_FSYNC: u64 = 2;
@@ -137,6 +142,8 @@ pub struct Journal<R> {
     /// Test hook: the next write is aimed this many bytes low (see
     /// [`Journal::misaim_next_write_for_audit`]).
     misaim_bytes: u64,
+    /// The failure's trusted end was written to [`FAILED_FILE`] (or tried).
+    failure_recorded: bool,
 }
 
 /// Where a recovered log continues.
@@ -189,6 +196,24 @@ impl<R> Journal<R> {
             lent: Vec::new(),
             audit_overlapping_writes: 0,
             misaim_bytes: 0,
+            failure_recorded: false,
+        }
+    }
+
+    /// Makes a `LogFailed` failure's trusted end durable, once. After a
+    /// failed fdatasync the pages it covered are marked clean whether or not
+    /// they reached the medium, so a restart after a process kill would find
+    /// never-acknowledged commits intact in the page cache, accept them, and
+    /// serve them until a power cut takes them back: the next open cuts
+    /// there instead. (A kill before this runs, in the same tick, escapes it.)
+    fn record_failure<I: Io>(&mut self, io: &mut I) {
+        if self.failure_recorded || !matches!(self.failed, Some(StromError::LogFailed { .. })) {
+            return;
+        }
+        self.failure_recorded = true;
+        let trusted_end = self.visible_pos.max(self.durable_pos);
+        if let Err(e) = io.write_file_atomic(&self.dir.join(FAILED_FILE), &trusted_end.to_le_bytes()) {
+            tracing::error!(log = self.id, %e, "cannot record where the failed log's trusted data ends");
         }
     }
 
@@ -401,7 +426,7 @@ impl<R> Journal<R> {
     /// commits, and submit an fdatasync when one is due.
     pub fn plan<I: Io>(&mut self, io: &mut I) {
         if self.failed.is_some() {
-            return;
+            return self.record_failure(io);
         }
         self.drop_orphans(io);
         if self.failed.is_some() {
@@ -794,4 +819,66 @@ impl<R> Journal<R> {
             assert!(self.visible_pos <= self.durable_pos, "acknowledged before durable");
         }
     }
+}
+
+/// Before recovering a log that failed (it left [`FAILED_FILE`]): writes a
+/// block of zeros at the trusted end and fdatasyncs it, so the scan ends
+/// there (as at a torn tail) and nothing past it, never acknowledged and
+/// maybe only in the page cache, is taken into the log. Returns that position.
+pub fn fence_failed_tail<I: Io>(io: &mut I, dir: &Path, completions: &mut Vec<crate::io::Completion>) -> Result<Option<u64>> {
+    let path = dir.join(FAILED_FILE);
+    let Some(bytes) = io.read_file(&path)? else { return Ok(None) };
+    let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) else {
+        return Err(StromError::Corrupt { path, pos: 0, reason: "not 8 bytes".into() });
+    };
+    let at = u64::from_le_bytes(raw);
+    let Some(start) = io.list_dir(dir)?.iter().filter_map(|n| parse_segment_name(n)).filter(|&s| s <= at).max() else {
+        return Ok(Some(at));
+    };
+    let seg_path = dir.join(segment_name(start));
+    let file = io.open(&seg_path, true)?;
+    let res = zero_block(io, file, at - start, completions).and_then(|()| io.sync_file(file));
+    io.close(file);
+    res.map_err(|e| match e {
+        StromError::Io { op, errno, .. } => StromError::Io { op, path: seg_path, errno },
+        e => e,
+    })?;
+    Ok(Some(at))
+}
+
+/// Writes one block of zeros at `pos` of `file` (if the file reaches past
+/// it) and waits for it; other completions go to `completions`.
+fn zero_block<I: Io>(io: &mut I, file: FileId, pos: u64, completions: &mut Vec<crate::io::Completion>) -> Result<()> {
+    if io.file_len(file)? <= pos {
+        return Ok(());
+    }
+    let mut zeros = AlignedBuf::new(crate::buf::BLOCK_BYTES);
+    zeros.extend_from_slice(&[0; crate::buf::BLOCK_BYTES]);
+    let fence = token(0x3F, 0, 0);
+    if io.push(Op::Write { file, pos, buf: zeros }, fence).is_err() {
+        return Err(StromError::Overloaded("no op slot for the fence write"));
+    }
+    loop {
+        io.wait(1, None)?;
+        let mut done = Vec::new();
+        io.reap(&mut done);
+        for c in done {
+            if c.token != fence {
+                completions.push(c);
+                continue;
+            }
+            return match c.result {
+                Ok(n) if n as usize == crate::buf::BLOCK_BYTES => Ok(()),
+                Ok(_) => Err(StromError::Io { op: IoOp::Write, path: PathBuf::new(), errno: libc::EIO }),
+                Err(errno) => Err(StromError::Io { op: IoOp::Write, path: PathBuf::new(), errno }),
+            };
+        }
+    }
+}
+
+/// After the open that fenced a failed log wrote its new epoch: the mark
+/// has done its work; removes it durably.
+pub fn clear_failed_mark<I: Io>(io: &mut I, dir: &Path) -> Result<()> {
+    io.remove(&dir.join(FAILED_FILE))?;
+    io.sync_dir(dir)
 }

@@ -139,6 +139,9 @@ pub struct NetStats {
     pub forwarded: u64,
     pub frame_errors: u64,
     pub timeouts: u64,
+    /// Readers closed because their unsent replies held the core's buffer
+    /// budget without progress (see `NetCore::evict_stuck_readers`).
+    pub stuck_readers_closed: u64,
     /// Replies sent straight from a registered reply buffer (SEND_ZC).
     pub fixed_sends: u64,
     /// The core's registered reply buffers free now (all of them when idle).
@@ -169,7 +172,7 @@ impl std::fmt::Display for NetStats {
         write!(
             f,
             "connections={} ops_in_flight={} reply_bufs_free={} read_bufs_free={} held_bytes={} pooled_bytes={} \
-             accepted={} refused_connections={} requests={} forwarded={} frame_errors={} timeouts={} fixed_sends={} reads_from_disk={} \
+             accepted={} refused_connections={} requests={} forwarded={} frame_errors={} timeouts={} stuck_readers_closed={} fixed_sends={} reads_from_disk={} \
              audit_overlapping_writes={} audit_served_beyond_durable={} audit_buffer_reuse={}",
             self.connections,
             self.ops_in_flight,
@@ -183,6 +186,7 @@ impl std::fmt::Display for NetStats {
             self.forwarded,
             self.frame_errors,
             self.timeouts,
+            self.stuck_readers_closed,
             self.fixed_sends,
             self.reads_from_disk,
             self.audit_overlapping_writes,
@@ -1031,6 +1035,36 @@ impl NetCore {
             } else {
                 self.close_conn(core, slot);
             }
+            self.mark(slot);
+        }
+        self.evict_stuck_readers(core, now_ns);
+    }
+
+    /// A core out of buffer memory reads no socket, its other clients'
+    /// included, until bytes are released; a reader that stopped reading
+    /// never releases its replies (until the idle timeout, minutes). So
+    /// then the connections whose unsent replies made no progress for a
+    /// header timeout are closed, the largest holders first, until the core
+    /// is under its budget (like Redis's client output buffer limits).
+    fn evict_stuck_readers(&mut self, core: &mut Core<UringIo>, now_ns: u64) {
+        let budget = self.shared.cfg.core_buffered_bytes_max;
+        if self.held_bytes + self.rbuf_bytes < budget {
+            return;
+        }
+        let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
+        let mut stuck: Vec<(usize, usize)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == State::Open && c.reply_bytes > 0 && now_ns.saturating_sub(c.last_active_ns) > header_ns)
+            .map(|(slot, c)| (c.reply_bytes, slot))
+            .collect();
+        stuck.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, slot) in stuck {
+            if self.held_bytes + self.rbuf_bytes < budget {
+                break;
+            }
+            self.stats.stuck_readers_closed += 1;
+            self.close_conn(core, slot);
             self.mark(slot);
         }
     }

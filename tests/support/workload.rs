@@ -34,6 +34,8 @@ pub struct ProduceCfg {
     pub timeout: Duration,
     /// Counts shared by the producers, for a test watching them run.
     pub live: Arc<LiveCounts>,
+    /// Sends start at most this often (None: as fast as acks come back).
+    pub pace: Option<Duration>,
 }
 
 /// What producers did so far, updated as they go.
@@ -106,7 +108,12 @@ pub fn spawn_producer(
         let mut report = ProducerReport::default();
         let Some(mut client) = connect(addr, cfg.timeout) else { return (state, report) };
         let extra = cfg.extra_bytes;
+        let mut next_send = Instant::now();
         while !stop.load(Ordering::Relaxed) {
+            if let Some(pace) = cfg.pace {
+                std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
+                next_send = Instant::now().max(next_send) + pace;
+            }
             let n = cfg.records_per_batch;
             let batch = checker::batch_for(state.id, state.next_seq, n, |_| extra);
             let send = checker.record_send(&cfg.topic, cfg.partition, state.id, state.next_seq, n);
@@ -196,4 +203,86 @@ pub fn quantile(values: &mut [u64], q: f64) -> u64 {
     values.sort_unstable();
     let i = ((values.len() - 1) as f64 * q).round() as usize;
     values[i]
+}
+
+/// Starts a producer that keeps up to `window` Produce requests in flight
+/// on one connection (the server must push back rather than buffer what a
+/// client offers). Every send is logged like [`spawn_producer`]'s; a refused
+/// or indeterminate batch is not sent again (its records are given up).
+/// Stops when `stop` is set (after the replies in flight) or the connection
+/// breaks (what was in flight is then indeterminate).
+pub fn spawn_pipelined_producer(
+    addr: SocketAddr,
+    checker: Arc<Checker>,
+    mut state: ProducerState,
+    cfg: ProduceCfg,
+    window: usize,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<(ProducerState, ProducerReport)> {
+    use std::collections::HashMap;
+    use strom::client::OwnedResponse;
+    use strom::proto::Request;
+    std::thread::spawn(move || {
+        let mut report = ProducerReport::default();
+        let Some(mut client) = connect(addr, cfg.timeout) else { return (state, report) };
+        let extra = cfg.extra_bytes;
+        let mut inflight: HashMap<u64, (checker::Send, Instant)> = HashMap::new();
+        loop {
+            while !stop.load(Ordering::Relaxed) && inflight.len() < window {
+                let n = cfg.records_per_batch;
+                let batch = checker::batch_for(state.id, state.next_seq, n, |_| extra);
+                let send = checker.record_send(&cfg.topic, cfg.partition, state.id, state.next_seq, n);
+                state.next_seq += u64::from(n);
+                let started = Instant::now();
+                match client.send(&Request::Produce { topic: &cfg.topic, partition: cfg.partition, batches: &batch }) {
+                    Ok(id) => {
+                        inflight.insert(id, (send, started));
+                    }
+                    Err(_) => {
+                        checker.record_indeterminate(&send);
+                        report.sends.push(SendRecord { started, answered: Instant::now(), end: SendEnd::Broken, records: n });
+                        break;
+                    }
+                }
+            }
+            if inflight.is_empty() {
+                break;
+            }
+            let reply = client.recv();
+            let answered = Instant::now();
+            let Ok(reply) = reply else {
+                // Broken: everything in flight may or may not be stored.
+                for (_, (send, started)) in inflight.drain() {
+                    checker.record_indeterminate(&send);
+                    report.sends.push(SendRecord { started, answered, end: SendEnd::Broken, records: send.count() });
+                }
+                break;
+            };
+            let (send, started) = inflight.remove(&reply.request_id).expect("a reply to a request in flight");
+            let end = match reply.result {
+                Ok(OwnedResponse::Produce(ack)) => {
+                    checker.record_ack(&send, ack.base_offset);
+                    cfg.live.acked_records.fetch_add(u64::from(send.count()), Ordering::Relaxed);
+                    SendEnd::Acked
+                }
+                Ok(other) => panic!("a Produce answered with {other:?}"),
+                Err(ClientError::Server { code: ErrorCode::DiskFull, .. }) => {
+                    checker.record_fail(&send);
+                    cfg.live.disk_full.fetch_add(1, Ordering::Relaxed);
+                    SendEnd::DiskFull
+                }
+                Err(e) => {
+                    let res = Err(e);
+                    checker.record_outcome(&send, checker::classify(&res));
+                    cfg.live.other_errors.fetch_add(1, Ordering::Relaxed);
+                    match res {
+                        Err(ClientError::Server { code, .. }) => SendEnd::Error(code),
+                        _ => SendEnd::Broken,
+                    }
+                }
+            };
+            report.sends.push(SendRecord { started, answered, end, records: send.count() });
+        }
+        (state, report)
+    })
 }

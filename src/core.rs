@@ -983,6 +983,9 @@ impl<I: Io> Core<I> {
             if let Some(due) = j.fsync_due_in_ns(now) {
                 timeout_ns = timeout_ns.min(due.max(1));
             }
+            if let Some(due) = j.retry_due_in_ns(now) {
+                timeout_ns = timeout_ns.min(due.max(1));
+            }
         }
         (true, Some(Duration::from_nanos(timeout_ns)))
     }

@@ -136,6 +136,8 @@ pub struct Journal<R> {
     refused: Vec<(PendingAck<R>, StromError)>,
     /// Times the log refused its unwritten commits for a full disk and rewound.
     pub disk_full_rewinds: u64,
+    /// Times the log wrote full commits again in place instead.
+    pub disk_full_retries_in_place: u64,
     pub bytes_logged: u64,
     pub commits: u64,
     pub fsyncs: u64,
@@ -199,6 +201,7 @@ impl<R> Journal<R> {
             retired: Vec::new(),
             refused: Vec::new(),
             disk_full_rewinds: 0,
+            disk_full_retries_in_place: 0,
             bytes_logged: 0,
             commits: 0,
             fsyncs: 0,
@@ -309,6 +312,11 @@ impl<R> Journal<R> {
             }
             _ => None,
         }
+    }
+
+    /// Time until full commits are written again in place, if they wait.
+    pub fn retry_due_in_ns(&self, now_ns: u64) -> Option<u64> {
+        (self.retry_in_place && self.writes_in_flight == 0).then(|| self.retry_after_ns.saturating_sub(now_ns))
     }
 
     /// Stages one frame of `payload_bytes`, letting `fill` write the payload,
@@ -643,6 +651,7 @@ impl<R> Journal<R> {
         if self.writing.iter().any(|c| c.start_pos >= at && c.start_pos < segment_end && c.written) {
             tracing::warn!(log = self.id, pos = at, "disk full, and a later write landed past the full one: writing the full ones again");
             self.retry_in_place = true;
+            self.disk_full_retries_in_place += 1;
             return;
         }
         self.full_from = None;

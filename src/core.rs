@@ -937,6 +937,7 @@ impl<I: Io> Core<I> {
         }
         if self.stop.is_some() && self.deferred.is_empty() {
             for j in self.journals.values_mut() {
+                j.stop_retrying_in_place();
                 if j.idle() {
                     j.set_barrier(true);
                 }

@@ -96,6 +96,8 @@ struct Outcome {
     acked_after_free: u64,
     rewinds: u64,
     retries: u64,
+    /// Stops that found the log retrying in place and made it give up.
+    gave_up: u64,
 }
 
 fn run_filling(seed: u64) -> Outcome {
@@ -168,9 +170,18 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
     let rewinds = core.journal(0).unwrap().disk_full_rewinds;
     let retries = core.journal(0).unwrap().disk_full_retries_in_place;
     assert!(!stuck, "seed {seed}: the log failed on ENOSPC: {:?}", core.journal(0).unwrap().failed());
-    if random_enospc {
+    // A third of the random seeds stop the engine while writes still fail:
+    // a log retrying in place must give up (LogFailed, indeterminate) so the
+    // stop finishes. The others let the disk heal first.
+    let stop_while_full = random_enospc && rng.below(3) == 0;
+    if random_enospc && !stop_while_full {
         core.io.faults_mut().enospc_ppm = 0;
     }
+    let stop = stop_while_full.then(|| {
+        let (s, reply) = slot::<()>();
+        core.handle(Request::Stop { reply });
+        s
+    });
     if freed_at.is_some() {
         assert!(acked_after_free > 0, "seed {seed}: nothing acknowledged after space was freed");
     }
@@ -178,10 +189,14 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
     // time, and an idle tick advances it by microseconds), then check
     // before and after a restart.
     for _ in 0..200_000 {
-        if inflight.iter().all(|(_, _, _, s)| s.lock().unwrap().is_some()) {
+        if inflight.iter().all(|(_, _, _, s)| s.lock().unwrap().is_some()) && stop.as_ref().is_none_or(|s| s.lock().unwrap().is_some()) {
             break;
         }
         core.tick().unwrap();
+    }
+    if let Some(s) = &stop {
+        let answer = s.lock().unwrap().take();
+        assert!(matches!(answer, Some(Ok(()))), "seed {seed}: a stop while writes fail with ENOSPC did not finish: {answer:?}");
     }
     for (tag, pid, n, s) in inflight.drain(..) {
         match s.lock().unwrap().take() {
@@ -193,15 +208,20 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
             Some(Err(StromError::DiskFull { .. })) => {
                 m.refused.insert(format!("t{tag}"));
             }
+            // Held by a retry in place the stop gave up: may or may not be stored.
+            Some(Err(StromError::LogFailed { .. })) if stop_while_full => {}
             other => panic!("seed {seed}: append {tag} unanswered or failed: {other:?}"),
         }
     }
-    check(seed, "before restart", &mut core, &m);
+    if !stop_while_full {
+        check(seed, "before restart", &mut core, &m);
+    }
+    let gave_up = u64::from(core.journal(0).unwrap().failed().is_some());
     let disk = if rng.below(2) == 0 { core.into_io().crash(&mut rng) } else { core.into_io().process_exit() };
     let (mut core, _) = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg, spec)
         .unwrap_or_else(|e| panic!("seed {seed}: reopen: {e}"));
     check(seed, "after restart", &mut core, &m);
-    Outcome { acked: m.acked.len() as u64, refused: m.refused.len() as u64, acked_after_free, rewinds, retries }
+    Outcome { acked: m.acked.len() as u64, refused: m.refused.len() as u64, acked_after_free, rewinds, retries, gave_up }
 }
 
 // Proves: on a full disk appends are refused with DiskFull and never stored,
@@ -228,19 +248,23 @@ fn disk_full_refuses_and_resumes() {
 // Proves: when writes fail with ENOSPC at random (so a later, smaller write
 // can land past a full one, and the log writes the full ones again in
 // place), refused appends are never stored, acknowledged ones are never
-// lost, offsets stay dense, and the log never fails.
+// lost, offsets stay dense, the log never fails, and a stop while a retry
+// in place waits still finishes (the log gives up with LogFailed).
 #[test]
 fn random_enospc_rewinds_or_retries_in_place() {
     let outcomes = common::for_each_seed("sim_disk_full", 300, run_random_enospc);
     let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
     println!(
-        "random ENOSPC: {} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, {} retries in place",
+        "random ENOSPC: {} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, {} retries in place, \
+         {} stops gave a retry up",
         outcomes.len(),
         sum(|o| o.acked),
         sum(|o| o.refused),
         sum(|o| o.rewinds),
         sum(|o| o.retries),
+        sum(|o| o.gave_up),
     );
     assert!(sum(|o| o.rewinds) > 0, "no rewind happened: the test proves nothing");
     assert!(sum(|o| o.retries) > 0, "no retry in place happened: the test proves nothing");
+    assert!(sum(|o| o.gave_up) > 0, "no stop met a retry in place: that path is untested");
 }

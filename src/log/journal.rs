@@ -314,6 +314,19 @@ impl<R> Journal<R> {
         }
     }
 
+    /// At a stop: a log still writing full commits again in place (the
+    /// disk is still full) gives up and fails, so the stop can finish; the
+    /// appends it held are refused with `LogFailed` (indeterminate: a later
+    /// commit of theirs landed), and the next open judges the tail.
+    pub fn stop_retrying_in_place(&mut self) {
+        if self.retry_in_place && self.writes_in_flight == 0 {
+            let cause = "stopped while commits that found the disk full waited to be written again".to_string();
+            let err = StromError::LogFailed { log: self.id, cause };
+            tracing::error!(log = self.id, %err, "log stops accepting writes");
+            self.fail(err);
+        }
+    }
+
     /// Time until full commits are written again in place, if they wait.
     pub fn retry_due_in_ns(&self, now_ns: u64) -> Option<u64> {
         (self.retry_in_place && self.writes_in_flight == 0).then(|| self.retry_after_ns.saturating_sub(now_ns))

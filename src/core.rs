@@ -937,6 +937,7 @@ impl<I: Io> Core<I> {
         }
         if self.stop.is_some() && self.deferred.is_empty() {
             for j in self.journals.values_mut() {
+                j.stop_retrying_in_place();
                 if j.idle() {
                     j.set_barrier(true);
                 }
@@ -981,6 +982,9 @@ impl<I: Io> Core<I> {
         }
         for j in self.journals.values() {
             if let Some(due) = j.fsync_due_in_ns(now) {
+                timeout_ns = timeout_ns.min(due.max(1));
+            }
+            if let Some(due) = j.retry_due_in_ns(now) {
                 timeout_ns = timeout_ns.min(due.max(1));
             }
         }

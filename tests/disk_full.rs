@@ -21,15 +21,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use checker::Checker;
+use strom::proto::ErrorCode;
 use support::loopfs::LoopFs;
 use support::serve::Serve;
 use support::workload::{self, LiveCounts, ProduceCfg, ProducerReport, ProducerState, SendEnd};
 
 const TOPIC: &str = "full";
 const PARTITIONS: u32 = 2;
-const FS_MIB: u64 = 96;
+/// Each fill adds about 24 MiB of log and 2,000+ records after it: the
+/// filesystem grows with the number of fills.
+const FS_MIB_BASE: u64 = 48;
+const FS_MIB_PER_FILL: u64 = 32;
 /// Free space left before producing, so the disk fills in a second or two.
 const HEADROOM_BYTES: u64 = 24 << 20;
+/// The server's line when a log writes full commits again in place.
+const RETRY_LINE: &str = "writing the full ones again";
 
 fn fills() -> usize {
     std::env::var("STROM_DISK_FULL_FILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
@@ -73,9 +79,10 @@ fn produce_until(
                 topic: TOPIC.into(),
                 partition: s.id % PARTITIONS,
                 records_per_batch: 64,
+                batches_per_request: if s.id >= 2 { 4 } else { 1 },
                 extra_bytes: 1000,
                 full_backoff: Duration::from_millis(20),
-                timeout: Duration::from_secs(30),
+                timeout: Duration::from_secs(5),
                 live: live.clone(),
                 pace: None,
             };
@@ -102,14 +109,14 @@ fn produce_until(
 // is freed, without a restart; nothing acknowledged is lost, across a restart.
 #[test]
 fn disk_full_refuses_then_resumes() {
-    let mut fs = LoopFs::new("disk-full", FS_MIB, &["-m", "0"]);
+    let mut fs = LoopFs::new("disk-full", FS_MIB_BASE + FS_MIB_PER_FILL * fills() as u64, &["-m", "0"]);
     let dir = fs.mount_point().join("data");
     let checker = Arc::new(Checker::new());
     let serve = Serve::start(&dir, &["--cores", "2"], &[]);
     serve.client().create_topic(TOPIC, PARTITIONS).unwrap();
     let mut states: Vec<ProducerState> = (0..4).map(|id| ProducerState { id, next_seq: 0 }).collect();
     let mut consumer_offsets = vec![0u64; PARTITIONS as usize];
-    let (mut full_refusals, mut acked_after_free) = (0usize, 0u64);
+    let (mut full_refusals, mut acked_after_free, mut partly_stored, mut held_in_place) = (0usize, 0u64, 0usize, 0usize);
     for round in 0..fills() {
         let ballast = lay_ballast(&fs, HEADROOM_BYTES);
         // Fill: until every producer was refused a few times.
@@ -119,12 +126,27 @@ fn disk_full_refuses_then_resumes() {
         let full = |live: &LiveCounts| live.disk_full.load(Ordering::Relaxed) >= 40;
         let out = produce_until(&serve, &checker, states, &mut consumer_offsets, Duration::from_secs(20), &full);
         let refused: usize = out.iter().map(|(_, r)| r.count(SendEnd::DiskFull)).sum();
+        // A multi-batch produce whose batches straddle the full write is
+        // partly stored: the server answers StorageFailed (indeterminate),
+        // never DiskFull. Anything else is a bug.
+        let partial = out.iter().map(|(_, r)| r.count(SendEnd::Error(ErrorCode::StorageFailed))).sum::<usize>();
+        // A log that retries in place (a later write landed past the full
+        // one) holds the appends of those commits until space is freed:
+        // their producers time out (indeterminate).
+        let retrying = serve.first_line_with(RETRY_LINE).is_some();
+        let held = out.iter().map(|(_, r)| r.count(SendEnd::Broken)).sum::<usize>();
         let other: Vec<SendEnd> = out
             .iter()
             .flat_map(|(_, r)| r.sends.iter().map(|s| s.end))
-            .filter(|e| !matches!(e, SendEnd::Acked | SendEnd::DiskFull))
+            .filter(|e| match e {
+                SendEnd::Acked | SendEnd::DiskFull | SendEnd::Error(ErrorCode::StorageFailed) => false,
+                SendEnd::Broken => !retrying,
+                SendEnd::Error(_) => true,
+            })
             .collect();
         assert!(other.is_empty(), "round {round}: sends ended otherwise than acked or DiskFull: {other:?}");
+        partly_stored += partial;
+        held_in_place += held;
         assert!(refused > 0, "round {round}: the disk never filled ({} bytes free)", fs.free_bytes());
         full_refusals += refused;
         println!(
@@ -161,7 +183,8 @@ fn disk_full_refuses_then_resumes() {
     checker.final_read(serve.addr, TOPIC, PARTITIONS).unwrap();
     let rep = checker.report();
     println!(
-        "disk full: {} fills, {full_refusals} DiskFull refusals (none stored), {rewinds} server disk-full log lines, \
+        "disk full: {} fills, {full_refusals} DiskFull refusals (none stored), {partly_stored} multi-batch produces partly stored \
+         (answered StorageFailed), {held_in_place} sends held by a retry in place (timed out), {rewinds} server disk-full log lines, \
          {acked_after_free} records acknowledged after space was freed",
         fills()
     );

@@ -67,7 +67,8 @@ fn power_cuts_lose_nothing_acknowledged() {
         rng ^= rng << 17;
         rng % n
     };
-    let mut fs = LoopFs::new("powercut", 256, &[]);
+    // A sparse image: about 40 MB are written per cut.
+    let mut fs = LoopFs::new("powercut", 256 + 64 * u64::from(cuts()), &[]);
     let dir = fs.mount_point().join("data");
     let checker = Arc::new(Checker::new());
     let mut serve = start(&dir);
@@ -87,6 +88,7 @@ fn power_cuts_lose_nothing_acknowledged() {
                     topic: TOPIC.into(),
                     partition: s.id % PARTITIONS,
                     records_per_batch: 1 + (s.id * 7) % 32,
+                    batches_per_request: 1 + s.id % 2,
                     extra_bytes: 100 + 300 * s.id,
                     full_backoff: Duration::from_millis(20),
                     timeout: Duration::from_secs(10),

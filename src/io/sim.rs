@@ -103,6 +103,9 @@ pub struct SimFaults {
     pub read_bitflip_ppm: u32,
     /// Writes fail with ENOSPC once the files hold more than this many bytes.
     pub disk_bytes_max: Option<u64>,
+    /// A write fails with ENOSPC and writes nothing, while the next may fit
+    /// (as on ext4, where a smaller write can fit where a larger did not).
+    pub enospc_ppm: u32,
     /// A write reports success but lands whole at another block-aligned
     /// position of its file (a misdirected write: firmware or driver bug).
     pub misdirected_write_ppm: u32,
@@ -477,7 +480,8 @@ impl SimIo {
         }
         let inode = self.inode_of(file);
         let grows = (pos + data.len() as u64).saturating_sub(self.disk.inodes[&inode].live.len() as u64);
-        if self.faults.disk_bytes_max.is_some_and(|max| self.disk.bytes_used() + grows > max) {
+        if self.faults.disk_bytes_max.is_some_and(|max| self.disk.bytes_used() + grows > max) || self.rng.chance_ppm(self.faults.enospc_ppm)
+        {
             self.counts.enospc += 1;
             return Err(libc::ENOSPC);
         }

@@ -73,6 +73,9 @@ struct Commit<R> {
 /// when it failed. The next open cuts the log there ([`fence_failed_tail`]).
 pub const FAILED_FILE: &str = "failed";
 
+/// How often a log retries in place the writes that found the disk full.
+pub const FULL_RETRY_NS: u64 = 100_000_000;
+
 pub const TOKEN_WRITE: u64 = 1;
 pub const TOKEN_FSYNC: u64 = 2;
 
@@ -123,11 +126,18 @@ pub struct Journal<R> {
     rewound_to: Option<u64>,
     /// Empty segments past a rewind, to remove at the next stage or plan.
     orphans: Vec<Segment>,
+    /// A later write landed past the full one in its segment: the unwritten
+    /// commits are written again, unchanged, at their positions, from
+    /// `retry_after_ns` on (see [`Journal::rewind_if_settled`]).
+    retry_in_place: bool,
+    retry_after_ns: u64,
     next_seq: u32,
     retired: Vec<PendingAck<R>>,
     refused: Vec<(PendingAck<R>, StromError)>,
     /// Times the log refused its unwritten commits for a full disk and rewound.
     pub disk_full_rewinds: u64,
+    /// Times the log wrote full commits again in place instead.
+    pub disk_full_retries_in_place: u64,
     pub bytes_logged: u64,
     pub commits: u64,
     pub fsyncs: u64,
@@ -185,10 +195,13 @@ impl<R> Journal<R> {
             full_from: None,
             rewound_to: None,
             orphans: Vec::new(),
+            retry_in_place: false,
+            retry_after_ns: 0,
             next_seq: 0,
             retired: Vec::new(),
             refused: Vec::new(),
             disk_full_rewinds: 0,
+            disk_full_retries_in_place: 0,
             bytes_logged: 0,
             commits: 0,
             fsyncs: 0,
@@ -299,6 +312,24 @@ impl<R> Journal<R> {
             }
             _ => None,
         }
+    }
+
+    /// At a stop: a log still writing full commits again in place (the
+    /// disk is still full) gives up and fails, so the stop can finish; the
+    /// appends it held are refused with `LogFailed` (indeterminate: a later
+    /// commit of theirs landed), and the next open judges the tail.
+    pub fn stop_retrying_in_place(&mut self) {
+        if self.retry_in_place && self.writes_in_flight == 0 {
+            let cause = "stopped while commits that found the disk full waited to be written again".to_string();
+            let err = StromError::LogFailed { log: self.id, cause };
+            tracing::error!(log = self.id, %err, "log stops accepting writes");
+            self.fail(err);
+        }
+    }
+
+    /// Time until full commits are written again in place, if they wait.
+    pub fn retry_due_in_ns(&self, now_ns: u64) -> Option<u64> {
+        (self.retry_in_place && self.writes_in_flight == 0).then(|| self.retry_after_ns.saturating_sub(now_ns))
     }
 
     /// Stages one frame of `payload_bytes`, letting `fill` write the payload,
@@ -435,6 +466,9 @@ impl<R> Journal<R> {
         if self.full_from.is_some() {
             // Nothing past the full write may be written before the rewind;
             // earlier written commits still need their fdatasync to retire.
+            if self.retry_in_place && self.writes_in_flight == 0 && io.now_ns() >= self.retry_after_ns {
+                self.retry_unwritten(io);
+            }
             return self.plan_fsync(io);
         }
         crate::failpoint!("write_in_flight", self.writes_in_flight > 0);
@@ -544,6 +578,7 @@ impl<R> Journal<R> {
                 // Nothing of it was written; decide once no write is in flight.
                 let start = self.writing[i].start_pos;
                 self.full_from = Some(self.full_from.map_or(start, |at| at.min(start)));
+                self.retry_after_ns = now_ns + FULL_RETRY_NS;
                 return self.rewind_if_settled();
             }
             Err(errno) => return self.fail_op(IoOp::Write, errno, "write failed"),
@@ -568,7 +603,36 @@ impl<R> Journal<R> {
         }
         crate::failpoint!("write_done_before_fsync");
         self.retire();
+        if self.retry_in_place && self.writing.iter().all(|c| c.written) {
+            // The rewritten commits landed: the log goes on where it was.
+            tracing::warn!(log = self.id, "disk full: the commits written again completed; the log goes on");
+            self.retry_in_place = false;
+            self.full_from = None;
+        }
         self.rewind_if_settled();
+    }
+
+    /// Submits again, unchanged and at their own positions, the commits whose
+    /// writes found the disk full (retry in place).
+    fn retry_unwritten<I: Io>(&mut self, io: &mut I) {
+        let starts: Vec<(FileId, u64)> = self.segments.iter().map(|s| (s.file, s.start_pos)).collect();
+        for c in self.writing.iter_mut().filter(|c| !c.written && !c.write_in_flight) {
+            let seg_start = starts.iter().rev().find(|(f, _)| *f == c.file).expect("commit's segment").1;
+            let buf = c.buf.take().expect("an unwritten commit keeps its buffer");
+            let fixed = buf.fixed_index();
+            match io.push(Op::Write { file: c.file, pos: c.start_pos - seg_start, buf }, token(TOKEN_WRITE, self.id, c.seq)) {
+                Ok(()) => {
+                    self.lent.extend(fixed);
+                    self.writes_in_flight += 1;
+                    c.write_in_flight = true;
+                }
+                Err(Op::Write { buf, .. }) => {
+                    c.buf = Some(buf);
+                    break;
+                }
+                Err(_) => unreachable!("push returns the op it was given"),
+            }
+        }
     }
 
     /// After a write found the disk full: once no write is in flight, refuse
@@ -582,23 +646,28 @@ impl<R> Journal<R> {
     /// write may have completed in a segment rolled after the full one (a
     /// new file whose first blocks still fitted): that segment is removed
     /// whole. The next write starts at the same block-aligned position, so
-    /// no acknowledged byte is rewritten. If a later commit's write completed
-    /// in the full commit's own segment, its frames lie past a hole there and
-    /// would sit behind the new writes: the log fails instead (only a
-    /// restart, whose recovery judges that tail, clears it).
+    /// no acknowledged byte is rewritten.
+    ///
+    /// If a later commit's write completed in the full commit's own segment
+    /// (a smaller write fitted where the full one did not), its frames lie
+    /// past a hole, and new frames written from the hole could run into
+    /// them. Then nothing is refused or rewound: the unwritten commits are
+    /// written again, unchanged, at their own positions, every
+    /// `FULL_RETRY_NS`, until they land (retry in place; their appends wait,
+    /// new appends are refused with `DiskFull`).
     fn rewind_if_settled(&mut self) {
         let Some(at) = self.full_from else { return };
-        if self.writes_in_flight > 0 || self.failed.is_some() {
+        if self.writes_in_flight > 0 || self.failed.is_some() || self.retry_in_place {
+            return;
+        }
+        let segment_end = self.segments.iter().map(|s| s.start_pos).find(|&s| s > at).unwrap_or(u64::MAX);
+        if self.writing.iter().any(|c| c.start_pos >= at && c.start_pos < segment_end && c.written) {
+            tracing::warn!(log = self.id, pos = at, "disk full, and a later write landed past the full one: writing the full ones again");
+            self.retry_in_place = true;
+            self.disk_full_retries_in_place += 1;
             return;
         }
         self.full_from = None;
-        let segment_end = self.segments.iter().map(|s| s.start_pos).find(|&s| s > at).unwrap_or(u64::MAX);
-        if self.writing.iter().any(|c| c.start_pos >= at && c.start_pos < segment_end && c.written) {
-            let cause = format!("disk full at log position {at}, and a later write in the same segment completed");
-            let err = StromError::LogFailed { log: self.id, cause };
-            tracing::error!(log = self.id, %err, "log stops accepting writes");
-            return self.fail(err);
-        }
         let err = StromError::DiskFull { log: self.id };
         let keep = self.writing.iter().take_while(|c| c.start_pos < at).count();
         let dropped: Vec<Commit<R>> = self.writing.drain(keep..).chain(self.sealed.drain(..)).chain(self.staging.take()).collect();
@@ -706,6 +775,7 @@ impl<R> Journal<R> {
             self.failed = Some(err);
         }
         self.full_from = None;
+        self.retry_in_place = false;
         self.reclaim_failed();
     }
 

@@ -1247,6 +1247,12 @@ impl ProduceAcc {
             && let Some(r) = self.reply.take()
         {
             match (&self.err, self.first) {
+                // Some batches were stored, others refused (the disk filled
+                // between them, the log rewound over the rest): DiskFull
+                // would claim none was, so the answer is indeterminate.
+                (Some(e @ StromError::DiskFull { .. }), Some(_)) => {
+                    r.error(ErrorCode::StorageFailed, &format!("only part of this produce was stored: {e}"))
+                }
                 (Some(e), _) => r.fail(e),
                 (None, Some(base_offset)) => {
                     r.produced(self.trace.unwrap_or_default()).ok(&Response::Produce { base_offset, last_offset: self.last })

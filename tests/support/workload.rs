@@ -26,6 +26,9 @@ pub struct ProduceCfg {
     pub topic: String,
     pub partition: u32,
     pub records_per_batch: u32,
+    /// Batches in one Produce request (consecutive records; the server
+    /// stores them as one group, answered once). `spawn_producer` only.
+    pub batches_per_request: u32,
     pub extra_bytes: u32,
     /// How long to wait before sending a batch again that was refused with
     /// `DiskFull` (the same records: the refusal means none was stored).
@@ -114,8 +117,11 @@ pub fn spawn_producer(
                 std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
                 next_send = Instant::now().max(next_send) + pace;
             }
-            let n = cfg.records_per_batch;
-            let batch = checker::batch_for(state.id, state.next_seq, n, |_| extra);
+            let per_batch = cfg.records_per_batch;
+            let n = per_batch * cfg.batches_per_request;
+            let batch: Vec<u8> = (0..u64::from(cfg.batches_per_request))
+                .flat_map(|i| checker::batch_for(state.id, state.next_seq + i * u64::from(per_batch), per_batch, |_| extra))
+                .collect();
             let send = checker.record_send(&cfg.topic, cfg.partition, state.id, state.next_seq, n);
             let started = Instant::now();
             let res = client.produce(&cfg.topic, cfg.partition, &batch);

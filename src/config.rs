@@ -63,7 +63,12 @@ pub struct EngineConfig {
     /// 1 MiB: past this, group-commit throughput stops improving.
     pub write_buf_bytes: usize,
     /// Write buffers per log: one filling, `write_depth` in flight, and
-    /// the rest keep the newest data for tail reads.
+    /// the rest keep the newest data for tail reads. 64 (64 MiB) keeps
+    /// about 50 ms of a log writing 1.3 GB/s: with 8, a tailing consumer
+    /// whose fetch round trip took longer than 6 ms fell off the cache
+    /// onto disk reads and never caught up (loadgen, 1 consumer: 170 MB/s
+    /// read at 670 MB/s written, end-to-end p50 2.5 s; with 32 or more it
+    /// kept up, end-to-end p50 5-8 ms).
     pub write_bufs_per_log: usize,
     /// Writes in flight per log. Two lets one commit's fdatasync overlap
     /// the next commit's write.
@@ -110,7 +115,7 @@ impl Default for EngineConfig {
             logs_on_create: cpus as u32,
             fsync: FsyncPolicy::Always,
             write_buf_bytes: 1 << 20,
-            write_bufs_per_log: 8,
+            write_bufs_per_log: 64,
             write_depth: 2,
             read_bufs_per_core: 8,
             reply_bufs_per_core: 0,

@@ -21,6 +21,11 @@ pub fn snapshot() -> HashMap<u32, (String, f64)> {
     out
 }
 
+/// CPU seconds the calling thread has run.
+pub fn this_thread() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|l| parse_schedstat(&l)).unwrap_or(0.0)
+}
+
 /// The thread name from a stat line: in parentheses, and it may itself
 /// contain spaces or parentheses, so it ends at the last ')'.
 fn parse_name(stat: &str) -> Option<String> {

@@ -283,7 +283,11 @@ pub fn table(r: &Report) -> String {
     let broker = r.broker_cpu_cores.map_or(String::new(), |c| format!(", embedded broker {c:.2} cores"));
     let _ = writeln!(t, "cpu      loadgen {:.2} cores over {} threads{broker}", r.loadgen_cpu_cores, r.threads);
     if r.loadgen_saturated() {
-        let _ = writeln!(t, "warning  loadgen's threads were busy {:.0}% of the time: it may be the bottleneck, so these figures are a lower bound (try --threads)", 100.0 * r.loadgen_cpu_cores / r.threads.max(1) as f64);
+        let _ = writeln!(
+            t,
+            "warning  loadgen's threads were busy {:.0}% of the time: it may be the bottleneck, so these figures are a lower bound (try --threads)",
+            100.0 * r.loadgen_cpu_cores / r.threads.max(1) as f64
+        );
     }
     let _ = writeln!(t, "result   {}", if r.failed() { "FAILED" } else { "ok" });
     t

@@ -47,8 +47,10 @@ const LATE_NS: u64 = 1_000_000;
 /// Receive buffer headroom: one whole fetch reply plus its framing.
 const RECV_BYTES: usize = FETCH_BYTES_MAX as usize + (64 << 10);
 const PRODUCER_RECV_BYTES: usize = 64 << 10;
-/// A server that answers nothing for this long after the producers stop is
-/// reported as hung rather than waited on forever.
+/// A server that answers nothing for this long after the window (while
+/// producers drain and consumers read to the end) is reported as hung
+/// rather than waited on forever. Any reply resets it: a long read-back
+/// that keeps making progress is not a hang.
 pub const DRAIN_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// State every worker reads; the main thread writes the few flags.
@@ -128,6 +130,8 @@ pub struct WorkerOutcome {
     pub errors: BTreeMap<String, u64>,
     pub sends_late: u64,
     pub sends: u64,
+    /// CPU seconds this thread ran inside the measurement window.
+    pub cpu_window_secs: f64,
     /// Batches sent and never answered (connection lost, or the drain timed out).
     pub indeterminate: u64,
 }
@@ -275,7 +279,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
         };
         conns.push(Conn::new(sock, Role::C(Box::new(consumer)), RECV_BYTES));
     }
-    let mut w = Worker { io, conns, shared, out: WorkerOutcome::default(), completions: Vec::new() };
+    let mut w = Worker { io, conns, shared, out: WorkerOutcome::default(), completions: Vec::new(), last_reply_ns: 0 };
     w.run_loop()?;
     Ok(w.finish())
 }
@@ -301,21 +305,26 @@ struct Worker {
     shared: Arc<Shared>,
     out: WorkerOutcome,
     completions: Vec<Completion>,
+    last_reply_ns: u64,
 }
 
 impl Worker {
     fn run_loop(&mut self) -> Result<(), String> {
-        let mut drain_deadline = None;
+        let (mut cpu_start, mut cpu_end) = (None, None);
         loop {
             let now = now_ns();
+            if cpu_start.is_none() && now >= self.shared.window_start_ns {
+                cpu_start = Some(crate::cpu::this_thread());
+            }
+            if cpu_end.is_none() && now >= self.shared.window_end_ns {
+                cpu_end = Some(crate::cpu::this_thread());
+            }
             if self.shared.abort.load(Ordering::Relaxed) {
                 break;
             }
-            if now >= self.shared.window_end_ns && drain_deadline.is_none() {
-                drain_deadline = Some(now + DRAIN_TIMEOUT_NS);
-            }
-            if drain_deadline.is_some_and(|d| now > d) {
-                *self.out.errors.entry("drain timed out".into()).or_default() += 1;
+            if now >= self.shared.window_end_ns && now.saturating_sub(self.last_reply_ns.max(self.shared.window_end_ns)) > DRAIN_TIMEOUT_NS
+            {
+                *self.out.errors.entry("no reply for 30 s after the window".into()).or_default() += 1;
                 break;
             }
             let mut wake_ns = now + TICK.as_nanos() as u64;
@@ -336,6 +345,9 @@ impl Worker {
                 self.complete(c);
             }
             self.completions = done;
+        }
+        if let Some(start) = cpu_start {
+            self.out.cpu_window_secs = cpu_end.unwrap_or_else(crate::cpu::this_thread) - start;
         }
         self.close_all();
         Ok(())
@@ -548,6 +560,7 @@ impl Worker {
 
     fn reply(&mut self, i: usize, rid: u64, resp: Response<'_>) {
         let now = now_ns();
+        self.last_reply_ns = now;
         let shared = self.shared.clone();
         let out = &mut self.out;
         let conn = &mut self.conns[i];

@@ -329,10 +329,10 @@ pub fn write_hgrm(dir: &Path, r: &Report) -> Result<Vec<String>, String> {
 /// scale of 1/(1-p) (0, 90, 99, 99.9, ... as HdrHistogram plots it), y the
 /// latency on a log scale, one line per histogram.
 pub fn svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
-    const W: f64 = 900.0;
+    const W: f64 = 960.0;
     const H: f64 = 520.0;
     const LEFT: f64 = 80.0;
-    const RIGHT: f64 = 160.0;
+    const RIGHT: f64 = 230.0;
     const TOP: f64 = 40.0;
     const BOTTOM: f64 = 60.0;
     const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
@@ -389,17 +389,26 @@ pub fn svg(title: &str, series: &[(&str, &Histogram<u64>)]) -> String {
         let ly = TOP + 20.0 * i as f64 + 10.0;
         let _ = writeln!(
             s,
-            "<line x1=\"{0:.1}\" y1=\"{ly:.1}\" x2=\"{1:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{2:.1}\" y=\"{3:.1}\">{4} (max {5} us)</text>",
+            "<line x1=\"{0:.1}\" y1=\"{ly:.1}\" x2=\"{1:.1}\" y2=\"{ly:.1}\" stroke=\"{color}\" stroke-width=\"3\"/><text x=\"{2:.1}\" y=\"{3:.1}\">{4} (max {5})</text>",
             W - RIGHT + 10.0,
             W - RIGHT + 30.0,
             W - RIGHT + 36.0,
             ly + 4.0,
             escape(name),
-            h.max()
+            human_us(h.max())
         );
     }
     s += "</svg>\n";
     s
+}
+
+/// Microseconds as a person reads them: 850 us, 12.3 ms, 1.50 s.
+fn human_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} us"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -441,7 +450,7 @@ mod tests {
         let s = svg("t <1>", &[("ack", &a), ("none", &empty), ("e2e", &a)]);
         assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
         assert_eq!(s.matches("<polyline").count(), 2);
-        assert!(s.contains("ack (max") && s.contains("t &lt;1&gt;"));
+        assert!(s.contains("ack (max 10.0 ms)") && s.contains("t &lt;1&gt;"), "{s}");
         assert!(s.contains("99.9%"));
     }
 

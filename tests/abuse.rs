@@ -16,13 +16,15 @@
 //! connections past the cap, resets) for a longer soak, within the process's
 //! RLIMIT_NOFILE; `STROM_ABUSE_NON_READERS=N` sets the consumers that never
 //! read (default 4).
+#[path = "common/child.rs"]
+mod child;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -178,26 +180,7 @@ impl Serve {
                 c
             }
         };
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn strom serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = match lines.next() {
-                Some(Ok(l)) => l,
-                _ => panic!("strom serve ended before serving; stderr: {seen:?}"),
-            };
-            if let Some(rest) = line.strip_prefix("strom: serving on ") {
-                break rest.split(',').next().unwrap().parse().unwrap();
-            }
-            seen.push(line);
-        };
-        let sink = Arc::new(Mutex::new(seen));
-        let s2 = sink.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(|l| l.ok()) {
-                s2.lock().unwrap().push(l);
-            }
-        });
+        let (child, addr, sink) = child::spawn_until_serving(&mut cmd, |line| line);
         Serve { child, addr, lines: sink }
     }
 

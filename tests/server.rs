@@ -1,10 +1,12 @@
 //! The server as users run it: a real `strom serve` process on a loopback
 //! port with its data directory on a real filesystem, reached through the
 //! client library, the CLI and raw sockets.
+#[path = "common/child.rs"]
+mod child;
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -24,34 +26,12 @@ struct Serve {
 
 impl Serve {
     fn start(dir: &Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strom"))
-            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "2"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn strom serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = match lines.next() {
-                Some(Ok(l)) => l,
-                _ => panic!("strom serve ended before serving; stderr: {seen:?}"),
-            };
-            if let Some(rest) = line.strip_prefix("strom: serving on ") {
-                let addr = rest.split(',').next().unwrap();
-                break addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-            }
-            seen.push(line);
-        };
-        let stderr = Arc::new(Mutex::new(seen));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(|l| l.ok()) {
-                sink.lock().unwrap().push(l);
-            }
-        });
+        let (child, addr, stderr) = child::spawn_until_serving(
+            Command::new(env!("CARGO_BIN_EXE_strom"))
+                .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "2"])
+                .args(extra),
+            |line| line,
+        );
         Serve { child, addr, stderr }
     }
 

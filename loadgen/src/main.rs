@@ -410,7 +410,7 @@ struct PhaseRun {
     other_cpu: f64,
     log_before: Option<(u64, u64, u64)>,
     log_after: Option<(u64, u64, u64)>,
-    stages: Vec<report::Stage>,
+    stages: Vec<strom::server::StageLatency>,
 }
 
 fn log_totals(target: &Target) -> Option<(u64, u64, u64)> {
@@ -538,7 +538,7 @@ fn run_phase(
 /// the window so the warm-up does not count. Embedded: asked in-process;
 /// a running server: over a connection of its own. A broker that cannot
 /// say gives an empty list, not a failed run.
-fn stages(target: &Target, addr: SocketAddr, reset: bool) -> Vec<report::Stage> {
+fn stages(target: &Target, addr: SocketAddr, reset: bool) -> Vec<strom::server::StageLatency> {
     let list = match target {
         Target::Embedded { server, .. } => Ok(server.stage_latency(reset)),
         Target::Remote => Client::connect_timeout(addr, Duration::from_secs(5)).and_then(|mut c| {
@@ -547,18 +547,7 @@ fn stages(target: &Target, addr: SocketAddr, reset: bool) -> Vec<report::Stage> 
         }),
     };
     match list {
-        Ok(list) => list
-            .into_iter()
-            .map(|s| report::Stage {
-                stage: s.stage,
-                count: s.count,
-                p50_us: s.p50_us,
-                p90_us: s.p90_us,
-                p99_us: s.p99_us,
-                p999_us: s.p999_us,
-                max_us: s.max_us,
-            })
-            .collect(),
+        Ok(list) => list,
         Err(e) => {
             eprintln!("loadgen: the broker's per-stage latency is not available: {e}");
             Vec::new()

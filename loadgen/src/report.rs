@@ -9,24 +9,14 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
+use strom::server::StageLatency;
+
 use crate::ceiling::{DiskCeiling, TcpCeiling};
 use crate::hist::Latencies;
 use crate::verify::VerifyCounts;
 
 /// Past this share of its threads' time on a CPU, loadgen says it may be the bottleneck.
 const LOADGEN_SATURATED: f64 = 0.9;
-
-/// One stage of the broker's own latency breakdown (from its Stats api).
-#[derive(Debug, Clone)]
-pub struct Stage {
-    pub stage: String,
-    pub count: u64,
-    pub p50_us: u64,
-    pub p90_us: u64,
-    pub p99_us: u64,
-    pub p999_us: u64,
-    pub max_us: u64,
-}
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -50,7 +40,8 @@ pub struct Report {
     pub tcp: Option<TcpCeiling>,
     /// The broker's log: O_DIRECT writes, fdatasyncs and bytes, in the window (embedded only).
     pub log_writes: Option<(u64, u64, u64)>,
-    pub stages: Vec<Stage>,
+    /// The broker's own per-stage latency (its Stats api), for the window.
+    pub stages: Vec<StageLatency>,
     pub loadgen_cpu_cores: f64,
     pub broker_cpu_cores: Option<f64>,
     pub threads: usize,

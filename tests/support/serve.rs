@@ -2,14 +2,16 @@
 //! disk or cap memory under it. Its stderr is collected (the server says
 //! there why it stops acknowledging); it is killed if the test ends without
 //! stopping it.
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strom::client::Client;
+
+#[path = "../common/child.rs"]
+mod child;
 
 pub struct Serve {
     child: Child,
@@ -44,27 +46,7 @@ impl Serve {
             c
         };
         cmd.envs(envs.iter().copied());
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn strom serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = match lines.next() {
-                Some(Ok(l)) => l,
-                _ => panic!("strom serve ended before serving; stderr: {seen:?}"),
-            };
-            if let Some(rest) = line.strip_prefix("strom: serving on ") {
-                let addr = rest.split(',').next().unwrap();
-                break addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-            }
-            seen.push((Instant::now(), line));
-        };
-        let stderr = Arc::new(Mutex::new(seen));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(|l| l.ok()) {
-                sink.lock().unwrap().push((Instant::now(), l));
-            }
-        });
+        let (child, addr, stderr) = child::spawn_until_serving(&mut cmd, |line| (Instant::now(), line));
         Serve { child, addr, stderr }
     }
 

@@ -243,7 +243,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
         let template = BatchTemplate::new(shared.run_id, p.id, p.records_per_batch, shared.msg_size);
         let (frame, batch_at, partition_at) = produce_frame(&shared.topic, &template);
         let sock = io.adopt_socket(connect(p.addr)?).map_err(|e| e.to_string())?;
-        let schedule = Schedule::new(shared.window_start_ns.min(now_ns()), p.records_per_sec / 1.0, p.records_per_batch);
+        let schedule = Schedule::new(now_ns(), p.records_per_sec, p.records_per_batch);
         let producer = Producer {
             free: vec![frame; p.inflight + 2],
             next_seq: vec![0; p.partitions.len()],

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::{Catalog, TopicMeta, pid_in};
 use crate::config::EngineConfig;
-use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, ReadResult, Reply, Request, ValidBatch};
+use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request, ValidBatch};
 use crate::error::{IoOp, Result, StromError};
 use crate::io::Io;
 use crate::io::Waker;
@@ -26,6 +26,7 @@ use crate::io::uring::UringIo;
 use crate::log::recovery::RecoveryReport;
 use crate::partition::Pid;
 use crate::platform;
+use crate::read::ReadResult;
 
 /// What a core's mailbox carries.
 pub(crate) enum Mail {
@@ -355,7 +356,7 @@ impl Engine {
     pub fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<ReadResult> {
         let pid = self.pid(topic, partition)?;
         let (reply, wait) = pending();
-        self.core_of(pid).send(Request::Read { pid, offset, max_bytes, reply })?;
+        self.core_of(pid).send(Request::read(pid, offset, max_bytes, reply))?;
         wait.wait()
     }
 

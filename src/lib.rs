@@ -25,6 +25,7 @@ pub mod log;
 pub mod partition;
 pub mod platform;
 pub mod proto;
+pub mod read;
 pub mod server;
 pub mod stats;
 pub mod wire;

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use common::{batch, slot, test_dir, values};
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::engine::Engine;
 use strom::error::StromError;
 use strom::io::sim::{SimDisk, SimFaults, SimIo};
+use strom::read::ReadResult;
 
 fn sim_cfg() -> EngineConfig {
     // No checkpoint is ever due, so recovery scans the whole log.
@@ -28,7 +29,7 @@ fn read_partition(core: &mut Core<SimIo>, pid: u32) -> BTreeMap<u64, String> {
     let mut offset = 0;
     loop {
         let (s, reply) = slot::<ReadResult>();
-        core.handle(Request::Read { pid, offset, max_bytes: 16 << 10, reply });
+        core.handle(Request::read(pid, offset, 16 << 10, reply));
         while s.lock().unwrap().is_none() {
             core.tick().unwrap();
         }

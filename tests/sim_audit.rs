@@ -14,10 +14,11 @@ use std::path::PathBuf;
 
 use common::{Slot, slot};
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, AuditBreak, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, AuditBreak, Core, CoreSpec, Request, ValidBatch};
 use strom::error::StromError;
 use strom::io::Io;
 use strom::io::sim::{SimDisk, SimFaults, SimIo};
+use strom::read::ReadResult;
 
 fn open() -> (Core<SimIo>, EngineConfig) {
     let cfg = EngineConfig::small_for_tests();
@@ -50,7 +51,7 @@ fn fill(core: &mut Core<SimIo>, cfg: &EngineConfig, n: usize) {
 
 fn read(core: &mut Core<SimIo>, offset: u64) -> Slot<ReadResult> {
     let (s, reply) = slot::<ReadResult>();
-    core.handle(Request::Read { pid: 0, offset, max_bytes: 1 << 20, reply });
+    core.handle(Request::read(0, offset, 1 << 20, reply));
     s
 }
 

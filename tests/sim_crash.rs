@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 use common::{Slot, slot};
 use strom::config::{EngineConfig, FsyncPolicy};
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
+use strom::read::ReadResult;
 use strom::wire::batch::{self, BatchBuilder};
 
 /// What the test knows: acknowledged records, and every record ever read.
@@ -70,7 +71,7 @@ fn read_all(core: &mut Core<SimIo>, pid: u32, model: &mut Model, seed: u64) {
     let mut found = BTreeMap::new();
     loop {
         let (s, reply) = slot::<ReadResult>();
-        core.handle(Request::Read { pid, offset, max_bytes: 16 << 10, reply });
+        core.handle(Request::read(pid, offset, 16 << 10, reply));
         while s.lock().unwrap().is_none() {
             core.tick().unwrap();
         }

@@ -14,9 +14,10 @@ use std::path::PathBuf;
 
 use common::{Slot, slot};
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::error::StromError;
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
+use strom::read::ReadResult;
 use strom::wire::batch::{self, BatchBuilder};
 
 const PIDS: u32 = 2;
@@ -42,7 +43,7 @@ fn read_all(core: &mut Core<SimIo>, pid: u32) -> Result<BTreeMap<u64, String>, S
     let mut offset = 0;
     loop {
         let (s, reply) = slot::<ReadResult>();
-        core.handle(Request::Read { pid, offset, max_bytes: 32 << 10, reply });
+        core.handle(Request::read(pid, offset, 32 << 10, reply));
         while s.lock().unwrap().is_none() {
             core.tick().unwrap();
         }

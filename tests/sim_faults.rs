@@ -22,10 +22,11 @@ use std::path::{Path, PathBuf};
 
 use common::{Slot, slot};
 use strom::config::EngineConfig;
-use strom::core::{AppendAck, Core, CoreSpec, ReadResult, Request, ValidBatch};
+use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::error::{IoOp, StromError};
 use strom::inspect;
 use strom::io::sim::{SimDisk, SimFaultCounts, SimFaults, SimIo, SimRng};
+use strom::read::ReadResult;
 use strom::wire::batch::{self, BatchBuilder};
 
 const DIR: &str = "/sim/f";
@@ -152,7 +153,7 @@ fn read_all(core: &mut Core<SimIo>, pid: u32) -> (Vec<ReadResult>, Option<StromE
     let mut offset = 0;
     loop {
         let (s, reply) = slot::<ReadResult>();
-        core.handle(Request::Read { pid, offset, max_bytes: 16 << 10, reply });
+        core.handle(Request::read(pid, offset, 16 << 10, reply));
         while s.lock().unwrap().is_none() {
             core.tick().unwrap();
         }
@@ -224,7 +225,7 @@ fn run_seed(seed: u64) -> Tally {
             let pid = rng.below(PIDS as u64) as u32;
             let end = m.acked.range((pid, 0)..(pid + 1, 0)).next_back().map_or(0, |(&(_, o), _)| o + 1);
             let (s, reply) = slot::<ReadResult>();
-            core.handle(Request::Read { pid, offset: rng.below(end + 1), max_bytes: 8 << 10, reply });
+            core.handle(Request::read(pid, rng.below(end + 1), 8 << 10, reply));
             reads.push((pid, s));
         }
         if kind == Kind::LatentRead && step == latent_step {

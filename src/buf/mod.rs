@@ -5,5 +5,6 @@
 //! its completion). That single ownership is what makes it sound to hand its
 //! pointer to the kernel; see `docs/UNSAFE.md`.
 mod aligned;
+pub mod lent;
 
 pub use aligned::{AlignedBuf, BLOCK_BYTES, align_down, align_up};

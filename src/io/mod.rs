@@ -18,6 +18,7 @@ use crate::error::Result;
 
 pub mod fs;
 pub mod sim;
+pub mod token;
 pub mod uring;
 
 /// A file opened through the seam: an index in the backend's file table.
@@ -54,10 +55,6 @@ pub enum Op {
     /// completion, only once the kernel no longer reads it.
     SendFixed { sock: FileId, buf: AlignedBuf, sent: usize },
 }
-
-/// The top byte of the token of every network op: the core hands such
-/// completions to its server instead of its logs.
-pub const TOKEN_KIND_NET: u64 = 0x40;
 
 /// The end of an [`Op`]: its caller token, its result and its buffer back.
 #[derive(Debug)]

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
 use crate::error::{Errno, IoOp, Result, StromError, classify_errno};
+use crate::io::token::{OpKind, Token};
 use crate::io::{FileId, Io, Op};
 use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES, PAD_BYTES_MAX};
 use crate::log::segment::{Segment, parse_segment_name, segment_name};
@@ -75,20 +76,6 @@ pub const FAILED_FILE: &str = "failed";
 
 /// How often a log retries in place the writes that found the disk full.
 pub const FULL_RETRY_NS: u64 = 100_000_000;
-
-pub const TOKEN_WRITE: u64 = 1;
-pub const TOKEN_FSYNC: u64 = 2;
-
-/// Packs an op's kind, log and sequence number into a caller token.
-pub fn token(kind: u64, log: u32, seq: u32) -> u64 {
-    debug_assert!(log < 1 << 24);
-    kind << 56 | (log as u64) << 32 | seq as u64
-}
-
-/// Unpacks a caller token into (kind, log, seq).
-pub fn untoken(t: u64) -> (u64, u32, u32) {
-    (t >> 56, ((t >> 32) & 0xFF_FFFF) as u32, t as u32)
-}
 
 pub struct Journal<R> {
     pub id: u32,
@@ -494,7 +481,7 @@ impl<R> Journal<R> {
             let buf = commit.buf.take().expect("sealed buf");
             let fixed = buf.fixed_index();
             let op = Op::Write { file: commit.file, pos: file_pos, buf };
-            match io.push(op, token(TOKEN_WRITE, self.id, commit.seq)) {
+            match io.push(op, Token::new(OpKind::Write, self.id, commit.seq).pack()) {
                 Ok(()) => {
                     self.lent.extend(fixed);
                     self.writes_in_flight += 1;
@@ -531,7 +518,7 @@ impl<R> Journal<R> {
         let files = std::mem::take(&mut self.unsynced_files);
         let mut pushed = 0;
         for (i, &file) in files.iter().enumerate() {
-            if io.push(Op::Fsync { file }, token(TOKEN_FSYNC, self.id, 0)).is_err() {
+            if io.push(Op::Fsync { file }, Token::new(OpKind::Fsync, self.id, 0).pack()).is_err() {
                 // Op table full: retry the rest next tick; what was pushed still counts.
                 self.unsynced_files.extend_from_slice(&files[i..]);
                 break;
@@ -551,11 +538,11 @@ impl<R> Journal<R> {
     }
 
     /// Handles the completion of one of this log's operations.
-    pub fn on_completion(&mut self, kind: u64, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
+    pub fn on_completion(&mut self, kind: OpKind, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
         match kind {
-            TOKEN_WRITE => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
-            TOKEN_FSYNC => self.on_fsync(result),
-            _ => unreachable!("unknown journal op kind {kind}"),
+            OpKind::Write => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
+            OpKind::Fsync => self.on_fsync(result),
+            _ => unreachable!("{kind:?} is not a journal op"),
         }
     }
 
@@ -620,7 +607,7 @@ impl<R> Journal<R> {
             let seg_start = starts.iter().rev().find(|(f, _)| *f == c.file).expect("commit's segment").1;
             let buf = c.buf.take().expect("an unwritten commit keeps its buffer");
             let fixed = buf.fixed_index();
-            match io.push(Op::Write { file: c.file, pos: c.start_pos - seg_start, buf }, token(TOKEN_WRITE, self.id, c.seq)) {
+            match io.push(Op::Write { file: c.file, pos: c.start_pos - seg_start, buf }, Token::new(OpKind::Write, self.id, c.seq).pack()) {
                 Ok(()) => {
                     self.lent.extend(fixed);
                     self.writes_in_flight += 1;
@@ -924,7 +911,7 @@ fn zero_block<I: Io>(io: &mut I, file: FileId, pos: u64, completions: &mut Vec<c
     }
     let mut zeros = AlignedBuf::new(crate::buf::BLOCK_BYTES);
     zeros.extend_from_slice(&[0; crate::buf::BLOCK_BYTES]);
-    let fence = token(0x3F, 0, 0);
+    let fence = Token::new(OpKind::Fence, 0, 0).pack();
     if io.push(Op::Write { file, pos, buf: zeros }, fence).is_err() {
         return Err(StromError::Overloaded("no op slot for the fence write"));
     }

@@ -24,22 +24,24 @@ use slab::Slab;
 
 use super::{ConnKey, Control, Done, Replier, ReplyFrame, ReplyTrace, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
-use crate::core::{AppendAck, Core, FixedBatches, ReadResult, Reply, Request, ValidBatch};
+use crate::core::{AppendAck, Core, Reply, Request, ValidBatch};
 use crate::engine::CoreTask;
 use crate::error::{Result, StromError};
+use crate::io::token::{OWNER_MASK, OpKind, Token};
 use crate::io::uring::UringIo;
-use crate::io::{FileId, Io, Op, TOKEN_KIND_NET};
+use crate::io::{FileId, Io, Op};
 use crate::partition::Pid;
 use crate::proto::{self, ErrorCode, OffsetSpec, Response, TopicMetadata};
+use crate::read::{Fetch, OnceSink, ReadResult, RegisteredBatches};
 use crate::stats::{StageHistograms, StageTrace};
 
-const KIND_ACCEPT: u64 = 1;
-const KIND_POLL: u64 = 2;
-const KIND_RECV: u64 = 3;
-const KIND_SEND: u64 = 4;
-const KIND_SEND_FIXED: u64 = 5;
-/// Generations are kept to 20 bits in a token (kind 4 bits, slot 32 bits).
-const GENERATION_MASK: u32 = 0xF_FFFF;
+const KIND_ACCEPT: OpKind = OpKind::Accept;
+const KIND_POLL: OpKind = OpKind::Poll;
+const KIND_RECV: OpKind = OpKind::Recv;
+const KIND_SEND: OpKind = OpKind::Send;
+const KIND_SEND_FIXED: OpKind = OpKind::SendFixed;
+/// Generations are kept to the token's owner bits (see `io::token`).
+const GENERATION_MASK: u32 = OWNER_MASK;
 
 /// A receive buffer's first size; it grows to hold a frame that is larger.
 const RECV_BUF_BYTES: usize = 64 << 10;
@@ -62,12 +64,13 @@ const ACCEPT_BACKOFF_NS: u64 = 10_000_000;
 /// How soon a request waiting for room in another core's mailbox is retried.
 const OUTBOX_RETRY_NS: u64 = 100_000;
 
-fn token(kind: u64, generation: u32, slot: usize) -> u64 {
-    TOKEN_KIND_NET << 56 | kind << 52 | ((generation & GENERATION_MASK) as u64) << 32 | slot as u64
+fn token(kind: OpKind, generation: u32, slot: usize) -> u64 {
+    Token::new(kind, generation & GENERATION_MASK, slot as u32).pack()
 }
 
-fn untoken(t: u64) -> (u64, u32, usize) {
-    ((t >> 52) & 0xF, ((t >> 32) as u32) & GENERATION_MASK, (t & u32::MAX as u64) as usize)
+fn untoken(t: u64) -> (OpKind, u32, usize) {
+    let t = Token::unpack(t);
+    (t.kind, t.owner, t.slot as usize)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,7 +402,7 @@ impl NetCore {
                     }
                 }
             }
-            _ => unreachable!("unknown network op kind {kind}"),
+            _ => unreachable!("{kind:?} is not a network op"),
         }
         self.mark(slot);
     }
@@ -726,8 +729,8 @@ impl NetCore {
                     // The core read the batches after room for the reply's
                     // header: the frame is that buffer, no copy; a
                     // registered one is sent from as it is.
-                    Ok(mut rr) => match (rr.fixed.take(), r.fetched(rr.parked_ns)) {
-                        (Some(FixedBatches(mut buf)), r) => {
+                    Ok(mut rr) => match (rr.registered.take(), r.fetched(rr.parked_ns)) {
+                        (Some(RegisteredBatches(mut buf)), r) => {
                             let id = r.request_id;
                             proto::put_fetch_reply_front(buf.as_mut_slice(), id, rr.high_watermark, rr.start_offset, rr.next_offset);
                             r.frame_fixed(buf)
@@ -742,7 +745,8 @@ impl NetCore {
                 let front = proto::FETCH_REPLY_FRONT_BYTES;
                 // Only the connection's own core may send from its buffers.
                 let fixed = self.shared.core_of(pid) == self.core_id;
-                self.route(core, pid, Request::Poll { pid, offset, max_bytes, max_wait_ns, front, fixed, reply });
+                let sink = Box::new(OnceSink::new(front, fixed, reply));
+                self.route(core, pid, Request::Read { pid, fetch: Fetch { offset, max_bytes, max_wait_ns }, sink });
             }
             proto::Request::ListOffsets { topic, partition, spec } => {
                 let pid = match self.pid(topic, partition) {

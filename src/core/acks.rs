@@ -1,0 +1,141 @@
+//! Completions and acknowledgements: writes and fdatasyncs advance their
+//! log, commits retire in position order, and each retired append is
+//! answered with its offsets and the times it crossed each stage.
+use std::collections::{HashMap, VecDeque};
+
+use super::{AppendAck, Core, Reply};
+use crate::error::StromError;
+use crate::io::token::{OpKind, Token};
+use crate::io::{Completion, Io};
+use crate::log::journal::{Journal, PendingAck};
+use crate::partition::{Partition, Pid};
+use crate::stats::StageTrace;
+
+/// An append in its commit, until the commit retires: its answer, its
+/// stage times so far and its frame's log position.
+pub struct AppendWait {
+    pub(super) reply: Reply<AppendAck>,
+    pub(super) trace: StageTrace,
+    pub(super) pos: u64,
+}
+
+/// When a log's written and durable positions advanced, oldest first: an
+/// append learns from them when its frame was written and made durable
+/// (the first mark past its position). A mark is dropped when an append
+/// past it is answered, so a log keeps about one per commit in flight.
+#[derive(Default)]
+pub(super) struct PosMarks {
+    written: VecDeque<(u64, u64)>,
+    durable: VecDeque<(u64, u64)>,
+}
+
+/// The time of the first mark past `pos`, dropping the marks before it
+/// (appends are answered in position order, so no later one needs them).
+fn mark_past(marks: &mut VecDeque<(u64, u64)>, pos: u64) -> Option<u64> {
+    while marks.front().is_some_and(|&(end_pos, _)| end_pos <= pos) {
+        marks.pop_front();
+    }
+    marks.front().map(|&(_, ns)| ns)
+}
+
+impl<I: Io> Core<I> {
+    /// Acts on one completion of the core's own ops (disk writes, fdatasyncs
+    /// and reads); network completions belong to the core's task.
+    pub fn on_completion(&mut self, c: Completion, now_ns: u64) {
+        let t = Token::unpack(c.token);
+        match t.kind {
+            OpKind::Write | OpKind::Fsync => {
+                if t.kind == OpKind::Write {
+                    self.lent.home(c.buf.as_ref().and_then(|b| b.fixed_index()));
+                }
+                let log = t.owner;
+                let j = self.journals.get_mut(&log).expect("op of an owned log");
+                let (written_pos, durable_pos) = (j.written_pos(), j.durable_pos());
+                j.on_completion(t.kind, t.slot, c.result, c.buf, now_ns);
+                let marks = self.pos_marks.entry(log).or_default();
+                if j.written_pos() > written_pos {
+                    marks.written.push_back((j.written_pos(), now_ns + self.clock_offset_ns));
+                }
+                if j.durable_pos() > durable_pos {
+                    marks.durable.push_back((j.durable_pos(), now_ns + self.clock_offset_ns));
+                }
+            }
+            OpKind::Read => {
+                let (reads, mut cx) = self.read_cx();
+                reads.on_complete(&mut cx, t.slot as usize, c);
+            }
+            kind => unreachable!("{kind:?} is not a core op"),
+        }
+    }
+
+    /// Reaps completions and acts on them: retires commits (acknowledging
+    /// their appends), continues reads. Network completions are set aside
+    /// in `net_completions` for the core's task.
+    pub fn process_completions(&mut self) {
+        let mut reaped = std::mem::take(&mut self.completions);
+        self.io.reap(&mut reaped);
+        let now = self.io.now_ns();
+        for c in reaped.drain(..) {
+            if Token::unpack(c.token).kind.is_net() {
+                self.net_completions.push(c);
+            } else {
+                self.on_completion(c, now);
+            }
+        }
+        self.completions = reaped;
+        self.deliver_acks();
+    }
+
+    pub(super) fn deliver_acks(&mut self) {
+        for j in self.journals.values_mut() {
+            j.take_retired(&mut self.retired);
+            let first_refused = self.refused.len();
+            j.take_refused(&mut self.refused);
+            if let Some(pos) = j.take_rewind() {
+                rewind_partitions(&mut self.partitions, j, pos, &self.refused[first_refused..]);
+            }
+        }
+        let mut grown = Vec::new();
+        let now_ns = if self.retired.is_empty() { 0 } else { self.clock_ns() };
+        for ack in self.retired.drain(..) {
+            if let Some(p) = self.partitions.get_mut(&ack.pid) {
+                p.make_visible(ack.end_offset, ack.max_ts_ms);
+            }
+            if self.reads.parked_on(ack.pid) {
+                grown.push(ack.pid);
+            }
+            let AppendWait { reply, mut trace, pos } = ack.reply;
+            let marks = self.pos_marks.entry(ack.pid % self.spec.log_count).or_default();
+            // A retired commit was written; it was fsynced unless the policy
+            // acknowledges at the write.
+            trace.written_ns = mark_past(&mut marks.written, pos).unwrap_or(now_ns);
+            trace.durable_ns = mark_past(&mut marks.durable, pos);
+            reply(Ok(AppendAck { base_offset: ack.base_offset, last_offset: ack.end_offset - 1, trace }));
+        }
+        for pid in grown {
+            let (reads, mut cx) = self.read_cx();
+            reads.unpark(&mut cx, pid);
+        }
+        for (ack, err) in self.refused.drain(..) {
+            self.stats.appends_refused += 1;
+            (ack.reply.reply)(Err(err));
+        }
+    }
+}
+
+/// After `j` rewound to `pos` for a full disk (its appends from there were
+/// refused, `refused` among them): each partition of the log takes back the
+/// offsets those appends were given and forgets their index entries, so the
+/// next append continues exactly where the log's stored data ends.
+fn rewind_partitions<R>(partitions: &mut HashMap<Pid, Partition>, j: &Journal<R>, pos: u64, refused: &[(PendingAck<R>, StromError)]) {
+    for (ack, _) in refused {
+        if let Some(p) = partitions.get_mut(&ack.pid) {
+            p.next_offset = p.next_offset.min(ack.base_offset);
+        }
+    }
+    for p in partitions.values_mut().filter(|p| p.log == j.id) {
+        p.index.truncate_from(pos);
+        p.staged_max_ts_ms = j.pending_max_ts(p.pid).unwrap_or(i64::MIN).max(p.visible_max_ts_ms);
+        debug_assert!(p.next_offset >= p.visible_end);
+    }
+}

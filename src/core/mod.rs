@@ -1,0 +1,448 @@
+//! One core: its logs, its partitions, its reads, and its tick.
+//!
+//! A tick is: reap completions and act on them (retire commits, acknowledge,
+//! continue reads); take requests (stage appends into the filling commit,
+//! start reads); plan (seal and submit writes, fdatasyncs, disk reads,
+//! checkpoints); then submit once and wait. Nothing is written or replied in
+//! direct reaction to a single request: everything that arrives in a tick
+//! goes out together (group commit).
+//!
+//! The rooms: [`open`] (allocate, register, recover), [`acks`] (completions,
+//! retirement, acknowledgements), [`plan`] (commits, checkpoints, retention,
+//! the stop sequence), [`tick`] (the one loop production and the simulator
+//! both run), [`audit`] (ways to break the core on purpose). Reads live in
+//! [`crate::read`]. The core is generic over [`Io`], so the simulator
+//! drives exactly this code.
+mod acks;
+pub mod audit;
+mod open;
+mod plan;
+pub mod tick;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+
+use crate::buf::AlignedBuf;
+use crate::buf::lent::LentTable;
+use crate::config::EngineConfig;
+use crate::error::{Result, StromError};
+use crate::io::{Completion, Io};
+use crate::log::journal::{Journal, PendingAck, StageError};
+use crate::partition::{Partition, Pid};
+use crate::read::{Fetch, ReadCx, ReadPath, ReadResult, ReadSink};
+use crate::stats::StageTrace;
+use crate::wire::batch::{self, BatchInfo};
+
+pub use acks::AppendWait;
+pub use audit::AuditBreak;
+
+/// Where a request's answer goes. Called exactly once, on the core thread.
+pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+/// The answer to an append: the offsets the batch was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// When the append reached its core, its commit buffer, its write's and
+    /// its fdatasync's completions (the server's per-stage latency; see
+    /// [`crate::stats`]). Only the fields from `arrived_ns` to `durable_ns` are set.
+    pub trace: StageTrace,
+}
+
+/// A partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionStat {
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub max_ts_ms: i64,
+}
+
+/// A RecordBatch that passed [`batch::validate`]: only constructible that way.
+#[derive(Debug, Clone)]
+pub struct ValidBatch {
+    bytes: Vec<u8>,
+    info: BatchInfo,
+    /// When its core first took it ([`Core::handle`]), kept while it waits
+    /// for a write buffer: the start of its `append` stage; 0 until then
+    /// (not an Option: a Request must stay small enough to move cheaply).
+    arrived_ns: u64,
+}
+
+impl ValidBatch {
+    pub fn new(bytes: Vec<u8>, batch_bytes_max: usize) -> Result<ValidBatch> {
+        let info = batch::validate(&bytes, batch_bytes_max)?;
+        Ok(ValidBatch { bytes, info, arrived_ns: 0 })
+    }
+    pub fn info(&self) -> &BatchInfo {
+        &self.info
+    }
+    pub fn records(&self) -> u64 {
+        self.info.records_count as u64
+    }
+}
+
+pub enum Request {
+    Append {
+        pid: Pid,
+        batch: ValidBatch,
+        reply: Reply<AppendAck>,
+    },
+    /// Batches from `fetch.offset`; at the partition's end, a long poll of
+    /// up to `fetch.max_wait_ns`. Answers go to `sink`, laid out as it asks.
+    Read {
+        pid: Pid,
+        fetch: Fetch,
+        sink: Box<dyn ReadSink>,
+    },
+    /// The first offset whose record timestamp is at least `ts_ms` (None: past the end).
+    OffsetForTime {
+        pid: Pid,
+        ts_ms: i64,
+        reply: Reply<Option<u64>>,
+    },
+    Stat {
+        pid: Pid,
+        reply: Reply<PartitionStat>,
+    },
+    /// This core's counters, with its logs' commit figures summed.
+    Stats {
+        reply: Reply<CoreStats>,
+    },
+    AddPartitions {
+        pids: Vec<Pid>,
+        reply: Reply<()>,
+    },
+    RemovePartitions {
+        pids: Vec<Pid>,
+    },
+    /// Requests taken as one, in order, with nothing between them: the
+    /// appends of a multi-batch Produce get consecutive offsets.
+    Group(Vec<Request>),
+    /// Drain, fsync, checkpoint every log, answer, and leave the loop.
+    Stop {
+        reply: Reply<()>,
+    },
+}
+
+impl Request {
+    /// A read answered once, at once (no long poll), on the heap.
+    pub fn read(pid: Pid, offset: u64, max_bytes: usize, reply: Reply<ReadResult>) -> Request {
+        Request::Read { pid, fetch: Fetch { offset, max_bytes, max_wait_ns: 0 }, sink: crate::read::once(reply) }
+    }
+
+    /// Answers the request with `e` without doing it (its core is gone).
+    pub fn refuse(self, e: StromError) {
+        match self {
+            Request::Append { reply, .. } => reply(Err(e)),
+            Request::Read { mut sink, .. } => {
+                sink.deliver(Err(e));
+            }
+            Request::OffsetForTime { reply, .. } => reply(Err(e)),
+            Request::Stat { reply, .. } => reply(Err(e)),
+            Request::Stats { reply } => reply(Err(e)),
+            Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
+            Request::RemovePartitions { .. } => {}
+            Request::Group(reqs) => reqs.into_iter().for_each(|r| r.refuse(e.clone())),
+        }
+    }
+}
+
+/// What this core is, within its engine.
+#[derive(Debug, Clone)]
+pub struct CoreSpec {
+    pub core_id: usize,
+    pub data_dir: PathBuf,
+    pub log_count: u32,
+    /// The logs this core owns.
+    pub logs: Vec<u32>,
+    /// Every partition of this core's logs, from the catalog.
+    pub pids: Vec<Pid>,
+}
+
+/// Counters of one core, for reports and audits.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStats {
+    pub appends: u64,
+    pub appends_refused: u64,
+    pub reads: u64,
+    pub reads_from_disk: u64,
+    pub checkpoints: u64,
+    pub deferred: u64,
+    /// Log bytes written (frames and padding), commits (one O_DIRECT write
+    /// each) and fdatasyncs, over this core's logs since start.
+    pub bytes_logged: u64,
+    pub commits: u64,
+    pub fsyncs: u64,
+    /// Invariant audits: each must stay 0 in every run (docs/TESTING.md).
+    /// Writes that would have started below a log's acknowledged or durable
+    /// position (refused: the log fails instead).
+    pub audit_overlapping_writes: u64,
+    /// Batches a read was about to serve past its log's acknowledged (under
+    /// `always`: durable) position or its partition's visible end (not served).
+    pub audit_served_beyond_durable: u64,
+    /// Registered buffers handed to an op or a reply while an op still owned them.
+    pub audit_buffer_reuse: u64,
+}
+
+impl CoreStats {
+    /// The sum of the audit counters: 0 unless an invariant was broken.
+    pub fn audit_violations(&self) -> u64 {
+        self.audit_overlapping_writes + self.audit_served_beyond_durable + self.audit_buffer_reuse
+    }
+}
+
+pub struct Core<I: Io> {
+    pub io: I,
+    cfg: EngineConfig,
+    spec: CoreSpec,
+    journals: BTreeMap<u32, Journal<AppendWait>>,
+    /// Per log: when its written and durable positions advanced.
+    pos_marks: HashMap<u32, acks::PosMarks>,
+    /// Added to `io.now_ns()` to give the stage clock all cores share.
+    clock_offset_ns: u64,
+    partitions: HashMap<Pid, Partition>,
+    reads: ReadPath,
+    retired: Vec<PendingAck<AppendWait>>,
+    refused: Vec<(PendingAck<AppendWait>, StromError)>,
+    /// A request that could not be taken this tick (no write buffer).
+    deferred: VecDeque<Request>,
+    checkpoint_bytes: BTreeMap<u32, u64>,
+    /// Log position the last durable checkpoint of each log covers.
+    checkpoint_pos: BTreeMap<u32, u64>,
+    last_retention_ns: u64,
+    stop: Option<Reply<()>>,
+    stopped: bool,
+    /// Registered buffers lent to ops and replies (the buffer-reuse audit).
+    lent: LentTable,
+    /// Reaped completions, kept to reuse the allocation.
+    completions: Vec<Completion>,
+    /// Completions of network ops, for the task running on this core's ring
+    /// to take after each reap.
+    pub net_completions: Vec<Completion>,
+    pub stats: CoreStats,
+}
+
+impl<I: Io> Core<I> {
+    /// Gives the I/O backend back (the simulator crashes it to get its disk).
+    pub fn into_io(self) -> I {
+        self.io
+    }
+
+    pub fn spec(&self) -> &CoreSpec {
+        &self.spec
+    }
+
+    pub fn partition(&self, pid: Pid) -> Option<&Partition> {
+        self.partitions.get(&pid)
+    }
+
+    pub fn journal(&self, log: u32) -> Option<&Journal<AppendWait>> {
+        self.journals.get(&log)
+    }
+
+    /// Sets what [`Core::clock_ns`] adds to this core's I/O clock, so that
+    /// every core of an engine reads the same stage clock (each ring's clock
+    /// starts when the ring does).
+    pub fn set_clock_offset_ns(&mut self, offset_ns: u64) {
+        self.clock_offset_ns = offset_ns;
+    }
+
+    /// Now on the stage clock, in ns: the core's [`Io::now_ns`] shifted to
+    /// the engine's common start, so instants taken on two cores compare.
+    pub fn clock_ns(&self) -> u64 {
+        self.io.now_ns() + self.clock_offset_ns
+    }
+
+    /// What [`Core::clock_ns`] adds to `io.now_ns()`: for a caller that read the I/O clock already.
+    pub fn clock_offset_ns(&self) -> u64 {
+        self.clock_offset_ns
+    }
+
+    /// True once a Stop request completed.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// True when requests should wait in the mailbox (push back).
+    pub fn backpressured(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// The read path and what it borrows from the core, for one call.
+    fn read_cx(&mut self) -> (&mut ReadPath, ReadCx<'_, I, Journal<AppendWait>>) {
+        let cx = ReadCx { io: &mut self.io, logs: &mut self.journals, partitions: &self.partitions, lent: &mut self.lent };
+        (&mut self.reads, cx)
+    }
+
+    /// Takes one request. Appends are staged into the filling commit and
+    /// answered when it is durable; reads start and may finish at once.
+    pub fn handle(&mut self, mut req: Request) {
+        self.stamp_arrival(&mut req);
+        if !self.deferred.is_empty() {
+            self.deferred.push_back(req);
+            return;
+        }
+        self.handle_now(req);
+    }
+
+    /// Notes when appends reached their core: their `append` stage starts.
+    fn stamp_arrival(&self, req: &mut Request) {
+        match req {
+            Request::Append { batch, .. } if batch.arrived_ns == 0 => batch.arrived_ns = self.clock_ns(),
+            Request::Group(reqs) => reqs.iter_mut().for_each(|r| self.stamp_arrival(r)),
+            _ => {}
+        }
+    }
+
+    fn handle_now(&mut self, req: Request) {
+        if matches!(req, Request::Read { .. } | Request::OffsetForTime { .. }) && self.reads.full() {
+            // Every read slot is busy: hold this one (and, behind it, the
+            // mailbox) until a read finishes, instead of growing.
+            self.stats.deferred += 1;
+            self.deferred.push_front(req);
+            return;
+        }
+        match req {
+            Request::Append { pid, batch, reply } => self.append(pid, batch, reply),
+            Request::Read { pid, fetch, sink } => {
+                let may_wait = self.stop.is_none();
+                let (reads, mut cx) = self.read_cx();
+                reads.fetch(&mut cx, pid, fetch, sink, may_wait);
+            }
+            Request::OffsetForTime { pid, ts_ms, reply } => {
+                let (reads, mut cx) = self.read_cx();
+                reads.offset_for_time(&mut cx, pid, ts_ms, reply);
+            }
+            Request::Stat { pid, reply } => reply(match self.partitions.get(&pid) {
+                Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
+                None => Err(StromError::UnknownPartition { topic: String::new(), partition: pid }),
+            }),
+            Request::Stats { reply } => reply(Ok(self.stats_now())),
+            Request::AddPartitions { pids, reply } => {
+                for pid in pids {
+                    let log = pid % self.spec.log_count;
+                    if self.journals.contains_key(&log) {
+                        self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log));
+                    }
+                }
+                reply(Ok(()))
+            }
+            Request::RemovePartitions { pids } => {
+                for pid in pids {
+                    self.partitions.remove(&pid);
+                    // Waiting readers of a deleted topic get a typed error now.
+                    let (reads, mut cx) = self.read_cx();
+                    reads.unpark(&mut cx, pid);
+                }
+            }
+            Request::Stop { reply } => {
+                self.stop = Some(reply);
+            }
+            Request::Group(reqs) => self.handle_group(reqs),
+        }
+    }
+
+    fn handle_group(&mut self, reqs: Vec<Request>) {
+        let mut rest = reqs.into_iter();
+        while let Some(r) = rest.next() {
+            let before = self.deferred.len();
+            self.handle_now(r);
+            if self.deferred.len() > before {
+                // It must wait (no write buffer) and went to the front of
+                // the deferred queue: the rest of the group goes right
+                // behind it, ahead of anything else.
+                for (i, r) in rest.enumerate() {
+                    self.deferred.insert(1 + i, r);
+                }
+                return;
+            }
+        }
+    }
+
+    fn append(&mut self, pid: Pid, batch: ValidBatch, reply: Reply<AppendAck>) {
+        if self.stop.is_some() {
+            return reply(Err(StromError::ShuttingDown));
+        }
+        let Some(p) = self.partitions.get_mut(&pid) else {
+            return reply(Err(StromError::UnknownPartition { topic: String::new(), partition: pid }));
+        };
+        let journal = self.journals.get_mut(&p.log).expect("partition's log is on its core");
+        let base = p.next_offset;
+        let bytes = &batch.bytes;
+        let staged = journal.stage(&mut self.io, pid, bytes.len(), |dst| {
+            dst.copy_from_slice(bytes);
+            batch::set_base_offset(dst, base);
+        });
+        match staged {
+            Ok(pos) => {
+                let records = batch.records();
+                let seg_start = journal.active_segment_start();
+                let max_ts_ms = p.observe_batch(base, records, batch.info.max_timestamp_ms, pos, seg_start, self.cfg.index_interval_bytes);
+                let staged_ns = self.io.now_ns() + self.clock_offset_ns;
+                let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };
+                let wait = AppendWait { reply, trace, pos };
+                journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply: wait });
+                self.stats.appends += 1;
+            }
+            Err(StageError::NoBuffer) => {
+                self.stats.deferred += 1;
+                self.deferred.push_front(Request::Append { pid, batch, reply });
+            }
+            Err(StageError::Failed(e)) => {
+                self.stats.appends_refused += 1;
+                reply(Err(e))
+            }
+        }
+    }
+
+    /// This core's counters, with its logs' commit figures and audits summed.
+    pub fn stats_now(&self) -> CoreStats {
+        let mut s = self.stats.clone();
+        for j in self.journals.values() {
+            s.bytes_logged += j.bytes_logged;
+            s.commits += j.commits;
+            s.fsyncs += j.fsyncs;
+            s.audit_overlapping_writes += j.audit_overlapping_writes;
+        }
+        let r = self.reads.counters;
+        s.reads += r.reads;
+        s.reads_from_disk += r.reads_from_disk;
+        s.audit_served_beyond_durable += r.audit_served_beyond_durable;
+        s.audit_buffer_reuse += self.lent.reuse_violations;
+        s
+    }
+
+    /// Takes back a registered reply buffer once its send completed.
+    pub fn give_reply_buf(&mut self, buf: AlignedBuf) {
+        self.reads.give_reply_buf(&mut self.lent, buf);
+    }
+
+    /// Registered reply buffers free now.
+    pub fn reply_bufs_free(&self) -> usize {
+        self.reads.reply_bufs_free()
+    }
+
+    /// Registered read buffers free now (all of them when no read is in progress).
+    pub fn read_bufs_free(&self) -> usize {
+        self.reads.read_bufs_free()
+    }
+
+    /// Answers every long poll now and parks no more: a stopping server
+    /// must not wait out their waits before it can stop.
+    pub fn close_parking(&mut self) {
+        let (reads, mut cx) = self.read_cx();
+        reads.close_parking(&mut cx);
+    }
+
+    /// Checks the relations that must hold between ticks.
+    pub fn invariants(&self) {
+        for j in self.journals.values() {
+            j.invariants();
+        }
+        for p in self.partitions.values() {
+            p.invariants();
+        }
+        self.reads.invariants();
+    }
+}

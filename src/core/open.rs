@@ -1,0 +1,183 @@
+//! Opening a core: allocate and register its buffers, recover its logs and
+//! rebuild its partitions' state from the checkpoint and the scan after it.
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use super::{Core, CoreSpec, CoreStats};
+use crate::buf::lent::LentTable;
+use crate::buf::{AlignedBuf, BLOCK_BYTES};
+use crate::config::{EngineConfig, FsyncPolicy};
+use crate::error::{Result, StromError};
+use crate::io::Io;
+use crate::log::checkpoint::{self, Checkpoint};
+use crate::log::frame;
+use crate::log::journal::{self, Journal, JournalLimits};
+use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
+use crate::log::segment::log_dir;
+use crate::partition::{Partition, Pid, SparseIndex};
+use crate::read::{ReadLimits, ReadPath};
+use crate::wire::batch::BatchInfo;
+
+impl<I: Io> Core<I> {
+    /// Allocates and registers this core's buffers, recovers its logs and
+    /// rebuilds its partitions' state. Fails on corruption of acknowledged data.
+    pub fn open(mut io: I, cfg: EngineConfig, spec: CoreSpec) -> Result<(Core<I>, Vec<RecoveryReport>)> {
+        cfg.validate()?;
+        let per_log = cfg.write_bufs_per_log;
+        let write_count = spec.logs.len() * per_log;
+        let read_end = write_count + cfg.read_bufs_per_core;
+        let mut bufs: Vec<AlignedBuf> = (0..read_end + cfg.reply_bufs_per_core)
+            .map(|i| {
+                AlignedBuf::new(if (write_count..read_end).contains(&i) { cfg.write_buf_bytes + BLOCK_BYTES } else { cfg.write_buf_bytes })
+            })
+            .collect();
+        io.register_buffers(&mut bufs)?;
+        let reply_bufs = bufs.split_off(read_end);
+        let read_bufs = bufs.split_off(write_count);
+        let limits = ReadLimits {
+            batch_bytes_max: cfg.batch_bytes_max,
+            index_interval_bytes: cfg.index_interval_bytes,
+            reads_inflight_max: cfg.reads_inflight_max,
+            durable_only: cfg.fsync == FsyncPolicy::Always,
+            answer_bytes_initial: cfg.write_buf_bytes,
+        };
+        let mut core = Core {
+            io,
+            cfg,
+            spec: spec.clone(),
+            journals: BTreeMap::new(),
+            pos_marks: HashMap::new(),
+            clock_offset_ns: 0,
+            partitions: HashMap::new(),
+            reads: ReadPath::new(limits, read_bufs, reply_bufs),
+            retired: Vec::new(),
+            refused: Vec::new(),
+            deferred: VecDeque::new(),
+            checkpoint_bytes: BTreeMap::new(),
+            checkpoint_pos: BTreeMap::new(),
+            last_retention_ns: 0,
+            stop: None,
+            stopped: false,
+            lent: LentTable::default(),
+            completions: Vec::new(),
+            net_completions: Vec::new(),
+            stats: CoreStats::default(),
+        };
+        let mut reports = Vec::new();
+        for &log in &spec.logs {
+            let log_bufs = bufs.split_off(bufs.len() - per_log);
+            reports.push(core.open_log(log, log_bufs)?);
+        }
+        core.last_retention_ns = core.io.now_ns();
+        Ok((core, reports))
+    }
+
+    /// The log's checkpoint, if one is there and usable.
+    fn read_checkpoint(&mut self, log: u32) -> Result<Option<Checkpoint>> {
+        let dir = log_dir(&self.spec.data_dir, log);
+        Ok(match self.io.read_file(&dir.join(checkpoint::FILE_NAME))? {
+            None => None,
+            Some(bytes) => match checkpoint::decode(&bytes) {
+                Ok(c) if c.log == log => Some(c),
+                // A checkpoint only saves scanning: without a usable one the
+                // whole log is scanned, which rebuilds the same state.
+                Ok(c) => {
+                    tracing::warn!(log, found = c.log, "checkpoint belongs to another log; scanning the whole log");
+                    None
+                }
+                Err(reason) => {
+                    tracing::warn!(log, %reason, "checkpoint unreadable; scanning the whole log");
+                    None
+                }
+            },
+        })
+    }
+
+    /// The log's partitions as its checkpoint left them (fresh without one).
+    fn partitions_at(&self, log: u32, ckpt: Option<&Checkpoint>) -> HashMap<Pid, Partition> {
+        let log_count = self.spec.log_count;
+        let mut parts: HashMap<Pid, Partition> =
+            self.spec.pids.iter().filter(|&&p| p % log_count == log).map(|&p| (p, Partition::new(p, log))).collect();
+        for pc in ckpt.iter().flat_map(|c| &c.partitions) {
+            if let Some(p) = parts.get_mut(&pc.pid) {
+                p.next_offset = pc.next_offset;
+                p.visible_end = pc.next_offset;
+                p.start_offset = pc.start_offset;
+                p.visible_max_ts_ms = pc.max_ts_ms;
+                p.staged_max_ts_ms = pc.max_ts_ms;
+                p.index = SparseIndex::from_entries(pc.entries.clone());
+            }
+        }
+        parts
+    }
+
+    fn open_log(&mut self, log: u32, bufs: Vec<AlignedBuf>) -> Result<RecoveryReport> {
+        let dir = log_dir(&self.spec.data_dir, log);
+        let ckpt = self.read_checkpoint(log)?;
+        let full_scan = ckpt.is_none();
+        let mut seen: HashSet<Pid> = HashSet::new();
+        let mut parts = self.partitions_at(log, ckpt.as_ref());
+        let limits = RecoverLimits {
+            payload_bytes_max: self.cfg.batch_bytes_max as u32,
+            tear_window_bytes: self.cfg.tear_window_bytes(),
+            read_chunk_bytes: self.cfg.write_buf_bytes + BLOCK_BYTES,
+            read_only: false,
+            ignore_checkpoint: false,
+        };
+        let interval = self.cfg.index_interval_bytes;
+        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64| -> Result<()> {
+            let Some(p) = parts.get_mut(&h.pid) else { return Ok(()) };
+            let base = info.base_offset as u64;
+            if full_scan && seen.insert(h.pid) && base > p.next_offset {
+                // Without a checkpoint the scan starts at the oldest segment
+                // left; retention deleted this partition's earlier batches.
+                p.next_offset = base;
+                p.visible_end = base;
+                p.start_offset = base;
+            }
+            if base != p.next_offset {
+                return Err(StromError::Corrupt {
+                    path: dir.clone(),
+                    pos: h.pos,
+                    reason: format!("partition {} batch at offset {base}, expected {}", h.pid, p.next_offset),
+                });
+            }
+            let records = info.last_offset_delta as u64 + 1;
+            let ts = p.observe_batch(base, records, info.max_timestamp_ms, h.pos, seg_start, interval);
+            p.make_visible(base + records, ts);
+            Ok(())
+        };
+        // A log that failed is cut where its trusted data ended (DURABILITY.md).
+        // Completions of other ops cannot exist yet: nothing else was pushed.
+        let mut stray = Vec::new();
+        let fenced = journal::fence_failed_tail(&mut self.io, &dir, &mut stray)?;
+        assert!(stray.is_empty(), "an op completed before the core started: {stray:?}");
+        let (state, report) = recovery::recover(&mut self.io, &dir, log, ckpt.as_ref(), &limits, &mut on_batch)?;
+        if fenced.is_some() {
+            journal::clear_failed_mark(&mut self.io, &dir)?;
+        }
+        for p in parts.values_mut() {
+            p.forget_before(state.log_start);
+        }
+        tracing::info!(
+            log,
+            scanned_bytes = report.bytes_scanned,
+            cut_bytes = report.bytes_cut,
+            frames = report.frames_scanned,
+            elapsed_us = report.elapsed_us,
+            "log recovered"
+        );
+        let jl = JournalLimits {
+            policy: self.cfg.fsync,
+            write_buf_bytes: self.cfg.write_buf_bytes,
+            write_bufs: self.cfg.write_bufs_per_log,
+            write_depth: self.cfg.write_depth,
+            segment_bytes: self.cfg.segment_bytes,
+        };
+        let journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
+        self.checkpoint_bytes.insert(log, 0);
+        self.checkpoint_pos.insert(log, ckpt.as_ref().map_or(0, |c| c.covered_pos));
+        self.journals.insert(log, journal);
+        self.partitions.extend(parts);
+        Ok(report)
+    }
+}

@@ -1,0 +1,478 @@
+//! The read path: fetches, long polls and time lookups, over a narrow view
+//! of a log ([`view::LogView`]).
+//!
+//! A read starts at the sparse index entry at or before its offset and
+//! walks frames ([`cursor::Cursor`]) up to the log's visible position,
+//! taking bytes from the tail cache while the log still holds them and
+//! from a `READ_FIXED` into one of the core's registered read buffers
+//! otherwise. Its answer goes to a [`sink::ReadSink`], assembled after the
+//! headroom the sink asked for, in a registered reply buffer when the sink
+//! allows it. A Fetch at the partition's end parks as a long poll
+//! ([`poll::ParkedPolls`]) until new data is retired or its wait is over.
+//!
+//! The read path owns its state (cursors, buffers, parked polls); the core
+//! lends it the rest for one call ([`ReadCx`]): its I/O, its logs, its
+//! partitions and its table of lent registered buffers.
+pub mod cursor;
+pub mod poll;
+pub mod sink;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use slab::Slab;
+
+use crate::buf::lent::LentTable;
+use crate::buf::{AlignedBuf, align_down, align_up};
+use crate::core::Reply;
+use crate::error::{IoOp, Result, StromError};
+use crate::io::token::{OpKind, Token};
+use crate::io::{Completion, Io, Op};
+use crate::partition::{Partition, Pid};
+
+use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
+pub use poll::PARKED_READS_MAX;
+use poll::ParkedPolls;
+pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, SinkFlow, once};
+use view::LogView;
+
+/// What the core lends the read path for one call.
+pub struct ReadCx<'a, I, V> {
+    pub io: &'a mut I,
+    pub logs: &'a mut BTreeMap<u32, V>,
+    pub partitions: &'a HashMap<Pid, Partition>,
+    pub lent: &'a mut LentTable,
+}
+
+/// The limits of one core's read path.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub batch_bytes_max: usize,
+    pub index_interval_bytes: u64,
+    /// Reads in progress at most; past it new reads wait (the core defers them).
+    pub reads_inflight_max: usize,
+    /// Under `always`, nothing past a log's durable position is served.
+    pub durable_only: bool,
+    /// A heap answer's first allocation at most (a registered one is a whole buffer).
+    pub answer_bytes_initial: usize,
+}
+
+/// What a fetch asks for: batches from `offset`, up to about `max_bytes`
+/// (at least one batch); at the partition's end, a wait of up to
+/// `max_wait_ns` for new data (0: answer at once, maybe empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetch {
+    pub offset: u64,
+    pub max_bytes: usize,
+    pub max_wait_ns: u64,
+}
+
+/// Counters of the read path, for the core's stats.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadCounters {
+    pub reads: u64,
+    pub reads_from_disk: u64,
+    /// Batches a read was about to serve past its log's acknowledged (under
+    /// `always`: durable) position or its partition's visible end (not served).
+    pub audit_served_beyond_durable: u64,
+}
+
+pub struct ReadPath {
+    limits: ReadLimits,
+    cursors: Slab<Cursor>,
+    /// Reads waiting for a free read buffer (or an op slot), in arrival order.
+    waiters: VecDeque<usize>,
+    read_bufs: Vec<AlignedBuf>,
+    read_bufs_total: usize,
+    /// Registered buffers answers are assembled in and sent from, while free.
+    reply_bufs: Vec<AlignedBuf>,
+    parked: ParkedPolls,
+    /// Subscriptions to read on from where their last answer ended.
+    resumed: VecDeque<(Pid, ReadMode)>,
+    pub counters: ReadCounters,
+    /// Test hook: reads look past the retired position.
+    serve_unretired: bool,
+}
+
+impl ReadPath {
+    pub fn new(limits: ReadLimits, read_bufs: Vec<AlignedBuf>, reply_bufs: Vec<AlignedBuf>) -> ReadPath {
+        ReadPath {
+            limits,
+            cursors: Slab::new(),
+            waiters: VecDeque::new(),
+            read_bufs_total: read_bufs.len(),
+            read_bufs,
+            reply_bufs,
+            parked: ParkedPolls::new(),
+            resumed: VecDeque::new(),
+            counters: ReadCounters::default(),
+            serve_unretired: false,
+        }
+    }
+
+    /// Every read slot is busy: new reads must wait.
+    pub fn full(&self) -> bool {
+        self.cursors.len() >= self.limits.reads_inflight_max
+    }
+
+    /// No read is in progress.
+    pub fn idle(&self) -> bool {
+        self.cursors.is_empty() && self.resumed.is_empty()
+    }
+
+    pub fn reply_bufs_free(&self) -> usize {
+        self.reply_bufs.len()
+    }
+
+    pub fn read_bufs_free(&self) -> usize {
+        self.read_bufs.len()
+    }
+
+    /// Takes back a registered reply buffer once its send completed.
+    pub fn give_reply_buf(&mut self, lent: &mut LentTable, mut buf: AlignedBuf) {
+        debug_assert!(buf.fixed_index().is_some(), "only registered reply buffers come back");
+        lent.home(buf.fixed_index());
+        buf.set_len(0);
+        self.reply_bufs.push(buf);
+    }
+
+    /// Test hook: reads look past the retired position.
+    pub fn serve_unretired_for_audit(&mut self) {
+        self.serve_unretired = true;
+    }
+
+    /// Test hook: two free read buffers name the same registered index.
+    pub fn alias_read_buffers_for_audit(&mut self) {
+        let i = self.read_bufs.last().and_then(|b| b.fixed_index()).expect("a free registered read buffer");
+        let other = self.read_bufs.len().checked_sub(2).expect("two free read buffers");
+        self.read_bufs[other].set_fixed_index(Some(i));
+    }
+
+    // ---- requests ----
+
+    /// A fetch: answered now, or parked at the partition's end for up to
+    /// `max_wait_ns` (0: answered now, maybe empty). `may_wait` is false
+    /// while the core stops.
+    pub fn fetch<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, f: Fetch, sink: Box<dyn ReadSink>, may_wait: bool) {
+        let Fetch { offset, max_bytes, max_wait_ns } = f;
+        let mode = ReadMode::Fetch { offset, max_bytes, max_wait_ns, parked_ns: 0, sink };
+        let at_end = cx.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
+        if at_end && max_wait_ns > 0 && may_wait && self.parked.may_park() {
+            self.parked.park(pid, offset, mode, cx.io.now_ns(), max_wait_ns);
+        } else {
+            self.start(cx, pid, mode, offset);
+        }
+    }
+
+    /// The first offset whose record timestamp is at least `ts_ms`.
+    pub fn offset_for_time<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, ts_ms: i64, reply: Reply<Option<u64>>) {
+        self.start(cx, pid, ReadMode::Time { ts_ms, reply }, 0);
+    }
+
+    // ---- long polls ----
+
+    /// Answers every poll parked on `pid` by reading now: its partition
+    /// grew, or was removed (the read fails with `UnknownPartition`).
+    pub fn unpark<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid) {
+        if !self.parked.has(pid) {
+            return;
+        }
+        let now_ns = cx.io.now_ns();
+        for w in self.parked.take(pid) {
+            let offset = w.offset;
+            self.start(cx, pid, w.into_read(now_ns), offset);
+        }
+    }
+
+    /// Whether polls wait on `pid` (its growth must wake them).
+    pub fn parked_on(&self, pid: Pid) -> bool {
+        self.parked.has(pid)
+    }
+
+    /// Answers the polls whose wait is over (all of them when `stopping`)
+    /// with what their partition holds now: nothing new.
+    pub fn expire<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, stopping: bool) {
+        let now_ns = cx.io.now_ns();
+        for (pid, w) in self.parked.take_due(now_ns, stopping) {
+            let offset = w.offset;
+            self.start(cx, pid, w.into_read(now_ns), offset);
+        }
+    }
+
+    /// Answers every poll now and parks no more: a stopping server must
+    /// not wait out their waits before it can stop.
+    pub fn close_parking<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
+        self.parked.close();
+        self.expire(cx, true);
+    }
+
+    /// Nanoseconds until the earliest parked poll's deadline.
+    pub fn due_in_ns(&self, now_ns: u64) -> Option<u64> {
+        self.parked.due_in_ns(now_ns)
+    }
+
+    // ---- the cursor's life ----
+
+    fn start<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, mode: ReadMode, offset: u64) {
+        if let ReadMode::Fetch { sink, .. } = &mode
+            && sink.cancelled()
+        {
+            return;
+        }
+        let Some(p) = cx.partitions.get(&pid) else { return self.answer(pid, mode, Err(unknown(pid)), empty(), 0, (0, 0)) };
+        self.counters.reads += 1;
+        let (start, end) = (p.start_offset, p.visible_end);
+        let entry = match &mode {
+            ReadMode::Fetch { .. } if offset < start || offset > end => {
+                let e = StromError::OffsetOutOfRange { offset, earliest: start, end };
+                return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
+            }
+            ReadMode::Fetch { .. } if offset == end => return self.answer(pid, mode, Ok(()), empty(), end, (end, start)),
+            ReadMode::Fetch { .. } => p.index.floor(offset),
+            ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => {
+                return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
+            }
+            ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
+        };
+        let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
+        let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
+        let (out, headroom_bytes, budget_bytes) = self.answer_buffer(&mode);
+        if let ReadOut::Registered(b) = &out {
+            cx.lent.lend(b.fixed_index());
+        }
+        let log = p.log;
+        let j = &cx.logs[&log];
+        let limit = if self.serve_unretired { j.written_pos() } else { j.visible_pos() };
+        let slot = self.cursors.insert(Cursor {
+            pid,
+            log,
+            mode,
+            pos: entry.pos,
+            limit,
+            last_hit: entry.pos,
+            expect_base: entry.offset,
+            headroom_bytes,
+            budget_bytes,
+            out,
+            next_offset: none_yet,
+            chunk: None,
+            chunk_hit_bytes: 0,
+            read_len: 0,
+            chunk_at_end: false,
+            in_flight: false,
+        });
+        self.advance(cx, slot);
+    }
+
+    /// The buffer an answer is assembled in, its headroom, and the batch bytes it may take.
+    fn answer_buffer(&mut self, mode: &ReadMode) -> (ReadOut, usize, usize) {
+        let ReadMode::Fetch { max_bytes, sink, .. } = mode else { return (empty(), 0, 0) };
+        let headroom = sink.headroom_bytes();
+        if sink.registered_ok()
+            && let Some(mut buf) = self.reply_bufs.pop()
+        {
+            buf.set_len(headroom);
+            // The answer must fit the buffer; a batch never exceeds
+            // batch_bytes_max, which fits with any headroom (validate).
+            let budget = (*max_bytes).min(buf.capacity() - headroom);
+            return (ReadOut::Registered(buf), headroom, budget);
+        }
+        // Sized for a typical answer at once: growing by doubling would
+        // copy a large answer several times.
+        let mut out = Vec::with_capacity(headroom + (*max_bytes).min(self.limits.answer_bytes_initial));
+        out.resize(headroom, 0);
+        (ReadOut::Heap(out), headroom, *max_bytes)
+    }
+
+    /// Runs a read forward until it finishes or needs the disk.
+    fn advance<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize) {
+        let lim = CursorLimits {
+            batch_bytes_max: self.limits.batch_bytes_max as u32,
+            index_interval_bytes: self.limits.index_interval_bytes,
+            durable_only: self.limits.durable_only,
+            serve_unretired: self.serve_unretired,
+        };
+        loop {
+            let pid = self.cursors[slot].pid;
+            let Some(p) = cx.partitions.get(&pid) else { return self.finish(cx, slot, Err(unknown(pid))) };
+            let c = &mut self.cursors[slot];
+            let mut notes = StepNotes::default();
+            let step = c.step(p, &cx.logs[&c.log], &lim, &mut notes);
+            if notes.beyond_durable {
+                self.counters.audit_served_beyond_durable += 1;
+                debug_assert!(cx.lent.violation_expected, "read of pid {} about to serve past the durable position", c.pid);
+            }
+            match step {
+                Step::Continue => continue,
+                Step::Done(res) => return self.finish(cx, slot, res),
+                Step::NeedDisk { len } => return self.submit(cx, slot, len),
+            }
+        }
+    }
+
+    fn submit<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, need_bytes: usize) {
+        let c = &mut self.cursors[slot];
+        // A partition that filled at least half of its last chunk is dense in
+        // its log: read a whole buffer. Otherwise (a first read, or a
+        // partition sharing its log with many) read two index intervals: its
+        // next batch usually starts within one, and the read should hold it
+        // whole, or each of its batches costs a full buffer or two reads.
+        let dense = c.chunk.as_ref().is_some_and(|(_, b)| c.chunk_hit_bytes * 2 >= b.len());
+        let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
+        let mut buf = match c.chunk.take() {
+            Some((_, b)) => b,
+            None => match self.read_bufs.pop() {
+                Some(b) => b,
+                None => return self.waiters.push_back(slot),
+            },
+        };
+        let log = cx.logs.get_mut(&c.log).expect("a read's log is on its core");
+        let pos = align_down(c.pos);
+        let Some(seg) = log.segment_at(pos) else {
+            let err = StromError::OffsetOutOfRange { offset: c.next_offset, earliest: 0, end: 0 };
+            self.read_bufs.push(buf);
+            return self.finish(cx, slot, Err(err));
+        };
+        let wanted = (c.pos - pos) as usize + need_bytes.max(probe_bytes);
+        let len = if dense { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
+        debug_assert!((c.pos - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
+        buf.set_len(0);
+        let fixed = buf.fixed_index();
+        let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };
+        match cx.io.push(op, Token::new(OpKind::Read, c.log, slot as u32).pack()) {
+            Ok(()) => {
+                log.pin_segment(pos, true);
+                c.in_flight = true;
+                c.read_len = len;
+                self.counters.reads_from_disk += 1;
+                cx.lent.lend(fixed);
+            }
+            Err(Op::Read { buf, .. }) => {
+                self.read_bufs.push(buf);
+                self.waiters.push_back(slot);
+            }
+            Err(_) => unreachable!("push returns the op it was given"),
+        }
+    }
+
+    /// A disk read of a cursor completed.
+    pub fn on_complete<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, c: Completion) {
+        let mut buf = c.buf.expect("read returns its buffer");
+        cx.lent.home(buf.fixed_index());
+        let r = self.cursors.get_mut(slot).expect("read completion for a live read");
+        r.in_flight = false;
+        let log = cx.logs.get_mut(&r.log).expect("log");
+        let pos = align_down(r.pos);
+        log.pin_segment(pos, false);
+        let seg = log.segment_at(pos);
+        if let Err(errno) = c.result {
+            self.read_bufs.push(buf);
+            let path = seg.map(|s| s.path).unwrap_or_default();
+            return self.finish(cx, slot, Err(StromError::Io { op: IoOp::Read, path, errno }));
+        }
+        if let Some(next_start) = seg.and_then(|s| s.next_start_pos) {
+            buf.set_len(buf.len().min((next_start - pos) as usize));
+        }
+        // The log holds bytes up to the read's limit: a segment that ends
+        // before (lost or misdirected writes, a truncated file) is damage,
+        // not a reason to read the same place again.
+        r.chunk_at_end = buf.len() < r.read_len;
+        if buf.len() as u64 <= r.pos - pos {
+            self.read_bufs.push(buf);
+            let err = corrupt(&*log, r.pos, format!("the segment ends before log position {}", r.pos));
+            return self.finish(cx, slot, Err(err));
+        }
+        r.chunk = Some((pos, buf));
+        r.chunk_hit_bytes = 0;
+        self.advance(cx, slot);
+    }
+
+    fn finish<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, res: Result<()>) {
+        let c = self.cursors.remove(slot);
+        debug_assert!(!c.in_flight);
+        if let Some((_, b)) = c.chunk {
+            self.read_bufs.push(b);
+        }
+        let ends = cx.partitions.get(&c.pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
+        let out = match (c.out, &res) {
+            (ReadOut::Registered(b), Err(_)) => {
+                cx.lent.home(b.fixed_index());
+                self.reply_bufs.push(b);
+                empty()
+            }
+            (out, _) => out,
+        };
+        self.answer(c.pid, c.mode, res, out, c.next_offset, ends);
+        self.drive_waiters(cx);
+    }
+
+    /// Gives a read's answer to its asker; a subscription that wants more
+    /// reads on from where this answer ended (at the next drive).
+    fn answer(&mut self, pid: Pid, mode: ReadMode, res: Result<()>, out: ReadOut, next_offset: u64, (hw, start): (u64, u64)) {
+        match mode {
+            ReadMode::Fetch { mut sink, offset, max_bytes, max_wait_ns, parked_ns } => {
+                let headroom_bytes = sink.headroom_bytes();
+                let failed = res.is_err();
+                let answer = res.map(|()| {
+                    let (batches, registered) = match out {
+                        ReadOut::Registered(b) => (Vec::new(), Some(RegisteredBatches(b))),
+                        ReadOut::Heap(mut batches) => {
+                            // An answer decided before any buffer was made (nothing to read).
+                            if batches.len() < headroom_bytes {
+                                batches.resize(headroom_bytes, 0);
+                            }
+                            (batches, None)
+                        }
+                    };
+                    ReadResult { batches, headroom_bytes, registered, next_offset, high_watermark: hw, start_offset: start, parked_ns }
+                });
+                if sink.deliver(answer) == SinkFlow::More && !failed {
+                    let offset = if next_offset == NOT_FOUND { offset } else { next_offset };
+                    let mode = ReadMode::Fetch { offset, max_bytes, max_wait_ns, parked_ns: 0, sink };
+                    self.resumed.push_back((pid, mode));
+                }
+            }
+            ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
+        }
+    }
+
+    /// Lets reads that waited for a buffer (or an op slot) go on, and
+    /// subscriptions read on.
+    pub fn drive_waiters<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
+        while !self.read_bufs.is_empty() {
+            let Some(w) = self.waiters.pop_front() else { break };
+            if self.cursors.contains(w) {
+                self.advance(cx, w);
+            }
+        }
+    }
+
+    /// Subscriptions whose last answer asked for more read on now: they park
+    /// at the end of their partition or answer again at once.
+    pub fn resume<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, may_wait: bool) {
+        for _ in 0..self.resumed.len() {
+            if self.full() {
+                return;
+            }
+            let Some((pid, ReadMode::Fetch { offset, max_bytes, max_wait_ns, sink, .. })) = self.resumed.pop_front() else { continue };
+            self.fetch(cx, pid, Fetch { offset, max_bytes, max_wait_ns }, sink, may_wait);
+        }
+    }
+
+    /// Checks the relations that must hold between ticks.
+    pub fn invariants(&self) {
+        let holding = self.cursors.iter().filter(|(_, r)| r.chunk.is_some() || r.in_flight).count();
+        assert!(self.read_bufs.len() + holding <= self.read_bufs_total, "read buffer leaked or doubled");
+    }
+}
+
+fn empty() -> ReadOut {
+    ReadOut::Heap(Vec::new())
+}
+
+fn unknown(pid: Pid) -> StromError {
+    StromError::UnknownPartition { topic: String::new(), partition: pid }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! Long polls parked at the end of their partition, waiting for new data
+//! or their deadline, whichever comes first.
+use std::collections::HashMap;
+
+use crate::partition::Pid;
+
+use super::cursor::ReadMode;
+
+/// Long polls parked on one core at most; past it a poll answers at once
+/// (empty), so waiting readers cannot grow a core's memory without bound.
+pub const PARKED_READS_MAX: usize = 1 << 16;
+
+/// A long poll at the end of its partition.
+pub(crate) struct Parked {
+    pub offset: u64,
+    parked_at_ns: u64,
+    deadline_ns: u64,
+    mode: ReadMode,
+}
+
+impl Parked {
+    /// The read it becomes when its wait ends at `now_ns`.
+    pub fn into_read(self, now_ns: u64) -> ReadMode {
+        let mut mode = self.mode;
+        if let ReadMode::Fetch { parked_ns, .. } = &mut mode {
+            *parked_ns = now_ns.saturating_sub(self.parked_at_ns);
+        }
+        mode
+    }
+}
+
+/// The long polls of one core, by partition.
+#[derive(Default)]
+pub(crate) struct ParkedPolls {
+    by_pid: HashMap<Pid, Vec<Parked>>,
+    count: usize,
+    /// When the earliest of them expires.
+    next_deadline_ns: u64,
+    /// Set when the server stops: no more long polls wait.
+    closed: bool,
+}
+
+impl ParkedPolls {
+    pub fn new() -> ParkedPolls {
+        ParkedPolls { next_deadline_ns: u64::MAX, ..ParkedPolls::default() }
+    }
+
+    /// Whether a poll may wait now (not closed, not at the cap).
+    pub fn may_park(&self) -> bool {
+        !self.closed && self.count < PARKED_READS_MAX
+    }
+
+    pub fn park(&mut self, pid: Pid, offset: u64, mode: ReadMode, now_ns: u64, wait_ns: u64) {
+        let deadline_ns = now_ns.saturating_add(wait_ns);
+        self.next_deadline_ns = self.next_deadline_ns.min(deadline_ns);
+        self.by_pid.entry(pid).or_default().push(Parked { offset, parked_at_ns: now_ns, deadline_ns, mode });
+        self.count += 1;
+    }
+
+    pub fn has(&self, pid: Pid) -> bool {
+        self.count > 0 && self.by_pid.contains_key(&pid)
+    }
+
+    /// Every poll parked on `pid` (its partition grew, or was removed).
+    pub fn take(&mut self, pid: Pid) -> Vec<Parked> {
+        let waits = self.by_pid.remove(&pid).unwrap_or_default();
+        self.count -= waits.len();
+        waits
+    }
+
+    /// Parks no more, and makes every poll due now.
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.next_deadline_ns = 0;
+    }
+
+    /// Nanoseconds until the earliest deadline, if any poll waits.
+    pub fn due_in_ns(&self, now_ns: u64) -> Option<u64> {
+        (self.count > 0).then(|| self.next_deadline_ns.saturating_sub(now_ns))
+    }
+
+    /// The polls whose wait is over at `now_ns` (all of them when `all`).
+    pub fn take_due(&mut self, now_ns: u64, all: bool) -> Vec<(Pid, Parked)> {
+        let all = all || self.closed;
+        if self.count == 0 || (now_ns < self.next_deadline_ns && !all) {
+            return Vec::new();
+        }
+        let mut next = u64::MAX;
+        let mut due = Vec::new();
+        for (&pid, waits) in self.by_pid.iter_mut() {
+            let mut i = 0;
+            while i < waits.len() {
+                if all || waits[i].deadline_ns <= now_ns {
+                    due.push((pid, waits.swap_remove(i)));
+                } else {
+                    next = next.min(waits[i].deadline_ns);
+                    i += 1;
+                }
+            }
+        }
+        self.by_pid.retain(|_, w| !w.is_empty());
+        self.next_deadline_ns = if self.closed { 0 } else { next };
+        self.count -= due.len();
+        due
+    }
+}

@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::catalog::{Catalog, TopicMeta, pid_in};
 use crate::config::EngineConfig;
+use crate::core::tick::{self, CoreTask, Take, Ticker};
 use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request, ValidBatch};
 use crate::error::{IoOp, Result, StromError};
 use crate::io::Io;
@@ -28,27 +29,8 @@ use crate::partition::Pid;
 use crate::platform;
 use crate::read::ReadResult;
 
-/// What a core's mailbox carries.
-pub(crate) enum Mail {
-    Req(Request),
-    /// Runs a task on the core's ring beside its logs (the server's part).
-    Attach(Box<dyn CoreTask>),
-}
-
-/// Work that runs on a core's thread and ring beside its logs: the server's
-/// connections. The core loop calls it at fixed points of every tick, so
-/// that requests it takes are staged before the core plans its commits.
-pub(crate) trait CoreTask: Send {
-    /// After the core reaped completions (its own are in `core.net_completions`).
-    fn on_reaped(&mut self, core: &mut Core<UringIo>);
-    /// After the core planned its I/O: queue network ops, deliver replies.
-    fn plan(&mut self, core: &mut Core<UringIo>);
-    /// Nanoseconds (on the core's clock) until the task's next timer, and
-    /// whether it has work that must not wait for a completion.
-    fn wait_hint(&self, now_ns: u64) -> (bool, Option<u64>);
-    /// The task has finished and can be dropped.
-    fn finished(&self) -> bool;
-}
+/// What a core's mailbox carries, on a production core.
+pub(crate) type Mail = tick::Mail<UringIo>;
 
 /// A way into one core from any thread: its mailbox and its doorbell.
 #[derive(Clone)]
@@ -92,7 +74,7 @@ impl CoreRoute {
         }
     }
 
-    pub(crate) fn attach(&self, task: Box<dyn CoreTask>) -> Result<()> {
+    pub(crate) fn attach(&self, task: Box<dyn CoreTask<UringIo>>) -> Result<()> {
         self.send(Mail::Attach(task))
     }
 }
@@ -507,69 +489,28 @@ fn core_main(
             return;
         }
     };
-    if let Err(e) = run(&mut core, &rx, &sleeping) {
+    if let Err(e) = Ticker::default().run(&mut core, &mut ChannelMailbox { rx: &rx, sleeping: &sleeping }) {
         tracing::error!(core = core.spec().core_id, %e, "core stopped on a ring failure");
     }
 }
 
-/// The core's loop: reap and process, take requests, plan, submit and wait.
-fn run(core: &mut Core<UringIo>, rx: &Receiver<Mail>, sleeping: &AtomicBool) -> Result<()> {
-    let mut task: Option<Box<dyn CoreTask>> = None;
-    loop {
-        core.process_completions();
-        if let Some(t) = task.as_mut() {
-            t.on_reaped(core);
+/// A core's end of its mailbox: the channel, and the flag that tells
+/// senders to ring the doorbell.
+struct ChannelMailbox<'a> {
+    rx: &'a Receiver<Mail>,
+    sleeping: &'a AtomicBool,
+}
+
+impl tick::Mailbox<UringIo> for ChannelMailbox<'_> {
+    fn take(&mut self) -> Take<UringIo> {
+        match self.rx.try_recv() {
+            Ok(mail) => Take::Mail(mail),
+            Err(TryRecvError::Empty) => Take::Empty,
+            Err(TryRecvError::Disconnected) => Take::Closed,
         }
-        while !core.backpressured() {
-            match rx.try_recv() {
-                Ok(Mail::Req(req)) => core.handle(req),
-                Ok(Mail::Attach(t)) => task = Some(t),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    core.handle(Request::Stop { reply: Box::new(|_| ()) });
-                    break;
-                }
-            }
-        }
-        core.plan();
-        if let Some(t) = task.as_mut() {
-            t.plan(core);
-            if t.finished() {
-                task = None;
-            }
-        }
-        if core.stopped() {
-            return Ok(());
-        }
-        let (mut block, mut timeout) = core.wait_hint();
-        if let Some(t) = &task {
-            let (busy, timer_ns) = t.wait_hint(core.io.now_ns());
-            block &= !busy;
-            if let Some(ns) = timer_ns {
-                let d = Duration::from_nanos(ns);
-                timeout = Some(timeout.map_or(d, |t| t.min(d)));
-            }
-        }
-        if !block {
-            core.io.wait(0, Some(Duration::ZERO))?;
-            continue;
-        }
-        // Announce the sleep, then look once more, so that a request sent
-        // just before the announcement is not left waiting for the timeout.
-        sleeping.store(true, Ordering::SeqCst);
-        match rx.try_recv() {
-            Ok(mail) => {
-                sleeping.store(false, Ordering::SeqCst);
-                match mail {
-                    Mail::Req(req) => core.handle(req),
-                    Mail::Attach(t) => task = Some(t),
-                }
-                core.io.wait(0, Some(Duration::ZERO))?;
-            }
-            Err(_) => {
-                core.io.wait(1, timeout)?;
-                sleeping.store(false, Ordering::SeqCst);
-            }
-        }
+    }
+
+    fn sleeping(&mut self, asleep: bool) {
+        self.sleeping.store(asleep, Ordering::SeqCst);
     }
 }

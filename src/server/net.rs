@@ -25,7 +25,7 @@ use slab::Slab;
 use super::{ConnKey, Control, Done, Replier, ReplyFrame, ReplyTrace, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
 use crate::core::{AppendAck, Core, Reply, Request, ValidBatch};
-use crate::engine::CoreTask;
+use crate::core::tick::CoreTask;
 use crate::error::{Result, StromError};
 use crate::io::token::{OWNER_MASK, OpKind, Token};
 use crate::io::uring::UringIo;
@@ -1137,7 +1137,7 @@ impl NetCore {
     }
 }
 
-impl CoreTask for NetCore {
+impl CoreTask<UringIo> for NetCore {
     fn on_reaped(&mut self, core: &mut Core<UringIo>) {
         let now_ns = core.io.now_ns();
         let completions = std::mem::take(&mut core.net_completions);

@@ -24,8 +24,8 @@ use slab::Slab;
 
 use super::{ConnKey, Control, Done, Replier, ReplyFrame, ReplyTrace, Shared, admin};
 use crate::catalog::{TopicMeta, pid_in};
-use crate::core::{AppendAck, Core, Reply, Request, ValidBatch};
 use crate::core::tick::CoreTask;
+use crate::core::{AppendAck, Core, Reply, Request, ValidBatch};
 use crate::error::{Result, StromError};
 use crate::io::token::{OWNER_MASK, OpKind, Token};
 use crate::io::uring::UringIo;

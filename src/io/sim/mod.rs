@@ -1,4 +1,5 @@
-//! A deterministic simulated disk behind the [`Io`] seam, driven by a seed.
+//! A deterministic simulated disk (and network, [`net`]) behind the [`Io`]
+//! seam, driven by a seed.
 //!
 //! The model keeps, per file, a *live* image (what reads see: the page
 //! cache) and a *durable* image (what survives a power cut), after redb's
@@ -46,261 +47,26 @@ use super::{Completion, FileId, Io, Op, Waker};
 use crate::buf::AlignedBuf;
 use crate::error::{IoOp, Result, StromError};
 
+mod disk;
+mod faults;
+pub mod net;
+mod rng;
+#[cfg(test)]
+mod tests;
+
+pub use disk::SimDisk;
+use disk::{Inode, NameOp, Unsynced, apply, sector_of};
+pub use faults::{SimFaultCounts, SimFaults};
+use net::End;
+pub use net::{SimConn, SimNet};
+pub use rng::SimRng;
+
 /// The granule of a torn write: the disk's logical sector.
 pub const SECTOR_BYTES: usize = 512;
 /// Alignment of the position a misdirected write lands at.
 const MISDIRECT_ALIGN_BYTES: u64 = 4096;
 /// Ops the simulated op table holds, like a ring's entries.
 pub const SIM_OPS_MAX: usize = 255;
-
-/// A small deterministic generator (xorshift64*): same seed, same run.
-#[derive(Debug, Clone)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    pub fn new(seed: u64) -> SimRng {
-        // Mix the seed so that 0, 1, 2, ... give unrelated streams.
-        let mut r = SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03);
-        r.next_u64();
-        r
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0.max(1);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        assert!(n > 0);
-        self.next_u64() % n
-    }
-
-    /// True with probability `ppm` per million.
-    pub fn chance_ppm(&mut self, ppm: u32) -> bool {
-        ppm > 0 && self.below(1_000_000) < ppm as u64
-    }
-}
-
-/// Fault rates in parts per million of operations (0 = never).
-#[derive(Debug, Clone, Default)]
-pub struct SimFaults {
-    /// A write fails with EIO; a random subset of its sectors still lands
-    /// in the page cache.
-    pub write_eio_ppm: u32,
-    /// An fdatasync fails with EIO, and the kernel forgets the dirty pages
-    /// it covered (Linux marks them clean): a later fsync will not save them.
-    pub fsync_eio_ppm: u32,
-    /// A write transfers only a prefix of its bytes.
-    pub short_write_ppm: u32,
-    /// A read fails with EIO.
-    pub read_eio_ppm: u32,
-    /// A read returns data with one bit flipped.
-    pub read_bitflip_ppm: u32,
-    /// Writes fail with ENOSPC once the files hold more than this many bytes.
-    pub disk_bytes_max: Option<u64>,
-    /// A write fails with ENOSPC and writes nothing, while the next may fit
-    /// (as on ext4, where a smaller write can fit where a larger did not).
-    pub enospc_ppm: u32,
-    /// A write reports success but lands whole at another block-aligned
-    /// position of its file (a misdirected write: firmware or driver bug).
-    pub misdirected_write_ppm: u32,
-}
-
-/// How many faults of each kind a [`SimIo`] injected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SimFaultCounts {
-    pub write_eio: u64,
-    pub fsync_eio: u64,
-    pub enospc: u64,
-    pub short_writes: u64,
-    pub read_eio: u64,
-    /// Reads refused because they touched a range marked unreadable.
-    pub latent_read_eio: u64,
-    pub read_bitflips: u64,
-    pub misdirected_writes: u64,
-}
-
-impl SimFaultCounts {
-    pub fn add(&mut self, o: &SimFaultCounts) {
-        self.write_eio += o.write_eio;
-        self.fsync_eio += o.fsync_eio;
-        self.enospc += o.enospc;
-        self.short_writes += o.short_writes;
-        self.read_eio += o.read_eio;
-        self.latent_read_eio += o.latent_read_eio;
-        self.read_bitflips += o.read_bitflips;
-        self.misdirected_writes += o.misdirected_writes;
-    }
-
-    pub fn total(&self) -> u64 {
-        self.write_eio
-            + self.fsync_eio
-            + self.enospc
-            + self.short_writes
-            + self.read_eio
-            + self.latent_read_eio
-            + self.read_bitflips
-            + self.misdirected_writes
-    }
-}
-
-impl std::fmt::Display for SimFaultCounts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "write EIO {}, fdatasync EIO {}, ENOSPC {}, short writes {}, read EIO {}, latent read EIO {}, read bit flips {}, misdirected writes {}",
-            self.write_eio,
-            self.fsync_eio,
-            self.enospc,
-            self.short_writes,
-            self.read_eio,
-            self.latent_read_eio,
-            self.read_bitflips,
-            self.misdirected_writes
-        )
-    }
-}
-
-/// One write not yet covered by a successful fsync.
-#[derive(Debug, Clone)]
-struct Unsynced {
-    /// Completion order across the disk; fsyncs cover ids up to a bound.
-    id: u64,
-    pos: u64,
-    data: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Inode {
-    live: Vec<u8>,
-    durable: Vec<u8>,
-    /// Completed writes not yet durable, in completion order.
-    unsynced: Vec<Unsynced>,
-    /// Byte ranges `[start, end)` whose reads fail with EIO (latent media errors).
-    unreadable: Vec<(u64, u64)>,
-}
-
-/// `len` bytes of `image` at `pos`, zeros past its end.
-fn sector_of(image: &[u8], pos: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let start = (pos as usize).min(image.len());
-    let end = (pos as usize + len).min(image.len());
-    out[..end - start].copy_from_slice(&image[start..end]);
-    out
-}
-
-fn apply(image: &mut Vec<u8>, pos: u64, data: &[u8]) {
-    let end = pos as usize + data.len();
-    if image.len() < end {
-        image.resize(end, 0);
-    }
-    image[pos as usize..end].copy_from_slice(data);
-}
-
-#[derive(Debug, Clone)]
-enum NameOp {
-    Link(PathBuf, u64),
-    Unlink(PathBuf),
-}
-
-/// The disk that outlives a [`SimIo`]: files, names, and what is durable.
-#[derive(Debug, Clone, Default)]
-pub struct SimDisk {
-    inodes: BTreeMap<u64, Inode>,
-    next_inode: u64,
-    names_live: BTreeMap<PathBuf, u64>,
-    names_durable: BTreeMap<PathBuf, u64>,
-    /// Name changes not yet made durable by a sync_dir, in order.
-    names_unsynced: Vec<NameOp>,
-    next_write_id: u64,
-}
-
-impl SimDisk {
-    pub fn new() -> SimDisk {
-        SimDisk::default()
-    }
-
-    fn link(&mut self, path: &Path, inode: u64) {
-        self.names_live.insert(path.to_path_buf(), inode);
-        self.names_unsynced.push(NameOp::Link(path.to_path_buf(), inode));
-    }
-
-    fn apply_name(names: &mut BTreeMap<PathBuf, u64>, op: &NameOp) {
-        match op {
-            NameOp::Link(p, i) => {
-                names.insert(p.clone(), *i);
-            }
-            NameOp::Unlink(p) => {
-                names.remove(p);
-            }
-        }
-    }
-
-    fn bytes_used(&self) -> u64 {
-        self.inodes.values().map(|i| i.live.len() as u64).sum()
-    }
-
-    /// The live content of `path`, for tests that inspect or damage files.
-    pub fn file(&self, path: &Path) -> Option<&[u8]> {
-        self.names_live.get(path).map(|i| self.inodes[i].live.as_slice())
-    }
-
-    /// Flips one bit of `path` at byte `pos`, in both images: latent media
-    /// corruption, for tests of detection.
-    pub fn flip_bit(&mut self, path: &Path, pos: u64, bit: u8) {
-        let inode = self.inodes.get_mut(&self.names_live[path]).expect("file exists");
-        inode.live[pos as usize] ^= 1 << bit;
-        if let Some(b) = inode.durable.get_mut(pos as usize) {
-            *b ^= 1 << bit;
-        }
-    }
-
-    /// Makes every read touching `[pos, pos + len)` of `path` fail with EIO
-    /// until [`SimDisk::clear_unreadable`]: a latent media error, which
-    /// stays across restarts (it belongs to the disk).
-    pub fn mark_unreadable(&mut self, path: &Path, pos: u64, len: u64) {
-        let inode = self.inodes.get_mut(&self.names_live[path]).expect("file exists");
-        inode.unreadable.push((pos, pos + len));
-    }
-
-    /// Forgets every latent read error (the sectors were remapped).
-    pub fn clear_unreadable(&mut self) {
-        for i in self.inodes.values_mut() {
-            i.unreadable.clear();
-        }
-    }
-
-    /// The durable content of `path` (what a power cut now would leave).
-    pub fn durable_file(&self, path: &Path) -> Option<&[u8]> {
-        self.names_durable.get(path).map(|i| self.inodes[i].durable.as_slice())
-    }
-
-    /// Cuts `path` to `len` bytes in both images (tests: a log that ends
-    /// anywhere).
-    pub fn truncate_file(&mut self, path: &Path, len: u64) {
-        let inode = self.inodes.get_mut(&self.names_live[path]).expect("file exists");
-        inode.unsynced.clear();
-        inode.live.truncate(len as usize);
-        inode.durable.truncate(len as usize);
-    }
-
-    /// Removes `path` durably (tests).
-    pub fn remove_file(&mut self, path: &Path) {
-        self.names_live.remove(path);
-        self.names_durable.remove(path);
-        self.gc_inodes();
-    }
-
-    /// Paths of every live file, sorted.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.names_live.keys().cloned().collect()
-    }
-}
 
 struct InFlight {
     token: u64,
@@ -333,6 +99,11 @@ pub struct SimIo {
     in_flight: Vec<InFlight>,
     ready: Vec<Completion>,
     counts: SimFaultCounts,
+    /// The network, when a server runs on this core; its endpoints by file
+    /// number, and the network ops waiting to become ready.
+    net: Option<SimNet>,
+    ends: BTreeMap<u32, End>,
+    net_ops: Vec<(u64, End, Op)>,
 }
 
 impl SimIo {
@@ -348,7 +119,75 @@ impl SimIo {
             in_flight: Vec::new(),
             ready: Vec::new(),
             counts: SimFaultCounts::default(),
+            net: None,
+            ends: BTreeMap::new(),
+            net_ops: Vec::new(),
         }
+    }
+
+    /// Connects this core to a simulated network (shared with the test's clients and other cores).
+    pub fn with_net(mut self, net: SimNet) -> SimIo {
+        self.net = Some(net);
+        self
+    }
+
+    /// Listens on `port` of the simulated network: the listener a server
+    /// task accepts on (what `adopt_socket` gives for a real socket).
+    pub fn listen(&mut self, port: u16) -> Result<FileId> {
+        let net = self.net.as_ref().ok_or_else(|| StromError::Unsupported("this simulated core has no network".into()))?;
+        if !net.listen(port) {
+            return Err(StromError::Io { op: IoOp::Open, path: format!("listen sim:{port}").into(), errno: libc::EADDRINUSE });
+        }
+        Ok(self.new_end(End::Listener(port)))
+    }
+
+    fn new_end(&mut self, end: End) -> FileId {
+        let id = self.next_file;
+        self.next_file += 1;
+        self.ends.insert(id, end);
+        FileId(id)
+    }
+
+    /// The network endpoint an op names, if it is a network op.
+    fn end_of(&self, op: &Op) -> Option<Option<End>> {
+        let file = match op {
+            Op::Accept { listener } => listener,
+            Op::PollIn { sock } | Op::Recv { sock, .. } | Op::Send { sock, .. } | Op::SendFixed { sock, .. } => sock,
+            Op::Write { .. } | Op::Fsync { .. } | Op::Read { .. } => return None,
+        };
+        Some(self.ends.get(&file.0).copied())
+    }
+
+    /// Completes the network ops that are ready, in a seeded order.
+    fn complete_net(&mut self) {
+        let Some(net) = self.net.clone() else { return };
+        let mut waiting = std::mem::take(&mut self.net_ops);
+        let mut i = 0;
+        while !waiting.is_empty() && i < waiting.len() {
+            // Visit the ops from a random start, so no connection is always served first.
+            let at = (i + self.rng.below(waiting.len() as u64) as usize) % waiting.len();
+            if !net.ready(waiting[at].1, &waiting[at].2) {
+                i += 1;
+                continue;
+            }
+            let (token, end, op) = waiting.swap_remove(at);
+            let mut rng = self.rng.clone();
+            let mut new_ends = Vec::new();
+            let (c, again) = net.complete(end, token, op, &mut rng, &mut |server| {
+                new_ends.push(server);
+                FileId(self.next_file + new_ends.len() as u32 - 1)
+            });
+            self.rng = rng;
+            for server in new_ends {
+                self.new_end(End::Sock(server));
+            }
+            self.ready.push(c);
+            if let Some(op) = again {
+                waiting.push((token, end, op));
+                i += 1;
+            }
+        }
+        self.net_ops = waiting;
     }
 
     /// Faults injected so far, by kind.
@@ -440,7 +279,8 @@ impl SimIo {
         }
     }
 
-    /// Completes every in-flight op due by `now_ns`, in due order.
+    /// Completes every in-flight op due by `now_ns`, in due order, and
+    /// every network op that is ready.
     fn complete_due(&mut self) {
         self.in_flight.sort_by_key(|f| f.done_ns);
         while self.in_flight.first().is_some_and(|f| f.done_ns <= self.now_ns) {
@@ -448,6 +288,7 @@ impl SimIo {
             let c = self.complete(f);
             self.ready.push(c);
         }
+        self.complete_net();
     }
 
     fn complete(&mut self, f: InFlight) -> Completion {
@@ -462,14 +303,7 @@ impl SimIo {
                 let result = self.complete_read(file, pos, len, &mut buf);
                 Completion { token, result, buf: Some(buf), net_buf: None, more: false }
             }
-            // The simulator models a disk, not a network: no socket exists here.
-            Op::Recv { buf, .. } | Op::Send { buf, .. } => {
-                Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: Some(buf), more: false }
-            }
-            Op::SendFixed { buf, .. } => Completion { token, result: Err(libc::EOPNOTSUPP), buf: Some(buf), net_buf: None, more: false },
-            Op::Accept { .. } | Op::PollIn { .. } => {
-                Completion { token, result: Err(libc::EOPNOTSUPP), buf: None, net_buf: None, more: false }
-            }
+            op => unreachable!("{op:?} is a network op: see complete_net"),
         }
     }
 
@@ -601,19 +435,6 @@ impl SimIo {
     }
 }
 
-impl SimDisk {
-    fn take_write_id(&mut self) -> u64 {
-        self.next_write_id += 1;
-        self.next_write_id - 1
-    }
-
-    /// Frees inodes no name (live or durable) refers to.
-    fn gc_inodes(&mut self) {
-        let used: std::collections::BTreeSet<u64> = self.names_live.values().chain(self.names_durable.values()).copied().collect();
-        self.inodes.retain(|i, _| used.contains(i));
-    }
-}
-
 impl Io for SimIo {
     fn now_ns(&self) -> u64 {
         self.now_ns
@@ -623,7 +444,12 @@ impl Io for SimIo {
         if self.in_flight() >= SIM_OPS_MAX {
             return Err(op);
         }
-        self.queued.push(InFlight { token, op, done_ns: 0, covers: 0 });
+        match self.end_of(&op) {
+            None => self.queued.push(InFlight { token, op, done_ns: 0, covers: 0 }),
+            Some(Some(end)) if self.net.is_some() => self.net_ops.push((token, end, op)),
+            // The simulator without a network: no socket exists here.
+            Some(_) => self.ready.push(unsupported(token, op)),
+        }
         Ok(())
     }
 
@@ -637,8 +463,12 @@ impl Io for SimIo {
         if self.ready.len() < min_complete {
             self.in_flight.sort_by_key(|f| f.done_ns);
             let need = min_complete - self.ready.len();
-            let target = self.in_flight.get(need - 1).or(self.in_flight.last()).map_or(self.now_ns, |f| f.done_ns);
             let deadline = timeout.map_or(u64::MAX, |t| start.saturating_add(t.as_nanos() as u64));
+            // Only network ops wait: blocked on the network, the core sleeps
+            // until its timeout (a client acts between ticks, not during one).
+            let blocked_on_net = self.in_flight.is_empty() && !self.net_ops.is_empty();
+            let idle_target = if blocked_on_net && deadline != u64::MAX { deadline } else { self.now_ns };
+            let target = self.in_flight.get(need - 1).or(self.in_flight.last()).map_or(idle_target, |f| f.done_ns);
             self.now_ns = self.now_ns.max(target.min(deadline));
             self.complete_due();
         }
@@ -650,7 +480,7 @@ impl Io for SimIo {
     }
 
     fn in_flight(&self) -> usize {
-        self.queued.len() + self.in_flight.len() + self.ready.len()
+        self.queued.len() + self.in_flight.len() + self.ready.len() + self.net_ops.len()
     }
 
     fn waker(&self) -> Arc<dyn Waker> {
@@ -691,7 +521,22 @@ impl Io for SimIo {
         Err(StromError::Unsupported("the simulated disk has no network".into()))
     }
 
-    fn close_socket(&mut self, _sock: FileId) {}
+    fn close_socket(&mut self, sock: FileId) {
+        let Some(end) = self.ends.remove(&sock.0) else { return };
+        // Every op on it completes now, cancelled, with its buffer.
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.net_ops).into_iter().partition(|(_, e, _)| *e == end);
+        self.net_ops = rest;
+        for (token, _, op) in mine {
+            let mut c = unsupported(token, op);
+            c.result = Err(libc::ECANCELED);
+            self.ready.push(c);
+        }
+        let net = self.net.as_ref().expect("a network endpoint implies a network");
+        match end {
+            End::Listener(port) => net.unlisten(port),
+            End::Sock(id) => net.close(id),
+        }
+    }
 
     fn file_len(&mut self, file: FileId) -> Result<u64> {
         Ok(self.disk.inodes[&self.inode_of(file)].live.len() as u64)
@@ -769,154 +614,12 @@ impl Io for SimIo {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(io: &mut SimIo, f: FileId, pos: u64, byte: u8, token: u64) {
-        let mut b = AlignedBuf::new(4096);
-        b.extend_from_slice(&[byte; 4096]);
-        io.push(Op::Write { file: f, pos, buf: b }, token).unwrap();
-    }
-
-    fn drain(io: &mut SimIo) -> Vec<Completion> {
-        let mut out = Vec::new();
-        while io.in_flight() > 0 {
-            io.wait(1, None).unwrap();
-            io.reap(&mut out);
-        }
-        out
-    }
-
-    // Proves: an fsync covers only writes completed before it was submitted,
-    // and a crash keeps those intact; an unsynced file creation survives some
-    // crashes and not others (never assumed either way).
-    #[test]
-    fn fsync_covers_completed_writes_only() {
-        let dir = Path::new("/d");
-        let mut lost_b = 0;
-        for seed in 0..16 {
-            let mut io = SimIo::new(SimDisk::new(), seed, SimFaults::default());
-            let f = io.create(&dir.join("a")).unwrap();
-            io.sync_dir(dir).unwrap();
-            write(&mut io, f, 0, 1, 1);
-            drain(&mut io);
-            io.push(Op::Fsync { file: f }, 2).unwrap();
-            write(&mut io, f, 4096, 2, 3);
-            drain(&mut io);
-            let _unsynced = io.create(&dir.join("b")).unwrap();
-            let disk = io.crash(&mut SimRng::new(seed));
-            let a = disk.file(&dir.join("a")).unwrap();
-            assert_eq!(&a[..4096], &[1u8; 4096][..]);
-            // The second write raced the fsync: it may be torn, never more.
-            assert!(a.len() <= 8192);
-            lost_b += usize::from(disk.file(&dir.join("b")).is_none());
-        }
-        assert!(lost_b > 0, "an unsynced creation survived every crash");
-        assert!(lost_b < 16, "an unsynced creation never survived: the model is stricter than ext4");
-    }
-
-    // Proves: across seeds a crash tears unsynced writes per sector (some
-    // seeds keep part of a block), so recovery code faces real torn tails.
-    #[test]
-    fn crash_tears_unsynced_writes() {
-        let mut torn = 0;
-        for seed in 0..32 {
-            let mut io = SimIo::new(SimDisk::new(), seed, SimFaults::default());
-            let f = io.create(Path::new("/d/a")).unwrap();
-            io.sync_dir(Path::new("/d")).unwrap();
-            write(&mut io, f, 0, 9, 1);
-            drain(&mut io);
-            let disk = io.crash(&mut SimRng::new(seed));
-            let a = disk.file(Path::new("/d/a")).unwrap();
-            let kept = a.chunks(SECTOR_BYTES).filter(|s| s.iter().all(|&b| b == 9)).count();
-            if kept > 0 && kept < 8 {
-                torn += 1;
-            }
-        }
-        assert!(torn > 0, "no seed produced a torn write");
-    }
-
-    // Proves: a failed fsync leaves its writes to chance on the medium (per
-    // sector: written, unchanged or garbage) and a later successful fsync
-    // does not save them (the fsyncgate behaviour the journal must respect);
-    // and what reads see afterwards is not trusted either (some sectors
-    // already show the medium).
-    #[test]
-    fn failed_fsync_forgets_dirty_pages() {
-        let (mut incomplete, mut garbage, mut evicted) = (0, 0, 0);
-        for seed in 0..16 {
-            let faults = SimFaults { fsync_eio_ppm: 1_000_000, ..SimFaults::default() };
-            let mut io = SimIo::new(SimDisk::new(), seed, faults);
-            let f = io.create(Path::new("/d/a")).unwrap();
-            io.sync_dir(Path::new("/d")).unwrap();
-            write(&mut io, f, 0, 5, 1);
-            drain(&mut io);
-            io.push(Op::Fsync { file: f }, 2).unwrap();
-            assert_eq!(drain(&mut io)[0].result, Err(libc::EIO));
-            assert_eq!(io.fault_counts().fsync_eio, 1);
-            let live = io.disk().file(Path::new("/d/a")).unwrap().to_vec();
-            evicted += usize::from(live.iter().any(|&b| b != 5));
-            io.faults_mut().fsync_eio_ppm = 0;
-            io.push(Op::Fsync { file: f }, 3).unwrap();
-            assert_eq!(drain(&mut io)[0].result, Ok(0));
-            let disk = io.crash(&mut SimRng::new(seed));
-            let a = disk.file(Path::new("/d/a")).unwrap();
-            incomplete += usize::from(a.len() < 4096 || a.iter().any(|&b| b != 5));
-            garbage += usize::from(a.chunks(SECTOR_BYTES).any(|s| s.iter().any(|&b| b != 5 && b != 0)));
-        }
-        assert!(incomplete > 0, "a later fsync always saved the data of a failed one");
-        assert!(garbage > 0, "a failed fsync never left garbage on the medium");
-        assert!(evicted > 0, "reads after a failed fsync always showed the written bytes");
-    }
-
-    // Proves: a misdirected write reports success, leaves its own place
-    // untouched and lands whole at another block-aligned position.
-    #[test]
-    fn misdirected_write_lands_elsewhere() {
-        let faults = SimFaults { misdirected_write_ppm: 1_000_000, ..SimFaults::default() };
-        let mut io = SimIo::new(SimDisk::new(), 7, faults);
-        let f = io.create(Path::new("/d/a")).unwrap();
-        write(&mut io, f, 8192, 3, 1);
-        assert_eq!(drain(&mut io)[0].result, Ok(4096));
-        assert_eq!(io.fault_counts().misdirected_writes, 1);
-        let a = io.disk().file(Path::new("/d/a")).unwrap();
-        assert!(a.len() < 8192 + 4096 || a[8192..8192 + 4096].iter().all(|&b| b == 0), "the write landed where it was aimed");
-        let at = a.chunks(4096).position(|b| b.iter().all(|&x| x == 3)).expect("the write landed whole somewhere");
-        assert_ne!(at * 4096, 8192);
-    }
-
-    // Proves: a latent media error fails every read touching its range, async
-    // and blocking, and only those, until it is cleared.
-    #[test]
-    fn latent_read_error_covers_its_range() {
-        let mut io = SimIo::new(SimDisk::new(), 8, SimFaults::default());
-        let f = io.create(Path::new("/d/a")).unwrap();
-        write(&mut io, f, 0, 1, 1);
-        write(&mut io, f, 4096, 2, 2);
-        drain(&mut io);
-        io.disk_mut().mark_unreadable(Path::new("/d/a"), 4096, 512);
-        let read = |io: &mut SimIo, pos: u64| {
-            io.push(Op::Read { file: f, pos, len: 4096, buf: AlignedBuf::new(4096) }, 9).unwrap();
-            drain(io)[0].result
-        };
-        assert_eq!(read(&mut io, 0), Ok(4096));
-        assert_eq!(read(&mut io, 4096), Err(libc::EIO));
-        let mut b = AlignedBuf::new(8192);
-        assert!(matches!(io.read_at(f, 0, 8192, &mut b), Err(StromError::Io { errno: libc::EIO, .. })));
-        assert_eq!(io.fault_counts().latent_read_eio, 2);
-        io.disk_mut().clear_unreadable();
-        assert_eq!(read(&mut io, 4096), Ok(4096));
-    }
-
-    // Proves: misaligned O_DIRECT writes fail with EINVAL, as on Linux.
-    #[test]
-    fn misaligned_write_is_einval() {
-        let mut io = SimIo::new(SimDisk::new(), 4, SimFaults::default());
-        let f = io.create(Path::new("/d/a")).unwrap();
-        let mut b = AlignedBuf::new(4096);
-        b.extend_from_slice(&[1; 100]);
-        io.push(Op::Write { file: f, pos: 0, buf: b }, 1).unwrap();
-        assert_eq!(drain(&mut io)[0].result, Err(libc::EINVAL));
+/// A network op's completion that did nothing, with its buffer back.
+fn unsupported(token: u64, op: Op) -> Completion {
+    let c = |buf, net_buf| Completion { token, result: Err(libc::EOPNOTSUPP), buf, net_buf, more: false };
+    match op {
+        Op::Recv { buf, .. } | Op::Send { buf, .. } => c(None, Some(buf)),
+        Op::SendFixed { buf, .. } | Op::Write { buf, .. } | Op::Read { buf, .. } => c(Some(buf), None),
+        Op::Accept { .. } | Op::PollIn { .. } | Op::Fsync { .. } => c(None, None),
     }
 }

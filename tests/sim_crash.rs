@@ -187,10 +187,11 @@ fn run_seed(seed: u64) -> Model {
 #[test]
 fn crashes_lose_nothing_acknowledged() {
     let (mut acked, mut crashes) = (0, 0);
-    for m in common::for_each_seed("sim_crash", 500, run_seed) {
+    common::for_each_seed("sim_crash", 500, |seed| {
+        let m = run_seed(seed);
         acked += m.acked.len();
         crashes += m.crashes;
-    }
+    });
     println!("simulation: {acked} acknowledged records checked across {crashes} crashes");
     assert!(acked > 0, "the simulation acknowledged nothing");
 }

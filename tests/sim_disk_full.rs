@@ -90,6 +90,7 @@ fn check(seed: u64, when: &str, core: &mut Core<SimIo>, m: &Model) {
     }
 }
 
+#[derive(Default)]
 struct Outcome {
     acked: u64,
     refused: u64,
@@ -98,6 +99,18 @@ struct Outcome {
     retries: u64,
     /// Stops that found the log retrying in place and made it give up.
     gave_up: u64,
+}
+
+impl Outcome {
+    /// Adds one seed's outcome to the totals.
+    fn add(&mut self, o: Outcome) {
+        self.acked += o.acked;
+        self.refused += o.refused;
+        self.acked_after_free += o.acked_after_free;
+        self.rewinds += o.rewinds;
+        self.retries += o.retries;
+        self.gave_up += o.gave_up;
+    }
 }
 
 fn run_filling(seed: u64) -> Outcome {
@@ -229,20 +242,15 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
 // log acknowledges again once space is freed (no restart).
 #[test]
 fn disk_full_refuses_and_resumes() {
-    let outcomes = common::for_each_seed("sim_disk_full", 300, run_filling);
-    let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+    let mut sum = Outcome::default();
+    let seeds = common::for_each_seed("sim_disk_full", 300, |seed| sum.add(run_filling(seed)));
     println!(
-        "disk full: {} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, \
+        "disk full: {seeds} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, \
          {} retries in place, {} records acknowledged after space was freed",
-        outcomes.len(),
-        sum(|o| o.acked),
-        sum(|o| o.refused),
-        sum(|o| o.rewinds),
-        sum(|o| o.retries),
-        sum(|o| o.acked_after_free),
+        sum.acked, sum.refused, sum.rewinds, sum.retries, sum.acked_after_free,
     );
-    assert!(sum(|o| o.refused) > 0, "the disk never filled: the test proves nothing");
-    assert!(sum(|o| o.acked_after_free) > 0, "writes never resumed");
+    assert!(sum.refused > 0, "the disk never filled: the test proves nothing");
+    assert!(sum.acked_after_free > 0, "writes never resumed");
 }
 
 // Proves: when writes fail with ENOSPC at random (so a later, smaller write
@@ -252,19 +260,14 @@ fn disk_full_refuses_and_resumes() {
 // in place waits still finishes (the log gives up with LogFailed).
 #[test]
 fn random_enospc_rewinds_or_retries_in_place() {
-    let outcomes = common::for_each_seed("sim_disk_full", 300, run_random_enospc);
-    let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+    let mut sum = Outcome::default();
+    let seeds = common::for_each_seed("sim_disk_full", 300, |seed| sum.add(run_random_enospc(seed)));
     println!(
-        "random ENOSPC: {} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, {} retries in place, \
+        "random ENOSPC: {seeds} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, {} retries in place, \
          {} stops gave a retry up",
-        outcomes.len(),
-        sum(|o| o.acked),
-        sum(|o| o.refused),
-        sum(|o| o.rewinds),
-        sum(|o| o.retries),
-        sum(|o| o.gave_up),
+        sum.acked, sum.refused, sum.rewinds, sum.retries, sum.gave_up,
     );
-    assert!(sum(|o| o.rewinds) > 0, "no rewind happened: the test proves nothing");
-    assert!(sum(|o| o.retries) > 0, "no retry in place happened: the test proves nothing");
-    assert!(sum(|o| o.gave_up) > 0, "no stop met a retry in place: that path is untested");
+    assert!(sum.rewinds > 0, "no rewind happened: the test proves nothing");
+    assert!(sum.retries > 0, "no retry in place happened: the test proves nothing");
+    assert!(sum.gave_up > 0, "no stop met a retry in place: that path is untested");
 }

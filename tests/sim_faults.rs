@@ -91,6 +91,29 @@ struct Tally {
     seeds_by_kind: BTreeMap<String, u64>,
 }
 
+impl Tally {
+    /// Adds one seed's findings to the totals.
+    fn add(&mut self, t: Tally) {
+        self.acked_records += t.acked_records;
+        self.refused_failed += t.refused_failed;
+        self.refused_full += t.refused_full;
+        self.failed_logs += t.failed_logs;
+        self.reads_ok += t.reads_ok;
+        self.served_records_checked += t.served_records_checked;
+        self.read_errors_corrupt += t.read_errors_corrupt;
+        self.read_errors_eio += t.read_errors_eio;
+        self.restarts_refused_corrupt += t.restarts_refused_corrupt;
+        self.restarts_refused_eio += t.restarts_refused_eio;
+        self.acked_behind_corrupt += t.acked_behind_corrupt;
+        self.acked_cut_silently += t.acked_cut_silently;
+        self.inspect_named_damage += t.inspect_named_damage;
+        self.counts.add(&t.counts);
+        for (k, v) in t.seeds_by_kind {
+            *self.seeds_by_kind.entry(k).or_default() += v;
+        }
+    }
+}
+
 fn make_batch(pid: u32, tag: u64, pad_bytes: usize) -> (Vec<u8>, String) {
     let mut v = format!("p{pid}-t{tag}-");
     v.extend(std::iter::repeat_n('x', pad_bytes));
@@ -385,27 +408,7 @@ fn assert_all_found(found: &BTreeSet<(u32, u64)>, acked: &BTreeMap<(u32, u64), S
 #[test]
 fn faults_stop_acks_and_lose_nothing() {
     let mut sum = Tally::default();
-    let runs = common::for_each_seed("sim_faults", 400, run_seed);
-    let n = runs.len();
-    for t in runs {
-        sum.acked_records += t.acked_records;
-        sum.refused_failed += t.refused_failed;
-        sum.refused_full += t.refused_full;
-        sum.failed_logs += t.failed_logs;
-        sum.reads_ok += t.reads_ok;
-        sum.served_records_checked += t.served_records_checked;
-        sum.read_errors_corrupt += t.read_errors_corrupt;
-        sum.read_errors_eio += t.read_errors_eio;
-        sum.restarts_refused_corrupt += t.restarts_refused_corrupt;
-        sum.restarts_refused_eio += t.restarts_refused_eio;
-        sum.acked_behind_corrupt += t.acked_behind_corrupt;
-        sum.acked_cut_silently += t.acked_cut_silently;
-        sum.inspect_named_damage += t.inspect_named_damage;
-        sum.counts.add(&t.counts);
-        for (k, v) in t.seeds_by_kind {
-            *sum.seeds_by_kind.entry(k).or_default() += v;
-        }
-    }
+    let n = common::for_each_seed("sim_faults", 400, |seed| sum.add(run_seed(seed)));
     let seeds = std::env::var("STROM_SIM_SEED").map_or(format!("seeds 0..{n}"), |s| format!("seed {s}"));
     println!("sim_faults: {seeds}, by kind {:?}", sum.seeds_by_kind);
     println!("faults injected: {}", sum.counts);
@@ -426,7 +429,7 @@ fn faults_stop_acks_and_lose_nothing() {
     println!("latent read errors: {} restarts refused with a typed EIO (the others did not read the bad block)", sum.restarts_refused_eio);
     println!("invariant audits: 0 violations");
     assert!(sum.acked_records > 0, "nothing was acknowledged");
-    if n >= KINDS.len() * 10 {
+    if n >= KINDS.len() as u64 * 10 {
         // With enough seeds, every kind fired and had its consequence.
         let c = sum.counts;
         for (name, v) in [

@@ -70,24 +70,28 @@ pub fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
 }
 
 /// Runs `run` for each seed: `STROM_SIM_SEED=S` replays one, else
-/// `STROM_SIM_SEEDS=N` (default `default_count`) runs 0..N. A failing seed
-/// prints how to replay it with `cargo test --test TEST`.
-pub fn for_each_seed<T>(test: &str, default_count: u64, run: fn(u64) -> T) -> Vec<T> {
-    let seeds: Vec<u64> = match std::env::var("STROM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("STROM_SIM_SEED is a number")],
-        Err(_) => (0..std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count)).collect(),
+/// `STROM_SIM_SEEDS=N` (default `default_count`) runs 0..N; returns how many
+/// ran. `run` folds each seed's findings into the caller's totals and keeps
+/// nothing else: a seed's model (every record it acknowledged) is dropped
+/// before the next seed starts, so memory stays flat in the number of seeds.
+/// A failing seed prints how to replay it with `cargo test --test TEST`.
+pub fn for_each_seed(test: &str, default_count: u64, mut run: impl FnMut(u64)) -> u64 {
+    let seeds = match std::env::var("STROM_SIM_SEED") {
+        Ok(s) => {
+            let seed: u64 = s.parse().expect("STROM_SIM_SEED is a number");
+            seed..seed + 1
+        }
+        Err(_) => 0..std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count),
     };
-    let mut out = Vec::new();
+    let count = seeds.end - seeds.start;
     for seed in seeds {
-        match std::panic::catch_unwind(|| run(seed)) {
-            Ok(t) => out.push(t),
-            Err(e) => {
-                eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --release --test {test}");
-                std::panic::resume_unwind(e);
-            }
+        // The totals `run` updates are only read after a failure is re-raised.
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed))) {
+            eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --release --test {test}");
+            std::panic::resume_unwind(e);
         }
     }
-    out
+    count
 }
 
 /// One batch holding `values`, timestamps now.

@@ -1,11 +1,32 @@
-//! Helpers shared by integration tests.
+//! What the integration tests share. A test binary says `mod harness;` once;
+//! this file declares every submodule, so each is compiled once per binary
+//! (a `#[path]` include of one file from two modules would compile it
+//! twice, as two unrelated types).
+//!
+//! - here: test directories, batch builders and readers, reply slots for
+//!   the simulator, and [`for_each_seed`];
+//! - [`child`]: a child process whose stderr lines are collected;
+//! - [`serve`]: the one `strom serve` wrapper (arguments, environment,
+//!   cgroups, failpoints, stats on SIGUSR1, stop with grace, kill);
+//! - [`cgroup`]: memory caps and write throttles for a child;
+//! - [`loopfs`]: ext4 in a loop device (power cuts, full disks, throttling);
+//! - [`workload`]: producers and tailing consumers logging to the checker;
+//! - [`checker`]: the end-to-end checker every crash and abuse test uses.
+//!
+//! Each binary uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
+pub mod cgroup;
+pub mod checker;
+pub mod child;
+pub mod loopfs;
+pub mod serve;
+pub mod workload;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use strom::core::Reply;
 use strom::error::StromError;
-
 use strom::wire::batch::BatchBuilder;
 
 /// A fresh directory on a real filesystem (cargo's target/tmp), never tmpfs:
@@ -24,6 +45,16 @@ pub fn batch(prefix: &str, n: usize, ts_ms: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(ts_ms);
     for i in 0..n {
         b.push(ts_ms + i as i64, None, Some(format!("{prefix}-{i}").as_bytes()), &[]);
+    }
+    b.finish()
+}
+
+/// One batch holding `values`, timestamps now.
+pub fn batch_of(values: &[&[u8]]) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut b = BatchBuilder::new(now_ms);
+    for v in values {
+        b.push(now_ms, None, Some(v), &[]);
     }
     b.finish()
 }
@@ -92,14 +123,4 @@ pub fn for_each_seed(test: &str, default_count: u64, mut run: impl FnMut(u64)) -
         }
     }
     count
-}
-
-/// One batch holding `values`, timestamps now.
-pub fn batch_of(values: &[&[u8]]) -> Vec<u8> {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let mut b = BatchBuilder::new(now_ms);
-    for v in values {
-        b.push(now_ms, None, Some(v), &[]);
-    }
-    b.finish()
 }

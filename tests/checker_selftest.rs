@@ -1,9 +1,9 @@
-//! The shared checker (tests/checker/mod.rs) judged on fabricated histories:
+//! The shared checker (tests/harness/checker/mod.rs) judged on fabricated histories:
 //! a clean history passes, and each anomaly kind is counted when, and only
 //! when, it is there. No server runs here: reads are fed as batches.
-mod checker;
+mod harness;
 
-use checker::{Checker, Outcome, Reader, batch_for, classify, parse_payload, payload};
+use harness::checker::{Checker, Outcome, Reader, batch_for, classify, parse_payload, payload};
 use strom::client::{ClientError, ProduceAck};
 use strom::proto::ErrorCode;
 use strom::wire::batch;

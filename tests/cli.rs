@@ -1,9 +1,9 @@
 //! The `strom` binary's commands, run as a user would.
-mod common;
+mod harness;
 
 use std::process::Command;
 
-use common::{batch, test_dir};
+use harness::{batch, test_dir};
 use strom::config::EngineConfig;
 use strom::engine::Engine;
 

@@ -4,7 +4,7 @@
 //! itself at a chosen failpoint (cargo feature `failpoints`), or pauses there
 //! while the power is cut under it (a loop-device ext4); it restarts on
 //! the same data directory (and port when free), producers resend what was
-//! indeterminate, and the shared checker (tests/checker) judges every
+//! indeterminate, and the shared checker (tests/harness/checker) judges every
 //! acknowledged record and every read at the end.
 //!
 //! `STROM_CRASH_KILLS=N` (default 25) and `STROM_CRASH_RECORDS=M` (default
@@ -12,26 +12,23 @@
 //! killing until both are reached. `STROM_CRASH_SEED=S` replays its random
 //! choices (batch sizes, partitions, kill delays); the kill moments are real
 //! time, so a replay is close to, not exactly, the run it repeats.
-mod checker;
-mod common;
-mod support;
+mod harness;
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use checker::{Checker, Outcome, Reader, Send, batch_for, classify};
-use common::test_dir;
+use harness::checker::{self, Checker, Outcome, Reader, Send, batch_for, classify};
+use harness::loopfs::LoopFs;
+use harness::serve::Serve;
+use harness::test_dir;
 use strom::client::{Client, ClientError, OwnedResponse, ProduceAck};
 use strom::io::sim::SimRng;
 use strom::proto::Request;
-use support::loopfs::LoopFs;
 
 const TOPIC: &str = "crash";
 const PARTITIONS: u32 = 4;
@@ -58,15 +55,6 @@ fn env_u64(var: &str, default: u64) -> u64 {
     std::env::var(var).ok().map(|s| s.parse().unwrap_or_else(|_| panic!("{var}={s} is not a number"))).unwrap_or(default)
 }
 
-/// A `strom serve` child; killed if dropped.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    lines: Arc<Mutex<Vec<String>>>,
-    /// From spawn to the "serving on" line (recovery included).
-    up: Duration,
-}
-
 /// What one start's recovery reported, summed over the logs.
 #[derive(Debug, Default, Clone, Copy)]
 struct Recovered {
@@ -75,178 +63,63 @@ struct Recovered {
     recovery_us_max: u64,
 }
 
-impl Serve {
-    /// Starts a server on `dir`, on `port` if it is free (0: any). With
-    /// `failpoint`, arms it (`NAME:NTH`).
-    fn start(dir: &Path, port: u16, extra: &[String], failpoint: Option<&str>) -> Serve {
-        let started = Instant::now();
-        match Serve::try_start(dir, port, extra, failpoint) {
-            Ok(s) => s,
-            // The port can be taken meanwhile, even by a client of ours
-            // retrying it (a TCP self-connect). The failed start recovered
-            // and then stopped cleanly: its lines carry the recovery report.
-            Err(why) if port != 0 && why.contains("in use") => {
-                let mut s = Serve::try_start(dir, 0, extra, failpoint).unwrap_or_else(|why| panic!("strom serve did not start: {why}"));
-                println!("port {port} was in use, the server moved to {}", s.addr);
-                s.up = started.elapsed();
-                let mut lines: Vec<String> = why.lines().map(str::to_string).collect();
-                let mut shared = s.lines.lock().unwrap();
-                lines.append(&mut shared);
-                *shared = lines;
-                drop(shared);
-                s
-            }
-            Err(why) => panic!("strom serve did not start: {why}"),
+/// Starts a server on `dir` with `SERVER_CORES`, on `port` if it is free
+/// (0: any), with `extra` arguments; with `failpoint`, arms it (`NAME:NTH`).
+fn start(dir: &Path, port: u16, extra: &[String], failpoint: Option<&str>) -> Serve {
+    let started = Instant::now();
+    let cmd = Serve::on(dir).cores(SERVER_CORES).args(extra).failpoint(failpoint);
+    match cmd.clone().port(port).try_start() {
+        Ok(s) => s,
+        // The port can be taken meanwhile, even by a client of ours
+        // retrying it (a TCP self-connect). The failed start recovered
+        // and then stopped cleanly: its lines carry the recovery report.
+        Err(lines) if port != 0 && lines.iter().any(|l| l.contains("in use")) => {
+            let mut s = cmd.try_start().unwrap_or_else(|why| panic!("strom serve did not start: {}", why.join("\n")));
+            println!("port {port} was in use, the server moved to {}", s.addr);
+            s.up = started.elapsed();
+            s.prepend_stderr(lines);
+            s
         }
-    }
-
-    fn try_start(dir: &Path, port: u16, extra: &[String], failpoint: Option<&str>) -> Result<Serve, String> {
-        let started = Instant::now();
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
-        cmd.args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &listen, "--cores", &SERVER_CORES.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        match failpoint {
-            Some(f) => cmd.env("STROM_FAILPOINT", f),
-            None => cmd.env_remove("STROM_FAILPOINT"),
-        };
-        let mut child = cmd.spawn().expect("spawn strom serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        let addr = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.wait();
-                return Err(seen.join("\n"));
-            };
-            if let Some(rest) = line.strip_prefix("strom: serving on ") {
-                let addr = rest.split(',').next().unwrap();
-                break addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-            }
-            seen.push(line);
-        };
-        let up = started.elapsed();
-        let lines_shared = Arc::new(Mutex::new(seen));
-        let sink = lines_shared.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(|l| l.ok()) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        Ok(Serve { child, addr, lines: lines_shared, up })
-    }
-
-    /// The recovery lines `strom serve` printed before serving.
-    fn recovered(&self) -> Recovered {
-        let mut r = Recovered::default();
-        let field = |line: &str, before: &str, after: &str| -> u64 {
-            let start = line.find(before).map(|i| i + before.len()).unwrap_or_else(|| panic!("no {before:?} in {line:?}"));
-            let rest = &line[start..];
-            rest[..rest.find(after).unwrap()].parse().unwrap()
-        };
-        for line in self.lines.lock().unwrap().iter().filter(|l| l.starts_with("strom: recovered log ")) {
-            r.scanned_bytes += field(line, "scanned ", " bytes");
-            r.cut_bytes += field(line, "cut ", " bytes");
-            r.recovery_us_max = r.recovery_us_max.max(field(line, "segments, ", " us"));
-        }
-        r
-    }
-
-    /// Asks the server for its counters (SIGUSR1: one `strom: stats core N:
-    /// key=value ...` line per core) and checks every `audit*` counter among
-    /// them, which must be 0 (item 8, invariant audits). Returns how many
-    /// audit counters it saw: none while `strom serve` prints none.
-    fn audit(&self) -> usize {
-        let before = self.lines.lock().unwrap().len();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGUSR1).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stats: Vec<String> = loop {
-            let lines = self.lines.lock().unwrap();
-            let stats: Vec<String> = lines[before..].iter().filter(|l| l.starts_with("strom: stats core ")).cloned().collect();
-            if stats.len() >= SERVER_CORES {
-                break stats;
-            }
-            drop(lines);
-            assert!(Instant::now() < deadline, "no stats lines 10 s after SIGUSR1; stderr:\n{}", self.stderr());
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        let mut seen = 0;
-        for line in &stats {
-            for (key, value) in line.split_whitespace().filter_map(|kv| kv.split_once('=')).filter(|(k, _)| k.starts_with("audit")) {
-                seen += 1;
-                assert_eq!(value, "0", "invariant audit {key} is {value}: {line}");
-            }
-        }
-        seen
-    }
-
-    /// Waits up to `timeout` for a stderr line containing `text`.
-    fn wait_line(&self, text: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.lines.lock().unwrap().iter().any(|l| l.contains(text)) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        false
-    }
-
-    fn stderr(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        self.child.wait().unwrap();
-    }
-
-    /// SIGTERM: the server refuses new requests, answers those in flight,
-    /// checkpoints and exits 0.
-    fn stop(&mut self) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.wait_exit(Duration::from_secs(30)).expect("the server did not stop within 30 s of SIGTERM");
-        assert!(status.success(), "strom serve stopped with {status}; stderr:\n{}", self.stderr());
-    }
-
-    /// Spawns a server on `dir` and SIGKILLs it `after` later, whatever it
-    /// is doing then (recovering, most likely).
-    fn kill_during_start(dir: &Path, after: Duration) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strom"))
-            .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", &SERVER_CORES.to_string()])
-            .env_remove("STROM_FAILPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn strom serve");
-        std::thread::sleep(after);
-        let _ = child.kill();
-        child.wait().unwrap();
-    }
-
-    /// Waits up to `timeout` for the server to exit on its own.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last lines.
-                std::thread::sleep(Duration::from_millis(50));
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        None
+        Err(lines) => panic!("strom serve did not start: {}", lines.join("\n")),
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// The recovery lines `strom serve` printed before serving.
+fn recovered(serve: &Serve) -> Recovered {
+    let mut r = Recovered::default();
+    let field = |line: &str, before: &str, after: &str| -> u64 {
+        let start = line.find(before).map(|i| i + before.len()).unwrap_or_else(|| panic!("no {before:?} in {line:?}"));
+        let rest = &line[start..];
+        rest[..rest.find(after).unwrap()].parse().unwrap()
+    };
+    for line in serve.stderr().iter().filter(|l| l.starts_with("strom: recovered log ")) {
+        r.scanned_bytes += field(line, "scanned ", " bytes");
+        r.cut_bytes += field(line, "cut ", " bytes");
+        r.recovery_us_max = r.recovery_us_max.max(field(line, "segments, ", " us"));
     }
+    r
+}
+
+/// Asks the server for its counters (SIGUSR1) and checks every `audit*`
+/// counter among them, which must be 0 (item 8, invariant audits). Returns
+/// how many audit counters it saw: none while `strom serve` prints none.
+fn audit(serve: &Serve) -> usize {
+    let mut seen = 0;
+    for (core, stats) in serve.stats().iter().enumerate() {
+        for (key, value) in stats.iter().filter(|(k, _)| k.starts_with("audit")) {
+            seen += 1;
+            assert_eq!(*value, 0, "invariant audit {key} is {value} on core {core}: {stats:?}");
+        }
+    }
+    seen
+}
+
+/// SIGTERM: the server refuses new requests, answers those in flight,
+/// checkpoints and exits 0.
+fn stop(serve: Serve) {
+    let (status, lines) = serve.stop(Duration::from_secs(30));
+    let status = status.unwrap_or_else(|| panic!("the server did not stop within 30 s of SIGTERM; stderr:\n{}", lines.join("\n")));
+    assert!(status.success(), "strom serve stopped with {status}; stderr:\n{}", lines.join("\n"));
 }
 
 /// What the load threads share with the test.
@@ -481,7 +354,7 @@ fn create_topic(addr: SocketAddr) {
 fn finish(load: Load, serve: &Serve) -> checker::CheckReport {
     let shared = load.stop();
     shared.checker.final_read(serve.addr, TOPIC, PARTITIONS).expect("final read");
-    let audits = serve.audit();
+    let audits = audit(serve);
     println!("server invariant audits: {audits} counters checked, all 0");
     let report = shared.checker.report();
     println!(
@@ -510,7 +383,7 @@ fn random_kills_under_load() {
     let acked_min = env_u64("STROM_CRASH_RECORDS", 1_000_000);
     let mut rng = SimRng::new(seed);
     let dir = crash_dir("crash-kills");
-    let mut serve = Serve::start(&dir, 0, &[], None);
+    let mut serve = start(&dir, 0, &[], None);
     create_topic(serve.addr);
     let load = Load::start(serve.addr, seed);
     let started = Instant::now();
@@ -520,11 +393,11 @@ fn random_kills_under_load() {
         assert!(kills < kills_min * 4 + 100, "{kills} kills and only {} acknowledged records", load.checker().acked_count());
         std::thread::sleep(Duration::from_millis(30 + rng.below(250)));
         let port = serve.addr.port();
-        audits += serve.audit();
+        audits += audit(&serve);
         // One round in eight is a clean stop under load: what it refuses
         // with ShuttingDown must not be stored (the checker's failed_present).
         let how = if rng.below(8) == 0 {
-            serve.stop();
+            stop(serve);
             stops += 1;
             "stop"
         } else {
@@ -537,14 +410,14 @@ fn random_kills_under_load() {
         match rng.below(8) {
             0 | 1 => std::thread::sleep(Duration::from_millis(rng.below(200))),
             2 => {
-                Serve::kill_during_start(&dir, Duration::from_millis(rng.below(60)));
+                Serve::on(&dir).cores(SERVER_CORES).start_and_kill_after(Duration::from_millis(rng.below(60)));
                 start_kills += 1;
             }
             _ => {}
         }
-        serve = Serve::start(&dir, port, &[], None);
+        serve = start(&dir, port, &[], None);
         load.move_to(serve.addr);
-        let r = serve.recovered();
+        let r = recovered(&serve);
         println!(
             "{how} {:>3}: {:>8} acked so far; restarted in {:>6.1} ms (recovery {:>6} us), scanned {} bytes, cut {} bytes",
             kills + stops,
@@ -589,21 +462,25 @@ fn crash_at(failpoint: &str, extra: &[&str]) {
     let name = failpoint.split(':').next().unwrap();
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let dir = crash_dir(&format!("crash-fp-{name}"));
-    let mut serve = Serve::start(&dir, 0, &extra, Some(failpoint));
+    let mut serve = start(&dir, 0, &extra, Some(failpoint));
     let armed = format!("strom: failpoint {name} armed");
-    assert!(serve.stderr().contains(&armed), "no {armed:?} line: is target/release/strom built without the feature?\n{}", serve.stderr());
+    assert!(
+        serve.stderr_text().contains(&armed),
+        "no {armed:?} line: is target/release/strom built without the feature?\n{}",
+        serve.stderr_text()
+    );
     create_topic(serve.addr);
     let load = Load::start(serve.addr, seed);
     let status = serve.wait_exit(Duration::from_secs(60));
-    let stderr = serve.stderr();
+    let stderr = serve.stderr_text();
     assert!(status.is_some(), "the server did not reach failpoint {failpoint} within 60 s; stderr:\n{stderr}");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.unwrap().signal(), Some(libc::SIGKILL), "the server did not die of SIGKILL; stderr:\n{stderr}");
     assert!(stderr.contains(&format!("strom: failpoint {name} hit")), "no failpoint line in stderr:\n{stderr}");
     let acked_before = load.checker().acked_count();
-    serve = Serve::start(&dir, serve.addr.port(), &extra, None);
+    serve = start(&dir, serve.addr.port(), &extra, None);
     load.move_to(serve.addr);
-    let r = serve.recovered();
+    let r = recovered(&serve);
     std::thread::sleep(Duration::from_millis(300));
     let report = finish(load, &serve);
     println!(
@@ -671,11 +548,11 @@ fn power_cut_at(failpoint: &str) {
     let name = failpoint.split(':').next().unwrap();
     let mut fs = LoopFs::new(&format!("cut-{name}"), 512, &[]);
     let dir = fs.mount_point().join("data");
-    let mut serve = Serve::start(&dir, 0, &[], Some(&format!("{failpoint}:pause")));
+    let mut serve = start(&dir, 0, &[], Some(&format!("{failpoint}:pause")));
     create_topic(serve.addr);
     let load = Load::start(serve.addr, seed);
     let hit = format!("strom: failpoint {name} hit");
-    assert!(serve.wait_line(&hit, Duration::from_secs(60)), "no {hit:?} within 60 s; stderr:\n{}", serve.stderr());
+    assert!(serve.wait_line(&hit, Duration::from_secs(60)), "no {hit:?} within 60 s; stderr:\n{}", serve.stderr_text());
     let acked_at_pause = load.checker().acked_count();
     fs.power_cut();
     // The other core and the clients go on against the dead filesystem a moment.
@@ -688,9 +565,9 @@ fn power_cut_at(failpoint: &str) {
         panic!("e2fsck -fn after the power cut at {failpoint}: {e}");
     }
     fs.mount();
-    serve = Serve::start(&dir, serve.addr.port(), &[], None);
+    serve = start(&dir, serve.addr.port(), &[], None);
     load.move_to(serve.addr);
-    let r = serve.recovered();
+    let r = recovered(&serve);
     std::thread::sleep(Duration::from_millis(300));
     let report = finish(load, &serve);
     println!(

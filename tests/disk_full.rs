@@ -5,7 +5,7 @@
 //! acknowledged is lost, that reads keep working while the disk is full,
 //! that the same server acknowledges again once space is freed (no
 //! restart), and that all of it survives a restart. Needs root and loop
-//! devices (see tests/support/loopfs.rs).
+//! devices (see tests/harness/loopfs.rs).
 //!
 //! Space is freed by deleting a ballast file the test laid down first, as an
 //! operator would delete something. Deleting a topic would not do it: a
@@ -13,18 +13,17 @@
 //! deletes whole segments.
 //!
 //! `STROM_DISK_FULL_FILLS=N` fills and frees the disk N times (default 2).
-mod checker;
-mod support;
+mod harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use checker::Checker;
+use harness::checker::Checker;
+use harness::loopfs::LoopFs;
+use harness::serve::Serve;
+use harness::workload::{self, LiveCounts, ProduceCfg, ProducerReport, ProducerState, SendEnd};
 use strom::proto::ErrorCode;
-use support::loopfs::LoopFs;
-use support::serve::Serve;
-use support::workload::{self, LiveCounts, ProduceCfg, ProducerReport, ProducerState, SendEnd};
 
 const TOPIC: &str = "full";
 const PARTITIONS: u32 = 2;
@@ -112,7 +111,7 @@ fn disk_full_refuses_then_resumes() {
     let mut fs = LoopFs::new("disk-full", FS_MIB_BASE + FS_MIB_PER_FILL * fills() as u64, &["-m", "0"]);
     let dir = fs.mount_point().join("data");
     let checker = Arc::new(Checker::new());
-    let serve = Serve::start(&dir, &["--cores", "2"], &[]);
+    let serve = Serve::start(&dir, &[]);
     serve.client().create_topic(TOPIC, PARTITIONS).unwrap();
     let mut states: Vec<ProducerState> = (0..4).map(|id| ProducerState { id, next_seq: 0 }).collect();
     let mut consumer_offsets = vec![0u64; PARTITIONS as usize];
@@ -179,7 +178,7 @@ fn disk_full_refuses_then_resumes() {
     fs.unmount();
     fs.fsck().unwrap_or_else(|e| panic!("e2fsck after the run: {e}"));
     fs.mount();
-    let serve = Serve::start(&dir, &["--cores", "2"], &[]);
+    let serve = Serve::start(&dir, &[]);
     checker.final_read(serve.addr, TOPIC, PARTITIONS).unwrap();
     let rep = checker.report();
     println!(

@@ -1,7 +1,7 @@
 //! The embedded engine end to end on real io_uring and a real filesystem.
-mod common;
+mod harness;
 
-use common::{batch, read_to_end, test_dir, values};
+use harness::{batch, read_to_end, test_dir, values};
 use strom::config::EngineConfig;
 use strom::engine::Engine;
 use strom::error::StromError;

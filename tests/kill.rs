@@ -6,14 +6,14 @@
 //! acknowledgement; the parent reads those lines from a pipe, so anything it
 //! saw was acknowledged before the kill. `STROM_KILLS=N` sets the number of
 //! kills (default 10); the seed is printed and `STROM_KILL_SEED` replays it.
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{batch, read_to_end, test_dir};
+use harness::{batch, read_to_end, test_dir};
 use strom::config::EngineConfig;
 use strom::engine::Engine;
 

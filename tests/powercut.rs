@@ -16,17 +16,16 @@
 //!
 //! `STROM_POWER_CUTS=N` sets the number of cuts (default 10);
 //! `STROM_POWERCUT_SEED=S` replays a run's load durations.
-mod checker;
-mod support;
+mod harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use checker::Checker;
-use support::loopfs::LoopFs;
-use support::serve::Serve;
-use support::workload::{self, LiveCounts, ProduceCfg, ProducerState, SendEnd};
+use harness::checker::{self, Checker};
+use harness::loopfs::LoopFs;
+use harness::serve::Serve;
+use harness::workload::{self, LiveCounts, ProduceCfg, ProducerReport, ProducerState, SendEnd};
 
 const TOPIC: &str = "cut";
 const PARTITIONS: u32 = 2;
@@ -40,7 +39,7 @@ fn cuts() -> u32 {
 
 fn start(dir: &std::path::Path) -> Serve {
     // info: the server prints what recovery scanned and cut at each start.
-    Serve::start_env(dir, &["--cores", "2"], &[], &[("RUST_LOG", "warn,strom::core=info")])
+    Serve::on(dir).env("RUST_LOG", "warn,strom::core=info").start()
 }
 
 /// One line of figures per cut.
@@ -52,6 +51,85 @@ struct CutFigures {
     stop_clean: bool,
     restart_ms: u128,
     recovery: Vec<String>,
+}
+
+impl std::fmt::Display for CutFigures {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            out,
+            "{} records acked before the cut; {} sends after it, {} acked; failure logged {} ms after the cut; \
+             stopped {}; restart {} ms; recovery: {}",
+            self.acked_records,
+            self.sent_after_cut,
+            self.acked_after_cut,
+            self.cut_to_failure_ms.map_or("never".into(), |ms| ms.to_string()),
+            if self.stop_clean { "on SIGTERM" } else { "by SIGKILL" },
+            self.restart_ms,
+            self.recovery.join("; ")
+        )
+    }
+}
+
+/// Runs the producers (from `states`) and a tailing consumer per partition
+/// for `load_ms`, cuts the power under them, lets them go on against the
+/// failed disk a moment, then stops them. Returns each producer's state and
+/// report, and when the cut began and when it returned.
+fn load_then_cut(
+    serve: &Serve,
+    fs: &LoopFs,
+    checker: &Arc<Checker>,
+    states: &[ProducerState],
+    consumer_offsets: &mut [u64],
+    load_ms: u64,
+) -> (Vec<(ProducerState, ProducerReport)>, Instant, Instant) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(LiveCounts::default());
+    let producers: Vec<_> = states
+        .iter()
+        .cloned()
+        .map(|s| {
+            let cfg = ProduceCfg {
+                topic: TOPIC.into(),
+                partition: s.id % PARTITIONS,
+                records_per_batch: 1 + (s.id * 7) % 32,
+                batches_per_request: 1 + s.id % 2,
+                extra_bytes: 100 + 300 * s.id,
+                full_backoff: Duration::from_millis(20),
+                timeout: Duration::from_secs(10),
+                live: live.clone(),
+                pace: None,
+            };
+            workload::spawn_producer(serve.addr, checker.clone(), s, cfg, stop.clone())
+        })
+        .collect();
+    let consumers: Vec<_> = (0..PARTITIONS)
+        .map(|p| workload::spawn_consumer(serve.addr, checker.clone(), p, TOPIC.into(), p, consumer_offsets[p as usize], stop.clone()))
+        .collect();
+    std::thread::sleep(Duration::from_millis(load_ms));
+    let cut_started = Instant::now();
+    fs.power_cut();
+    let cut_done = Instant::now();
+    // The load goes on against the failed disk for a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let outs: Vec<_> = producers.into_iter().map(|h| h.join().unwrap()).collect();
+    for (p, h) in consumers.into_iter().enumerate() {
+        consumer_offsets[p] = h.join().unwrap();
+    }
+    (outs, cut_started, cut_done)
+}
+
+/// As after a reboot: mounting replays the journal. Only then does the
+/// filesystem on the device mean anything to e2fsck, which must find it
+/// clean; then it is mounted for the restart.
+fn reboot(fs: &mut LoopFs, cut: u32) {
+    fs.unmount();
+    fs.mount();
+    fs.unmount();
+    if let Err(e) = fs.fsck() {
+        panic!("cut {cut}: e2fsck -fn after the power cut: {e}");
+    }
+    fs.mount();
 }
 
 // Proves: after each power cut nothing acknowledged is lost or changed, no
@@ -78,40 +156,7 @@ fn power_cuts_lose_nothing_acknowledged() {
     let mut figures = Vec::new();
     let started = Instant::now();
     for cut in 0..cuts() {
-        let stop = Arc::new(AtomicBool::new(false));
-        let live = Arc::new(LiveCounts::default());
-        let producers: Vec<_> = states
-            .iter()
-            .cloned()
-            .map(|s| {
-                let cfg = ProduceCfg {
-                    topic: TOPIC.into(),
-                    partition: s.id % PARTITIONS,
-                    records_per_batch: 1 + (s.id * 7) % 32,
-                    batches_per_request: 1 + s.id % 2,
-                    extra_bytes: 100 + 300 * s.id,
-                    full_backoff: Duration::from_millis(20),
-                    timeout: Duration::from_secs(10),
-                    live: live.clone(),
-                    pace: None,
-                };
-                workload::spawn_producer(serve.addr, checker.clone(), s, cfg, stop.clone())
-            })
-            .collect();
-        let consumers: Vec<_> = (0..PARTITIONS)
-            .map(|p| workload::spawn_consumer(serve.addr, checker.clone(), p, TOPIC.into(), p, consumer_offsets[p as usize], stop.clone()))
-            .collect();
-        std::thread::sleep(Duration::from_millis(300 + next_rand(1200)));
-        let cut_started = Instant::now();
-        fs.power_cut();
-        let cut_done = Instant::now();
-        // The load goes on against the failed disk for a moment.
-        std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::Relaxed);
-        let outs: Vec<_> = producers.into_iter().map(|h| h.join().unwrap()).collect();
-        for (p, h) in consumers.into_iter().enumerate() {
-            consumer_offsets[p] = h.join().unwrap();
-        }
+        let (outs, cut_started, cut_done) = load_then_cut(&serve, &fs, &checker, &states, &mut consumer_offsets, 300 + next_rand(1200));
         // No ack for a batch sent after the cut: it cannot have been made durable.
         let mut f = CutFigures {
             acked_records: outs.iter().map(|(_, r)| r.acked_records()).sum(),
@@ -141,15 +186,7 @@ fn power_cuts_lose_nothing_acknowledged() {
             "cut {cut}: the server never said it stopped acknowledging:\n{}",
             lines.join("\n")
         );
-        // As after a reboot: mounting replays the journal. Only then does the
-        // filesystem on the device mean anything to e2fsck.
-        fs.unmount();
-        fs.mount();
-        fs.unmount();
-        if let Err(e) = fs.fsck() {
-            panic!("cut {cut}: e2fsck -fn after the power cut: {e}");
-        }
-        fs.mount();
+        reboot(&mut fs, cut);
         let t = Instant::now();
         serve = start(&dir);
         f.restart_ms = t.elapsed().as_millis();
@@ -157,17 +194,7 @@ fn power_cuts_lose_nothing_acknowledged() {
         checker.final_read(serve.addr, TOPIC, PARTITIONS).unwrap();
         let rep = checker.report();
         assert!(rep.is_clean(), "cut {cut} (seed {seed}):\n{rep}");
-        println!(
-            "cut {cut}: {} records acked before the cut; {} sends after it, {} acked; failure logged {} ms after the cut; \
-             stopped {}; restart {} ms; recovery: {}",
-            f.acked_records,
-            f.sent_after_cut,
-            f.acked_after_cut,
-            f.cut_to_failure_ms.map_or("never".into(), |ms| ms.to_string()),
-            if f.stop_clean { "on SIGTERM" } else { "by SIGKILL" },
-            f.restart_ms,
-            f.recovery.join("; ")
-        );
+        println!("cut {cut}: {f}");
         figures.push(f);
     }
     let (status, _) = serve.stop(Duration::from_secs(20));

@@ -1,12 +1,12 @@
 //! Recovery against damaged and truncated logs: every prefix of a valid log
 //! recovers to a valid prefix of its records, and damage inside
 //! acknowledged data is reported with its position, never cut away.
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{batch, slot, test_dir, values};
+use harness::{batch, slot, test_dir, values};
 use strom::config::EngineConfig;
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::engine::Engine;

@@ -1,67 +1,25 @@
 //! The server as users run it: a real `strom serve` process on a loopback
 //! port with its data directory on a real filesystem, reached through the
 //! client library, the CLI and raw sockets.
-#[path = "common/child.rs"]
-mod child;
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::test_dir;
+use harness::serve::{HANG, Serve};
+use harness::test_dir;
 use strom::client::{Client, ClientError, OwnedResponse};
 use strom::proto::{self, ErrorCode, OffsetSpec, Request, Response};
 
-/// A `strom serve` child process; killed if the test ends without stopping it.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Serve {
-    fn start(dir: &Path, extra: &[&str]) -> Serve {
-        let (child, addr, stderr) = child::spawn_until_serving(
-            Command::new(env!("CARGO_BIN_EXE_strom"))
-                .args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--cores", "2"])
-                .args(extra),
-            |line| line,
-        );
-        Serve { child, addr, stderr }
-    }
-
-    fn client(&self) -> Client {
-        let mut c = Client::connect(self.addr).unwrap();
-        c.set_timeout(Some(Duration::from_secs(30))).unwrap();
-        c
-    }
-
-    /// SIGTERM, then the exit status and what the server printed.
-    fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        // Let the reader thread collect the last lines.
-        std::thread::sleep(Duration::from_millis(50));
-        let lines = self.stderr.lock().unwrap().clone();
-        (status, lines)
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, then the exit status and what the server printed (not exiting
+/// within HANG is a hang).
+fn stop(s: Serve) -> (ExitStatus, Vec<String>) {
+    let (status, lines) = s.stop(HANG);
+    (status.unwrap_or_else(|| panic!("strom serve did not exit within {HANG:?} of SIGTERM; stderr: {lines:?}")), lines)
 }
 
 fn values_of(vals: &[String]) -> Vec<&[u8]> {
@@ -143,7 +101,7 @@ fn cli_round_trip() {
     assert!(ok, "{err}");
     let (ok, _, err) = strom_cli(s.addr, &["produce", "logs"], b"x\n");
     assert!(!ok && err.contains("UnknownTopic"), "{err}");
-    let (status, _) = s.stop();
+    let (status, _) = stop(s);
     assert!(status.success());
 }
 
@@ -158,7 +116,7 @@ fn pipelined_produce_keeps_order() {
     let mut batches = Vec::new();
     for b in 0..200 {
         let vals: Vec<String> = (0..10).map(|i| format!("{b}:{i}")).collect();
-        batches.push((vals.clone(), common::batch_of(&values_of(&vals))));
+        batches.push((vals.clone(), harness::batch_of(&values_of(&vals))));
     }
     let mut ids = Vec::new();
     for (_, batch) in &batches {
@@ -221,7 +179,7 @@ fn thousand_concurrent_connections() {
     let s = Serve::start(&dir, &[]);
     s.client().create_topic("k", 8).unwrap();
     let mut conns: Vec<Client> = (0..1000).map(|_| s.client()).collect();
-    let batches: Vec<Vec<u8>> = (0..1000).map(|i| common::batch_of(&[format!("conn-{i}").as_bytes()])).collect();
+    let batches: Vec<Vec<u8>> = (0..1000).map(|i| harness::batch_of(&[format!("conn-{i}").as_bytes()])).collect();
     for (i, c) in conns.iter_mut().enumerate() {
         c.send(&Request::Produce { topic: "k", partition: (i % 8) as u32, batches: &batches[i] }).unwrap();
     }
@@ -279,7 +237,7 @@ fn pipelined_replies_out_of_order() {
     let mut c = s.client();
     c.create_topic("x", 2).unwrap();
     let poll = c.send(&Request::Fetch { topic: "x", partition: 1, offset: 0, max_bytes: 1 << 20, max_wait_ms: 20_000 }).unwrap();
-    let b = common::batch_of(&[b"r"]);
+    let b = harness::batch_of(&[b"r"]);
     let produces: Vec<u64> = (0..10).map(|_| c.send(&Request::Produce { topic: "x", partition: 0, batches: &b }).unwrap()).collect();
     let mut order = Vec::new();
     for _ in 0..10 {
@@ -315,7 +273,7 @@ fn graceful_stop_and_restart() {
     poller.metadata(&[]).unwrap();
     poller.send(&Request::Fetch { topic: "g", partition: 0, offset: 100, max_bytes: 1 << 20, max_wait_ms: 29_000 }).unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let (status, lines) = s.stop();
+    let (status, lines) = stop(s);
     match poller.recv().unwrap().result.expect("the long poll was answered") {
         OwnedResponse::Fetch(f) => assert!(f.batches.is_empty() && f.high_watermark == 100),
         other => panic!("{other:?}"),
@@ -338,7 +296,7 @@ fn graceful_stop_and_restart() {
 #[test]
 fn sigkill_under_load_keeps_every_ack() {
     let dir = test_dir("srv-kill");
-    let s = Serve::start(&dir, &[]);
+    let mut s = Serve::start(&dir, &[]);
     s.client().create_topic("k", 4).unwrap();
     let addr = s.addr;
     let acks = Arc::new(Mutex::new(Vec::<(u32, u64, String)>::new()));
@@ -412,6 +370,25 @@ fn error_code(frame: &[u8]) -> ErrorCode {
 fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// Bad topic names, sent raw (the client library refuses them before
+/// sending): each gets InvalidName, and no `../x` appears beside `dir`.
+fn bad_names_are_refused(addr: SocketAddr, dir: &std::path::Path) {
+    let long = "a".repeat(300);
+    for name in ["../x", "/etc/x", "a\0b", long.as_str(), ".", ".."] {
+        let mut f = Vec::new();
+        proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: name, partitions: 1 });
+        assert_eq!(error_code(&raw_exchange(addr, &f).1.unwrap()), ErrorCode::InvalidName, "{name:?}");
+    }
+    let mut f = Vec::new();
+    proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: "ab", partitions: 1 });
+    // Replace the name with bytes that are not UTF-8 (same length).
+    let at = f.windows(2).position(|w| w == b"ab").unwrap();
+    f[at] = 0xff;
+    f[at + 1] = 0xfe;
+    assert_eq!(error_code(&raw_exchange(addr, &f).1.unwrap()), ErrorCode::InvalidName);
+    assert!(!dir.join("..").join("x").exists() || dir.join("..").join("x").is_dir());
 }
 
 // Proves: malformed frames, an oversized length, random bytes, an HTTP
@@ -488,7 +465,7 @@ fn bad_input_gets_typed_errors_while_others_are_served() {
     }
     check_canary(&mut canary);
     // A produce whose batch has a bad CRC: InvalidBatch, nothing stored.
-    let mut b = common::batch_of(&[b"x"]);
+    let mut b = harness::batch_of(&[b"x"]);
     let last = b.len() - 1;
     b[last] ^= 1;
     let e = canary.produce("ok", 0, &b).unwrap_err();
@@ -502,23 +479,9 @@ fn bad_input_gets_typed_errors_while_others_are_served() {
     // Unknown topics and partitions.
     assert_eq!(server_code(&canary.produce_values("nope", 0, &[b"x"]).unwrap_err()), Some(ErrorCode::UnknownTopic));
     assert_eq!(server_code(&canary.produce_values("ok", 5, &[b"x"]).unwrap_err()), Some(ErrorCode::UnknownPartition));
-    // Bad names, sent raw (the client library refuses them before sending).
-    let long = "a".repeat(300);
-    for name in ["../x", "/etc/x", "a\0b", long.as_str(), ".", ".."] {
-        let mut f = Vec::new();
-        proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: name, partitions: 1 });
-        assert_eq!(error_code(&raw_exchange(s.addr, &f).1.unwrap()), ErrorCode::InvalidName, "{name:?}");
-    }
-    let mut f = Vec::new();
-    proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: "ab", partitions: 1 });
-    // Replace the name with bytes that are not UTF-8 (same length).
-    let at = f.windows(2).position(|w| w == b"ab").unwrap();
-    f[at] = 0xff;
-    f[at + 1] = 0xfe;
-    assert_eq!(error_code(&raw_exchange(s.addr, &f).1.unwrap()), ErrorCode::InvalidName);
-    assert!(!dir.join("..").join("x").exists() || dir.join("..").join("x").is_dir());
+    bad_names_are_refused(s.addr, &dir);
     check_canary(&mut canary);
-    let (status, _) = s.stop();
+    let (status, _) = stop(s);
     assert!(status.success());
 }
 
@@ -549,12 +512,6 @@ fn connection_cap_and_header_timeout() {
     assert_eq!(held[2].list_offsets("c", 0, OffsetSpec::Latest).unwrap(), Some(1));
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
-    kib * 1024
-}
-
 // Proves: an idle connection (one that sent a request, got its reply and
 // went quiet) holds no receive buffer: the server's resident memory grows
 // by well under 4 KiB per connection. Prints the measured figure.
@@ -569,7 +526,6 @@ fn idle_connections_cost_little_memory() {
     assert!(n >= 300, "file descriptor limit {hard} too low for this test");
     let dir = test_dir("srv-idle");
     let s = Serve::start(&dir, &[]);
-    let pid = s.child.id();
     let touch = |c: &mut Client| {
         c.metadata(&[]).unwrap();
     };
@@ -583,7 +539,7 @@ fn idle_connections_cost_little_memory() {
         .collect();
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
-    let before = rss_bytes(pid);
+    let before = s.rss_bytes();
     let mut conns = Vec::with_capacity(n);
     for _ in 0..n {
         let mut c = s.client();
@@ -591,7 +547,7 @@ fn idle_connections_cost_little_memory() {
         conns.push(c);
     }
     std::thread::sleep(Duration::from_millis(200));
-    let after = rss_bytes(pid);
+    let after = s.rss_bytes();
     let per_conn = after.saturating_sub(before) / n as u64;
     println!(
         "{n} idle connections: server RSS {before} -> {after} bytes, {per_conn} bytes per idle connection (user space; kernel socket buffers not included)"
@@ -615,10 +571,10 @@ fn idle_connections_cost_little_memory() {
     };
     let warm = trickle();
     std::thread::sleep(Duration::from_millis(300));
-    let before = rss_bytes(pid);
+    let before = s.rss_bytes();
     let measured = trickle();
     std::thread::sleep(Duration::from_millis(300));
-    let after = rss_bytes(pid);
+    let after = s.rss_bytes();
     let per_conn = after.saturating_sub(before) / n as u64;
     println!("{n} connections each 5 bytes into a declared 8 MiB frame: server RSS {before} -> {after} bytes, {per_conn} bytes each");
     assert!(per_conn < 4096, "{per_conn} bytes per trickling connection");
@@ -690,7 +646,7 @@ fn multi_batch_produce_is_contiguous() {
                     let mut batches = Vec::new();
                     for b in 0..3 {
                         let vals: Vec<String> = (0..5).map(|i| format!("{w}/{r}/{b}/{i}")).collect();
-                        batches.extend(common::batch_of(&values_of(&vals)));
+                        batches.extend(harness::batch_of(&values_of(&vals)));
                     }
                     c.send(&Request::Produce { topic: "mb", partition: 0, batches: &batches }).unwrap();
                     if c.inflight() >= 8 {
@@ -733,7 +689,7 @@ fn sigterm_under_load_acks_or_refuses_with_a_typed_error() {
             std::thread::spawn(move || {
                 let mut c = Client::connect(addr).unwrap().for_partition("t", p).unwrap();
                 c.set_timeout(Some(Duration::from_secs(30))).unwrap();
-                let batch = common::batch_of(&[b"a", b"b", b"c", b"d"]);
+                let batch = harness::batch_of(&[b"a", b"b", b"c", b"d"]);
                 let (mut acked, mut refused, mut other) = (Vec::new(), 0u64, Vec::new());
                 loop {
                     while c.inflight() < 16 {
@@ -756,7 +712,7 @@ fn sigterm_under_load_acks_or_refuses_with_a_typed_error() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let (status, lines) = s.stop();
+    let (status, lines) = stop(s);
     assert!(status.success(), "{lines:?}");
     let mut acked_total = 0;
     let mut refused_total = 0;

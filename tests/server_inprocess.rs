@@ -1,11 +1,11 @@
 //! The server embedded in-process (`Server::start`), reached through the
 //! client library and raw sockets: the tests that need the server's own
 //! counters (`Server::net_stats`).
-mod common;
+mod harness;
 
 use std::time::Duration;
 
-use common::{test_dir, values};
+use harness::{test_dir, values};
 use strom::client::Client;
 use strom::config::EngineConfig;
 use strom::proto::{ErrorCode, OffsetSpec};
@@ -101,7 +101,7 @@ fn abandoned_connections_release_everything() {
             // A produce whose ack nobody waits for.
             _ => {
                 let mut f = Vec::new();
-                let b = common::batch_of(&[b"bye"]);
+                let b = harness::batch_of(&[b"bye"]);
                 strom::proto::encode_request(&mut f, 1, &Request::Produce { topic: "a", partition: 0, batches: &b });
                 s.write_all(&f).unwrap();
             }
@@ -125,7 +125,7 @@ fn abandoned_connections_release_everything() {
 fn a_reader_that_never_reads_is_bounded() {
     use std::io::Write;
     use strom::proto::Request;
-    let dir = common::test_dir("srv-slow-reader");
+    let dir = harness::test_dir("srv-slow-reader");
     let cfg = EngineConfig { cores: 2, logs_on_create: 2, pin_cores: false, ..EngineConfig::default() };
     let conn_cap = 9 << 20;
     let scfg = ServerConfig {

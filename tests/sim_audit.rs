@@ -8,11 +8,11 @@
 //!   acknowledged (under `always`, durable) position (held back);
 //! - `audit_buffer_reuse`: a registered buffer handed to an op while another
 //!   op still owns it.
-mod common;
+mod harness;
 
 use std::path::PathBuf;
 
-use common::{Slot, slot};
+use harness::{Slot, slot};
 use strom::config::EngineConfig;
 use strom::core::{AppendAck, AuditBreak, Core, CoreSpec, Request, ValidBatch};
 use strom::error::StromError;
@@ -29,7 +29,7 @@ fn open() -> (Core<SimIo>, EngineConfig) {
 
 fn append(core: &mut Core<SimIo>, cfg: &EngineConfig, i: usize) -> Slot<AppendAck> {
     let (s, reply) = slot::<AppendAck>();
-    let batch = ValidBatch::new(common::batch(&format!("r{i}"), 1 + i % 5, 1_700_000_000_000), cfg.batch_bytes_max).unwrap();
+    let batch = ValidBatch::new(harness::batch(&format!("r{i}"), 1 + i % 5, 1_700_000_000_000), cfg.batch_bytes_max).unwrap();
     core.handle(Request::Append { pid: 0, batch, reply });
     s
 }
@@ -78,7 +78,7 @@ fn overlapping_write_audit_fires() {
         }
         let r = read(&mut core, 0);
         let all = wait(&mut core, &r).unwrap();
-        let records = common::values(&all.batches).len();
+        let records = harness::values(&all.batches).len();
         assert_eq!(records, (1..=5).sum::<usize>() + if broken { 0 } else { 1 }, "acknowledged records lost");
         println!("overlapping write (broken: {broken}): audit_overlapping_writes = {}", audits.audit_overlapping_writes);
     }
@@ -110,7 +110,7 @@ fn served_beyond_durable_audit_fires() {
         let served = r.lock().unwrap().take().unwrap().unwrap();
         let audits = core.stats_now();
         assert_eq!(audits.audit_served_beyond_durable, u64::from(broken), "{audits:?}");
-        assert_eq!(common::values(&served.batches).len(), 1, "only the durable batch may be served");
+        assert_eq!(harness::values(&served.batches).len(), 1, "only the durable batch may be served");
         wait(&mut core, &pending).unwrap();
         println!("read past durable (broken: {broken}): audit_served_beyond_durable = {}", audits.audit_served_beyond_durable);
     }

@@ -6,12 +6,12 @@
 //! Seeds: `STROM_SIM_SEEDS=N` runs N seeds (default 500); `STROM_SIM_SEED=S`
 //! replays one. A failure prints the seed; `STROM_SIM_VERBOSE=1` prints each
 //! round's configuration and recovery reports.
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use common::{Slot, slot};
+use harness::{Slot, slot};
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
@@ -188,10 +188,11 @@ fn run_seed(seed: u64) -> Model {
 #[test]
 fn crashes_lose_nothing_acknowledged() {
     let (mut acked, mut crashes) = (0, 0);
-    for m in common::for_each_seed("sim_crash", 500, run_seed) {
+    harness::for_each_seed("sim_crash", 500, |seed| {
+        let m = run_seed(seed);
         acked += m.acked.len();
         crashes += m.crashes;
-    }
+    });
     println!("simulation: {acked} acknowledged records checked across {crashes} crashes");
     assert!(acked > 0, "the simulation acknowledged nothing");
 }

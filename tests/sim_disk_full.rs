@@ -7,12 +7,12 @@
 //! without a restart.
 //!
 //! `STROM_SIM_SEEDS=N` runs N seeds (default 300); `STROM_SIM_SEED=S` replays one.
-mod common;
+mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use common::{Slot, slot};
+use harness::{Slot, slot};
 use strom::config::EngineConfig;
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::error::StromError;
@@ -91,6 +91,7 @@ fn check(seed: u64, when: &str, core: &mut Core<SimIo>, m: &Model) {
     }
 }
 
+#[derive(Default)]
 struct Outcome {
     acked: u64,
     refused: u64,
@@ -101,12 +102,59 @@ struct Outcome {
     gave_up: u64,
 }
 
+impl Outcome {
+    /// Adds one seed's outcome to the totals.
+    fn add(&mut self, o: Outcome) {
+        self.acked += o.acked;
+        self.refused += o.refused;
+        self.acked_after_free += o.acked_after_free;
+        self.rewinds += o.rewinds;
+        self.retries += o.retries;
+        self.gave_up += o.gave_up;
+    }
+}
+
 fn run_filling(seed: u64) -> Outcome {
     run_seed(seed, false)
 }
 
 fn run_random_enospc(seed: u64) -> Outcome {
     run_seed(seed, true)
+}
+
+/// An append in flight: its tag, partition, record count and reply.
+type InFlight = (u64, u32, usize, Slot<AppendAck>);
+
+/// Ticks until every append in flight and the stop (if one was asked) are
+/// answered (a retry in place waits 100 ms of virtual time, and an idle
+/// tick advances it by microseconds), then adds what was acknowledged and
+/// refused to the model.
+fn drain(core: &mut Core<SimIo>, inflight: Vec<InFlight>, stop: Option<Slot<()>>, stop_while_full: bool, m: &mut Model, seed: u64) {
+    for _ in 0..200_000 {
+        if inflight.iter().all(|(_, _, _, s)| s.lock().unwrap().is_some()) && stop.as_ref().is_none_or(|s| s.lock().unwrap().is_some()) {
+            break;
+        }
+        core.tick().unwrap();
+    }
+    if let Some(s) = &stop {
+        let answer = s.lock().unwrap().take();
+        assert!(matches!(answer, Some(Ok(()))), "seed {seed}: a stop while writes fail with ENOSPC did not finish: {answer:?}");
+    }
+    for (tag, pid, n, s) in inflight {
+        match s.lock().unwrap().take() {
+            Some(Ok(ack)) => {
+                for i in 0..n as u64 {
+                    m.acked.insert((pid, ack.base_offset + i), format!("t{tag}-{i}"));
+                }
+            }
+            Some(Err(StromError::DiskFull { .. })) => {
+                m.refused.insert(format!("t{tag}"));
+            }
+            // Held by a retry in place the stop gave up: may or may not be stored.
+            Some(Err(StromError::LogFailed { .. })) if stop_while_full => {}
+            other => panic!("seed {seed}: append {tag} unanswered or failed: {other:?}"),
+        }
+    }
 }
 
 /// Fills the disk and frees it (`random_enospc` false), or fails 5 % of the
@@ -129,7 +177,7 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
     let io = SimIo::new(SimDisk::new(), rng.next_u64(), faults);
     let (mut core, _) = Core::open(io, cfg.clone(), spec.clone()).unwrap();
     let mut m = Model::default();
-    let mut inflight: Vec<(u64, u32, usize, Slot<AppendAck>)> = Vec::new();
+    let mut inflight: Vec<InFlight> = Vec::new();
     let (mut freed_at, mut first_full, mut acked_after_free) = (None, None, 0u64);
     let steps = 400u64;
     for step in 0..steps {
@@ -186,34 +234,8 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
     if freed_at.is_some() {
         assert!(acked_after_free > 0, "seed {seed}: nothing acknowledged after space was freed");
     }
-    // Drain what is in flight (a retry in place waits 100 ms of virtual
-    // time, and an idle tick advances it by microseconds), then check
-    // before and after a restart.
-    for _ in 0..200_000 {
-        if inflight.iter().all(|(_, _, _, s)| s.lock().unwrap().is_some()) && stop.as_ref().is_none_or(|s| s.lock().unwrap().is_some()) {
-            break;
-        }
-        core.tick().unwrap();
-    }
-    if let Some(s) = &stop {
-        let answer = s.lock().unwrap().take();
-        assert!(matches!(answer, Some(Ok(()))), "seed {seed}: a stop while writes fail with ENOSPC did not finish: {answer:?}");
-    }
-    for (tag, pid, n, s) in inflight.drain(..) {
-        match s.lock().unwrap().take() {
-            Some(Ok(ack)) => {
-                for i in 0..n as u64 {
-                    m.acked.insert((pid, ack.base_offset + i), format!("t{tag}-{i}"));
-                }
-            }
-            Some(Err(StromError::DiskFull { .. })) => {
-                m.refused.insert(format!("t{tag}"));
-            }
-            // Held by a retry in place the stop gave up: may or may not be stored.
-            Some(Err(StromError::LogFailed { .. })) if stop_while_full => {}
-            other => panic!("seed {seed}: append {tag} unanswered or failed: {other:?}"),
-        }
-    }
+    drain(&mut core, inflight, stop, stop_while_full, &mut m, seed);
+    // Then check before and after a restart.
     if !stop_while_full {
         check(seed, "before restart", &mut core, &m);
     }
@@ -230,20 +252,15 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
 // log acknowledges again once space is freed (no restart).
 #[test]
 fn disk_full_refuses_and_resumes() {
-    let outcomes = common::for_each_seed("sim_disk_full", 300, run_filling);
-    let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+    let mut sum = Outcome::default();
+    let seeds = harness::for_each_seed("sim_disk_full", 300, |seed| sum.add(run_filling(seed)));
     println!(
-        "disk full: {} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, \
+        "disk full: {seeds} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, \
          {} retries in place, {} records acknowledged after space was freed",
-        outcomes.len(),
-        sum(|o| o.acked),
-        sum(|o| o.refused),
-        sum(|o| o.rewinds),
-        sum(|o| o.retries),
-        sum(|o| o.acked_after_free),
+        sum.acked, sum.refused, sum.rewinds, sum.retries, sum.acked_after_free,
     );
-    assert!(sum(|o| o.refused) > 0, "the disk never filled: the test proves nothing");
-    assert!(sum(|o| o.acked_after_free) > 0, "writes never resumed");
+    assert!(sum.refused > 0, "the disk never filled: the test proves nothing");
+    assert!(sum.acked_after_free > 0, "writes never resumed");
 }
 
 // Proves: when writes fail with ENOSPC at random (so a later, smaller write
@@ -253,19 +270,14 @@ fn disk_full_refuses_and_resumes() {
 // in place waits still finishes (the log gives up with LogFailed).
 #[test]
 fn random_enospc_rewinds_or_retries_in_place() {
-    let outcomes = common::for_each_seed("sim_disk_full", 300, run_random_enospc);
-    let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+    let mut sum = Outcome::default();
+    let seeds = harness::for_each_seed("sim_disk_full", 300, |seed| sum.add(run_random_enospc(seed)));
     println!(
-        "random ENOSPC: {} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, {} retries in place, \
+        "random ENOSPC: {seeds} seeds, {} acknowledged records intact, {} appends refused (none stored), {} rewinds, {} retries in place, \
          {} stops gave a retry up",
-        outcomes.len(),
-        sum(|o| o.acked),
-        sum(|o| o.refused),
-        sum(|o| o.rewinds),
-        sum(|o| o.retries),
-        sum(|o| o.gave_up),
+        sum.acked, sum.refused, sum.rewinds, sum.retries, sum.gave_up,
     );
-    assert!(sum(|o| o.rewinds) > 0, "no rewind happened: the test proves nothing");
-    assert!(sum(|o| o.retries) > 0, "no retry in place happened: the test proves nothing");
-    assert!(sum(|o| o.gave_up) > 0, "no stop met a retry in place: that path is untested");
+    assert!(sum.rewinds > 0, "no rewind happened: the test proves nothing");
+    assert!(sum.retries > 0, "no retry in place happened: the test proves nothing");
+    assert!(sum.gave_up > 0, "no stop met a retry in place: that path is untested");
 }

@@ -15,12 +15,12 @@
 //! - the invariant audits stay 0 throughout.
 //!
 //! `STROM_SIM_SEEDS=N` runs N seeds (default 400); `STROM_SIM_SEED=S` replays one.
-mod common;
+mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use common::{Slot, slot};
+use harness::{Slot, slot};
 use strom::config::EngineConfig;
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::error::{IoOp, StromError};
@@ -90,6 +90,29 @@ struct Tally {
     inspect_named_damage: u64,
     counts: SimFaultCounts,
     seeds_by_kind: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// Adds one seed's findings to the totals.
+    fn add(&mut self, t: Tally) {
+        self.acked_records += t.acked_records;
+        self.refused_failed += t.refused_failed;
+        self.refused_full += t.refused_full;
+        self.failed_logs += t.failed_logs;
+        self.reads_ok += t.reads_ok;
+        self.served_records_checked += t.served_records_checked;
+        self.read_errors_corrupt += t.read_errors_corrupt;
+        self.read_errors_eio += t.read_errors_eio;
+        self.restarts_refused_corrupt += t.restarts_refused_corrupt;
+        self.restarts_refused_eio += t.restarts_refused_eio;
+        self.acked_behind_corrupt += t.acked_behind_corrupt;
+        self.acked_cut_silently += t.acked_cut_silently;
+        self.inspect_named_damage += t.inspect_named_damage;
+        self.counts.add(&t.counts);
+        for (k, v) in t.seeds_by_kind {
+            *self.seeds_by_kind.entry(k).or_default() += v;
+        }
+    }
 }
 
 fn make_batch(pid: u32, tag: u64, pad_bytes: usize) -> (Vec<u8>, String) {
@@ -176,7 +199,7 @@ fn check_all(core: &mut Core<SimIo>, m: &Model, kind: Kind, seed: u64, t: &mut T
         let (results, err) = read_all(core, pid);
         for res in &results {
             check_served(res, pid, m, seed, t);
-            for (off, _) in common::values(&res.batches) {
+            for (off, _) in harness::values(&res.batches) {
                 found.insert((pid, off));
             }
         }
@@ -200,6 +223,47 @@ fn run_seed(seed: u64) -> Tally {
     let cfg = EngineConfig::small_for_tests();
     let io = SimIo::new(SimDisk::new(), rng.next_u64(), kind.faults(&mut rng));
     let (mut core, _) = Core::open(io, cfg.clone(), spec()).unwrap();
+    let (mut m, latent) = load(&mut core, &cfg, kind, seed, &mut rng, &mut t);
+
+    // Acknowledged data stays readable on the (maybe failed) log once the
+    // transient faults pass; a latent error is a typed EIO until repaired.
+    *core.io.faults_mut() = SimFaults::default();
+    let (found, read_failed) = check_all(&mut core, &m, kind, seed, &mut t);
+    if kind == Kind::LatentRead && !read_failed.is_empty() {
+        core.io.disk_mut().clear_unreadable();
+        let (found, failed) = check_all(&mut core, &m, kind, seed, &mut t);
+        assert!(failed.is_empty(), "seed {seed}: read failed once the latent error was repaired");
+        assert_all_found(&found, &m.acked, seed, "on the faulty log, once repaired");
+    } else if kind != Kind::Misdirected {
+        assert!(read_failed.is_empty(), "seed {seed} ({kind:?}): read failed once faults stopped");
+        assert_all_found(&found, &m.acked, seed, "on the faulty log");
+    }
+    t.counts = core.io.fault_counts();
+
+    // Restart: a power cut or a process kill (acknowledged means durable
+    // under `always`, so either keeps every acknowledged record).
+    m.restarted = true;
+    let mut disk = if rng.below(2) == 0 { core.into_io().crash(&mut rng) } else { core.into_io().process_exit() };
+    if let Some((seg, pos)) = latent.filter(|(seg, _)| disk.file(seg).is_some()) {
+        restart_over_latent(&disk, &seg, pos, &cfg, &m, seed, &mut rng, &mut t);
+        disk.clear_unreadable();
+    }
+    restart(disk, &cfg, &m, kind, seed, &mut rng, &mut t);
+    t
+}
+
+/// 400 steps of appends to both partitions, with a consumer catching up
+/// from acknowledged offsets, then ticks until every append and read is
+/// answered. Returns what was acknowledged, and the block a latent error
+/// was put on (`Kind::LatentRead`).
+fn load(
+    core: &mut Core<SimIo>,
+    cfg: &EngineConfig,
+    kind: Kind,
+    seed: u64,
+    rng: &mut SimRng,
+    t: &mut Tally,
+) -> (Model, Option<(PathBuf, u64)>) {
     let mut m = Model::default();
     let mut appends: Vec<(u32, String, Slot<AppendAck>)> = Vec::new();
     let mut reads: Vec<(u32, Slot<ReadResult>)> = Vec::new();
@@ -229,16 +293,7 @@ fn run_seed(seed: u64) -> Tally {
             reads.push((pid, s));
         }
         if kind == Kind::LatentRead && step == latent_step {
-            // A latent media error in acknowledged data: one block of the
-            // first segment midway, or among the last ones written at the end
-            // (where a restart's scan past its checkpoint may meet it).
-            let j = core.journal(0).unwrap();
-            let tail = latent_tail;
-            let seg = if tail { j.segments().back().unwrap().path.clone() } else { j.segments()[0].path.clone() };
-            let blocks = core.io.disk().file(&seg).map_or(0, |f| f.len() as u64).max(4096) / 4096;
-            let pos = if tail { (blocks - 1 - rng.below(blocks.min(8))) * 4096 } else { rng.below(blocks) * 4096 };
-            core.io.disk_mut().mark_unreadable(&seg, pos, 4096);
-            latent = Some((seg, pos));
+            latent = Some(mark_latent(core, rng, latent_tail));
         }
         core.tick().unwrap();
         appends.retain(|(pid, v, s)| match s.lock().unwrap().take() {
@@ -266,11 +321,11 @@ fn run_seed(seed: u64) -> Tally {
             None => true,
             Some(Ok(res)) => {
                 t.reads_ok += 1;
-                check_served(&res, *pid, &m, seed, &mut t);
+                check_served(&res, *pid, &m, seed, t);
                 false
             }
             Some(Err(e)) => {
-                check_read_error(&e, kind, seed, &mut t);
+                check_read_error(&e, kind, seed, t);
                 false
             }
         });
@@ -285,49 +340,48 @@ fn run_seed(seed: u64) -> Tally {
     assert_eq!(core.stats_now().audit_violations(), 0, "seed {seed}: an invariant audit fired: {:?}", core.stats_now());
     t.failed_logs = u64::from(failed_at_step.is_some());
     t.acked_records = m.acked.len() as u64;
+    (m, latent)
+}
 
-    // Acknowledged data stays readable on the (maybe failed) log once the
-    // transient faults pass; a latent error is a typed EIO until repaired.
-    *core.io.faults_mut() = SimFaults::default();
-    let (found, read_failed) = check_all(&mut core, &m, kind, seed, &mut t);
-    if kind == Kind::LatentRead && !read_failed.is_empty() {
-        core.io.disk_mut().clear_unreadable();
-        let (found, failed) = check_all(&mut core, &m, kind, seed, &mut t);
-        assert!(failed.is_empty(), "seed {seed}: read failed once the latent error was repaired");
-        assert_all_found(&found, &m.acked, seed, "on the faulty log, once repaired");
-    } else if kind != Kind::Misdirected {
-        assert!(read_failed.is_empty(), "seed {seed} ({kind:?}): read failed once faults stopped");
-        assert_all_found(&found, &m.acked, seed, "on the faulty log");
-    }
-    t.counts = core.io.fault_counts();
+/// A latent media error in acknowledged data: one block of the first
+/// segment midway, or among the last ones written at the end (where a
+/// restart's scan past its checkpoint may meet it). Returns where.
+fn mark_latent(core: &mut Core<SimIo>, rng: &mut SimRng, tail: bool) -> (PathBuf, u64) {
+    let j = core.journal(0).unwrap();
+    let seg = if tail { j.segments().back().unwrap().path.clone() } else { j.segments()[0].path.clone() };
+    let blocks = core.io.disk().file(&seg).map_or(0, |f| f.len() as u64).max(4096) / 4096;
+    let pos = if tail { (blocks - 1 - rng.below(blocks.min(8))) * 4096 } else { rng.below(blocks) * 4096 };
+    core.io.disk_mut().mark_unreadable(&seg, pos, 4096);
+    (seg, pos)
+}
 
-    // Restart: a power cut or a process kill (acknowledged means durable
-    // under `always`, so either keeps every acknowledged record).
-    m.restarted = true;
-    let mut disk = if rng.below(2) == 0 { core.into_io().crash(&mut rng) } else { core.into_io().process_exit() };
-    if let Some((seg, pos)) = latent.filter(|(seg, _)| disk.file(seg).is_some()) {
-        // A restart over the latent error: the open and inspect either do
-        // not read the bad block (a checkpoint covers it) or fail with the
-        // typed EIO; reads through it fail with EIO. Then it is repaired.
-        let mut bad = disk.clone();
-        bad.mark_unreadable(&seg, pos, 4096);
-        let is_eio = |e: &StromError| matches!(e, StromError::Io { op: IoOp::Read, errno: libc::EIO, .. });
-        if let Err(e) = inspect::inspect_logs(&mut SimIo::new(bad.clone(), 0, SimFaults::default()), Path::new(DIR), 1, &cfg) {
-            assert!(is_eio(&e), "seed {seed}: inspect over a latent read error: {e}");
-        }
-        match Core::open(SimIo::new(bad, rng.next_u64(), SimFaults::default()), cfg.clone(), spec()) {
-            Ok((mut c, _)) => {
-                check_all(&mut c, &m, kind, seed, &mut t);
-            }
-            Err(e) => {
-                assert!(is_eio(&e), "seed {seed}: restart over a latent read error: {e}");
-                t.restarts_refused_eio += 1;
-            }
-        }
-        disk.clear_unreadable();
+/// A restart over the latent error: the open and inspect either do not
+/// read the bad block (a checkpoint covers it) or fail with the typed EIO;
+/// reads through it fail with EIO.
+#[allow(clippy::too_many_arguments)]
+fn restart_over_latent(disk: &SimDisk, seg: &Path, pos: u64, cfg: &EngineConfig, m: &Model, seed: u64, rng: &mut SimRng, t: &mut Tally) {
+    let mut bad = disk.clone();
+    bad.mark_unreadable(seg, pos, 4096);
+    let is_eio = |e: &StromError| matches!(e, StromError::Io { op: IoOp::Read, errno: libc::EIO, .. });
+    if let Err(e) = inspect::inspect_logs(&mut SimIo::new(bad.clone(), 0, SimFaults::default()), Path::new(DIR), 1, cfg) {
+        assert!(is_eio(&e), "seed {seed}: inspect over a latent read error: {e}");
     }
+    match Core::open(SimIo::new(bad, rng.next_u64(), SimFaults::default()), cfg.clone(), spec()) {
+        Ok((mut c, _)) => {
+            check_all(&mut c, m, Kind::LatentRead, seed, t);
+        }
+        Err(e) => {
+            assert!(is_eio(&e), "seed {seed}: restart over a latent read error: {e}");
+            t.restarts_refused_eio += 1;
+        }
+    }
+}
+
+/// Reopens `disk` (inspect agreeing about any damage), reads everything
+/// back, and appends once more.
+fn restart(disk: SimDisk, cfg: &EngineConfig, m: &Model, kind: Kind, seed: u64, rng: &mut SimRng, t: &mut Tally) {
     let mut probe = SimIo::new(disk.clone(), 0, SimFaults::default());
-    let inspected = inspect::inspect_logs(&mut probe, Path::new(DIR), 1, &cfg);
+    let inspected = inspect::inspect_logs(&mut probe, Path::new(DIR), 1, cfg);
     let reopened = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg.clone(), spec());
     if kind != Kind::Misdirected
         && let Err(e) = &inspected
@@ -343,11 +397,11 @@ fn run_seed(seed: u64) -> Tally {
             assert!(named <= pos, "seed {seed}: inspect names {named}, past the damage the open found at {pos}");
             t.restarts_refused_corrupt += 1;
             t.inspect_named_damage += 1;
-            return t;
+            return;
         }
         (Err(e), ins) => panic!("seed {seed} ({kind:?}): reopen failed: {e} (inspect: {:?})", ins.err()),
     };
-    let (found, failed) = check_all(&mut core, &m, kind, seed, &mut t);
+    let (found, failed) = check_all(&mut core, m, kind, seed, t);
     if kind == Kind::Misdirected {
         for k in m.acked.keys().filter(|k| !found.contains(k)) {
             if failed.contains(&k.0) {
@@ -369,7 +423,6 @@ fn run_seed(seed: u64) -> Tally {
     }
     s.lock().unwrap().take().unwrap().unwrap_or_else(|e| panic!("seed {seed}: append after restart refused: {e}"));
     assert_eq!(core.stats_now().audit_violations(), 0, "seed {seed}: an invariant audit fired after the restart");
-    t
 }
 
 fn assert_all_found(found: &BTreeSet<(u32, u64)>, acked: &BTreeMap<(u32, u64), String>, seed: u64, when: &str) {
@@ -386,27 +439,7 @@ fn assert_all_found(found: &BTreeSet<(u32, u64)>, acked: &BTreeMap<(u32, u64), S
 #[test]
 fn faults_stop_acks_and_lose_nothing() {
     let mut sum = Tally::default();
-    let runs = common::for_each_seed("sim_faults", 400, run_seed);
-    let n = runs.len();
-    for t in runs {
-        sum.acked_records += t.acked_records;
-        sum.refused_failed += t.refused_failed;
-        sum.refused_full += t.refused_full;
-        sum.failed_logs += t.failed_logs;
-        sum.reads_ok += t.reads_ok;
-        sum.served_records_checked += t.served_records_checked;
-        sum.read_errors_corrupt += t.read_errors_corrupt;
-        sum.read_errors_eio += t.read_errors_eio;
-        sum.restarts_refused_corrupt += t.restarts_refused_corrupt;
-        sum.restarts_refused_eio += t.restarts_refused_eio;
-        sum.acked_behind_corrupt += t.acked_behind_corrupt;
-        sum.acked_cut_silently += t.acked_cut_silently;
-        sum.inspect_named_damage += t.inspect_named_damage;
-        sum.counts.add(&t.counts);
-        for (k, v) in t.seeds_by_kind {
-            *sum.seeds_by_kind.entry(k).or_default() += v;
-        }
-    }
+    let n = harness::for_each_seed("sim_faults", 400, |seed| sum.add(run_seed(seed)));
     let seeds = std::env::var("STROM_SIM_SEED").map_or(format!("seeds 0..{n}"), |s| format!("seed {s}"));
     println!("sim_faults: {seeds}, by kind {:?}", sum.seeds_by_kind);
     println!("faults injected: {}", sum.counts);
@@ -427,7 +460,7 @@ fn faults_stop_acks_and_lose_nothing() {
     println!("latent read errors: {} restarts refused with a typed EIO (the others did not read the bad block)", sum.restarts_refused_eio);
     println!("invariant audits: 0 violations");
     assert!(sum.acked_records > 0, "nothing was acknowledged");
-    if n >= KINDS.len() * 10 {
+    if n >= KINDS.len() as u64 * 10 {
         // With enough seeds, every kind fired and had its consequence.
         let c = sum.counts;
         for (name, v) in [
@@ -534,7 +567,7 @@ fn failed_fsync_then_restart_serves_nothing_that_vanishes() {
         }
         let (seen, err) = read_all(&mut core, 0);
         assert!(err.is_none(), "seed {seed}: {err:?}");
-        let seen: Vec<(u64, String)> = seen.iter().flat_map(|r| common::values(&r.batches)).collect();
+        let seen: Vec<(u64, String)> = seen.iter().flat_map(|r| harness::values(&r.batches)).collect();
         let acked: Vec<(u64, String)> = pending
             .iter()
             .filter_map(|(v, s)| s.lock().unwrap().as_ref().and_then(|r| r.as_ref().ok()).map(|a| (a.base_offset, v.clone())))
@@ -544,7 +577,7 @@ fn failed_fsync_then_restart_serves_nothing_that_vanishes() {
         let disk = core.into_io().crash(&mut rng);
         let (mut core, _) = Core::open(SimIo::new(disk, rng.next_u64(), SimFaults::default()), cfg.clone(), spec()).unwrap();
         let (after, _) = read_all(&mut core, 0);
-        let after: BTreeSet<(u64, String)> = after.iter().flat_map(|r| common::values(&r.batches)).collect();
+        let after: BTreeSet<(u64, String)> = after.iter().flat_map(|r| harness::values(&r.batches)).collect();
         vanished_total += seen.iter().filter(|r| !after.contains(r)).count();
         for a in &acked {
             assert!(after.contains(a), "seed {seed}: acknowledged record {a:?} lost");

@@ -10,21 +10,22 @@
 //! cap, the backlog drains once the throttle lifts, and the shared checker
 //! finds everything acknowledged, once, at its offset. Prints the p99 ack
 //! latency before, during and after the throttle, and how long the drain
-//! took. Needs root, loop devices and cgroups (see tests/support).
+//! took. Needs root, loop devices and cgroups (see tests/harness).
 //!
 //! `STROM_SLOW_DISK_SECS=N` throttles for N seconds (default 12).
-mod checker;
-mod support;
+mod harness;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use checker::Checker;
-use support::cgroup::Limits;
-use support::loopfs::LoopFs;
-use support::serve::Serve;
-use support::workload::{self, LiveCounts, ProduceCfg, ProducerState, SendEnd, SendRecord};
+use harness::cgroup::Limits;
+use harness::checker::Checker;
+use harness::loopfs::LoopFs;
+use harness::serve::Serve;
+use harness::workload::{self, LiveCounts, ProduceCfg, ProducerReport, ProducerState, SendEnd, SendRecord};
 
 const TOPIC: &str = "slow";
 const PARTITIONS: u32 = 4;
@@ -49,24 +50,12 @@ fn p99_ms(sends: &[SendRecord], from: Instant, to: Instant) -> (f64, usize) {
     (workload::quantile(&mut lat, 0.99) as f64 / 1000.0, n)
 }
 
-// Proves: with the disk throttled under a memory cap, producers are pushed
-// back without errors, the server is never OOM-killed, the backlog drains
-// when the throttle lifts, and nothing acknowledged is lost.
-#[test]
-fn slow_disk_pushes_back_within_memory_cap() {
-    let fs = LoopFs::new("slow-disk", 1024, &[]);
-    let limits = Limits::new("strom-slow-disk", MEMORY_CAP_BYTES).unwrap_or_else(|e| panic!("cgroups unavailable: {e}"));
-    let dir = fs.mount_point().join("data");
-    let procs = limits.procs_files();
-    let procs: Vec<&std::path::Path> = procs.iter().map(|p| p.as_path()).collect();
-    let mut serve = Serve::start(&dir, &["--cores", "2"], &procs);
-    serve.client().create_topic(TOPIC, PARTITIONS).unwrap();
-    let checker = Arc::new(Checker::new());
-    let stop = Arc::new(AtomicBool::new(false));
-    let live = Arc::new(LiveCounts::default());
-    // 32 producers offering 32 KiB every 20 ms each: about 50 MB/s, 25 times
-    // what the throttled disk takes.
-    let producers: Vec<_> = (0..PRODUCERS)
+type Producer = JoinHandle<(ProducerState, ProducerReport)>;
+
+/// 32 producers offering 32 KiB every 20 ms each: about 50 MB/s, 25 times
+/// what the throttled disk takes.
+fn spawn_paced(addr: SocketAddr, checker: &Arc<Checker>, live: &Arc<LiveCounts>, stop: &Arc<AtomicBool>) -> Vec<Producer> {
+    (0..PRODUCERS)
         .map(|id| {
             let cfg = ProduceCfg {
                 topic: TOPIC.into(),
@@ -79,18 +68,15 @@ fn slow_disk_pushes_back_within_memory_cap() {
                 live: live.clone(),
                 pace: Some(Duration::from_millis(20)),
             };
-            workload::spawn_producer(serve.addr, checker.clone(), ProducerState { id, next_seq: 0 }, cfg, stop.clone())
+            workload::spawn_producer(addr, checker.clone(), ProducerState { id, next_seq: 0 }, cfg, stop.clone())
         })
-        .collect();
-    let consumers: Vec<_> =
-        (0..PARTITIONS).map(|p| workload::spawn_consumer(serve.addr, checker.clone(), p, TOPIC.into(), p, 0, stop.clone())).collect();
-    let t_start = Instant::now();
-    std::thread::sleep(BASELINE);
-    let acked_before = live.acked_records.load(Ordering::Relaxed);
-    let t_on = Instant::now();
-    limits.throttle_writes(&fs.major_minor(), THROTTLE_BYTES_PER_S).unwrap();
-    let stop_flood = Arc::new(AtomicBool::new(false));
-    let flooders: Vec<_> = (PRODUCERS..PRODUCERS + FLOODERS)
+        .collect()
+}
+
+/// The pipelining producers started with the throttle: `FLOOD_WINDOW`
+/// requests of about 256 KiB in flight each.
+fn spawn_flooders(addr: SocketAddr, checker: &Arc<Checker>, live: &Arc<LiveCounts>, stop: &Arc<AtomicBool>) -> Vec<Producer> {
+    (PRODUCERS..PRODUCERS + FLOODERS)
         .map(|id| {
             let cfg = ProduceCfg {
                 topic: TOPIC.into(),
@@ -104,9 +90,34 @@ fn slow_disk_pushes_back_within_memory_cap() {
                 pace: None,
             };
             let state = ProducerState { id, next_seq: 0 };
-            workload::spawn_pipelined_producer(serve.addr, checker.clone(), state, cfg, FLOOD_WINDOW, stop_flood.clone())
+            workload::spawn_pipelined_producer(addr, checker.clone(), state, cfg, FLOOD_WINDOW, stop.clone())
         })
-        .collect();
+        .collect()
+}
+
+// Proves: with the disk throttled under a memory cap, producers are pushed
+// back without errors, the server is never OOM-killed, the backlog drains
+// when the throttle lifts, and nothing acknowledged is lost.
+#[test]
+fn slow_disk_pushes_back_within_memory_cap() {
+    let fs = LoopFs::new("slow-disk", 1024, &[]);
+    let limits = Limits::memory_and_io("strom-slow-disk", MEMORY_CAP_BYTES).unwrap_or_else(|e| panic!("cgroups unavailable: {e}"));
+    let dir = fs.mount_point().join("data");
+    let mut serve = Serve::on(&dir).cgroup(&limits).start();
+    serve.client().create_topic(TOPIC, PARTITIONS).unwrap();
+    let checker = Arc::new(Checker::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let live = Arc::new(LiveCounts::default());
+    let producers = spawn_paced(serve.addr, &checker, &live, &stop);
+    let consumers: Vec<_> =
+        (0..PARTITIONS).map(|p| workload::spawn_consumer(serve.addr, checker.clone(), p, TOPIC.into(), p, 0, stop.clone())).collect();
+    let t_start = Instant::now();
+    std::thread::sleep(BASELINE);
+    let acked_before = live.acked_records.load(Ordering::Relaxed);
+    let t_on = Instant::now();
+    limits.throttle_writes(&fs.major_minor(), THROTTLE_BYTES_PER_S).unwrap();
+    let stop_flood = Arc::new(AtomicBool::new(false));
+    let flooders = spawn_flooders(serve.addr, &checker, &live, &stop_flood);
     std::thread::sleep(throttle_time());
     stop_flood.store(true, Ordering::Relaxed);
     let acked_during = live.acked_records.load(Ordering::Relaxed) - acked_before;

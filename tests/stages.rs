@@ -1,11 +1,11 @@
 //! The server's per-stage latency of produce requests (and fetches), read
 //! through `Server::stage_latency` and through the `Stats` api with the
 //! client. Counts and orderings only: no timing thresholds.
-mod common;
+mod harness;
 
 use std::time::{Duration, Instant};
 
-use common::{batch, test_dir};
+use harness::{batch, test_dir};
 use strom::client::{Client, OwnedResponse, StageLatency};
 use strom::config::EngineConfig;
 use strom::proto::Request;

@@ -1,5 +1,5 @@
 //! Producers and tailing consumers against a `strom serve`, logging every
-//! send and read with the shared checker (`tests/checker`). Each producer
+//! send and read with the shared checker (`tests/harness/checker`). Each producer
 //! sends one batch at a time and keeps a timed log of its sends, so a test
 //! can ask what was acknowledged when (after a power cut, during a throttle).
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use strom::client::{Client, ClientError};
 use strom::proto::ErrorCode;
 
-use crate::checker::{self, Checker, Outcome, Reader};
+use super::checker::{self, Checker, Outcome, Reader};
 
 /// What a producer remembers across server restarts.
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 //! The shared end-to-end checker: what every crash, power-cut, disk-full and
 //! abuse test asserts about the records it produced and read back.
 //!
-//! Include it with `mod checker;` from an integration test.
+//! A test reaches it as `harness::checker` (`mod harness;` declares it).
 //!
 //! # Records
 //! Every record a producer sends is identified by `(producer, seq)` and its
@@ -60,7 +60,6 @@
 //! that are stored) and `resent_duplicates` (extra copies of resent records).
 //!
 //! Randomized tests get their seed from [`seed`], which prints how to replay it.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fmt;

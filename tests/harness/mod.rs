@@ -1,11 +1,32 @@
-//! Helpers shared by integration tests.
+//! What the integration tests share. A test binary says `mod harness;` once;
+//! this file declares every submodule, so each is compiled once per binary
+//! (a `#[path]` include of one file from two modules would compile it
+//! twice, as two unrelated types).
+//!
+//! - here: test directories, batch builders and readers, reply slots for
+//!   the simulator, and [`for_each_seed`];
+//! - [`child`]: a child process whose stderr lines are collected;
+//! - [`serve`]: the one `strom serve` wrapper (arguments, environment,
+//!   cgroups, failpoints, stats on SIGUSR1, stop with grace, kill);
+//! - [`cgroup`]: memory caps and write throttles for a child;
+//! - [`loopfs`]: ext4 in a loop device (power cuts, full disks, throttling);
+//! - [`workload`]: producers and tailing consumers logging to the checker;
+//! - [`checker`]: the end-to-end checker every crash and abuse test uses.
+//!
+//! Each binary uses a subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
+pub mod cgroup;
+pub mod checker;
+pub mod child;
+pub mod loopfs;
+pub mod serve;
+pub mod workload;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use strom::core::Reply;
 use strom::error::StromError;
-
 use strom::wire::batch::BatchBuilder;
 
 /// A fresh directory on a real filesystem (cargo's target/tmp), never tmpfs:
@@ -24,6 +45,16 @@ pub fn batch(prefix: &str, n: usize, ts_ms: i64) -> Vec<u8> {
     let mut b = BatchBuilder::new(ts_ms);
     for i in 0..n {
         b.push(ts_ms + i as i64, None, Some(format!("{prefix}-{i}").as_bytes()), &[]);
+    }
+    b.finish()
+}
+
+/// One batch holding `values`, timestamps now.
+pub fn batch_of(values: &[&[u8]]) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut b = BatchBuilder::new(now_ms);
+    for v in values {
+        b.push(now_ms, None, Some(v), &[]);
     }
     b.finish()
 }
@@ -70,32 +101,26 @@ pub fn slot<T: Send + 'static>() -> (Slot<T>, Reply<T>) {
 }
 
 /// Runs `run` for each seed: `STROM_SIM_SEED=S` replays one, else
-/// `STROM_SIM_SEEDS=N` (default `default_count`) runs 0..N. A failing seed
-/// prints how to replay it with `cargo test --test TEST`.
-pub fn for_each_seed<T>(test: &str, default_count: u64, run: fn(u64) -> T) -> Vec<T> {
-    let seeds: Vec<u64> = match std::env::var("STROM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("STROM_SIM_SEED is a number")],
-        Err(_) => (0..std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count)).collect(),
+/// `STROM_SIM_SEEDS=N` (default `default_count`) runs 0..N; returns how many
+/// ran. `run` folds each seed's findings into the caller's totals and keeps
+/// nothing else: a seed's model (every record it acknowledged) is dropped
+/// before the next seed starts, so memory stays flat in the number of seeds.
+/// A failing seed prints how to replay it with `cargo test --test TEST`.
+pub fn for_each_seed(test: &str, default_count: u64, mut run: impl FnMut(u64)) -> u64 {
+    let seeds = match std::env::var("STROM_SIM_SEED") {
+        Ok(s) => {
+            let seed: u64 = s.parse().expect("STROM_SIM_SEED is a number");
+            seed..seed + 1
+        }
+        Err(_) => 0..std::env::var("STROM_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_count),
     };
-    let mut out = Vec::new();
+    let count = seeds.end - seeds.start;
     for seed in seeds {
-        match std::panic::catch_unwind(|| run(seed)) {
-            Ok(t) => out.push(t),
-            Err(e) => {
-                eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --release --test {test}");
-                std::panic::resume_unwind(e);
-            }
+        // The totals `run` updates are only read after a failure is re-raised.
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(seed))) {
+            eprintln!("FAILED seed {seed}: replay with STROM_SIM_SEED={seed} cargo test --release --test {test}");
+            std::panic::resume_unwind(e);
         }
     }
-    out
-}
-
-/// One batch holding `values`, timestamps now.
-pub fn batch_of(values: &[&[u8]]) -> Vec<u8> {
-    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    let mut b = BatchBuilder::new(now_ms);
-    for v in values {
-        b.push(now_ms, None, Some(v), &[]);
-    }
-    b.finish()
+    count
 }

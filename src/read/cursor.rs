@@ -4,9 +4,9 @@
 use crate::buf::AlignedBuf;
 use crate::core::Reply;
 use crate::error::{Result, StromError};
-use crate::log::frame::{self, FrameKind, HEADER_BYTES};
+use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES};
 use crate::partition::{Partition, Pid};
-use crate::wire::batch;
+use crate::wire::batch::{self, BatchInfo};
 
 use super::sink::ReadSink;
 use super::view::LogView;
@@ -165,22 +165,10 @@ impl Cursor {
             return Step::Continue;
         }
         self.last_hit = h.end_pos();
-        let info = if from_disk {
-            // Data from disk is verified before it is served: corruption becomes an error, never data.
-            frame::verify_payload(&h, frame_bytes).map_err(|e| e.to_string())
-        } else {
-            batch::parse_header(&frame_bytes[HEADER_BYTES..]).map_err(|e| e.to_string())
-        };
-        let info = match info {
+        let info = match checked_batch(&h, frame_bytes, from_disk, self.expect_base) {
             Ok(info) => info,
             Err(reason) => return Step::Done(Err(corrupt(log, h.pos, reason))),
         };
-        // The partition's batches follow each other without a gap: a valid
-        // frame with other offsets is not the batch the index promised.
-        if info.base_offset as u64 != self.expect_base {
-            let reason = format!("partition {} batch at offset {}, expected {}", self.pid, info.base_offset, self.expect_base);
-            return Step::Done(Err(corrupt(log, h.pos, reason)));
-        }
         self.expect_base = info.last_offset() as u64 + 1;
         let payload = &frame_bytes[HEADER_BYTES..];
         match &self.mode {
@@ -220,6 +208,22 @@ impl Cursor {
             }
         }
     }
+}
+
+/// The batch in a frame of the read's partition, checked: verified end to
+/// end when it came from disk (corruption becomes an error, never data),
+/// and continuing the partition's offsets without a gap (a valid frame with
+/// other offsets is not the batch the index promised).
+fn checked_batch(h: &FrameHeader, frame_bytes: &[u8], from_disk: bool, expect_base: u64) -> std::result::Result<BatchInfo, String> {
+    let info = if from_disk {
+        frame::verify_payload(h, frame_bytes).map_err(|e| e.to_string())?
+    } else {
+        batch::parse_header(&frame_bytes[HEADER_BYTES..]).map_err(|e| e.to_string())?
+    };
+    if info.base_offset as u64 != expect_base {
+        return Err(format!("partition {} batch at offset {}, expected {expect_base}", h.pid, info.base_offset));
+    }
+    Ok(info)
 }
 
 /// Damage found at log position `pos`, naming the segment file holding it.

@@ -40,7 +40,8 @@ pub enum Op {
     Read { file: FileId, pos: u64, len: usize, buf: AlignedBuf },
     /// Accepts connections on a listening socket, multishot: one completion
     /// per connection, each with the new socket's [`FileId`] number (the
-    /// backend adopts it) and `more` set while the op goes on.
+    /// backend adopts it) and `more` set while the op goes on. It ends with
+    /// an errno (EAGAIN once no connection waits) and is pushed again.
     Accept { listener: FileId },
     /// Completes once `sock` is readable (or closed); one-shot, so an idle
     /// connection holds no buffer, only this op.

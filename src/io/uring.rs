@@ -12,12 +12,13 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use slab::Slab;
 
@@ -33,6 +34,9 @@ const CANCEL_USER_DATA: u64 = u64::MAX - 1;
 /// How often an op that failed with a transient errno (EINTR, EAGAIN) is
 /// resubmitted before the error is handed to its owner.
 const TRANSIENT_RETRIES_MAX: u8 = 8;
+/// Connections one accept takes at most (a burst of connections costs one
+/// SQE per this many; the rest are taken when it is pushed again).
+const ACCEPTS_PER_POLL_MAX: usize = 64;
 
 struct Slot {
     generation: u32,
@@ -51,6 +55,9 @@ struct OpenFile {
     /// Operations in flight on this file; it is closed only at zero.
     ops_in_flight: u32,
     closing: bool,
+    /// A listener's: the epoll instance that watches it, which its accepts
+    /// wait on (see `Op::Accept` in `sqe_for`).
+    accept_epoll: Option<Epoll>,
 }
 
 /// The file-table label of every socket (they have no path).
@@ -166,12 +173,18 @@ impl UringIo {
                 let fd = types::Fd(self.files[file.0 as usize].file.as_raw_fd());
                 opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build()
             }
-            // Accepted sockets stay blocking: io_uring then waits for
-            // readiness itself instead of failing with EAGAIN.
+            // The ring waits on an epoll instance that watches the listener,
+            // never on the listener: an op in flight holds its file, and after
+            // a SIGKILL the kernel lets go of the ring's files only when it
+            // tears the ring down, milliseconds after the process was reaped.
+            // Meanwhile the dead server's listener completed the handshakes of
+            // clients connecting (one retrying right after a restart), then
+            // reset them. Epoll holds no reference: the listener closes with
+            // the process and such clients are refused. The accepts themselves
+            // are `accept_waiting`'s, once the poll completes.
             Op::Accept { listener } => {
-                let fd = types::Fd(self.files[listener.0 as usize].file.as_raw_fd());
-                // Multishot: a burst of connections costs one SQE.
-                opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build()
+                let epoll = self.files[listener.0 as usize].accept_epoll.as_ref().expect("a listener is adopted with its epoll");
+                opcode::PollAdd::new(types::Fd(epoll.0.as_raw_fd()), libc::POLLIN as u32).build()
             }
             Op::PollIn { sock } => {
                 let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
@@ -274,12 +287,6 @@ impl UringIo {
             let slot = self.ops.get_mut(index).expect("completion for an empty op slot");
             assert_eq!(slot.generation, generation, "completion for a reused op slot");
             match slot.op {
-                // A multishot accept reports each connection.
-                Op::Accept { .. } => {
-                    let token = slot.token;
-                    let result = self.adopt_accepted(cqe.result());
-                    self.ready.push(Completion { token, result, buf: None, net_buf: None, more: true });
-                }
                 // A zero-copy send's result; its buffer is still the kernel's
                 // until the notification, which ends the op.
                 Op::SendFixed { .. } => slot.zc_result = Some(cqe.result()),
@@ -302,6 +309,10 @@ impl UringIo {
             self.queue(slot.op, slot.token, slot.retries + 1).expect("requeue after a transient error");
             return;
         }
+        if let (Op::Accept { listener }, Ok(_)) = (&slot.op, result) {
+            // The op ends with what stopped the accepting; its owner pushes it again.
+            result = Err(self.accept_waiting(*listener, slot.token));
+        }
         self.release_file(file);
         let (buf, net_buf) = match slot.op {
             Op::Write { buf, .. } => (Some(buf), None),
@@ -309,11 +320,7 @@ impl UringIo {
                 buf.set_len(*result.as_ref().unwrap_or(&0) as usize);
                 (Some(buf), None)
             }
-            Op::Fsync { .. } | Op::PollIn { .. } => (None, None),
-            Op::Accept { .. } => {
-                result = self.adopt_accepted(cqe.result());
-                (None, None)
-            }
+            Op::Fsync { .. } | Op::PollIn { .. } | Op::Accept { .. } => (None, None),
             Op::Recv { mut buf, .. } => {
                 let n = *result.as_ref().unwrap_or(&0) as usize;
                 assert!(n <= buf.capacity() - buf.len(), "recv reported more than its buffer");
@@ -328,16 +335,29 @@ impl UringIo {
         self.ready.push(Completion { token: slot.token, result, buf, net_buf, more: false });
     }
 
-    /// An accept's result: the new socket adopted into the file table (its
-    /// number as the result), or the errno.
-    fn adopt_accepted(&mut self, res: i32) -> std::result::Result<u32, i32> {
-        if res < 0 {
-            return Err(-res);
+    /// Accepts the connections waiting on a listener (non-blocking since
+    /// its adoption), at most `ACCEPTS_PER_POLL_MAX`, one completion each
+    /// (with `more`), each socket adopted into the file table; returns the
+    /// errno that stopped it (EAGAIN: none left for now).
+    fn accept_waiting(&mut self, listener: FileId, token: u64) -> i32 {
+        for _ in 0..ACCEPTS_PER_POLL_MAX {
+            let f = &self.files[listener.0 as usize];
+            if f.closing {
+                return libc::ECANCELED;
+            }
+            // Accepted sockets stay blocking (accept4 does not pass
+            // O_NONBLOCK on): io_uring then waits for readiness itself.
+            match socket2::SockRef::from(&f.file).accept() {
+                Ok((sock, _)) => {
+                    let file = self.add_socket(sock.into());
+                    self.ready.push(Completion { token, result: Ok(file.0), buf: None, net_buf: None, more: true });
+                }
+                // That one peer gave up before it was accepted.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => return e.raw_os_error().unwrap_or(libc::EIO),
+            }
         }
-        // SAFETY: a successful accept returns a new descriptor that nothing
-        // else owns; OwnedFd takes it over.
-        let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(res) };
-        Ok(self.add_socket(owned).0)
+        libc::EAGAIN
     }
 
     fn add_socket(&mut self, sock: std::os::fd::OwnedFd) -> FileId {
@@ -370,7 +390,7 @@ impl UringIo {
     }
 
     fn add_file(&mut self, file: File, path: &Path) -> FileId {
-        let id = self.files.insert(OpenFile { file, path: path.to_path_buf(), ops_in_flight: 0, closing: false });
+        let id = self.files.insert(OpenFile { file, path: path.to_path_buf(), ops_in_flight: 0, closing: false, accept_epoll: None });
         FileId(u32::try_from(id).expect("file table index fits u32"))
     }
 
@@ -458,7 +478,21 @@ impl Io for UringIo {
     }
 
     fn adopt_socket(&mut self, sock: std::os::fd::OwnedFd) -> Result<FileId> {
-        Ok(self.add_socket(sock))
+        let err = |e: std::io::Error| StromError::io(IoOp::Open, SOCKET_PATH, &e);
+        let sref = socket2::SockRef::from(&sock);
+        // A listener is watched by an epoll instance of its own (see
+        // `Op::Accept` in `sqe_for`) and accepted on without blocking.
+        let accept_epoll = if sref.is_listener().map_err(err)? {
+            sref.set_nonblocking(true).map_err(err)?;
+            let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(|e| err(e.into()))?;
+            epoll.add(&sock, EpollEvent::new(EpollFlags::EPOLLIN, 0)).map_err(|e| err(e.into()))?;
+            Some(epoll)
+        } else {
+            None
+        };
+        let id = self.add_socket(sock);
+        self.files[id.0 as usize].accept_epoll = accept_epoll;
+        Ok(id)
     }
 
     fn close_socket(&mut self, sock: FileId) {
@@ -468,7 +502,8 @@ impl Io for UringIo {
             return;
         }
         f.closing = true;
-        let fd = types::Fd(f.file.as_raw_fd());
+        // A listener's accept waits on its epoll.
+        let fd = types::Fd(f.accept_epoll.as_ref().map_or(f.file.as_raw_fd(), |e| e.0.as_raw_fd()));
         let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd).all()).build().user_data(CANCEL_USER_DATA);
         if let Err(e) = self.push_sqe(&sqe) {
             tracing::error!(%e, "could not cancel a closing socket's ops");

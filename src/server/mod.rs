@@ -366,8 +366,11 @@ impl Server {
         if cfg.listen.port() != 0 {
             // Another process's SO_REUSEPORT listener on this port would
             // silently share our connections: bind once without it first,
-            // so that an address in use is refused, loudly.
-            drop(listen(cfg.listen, false)?);
+            // so that an address in use is refused, loudly. Bind only, never
+            // listen: the kernel would complete the handshakes of clients
+            // retrying while we start into the probe's queue, and closing
+            // it would reset them (ECONNRESET). Unlistened, they are refused.
+            drop(bind(cfg.listen, false)?);
         }
         let mut shared_listeners = Vec::new();
         let mut local_addr = cfg.listen;
@@ -542,6 +545,13 @@ fn raise_open_files_limit(connections_max: usize) {
 /// A listening TCP socket; `shared` ones use SO_REUSEPORT so that every
 /// core can listen on the same address.
 fn listen(addr: SocketAddr, shared: bool) -> Result<Socket> {
+    let s = bind(addr, shared)?;
+    s.listen(LISTEN_BACKLOG).map_err(|e| StromError::io(IoOp::Open, format!("listen {addr}"), &e))?;
+    Ok(s)
+}
+
+/// A TCP socket bound to `addr`, as [`listen`] sets it up, not yet listening.
+fn bind(addr: SocketAddr, shared: bool) -> Result<Socket> {
     let err = |e: std::io::Error| StromError::io(IoOp::Open, format!("listen {addr}"), &e);
     let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
@@ -553,6 +563,5 @@ fn listen(addr: SocketAddr, shared: bool) -> Result<Socket> {
         s.set_reuse_port(true).map_err(err)?;
     }
     s.bind(&addr.into()).map_err(err)?;
-    s.listen(LISTEN_BACKLOG).map_err(err)?;
     Ok(s)
 }

@@ -2,17 +2,16 @@
 //! same port, as a consumer retrying through a restart does: a connection
 //! the kernel completes must be one a live server answers, never one reset
 //! moments later (issue 11, item 7).
-#[path = "common/child.rs"]
-mod child;
+mod harness;
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use harness::serve::Serve;
 use strom::client::{Client, ClientError};
 
 /// Kills and restarts. Before the fix a dead server's listeners outlived
@@ -21,13 +20,6 @@ const ROUNDS: u64 = 5;
 /// Refusals a consumer takes after the server said it serves, before it
 /// gives up (every listener listens before that line is printed).
 const REFUSED_AFTER_SERVING_MAX: u32 = 1000;
-
-fn test_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A port free now, below the kernel's ephemeral range: a client retrying a
 /// port inside it can be given that very port as its own and connect to
@@ -39,14 +31,10 @@ fn free_port() -> u16 {
     (start.saturating_sub(4000).max(1024)..=start).rev().find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok()).expect("a free port")
 }
 
-fn serve(dir: &Path, addr: SocketAddr) -> Child {
-    let listen = addr.to_string();
-    let (child, serving_on, _stderr) = child::spawn_until_serving(
-        Command::new(env!("CARGO_BIN_EXE_strom")).args(["serve", "--data-dir", dir.to_str().unwrap(), "--listen", &listen, "--cores", "2"]),
-        |line| line,
-    );
-    assert_eq!(serving_on, addr);
-    child
+fn serve(dir: &Path, addr: SocketAddr) -> Serve {
+    let server = Serve::on(dir).port(addr.port()).start();
+    assert_eq!(server.addr, addr);
+    server
 }
 
 fn refused(e: &ClientError) -> bool {
@@ -86,7 +74,7 @@ fn consume_through_restart(addr: SocketAddr, served: &AtomicBool) -> Result<u64,
 // port is served, never reset (the start-up probe listened and dropped).
 #[test]
 fn no_client_is_reset_across_a_kill_and_restart() {
-    let dir = test_dir("restart-connect");
+    let dir = harness::test_dir("restart-connect");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut server = serve(&dir, addr);
     let mut producer = Client::connect(addr).unwrap();
@@ -94,8 +82,7 @@ fn no_client_is_reset_across_a_kill_and_restart() {
     for round in 1..=ROUNDS {
         // The producer stays connected: the server has ops in flight at the kill.
         producer.produce_values("t", 0, &[format!("r{round}").as_bytes()]).unwrap();
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.kill();
         match Client::connect(addr) {
             Err(e) if refused(&e) => {}
             Err(e) => panic!("round {round}: a connection after the killed server was reaped failed with {e}, not refused"),
@@ -117,7 +104,6 @@ fn no_client_is_reset_across_a_kill_and_restart() {
         assert_eq!(high_watermark, round, "round {round}: every acknowledged record is there after the restart");
         producer = Client::connect(addr).unwrap();
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }

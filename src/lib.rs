@@ -10,6 +10,7 @@
 //! aligned buffers the kernel reads and writes.
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod buf;
 pub mod catalog;
 pub mod ceiling;

@@ -79,11 +79,21 @@ impl Dispatcher {
     /// Executes one command; `reply` gets its answer, exactly once.
     pub fn execute(&mut self, host: &mut impl Host, cmd: Command<'_>, reply: impl Respond) {
         match cmd {
-            Command::Produce { topic, partition, batches } => self.produce(host, topic, partition, batches, reply),
-            Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
-                self.fetch(host, (topic, partition), offset, max_bytes, max_wait, reply)
+            Command::Produce { topic, partition, batches } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    self.produce(host, pid, batches, reply)
+                }
             }
-            Command::ListOffsets { topic, partition, query } => self.list_offsets(host, topic, partition, query, reply),
+            Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    self.fetch(host, pid, offset, max_bytes, max_wait, reply)
+                }
+            }
+            Command::ListOffsets { topic, partition, query } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    self.list_offsets(host, pid, query, reply)
+                }
+            }
             Command::Metadata { topics } => reply(self.metadata(&topics)),
             Command::CreateTopic { topic, partitions } => {
                 self.admin(Job::CreateTopic { name: topic.to_string(), partitions, reply: Box::new(reply) })
@@ -110,15 +120,18 @@ impl Dispatcher {
         &self.topics
     }
 
-    fn pid(&mut self, topic: &str, partition: u32) -> Result<Pid> {
-        pid_in(self.topics(), topic, partition)
+    /// The partition's id, or None once `reply` was told why there is none.
+    fn resolve<R: Respond>(&mut self, topic: &str, partition: u32, reply: R) -> Option<(Pid, R)> {
+        match pid_in(self.topics(), topic, partition) {
+            Ok(pid) => Some((pid, reply)),
+            Err(e) => {
+                reply(Err(e.into()));
+                None
+            }
+        }
     }
 
-    fn produce(&mut self, host: &mut impl Host, topic: &str, partition: u32, batches: Batches<'_>, reply: impl Respond) {
-        let pid = match self.pid(topic, partition) {
-            Ok(p) => p,
-            Err(e) => return reply(Err(e.into())),
-        };
+    fn produce(&mut self, host: &mut impl Host, pid: Pid, batches: Batches<'_>, reply: impl Respond) {
         // Validated (CRC included) here, on the asker's core, and copied
         // out of the frame once.
         let valid = match validate(batches, self.broker.batch_bytes_max()) {
@@ -129,19 +142,7 @@ impl Dispatcher {
         self.route(host, pid, req);
     }
 
-    fn fetch(
-        &mut self,
-        host: &mut impl Host,
-        (topic, partition): (&str, u32),
-        offset: u64,
-        max_bytes: usize,
-        max_wait: Duration,
-        reply: impl Respond,
-    ) {
-        let pid = match self.pid(topic, partition) {
-            Ok(p) => p,
-            Err(e) => return reply(Err(e.into())),
-        };
+    fn fetch(&mut self, host: &mut impl Host, pid: Pid, offset: u64, max_bytes: usize, max_wait: Duration, reply: impl Respond) {
         // Only the asker's own core may send from its registered buffers.
         let sink = ReadSink { headroom: self.fetch_headroom, registered: self.broker.router().core_of(pid) == self.core_id };
         let done = Box::new(move |res: Result<_>| reply(res.map(|rr| Answer::Fetched(requests::fetched(rr))).map_err(BrokerError::Failed)));
@@ -149,11 +150,7 @@ impl Dispatcher {
         self.route(host, pid, req);
     }
 
-    fn list_offsets(&mut self, host: &mut impl Host, topic: &str, partition: u32, query: OffsetQuery, reply: impl Respond) {
-        let pid = match self.pid(topic, partition) {
-            Ok(p) => p,
-            Err(e) => return reply(Err(e.into())),
-        };
+    fn list_offsets(&mut self, host: &mut impl Host, pid: Pid, query: OffsetQuery, reply: impl Respond) {
         let req = requests::offset(pid, query, move |res| reply(res.map(Answer::Offset).map_err(BrokerError::Failed)));
         self.route(host, pid, req);
     }

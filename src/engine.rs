@@ -1,29 +1,28 @@
-//! The engine: starts one pinned core thread per configured core, routes
-//! each request to the core owning its partition, and offers the embedded
-//! API (an application appends and reads in-process, with no server).
+//! The engine: starts one pinned core thread per configured core and offers
+//! the embedded API (an application appends and reads in-process, with no
+//! server), which maps onto the [`Broker`]'s commands like a codec does.
 //!
-//! Routing: partition `pid` lives in log `pid % log_count`, and log `l` is
-//! owned by core `l % cores`. Requests reach a core through a bounded
-//! mailbox (a full mailbox blocks the caller: that is the push back) and a
-//! doorbell: the core sets `sleeping` before it blocks in the ring, and a
-//! sender that finds it set rings the core's eventfd. So a busy core is
-//! never interrupted by a syscall per request.
-use std::collections::BTreeMap;
+//! Which core owns a partition is the broker's [`Router`]. Requests reach a
+//! core through a bounded mailbox (a full mailbox blocks the caller: that
+//! is the push back) and a doorbell: the core sets `sleeping` before it
+//! blocks in the ring, and a sender that finds it set rings the core's
+//! eventfd. So a busy core is never interrupted by a syscall per request.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::catalog::{Catalog, TopicMeta, pid_in};
+use crate::broker::{Broker, OffsetQuery, Router};
+use crate::catalog::Catalog;
 use crate::config::EngineConfig;
-use crate::core::tick::{self, CoreTask, Take, Ticker};
-use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request, ValidBatch};
+use crate::core::task::CoreTask;
+use crate::core::tick::{self, Take, Ticker};
+use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request};
 use crate::error::{IoOp, Result, StromError};
-use crate::io::Io;
-use crate::io::Waker;
 use crate::io::uring::UringIo;
+use crate::io::{Io, Waker};
 use crate::log::recovery::RecoveryReport;
 use crate::partition::Pid;
 use crate::platform;
@@ -49,7 +48,11 @@ impl CoreRoute {
     }
 
     /// Blocks while the mailbox is full (the push back for callers that may block).
-    fn send(&self, mail: Mail) -> Result<()> {
+    pub(crate) fn send(&self, req: Request) -> Result<()> {
+        self.send_mail(Mail::Req(req))
+    }
+
+    fn send_mail(&self, mail: Mail) -> Result<()> {
         self.tx.send(mail).map_err(|_| StromError::ShuttingDown)?;
         self.ring();
         Ok(())
@@ -75,42 +78,13 @@ impl CoreRoute {
     }
 
     pub(crate) fn attach(&self, task: Box<dyn CoreTask<UringIo>>) -> Result<()> {
-        self.send(Mail::Attach(task))
+        self.send_mail(Mail::Attach(task))
     }
 }
 
 struct CoreHandle {
     route: CoreRoute,
     thread: Option<JoinHandle<()>>,
-}
-
-impl CoreHandle {
-    fn send(&self, req: Request) -> Result<()> {
-        self.route.send(Mail::Req(req))
-    }
-}
-
-/// The topic map the data path reads: a snapshot replaced whole on every
-/// change, so readers (core threads among them) never wait for an admin
-/// operation in progress, which itself waits for the cores.
-pub(crate) struct Directory {
-    version: std::sync::atomic::AtomicU64,
-    topics: std::sync::RwLock<Arc<BTreeMap<String, TopicMeta>>>,
-}
-
-impl Directory {
-    pub(crate) fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn snapshot(&self) -> Arc<BTreeMap<String, TopicMeta>> {
-        self.topics.read().expect("directory lock").clone()
-    }
-
-    fn publish(&self, topics: &BTreeMap<String, TopicMeta>) {
-        *self.topics.write().expect("directory lock") = Arc::new(topics.clone());
-        self.version.fetch_add(1, Ordering::AcqRel);
-    }
 }
 
 /// An answer that will arrive later (a pipelined append, for one).
@@ -125,7 +99,7 @@ impl<T> Pending<T> {
     }
 }
 
-fn pending<T: Send + 'static>() -> (Reply<T>, Pending<T>) {
+pub(crate) fn pending<T: Send + 'static>() -> (Reply<T>, Pending<T>) {
     let (tx, rx) = mpsc::sync_channel(1);
     (Box::new(move |r| drop(tx.send(r))), Pending { rx })
 }
@@ -137,13 +111,22 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
+/// What the task a server attaches to each core needs the core to have
+/// before it starts. The server derives it from its own configuration
+/// ([`crate::server::ServerConfig`]); an engine's user never sets it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TaskNeeds {
+    /// Registered buffers Fetch replies are assembled in and sent from.
+    pub reply_bufs_per_core: usize,
+    /// Op-table slots for the task's network ops.
+    pub net_ops_per_core: usize,
+}
+
 /// An open data directory with its core threads running.
 pub struct Engine {
     dir: PathBuf,
     cfg: EngineConfig,
-    log_count: u32,
-    catalog: Mutex<Catalog>,
-    directory: Arc<Directory>,
+    broker: Arc<Broker>,
     cores: Vec<CoreHandle>,
     reports: Vec<RecoveryReport>,
     /// Held for the engine's lifetime: a second process on the same
@@ -161,71 +144,12 @@ impl Engine {
         platform::probe_data_dir(dir)?;
         let lock = lock_dir(dir)?;
         let catalog = Catalog::open_or_create(dir, cfg.logs_on_create)?;
-        let log_count = catalog.log_count();
-        let cores = cfg.cores;
-        let logs_per_core = log_count.div_ceil(cores as u32) as u64;
-        // Pinned memory is charged per user across every ring, so the probe
-        // checks what all cores together register.
-        let reg_bytes_per_core = logs_per_core as usize * cfg.write_bufs_per_log * cfg.write_buf_bytes
-            + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)
-            + cfg.reply_bufs_per_core * cfg.write_buf_bytes;
-        platform::probe_memlock(reg_bytes_per_core * cores)?;
-        let pids = catalog.pids();
-        let mut handles = Vec::new();
-        let mut reports = Vec::new();
-        let mut first_err = None;
-        // Every core recovers its logs at once: restart time is the slowest
-        // core's, not the sum.
-        let mut starting = Vec::new();
-        // Core i runs on the i-th CPU this process may use (so `taskset -c
-        // 2,3` puts cores 0 and 1 on CPUs 2 and 3), read before any core pins.
-        let cpus = platform::allowed_cpus();
-        // The stage clock's zero: every core's clock is shifted to count from
-        // here, so that instants taken on different cores compare.
-        let clock_epoch = Instant::now();
-        for core_id in 0..cores {
-            let logs: Vec<u32> = (0..log_count).filter(|l| *l as usize % cores == core_id).collect();
-            let spec = CoreSpec {
-                core_id,
-                data_dir: dir.to_path_buf(),
-                log_count,
-                pids: pids.iter().copied().filter(|p| logs.contains(&(p % log_count))).collect(),
-                logs,
-            };
-            let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
-            match spawn_core(cfg.clone(), spec, cpu, clock_epoch) {
-                Ok(s) => starting.push(s),
-                Err(e) => {
-                    first_err = Some(e);
-                    break;
-                }
-            }
-        }
-        for s in starting {
-            match s.ready() {
-                Ok((h, r)) => {
-                    handles.push(h);
-                    reports.extend(r);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        let directory = Arc::new(Directory {
-            version: std::sync::atomic::AtomicU64::new(0),
-            topics: std::sync::RwLock::new(Arc::new(catalog.topics().clone())),
-        });
-        let engine = Engine {
-            dir: dir.to_path_buf(),
-            cfg,
-            log_count,
-            catalog: Mutex::new(catalog),
-            directory,
-            cores: handles,
-            reports,
-            _lock: lock,
-        };
+        let router = Router::new(catalog.log_count(), cfg.cores);
+        platform::probe_memlock(registered_bytes_per_core(&cfg, router) * cfg.cores)?;
+        let (handles, reports, first_err) = start_cores(dir, &cfg, router, &catalog.pids());
+        let routes = handles.iter().map(|h| h.route.clone()).collect();
+        let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
+        let engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, _lock: lock };
         match first_err {
             Some(e) => {
                 drop(engine);
@@ -233,6 +157,19 @@ impl Engine {
             }
             None => Ok(engine),
         }
+    }
+
+    /// Opens `dir` for a server whose per-core tasks need `needs`. Those
+    /// settings belong to the server's configuration, so an engine
+    /// configuration that sets them too is refused, not overridden.
+    pub(crate) fn open_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
+        if cfg.reply_bufs_per_core != 0 || cfg.net_ops_per_core != 0 {
+            return Err(StromError::Unsupported(
+                "invalid configuration: a server sets reply_bufs_per_core in its ServerConfig, not in the EngineConfig".into(),
+            ));
+        }
+        let cfg = EngineConfig { reply_bufs_per_core: needs.reply_bufs_per_core, net_ops_per_core: needs.net_ops_per_core, ..cfg };
+        Engine::open(dir, cfg)
     }
 
     pub fn dir(&self) -> &Path {
@@ -244,7 +181,7 @@ impl Engine {
     }
 
     pub fn log_count(&self) -> u32 {
-        self.log_count
+        self.broker.router().log_count()
     }
 
     /// What recovery did for each log at open.
@@ -252,69 +189,31 @@ impl Engine {
         &self.reports
     }
 
-    fn core_of(&self, pid: Pid) -> &CoreHandle {
-        &self.cores[self.core_index(pid)]
-    }
-
-    fn pid(&self, topic: &str, partition: u32) -> Result<Pid> {
-        pid_in(&self.directory.snapshot(), topic, partition)
-    }
-
-    pub(crate) fn directory(&self) -> Arc<Directory> {
-        self.directory.clone()
-    }
-
-    /// Every core's mailbox and doorbell, in core order.
-    pub(crate) fn routes(&self) -> Vec<CoreRoute> {
-        self.cores.iter().map(|c| c.route.clone()).collect()
+    /// The broker every request goes through: the server's codecs reach
+    /// the cores through it too.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
     }
 
     /// The core that owns partition `pid`.
     pub fn core_index(&self, pid: Pid) -> usize {
-        (pid % self.log_count) as usize % self.cores.len()
+        self.broker.router().core_of(pid)
     }
 
     /// Creates a topic with `partitions` partitions, durably. Must not be
     /// called on a core thread (it waits for every core).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        let mut cat = self.catalog.lock().expect("catalog lock");
-        let TopicMeta { first_pid, partitions } = cat.create_topic(name, partitions, self.cfg.partitions_per_topic_max)?;
-        // The cores know the partitions before any request can name them.
-        let res = self.broadcast_pids(first_pid..first_pid + partitions, true);
-        self.directory.publish(cat.topics());
-        res
+        self.broker.create_topic(name, partitions)
     }
 
     /// Deletes a topic. Readers in progress (long polls among them) get
     /// `UnknownPartition`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let mut cat = self.catalog.lock().expect("catalog lock");
-        let TopicMeta { first_pid, partitions } = cat.delete_topic(name)?;
-        // No new request finds the topic once this is published.
-        self.directory.publish(cat.topics());
-        self.broadcast_pids(first_pid..first_pid + partitions, false)
-    }
-
-    fn broadcast_pids(&self, pids: std::ops::Range<Pid>, add: bool) -> Result<()> {
-        let mut waits = Vec::new();
-        for (c, core) in self.cores.iter().enumerate() {
-            let mine: Vec<Pid> = pids.clone().filter(|p| (p % self.log_count) as usize % self.cores.len() == c).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            if add {
-                let (reply, wait) = pending();
-                core.send(Request::AddPartitions { pids: mine, reply })?;
-                waits.push(wait);
-            } else {
-                core.send(Request::RemovePartitions { pids: mine })?;
-            }
-        }
-        waits.into_iter().try_for_each(Pending::wait)
+        self.broker.delete_topic(name)
     }
 
     pub fn topics(&self) -> Vec<TopicInfo> {
-        self.directory.snapshot().iter().map(|(name, t)| TopicInfo { name: name.clone(), partitions: t.partitions }).collect()
+        self.broker.topics().iter().map(|(name, t)| TopicInfo { name: name.clone(), partitions: t.partitions }).collect()
     }
 
     /// Appends one RecordBatch v2 and blocks until it is durable under the
@@ -326,48 +225,37 @@ impl Engine {
     /// Appends without waiting: call [`Pending::wait`] later. Appends to one
     /// partition are stored and acknowledged in the order they were made.
     pub fn append_async(&self, topic: &str, partition: u32, batch: Vec<u8>) -> Result<Pending<AppendAck>> {
-        let pid = self.pid(topic, partition)?;
-        let batch = ValidBatch::new(batch, self.cfg.batch_bytes_max)?;
         let (reply, wait) = pending();
-        self.core_of(pid).send(Request::Append { pid, batch, reply })?;
+        self.broker.append(topic, partition, batch, reply)?;
         Ok(wait)
     }
 
     /// Reads whole batches starting with the one holding `offset`, up to
     /// about `max_bytes` (at least one batch). Sees only durable data.
     pub fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<ReadResult> {
-        let pid = self.pid(topic, partition)?;
         let (reply, wait) = pending();
-        self.core_of(pid).send(Request::read(pid, offset, max_bytes, reply))?;
+        self.broker.read(topic, partition, offset, max_bytes, reply)?;
         wait.wait()
     }
 
     /// The first offset whose record timestamp is at least `ts_ms`.
     pub fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>> {
-        let pid = self.pid(topic, partition)?;
         let (reply, wait) = pending();
-        self.core_of(pid).send(Request::OffsetForTime { pid, ts_ms, reply })?;
+        self.broker.offset(topic, partition, OffsetQuery::AtTime(ts_ms), reply)?;
         wait.wait()
     }
 
     /// Earliest and end offsets of a partition.
     pub fn partition_stat(&self, topic: &str, partition: u32) -> Result<PartitionStat> {
-        let pid = self.pid(topic, partition)?;
         let (reply, wait) = pending();
-        self.core_of(pid).send(Request::Stat { pid, reply })?;
+        self.broker.partition_stat(topic, partition, reply)?;
         wait.wait()
     }
 
     /// Counters of every core, in core order: appends, commits (one
     /// O_DIRECT write each), fdatasyncs and bytes logged.
     pub fn stats(&self) -> Result<Vec<CoreStats>> {
-        let mut out = Vec::new();
-        for h in &self.cores {
-            let (reply, wait) = pending();
-            h.send(Request::Stats { reply })?;
-            out.push(wait.wait()?);
-        }
-        Ok(out)
+        self.broker.core_stats()
     }
 
     /// Stops every core after its in-flight appends are durable and
@@ -381,7 +269,7 @@ impl Engine {
         let mut waits = Vec::new();
         for core in &self.cores {
             let (reply, wait) = pending();
-            if core.send(Request::Stop { reply }).is_ok() {
+            if core.route.send(Request::Stop { reply }).is_ok() {
                 waits.push(wait);
             }
         }
@@ -409,6 +297,61 @@ impl Drop for Engine {
             tracing::error!(%e, "engine stop");
         }
     }
+}
+
+/// Registered memory one core asks for: its logs' write buffers, its read
+/// buffers and its reply buffers. Pinned memory is charged per user across
+/// every ring, so the probe checks what all cores together register.
+fn registered_bytes_per_core(cfg: &EngineConfig, router: Router) -> usize {
+    let logs_per_core = router.log_count().div_ceil(router.cores() as u32) as usize;
+    logs_per_core * cfg.write_bufs_per_log * cfg.write_buf_bytes
+        + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)
+        + cfg.reply_bufs_per_core * cfg.write_buf_bytes
+}
+
+/// Starts every core at once (restart time is the slowest core's recovery,
+/// not the sum) and waits until each serves or failed; the first failure
+/// comes back beside the cores that started.
+fn start_cores(dir: &Path, cfg: &EngineConfig, router: Router, pids: &[Pid]) -> (Vec<CoreHandle>, Vec<RecoveryReport>, Option<StromError>) {
+    let mut handles = Vec::new();
+    let mut reports = Vec::new();
+    let mut first_err = None;
+    let mut starting = Vec::new();
+    // Core i runs on the i-th CPU this process may use (so `taskset -c
+    // 2,3` puts cores 0 and 1 on CPUs 2 and 3), read before any core pins.
+    let cpus = platform::allowed_cpus();
+    // The stage clock's zero: every core's clock is shifted to count from
+    // here, so that instants taken on different cores compare.
+    let clock_epoch = Instant::now();
+    for core_id in 0..router.cores() {
+        let spec = CoreSpec {
+            core_id,
+            data_dir: dir.to_path_buf(),
+            log_count: router.log_count(),
+            pids: pids.iter().copied().filter(|&p| router.core_of(p) == core_id).collect(),
+            logs: router.logs_of(core_id),
+        };
+        let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
+        match spawn_core(cfg.clone(), spec, cpu, clock_epoch) {
+            Ok(s) => starting.push(s),
+            Err(e) => {
+                first_err = Some(e);
+                break;
+            }
+        }
+    }
+    for s in starting {
+        match s.ready() {
+            Ok((h, r)) => {
+                handles.push(h);
+                reports.extend(r);
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    (handles, reports, first_err)
 }
 
 fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {

@@ -1,8 +1,9 @@
 //! Strom: a durable, append-only log broker and storage engine on io_uring.
 //!
-//! The tree follows a record's path: [`wire`] decodes and validates a
-//! RecordBatch, [`engine`] routes it to the core that owns its partition,
-//! [`core`] runs that core's tick, [`log`] frames it into the core's
+//! The tree follows a record's path: a [`server`] connection's codec (or
+//! the embedded [`engine`] API) hands a command to the [`broker`], which
+//! validates its RecordBatch ([`wire`]) and routes it to the core that owns
+//! its partition; [`core`] runs that core's tick, [`log`] frames it into the core's
 //! sequential O_DIRECT log and commits it (write, then one fdatasync),
 //! [`partition`] indexes it, and reads come back through the same core from
 //! its in-memory log buffers or by `READ_FIXED`. [`io`] is the seam between
@@ -10,6 +11,7 @@
 //! aligned buffers the kernel reads and writes.
 #![deny(unsafe_code)]
 
+pub mod broker;
 pub mod buf;
 pub mod catalog;
 pub mod ceiling;

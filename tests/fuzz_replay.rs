@@ -626,12 +626,12 @@ fn offsets_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-offsets-seeds-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    let mut store = strom::server::admin::OffsetStore::open(&dir).unwrap();
+    let mut store = strom::broker::offsets::OffsetStore::open(&dir).unwrap();
     store.set("billing", "orders.v1", 0, 42).unwrap();
     store.set("billing", "orders.v1", 3, u64::MAX).unwrap();
     store.set("audit-2", "A-b_c", 7, 0).unwrap();
     store.persist().unwrap();
-    let file = fs::read(dir.join(strom::server::admin::OFFSETS_FILE)).unwrap();
+    let file = fs::read(dir.join(strom::broker::offsets::OFFSETS_FILE)).unwrap();
     fs::remove_dir_all(&dir).unwrap();
     let text = String::from_utf8(file.clone()).unwrap();
     let body_at = text.trim_end_matches('\n').rfind('\n').unwrap() + 1;

@@ -21,7 +21,7 @@ fn start(name: &str, cores: usize) -> (Server, std::path::PathBuf) {
 /// Polls every core's server counters until `done` holds for all of them
 /// (released resources come back asynchronously, as sockets close), failing
 /// with `what` and the counters after 30 s. Returns the last counters.
-fn wait_for_stats(server: &Server, what: &str, done: impl Fn(&strom::server::net::NetStats) -> bool) -> Vec<strom::server::net::NetStats> {
+fn wait_for_stats(server: &Server, what: &str, done: impl Fn(&strom::server::NetStats) -> bool) -> Vec<strom::server::NetStats> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let stats = server.net_stats();

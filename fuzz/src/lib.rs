@@ -41,7 +41,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "checkpoint_decode", check: strom::log::checkpoint::fuzz_check },
     Target { name: "index_lookup", check: index_lookup::check },
     Target { name: "catalog_parse", check: strom::catalog::fuzz_check },
-    Target { name: "offsets_parse", check: strom::server::admin::fuzz_check },
+    Target { name: "offsets_parse", check: strom::broker::offsets::fuzz_check },
     // Configuration and names.
     Target { name: "fsync_policy_parse", check: strom::config::fuzz_check },
     Target { name: "names", check: names::check },

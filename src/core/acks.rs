@@ -105,7 +105,7 @@ impl<I: Io> Core<I> {
                 grown.push(ack.pid);
             }
             let AppendWait { reply, mut trace, pos } = ack.reply;
-            let marks = self.pos_marks.entry(ack.pid % self.spec.log_count).or_default();
+            let marks = self.pos_marks.entry(crate::partition::log_of(ack.pid, self.spec.log_count)).or_default();
             // A retired commit was written; it was fsynced unless the policy
             // acknowledges at the write.
             trace.written_ns = mark_past(&mut marks.written, pos).unwrap_or(now_ns);

@@ -10,13 +10,14 @@
 //! The rooms: [`open`] (allocate, register, recover), [`acks`] (completions,
 //! retirement, acknowledgements), [`plan`] (commits, checkpoints, retention,
 //! the stop sequence), [`tick`] (the one loop production and the simulator
-//! both run), [`audit`] (ways to break the core on purpose). Reads live in
+//! both run), [`task`] (what runs beside the core: the server), [`audit`] (ways to break the core on purpose). Reads live in
 //! [`crate::read`]. The core is generic over [`Io`], so the simulator
 //! drives exactly this code.
 mod acks;
 pub mod audit;
 mod open;
 mod plan;
+pub mod task;
 pub mod tick;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -321,7 +322,7 @@ impl<I: Io> Core<I> {
             Request::Stats { reply } => reply(Ok(self.stats_now())),
             Request::AddPartitions { pids, reply } => {
                 for pid in pids {
-                    let log = pid % self.spec.log_count;
+                    let log = crate::partition::log_of(pid, self.spec.log_count);
                     if self.journals.contains_key(&log) {
                         self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log));
                     }

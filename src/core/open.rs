@@ -13,7 +13,7 @@ use crate::log::frame;
 use crate::log::journal::{self, Journal, JournalLimits};
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
-use crate::partition::{Partition, Pid, SparseIndex};
+use crate::partition::{Partition, Pid, SparseIndex, log_of};
 use crate::read::{ReadLimits, ReadPath};
 use crate::wire::batch::BatchInfo;
 
@@ -96,7 +96,7 @@ impl<I: Io> Core<I> {
     fn partitions_at(&self, log: u32, ckpt: Option<&Checkpoint>) -> HashMap<Pid, Partition> {
         let log_count = self.spec.log_count;
         let mut parts: HashMap<Pid, Partition> =
-            self.spec.pids.iter().filter(|&&p| p % log_count == log).map(|&p| (p, Partition::new(p, log))).collect();
+            self.spec.pids.iter().filter(|&&p| log_of(p, log_count) == log).map(|&p| (p, Partition::new(p, log))).collect();
         for pc in ckpt.iter().flat_map(|c| &c.partitions) {
             if let Some(p) = parts.get_mut(&pc.pid) {
                 p.next_offset = pc.next_offset;

@@ -9,24 +9,10 @@
 //! request: everything that arrives in a tick goes out together.
 use std::time::Duration;
 
+use super::task::{CoreTask, TaskCore};
 use super::{Core, Request};
 use crate::error::Result;
 use crate::io::Io;
-
-/// Work that runs on a core's thread and ring beside its logs: the server's
-/// connections. The tick calls it at fixed points, so that requests it
-/// takes are staged before the core plans its commits.
-pub trait CoreTask<I: Io>: Send {
-    /// After the core reaped completions (the network's are in `core.net_completions`).
-    fn on_reaped(&mut self, core: &mut Core<I>);
-    /// After the core planned its I/O: queue network ops, deliver replies.
-    fn plan(&mut self, core: &mut Core<I>);
-    /// Nanoseconds (on the core's clock) until the task's next timer, and
-    /// whether it has work that must not wait for a completion.
-    fn wait_hint(&self, now_ns: u64) -> (bool, Option<u64>);
-    /// The task has finished and can be dropped.
-    fn finished(&self) -> bool;
-}
 
 /// What a core's mailbox carries.
 pub enum Mail<I: Io> {
@@ -83,7 +69,7 @@ impl<I: Io> Ticker<I> {
     pub fn tick(&mut self, core: &mut Core<I>, mailbox: &mut dyn Mailbox<I>) -> Result<bool> {
         core.process_completions();
         if let Some(t) = self.task.as_mut() {
-            t.on_reaped(core);
+            t.on_reaped(&mut TaskCore::new(core));
         }
         while !core.backpressured() {
             match mailbox.take() {
@@ -97,7 +83,7 @@ impl<I: Io> Ticker<I> {
         }
         core.plan();
         if let Some(t) = self.task.as_mut() {
-            t.plan(core);
+            t.plan(&mut TaskCore::new(core));
             if t.finished() {
                 self.task = None;
             }

@@ -10,6 +10,14 @@ pub use index::{IndexEntry, SparseIndex};
 /// Partition id: unique in a data directory, never reused.
 pub type Pid = u32;
 
+/// The log holding partition `pid`'s batches: the storage half of the
+/// routing rule (the broker's `Router` adds which core owns the log). The
+/// number of logs is fixed when the data directory is created, so a
+/// partition never changes log.
+pub fn log_of(pid: Pid, log_count: u32) -> u32 {
+    pid % log_count
+}
+
 #[derive(Debug, Clone)]
 pub struct Partition {
     pub pid: Pid,

@@ -1,37 +1,21 @@
-//! The admin thread: topic creation and deletion, and committed consumer
-//! offsets. Creating a topic waits for every core to add its partitions,
-//! so it cannot run on a core thread (a core would wait for itself).
+//! Committed consumer offsets, durable in one file.
 //!
-//! Committed offsets live in `offsets` in the data directory, a text file
-//! replaced atomically and durably (write, fsync, rename, fsync the
-//! directory) and ending with a CRC-32C line, like the catalog. A commit is
-//! acknowledged only after the file holding it is durable; commits that
-//! arrive together share one rewrite (group commit), and the store is
-//! bounded by [`OFFSETS_MAX`].
+//! They live in `offsets` in the data directory, a text file replaced
+//! atomically and durably (write, fsync, rename, fsync the directory) and
+//! ending with a CRC-32C line, like the catalog. The store is bounded by
+//! [`OFFSETS_MAX`]; the [`admin`](super::admin) thread owns it and
+//! acknowledges a commit only once the file holding it is durable.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc::Receiver;
-use std::thread::JoinHandle;
 
-use super::Replier;
-use crate::catalog::{check_crc, pid_in, read_text, validate_topic_name, with_crc};
-use crate::engine::Engine;
-use crate::error::{IoOp, Result, StromError};
+use crate::catalog::{check_crc, read_text, validate_topic_name, with_crc};
+use crate::error::{Result, StromError};
 use crate::io::fs::write_file_atomic;
-use crate::proto::{ErrorCode, Response};
 
 pub const OFFSETS_FILE: &str = "offsets";
 /// Committed (group, topic, partition) entries kept at most: one more new
 /// entry is refused with `Overloaded` instead of growing the file forever.
 pub const OFFSETS_MAX: usize = 1 << 20;
-
-pub(crate) enum Job {
-    CreateTopic { name: String, partitions: u32, reply: Replier },
-    DeleteTopic { name: String, reply: Replier },
-    Commit { group: String, topic: String, partition: u32, offset: u64, reply: Replier },
-    Fetch { group: String, topic: String, partition: u32, reply: Replier },
-}
 
 type Key = (String, String, u32);
 
@@ -128,69 +112,6 @@ pub fn fuzz_check(data: &[u8]) {
         let written = render(&offsets);
         let reread = check_crc(Path::new("fuzz"), &written).expect("a written file passes its checksum");
         assert_eq!(parse(&reread).as_ref(), Some(&offsets), "offsets do not survive a rewrite");
-    }
-}
-
-pub(crate) fn spawn(engine: Arc<Engine>, rx: Receiver<Job>) -> Result<JoinHandle<()>> {
-    let store = OffsetStore::open(engine.dir())?;
-    std::thread::Builder::new()
-        .name("strom-admin".into())
-        .spawn(move || run(&engine, store, rx))
-        .map_err(|e| StromError::io(IoOp::Create, "thread", &e))
-}
-
-fn run(engine: &Engine, mut store: OffsetStore, rx: Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        // Everything queued now is handled together: one offsets rewrite
-        // covers every commit among them.
-        let mut jobs = vec![first];
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
-        }
-        let mut committed = Vec::new();
-        let mut dirty = false;
-        for job in jobs {
-            match job {
-                Job::CreateTopic { name, partitions, reply } => match engine.create_topic(&name, partitions) {
-                    Ok(()) => reply.ok(&Response::CreateTopic),
-                    Err(e) => reply.fail(&e),
-                },
-                Job::DeleteTopic { name, reply } => match engine.delete_topic(&name) {
-                    Ok(()) => {
-                        dirty |= store.forget_topic(&name);
-                        reply.ok(&Response::DeleteTopic)
-                    }
-                    Err(e) => reply.fail(&e),
-                },
-                Job::Commit { group, topic, partition, offset, reply } => {
-                    let checked = validate_topic_name(&group)
-                        .and_then(|()| pid_in(&engine.directory().snapshot(), &topic, partition))
-                        .and_then(|_| store.set(&group, &topic, partition, offset));
-                    match checked {
-                        Ok(()) => {
-                            dirty = true;
-                            committed.push(reply);
-                        }
-                        Err(e) => reply.fail(&e),
-                    }
-                }
-                Job::Fetch { group, topic, partition, reply } => match validate_topic_name(&group) {
-                    Ok(()) => reply.ok(&Response::OffsetFetch { offset: store.get(&group, &topic, partition) }),
-                    Err(e) => reply.fail(&e),
-                },
-            }
-        }
-        if dirty {
-            match store.persist() {
-                Ok(()) => committed.into_iter().for_each(|r| r.ok(&Response::OffsetCommit)),
-                Err(e) => {
-                    tracing::error!(%e, "could not persist committed offsets");
-                    // Not durable, so not acknowledged; memory keeps them,
-                    // and the next successful rewrite makes them durable.
-                    committed.into_iter().for_each(|r| r.error(ErrorCode::StorageFailed, &e.to_string()));
-                }
-            }
-        }
     }
 }
 

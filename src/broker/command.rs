@@ -1,0 +1,190 @@
+//! The broker's commands and replies: what a client may ask, whatever
+//! protocol it spoke, and what it is answered, as values. A codec decodes
+//! its frames into [`Command`]s and encodes [`Answer`]s and
+//! [`BrokerError`]s back into its own frames; nothing here knows a byte
+//! layout, except that a produce carries RecordBatch v2 and a fetch answers
+//! with it (records on the wire are records on disk).
+use std::time::Duration;
+
+use crate::buf::AlignedBuf;
+use crate::core::AppendAck;
+use crate::error::StromError;
+use crate::stats::StageLatency;
+
+/// One request of a client, decoded. Borrowed from the frame it came in,
+/// which lives until the command is executed.
+#[derive(Debug)]
+pub enum Command<'a> {
+    /// Appends the batches, in order and with nothing between them, to one
+    /// partition; answered once all are durable ([`Answer::Produced`]).
+    Produce {
+        topic: &'a str,
+        partition: u32,
+        batches: Batches<'a>,
+    },
+    /// Whole batches from `offset`, about `max_bytes` (at least one batch);
+    /// at the partition's end, waits up to `max_wait` for new ones (a long
+    /// poll). Answered with [`Answer::Fetched`], whose buffer keeps room
+    /// before the batches for the codec's reply header.
+    Fetch {
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    },
+    ListOffsets {
+        topic: &'a str,
+        partition: u32,
+        query: OffsetQuery,
+    },
+    /// No topics asks for all of them.
+    Metadata {
+        topics: Vec<&'a str>,
+    },
+    CreateTopic {
+        topic: &'a str,
+        partitions: u32,
+    },
+    DeleteTopic {
+        topic: &'a str,
+    },
+    CommitOffset {
+        group: &'a str,
+        topic: &'a str,
+        partition: u32,
+        offset: u64,
+    },
+    FetchOffset {
+        group: &'a str,
+        topic: &'a str,
+        partition: u32,
+    },
+    /// The per-stage latency of the requests served so far, across cores;
+    /// `reset` clears it after reading.
+    Stats {
+        reset: bool,
+    },
+}
+
+/// The RecordBatch v2 batches of a produce, split by their `batchLength`
+/// but not yet validated. A split that failed keeps the whole batches
+/// before the failure and says why it stopped (nothing after a bad length
+/// says where the next batch starts).
+#[derive(Debug, Default)]
+pub struct Batches<'a> {
+    pub whole: Vec<&'a [u8]>,
+    pub split_error: Option<String>,
+}
+
+/// Which offset a ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    Earliest,
+    /// The end: the offset the next record will get.
+    Latest,
+    /// The first offset whose record timestamp is at least this (ms since the epoch).
+    AtTime(i64),
+}
+
+/// Bytes of a reply: on the heap, or in one of the asking core's registered
+/// reply buffers (sent from it as it is, then given back to that core).
+#[derive(Debug)]
+pub enum ReplyBuf {
+    Heap(Vec<u8>),
+    Registered(AlignedBuf),
+}
+
+impl ReplyBuf {
+    pub fn len(&self) -> usize {
+        match self {
+            ReplyBuf::Heap(v) => v.len(),
+            ReplyBuf::Registered(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            ReplyBuf::Heap(v) => v.as_mut_slice(),
+            ReplyBuf::Registered(b) => b.as_mut_slice(),
+        }
+    }
+}
+
+/// A fetch's answer: `bytes` holds `headroom` reserved bytes, then whole
+/// batches as stored. The codec writes its reply header into the headroom,
+/// so the batches are never copied again.
+#[derive(Debug)]
+pub struct Fetched {
+    pub bytes: ReplyBuf,
+    pub headroom: usize,
+    /// Offsets below this are readable now (durable under the policy).
+    pub high_watermark: u64,
+    pub start_offset: u64,
+    /// The offset after the last record returned (where to read next).
+    pub next_offset: u64,
+    /// How long the fetch waited parked as a long poll, in ns.
+    pub parked_ns: u64,
+}
+
+/// Where a partition's core is: partition `i` of `name` is owned by core
+/// `partition_cores[i]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPlacement {
+    pub name: String,
+    pub partition_cores: Vec<u16>,
+}
+
+/// The answer to a command that succeeded; each command has one kind.
+#[derive(Debug)]
+pub enum Answer {
+    Produced(AppendAck),
+    Fetched(Fetched),
+    /// ListOffsets: None when no record matches (a time past the end).
+    Offset(Option<u64>),
+    /// `core_addrs[i]` is where core `i` listens directly ("": only through
+    /// the shared listener).
+    Metadata {
+        core_addrs: Vec<String>,
+        topics: Vec<TopicPlacement>,
+    },
+    TopicCreated,
+    TopicDeleted,
+    OffsetCommitted,
+    /// FetchOffset: None when the group committed nothing for the partition.
+    CommittedOffset(Option<u64>),
+    Stats(Vec<StageLatency>),
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The engine refused or failed it.
+    Failed(StromError),
+    /// A produce whose batches could not be split, or that carried none.
+    InvalidBatch(String),
+    /// Storage failed in a way the engine's own error would misstate (part
+    /// of a produce stored; committed offsets not made durable).
+    StorageFailed(String),
+    /// A broken promise of the broker itself.
+    Internal(&'static str),
+}
+
+impl From<StromError> for BrokerError {
+    fn from(e: StromError) -> Self {
+        BrokerError::Failed(e)
+    }
+}
+
+/// Where one command's reply goes: called exactly once, on whichever
+/// thread answered (a core, or the admin thread).
+pub trait Respond: FnOnce(Result<Answer, BrokerError>) + Send + 'static {}
+
+impl<F: FnOnce(Result<Answer, BrokerError>) + Send + 'static> Respond for F {}
+
+/// A [`Respond`] that has to be stored beside others (admin jobs).
+pub type Responder = Box<dyn FnOnce(Result<Answer, BrokerError>) + Send>;

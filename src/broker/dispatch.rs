@@ -1,0 +1,204 @@
+//! The broker's part on one core: commands in, core requests out.
+//!
+//! A command for a partition of this core becomes a request the core takes
+//! at once ([`Host::handle`]), so it joins this tick's group commit; one for
+//! another core's partition goes to that core's mailbox through the
+//! [`Outbox`]. Metadata is answered here from the directory snapshot; topic
+//! admin and committed offsets go to the [`admin`](super::admin) thread
+//! (they wait for every core, and a core must never wait for itself).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Broker;
+use super::admin::{Admin, Job};
+use super::command::{Answer, Batches, BrokerError, Command, OffsetQuery, Respond, TopicPlacement};
+use super::forward::{OUTBOX_RETRY_NS, Outbox};
+use super::requests::{self, Layout};
+use crate::catalog::{TopicMeta, pid_in};
+use crate::core::{Request, ValidBatch};
+use crate::error::{Result, StromError};
+use crate::partition::Pid;
+use crate::read::Fetch;
+use crate::stats::StageLatency;
+
+/// What the broker needs from the core it runs on.
+pub trait Host {
+    /// Takes a request on this core now.
+    fn handle(&mut self, req: Request);
+    /// Gathers the per-stage latency of the requests served on every core
+    /// (and resets it if `reset`); `done` gets the merged rows.
+    fn gather_stages(&mut self, reset: bool, done: Box<dyn FnOnce(Vec<StageLatency>) + Send>);
+}
+
+/// Turns the commands that arrive on one core into requests.
+pub struct Dispatcher {
+    core_id: usize,
+    broker: Arc<Broker>,
+    admin: Arc<Admin>,
+    /// Each core's own address, answered in Metadata.
+    core_addrs: Arc<[String]>,
+    /// Bytes a Fetch's answer reserves before its batches: what the codec
+    /// of this core's connections needs for its reply header.
+    fetch_headroom: usize,
+    topics_version: u64,
+    topics: Arc<BTreeMap<String, TopicMeta>>,
+    outbox: Outbox,
+    /// Requests sent to another core, since start.
+    forwarded: u64,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(core_id: usize, broker: Arc<Broker>, admin: Arc<Admin>, core_addrs: Arc<[String]>, fetch_headroom: usize) -> Self {
+        let topics_version = broker.directory().version();
+        let topics = broker.directory().snapshot();
+        Dispatcher { core_id, broker, admin, core_addrs, fetch_headroom, topics_version, topics, outbox: Outbox::default(), forwarded: 0 }
+    }
+
+    /// Requests sent to another core's mailbox, since start.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded
+    }
+
+    /// True while requests wait for room in another core's mailbox: the
+    /// core should read no more requests until they are gone.
+    pub fn waiting(&self) -> bool {
+        self.outbox.is_waiting()
+    }
+
+    /// How soon [`Dispatcher::flush`] should run again, if anything waits.
+    pub fn retry_in_ns(&self) -> Option<u64> {
+        self.waiting().then_some(OUTBOX_RETRY_NS)
+    }
+
+    /// Sends what waits for room in other cores' mailboxes, in order.
+    pub fn flush(&mut self) {
+        let broker = &self.broker;
+        self.outbox.flush(|core| broker.route(core));
+    }
+
+    /// Executes one command; `reply` gets its answer, exactly once.
+    pub fn execute(&mut self, host: &mut impl Host, cmd: Command<'_>, reply: impl Respond) {
+        match cmd {
+            Command::Produce { topic, partition, batches } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    self.produce(host, pid, batches, reply)
+                }
+            }
+            Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    self.fetch(host, pid, offset, max_bytes, max_wait, reply)
+                }
+            }
+            Command::ListOffsets { topic, partition, query } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    self.list_offsets(host, pid, query, reply)
+                }
+            }
+            Command::Metadata { topics } => reply(self.metadata(&topics)),
+            Command::CreateTopic { topic, partitions } => {
+                self.admin(Job::CreateTopic { name: topic.to_string(), partitions, reply: Box::new(reply) })
+            }
+            Command::DeleteTopic { topic } => self.admin(Job::DeleteTopic { name: topic.to_string(), reply: Box::new(reply) }),
+            Command::CommitOffset { group, topic, partition, offset } => {
+                self.admin(Job::Commit { group: group.to_string(), topic: topic.to_string(), partition, offset, reply: Box::new(reply) })
+            }
+            Command::FetchOffset { group, topic, partition } => {
+                self.admin(Job::Fetch { group: group.to_string(), topic: topic.to_string(), partition, reply: Box::new(reply) })
+            }
+            // Every core adds its histograms when it next ticks; the last
+            // to add sends the reply.
+            Command::Stats { reset } => host.gather_stages(reset, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
+        }
+    }
+
+    fn topics(&mut self) -> &BTreeMap<String, TopicMeta> {
+        let v = self.broker.directory().version();
+        if v != self.topics_version {
+            self.topics = self.broker.directory().snapshot();
+            self.topics_version = v;
+        }
+        &self.topics
+    }
+
+    /// The partition's id, or None once `reply` was told why there is none.
+    fn resolve<R: Respond>(&mut self, topic: &str, partition: u32, reply: R) -> Option<(Pid, R)> {
+        match pid_in(self.topics(), topic, partition) {
+            Ok(pid) => Some((pid, reply)),
+            Err(e) => {
+                reply(Err(e.into()));
+                None
+            }
+        }
+    }
+
+    fn produce(&mut self, host: &mut impl Host, pid: Pid, batches: Batches<'_>, reply: impl Respond) {
+        // Validated (CRC included) here, on the asker's core, and copied
+        // out of the frame once.
+        let valid = match validate(batches, self.broker.batch_bytes_max()) {
+            Ok(v) => v,
+            Err(e) => return reply(Err(e)),
+        };
+        let req = requests::produce(pid, valid, move |res| reply(res.map(Answer::Produced)));
+        self.route(host, pid, req);
+    }
+
+    fn fetch(&mut self, host: &mut impl Host, pid: Pid, offset: u64, max_bytes: usize, max_wait: Duration, reply: impl Respond) {
+        // Only the asker's own core may send from its registered buffers.
+        let layout = Layout { headroom: self.fetch_headroom, registered: self.broker.router().core_of(pid) == self.core_id };
+        let done = Box::new(move |res: Result<_>| reply(res.map(|rr| Answer::Fetched(requests::fetched(rr))).map_err(BrokerError::Failed)));
+        let req = requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, layout, done);
+        self.route(host, pid, req);
+    }
+
+    fn list_offsets(&mut self, host: &mut impl Host, pid: Pid, query: OffsetQuery, reply: impl Respond) {
+        let req = requests::offset(pid, query, move |res| reply(res.map(Answer::Offset).map_err(BrokerError::Failed)));
+        self.route(host, pid, req);
+    }
+
+    fn metadata(&mut self, names: &[&str]) -> std::result::Result<Answer, BrokerError> {
+        let router = self.broker.router();
+        let all = self.topics().clone();
+        let names: Vec<&str> = if names.is_empty() { all.keys().map(String::as_str).collect() } else { names.to_vec() };
+        let mut topics = Vec::new();
+        for name in names {
+            let Some(t) = all.get(name) else {
+                return Err(StromError::UnknownTopic(name.escape_debug().take(300).collect()).into());
+            };
+            topics.push(TopicPlacement { name: name.to_string(), partition_cores: router.partition_cores(t) });
+        }
+        Ok(Answer::Metadata { core_addrs: self.core_addrs.to_vec(), topics })
+    }
+
+    fn admin(&mut self, job: Job) {
+        if let Err(job) = self.admin.send(job) {
+            job.refuse(StromError::ShuttingDown);
+        }
+    }
+
+    /// Runs a request on the core owning its partition: here at once, or
+    /// through that core's mailbox (in order, behind anything waiting).
+    fn route(&mut self, host: &mut impl Host, pid: Pid, req: Request) {
+        let target = self.broker.router().core_of(pid);
+        if target == self.core_id {
+            return host.handle(req);
+        }
+        self.forwarded += 1;
+        self.outbox.send(self.broker.route(target), target, req);
+    }
+}
+
+/// A produce's batches, validated in order: the first failure answers.
+fn validate(batches: Batches<'_>, batch_bytes_max: usize) -> std::result::Result<Vec<ValidBatch>, BrokerError> {
+    let mut valid = Vec::with_capacity(batches.whole.len());
+    for b in batches.whole {
+        valid.push(ValidBatch::new(b.to_vec(), batch_bytes_max)?);
+    }
+    if let Some(why) = batches.split_error {
+        return Err(BrokerError::InvalidBatch(why));
+    }
+    if valid.is_empty() {
+        return Err(BrokerError::InvalidBatch("a produce request must carry at least one batch".into()));
+    }
+    Ok(valid)
+}

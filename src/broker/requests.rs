@@ -1,0 +1,109 @@
+//! Commands to core requests: the one place a [`Request`] is made for a
+//! client, whichever way it came (a codec through the [`Dispatcher`] or the
+//! embedded API through the [`Broker`]).
+//!
+//! [`Dispatcher`]: super::Dispatcher
+//! [`Broker`]: super::Broker
+use super::command::{BrokerError, Fetched, OffsetQuery, ReplyBuf};
+use super::produce::ProduceAcc;
+use crate::core::{AppendAck, CoreStats, PartitionStat, Reply, Request, ValidBatch};
+use crate::error::Result;
+use crate::partition::Pid;
+use crate::read::{Fetch, OnceSink, ReadResult, RegisteredBatches};
+
+/// One batch appended to partition `pid`.
+pub(crate) fn append(pid: Pid, batch: ValidBatch, reply: Reply<AppendAck>) -> Request {
+    Request::Append { pid, batch, reply }
+}
+
+/// A produce of one or more batches to `pid`. Several are taken as one
+/// group, so that no other append lands between them, and answered once,
+/// when every one is: their first base offset, their last offset.
+pub(crate) fn produce(
+    pid: Pid,
+    mut batches: Vec<ValidBatch>,
+    reply: impl FnOnce(std::result::Result<AppendAck, BrokerError>) + Send + 'static,
+) -> Request {
+    if batches.len() == 1 {
+        let batch = batches.pop().expect("one batch");
+        return append(pid, batch, Box::new(move |res| reply(res.map_err(BrokerError::Failed))));
+    }
+    let acc = ProduceAcc::shared(batches.len(), reply);
+    let group = batches
+        .into_iter()
+        .map(|batch| {
+            let acc = acc.clone();
+            append(pid, batch, Box::new(move |res| acc.lock().expect("produce accumulator").add(res)))
+        })
+        .collect();
+    Request::Group(group)
+}
+
+/// How a read's answer is laid out: after `headroom` reserved bytes (a
+/// codec writes its reply header there, so the batches are never copied
+/// again), and in one of the core's registered reply buffers when
+/// `registered` and one is free (only the core that owns them may send
+/// from them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub headroom: usize,
+    pub registered: bool,
+}
+
+impl Layout {
+    /// A heap buffer holding the batches alone (the embedded API).
+    pub(crate) const PLAIN: Layout = Layout { headroom: 0, registered: false };
+}
+
+/// Whole batches of `pid` from `offset`, up to about `max_bytes`; at the
+/// partition's end, parked up to `max_wait_ns` for new ones (0: answer now).
+pub(crate) fn fetch(pid: Pid, fetch: Fetch, layout: Layout, reply: Reply<ReadResult>) -> Request {
+    Request::Read { pid, fetch, sink: Box::new(OnceSink::new(layout.headroom, layout.registered, reply)) }
+}
+
+/// A read's result as the broker answers it: the buffer the core filled
+/// (registered or heap), its headroom untouched.
+pub(crate) fn fetched(mut rr: ReadResult) -> Fetched {
+    let bytes = match rr.registered.take() {
+        Some(RegisteredBatches(buf)) => ReplyBuf::Registered(buf),
+        None => ReplyBuf::Heap(std::mem::take(&mut rr.batches)),
+    };
+    debug_assert!(bytes.len() >= rr.headroom_bytes, "a read result shorter than its headroom");
+    Fetched {
+        bytes,
+        headroom: rr.headroom_bytes,
+        high_watermark: rr.high_watermark,
+        start_offset: rr.start_offset,
+        next_offset: rr.next_offset,
+        parked_ns: rr.parked_ns,
+    }
+}
+
+/// The offset a ListOffsets asks for.
+pub(crate) fn offset(pid: Pid, query: OffsetQuery, reply: impl FnOnce(Result<Option<u64>>) + Send + 'static) -> Request {
+    match query {
+        OffsetQuery::Earliest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.start_offset))))),
+        OffsetQuery::Latest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.end_offset))))),
+        OffsetQuery::AtTime(ts_ms) => Request::OffsetForTime { pid, ts_ms, reply: Box::new(reply) },
+    }
+}
+
+/// A partition's earliest and end offsets and newest timestamp.
+pub(crate) fn stat(pid: Pid, reply: Reply<PartitionStat>) -> Request {
+    Request::Stat { pid, reply }
+}
+
+/// One core's counters.
+pub(crate) fn core_stats(reply: Reply<CoreStats>) -> Request {
+    Request::Stats { reply }
+}
+
+/// A new topic's partitions, to the core that owns them.
+pub(crate) fn add_partitions(pids: Vec<Pid>, reply: Reply<()>) -> Request {
+    Request::AddPartitions { pids, reply }
+}
+
+/// A deleted topic's partitions, to the core that owns them.
+pub(crate) fn remove_partitions(pids: Vec<Pid>) -> Request {
+    Request::RemovePartitions { pids }
+}

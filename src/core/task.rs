@@ -1,0 +1,108 @@
+//! What runs beside a core on its ring (the server's connections), and the
+//! narrow view of the core it is given.
+use super::{Core, CoreStats, Request};
+use crate::buf::AlignedBuf;
+use crate::error::Result;
+use crate::io::{Completion, FileId, Io, Op};
+
+/// Work that runs on a core's thread and ring beside its logs: the server's
+/// connections. The tick calls it at fixed points, so that requests it
+/// takes are staged before the core plans its commits. It reaches its core
+/// only through [`TaskCore`].
+pub trait CoreTask<I: Io>: Send {
+    /// After the core reaped completions (the task's own are in
+    /// [`TaskCore::take_net_completions`]).
+    fn on_reaped(&mut self, core: &mut TaskCore<'_, I>);
+    /// After the core planned its I/O: queue network ops, deliver replies.
+    fn plan(&mut self, core: &mut TaskCore<'_, I>);
+    /// Nanoseconds (on the core's clock) until the task's next timer, and
+    /// whether it has work that must not wait for a completion.
+    fn wait_hint(&self, now_ns: u64) -> (bool, Option<u64>);
+    /// The task has finished and can be dropped.
+    fn finished(&self) -> bool;
+}
+
+/// The whole of a core that a [`CoreTask`] may use: take requests, push
+/// and cancel its own network ops, give back registered reply buffers,
+/// read the clocks and the gauges it reports. Kept narrow and in one
+/// place, so that the core's surface toward the server is this list.
+pub struct TaskCore<'a, I: Io> {
+    core: &'a mut Core<I>,
+}
+
+/// What a task reports of its core's resources.
+pub struct CoreGauges {
+    pub reply_bufs_free: usize,
+    pub read_bufs_free: usize,
+    /// Ops of the core's ring in flight (logs and network together).
+    pub ops_in_flight: usize,
+    pub stats: CoreStats,
+}
+
+impl<'a, I: Io> TaskCore<'a, I> {
+    pub fn new(core: &'a mut Core<I>) -> Self {
+        TaskCore { core }
+    }
+
+    /// Takes a request now: an append joins this tick's group commit.
+    pub fn handle(&mut self, req: Request) {
+        self.core.handle(req)
+    }
+
+    /// True while the core defers requests (out of write buffers or read slots).
+    pub fn backpressured(&self) -> bool {
+        self.core.backpressured()
+    }
+
+    /// The I/O clock, in ns.
+    pub fn now_ns(&self) -> u64 {
+        self.core.io.now_ns()
+    }
+
+    /// An instant of the I/O clock on the engine's stage clock.
+    pub fn stage_ns(&self, io_ns: u64) -> u64 {
+        io_ns + self.core.clock_offset_ns()
+    }
+
+    /// Now on the engine's stage clock.
+    pub fn clock_ns(&self) -> u64 {
+        self.core.clock_ns()
+    }
+
+    /// Queues a network op; gives it back when the op table is full.
+    pub fn push(&mut self, op: Op, token: u64) -> std::result::Result<(), Op> {
+        self.core.io.push(op, token)
+    }
+
+    pub fn adopt_socket(&mut self, sock: std::os::fd::OwnedFd) -> Result<FileId> {
+        self.core.io.adopt_socket(sock)
+    }
+
+    pub fn close_socket(&mut self, sock: FileId) {
+        self.core.io.close_socket(sock)
+    }
+
+    /// The completions of the task's ops reaped this tick.
+    pub fn take_net_completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.core.net_completions)
+    }
+
+    /// Takes back a registered reply buffer whose send completed.
+    pub fn give_reply_buf(&mut self, buf: AlignedBuf) {
+        self.core.give_reply_buf(buf)
+    }
+
+    /// Answers every long poll now and parks no more (the server stops).
+    pub fn close_parking(&mut self) {
+        self.core.close_parking()
+    }
+
+    pub fn gauges(&self) -> CoreGauges {
+        CoreGauges {
+            reply_bufs_free: self.core.reply_bufs_free(),
+            read_bufs_free: self.core.read_bufs_free(),
+            ops_in_flight: self.core.io.in_flight(),
+            stats: self.core.stats_now(),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The seam between connections and a wire protocol.
+//!
+//! The connection code ([`conn`](super::conn) and its neighbours) receives
+//! bytes, asks the codec where each frame ends, has it decode whole frames
+//! into broker [`Command`]s, and sends the bytes the codec encodes from the
+//! broker's replies. It knows nothing else of the protocol, so a second
+//! listener speaking another one (Kafka) plugs in here without copying it.
+use crate::broker::{Answer, BrokerError, Command, ReplyBuf};
+
+/// A wire protocol, as the connections of a listener use it. Pure: bytes
+/// in, values out (and back), no I/O. Cloned into every reply on its way,
+/// so it should be small (the native one is empty).
+pub(crate) trait Codec: Clone + Send + Sync + 'static {
+    /// What a reply needs to know of its request (the native protocol: its
+    /// api and request id).
+    type Ctx: Send + 'static;
+
+    /// Bytes a Fetch's answer reserves before its batches: the reply's
+    /// header and fields, written there in place ([`Codec::encode`]), so
+    /// the batches are never copied again.
+    fn fetch_headroom(&self) -> usize;
+
+    /// The length of the frame at the start of `buf`, header included,
+    /// once enough of it arrived to tell (`None` before). An error means
+    /// framing is lost: the connection gets it and is closed.
+    fn frame_len(&self, buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, ConnError>;
+
+    /// Decodes one whole frame, as [`Codec::frame_len`] delimited it. One
+    /// that does not decode is answered with the returned bytes: an error
+    /// reply frame the codec encoded.
+    fn decode<'a>(&self, frame: &'a [u8]) -> Result<(Self::Ctx, Command<'a>), Vec<u8>>;
+
+    /// The reply frame to a request. A [`Answer::Fetched`]'s header goes
+    /// into its headroom, so its buffer (registered or not) is the frame.
+    fn encode(&self, ctx: Self::Ctx, reply: Result<Answer, BrokerError>) -> ReplyBuf;
+
+    /// The last frame of a connection the server ends (no request is being
+    /// answered).
+    fn encode_conn_error(&self, e: &ConnError) -> Vec<u8>;
+}
+
+/// Why the server ends a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConnError {
+    pub kind: ConnErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnErrorKind {
+    /// One connection over `connections_max`.
+    TooManyConnections,
+    /// A frame took longer than `header_timeout` to arrive.
+    Timeout,
+    /// A frame declares a length over `frame_bytes_max`.
+    FrameTooLarge,
+    /// A frame's length cannot be right (shorter than its header).
+    Malformed,
+}

@@ -1,0 +1,89 @@
+//! The server's limits and addresses, with their reasons (docs/ARCHITECTURE.md, Bounds).
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::engine::TaskNeeds;
+use crate::error::{Result, StromError};
+use crate::proto;
+
+/// Limits and addresses of the server. `Default` gives the production defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest frame `length` accepted (the bytes after the 4-byte length
+    /// prefix). A longer one is refused before any of its body is read or
+    /// allocated, and the connection is closed (framing is lost).
+    pub frame_bytes_max: usize,
+    /// Open connections across all cores; one more is told
+    /// `TooManyConnections` and closed.
+    pub connections_max: usize,
+    /// Requests of one connection being served at once; past it the server
+    /// stops reading that socket until replies go out.
+    pub inflight_per_conn_max: usize,
+    /// Request and reply bytes one connection may hold in the server (a
+    /// slow reader's unsent replies among them), each Fetch counted at its
+    /// largest possible reply from the moment it is read; past it, reading
+    /// stops. So one connection pins at most this plus one Fetch's reply.
+    pub conn_buffered_bytes_max: usize,
+    /// Request, reply and partial-frame bytes that exist on one core, all
+    /// connections together; past it, no socket of the core is read.
+    pub core_buffered_bytes_max: usize,
+    /// A connection with no request in flight and nothing received for this
+    /// long is closed.
+    pub idle_timeout: Duration,
+    /// A frame begun must be complete within this long (slowloris).
+    pub header_timeout: Duration,
+    /// Longest long poll a Fetch may ask for.
+    pub fetch_wait_max: Duration,
+    /// Also listen on a port per core (an ephemeral port on the listen IP),
+    /// named in Metadata so clients can skip cross-core forwarding.
+    pub direct_ports: bool,
+    /// Registered buffers per core that Fetch replies (for connections on
+    /// the partition's own core) are assembled in and sent from; each is the
+    /// engine's `write_buf_bytes`. 0: every reply is a heap buffer. Only a
+    /// server sends from them, so this is the one place they are set: the
+    /// engine registers what the server asks for ([`TaskNeeds`]).
+    pub reply_bufs_per_core: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:7070".parse().expect("literal address"),
+            frame_bytes_max: proto::FRAME_BYTES_MAX_DEFAULT,
+            connections_max: 10_000,
+            inflight_per_conn_max: 256,
+            conn_buffered_bytes_max: 32 << 20,
+            core_buffered_bytes_max: 256 << 20,
+            idle_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
+            fetch_wait_max: Duration::from_secs(30),
+            direct_ports: true,
+            reply_bufs_per_core: 16,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(StromError::Unsupported(s));
+        if self.frame_bytes_max < proto::LEN_BYTES + proto::HEADER_BYTES + 1024 || self.frame_bytes_max > u32::MAX as usize {
+            return bad(format!("frame_bytes_max {} must be between 1 KiB and 4 GiB", self.frame_bytes_max));
+        }
+        if self.connections_max == 0 || self.inflight_per_conn_max == 0 {
+            return bad("connections_max and inflight_per_conn_max must be at least 1".into());
+        }
+        if self.conn_buffered_bytes_max < self.frame_bytes_max || self.core_buffered_bytes_max < self.conn_buffered_bytes_max {
+            return bad("buffer limits must satisfy frame_bytes_max <= conn_buffered_bytes_max <= core_buffered_bytes_max".into());
+        }
+        Ok(())
+    }
+
+    /// What each core must have for this server's connections: the reply
+    /// buffers, and an op-table slot for one receive-side op and one send
+    /// per connection plus accepts (the kernel spreads connections
+    /// unevenly, so any core may get them all).
+    pub(crate) fn task_needs(&self, cores: usize) -> TaskNeeds {
+        TaskNeeds { reply_bufs_per_core: self.reply_bufs_per_core, net_ops_per_core: 2 * self.connections_max + 4 * cores + 64 }
+    }
+}

@@ -1,0 +1,141 @@
+//! Strom's native protocol as a [`Codec`]: the pure codec in
+//! [`crate::proto`] mapped onto broker commands and replies.
+use std::time::Duration;
+
+use super::codec::{Codec, ConnError, ConnErrorKind};
+use crate::broker::{Answer, Batches, BrokerError, Command, OffsetQuery, ReplyBuf};
+use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
+
+/// The native protocol ([`crate::proto`], docs/PROTOCOL.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NativeCodec;
+
+/// What a native reply repeats of its request.
+pub(crate) struct NativeCtx {
+    api: Api,
+    request_id: u64,
+}
+
+impl Codec for NativeCodec {
+    type Ctx = NativeCtx;
+
+    fn fetch_headroom(&self) -> usize {
+        proto::FETCH_REPLY_FRONT_BYTES
+    }
+
+    fn frame_len(&self, buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, ConnError> {
+        proto::frame_len(buf, frame_bytes_max).map_err(|e| {
+            let kind = match e {
+                proto::FrameError::TooLarge { .. } => ConnErrorKind::FrameTooLarge,
+                proto::FrameError::TooSmall { .. } => ConnErrorKind::Malformed,
+            };
+            ConnError { kind, message: e.to_string() }
+        })
+    }
+
+    fn decode<'a>(&self, frame: &'a [u8]) -> Result<(NativeCtx, Command<'a>), Vec<u8>> {
+        match proto::decode_request(frame) {
+            Ok((h, req)) => Ok((NativeCtx { api: req.api(), request_id: h.request_id }, command(req))),
+            Err((h, e)) => {
+                let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
+                let mut out = Vec::new();
+                proto::encode_error(&mut out, api, id, e.code(), &e.to_string());
+                Err(out)
+            }
+        }
+    }
+
+    fn encode(&self, ctx: NativeCtx, reply: Result<Answer, BrokerError>) -> ReplyBuf {
+        let mut out = Vec::new();
+        match reply {
+            // The core read the batches after room for this header: the
+            // frame is that buffer, no copy.
+            Ok(Answer::Fetched(mut f)) => {
+                debug_assert_eq!(f.headroom, proto::FETCH_REPLY_FRONT_BYTES, "a fetch answer without room for its header");
+                proto::put_fetch_reply_front(f.bytes.as_mut_slice(), ctx.request_id, f.high_watermark, f.start_offset, f.next_offset);
+                return f.bytes;
+            }
+            Ok(answer) => proto::encode_response(&mut out, ctx.api, ctx.request_id, &response(answer)),
+            Err(e) => {
+                let (code, message) = error(e);
+                proto::encode_error(&mut out, ctx.api as u16, ctx.request_id, code, &message)
+            }
+        }
+        ReplyBuf::Heap(out)
+    }
+
+    fn encode_conn_error(&self, e: &ConnError) -> Vec<u8> {
+        let code = match e.kind {
+            ConnErrorKind::TooManyConnections => ErrorCode::TooManyConnections,
+            ConnErrorKind::Timeout => ErrorCode::Timeout,
+            ConnErrorKind::FrameTooLarge => ErrorCode::FrameTooLarge,
+            ConnErrorKind::Malformed => ErrorCode::Malformed,
+        };
+        let mut out = Vec::new();
+        // Request id 0: no request is being answered.
+        proto::encode_error(&mut out, 0, 0, code, &e.message);
+        out
+    }
+}
+
+fn command(req: Request<'_>) -> Command<'_> {
+    match req {
+        Request::Produce { topic, partition, batches } => Command::Produce { topic, partition, batches: split(batches) },
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            Command::Fetch { topic, partition, offset, max_bytes: max_bytes as usize, max_wait: Duration::from_millis(max_wait_ms as u64) }
+        }
+        Request::ListOffsets { topic, partition, spec } => {
+            let query = match spec {
+                OffsetSpec::Earliest => OffsetQuery::Earliest,
+                OffsetSpec::Latest => OffsetQuery::Latest,
+                OffsetSpec::Timestamp(ts_ms) => OffsetQuery::AtTime(ts_ms),
+            };
+            Command::ListOffsets { topic, partition, query }
+        }
+        Request::Metadata { topics } => Command::Metadata { topics },
+        Request::CreateTopic { topic, partitions } => Command::CreateTopic { topic, partitions },
+        Request::DeleteTopic { topic } => Command::DeleteTopic { topic },
+        Request::OffsetCommit { group, topic, partition, offset } => Command::CommitOffset { group, topic, partition, offset },
+        Request::OffsetFetch { group, topic, partition } => Command::FetchOffset { group, topic, partition },
+        Request::Stats { reset } => Command::Stats { reset },
+    }
+}
+
+/// A Produce body's batches, split by their `batchLength` (validated later,
+/// by the broker).
+fn split(body: &[u8]) -> Batches<'_> {
+    let mut batches = Batches::default();
+    for b in proto::split_batches(body) {
+        match b {
+            Ok(b) => batches.whole.push(b),
+            Err(e) => batches.split_error = Some(e.to_string()),
+        }
+    }
+    batches
+}
+
+fn response(answer: Answer) -> Response<'static> {
+    match answer {
+        Answer::Produced(a) => Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset },
+        Answer::Offset(offset) => Response::ListOffsets { offset },
+        Answer::Metadata { core_addrs, topics } => Response::Metadata {
+            core_addrs,
+            topics: topics.into_iter().map(|t| TopicMetadata { name: t.name, partition_cores: t.partition_cores }).collect(),
+        },
+        Answer::TopicCreated => Response::CreateTopic,
+        Answer::TopicDeleted => Response::DeleteTopic,
+        Answer::OffsetCommitted => Response::OffsetCommit,
+        Answer::CommittedOffset(offset) => Response::OffsetFetch { offset },
+        Answer::Stats(stages) => Response::Stats { stages },
+        Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
+    }
+}
+
+fn error(e: BrokerError) -> (ErrorCode, String) {
+    match e {
+        BrokerError::Failed(e) => (ErrorCode::from(&e), e.to_string()),
+        BrokerError::InvalidBatch(message) => (ErrorCode::InvalidBatch, message),
+        BrokerError::StorageFailed(message) => (ErrorCode::StorageFailed, message),
+        BrokerError::Internal(message) => (ErrorCode::Internal, message.to_string()),
+    }
+}

@@ -1,0 +1,98 @@
+//! Replies on their way back to their connection's core.
+//!
+//! Every request carries a [`Replier`]: its [`Ticket`] (the connection's
+//! core, slot and generation, and the bytes the request holds) and the
+//! codec context its reply needs. The broker calls it once, on whichever core (or the admin
+//! thread) answered; it encodes the reply there with the connection's
+//! codec and sends the frame to the connection's core's inbox (an unbounded
+//! channel, bounded in practice by the in-flight caps), then rings that
+//! core's doorbell (a syscall only when it sleeps).
+use std::sync::mpsc;
+
+use super::codec::Codec;
+use crate::broker::{Answer, BrokerError, ReplyBuf};
+use crate::engine::CoreRoute;
+use crate::stats::StageTrace;
+
+/// Where a reply goes: a connection (slot and generation) on a core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnKey {
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// An encoded reply on its way to its connection's core.
+pub(crate) struct Done {
+    pub conn: ConnKey,
+    pub frame: ReplyBuf,
+    /// Bytes the connection was charged for this request, released now.
+    pub held_bytes: usize,
+    /// The part of `held_bytes` that was a reservation for the reply (a
+    /// Fetch's largest possible answer), charged to the connection only.
+    pub reserved_bytes: usize,
+    /// What the connection's core records once the reply is queued or sent.
+    pub trace: Option<ReplyTrace>,
+}
+
+/// The stage times a reply brings back to its connection's core.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplyTrace {
+    /// A Produce's, up to its fdatasync's completion.
+    Produce(StageTrace),
+    /// A Fetch's receive time and how long it was parked as a long poll.
+    Fetch { received_ns: u64, parked_ns: u64 },
+}
+
+/// The way back to a connection's core: its inbox and its doorbell.
+#[derive(Clone)]
+pub(crate) struct ReplyRoute {
+    pub inbox: mpsc::Sender<Done>,
+    pub core: CoreRoute,
+}
+
+/// A request's place on its connection: where its reply goes and what the
+/// connection was charged for it. Used exactly once.
+pub(crate) struct Ticket {
+    pub route: ReplyRoute,
+    pub conn: ConnKey,
+    /// Bytes the connection was charged for the request.
+    pub held_bytes: usize,
+    pub reserved_bytes: usize,
+    /// When the receive that finished the request's frame completed (stage clock).
+    pub received_ns: u64,
+}
+
+impl Ticket {
+    /// Sends the reply frame to the connection's core.
+    pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>) {
+        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, trace };
+        // The receiver lives as long as its core's server task; once that is
+        // gone nobody is left to answer, and dropping the reply is right.
+        if self.route.inbox.send(done).is_ok() {
+            self.route.core.ring();
+        }
+    }
+}
+
+/// Encodes the broker's reply to one request with the connection's codec,
+/// on whichever thread answered, and sends it to the connection's core.
+pub(crate) struct Replier<C: Codec> {
+    pub codec: C,
+    pub ctx: C::Ctx,
+    pub ticket: Ticket,
+}
+
+impl<C: Codec> Replier<C> {
+    /// A Produce's stages are recorded once its reply is sent, a Fetch's
+    /// latency once it is queued.
+    pub fn answer(self, reply: Result<Answer, BrokerError>) {
+        let received_ns = self.ticket.received_ns;
+        let trace = match &reply {
+            Ok(Answer::Produced(a)) => Some(ReplyTrace::Produce(StageTrace { received_ns, ..a.trace })),
+            Ok(Answer::Fetched(f)) => Some(ReplyTrace::Fetch { received_ns, parked_ns: f.parked_ns }),
+            _ => None,
+        };
+        let frame = self.codec.encode(self.ctx, reply);
+        self.ticket.send(frame, trace);
+    }
+}

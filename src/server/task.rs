@@ -1,0 +1,291 @@
+//! One core's server: its listeners and connections, run on the core's own
+//! ring as a [`CoreTask`] beside the logs, and the seam where a decoded
+//! frame becomes a broker command.
+//!
+//! Each tick the core calls [`CoreTask::on_reaped`] after reaping (accepts,
+//! receives and sends complete; whole frames are decoded and executed, so
+//! a produce for this core is staged before the core plans its commits),
+//! then [`CoreTask::plan`] after planning its own I/O (replies answered in
+//! this tick are queued and sent; receives, polls and accepts are pushed).
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
+
+use slab::Slab;
+
+use super::Shared;
+use super::codec::Codec;
+use super::conn::{Conn, Listener, State};
+use super::control::Control;
+use super::recv::RecvPool;
+use super::reply::{ConnKey, Done, Replier, Ticket};
+use super::stats::NetStats;
+use super::sweep::SWEEP_NS;
+use crate::broker::{Command, Dispatcher, Host, ReplyBuf};
+use crate::core::Request;
+use crate::core::task::{CoreTask, TaskCore};
+use crate::error::StromError;
+use crate::io::token::{OpKind, Token};
+use crate::io::{Completion, Io};
+use crate::stats::{StageHistograms, StageLatency};
+
+/// One core's connections, listeners and their budgets, speaking `C`.
+pub(crate) struct NetCore<C: Codec> {
+    pub(super) core_id: usize,
+    pub(super) codec: C,
+    pub(super) shared: Arc<Shared>,
+    pub(super) inbox: Receiver<Done>,
+    pub(super) control: Receiver<Control>,
+    /// The broker's part on this core: where decoded commands go.
+    pub(super) broker: Dispatcher,
+    /// Sockets handed over at start, adopted by the ring on the first tick.
+    pub(super) unadopted: Vec<OwnedFd>,
+    pub(super) listeners: Vec<Listener>,
+    pub(super) conns: Slab<Conn>,
+    pub(super) next_generation: u32,
+    /// Connections to move on in this tick's plan.
+    pub(super) dirty: Vec<usize>,
+    /// Connections that want to read while the whole core is pushed back.
+    pub(super) stalled: Vec<usize>,
+    pub(super) pool: RecvPool,
+    /// Request and reply bytes of this core's connections.
+    pub(super) held_bytes: usize,
+    /// Receive-buffer bytes connections keep between receives (frames
+    /// still arriving), also counted against `core_buffered_bytes_max`.
+    pub(super) rbuf_bytes: usize,
+    /// Capacity of the receive buffers inside receives in flight.
+    pub(super) recv_inflight_bytes: usize,
+    pub(super) stopping: Option<(u64, SyncSender<()>)>,
+    pub(super) finished: bool,
+    pub(super) next_sweep_ns: u64,
+    pub(super) stats: NetStats,
+    /// Per-stage latency of the requests of this core's connections.
+    pub(super) stages: StageHistograms,
+}
+
+/// What a core's server task is handed at start.
+pub(crate) struct TaskParts {
+    pub inbox: Receiver<Done>,
+    pub control: Receiver<Control>,
+    pub listeners: Vec<OwnedFd>,
+    pub broker: Dispatcher,
+}
+
+impl<C: Codec> NetCore<C> {
+    pub(crate) fn new(core_id: usize, codec: C, shared: Arc<Shared>, parts: TaskParts) -> Self {
+        NetCore {
+            core_id,
+            codec,
+            shared,
+            inbox: parts.inbox,
+            control: parts.control,
+            broker: parts.broker,
+            unadopted: parts.listeners,
+            listeners: Vec::new(),
+            conns: Slab::new(),
+            next_generation: 0,
+            dirty: Vec::new(),
+            stalled: Vec::new(),
+            pool: RecvPool::default(),
+            held_bytes: 0,
+            rbuf_bytes: 0,
+            recv_inflight_bytes: 0,
+            stopping: None,
+            finished: false,
+            next_sweep_ns: 0,
+            stats: NetStats::default(),
+            stages: StageHistograms::new(),
+        }
+    }
+
+    fn on_completion<I: Io>(&mut self, core: &mut TaskCore<'_, I>, c: Completion, now_ns: u64) {
+        let Token { kind, owner: generation, slot } = Token::unpack(c.token);
+        let slot = slot as usize;
+        if kind == OpKind::Accept {
+            return self.on_accept(core, slot, c.result, c.more, now_ns);
+        }
+        let Some(conn) = self.conns.get(slot) else {
+            debug_assert!(false, "network completion for a free slot");
+            return;
+        };
+        if conn.generation != generation {
+            debug_assert!(false, "network completion for a reused slot");
+            return;
+        }
+        match kind {
+            OpKind::Poll => self.on_poll(core, slot, c.result),
+            OpKind::Recv => self.on_recv(core, slot, c.result, c.net_buf.expect("recv returns its buffer"), now_ns),
+            OpKind::Send => self.on_send(core, slot, c.result, ReplyBuf::Heap(c.net_buf.expect("send returns its buffer")), now_ns),
+            OpKind::SendFixed => {
+                self.on_send(core, slot, c.result, ReplyBuf::Registered(c.buf.expect("a fixed send returns its buffer")), now_ns)
+            }
+            _ => unreachable!("{kind:?} is not a network op"),
+        }
+    }
+
+    /// Moves one connection on: parse what waits, send, close, or read.
+    fn drive<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, now_ns: u64) {
+        let blocked = self.blocked(core);
+        if !blocked && !self.conns[slot].rbuf.is_empty() && self.may_parse(core, slot) {
+            self.parse(core, slot, now_ns);
+        }
+        if self.conns[slot].state == State::Closed {
+            return self.free_if_done(slot);
+        }
+        self.send_next(core, slot);
+        let c = &self.conns[slot];
+        if (c.state == State::Closing && c.drained()) || (c.peer_closed && c.inflight == 0 && c.drained()) {
+            return self.close_and_free(core, slot);
+        }
+        self.read_next(core, slot, blocked);
+    }
+
+    /// Drives the connections marked this tick. Driving may dispatch
+    /// requests whose replies come back at once (errors, metadata): go
+    /// round until nothing changes.
+    fn drive_dirty<I: Io>(&mut self, core: &mut TaskCore<'_, I>, now_ns: u64) {
+        for _ in 0..4 {
+            if self.dirty.is_empty() {
+                break;
+            }
+            for slot in std::mem::take(&mut self.dirty) {
+                if let Some(c) = self.conns.get_mut(slot) {
+                    c.dirty = false;
+                    self.drive(core, slot, now_ns);
+                }
+            }
+            self.deliver_replies(core);
+        }
+    }
+
+    /// Decodes one whole frame and hands its command to the broker, with a
+    /// replier that brings the answer back to this connection.
+    pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) {
+        self.stats.requests += 1;
+        let mut decoded = self.codec.decode(frame);
+        let reserved_bytes = match &mut decoded {
+            Ok((_, cmd)) => self.bound(cmd),
+            Err(_) => 0,
+        };
+        let c = &mut self.conns[slot];
+        let held_bytes = frame.len() + reserved_bytes;
+        let ticket = Ticket {
+            route: self.shared.reply_route(self.core_id),
+            conn: ConnKey { slot: slot as u32, generation: c.generation },
+            held_bytes,
+            reserved_bytes,
+            received_ns: c.recv_done_ns,
+        };
+        c.inflight += 1;
+        c.request_bytes += held_bytes;
+        self.held_bytes += frame.len();
+        let (ctx, cmd) = match decoded {
+            Ok(d) => d,
+            Err(refusal) => {
+                self.stats.frame_errors += 1;
+                return ticket.send(ReplyBuf::Heap(refusal), None);
+            }
+        };
+        let replier = Replier { codec: self.codec.clone(), ctx, ticket };
+        if self.stopping.is_some() {
+            // Read and refused with a typed, retriable error: better for a
+            // pipelining client than a reset over unread bytes.
+            return replier.answer(Err(StromError::ShuttingDown.into()));
+        }
+        let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages };
+        self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
+    }
+
+    /// Holds a command to this server's limits, and returns the bytes its
+    /// reply may take that the connection is charged for now. A Fetch is
+    /// charged, up front, for the largest reply it may get: what one
+    /// connection (a reader that never reads among them) can make the
+    /// server hold is then bounded before the replies exist. The core
+    /// counts only bytes that exist, so parked long polls do not stop it
+    /// reading producers.
+    fn bound(&self, cmd: &mut Command<'_>) -> usize {
+        let Command::Fetch { max_bytes, max_wait, .. } = cmd else { return 0 };
+        let headroom = self.codec.fetch_headroom();
+        // At least 1, and small enough that the reply (header and fields
+        // included) fits a frame. A reply holds at most this, or one batch
+        // if the first batch alone is larger.
+        *max_bytes = (*max_bytes).clamp(1, self.shared.cfg.frame_bytes_max - headroom);
+        *max_wait = (*max_wait).min(self.shared.cfg.fetch_wait_max);
+        (*max_bytes).max(self.shared.broker.batch_bytes_max()) + headroom
+    }
+}
+
+/// The broker's view of the core a server task runs on.
+struct CoreHost<'a, 'b, I: Io> {
+    core: &'a mut TaskCore<'b, I>,
+    shared: &'a Shared,
+    core_id: usize,
+    stages: &'a mut StageHistograms,
+}
+
+impl<I: Io> Host for CoreHost<'_, '_, I> {
+    fn handle(&mut self, req: Request) {
+        self.core.handle(req)
+    }
+
+    fn gather_stages(&mut self, reset: bool, done: Box<dyn FnOnce(Vec<StageLatency>) + Send>) {
+        // Every core adds its histograms when it next ticks; this core's go
+        // in now. The last to add sends the reply.
+        let done = move |h: StageHistograms| done(h.summary());
+        if let Some(own) = self.shared.gather_stages(reset, Some(self.core_id), done) {
+            own.add(self.stages, reset);
+        }
+    }
+}
+
+impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {
+    fn on_reaped(&mut self, core: &mut TaskCore<'_, I>) {
+        let now_ns = core.now_ns();
+        for c in core.take_net_completions() {
+            self.on_completion(core, c, now_ns);
+        }
+    }
+
+    fn plan(&mut self, core: &mut TaskCore<'_, I>) {
+        let now_ns = core.now_ns();
+        self.adopt_listeners(core);
+        self.on_control(core, now_ns);
+        self.deliver_replies(core);
+        self.broker.flush();
+        if !self.blocked(core) {
+            for slot in std::mem::take(&mut self.stalled) {
+                if let Some(c) = self.conns.get_mut(slot) {
+                    c.stalled = false;
+                }
+                self.mark(slot);
+            }
+        }
+        if now_ns >= self.next_sweep_ns {
+            self.next_sweep_ns = now_ns + SWEEP_NS;
+            self.sweep(core, now_ns);
+        }
+        self.drive_dirty(core, now_ns);
+        self.arm_accepts(core, now_ns);
+        self.finish_stop(core, now_ns);
+    }
+
+    fn wait_hint(&self, now_ns: u64) -> (bool, Option<u64>) {
+        let mut timer = self.next_sweep_ns.saturating_sub(now_ns);
+        if let Some(retry_ns) = self.broker.retry_in_ns() {
+            timer = timer.min(retry_ns);
+        }
+        for l in &self.listeners {
+            if !l.accepting && !l.closed {
+                timer = timer.min(l.paused_until_ns.saturating_sub(now_ns).max(1));
+            }
+        }
+        if let Some((deadline, _)) = &self.stopping {
+            timer = timer.min(deadline.saturating_sub(now_ns).max(1));
+        }
+        (!self.dirty.is_empty(), Some(timer))
+    }
+
+    fn finished(&self) -> bool {
+        self.finished
+    }
+}

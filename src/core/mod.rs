@@ -221,7 +221,8 @@ pub struct Core<I: Io> {
     /// Completions of network ops, for the task running on this core's ring
     /// to take after each reap.
     pub net_completions: Vec<Completion>,
-    pub stats: CoreStats,
+    /// The core's own counters; [`Core::stats_now`] adds its logs' and reads'.
+    stats: CoreStats,
 }
 
 impl<I: Io> Core<I> {

@@ -9,81 +9,28 @@
 //! eventfd. So a busy core is never interrupted by a syscall per request.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::broker::{Broker, OffsetQuery, Router};
 use crate::catalog::Catalog;
 use crate::config::EngineConfig;
+use crate::core::mailbox::{self, CoreRoute, TaskSender};
 use crate::core::task::CoreTask;
-use crate::core::tick::{self, Take, Ticker};
+use crate::core::tick::Ticker;
 use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request};
 use crate::error::{IoOp, Result, StromError};
+use crate::io::Io;
 use crate::io::uring::UringIo;
-use crate::io::{Io, Waker};
 use crate::log::recovery::RecoveryReport;
 use crate::partition::Pid;
 use crate::platform;
 use crate::read::ReadResult;
 
-/// What a core's mailbox carries, on a production core.
-pub(crate) type Mail = tick::Mail<UringIo>;
-
-/// A way into one core from any thread: its mailbox and its doorbell.
-#[derive(Clone)]
-pub(crate) struct CoreRoute {
-    tx: SyncSender<Mail>,
-    sleeping: Arc<AtomicBool>,
-    waker: Arc<dyn Waker>,
-}
-
-impl CoreRoute {
-    /// Wakes the core if it sleeps in its ring (no syscall when it runs).
-    pub(crate) fn ring(&self) {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.waker.wake();
-        }
-    }
-
-    /// Blocks while the mailbox is full (the push back for callers that may block).
-    pub(crate) fn send(&self, req: Request) -> Result<()> {
-        self.send_mail(Mail::Req(req))
-    }
-
-    fn send_mail(&self, mail: Mail) -> Result<()> {
-        self.tx.send(mail).map_err(|_| StromError::ShuttingDown)?;
-        self.ring();
-        Ok(())
-    }
-
-    /// Never blocks: a full mailbox gives the request back with `true`, a
-    /// stopped core with `false` (core threads must not block on each
-    /// other, or two could wait for each other).
-    // The request comes back as it went in, unboxed: a full mailbox is
-    // exactly when allocating to report it would be wrong. (128 bytes, one
-    // over the lint's line since an append carries its arrival time.)
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn try_send(&self, req: Request) -> std::result::Result<(), (Request, bool)> {
-        match self.tx.try_send(Mail::Req(req)) {
-            Ok(()) => {
-                self.ring();
-                Ok(())
-            }
-            Err(mpsc::TrySendError::Full(Mail::Req(r))) => Err((r, true)),
-            Err(mpsc::TrySendError::Disconnected(Mail::Req(r))) => Err((r, false)),
-            Err(_) => unreachable!("a request was sent"),
-        }
-    }
-
-    pub(crate) fn attach(&self, task: Box<dyn CoreTask<UringIo>>) -> Result<()> {
-        self.send_mail(Mail::Attach(task))
-    }
-}
-
 struct CoreHandle {
     route: CoreRoute,
+    tasks: TaskSender<UringIo>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -258,6 +205,11 @@ impl Engine {
         self.broker.core_stats()
     }
 
+    /// Runs `task` on core `core`'s ring beside its logs (a server's connections).
+    pub(crate) fn attach(&self, core: usize, task: Box<dyn CoreTask<UringIo>>) -> Result<()> {
+        self.cores[core].tasks.attach(task)
+    }
+
     /// Stops every core after its in-flight appends are durable and
     /// acknowledged, and checkpoints every log, so the next open scans nothing.
     pub fn shutdown(mut self) -> Result<()> {
@@ -368,12 +320,10 @@ fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     })
 }
 
-type Ready = Result<(Arc<dyn Waker>, Vec<RecoveryReport>)>;
+type Ready = Result<(CoreRoute, TaskSender<UringIo>, Vec<RecoveryReport>)>;
 
 /// A core thread that is recovering its logs.
 struct StartingCore {
-    tx: SyncSender<Mail>,
-    sleeping: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
     ready_rx: Receiver<Ready>,
 }
@@ -381,79 +331,50 @@ struct StartingCore {
 impl StartingCore {
     /// Waits until the core has recovered and serves (or failed to start).
     fn ready(self) -> Result<(CoreHandle, Vec<RecoveryReport>)> {
-        let (waker, reports) = self.ready_rx.recv().unwrap_or_else(|_| Err(StromError::Unsupported("core thread died at start".into())))?;
-        Ok((CoreHandle { route: CoreRoute { tx: self.tx, sleeping: self.sleeping, waker }, thread: Some(self.thread) }, reports))
+        let (route, tasks, reports) =
+            self.ready_rx.recv().unwrap_or_else(|_| Err(StromError::Unsupported("core thread died at start".into())))?;
+        Ok((CoreHandle { route, tasks, thread: Some(self.thread) }, reports))
     }
 }
 
 fn spawn_core(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch: Instant) -> Result<StartingCore> {
-    let (tx, rx) = mpsc::sync_channel(cfg.mailbox_capacity);
-    let sleeping = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Ready>(1);
-    let thread_sleeping = sleeping.clone();
     let name = format!("strom-core-{}", spec.core_id);
     let thread = std::thread::Builder::new()
         .name(name)
-        .spawn(move || core_main(cfg, spec, cpu, clock_epoch, rx, thread_sleeping, ready_tx))
+        .spawn(move || core_main(cfg, spec, cpu, clock_epoch, ready_tx))
         .map_err(|e| StromError::io(IoOp::Create, "thread", &e))?;
-    Ok(StartingCore { tx, sleeping, thread, ready_rx })
+    Ok(StartingCore { thread, ready_rx })
 }
 
-fn core_main(
-    cfg: EngineConfig,
-    spec: CoreSpec,
-    cpu: Option<usize>,
-    clock_epoch: Instant,
-    rx: Receiver<Mail>,
-    sleeping: Arc<AtomicBool>,
-    ready: SyncSender<Ready>,
-) {
+fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch: Instant, ready: SyncSender<Ready>) {
     if let Some(cpu) = cpu
         && let Err(e) = platform::pin_current_thread(cpu)
     {
         tracing::warn!(core = spec.core_id, %e, "could not pin core thread");
     }
     let ops_max = cfg.ring_entries as usize - 1 + cfg.net_ops_per_core;
+    let capacity = cfg.mailbox_capacity;
     let opened = UringIo::with_ops_max(cfg.ring_entries, ops_max).and_then(|io| {
         let waker = io.waker();
         Core::open(io, cfg, spec).map(|(core, reports)| (core, waker, reports))
     });
-    let mut core = match opened {
+    let (mut core, mut mailbox) = match opened {
         Ok((mut core, waker, reports)) => {
             // The ring's clock started after the epoch; both are CLOCK_MONOTONIC,
             // so the difference read once holds for the engine's life.
             let since_epoch_ns = clock_epoch.elapsed().as_nanos() as u64;
             core.set_clock_offset_ns(since_epoch_ns.saturating_sub(core.io.now_ns()));
-            let _ = ready.send(Ok((waker, reports)));
-            core
+            let (route, tasks, mailbox) = mailbox::channel(capacity, waker);
+            let _ = ready.send(Ok((route, tasks, reports)));
+            (core, mailbox)
         }
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    if let Err(e) = Ticker::default().run(&mut core, &mut ChannelMailbox { rx: &rx, sleeping: &sleeping }) {
+    if let Err(e) = Ticker::default().run(&mut core, &mut mailbox) {
         tracing::error!(core = core.spec().core_id, %e, "core stopped on a ring failure");
-    }
-}
-
-/// A core's end of its mailbox: the channel, and the flag that tells
-/// senders to ring the doorbell.
-struct ChannelMailbox<'a> {
-    rx: &'a Receiver<Mail>,
-    sleeping: &'a AtomicBool,
-}
-
-impl tick::Mailbox<UringIo> for ChannelMailbox<'_> {
-    fn take(&mut self) -> Take<UringIo> {
-        match self.rx.try_recv() {
-            Ok(mail) => Take::Mail(mail),
-            Err(TryRecvError::Empty) => Take::Empty,
-            Err(TryRecvError::Disconnected) => Take::Closed,
-        }
-    }
-
-    fn sleeping(&mut self, asleep: bool) {
-        self.sleeping.store(asleep, Ordering::SeqCst);
     }
 }

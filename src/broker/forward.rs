@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use crate::core::Request;
-use crate::engine::CoreRoute;
+use crate::core::mailbox::CoreRoute;
 use crate::error::StromError;
 
 /// How soon a request waiting for room in another core's mailbox is retried.

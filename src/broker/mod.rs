@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::{Catalog, TopicMeta, pid_in};
 use crate::config::EngineConfig;
+use crate::core::mailbox::CoreRoute;
 use crate::core::{AppendAck, CoreStats, PartitionStat, Reply, ValidBatch};
-use crate::engine::{CoreRoute, Pending, pending};
+use crate::engine::{Pending, pending};
 use crate::error::Result;
 use crate::partition::Pid;
 use crate::read::{Fetch, ReadResult};

@@ -15,6 +15,7 @@
 //! drives exactly this code.
 mod acks;
 pub mod audit;
+pub mod mailbox;
 mod open;
 mod plan;
 pub mod task;

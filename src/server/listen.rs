@@ -27,6 +27,14 @@ pub(super) struct Bound {
     pub core_addrs: Vec<String>,
 }
 
+/// A listening socket handed to a core's server task.
+pub(crate) enum ListenSock {
+    /// A socket of the OS, adopted into the core's ring on the task's first tick.
+    Os(std::os::fd::OwnedFd),
+    /// A listener already in the ring's file table (the simulator's).
+    InRing(crate::io::FileId),
+}
+
 /// Binds a socket per core on `addr` (shared by the kernel among them), and
 /// with `direct_ports` one more per core on an ephemeral port of the same IP.
 pub(super) fn bind(addr: SocketAddr, cores: usize, direct_ports: bool) -> Result<Bound> {
@@ -107,7 +115,11 @@ impl<C: Codec> NetCore<C> {
     /// Takes the sockets handed over at start into the ring (first tick).
     pub(super) fn adopt_listeners<I: Io>(&mut self, core: &mut TaskCore<'_, I>) {
         for sock in self.unadopted.drain(..) {
-            match core.adopt_socket(sock) {
+            let adopted = match sock {
+                ListenSock::Os(fd) => core.adopt_socket(fd),
+                ListenSock::InRing(file) => Ok(file),
+            };
+            match adopted {
                 Ok(file) => self.listeners.push(Listener { file, accepting: false, paused_until_ns: 0, closed: false }),
                 Err(e) => tracing::error!(core = self.core_id, %e, "could not adopt a listener"),
             }

@@ -44,12 +44,15 @@ mod native;
 mod recv;
 mod reply;
 mod send;
+#[doc(hidden)]
+pub mod sim;
 pub mod stats;
 mod sweep;
 mod task;
 
 use codec::Codec;
 use control::Control;
+use listen::ListenSock;
 use native::NativeCodec;
 use reply::{Done, ReplyRoute};
 use task::{NetCore, TaskParts};
@@ -104,8 +107,13 @@ impl Server {
         for (core_id, ((inbox, control), listeners)) in per_core.enumerate() {
             let codec = NativeCodec;
             let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom());
-            let parts = TaskParts { inbox, control, listeners: listeners.into_iter().map(Into::into).collect(), broker: dispatcher };
-            broker.route(core_id).attach(Box::new(NetCore::new(core_id, codec, shared.clone(), parts)))?;
+            let parts = TaskParts {
+                inbox,
+                control,
+                listeners: listeners.into_iter().map(|l| ListenSock::Os(l.into())).collect(),
+                broker: dispatcher,
+            };
+            engine.attach(core_id, Box::new(NetCore::new(core_id, codec, shared.clone(), parts)))?;
         }
         Ok(Server { engine: Some(Box::new(engine)), local_addr: bound.local_addr, core_addrs: bound.core_addrs, admin, shared })
     }

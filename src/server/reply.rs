@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use super::codec::Codec;
 use crate::broker::{Answer, BrokerError, ReplyBuf};
-use crate::engine::CoreRoute;
+use crate::core::mailbox::CoreRoute;
 use crate::stats::StageTrace;
 
 /// Where a reply goes: a connection (slot and generation) on a core.

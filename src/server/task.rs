@@ -7,7 +7,6 @@
 //! a produce for this core is staged before the core plans its commits),
 //! then [`CoreTask::plan`] after planning its own I/O (replies answered in
 //! this tick are queued and sent; receives, polls and accepts are pushed).
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender};
 
@@ -17,6 +16,7 @@ use super::Shared;
 use super::codec::Codec;
 use super::conn::{Conn, Listener, State};
 use super::control::Control;
+use super::listen::ListenSock;
 use super::recv::RecvPool;
 use super::reply::{ConnKey, Done, Replier, Ticket};
 use super::stats::NetStats;
@@ -39,7 +39,7 @@ pub(crate) struct NetCore<C: Codec> {
     /// The broker's part on this core: where decoded commands go.
     pub(super) broker: Dispatcher,
     /// Sockets handed over at start, adopted by the ring on the first tick.
-    pub(super) unadopted: Vec<OwnedFd>,
+    pub(super) unadopted: Vec<ListenSock>,
     pub(super) listeners: Vec<Listener>,
     pub(super) conns: Slab<Conn>,
     pub(super) next_generation: u32,
@@ -67,7 +67,7 @@ pub(crate) struct NetCore<C: Codec> {
 pub(crate) struct TaskParts {
     pub inbox: Receiver<Done>,
     pub control: Receiver<Control>,
-    pub listeners: Vec<OwnedFd>,
+    pub listeners: Vec<ListenSock>,
     pub broker: Dispatcher,
 }
 

@@ -1,0 +1,73 @@
+//! What a run's workers found, put together: acknowledged ranges merged
+//! across workers, partitions' end offsets, read-back readers, verifier counts.
+use crate::Layout;
+use crate::verify;
+use crate::worker::{ConsumerSpec, WorkerOutcome};
+
+pub(crate) type Acked = std::collections::HashMap<u32, std::collections::HashMap<u32, verify::Ranges>>;
+
+/// Every acknowledgement, by partition then producer.
+pub(crate) fn merged_acked(outcomes: &[WorkerOutcome]) -> Acked {
+    let mut acked: Acked = Default::default();
+    for o in outcomes {
+        for (&(partition, producer), ranges) in &o.acked {
+            let into = acked.entry(partition).or_default().entry(producer).or_default();
+            for &(s, e) in ranges {
+                verify::add_range(into, s, e);
+            }
+        }
+    }
+    acked
+}
+
+pub(crate) fn merge_into(into: &mut Acked, from: &Acked) {
+    for (&partition, producers) in from {
+        for (&producer, ranges) in producers {
+            let to = into.entry(partition).or_default().entry(producer).or_default();
+            for &(s, e) in ranges {
+                verify::add_range(to, s, e);
+            }
+        }
+    }
+}
+
+/// The end offset of each partition after `outcomes`: at least `from`, and
+/// past every record acknowledged.
+pub(crate) fn end_offsets(outcomes: &[WorkerOutcome], from: &[u64]) -> Vec<u64> {
+    let mut ends = from.to_vec();
+    for o in outcomes {
+        for (&p, &end) in &o.partition_ends {
+            ends[p as usize] = ends[p as usize].max(end);
+        }
+    }
+    ends
+}
+
+/// Connections per loadgen thread and broker core that read back a run:
+/// reads of old data wait on the disk, so more of them overlap.
+const READ_BACK_CONNS_PER_THREAD: usize = 4;
+
+/// Read-back readers: each partition read once, split over
+/// [`READ_BACK_CONNS_PER_THREAD`] connections per thread and core.
+pub(crate) fn spread_readers(layout: &Layout, from: &[u64], threads: usize) -> Vec<ConsumerSpec> {
+    let mut specs: Vec<ConsumerSpec> = Vec::new();
+    for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        let reader = (p % (threads.max(1) * READ_BACK_CONNS_PER_THREAD)) as u32;
+        match specs.iter_mut().find(|c| c.addr == addr && c.id == reader) {
+            Some(c) => c.partitions.push((p as u32, from[p])),
+            None => specs.push(ConsumerSpec { id: reader, addr, partitions: vec![(p as u32, from[p])], measure: false }),
+        }
+    }
+    specs
+}
+
+pub(crate) fn tally_verify(outcomes: &[WorkerOutcome], acked: &Acked, into: &mut verify::VerifyCounts) {
+    let none = Default::default();
+    for o in outcomes {
+        for (_, partition, v) in &o.verifiers {
+            let mut v = v.clone();
+            v.finish(acked.get(partition).unwrap_or(&none));
+            into.add(&v.counts);
+        }
+    }
+}

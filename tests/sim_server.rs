@@ -4,9 +4,10 @@
 //! sending their frames in pieces of random size, and the power is cut (or
 //! the process killed) at a random tick, with requests in the middle of
 //! arriving, being written or being answered. After every restart a client
-//! reads every partition back through the server: every acknowledged
-//! record is there, intact, at its offset; offsets are dense; nothing read
-//! ever changes content; no invariant audit fires.
+//! reads every partition back through the server, and the shared checker
+//! (tests/harness/checker) judges it: nothing acknowledged lost, corrupt,
+//! changed, duplicated or moved, no holes, no phantoms; no invariant audit
+//! fires.
 //!
 //! Seeds: `STROM_SIM_SEEDS=N` runs N (default 200); `STROM_SIM_SEED=S`
 //! replays one.
@@ -14,6 +15,7 @@ mod harness;
 
 use std::collections::BTreeMap;
 
+use harness::checker::{self, Checker, Reader, Send};
 use strom::catalog::Catalog;
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::io::sim::{SimConn, SimDisk, SimRng};
@@ -26,22 +28,13 @@ const TOPIC: &str = "t";
 /// nothing here depends on the machine's speed).
 const TICKS_MAX: usize = 20_000;
 
-/// What the test knows of one seed.
-#[derive(Default)]
-struct Model {
-    /// (partition, offset) -> value, for every acknowledged record.
-    acked: BTreeMap<(u32, u64), Vec<u8>>,
-    /// (partition, offset) -> value, for everything ever read back.
-    seen: BTreeMap<(u32, u64), Vec<u8>>,
-}
-
 /// A client: its connection, bytes still to send, bytes received, and its
 /// produces awaiting replies by request id.
 struct Client {
     conn: SimConn,
     unsent: Vec<u8>,
     received: Vec<u8>,
-    produces: BTreeMap<u64, (u32, Vec<Vec<u8>>)>,
+    produces: BTreeMap<u64, Send>,
     next_id: u64,
     /// The last send was a piece: the next sends the rest.
     split: bool,
@@ -105,47 +98,40 @@ fn server_config() -> ServerConfig {
     ServerConfig { reply_bufs_per_core: 2, connections_max: 64, ..ServerConfig::default() }
 }
 
-/// Queues a produce of 1-4 records to a random partition.
-fn produce(c: &mut Client, rng: &mut SimRng, partitions: u32, seq: &mut u64) {
+/// Queues a produce of 1-4 records of producer `producer` to a random partition.
+fn produce(c: &mut Client, rng: &mut SimRng, partitions: u32, producer: u32, seq: &mut u64, checker: &Checker) {
     let partition = rng.below(partitions as u64) as u32;
-    let values: Vec<Vec<u8>> = (0..1 + rng.below(4))
-        .map(|i| {
-            *seq += 1;
-            let pad_max = if rng.below(8) == 0 { 3000 } else { 100 };
-            let pad = "x".repeat(rng.below(pad_max) as usize);
-            format!("p{partition}-s{seq}-r{i}-{pad}").into_bytes()
-        })
-        .collect();
-    let refs: Vec<&[u8]> = values.iter().map(|v| v.as_slice()).collect();
-    let batch = harness::batch_of(&refs);
+    let count = 1 + rng.below(4) as u32;
+    let pad_max = if rng.below(8) == 0 { 3000 } else { 100 };
+    let extra = rng.below(pad_max) as u32;
+    let batch = checker::batch_for(producer, *seq, count, |_| extra);
+    let send = checker.record_send(TOPIC, partition, producer, *seq, count);
+    *seq += count as u64;
     let id = c.request(&Request::Produce { topic: TOPIC, partition, batches: &batch });
-    c.produces.insert(id, (partition, values));
+    c.produces.insert(id, send);
 }
 
-/// Takes the replies that arrived: acknowledged produces join the model.
-fn take_replies(c: &mut Client, model: &mut Model, seed: u64) {
+/// Takes the replies that arrived: acknowledged produces go to the checker.
+fn take_replies(c: &mut Client, checker: &Checker, seed: u64) {
     for frame in c.replies() {
         let (h, resp) = proto::decode_response(&frame).unwrap_or_else(|e| panic!("seed {seed}: a reply that does not decode: {e:?}"));
-        let (partition, values) =
-            c.produces.remove(&h.request_id).unwrap_or_else(|| panic!("seed {seed}: a reply to no request: {h:?} {resp:?}"));
+        let send = c.produces.remove(&h.request_id).unwrap_or_else(|| panic!("seed {seed}: a reply to no request: {h:?} {resp:?}"));
         match resp {
             Response::Produce { base_offset, last_offset } => {
-                assert_eq!(last_offset - base_offset + 1, values.len() as u64, "seed {seed}: offsets of a produce");
-                for (i, v) in values.into_iter().enumerate() {
-                    model.acked.insert((partition, base_offset + i as u64), v);
-                }
+                assert_eq!(last_offset - base_offset + 1, send.count() as u64, "seed {seed}: offsets of a produce");
+                checker.record_ack(&send, base_offset);
             }
             other => panic!("seed {seed}: a produce without faults answered {other:?}"),
         }
     }
 }
 
-/// Reads every partition back through the server and checks it against the model.
-fn verify(server: &mut SimServer, partitions: u32, model: &mut Model, rng: &mut SimRng, seed: u64) {
+/// Reads every partition back through the server, as the checker's final read.
+fn final_read(server: &mut SimServer, partitions: u32, checker: &Checker, rng: &mut SimRng, seed: u64) {
     let mut c = Client::connect(server, rng.below(server.cores() as u64) as usize);
     for partition in 0..partitions {
+        checker.begin_final(TOPIC, partition);
         let mut offset = 0;
-        let mut found = BTreeMap::new();
         loop {
             let req = Request::Fetch { topic: TOPIC, partition, offset, max_bytes: 16 << 10, max_wait_ms: 0 };
             c.request(&req);
@@ -161,42 +147,40 @@ fn verify(server: &mut SimServer, partitions: u32, model: &mut Model, rng: &mut 
             };
             let (_, resp) = proto::decode_response(&frame).unwrap();
             let Response::Fetch { high_watermark, batches, .. } = resp else { panic!("seed {seed}: fetch answered {resp:?}") };
-            if batches.is_empty() {
-                assert_eq!(offset, high_watermark, "seed {seed}: partition {partition}: the read stopped before the end");
+            let next = checker.observe_fetch(Reader::Final, TOPIC, partition, offset, batches);
+            if next == offset {
+                if offset < high_watermark {
+                    checker.final_stalled(TOPIC, partition, offset, high_watermark);
+                }
                 break;
             }
-            for (off, v) in harness::values(batches) {
-                assert_eq!(off, offset, "seed {seed}: partition {partition}: offsets not dense");
-                found.insert(off, v.into_bytes());
-                offset += 1;
-            }
-        }
-        for (&(_, off), v) in model.acked.range((partition, 0)..(partition + 1, 0)) {
-            let got = found.get(&off).unwrap_or_else(|| panic!("seed {seed}: acknowledged record {partition}/{off} lost"));
-            assert_eq!(got, v, "seed {seed}: {partition}/{off} holds other bytes than acknowledged");
-        }
-        for (off, v) in found {
-            if let Some(prev) = model.seen.insert((partition, off), v.clone()) {
-                assert_eq!(prev, v, "seed {seed}: {partition}/{off} changed content");
-            }
+            offset = next;
         }
     }
 }
 
-/// Produces from several clients for a random number of ticks.
-fn load(server: &mut SimServer, partitions: u32, model: &mut Model, rng: &mut SimRng, seq: &mut u64, seed: u64) {
+/// Produces from several clients for a random number of ticks, then cuts
+/// them off: what is still unanswered is indeterminate. Producer ids are
+/// new each round (`first_producer` up), each numbering from 0.
+fn load(server: &mut SimServer, partitions: u32, checker: &Checker, rng: &mut SimRng, first_producer: u32, seed: u64) {
     let mut clients: Vec<Client> =
         (0..1 + rng.below(3)).map(|_| Client::connect(server, rng.below(server.cores() as u64) as usize)).collect();
+    let mut seqs = vec![0u64; clients.len()];
     for _ in 0..20 + rng.below(150) {
-        for c in &mut clients {
+        for (i, c) in clients.iter_mut().enumerate() {
             if rng.below(3) == 0 && c.produces.len() < 8 {
-                produce(c, rng, partitions, seq);
+                produce(c, rng, partitions, first_producer + i as u32, &mut seqs[i], checker);
             }
             c.send_some(rng);
         }
         server.tick().unwrap();
         for c in &mut clients {
-            take_replies(c, model, seed);
+            take_replies(c, checker, seed);
+        }
+    }
+    for c in clients {
+        for send in c.produces.values() {
+            checker.record_indeterminate(send);
         }
     }
 }
@@ -228,7 +212,7 @@ fn dump_frames(disks: &[SimDisk]) {
     }
 }
 
-fn run_seed(seed: u64, totals: &mut (usize, u64)) {
+fn run_seed(seed: u64, totals: &mut (u64, u64)) {
     let mut rng = SimRng::new(seed);
     let cores = 1 + rng.below(2) as usize;
     let cfg = config(&mut rng, cores);
@@ -236,22 +220,21 @@ fn run_seed(seed: u64, totals: &mut (usize, u64)) {
     let dir = harness::test_dir("sim-server");
     Catalog::open_or_create(&dir, cfg.logs_on_create).unwrap().create_topic(TOPIC, partitions, 1 << 16).unwrap();
     let mut disks = vec![SimDisk::new(); cores];
-    let mut model = Model::default();
-    let mut seq = 0;
-    for _round in 0..4 {
+    let checker = Checker::new();
+    for _round in 0..4u32 {
         let (mut server, reports) = SimServer::start(&dir, disks, rng.next_u64(), cfg.clone(), server_config())
             .unwrap_or_else(|e| panic!("seed {seed}: restart failed: {e}"));
         if std::env::var_os("STROM_SIM_VERBOSE").is_some() {
             eprintln!("seed {seed} round {_round}: recovered {reports:?}");
         }
-        verify(&mut server, partitions, &mut model, &mut rng, seed);
-        load(&mut server, partitions, &mut model, &mut rng, &mut seq, seed);
+        final_read(&mut server, partitions, &checker, &mut rng, seed);
+        load(&mut server, partitions, &checker, &mut rng, _round * 16, seed);
         assert_eq!(server.audit_violations(), 0, "seed {seed}: an invariant audit fired");
         let power_cut = cfg.fsync == FsyncPolicy::Always && rng.below(4) != 0;
         if std::env::var_os("STROM_SIM_VERBOSE").is_some() {
             eprintln!(
                 "seed {seed} round {_round}: {cores} cores, {partitions} partitions, {cfg:?}; acked {}; power cut: {power_cut}",
-                model.acked.len()
+                checker.acked_count()
             );
         }
         disks = if power_cut {
@@ -267,9 +250,14 @@ fn run_seed(seed: u64, totals: &mut (usize, u64)) {
         }
     }
     let (mut server, _) = SimServer::start(&dir, disks, rng.next_u64(), cfg, server_config()).unwrap();
-    verify(&mut server, partitions, &mut model, &mut rng, seed);
+    final_read(&mut server, partitions, &checker, &mut rng, seed);
     drop(server);
-    totals.0 += model.acked.len();
+    let report = checker.report();
+    if !report.is_clean() {
+        eprintln!("seed {seed}:");
+        report.assert_clean();
+    }
+    totals.0 += checker.acked_count();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -75,11 +75,6 @@ pub struct EngineConfig {
     pub write_depth: usize,
     /// Registered read buffers per core for READ_FIXED (each write_buf_bytes).
     pub read_bufs_per_core: usize,
-    /// Registered buffers per core that Fetch replies for connections on the
-    /// partition's own core are assembled in and sent from (`SEND_ZC` naming
-    /// the buffer), each `write_buf_bytes`. 0: replies are heap buffers. A
-    /// server sets it; when all are in use a reply falls back to the heap.
-    pub reply_bufs_per_core: usize,
     /// Largest RecordBatch accepted. Must fit in a write buffer with a frame header.
     pub batch_bytes_max: usize,
     /// Segment files are rolled past this size.
@@ -101,9 +96,6 @@ pub struct EngineConfig {
     pub ring_entries: u32,
     /// Partitions per topic, at most.
     pub partitions_per_topic_max: u32,
-    /// Op-table slots per core beyond the disk's `ring_entries - 1`: a
-    /// server sets it to cover one receive and one send per connection.
-    pub net_ops_per_core: usize,
 }
 
 impl Default for EngineConfig {
@@ -118,7 +110,6 @@ impl Default for EngineConfig {
             write_bufs_per_log: 64,
             write_depth: 2,
             read_bufs_per_core: 8,
-            reply_bufs_per_core: 0,
             // Leaves room for a frame header and the largest padding frame.
             batch_bytes_max: (1 << 20) - 2 * BLOCK_BYTES,
             segment_bytes: 1 << 30,
@@ -130,7 +121,6 @@ impl Default for EngineConfig {
             reads_inflight_max: 64,
             ring_entries: 256,
             partitions_per_topic_max: 65_536,
-            net_ops_per_core: 0,
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::broker::{Broker, OffsetQuery, Router};
 use crate::catalog::Catalog;
 use crate::config::EngineConfig;
 use crate::core::mailbox::{self, CoreRoute, TaskSender};
-use crate::core::task::CoreTask;
+use crate::core::task::{CoreTask, TaskNeeds};
 use crate::core::tick::Ticker;
 use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request};
 use crate::error::{IoOp, Result, StromError};
@@ -58,17 +58,6 @@ pub struct TopicInfo {
     pub partitions: u32,
 }
 
-/// What the task a server attaches to each core needs the core to have
-/// before it starts. The server derives it from its own configuration
-/// ([`crate::server::ServerConfig`]); an engine's user never sets it.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TaskNeeds {
-    /// Registered buffers Fetch replies are assembled in and sent from.
-    pub reply_bufs_per_core: usize,
-    /// Op-table slots for the task's network ops.
-    pub net_ops_per_core: usize,
-}
-
 /// An open data directory with its core threads running.
 pub struct Engine {
     dir: PathBuf,
@@ -86,14 +75,21 @@ impl Engine {
     /// and starts the cores. Fails with a one-line cause and fix when the
     /// platform cannot run Strom, or names the position of any corruption.
     pub fn open(dir: &Path, cfg: EngineConfig) -> Result<Engine> {
+        Engine::open_for_tasks(dir, cfg, TaskNeeds::default())
+    }
+
+    /// Opens `dir` for a server whose per-core tasks need `needs` (registered
+    /// reply buffers, op-table slots): settings of the server's own
+    /// configuration, never of the engine's.
+    pub(crate) fn open_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
         cfg.validate()?;
         platform::probe_io_uring()?;
         platform::probe_data_dir(dir)?;
         let lock = lock_dir(dir)?;
         let catalog = Catalog::open_or_create(dir, cfg.logs_on_create)?;
         let router = Router::new(catalog.log_count(), cfg.cores);
-        platform::probe_memlock(registered_bytes_per_core(&cfg, router) * cfg.cores)?;
-        let (handles, reports, first_err) = start_cores(dir, &cfg, router, &catalog.pids());
+        platform::probe_memlock(registered_bytes_per_core(&cfg, router, needs) * cfg.cores)?;
+        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, &catalog.pids());
         let routes = handles.iter().map(|h| h.route.clone()).collect();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
         let engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, _lock: lock };
@@ -104,19 +100,6 @@ impl Engine {
             }
             None => Ok(engine),
         }
-    }
-
-    /// Opens `dir` for a server whose per-core tasks need `needs`. Those
-    /// settings belong to the server's configuration, so an engine
-    /// configuration that sets them too is refused, not overridden.
-    pub(crate) fn open_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
-        if cfg.reply_bufs_per_core != 0 || cfg.net_ops_per_core != 0 {
-            return Err(StromError::Unsupported(
-                "invalid configuration: a server sets reply_bufs_per_core in its ServerConfig, not in the EngineConfig".into(),
-            ));
-        }
-        let cfg = EngineConfig { reply_bufs_per_core: needs.reply_bufs_per_core, net_ops_per_core: needs.net_ops_per_core, ..cfg };
-        Engine::open(dir, cfg)
     }
 
     pub fn dir(&self) -> &Path {
@@ -254,17 +237,23 @@ impl Drop for Engine {
 /// Registered memory one core asks for: its logs' write buffers, its read
 /// buffers and its reply buffers. Pinned memory is charged per user across
 /// every ring, so the probe checks what all cores together register.
-fn registered_bytes_per_core(cfg: &EngineConfig, router: Router) -> usize {
+fn registered_bytes_per_core(cfg: &EngineConfig, router: Router, needs: TaskNeeds) -> usize {
     let logs_per_core = router.log_count().div_ceil(router.cores() as u32) as usize;
     logs_per_core * cfg.write_bufs_per_log * cfg.write_buf_bytes
         + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)
-        + cfg.reply_bufs_per_core * cfg.write_buf_bytes
+        + needs.reply_bufs * cfg.write_buf_bytes
 }
 
 /// Starts every core at once (restart time is the slowest core's recovery,
 /// not the sum) and waits until each serves or failed; the first failure
 /// comes back beside the cores that started.
-fn start_cores(dir: &Path, cfg: &EngineConfig, router: Router, pids: &[Pid]) -> (Vec<CoreHandle>, Vec<RecoveryReport>, Option<StromError>) {
+fn start_cores(
+    dir: &Path,
+    cfg: &EngineConfig,
+    router: Router,
+    needs: TaskNeeds,
+    pids: &[Pid],
+) -> (Vec<CoreHandle>, Vec<RecoveryReport>, Option<StromError>) {
     let mut handles = Vec::new();
     let mut reports = Vec::new();
     let mut first_err = None;
@@ -282,6 +271,7 @@ fn start_cores(dir: &Path, cfg: &EngineConfig, router: Router, pids: &[Pid]) -> 
             log_count: router.log_count(),
             pids: pids.iter().copied().filter(|&p| router.core_of(p) == core_id).collect(),
             logs: router.logs_of(core_id),
+            needs,
         };
         let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
         match spawn_core(cfg.clone(), spec, cpu, clock_epoch) {
@@ -353,7 +343,7 @@ fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch:
     {
         tracing::warn!(core = spec.core_id, %e, "could not pin core thread");
     }
-    let ops_max = cfg.ring_entries as usize - 1 + cfg.net_ops_per_core;
+    let ops_max = cfg.ring_entries as usize - 1 + spec.needs.net_ops;
     let capacity = cfg.mailbox_capacity;
     let opened = UringIo::with_ops_max(cfg.ring_entries, ops_max).and_then(|io| {
         let waker = io.waker();

@@ -112,7 +112,14 @@ fn run_seed(seed: u64) -> Model {
     let cfg = config(&mut rng);
     let log_count = 1 + rng.below(2) as u32;
     let pids: Vec<u32> = (0..1 + rng.below(4) as u32).collect();
-    let spec = CoreSpec { core_id: 0, data_dir: PathBuf::from("/sim/data"), log_count, logs: (0..log_count).collect(), pids: pids.clone() };
+    let spec = CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from("/sim/data"),
+        log_count,
+        logs: (0..log_count).collect(),
+        pids: pids.clone(),
+        needs: Default::default(),
+    };
     let mut disk = SimDisk::new();
     let mut model = Model::default();
     let mut seq = 0u64;

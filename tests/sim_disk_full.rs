@@ -167,7 +167,14 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
     if rng.below(2) == 0 {
         cfg.segment_bytes = (64 << 10) * (2 + rng.below(4));
     }
-    let spec = CoreSpec { core_id: 0, data_dir: PathBuf::from("/sim/full"), log_count: 1, logs: vec![0], pids: (0..PIDS).collect() };
+    let spec = CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from("/sim/full"),
+        log_count: 1,
+        logs: vec![0],
+        pids: (0..PIDS).collect(),
+        needs: Default::default(),
+    };
     let disk_bytes_max = (96 << 10) + rng.below(640 << 10);
     let faults = if random_enospc {
         SimFaults { enospc_ppm: 50_000, ..SimFaults::default() }

@@ -160,6 +160,8 @@ pub struct CoreSpec {
     pub logs: Vec<u32>,
     /// Every partition of this core's logs, from the catalog.
     pub pids: Vec<Pid>,
+    /// What the task that will run beside the core needs (a server's).
+    pub needs: task::TaskNeeds,
 }
 
 /// Counters of one core, for reports and audits.

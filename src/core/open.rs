@@ -25,7 +25,7 @@ impl<I: Io> Core<I> {
         let per_log = cfg.write_bufs_per_log;
         let write_count = spec.logs.len() * per_log;
         let read_end = write_count + cfg.read_bufs_per_core;
-        let mut bufs: Vec<AlignedBuf> = (0..read_end + cfg.reply_bufs_per_core)
+        let mut bufs: Vec<AlignedBuf> = (0..read_end + spec.needs.reply_bufs)
             .map(|i| {
                 AlignedBuf::new(if (write_count..read_end).contains(&i) { cfg.write_buf_bytes + BLOCK_BYTES } else { cfg.write_buf_bytes })
             })

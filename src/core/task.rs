@@ -5,6 +5,19 @@ use crate::buf::AlignedBuf;
 use crate::error::Result;
 use crate::io::{Completion, FileId, Io, Op};
 
+/// What the task that will run beside a core needs the core to have before
+/// it starts. A server derives it from its own configuration
+/// (`ServerConfig::task_needs`); the embedded engine needs none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskNeeds {
+    /// Registered buffers Fetch replies are assembled in and sent from
+    /// (`SEND_ZC` naming the buffer), each `write_buf_bytes`; when all are
+    /// in use a reply is built on the heap.
+    pub reply_bufs: usize,
+    /// Op-table slots for the task's network ops, beyond the disk's.
+    pub net_ops: usize,
+}
+
 /// Work that runs on a core's thread and ring beside its logs: the server's
 /// connections. The tick calls it at fixed points, so that requests it
 /// takes are staged before the core plans its commits. It reaches its core

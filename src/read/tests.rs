@@ -33,7 +33,14 @@ impl ReadSink for Recorder {
 }
 
 fn core() -> Core<SimIo> {
-    let spec = CoreSpec { core_id: 0, data_dir: PathBuf::from("/sim/data"), log_count: 1, logs: vec![0], pids: vec![0] };
+    let spec = CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from("/sim/data"),
+        log_count: 1,
+        logs: vec![0],
+        pids: vec![0],
+        needs: Default::default(),
+    };
     let io = SimIo::new(SimDisk::new(), 7, SimFaults::default());
     Core::open(io, EngineConfig::small_for_tests(), spec).unwrap().0
 }

@@ -2,7 +2,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::engine::TaskNeeds;
+use crate::core::task::TaskNeeds;
 use crate::error::{Result, StromError};
 use crate::proto;
 
@@ -84,6 +84,6 @@ impl ServerConfig {
     /// per connection plus accepts (the kernel spreads connections
     /// unevenly, so any core may get them all).
     pub(crate) fn task_needs(&self, cores: usize) -> TaskNeeds {
-        TaskNeeds { reply_bufs_per_core: self.reply_bufs_per_core, net_ops_per_core: 2 * self.connections_max + 4 * cores + 64 }
+        TaskNeeds { reply_bufs: self.reply_bufs_per_core, net_ops: 2 * self.connections_max + 4 * cores + 64 }
     }
 }

@@ -68,7 +68,7 @@ impl SimServer {
         let catalog = Catalog::open_or_create(catalog_dir, engine_cfg.logs_on_create)?;
         let router = Router::new(catalog.log_count(), cores);
         let needs = cfg.task_needs(cores);
-        let engine_cfg = EngineConfig { cores, reply_bufs_per_core: needs.reply_bufs_per_core, ..engine_cfg };
+        let engine_cfg = EngineConfig { cores, ..engine_cfg };
         let net = SimNet::new();
         let pids = catalog.pids();
         let mut opened = Vec::new();
@@ -83,6 +83,7 @@ impl SimServer {
                 log_count: router.log_count(),
                 pids: pids.iter().copied().filter(|&p| router.core_of(p) == core_id).collect(),
                 logs,
+                needs,
             };
             let (core, r) = Core::open(io, engine_cfg.clone(), spec)?;
             reports.extend(r);

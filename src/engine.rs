@@ -19,11 +19,12 @@ use crate::catalog::Catalog;
 use crate::config::EngineConfig;
 use crate::core::task::CoreTask;
 use crate::core::tick::{self, Take, Ticker};
-use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request};
+use crate::core::{AppendAck, Core, CoreSpec, PartitionStat, Reply, Request};
 use crate::error::{IoOp, Result, StromError};
 use crate::io::uring::UringIo;
 use crate::io::{Io, Waker};
 use crate::log::recovery::RecoveryReport;
+use crate::metrics::Metrics;
 use crate::partition::Pid;
 use crate::platform;
 use crate::read::ReadResult;
@@ -252,10 +253,12 @@ impl Engine {
         wait.wait()
     }
 
-    /// Counters of every core, in core order: appends, commits (one
-    /// O_DIRECT write each), fdatasyncs and bytes logged.
-    pub fn stats(&self) -> Result<Vec<CoreStats>> {
-        self.broker.core_stats()
+    /// Every core's metrics registry ([`crate::metrics`]), in core order:
+    /// what the core, its logs and its read path counted, with its gauges
+    /// read now on the core's thread. A server's connection metrics are in
+    /// [`crate::server::Server::metrics`].
+    pub fn metrics(&self) -> Result<Vec<Metrics>> {
+        self.broker.core_metrics()
     }
 
     /// Stops every core after its in-flight appends are durable and

@@ -100,7 +100,7 @@ fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
         handles.into_iter().map(|h| h.join().expect("producer")).collect()
     });
     let elapsed = started.elapsed();
-    let stats = engine.stats().expect("stats");
+    let metrics = engine.metrics().expect("metrics");
     engine.shutdown().expect("shutdown");
     let (catch_up_bytes, catch_up) = catch_up_read(&data, partitions, cfg_for_read());
     let _ = std::fs::remove_dir_all(&data);
@@ -111,7 +111,8 @@ fn run_case(dir: &std::path::Path, partitions: u32, secs: f64) -> CaseResult {
         batches += n;
         ack_us.add(h).expect("same bounds");
     }
-    let (bytes_logged, commits, fsyncs) = stats.iter().fold((0, 0, 0), |(b, c, f), s| (b + s.bytes_logged, c + s.commits, f + s.fsyncs));
+    let (bytes_logged, commits, fsyncs) =
+        metrics.iter().fold((0, 0, 0), |(b, c, f), m| (b + m.log.bytes_written, c + m.log.writes, f + m.log.fsyncs));
     CaseResult {
         partitions,
         records: batches * RECORDS_PER_BATCH as u64,
@@ -160,7 +161,9 @@ fn catch_up_read(data: &std::path::Path, partitions: u32, cfg: EngineConfig) -> 
     });
     let elapsed = started.elapsed();
     if std::env::var_os("STROM_BENCH_VERBOSE").is_some() {
-        println!("catch-up core stats: {:?}", engine.stats().expect("stats"));
+        for (core, m) in engine.metrics().expect("metrics").iter().enumerate() {
+            println!("catch-up core {core} metrics: {m}");
+        }
     }
     engine.shutdown().expect("shutdown");
     (bytes, elapsed)

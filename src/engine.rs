@@ -19,11 +19,12 @@ use crate::config::EngineConfig;
 use crate::core::mailbox::{self, CoreRoute, TaskSender};
 use crate::core::task::{CoreTask, TaskNeeds};
 use crate::core::tick::Ticker;
-use crate::core::{AppendAck, Core, CoreSpec, CoreStats, PartitionStat, Reply, Request};
+use crate::core::{AppendAck, Core, CoreSpec, PartitionStat, Reply, Request};
 use crate::error::{IoOp, Result, StromError};
 use crate::io::Io;
 use crate::io::uring::UringIo;
 use crate::log::recovery::RecoveryReport;
+use crate::metrics::Metrics;
 use crate::partition::Pid;
 use crate::platform;
 use crate::read::ReadResult;
@@ -182,10 +183,12 @@ impl Engine {
         wait.wait()
     }
 
-    /// Counters of every core, in core order: appends, commits (one
-    /// O_DIRECT write each), fdatasyncs and bytes logged.
-    pub fn stats(&self) -> Result<Vec<CoreStats>> {
-        self.broker.core_stats()
+    /// Every core's metrics registry ([`crate::metrics`]), in core order:
+    /// what the core, its logs and its read path counted, with its gauges
+    /// read now on the core's thread. A server's connection metrics are in
+    /// [`crate::server::Server::metrics`].
+    pub fn metrics(&self) -> Result<Vec<Metrics>> {
+        self.broker.core_metrics()
     }
 
     /// Runs `task` on core `core`'s ring beside its logs (a server's connections).

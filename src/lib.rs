@@ -8,7 +8,8 @@
 //! [`partition`] indexes it, and reads come back through the same core from
 //! its in-memory log buffers or by `READ_FIXED`. [`io`] is the seam between
 //! the core and the kernel (io_uring) or a simulated disk; [`buf`] holds the
-//! aligned buffers the kernel reads and writes.
+//! aligned buffers the kernel reads and writes. Each core's rooms count
+//! into its [`metrics`] registry.
 #![deny(unsafe_code)]
 
 pub mod broker;
@@ -24,6 +25,7 @@ pub mod failpoint;
 pub mod inspect;
 pub mod io;
 pub mod log;
+pub mod metrics;
 pub mod partition;
 pub mod platform;
 pub mod proto;

@@ -72,7 +72,7 @@ enum Cmd {
     },
     /// Run the broker on a data directory until SIGINT or SIGTERM, then stop
     /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
-    /// prints each core's server counters to stderr.
+    /// prints each core's metrics to stderr (the Metrics api serves them too).
     Serve(ServeArgs),
     /// Create, list or delete topics on a running broker.
     Topic {
@@ -268,7 +268,7 @@ fn recover(dir: &Path, cores: Option<usize>) -> strom::Result<()> {
     engine.shutdown()
 }
 
-/// Serves until SIGINT or SIGTERM (SIGUSR1 prints counters). The signals are blocked before any
+/// Serves until SIGINT or SIGTERM (SIGUSR1 prints metrics). The signals are blocked before any
 /// thread starts, so every thread inherits the mask and the signal stays
 /// pending until this thread takes it with sigwait: no handler runs on an
 /// arbitrary thread, and the shutdown runs here, in order.
@@ -276,7 +276,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
-    // SIGUSR1 prints each core's server counters (tests compare them with a baseline).
+    // SIGUSR1 prints each core's metrics, one line each, for an operator at
+    // a terminal (programs and tests ask the Metrics api).
     signals.add(Signal::SIGUSR1);
     signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGUSR1: {e}"))?;
     let mut engine_cfg = EngineConfig {
@@ -313,8 +314,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let waited = loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => {
-                for (core, stats) in server.net_stats().iter().enumerate() {
-                    eprintln!("strom: stats core {core}: {stats}");
+                for (core, metrics) in server.metrics().iter().enumerate() {
+                    eprintln!("strom: metrics core {core}: {metrics}");
                 }
             }
             other => break other,

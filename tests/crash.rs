@@ -100,15 +100,16 @@ fn recovered(serve: &Serve) -> Recovered {
     r
 }
 
-/// Asks the server for its counters (SIGUSR1) and checks every `audit*`
-/// counter among them, which must be 0 (item 8, invariant audits). Returns
-/// how many audit counters it saw: none while `strom serve` prints none.
+/// Asks the server for its metrics (the `Metrics` api) and checks every
+/// audit among them (`strom_audit_*`), which must be 0 (item 8, invariant
+/// audits). Returns how many audit values it saw: none if the server
+/// reported none.
 fn audit(serve: &Serve) -> usize {
     let mut seen = 0;
-    for (core, stats) in serve.stats().iter().enumerate() {
-        for (key, value) in stats.iter().filter(|(k, _)| k.starts_with("audit")) {
+    for (core, metrics) in serve.stats().iter().enumerate() {
+        for (m, value) in metrics.iter().filter(|(m, _)| m.is_audit()) {
             seen += 1;
-            assert_eq!(*value, 0, "invariant audit {key} is {value} on core {core}: {stats:?}");
+            assert_eq!(value, 0, "invariant audit {} is {value} on core {core}: {metrics}", m.name());
         }
     }
     seen

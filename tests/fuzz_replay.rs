@@ -440,6 +440,9 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
     too_small[..4].copy_from_slice(&11u32.to_be_bytes());
     let newer_version = raw_frame(Api::Fetch as u16, 2, 9, &fetch[16..]);
     let unknown_api = raw_frame(99, proto::VERSION, 9, &[0, 5, b'a']);
+    let metrics = Response::Metrics { cores: vec![vec![("strom_appends_total", 1000), ("strom_connections_open", 3)], vec![]] };
+    // Two cores declared, the first with 65535 metrics but room for one.
+    let lying_metrics = raw_frame(Api::Metrics as u16, 0, 10, &[&[0, 2, 0xFF, 0xFF, 0, 1, b'a'][..], &[0; 8], &[0, 0]].concat());
     vec![
         ("valid-produce-request", produce),
         ("valid-fetch-request", fetch),
@@ -464,6 +467,8 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-delete-topic-response", response(Api::DeleteTopic, 7, &Response::DeleteTopic)),
         ("valid-offset-commit-response", response(Api::OffsetCommit, 8, &Response::OffsetCommit)),
         ("valid-offset-fetch-response", response(Api::OffsetFetch, 9, &Response::OffsetFetch { offset: Some(43) })),
+        ("valid-metrics-request", request(10, &Request::Metrics)),
+        ("valid-metrics-response", response(Api::Metrics, 10, &metrics)),
         ("valid-error-response", response(Api::Fetch, 2, &Response::Error { code: ErrorCode::UnknownTopic, message: "no topic orders" })),
         ("truncated-produce", truncated),
         ("trailing-byte-fetch", trailing),
@@ -472,6 +477,7 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("length-under-header", too_small),
         ("newer-version-fetch", newer_version),
         ("unknown-api", unknown_api),
+        ("metrics-count-lies", lying_metrics),
     ]
 }
 

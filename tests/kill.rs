@@ -157,7 +157,7 @@ fn check(e: &Engine, acked: &[Acked]) {
         }
     }
     // The invariant audits (docs/TESTING.md) stay 0 through recovery and the reads.
-    for s in e.stats().unwrap() {
+    for s in e.metrics().unwrap() {
         assert_eq!(s.audit_violations(), 0, "an invariant audit fired: {s:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! The server embedded in-process (`Server::start`), reached through the
 //! client library and raw sockets: the tests that need the server's own
-//! counters (`Server::net_stats`).
+//! metrics (`Server::metrics`, and the `Metrics` api beside it).
 mod harness;
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use harness::{test_dir, values};
 use strom::client::Client;
 use strom::config::EngineConfig;
+use strom::metrics::{ConnMetrics, Metric, Metrics};
 use strom::proto::{ErrorCode, OffsetSpec};
 use strom::server::{Server, ServerConfig};
 
@@ -18,13 +19,13 @@ fn start(name: &str, cores: usize) -> (Server, std::path::PathBuf) {
     (Server::start(&dir, cfg, scfg).unwrap(), dir)
 }
 
-/// Polls every core's server counters until `done` holds for all of them
-/// (released resources come back asynchronously, as sockets close), failing
-/// with `what` and the counters after 30 s. Returns the last counters.
-fn wait_for_stats(server: &Server, what: &str, done: impl Fn(&strom::server::NetStats) -> bool) -> Vec<strom::server::NetStats> {
+/// Polls every core's metrics until `done` holds for all of them (released
+/// resources come back asynchronously, as sockets close), failing with
+/// `what` and the metrics after 30 s. Returns the last metrics.
+fn wait_for_metrics(server: &Server, what: &str, done: impl Fn(&Metrics) -> bool) -> Vec<Metrics> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let stats = server.net_stats();
+        let stats = server.metrics();
         if stats.iter().all(&done) {
             return stats;
         }
@@ -64,8 +65,8 @@ fn round_trip_on_two_cores() {
     let err = c.produce_values("nope", 0, &[b"x"]).unwrap_err();
     assert!(matches!(err, strom::client::ClientError::Server { code: ErrorCode::UnknownTopic, .. }), "{err:?}");
     // The invariant audits (docs/TESTING.md) stay 0 through all of it.
-    for s in server.net_stats() {
-        assert_eq!((s.audit_overlapping_writes, s.audit_served_beyond_durable, s.audit_buffer_reuse), (0, 0, 0), "{s:?}");
+    for s in server.metrics() {
+        assert_eq!(s.audit_violations(), 0, "{s:?}");
     }
     server.shutdown().unwrap();
 }
@@ -110,7 +111,8 @@ fn abandoned_connections_release_everything() {
         drop(s);
     }
     drop(c);
-    let stats = wait_for_stats(&server, "connections or bytes still held", |s| s.connections == 0 && s.held_bytes == 0);
+    let stats =
+        wait_for_metrics(&server, "connections or bytes still held", |s| s[Metric::ConnectionsOpen] == 0 && s[Metric::BufferedBytes] == 0);
     assert_eq!(stats.len(), 2);
     println!("released: {stats:?}");
     assert_eq!(server.connections(), 0);
@@ -153,16 +155,16 @@ fn a_reader_that_never_reads_is_bounded() {
     // buffers fill: a write timeout is the expected outcome, not a failure.
     let _ = slow.write_all(&frames);
     std::thread::sleep(Duration::from_millis(500));
-    let held: usize = server.net_stats().iter().map(|s| s.held_bytes).sum();
+    let held: u64 = server.metrics().iter().map(|s| s[Metric::BufferedBytes]).sum();
     // Each fetch is charged its largest possible reply when it is read, so
     // the server reads no more once the cap is reached: at most the cap plus
     // one fetch's charge (8 MiB plus its header).
-    let bound = conn_cap + (8 << 20) + 64;
+    let bound = conn_cap as u64 + (8 << 20) + 64;
     println!("a reader that never reads: {held} bytes held in the server (bound {bound})");
     assert!(held <= bound, "{held} bytes held for one reader that never reads");
     c.produce_values("s", 0, &[b"canary"]).unwrap();
     drop(slow);
-    wait_for_stats(&server, "bytes still held", |s| s.held_bytes == 0);
+    wait_for_metrics(&server, "bytes still held", |s| s[Metric::BufferedBytes] == 0);
     server.shutdown().unwrap();
 }
 
@@ -183,7 +185,7 @@ fn same_core_fetches_are_sent_from_registered_buffers() {
             admin.produce_values("f", p, chunk).unwrap();
         }
     }
-    let before: u64 = server.net_stats().iter().map(|s| s.fixed_sends).sum();
+    let before: u64 = server.metrics().iter().map(|s| s[Metric::ZeroCopySends]).sum();
     for p in 0..2 {
         // Through the shared listener: forwarded or not, replies are heap.
         let via_main = values(&admin.fetch("f", p, 0, 1 << 20, Duration::ZERO).unwrap().batches);
@@ -204,7 +206,7 @@ fn same_core_fetches_are_sent_from_registered_buffers() {
             other => panic!("{other:?}"),
         }
     }
-    let after: u64 = server.net_stats().iter().map(|s| s.fixed_sends).sum();
+    let after: u64 = server.metrics().iter().map(|s| s[Metric::ZeroCopySends]).sum();
     assert!(after >= before + 4, "direct fetches were not sent from registered buffers ({before} -> {after})");
     // A consumer that resets while large fixed replies are queued.
     let md = admin.metadata(&["f"]).unwrap();
@@ -219,10 +221,66 @@ fn same_core_fetches_are_sent_from_registered_buffers() {
         s.write_all(&frames).unwrap();
         std::thread::sleep(Duration::from_millis(5));
     }
-    let all_bufs = ServerConfig::default().reply_bufs_per_core;
-    wait_for_stats(&server, "reply buffers or bytes not returned", |s| {
-        s.reply_bufs_free == all_bufs && s.held_bytes == 0 && s.connections <= 1
+    let all_bufs = ServerConfig::default().reply_bufs_per_core as u64;
+    wait_for_metrics(&server, "reply buffers or bytes not returned", |s| {
+        s[Metric::ReplyBufsFree] == all_bufs && s[Metric::BufferedBytes] == 0 && s[Metric::ConnectionsOpen] <= 1
     });
     drop(admin);
+    server.shutdown().unwrap();
+}
+
+/// Every core's registry through the `Metrics` api, each core answering
+/// every metric of this build once.
+fn metrics_over_the_network(c: &mut Client) -> Vec<Metrics> {
+    let cores = c.metrics().unwrap();
+    let typed = cores.iter().map(|pairs| {
+        assert_eq!(pairs.len(), Metric::ALL.len(), "{pairs:?}");
+        let (m, unknown) = Metrics::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)));
+        assert!(unknown.is_empty(), "names this build does not know: {unknown:?}");
+        m
+    });
+    typed.collect()
+}
+
+// Proves: the Metrics api answers with every core's registry, every metric
+// once, and its counters move with the work: after one produce to each
+// core's partition, each core staged exactly one more append and wrote and
+// fdatasynced more log bytes, the requests read are counted, the asking
+// connection is the one open, and the audits stay 0; the in-process
+// registries (`Server::metrics`, and `Engine::metrics` without the
+// server's sections) read the same counters.
+#[test]
+fn metrics_api_answers_every_core_and_counters_move() {
+    let (server, _dir) = start("srv-metrics", 2);
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.create_topic("m", 2).unwrap();
+    let owner = c.metadata(&["m"]).unwrap().topics[0].partition_cores.clone();
+    let before = metrics_over_the_network(&mut c);
+    assert_eq!(before.len(), 2);
+    for p in 0..2 {
+        c.produce_values("m", p, &[b"one", b"two"]).unwrap();
+    }
+    let after = metrics_over_the_network(&mut c);
+    for p in 0..2 {
+        let (b, a) = (&before[owner[p] as usize], &after[owner[p] as usize]);
+        assert_eq!(a[Metric::Appends], b[Metric::Appends] + 1, "core {}", owner[p]);
+        for m in [Metric::LogBytesWritten, Metric::LogWrites, Metric::LogFsyncs] {
+            assert!(a[m] > b[m], "{} did not grow on core {}: {} -> {}", m.name(), owner[p], b[m], a[m]);
+        }
+    }
+    let sum = |all: &[Metrics], m: Metric| all.iter().map(|s| s[m]).sum::<u64>();
+    // Two produces and the second Metrics request, all on the one connection.
+    assert_eq!(sum(&after, Metric::Requests), sum(&before, Metric::Requests) + 3);
+    assert_eq!(sum(&after, Metric::ConnectionsOpen), 1);
+    assert!(after.iter().all(|s| s.audit_violations() == 0), "{after:?}");
+    let in_process = server.metrics();
+    let engine = server.engine().metrics().unwrap();
+    for core in 0..2 {
+        for m in [Metric::Appends, Metric::LogBytesWritten, Metric::LogFsyncs, Metric::Reads] {
+            assert_eq!((in_process[core][m], engine[core][m]), (after[core][m], after[core][m]), "{} on core {core}", m.name());
+        }
+        assert_eq!(engine[core].conn, ConnMetrics::default(), "the engine alone has no connections");
+    }
+    println!("core 0 after two produces: {}", in_process[0]);
     server.shutdown().unwrap();
 }

@@ -1,7 +1,8 @@
 //! The invariant audits fire: each test breaks one core on purpose through
-//! a test-only hook (`Core::break_for_audit`) and sees its counter in
-//! `CoreStats` go from 0 to 1, while the same run without the hook keeps it
-//! at 0. The audits (docs/TESTING.md, "Invariant audits"):
+//! a test-only hook (`Core::break_for_audit`) and sees its counter in the
+//! core's metrics registry (`Core::metrics`) go from 0 to 1, while the same
+//! run without the hook keeps it at 0. The audits (docs/TESTING.md,
+//! "Invariant audits"), exported as `strom_audit_*_total`:
 //! - `audit_overlapping_writes`: a data write starting below the log's
 //!   acknowledged or durable position (refused: the log fails instead);
 //! - `audit_served_beyond_durable`: a read about to serve a batch past the
@@ -69,9 +70,9 @@ fn overlapping_write_audit_fires() {
         }
         let s = append(&mut core, &cfg, 5);
         let res = wait(&mut core, &s);
-        let audits = core.stats_now();
+        let audits = core.metrics();
         if broken {
-            assert_eq!(audits.audit_overlapping_writes, 1, "{audits:?}");
+            assert_eq!(audits.log.audit_overlapping_writes, 1, "{audits:?}");
             assert!(matches!(res, Err(StromError::LogFailed { .. })), "the overlapping write's append was not refused: {res:?}");
         } else {
             assert_eq!(audits.audit_violations(), 0, "{audits:?}");
@@ -81,7 +82,7 @@ fn overlapping_write_audit_fires() {
         let all = wait(&mut core, &r).unwrap();
         let records = harness::values(&all.batches).len();
         assert_eq!(records, (1..=5).sum::<usize>() + if broken { 0 } else { 1 }, "acknowledged records lost");
-        println!("overlapping write (broken: {broken}): audit_overlapping_writes = {}", audits.audit_overlapping_writes);
+        println!("overlapping write (broken: {broken}): audit_overlapping_writes = {}", audits.log.audit_overlapping_writes);
     }
 }
 
@@ -109,11 +110,11 @@ fn served_beyond_durable_audit_fires() {
             core.process_completions();
         }
         let served = r.lock().unwrap().take().unwrap().unwrap();
-        let audits = core.stats_now();
-        assert_eq!(audits.audit_served_beyond_durable, u64::from(broken), "{audits:?}");
+        let audits = core.metrics();
+        assert_eq!(audits.read.audit_served_beyond_durable, u64::from(broken), "{audits:?}");
         assert_eq!(harness::values(&served.batches).len(), 1, "only the durable batch may be served");
         wait(&mut core, &pending).unwrap();
-        println!("read past durable (broken: {broken}): audit_served_beyond_durable = {}", audits.audit_served_beyond_durable);
+        println!("read past durable (broken: {broken}): audit_served_beyond_durable = {}", audits.read.audit_served_beyond_durable);
     }
 }
 
@@ -130,13 +131,13 @@ fn buffer_reuse_audit_fires() {
             core.break_for_audit(AuditBreak::AliasReadBuffers);
         }
         let (a, b) = (read(&mut core, 0), read(&mut core, 0));
-        let first = core.stats_now().audit_buffer_reuse;
+        let first = core.metrics().core.audit_buffer_reuse;
         let (a, b) = (wait(&mut core, &a).unwrap(), wait(&mut core, &b).unwrap());
         assert_eq!(a, b);
-        assert!(core.stats_now().reads_from_disk >= 2, "the reads did not go to disk");
-        assert_eq!(first, u64::from(broken), "{:?}", core.stats_now());
+        assert!(core.metrics().read.reads_from_disk >= 2, "the reads did not go to disk");
+        assert_eq!(first, u64::from(broken), "{:?}", core.metrics());
         if !broken {
-            assert_eq!(core.stats_now().audit_violations(), 0);
+            assert_eq!(core.metrics().audit_violations(), 0);
         }
         println!("aliased read buffers (broken: {broken}): audit_buffer_reuse = {first}");
     }

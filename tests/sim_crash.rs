@@ -159,7 +159,7 @@ fn run_seed(seed: u64) -> Model {
                 Some(Err(e)) => panic!("seed {seed}: append refused without faults: {e}"),
             });
         }
-        let audits = core.stats_now();
+        let audits = core.metrics();
         assert_eq!(audits.audit_violations(), 0, "seed {seed}: an invariant audit fired: {audits:?}");
         if rng.below(5) == 0 {
             let (s, reply) = slot::<()>();

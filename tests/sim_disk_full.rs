@@ -223,8 +223,8 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
         }
     }
     let stuck = core.journal(0).unwrap().failed().is_some();
-    let rewinds = core.journal(0).unwrap().disk_full_rewinds;
-    let retries = core.journal(0).unwrap().disk_full_retries_in_place;
+    let rewinds = core.journal(0).unwrap().metrics.disk_full_rewinds;
+    let retries = core.journal(0).unwrap().metrics.disk_full_retries;
     assert!(!stuck, "seed {seed}: the log failed on ENOSPC: {:?}", core.journal(0).unwrap().failed());
     // A third of the random seeds stop the engine while writes still fail:
     // a log retrying in place must give up (LogFailed, indeterminate) so the

@@ -337,7 +337,7 @@ fn load(
         reads.len(),
         core.journal(0).map(|j| (j.planned_pos(), j.written_pos(), j.durable_pos(), j.visible_pos(), j.failed().cloned()))
     );
-    assert_eq!(core.stats_now().audit_violations(), 0, "seed {seed}: an invariant audit fired: {:?}", core.stats_now());
+    assert_eq!(core.metrics().audit_violations(), 0, "seed {seed}: an invariant audit fired: {:?}", core.metrics());
     t.failed_logs = u64::from(failed_at_step.is_some());
     t.acked_records = m.acked.len() as u64;
     (m, latent)
@@ -422,7 +422,7 @@ fn restart(disk: SimDisk, cfg: &EngineConfig, m: &Model, kind: Kind, seed: u64, 
         core.tick().unwrap();
     }
     s.lock().unwrap().take().unwrap().unwrap_or_else(|e| panic!("seed {seed}: append after restart refused: {e}"));
-    assert_eq!(core.stats_now().audit_violations(), 0, "seed {seed}: an invariant audit fired after the restart");
+    assert_eq!(core.metrics().audit_violations(), 0, "seed {seed}: an invariant audit fired after the restart");
 }
 
 fn assert_all_found(found: &BTreeSet<(u32, u64)>, acked: &BTreeMap<(u32, u64), String>, seed: u64, when: &str) {

@@ -420,8 +420,8 @@ struct PhaseRun {
 
 fn log_totals(target: &Target) -> Option<(u64, u64, u64)> {
     let Target::Embedded { server, .. } = target else { return None };
-    let stats = server.engine().stats().ok()?;
-    Some(stats.iter().fold((0, 0, 0), |(w, f, b), s| (w + s.commits, f + s.fsyncs, b + s.bytes_logged)))
+    let cores = server.engine().metrics().ok()?;
+    Some(cores.iter().fold((0, 0, 0), |(w, f, b), m| (w + m.log.writes, f + m.log.fsyncs, b + m.log.bytes_written)))
 }
 
 #[allow(clippy::too_many_arguments)]

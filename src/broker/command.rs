@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::buf::AlignedBuf;
 use crate::core::AppendAck;
 use crate::error::StromError;
+use crate::metrics::Metrics;
 use crate::stats::StageLatency;
 
 /// One request of a client, decoded. Borrowed from the frame it came in,
@@ -65,6 +66,8 @@ pub enum Command<'a> {
     Stats {
         reset: bool,
     },
+    /// Every core's metrics registry ([`crate::metrics`]), in core order.
+    Metrics,
 }
 
 /// The RecordBatch v2 batches of a produce, split by their `batchLength`
@@ -158,6 +161,9 @@ pub enum Answer {
     /// FetchOffset: None when the group committed nothing for the partition.
     CommittedOffset(Option<u64>),
     Stats(Vec<StageLatency>),
+    /// Each core's registry, in core order: its server's sections with its
+    /// own. None for a core whose server task has stopped.
+    Metrics(Vec<Option<Metrics>>),
 }
 
 /// Why a command failed.

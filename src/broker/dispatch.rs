@@ -18,6 +18,7 @@ use super::requests::{self, Layout};
 use crate::catalog::{TopicMeta, pid_in};
 use crate::core::{Request, ValidBatch};
 use crate::error::{Result, StromError};
+use crate::metrics::{BrokerMetrics, Metrics};
 use crate::partition::Pid;
 use crate::read::Fetch;
 use crate::stats::StageLatency;
@@ -29,6 +30,10 @@ pub trait Host {
     /// Gathers the per-stage latency of the requests served on every core
     /// (and resets it if `reset`); `done` gets the merged rows.
     fn gather_stages(&mut self, reset: bool, done: Box<dyn FnOnce(Vec<StageLatency>) + Send>);
+    /// Gathers every core's metrics registry (its server's sections, this
+    /// dispatcher's among them, with its core's); `done` gets them in core
+    /// order.
+    fn gather_metrics(&mut self, done: Box<dyn FnOnce(Vec<Option<Metrics>>) + Send>);
 }
 
 /// Turns the commands that arrive on one core into requests.
@@ -44,20 +49,30 @@ pub struct Dispatcher {
     topics_version: u64,
     topics: Arc<BTreeMap<String, TopicMeta>>,
     outbox: Outbox,
-    /// Requests sent to another core, since start.
-    forwarded: u64,
+    /// The broker's section of its core's metrics.
+    metrics: BrokerMetrics,
 }
 
 impl Dispatcher {
     pub(crate) fn new(core_id: usize, broker: Arc<Broker>, admin: Arc<Admin>, core_addrs: Arc<[String]>, fetch_headroom: usize) -> Self {
         let topics_version = broker.directory().version();
         let topics = broker.directory().snapshot();
-        Dispatcher { core_id, broker, admin, core_addrs, fetch_headroom, topics_version, topics, outbox: Outbox::default(), forwarded: 0 }
+        Dispatcher {
+            core_id,
+            broker,
+            admin,
+            core_addrs,
+            fetch_headroom,
+            topics_version,
+            topics,
+            outbox: Outbox::default(),
+            metrics: BrokerMetrics::default(),
+        }
     }
 
-    /// Requests sent to another core's mailbox, since start.
-    pub fn forwarded(&self) -> u64 {
-        self.forwarded
+    /// The broker's section of its core's metrics.
+    pub fn metrics(&self) -> BrokerMetrics {
+        self.metrics
     }
 
     /// True while requests wait for room in another core's mailbox: the
@@ -109,6 +124,8 @@ impl Dispatcher {
             // Every core adds its histograms when it next ticks; the last
             // to add sends the reply.
             Command::Stats { reset } => host.gather_stages(reset, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
+            // The same way: every core adds its registry when it next ticks.
+            Command::Metrics => host.gather_metrics(Box::new(move |cores| reply(Ok(Answer::Metrics(cores))))),
         }
     }
 
@@ -183,7 +200,7 @@ impl Dispatcher {
         if target == self.core_id {
             return host.handle(req);
         }
-        self.forwarded += 1;
+        self.metrics.forwarded += 1;
         self.outbox.send(self.broker.route(target), target, req);
     }
 }

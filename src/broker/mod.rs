@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::catalog::{Catalog, TopicMeta, pid_in};
 use crate::config::EngineConfig;
 use crate::core::mailbox::CoreRoute;
-use crate::core::{AppendAck, CoreStats, PartitionStat, Reply, ValidBatch};
+use crate::core::{AppendAck, PartitionStat, Reply, ValidBatch};
 use crate::engine::{Pending, pending};
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::partition::Pid;
 use crate::read::{Fetch, ReadResult};
 
@@ -143,12 +144,12 @@ impl Broker {
         self.submit(pid, requests::stat(pid, reply))
     }
 
-    /// Every core's counters, in core order.
-    pub(crate) fn core_stats(&self) -> Result<Vec<CoreStats>> {
+    /// Every core's metrics registry, in core order.
+    pub(crate) fn core_metrics(&self) -> Result<Vec<Metrics>> {
         let mut out = Vec::new();
         for route in &self.routes {
             let (reply, wait) = pending();
-            route.send(requests::core_stats(reply))?;
+            route.send(requests::core_metrics(reply))?;
             out.push(wait.wait()?);
         }
         Ok(out)

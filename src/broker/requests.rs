@@ -6,8 +6,9 @@
 //! [`Broker`]: super::Broker
 use super::command::{BrokerError, Fetched, OffsetQuery, ReplyBuf};
 use super::produce::ProduceAcc;
-use crate::core::{AppendAck, CoreStats, PartitionStat, Reply, Request, ValidBatch};
+use crate::core::{AppendAck, PartitionStat, Reply, Request, ValidBatch};
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::partition::Pid;
 use crate::read::{Fetch, OnceSink, ReadResult, RegisteredBatches};
 
@@ -93,9 +94,9 @@ pub(crate) fn stat(pid: Pid, reply: Reply<PartitionStat>) -> Request {
     Request::Stat { pid, reply }
 }
 
-/// One core's counters.
-pub(crate) fn core_stats(reply: Reply<CoreStats>) -> Request {
-    Request::Stats { reply }
+/// One core's metrics registry.
+pub(crate) fn core_metrics(reply: Reply<Metrics>) -> Request {
+    Request::Metrics { reply }
 }
 
 /// A new topic's partitions, to the core that owns them.

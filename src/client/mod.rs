@@ -202,6 +202,8 @@ pub enum OwnedResponse {
     OffsetFetch(Option<u64>),
     /// The server's per-stage latency, one row per stage.
     Stats(Vec<StageLatency>),
+    /// Per core, its metrics as (name, value).
+    Metrics(Vec<Vec<(String, u64)>>),
 }
 
 impl OwnedResponse {
@@ -216,6 +218,7 @@ impl OwnedResponse {
             OwnedResponse::OffsetCommit => Api::OffsetCommit,
             OwnedResponse::OffsetFetch(_) => Api::OffsetFetch,
             OwnedResponse::Stats(_) => Api::Stats,
+            OwnedResponse::Metrics(_) => Api::Metrics,
         }
     }
 }
@@ -568,6 +571,15 @@ impl Client {
             other => Err(unexpected(Api::Stats, &other)),
         }
     }
+
+    /// Every core's metrics registry, in core order, as (name, value) pairs
+    /// in the server's order; [`crate::metrics::Metrics::from_pairs`] types them.
+    pub fn metrics(&mut self) -> Result<Vec<Vec<(String, u64)>>, ClientError> {
+        match self.call(&Request::Metrics)? {
+            OwnedResponse::Metrics(cores) => Ok(cores),
+            other => Err(unexpected(Api::Metrics, &other)),
+        }
+    }
 }
 
 /// Checks a topic or group name by the broker's rules, so that a bad name
@@ -589,7 +601,7 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
             check_name(group)?;
             check_name(topic)
         }
-        Request::Stats { .. } => Ok(()),
+        Request::Stats { .. } | Request::Metrics => Ok(()),
     }
 }
 
@@ -611,6 +623,9 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
         Response::OffsetCommit => Ok(OwnedResponse::OffsetCommit),
         Response::OffsetFetch { offset } => Ok(OwnedResponse::OffsetFetch(offset)),
         Response::Stats { stages } => Ok(OwnedResponse::Stats(stages)),
+        Response::Metrics { cores } => {
+            Ok(OwnedResponse::Metrics(cores.into_iter().map(|c| c.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).collect()))
+        }
         Response::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
     };
     Ok((header, result))

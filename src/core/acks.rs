@@ -117,7 +117,7 @@ impl<I: Io> Core<I> {
             reads.unpark(&mut cx, pid);
         }
         for (ack, err) in self.refused.drain(..) {
-            self.stats.appends_refused += 1;
+            self.metrics.appends_refused += 1;
             (ack.reply.reply)(Err(err));
         }
     }

@@ -30,6 +30,7 @@ use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
 use crate::io::{Completion, Io};
 use crate::log::journal::{Journal, PendingAck, StageError};
+use crate::metrics::{CoreMetrics, Metrics};
 use crate::partition::{Partition, Pid};
 use crate::read::{Fetch, ReadCx, ReadPath, ReadResult, ReadSink};
 use crate::stats::StageTrace;
@@ -107,9 +108,10 @@ pub enum Request {
         pid: Pid,
         reply: Reply<PartitionStat>,
     },
-    /// This core's counters, with its logs' commit figures summed.
-    Stats {
-        reply: Reply<CoreStats>,
+    /// This core's metrics registry: its own section, its logs' summed,
+    /// its read path's, with the gauges sampled now.
+    Metrics {
+        reply: Reply<Metrics>,
     },
     AddPartitions {
         pids: Vec<Pid>,
@@ -142,7 +144,7 @@ impl Request {
             }
             Request::OffsetForTime { reply, .. } => reply(Err(e)),
             Request::Stat { reply, .. } => reply(Err(e)),
-            Request::Stats { reply } => reply(Err(e)),
+            Request::Metrics { reply } => reply(Err(e)),
             Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
             Request::RemovePartitions { .. } => {}
             Request::Group(reqs) => reqs.into_iter().for_each(|r| r.refuse(e.clone())),
@@ -162,38 +164,6 @@ pub struct CoreSpec {
     pub pids: Vec<Pid>,
     /// What the task that will run beside the core needs (a server's).
     pub needs: task::TaskNeeds,
-}
-
-/// Counters of one core, for reports and audits.
-#[derive(Debug, Clone, Default)]
-pub struct CoreStats {
-    pub appends: u64,
-    pub appends_refused: u64,
-    pub reads: u64,
-    pub reads_from_disk: u64,
-    pub checkpoints: u64,
-    pub deferred: u64,
-    /// Log bytes written (frames and padding), commits (one O_DIRECT write
-    /// each) and fdatasyncs, over this core's logs since start.
-    pub bytes_logged: u64,
-    pub commits: u64,
-    pub fsyncs: u64,
-    /// Invariant audits: each must stay 0 in every run (docs/TESTING.md).
-    /// Writes that would have started below a log's acknowledged or durable
-    /// position (refused: the log fails instead).
-    pub audit_overlapping_writes: u64,
-    /// Batches a read was about to serve past its log's acknowledged (under
-    /// `always`: durable) position or its partition's visible end (not served).
-    pub audit_served_beyond_durable: u64,
-    /// Registered buffers handed to an op or a reply while an op still owned them.
-    pub audit_buffer_reuse: u64,
-}
-
-impl CoreStats {
-    /// The sum of the audit counters: 0 unless an invariant was broken.
-    pub fn audit_violations(&self) -> u64 {
-        self.audit_overlapping_writes + self.audit_served_beyond_durable + self.audit_buffer_reuse
-    }
 }
 
 pub struct Core<I: Io> {
@@ -224,8 +194,9 @@ pub struct Core<I: Io> {
     /// Completions of network ops, for the task running on this core's ring
     /// to take after each reap.
     pub net_completions: Vec<Completion>,
-    /// The core's own counters; [`Core::stats_now`] adds its logs' and reads'.
-    stats: CoreStats,
+    /// The core's own section of its metrics; [`Core::metrics`] adds its
+    /// logs' and its read path's.
+    metrics: CoreMetrics,
 }
 
 impl<I: Io> Core<I> {
@@ -304,7 +275,7 @@ impl<I: Io> Core<I> {
         if matches!(req, Request::Read { .. } | Request::OffsetForTime { .. }) && self.reads.full() {
             // Every read slot is busy: hold this one (and, behind it, the
             // mailbox) until a read finishes, instead of growing.
-            self.stats.deferred += 1;
+            self.metrics.deferred += 1;
             self.deferred.push_front(req);
             return;
         }
@@ -323,7 +294,7 @@ impl<I: Io> Core<I> {
                 Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
                 None => Err(StromError::UnknownPartition { topic: String::new(), partition: pid }),
             }),
-            Request::Stats { reply } => reply(Ok(self.stats_now())),
+            Request::Metrics { reply } => reply(Ok(self.metrics())),
             Request::AddPartitions { pids, reply } => {
                 for pid in pids {
                     let log = crate::partition::log_of(pid, self.spec.log_count);
@@ -388,49 +359,36 @@ impl<I: Io> Core<I> {
                 let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };
                 let wait = AppendWait { reply, trace, pos };
                 journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply: wait });
-                self.stats.appends += 1;
+                self.metrics.appends += 1;
             }
             Err(StageError::NoBuffer) => {
-                self.stats.deferred += 1;
+                self.metrics.deferred += 1;
                 self.deferred.push_front(Request::Append { pid, batch, reply });
             }
             Err(StageError::Failed(e)) => {
-                self.stats.appends_refused += 1;
+                self.metrics.appends_refused += 1;
                 reply(Err(e))
             }
         }
     }
 
-    /// This core's counters, with its logs' commit figures and audits summed.
-    pub fn stats_now(&self) -> CoreStats {
-        let mut s = self.stats.clone();
+    /// This core's metrics registry: the core's section (with its ring's
+    /// ops in flight and the buffer audit sampled now), its logs' sections
+    /// summed, and its read path's. The server's sections are left at 0:
+    /// the server task fills them ([`crate::server::Server::metrics`]).
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics { core: self.metrics, read: self.reads.metrics(), ..Metrics::default() };
+        m.core.ops_in_flight = self.io.in_flight() as u64;
+        m.core.audit_buffer_reuse = self.lent.reuse_violations;
         for j in self.journals.values() {
-            s.bytes_logged += j.bytes_logged;
-            s.commits += j.commits;
-            s.fsyncs += j.fsyncs;
-            s.audit_overlapping_writes += j.audit_overlapping_writes;
+            m.log.merge(&j.metrics);
         }
-        let r = self.reads.counters;
-        s.reads += r.reads;
-        s.reads_from_disk += r.reads_from_disk;
-        s.audit_served_beyond_durable += r.audit_served_beyond_durable;
-        s.audit_buffer_reuse += self.lent.reuse_violations;
-        s
+        m
     }
 
     /// Takes back a registered reply buffer once its send completed.
     pub fn give_reply_buf(&mut self, buf: AlignedBuf) {
         self.reads.give_reply_buf(&mut self.lent, buf);
-    }
-
-    /// Registered reply buffers free now.
-    pub fn reply_bufs_free(&self) -> usize {
-        self.reads.reply_bufs_free()
-    }
-
-    /// Registered read buffers free now (all of them when no read is in progress).
-    pub fn read_bufs_free(&self) -> usize {
-        self.reads.read_bufs_free()
     }
 
     /// Answers every long poll now and parks no more: a stopping server

@@ -2,7 +2,7 @@
 //! rebuild its partitions' state from the checkpoint and the scan after it.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use super::{Core, CoreSpec, CoreStats};
+use super::{Core, CoreSpec};
 use crate::buf::lent::LentTable;
 use crate::buf::{AlignedBuf, BLOCK_BYTES};
 use crate::config::{EngineConfig, FsyncPolicy};
@@ -13,6 +13,7 @@ use crate::log::frame;
 use crate::log::journal::{self, Journal, JournalLimits};
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
+use crate::metrics::CoreMetrics;
 use crate::partition::{Partition, Pid, SparseIndex, log_of};
 use crate::read::{ReadLimits, ReadPath};
 use crate::wire::batch::BatchInfo;
@@ -60,7 +61,7 @@ impl<I: Io> Core<I> {
             lent: LentTable::default(),
             completions: Vec::new(),
             net_completions: Vec::new(),
-            stats: CoreStats::default(),
+            metrics: CoreMetrics::default(),
         };
         let mut reports = Vec::new();
         for &log in &spec.logs {

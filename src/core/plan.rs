@@ -109,7 +109,7 @@ impl<I: Io> Core<I> {
                 // A failed checkpoint loses nothing: restart scans further back.
                 tracing::warn!(log, %e, "checkpoint not written");
             } else {
-                self.stats.checkpoints += 1;
+                self.metrics.checkpoints += 1;
                 self.checkpoint_pos.insert(log, ckpt.covered_pos);
             }
             self.checkpoint_bytes.insert(log, j.bytes_logged);

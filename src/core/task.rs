@@ -1,9 +1,10 @@
 //! What runs beside a core on its ring (the server's connections), and the
 //! narrow view of the core it is given.
-use super::{Core, CoreStats, Request};
+use super::{Core, Request};
 use crate::buf::AlignedBuf;
 use crate::error::Result;
 use crate::io::{Completion, FileId, Io, Op};
+use crate::metrics::Metrics;
 
 /// What the task that will run beside a core needs the core to have before
 /// it starts. A server derives it from its own configuration
@@ -37,19 +38,10 @@ pub trait CoreTask<I: Io>: Send {
 
 /// The whole of a core that a [`CoreTask`] may use: take requests, push
 /// and cancel its own network ops, give back registered reply buffers,
-/// read the clocks and the gauges it reports. Kept narrow and in one
+/// read the clocks and the core's metrics. Kept narrow and in one
 /// place, so that the core's surface toward the server is this list.
 pub struct TaskCore<'a, I: Io> {
     core: &'a mut Core<I>,
-}
-
-/// What a task reports of its core's resources.
-pub struct CoreGauges {
-    pub reply_bufs_free: usize,
-    pub read_bufs_free: usize,
-    /// Ops of the core's ring in flight (logs and network together).
-    pub ops_in_flight: usize,
-    pub stats: CoreStats,
 }
 
 impl<'a, I: Io> TaskCore<'a, I> {
@@ -110,12 +102,9 @@ impl<'a, I: Io> TaskCore<'a, I> {
         self.core.close_parking()
     }
 
-    pub fn gauges(&self) -> CoreGauges {
-        CoreGauges {
-            reply_bufs_free: self.core.reply_bufs_free(),
-            read_bufs_free: self.core.read_bufs_free(),
-            ops_in_flight: self.core.io.in_flight(),
-            stats: self.core.stats_now(),
-        }
+    /// The core's metrics registry now (its gauges sampled now), for the
+    /// task to add its own sections to.
+    pub fn metrics(&self) -> Metrics {
+        self.core.metrics()
     }
 }

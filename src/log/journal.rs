@@ -23,6 +23,7 @@ use crate::io::token::{OpKind, Token};
 use crate::io::{FileId, Io, Op};
 use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES, PAD_BYTES_MAX};
 use crate::log::segment::{Segment, parse_segment_name, segment_name};
+use crate::metrics::LogMetrics;
 use crate::partition::Pid;
 
 /// What a log's owner must remember about a staged batch until it is acknowledged.
@@ -121,21 +122,16 @@ pub struct Journal<R> {
     next_seq: u32,
     retired: Vec<PendingAck<R>>,
     refused: Vec<(PendingAck<R>, StromError)>,
-    /// Times the log refused its unwritten commits for a full disk and rewound.
-    pub disk_full_rewinds: u64,
-    /// Times the log wrote full commits again in place instead.
-    pub disk_full_retries_in_place: u64,
+    /// Log bytes written since open: what spaces checkpoints (the same
+    /// figure as `metrics.bytes_written`, kept apart because logic reads it).
     pub bytes_logged: u64,
-    pub commits: u64,
-    pub fsyncs: u64,
+    /// The log's section of its core's metrics.
+    pub metrics: LogMetrics,
     /// Where this run's frames begin: every frame at or past it carries `epoch`.
     epoch_start_pos: u64,
     /// Registered-buffer indices handed to writes since the owner last took
     /// them ([`Journal::take_lent`]), for the core's buffer audit.
     lent: Vec<u16>,
-    /// Audit: writes that would have started below the acknowledged or
-    /// durable position (never submitted; the log fails instead). Must stay 0.
-    pub audit_overlapping_writes: u64,
     /// Test hook: the next write is aimed this many bytes low (see
     /// [`Journal::misaim_next_write_for_audit`]).
     misaim_bytes: u64,
@@ -187,14 +183,10 @@ impl<R> Journal<R> {
             next_seq: 0,
             retired: Vec::new(),
             refused: Vec::new(),
-            disk_full_rewinds: 0,
-            disk_full_retries_in_place: 0,
             bytes_logged: 0,
-            commits: 0,
-            fsyncs: 0,
+            metrics: LogMetrics::default(),
             epoch_start_pos: state.end_pos,
             lent: Vec::new(),
-            audit_overlapping_writes: 0,
             misaim_bytes: 0,
             failure_recorded: false,
         }
@@ -469,7 +461,7 @@ impl<R> Journal<R> {
             let file_pos = commit.start_pos - seg_start - misaim_bytes;
             if seg_start + file_pos < self.visible_pos.max(self.durable_pos) {
                 // Audit: a write must never touch acknowledged or durable bytes.
-                self.audit_overlapping_writes += 1;
+                self.metrics.audit_overlapping_writes += 1;
                 debug_assert!(misaim_bytes > 0, "write at {} overlaps acknowledged bytes", seg_start + file_pos);
                 let err = StromError::LogFailed {
                     log: self.id,
@@ -574,7 +566,8 @@ impl<R> Journal<R> {
         commit.written = true;
         let file = commit.file;
         self.bytes_logged += commit.end_pos - commit.start_pos;
-        self.commits += 1;
+        self.metrics.bytes_written += commit.end_pos - commit.start_pos;
+        self.metrics.writes += 1;
         if !self.unsynced_files.contains(&file) {
             self.unsynced_files.push(file);
         }
@@ -651,7 +644,7 @@ impl<R> Journal<R> {
         if self.writing.iter().any(|c| c.start_pos >= at && c.start_pos < segment_end && c.written) {
             tracing::warn!(log = self.id, pos = at, "disk full, and a later write landed past the full one: writing the full ones again");
             self.retry_in_place = true;
-            self.disk_full_retries_in_place += 1;
+            self.metrics.disk_full_retries += 1;
             return;
         }
         self.full_from = None;
@@ -675,7 +668,7 @@ impl<R> Journal<R> {
             self.orphans.push(seg);
         }
         self.rewound_to = Some(self.rewound_to.map_or(at, |r| r.min(at)));
-        self.disk_full_rewinds += 1;
+        self.metrics.disk_full_rewinds += 1;
         tracing::warn!(log = self.id, pos = at, "disk full: unwritten appends refused, the log continues at pos");
     }
 
@@ -721,7 +714,7 @@ impl<R> Journal<R> {
             return self.fail_op(IoOp::Fsync, errno, "fdatasync failed");
         }
         if self.fsyncs_in_flight == 0 {
-            self.fsyncs += 1;
+            self.metrics.fsyncs += 1;
             self.durable_pos = self.durable_pos.max(self.fsync_target);
             crate::failpoint!("fsync_done_before_ack");
             self.retire();

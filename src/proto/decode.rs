@@ -15,6 +15,10 @@ const TOPIC_BYTES_MIN: usize = STRING_BYTES_MIN + 4;
 const CORE_BYTES: usize = 2;
 /// A Stats row's smallest encoding: an empty name and six u64 figures.
 const STAGE_BYTES_MIN: usize = STRING_BYTES_MIN + 6 * 8;
+/// A Metrics reply's core with no metrics: its u16 count.
+const METRICS_CORE_BYTES_MIN: usize = 2;
+/// A metric's smallest encoding: an empty name and its u64 value.
+const METRIC_BYTES_MIN: usize = STRING_BYTES_MIN + 8;
 
 /// A result that names the header once it was read, so an error reply can carry its request id.
 type FrameResult<T> = Result<T, (Option<Header>, DecodeError)>;
@@ -109,6 +113,7 @@ fn request_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Request<'a>, DecodeE
             STATS_FLAG_RESET => Request::Stats { reset: true },
             _ => return Err(DecodeError::BadValue("stats flags other than bit 0 (reset) are set")),
         },
+        Api::Metrics => Request::Metrics,
     })
 }
 
@@ -133,7 +138,24 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
         Api::OffsetCommit => Response::OffsetCommit,
         Api::OffsetFetch => Response::OffsetFetch { offset: optional_offset(r.i64()?)? },
         Api::Stats => stats_body(r)?,
+        Api::Metrics => metrics_body(r)?,
     })
+}
+
+fn metrics_body<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {
+    let declared = r.u16()?;
+    let core_count = r.count(declared.into(), METRICS_CORE_BYTES_MIN)?;
+    let mut cores = Vec::with_capacity(core_count);
+    for _ in 0..core_count {
+        let declared = r.u16()?;
+        let count = r.count(declared.into(), METRIC_BYTES_MIN)?;
+        let mut metrics = Vec::with_capacity(count);
+        for _ in 0..count {
+            metrics.push((r.str()?, r.u64()?));
+        }
+        cores.push(metrics);
+    }
+    Ok(Response::Metrics { cores })
 }
 
 fn stats_body<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {

@@ -51,6 +51,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
             out.extend_from_slice(&partition.to_be_bytes());
         }
         Request::Stats { reset } => out.push(if *reset { STATS_FLAG_RESET } else { 0 }),
+        Request::Metrics => {}
     }
     end_frame(out, start);
 }
@@ -102,6 +103,18 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
                 put_str(out, &s.stage, STRING_BYTES_MAX);
                 for v in [s.count, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us] {
                     out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+        }
+        Response::Metrics { cores } => {
+            let core_count = u16::try_from(cores.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&core_count.to_be_bytes());
+            for metrics in cores.iter().take(core_count.into()) {
+                let count = u16::try_from(metrics.len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&count.to_be_bytes());
+                for (name, value) in metrics.iter().take(count.into()) {
+                    put_str(out, name, STRING_BYTES_MAX);
+                    out.extend_from_slice(&value.to_be_bytes());
                 }
             }
         }

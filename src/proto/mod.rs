@@ -75,6 +75,7 @@ pub enum Api {
     OffsetCommit = 7,
     OffsetFetch = 8,
     Stats = 9,
+    Metrics = 10,
 }
 
 impl Api {
@@ -89,6 +90,7 @@ impl Api {
             7 => Api::OffsetCommit,
             8 => Api::OffsetFetch,
             9 => Api::Stats,
+            10 => Api::Metrics,
             _ => return None,
         })
     }
@@ -259,6 +261,8 @@ pub enum Request<'a> {
     Stats {
         reset: bool,
     },
+    /// Every core's metrics registry ([`crate::metrics`]); the body is empty.
+    Metrics,
 }
 
 impl Request<'_> {
@@ -273,6 +277,7 @@ impl Request<'_> {
             Request::OffsetCommit { .. } => Api::OffsetCommit,
             Request::OffsetFetch { .. } => Api::OffsetFetch,
             Request::Stats { .. } => Api::Stats,
+            Request::Metrics => Api::Metrics,
         }
     }
 }
@@ -317,6 +322,11 @@ pub enum Response<'a> {
     Stats {
         stages: Vec<StageLatency>,
     },
+    /// Per core, in core order: its metrics as (name, value), in the
+    /// server's order. A client must accept names it does not know.
+    Metrics {
+        cores: Vec<Vec<(&'a str, u64)>>,
+    },
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -338,6 +348,7 @@ impl Response<'_> {
             Response::OffsetCommit => Api::OffsetCommit,
             Response::OffsetFetch { .. } => Api::OffsetFetch,
             Response::Stats { .. } => Api::Stats,
+            Response::Metrics { .. } => Api::Metrics,
             Response::Error { .. } => return None,
         })
     }

@@ -60,6 +60,7 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::OffsetFetch { group: "group-1", topic: "orders", partition: 1 },
         Request::Stats { reset: false },
         Request::Stats { reset: true },
+        Request::Metrics,
     ]
 }
 
@@ -102,6 +103,8 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::OffsetFetch, Response::OffsetFetch { offset: Some(7) }),
         (Api::Stats, Response::Stats { stages: vec![] }),
         (Api::Stats, Response::Stats { stages: vec![stage_row("receive", 10), stage_row("", 0), stage_row("é-stage", 1 << 40)] }),
+        (Api::Metrics, Response::Metrics { cores: vec![] }),
+        (Api::Metrics, Response::Metrics { cores: vec![vec![("strom_appends_total", 3), ("", 0), ("é", u64::MAX)], vec![]] }),
     ];
     for code in ALL_CODES.into_iter().chain([ErrorCode::Unknown(777)]) {
         all.push((Api::Fetch, Response::Error { code, message: "what went wrong, and é" }));
@@ -168,7 +171,7 @@ fn every_request_round_trips() {
         apis.push(req.api() as u16);
     }
     apis.dedup();
-    assert_eq!(apis, (1..=9).collect::<Vec<u16>>(), "every api is covered");
+    assert_eq!(apis, (1..=10).collect::<Vec<u16>>(), "every api is covered");
 }
 
 #[test]
@@ -377,6 +380,14 @@ fn lying_counts_fail_fast() {
     // One topic whose partition_count is 2^32-1, with two partitions.
     assert_eq!(reply(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0xFF, 0xFF, 0xFF, 0xFF, 0, 1, 0, 2]), Err(DecodeError::Short));
     assert_eq!(reply(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0, 0, 0, 2, 0, 1, 0, 2]), Ok(()));
+
+    let metrics = |body: &[u8]| decode_response(&raw_frame(Api::Metrics as u16, 0, 3, body)).map(|_| ()).map_err(|e| e.1);
+    // core_count 65535 with one empty core.
+    assert_eq!(metrics(&[0xFF, 0xFF, 0, 0]), Err(DecodeError::Short));
+    // One core whose metric count is 65535, with one metric (an empty name and a value).
+    let one_metric = [0u8; 10];
+    assert_eq!(metrics(&[&[0, 1, 0xFF, 0xFF][..], &one_metric].concat()), Err(DecodeError::Short));
+    assert_eq!(metrics(&[&[0, 1, 0, 1][..], &one_metric].concat()), Ok(()));
 }
 
 #[test]
@@ -595,12 +606,11 @@ fn protocol_doc_example_is_what_the_codec_writes() {
         ],
     );
     let (stats_request_dump, stats_reply_dump) = stats_dumps();
+    let (metrics_request_dump, metrics_reply_dump) = metrics_dumps();
     let doc = include_str!("../../docs/PROTOCOL.md");
-    let missing: Vec<&str> = [&request_dump, &reply_dump, &error_dump, &stats_request_dump, &stats_reply_dump]
-        .into_iter()
-        .map(String::as_str)
-        .filter(|d| !doc.contains(d))
-        .collect();
+    let dumps =
+        [&request_dump, &reply_dump, &error_dump, &stats_request_dump, &stats_reply_dump, &metrics_request_dump, &metrics_reply_dump];
+    let missing: Vec<&str> = dumps.into_iter().map(String::as_str).filter(|d| !doc.contains(d)).collect();
     assert!(missing.is_empty(), "docs/PROTOCOL.md lacks these dumps, in this order:\n{}", missing.join("\n"));
     assert_eq!(decode_request(&request).unwrap().1, Request::Produce { topic: "orders", partition: 0, batches: &batches });
 }
@@ -641,6 +651,39 @@ fn stats_dumps() -> (String, String) {
         ],
     );
     assert_eq!(decode_request(&request).unwrap().1, Request::Stats { reset: true });
+    (request_dump, reply_dump)
+}
+
+/// The Metrics example of docs/PROTOCOL.md: a request, and a reply of two
+/// cores with one metric each.
+fn metrics_dumps() -> (String, String) {
+    let request = request_frame(10, &Request::Metrics);
+    let request_dump = annotated(
+        &request,
+        &[(4, "length = 12: a header, no body"), (2, "api = 10 (Metrics)"), (2, "version = 1"), (8, "request_id = 10")],
+    );
+    let cores = vec![vec![("strom_appends_total", 1000)], vec![("strom_connections_open", 3)]];
+    let reply = response_frame(Api::Metrics, 10, &Response::Metrics { cores: cores.clone() });
+    let reply_dump = annotated(
+        &reply,
+        &[
+            (4, "length = 79"),
+            (2, "api = 10 (Metrics)"),
+            (2, "error = 0: success"),
+            (8, "request_id = 10"),
+            (2, "core_count = 2"),
+            (2, "core 0: count = 1 metric follows"),
+            (2, "name: 19 bytes follow"),
+            (19, "\"strom_appends_total\""),
+            (8, "value = 1000"),
+            (2, "core 1: count = 1 metric follows"),
+            (2, "name: 22 bytes follow"),
+            (22, "\"strom_connections_open\""),
+            (8, "value = 3"),
+        ],
+    );
+    assert_eq!(decode_request(&request).unwrap().1, Request::Metrics);
+    assert_eq!(decode_response(&reply).unwrap().1, Response::Metrics { cores });
     (request_dump, reply_dump)
 }
 

@@ -28,6 +28,7 @@ use crate::core::Reply;
 use crate::error::{IoOp, Result, StromError};
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io, Op};
+use crate::metrics::ReadMetrics;
 use crate::partition::{Partition, Pid};
 
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
@@ -67,16 +68,6 @@ pub struct Fetch {
     pub max_wait_ns: u64,
 }
 
-/// Counters of the read path, for the core's stats.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReadCounters {
-    pub reads: u64,
-    pub reads_from_disk: u64,
-    /// Batches a read was about to serve past its log's acknowledged (under
-    /// `always`: durable) position or its partition's visible end (not served).
-    pub audit_served_beyond_durable: u64,
-}
-
 pub struct ReadPath {
     limits: ReadLimits,
     cursors: Slab<Cursor>,
@@ -89,7 +80,9 @@ pub struct ReadPath {
     parked: ParkedPolls,
     /// Subscriptions to read on from where their last answer ended.
     resumed: VecDeque<(Pid, ReadMode)>,
-    pub counters: ReadCounters,
+    /// The read path's section of its core's metrics (gauges sampled by
+    /// [`ReadPath::metrics`]).
+    metrics: ReadMetrics,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
 }
@@ -105,7 +98,7 @@ impl ReadPath {
             reply_bufs,
             parked: ParkedPolls::new(),
             resumed: VecDeque::new(),
-            counters: ReadCounters::default(),
+            metrics: ReadMetrics::default(),
             serve_unretired: false,
         }
     }
@@ -120,12 +113,9 @@ impl ReadPath {
         self.cursors.is_empty() && self.resumed.is_empty()
     }
 
-    pub fn reply_bufs_free(&self) -> usize {
-        self.reply_bufs.len()
-    }
-
-    pub fn read_bufs_free(&self) -> usize {
-        self.read_bufs.len()
+    /// The read path's metrics, with its free read and reply buffers now.
+    pub fn metrics(&self) -> ReadMetrics {
+        ReadMetrics { read_bufs_free: self.read_bufs.len() as u64, reply_bufs_free: self.reply_bufs.len() as u64, ..self.metrics }
     }
 
     /// Takes back a registered reply buffer once its send completed.
@@ -220,7 +210,7 @@ impl ReadPath {
             return;
         }
         let Some(p) = cx.partitions.get(&pid) else { return self.answer(pid, mode, Err(unknown(pid)), empty(), 0, (0, 0)) };
-        self.counters.reads += 1;
+        self.metrics.reads += 1;
         let (start, end) = (p.start_offset, p.visible_end);
         let entry = match &mode {
             ReadMode::Fetch { .. } if offset < start || offset > end => {
@@ -299,7 +289,7 @@ impl ReadPath {
             let mut notes = StepNotes::default();
             let step = c.step(p, &cx.logs[&c.log], &lim, &mut notes);
             if notes.beyond_durable {
-                self.counters.audit_served_beyond_durable += 1;
+                self.metrics.audit_served_beyond_durable += 1;
                 debug_assert!(cx.lent.violation_expected, "read of pid {} about to serve past the durable position", c.pid);
             }
             match step {
@@ -344,7 +334,7 @@ impl ReadPath {
                 log.pin_segment(pos, true);
                 c.in_flight = true;
                 c.read_len = len;
-                self.counters.reads_from_disk += 1;
+                self.metrics.reads_from_disk += 1;
                 cx.lent.lend(fixed);
             }
             Err(Op::Read { buf, .. }) => {

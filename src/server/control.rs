@@ -1,5 +1,5 @@
-//! Control of each core's server task from outside its core: stop, the
-//! counters, and stage reports gathered across cores.
+//! Control of each core's server task from outside its core: stop, and
+//! reports gathered across cores (metrics registries, stage histograms).
 //!
 //! Stop: the task closes its listeners and its idle connections, answers
 //! parked long polls at once, refuses every request it reads from then on
@@ -13,10 +13,10 @@ use std::time::Duration;
 use super::Shared;
 use super::codec::Codec;
 use super::conn::State;
-use super::stats::NetStats;
 use super::task::NetCore;
 use crate::core::task::TaskCore;
 use crate::io::Io;
+use crate::metrics::Metrics;
 use crate::stats::StageHistograms;
 
 /// Control messages from [`Server`](super::Server) to each core's server task.
@@ -24,11 +24,16 @@ pub(crate) enum Control {
     /// Stop accepting and reading, answer what is in flight (waiting at
     /// most `drain`), close every connection, then report.
     Stop { drain: Duration, done: mpsc::SyncSender<()> },
-    /// The core's server counters, now.
-    Stats { reply: mpsc::SyncSender<NetStats> },
+    /// Add the core's metrics registry to a report.
+    Metrics { share: MetricsShare },
     /// Add the core's stage histograms to a report (then reset them if asked).
     Stages { share: StageShare, reset: bool },
 }
+
+/// One core's part in a stage report: the histograms merged across cores.
+pub(crate) type StageShare = Share<StageHistograms>;
+/// One core's part in a metrics report: each core's registry in its place.
+pub(crate) type MetricsShare = Share<Vec<Option<Metrics>>>;
 
 impl Shared {
     /// Asks every core's server task for its stage histograms (and to reset
@@ -41,11 +46,33 @@ impl Shared {
         own: Option<usize>,
         done: impl FnOnce(StageHistograms) + Send + 'static,
     ) -> Option<StageShare> {
+        self.gather(StageHistograms::new(), own, done, |share| Control::Stages { share, reset })
+    }
+
+    /// Asks every core's server task for its core's metrics registry;
+    /// `done` gets them in core order (None for a core whose task is gone)
+    /// once every core added its own. The share of core `own` is returned
+    /// instead of sent, as with [`Shared::gather_stages`].
+    pub(crate) fn gather_metrics(
+        &self,
+        own: Option<usize>,
+        done: impl FnOnce(Vec<Option<Metrics>>) + Send + 'static,
+    ) -> Option<MetricsShare> {
+        self.gather(vec![None; self.controls.len()], own, done, |share| Control::Metrics { share })
+    }
+
+    fn gather<A: Send + 'static>(
+        &self,
+        report: A,
+        own: Option<usize>,
+        done: impl FnOnce(A) + Send + 'static,
+        control: impl Fn(Share<A>) -> Control,
+    ) -> Option<Share<A>> {
         let mut own_share = None;
-        for (core, share) in StageShare::split(self.controls.len(), done).into_iter().enumerate() {
+        for (core, share) in Share::split(self.controls.len(), report, done).into_iter().enumerate() {
             if Some(core) == own {
                 own_share = Some(share);
-            } else if self.controls[core].send(Control::Stages { share, reset }).is_ok() {
+            } else if self.controls[core].send(control(share)).is_ok() {
                 // A core whose task has gone drops the share unread: it adds nothing.
                 self.broker.route(core).ring();
             }
@@ -54,41 +81,56 @@ impl Shared {
     }
 }
 
-/// One core's part in a stage report. The report completes when the last
-/// share is added or dropped, so a core that stopped cannot hold it up.
-pub(crate) struct StageShare {
-    gather: Option<Arc<Mutex<Gather>>>,
+/// One core's part in a report gathered across cores. The report completes
+/// when the last share is added or dropped, so a core that stopped cannot
+/// hold it up.
+pub(crate) struct Share<A> {
+    gather: Option<Arc<Mutex<Gather<A>>>>,
 }
 
-struct Gather {
-    merged: StageHistograms,
-    done: Option<Box<dyn FnOnce(StageHistograms) + Send>>,
+struct Gather<A> {
+    report: A,
+    done: Option<Box<dyn FnOnce(A) + Send>>,
+}
+
+impl<A: Send + 'static> Share<A> {
+    fn split(cores: usize, report: A, done: impl FnOnce(A) + Send + 'static) -> Vec<Share<A>> {
+        let gather = Arc::new(Mutex::new(Gather { report, done: Some(Box::new(done)) }));
+        (0..cores).map(|_| Share { gather: Some(gather.clone()) }).collect()
+    }
+
+    /// Adds this core's part to the report.
+    fn contribute(self, add: impl FnOnce(&mut A)) {
+        if let Some(g) = &self.gather {
+            add(&mut g.lock().expect("report across cores").report);
+        }
+    }
 }
 
 impl StageShare {
-    fn split(cores: usize, done: impl FnOnce(StageHistograms) + Send + 'static) -> Vec<StageShare> {
-        let gather = Arc::new(Mutex::new(Gather { merged: StageHistograms::new(), done: Some(Box::new(done)) }));
-        (0..cores).map(|_| StageShare { gather: Some(gather.clone()) }).collect()
-    }
-
     /// Adds a core's histograms to the report, then resets them if asked.
     pub fn add(self, hists: &mut StageHistograms, reset: bool) {
-        if let Some(g) = &self.gather {
-            g.lock().expect("stage report").merged.merge(hists);
-        }
+        self.contribute(|merged| merged.merge(hists));
         if reset {
             hists.reset();
         }
     }
 }
 
-impl Drop for StageShare {
+impl MetricsShare {
+    /// Puts core `core`'s registry in its place in the report.
+    pub fn add(self, core: usize, metrics: Metrics) {
+        self.contribute(|cores| cores[core] = Some(metrics));
+    }
+}
+
+impl<A> Drop for Share<A> {
     fn drop(&mut self) {
         // Exactly one share's drop gets the last reference.
         if let Some(g) = self.gather.take().and_then(Arc::into_inner) {
-            let mut g = g.into_inner().expect("stage report");
-            if let Some(done) = g.done.take() {
-                done(g.merged);
+            let g = g.into_inner().expect("report across cores");
+            if let Some(done) = g.done {
+                done(g.report);
             }
         }
     }
@@ -100,9 +142,7 @@ impl<C: Codec> NetCore<C> {
             match control {
                 Control::Stop { drain, done } => self.begin_stop(core, now_ns + drain.as_nanos() as u64, done),
                 Control::Stages { share, reset } => share.add(&mut self.stages, reset),
-                Control::Stats { reply } => {
-                    let _ = reply.send(self.stats_now(core.gauges()));
-                }
+                Control::Metrics { share } => share.add(self.core_id, self.metrics_now(core)),
             }
         }
     }

@@ -15,8 +15,9 @@
 //!   them knows the protocol;
 //! - [`codec`]: the protocol seam; [`native`]: Strom's protocol on it;
 //! - [`reply`]: replies on their way back to their connection's core;
-//! - [`control`]: stop, counters and stage reports from outside the cores;
-//! - [`config`]: [`ServerConfig`]; [`stats`]: [`NetStats`].
+//! - [`control`]: stop, and metrics and stage reports gathered across cores;
+//! - [`metrics`]: the task's connection metrics beside its core's;
+//! - [`config`]: the server's settings, [`ServerConfig`].
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,24 +30,24 @@ use crate::broker::{Broker, Dispatcher};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::metrics::Metrics;
 use crate::stats::StageHistograms;
 
 pub use crate::stats::StageLatency;
 pub use config::ServerConfig;
-pub use stats::NetStats;
 
 mod codec;
 pub mod config;
 mod conn;
 mod control;
 mod listen;
+mod metrics;
 mod native;
 mod recv;
 mod reply;
 mod send;
 #[doc(hidden)]
 pub mod sim;
-pub mod stats;
 mod sweep;
 mod task;
 
@@ -137,18 +138,18 @@ impl Server {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
-    /// Each core's server counters (connections, bytes held, requests), in
-    /// core order; what audits and tests compare against a baseline.
-    pub fn net_stats(&self) -> Vec<NetStats> {
-        let mut waits = Vec::new();
-        for (core, ctl) in self.shared.controls.iter().enumerate() {
-            let (reply, wait) = mpsc::sync_channel(1);
-            if ctl.send(Control::Stats { reply }).is_ok() {
-                self.shared.broker.route(core).ring();
-                waits.push(wait);
-            }
-        }
-        waits.into_iter().filter_map(|w| w.recv().ok()).collect()
+    /// Each core's metrics registry, in core order: the core's own (its
+    /// logs' and read path's included) with its server task's sections
+    /// (connections, the broker's forwarding), all read on the core's own
+    /// thread when it next ticks. What audits and tests compare against a
+    /// baseline; the `Metrics` api answers the same over the network.
+    pub fn metrics(&self) -> Vec<Metrics> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let own = self.shared.gather_metrics(None, move |cores| drop(tx.send(cores)));
+        debug_assert!(own.is_none());
+        // Every core's task runs until the server stops, which takes `self`:
+        // each adds its registry.
+        rx.recv().unwrap_or_default().into_iter().map(Option::unwrap_or_default).collect()
     }
 
     /// Per-stage latency of the produce requests (and fetches) served so

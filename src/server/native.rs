@@ -98,6 +98,7 @@ fn command(req: Request<'_>) -> Command<'_> {
         Request::OffsetCommit { group, topic, partition, offset } => Command::CommitOffset { group, topic, partition, offset },
         Request::OffsetFetch { group, topic, partition } => Command::FetchOffset { group, topic, partition },
         Request::Stats { reset } => Command::Stats { reset },
+        Request::Metrics => Command::Metrics,
     }
 }
 
@@ -127,6 +128,10 @@ fn response(answer: Answer) -> Response<'static> {
         Answer::OffsetCommitted => Response::OffsetCommit,
         Answer::CommittedOffset(offset) => Response::OffsetFetch { offset },
         Answer::Stats(stages) => Response::Stats { stages },
+        // A core whose server task stopped answers with no metrics.
+        Answer::Metrics(cores) => Response::Metrics {
+            cores: cores.iter().map(|c| c.map_or_else(Vec::new, |m| m.iter().map(|(metric, v)| (metric.name(), v)).collect())).collect(),
+        },
         Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
     }
 }

@@ -146,7 +146,7 @@ impl SimServer {
 
     /// The sum of every core's invariant audits (0 unless one was broken).
     pub fn audit_violations(&self) -> u64 {
-        self.cores.iter().map(|c| c.core.stats_now().audit_violations()).sum()
+        self.cores.iter().map(|c| c.core.metrics().audit_violations()).sum()
     }
 
     /// A power cut: every core's disk as the next boot finds it.

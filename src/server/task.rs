@@ -15,11 +15,10 @@ use slab::Slab;
 use super::Shared;
 use super::codec::Codec;
 use super::conn::{Conn, Listener, State};
-use super::control::Control;
+use super::control::{Control, MetricsShare};
 use super::listen::ListenSock;
 use super::recv::RecvPool;
 use super::reply::{ConnKey, Done, Replier, Ticket};
-use super::stats::NetStats;
 use super::sweep::SWEEP_NS;
 use crate::broker::{Command, Dispatcher, Host, ReplyBuf};
 use crate::core::Request;
@@ -27,6 +26,7 @@ use crate::core::task::{CoreTask, TaskCore};
 use crate::error::StromError;
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io};
+use crate::metrics::{ConnMetrics, Metrics};
 use crate::stats::{StageHistograms, StageLatency};
 
 /// One core's connections, listeners and their budgets, speaking `C`.
@@ -58,7 +58,9 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) stopping: Option<(u64, SyncSender<()>)>,
     pub(super) finished: bool,
     pub(super) next_sweep_ns: u64,
-    pub(super) stats: NetStats,
+    /// This task's section of its core's metrics (the connections), which
+    /// the connection code counts into; see `metrics.rs`.
+    pub(super) stats: ConnMetrics,
     /// Per-stage latency of the requests of this core's connections.
     pub(super) stages: StageHistograms,
 }
@@ -93,7 +95,7 @@ impl<C: Codec> NetCore<C> {
             stopping: None,
             finished: false,
             next_sweep_ns: 0,
-            stats: NetStats::default(),
+            stats: ConnMetrics::default(),
             stages: StageHistograms::new(),
         }
     }
@@ -192,8 +194,13 @@ impl<C: Codec> NetCore<C> {
             // pipelining client than a reset over unread bytes.
             return replier.answer(Err(StromError::ShuttingDown.into()));
         }
-        let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages };
+        let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
+        // This core's registry goes in once the broker is done with the
+        // command, since it holds the broker's own section.
+        if let Some(share) = host.own_metrics.take() {
+            share.add(self.core_id, self.metrics_now(core));
+        }
     }
 
     /// Holds a command to this server's limits, and returns the bytes its
@@ -221,6 +228,8 @@ struct CoreHost<'a, 'b, I: Io> {
     shared: &'a Shared,
     core_id: usize,
     stages: &'a mut StageHistograms,
+    /// This core's part in a metrics report asked for by the command.
+    own_metrics: Option<MetricsShare>,
 }
 
 impl<I: Io> Host for CoreHost<'_, '_, I> {
@@ -235,6 +244,12 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
         if let Some(own) = self.shared.gather_stages(reset, Some(self.core_id), done) {
             own.add(self.stages, reset);
         }
+    }
+
+    fn gather_metrics(&mut self, done: Box<dyn FnOnce(Vec<Option<Metrics>>) + Send>) {
+        // Every other core adds its registry when it next ticks; this
+        // core's is added by `dispatch`, after the command.
+        self.own_metrics = self.shared.gather_metrics(Some(self.core_id), done);
     }
 }
 

@@ -7,17 +7,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use strom::client::Client;
+use strom::metrics::Metric;
 
 use crate::canary::Canary;
 use crate::harness::cgroup::Limits;
-use crate::harness::serve::{HANG, Serve, Stats};
+use crate::harness::serve::{HANG, STATS_CONNECTIONS, STATS_HELD_BYTES, Serve, Stats};
 use crate::harness::test_dir;
 use crate::{CGROUP_LIMIT_BYTES, CORE_BUFFERED_BYTES_MAX, CORES, HEADER_TIMEOUT_MS};
 
 /// The counters that must come back to their baseline after every case.
-const BASELINE_KEYS: [&str; 5] = ["connections", "ops_in_flight", "reply_bufs_free", "read_bufs_free", "held_bytes"];
+const BASELINE_KEYS: [Metric; 5] =
+    [Metric::ConnectionsOpen, Metric::RingOpsInFlight, Metric::ReplyBufsFree, Metric::ReadBufsFree, Metric::BufferedBytes];
 
-pub fn sum(stats: &[Stats], key: &str) -> u64 {
+pub fn sum(stats: &[Stats], key: Metric) -> u64 {
     stats.iter().map(|s| s[key]).sum()
 }
 
@@ -91,7 +93,7 @@ impl Bench {
         canary.resume();
         println!(
             "baseline: {baseline_fds} fds; per core {:?} = {:?}",
-            BASELINE_KEYS,
+            BASELINE_KEYS.map(Metric::name),
             baseline.iter().map(|s| BASELINE_KEYS.map(|k| s[k])).collect::<Vec<_>>()
         );
         Bench { serve, canary, baseline, baseline_fds, dir, row: None, cgroup }
@@ -122,7 +124,7 @@ impl Bench {
         loop {
             let stats = self.serve.stats();
             let fds = self.serve.fd_count();
-            let same = stats.iter().zip(&self.baseline).all(|(s, b)| BASELINE_KEYS.iter().all(|k| s[*k] == b[*k]));
+            let same = stats.iter().zip(&self.baseline).all(|(s, b)| BASELINE_KEYS.iter().all(|&k| s[k] == b[k]));
             if same && fds == self.baseline_fds {
                 break;
             }
@@ -210,14 +212,15 @@ fn make_topics(addr: SocketAddr) {
     }
 }
 
-/// The counters with the canary paused: its connections alone, nothing
+/// The metrics with the canary paused: its connections alone, nothing
 /// held, and every registered buffer free (a baseline short of them would
-/// hide a leak from every later comparison).
+/// hide a leak from every later comparison). The connection the metrics
+/// are asked on, and its request, are there too.
 fn quiet_baseline(serve: &Serve) -> Vec<Stats> {
     let deadline = Instant::now() + HANG;
     let baseline = loop {
         let s = serve.stats();
-        if sum(&s, "connections") == 2 * CORES as u64 && sum(&s, "held_bytes") == 0 {
+        if sum(&s, Metric::ConnectionsOpen) == 2 * CORES as u64 + STATS_CONNECTIONS && sum(&s, Metric::BufferedBytes) == STATS_HELD_BYTES {
             break s;
         }
         assert!(Instant::now() < deadline, "no quiet baseline: {s:?}");
@@ -228,7 +231,11 @@ fn quiet_baseline(serve: &Serve) -> Vec<Stats> {
         strom::config::EngineConfig::default().read_bufs_per_core as u64,
     );
     for s in &baseline {
-        assert_eq!((s["reply_bufs_free"], s["read_bufs_free"]), (reply_bufs, read_bufs), "registered buffers missing at rest: {s:?}");
+        assert_eq!(
+            (s[Metric::ReplyBufsFree], s[Metric::ReadBufsFree]),
+            (reply_bufs, read_bufs),
+            "registered buffers missing at rest: {s:?}"
+        );
     }
     baseline
 }

@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use strom::client::Client;
+use strom::metrics::Metric;
 use strom::proto::{self, ErrorCode, OffsetSpec, Request, Response};
 
 use crate::bench::{Bench, sum};
 use crate::harness::batch_of;
-use crate::harness::serve::HANG;
+use crate::harness::serve::{HANG, STATS_HELD_BYTES};
 use crate::raw::{cat, closed, connect_raw, encode, frame, lying_batch, read_frame, reply_code, reset, string};
 use crate::{CONN_BUFFERED_BYTES_MAX, CORE_BUFFERED_BYTES_MAX, HEADER_TIMEOUT_MS};
 
@@ -251,12 +252,12 @@ pub fn slowloris(b: &mut Bench, n: usize) -> String {
 /// Idle connections up to the cap (what one costs), then more past it:
 /// each refused with TooManyConnections and closed.
 pub fn idle_past_cap(b: &mut Bench, cap: usize, beyond: usize) -> String {
-    let open_now = sum(&b.serve.stats(), "connections") as usize;
+    let open_now = sum(&b.serve.stats(), Metric::ConnectionsOpen) as usize;
     let fill = cap - open_now;
     let rss_before = b.serve.rss_bytes();
     let idle: Vec<TcpStream> = (0..fill).map(|_| TcpStream::connect(b.addr()).unwrap()).collect();
     let deadline = Instant::now() + HANG;
-    while (sum(&b.serve.stats(), "connections") as usize) < cap {
+    while (sum(&b.serve.stats(), Metric::ConnectionsOpen) as usize) < cap {
         assert!(Instant::now() < deadline, "the server did not accept {fill} idle connections");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -264,7 +265,7 @@ pub fn idle_past_cap(b: &mut Bench, cap: usize, beyond: usize) -> String {
     let per_idle = rss_full.saturating_sub(rss_before) / fill as u64;
     println!("{fill} idle connections: server RSS {rss_before} -> {rss_full} bytes, {per_idle} bytes per idle connection");
     assert!(per_idle < 4096, "{per_idle} bytes per idle connection");
-    let refused_before = sum(&b.serve.stats(), "refused_connections");
+    let refused_before = sum(&b.serve.stats(), Metric::ConnectionsRefused);
     let mut extra: Vec<TcpStream> = (0..beyond).map(|_| connect_raw(b.addr())).collect();
     b.canary_during("at the connection cap with more knocking");
     for s in &mut extra {
@@ -272,7 +273,7 @@ pub fn idle_past_cap(b: &mut Bench, cap: usize, beyond: usize) -> String {
         assert_eq!(reply_code(&reply), Some(ErrorCode::TooManyConnections));
         assert!(closed(s));
     }
-    let refused = sum(&b.serve.stats(), "refused_connections") - refused_before;
+    let refused = sum(&b.serve.stats(), Metric::ConnectionsRefused) - refused_before;
     assert_eq!(refused, beyond as u64);
     // The idle ones are still served.
     let mut last = idle.into_iter().last().unwrap();
@@ -304,8 +305,8 @@ pub fn non_readers(b: &mut Bench, n: usize) -> String {
     let deadline = Instant::now() + HANG;
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let now = sum(&b.serve.stats(), "held_bytes");
-        if now == held && now > 0 {
+        let now = sum(&b.serve.stats(), Metric::BufferedBytes);
+        if now == held && now > STATS_HELD_BYTES {
             break;
         }
         held = now;
@@ -337,7 +338,7 @@ pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
     admin.set_timeout(Some(HANG)).unwrap();
     let core1: SocketAddr = admin.metadata(&[]).unwrap().core_addrs[1].parse().unwrap();
     drop(admin);
-    let closed_before = sum(&b.serve.stats(), "stuck_readers_closed");
+    let closed_before = sum(&b.serve.stats(), Metric::StuckReadersClosed);
     let mut conns = Vec::new();
     for _ in 0..n {
         let mut s = connect_raw(core1);
@@ -354,8 +355,8 @@ pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
     let mut held_max = 0;
     let closed = loop {
         let stats = b.serve.stats();
-        held_max = held_max.max(stats[1]["held_bytes"]);
-        let closed = sum(&stats, "stuck_readers_closed") - closed_before;
+        held_max = held_max.max(stats[1][Metric::BufferedBytes]);
+        let closed = sum(&stats, Metric::StuckReadersClosed) - closed_before;
         if closed > 0 {
             break closed;
         }
@@ -410,7 +411,8 @@ pub fn pipeline_million(b: &mut Bench, total: u64) -> String {
         }
         last = now;
     }
-    let held = sum(&b.serve.stats(), "held_bytes");
+    // Less the request of the metrics asked for, held while it is answered.
+    let held = sum(&b.serve.stats(), Metric::BufferedBytes) - STATS_HELD_BYTES;
     println!(
         "pipelining: {} of {total} requests written before the server stopped reading; {held} bytes held",
         written.load(Ordering::Relaxed)
@@ -446,7 +448,7 @@ pub fn pipeline_million(b: &mut Bench, total: u64) -> String {
 /// fdatasync in flight), and right after a fetch of old data (a disk read
 /// in flight). Produces are indeterminate: whatever was stored is intact.
 pub fn resets(b: &mut Bench, rounds: usize) -> String {
-    let disk_before = sum(&b.serve.stats(), "reads_from_disk");
+    let disk_before = sum(&b.serve.stats(), Metric::ReadsFromDisk);
     let mut sent = BTreeSet::new();
     for i in 0..rounds {
         // Mid-frame: half of a produce.
@@ -469,7 +471,7 @@ pub fn resets(b: &mut Bench, rounds: usize) -> String {
         reset(s);
     }
     b.canary_during("resets");
-    let disk_reads = sum(&b.serve.stats(), "reads_from_disk") - disk_before;
+    let disk_reads = sum(&b.serve.stats(), Metric::ReadsFromDisk) - disk_before;
     assert!(disk_reads > 0, "no fetch reached the disk before its reset");
     // What the reset produces left: only values sent whole, each once, intact.
     let mut c = Client::connect(b.addr()).unwrap();

@@ -9,11 +9,12 @@
 //! reply and read buffers and held bytes back to their baseline
 //! (`bench.rs`); then the server must stop cleanly on SIGTERM.
 //!
-//! The counters come from the same child process the cgroup caps and whose
-//! RSS and descriptors are read: `strom serve` prints them on SIGUSR1. One
-//! process for every figure means the baseline checks and the memory figures
-//! describe the same server, as deployed (an in-process `Server` would share
-//! this test's heap, descriptors and cgroup).
+//! The metrics come from the same child process the cgroup caps and whose
+//! RSS and descriptors are read: its `Metrics` api answers them, on one
+//! connection the harness keeps open. One process for every figure means the
+//! baseline checks and the memory figures describe the same server, as
+//! deployed (an in-process `Server` would share this test's heap,
+//! descriptors and cgroup).
 //!
 //! `STROM_ABUSE_SCALE=N` multiplies the connection counts (slowloris, idle
 //! connections past the cap, resets) for a longer soak, within the process's

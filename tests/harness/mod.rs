@@ -7,7 +7,7 @@
 //!   the simulator, and [`for_each_seed`];
 //! - [`child`]: a child process whose stderr lines are collected;
 //! - [`serve`]: the one `strom serve` wrapper (arguments, environment,
-//!   cgroups, failpoints, stats on SIGUSR1, stop with grace, kill);
+//!   cgroups, failpoints, metrics over the network, stop with grace, kill);
 //! - [`cgroup`]: memory caps and write throttles for a child;
 //! - [`loopfs`]: ext4 in a loop device (power cuts, full disks, throttling);
 //! - [`workload`]: producers and tailing consumers logging to the checker;

@@ -1,17 +1,18 @@
 //! The one `strom serve` wrapper every end-to-end test starts its server
 //! with: `Serve::on(dir)`, options (cores, port, arguments, environment, a
 //! failpoint, cgroups), then `start`. Its stderr is collected with when each
-//! line was read (the server says there why it stops acknowledging, what
-//! recovery scanned and cut, and prints its counters on SIGUSR1); it is
+//! line was read (the server says there why it stops acknowledging and what
+//! recovery scanned and cut); its metrics are asked over the network; it is
 //! killed if the test ends without stopping it.
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use strom::client::Client;
+use strom::client::{Client, ClientError};
+use strom::metrics::Metrics;
 
 use super::cgroup::Limits;
 use super::child::{self, Lines};
@@ -20,11 +21,17 @@ use super::child::{self, Lines};
 /// (not a timing threshold: each wait ends as soon as its condition holds).
 pub const HANG: Duration = Duration::from_secs(120);
 
-/// One core's counters as `strom serve` prints them on SIGUSR1.
-pub type Stats = BTreeMap<String, u64>;
+/// One core's metrics registry, as the server's `Metrics` api answers it.
+pub type Stats = Metrics;
+
+/// What [`Serve::stats`] adds to what it reads: its own connection, open
+/// for as long as the server runs (it is one of `strom_connections_open`)...
+pub const STATS_CONNECTIONS: u64 = 1;
+/// ...and its Metrics request, an empty body after the length and header,
+/// held while it is answered (in `strom_buffered_bytes` of its core).
+pub const STATS_HELD_BYTES: u64 = (strom::proto::LEN_BYTES + strom::proto::HEADER_BYTES) as u64;
 
 const SERVING: &str = "strom: serving on ";
-const STATS: &str = "strom: stats core ";
 
 /// How to start a `strom serve`; see [`Serve::on`].
 #[derive(Clone)]
@@ -116,7 +123,7 @@ impl ServeCmd {
         let up = started.elapsed();
         let addr = c.ready.split(',').next().unwrap();
         let addr = addr.parse().unwrap_or_else(|e| panic!("bad address in {SERVING}{}: {e}", c.ready));
-        Ok(Serve { child: c.child, addr, up, cores: self.cores, lines: c.lines, reader: Some(c.reader) })
+        Ok(Serve { child: c.child, addr, up, cores: self.cores, lines: c.lines, reader: Some(c.reader), stats_conn: Mutex::new(None) })
     }
 
     /// Spawns the server and SIGKILLs it `after` later, whatever it is doing
@@ -140,6 +147,10 @@ pub struct Serve {
     /// Collects stderr until the server exits; joined then, so that what
     /// it printed last is kept.
     reader: Option<JoinHandle<()>>,
+    /// The connection [`Serve::stats`] asks on: opened at its first call and
+    /// kept, so that it is there, and the same, in every figure it reads
+    /// (and at a connection limit it is already in).
+    stats_conn: Mutex<Option<Client>>,
 }
 
 impl Serve {
@@ -226,30 +237,53 @@ impl Serve {
         }
     }
 
-    /// Every core's counters, now: SIGUSR1, then the `strom: stats core N:
-    /// key=value ...` lines it prints, one per core.
+    /// Every core's metrics registry, now, from the server's `Metrics` api
+    /// (`Client::metrics`) on the connection kept for it; see
+    /// [`STATS_CONNECTIONS`] and [`STATS_HELD_BYTES`] for what that
+    /// connection adds, and a comparison with a baseline read the same way
+    /// cancels. A broken connection is opened again once.
     pub fn stats(&self) -> Vec<Stats> {
-        let count = |l: &[(Instant, String)]| l.iter().filter(|(_, l)| l.starts_with(STATS)).count();
-        let before = count(&self.lines.lock().unwrap());
-        self.signal(nix::sys::signal::Signal::SIGUSR1);
-        let deadline = Instant::now() + HANG;
-        loop {
-            {
-                let lines = self.lines.lock().unwrap();
-                if count(&lines) >= before + self.cores {
-                    let stats = lines.iter().filter(|(_, l)| l.starts_with(STATS)).skip(before).take(self.cores);
-                    return stats.map(|(_, l)| parse_stats(l)).collect();
+        let mut conn = self.stats_conn.lock().unwrap();
+        let mut failed = None;
+        for _ in 0..2 {
+            let asked = match conn.as_mut() {
+                Some(c) => c.metrics(),
+                None => Client::connect_timeout(self.addr, Duration::from_secs(10)).and_then(|mut c| {
+                    c.set_timeout(Some(HANG))?;
+                    let cores = c.metrics();
+                    *conn = Some(c);
+                    cores
+                }),
+            };
+            match asked {
+                Ok(cores) => return self.typed(cores),
+                Err(e) => {
+                    *conn = None;
+                    failed = Some(e);
                 }
             }
-            // A dead server (an OOM kill among the ways) prints nothing more.
-            let state = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-            let dead = !state.lines().any(|l| l.starts_with("State:") && !l.contains("zombie"));
-            if dead || Instant::now() > deadline {
-                let tail: Vec<String> = self.stderr().into_iter().rev().take(6).collect();
-                panic!("no counters printed on SIGUSR1 (server dead: {dead}; see dmesg for an OOM kill); last stderr lines: {tail:?}");
-            }
-            std::thread::sleep(Duration::from_millis(2));
         }
+        self.no_stats(failed.expect("two attempts failed"))
+    }
+
+    /// The registries of a `Metrics` reply, one per core of this server,
+    /// each naming every metric this build has and no other.
+    fn typed(&self, cores: Vec<Vec<(String, u64)>>) -> Vec<Stats> {
+        assert_eq!(cores.len(), self.cores, "metrics of {} cores from a server of {}", cores.len(), self.cores);
+        let typed = cores.iter().map(|pairs| {
+            let (m, unknown) = Metrics::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)));
+            assert!(unknown.is_empty() && pairs.len() == strom::metrics::Metric::ALL.len(), "metrics of another build: {pairs:?}");
+            m
+        });
+        typed.collect()
+    }
+
+    fn no_stats(&self, e: ClientError) -> ! {
+        // A dead server (an OOM kill among the ways) answers nothing more.
+        let state = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let dead = !state.lines().any(|l| l.starts_with("State:") && !l.contains("zombie"));
+        let tail: Vec<String> = self.stderr().into_iter().rev().take(6).collect();
+        panic!("no metrics from the server: {e} (server dead: {dead}; see dmesg for an OOM kill); last stderr lines: {tail:?}");
     }
 
     fn status_kib(&self, key: &str) -> u64 {
@@ -325,16 +359,4 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The counters of one `strom: stats core N: key=value ...` line.
-pub fn parse_stats(line: &str) -> Stats {
-    let (_, pairs) = line.split_once(": ").and_then(|(_, rest)| rest.split_once(": ")).expect("a stats line");
-    pairs
-        .split_whitespace()
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').expect("key=value");
-            (k.to_string(), v.parse().unwrap_or_else(|_| panic!("{k}={v} is not a number")))
-        })
-        .collect()
 }

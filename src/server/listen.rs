@@ -171,9 +171,9 @@ impl<C: Codec> NetCore<C> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = self.conns.insert(Conn::new(sock, self.next_generation & OWNER_MASK, counted, now_ns));
         if counted {
-            self.stats.accepted += 1;
+            self.metrics.accepted += 1;
         } else {
-            self.stats.refused_connections += 1;
+            self.metrics.refused_connections += 1;
             let message = format!("more than {} connections", self.shared.cfg.connections_max);
             self.fail_conn(slot, ConnError { kind: ConnErrorKind::TooManyConnections, message });
         }

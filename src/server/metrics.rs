@@ -22,7 +22,7 @@ impl<C: Codec> NetCore<C> {
             connections: self.conns.len() as u64,
             held_bytes: (self.held_bytes + self.rbuf_bytes) as u64,
             pooled_bytes: self.pool.bytes() as u64,
-            ..self.stats
+            ..self.metrics
         }
     }
 }

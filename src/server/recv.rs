@@ -150,7 +150,7 @@ impl<C: Codec> NetCore<C> {
                 }
                 Err(e) => {
                     // Framing is lost: nothing after this can be trusted.
-                    self.stats.frame_errors += 1;
+                    self.metrics.frame_errors += 1;
                     self.fail_conn(slot, e);
                     rbuf.clear();
                     pos = 0;

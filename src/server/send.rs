@@ -76,7 +76,7 @@ impl<C: Codec> NetCore<C> {
         }
         let (op, kind) = match c.sendq.pop_front().expect("non-empty") {
             ReplyBuf::Registered(buf) => {
-                self.stats.fixed_sends += 1;
+                self.metrics.fixed_sends += 1;
                 (Op::SendFixed { sock: c.sock, buf, sent: c.send_off }, OpKind::SendFixed)
             }
             ReplyBuf::Heap(mut buf) => {

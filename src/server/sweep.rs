@@ -13,7 +13,7 @@ pub(super) const SWEEP_NS: u64 = 1_000_000_000;
 impl<C: Codec> NetCore<C> {
     pub(super) fn sweep<I: Io>(&mut self, core: &mut TaskCore<'_, I>, now_ns: u64) {
         for (slot, tell) in self.late(core, now_ns) {
-            self.stats.timeouts += 1;
+            self.metrics.timeouts += 1;
             if tell {
                 self.conns[slot].rbuf.clear();
                 let rbuf = self.take_rbuf(slot);
@@ -82,7 +82,7 @@ impl<C: Codec> NetCore<C> {
             if self.held_bytes + self.rbuf_bytes < budget {
                 break;
             }
-            self.stats.stuck_readers_closed += 1;
+            self.metrics.stuck_readers_closed += 1;
             self.close_conn(core, slot);
             self.mark(slot);
         }

@@ -60,7 +60,7 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) next_sweep_ns: u64,
     /// This task's section of its core's metrics (the connections), which
     /// the connection code counts into; see `metrics.rs`.
-    pub(super) stats: ConnMetrics,
+    pub(super) metrics: ConnMetrics,
     /// Per-stage latency of the requests of this core's connections.
     pub(super) stages: StageHistograms,
 }
@@ -95,7 +95,7 @@ impl<C: Codec> NetCore<C> {
             stopping: None,
             finished: false,
             next_sweep_ns: 0,
-            stats: ConnMetrics::default(),
+            metrics: ConnMetrics::default(),
             stages: StageHistograms::new(),
         }
     }
@@ -163,7 +163,7 @@ impl<C: Codec> NetCore<C> {
     /// Decodes one whole frame and hands its command to the broker, with a
     /// replier that brings the answer back to this connection.
     pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) {
-        self.stats.requests += 1;
+        self.metrics.requests += 1;
         let mut decoded = self.codec.decode(frame);
         let reserved_bytes = match &mut decoded {
             Ok((_, cmd)) => self.bound(cmd),
@@ -184,7 +184,7 @@ impl<C: Codec> NetCore<C> {
         let (ctx, cmd) = match decoded {
             Ok(d) => d,
             Err(refusal) => {
-                self.stats.frame_errors += 1;
+                self.metrics.frame_errors += 1;
                 return ticket.send(ReplyBuf::Heap(refusal), None);
             }
         };

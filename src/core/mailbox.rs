@@ -2,11 +2,14 @@
 //! channel of requests, a channel of tasks to run beside the core, and a
 //! doorbell.
 //!
-//! The core sets `sleeping` before it blocks in its ring and looks at the
-//! mailbox once more; a sender that swaps `sleeping` from true to false
-//! rings the core's waker (an eventfd the ring polls). So a busy core is
-//! never sent a wake-up syscall, and a request sent just before the core
-//! sleeps is not left waiting for a timeout.
+//! Every sender, of a request or of anything for the core's task (a reply
+//! from another core, a control message), sets `rung` after it sent, then
+//! swaps `sleeping` and, if it was true, rings the core's waker (an eventfd
+//! the ring polls). The core sets `sleeping` before it blocks in its ring,
+//! then looks at `rung` and the mailbox once more. One of the two always
+//! sees the other (both sequentially consistent): so a busy core is never
+//! sent a wake-up syscall, and mail sent just before the core sleeps is not
+//! left waiting for a timeout.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -22,12 +25,15 @@ use crate::io::{Io, Waker};
 pub struct CoreRoute {
     tx: SyncSender<Request>,
     sleeping: Arc<AtomicBool>,
+    rung: Arc<AtomicBool>,
     waker: Arc<dyn Waker>,
 }
 
 impl CoreRoute {
-    /// Wakes the core if it sleeps in its ring (no syscall when it runs).
+    /// Tells the core there is mail (call it after sending); wakes it if it
+    /// sleeps in its ring (no syscall when it runs).
     pub fn ring(&self) {
+        self.rung.store(true, Ordering::SeqCst);
         if self.sleeping.swap(false, Ordering::SeqCst) {
             self.waker.wake();
         }
@@ -78,6 +84,7 @@ pub struct ChannelMailbox<I: Io> {
     requests: Receiver<Request>,
     tasks: Receiver<Box<dyn CoreTask<I>>>,
     sleeping: Arc<AtomicBool>,
+    rung: Arc<AtomicBool>,
 }
 
 /// A mailbox of `capacity` requests for a core woken by `waker`: the
@@ -86,8 +93,9 @@ pub fn channel<I: Io>(capacity: usize, waker: Arc<dyn Waker>) -> (CoreRoute, Tas
     let (tx, requests) = mpsc::sync_channel(capacity);
     let (task_tx, tasks) = mpsc::sync_channel(1);
     let sleeping = Arc::new(AtomicBool::new(false));
-    let route = CoreRoute { tx, sleeping: sleeping.clone(), waker };
-    (route.clone(), TaskSender { tx: task_tx, route }, ChannelMailbox { requests, tasks, sleeping })
+    let rung = Arc::new(AtomicBool::new(false));
+    let route = CoreRoute { tx, sleeping: sleeping.clone(), rung: rung.clone(), waker };
+    (route.clone(), TaskSender { tx: task_tx, route }, ChannelMailbox { requests, tasks, sleeping, rung })
 }
 
 impl<I: Io> Mailbox<I> for ChannelMailbox<I> {
@@ -104,5 +112,9 @@ impl<I: Io> Mailbox<I> for ChannelMailbox<I> {
 
     fn sleeping(&mut self, asleep: bool) {
         self.sleeping.store(asleep, Ordering::SeqCst);
+    }
+
+    fn take_rung(&mut self) -> bool {
+        self.rung.swap(false, Ordering::SeqCst)
     }
 }

@@ -36,6 +36,12 @@ pub trait Mailbox<I: Io> {
     /// The core is about to block in its ring (`true`), or woke (`false`):
     /// a sender that finds it asleep rings its doorbell.
     fn sleeping(&mut self, _asleep: bool) {}
+    /// Whether anyone rang since the last call (and forget it): mail for
+    /// the core or its task (a reply from another core, a control
+    /// message) that the core has not looked at yet.
+    fn take_rung(&mut self) -> bool {
+        false
+    }
 }
 
 /// A mailbox that is always empty.
@@ -67,6 +73,8 @@ impl<I: Io> Ticker<I> {
 
     /// One tick; true once the core has stopped.
     pub fn tick(&mut self, core: &mut Core<I>, mailbox: &mut dyn Mailbox<I>) -> Result<bool> {
+        // What was rung before now is looked at in this tick.
+        mailbox.take_rung();
         core.process_completions();
         if let Some(t) = self.task.as_mut() {
             t.on_reaped(&mut TaskCore::new(core));
@@ -117,9 +125,15 @@ impl<I: Io> Ticker<I> {
         if !block {
             return core.io.wait(0, Some(Duration::ZERO));
         }
-        // Announce the sleep, then look once more, so that a request sent
-        // just before the announcement is not left waiting for the timeout.
+        // Announce the sleep, then look once more, so that mail sent just
+        // before the announcement is not left waiting for the timeout: a
+        // request in the mailbox, or anything rung for the task (a reply
+        // from another core, a control message) since this tick began.
         mailbox.sleeping(true);
+        if mailbox.take_rung() {
+            mailbox.sleeping(false);
+            return core.io.wait(0, Some(Duration::ZERO));
+        }
         match mailbox.take() {
             Take::Mail(mail) => {
                 mailbox.sleeping(false);

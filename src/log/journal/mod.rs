@@ -16,6 +16,12 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+mod failure;
+mod full;
+mod retention;
+
+pub use failure::{clear_failed_mark, fence_failed_tail};
+
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
 use crate::error::{Errno, IoOp, Result, StromError, classify_errno};
@@ -192,23 +198,6 @@ impl<R> Journal<R> {
         }
     }
 
-    /// Makes a `LogFailed` failure's trusted end durable, once. After a
-    /// failed fdatasync the pages it covered are marked clean whether or not
-    /// they reached the medium, so a restart after a process kill would find
-    /// never-acknowledged commits intact in the page cache, accept them, and
-    /// serve them until a power cut takes them back: the next open cuts
-    /// there instead. (A kill before this runs, in the same tick, escapes it.)
-    fn record_failure<I: Io>(&mut self, io: &mut I) {
-        if self.failure_recorded || !matches!(self.failed, Some(StromError::LogFailed { .. })) {
-            return;
-        }
-        self.failure_recorded = true;
-        let trusted_end = self.visible_pos.max(self.durable_pos);
-        if let Err(e) = io.write_file_atomic(&self.dir.join(FAILED_FILE), &trusted_end.to_le_bytes()) {
-            tracing::error!(log = self.id, %e, "cannot record where the failed log's trusted data ends");
-        }
-    }
-
     /// The first position written in this run: frames at or past it must
     /// carry the current epoch (an older one is a leftover the new write
     /// should have replaced).
@@ -291,24 +280,6 @@ impl<R> Journal<R> {
             }
             _ => None,
         }
-    }
-
-    /// At a stop: a log still writing full commits again in place (the
-    /// disk is still full) gives up and fails, so the stop can finish; the
-    /// appends it held are refused with `LogFailed` (indeterminate: a later
-    /// commit of theirs landed), and the next open judges the tail.
-    pub fn stop_retrying_in_place(&mut self) {
-        if self.retry_in_place && self.writes_in_flight == 0 {
-            let cause = "stopped while commits that found the disk full waited to be written again".to_string();
-            let err = StromError::LogFailed { log: self.id, cause };
-            tracing::error!(log = self.id, %err, "log stops accepting writes");
-            self.fail(err);
-        }
-    }
-
-    /// Time until full commits are written again in place, if they wait.
-    pub fn retry_due_in_ns(&self, now_ns: u64) -> Option<u64> {
-        (self.retry_in_place && self.writes_in_flight == 0).then(|| self.retry_after_ns.saturating_sub(now_ns))
     }
 
     /// Stages one frame of `payload_bytes`, letting `fill` write the payload,
@@ -592,111 +563,6 @@ impl<R> Journal<R> {
         self.rewind_if_settled();
     }
 
-    /// Submits again, unchanged and at their own positions, the commits whose
-    /// writes found the disk full (retry in place).
-    fn retry_unwritten<I: Io>(&mut self, io: &mut I) {
-        let starts: Vec<(FileId, u64)> = self.segments.iter().map(|s| (s.file, s.start_pos)).collect();
-        for c in self.writing.iter_mut().filter(|c| !c.written && !c.write_in_flight) {
-            let seg_start = starts.iter().rev().find(|(f, _)| *f == c.file).expect("commit's segment").1;
-            let buf = c.buf.take().expect("an unwritten commit keeps its buffer");
-            let fixed = buf.fixed_index();
-            match io.push(Op::Write { file: c.file, pos: c.start_pos - seg_start, buf }, Token::new(OpKind::Write, self.id, c.seq).pack()) {
-                Ok(()) => {
-                    self.lent.extend(fixed);
-                    self.writes_in_flight += 1;
-                    c.write_in_flight = true;
-                }
-                Err(Op::Write { buf, .. }) => {
-                    c.buf = Some(buf);
-                    break;
-                }
-                Err(_) => unreachable!("push returns the op it was given"),
-            }
-        }
-    }
-
-    /// After a write found the disk full: once no write is in flight, refuse
-    /// every append from the full commit on with `DiskFull` and continue the
-    /// log at that commit's start, as if those commits had never been made.
-    ///
-    /// That is safe because nothing from there on stays in the log: a write
-    /// that fails with ENOSPC wrote nothing (ext4 takes back the blocks of
-    /// a failed extending direct write), and none of the later commits was
-    /// acknowledged (commits retire in position order). A later commit's
-    /// write may have completed in a segment rolled after the full one (a
-    /// new file whose first blocks still fitted): that segment is removed
-    /// whole. The next write starts at the same block-aligned position, so
-    /// no acknowledged byte is rewritten.
-    ///
-    /// If a later commit's write completed in the full commit's own segment
-    /// (a smaller write fitted where the full one did not), its frames lie
-    /// past a hole, and new frames written from the hole could run into
-    /// them. Then nothing is refused or rewound: the unwritten commits are
-    /// written again, unchanged, at their own positions, every
-    /// `FULL_RETRY_NS`, until they land (retry in place; their appends wait,
-    /// new appends are refused with `DiskFull`).
-    fn rewind_if_settled(&mut self) {
-        let Some(at) = self.full_from else { return };
-        if self.writes_in_flight > 0 || self.failed.is_some() || self.retry_in_place {
-            return;
-        }
-        let segment_end = self.segments.iter().map(|s| s.start_pos).find(|&s| s > at).unwrap_or(u64::MAX);
-        if self.writing.iter().any(|c| c.start_pos >= at && c.start_pos < segment_end && c.written) {
-            tracing::warn!(log = self.id, pos = at, "disk full, and a later write landed past the full one: writing the full ones again");
-            self.retry_in_place = true;
-            self.metrics.disk_full_retries += 1;
-            return;
-        }
-        self.full_from = None;
-        let err = StromError::DiskFull { log: self.id };
-        let keep = self.writing.iter().take_while(|c| c.start_pos < at).count();
-        let dropped: Vec<Commit<R>> = self.writing.drain(keep..).chain(self.sealed.drain(..)).chain(self.staging.take()).collect();
-        for mut c in dropped {
-            debug_assert!(!c.write_in_flight);
-            self.refused.extend(c.acks.drain(..).map(|a| (a, err.clone())));
-            if let Some(b) = c.buf.take() {
-                self.free.push(b);
-            }
-        }
-        self.planned_pos = at;
-        // Segments rolled past `at` hold nothing. They leave the list now and
-        // their files go before anything is staged or written again
-        // ([`Journal::drop_orphans`]), or the next roll could not create them.
-        while self.segments.len() > 1 && self.segments.back().is_some_and(|s| s.start_pos > at) {
-            let seg = self.segments.pop_back().expect("segment");
-            self.unsynced_files.retain(|&f| f != seg.file);
-            self.orphans.push(seg);
-        }
-        self.rewound_to = Some(self.rewound_to.map_or(at, |r| r.min(at)));
-        self.metrics.disk_full_rewinds += 1;
-        tracing::warn!(log = self.id, pos = at, "disk full: unwritten appends refused, the log continues at pos");
-    }
-
-    /// The lowest position the log rewound to after a full disk since the
-    /// last call: the owner must drop what its partitions staged from there
-    /// (offsets, index entries), as the refused appends carry no data.
-    pub fn take_rewind(&mut self) -> Option<u64> {
-        self.rewound_to.take()
-    }
-
-    /// Removes the segments a rewind left behind (and syncs the directory)
-    /// once no fdatasync is in flight (one may name their file). A removal
-    /// that fails makes the log fail.
-    fn drop_orphans<I: Io>(&mut self, io: &mut I) {
-        if self.orphans.is_empty() || self.fsyncs_in_flight > 0 {
-            return;
-        }
-        for seg in std::mem::take(&mut self.orphans) {
-            io.close(seg.file);
-            if let Err(e) = io.remove(&seg.path) {
-                return self.fail(e);
-            }
-        }
-        if let Err(e) = io.sync_dir(&self.dir) {
-            self.fail(e);
-        }
-    }
-
     /// The largest running max timestamp among `pid`'s appends still
     /// waiting to retire (what its staged max timestamp is after a rewind).
     pub fn pending_max_ts(&self, pid: Pid) -> Option<i64> {
@@ -738,48 +604,6 @@ impl<R> Journal<R> {
         }
     }
 
-    fn fail_op(&mut self, op: IoOp, errno: i32, what: &str) {
-        let path = self.segments.back().map(|s| s.path.clone()).unwrap_or_else(|| self.dir.clone());
-        // Never DiskFull here, even for ENOSPC: written commits waiting for
-        // their fsync are refused too, and they may be stored (DiskFull
-        // promises nothing was). A write's ENOSPC goes to the rewind instead.
-        let err = StromError::LogFailed { log: self.id, cause: format!("{what}: {}", StromError::Io { op, path, errno }) };
-        tracing::error!(log = self.id, %err, "log stops accepting writes");
-        self.fail(err);
-    }
-
-    /// Makes the failure sticky: every unacknowledged append is refused, and
-    /// no later write or acknowledgement happens on this log.
-    fn fail(&mut self, err: StromError) {
-        if self.failed.is_none() {
-            self.failed = Some(err);
-        }
-        self.full_from = None;
-        self.retry_in_place = false;
-        self.reclaim_failed();
-    }
-
-    fn reclaim_failed(&mut self) {
-        let err = self.failed.clone().expect("failed");
-        let drop_commit = |c: &mut Commit<R>, refused: &mut Vec<(PendingAck<R>, StromError)>, free: &mut Vec<AlignedBuf>| {
-            refused.extend(c.acks.drain(..).map(|a| (a, err.clone())));
-            if let Some(b) = c.buf.take() {
-                free.push(b);
-            }
-        };
-        if let Some(mut c) = self.staging.take() {
-            drop_commit(&mut c, &mut self.refused, &mut self.free);
-        }
-        while let Some(mut c) = self.sealed.pop_front() {
-            drop_commit(&mut c, &mut self.refused, &mut self.free);
-        }
-        for c in self.writing.iter_mut() {
-            drop_commit(c, &mut self.refused, &mut self.free);
-        }
-        // Keep commits whose write is still in flight: its completion returns the buffer.
-        self.writing.retain(|c| c.write_in_flight);
-    }
-
     /// Acknowledgements whose commits became visible since the last call.
     pub fn take_retired(&mut self, out: &mut Vec<PendingAck<R>>) {
         out.append(&mut self.retired);
@@ -815,49 +639,6 @@ impl<R> Journal<R> {
             && self.visible_pos == self.written_pos
     }
 
-    /// Deletes whole segments older than the retention limits (never the
-    /// active one, nor one with reads in flight). Returns the new log start
-    /// if it moved. Removals are made durable with one directory sync.
-    /// Deletes the oldest whole segments while the log is over `bytes_max`
-    /// or they are older than `age_max_ns`, never the active one, one being
-    /// read, or one that ends after `checkpointed_pos` (the durable
-    /// checkpoint must already have moved past it, or a restart would find
-    /// partitions' data missing without a record of why). Returns the new
-    /// log start if it moved, and whether a segment waits for a checkpoint.
-    pub fn apply_retention<I: Io>(
-        &mut self,
-        io: &mut I,
-        bytes_max: Option<u64>,
-        age_max_ns: Option<u64>,
-        checkpointed_pos: u64,
-    ) -> Result<(Option<u64>, bool)> {
-        let now = io.now_ns();
-        let (mut moved, mut waits) = (false, false);
-        while self.segments.len() > 1 {
-            let oldest = &self.segments[0];
-            let next_start = self.segments[1].start_pos;
-            let too_big = bytes_max.is_some_and(|max| self.planned_pos - next_start >= max);
-            let too_old = age_max_ns.is_some_and(|max| now.saturating_sub(oldest.last_write_ns) > max);
-            if !(too_big || too_old) || oldest.reads_in_flight > 0 {
-                break;
-            }
-            if next_start > checkpointed_pos {
-                waits = true;
-                break;
-            }
-            // Remove first: if that fails, the segment stays known and open.
-            io.remove(&oldest.path)?;
-            let seg = self.segments.pop_front().expect("oldest");
-            io.close(seg.file);
-            self.log_start = next_start;
-            moved = true;
-        }
-        if moved {
-            io.sync_dir(&self.dir)?;
-        }
-        Ok((moved.then_some(self.log_start), waits))
-    }
-
     pub fn invariants(&self) {
         assert!(self.log_start <= self.visible_pos);
         assert!(self.written_pos <= self.planned_pos, "written past planned");
@@ -869,66 +650,4 @@ impl<R> Journal<R> {
             assert!(self.visible_pos <= self.durable_pos, "acknowledged before durable");
         }
     }
-}
-
-/// Before recovering a log that failed (it left [`FAILED_FILE`]): writes a
-/// block of zeros at the trusted end and fdatasyncs it, so the scan ends
-/// there (as at a torn tail) and nothing past it, never acknowledged and
-/// maybe only in the page cache, is taken into the log. Returns that position.
-pub fn fence_failed_tail<I: Io>(io: &mut I, dir: &Path, completions: &mut Vec<crate::io::Completion>) -> Result<Option<u64>> {
-    let path = dir.join(FAILED_FILE);
-    let Some(bytes) = io.read_file(&path)? else { return Ok(None) };
-    let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice()) else {
-        return Err(StromError::Corrupt { path, pos: 0, reason: "not 8 bytes".into() });
-    };
-    let at = u64::from_le_bytes(raw);
-    let Some(start) = io.list_dir(dir)?.iter().filter_map(|n| parse_segment_name(n)).filter(|&s| s <= at).max() else {
-        return Ok(Some(at));
-    };
-    let seg_path = dir.join(segment_name(start));
-    let file = io.open(&seg_path, true)?;
-    let res = zero_block(io, file, at - start, completions).and_then(|()| io.sync_file(file));
-    io.close(file);
-    res.map_err(|e| match e {
-        StromError::Io { op, errno, .. } => StromError::Io { op, path: seg_path, errno },
-        e => e,
-    })?;
-    Ok(Some(at))
-}
-
-/// Writes one block of zeros at `pos` of `file` (if the file reaches past
-/// it) and waits for it; other completions go to `completions`.
-fn zero_block<I: Io>(io: &mut I, file: FileId, pos: u64, completions: &mut Vec<crate::io::Completion>) -> Result<()> {
-    if io.file_len(file)? <= pos {
-        return Ok(());
-    }
-    let mut zeros = AlignedBuf::new(crate::buf::BLOCK_BYTES);
-    zeros.extend_from_slice(&[0; crate::buf::BLOCK_BYTES]);
-    let fence = Token::new(OpKind::Fence, 0, 0).pack();
-    if io.push(Op::Write { file, pos, buf: zeros }, fence).is_err() {
-        return Err(StromError::Overloaded("no op slot for the fence write"));
-    }
-    loop {
-        io.wait(1, None)?;
-        let mut done = Vec::new();
-        io.reap(&mut done);
-        for c in done {
-            if c.token != fence {
-                completions.push(c);
-                continue;
-            }
-            return match c.result {
-                Ok(n) if n as usize == crate::buf::BLOCK_BYTES => Ok(()),
-                Ok(_) => Err(StromError::Io { op: IoOp::Write, path: PathBuf::new(), errno: libc::EIO }),
-                Err(errno) => Err(StromError::Io { op: IoOp::Write, path: PathBuf::new(), errno }),
-            };
-        }
-    }
-}
-
-/// After the open that fenced a failed log wrote its new epoch: the mark
-/// has done its work; removes it durably.
-pub fn clear_failed_mark<I: Io>(io: &mut I, dir: &Path) -> Result<()> {
-    io.remove(&dir.join(FAILED_FILE))?;
-    io.sync_dir(dir)
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, mpsc};
 
 use super::codec::Codec;
+use super::control::Control;
 use super::listen::ListenSock;
 use super::native::NativeCodec;
 use super::task::{NetCore, TaskParts};
@@ -24,12 +25,14 @@ use crate::catalog::Catalog;
 use crate::config::EngineConfig;
 use crate::core::mailbox::{self, ChannelMailbox};
 use crate::core::tick::Ticker;
-use crate::core::{Core, CoreSpec};
+use crate::core::{Core, CoreSpec, Request};
 use crate::error::{Result, StromError};
 use crate::io::Waker;
 use crate::io::sim::{SimDisk, SimFaults, SimIo, SimNet, SimRng};
 use crate::log::recovery::RecoveryReport;
 
+/// How long a stopping server waits for its connections' requests (virtual).
+const STOP_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// The first core's port; core `i` listens on `BASE_PORT + i`.
 const BASE_PORT: u16 = 7000;
 
@@ -50,7 +53,11 @@ pub struct SimServer {
     cores: Vec<SimCore>,
     net: SimNet,
     admin: Arc<Admin>,
+    shared: Arc<Shared>,
 }
+
+/// Ticks a clean stop may take before it is called a hang (virtual time).
+const STOP_TICKS_MAX: usize = 1_000_000;
 
 impl SimServer {
     /// Opens the catalog in `catalog_dir` (a real directory: topics and
@@ -111,7 +118,7 @@ impl SimServer {
             let task = NetCore::new(core_id, codec, shared.clone(), parts);
             sim_cores.push(SimCore { core, ticker: Ticker { task: Some(Box::new(task)) }, mailbox });
         }
-        Ok((SimServer { cores: sim_cores, net, admin }, reports))
+        Ok((SimServer { cores: sim_cores, net, admin, shared }, reports))
     }
 
     /// Where core `core` listens on [`SimServer::net`].
@@ -147,6 +154,48 @@ impl SimServer {
     /// The sum of every core's invariant audits (0 unless one was broken).
     pub fn audit_violations(&self) -> u64 {
         self.cores.iter().map(|c| c.core.metrics().audit_violations()).sum()
+    }
+
+    /// A clean stop, as `Server::stop` does it: every core's server task
+    /// stops accepting, answers what is in flight and closes its
+    /// connections; then every core makes its appends durable, checkpoints
+    /// its logs and stops. The disks as the next start finds them.
+    pub fn stop(mut self) -> Result<Vec<SimDisk>> {
+        let mut waits = Vec::new();
+        for (core, ctl) in self.shared.controls.iter().enumerate() {
+            let (done, wait) = mpsc::sync_channel(1);
+            if ctl.send(Control::Stop { drain: STOP_DRAIN, done }).is_ok() {
+                self.shared.broker.route(core).ring();
+                waits.push(wait);
+            }
+        }
+        let mut ticks = 0;
+        let mut stopped = vec![false; waits.len()];
+        loop {
+            for (w, s) in waits.iter().zip(&mut stopped) {
+                // Answered, or the task is gone: either way it stopped.
+                *s |= !matches!(w.try_recv(), Err(mpsc::TryRecvError::Empty));
+            }
+            if stopped.iter().all(|&s| s) {
+                break;
+            }
+            self.tick()?;
+            ticks += 1;
+            if ticks > STOP_TICKS_MAX {
+                return Err(StromError::Unsupported("the simulated server did not stop its connections".into()));
+            }
+        }
+        for (core, c) in self.cores.iter_mut().enumerate() {
+            self.shared.broker.route(core).send(Request::Stop { reply: Box::new(|_| ()) })?;
+            let mut ticks = 0;
+            while !c.ticker.tick(&mut c.core, &mut c.mailbox)? {
+                ticks += 1;
+                if ticks > STOP_TICKS_MAX {
+                    return Err(StromError::Unsupported(format!("simulated core {core} did not stop")));
+                }
+            }
+        }
+        Ok(std::mem::take(&mut self.cores).into_iter().map(|c| c.core.into_io().process_exit()).collect())
     }
 
     /// A power cut: every core's disk as the next boot finds it.

@@ -237,3 +237,31 @@ fn stale_frame_at_the_epoch_start_ends_the_log() {
     assert_eq!(got, ["kept-0", "kept-1"]);
     assert_eq!(append_acked(&mut core, 0, batch("after", 1, 0)), 2, "appends do not continue at offset 2");
 }
+
+// Proves: damage to the last commit of a segment is reported, not cut, when
+// the only frame written after it is the first commit of the next segment:
+// the judgement of a break looks at every block boundary of later segments,
+// their first one included (it skipped it, and cut the acknowledged commit
+// with the whole next segment).
+#[test]
+fn damage_before_a_roll_is_proven_by_the_next_segment() {
+    // One-block commits, three to a segment.
+    let cfg = EngineConfig { write_buf_bytes: 8192, batch_bytes_max: 2048, segment_bytes: 16384, ..sim_cfg() };
+    let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), 1, SimFaults::default()), cfg.clone(), spec()).unwrap();
+    for i in 0..4 {
+        assert_eq!(append_acked(&mut core, 0, batch("acked", 2, 0)), 2 * i);
+    }
+    let mut disk = core.into_io().process_exit();
+    let dir = log_dir(Path::new("/r"), 0);
+    let (first, second) = (dir.join(segment_name(0)), dir.join(segment_name(12288)));
+    assert_eq!((disk.file(&first).map(<[u8]>::len), disk.file(&second).map(<[u8]>::len)), (Some(12288), Some(4096)));
+    // A bit flips inside the batch of the last commit before the roll.
+    disk.flip_bit(&first, 8192 + 100, 0);
+
+    let Err(err) = Core::open(SimIo::new(disk.clone(), 2, SimFaults::default()), cfg.clone(), spec()) else {
+        panic!("the open cut a damaged acknowledged commit")
+    };
+    assert!(matches!(err, StromError::Corrupt { pos: 8192, .. }), "{err}");
+    let inspected = strom::inspect::inspect_logs(&mut SimIo::new(disk, 3, SimFaults::default()), Path::new("/r"), 1, &cfg);
+    assert!(matches!(inspected, Err(StromError::Corrupt { pos: 8192, .. })), "inspect: {:?}", inspected.err());
+}

@@ -430,7 +430,9 @@ fn headers_past<I: Io>(
     for (k, seg) in segments.iter().enumerate().skip(first) {
         let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
-        let mut p = align_up(after.max(seg.start_pos) + 1).max(seg.start_pos);
+        // A later segment's first block counts too: it holds the first
+        // commit written after the roll.
+        let mut p = if seg.start_pos > after { seg.start_pos } else { align_up(after + 1) };
         while p - seg.start_pos < file_len {
             let off = p - seg.start_pos;
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;

@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use harness::{batch, slot, test_dir, values};
-use strom::config::EngineConfig;
+use strom::config::{EngineConfig, FsyncPolicy};
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::engine::Engine;
 use strom::error::StromError;
+use strom::io::Io;
 use strom::io::sim::{SimDisk, SimFaults, SimIo};
+use strom::log::frame::{self, FrameHeader};
+use strom::log::segment::{log_dir, segment_name};
 use strom::read::ReadResult;
 
 fn sim_cfg() -> EngineConfig {
@@ -160,4 +163,105 @@ fn first_segment(log_dir: &Path) -> PathBuf {
         std::fs::read_dir(log_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "seg")).collect();
     segs.sort();
     segs.remove(0)
+}
+
+/// Appends one batch to `pid` and ticks until it is acknowledged; its base offset.
+fn append_acked(core: &mut Core<SimIo>, pid: u32, b: Vec<u8>) -> u64 {
+    let (s, reply) = slot::<AppendAck>();
+    core.handle(Request::Append { pid, batch: ValidBatch::new(b, 1 << 20).unwrap(), reply });
+    while s.lock().unwrap().is_none() {
+        core.tick().unwrap();
+    }
+    s.lock().unwrap().take().unwrap().unwrap().base_offset
+}
+
+/// The header of the frame at log position `pos` of the first segment.
+fn header_at(disk: &SimDisk, seg: &Path, pos: u64) -> FrameHeader {
+    frame::decode_header(&disk.file(seg).unwrap()[pos as usize..], pos, 1 << 20).unwrap()
+}
+
+// Proves: a whole frame of an older epoch at the position where the newest
+// epoch began writing, followed by a frame of the newest epoch, ends the log
+// there: the open cuts the tail (none of it was acknowledged) instead of
+// taking the old frame into the log and then refusing to open with `Corrupt`
+// because the newer frame's offsets do not continue the old one's. The layout
+// is what a power cut leaves when it drops every sector of an epoch's first
+// commit, written over a torn commit the open before had cut, but keeps the
+// commit after it (found by tests/sim_server.rs, seed 1064).
+#[test]
+fn stale_frame_at_the_epoch_start_ends_the_log() {
+    let seg = log_dir(Path::new("/r"), 0).join(segment_name(0));
+    const S: u64 = 4096;
+    // Epoch 1: offsets 0-1 in the commit at 0, offsets 2-4 in the commit at S.
+    let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), 1, SimFaults::default()), sim_cfg(), spec()).unwrap();
+    assert_eq!(append_acked(&mut core, 0, batch("kept", 2, 0)), 0);
+    assert_eq!(append_acked(&mut core, 0, batch("stale", 3, 0)), 2);
+    let mut disk = core.into_io().process_exit();
+    let stale = header_at(&disk, &seg, S);
+    assert_eq!((stale.epoch, stale.pid, !stale.end_pos().is_multiple_of(4096)), (1, 0, true), "{stale:?}");
+    // A power cut tore the commit at S: the file ends inside its padding
+    // frame (whose payload is zeros), so the open cuts the log at S.
+    let torn_at = (header_at(&disk, &seg, stale.end_pos()).pos + 40).next_multiple_of(512);
+    assert!(torn_at < S + 4096);
+    let stale_bytes = disk.file(&seg).unwrap()[S as usize..torn_at as usize].to_vec();
+    disk.truncate_file(&seg, torn_at);
+
+    // Epoch 2 starts writing at S: offset 2 in the commit at S, offsets 3-6
+    // in the commit at S + 4096, staged before the first was durable (no
+    // fdatasync under `never`).
+    let never = EngineConfig { fsync: FsyncPolicy::Never, ..sim_cfg() };
+    let (mut core, reports) = Core::open(SimIo::new(disk, 2, SimFaults::default()), never, spec()).unwrap();
+    assert_eq!(reports[0].end_pos, S, "the torn commit was not cut");
+    assert_eq!(append_acked(&mut core, 0, batch("lost", 1, 0)), 2);
+    assert_eq!(append_acked(&mut core, 0, batch("newer", 4, 0)), 3);
+    let disk = core.into_io().process_exit();
+    let newer = header_at(&disk, &seg, S + 4096);
+    assert_eq!((newer.epoch, newer.pid, newer.durable_before), (2, 0, S), "{newer:?}");
+    // The power cut drops the commit at S whole: the medium shows the torn
+    // commit of epoch 1 again, and zeros where its file had ended, which
+    // completes its padding. Only the commit at S + 4096 survives.
+    let mut bytes = disk.file(&seg).unwrap().to_vec();
+    bytes[S as usize..(S + 4096) as usize].fill(0);
+    bytes[S as usize..torn_at as usize].copy_from_slice(&stale_bytes);
+    let mut io = SimIo::new(disk, 3, SimFaults::default());
+    io.write_file_atomic(&seg, &bytes).unwrap();
+    let disk = io.process_exit();
+
+    let (mut core, reports) = Core::open(SimIo::new(disk.clone(), 4, SimFaults::default()), sim_cfg(), spec())
+        .unwrap_or_else(|e| panic!("the open refused a log a power cut left: {e}"));
+    let (summary, _) = strom::inspect::inspect_logs(&mut SimIo::new(disk, 5, SimFaults::default()), Path::new("/r"), 1, &sim_cfg())
+        .unwrap_or_else(|e| panic!("inspect refused the log: {e}"));
+    assert_eq!(summary[0].report.end_pos, S, "inspect does not end the log at the epoch's start");
+    assert_eq!(reports[0].end_pos, S, "the log does not end at the epoch's start");
+    let got: Vec<String> = read_partition(&mut core, 0).into_values().collect();
+    assert_eq!(got, ["kept-0", "kept-1"]);
+    assert_eq!(append_acked(&mut core, 0, batch("after", 1, 0)), 2, "appends do not continue at offset 2");
+}
+
+// Proves: damage to the last commit of a segment is reported, not cut, when
+// the only frame written after it is the first commit of the next segment:
+// the judgement of a break looks at every block boundary of later segments,
+// their first one included (it skipped it, and cut the acknowledged commit
+// with the whole next segment).
+#[test]
+fn damage_before_a_roll_is_proven_by_the_next_segment() {
+    // One-block commits, three to a segment.
+    let cfg = EngineConfig { write_buf_bytes: 8192, batch_bytes_max: 2048, segment_bytes: 16384, ..sim_cfg() };
+    let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), 1, SimFaults::default()), cfg.clone(), spec()).unwrap();
+    for i in 0..4 {
+        assert_eq!(append_acked(&mut core, 0, batch("acked", 2, 0)), 2 * i);
+    }
+    let mut disk = core.into_io().process_exit();
+    let dir = log_dir(Path::new("/r"), 0);
+    let (first, second) = (dir.join(segment_name(0)), dir.join(segment_name(12288)));
+    assert_eq!((disk.file(&first).map(<[u8]>::len), disk.file(&second).map(<[u8]>::len)), (Some(12288), Some(4096)));
+    // A bit flips inside the batch of the last commit before the roll.
+    disk.flip_bit(&first, 8192 + 100, 0);
+
+    let Err(err) = Core::open(SimIo::new(disk.clone(), 2, SimFaults::default()), cfg.clone(), spec()) else {
+        panic!("the open cut a damaged acknowledged commit")
+    };
+    assert!(matches!(err, StromError::Corrupt { pos: 8192, .. }), "{err}");
+    let inspected = strom::inspect::inspect_logs(&mut SimIo::new(disk, 3, SimFaults::default()), Path::new("/r"), 1, &cfg);
+    assert!(matches!(inspected, Err(StromError::Corrupt { pos: 8192, .. })), "inspect: {:?}", inspected.err());
 }

@@ -12,7 +12,9 @@
 //!  6  checkpoint covered_pos - log start, in blocks, u16 LE
 //!  8  first segment's length, blocks   9  second segment's length, blocks
 //! 10  log start, in blocks, u16 LE    12  tear window, blocks
-//! 13  bit 0: a damaged (3-byte) epoch file
+//! 13  bit 0: a damaged epoch file (its last byte missing);
+//!     bit 1: the epoch file's 12-byte form, naming where the epoch began
+//! 14  that start - log start, in blocks, u16 LE (else the 4-byte form)
 //! 16  the log's bytes from its start, cut into the segments
 //! ```
 //! With "reseal", each segment's frame chain is walked from its start and
@@ -27,7 +29,7 @@ use strom::io::Io;
 use strom::io::sim::{SimDisk, SimFaults, SimIo};
 use strom::log::checkpoint::Checkpoint;
 use strom::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES};
-use strom::log::recovery::{self, EPOCH_FILE, RecoverLimits};
+use strom::log::recovery::{self, EPOCH_FILE, EpochMark, RecoverLimits};
 use strom::log::segment::segment_name;
 use strom::wire::batch::{self, BatchInfo};
 
@@ -53,7 +55,8 @@ const BLOCK: u64 = BLOCK_BYTES as u64;
 struct Scenario {
     segments: Vec<(u64, Vec<u8>)>,
     epoch_file: Option<Vec<u8>>,
-    prior_epoch: u32,
+    /// What the epoch file says when it is whole (epoch 0 and no start without one).
+    prior: EpochMark,
     ckpt: Option<Checkpoint>,
     limits: RecoverLimits,
 }
@@ -76,7 +79,7 @@ pub fn check(data: &[u8]) {
     // (the next restart) finds the same batches and the same end. Unless
     // that recovery took the last epoch there is: every open takes a new one,
     // so the open after it must refuse the log (found by libFuzzer).
-    let again = recover_checked(&mut io, &dir, &Scenario { prior_epoch: epoch, ..s });
+    let again = recover_checked(&mut io, &dir, &Scenario { prior: EpochMark { epoch, start_pos: Some(end_pos) }, ..s });
     if epoch == u32::MAX {
         assert!(again.is_none(), "a log opened again after its last epoch");
         return;
@@ -92,9 +95,16 @@ fn scenario(data: &[u8]) -> Option<Scenario> {
     let u16_at = |i: usize| u64::from(u16::from_le_bytes([head[i], head[i + 1]]));
     let prior_epoch = u32::from_le_bytes([head[1], head[2], head[3], head[4]]);
     let log_start = u16_at(10) * BLOCK;
+    let start_pos = (head[13] & 2 != 0).then(|| log_start + u16_at(14) * BLOCK);
     let epoch_file = (flags & FLAG_EPOCH_FILE != 0).then(|| {
-        let e = prior_epoch.to_le_bytes();
-        if head[13] & 1 == 1 { e[..3].to_vec() } else { e.to_vec() }
+        let mut e = match start_pos {
+            Some(start) => EpochMark::encode(prior_epoch, start).to_vec(),
+            None => prior_epoch.to_le_bytes().to_vec(),
+        };
+        if head[13] & 1 == 1 {
+            e.pop();
+        }
+        e
     });
     // A checkpoint is written under the epoch in the epoch file, never a later one.
     let epoch_floor = if epoch_file.is_some() { prior_epoch } else { 0 };
@@ -119,7 +129,8 @@ fn scenario(data: &[u8]) -> Option<Scenario> {
             reseal_chain(bytes, *start);
         }
     }
-    Some(Scenario { segments, epoch_file, prior_epoch: if flags & FLAG_EPOCH_FILE != 0 { prior_epoch } else { 0 }, ckpt, limits })
+    let prior = if flags & FLAG_EPOCH_FILE != 0 { EpochMark { epoch: prior_epoch, start_pos } } else { EpochMark::default() };
+    Some(Scenario { segments, epoch_file, prior, ckpt, limits })
 }
 
 /// Cuts the log into `count` segments at block multiples; an empty segment
@@ -196,7 +207,16 @@ fn recover_checked(io: &mut SimIo, dir: &Path, s: &Scenario) -> Option<(u64, u32
         }
     };
     assert_eq!(state.end_pos % BLOCK, 0, "the log continues off a block boundary");
-    assert!(state.epoch > s.prior_epoch, "epoch {} is not past the epoch file's {}", state.epoch, s.prior_epoch);
+    assert!(state.epoch > s.prior.epoch, "epoch {} is not past the epoch file's {}", state.epoch, s.prior.epoch);
+    if !s.limits.read_only {
+        // The next open learns where this epoch began writing: where the log now ends.
+        let file = io.read_file(&dir.join(EPOCH_FILE)).expect("simulated read");
+        assert_eq!(
+            file.as_deref(),
+            Some(&EpochMark::encode(state.epoch, state.end_pos)[..]),
+            "the epoch file does not say where the epoch began"
+        );
+    }
     let ckpt = s.ckpt.as_ref().filter(|_| !s.limits.ignore_checkpoint);
     if let Some(c) = ckpt {
         assert!(state.end_pos >= c.covered_pos, "the log ends at {} before the checkpoint's {}", state.end_pos, c.covered_pos);
@@ -211,6 +231,7 @@ fn recover_checked(io: &mut SimIo, dir: &Path, s: &Scenario) -> Option<(u64, u32
         check_verifies(&s.segments, h, info, *seg_start);
         assert!(h.pos >= scan_from && h.end_pos() <= state.end_pos, "{h:?} is outside {scan_from}..{}", state.end_pos);
         assert!(h.epoch < state.epoch, "{h:?} is not older than the new epoch {}", state.epoch);
+        assert!(!s.prior.is_stale(h), "{h:?} is a leftover past where epoch {} began writing", s.prior.epoch);
         if let Some(p) = prev {
             assert!(p.end_pos() <= h.pos && p.epoch <= h.epoch, "{h:?} after {p:?}");
         }
@@ -291,6 +312,13 @@ impl LogBuilder {
         self
     }
 
+    /// Stamps the next commits' frames with `durable_before = pos`, as if
+    /// they were staged while the log was durable only that far.
+    pub fn durable_at(&mut self, pos: u64) -> &mut LogBuilder {
+        self.durable = pos;
+        self
+    }
+
     /// The input for this log: `head` (see the module doc) then the bytes.
     pub fn input(&self, head: [u8; HEAD_BYTES]) -> Vec<u8> {
         [&head[..], &self.bytes].concat()
@@ -315,6 +343,14 @@ pub fn with_checkpoint(mut h: [u8; HEAD_BYTES], epoch: u8, covered_blocks: u16) 
     h[0] |= FLAG_CHECKPOINT;
     h[5] = epoch;
     h[6..8].copy_from_slice(&covered_blocks.to_le_bytes());
+    h
+}
+
+/// `head` with the epoch file's 12-byte form, the epoch having begun
+/// `start_blocks` past the log start.
+pub fn with_epoch_start(mut h: [u8; HEAD_BYTES], start_blocks: u16) -> [u8; HEAD_BYTES] {
+    h[13] |= 2;
+    h[14..16].copy_from_slice(&start_blocks.to_le_bytes());
     h
 }
 

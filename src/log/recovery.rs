@@ -12,6 +12,11 @@
 //! when it lies beyond the tear window. Otherwise X is the torn tail: new
 //! writes continue at the next block boundary, and frames left beyond it
 //! carry an older epoch, so no later scan can take them for new data.
+//!
+//! The epoch file says where that new writing began ([`EpochMark`]): a later
+//! scan that meets a frame of an older epoch at or past that position meets
+//! a leftover, even when the first frames the new epoch wrote there were
+//! lost, so no newer frame came before it to show it stale.
 use std::collections::VecDeque;
 use std::path::Path;
 
@@ -25,6 +30,48 @@ use crate::log::segment::{Segment, parse_segment_name};
 use crate::wire::batch::BatchInfo;
 
 pub const EPOCH_FILE: &str = "epoch";
+/// Size of the epoch file: the epoch (u32) and where it began writing (u64).
+pub const EPOCH_FILE_BYTES: usize = 12;
+
+/// What the epoch file says: the epoch the last open for writing took, and
+/// the position its log ended at, where that epoch began writing. Every
+/// frame of the log reaching past `start_pos` was written by that epoch (or
+/// a later one); a frame of an older epoch there was left beyond the cut
+/// that open made: never acknowledged, never part of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EpochMark {
+    pub epoch: u32,
+    /// `None` without an epoch file, or in its 4-byte form written before
+    /// the start was recorded: then no frame is known to be a leftover by
+    /// its position.
+    pub start_pos: Option<u64>,
+}
+
+impl EpochMark {
+    /// The epoch file's bytes: `epoch` u32 then `start_pos` u64, little-endian.
+    pub fn encode(epoch: u32, start_pos: u64) -> [u8; EPOCH_FILE_BYTES] {
+        let mut b = [0u8; EPOCH_FILE_BYTES];
+        b[..4].copy_from_slice(&epoch.to_le_bytes());
+        b[4..].copy_from_slice(&start_pos.to_le_bytes());
+        b
+    }
+
+    /// Reads the 12-byte form or the older 4-byte one (the epoch alone); `None` for any other length.
+    pub fn decode(b: &[u8]) -> Option<EpochMark> {
+        let epoch = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+        match b.len() {
+            4 => Some(EpochMark { epoch, start_pos: None }),
+            EPOCH_FILE_BYTES => Some(EpochMark { epoch, start_pos: Some(u64::from_le_bytes(b[4..].try_into().ok()?)) }),
+            _ => None,
+        }
+    }
+
+    /// A frame of an older epoch that reaches past where this epoch began
+    /// writing: a leftover from before the cut, whatever came before it.
+    pub fn is_stale(&self, h: &FrameHeader) -> bool {
+        h.epoch < self.epoch && self.start_pos.is_some_and(|start| h.end_pos() > start)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RecoverLimits {
@@ -140,21 +187,25 @@ pub fn recover<I: Io>(
         }
     }
     let mut report = RecoveryReport { log, scanned_from: scan_from, ..Default::default() };
-    let prior_epoch = read_epoch(io, dir)?;
+    let prior = read_epoch(io, dir)?;
     let mut reader = ChunkReader::new(limits.read_chunk_bytes);
 
-    let floor_epoch = prior_epoch.min(ckpt.map_or(0, |c| c.epoch));
-    let scan = scan_chain(io, &segments, scan_from, floor_epoch, limits, &mut reader, &mut report, on_batch)?;
+    let floor_epoch = prior.epoch.min(ckpt.map_or(0, |c| c.epoch));
+    let scan = scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?;
     let last_epoch = scan.last_epoch;
     if let Stop::Break(x, why) = &scan.stop {
-        judge_break(io, dir, &segments, *x, why, last_epoch, limits, &mut reader, &mut report)?;
+        judge_break(io, dir, &segments, *x, why, last_epoch, prior, limits, &mut reader, &mut report)?;
     }
+    // The new epoch is newer than every frame left past the end too: a later
+    // scan that breaks where this epoch begins takes frames of this epoch or
+    // newer past it for the log's (see `judge_break`).
+    let newest = prior.epoch.max(last_epoch).max(newest_epoch_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?);
     // A frame or epoch file at u32::MAX leaves no newer epoch: wrapping to 0
     // would make every old frame look newer than what comes next (found by
     // the recovery_scan fuzz target), so such a log is refused.
-    let epoch = prior_epoch.max(last_epoch).checked_add(1).ok_or_else(|| {
-        corrupt(dir, scan.aligned_end, format!("epoch {} leaves no newer epoch to write under", prior_epoch.max(last_epoch)))
-    })?;
+    let epoch = newest
+        .checked_add(1)
+        .ok_or_else(|| corrupt(dir, scan.aligned_end, format!("epoch {newest} leaves no newer epoch to write under")))?;
     // A commit is whole only up to a block-aligned frame end: the log ends
     // there, and writing continues there (nothing acknowledged lies after).
     let end = scan.aligned_end;
@@ -179,7 +230,7 @@ pub fn recover<I: Io>(
         }
     }
     if !limits.read_only {
-        io.write_file_atomic(&dir.join(EPOCH_FILE), &epoch.to_le_bytes())?;
+        io.write_file_atomic(&dir.join(EPOCH_FILE), &EpochMark::encode(epoch, align_up(end)))?;
     }
     report.elapsed_us = started.elapsed().as_micros() as u64;
     Ok((OpenState { segments, epoch, end_pos: align_up(end), log_start }, report))
@@ -189,11 +240,10 @@ fn corrupt(dir: &Path, pos: u64, reason: String) -> StromError {
     StromError::Corrupt { path: dir.to_path_buf(), pos, reason }
 }
 
-fn read_epoch<I: Io>(io: &mut I, dir: &Path) -> Result<u32> {
+fn read_epoch<I: Io>(io: &mut I, dir: &Path) -> Result<EpochMark> {
     match io.read_file(&dir.join(EPOCH_FILE))? {
-        None => Ok(0),
-        Some(b) if b.len() == 4 => Ok(u32::from_le_bytes(b[..4].try_into().expect("4"))),
-        Some(_) => Err(corrupt(dir, 0, "epoch file is not 4 bytes".into())),
+        None => Ok(EpochMark::default()),
+        Some(b) => EpochMark::decode(&b).ok_or_else(|| corrupt(dir, 0, format!("epoch file is {} bytes, not 4 or 12", b.len()))),
     }
 }
 
@@ -216,6 +266,7 @@ fn scan_chain<I: Io>(
     segments: &VecDeque<Segment>,
     from: u64,
     floor_epoch: u32,
+    prior: EpochMark,
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
@@ -225,7 +276,7 @@ fn scan_chain<I: Io>(
     // Batches since the last block-aligned frame end: delivered only once
     // their commit is known whole.
     let mut held: Vec<(FrameHeader, BatchInfo, u64)> = Vec::new();
-    scan.stop = follow_chain(io, segments, from, limits, reader, report, &mut scan.last_epoch, &mut |h, info, seg_start| {
+    scan.stop = follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, &mut |h, info, seg_start| {
         if h.kind == FrameKind::Batch {
             held.push((*h, *info.expect("batch frames carry a batch"), seg_start));
         }
@@ -242,7 +293,9 @@ fn scan_chain<I: Io>(
 
 type FrameVisitor<'a> = dyn FnMut(&FrameHeader, Option<&BatchInfo>, u64) -> Result<()> + 'a;
 
-/// Walks verified frames from `from` and reports where the walk stopped.
+/// Walks verified frames from `from` and reports where the walk stopped: a
+/// frame older than the one before it, or a leftover `prior` marks stale,
+/// breaks the chain like damage does.
 #[allow(clippy::too_many_arguments)]
 fn follow_chain<I: Io>(
     io: &mut I,
@@ -251,6 +304,7 @@ fn follow_chain<I: Io>(
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
+    prior: EpochMark,
     last_epoch: &mut u32,
     visit: &mut FrameVisitor<'_>,
 ) -> Result<Stop> {
@@ -272,7 +326,9 @@ fn follow_chain<I: Io>(
             }
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
             let h = match frame::decode_header(bytes, pos, limits.payload_bytes_max) {
-                Ok(h) if h.epoch < *last_epoch => return Ok(Stop::Break(pos, FrameError::StaleEpoch { epoch: h.epoch })),
+                Ok(h) if h.epoch < *last_epoch || prior.is_stale(&h) => {
+                    return Ok(Stop::Break(pos, FrameError::StaleEpoch { epoch: h.epoch }));
+                }
                 Ok(h) => h,
                 Err(e) => return Ok(Stop::Break(pos, e)),
             };
@@ -300,7 +356,10 @@ fn follow_chain<I: Io>(
 }
 
 /// Decides whether a break at `x` is a torn tail (Ok) or damage to data
-/// that may have been acknowledged (Err naming the position).
+/// that may have been acknowledged (Err naming the position). Only a frame
+/// that could belong to the log proves anything: one at least as new as the
+/// last good frame, and not a leftover the epoch file marks stale (those lie
+/// past the previous cut, and say nothing of the log before it).
 #[allow(clippy::too_many_arguments)]
 fn judge_break<I: Io>(
     io: &mut I,
@@ -309,40 +368,80 @@ fn judge_break<I: Io>(
     x: u64,
     why: &FrameError,
     last_epoch: u32,
+    prior: EpochMark,
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    let first = segments.iter().rposition(|s| s.start_pos <= x).unwrap_or(0);
+    headers_past(io, segments, x, limits, reader, report, &mut |p, h| {
+        if h.epoch < last_epoch || prior.is_stale(h) {
+            return Ok(());
+        }
+        if h.durable_before > x {
+            return Err(corrupt(
+                dir,
+                x,
+                format!("{why} where acknowledged data must be (a frame at {p} was written after {x} was durable)"),
+            ));
+        }
+        if p - x > limits.tear_window_bytes {
+            return Err(corrupt(
+                dir,
+                x,
+                format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x),
+            ));
+        }
+        Ok(())
+    })?;
+    tracing::info!(log = ?dir, pos = x, reason = %why, "cutting a torn tail that was never acknowledged");
+    Ok(())
+}
+
+/// The newest epoch of the frames found on block boundaries past `end`.
+fn newest_epoch_past<I: Io>(
+    io: &mut I,
+    segments: &VecDeque<Segment>,
+    end: u64,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+) -> Result<u32> {
+    let mut newest = 0;
+    headers_past(io, segments, end, limits, reader, report, &mut |_, h| {
+        newest = newest.max(h.epoch);
+        Ok(())
+    })?;
+    Ok(newest)
+}
+
+/// Calls `visit` with every frame header that verifies at its own position
+/// on a block boundary past `after`, in the segment holding `after` and in
+/// every later one.
+fn headers_past<I: Io>(
+    io: &mut I,
+    segments: &VecDeque<Segment>,
+    after: u64,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+    visit: &mut dyn FnMut(u64, &FrameHeader) -> Result<()>,
+) -> Result<()> {
+    let first = segments.iter().rposition(|s| s.start_pos <= after).unwrap_or(0);
     for (k, seg) in segments.iter().enumerate().skip(first) {
         let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
-        let mut p = align_up(x.max(seg.start_pos) + 1).max(seg.start_pos);
+        // A later segment's first block counts too: it holds the first
+        // commit written after the roll.
+        let mut p = if seg.start_pos > after { seg.start_pos } else { align_up(after + 1) };
         while p - seg.start_pos < file_len {
             let off = p - seg.start_pos;
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
-            if let Ok(h) = frame::decode_header(bytes, p, limits.payload_bytes_max)
-                && h.epoch >= last_epoch
-            {
-                if h.durable_before > x {
-                    return Err(corrupt(
-                        dir,
-                        x,
-                        format!("{why} where acknowledged data must be (a frame at {p} was written after {x} was durable)"),
-                    ));
-                }
-                if p - x > limits.tear_window_bytes {
-                    return Err(corrupt(
-                        dir,
-                        x,
-                        format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x),
-                    ));
-                }
+            if let Ok(h) = frame::decode_header(bytes, p, limits.payload_bytes_max) {
+                visit(p, &h)?;
             }
             p += BLOCK_BYTES as u64;
         }
     }
-    tracing::info!(log = ?dir, pos = x, reason = %why, "cutting a torn tail that was never acknowledged");
     Ok(())
 }
 

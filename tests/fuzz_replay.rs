@@ -577,6 +577,11 @@ fn recovery_seeds() -> Vec<(&'static str, Vec<u8>)> {
     // A byte of the first commit changed after later commits were acknowledged.
     let mut damaged = log.bytes.clone();
     damaged[200] ^= 0x40;
+    // Epoch 2 began writing at 4096 (the 12-byte epoch file says so) and
+    // its first commit was lost; a whole epoch-1 commit from before the cut
+    // lies under it, then epoch 2's second commit (sim_server seed 1064).
+    let mut stale_at_start = LogBuilder::new(0);
+    stale_at_start.commit(1, 0, 1, 2).commit(1, 0, 1, 3).durable_at(4096).commit(2, 0, 1, 4);
     let mut big = LogBuilder::new(16 * 4096);
     big.commit(3, 9, 4, 40).commit(3, 9, 1, 300).commit(4, 2, 2, 1);
 
@@ -594,6 +599,7 @@ fn recovery_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-torn-tail-zeros", input(one_seg, &torn_zeros)),
         ("valid-stale-epoch-after-cut", input(head(EPOCH, 2, [0, 0], 0, 8), &stale)),
         ("valid-segment-gap", log.input(head(EPOCH | 1 | GAP, 1, [1, 0], 0, 8))),
+        ("valid-stale-frame-at-the-epoch-start", stale_at_start.input(recovery_input::with_epoch_start(head(EPOCH, 2, [0, 0], 0, 8), 1))),
         ("damaged-acknowledged-frame", input(one_seg, &damaged)),
         ("checkpoint-past-end", log.input(recovery_input::with_checkpoint(one_seg, 1, 40))),
         ("epoch-file-u32-max", log.input(head(EPOCH, u32::MAX, [0, 0], 0, 8))),

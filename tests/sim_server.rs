@@ -283,6 +283,9 @@ fn run_seed(seed: u64, totals: &mut (u64, u64)) {
 fn server_crashes_lose_nothing_acknowledged() {
     let mut totals = (0, 0);
     let seeds = harness::for_each_seed("sim_server", 200, |seed| run_seed(seed, &mut totals));
-    println!("simulated server: {seeds} seeds, {} acknowledged records checked across {} restarts (power cuts, kills, clean stops)", totals.0, totals.1);
+    println!(
+        "simulated server: {seeds} seeds, {} acknowledged records checked across {} restarts (power cuts, kills, clean stops)",
+        totals.0, totals.1
+    );
     assert!(totals.0 > 0, "the simulation acknowledged nothing");
 }

@@ -31,8 +31,14 @@ pub struct CoreRoute {
 
 impl CoreRoute {
     /// Tells the core there is mail (call it after sending); wakes it if it
-    /// sleeps in its ring (no syscall when it runs).
+    /// sleeps in its ring (no syscall when it runs). From the core's own
+    /// thread it does nothing: the core delivers what its own tick answered
+    /// in that tick, and marking it rung would only cost it an extra tick
+    /// (a reply to every request of its own connections).
     pub fn ring(&self) {
+        if RUNG_OF_THIS_THREAD.get() == Arc::as_ptr(&self.rung) as usize {
+            return;
+        }
         self.rung.store(true, Ordering::SeqCst);
         if self.sleeping.swap(false, Ordering::SeqCst) {
             self.waker.wake();
@@ -79,6 +85,12 @@ impl<I: Io> TaskSender<I> {
     }
 }
 
+thread_local! {
+    /// The address of the `rung` flag of the core this thread runs (0 on
+    /// other threads): how a ring knows it comes from the core itself.
+    static RUNG_OF_THIS_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// A core's end of its mailbox.
 pub struct ChannelMailbox<I: Io> {
     requests: Receiver<Request>,
@@ -115,6 +127,9 @@ impl<I: Io> Mailbox<I> for ChannelMailbox<I> {
     }
 
     fn take_rung(&mut self) -> bool {
+        // The core runs on this thread (the simulator runs several in turn
+        // on one thread: each marks itself while it ticks).
+        RUNG_OF_THIS_THREAD.set(Arc::as_ptr(&self.rung) as usize);
         self.rung.swap(false, Ordering::SeqCst)
     }
 }

@@ -55,9 +55,8 @@ impl Client {
     }
 
     /// Sends a random piece of what is queued (a frame may arrive in parts),
-    /// and the rest at the next call: a core blocked on the network sleeps
-    /// its whole timeout (a second) per tick, so a frame spread over ten
-    /// ticks would meet the server's header timeout, rightly.
+    /// and the rest at the next call: a frame spans at most two ticks here;
+    /// senders slower than the header timeout are the abuse tests' business.
     fn send_some(&mut self, rng: &mut SimRng) {
         if self.unsent.is_empty() {
             return;

@@ -228,6 +228,5 @@ fn checked_batch(h: &FrameHeader, frame_bytes: &[u8], from_disk: bool, expect_ba
 
 /// Damage found at log position `pos`, naming the segment file holding it.
 pub(crate) fn corrupt<V: LogView>(log: &V, pos: u64, reason: String) -> StromError {
-    let path = log.segment_at(pos).map(|s| s.path).unwrap_or_else(|| log.dir().to_path_buf());
-    StromError::Corrupt { path, pos, reason }
+    StromError::Corrupt { path: log.path_at(pos), pos, reason }
 }

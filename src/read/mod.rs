@@ -357,7 +357,7 @@ impl ReadPath {
         let seg = log.segment_at(pos);
         if let Err(errno) = c.result {
             self.read_bufs.push(buf);
-            let path = seg.map(|s| s.path).unwrap_or_default();
+            let path = log.path_at(pos);
             return self.finish(cx, slot, Err(StromError::Io { op: IoOp::Read, path, errno }));
         }
         if let Some(next_start) = seg.and_then(|s| s.next_start_pos) {

@@ -6,14 +6,14 @@
 //! these questions can be read by the same code: the live journal of this
 //! process today; a read-only follower of another process's log, or an
 //! archive file, later.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::io::FileId;
 use crate::log::frame::FrameHeader;
 use crate::log::journal::Journal;
 
 /// A segment file as a read sees it: where it is, and where its part of the log ends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct SegmentRef {
     pub file: FileId,
     /// Log position of the file's first byte.
@@ -22,7 +22,6 @@ pub struct SegmentRef {
     /// bytes of the file past it are not part of the log (a segment rolled
     /// again after a recovery cut can hold older frames there).
     pub next_start_pos: Option<u64>,
-    pub path: PathBuf,
 }
 
 pub trait LogView {
@@ -36,6 +35,9 @@ pub trait LogView {
     fn cached_at(&self, pos: u64) -> Option<&[u8]>;
     /// The segment file holding `pos`.
     fn segment_at(&self, pos: u64) -> Option<SegmentRef>;
+    /// Where the segment file holding `pos` lives, for an error to name it
+    /// (the log's directory when no segment holds it).
+    fn path_at(&self, pos: u64) -> PathBuf;
     /// Counts a disk read of the segment holding `pos` in (`true`) or out:
     /// retention must not delete a segment file a read still uses.
     fn pin_segment(&mut self, pos: u64, pinned: bool);
@@ -44,8 +46,6 @@ pub trait LogView {
     /// lost or misdirected), or one from an epoch that never existed, is a
     /// leftover. The reason, when it is not.
     fn frame_is_current(&self, h: &FrameHeader) -> Result<(), String>;
-    /// Where the log lives, for errors that name no segment.
-    fn dir(&self) -> &Path;
 }
 
 impl<R> LogView for Journal<R> {
@@ -68,7 +68,11 @@ impl<R> LogView for Journal<R> {
     fn segment_at(&self, pos: u64) -> Option<SegmentRef> {
         let seg = self.segment_for(pos)?;
         let next_start_pos = self.segments().iter().map(|s| s.start_pos).find(|&s| s > pos);
-        Some(SegmentRef { file: seg.file, start_pos: seg.start_pos, next_start_pos, path: seg.path.clone() })
+        Some(SegmentRef { file: seg.file, start_pos: seg.start_pos, next_start_pos })
+    }
+
+    fn path_at(&self, pos: u64) -> PathBuf {
+        self.segment_for(pos).map_or_else(|| Journal::dir(self).to_path_buf(), |s| s.path.clone())
     }
 
     fn pin_segment(&mut self, pos: u64, pinned: bool) {
@@ -86,9 +90,5 @@ impl<R> LogView for Journal<R> {
             return Err(format!("frame of epoch {} where epoch {} wrote from {}", h.epoch, self.epoch(), self.epoch_start_pos()));
         }
         Ok(())
-    }
-
-    fn dir(&self) -> &Path {
-        Journal::dir(self)
     }
 }

@@ -74,6 +74,21 @@ impl Shared {
     pub fn reply_route(&self, core: usize) -> ReplyRoute {
         ReplyRoute { inbox: self.inboxes[core].clone(), core: self.broker.route(core).clone() }
     }
+
+    /// Tells every core's task to stop (accept and read no more, answer
+    /// what is in flight within `drain`, close every connection); each
+    /// receiver hears once its task has (or is gone, if it already was).
+    pub fn stop_tasks(&self, drain: Duration) -> Vec<mpsc::Receiver<()>> {
+        let mut waits = Vec::new();
+        for (core, ctl) in self.controls.iter().enumerate() {
+            let (done, wait) = mpsc::sync_channel(1);
+            if ctl.send(Control::Stop { drain, done }).is_ok() {
+                self.broker.route(core).ring();
+                waits.push(wait);
+            }
+        }
+        waits
+    }
 }
 
 /// A running server: an engine plus listeners on every core.
@@ -175,15 +190,7 @@ impl Server {
             tracing::debug!("per-stage latency of produce requests:\n{}", crate::stats::format_table(&self.stage_latency(false)));
         }
         let Some(engine) = self.engine.take() else { return Ok(()) };
-        let mut waits = Vec::new();
-        for (core, ctl) in self.shared.controls.iter().enumerate() {
-            let (done, wait) = mpsc::sync_channel(1);
-            if ctl.send(Control::Stop { drain: STOP_DRAIN, done }).is_ok() {
-                self.shared.broker.route(core).ring();
-                waits.push(wait);
-            }
-        }
-        for w in waits {
+        for w in self.shared.stop_tasks(STOP_DRAIN) {
             // An Err means the core's task is gone already: nothing to wait for.
             let _ = w.recv();
         }

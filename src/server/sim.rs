@@ -14,7 +14,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, mpsc};
 
 use super::codec::Codec;
-use super::control::Control;
 use super::listen::ListenSock;
 use super::native::NativeCodec;
 use super::task::{NetCore, TaskParts};
@@ -161,14 +160,7 @@ impl SimServer {
     /// connections; then every core makes its appends durable, checkpoints
     /// its logs and stops. The disks as the next start finds them.
     pub fn stop(mut self) -> Result<Vec<SimDisk>> {
-        let mut waits = Vec::new();
-        for (core, ctl) in self.shared.controls.iter().enumerate() {
-            let (done, wait) = mpsc::sync_channel(1);
-            if ctl.send(Control::Stop { drain: STOP_DRAIN, done }).is_ok() {
-                self.shared.broker.route(core).ring();
-                waits.push(wait);
-            }
-        }
+        let waits = self.shared.stop_tasks(STOP_DRAIN);
         let mut ticks = 0;
         let mut stopped = vec![false; waits.len()];
         loop {

@@ -283,22 +283,28 @@ pub fn idle_past_cap(b: &mut Bench, cap: usize, beyond: usize) -> String {
     format!("{fill} idle ({per_idle} B each) + {beyond} past the cap: TooManyConnections(16) + close each")
 }
 
+/// A consumer that pipelines 64 fetches of old data, up to 8 MiB each, and
+/// never reads the replies.
+fn non_reader(addr: SocketAddr) -> TcpStream {
+    let mut s = connect_raw(addr);
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut frames = Vec::new();
+    for i in 0..64u64 {
+        let req = Request::Fetch { topic: "old", partition: 0, offset: (i % 8) * 3, max_bytes: 8 << 20, max_wait_ms: 0 };
+        proto::encode_request(&mut frames, i + 1, &req);
+    }
+    // The server stops reading, so this may time out: expected.
+    let _ = s.write_all(&frames);
+    s
+}
+
 /// Consumers that pipeline big fetches and never read the replies: the
 /// server stops reading them at their buffer cap, others are served, and
 /// each still has its connection (nothing timed out) until it goes.
 pub fn non_readers(b: &mut Bench, n: usize) -> String {
     let mut conns = Vec::new();
     for _ in 0..n {
-        let mut s = connect_raw(b.addr());
-        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-        let mut frames = Vec::new();
-        for i in 0..64u64 {
-            let req = Request::Fetch { topic: "old", partition: 0, offset: (i % 8) * 3, max_bytes: 8 << 20, max_wait_ms: 0 };
-            proto::encode_request(&mut frames, i + 1, &req);
-        }
-        // The server stops reading, so this may time out: expected.
-        let _ = s.write_all(&frames);
-        conns.push(s);
+        conns.push(non_reader(b.addr()));
     }
     // Wait until the bytes the server holds stop growing: it stopped reading.
     let mut held = 0;
@@ -341,15 +347,7 @@ pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
     let closed_before = sum(&b.serve.stats(), Metric::StuckReadersClosed);
     let mut conns = Vec::new();
     for _ in 0..n {
-        let mut s = connect_raw(core1);
-        s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
-        let mut frames = Vec::new();
-        for i in 0..64u64 {
-            let req = Request::Fetch { topic: "old", partition: 0, offset: (i % 8) * 3, max_bytes: 8 << 20, max_wait_ms: 0 };
-            proto::encode_request(&mut frames, i + 1, &req);
-        }
-        let _ = s.write_all(&frames);
-        conns.push(s);
+        conns.push(non_reader(core1));
     }
     let deadline = Instant::now() + HANG;
     let mut held_max = 0;

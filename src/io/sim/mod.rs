@@ -171,15 +171,11 @@ impl SimIo {
                 continue;
             }
             let (token, end, op) = waiting.swap_remove(at);
-            let mut rng = self.rng.clone();
-            let mut new_ends = Vec::new();
-            let (c, again) = net.complete(end, token, op, &mut rng, &mut |server| {
-                new_ends.push(server);
-                FileId(self.next_file + new_ends.len() as u32 - 1)
-            });
-            self.rng = rng;
-            for server in new_ends {
-                self.new_end(End::Sock(server));
+            let next_file = FileId(self.next_file);
+            let (c, again, accepted) = net.complete(end, token, op, &mut self.rng, next_file);
+            if let Some(server) = accepted {
+                let file = self.new_end(End::Sock(server));
+                debug_assert_eq!(file, next_file);
             }
             self.ready.push(c);
             if let Some(op) = again {

@@ -107,42 +107,43 @@ impl SimNet {
         }
     }
 
-    /// Completes a ready network op; `accepted` names a new server end's file.
+    /// Completes a ready network op. An accept names its new server end
+    /// `next_file` and returns that end's socket, for the caller to record.
     pub(super) fn complete(
         &self,
         end: End,
         token: u64,
         op: Op,
         rng: &mut SimRng,
-        accepted: &mut dyn FnMut(u32) -> FileId,
-    ) -> (Completion, Option<Op>) {
+        next_file: FileId,
+    ) -> (Completion, Option<Op>, Option<u32>) {
         let mut st = self.lock();
         let c = |result, buf, net_buf, more| Completion { token, result, buf, net_buf, more };
         match (end, op) {
             (End::Listener(port), op @ Op::Accept { .. }) => match st.listeners.get_mut(&port).and_then(|q| q.pop_front()) {
-                Some(server) => (c(Ok(accepted(server).0), None, None, true), Some(op)),
-                None => (c(Err(libc::ECANCELED), None, None, false), None),
+                Some(server) => (c(Ok(next_file.0), None, None, true), Some(op), Some(server)),
+                None => (c(Err(libc::ECANCELED), None, None, false), None, None),
             },
-            (End::Sock(_), Op::PollIn { .. }) => (c(Ok(1), None, None, false), None),
+            (End::Sock(_), Op::PollIn { .. }) => (c(Ok(1), None, None, false), None, None),
             (End::Sock(id), Op::Recv { mut buf, .. }) => {
                 let s = st.sockets.get_mut(&id).expect("socket");
                 if s.reset {
-                    return (c(Err(libc::ECONNRESET), None, Some(buf), false), None);
+                    return (c(Err(libc::ECONNRESET), None, Some(buf), false), None, None);
                 }
                 let room = buf.capacity() - buf.len();
                 let n = s.inbound.len().min(room);
                 // A receive takes any non-empty prefix of what arrived.
                 let n = if n > 1 { 1 + rng.below(n as u64) as usize } else { n };
                 buf.extend(s.inbound.drain(..n));
-                (c(Ok(n as u32), None, Some(buf), false), None)
+                (c(Ok(n as u32), None, Some(buf), false), None, None)
             }
             (End::Sock(id), Op::Send { buf, sent, .. }) => {
                 let r = st.send(id, &buf[sent..], rng);
-                (c(r, None, Some(buf), false), None)
+                (c(r, None, Some(buf), false), None, None)
             }
             (End::Sock(id), Op::SendFixed { buf, sent, .. }) => {
                 let r = st.send(id, &buf.as_slice()[sent..], rng);
-                (c(r, Some(buf), None, false), None)
+                (c(r, Some(buf), None, false), None, None)
             }
             (_, op) => unreachable!("{op:?} is not a network op"),
         }

@@ -185,7 +185,10 @@ impl fmt::Display for StromError {
                 write!(f, "{} {} failed: {} ({e:?}){}", op.verb(), path.display(), e.desc(), errno_hint(*errno))
             }
             StromError::LogFailed { log, cause } => {
-                write!(f, "log {log} stopped accepting writes after an earlier failure ({cause}); restart the server once the cause is fixed")
+                write!(
+                    f,
+                    "log {log} stopped accepting writes after an earlier failure ({cause}); restart the server once the cause is fixed"
+                )
             }
             StromError::DiskFull { log } => write!(f, "the disk of log {log} is full; the write was not made (retry once space is freed)"),
             StromError::Corrupt { path, pos, reason } => {
@@ -251,5 +254,41 @@ pub fn classify_errno(errno: i32) -> Errno {
         libc::ENOSPC | libc::EDQUOT => Errno::NoSpace,
         libc::EINVAL | libc::EBADF | libc::EFAULT | libc::EOPNOTSUPP => Errno::Bug,
         _ => Errno::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: each error is a sentence (no Debug dump), an errno is named
+    // once (its text and symbol, no "os error N" beside "errno N"), and
+    // fixable causes say what to do.
+    #[test]
+    fn error_texts_are_sentences() {
+        let cases: [(StromError, &str); 8] = [
+            (StromError::UnknownTopic("nosuch".into()), "unknown topic \"nosuch\""),
+            (StromError::UnknownPartition { topic: "t".into(), partition: 3 }, "topic \"t\" has no partition 3"),
+            (StromError::TopicExists("t".into()), "topic \"t\" already exists"),
+            (
+                StromError::Io { op: IoOp::Open, path: "/data/x".into(), errno: libc::EACCES },
+                "open /data/x failed: Permission denied (EACCES); check the owner and permissions",
+            ),
+            (
+                StromError::OffsetOutOfRange { offset: 9, earliest: 0, end: 3 },
+                "offset 9 is out of range: the partition holds offsets 0 up to (not including) 3",
+            ),
+            (StromError::DiskFull { log: 1 }, "the disk of log 1 is full; the write was not made (retry once space is freed)"),
+            (StromError::Overloaded("mailbox"), "the server is overloaded (mailbox); retry later"),
+            (
+                StromError::InvalidBatch(BatchError::TooLarge { bytes: 2_000_000, max_bytes: 1_040_384 }),
+                "invalid batch: the batch is 2000000 bytes, over the broker's limit of 1040384 bytes; send smaller batches",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+        let io = StromError::Io { op: IoOp::Write, path: "/d/seg".into(), errno: libc::EIO }.to_string();
+        assert_eq!(io.matches("EIO").count() + io.matches("os error").count(), 1, "{io}");
     }
 }

@@ -97,3 +97,20 @@ fn serve_refuses_a_held_directory_and_a_taken_port() {
     let line = err.lines().find(|l| l.starts_with("strom serve:")).expect("an error line");
     assert!(line.contains(&addr) && line.contains("in use"), "the line does not name the address and the cause: {line}");
 }
+
+// Proves: an address that cannot be used is refused with a sentence
+// naming the part at fault, before anything is sent: a host that does not
+// resolve (.invalid never does, RFC 6761) and a port that is not a number.
+#[test]
+fn bad_addresses_read_as_sentences() {
+    let (ok, _, err) = strom(&["consume", "events", "--addr", "no-such-host.invalid"]);
+    assert!(!ok, "consume succeeded with an unresolvable host");
+    let line = err.lines().find(|l| l.starts_with("strom consume:")).expect("an error line");
+    assert_eq!(
+        line,
+        "strom consume: cannot find the host \"no-such-host.invalid\" of --addr (check the name, or give an IP address such as 127.0.0.1)"
+    );
+    let (ok, _, err) = strom(&["topic", "list", "--addr", "127.0.0.1:seventy"]);
+    assert!(!ok);
+    assert!(err.contains("the port in --addr \"127.0.0.1:seventy\" must be a number from 0 to 65535"), "{err}");
+}

@@ -265,3 +265,33 @@ fn error_texts() {
     );
     assert!(!foreign.contains("Debug") && !foreign.contains("os error"), "{foreign}");
 }
+
+// Proves: `--addr localhost` (no port) reaches a server on the default
+// port 7070. Skipped, saying so, when another process holds that port.
+#[test]
+fn localhost_without_a_port_uses_7070() {
+    if TcpListener::bind("127.0.0.1:7070").is_err() {
+        println!("skipped: localhost_without_a_port_uses_7070: port 7070 is in use by another process");
+        return;
+    }
+    let dir = test_dir("cli-rec-localhost");
+    let s = match Serve::on(&dir).port(7070).try_start() {
+        Ok(s) => s,
+        Err(lines) if lines.iter().any(|l| l.contains("in use")) => {
+            println!("skipped: localhost_without_a_port_uses_7070: port 7070 was taken meanwhile");
+            return;
+        }
+        Err(lines) => panic!("strom serve ended before serving: {lines:?}"),
+    };
+    ok(s.addr, &["topic", "create", "lh"], b"");
+    let (okay, out, err) = {
+        let out = Command::new(env!("CARGO_BIN_EXE_strom"))
+            .args(["topic", "list", "--addr", "localhost"])
+            .env_remove("STROM_ADDR")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(okay, "{err}");
+    assert!(out.contains("lh"), "{out}");
+}

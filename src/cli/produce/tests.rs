@@ -139,3 +139,9 @@ fn header_option_parses() {
     assert!(parse_header("=b").unwrap_err().contains("NAME=VALUE"));
     assert!(parse_header("ab").unwrap_err().contains("NAME=VALUE"));
 }
+
+// Proves: --batch-bytes offers no more than a default broker accepts.
+#[test]
+fn batch_bytes_max_is_the_brokers() {
+    assert_eq!(PRODUCE_BATCH_BYTES_MAX as usize, strom::config::EngineConfig::default().batch_bytes_max);
+}

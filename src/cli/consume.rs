@@ -104,6 +104,9 @@ struct Consumer<'a> {
     fetch_bytes: u32,
     printed: u64,
     last_commit: Instant,
+    /// When the connection was lost, while it has not served a round since:
+    /// one outage is announced once, however many attempts it takes.
+    lost_since: Option<Instant>,
 }
 
 pub fn consume(args: &ConsumeArgs) -> Result<(), String> {
@@ -132,7 +135,7 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), String> {
             start_of(&mut client, args, partition).map_err(|e| format!("finding where partition {partition} starts failed: {e}"))?;
         parts.push(Part { partition, fetch_at: start, flushed_next: start, committed_next, buffered: VecDeque::new(), at_end: false });
     }
-    let mut consumer = Consumer { args, output, parts, fetch_bytes, printed: 0, last_commit: Instant::now() };
+    let mut consumer = Consumer { args, output, parts, fetch_bytes, printed: 0, last_commit: Instant::now(), lost_since: None };
     consumer.run(client)
 }
 
@@ -188,8 +191,15 @@ impl Consumer<'_> {
                 if !(self.args.follow && e.is_retriable()) {
                     return Err(format!("reading topic \"{}\" failed: {e}", self.args.topic));
                 }
-                client = self.reconnect(&e)?;
+                if self.lost_since.is_none() {
+                    eprintln!("strom consume: lost the connection to {} ({e}); reconnecting", self.args.conn.addr);
+                    self.lost_since = Some(Instant::now());
+                }
+                client = self.reconnect()?;
                 continue;
+            }
+            if self.lost_since.take().is_some() {
+                eprintln!("strom consume: reconnected to {}; resuming", self.args.conn.addr);
             }
             let closed = self.print(&mut out)?;
             if closed {
@@ -302,20 +312,17 @@ impl Consumer<'_> {
         Ok(())
     }
 
-    /// A new connection after `lost`, retried with backoff; says so once
-    /// on stderr. Fetch positions are kept, so nothing is repeated or skipped.
-    fn reconnect(&self, lost: &ClientError) -> Result<Client, String> {
-        eprintln!("strom consume: lost the connection to {} ({lost}); reconnecting", self.args.conn.addr);
-        let started = Instant::now();
+    /// A new connection, retried with backoff until the outage has lasted
+    /// RECONNECT_GIVE_UP. Fetch positions are kept, so nothing is repeated
+    /// or skipped.
+    fn reconnect(&self) -> Result<Client, String> {
+        let lost_since = self.lost_since.unwrap_or_else(Instant::now);
         let mut backoff = RECONNECT_BACKOFF_MIN;
         loop {
             std::thread::sleep(backoff);
             match super::connect(&self.args.conn) {
-                Ok(client) => {
-                    eprintln!("strom consume: reconnected to {}", self.args.conn.addr);
-                    return Ok(client);
-                }
-                Err(e) if started.elapsed() >= RECONNECT_GIVE_UP => {
+                Ok(client) => return Ok(client),
+                Err(e) if lost_since.elapsed() >= RECONNECT_GIVE_UP => {
                     return Err(format!("gave up reconnecting after {} s: {e}", RECONNECT_GIVE_UP.as_secs()));
                 }
                 Err(_) => backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX),

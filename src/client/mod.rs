@@ -397,8 +397,11 @@ impl Client {
     fn io_error(&self, e: std::io::Error) -> ClientError {
         ClientError::Io(match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                let after = self.timeout.map(|t| format!(" after {} ms", t.as_millis())).unwrap_or_default();
-                std::io::Error::new(ErrorKind::TimedOut, format!("timed out{after}"))
+                let within = self.timeout.map(|t| format!(" within {} ms", t.as_millis())).unwrap_or_default();
+                let peer = self.stream.peer_addr().map_or_else(|_| "the server".to_string(), |a| format!("the server at {a}"));
+                // A peer of another protocol that waits for a request it understands looks like this too.
+                let text = format!("{peer} did not answer{within} (is it a strom serve, and is it overloaded or stopped?)");
+                std::io::Error::new(ErrorKind::TimedOut, text)
             }
             ErrorKind::UnexpectedEof => std::io::Error::new(ErrorKind::UnexpectedEof, "the server closed the connection"),
             _ => e,

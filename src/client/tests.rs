@@ -255,3 +255,23 @@ fn error_texts_are_sentences() {
     let from_strom = crate::StromError::UnknownTopic("nosuch".into()).to_string();
     assert_eq!(from_strom, "unknown topic \"nosuch\"");
 }
+
+// Proves: a peer that never answers (a server of another protocol waiting
+// for a request it understands) is named, with the time waited.
+#[test]
+fn a_silent_peer_is_named_with_the_wait() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (_conn, _) = listener.accept().unwrap();
+        // Holds the connection open, silent, until the client has given up.
+        let _ = done_rx.recv();
+    });
+    let mut c = Client::connect(addr).unwrap();
+    c.set_timeout(Some(Duration::from_millis(100))).unwrap();
+    let e = c.delete_topic("t").unwrap_err().to_string();
+    done_tx.send(()).unwrap();
+    server.join().unwrap();
+    assert_eq!(e, format!("the server at {addr} did not answer within 100 ms (is it a strom serve, and is it overloaded or stopped?)"));
+}

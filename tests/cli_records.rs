@@ -148,7 +148,7 @@ fn relative_and_absolute_starts() {
 
 // Proves: consume --group starts where the group committed and commits
 // what it printed, so two runs read each record once; group describe shows
-// the committed offsets and the lag.
+// the committed offsets and the lag; group reset moves the position.
 #[test]
 fn groups_commit_and_resume() {
     let dir = test_dir("cli-rec-group");
@@ -172,6 +172,10 @@ fn groups_commit_and_resume() {
     let table = ok(s.addr, &["group", "describe", "readers", "--topic", "g"], b"");
     let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows, vec![vec!["0", "3", "3", "0"], vec!["1", "1", "1", "0"]]);
+    // reset moves the group back (-1: one record before the end of partition 0), and consume follows it.
+    let reset = ok(s.addr, &["group", "reset", "readers", "--topic", "g", "--partition", "0", "--to", "-1"], b"");
+    assert_eq!(reset.lines().nth(1).unwrap().split_whitespace().collect::<Vec<_>>(), vec!["0", "2", "3", "1"]);
+    assert_eq!(ok(s.addr, &["consume", "g", "--group", "readers"], b""), "a2\n");
 }
 
 /// A free port below the ephemeral range, so a restarted server can take it

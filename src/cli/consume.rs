@@ -147,8 +147,13 @@ fn start_of(client: &mut Client, args: &ConsumeArgs, partition: u32) -> Result<(
     {
         return Ok((committed, Some(committed)));
     }
-    let mut list = |spec| client.list_offsets(&args.topic, partition, spec);
-    let start = match args.from {
+    Ok((resolve_start(client, &args.topic, partition, args.from)?, None))
+}
+
+/// The offset `at` names in one partition (also `group reset`'s target).
+pub fn resolve_start(client: &mut Client, topic: &str, partition: u32, at: StartAt) -> Result<u64, ClientError> {
+    let mut list = |spec| client.list_offsets(topic, partition, spec);
+    let start = match at {
         StartAt::Offset(offset) => Some(offset),
         StartAt::Earliest => list(OffsetSpec::Earliest)?,
         StartAt::Latest => list(OffsetSpec::Latest)?,
@@ -158,7 +163,7 @@ fn start_of(client: &mut Client, args: &ConsumeArgs, partition: u32) -> Result<(
         }
         // No record that late: start at the end, where the next one will be.
         StartAt::TimestampMs(_) | StartAt::AgoMs(_) => {
-            let ms = match args.from {
+            let ms = match at {
                 StartAt::AgoMs(ago) => now_ms().saturating_sub(ago).max(0),
                 StartAt::TimestampMs(ms) => ms,
                 _ => unreachable!("matched above"),
@@ -169,8 +174,7 @@ fn start_of(client: &mut Client, args: &ConsumeArgs, partition: u32) -> Result<(
             }
         }
     };
-    let start = start.ok_or_else(|| ClientError::Protocol(format!("the server has no offset for --from in partition {partition}")))?;
-    Ok((start, None))
+    start.ok_or_else(|| ClientError::Protocol(format!("the server has no offset for that position in partition {partition}")))
 }
 
 impl Consumer<'_> {

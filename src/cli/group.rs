@@ -1,4 +1,5 @@
-//! `strom group describe`: where a consumer group stands in a topic.
+//! `strom group describe`: where a consumer group stands in a topic;
+//! `strom group reset`: moves it (as `consume --from` names positions).
 //! (The server keeps committed offsets per group, topic and partition and
 //! has no request that lists groups, so there is no `group list`.)
 use std::io::Write;
@@ -6,7 +7,9 @@ use std::io::Write;
 use clap::Subcommand;
 use strom::proto::OffsetSpec;
 
+use super::consume::resolve_start;
 use super::partition_count;
+use super::start::StartAt;
 
 #[derive(Subcommand)]
 pub enum GroupCmd {
@@ -21,6 +24,21 @@ pub enum GroupCmd {
         /// One JSON object per partition, one per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Set the group's committed offset in TOPIC's partitions to the
+    /// position --to names, then print them as describe does.
+    Reset {
+        /// The group.
+        name: String,
+        /// The topic whose partitions to move.
+        #[arg(long)]
+        topic: String,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<u32>,
+        /// Where: earliest, latest, OFFSET, -N, -DURATION, @UNIX_MS or @RFC3339 (as consume --from).
+        #[arg(long, allow_hyphen_values = true)]
+        to: StartAt,
     },
 }
 
@@ -42,22 +60,38 @@ impl Position {
 }
 
 pub fn run(conn: &crate::ConnArgs, cmd: &GroupCmd) -> Result<(), String> {
-    let GroupCmd::Describe { name, topic, json } = cmd;
+    let (name, topic) = match cmd {
+        GroupCmd::Describe { name, topic, .. } | GroupCmd::Reset { name, topic, .. } => (name, topic),
+    };
     strom::client::check_name(name).map_err(|e| e.to_string())?;
     strom::client::check_name(topic).map_err(|e| e.to_string())?;
     let mut client = super::connect(conn)?;
     let partitions = partition_count(&mut client, topic)?;
-    let mut rows = Vec::with_capacity(partitions as usize);
-    for partition in 0..partitions {
+    let (chosen, json) = match cmd {
+        GroupCmd::Describe { json, .. } => ((0..partitions).collect(), *json),
+        GroupCmd::Reset { partition: Some(p), .. } if *p >= partitions => {
+            return Err(format!("topic \"{topic}\" has partitions 0 to {}; there is no partition {p}", partitions - 1));
+        }
+        GroupCmd::Reset { partition, to, .. } => {
+            let chosen: Vec<u32> = partition.map_or_else(|| (0..partitions).collect(), |p| vec![p]);
+            for &p in &chosen {
+                let failed = |e: strom::client::ClientError| format!("moving partition {p} of topic \"{topic}\" failed: {e}");
+                let offset = resolve_start(&mut client, topic, p, *to).map_err(failed)?;
+                client.commit_offset(name, topic, p, offset).map_err(failed)?;
+            }
+            (chosen, false)
+        }
+    };
+    let mut rows = Vec::with_capacity(chosen.len());
+    for partition in chosen {
         let failed = |e: strom::client::ClientError| format!("reading partition {partition} of topic \"{topic}\" failed: {e}");
         let committed = client.fetch_offset(name, topic, partition).map_err(failed)?;
         let earliest = client.list_offsets(topic, partition, OffsetSpec::Earliest).map_err(failed)?.unwrap_or(0);
         let end = client.list_offsets(topic, partition, OffsetSpec::Latest).map_err(failed)?.unwrap_or(0);
         rows.push(Position { partition, committed, earliest, end });
     }
-    let mut out = std::io::stdout().lock();
-    let text = render(name, topic, &rows, *json);
-    out.write_all(text.as_bytes()).map_err(|e| format!("writing to stdout failed: {e}"))
+    let text = render(name, topic, &rows, json);
+    std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| format!("writing to stdout failed: {e}"))
 }
 
 /// The table (a header, then `PARTITION COMMITTED END LAG`, `-` for nothing

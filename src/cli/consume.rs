@@ -3,10 +3,13 @@
 //! group's committed position says; `--follow` waits for more, riding
 //! through a server restart.
 //!
-//! The merge holds at most one fetch per partition: a partition is fetched
-//! again only once everything it returned is printed, with its share of
-//! [`MERGE_BYTES_MAX`] as the fetch size (so memory stays about that bound,
-//! plus at most one oversized batch per partition). Without `--follow` a
+//! The merge holds, per partition, the decoded records of at most one
+//! fetch: its share of [`MERGE_BYTES_MAX`], counting each record's bytes
+//! plus [`RECORD_COST_BYTES`] (so small records, which cost more decoded
+//! than on the wire, cannot multiply the bound); records past the share are
+//! dropped and fetched again later, and the next fetch asks for less. A
+//! partition is fetched again only once everything it holds is printed.
+//! Without `--follow` a
 //! record is printed only once every partition not yet at its end has a
 //! record buffered, so the output is in (timestamp, partition, offset)
 //! order exactly. With `--follow`, records are printed as they arrive:
@@ -17,7 +20,7 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use strom::client::{Client, ClientError, OwnedResponse};
+use strom::client::{Client, ClientError, FetchResult, OwnedResponse};
 use strom::proto::{OffsetSpec, Request};
 
 use super::format::{Output, OwnedRecord};
@@ -26,7 +29,10 @@ use super::{now_ms, partition_count};
 
 /// Bytes the merge holds for all partitions together, about (see the module doc).
 const MERGE_BYTES_MAX: u32 = 32 << 20;
-/// Per-partition fetch size: at most this...
+/// What a decoded record costs beyond its key, value and header bytes: the
+/// struct and the allocations behind its vectors, rounded up.
+const RECORD_COST_BYTES: usize = 128;
+/// Per-partition share of the merge: at most this...
 const FETCH_BYTES_MAX: u32 = 1 << 20;
 /// ...and at least this, however many partitions share MERGE_BYTES_MAX.
 const FETCH_BYTES_MIN: u32 = 64 << 10;
@@ -93,6 +99,9 @@ struct Part {
     buffered: VecDeque<OwnedRecord>,
     /// The last fetch found nothing past `fetch_at`.
     at_end: bool,
+    /// What the next fetch asks for: the share, or less after a fetch
+    /// whose records did not fit the share decoded.
+    fetch_bytes: u32,
 }
 
 /// The state that outlives a connection: a restart of the server loses
@@ -101,7 +110,8 @@ struct Consumer<'a> {
     args: &'a ConsumeArgs,
     output: Output,
     parts: Vec<Part>,
-    fetch_bytes: u32,
+    /// Decoded bytes each partition may hold (see the module doc).
+    share_bytes: u32,
     printed: u64,
     last_commit: Instant,
     /// When the connection was lost, while it has not served a round since:
@@ -128,14 +138,22 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), String> {
         Some(p) => vec![p],
         None => (0..partitions).collect(),
     };
-    let fetch_bytes = (MERGE_BYTES_MAX / chosen.len() as u32).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX);
+    let share_bytes = (MERGE_BYTES_MAX / chosen.len() as u32).clamp(FETCH_BYTES_MIN, FETCH_BYTES_MAX);
     let mut parts = Vec::with_capacity(chosen.len());
     for partition in chosen {
         let (start, committed_next) =
             start_of(&mut client, args, partition).map_err(|e| format!("finding where partition {partition} starts failed: {e}"))?;
-        parts.push(Part { partition, fetch_at: start, flushed_next: start, committed_next, buffered: VecDeque::new(), at_end: false });
+        parts.push(Part {
+            partition,
+            fetch_at: start,
+            flushed_next: start,
+            committed_next,
+            buffered: VecDeque::new(),
+            at_end: false,
+            fetch_bytes: share_bytes,
+        });
     }
-    let mut consumer = Consumer { args, output, parts, fetch_bytes, printed: 0, last_commit: Instant::now(), lost_since: None };
+    let mut consumer = Consumer { args, output, parts, share_bytes, printed: 0, last_commit: Instant::now(), lost_since: None };
     consumer.run(client)
 }
 
@@ -175,6 +193,42 @@ pub fn resolve_start(client: &mut Client, topic: &str, partition: u32, at: Start
         }
     };
     start.ok_or_else(|| ClientError::Protocol(format!("the server has no offset for that position in partition {partition}")))
+}
+
+impl Part {
+    /// Buffers the records of `fetched` from `fetch_at` on, within
+    /// `share_bytes` decoded (see the module doc), and notes whether the
+    /// partition's end was reached.
+    fn ingest(&mut self, fetched: &FetchResult, share_bytes: u32) -> Result<(), ClientError> {
+        let before = self.fetch_at;
+        let (mut held_bytes, mut fits) = (0, true);
+        for r in fetched.records_at(self.fetch_at) {
+            let r = r?;
+            if r.offset != self.fetch_at {
+                let why = format!("partition {} skipped from offset {} to {}", self.partition, self.fetch_at, r.offset);
+                return Err(ClientError::Protocol(why));
+            }
+            let record = OwnedRecord::new(self.partition, &r);
+            let cost = record.held_bytes() + RECORD_COST_BYTES;
+            // At least one record, so that the merge always moves on.
+            if !self.buffered.is_empty() && held_bytes + cost > share_bytes as usize {
+                fits = false;
+                break;
+            }
+            held_bytes += cost;
+            self.buffered.push_back(record);
+            self.fetch_at = r.offset + 1;
+        }
+        // Halve the next fetch while its records overflow the share decoded,
+        // grow it back while they fit in half of it.
+        if !fits {
+            self.fetch_bytes = (self.fetch_bytes / 2).max(FETCH_BYTES_MIN);
+        } else if held_bytes < share_bytes as usize / 2 && fetched.batches.len() >= self.fetch_bytes as usize {
+            self.fetch_bytes = (self.fetch_bytes.saturating_mul(2)).min(share_bytes);
+        }
+        self.at_end = fits && (self.fetch_at >= fetched.high_watermark || self.fetch_at == before);
+        Ok(())
+    }
 }
 
 impl Consumer<'_> {
@@ -233,7 +287,7 @@ impl Consumer<'_> {
                 topic: &self.args.topic,
                 partition: p.partition,
                 offset: p.fetch_at,
-                max_bytes: self.fetch_bytes,
+                max_bytes: p.fetch_bytes,
                 max_wait_ms: wait.as_millis() as u32,
             };
             sent.push((client.send(&req)?, i));
@@ -248,17 +302,7 @@ impl Consumer<'_> {
                 OwnedResponse::Fetch(f) => f,
                 other => return Err(ClientError::Protocol(format!("the server answered a fetch with a {:?} reply", other.api()))),
             };
-            let before = p.fetch_at;
-            for r in fetched.records_at(p.fetch_at) {
-                let r = r?;
-                if r.offset != p.fetch_at {
-                    let why = format!("partition {} skipped from offset {} to {}", p.partition, p.fetch_at, r.offset);
-                    return Err(ClientError::Protocol(why));
-                }
-                p.buffered.push_back(OwnedRecord::new(p.partition, &r));
-                p.fetch_at = r.offset + 1;
-            }
-            p.at_end = p.fetch_at >= fetched.high_watermark || p.fetch_at == before;
+            p.ingest(&fetched, self.share_bytes)?;
         }
         Ok(())
     }
@@ -338,4 +382,50 @@ impl Consumer<'_> {
 /// A broken pipe means the reader has all it wanted: not an error.
 fn stdout_closed(e: std::io::Error) -> Result<bool, String> {
     if e.kind() == ErrorKind::BrokenPipe { Ok(true) } else { Err(format!("writing to stdout failed: {e}")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strom::wire::batch::{self, BatchBuilder};
+
+    /// A fetch reply holding `n` one-byte records from offset 0, ending the partition.
+    fn fetched(n: u64) -> FetchResult {
+        let mut b = BatchBuilder::new(1_700_000_000_000);
+        for _ in 0..n {
+            b.push(1_700_000_000_000, None, Some(b"x"), &[]);
+        }
+        let mut batches = b.finish();
+        batch::set_base_offset(&mut batches, 0);
+        FetchResult { high_watermark: n, start_offset: 0, next_offset: n, batches }
+    }
+
+    fn part() -> Part {
+        Part {
+            partition: 0,
+            fetch_at: 0,
+            flushed_next: 0,
+            committed_next: None,
+            buffered: VecDeque::new(),
+            at_end: false,
+            fetch_bytes: FETCH_BYTES_MIN,
+        }
+    }
+
+    // Proves: small records cannot multiply the merge's memory: a partition
+    // buffers only what fits its share decoded, resumes fetching right
+    // after the last record kept (not at the end), and asks for less next.
+    #[test]
+    fn ingest_keeps_to_the_share_decoded() {
+        let share_bytes = 10 * (RECORD_COST_BYTES as u32 + 1);
+        let mut p = part();
+        p.fetch_bytes = 4 * FETCH_BYTES_MIN;
+        p.ingest(&fetched(100), share_bytes).unwrap();
+        assert_eq!(p.buffered.len(), 10);
+        assert_eq!((p.fetch_at, p.at_end, p.fetch_bytes), (10, false, 2 * FETCH_BYTES_MIN));
+        let mut whole = part();
+        whole.ingest(&fetched(100), 1 << 20).unwrap();
+        assert_eq!((whole.buffered.len(), whole.fetch_at, whole.at_end), (100, 100, true));
+        assert_eq!(whole.buffered.back().map(|r| r.offset), Some(99));
+    }
 }

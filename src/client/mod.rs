@@ -357,7 +357,11 @@ impl Client {
         let frame_bytes = match proto::frame_len(&length, self.limits.reply_frame_bytes_max) {
             Ok(Some(n)) => n,
             Ok(None) => unreachable!("frame_len was given all {} length bytes", proto::LEN_BYTES),
-            Err(e) => return Err(self.foreign_peer(length).unwrap_or_else(|| ClientError::Protocol(format!("reply {e}")))),
+            Err(e) => {
+                let peer = self.stream.peer_addr().map_or_else(|_| "the server".to_string(), |a| format!("the server at {a}"));
+                let why = format!("{peer} sent a reply whose {e}; check that --addr names a strom serve listener");
+                return Err(self.foreign_peer(length).unwrap_or(ClientError::Protocol(why)));
+            }
         };
         self.recv_buf.clear();
         self.recv_buf.extend_from_slice(&length);

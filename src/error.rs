@@ -94,6 +94,8 @@ pub enum IoOp {
     SyncDir,
     ListDir,
     Submit,
+    /// Binding or listening on a socket address (the "path" is the address).
+    Listen,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +217,7 @@ impl IoOp {
             IoOp::SyncDir => "fsync of directory",
             IoOp::ListDir => "listing of",
             IoOp::Submit => "io_uring submit for",
+            IoOp::Listen => "listen on",
         }
     }
 }

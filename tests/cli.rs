@@ -96,6 +96,9 @@ fn serve_refuses_a_held_directory_and_a_taken_port() {
     assert!(!ok, "served on a port another socket listens on");
     let line = err.lines().find(|l| l.starts_with("strom serve:")).expect("an error line");
     assert!(line.contains(&addr) && line.contains("in use"), "the line does not name the address and the cause: {line}");
+    // One sentence, the errno named once: "listen on ADDR failed: Address already in use (EADDRINUSE); ...".
+    assert!(line.contains(&format!("listen on {addr} failed: Address already in use (EADDRINUSE)")), "{line}");
+    assert!(!line.contains("os error") && !line.contains("errno"), "{line}");
 }
 
 // Proves: an address that cannot be used is refused with a sentence

@@ -607,28 +607,9 @@ fn drive(
     let mut readback = None;
     if s.consumers == 0 {
         // Nobody read at the tail: read back everything this run wrote.
-        let records = acked_records(&acked_all);
-        let bytes = (records as f64 * s.shape().value_bytes_avg()) as u64;
-        let per_log = (s.partitions as usize).div_ceil(usize::from(layout.info.cores.max(1)));
-        let log_bytes = bytes as f64 * readback_amplification(per_log, s.batch_bytes) as f64;
-        if !a.quiet {
-            eprintln!(
-                "loadgen: verifying: reading back {records} records ({:.2} GB) from the broker, about {:.0} s (not in the figures) ...",
-                bytes as f64 / 1e9,
-                (log_bytes / READBACK_LOG_BYTES_PER_SEC).max(1.0)
-            );
-        }
-        let readers: Vec<ConsumerSpec> = spread_readers(&layout, &layout.start_offsets, threads);
-        let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
-        let t0 = now_ns();
-        let r = run_phase(s, a, target, &layout, (run_id, final_ends), phase, threads, cpus, "read-back")?;
-        tally_verify(&r.outcomes, &acked_all, &mut verify);
-        let secs = (now_ns() - t0) as f64 / 1e9;
-        if !a.quiet {
-            eprintln!("loadgen: verifying: {records} records read back and checked in {secs:.1} s");
-        }
-        readback = Some(report::ReadBack { records, bytes, secs });
-        all.extend(r.outcomes);
+        let (back, outcomes) = read_back(s, a, target, &layout, (run_id, final_ends), threads, cpus, &acked_all, &mut verify)?;
+        readback = Some(back);
+        all.extend(outcomes);
     } else if s.prefill > 0.0 {
         tally_verify(&main.outcomes, &acked_all, &mut verify);
     } else {
@@ -718,6 +699,43 @@ fn drive(
     });
     output(a, &report)?;
     Ok(report)
+}
+
+/// Reads back and checks every record the run acknowledged, announced on
+/// stderr with an estimate and timed, kept out of the window's figures.
+#[allow(clippy::too_many_arguments)]
+fn read_back(
+    s: &Settings,
+    a: &Args,
+    target: &Target,
+    layout: &Layout,
+    base: (u32, Vec<u64>),
+    threads: usize,
+    cpus: &[Option<usize>],
+    acked_all: &tally::Acked,
+    verify: &mut verify::VerifyCounts,
+) -> Result<(report::ReadBack, Vec<WorkerOutcome>), String> {
+    let records = acked_records(acked_all);
+    let bytes = (records as f64 * s.shape().value_bytes_avg()) as u64;
+    let per_log = (s.partitions as usize).div_ceil(usize::from(layout.info.cores.max(1)));
+    let log_bytes = bytes as f64 * readback_amplification(per_log, s.batch_bytes) as f64;
+    if !a.quiet {
+        eprintln!(
+            "loadgen: verifying: reading back {records} records ({:.2} GB) from the broker, about {:.0} s (not in the figures) ...",
+            bytes as f64 / 1e9,
+            (log_bytes / READBACK_LOG_BYTES_PER_SEC).max(1.0)
+        );
+    }
+    let readers: Vec<ConsumerSpec> = spread_readers(layout, &layout.start_offsets, threads);
+    let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
+    let t0 = now_ns();
+    let r = run_phase(s, a, target, layout, base, phase, threads, cpus, "read-back")?;
+    tally_verify(&r.outcomes, acked_all, verify);
+    let secs = (now_ns() - t0) as f64 / 1e9;
+    if !a.quiet {
+        eprintln!("loadgen: verifying: {records} records read back and checked in {secs:.1} s");
+    }
+    Ok((report::ReadBack { records, bytes, secs }, r.outcomes))
 }
 
 /// Bytes of log a read-back reads per second, for its announced estimate:

@@ -113,21 +113,20 @@ impl BatchShape {
         self.values_bytes() as f64 / self.records() as f64
     }
 
-    /// "63 records: 62 of 1,024 bytes and 1 of 1,470", for the report.
+    /// "63 records: 62 of 1024 bytes and a last one of 1420 bytes to fill it", for the report.
     pub fn describe(&self) -> String {
         let odd: Vec<String> = self.value_bytes.iter().filter(|&&v| v != self.msg_size).map(|v| v.to_string()).collect();
         let plain = self.records() - odd.len();
-        if odd.is_empty() {
-            format!("{} records of {} bytes", plain, self.msg_size)
-        } else {
-            format!(
-                "{} records: {} of {} bytes and the last {} of {} bytes to fill it",
+        match odd.len() {
+            0 => format!("{} records of {} bytes", plain, self.msg_size),
+            1 => format!("{} records: {} of {} bytes and a last one of {} bytes to fill it", self.records(), plain, self.msg_size, odd[0]),
+            _ => format!(
+                "{} records: {} of {} bytes and the last ones of {} bytes to fill it",
                 self.records(),
                 plain,
                 self.msg_size,
-                odd.len(),
                 odd.join(" and ")
-            )
+            ),
         }
     }
 }
@@ -199,7 +198,13 @@ impl BatchTemplate {
             b.push(0, None, Some(&value), &[]);
         }
         let bytes = b.finish();
-        debug_assert!(shape.batch_bytes == 0 || bytes.len() == shape.batch_bytes, "the shape's arithmetic is BatchBuilder's");
+        // Cheap, once per producer: the shape's arithmetic must be BatchBuilder's.
+        assert!(
+            shape.batch_bytes == 0 || bytes.len() == shape.batch_bytes,
+            "a batch of {} bytes for a shape of {}",
+            bytes.len(),
+            shape.batch_bytes
+        );
         let base = bytes.as_ptr() as usize;
         let value_at = batch::records(&bytes)
             .map(|r| {

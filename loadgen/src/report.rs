@@ -231,7 +231,7 @@ pub fn table(r: &Report) -> String {
     }
     let _ = writeln!(
         t,
-        "  window: {secs:.1} s measured, after {:.1} s of warm-up (not counted); then {:.1} s of drain (last acks, consumers reading to the end; not counted)",
+        "  window: {secs:.1} s measured, after {:.1} s of warm-up (not counted); then {:.2} s of drain (last acks, consumers reading to the end; not counted)",
         r.warmup_secs, r.drain_secs
     );
     throughput_rows(&mut t, r);

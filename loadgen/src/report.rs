@@ -196,12 +196,13 @@ fn group(n: f64) -> String {
 }
 
 /// A latency as a person reads it in a table: microseconds up to 10 ms,
-/// then milliseconds, then seconds (six-digit microseconds are hard to read).
+/// then milliseconds up to a second, then seconds (six-digit microseconds
+/// are hard to read).
 pub fn lat_text(us: u64) -> String {
     match us {
         0..10_000 => format!("{us} us"),
-        10_000..10_000_000 => format!("{:.1} ms", us as f64 / 1e3),
-        _ => format!("{:.1} s", us as f64 / 1e6),
+        10_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
     }
 }
 
@@ -599,6 +600,15 @@ mod tests {
         ] {
             assert!(j.pointer(path).is_some(), "missing {path}");
         }
+    }
+
+    // Proves latencies read as a person reads them: us below 10 ms, ms below 1 s, then s.
+    #[test]
+    fn latencies_change_unit_where_they_get_long() {
+        assert_eq!(lat_text(9_999), "9999 us");
+        assert_eq!(lat_text(10_000), "10.0 ms");
+        assert_eq!(lat_text(374_512), "374.5 ms");
+        assert_eq!(lat_text(3_192_800), "3.19 s");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::broker::{Broker, OffsetQuery, Router};
+use crate::broker::{Broker, Limits, OffsetQuery, Router};
 use crate::catalog::Catalog;
 use crate::config::EngineConfig;
 use crate::core::mailbox::{self, CoreRoute, TaskSender};
@@ -109,6 +109,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// What this engine accepts: the same values a server on it answers
+    /// in the ServerInfo api (its largest batch, among them).
+    pub fn limits(&self) -> Limits {
+        self.broker.limits()
     }
 
     pub fn log_count(&self) -> u32 {

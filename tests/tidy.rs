@@ -33,7 +33,6 @@ const PENDING_SPLIT: &[&str] = &[];
 const LONG_FNS: &[(&str, &str, &str)] = &[
     ("loadgen/src/main.rs", "drive", "starts, paces and joins every worker of a run; goes with the split of main.rs"),
     ("loadgen/src/main.rs", "run_phase", "one phase's setup, run and report in order; goes with the split of main.rs"),
-    ("loadgen/src/report.rs", "table", "the report's text table, one flat writeln per row"),
 ];
 
 fn main_dir() -> PathBuf {

@@ -267,6 +267,11 @@ impl Drop for Engine {
     }
 }
 
+/// Lockable memory left for rings other than the cores' (the kernel counts
+/// rings against RLIMIT_MEMLOCK too, per user): a load generator's or a
+/// client's threads beside the engine. An eighth of the common 8 MiB.
+const OTHER_RINGS_BYTES: usize = 1 << 20;
+
 /// What the cores register of their buffers: as much as the process may
 /// pin (RLIMIT_MEMLOCK, unless it holds CAP_IPC_LOCK) and the configuration
 /// allows, each core an equal share (`buf::registration` says in what
@@ -289,8 +294,12 @@ impl Registration {
         let logs_per_core = router.log_count().div_ceil(router.cores() as u32) as usize;
         let per_core = CoreBuffers::of(cfg, logs_per_core, needs.reply_bufs);
         let buffer_bytes = per_core.total_bytes() * cfg.cores;
-        let lockable = platform::lockable_memory(buffer_bytes);
-        let limit = lockable.bytes().map(|b| usize::try_from(b).unwrap_or(usize::MAX));
+        let ops_max = cfg.ring_entries as usize - 1 + needs.net_ops;
+        let ring_bytes = UringIo::ring_bytes(cfg.ring_entries, ops_max) * cfg.cores;
+        let lockable = platform::lockable_memory(buffer_bytes + ring_bytes + OTHER_RINGS_BYTES);
+        // The rings are pinned first, and other rings of this user (a
+        // client's, loadgen's) need room after the buffers took theirs.
+        let limit = lockable.bytes().map(|b| usize::try_from(b).unwrap_or(usize::MAX).saturating_sub(ring_bytes + OTHER_RINGS_BYTES));
         let (registered_bytes_max, limited_by) = match (cfg.registered_bytes_max, limit) {
             (Some(asked), Some(lim)) if lim < asked => (Some(lim), lockable.to_string()),
             (Some(asked), _) => (Some(asked), format!("registered_bytes_max {}", platform::human_bytes(asked as u64))),
@@ -325,48 +334,47 @@ impl std::fmt::Display for Registration {
 
 /// Whether the data directory existed, and held anything, before a start,
 /// so that a failed start removes only what it created.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct DirBefore {
-    existed: bool,
+    /// The outermost directory of the path that did not exist (the data
+    /// directory itself, or a parent of it).
+    created: Option<PathBuf>,
     empty: bool,
 }
 
 impl DirBefore {
     fn look(dir: &Path) -> DirBefore {
-        match std::fs::read_dir(dir) {
-            Ok(mut entries) => DirBefore { existed: true, empty: entries.next().is_none() },
-            Err(_) => DirBefore { existed: false, empty: true },
-        }
+        let created = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).last().map(Path::to_path_buf);
+        let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        DirBefore { created, empty }
     }
 
     /// Removes what a failed start created, under the directory's lock: a
-    /// directory that was not there goes, one that was empty is emptied.
-    /// One that held data is never touched.
-    fn undo(self, dir: &Path) {
-        if !self.empty {
-            return;
-        }
-        let removed = if self.existed {
-            std::fs::read_dir(dir).and_then(|entries| {
+    /// directory that was not there goes (with the parents made for it),
+    /// one that was empty is emptied. One that held data is never touched.
+    fn undo(&self, dir: &Path) {
+        let removed = match &self.created {
+            Some(top) => std::fs::remove_dir_all(top),
+            None if self.empty => std::fs::read_dir(dir).and_then(|entries| {
                 entries.map(|e| e.map(|e| e.path())).try_for_each(|p| {
                     let p = p?;
                     if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }
                 })
-            })
-        } else {
-            std::fs::remove_dir_all(dir)
+            }),
+            None => Ok(()),
         };
         if let Err(e) = removed {
             tracing::warn!(dir = %dir.display(), %e, "could not remove what the failed start created");
         }
     }
 
-    /// Without the lock (it could not be taken) only a directory that was
-    /// not there and is still empty is removed: anything else may be another
-    /// process's.
-    fn undo_unlocked(self, dir: &Path) {
-        if !self.existed {
-            let _ = std::fs::remove_dir(dir);
+    /// Without the lock (it could not be taken) only directories that were
+    /// not there and are still empty are removed: anything else may be
+    /// another process's.
+    fn undo_unlocked(&self, dir: &Path) {
+        let Some(top) = &self.created else { return };
+        for d in dir.ancestors().take_while(|d| d.starts_with(top)) {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }

@@ -348,11 +348,8 @@ pub fn lockable_memory(wanted_bytes: usize) -> Lockable {
     }
     // Pinned pages are counted per user, across every process and ring, so
     // take all the headroom allowed rather than exactly what is wanted.
-    let limit = if wanted_bytes as u64 > soft && hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
+    let limit =
+        if wanted_bytes as u64 > soft && hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() { hard } else { soft };
     if limit == libc::RLIM_INFINITY { Lockable::Unlimited } else { Lockable::Limit(limit) }
 }
 

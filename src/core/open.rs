@@ -183,23 +183,29 @@ type CoreBufs = (Vec<Vec<AlignedBuf>>, Vec<AlignedBuf>, Vec<AlignedBuf>);
 /// the registered buffers go last: they are the first used. When the kernel
 /// refuses the registration for want of lockable memory (pinned pages are
 /// charged per user, so another process of the same user may hold part of
-/// the limit), the core runs with nothing registered and says so.
+/// the limit), the core registers half as many, and so on, and says so.
 fn allocate_buffers<I: Io>(io: &mut I, kinds: &CoreBuffers, plan: &RegistrationPlan, logs: usize) -> Result<CoreBufs> {
     let alloc = |kind: BufferKind, n: usize| -> Vec<AlignedBuf> { (0..n).map(|_| AlignedBuf::new(kind.bytes_each)).collect() };
     let write_planned: Vec<usize> = (0..logs).map(|i| plan.write_for_log(i, logs)).collect();
     let mut chosen = alloc(kinds.reply, plan.reply);
     chosen.extend(alloc(kinds.read, plan.read));
     chosen.extend(alloc(kinds.write, plan.write));
-    if !chosen.is_empty() {
-        match io.register_buffers(&mut chosen) {
-            Ok(()) => {}
-            Err(StromError::Io { errno: libc::ENOMEM, .. }) => tracing::warn!(
-                wanted_bytes = plan.registered_bytes(kinds),
-                "the kernel refused to pin this core's buffers (RLIMIT_MEMLOCK is shared by every process of this user); \
-                 the core runs with none registered"
-            ),
+    // Halving on ENOMEM keeps the plan's order: `chosen` is in priority order.
+    let mut registered = chosen.len();
+    while registered > 0 {
+        match io.register_buffers(&mut chosen[..registered]) {
+            Ok(()) => break,
+            Err(StromError::Io { errno: libc::ENOMEM, .. }) => registered /= 2,
             Err(e) => return Err(e),
         }
+    }
+    if registered < chosen.len() {
+        tracing::warn!(
+            registered,
+            planned = chosen.len(),
+            "the kernel refused to pin all of this core's planned buffers: RLIMIT_MEMLOCK is shared by every \
+             process of this user, and others hold part of it; the rest use unregistered I/O"
+        );
     }
     let mut chosen = chosen.into_iter();
     let mut reply = alloc(kinds.reply, kinds.reply.count - plan.reply);

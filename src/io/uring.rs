@@ -104,7 +104,7 @@ impl UringIo {
     /// completion queue is sized for all of them plus the waker and
     /// cancellations, so it cannot overflow either.
     pub fn with_ops_max(ring_entries: u32, ops_max: usize) -> Result<UringIo> {
-        let cq_entries = (2 * ops_max.max(ring_entries as usize) + 64).next_power_of_two() as u32;
+        let cq_entries = Self::cq_entries(ring_entries, ops_max);
         let ring = IoUring::builder()
             .setup_cqsize(cq_entries)
             .build(ring_entries)
@@ -129,6 +129,22 @@ impl UringIo {
         };
         io.arm_waker()?;
         Ok(io)
+    }
+
+    fn cq_entries(ring_entries: u32, ops_max: usize) -> u32 {
+        (2 * ops_max.max(ring_entries as usize) + 64).next_power_of_two() as u32
+    }
+
+    /// About what the kernel pins for the rings of such a UringIo: since
+    /// Linux 6.13 the rings count against RLIMIT_MEMLOCK like registered
+    /// buffers, so registration must leave room for them. SQEs are 64
+    /// bytes, CQEs 16, each ring rounded up to pages with a page for its
+    /// header and index array.
+    pub fn ring_bytes(ring_entries: u32, ops_max: usize) -> usize {
+        const PAGE_BYTES: usize = 4096;
+        let sq_bytes = (ring_entries as usize * 64).next_multiple_of(PAGE_BYTES);
+        let cq_bytes = (Self::cq_entries(ring_entries, ops_max) as usize * 16).next_multiple_of(PAGE_BYTES) + PAGE_BYTES;
+        sq_bytes + cq_bytes + PAGE_BYTES
     }
 
     /// Buffer ops queued so far, by fixed or plain opcode.

@@ -357,7 +357,7 @@ pub fn lockable_memory(wanted_bytes: usize) -> Lockable {
 pub fn human_bytes(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
     const KIB: u64 = 1 << 10;
-    if bytes >= MIB && (bytes % MIB == 0 || bytes >= 16 * MIB) {
+    if bytes >= MIB && (bytes.is_multiple_of(MIB) || bytes >= 16 * MIB) {
         format!("{} MiB", bytes / MIB)
     } else if bytes >= MIB {
         format!("{:.1} MiB", bytes as f64 / MIB as f64)

@@ -44,7 +44,7 @@ impl BufferKind {
 
     /// How many of these fit in `budget_bytes`, at most all of them.
     fn fitting(&self, budget_bytes: usize) -> usize {
-        if self.bytes_each == 0 { self.count } else { self.count.min(budget_bytes / self.bytes_each) }
+        budget_bytes.checked_div(self.bytes_each).map_or(self.count, |n| self.count.min(n))
     }
 }
 

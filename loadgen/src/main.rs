@@ -31,6 +31,7 @@ mod limits;
 mod records;
 mod report;
 mod schedule;
+mod scratch;
 mod specs;
 mod tally;
 mod verdict;
@@ -127,6 +128,10 @@ struct Args {
     data_dir: Option<PathBuf>,
     #[arg(long)]
     keep: bool,
+    /// Embedded broker: buffer bytes registered with io_uring, at most
+    /// (default: all, or what RLIMIT_MEMLOCK allows); the rest use plain I/O.
+    #[arg(long, value_name = "BYTES")]
+    registered_bytes_max: Option<usize>,
     /// loadgen's io_uring threads (default: the CPUs the embedded broker
     /// leaves, at least 1; with --addr, all CPUs).
     #[arg(long)]
@@ -297,12 +302,24 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
     // Ceilings take as long as the run measures, up to 2 s (TCP) and 3 s (disk).
     let tcp = if ceiling { Some(ceiling::loopback_tcp(Duration::from_secs_f64(s.duration.min(2.0)))?) } else { None };
 
+    let scratch;
     let (target, addr) = if embedded {
         let remove = a.data_dir.is_none() && !a.keep;
         let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
-        let engine_cfg = EngineConfig { cores: broker_cores, logs_on_create: broker_cores as u32, fsync, ..EngineConfig::default() };
+        // Removes a fresh directory however the run ends (error, Ctrl-C included).
+        scratch = if remove { Some(scratch::Scratch::guard(dir.clone())?) } else { None };
+        let engine_cfg = EngineConfig {
+            cores: broker_cores,
+            logs_on_create: broker_cores as u32,
+            fsync,
+            registered_bytes_max: a.registered_bytes_max,
+            ..EngineConfig::default()
+        };
         let server_cfg = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() };
         let server = Server::start(&dir, engine_cfg, server_cfg).map_err(|e| format!("embedded broker in {}: {e}", dir.display()))?;
+        if server.engine().registration().is_cut() {
+            notes.push(format!("embedded broker {}", server.engine().registration()));
+        }
         let addr = server.local_addr();
         (Target::Embedded { server, dir, remove }, addr)
     } else {
@@ -312,6 +329,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
             .map_err(|e| format!("--addr {text}: {e}"))?
             .next()
             .ok_or(format!("--addr {text} resolves to nothing"))?;
+        scratch = None;
         (Target::Remote, addr)
     };
     let result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, ceiling, &mut notes);
@@ -321,6 +339,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
             std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
         }
     }
+    drop(scratch);
     result
 }
 

@@ -41,7 +41,7 @@ impl LoopFs {
     /// Why loop filesystems cannot be used here, if they cannot.
     pub fn available() -> Result<(), String> {
         if !super::skip::is_root() {
-            return Err("needs root for losetup and mount (run the test command as root)".into());
+            return Err("needs root for losetup and mount: run the test command as root".into());
         }
         for tool in ["losetup", "mkfs.ext4", "e2fsck", "mount", "umount"] {
             if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {

@@ -3,7 +3,7 @@
 //! with the reason, never as a pass and never as a failure:
 //!
 //! ```text
-//! test power_cuts_lose_nothing_acknowledged ... ignored (needs root for losetup and mount (run the test command as root))
+//! test power_cuts_lose_nothing_acknowledged ... ignored (needs root for losetup and mount: run the test command as root)
 //! test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out
 //! ```
 //!

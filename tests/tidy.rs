@@ -22,7 +22,7 @@ const FILE_LINES_MAX: usize = 800;
 const FN_LINES_MAX: usize = 100;
 
 /// The files that may hold `unsafe`, each described in docs/UNSAFE.md.
-const UNSAFE_FILES: [&str; 3] = ["src/buf/aligned.rs", "src/io/uring.rs", "fuzz/src/alloc_count.rs"];
+const UNSAFE_FILES: [&str; 4] = ["src/buf/aligned.rs", "src/io/uring.rs", "fuzz/src/alloc_count.rs", "tests/harness/fs_shutdown.rs"];
 
 /// Files allowed over FILE_LINES_MAX: none any more (issue 11, "Seams",
 /// split the last ones). A file listed here that is short fails the test.

@@ -96,6 +96,11 @@ pub struct EngineConfig {
     pub ring_entries: u32,
     /// Partitions per topic, at most.
     pub partitions_per_topic_max: u32,
+    /// Buffer bytes registered with the rings of all cores together, at
+    /// most (`buf::registration`: what is not registered is served by plain
+    /// ops). None: all of them, or as much as `RLIMIT_MEMLOCK` allows; the
+    /// engine lowers it to that limit either way.
+    pub registered_bytes_max: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -121,6 +126,7 @@ impl Default for EngineConfig {
             reads_inflight_max: 64,
             ring_entries: 256,
             partitions_per_topic_max: 65_536,
+            registered_bytes_max: None,
         }
     }
 }

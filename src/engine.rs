@@ -13,7 +13,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::broker::{Broker, OffsetQuery, Router};
+use crate::broker::{Broker, Limits, OffsetQuery, Router};
+use crate::buf::registration::{CoreBuffers, RegistrationPlan};
 use crate::catalog::Catalog;
 use crate::config::EngineConfig;
 use crate::core::mailbox::{self, CoreRoute, TaskSender};
@@ -66,10 +67,13 @@ pub struct Engine {
     broker: Arc<Broker>,
     cores: Vec<CoreHandle>,
     reports: Vec<RecoveryReport>,
+    registration: Registration,
     /// Held for the engine's lifetime: a second process on the same
     /// directory would corrupt it.
-    _lock: nix::fcntl::Flock<std::fs::File>,
+    _lock: DirLock,
 }
+
+type DirLock = nix::fcntl::Flock<std::fs::File>;
 
 impl Engine {
     /// Opens (or creates) `dir`: probes the platform, recovers every log,
@@ -83,24 +87,50 @@ impl Engine {
     /// reply buffers, op-table slots): settings of the server's own
     /// configuration, never of the engine's.
     pub(crate) fn open_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
+        // Every check that can refuse a start runs before anything is
+        // created or written; what a later failure created in a directory
+        // that was new is removed (`DirBefore`), so a refused start leaves
+        // the directory as it was (and a new one free to get another log count).
         cfg.validate()?;
         platform::probe_io_uring()?;
+        let before = DirBefore::look(dir);
         platform::probe_data_dir(dir)?;
-        let lock = lock_dir(dir)?;
-        let catalog = Catalog::open_or_create(dir, cfg.logs_on_create)?;
+        let lock = lock_dir(dir).inspect_err(|_| before.undo_unlocked(dir))?;
+        Engine::start(dir, cfg, needs, lock, before)
+    }
+
+    /// Starts the cores of a locked directory; on failure removes what this
+    /// start created in a new directory, while still holding the lock.
+    fn start(dir: &Path, mut cfg: EngineConfig, needs: TaskNeeds, lock: DirLock, before: DirBefore) -> Result<Engine> {
+        let catalog = match Catalog::open_or_create(dir, cfg.logs_on_create) {
+            Ok(c) => c,
+            Err(e) => {
+                before.undo(dir);
+                return Err(e);
+            }
+        };
         let router = Router::new(catalog.log_count(), cfg.cores);
-        platform::probe_memlock(registered_bytes_per_core(&cfg, router, needs) * cfg.cores)?;
+        let registration = Registration::plan(&cfg, router, needs);
+        tracing::info!("{registration}");
+        // Every core registers its share of what the limit allows.
+        cfg.registered_bytes_max = registration.registered_bytes_max;
         let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, &catalog.pids());
         let routes = handles.iter().map(|h| h.route.clone()).collect();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
-        let engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, _lock: lock };
-        match first_err {
-            Some(e) => {
-                drop(engine);
-                Err(e)
+        let mut engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: lock };
+        if let Some(e) = first_err {
+            if let Err(stop) = engine.stop_cores() {
+                tracing::warn!(%stop, "stopping the cores that started");
             }
-            None => Ok(engine),
+            before.undo(dir);
+            return Err(e);
         }
+        Ok(engine)
+    }
+
+    /// What the cores registered of their buffers, and why not more.
+    pub fn registration(&self) -> &Registration {
+        &self.registration
     }
 
     pub fn dir(&self) -> &Path {
@@ -109,6 +139,12 @@ impl Engine {
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
+    }
+
+    /// What this engine accepts: the same values a server on it answers
+    /// in the ServerInfo api (its largest batch, among them).
+    pub fn limits(&self) -> Limits {
+        self.broker.limits()
     }
 
     pub fn log_count(&self) -> u32 {
@@ -237,14 +273,116 @@ impl Drop for Engine {
     }
 }
 
-/// Registered memory one core asks for: its logs' write buffers, its read
-/// buffers and its reply buffers. Pinned memory is charged per user across
-/// every ring, so the probe checks what all cores together register.
-fn registered_bytes_per_core(cfg: &EngineConfig, router: Router, needs: TaskNeeds) -> usize {
-    let logs_per_core = router.log_count().div_ceil(router.cores() as u32) as usize;
-    logs_per_core * cfg.write_bufs_per_log * cfg.write_buf_bytes
-        + cfg.read_bufs_per_core * (cfg.write_buf_bytes + 4096)
-        + needs.reply_bufs * cfg.write_buf_bytes
+/// Lockable memory left for rings other than the cores' (the kernel counts
+/// rings against RLIMIT_MEMLOCK too, per user): a load generator's or a
+/// client's threads beside the engine. An eighth of the common 8 MiB.
+const OTHER_RINGS_BYTES: usize = 1 << 20;
+
+/// What the cores register of their buffers: as much as the process may
+/// pin (RLIMIT_MEMLOCK, unless it holds CAP_IPC_LOCK) and the configuration
+/// allows, each core an equal share (`buf::registration` says in what
+/// order). Pinned memory is charged per user across every ring, so it is
+/// the sum over the cores that must fit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Every buffer of every core, registered or not.
+    pub buffer_bytes: usize,
+    /// What the cores register together.
+    pub registered_bytes: usize,
+    /// The budget the cores share (None: no limit, all registered).
+    pub registered_bytes_max: Option<usize>,
+    /// What set the budget.
+    pub limited_by: String,
+}
+
+impl Registration {
+    fn plan(cfg: &EngineConfig, router: Router, needs: TaskNeeds) -> Registration {
+        let logs_per_core = router.log_count().div_ceil(router.cores() as u32) as usize;
+        let per_core = CoreBuffers::of(cfg, logs_per_core, needs.reply_bufs);
+        let buffer_bytes = per_core.total_bytes() * cfg.cores;
+        let ops_max = cfg.ring_entries as usize - 1 + needs.net_ops;
+        let ring_bytes = UringIo::ring_bytes(cfg.ring_entries, ops_max) * cfg.cores;
+        let lockable = platform::lockable_memory(buffer_bytes + ring_bytes + OTHER_RINGS_BYTES);
+        // The rings are pinned first, and other rings of this user (a
+        // client's, loadgen's) need room after the buffers took theirs.
+        let limit = lockable.bytes().map(|b| usize::try_from(b).unwrap_or(usize::MAX).saturating_sub(ring_bytes + OTHER_RINGS_BYTES));
+        let (registered_bytes_max, limited_by) = match (cfg.registered_bytes_max, limit) {
+            (Some(asked), Some(lim)) if lim < asked => (Some(lim), lockable.to_string()),
+            (Some(asked), _) => (Some(asked), format!("registered_bytes_max {}", platform::human_bytes(asked as u64))),
+            (None, lim) => (lim, lockable.to_string()),
+        };
+        let plan = RegistrationPlan::for_core(&per_core, registered_bytes_max, cfg.cores);
+        let registered_bytes = plan.registered_bytes(&per_core) * cfg.cores;
+        Registration { buffer_bytes, registered_bytes, registered_bytes_max, limited_by }
+    }
+
+    /// Some buffers go unregistered.
+    pub fn is_cut(&self) -> bool {
+        self.registered_bytes < self.buffer_bytes
+    }
+}
+
+impl std::fmt::Display for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (registered, total) = (platform::human_bytes(self.registered_bytes as u64), platform::human_bytes(self.buffer_bytes as u64));
+        if !self.is_cut() {
+            return write!(f, "registered all {total} of buffers ({})", self.limited_by);
+        }
+        write!(
+            f,
+            "registered {registered} of {total} of buffers ({}); the rest use unregistered I/O, which pins pages \
+             per operation and copies replies (raise the limit to register all: ulimit -l {})",
+            self.limited_by,
+            self.buffer_bytes.div_ceil(1024)
+        )
+    }
+}
+
+/// Whether the data directory existed, and held anything, before a start,
+/// so that a failed start removes only what it created.
+#[derive(Debug, Clone)]
+struct DirBefore {
+    /// The outermost directory of the path that did not exist (the data
+    /// directory itself, or a parent of it).
+    created: Option<PathBuf>,
+    empty: bool,
+}
+
+impl DirBefore {
+    fn look(dir: &Path) -> DirBefore {
+        let created = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).last().map(Path::to_path_buf);
+        let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+        DirBefore { created, empty }
+    }
+
+    /// Removes what a failed start created, under the directory's lock: a
+    /// directory that was not there goes (with the parents made for it),
+    /// one that was empty is emptied. One that held data is never touched.
+    fn undo(&self, dir: &Path) {
+        let removed = match &self.created {
+            Some(top) => std::fs::remove_dir_all(top),
+            None if self.empty => std::fs::read_dir(dir).and_then(|entries| {
+                entries.map(|e| e.map(|e| e.path())).try_for_each(|p| {
+                    let p = p?;
+                    if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }
+                })
+            }),
+            None => Ok(()),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(dir = %dir.display(), %e, "could not remove what the failed start created");
+        }
+    }
+
+    /// Without the lock (it could not be taken) only directories that were
+    /// not there and are still empty are removed: anything else may be
+    /// another process's.
+    fn undo_unlocked(&self, dir: &Path) {
+        let Some(top) = &self.created else { return };
+        for d in dir.ancestors().take_while(|d| d.starts_with(top)) {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 /// Starts every core at once (restart time is the slowest core's recovery,
@@ -299,7 +437,7 @@ fn start_cores(
     (handles, reports, first_err)
 }
 
-fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+fn lock_dir(dir: &Path) -> Result<DirLock> {
     std::fs::create_dir_all(dir).map_err(|e| StromError::io(IoOp::Create, dir, &e))?;
     let path = dir.join("lock");
     let f = std::fs::OpenOptions::new()

@@ -35,5 +35,11 @@ pub mod stats;
 pub mod wire;
 
 pub use config::{EngineConfig, FsyncPolicy};
+
+/// README.md's Rust blocks, compiled and run as doc-tests (`cargo test
+/// --doc`), so the example a newcomer copies first cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 pub use engine::Engine;
 pub use error::{Result, StromError};

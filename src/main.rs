@@ -112,6 +112,10 @@ struct ServeArgs {
     /// Bytes logged between checkpoints (each bounds the scan at the next start).
     #[arg(long, default_value_t = EngineConfig::default().checkpoint_interval_bytes)]
     checkpoint_interval_bytes: u64,
+    /// Buffer bytes all cores together register with io_uring, at most
+    /// (default: all, or what RLIMIT_MEMLOCK allows); the rest use plain I/O.
+    #[arg(long, value_name = "BYTES")]
+    registered_bytes_max: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -202,6 +206,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
         checkpoint_interval_bytes: args.checkpoint_interval_bytes,
+        registered_bytes_max: args.registered_bytes_max,
         ..EngineConfig::default()
     };
     if let Some(cores) = args.cores {
@@ -222,13 +227,19 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     };
     strom::failpoint::init();
     let server = Server::start(&args.data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
-    for r in server.engine().recovery_reports() {
+    // One line for a normal start (a new directory, or a clean restart that
+    // scans nothing past its checkpoints). A log whose recovery scanned,
+    // cut or removed anything gets its own line first: that is news.
+    for r in server.engine().recovery_reports().iter().filter(|r| r.bytes_scanned > 0 || r.bytes_cut > 0 || r.segments_removed > 0) {
         eprintln!(
             "strom: recovered log {}: scanned {} bytes ({} frames) from position {} to {}, cut {} bytes, removed {} segments, {} us",
             r.log, r.bytes_scanned, r.frames_scanned, r.scanned_from, r.end_pos, r.bytes_cut, r.segments_removed, r.elapsed_us
         );
     }
-    eprintln!("strom: serving on {}, data dir {}", server.local_addr(), args.data_dir.display());
+    let registration = server.engine().registration();
+    // The registration is told only when it was cut short: it then costs something.
+    let cut = if registration.is_cut() { format!("; {registration}") } else { String::new() };
+    eprintln!("strom: serving on {}, data dir {}{cut}", server.local_addr(), args.data_dir.display());
     let waited = loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => {

@@ -1,8 +1,10 @@
 //! Start-up probes: before Strom touches a byte of data it checks that this
 //! machine can keep its promises (io_uring with every opcode we submit, a data
-//! directory that honours O_DIRECT and fsync, enough RLIMIT_MEMLOCK for the
-//! registered buffers) and fails with one line naming the cause and the fix,
-//! rather than with an errno from deep inside the first write.
+//! directory that honours O_DIRECT and fsync) and fails with one line naming
+//! the cause and the fix, rather than with an errno from deep inside the
+//! first write. It also reads how much memory may be pinned
+//! (RLIMIT_MEMLOCK, CAP_IPC_LOCK), which sizes registration but never
+//! refuses a start.
 //!
 //! No `unsafe` here: nix and std wrap every call we need.
 use std::fs::{File, OpenOptions};
@@ -157,17 +159,30 @@ pub fn fs_type_name(dir: &Path) -> Result<String> {
 
 /// The data directory (created if missing) is on a filesystem that keeps
 /// O_DIRECT writes: a known-bad type is refused by name, then a real aligned
-/// write, fdatasync and read-back proves it.
+/// write, fdatasync and read-back proves it. The type is checked on the
+/// nearest directory that exists before anything is created, and a refused
+/// probe removes the directories it created: a refused start leaves nothing.
 pub fn probe_data_dir(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
+    let existing = dir.ancestors().find(|d| d.exists()).unwrap_or(Path::new("."));
+    check_fs_type(existing, dir)?;
     std::fs::create_dir_all(dir).map_err(|e| {
         StromError::Unsupported(format!("cannot create data directory {}: {e}: create it, or make its parent writable", dir.display()))
     })?;
-    check_fs_type(dir)?;
-    probe_o_direct(dir)
+    let probed = probe_o_direct(dir);
+    if probed.is_err() {
+        // Deepest first; remove_dir only removes what is still empty.
+        for d in &missing {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    probed
 }
 
-fn check_fs_type(dir: &Path) -> Result<()> {
-    let magic = fs_magic(dir)?;
+/// Checks the filesystem `on` (the data directory `dir`, or the nearest
+/// directory above it that exists) is one Strom trusts.
+fn check_fs_type(on: &Path, dir: &Path) -> Result<()> {
+    let magic = fs_magic(on)?;
     match classify_fs(magic) {
         Some((_, Verdict::Trusted)) => Ok(()),
         Some((name, Verdict::Refused(why))) => Err(StromError::Unsupported(format!(
@@ -284,36 +299,73 @@ fn o_direct_error(path: &Path, op: &str, e: &io::Error) -> StromError {
 /// CAP_IPC_LOCK's bit in the capability sets of /proc/self/status.
 const CAP_IPC_LOCK_BIT: u32 = 14;
 
-/// Registered buffers are pinned, and io_uring charges pinned pages to the
-/// user's RLIMIT_MEMLOCK unless the process holds CAP_IPC_LOCK. Checks that
-/// `bytes` fit, raising the soft limit to the hard limit if that is needed.
-pub fn probe_memlock(bytes: usize) -> Result<()> {
-    let need = bytes as u64;
-    if need == 0 || exempt_from_memlock() {
-        return Ok(());
-    }
-    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK)
-        .map_err(|e| StromError::Unsupported(format!("cannot read RLIMIT_MEMLOCK ({e}): Strom must know it to register buffers")))?;
-    if soft >= need {
-        return Ok(());
-    }
-    // Pinned pages are counted per user, across every process and ring, so
-    // take all the headroom allowed rather than exactly `need`.
-    let limit = if hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() { hard } else { soft };
-    if limit >= need {
-        return Ok(());
-    }
-    Err(memlock_error(limit, need))
+/// How much memory this process may have io_uring pin for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lockable {
+    /// CAP_IPC_LOCK in the initial user namespace: nothing is charged.
+    Exempt,
+    /// RLIMIT_MEMLOCK is unlimited.
+    Unlimited,
+    /// RLIMIT_MEMLOCK in bytes (after raising the soft limit to the hard one).
+    Limit(u64),
 }
 
-fn memlock_error(limit: u64, need: u64) -> StromError {
-    let need_kib = need.div_ceil(1024);
-    StromError::Unsupported(format!(
-        "RLIMIT_MEMLOCK is {} KiB but Strom registers {need_kib} KiB of buffers: raise it \
-         (ulimit -l {need_kib}, or LimitMEMLOCK= in the systemd unit) or run fewer \
-         cores/smaller buffers",
-        limit / 1024
-    ))
+impl Lockable {
+    /// The bytes that may be pinned; None when there is no limit.
+    pub fn bytes(self) -> Option<u64> {
+        match self {
+            Lockable::Limit(bytes) => Some(bytes),
+            Lockable::Exempt | Lockable::Unlimited => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Lockable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lockable::Exempt => f.write_str("CAP_IPC_LOCK, no limit"),
+            Lockable::Unlimited => f.write_str("RLIMIT_MEMLOCK unlimited"),
+            Lockable::Limit(bytes) => write!(f, "RLIMIT_MEMLOCK {}", human_bytes(*bytes)),
+        }
+    }
+}
+
+/// Registered buffers are pinned, and io_uring charges pinned pages to the
+/// user's RLIMIT_MEMLOCK unless the process holds CAP_IPC_LOCK. Says how
+/// much may be pinned, raising the soft limit to the hard limit when
+/// `wanted_bytes` is over the soft one. Never refuses: what does not fit is
+/// left unregistered (`buf::registration`).
+pub fn lockable_memory(wanted_bytes: usize) -> Lockable {
+    if exempt_from_memlock() {
+        return Lockable::Exempt;
+    }
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_MEMLOCK) else {
+        // Unreadable (it never is on Linux): register nothing rather than guess.
+        return Lockable::Limit(0);
+    };
+    if soft == libc::RLIM_INFINITY {
+        return Lockable::Unlimited;
+    }
+    // Pinned pages are counted per user, across every process and ring, so
+    // take all the headroom allowed rather than exactly what is wanted.
+    let limit =
+        if wanted_bytes as u64 > soft && hard > soft && setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard).is_ok() { hard } else { soft };
+    if limit == libc::RLIM_INFINITY { Lockable::Unlimited } else { Lockable::Limit(limit) }
+}
+
+/// Bytes as people read them: "8 MiB", "180 MiB", "512 KiB", "100 bytes".
+pub fn human_bytes(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const KIB: u64 = 1 << 10;
+    if bytes >= MIB && (bytes.is_multiple_of(MIB) || bytes >= 16 * MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    } else if bytes >= KIB {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// True when the kernel will not charge pinned pages to RLIMIT_MEMLOCK. The
@@ -447,19 +499,28 @@ mod tests {
         assert!(none.contains(&"RECVMSG") && none.contains(&"MSG_RING"));
     }
 
-    // Proves: one MiB of registered buffers fits on this machine.
+    // Proves: the lockable memory is read without failing, and a limit,
+    // when there is one, is at least the soft limit the process started with.
     #[test]
-    fn memlock_one_mib_passes_here() {
-        probe_memlock(1 << 20).unwrap();
+    fn lockable_memory_reads_the_limit() {
+        let (soft, _) = getrlimit(Resource::RLIMIT_MEMLOCK).unwrap();
+        match lockable_memory(1 << 20) {
+            Lockable::Limit(bytes) => assert!(bytes >= soft.min(1 << 20)),
+            Lockable::Exempt | Lockable::Unlimited => {}
+        }
+        assert_eq!(Lockable::Limit(8 << 20).to_string(), "RLIMIT_MEMLOCK 8 MiB");
+        assert_eq!(Lockable::Limit(8 << 20).bytes(), Some(8 << 20));
+        assert_eq!(Lockable::Exempt.bytes(), None);
     }
 
-    // Proves: the memlock message gives both sizes in KiB and the ulimit fix.
+    // Proves: sizes print in the unit a person reads, without a long tail of digits.
     #[test]
-    fn memlock_message_names_sizes_and_fix() {
-        let msg = message(memlock_error(8 << 20, (64 << 20) + 1));
-        assert!(msg.starts_with("RLIMIT_MEMLOCK is 8192 KiB"), "{msg}");
-        assert!(msg.contains("registers 65537 KiB"), "{msg}");
-        assert!(msg.contains("ulimit -l 65537"), "{msg}");
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(8 << 20), "8 MiB");
+        assert_eq!(human_bytes(180_288 << 10), "176 MiB");
+        assert_eq!(human_bytes((1 << 20) + (1 << 19)), "1.5 MiB");
+        assert_eq!(human_bytes(512 << 10), "512 KiB");
+        assert_eq!(human_bytes(100), "100 bytes");
     }
 
     // Proves: the memlock exemption needs CAP_IPC_LOCK in the initial user

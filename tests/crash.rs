@@ -12,6 +12,10 @@
 //! killing until both are reached. `STROM_CRASH_SEED=S` replays its random
 //! choices (batch sizes, partitions, kill delays); the kill moments are real
 //! time, so a replay is close to, not exactly, the run it repeats.
+//!
+//! The failpoint tests need `--features strom/failpoints`, the power cuts
+//! root and loop devices too; without them they are reported as ignored,
+//! with the reason (tests/harness/skip.rs).
 mod harness;
 
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 use harness::checker::{self, Checker, Outcome, Reader, Send, batch_for, classify};
 use harness::loopfs::LoopFs;
 use harness::serve::Serve;
+use harness::skip::{self, Need};
 use harness::test_dir;
 use strom::client::{Client, ClientError, OwnedResponse, ProduceAck};
 use strom::io::sim::SimRng;
@@ -43,6 +48,22 @@ const LONG_POLL: Duration = Duration::from_millis(50);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 /// `--cores` of every server here.
 const SERVER_CORES: usize = 2;
+
+// Every test here, with what it needs (tests/harness/skip.rs): without it,
+// a test is reported as ignored with the reason, never as a pass.
+fn main() {
+    skip::main(vec![
+        skip::trial("random_kills_under_load", &[], random_kills_under_load),
+        skip::trial("failpoint_write_in_flight", &[Need::Failpoints], failpoint_write_in_flight),
+        skip::trial("failpoint_write_done_before_fsync", &[Need::Failpoints], failpoint_write_done_before_fsync),
+        skip::trial("failpoint_fsync_done_before_ack", &[Need::Failpoints], failpoint_fsync_done_before_ack),
+        skip::trial("failpoint_roll_before_dir_sync", &[Need::Failpoints], failpoint_roll_before_dir_sync),
+        skip::trial("failpoint_checkpoint_before_rename", &[Need::Failpoints], failpoint_checkpoint_before_rename),
+        skip::trial("power_cut_at_write_done_before_fsync", &[Need::Failpoints, Need::LoopFs], power_cut_at_write_done_before_fsync),
+        skip::trial("power_cut_at_fsync_done_before_ack", &[Need::Failpoints, Need::LoopFs], power_cut_at_fsync_done_before_ack),
+        skip::trial("power_cut_at_write_in_flight", &[Need::Failpoints, Need::LoopFs], power_cut_at_write_in_flight),
+    ]);
+}
 
 /// Tests here each run a server on the 2 cores; one at a time.
 static ONE_SERVER: Mutex<()> = Mutex::new(());
@@ -376,7 +397,6 @@ fn crash_dir(name: &str) -> PathBuf {
 // the same directory, loses no acknowledged record, changes no offset,
 // leaves no hole, duplicates nothing that was not resent, never serves a
 // record a crash takes back, and never makes a consumer skip or go back.
-#[test]
 fn random_kills_under_load() {
     let _one = one_server();
     let seed = checker::seed("STROM_CRASH_SEED");
@@ -454,10 +474,6 @@ fn random_kills_under_load() {
 /// the server kills itself there, restarts it unarmed, runs the load a
 /// little more and judges.
 fn crash_at(failpoint: &str, extra: &[&str]) {
-    if !cfg!(feature = "failpoints") {
-        eprintln!("SKIPPED: failpoint {failpoint} needs `--features strom/failpoints` (README's test command has it)");
-        return;
-    }
     let _one = one_server();
     let seed = checker::seed("STROM_CRASH_SEED");
     let name = failpoint.split(':').next().unwrap();
@@ -498,14 +514,12 @@ fn crash_at(failpoint: &str, extra: &[&str]) {
 // Proves: a crash while a commit's write is submitted and not completed
 // loses nothing acknowledged; the torn or missing commit is cut, or kept
 // whole, and nothing after it is served twice or changed.
-#[test]
 fn failpoint_write_in_flight() {
     crash_at("write_in_flight:300", &[]);
 }
 
 // Proves: a crash after a write completed and before an fdatasync covers it
 // (the commit is in the page cache, unacknowledged) loses nothing acknowledged.
-#[test]
 fn failpoint_write_done_before_fsync() {
     crash_at("write_done_before_fsync:300", &[]);
 }
@@ -513,7 +527,6 @@ fn failpoint_write_done_before_fsync() {
 // Proves: a crash after the fdatasync completed and before the commits it
 // covers are acknowledged keeps them (durable, unacknowledged: allowed to
 // survive) and loses nothing acknowledged; their resend is the only duplicate.
-#[test]
 fn failpoint_fsync_done_before_ack() {
     crash_at("fsync_done_before_ack:300", &[]);
 }
@@ -521,7 +534,6 @@ fn failpoint_fsync_done_before_ack() {
 // Proves: a crash right after a new segment file is created and before its
 // directory is synced recovers (the empty segment is removed or reused) and
 // loses nothing acknowledged. Segments of 4 MiB make rolls come under load.
-#[test]
 fn failpoint_roll_before_dir_sync() {
     crash_at("roll_before_dir_sync:3", &["--segment-bytes", "4194304"]);
 }
@@ -529,7 +541,6 @@ fn failpoint_roll_before_dir_sync() {
 // Proves: a crash between a checkpoint's temp file and its rename leaves the
 // old (or no) checkpoint, recovery scans further back, and nothing
 // acknowledged is lost. A 4 MiB checkpoint interval makes them come under load.
-#[test]
 fn failpoint_checkpoint_before_rename() {
     crash_at("checkpoint_before_rename:2", &["--checkpoint-interval-bytes", "4194304"]);
 }
@@ -540,10 +551,6 @@ fn failpoint_checkpoint_before_rename() {
 /// replays the journal as a reboot would, checks the filesystem, restarts
 /// the server unarmed and judges.
 fn power_cut_at(failpoint: &str) {
-    if !cfg!(feature = "failpoints") {
-        eprintln!("SKIPPED: failpoint {failpoint} needs `--features strom/failpoints` (README's test command has it)");
-        return;
-    }
     let _one = one_server();
     let seed = checker::seed("STROM_CRASH_SEED");
     let name = failpoint.split(':').next().unwrap();
@@ -585,7 +592,6 @@ fn power_cut_at(failpoint: &str) {
 // fdatasync covers yet (the data reached the device, its file size and
 // extents are not durable) loses nothing acknowledged, and the recovered log
 // holds no offset that differs from what consumers were served.
-#[test]
 fn power_cut_at_write_done_before_fsync() {
     power_cut_at("write_done_before_fsync:200");
 }
@@ -593,7 +599,6 @@ fn power_cut_at_write_done_before_fsync() {
 // Proves: a power cut after an fdatasync completed and before its commits
 // were acknowledged keeps everything acknowledged (and those durable,
 // unacknowledged commits may survive: their resends are allowed duplicates).
-#[test]
 fn power_cut_at_fsync_done_before_ack() {
     power_cut_at("fsync_done_before_ack:200");
 }
@@ -601,7 +606,6 @@ fn power_cut_at_fsync_done_before_ack() {
 // Proves: a power cut while a commit's write is in flight loses nothing
 // acknowledged; what the write left (nothing, part, all) is judged and cut
 // or kept by recovery without touching earlier commits.
-#[test]
 fn power_cut_at_write_in_flight() {
     power_cut_at("write_in_flight:200");
 }

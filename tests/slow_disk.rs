@@ -10,7 +10,8 @@
 //! cap, the backlog drains once the throttle lifts, and the shared checker
 //! finds everything acknowledged, once, at its offset. Prints the p99 ack
 //! latency before, during and after the throttle, and how long the drain
-//! took. Needs root, loop devices and cgroups (see tests/harness).
+//! took. Needs root, loop devices and cgroups; elsewhere reported as ignored
+//! with the reason (tests/harness/skip.rs).
 //!
 //! `STROM_SLOW_DISK_SECS=N` throttles for N seconds (default 12).
 mod harness;
@@ -25,6 +26,7 @@ use harness::cgroup::Limits;
 use harness::checker::Checker;
 use harness::loopfs::LoopFs;
 use harness::serve::Serve;
+use harness::skip::{self, Need};
 use harness::workload::{self, LiveCounts, ProduceCfg, ProducerReport, ProducerState, SendEnd, SendRecord};
 
 const TOPIC: &str = "slow";
@@ -38,6 +40,13 @@ const MEMORY_CAP_BYTES: u64 = 512 << 20;
 const THROTTLE_BYTES_PER_S: u64 = 2 << 20;
 const BASELINE: Duration = Duration::from_secs(3);
 const AFTER: Duration = Duration::from_secs(6);
+
+// The test, and what it needs (tests/harness/skip.rs): without it, it is
+// reported as ignored with the reason, never as a pass.
+fn main() {
+    let needs = [Need::LoopFs, Need::IoCgroup];
+    skip::main(vec![skip::trial("slow_disk_pushes_back_within_memory_cap", &needs, slow_disk_pushes_back_within_memory_cap)]);
+}
 
 fn throttle_time() -> Duration {
     Duration::from_secs(std::env::var("STROM_SLOW_DISK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(12))
@@ -98,7 +107,6 @@ fn spawn_flooders(addr: SocketAddr, checker: &Arc<Checker>, live: &Arc<LiveCount
 // Proves: with the disk throttled under a memory cap, producers are pushed
 // back without errors, the server is never OOM-killed, the backlog drains
 // when the throttle lifts, and nothing acknowledged is lost.
-#[test]
 fn slow_disk_pushes_back_within_memory_cap() {
     let fs = LoopFs::new("slow-disk", 1024, &[]);
     let limits = Limits::memory_and_io("strom-slow-disk", MEMORY_CAP_BYTES).unwrap_or_else(|e| panic!("cgroups unavailable: {e}"));

@@ -22,7 +22,7 @@ const FILE_LINES_MAX: usize = 800;
 const FN_LINES_MAX: usize = 100;
 
 /// The files that may hold `unsafe`, each described in docs/UNSAFE.md.
-const UNSAFE_FILES: [&str; 3] = ["src/buf/aligned.rs", "src/io/uring.rs", "fuzz/src/alloc_count.rs"];
+const UNSAFE_FILES: [&str; 4] = ["src/buf/aligned.rs", "src/io/uring.rs", "fuzz/src/alloc_count.rs", "tests/harness/fs_shutdown.rs"];
 
 /// Files allowed over FILE_LINES_MAX: none any more (issue 11, "Seams",
 /// split the last ones). A file listed here that is short fails the test.
@@ -33,7 +33,6 @@ const PENDING_SPLIT: &[&str] = &[];
 const LONG_FNS: &[(&str, &str, &str)] = &[
     ("loadgen/src/main.rs", "drive", "starts, paces and joins every worker of a run; goes with the split of main.rs"),
     ("loadgen/src/main.rs", "run_phase", "one phase's setup, run and report in order; goes with the split of main.rs"),
-    ("loadgen/src/report.rs", "table", "the report's text table, one flat writeln per row"),
 ];
 
 fn main_dir() -> PathBuf {

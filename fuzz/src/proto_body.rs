@@ -4,8 +4,8 @@
 //! harness frames the rest correctly, and every input reaches a body decoder.
 //!
 //! ```text
-//! request input:   selector | body           api = 1 + (selector & 0x7F) % 10
-//! response input:  selector | body           api = 1 + (selector & 0x7F) % 10, success
+//! request input:   selector | body           api = the highest api <= 1 + (selector & 0x7F) % 13
+//! response input:  selector | body           the same api, success
 //!                  selector | code | body    when selector >= 0x80: error `code` (0 still means success)
 //! ```
 
@@ -16,14 +16,17 @@ use strom::proto::{self, Api, DecodeError, ErrorCode, Header, MESSAGE_BYTES_MAX,
 const REQUEST_ID: u64 = 0x0102_0304_0506_0708;
 /// Selector bit of a response input whose second byte is an error code.
 const ERROR_BIT: u8 = 0x80;
-/// The apis of this version, numbered 1..=API_COUNT (Stats and Metrics included).
-const API_COUNT: u8 = 10;
+/// The highest api number of this version (ServerInfo, 13).
+const API_NUMBER_MAX: u8 = 13;
 
 /// The api a selector byte picks: every api, none unknown (`proto_decode` covers unknown ones).
 pub fn api_of(selector: u8) -> Api {
     // The error bit is masked first, so a selector names the same api in a
     // request and in an error reply (and the seeds keep their apis).
-    Api::from_u16(1 + u16::from((selector & !ERROR_BIT) % API_COUNT)).expect("1..=10 are apis")
+    // A number with no api in this build goes to the api below it, so every
+    // selector names one; selector `api - 1` names `api` (request_input).
+    let number = 1 + u16::from((selector & !ERROR_BIT) % API_NUMBER_MAX);
+    (1..=number).rev().find_map(Api::from_u16).expect("1 is Produce")
 }
 
 /// A whole frame (length included) around `body`.

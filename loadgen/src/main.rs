@@ -27,16 +27,21 @@ mod ceiling;
 mod clock;
 mod cpu;
 mod hist;
+mod limits;
 mod records;
 mod report;
 mod schedule;
+mod scratch;
+mod specs;
 mod tally;
+mod verdict;
 mod verify;
 mod worker;
 
 use clock::now_ns;
 use report::Report;
-use tally::{end_offsets, merge_into, merged_acked, spread_readers, tally_verify};
+use specs::{producer_specs, subscriber_specs};
+use tally::{acked_records, end_offsets, merge_into, merged_acked, readback_amplification, spread_readers, tally_verify};
 use worker::{ConsumerSpec, ProducerSpec, Shared, WorkerOutcome, WorkerSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,6 +128,10 @@ struct Args {
     data_dir: Option<PathBuf>,
     #[arg(long)]
     keep: bool,
+    /// Embedded broker: buffer bytes registered with io_uring, at most
+    /// (default: all, or what RLIMIT_MEMLOCK allows); the rest use plain I/O.
+    #[arg(long, value_name = "BYTES")]
+    registered_bytes_max: Option<usize>,
     /// loadgen's io_uring threads (default: the CPUs the embedded broker
     /// leaves, at least 1; with --addr, all CPUs).
     #[arg(long)]
@@ -225,11 +234,20 @@ fn check(s: &Settings, a: &Args) -> Result<(), String> {
     if s.rate_fraction.is_some() && a.rate.is_some() {
         return Err("--rate and latency-at-rate's --rate-fraction both set the rate: choose one".into());
     }
-    let batch_max = strom::proto::FRAME_BYTES_MAX_DEFAULT - 1024;
-    if s.batch_bytes > batch_max || s.batch_bytes < s.msg_size {
-        return Err(format!("--batch-bytes must be between --msg-size and {batch_max}"));
+    records::BatchShape::exact(s.batch_bytes, s.msg_size)?;
+    if a.addr.is_none() {
+        // The embedded broker's limit is known before it starts: refuse
+        // before a data directory is made.
+        limits::check_batch_bytes(s.batch_bytes, &limits::embedded(&EngineConfig::default()))?;
     }
     Ok(())
+}
+
+impl Settings {
+    /// Every batch's records; `check` refused the sizes it cannot build.
+    fn shape(&self) -> records::BatchShape {
+        records::BatchShape::exact(self.batch_bytes, self.msg_size).expect("check() refused shapes that cannot be built")
+    }
 }
 
 fn main() {
@@ -284,12 +302,24 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
     // Ceilings take as long as the run measures, up to 2 s (TCP) and 3 s (disk).
     let tcp = if ceiling { Some(ceiling::loopback_tcp(Duration::from_secs_f64(s.duration.min(2.0)))?) } else { None };
 
+    let scratch;
     let (target, addr) = if embedded {
         let remove = a.data_dir.is_none() && !a.keep;
         let dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
-        let engine_cfg = EngineConfig { cores: broker_cores, logs_on_create: broker_cores as u32, fsync, ..EngineConfig::default() };
+        // Removes a fresh directory however the run ends (error, Ctrl-C included).
+        scratch = if remove { Some(scratch::Scratch::guard(dir.clone())?) } else { None };
+        let engine_cfg = EngineConfig {
+            cores: broker_cores,
+            logs_on_create: broker_cores as u32,
+            fsync,
+            registered_bytes_max: a.registered_bytes_max,
+            ..EngineConfig::default()
+        };
         let server_cfg = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() };
         let server = Server::start(&dir, engine_cfg, server_cfg).map_err(|e| format!("embedded broker in {}: {e}", dir.display()))?;
+        if server.engine().registration().is_cut() {
+            notes.push(format!("embedded broker {}", server.engine().registration()));
+        }
         let addr = server.local_addr();
         (Target::Embedded { server, dir, remove }, addr)
     } else {
@@ -299,6 +329,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
             .map_err(|e| format!("--addr {text}: {e}"))?
             .next()
             .ok_or(format!("--addr {text} resolves to nothing"))?;
+        scratch = None;
         (Target::Remote, addr)
     };
     let result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, ceiling, &mut notes);
@@ -308,12 +339,15 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
             std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
         }
     }
+    drop(scratch);
     result
 }
 
 /// Where each partition lives: its core's direct address.
 struct Layout {
     main_addr: SocketAddr,
+    /// What the broker said of itself (ServerInfo).
+    info: strom::proto::ServerInfo,
     partition_addr: Vec<SocketAddr>,
     start_offsets: Vec<u64>,
 }
@@ -322,6 +356,9 @@ fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
     let ctx = |e: ClientError| format!("broker at {addr}: {e}");
     let mut client = Client::connect_timeout(addr, Duration::from_secs(10)).map_err(ctx)?;
     client.set_timeout(Some(Duration::from_secs(60))).map_err(ctx)?;
+    // Before the topic is made: a batch the broker would refuse is refused here.
+    let info = client.server_info().map_err(|e| format!("broker at {addr} did not say its limits (ServerInfo): {e}"))?;
+    limits::check_batch_bytes(s.batch_bytes, &info)?;
     let created = match client.create_topic(&s.topic, s.partitions) {
         Ok(()) => true,
         Err(ClientError::Server { code: ErrorCode::TopicExists, .. }) => false,
@@ -351,53 +388,7 @@ fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
             *start = client.list_offsets(&s.topic, p as u32, OffsetSpec::Latest).map_err(ctx)?.unwrap_or(0);
         }
     }
-    Ok(Layout { main_addr: addr, partition_addr, start_offsets })
-}
-
-/// Producers spread over the partitions' cores; each producer writes only
-/// partitions of one core, so it talks to that core directly.
-fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: u32) -> Vec<ProducerSpec> {
-    let mut by_addr: Vec<(SocketAddr, Vec<u32>)> = Vec::new();
-    for (p, &addr) in layout.partition_addr.iter().enumerate() {
-        match by_addr.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, parts)) => parts.push(p as u32),
-            None => by_addr.push((addr, vec![p as u32])),
-        }
-    }
-    let records_per_batch = records::records_per_batch(s.batch_bytes, s.msg_size);
-    (0..s.producers)
-        .map(|i| {
-            let (addr, parts) = &by_addr[i % by_addr.len()];
-            // Producers on this core: i, i + n, i + 2n, ...; j-th of them.
-            let on_core = (s.producers - i % by_addr.len()).div_ceil(by_addr.len());
-            let j = i / by_addr.len();
-            let partitions = if on_core <= parts.len() {
-                parts.iter().copied().skip(j).step_by(on_core).collect()
-            } else {
-                vec![parts[j % parts.len()]]
-            };
-            ProducerSpec {
-                id: id_base + i as u32,
-                addr: *addr,
-                partitions,
-                inflight: s.inflight,
-                records_per_sec: rate / s.producers as f64,
-                records_per_batch,
-            }
-        })
-        .collect()
-}
-
-/// Consumer `id` reads every partition: one connection per core.
-fn subscriber_specs(id: u32, layout: &Layout, from: &[u64], measure: bool) -> Vec<ConsumerSpec> {
-    let mut specs: Vec<ConsumerSpec> = Vec::new();
-    for (p, &addr) in layout.partition_addr.iter().enumerate() {
-        match specs.iter_mut().find(|c| c.addr == addr) {
-            Some(c) => c.partitions.push((p as u32, from[p])),
-            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure }),
-        }
-    }
-    specs
+    Ok(Layout { main_addr: addr, info, partition_addr, start_offsets })
 }
 
 struct Phase {
@@ -411,6 +402,8 @@ struct Phase {
 struct PhaseRun {
     outcomes: Vec<WorkerOutcome>,
     window_secs: f64,
+    /// From the window's end until every worker finished.
+    drain_secs: f64,
     loadgen_cpu: f64,
     other_cpu: f64,
     log_before: Option<(u64, u64, u64)>,
@@ -443,7 +436,7 @@ fn run_phase(
     let shared = Arc::new(Shared {
         run_id,
         topic: s.topic.clone(),
-        msg_size: s.msg_size,
+        shape: s.shape(),
         window_start_ns,
         window_end_ns,
         abort: AtomicBool::new(false),
@@ -472,6 +465,7 @@ fn run_phase(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let live = !a.quiet && std::io::stderr().is_terminal();
+    let value_bytes = s.shape().value_bytes_avg();
     let (mut cpu_start, mut cpu_end) = (None, None);
     let (mut log_before, mut log_after) = (None, None);
     let mut stage_list = Vec::new();
@@ -509,9 +503,9 @@ fn run_phase(
                 "\r\x1b[2K{label} {phase_name:>9} {:>5.1} s | produce {:>10.0} rec/s {:>8.1} MB/s | consume {:>10.0} rec/s {:>8.1} MB/s",
                 now.saturating_sub(start) as f64 / 1e9,
                 (acked - last_acked) as f64 / secs,
-                (acked - last_acked) as f64 * s.msg_size as f64 / 1e6 / secs,
+                (acked - last_acked) as f64 * value_bytes / 1e6 / secs,
                 (consumed - last_consumed) as f64 / secs,
-                (consumed - last_consumed) as f64 * s.msg_size as f64 / 1e6 / secs,
+                (consumed - last_consumed) as f64 * value_bytes / 1e6 / secs,
             );
             (last_acked, last_consumed, last_t) = (acked, consumed, now);
         }
@@ -519,6 +513,7 @@ fn run_phase(
     if live {
         eprint!("\r\x1b[2K");
     }
+    let drain_secs = now_ns().saturating_sub(window_end_ns) as f64 / 1e9;
     let mut outcomes = Vec::new();
     for h in handles {
         outcomes.push(h.join().map_err(|_| "a loadgen thread panicked".to_string())??);
@@ -529,6 +524,7 @@ fn run_phase(
     Ok(PhaseRun {
         outcomes,
         window_secs,
+        drain_secs,
         // Workers time themselves (one may exit before the main thread's
         // last look); everything else in the process is the broker.
         loadgen_cpu: loadgen_cpu_secs / window_secs,
@@ -586,7 +582,7 @@ fn drive(
         notes.push(format!(
             "prefill: {} records ({:.0} MB) written for {:.0} s before the consumers start from them",
             records,
-            records as f64 * s.msg_size as f64 / 1e6,
+            records as f64 * s.shape().value_bytes_avg() / 1e6,
             s.prefill
         ));
         all.extend(r.outcomes);
@@ -625,31 +621,35 @@ fn drive(
     let mut verify = verify::VerifyCounts::default();
     let final_ends = end_offsets(&main.outcomes, &ends);
     let acked_main = merged_acked(&main.outcomes);
+    let mut acked_all = merged_acked(&all);
+    merge_into(&mut acked_all, &acked_main);
+    let mut readback = None;
     if s.consumers == 0 {
         // Nobody read at the tail: read back everything this run wrote.
-        let mut acked_all = merged_acked(&all);
-        merge_into(&mut acked_all, &acked_main);
-        let readers: Vec<ConsumerSpec> = spread_readers(&layout, &layout.start_offsets, threads);
-        let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
-        let t0 = now_ns();
-        let r = run_phase(s, a, target, &layout, (run_id, final_ends), phase, threads, cpus, "read-back")?;
-        tally_verify(&r.outcomes, &acked_all, &mut verify);
-        notes.push(format!(
-            "read-back: {} records checked in {:.1} s after the run (no consumers ran at the tail)",
-            verify.checked,
-            (now_ns() - t0) as f64 / 1e9
-        ));
-        all.extend(r.outcomes);
+        let (back, outcomes) = read_back(s, a, target, &layout, (run_id, final_ends), threads, cpus, &acked_all, &mut verify)?;
+        readback = Some(back);
+        all.extend(outcomes);
     } else if s.prefill > 0.0 {
-        let mut acked_all = merged_acked(&all);
-        merge_into(&mut acked_all, &acked_main);
         tally_verify(&main.outcomes, &acked_all, &mut verify);
     } else {
         tally_verify(&main.outcomes, &acked_main, &mut verify);
     }
 
-    let mut report =
-        Report { msg_size: s.msg_size, window_secs: main.window_secs, verify, tcp, notes: notes.clone(), threads, ..Default::default() };
+    let mut report = Report {
+        value_bytes_avg: s.shape().value_bytes_avg(),
+        window_secs: main.window_secs,
+        warmup_secs: s.warmup,
+        drain_secs: main.drain_secs,
+        consumers: s.consumers,
+        offered_records_per_sec: (rate > 0.0).then_some(rate),
+        acked_run_records: acked_records(&acked_all),
+        readback,
+        verify,
+        tcp,
+        notes: notes.clone(),
+        threads,
+        ..Default::default()
+    };
     for o in main.outcomes.iter().chain(all.iter()) {
         for (k, n) in &o.errors {
             *report.errors.entry(k.clone()).or_default() += n;
@@ -695,15 +695,15 @@ fn drive(
         Target::Remote => format!("broker at {addr}"),
     };
     report.headline = format!(
-        "loadgen {}: {}; {} producer(s) x {} in flight, {} consumer(s), {} partition(s), {}-byte records in {}-record batches{}; {} loadgen thread(s)",
+        "loadgen {}: {}; {} producer(s) x {} in flight, {} consumer(s), {} partition(s), batches of exactly {} bytes ({}){}; {} loadgen thread(s)",
         s.scenario.to_possible_value().unwrap().get_name(),
         target_text,
         s.producers,
         s.inflight,
         s.consumers,
         s.partitions,
-        s.msg_size,
-        records::records_per_batch(s.batch_bytes, s.msg_size),
+        s.batch_bytes,
+        s.shape().describe(),
         if rate > 0.0 { format!(", open loop at {rate:.0} records/s") } else { ", closed loop".into() },
         threads
     );
@@ -711,7 +711,7 @@ fn drive(
         "scenario": s.scenario.to_possible_value().unwrap().get_name(),
         "target": if matches!(target, Target::Embedded { .. }) { "embedded".to_string() } else { addr.to_string() },
         "producers": s.producers, "consumers": s.consumers, "topic": s.topic, "partitions": s.partitions,
-        "msg_size": s.msg_size, "batch_bytes": s.batch_bytes, "records_per_batch": records::records_per_batch(s.batch_bytes, s.msg_size),
+        "msg_size": s.msg_size, "batch_bytes": s.batch_bytes, "records_per_batch": s.shape().records(), "batch_values": s.shape().describe(),
         "rate": rate, "inflight": s.inflight, "duration_secs": s.duration, "warmup_secs": s.warmup,
         "cores": (broker_cores > 0).then_some(broker_cores), "fsync": matches!(target, Target::Embedded { .. }).then(|| fsync.to_string()),
         "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction,
@@ -719,6 +719,48 @@ fn drive(
     output(a, &report)?;
     Ok(report)
 }
+
+/// Reads back and checks every record the run acknowledged, announced on
+/// stderr with an estimate and timed, kept out of the window's figures.
+#[allow(clippy::too_many_arguments)]
+fn read_back(
+    s: &Settings,
+    a: &Args,
+    target: &Target,
+    layout: &Layout,
+    base: (u32, Vec<u64>),
+    threads: usize,
+    cpus: &[Option<usize>],
+    acked_all: &tally::Acked,
+    verify: &mut verify::VerifyCounts,
+) -> Result<(report::ReadBack, Vec<WorkerOutcome>), String> {
+    let records = acked_records(acked_all);
+    let bytes = (records as f64 * s.shape().value_bytes_avg()) as u64;
+    let per_log = (s.partitions as usize).div_ceil(usize::from(layout.info.cores.max(1)));
+    let log_bytes = bytes as f64 * readback_amplification(per_log, s.batch_bytes) as f64;
+    if !a.quiet {
+        eprintln!(
+            "loadgen: verifying: reading back {records} records ({:.2} GB) from the broker, about {:.0} s (not in the figures) ...",
+            bytes as f64 / 1e9,
+            (log_bytes / READBACK_LOG_BYTES_PER_SEC).max(1.0)
+        );
+    }
+    let readers: Vec<ConsumerSpec> = spread_readers(layout, &layout.start_offsets, threads);
+    let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
+    let t0 = now_ns();
+    let r = run_phase(s, a, target, layout, base, phase, threads, cpus, "read-back")?;
+    tally_verify(&r.outcomes, acked_all, verify);
+    let secs = (now_ns() - t0) as f64 / 1e9;
+    if !a.quiet {
+        eprintln!("loadgen: verifying: {records} records read back and checked in {secs:.1} s");
+    }
+    Ok((report::ReadBack { records, bytes, secs }, r.outcomes))
+}
+
+/// Bytes of log a read-back reads per second, for its announced estimate:
+/// 270 k records/s of 1 KiB with 4 partitions on one log, read 4 times,
+/// measured on the development machine (docs/LOADGEN.md).
+const READBACK_LOG_BYTES_PER_SEC: f64 = 1.1e9;
 
 fn output(a: &Args, report: &Report) -> Result<(), String> {
     if !a.quiet {

@@ -26,10 +26,109 @@ const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 const BASE_SEQUENCE_AT: usize = 53;
 
-/// Records per batch, so that a batch of `msg_size` records stays near
-/// `batch_bytes` (the record framing is about 8 bytes for small values).
-pub fn records_per_batch(batch_bytes: usize, msg_size: usize) -> usize {
-    (batch_bytes.saturating_sub(batch::BATCH_HEADER_BYTES) / (msg_size + 8)).max(1)
+/// Bytes a Kafka varint (zigzag, then base 128) of `v` takes.
+fn varint_bytes(v: i64) -> usize {
+    let zigzag = ((v << 1) ^ (v >> 63)) as u64;
+    (64 - (zigzag | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Bytes record `i` of a batch takes with a value of `value_bytes`, as
+/// [`BatchBuilder`] writes loadgen's records: length (varint), attributes
+/// (1), timestamp delta 0 (1), offset delta `i` (varint), key length -1
+/// (1, no key), value length (varint), the value, headers count 0 (1).
+pub fn record_bytes(i: usize, value_bytes: usize) -> usize {
+    let body = 1 + 1 + varint_bytes(i as i64) + 1 + varint_bytes(value_bytes as i64) + value_bytes + 1;
+    varint_bytes(body as i64) + body
+}
+
+/// The records of every batch a run sends: as many values of `--msg-size`
+/// as fit in `--batch-bytes`, and the bytes left over given to the last
+/// value (or, where a varint growing by a byte would skip the exact size,
+/// one or two to the value before it), so that each batch is exactly
+/// `--batch-bytes` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchShape {
+    pub batch_bytes: usize,
+    pub msg_size: usize,
+    /// Each record's value length, in order.
+    pub value_bytes: Vec<usize>,
+}
+
+impl BatchShape {
+    pub fn exact(batch_bytes: usize, msg_size: usize) -> Result<BatchShape, String> {
+        let header = batch::BATCH_HEADER_BYTES;
+        let one = header + record_bytes(0, msg_size);
+        if batch_bytes < one {
+            return Err(format!("--batch-bytes {batch_bytes} cannot hold one record of --msg-size {msg_size}: that batch is {one} bytes"));
+        }
+        let (mut used, mut n) = (header, 0);
+        while used + record_bytes(n, msg_size) <= batch_bytes {
+            used += record_bytes(n, msg_size);
+            n += 1;
+        }
+        // The records before the last one or two keep msg_size.
+        let fixed = n.saturating_sub(2);
+        let base: usize = header + (0..fixed).map(|i| record_bytes(i, msg_size)).sum::<usize>();
+        let prev_extras: &[usize] = if n >= 2 { &[0, 1, 2, 3] } else { &[0] };
+        for &extra in prev_extras {
+            let prev = if n >= 2 { record_bytes(n - 2, msg_size + extra) } else { 0 };
+            let Some(want) = batch_bytes.checked_sub(base + prev) else { continue };
+            // record_bytes grows with the value, by 1 but for a few steps.
+            let mut last = msg_size;
+            while record_bytes(n - 1, last) < want {
+                last += 1;
+            }
+            if record_bytes(n - 1, last) == want {
+                let mut value_bytes = vec![msg_size; n];
+                if n >= 2 {
+                    value_bytes[n - 2] += extra;
+                }
+                value_bytes[n - 1] = last;
+                return Ok(BatchShape { batch_bytes, msg_size, value_bytes });
+            }
+        }
+        Err(format!(
+            "--batch-bytes {batch_bytes} cannot be filled exactly with --msg-size {msg_size} records (a length varint skips it): try {}",
+            batch_bytes + 1
+        ))
+    }
+
+    pub fn records(&self) -> usize {
+        self.value_bytes.len()
+    }
+
+    /// `records` values of `msg_size`, whatever the batch's size (for tests).
+    #[cfg(test)]
+    pub fn uniform(records: usize, msg_size: usize) -> BatchShape {
+        BatchShape { batch_bytes: 0, msg_size, value_bytes: vec![msg_size; records] }
+    }
+
+    /// Bytes of record values in one batch.
+    pub fn values_bytes(&self) -> usize {
+        self.value_bytes.iter().sum()
+    }
+
+    /// The average value, what MB/s of record values counts per record.
+    pub fn value_bytes_avg(&self) -> f64 {
+        self.values_bytes() as f64 / self.records() as f64
+    }
+
+    /// "63 records: 62 of 1024 bytes and a last one of 1420 bytes to fill it", for the report.
+    pub fn describe(&self) -> String {
+        let odd: Vec<String> = self.value_bytes.iter().filter(|&&v| v != self.msg_size).map(|v| v.to_string()).collect();
+        let plain = self.records() - odd.len();
+        match odd.len() {
+            0 => format!("{} records of {} bytes", plain, self.msg_size),
+            1 => format!("{} records: {} of {} bytes and a last one of {} bytes to fill it", self.records(), plain, self.msg_size, odd[0]),
+            _ => format!(
+                "{} records: {} of {} bytes and the last ones of {} bytes to fill it",
+                self.records(),
+                plain,
+                self.msg_size,
+                odd.join(" and ")
+            ),
+        }
+    }
 }
 
 fn filler(producer: u32, len: usize) -> Vec<u8> {
@@ -74,23 +173,38 @@ pub struct BatchTemplate {
     pub bytes: Vec<u8>,
     /// Byte position of each record's value within the batch.
     value_at: Vec<u32>,
-    filler_crc: u32,
+    /// Each record's entry in `fills`.
+    fill_of: Vec<u8>,
+    fills: Vec<Fill>,
+}
+
+/// The filler of one value length: its CRC and the shift that folds it in.
+#[derive(Debug, Clone)]
+struct Fill {
+    len: usize,
+    crc: u32,
     shift: Shift,
 }
 
 impl BatchTemplate {
-    pub fn new(run_id: u32, producer: u32, records: usize, msg_size: usize) -> BatchTemplate {
-        assert!(msg_size >= VALUE_HEADER_BYTES, "msg_size is checked against VALUE_HEADER_BYTES by the caller");
-        let fill = filler(producer, msg_size - VALUE_HEADER_BYTES);
-        let mut value = vec![0u8; msg_size];
-        value[0..4].copy_from_slice(&run_id.to_be_bytes());
-        value[4..8].copy_from_slice(&producer.to_be_bytes());
-        value[VALUE_HEADER_BYTES..].copy_from_slice(&fill);
+    pub fn new(run_id: u32, producer: u32, shape: &BatchShape) -> BatchTemplate {
         let mut b = BatchBuilder::new(0).producer(i64::from(producer), 0, 0);
-        for _ in 0..records {
+        for &value_bytes in &shape.value_bytes {
+            assert!(value_bytes >= VALUE_HEADER_BYTES, "msg_size is checked against VALUE_HEADER_BYTES by the caller");
+            let mut value = vec![0u8; value_bytes];
+            value[0..4].copy_from_slice(&run_id.to_be_bytes());
+            value[4..8].copy_from_slice(&producer.to_be_bytes());
+            value[VALUE_HEADER_BYTES..].copy_from_slice(&filler(producer, value_bytes - VALUE_HEADER_BYTES));
             b.push(0, None, Some(&value), &[]);
         }
         let bytes = b.finish();
+        // Cheap, once per producer: the shape's arithmetic must be BatchBuilder's.
+        assert!(
+            shape.batch_bytes == 0 || bytes.len() == shape.batch_bytes,
+            "a batch of {} bytes for a shape of {}",
+            bytes.len(),
+            shape.batch_bytes
+        );
         let base = bytes.as_ptr() as usize;
         let value_at = batch::records(&bytes)
             .map(|r| {
@@ -98,7 +212,23 @@ impl BatchTemplate {
                 (v.as_ptr() as usize - base) as u32
             })
             .collect();
-        BatchTemplate { bytes, value_at, filler_crc: crc32c::crc32c(&fill), shift: Shift::new(fill.len()) }
+        // One CRC and shift table per value length (at most three).
+        let mut fills: Vec<Fill> = Vec::new();
+        let fill_of = shape
+            .value_bytes
+            .iter()
+            .map(|&v| {
+                let len = v - VALUE_HEADER_BYTES;
+                match fills.iter().position(|f| f.len == len) {
+                    Some(i) => i as u8,
+                    None => {
+                        fills.push(Fill { len, crc: crc32c::crc32c(&filler(producer, len)), shift: Shift::new(len) });
+                        (fills.len() - 1) as u8
+                    }
+                }
+            })
+            .collect();
+        BatchTemplate { bytes, value_at, fill_of, fills }
     }
 
     pub fn records(&self) -> usize {
@@ -117,7 +247,8 @@ impl BatchTemplate {
             let v = &mut out[at as usize..at as usize + VALUE_HEADER_BYTES];
             v[8..16].copy_from_slice(&(first_seq + i as u64).to_be_bytes());
             v[16..24].copy_from_slice(&send_ns.to_be_bytes());
-            let crc = self.shift.apply(crc32c::crc32c(&v[..CHECKSUM_AT])) ^ self.filler_crc;
+            let fill = &self.fills[usize::from(self.fill_of[i])];
+            let crc = fill.shift.apply(crc32c::crc32c(&v[..CHECKSUM_AT])) ^ fill.crc;
             v[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&crc.to_be_bytes());
         }
         batch::recompute_crc(out);
@@ -153,7 +284,7 @@ mod tests {
     // with the identity and time it was stamped with.
     #[test]
     fn stamped_batches_validate_and_carry_their_identity() {
-        let t = BatchTemplate::new(7, 3, records_per_batch(4096, 100), 100);
+        let t = BatchTemplate::new(7, 3, &BatchShape::exact(4096, 100).unwrap());
         assert!(t.records() > 30);
         let mut out = t.bytes.clone();
         t.stamp(&mut out, 1000, 123_456_789, 1_700_000_000_000);
@@ -167,6 +298,43 @@ mod tests {
         batch::validate(&out, usize::MAX).unwrap();
         let first = batch::records(&out).next().unwrap().unwrap();
         assert_eq!(check_value(first.value.unwrap()).unwrap().seq, 5000);
+    }
+
+    // Proves a batch is exactly --batch-bytes on the wire, built by the real
+    // BatchBuilder, for a spread of record sizes and counts (varint steps
+    // at 64 and 8,192 bytes included), and that every stamped record checks.
+    #[test]
+    fn batches_are_exactly_the_bytes_asked_for() {
+        let mut built = 0;
+        for msg_size in [28usize, 63, 64, 100, 1000, 1024, 8191, 8192, 65_536] {
+            for batch_bytes in [4096usize, 16_384, 65_536, 65_537, 100_000, 1_040_384] {
+                let shape = match BatchShape::exact(batch_bytes, msg_size) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        assert!(batch_bytes < 61 + record_bytes(0, msg_size) + 4, "{batch_bytes}/{msg_size}: {e}");
+                        continue;
+                    }
+                };
+                let t = BatchTemplate::new(1, 2, &shape);
+                assert_eq!(t.bytes.len(), batch_bytes, "msg_size {msg_size}: {}", shape.describe());
+                assert_eq!(t.records(), shape.records());
+                assert!(shape.value_bytes.iter().filter(|&&v| v != msg_size).count() <= 2);
+                let mut out = t.bytes.clone();
+                t.stamp(&mut out, 7, 1, 1);
+                batch::validate(&out, usize::MAX).unwrap();
+                for r in batch::records(&out) {
+                    assert!(check_value(r.unwrap().value.unwrap()).is_some());
+                }
+                built += 1;
+            }
+        }
+        assert!(built > 40);
+        // One byte over every size near a varint step is reachable too.
+        for batch_bytes in 61 + 70..61 + 200 {
+            let shape = BatchShape::exact(batch_bytes, 28).unwrap();
+            assert_eq!(BatchTemplate::new(1, 1, &shape).bytes.len(), batch_bytes);
+        }
+        assert!(BatchShape::exact(100, 1024).unwrap_err().contains("cannot hold one record"));
     }
 
     // Proves the table shift gives crc32c_combine's result, which is the CRC
@@ -186,7 +354,7 @@ mod tests {
     // Proves the checksum catches a flipped byte in the filler and in the header.
     #[test]
     fn check_value_refuses_damage() {
-        let t = BatchTemplate::new(1, 1, 2, 64);
+        let t = BatchTemplate::new(1, 1, &BatchShape::uniform(2, 64));
         let mut out = t.bytes.clone();
         t.stamp(&mut out, 0, 5, 5);
         let at = out.len() - 10; // inside the last value's filler

@@ -13,6 +13,7 @@ use strom::server::StageLatency;
 
 use crate::ceiling::{DiskCeiling, TcpCeiling};
 use crate::hist::Latencies;
+use crate::verdict::verdicts;
 use crate::verify::VerifyCounts;
 
 /// Past this share of its threads' time on a CPU, loadgen says it may be the bottleneck.
@@ -24,7 +25,21 @@ pub struct Report {
     pub config: Value,
     pub headline: String,
     pub window_secs: f64,
-    pub msg_size: usize,
+    /// Seconds run before the window (not measured) and after it, while
+    /// producers waited for their last acks and consumers read to the end.
+    pub warmup_secs: f64,
+    pub drain_secs: f64,
+    /// Bytes of an average record value (`--msg-size`, but for the last
+    /// value of a batch, which fills it to exactly `--batch-bytes`).
+    pub value_bytes_avg: f64,
+    /// Tail consumers, each reading every partition.
+    pub consumers: usize,
+    /// Open loop: the records per second offered (0 or None: closed loop).
+    pub offered_records_per_sec: Option<f64>,
+    /// Records acknowledged in the whole run: every phase, warm-up and drain included.
+    pub acked_run_records: u64,
+    /// The read-back after the run, when no consumer read at the tail.
+    pub readback: Option<ReadBack>,
     pub produced_records: u64,
     pub produced_requests: u64,
     pub consumed_records: u64,
@@ -49,12 +64,20 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// The read-back: records checked from the broker after the run, and how long it took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadBack {
+    pub records: u64,
+    pub bytes: u64,
+    pub secs: f64,
+}
+
 impl Report {
     pub fn produce_mb_per_sec(&self) -> f64 {
-        self.produced_records as f64 * self.msg_size as f64 / 1e6 / self.window_secs
+        self.produced_records as f64 * self.value_bytes_avg / 1e6 / self.window_secs
     }
     pub fn consume_mb_per_sec(&self) -> f64 {
-        self.consumed_records as f64 * self.msg_size as f64 / 1e6 / self.window_secs
+        self.consumed_records as f64 * self.value_bytes_avg / 1e6 / self.window_secs
     }
     pub fn errors_total(&self) -> u64 {
         self.errors.values().sum()
@@ -93,11 +116,15 @@ pub fn to_json(r: &Report) -> Value {
             "write_bytes": d.write_bytes, "writes": d.writes, "mb_per_sec": d.mb_per_sec(),
             "latency_us": {"p50": d.latency_us(0.5), "p99": d.latency_us(0.99), "max": d.latency_us(1.0)},
         });
-        ceilings["produce_ratio_to_disk"] = json!(r.produce_mb_per_sec() / d.mb_per_sec());
+        if !r.open_loop {
+            ceilings["produce_ratio_to_disk"] = json!(r.produce_mb_per_sec() / d.mb_per_sec());
+        }
     }
     if let Some(t) = &r.tcp {
         ceilings["loopback_tcp"] = json!({"mb_per_sec": t.mb_per_sec()});
-        ceilings["consume_ratio_to_loopback"] = json!(r.consume_mb_per_sec() / t.mb_per_sec());
+        if r.consumers > 0 {
+            ceilings["consume_ratio_to_loopback"] = json!(r.consume_mb_per_sec() / t.mb_per_sec());
+        }
         ceilings["produce_ratio_to_loopback"] = json!(r.produce_mb_per_sec() / t.mb_per_sec());
     }
     let mut server = json!({ "stages_us": r.stages.iter().map(|s| json!({
@@ -106,36 +133,48 @@ pub fn to_json(r: &Report) -> Value {
     if let Some((writes, fsyncs, bytes)) = r.log_writes {
         server["log"] = json!({"writes": writes, "fdatasyncs": fsyncs, "bytes": bytes, "avg_write_bytes": r.avg_write_bytes()});
     }
+    let bytes = |records: u64| (records as f64 * r.value_bytes_avg).round() as u64;
+    let consume = (r.consumers > 0).then(|| {
+        json!({
+            "records": r.consumed_records,
+            "bytes": bytes(r.consumed_records),
+            "requests": r.consumed_requests,
+            "records_per_sec": r.consumed_records as f64 / secs,
+            "mb_per_sec": r.consume_mb_per_sec(),
+            "fetch_latency_us": percentiles(&r.lat.fetch_us),
+        })
+    });
+    let verdicts: Vec<Value> =
+        verdicts(r).iter().map(|v| json!({"figure": v.figure, "value": v.value, "target": v.target, "ok": v.ok, "text": v.text})).collect();
     json!({
-        "schema": "strom-loadgen/1",
+        "schema": "strom-loadgen/2",
         "config": r.config,
         "window_secs": secs,
+        "warmup_secs": r.warmup_secs,
+        "drain_secs": r.drain_secs,
         "produce": {
             "records": r.produced_records,
-            "bytes": r.produced_records * r.msg_size as u64,
+            "bytes": bytes(r.produced_records),
             "requests": r.produced_requests,
             "records_per_sec": r.produced_records as f64 / secs,
             "mb_per_sec": r.produce_mb_per_sec(),
             "ack_latency_us": percentiles(&r.lat.ack_us),
             "open_loop": r.open_loop,
+            "offered_records_per_sec": r.offered_records_per_sec,
             "sends": r.sends,
             "sends_late": r.sends_late,
         },
-        "consume": {
-            "records": r.consumed_records,
-            "bytes": r.consumed_records * r.msg_size as u64,
-            "requests": r.consumed_requests,
-            "records_per_sec": r.consumed_records as f64 / secs,
-            "mb_per_sec": r.consume_mb_per_sec(),
-            "fetch_latency_us": percentiles(&r.lat.fetch_us),
-        },
-        "e2e_latency_us": percentiles(&r.lat.e2e_us),
+        "consume": consume,
+        "e2e_latency_us": (r.consumers > 0).then(|| percentiles(&r.lat.e2e_us)),
         "errors": { "total": r.errors_total(), "by_kind": r.errors, "indeterminate": r.indeterminate },
         "verify": {
             "checked": r.verify.checked, "lost": r.verify.lost, "duplicated": r.verify.duplicated,
             "reordered": r.verify.reordered, "corrupt": r.verify.corrupt, "foreign": r.verify.foreign,
             "clean": r.verify.is_clean(),
+            "acked_run_records": r.acked_run_records,
+            "readback": r.readback.map(|b| json!({"records": b.records, "bytes": b.bytes, "secs": b.secs})),
         },
+        "verdicts": verdicts,
         "ceilings": ceilings,
         "server": server,
         "loadgen_cpu": { "cores": r.loadgen_cpu_cores, "threads": r.threads, "saturated": r.loadgen_saturated() },
@@ -156,18 +195,30 @@ fn group(n: f64) -> String {
     out
 }
 
+/// A latency as a person reads it in a table: microseconds up to 10 ms,
+/// then milliseconds up to a second, then seconds (six-digit microseconds
+/// are hard to read).
+pub fn lat_text(us: u64) -> String {
+    match us {
+        0..10_000 => format!("{us} us"),
+        10_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
 fn lat_row(name: &str, h: &Histogram<u64>) -> String {
     if h.is_empty() {
-        return format!("{name:<14} (none)\n");
+        return format!("{name:<14} (none in the window)\n");
     }
+    let q = |p: f64| lat_text(h.value_at_quantile(p));
     format!(
         "{name:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}   ({} samples)\n",
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.9),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.value_at_quantile(0.9999),
-        h.max(),
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        lat_text(h.max()),
         group(h.len() as f64)
     )
 }
@@ -179,6 +230,50 @@ pub fn table(r: &Report) -> String {
     for n in &r.notes {
         let _ = writeln!(t, "  {n}");
     }
+    let _ = writeln!(
+        t,
+        "  window: {secs:.1} s measured, after {:.1} s of warm-up (not counted); then {:.2} s of drain (last acks, consumers reading to the end; not counted)",
+        r.warmup_secs, r.drain_secs
+    );
+    throughput_rows(&mut t, r);
+    let _ = writeln!(t, "\nlatency              p50       p90       p99     p99.9    p99.99       max");
+    t += &lat_row("  produce ack", &r.lat.ack_us);
+    if r.consumers > 0 {
+        t += &lat_row("  end-to-end", &r.lat.e2e_us);
+        t += &lat_row("  fetch", &r.lat.fetch_us);
+    }
+    if r.open_loop {
+        let _ = writeln!(
+            t,
+            "  (open loop: measured from each batch's due time; {} of {} sends went out over 1 ms late)",
+            r.sends_late, r.sends
+        );
+    }
+    stage_rows(&mut t, r);
+    ceiling_rows(&mut t, r);
+    verify_rows(&mut t, r);
+    let broker = r.broker_cpu_cores.map_or(String::new(), |c| format!(", embedded broker {c:.2} cores"));
+    let _ = writeln!(t, "cpu      loadgen {:.2} cores over {} threads{broker}", r.loadgen_cpu_cores, r.threads);
+    if r.loadgen_saturated() {
+        let _ = writeln!(
+            t,
+            "warning  loadgen's threads were busy {:.0}% of the time: it may be the bottleneck, so these figures are a lower bound (try --threads)",
+            100.0 * r.loadgen_cpu_cores / r.threads.max(1) as f64
+        );
+    }
+    let list = verdicts(r);
+    if !list.is_empty() {
+        let _ = writeln!(t, "\nverdict (targets: docs/LOADGEN.md)");
+        for v in &list {
+            let _ = writeln!(t, "  {:<6} {}", if v.ok { "ok" } else { "below" }, v.text);
+        }
+    }
+    let _ = writeln!(t, "result   {}", if r.failed() { "FAILED" } else { "ok" });
+    t
+}
+
+fn throughput_rows(t: &mut String, r: &Report) {
+    let secs = r.window_secs;
     let _ = writeln!(t, "\nthroughput over {secs:.1} s      records      records/s       MB/s");
     let _ = writeln!(
         t,
@@ -187,36 +282,47 @@ pub fn table(r: &Report) -> String {
         group(r.produced_records as f64 / secs),
         r.produce_mb_per_sec()
     );
-    let _ = writeln!(
-        t,
-        "  consume          {:>12} {:>14} {:>10.1}",
-        group(r.consumed_records as f64),
-        group(r.consumed_records as f64 / secs),
-        r.consume_mb_per_sec()
-    );
-    let _ = writeln!(t, "\nlatency (us)          p50       p90       p99     p99.9    p99.99       max");
-    t += &lat_row("  produce ack", &r.lat.ack_us);
-    t += &lat_row("  end-to-end", &r.lat.e2e_us);
-    t += &lat_row("  fetch", &r.lat.fetch_us);
-    if r.open_loop {
+    if r.consumers > 0 {
         let _ = writeln!(
             t,
-            "  (open loop: measured from each batch's due time; {} of {} sends went out over 1 ms late)",
-            r.sends_late, r.sends
+            "  consume          {:>12} {:>14} {:>10.1}   ({} consumer(s), each reading every record)",
+            group(r.consumed_records as f64),
+            group(r.consumed_records as f64 / secs),
+            r.consume_mb_per_sec(),
+            r.consumers
+        );
+        if r.consumed_records > r.produced_records * r.consumers as u64 {
+            let _ = writeln!(
+                t,
+                "  (consume is over produce x consumers: records produced before the window, in the warm-up, were read inside it)"
+            );
+        }
+    }
+    if let Some(offered) = r.offered_records_per_sec.filter(|&o| o > 0.0) {
+        let achieved = r.produced_records as f64 / secs;
+        let _ = writeln!(
+            t,
+            "  open loop: offered {} records/s, achieved {} records/s (achieved / offered {:.2}x)",
+            group(offered),
+            group(achieved),
+            achieved / offered
         );
     }
+}
+
+fn stage_rows(t: &mut String, r: &Report) {
     if !r.stages.is_empty() {
-        let _ = writeln!(t, "\nbroker stages (us)    p50       p90       p99     p99.9       max     count");
+        let _ = writeln!(t, "\nbroker stages        p50       p90       p99     p99.9       max     count");
         for s in r.stages.iter().filter(|s| s.count > 0) {
             let _ = writeln!(
                 t,
                 "  {:<12} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 s.stage,
-                s.p50_us,
-                s.p90_us,
-                s.p99_us,
-                s.p999_us,
-                s.max_us,
+                lat_text(s.p50_us),
+                lat_text(s.p90_us),
+                lat_text(s.p99_us),
+                lat_text(s.p999_us),
+                lat_text(s.max_us),
                 group(s.count as f64)
             );
         }
@@ -231,29 +337,39 @@ pub fn table(r: &Report) -> String {
             group(fsyncs as f64)
         );
     }
+}
+
+fn ceiling_rows(t: &mut String, r: &Report) {
     if r.disk.is_some() || r.tcp.is_some() {
         let _ = writeln!(t, "\nmachine ceilings (same run)");
     }
     if let Some(d) = &r.disk {
+        // In open loop the rate is set by loadgen, not found: a ratio of it
+        // to the disk says how loaded the disk was, not how fast Strom is.
+        let ratio = if r.open_loop { "produce (at the offered rate) / disk" } else { "produce / disk" };
         let _ = writeln!(
             t,
-            "  disk  O_DIRECT write + fdatasync, {} KiB at a time: {:.1} MB/s (p50 {} us, p99 {} us)  -> produce is {:.2}x of it",
+            "  disk  O_DIRECT write + fdatasync, {} KiB at a time: {:.1} MB/s (p50 {}, p99 {})  -> {ratio} {:.2}x",
             d.write_bytes / 1024,
             d.mb_per_sec(),
-            d.latency_us(0.5),
-            d.latency_us(0.99),
+            lat_text(d.latency_us(0.5)),
+            lat_text(d.latency_us(0.99)),
             r.produce_mb_per_sec() / d.mb_per_sec()
         );
     }
     if let Some(c) = &r.tcp {
+        let consume =
+            if r.consumers > 0 { format!("consume / loopback {:.2}x, ", r.consume_mb_per_sec() / c.mb_per_sec()) } else { String::new() };
         let _ = writeln!(
             t,
-            "  loopback TCP, one stream: {:.1} MB/s  -> consume is {:.2}x, produce {:.2}x of it",
+            "  loopback TCP, one stream: {:.1} MB/s  -> {consume}produce / loopback {:.2}x",
             c.mb_per_sec(),
-            r.consume_mb_per_sec() / c.mb_per_sec(),
             r.produce_mb_per_sec() / c.mb_per_sec()
         );
     }
+}
+
+fn verify_rows(t: &mut String, r: &Report) {
     let v = &r.verify;
     let _ = writeln!(
         t,
@@ -265,23 +381,28 @@ pub fn table(r: &Report) -> String {
         v.corrupt,
         if v.foreign > 0 { format!(" ({} of other runs skipped)", v.foreign) } else { String::new() }
     );
+    let how = match (r.readback, r.consumers) {
+        (Some(b), _) => format!(
+            "read back after the run from the broker: {} records ({:.1} MB) in {:.1} s, not in the figures above",
+            group(b.records as f64),
+            b.bytes as f64 / 1e6,
+            b.secs
+        ),
+        (None, 1) => "checked by the consumer as it read them".into(),
+        (None, n) => format!("checked by each of the {n} consumers: every record counts once per consumer"),
+    };
+    let _ = writeln!(
+        t,
+        "         every record acknowledged in the run ({}: warm-up, window and drain, and any prefill or probe), not only the window's {}; {how}",
+        group(r.acked_run_records as f64),
+        group(r.produced_records as f64)
+    );
     if r.errors.is_empty() {
         let _ = writeln!(t, "errors   none");
     } else {
         let list: Vec<String> = r.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         let _ = writeln!(t, "errors   {} ({}; {} batches indeterminate)", r.errors_total(), list.join(", "), r.indeterminate);
     }
-    let broker = r.broker_cpu_cores.map_or(String::new(), |c| format!(", embedded broker {c:.2} cores"));
-    let _ = writeln!(t, "cpu      loadgen {:.2} cores over {} threads{broker}", r.loadgen_cpu_cores, r.threads);
-    if r.loadgen_saturated() {
-        let _ = writeln!(
-            t,
-            "warning  loadgen's threads were busy {:.0}% of the time: it may be the bottleneck, so these figures are a lower bound (try --threads)",
-            100.0 * r.loadgen_cpu_cores / r.threads.max(1) as f64
-        );
-    }
-    let _ = writeln!(t, "result   {}", if r.failed() { "FAILED" } else { "ok" });
-    t
 }
 
 /// HdrHistogram's percentile distribution text (as `outputPercentileDistribution`
@@ -448,7 +569,7 @@ mod tests {
     // Proves the JSON carries every field the documented schema promises.
     #[test]
     fn json_has_the_documented_fields() {
-        let r = Report { window_secs: 1.0, msg_size: 100, ..Default::default() };
+        let r = Report { window_secs: 1.0, value_bytes_avg: 100.0, consumers: 1, ..Default::default() };
         let j = to_json(&r);
         for path in [
             "/config",
@@ -479,6 +600,15 @@ mod tests {
         ] {
             assert!(j.pointer(path).is_some(), "missing {path}");
         }
+    }
+
+    // Proves latencies read as a person reads them: us below 10 ms, ms below 1 s, then s.
+    #[test]
+    fn latencies_change_unit_where_they_get_long() {
+        assert_eq!(lat_text(9_999), "9999 us");
+        assert_eq!(lat_text(10_000), "10.0 ms");
+        assert_eq!(lat_text(374_512), "374.5 ms");
+        assert_eq!(lat_text(3_192_800), "3.19 s");
     }
 
     #[test]

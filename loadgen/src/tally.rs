@@ -71,3 +71,18 @@ pub(crate) fn tally_verify(outcomes: &[WorkerOutcome], acked: &Acked, into: &mut
         }
     }
 }
+
+/// Records acknowledged in `acked`, over every partition and producer.
+pub(crate) fn acked_records(acked: &Acked) -> u64 {
+    acked.values().flat_map(|producers| producers.values()).flat_map(|ranges| ranges.iter()).map(|&(s, e)| e - s).sum()
+}
+
+/// Bytes of its log a read-back reads for each byte of one partition's
+/// records: a read fetches whole read buffers of the log, where the other
+/// partitions sharing it interleave, so it reads up to one buffer per
+/// batch, and at most every partition's bytes.
+pub(crate) fn readback_amplification(partitions_per_log: usize, batch_bytes: usize) -> usize {
+    /// The broker's read buffer (`EngineConfig::write_buf_bytes`).
+    const READ_BUF_BYTES: usize = 1 << 20;
+    partitions_per_log.min(READ_BUF_BYTES / batch_bytes.max(1)).max(1)
+}

@@ -231,7 +231,7 @@ mod tests {
     // Proves a clean in-order stream counts every record and nothing else.
     #[test]
     fn clean_stream_is_clean() {
-        let t = BatchTemplate::new(9, 1, 4, 40);
+        let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
         let mut v = PartitionVerifier::new(9);
         let mut reply = stamped(&t, 0, 0);
         reply.extend(stamped(&t, 4, 4));
@@ -246,7 +246,7 @@ mod tests {
     // Proves loss, duplication, reordering and corruption each trigger.
     #[test]
     fn each_anomaly_is_detected() {
-        let t = BatchTemplate::new(9, 1, 4, 40);
+        let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
         // Lost: seqs 4..8 acknowledged, never delivered.
         let mut v = PartitionVerifier::new(9);
         v.batches(&stamped(&t, 0, 0), 0, |_| {}).unwrap();
@@ -292,7 +292,7 @@ mod tests {
     // Proves records of another run are skipped, not counted as anomalies.
     #[test]
     fn foreign_records_are_skipped() {
-        let other = BatchTemplate::new(8, 1, 4, 40);
+        let other = BatchTemplate::new(8, 1, &crate::records::BatchShape::uniform(4, 40));
         let mut v = PartitionVerifier::new(9);
         v.batches(&stamped(&other, 0, 0), 0, |_| {}).unwrap();
         assert_eq!(v.counts.foreign, 4);

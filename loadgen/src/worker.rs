@@ -25,7 +25,7 @@ use strom::proto::{self, Request, Response};
 
 use crate::clock::{now_ns, wall_ms};
 use crate::hist::{Latencies, ns_to_us};
-use crate::records::BatchTemplate;
+use crate::records::{BatchShape, BatchTemplate};
 use crate::schedule::Schedule;
 use crate::verify::{PartitionVerifier, Ranges, add_range};
 
@@ -57,7 +57,8 @@ pub const DRAIN_TIMEOUT_NS: u64 = 30_000_000_000;
 pub struct Shared {
     pub run_id: u32,
     pub topic: String,
-    pub msg_size: usize,
+    /// Every batch's records (exactly `--batch-bytes`).
+    pub shape: BatchShape,
     /// Acknowledgements and records received in [start, end) are measured;
     /// producers stop sending at `window_end_ns`.
     pub window_start_ns: u64,
@@ -240,7 +241,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
     let mut io = UringIo::with_ops_max(256, 2 * conns_total + 16).map_err(|e| format!("io_uring: {e}"))?;
     let mut conns = Vec::with_capacity(conns_total);
     for p in spec.producers {
-        let template = BatchTemplate::new(shared.run_id, p.id, p.records_per_batch, shared.msg_size);
+        let template = BatchTemplate::new(shared.run_id, p.id, &shared.shape);
         let (frame, batch_at, partition_at) = produce_frame(&shared.topic, &template);
         let sock = io.adopt_socket(connect(p.addr)?).map_err(|e| e.to_string())?;
         let schedule = Schedule::new(now_ns(), p.records_per_sec, p.records_per_batch);

@@ -84,6 +84,8 @@ fn short_embedded_run_reports_and_verifies() {
     }
     assert!(n("/verify/checked") >= n("/produce/records"), "every acknowledged record is checked");
     assert_eq!(report["verify"]["clean"], true);
+    let figures: Vec<&str> = report["verdicts"].as_array().unwrap().iter().map(|v| v["figure"].as_str().unwrap()).collect();
+    assert_eq!(figures, ["produce_to_disk", "consume_per_consumer"], "a verdict per figure measured");
     assert_eq!(n("/errors/total"), 0);
     assert!(std::fs::read_to_string(hgrm.join("produce_ack.hgrm")).unwrap().contains("Total count"));
     assert!(std::fs::read_to_string(hgrm.join("e2e.hgrm")).unwrap().contains("Total count"));

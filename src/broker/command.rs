@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::buf::AlignedBuf;
+use crate::config::FsyncPolicy;
 use crate::core::AppendAck;
 use crate::error::StromError;
 use crate::metrics::Metrics;
@@ -68,6 +69,8 @@ pub enum Command<'a> {
     },
     /// Every core's metrics registry ([`crate::metrics`]), in core order.
     Metrics,
+    /// The broker's shape and limits, and its server's largest frame.
+    ServerInfo,
 }
 
 /// The RecordBatch v2 batches of a produce, split by their `batchLength`
@@ -164,6 +167,24 @@ pub enum Answer {
     /// Each core's registry, in core order: its server's sections with its
     /// own. None for a core whose server task has stopped.
     Metrics(Vec<Option<Metrics>>),
+    /// ServerInfo: the engine's limits, and `frame_bytes_max` of the
+    /// server the command came through.
+    ServerInfo {
+        limits: Limits,
+        frame_bytes_max: usize,
+    },
+}
+
+/// What an engine accepts, as a client must know it before sending: the
+/// embedded API ([`crate::engine::Engine::limits`]) and the ServerInfo api
+/// give the same values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub cores: usize,
+    pub fsync: FsyncPolicy,
+    /// The largest RecordBatch a produce may carry, header included.
+    pub batch_bytes_max: usize,
+    pub partitions_per_topic_max: u32,
 }
 
 /// Why a command failed.

@@ -34,6 +34,8 @@ pub trait Host {
     /// dispatcher's among them, with its core's); `done` gets them in core
     /// order.
     fn gather_metrics(&mut self, done: Box<dyn FnOnce(Vec<Option<Metrics>>) + Send>);
+    /// The largest request frame the server this core runs reads.
+    fn frame_bytes_max(&self) -> usize;
 }
 
 /// Turns the commands that arrive on one core into requests.
@@ -126,6 +128,7 @@ impl Dispatcher {
             Command::Stats { reset } => host.gather_stages(reset, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
             // The same way: every core adds its registry when it next ticks.
             Command::Metrics => host.gather_metrics(Box::new(move |cores| reply(Ok(Answer::Metrics(cores))))),
+            Command::ServerInfo => reply(Ok(Answer::ServerInfo { limits: self.broker.limits(), frame_bytes_max: host.frame_bytes_max() })),
         }
     }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::{Catalog, TopicMeta, pid_in};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, FsyncPolicy};
 use crate::core::mailbox::CoreRoute;
 use crate::core::{AppendAck, PartitionStat, Reply, ValidBatch};
 use crate::engine::{Pending, pending};
@@ -37,7 +37,7 @@ mod produce;
 mod requests;
 pub mod router;
 
-pub use command::{Answer, Batches, BrokerError, Command, Fetched, OffsetQuery, ReplyBuf, Respond, Responder, TopicPlacement};
+pub use command::{Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ReplyBuf, Respond, Responder, TopicPlacement};
 pub use dispatch::{Dispatcher, Host};
 pub use router::Router;
 
@@ -78,6 +78,7 @@ pub struct Broker {
     routes: Vec<CoreRoute>,
     batch_bytes_max: usize,
     partitions_per_topic_max: u32,
+    fsync: FsyncPolicy,
 }
 
 impl Broker {
@@ -89,6 +90,7 @@ impl Broker {
             routes,
             batch_bytes_max: cfg.batch_bytes_max,
             partitions_per_topic_max: cfg.partitions_per_topic_max,
+            fsync: cfg.fsync,
         }
     }
 
@@ -115,6 +117,16 @@ impl Broker {
 
     pub(crate) fn batch_bytes_max(&self) -> usize {
         self.batch_bytes_max
+    }
+
+    /// What this broker accepts (the ServerInfo api's engine part).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            cores: self.routes.len(),
+            fsync: self.fsync,
+            batch_bytes_max: self.batch_bytes_max,
+            partitions_per_topic_max: self.partitions_per_topic_max,
+        }
     }
 
     // ---- blocking entry points, for threads that are not cores ----

@@ -6,5 +6,6 @@
 //! pointer to the kernel; see `docs/UNSAFE.md`.
 mod aligned;
 pub mod lent;
+pub mod registration;
 
 pub use aligned::{AlignedBuf, BLOCK_BYTES, align_down, align_up};

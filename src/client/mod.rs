@@ -22,7 +22,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::catalog::validate_topic_name;
-use crate::proto::{self, Api, Header, OffsetSpec, Request, Response, TopicMetadata};
+use crate::proto::{self, Api, Header, OffsetSpec, Request, Response, ServerInfo, TopicMetadata};
 use crate::wire::batch::BatchBuilder;
 
 pub use crate::stats::StageLatency;
@@ -130,6 +130,7 @@ pub enum OwnedResponse {
     Stats(Vec<StageLatency>),
     /// Per core, its metrics as (name, value).
     Metrics(Vec<Vec<(String, u64)>>),
+    ServerInfo(ServerInfo),
 }
 
 impl OwnedResponse {
@@ -145,6 +146,7 @@ impl OwnedResponse {
             OwnedResponse::OffsetFetch(_) => Api::OffsetFetch,
             OwnedResponse::Stats(_) => Api::Stats,
             OwnedResponse::Metrics(_) => Api::Metrics,
+            OwnedResponse::ServerInfo(_) => Api::ServerInfo,
         }
     }
 }
@@ -537,6 +539,15 @@ impl Client {
             other => Err(unexpected(Api::Metrics, &other)),
         }
     }
+
+    /// The server's version, cores, fsync policy and limits (its largest
+    /// batch and frame), to size requests before sending any.
+    pub fn server_info(&mut self) -> Result<ServerInfo, ClientError> {
+        match self.call(&Request::ServerInfo)? {
+            OwnedResponse::ServerInfo(info) => Ok(info),
+            other => Err(unexpected(Api::ServerInfo, &other)),
+        }
+    }
 }
 
 /// Checks a topic or group name by the broker's rules, so that a bad name
@@ -558,7 +569,7 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
             check_name(group)?;
             check_name(topic)
         }
-        Request::Stats { .. } | Request::Metrics => Ok(()),
+        Request::Stats { .. } | Request::Metrics | Request::ServerInfo => Ok(()),
     }
 }
 
@@ -583,6 +594,7 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
         Response::Metrics { cores } => {
             Ok(OwnedResponse::Metrics(cores.into_iter().map(|c| c.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).collect()))
         }
+        Response::ServerInfo(info) => Ok(OwnedResponse::ServerInfo(info)),
         Response::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
     };
     Ok((header, result))

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use super::{Core, CoreSpec};
 use crate::buf::lent::LentTable;
+use crate::buf::registration::{BufferKind, CoreBuffers, RegistrationPlan};
 use crate::buf::{AlignedBuf, BLOCK_BYTES};
 use crate::config::{EngineConfig, FsyncPolicy};
 use crate::error::{Result, StromError};
@@ -23,17 +24,9 @@ impl<I: Io> Core<I> {
     /// rebuilds its partitions' state. Fails on corruption of acknowledged data.
     pub fn open(mut io: I, cfg: EngineConfig, spec: CoreSpec) -> Result<(Core<I>, Vec<RecoveryReport>)> {
         cfg.validate()?;
-        let per_log = cfg.write_bufs_per_log;
-        let write_count = spec.logs.len() * per_log;
-        let read_end = write_count + cfg.read_bufs_per_core;
-        let mut bufs: Vec<AlignedBuf> = (0..read_end + spec.needs.reply_bufs)
-            .map(|i| {
-                AlignedBuf::new(if (write_count..read_end).contains(&i) { cfg.write_buf_bytes + BLOCK_BYTES } else { cfg.write_buf_bytes })
-            })
-            .collect();
-        io.register_buffers(&mut bufs)?;
-        let reply_bufs = bufs.split_off(read_end);
-        let read_bufs = bufs.split_off(write_count);
+        let kinds = CoreBuffers::of(&cfg, spec.logs.len(), spec.needs.reply_bufs);
+        let plan = RegistrationPlan::for_core(&kinds, cfg.registered_bytes_max, cfg.cores);
+        let (mut write_bufs, read_bufs, reply_bufs) = allocate_buffers(&mut io, &kinds, &plan, spec.logs.len())?;
         let limits = ReadLimits {
             batch_bytes_max: cfg.batch_bytes_max,
             index_interval_bytes: cfg.index_interval_bytes,
@@ -64,8 +57,7 @@ impl<I: Io> Core<I> {
             metrics: CoreMetrics::default(),
         };
         let mut reports = Vec::new();
-        for &log in &spec.logs {
-            let log_bufs = bufs.split_off(bufs.len() - per_log);
+        for (&log, log_bufs) in spec.logs.iter().zip(write_bufs.drain(..)) {
             reports.push(core.open_log(log, log_bufs)?);
         }
         core.last_retention_ns = core.io.now_ns();
@@ -181,4 +173,53 @@ impl<I: Io> Core<I> {
         self.partitions.extend(parts);
         Ok(report)
     }
+}
+
+/// A core's buffers, as (write buffers per log, read buffers, reply buffers).
+type CoreBufs = (Vec<Vec<AlignedBuf>>, Vec<AlignedBuf>, Vec<AlignedBuf>);
+
+/// Allocates every buffer of `kinds` and registers those `plan` names (see
+/// `buf::registration`). Each pool is a stack that takes from its end, so
+/// the registered buffers go last: they are the first used. When the kernel
+/// refuses the registration for want of lockable memory (pinned pages are
+/// charged per user, so another process of the same user may hold part of
+/// the limit), the core registers half as many, and so on, and says so.
+fn allocate_buffers<I: Io>(io: &mut I, kinds: &CoreBuffers, plan: &RegistrationPlan, logs: usize) -> Result<CoreBufs> {
+    let alloc = |kind: BufferKind, n: usize| -> Vec<AlignedBuf> { (0..n).map(|_| AlignedBuf::new(kind.bytes_each)).collect() };
+    let write_planned: Vec<usize> = (0..logs).map(|i| plan.write_for_log(i, logs)).collect();
+    let mut chosen = alloc(kinds.reply, plan.reply);
+    chosen.extend(alloc(kinds.read, plan.read));
+    chosen.extend(alloc(kinds.write, plan.write));
+    // Halving on ENOMEM keeps the plan's order: `chosen` is in priority order.
+    let mut registered = chosen.len();
+    while registered > 0 {
+        match io.register_buffers(&mut chosen[..registered]) {
+            Ok(()) => break,
+            Err(StromError::Io { errno: libc::ENOMEM, .. }) => registered /= 2,
+            Err(e) => return Err(e),
+        }
+    }
+    if registered < chosen.len() {
+        tracing::warn!(
+            registered,
+            planned = chosen.len(),
+            "the kernel refused to pin all of this core's planned buffers: RLIMIT_MEMLOCK is shared by every \
+             process of this user, and others hold part of it; the rest use unregistered I/O"
+        );
+    }
+    let mut chosen = chosen.into_iter();
+    let mut reply = alloc(kinds.reply, kinds.reply.count - plan.reply);
+    reply.extend(chosen.by_ref().take(plan.reply));
+    let mut read = alloc(kinds.read, kinds.read.count - plan.read);
+    read.extend(chosen.by_ref().take(plan.read));
+    let per_log = kinds.write.count / logs.max(1);
+    let write = write_planned
+        .iter()
+        .map(|&registered| {
+            let mut bufs = alloc(kinds.write, per_log - registered);
+            bufs.extend(chosen.by_ref().take(registered));
+            bufs
+        })
+        .collect();
+    Ok((write, read, reply))
 }

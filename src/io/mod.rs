@@ -51,10 +51,36 @@ pub enum Op {
     Recv { sock: FileId, buf: Vec<u8> },
     /// Sends `buf[sent..]`; the result is the bytes sent (maybe fewer).
     Send { sock: FileId, buf: Vec<u8>, sent: usize },
-    /// Sends `buf.as_slice()[sent..]` straight from a registered buffer
-    /// (`SEND_ZC` naming its index). The buffer comes back, in the op's one
-    /// completion, only once the kernel no longer reads it.
+    /// Sends `buf.as_slice()[sent..]` from a core's reply buffer: straight
+    /// from it when it is registered (`SEND_ZC` naming its index), else by a
+    /// plain `SEND`, which copies it (a zero-copy send of an unregistered
+    /// buffer would pin its pages against the same RLIMIT_MEMLOCK that left
+    /// it unregistered). The buffer comes back, in the op's one completion,
+    /// only once the kernel no longer reads it.
     SendFixed { sock: FileId, buf: AlignedBuf, sent: usize },
+}
+
+/// Buffer ops (writes, reads, sends of an [`AlignedBuf`]) by the kind of
+/// opcode they went out as: fixed (the buffer is registered: `WRITE_FIXED`,
+/// `READ_FIXED`, `SEND_ZC` naming it) or plain (`WRITE`, `READ`, `SEND`).
+/// Both backends count them, so tests see which path a buffer took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    pub fixed_ops: u64,
+    pub plain_ops: u64,
+}
+
+impl OpCounts {
+    /// Counts `op` if it is a buffer op.
+    pub fn count(&mut self, op: &Op) {
+        match op {
+            Op::Write { buf, .. } | Op::Read { buf, .. } | Op::SendFixed { buf, .. } => match buf.fixed_index() {
+                Some(_) => self.fixed_ops += 1,
+                None => self.plain_ops += 1,
+            },
+            _ => {}
+        }
+    }
 }
 
 /// The end of an [`Op`]: its caller token, its result and its buffer back.
@@ -101,7 +127,9 @@ pub trait Io {
     fn waker(&self) -> Arc<dyn Waker>;
 
     /// Registers `bufs` with the kernel for fixed I/O and records each
-    /// one's index in it. Called once per core at start-up.
+    /// one's index in it. Called once per core at start-up, with the
+    /// buffers its registration plan names (maybe not all, maybe none):
+    /// ops on the others go out as plain ops.
     fn register_buffers(&mut self, bufs: &mut [AlignedBuf]) -> Result<()>;
 
     /// Creates a new file for O_DIRECT read/write (fails if it exists). It is

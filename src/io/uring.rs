@@ -22,7 +22,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use slab::Slab;
 
-use super::{Completion, FileId, Io, Op, Waker, fs};
+use super::{Completion, FileId, Io, Op, OpCounts, Waker, fs};
 use crate::buf::AlignedBuf;
 use crate::error::{Errno, IoOp, Result, StromError, classify_errno};
 
@@ -83,6 +83,8 @@ pub struct UringIo {
     /// (address, length) of each registered buffer, by index: a fixed op
     /// must name the buffer that is registered at its index.
     registered: Vec<(usize, usize)>,
+    /// Buffer ops by fixed or plain opcode, for tests and metrics.
+    op_counts: OpCounts,
     waker: Arc<EventWaker>,
     waker_armed: bool,
     ready: Vec<Completion>,
@@ -102,7 +104,7 @@ impl UringIo {
     /// completion queue is sized for all of them plus the waker and
     /// cancellations, so it cannot overflow either.
     pub fn with_ops_max(ring_entries: u32, ops_max: usize) -> Result<UringIo> {
-        let cq_entries = (2 * ops_max.max(ring_entries as usize) + 64).next_power_of_two() as u32;
+        let cq_entries = Self::cq_entries(ring_entries, ops_max);
         let ring = IoUring::builder()
             .setup_cqsize(cq_entries)
             .build(ring_entries)
@@ -119,6 +121,7 @@ impl UringIo {
             next_generation: 0,
             files: Slab::new(),
             registered: Vec::new(),
+            op_counts: OpCounts::default(),
             waker: Arc::new(EventWaker(fd)),
             waker_armed: false,
             ready: Vec::new(),
@@ -126,6 +129,27 @@ impl UringIo {
         };
         io.arm_waker()?;
         Ok(io)
+    }
+
+    fn cq_entries(ring_entries: u32, ops_max: usize) -> u32 {
+        (2 * ops_max.max(ring_entries as usize) + 64).next_power_of_two() as u32
+    }
+
+    /// About what the kernel pins for the rings of such a UringIo: since
+    /// Linux 6.13 the rings count against RLIMIT_MEMLOCK like registered
+    /// buffers, so registration must leave room for them. SQEs are 64
+    /// bytes, CQEs 16, each ring rounded up to pages with a page for its
+    /// header and index array.
+    pub fn ring_bytes(ring_entries: u32, ops_max: usize) -> usize {
+        const PAGE_BYTES: usize = 4096;
+        let sq_bytes = (ring_entries as usize * 64).next_multiple_of(PAGE_BYTES);
+        let cq_bytes = (Self::cq_entries(ring_entries, ops_max) as usize * 16).next_multiple_of(PAGE_BYTES) + PAGE_BYTES;
+        sq_bytes + cq_bytes + PAGE_BYTES
+    }
+
+    /// Buffer ops queued so far, by fixed or plain opcode.
+    pub fn op_counts(&self) -> OpCounts {
+        self.op_counts
     }
 
     fn arm_waker(&mut self) -> Result<()> {
@@ -199,11 +223,15 @@ impl UringIo {
             }
             Op::SendFixed { sock, buf, sent } => {
                 let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
-                let index = self.fixed_index(buf).expect("SendFixed from a registered buffer");
+                let index = self.fixed_index(buf);
                 let rest = &buf.as_slice()[*sent..];
                 assert!(!rest.is_empty(), "send of nothing");
                 let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-                opcode::SendZc::new(fd, rest.as_ptr(), len).buf_index(Some(index)).flags(libc::MSG_NOSIGNAL).build()
+                match index {
+                    Some(i) => opcode::SendZc::new(fd, rest.as_ptr(), len).buf_index(Some(i)).flags(libc::MSG_NOSIGNAL).build(),
+                    // One completion, like any send; the buffer is ours again with it.
+                    None => opcode::Send::new(fd, rest.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build(),
+                }
             }
             Op::Send { sock, buf, sent } => {
                 let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
@@ -237,6 +265,7 @@ impl UringIo {
     /// Queues an op in a fresh slot.
     fn queue(&mut self, mut op: Op, token: u64, retries: u8) -> Result<()> {
         let sqe = self.sqe_for(&mut op);
+        self.op_counts.count(&op);
         let file = Self::file_of(&op);
         self.next_generation = self.next_generation.wrapping_add(1);
         let generation = self.next_generation;
@@ -615,6 +644,49 @@ mod tests {
         assert_eq!(got.result, Ok(BLOCK_BYTES as u32), "short read at end of file");
         assert_eq!(got.buf.unwrap().as_slice(), &[7u8; BLOCK_BYTES][..]);
         assert_eq!(io.in_flight(), 0);
+    }
+
+    // Proves: with only some buffers registered, a write, a read and a send
+    // of an unregistered buffer go out as plain WRITE, READ and SEND (the
+    // registration check would panic on a fixed op naming it), a registered
+    // one as a fixed op, and the data round-trips through both.
+    #[test]
+    fn unregistered_buffers_use_plain_ops() {
+        use std::io::Read;
+        let d = dir("uring-plain");
+        let mut io = UringIo::new(16).unwrap();
+        let mut registered = vec![AlignedBuf::new(BLOCK_BYTES)];
+        io.register_buffers(&mut registered).unwrap();
+        let mut fixed = registered.pop().unwrap();
+        let mut plain = AlignedBuf::new(BLOCK_BYTES);
+        assert_eq!(plain.fixed_index(), None);
+        let f = io.create(&d.join("p.seg")).unwrap();
+        plain.extend_from_slice(&[3u8; BLOCK_BYTES]);
+        fixed.extend_from_slice(&[4u8; BLOCK_BYTES]);
+        io.push(Op::Write { file: f, pos: 0, buf: plain }, 1).unwrap();
+        io.push(Op::Write { file: f, pos: BLOCK_BYTES as u64, buf: fixed }, 2).unwrap();
+        let c = wait_for(&mut io, 2);
+        assert!(c.iter().all(|c| c.result == Ok(BLOCK_BYTES as u32)), "{c:?}");
+        assert_eq!(io.op_counts(), OpCounts { fixed_ops: 1, plain_ops: 1 });
+        let mut into = AlignedBuf::new(2 * BLOCK_BYTES);
+        into.set_len(0);
+        io.push(Op::Read { file: f, pos: 0, len: 2 * BLOCK_BYTES, buf: into }, 3).unwrap();
+        let got = wait_for(&mut io, 1).pop().unwrap().buf.unwrap();
+        assert_eq!(&got.as_slice()[..BLOCK_BYTES], &[3u8; BLOCK_BYTES][..]);
+        assert_eq!(&got.as_slice()[BLOCK_BYTES..], &[4u8; BLOCK_BYTES][..]);
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sock = io.adopt_socket(ours.into()).unwrap();
+        let mut reply = AlignedBuf::new(BLOCK_BYTES);
+        reply.extend_from_slice(b"an unregistered reply");
+        io.push(Op::SendFixed { sock, buf: reply, sent: 0 }, 4).unwrap();
+        let c = wait_for(&mut io, 1).pop().unwrap();
+        assert_eq!((c.token, c.result, c.more), (4, Ok(21), false));
+        assert_eq!(c.buf.unwrap().as_slice(), b"an unregistered reply", "the buffer comes back with its one completion");
+        let mut received = [0u8; 21];
+        theirs.read_exact(&mut received).unwrap();
+        assert_eq!(&received, b"an unregistered reply");
+        assert_eq!(io.op_counts(), OpCounts { fixed_ops: 1, plain_ops: 3 });
+        io.close_socket(sock);
     }
 
     // Proves: a misaligned O_DIRECT write comes back as EINVAL in its

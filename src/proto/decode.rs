@@ -4,7 +4,7 @@
 
 use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
-    SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, TopicMetadata, VERSION,
+    SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, ServerInfo, TopicMetadata, VERSION,
 };
 use crate::stats::StageLatency;
 
@@ -114,6 +114,7 @@ fn request_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Request<'a>, DecodeE
             _ => return Err(DecodeError::BadValue("stats flags other than bit 0 (reset) are set")),
         },
         Api::Metrics => Request::Metrics,
+        Api::ServerInfo => Request::ServerInfo,
     })
 }
 
@@ -139,6 +140,15 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
         Api::OffsetFetch => Response::OffsetFetch { offset: optional_offset(r.i64()?)? },
         Api::Stats => stats_body(r)?,
         Api::Metrics => metrics_body(r)?,
+        Api::ServerInfo => Response::ServerInfo(ServerInfo {
+            protocol_version: r.u16()?,
+            server_version: r.str()?.to_owned(),
+            cores: r.u16()?,
+            fsync: r.str()?.to_owned(),
+            batch_bytes_max: r.u32()?,
+            frame_bytes_max: r.u32()?,
+            partitions_per_topic_max: r.u32()?,
+        }),
     })
 }
 

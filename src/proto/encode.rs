@@ -51,7 +51,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
             out.extend_from_slice(&partition.to_be_bytes());
         }
         Request::Stats { reset } => out.push(if *reset { STATS_FLAG_RESET } else { 0 }),
-        Request::Metrics => {}
+        Request::Metrics | Request::ServerInfo => {}
     }
     end_frame(out, start);
 }
@@ -116,6 +116,15 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
                     put_str(out, name, STRING_BYTES_MAX);
                     out.extend_from_slice(&value.to_be_bytes());
                 }
+            }
+        }
+        Response::ServerInfo(info) => {
+            out.extend_from_slice(&info.protocol_version.to_be_bytes());
+            put_str(out, &info.server_version, STRING_BYTES_MAX);
+            out.extend_from_slice(&info.cores.to_be_bytes());
+            put_str(out, &info.fsync, STRING_BYTES_MAX);
+            for v in [info.batch_bytes_max, info.frame_bytes_max, info.partitions_per_topic_max] {
+                out.extend_from_slice(&v.to_be_bytes());
             }
         }
         Response::CreateTopic | Response::DeleteTopic | Response::OffsetCommit | Response::Error { .. } => {}

@@ -76,6 +76,7 @@ pub enum Api {
     OffsetFetch = 8,
     Stats = 9,
     Metrics = 10,
+    ServerInfo = 13,
 }
 
 impl Api {
@@ -91,6 +92,7 @@ impl Api {
             8 => Api::OffsetFetch,
             9 => Api::Stats,
             10 => Api::Metrics,
+            13 => Api::ServerInfo,
             _ => return None,
         })
     }
@@ -263,6 +265,8 @@ pub enum Request<'a> {
     },
     /// Every core's metrics registry ([`crate::metrics`]); the body is empty.
     Metrics,
+    /// The server's version, shape and limits ([`ServerInfo`]); the body is empty.
+    ServerInfo,
 }
 
 impl Request<'_> {
@@ -278,8 +282,30 @@ impl Request<'_> {
             Request::OffsetFetch { .. } => Api::OffsetFetch,
             Request::Stats { .. } => Api::Stats,
             Request::Metrics => Api::Metrics,
+            Request::ServerInfo => Api::ServerInfo,
         }
     }
+}
+
+/// What a server says of itself (the ServerInfo reply): enough for a
+/// client to size its requests before sending one, and to name the server
+/// in a report. The strings are short (a version, an fsync policy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The native protocol version the server speaks ([`VERSION`]).
+    pub protocol_version: u16,
+    /// The server's own version (its crate version, e.g. "0.1.0").
+    pub server_version: String,
+    /// Core threads, each with its own partitions and log.
+    pub cores: u16,
+    /// When an append is acknowledged: "always", "interval:MS", "never".
+    pub fsync: String,
+    /// The largest RecordBatch a Produce may carry, header included.
+    pub batch_bytes_max: u32,
+    /// The largest request frame's `length` the server reads.
+    pub frame_bytes_max: u32,
+    /// Partitions a CreateTopic may ask for, at most.
+    pub partitions_per_topic_max: u32,
 }
 
 /// One topic in a Metadata reply: partition `i` is owned by core `partition_cores[i]`.
@@ -327,6 +353,7 @@ pub enum Response<'a> {
     Metrics {
         cores: Vec<Vec<(&'a str, u64)>>,
     },
+    ServerInfo(ServerInfo),
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -349,6 +376,7 @@ impl Response<'_> {
             Response::OffsetFetch { .. } => Api::OffsetFetch,
             Response::Stats { .. } => Api::Stats,
             Response::Metrics { .. } => Api::Metrics,
+            Response::ServerInfo(_) => Api::ServerInfo,
             Response::Error { .. } => return None,
         })
     }

@@ -61,7 +61,21 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::Stats { reset: false },
         Request::Stats { reset: true },
         Request::Metrics,
+        Request::ServerInfo,
     ]
+}
+
+/// A ServerInfo reply with every number distinct, so a swapped field shows.
+fn server_info(fsync: &str) -> ServerInfo {
+    ServerInfo {
+        protocol_version: VERSION,
+        server_version: "0.1.0".into(),
+        cores: 2,
+        fsync: fsync.into(),
+        batch_bytes_max: 1_040_384,
+        frame_bytes_max: (8 << 20) + 1024,
+        partitions_per_topic_max: 65_536,
+    }
 }
 
 /// A Stats reply's row with every figure distinct, so a swapped field shows.
@@ -105,6 +119,9 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::Stats, Response::Stats { stages: vec![stage_row("receive", 10), stage_row("", 0), stage_row("é-stage", 1 << 40)] }),
         (Api::Metrics, Response::Metrics { cores: vec![] }),
         (Api::Metrics, Response::Metrics { cores: vec![vec![("strom_appends_total", 3), ("", 0), ("é", u64::MAX)], vec![]] }),
+        (Api::ServerInfo, Response::ServerInfo(server_info("always"))),
+        (Api::ServerInfo, Response::ServerInfo(server_info("interval:5"))),
+        (Api::ServerInfo, Response::ServerInfo(ServerInfo { server_version: String::new(), fsync: "é".into(), ..server_info("") })),
     ];
     for code in ALL_CODES.into_iter().chain([ErrorCode::Unknown(777)]) {
         all.push((Api::Fetch, Response::Error { code, message: "what went wrong, and é" }));
@@ -171,7 +188,7 @@ fn every_request_round_trips() {
         apis.push(req.api() as u16);
     }
     apis.dedup();
-    assert_eq!(apis, (1..=10).collect::<Vec<u16>>(), "every api is covered");
+    assert_eq!(apis, (1..=u16::MAX).filter(|&n| Api::from_u16(n).is_some()).collect::<Vec<u16>>(), "every api is covered");
 }
 
 #[test]
@@ -706,4 +723,34 @@ fn one_batch_for_front() -> Vec<u8> {
     let mut b = crate::wire::batch::BatchBuilder::new(1);
     b.push(1, None, Some(b"v"), &[]);
     b.finish()
+}
+
+#[test]
+fn server_info_has_its_documented_layout() {
+    // Proves: the ServerInfo request is a bare header (api 13) and its reply
+    // is laid out field by field as docs/PROTOCOL.md draws it.
+    let request = request_frame(4, &Request::ServerInfo);
+    assert_eq!(request, raw_frame(13, VERSION, 4, &[]));
+    let info = server_info("always");
+    let reply = response_frame(Api::ServerInfo, 4, &Response::ServerInfo(info.clone()));
+    let body: Vec<u8> = [
+        &[0, 1][..], // protocol_version = 1
+        &[0, 5],     // server_version: 5 bytes
+        b"0.1.0",
+        &[0, 2], // cores = 2
+        &[0, 6], // fsync: 6 bytes
+        b"always",
+        &1_040_384u32.to_be_bytes(), // batch_bytes_max
+        &8_389_632u32.to_be_bytes(), // frame_bytes_max
+        &65_536u32.to_be_bytes(),    // partitions_per_topic_max
+    ]
+    .concat();
+    assert_eq!(reply, raw_frame(13, 0, 4, &body));
+    assert_eq!(decode_response(&reply).unwrap().1, Response::ServerInfo(info));
+    // Every prefix of the body is short, and a byte more is trailing.
+    for cut in 0..body.len() {
+        assert_eq!(decode_response(&raw_frame(13, 0, 4, &body[..cut])).err().map(|e| e.1), Some(DecodeError::Short), "cut at {cut}");
+    }
+    let longer = [&body[..], &[0]].concat();
+    assert_eq!(decode_response(&raw_frame(13, 0, 4, &longer)).err().map(|e| e.1), Some(DecodeError::Trailing));
 }

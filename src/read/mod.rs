@@ -118,9 +118,9 @@ impl ReadPath {
         ReadMetrics { read_bufs_free: self.read_bufs.len() as u64, reply_bufs_free: self.reply_bufs.len() as u64, ..self.metrics }
     }
 
-    /// Takes back a registered reply buffer once its send completed.
+    /// Takes back a reply buffer of this core's pool once its send
+    /// completed (registered or not: `buf::registration`).
     pub fn give_reply_buf(&mut self, lent: &mut LentTable, mut buf: AlignedBuf) {
-        debug_assert!(buf.fixed_index().is_some(), "only registered reply buffers come back");
         lent.home(buf.fixed_index());
         buf.set_len(0);
         self.reply_bufs.push(buf);

@@ -111,8 +111,10 @@ impl Server {
         cfg.validate()?;
         listen::raise_open_files_limit(cfg.connections_max);
         let cores = engine_cfg.cores.max(1);
-        let engine = Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?;
+        // Bound before the engine opens: an address in use must refuse the
+        // start before the data directory is created or written.
         let bound = listen::bind(cfg.listen, cores, cfg.direct_ports)?;
+        let engine = Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?;
         let broker = engine.broker().clone();
         let admin = Admin::start(broker.clone(), engine.dir())?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();

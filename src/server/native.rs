@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::codec::{Codec, ConnError, ConnErrorKind};
-use crate::broker::{Answer, Batches, BrokerError, Command, OffsetQuery, ReplyBuf};
+use crate::broker::{Answer, Batches, BrokerError, Command, Limits, OffsetQuery, ReplyBuf};
 use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
 
 /// The native protocol ([`crate::proto`], docs/PROTOCOL.md).
@@ -99,6 +99,7 @@ fn command(req: Request<'_>) -> Command<'_> {
         Request::OffsetFetch { group, topic, partition } => Command::FetchOffset { group, topic, partition },
         Request::Stats { reset } => Command::Stats { reset },
         Request::Metrics => Command::Metrics,
+        Request::ServerInfo => Command::ServerInfo,
     }
 }
 
@@ -132,7 +133,24 @@ fn response(answer: Answer) -> Response<'static> {
         Answer::Metrics(cores) => Response::Metrics {
             cores: cores.iter().map(|c| c.map_or_else(Vec::new, |m| m.iter().map(|(metric, v)| (metric.name(), v)).collect())).collect(),
         },
+        Answer::ServerInfo { limits, frame_bytes_max } => Response::ServerInfo(server_info(limits, frame_bytes_max)),
         Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
+    }
+}
+
+/// The ServerInfo reply: the engine's limits with this server's version and
+/// largest frame. Limits past the wire's u32 are sent as u32::MAX (no server
+/// allows a 4 GiB frame: `ServerConfig::validate` refuses one).
+fn server_info(limits: Limits, frame_bytes_max: usize) -> proto::ServerInfo {
+    let wire_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    proto::ServerInfo {
+        protocol_version: proto::VERSION,
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+        cores: u16::try_from(limits.cores).unwrap_or(u16::MAX),
+        fsync: limits.fsync.to_string(),
+        batch_bytes_max: wire_u32(limits.batch_bytes_max),
+        frame_bytes_max: wire_u32(frame_bytes_max),
+        partitions_per_topic_max: limits.partitions_per_topic_max,
     }
 }
 

@@ -251,6 +251,10 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
         // core's is added by `dispatch`, after the command.
         self.own_metrics = self.shared.gather_metrics(Some(self.core_id), done);
     }
+
+    fn frame_bytes_max(&self) -> usize {
+        self.shared.cfg.frame_bytes_max
+    }
 }
 
 impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {

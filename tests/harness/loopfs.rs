@@ -3,10 +3,12 @@
 //! cannot give: a journal (power cuts), a small size (disk full), or a block
 //! device of its own (throttling).
 //!
-//! Needs root and loop devices. [`LoopFs::available`] says why not when they
-//! are missing, and the tests fail with that message rather than skip: CI
-//! runs as root on a machine that has them. Everything is undone in `Drop`
-//! (unmount, detach, remove the image), panics included.
+//! Needs root, loop devices, util-linux and e2fsprogs (no xfsprogs: the power
+//! cut is an ioctl, [`super::fs_shutdown`]). [`LoopFs::available`] says why
+//! not when something is missing, and the tests that use it declare
+//! [`super::skip::Need::LoopFs`], so they are reported as ignored with that
+//! reason instead of failing. Everything is undone in `Drop` (unmount,
+//! detach, remove the image), panics included.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -38,18 +40,16 @@ pub struct LoopFs {
 impl LoopFs {
     /// Why loop filesystems cannot be used here, if they cannot.
     pub fn available() -> Result<(), String> {
-        // /proc/self belongs to the process's effective user.
-        let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| format!("/proc/self: {e}"))?);
-        if euid != 0 {
-            return Err("these tests need root (losetup, mount); CI runs as root".into());
+        if !super::skip::is_root() {
+            return Err("needs root for losetup and mount: run the test command as root".into());
         }
         for tool in ["losetup", "mkfs.ext4", "e2fsck", "mount", "umount"] {
             if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-                return Err(format!("{tool} is missing (packages util-linux, e2fsprogs, mount)"));
+                return Err(format!("needs {tool} (packages util-linux, e2fsprogs, mount)"));
             }
         }
         if !Path::new("/dev/loop-control").exists() {
-            return Err("/dev/loop-control is missing: this kernel or container has no loop devices".into());
+            return Err("needs loop devices: /dev/loop-control is missing (this kernel or container has none)".into());
         }
         Ok(())
     }
@@ -128,13 +128,13 @@ impl LoopFs {
         panic!("cannot unmount {mp}: {last}");
     }
 
-    /// The power cut: the ext4 shutdown ioctl without flushing the journal
-    /// (`xfs_io -x -c shutdown`, no `-f`). Every later I/O on the filesystem
-    /// fails with EIO; what was not yet committed to the journal or written
-    /// through is gone once it is unmounted and mounted again.
+    /// The power cut: the shutdown ioctl without flushing the journal (what
+    /// `xfs_io -x -c shutdown` does without `-f`). Every later I/O on the
+    /// filesystem fails with EIO; what was not yet committed to the journal
+    /// or written through is gone once it is unmounted and mounted again.
     pub fn power_cut(&self) {
-        run("xfs_io", &["-x", "-c", "shutdown", self.mount_point.to_str().unwrap()])
-            .unwrap_or_else(|e| panic!("power cut failed (xfs_io is in package xfsprogs): {e}"));
+        super::fs_shutdown::shutdown_no_log_flush(&self.mount_point)
+            .unwrap_or_else(|e| panic!("power cut: FS_IOC_SHUTDOWN on {} failed: {e}", self.mount_point.display()));
     }
 
     /// `e2fsck -fn` on the unmounted filesystem: Ok(output) when clean.

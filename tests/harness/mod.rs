@@ -9,7 +9,10 @@
 //! - [`serve`]: the one `strom serve` wrapper (arguments, environment,
 //!   cgroups, failpoints, metrics over the network, stop with grace, kill);
 //! - [`cgroup`]: memory caps and write throttles for a child;
-//! - [`loopfs`]: ext4 in a loop device (power cuts, full disks, throttling);
+//! - [`loopfs`]: ext4 in a loop device (power cuts, full disks, throttling),
+//!   and [`fs_shutdown`], the power cut itself;
+//! - [`skip`]: tests that need root, loop devices, cgroups or failpoints,
+//!   reported as ignored with the reason where those are missing;
 //! - [`workload`]: producers and tailing consumers logging to the checker;
 //! - [`checker`]: the end-to-end checker every crash and abuse test uses.
 //!
@@ -18,8 +21,10 @@
 pub mod cgroup;
 pub mod checker;
 pub mod child;
+pub mod fs_shutdown;
 pub mod loopfs;
 pub mod serve;
+pub mod skip;
 pub mod workload;
 
 use std::path::PathBuf;

@@ -43,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Completion, FileId, Io, Op, Waker};
+use super::{Completion, FileId, Io, Op, OpCounts, Waker};
 use crate::buf::AlignedBuf;
 use crate::error::{IoOp, Result, StromError};
 
@@ -104,6 +104,8 @@ pub struct SimIo {
     net: Option<SimNet>,
     ends: BTreeMap<u32, End>,
     net_ops: Vec<(u64, End, Op)>,
+    /// Buffer ops by fixed or plain opcode, as the real ring counts them.
+    op_counts: OpCounts,
 }
 
 impl SimIo {
@@ -122,7 +124,13 @@ impl SimIo {
             net: None,
             ends: BTreeMap::new(),
             net_ops: Vec::new(),
+            op_counts: OpCounts::default(),
         }
+    }
+
+    /// Buffer ops pushed so far, by fixed or plain opcode.
+    pub fn op_counts(&self) -> OpCounts {
+        self.op_counts
     }
 
     /// Connects this core to a simulated network (shared with the test's clients and other cores).
@@ -440,6 +448,7 @@ impl Io for SimIo {
         if self.in_flight() >= SIM_OPS_MAX {
             return Err(op);
         }
+        self.op_counts.count(&op);
         match self.end_of(&op) {
             None => self.queued.push(InFlight { token, op, done_ns: 0, covers: 0 }),
             Some(Some(end)) if self.net.is_some() => self.net_ops.push((token, end, op)),

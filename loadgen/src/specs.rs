@@ -1,0 +1,52 @@
+//! Who connects where: producers and consumers spread over the cores that
+//! own the partitions, each talking to its core's own address.
+use std::net::SocketAddr;
+
+use crate::worker::{ConsumerSpec, ProducerSpec};
+use crate::{Layout, Settings};
+
+/// Producers spread over the partitions' cores; each producer writes only
+/// partitions of one core, so it talks to that core directly.
+pub(crate) fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: u32) -> Vec<ProducerSpec> {
+    let mut by_addr: Vec<(SocketAddr, Vec<u32>)> = Vec::new();
+    for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        match by_addr.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, parts)) => parts.push(p as u32),
+            None => by_addr.push((addr, vec![p as u32])),
+        }
+    }
+    let records_per_batch = s.shape().records();
+    (0..s.producers)
+        .map(|i| {
+            let (addr, parts) = &by_addr[i % by_addr.len()];
+            // Producers on this core: i, i + n, i + 2n, ...; j-th of them.
+            let on_core = (s.producers - i % by_addr.len()).div_ceil(by_addr.len());
+            let j = i / by_addr.len();
+            let partitions = if on_core <= parts.len() {
+                parts.iter().copied().skip(j).step_by(on_core).collect()
+            } else {
+                vec![parts[j % parts.len()]]
+            };
+            ProducerSpec {
+                id: id_base + i as u32,
+                addr: *addr,
+                partitions,
+                inflight: s.inflight,
+                records_per_sec: rate / s.producers as f64,
+                records_per_batch,
+            }
+        })
+        .collect()
+}
+
+/// Consumer `id` reads every partition: one connection per core.
+pub(crate) fn subscriber_specs(id: u32, layout: &Layout, from: &[u64], measure: bool) -> Vec<ConsumerSpec> {
+    let mut specs: Vec<ConsumerSpec> = Vec::new();
+    for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        match specs.iter_mut().find(|c| c.addr == addr) {
+            Some(c) => c.partitions.push((p as u32, from[p])),
+            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure }),
+        }
+    }
+    specs
+}

@@ -11,7 +11,23 @@ use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use harness::serve::{HANG, Serve};
-use harness::test_dir;
+use harness::{skip, test_dir};
+use libtest_mimic::{Completion, Failed, Trial};
+
+// The tests; the one that needs the default port free reports itself
+// ignored, with the reason, when another process holds it (never a pass).
+fn main() {
+    skip::main(vec![
+        skip::trial("keys_headers_and_the_murmur2_partitioner", &[], keys_headers_and_the_murmur2_partitioner),
+        skip::trial("all_partitions_merge_by_timestamp", &[], all_partitions_merge_by_timestamp),
+        skip::trial("json_and_format_outputs", &[], json_and_format_outputs),
+        skip::trial("relative_and_absolute_starts", &[], relative_and_absolute_starts),
+        skip::trial("groups_commit_and_resume", &[], groups_commit_and_resume),
+        skip::trial("follow_rides_through_a_restart", &[], follow_rides_through_a_restart),
+        skip::trial("error_texts", &[], error_texts),
+        Trial::ignorable_test("localhost_without_a_port_uses_7070", localhost_without_a_port_uses_7070),
+    ]);
+}
 
 /// Runs `strom ARGS` against `addr` with `stdin`: (success, stdout, stderr).
 fn strom(addr: SocketAddr, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
@@ -55,7 +71,6 @@ fn now_ms() -> i64 {
 // --partition each key lands where Kafka's murmur2 puts it: the hashes
 // are Kafka's and librdkafka's test vectors, so this agrees with Kafka
 // clients, not only with our own function.
-#[test]
 fn keys_headers_and_the_murmur2_partitioner() {
     let dir = test_dir("cli-rec-keys");
     let s = Serve::start(&dir, &[]);
@@ -90,7 +105,6 @@ fn keys_headers_and_the_murmur2_partitioner() {
 // (equal timestamps by partition, then offset); a merge, not a sort: each
 // partition keeps its offset order, so partition 2's late-stamped record
 // comes after its earlier offset. --partition reads one.
-#[test]
 fn all_partitions_merge_by_timestamp() {
     let dir = test_dir("cli-rec-merge");
     let s = Serve::start(&dir, &[]);
@@ -109,7 +123,6 @@ fn all_partitions_merge_by_timestamp() {
 // Proves: --json prints one object per record with every field, a null
 // key as null and non-UTF-8 bytes as {"base64":...}; --format's tokens
 // print their fields.
-#[test]
 fn json_and_format_outputs() {
     let dir = test_dir("cli-rec-json");
     let s = Serve::start(&dir, &[]);
@@ -127,7 +140,6 @@ fn json_and_format_outputs() {
 
 // Proves: --from takes -N (per partition, from its end), a relative time
 // (-1h), an RFC 3339 time and a Unix time in ms.
-#[test]
 fn relative_and_absolute_starts() {
     let dir = test_dir("cli-rec-from");
     let s = Serve::start(&dir, &[]);
@@ -149,7 +161,6 @@ fn relative_and_absolute_starts() {
 // Proves: consume --group starts where the group committed and commits
 // what it printed, so two runs read each record once; group describe shows
 // the committed offsets and the lag; group reset moves the position.
-#[test]
 fn groups_commit_and_resume() {
     let dir = test_dir("cli-rec-group");
     let s = Serve::start(&dir, &[]);
@@ -190,7 +201,6 @@ fn free_port() -> u16 {
 // Proves: consume --follow rides through a server stop and start on the
 // same port: it says once that it reconnects, and prints every record
 // exactly once, with no gap, before and after the restart.
-#[test]
 fn follow_rides_through_a_restart() {
     let dir = test_dir("cli-rec-follow");
     let port = free_port();
@@ -227,7 +237,6 @@ fn follow_rides_through_a_restart() {
 // and what to do: an unknown topic or partition, a topic that exists, a
 // bad --from or --format, a bad or unreachable address, and a peer that
 // is not a Strom server.
-#[test]
 fn error_texts() {
     let dir = test_dir("cli-rec-errors");
     let s = Serve::start(&dir, &[]);
@@ -271,19 +280,16 @@ fn error_texts() {
 }
 
 // Proves: `--addr localhost` (no port) reaches a server on the default
-// port 7070. Skipped, saying so, when another process holds that port.
-#[test]
-fn localhost_without_a_port_uses_7070() {
+// port 7070. Reported ignored, with the reason, when another process holds that port.
+fn localhost_without_a_port_uses_7070() -> Result<Completion, Failed> {
     if TcpListener::bind("127.0.0.1:7070").is_err() {
-        println!("skipped: localhost_without_a_port_uses_7070: port 7070 is in use by another process");
-        return;
+        return Ok(Completion::ignored_with("port 7070, the default, is in use by another process"));
     }
     let dir = test_dir("cli-rec-localhost");
     let s = match Serve::on(&dir).port(7070).try_start() {
         Ok(s) => s,
         Err(lines) if lines.iter().any(|l| l.contains("in use")) => {
-            println!("skipped: localhost_without_a_port_uses_7070: port 7070 was taken meanwhile");
-            return;
+            return Ok(Completion::ignored_with("port 7070, the default, was taken by another process meanwhile"));
         }
         Err(lines) => panic!("strom serve ended before serving: {lines:?}"),
     };
@@ -298,4 +304,5 @@ fn localhost_without_a_port_uses_7070() {
     };
     assert!(okay, "{err}");
     assert!(out.contains("lh"), "{out}");
+    Ok(Completion::Completed)
 }

@@ -48,9 +48,34 @@ pub enum BatchError {
     },
 }
 
+/// Sentences a producer can act on: what is wrong with the batch, in Kafka's
+/// field names, so a client author can find the field in the format.
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
+        match self {
+            BatchError::Truncated { needed, got } => write!(f, "the batch is truncated: it needs {needed} bytes, {got} arrived"),
+            BatchError::LengthMismatch { declared, actual } => {
+                write!(f, "the batch's batchLength says {declared} bytes but it has {actual}")
+            }
+            BatchError::BadMagic(m) => write!(f, "the batch has magic {m}; only RecordBatch v2 (magic 2) is accepted"),
+            BatchError::BadCrc { stored, computed } => {
+                write!(f, "the batch's CRC-32C is {stored:#010x} but its bytes give {computed:#010x} (damaged in transit or built wrong)")
+            }
+            BatchError::BadRecordCount { declared, found } => {
+                write!(f, "the batch declares {declared} records but holds {found}")
+            }
+            BatchError::BadRecord { index } => write!(f, "record {index} of the batch is malformed (bad varint or past the batch's end)"),
+            BatchError::BadLastOffsetDelta { delta, records } => {
+                write!(f, "the batch's lastOffsetDelta is {delta} but it holds {records} records (it must be records - 1)")
+            }
+            BatchError::Empty => f.write_str("the batch holds no records; a batch needs at least one"),
+            BatchError::UnsupportedCompression(c) => {
+                write!(f, "the batch is compressed (codec {c}); Strom stores only uncompressed batches, so send it uncompressed")
+            }
+            BatchError::TooLarge { bytes, max_bytes } => {
+                write!(f, "the batch is {bytes} bytes, over the broker's limit of {max_bytes} bytes; send smaller batches")
+            }
+        }
     }
 }
 
@@ -69,6 +94,8 @@ pub enum IoOp {
     SyncDir,
     ListDir,
     Submit,
+    /// Binding or listening on a socket address (the "path" is the address).
+    Listen,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,18 +162,75 @@ impl From<BatchError> for StromError {
     }
 }
 
+/// Every message is a sentence saying what failed and, where there is one,
+/// what to do. The server sends these texts to clients, so they name no
+/// server-side internals a client cannot act on.
 impl fmt::Display for StromError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StromError::Io { op, path, errno } => {
-                write!(f, "{op:?} {}: {} (errno {errno})", path.display(), std::io::Error::from_raw_os_error(*errno))
+            StromError::InvalidBatch(e) => write!(f, "invalid batch: {e}"),
+            StromError::UnknownTopic(t) => write!(f, "unknown topic \"{t}\""),
+            StromError::UnknownPartition { topic, partition } => write!(f, "topic \"{topic}\" has no partition {partition}"),
+            StromError::TopicExists(t) => write!(f, "topic \"{t}\" already exists"),
+            StromError::InvalidTopicName(t) => write!(
+                f,
+                "invalid name \"{t}\": a topic or group name is 1 to {} bytes of A-Z a-z 0-9 . _ -, and not . or ..",
+                crate::catalog::TOPIC_NAME_BYTES_MAX
+            ),
+            StromError::OffsetOutOfRange { offset, earliest, end } => {
+                write!(f, "offset {offset} is out of range: the partition holds offsets {earliest} up to (not including) {end}")
             }
+            StromError::Io { op, path, errno } => {
+                let e = nix::errno::Errno::from_raw(*errno);
+                // The description and the symbolic name once each: io::Error's
+                // own Display would add "(os error N)" to a number we print.
+                write!(f, "{} {} failed: {} ({e:?}){}", op.verb(), path.display(), e.desc(), errno_hint(*errno))
+            }
+            StromError::LogFailed { log, cause } => {
+                write!(
+                    f,
+                    "log {log} stopped accepting writes after an earlier failure ({cause}); restart the server once the cause is fixed"
+                )
+            }
+            StromError::DiskFull { log } => write!(f, "the disk of log {log} is full; the write was not made (retry once space is freed)"),
             StromError::Corrupt { path, pos, reason } => {
                 write!(f, "corrupt data in {} at log position {pos}: {reason}", path.display())
             }
-            StromError::Unsupported(s) | StromError::BadDataDir(s) => f.write_str(s),
-            other => fmt::Debug::fmt(other, f),
+            StromError::Overloaded(what) => write!(f, "the server is overloaded ({what}); retry later"),
+            StromError::InvalidArgument(s) | StromError::Unsupported(s) | StromError::BadDataDir(s) => f.write_str(s),
+            StromError::ShuttingDown => f.write_str("the server is shutting down and takes no new work; retry once it is back"),
         }
+    }
+}
+
+impl IoOp {
+    /// The operation as the verb a message names it by.
+    fn verb(self) -> &'static str {
+        match self {
+            IoOp::Open => "open",
+            IoOp::Create => "create",
+            IoOp::Write => "write to",
+            IoOp::Fsync => "fsync of",
+            IoOp::Read => "read from",
+            IoOp::Remove => "remove",
+            IoOp::Rename => "rename",
+            IoOp::SyncDir => "fsync of directory",
+            IoOp::ListDir => "listing of",
+            IoOp::Submit => "io_uring submit for",
+            IoOp::Listen => "listen on",
+        }
+    }
+}
+
+/// What to do about the errnos an operator can fix, as a clause.
+fn errno_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::EACCES | libc::EPERM => "; check the owner and permissions",
+        libc::EADDRINUSE => "; another process uses that address, so choose another",
+        libc::ENOSPC | libc::EDQUOT => "; free space on that filesystem",
+        libc::EROFS => "; the filesystem is read-only",
+        libc::ENOENT => "; check the path",
+        _ => "",
     }
 }
 
@@ -173,5 +257,41 @@ pub fn classify_errno(errno: i32) -> Errno {
         libc::ENOSPC | libc::EDQUOT => Errno::NoSpace,
         libc::EINVAL | libc::EBADF | libc::EFAULT | libc::EOPNOTSUPP => Errno::Bug,
         _ => Errno::Fatal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: each error is a sentence (no Debug dump), an errno is named
+    // once (its text and symbol, no "os error N" beside "errno N"), and
+    // fixable causes say what to do.
+    #[test]
+    fn error_texts_are_sentences() {
+        let cases: [(StromError, &str); 8] = [
+            (StromError::UnknownTopic("nosuch".into()), "unknown topic \"nosuch\""),
+            (StromError::UnknownPartition { topic: "t".into(), partition: 3 }, "topic \"t\" has no partition 3"),
+            (StromError::TopicExists("t".into()), "topic \"t\" already exists"),
+            (
+                StromError::Io { op: IoOp::Open, path: "/data/x".into(), errno: libc::EACCES },
+                "open /data/x failed: Permission denied (EACCES); check the owner and permissions",
+            ),
+            (
+                StromError::OffsetOutOfRange { offset: 9, earliest: 0, end: 3 },
+                "offset 9 is out of range: the partition holds offsets 0 up to (not including) 3",
+            ),
+            (StromError::DiskFull { log: 1 }, "the disk of log 1 is full; the write was not made (retry once space is freed)"),
+            (StromError::Overloaded("mailbox"), "the server is overloaded (mailbox); retry later"),
+            (
+                StromError::InvalidBatch(BatchError::TooLarge { bytes: 2_000_000, max_bytes: 1_040_384 }),
+                "invalid batch: the batch is 2000000 bytes, over the broker's limit of 1040384 bytes; send smaller batches",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+        let io = StromError::Io { op: IoOp::Write, path: "/d/seg".into(), errno: libc::EIO }.to_string();
+        assert_eq!(io.matches("EIO").count() + io.matches("os error").count(), 1, "{io}");
     }
 }

@@ -1,49 +1,20 @@
 //! The `strom` binary: the broker, its clients and its offline tools.
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read, Write};
+mod cli;
+
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::Duration;
 
-use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
-use strom::client::{Client, OwnedResponse};
+use strom::client::Client;
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::io::uring::UringIo;
-use strom::proto::{self, OffsetSpec, Request};
 use strom::server::{Server, ServerConfig};
-use strom::wire::batch::{BATCH_HEADER_BYTES, BatchBuilder};
 
 const ADDR_DEFAULT: &str = "127.0.0.1:7070";
-/// How long a client command waits for the server to accept the connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client command waits for any reply (or to write a request)
-/// before giving up on a server that stopped answering.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The long poll of `consume --follow`: short enough to notice a closed
-/// stdout soon, long enough to cost nothing while the partition is idle.
-const FOLLOW_WAIT: Duration = Duration::from_secs(1);
-/// Bytes of batches `consume` asks for per fetch.
-const CONSUME_FETCH_BYTES_MAX: u32 = 1 << 20;
-/// The longest stdin line `produce` takes: a record longer than the largest
-/// request frame could never be sent, so reading more of it is pointless.
-const LINE_BYTES_MAX: usize = proto::FRAME_BYTES_MAX_DEFAULT;
-/// Bytes `produce` reads from stdin at once.
-const STDIN_BUF_BYTES: usize = 64 << 10;
-/// The most a keyless record adds to its value in a batch: length varint
-/// (5), attributes (1), timestamp delta varlong (10), offset delta varint
-/// (5), null key (1), value length varint (5), header count (1).
-const RECORD_OVERHEAD_BYTES_MAX: usize = 28;
-/// `--batch-bytes` at most: one batch must fit one default request frame.
-const PRODUCE_BATCH_BYTES_MAX: u64 = 8 << 20;
-/// `--inflight` at most: the client's (and the server's default) limit of
-/// requests in flight on one connection.
-const PRODUCE_INFLIGHT_MAX: u64 = strom::client::INFLIGHT_MAX_DEFAULT as u64;
-
-const _: () = assert!(PRODUCE_BATCH_BYTES_MAX as usize <= proto::FRAME_BYTES_MAX_DEFAULT);
 
 #[derive(Parser)]
 #[command(name = "strom", version, about = "A durable log broker and storage engine on io_uring")]
@@ -81,16 +52,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TopicCmd,
     },
-    /// Append each line of stdin (without its newline) as one record, in
-    /// order, and exit once every line is acknowledged.
-    Produce(ProduceArgs),
-    /// Print the values of a partition's records, one per line, in offset order.
-    Consume(ConsumeArgs),
+    /// Append each line of stdin (without its newline) as one record, with
+    /// an optional key and headers, and exit once every line is acknowledged.
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records (all partitions merged by timestamp, or one),
+    /// as values, a kcat format or JSON; optionally as a group, or following.
+    Consume(cli::consume::ConsumeArgs),
+    /// Consumer groups' committed positions.
+    Group {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        cmd: cli::group::GroupCmd,
+    },
 }
 
 #[derive(Args)]
 struct ConnArgs {
-    /// The broker's address.
+    /// The broker's address: HOST[:PORT] (port 7070 if none), such as localhost or 127.0.0.1:7070.
     #[arg(long, env = "STROM_ADDR", default_value = ADDR_DEFAULT, global = true)]
     addr: String,
 }
@@ -153,68 +132,6 @@ enum TopicCmd {
     Delete { name: String },
 }
 
-#[derive(Args)]
-struct ProduceArgs {
-    topic: String,
-    #[arg(long, default_value_t = 0)]
-    partition: u32,
-    /// Print `acked PARTITION BASE_OFFSET COUNT` for each acknowledged batch.
-    #[arg(long)]
-    report_acks: bool,
-    /// Largest batch to send, in bytes (a single longer line goes alone).
-    #[arg(long, default_value_t = 64 << 10, value_parser = RangedU64ValueParser::<usize>::new().range(1..=PRODUCE_BATCH_BYTES_MAX))]
-    batch_bytes: usize,
-    /// Batches sent and not yet acknowledged, at most.
-    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..=PRODUCE_INFLIGHT_MAX))]
-    inflight: usize,
-    #[command(flatten)]
-    conn: ConnArgs,
-}
-
-#[derive(Args)]
-struct ConsumeArgs {
-    topic: String,
-    #[arg(long, default_value_t = 0)]
-    partition: u32,
-    /// Where to start: earliest, latest, an offset, or @UNIX_MS (the first
-    /// record stamped at or after that time).
-    #[arg(long, default_value = "earliest")]
-    from: StartAt,
-    /// Stop after this many records.
-    #[arg(long)]
-    count: Option<u64>,
-    /// At the end of the partition, wait for more records instead of exiting.
-    #[arg(long)]
-    follow: bool,
-    #[command(flatten)]
-    conn: ConnArgs,
-}
-
-/// Where `consume` starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StartAt {
-    Earliest,
-    Latest,
-    Offset(u64),
-    TimestampMs(i64),
-}
-
-impl std::str::FromStr for StartAt {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("--from must be earliest, latest, an offset or @UNIX_MS, not {s:?}");
-        match s {
-            "earliest" => Ok(StartAt::Earliest),
-            "latest" => Ok(StartAt::Latest),
-            // Negative timestamps have no encoding: the wire uses them for earliest and latest.
-            _ => match s.strip_prefix('@') {
-                Some(ms) => ms.parse::<i64>().ok().filter(|&ms| ms >= 0).map(StartAt::TimestampMs).ok_or_else(bad),
-                None => s.parse::<u64>().map(StartAt::Offset).map_err(|_| bad()),
-            },
-        }
-    }
-}
-
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -232,8 +149,9 @@ fn main() -> ExitCode {
         Cmd::Topic { conn, cmd: TopicCmd::Create { name, partitions } } => ("topic create", topic_create(&conn, &name, partitions)),
         Cmd::Topic { conn, cmd: TopicCmd::List } => ("topic list", topic_list(&conn)),
         Cmd::Topic { conn, cmd: TopicCmd::Delete { name } } => ("topic delete", topic_delete(&conn, &name)),
-        Cmd::Produce(args) => ("produce", produce(&args)),
-        Cmd::Consume(args) => ("consume", consume(&args)),
+        Cmd::Produce(args) => ("produce", cli::produce::produce(&args)),
+        Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
+        Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -341,10 +259,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 }
 
 fn connect(conn: &ConnArgs) -> Result<Client, String> {
-    let mut client =
-        Client::connect_timeout(conn.addr.as_str(), CONNECT_TIMEOUT).map_err(|e| format!("cannot connect to {}: {e}", conn.addr))?;
-    client.set_timeout(Some(REPLY_TIMEOUT)).map_err(|e| e.to_string())?;
-    Ok(client)
+    cli::connect(conn)
 }
 
 fn topic_create(conn: &ConnArgs, name: &str, partitions: u32) -> Result<(), String> {
@@ -364,282 +279,4 @@ fn topic_list(conn: &ConnArgs) -> Result<(), String> {
 fn topic_delete(conn: &ConnArgs, name: &str) -> Result<(), String> {
     strom::client::check_name(name).map_err(|e| e.to_string())?;
     connect(conn)?.delete_topic(name).map_err(|e| e.to_string())
-}
-
-/// What the stdin reader thread hands to `produce`.
-enum Input {
-    /// Lines in stdin order, without their newlines.
-    Lines(Vec<Vec<u8>>),
-    End,
-    Failed(String),
-}
-
-/// Reads stdin as lines of bytes (not necessarily UTF-8) and sends them in
-/// chunks: a chunk goes as soon as stdin has nothing more buffered (the next
-/// read may block) or it holds `chunk_bytes_max`, so a slow writer's lines
-/// are sent at once and a fast writer's are batched.
-fn read_lines<R: Read>(input: R, chunk_bytes_max: usize, tx: &SyncSender<Input>) {
-    let mut reader = BufReader::with_capacity(STDIN_BUF_BYTES, input);
-    let mut chunk = Vec::new();
-    let mut chunk_bytes = 0;
-    let mut lines_read: u64 = 0;
-    loop {
-        let mut line = Vec::new();
-        let read = (&mut reader).take(LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut line);
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = tx.send(Input::Failed(format!("reading stdin after line {lines_read}: {e}")));
-                return;
-            }
-        }
-        lines_read += 1;
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        } else if line.len() > LINE_BYTES_MAX {
-            let _ = tx.send(Input::Failed(format!("line {lines_read} is longer than {LINE_BYTES_MAX} bytes")));
-            return;
-        }
-        chunk_bytes += line.len() + RECORD_OVERHEAD_BYTES_MAX;
-        chunk.push(line);
-        if chunk_bytes >= chunk_bytes_max || reader.buffer().is_empty() {
-            if tx.send(Input::Lines(std::mem::take(&mut chunk))).is_err() {
-                return;
-            }
-            chunk_bytes = 0;
-        }
-    }
-    if !chunk.is_empty() && tx.send(Input::Lines(chunk)).is_err() {
-        return;
-    }
-    let _ = tx.send(Input::End);
-}
-
-/// Lines read from stdin and not yet sent, fed by the reader thread.
-struct LineQueue {
-    rx: Receiver<Input>,
-    pending: VecDeque<Vec<u8>>,
-    pending_bytes: usize,
-    ended: bool,
-}
-
-impl LineQueue {
-    /// Moves the lines the reader has queued into `pending` until it holds
-    /// `bytes_wanted`. With `wait`, blocks until it holds a line or stdin ended.
-    fn refill(&mut self, bytes_wanted: usize, wait: bool) -> Result<(), String> {
-        while !self.ended && self.pending_bytes < bytes_wanted {
-            let input = if wait && self.pending.is_empty() {
-                self.rx.recv().map_err(|_| "the stdin reader stopped".to_string())?
-            } else {
-                match self.rx.try_recv() {
-                    Ok(input) => input,
-                    Err(TryRecvError::Empty) => return Ok(()),
-                    Err(TryRecvError::Disconnected) => return Err("the stdin reader stopped".into()),
-                }
-            };
-            match input {
-                Input::Lines(lines) => {
-                    self.pending_bytes += lines.iter().map(|l| l.len() + RECORD_OVERHEAD_BYTES_MAX).sum::<usize>();
-                    self.pending.extend(lines);
-                }
-                Input::End => self.ended = true,
-                Input::Failed(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next batch: pending lines in order while the batch stays within
-    /// `batch_bytes` (a longer line goes alone), with its record count.
-    fn next_batch(&mut self, batch_bytes: usize) -> Option<(Vec<u8>, u64)> {
-        let timestamp_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let mut builder = BatchBuilder::new(timestamp_ms);
-        let mut encoded_bytes = BATCH_HEADER_BYTES;
-        while let Some(line) = self.pending.front() {
-            let line_bytes = line.len() + RECORD_OVERHEAD_BYTES_MAX;
-            if !builder.is_empty() && encoded_bytes + line_bytes > batch_bytes {
-                break;
-            }
-            builder.push(timestamp_ms, None, Some(line), &[]);
-            encoded_bytes += line_bytes;
-            self.pending_bytes -= line_bytes;
-            self.pending.pop_front();
-        }
-        let count = builder.len() as u64;
-        (count > 0).then(|| (builder.finish(), count))
-    }
-}
-
-/// Sends stdin's lines as batches, up to `--inflight` unacknowledged, all to
-/// one partition, whose connection keeps them in order.
-fn produce(args: &ProduceArgs) -> Result<(), String> {
-    strom::client::check_name(&args.topic).map_err(|e| e.to_string())?;
-    // Straight to the partition's core: no forwarding between cores.
-    let mut client = connect(&args.conn)?.for_partition(&args.topic, args.partition).map_err(|e| e.to_string())?;
-    // One chunk per batch in flight keeps stdin read ahead of the network
-    // while bounding what is buffered to about inflight x batch_bytes.
-    let (tx, rx) = std::sync::mpsc::sync_channel(args.inflight);
-    let batch_bytes = args.batch_bytes;
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || read_lines(std::io::stdin().lock(), batch_bytes, &tx))
-        .map_err(|e| format!("cannot start the stdin reader: {e}"))?;
-    let mut queue = LineQueue { rx, pending: VecDeque::new(), pending_bytes: 0, ended: false };
-    let mut out = std::io::stdout().lock();
-    // (request id, records) of each batch sent and not yet acknowledged.
-    let mut inflight: Vec<(u64, u64)> = Vec::with_capacity(args.inflight);
-    loop {
-        while inflight.len() < args.inflight {
-            queue.refill(batch_bytes, inflight.is_empty())?;
-            let Some((batch, count)) = queue.next_batch(batch_bytes) else { break };
-            let req = Request::Produce { topic: &args.topic, partition: args.partition, batches: &batch };
-            let request_id = client.send(&req).map_err(|e| e.to_string())?;
-            inflight.push((request_id, count));
-        }
-        if inflight.is_empty() {
-            // Nothing left to send (stdin ended) and nothing left unacknowledged.
-            return Ok(());
-        }
-        let reply = client.recv().map_err(|e| e.to_string())?;
-        let at = inflight.iter().position(|&(id, _)| id == reply.request_id).ok_or("a reply to no batch in flight")?;
-        let (_, count) = inflight.remove(at);
-        let ack = match reply.result {
-            Ok(OwnedResponse::Produce(ack)) => ack,
-            Ok(other) => return Err(format!("a {:?} reply to a produce", other.api())),
-            Err(e) => return Err(format!("a batch of {count} records was refused: {e}")),
-        };
-        if ack.record_count() != count {
-            return Err(format!("the server acknowledged {} records for a batch of {count}", ack.record_count()));
-        }
-        if args.report_acks {
-            writeln!(out, "acked {} {} {count}", args.partition, ack.base_offset).map_err(|e| format!("writing to stdout: {e}"))?;
-        }
-    }
-}
-
-/// The offset `--from` names.
-fn start_offset(client: &mut Client, args: &ConsumeArgs) -> Result<u64, String> {
-    let list = |client: &mut Client, spec| client.list_offsets(&args.topic, args.partition, spec).map_err(|e| e.to_string());
-    let offset = match args.from {
-        StartAt::Offset(offset) => return Ok(offset),
-        StartAt::Earliest => list(client, OffsetSpec::Earliest)?,
-        StartAt::Latest => list(client, OffsetSpec::Latest)?,
-        // No record that late: start at the end, where the next one will be.
-        StartAt::TimestampMs(ms) => match list(client, OffsetSpec::Timestamp(ms))? {
-            Some(offset) => Some(offset),
-            None => list(client, OffsetSpec::Latest)?,
-        },
-    };
-    offset.ok_or_else(|| "the server has no offset for --from".to_string())
-}
-
-/// Prints record values from the start offset. Without `--follow` it stops
-/// at the end of the partition as of the last fetch; a closed stdout ends it
-/// quietly and successfully (`strom consume | head`).
-fn consume(args: &ConsumeArgs) -> Result<(), String> {
-    strom::client::check_name(&args.topic).map_err(|e| e.to_string())?;
-    let mut client = connect(&args.conn)?.for_partition(&args.topic, args.partition).map_err(|e| e.to_string())?;
-    let mut cursor = start_offset(&mut client, args)?;
-    let mut out = BufWriter::with_capacity(STDIN_BUF_BYTES, std::io::stdout().lock());
-    let count_max = args.count.unwrap_or(u64::MAX);
-    let mut printed: u64 = 0;
-    let max_wait = if args.follow { FOLLOW_WAIT } else { Duration::ZERO };
-    while printed < count_max {
-        let fetched = client
-            .fetch(&args.topic, args.partition, cursor, CONSUME_FETCH_BYTES_MAX, max_wait)
-            .map_err(|e| format!("fetch at offset {cursor}: {e}"))?;
-        let cursor_before = cursor;
-        for record in fetched.records_from(cursor) {
-            if printed == count_max {
-                break;
-            }
-            let (offset, value) = record.map_err(|e| e.to_string())?;
-            if offset != cursor {
-                return Err(format!("asked for offset {cursor}, the server sent {offset} next"));
-            }
-            if let Err(e) = out.write_all(value.unwrap_or_default()).and_then(|()| out.write_all(b"\n")) {
-                return stdout_closed(e);
-            }
-            cursor = offset + 1;
-            printed += 1;
-        }
-        if let Err(e) = out.flush() {
-            return stdout_closed(e);
-        }
-        if !args.follow && (cursor >= fetched.high_watermark || cursor == cursor_before) {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// A broken pipe means the reader has all it wanted: not an error.
-fn stdout_closed(e: std::io::Error) -> Result<(), String> {
-    if e.kind() == ErrorKind::BrokenPipe { Ok(()) } else { Err(format!("writing to stdout: {e}")) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lines_of(input: &[u8], chunk_bytes_max: usize) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1024);
-        read_lines(input, chunk_bytes_max, &tx);
-        drop(tx);
-        let (mut chunks, mut failed) = (Vec::new(), None);
-        for input in rx {
-            match input {
-                Input::Lines(l) => chunks.push(l),
-                Input::End => {}
-                Input::Failed(e) => failed = Some(e),
-            }
-        }
-        (chunks, failed)
-    }
-
-    // Proves: each line's bytes are kept exactly (a \r, invalid UTF-8, empty
-    // lines) without its \n, and a last line without \n still counts.
-    #[test]
-    fn stdin_lines_keep_their_bytes() {
-        let (chunks, failed) = lines_of(b"a\r\n\n\xff\xfe\nlast", 1 << 20);
-        assert!(failed.is_none());
-        let lines: Vec<Vec<u8>> = chunks.concat();
-        assert_eq!(lines, vec![b"a\r".to_vec(), Vec::new(), b"\xff\xfe".to_vec(), b"last".to_vec()]);
-        assert!(lines_of(b"", 1 << 20).0.is_empty());
-    }
-
-    // Proves: batches hold lines in order within batch_bytes, a longer line
-    // goes alone, and every line is sent exactly once.
-    #[test]
-    fn batches_respect_batch_bytes_and_order() {
-        let (tx, rx) = std::sync::mpsc::sync_channel(16);
-        let big = vec![b'x'; 500];
-        let lines = vec![b"1".to_vec(), b"2".to_vec(), big.clone(), b"3".to_vec()];
-        tx.send(Input::Lines(lines)).unwrap();
-        tx.send(Input::End).unwrap();
-        let mut q = LineQueue { rx, pending: VecDeque::new(), pending_bytes: 0, ended: false };
-        q.refill(usize::MAX, true).unwrap();
-        let batch_bytes = BATCH_HEADER_BYTES + 2 * (1 + RECORD_OVERHEAD_BYTES_MAX);
-        let mut got = Vec::new();
-        while let Some((batch, count)) = q.next_batch(batch_bytes) {
-            let values: Vec<Vec<u8>> = strom::wire::batch::records(&batch).map(|r| r.unwrap().value.unwrap().to_vec()).collect();
-            assert_eq!(values.len() as u64, count);
-            assert!(batch.len() <= batch_bytes || count == 1, "a batch of {count} records is {} bytes", batch.len());
-            got.push(values);
-        }
-        assert_eq!(got, vec![vec![b"1".to_vec(), b"2".to_vec()], vec![big], vec![b"3".to_vec()]]);
-        assert_eq!(q.pending_bytes, 0);
-    }
-
-    // Proves: --from parses its four forms and refuses negative timestamps.
-    #[test]
-    fn from_parses() {
-        assert_eq!("earliest".parse(), Ok(StartAt::Earliest));
-        assert_eq!("latest".parse(), Ok(StartAt::Latest));
-        assert_eq!("42".parse(), Ok(StartAt::Offset(42)));
-        assert_eq!("@1700000000000".parse(), Ok(StartAt::TimestampMs(1_700_000_000_000)));
-        assert!("@-5".parse::<StartAt>().is_err());
-        assert!("-1".parse::<StartAt>().is_err());
-    }
 }

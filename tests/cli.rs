@@ -59,7 +59,7 @@ fn recover_and_inspect_report_a_directory() {
 fn help_lists_every_command() {
     let (ok, out, err) = strom(&["--help"]);
     assert!(ok, "--help failed: {err}");
-    for cmd in ["inspect", "recover", "serve", "topic", "produce", "consume"] {
+    for cmd in ["inspect", "recover", "serve", "topic", "produce", "consume", "group"] {
         assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "--help does not list {cmd}: {out}");
     }
 }
@@ -96,4 +96,24 @@ fn serve_refuses_a_held_directory_and_a_taken_port() {
     assert!(!ok, "served on a port another socket listens on");
     let line = err.lines().find(|l| l.starts_with("strom serve:")).expect("an error line");
     assert!(line.contains(&addr) && line.contains("in use"), "the line does not name the address and the cause: {line}");
+    // One sentence, the errno named once: "listen on ADDR failed: Address already in use (EADDRINUSE); ...".
+    assert!(line.contains(&format!("listen on {addr} failed: Address already in use (EADDRINUSE)")), "{line}");
+    assert!(!line.contains("os error") && !line.contains("errno"), "{line}");
+}
+
+// Proves: an address that cannot be used is refused with a sentence
+// naming the part at fault, before anything is sent: a host that does not
+// resolve (.invalid never does, RFC 6761) and a port that is not a number.
+#[test]
+fn bad_addresses_read_as_sentences() {
+    let (ok, _, err) = strom(&["consume", "events", "--addr", "no-such-host.invalid"]);
+    assert!(!ok, "consume succeeded with an unresolvable host");
+    let line = err.lines().find(|l| l.starts_with("strom consume:")).expect("an error line");
+    assert_eq!(
+        line,
+        "strom consume: cannot find the host \"no-such-host.invalid\" of --addr (check the name, or give an IP address such as 127.0.0.1)"
+    );
+    let (ok, _, err) = strom(&["topic", "list", "--addr", "127.0.0.1:seventy"]);
+    assert!(!ok);
+    assert!(err.contains("the port in --addr \"127.0.0.1:seventy\" must be a number from 0 to 65535"), "{err}");
 }

@@ -100,7 +100,7 @@ fn cli_round_trip() {
     let (ok, _, err) = strom_cli(s.addr, &["topic", "delete", "logs"], b"");
     assert!(ok, "{err}");
     let (ok, _, err) = strom_cli(s.addr, &["produce", "logs"], b"x\n");
-    assert!(!ok && err.contains("UnknownTopic"), "{err}");
+    assert!(!ok && err.contains("unknown topic \"logs\" (strom topic list shows the topics)"), "{err}");
     let (status, _) = stop(s);
     assert!(status.success());
 }

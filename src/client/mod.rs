@@ -17,16 +17,20 @@
 //! fails, and the caller connects again. The client retries nothing itself;
 //! [`ClientError::is_retriable`] says whether a retry can succeed.
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::catalog::{TOPIC_NAME_BYTES_MAX, validate_topic_name};
-use crate::proto::{self, Api, ErrorCode, Header, OffsetSpec, Request, Response, ServerInfo, TopicMetadata};
-use crate::wire::batch::{self, BatchBuilder, Records};
+use crate::catalog::validate_topic_name;
+use crate::proto::{self, Api, Header, OffsetSpec, Request, Response, ServerInfo, TopicMetadata};
+use crate::wire::batch::BatchBuilder;
 
 pub use crate::stats::StageLatency;
+pub use error::ClientError;
+pub use fetch::{FetchedRecord, FetchedRecords, RecordsAt};
+
+mod error;
+mod fetch;
 
 /// The default largest reply frame: 64 MiB holds any Fetch a server with
 /// default limits sends, with room for servers configured larger.
@@ -36,6 +40,11 @@ pub const REPLY_FRAME_BYTES_MAX_DEFAULT: usize = 64 << 20;
 pub const INFLIGHT_MAX_DEFAULT: usize = 256;
 /// How long [`Client::for_partition`] waits for the core's own listener.
 const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of a foreign peer's answer read to quote its first line.
+const FOREIGN_QUOTE_BYTES_MAX: usize = 60;
+/// How long to wait for more of a foreign peer's answer: it has spoken
+/// already, so what it sent with its first bytes has arrived or is close.
+const FOREIGN_READ_WAIT: Duration = Duration::from_millis(200);
 /// The request id of the server's connection-level errors; requests never use it.
 const CONNECTION_ERROR_ID: u64 = 0;
 
@@ -67,79 +76,6 @@ impl Default for ClientLimits {
     }
 }
 
-/// Why a client call failed.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The connection failed (refused, reset, closed, timed out). The client
-    /// is unusable afterwards.
-    Io(std::io::Error),
-    /// The server answered the request with an error.
-    Server { code: ErrorCode, message: String },
-    /// The server sent something this client cannot take: an undecodable
-    /// reply, a reply to no request in flight, a frame over the limit. The
-    /// client is unusable afterwards.
-    Protocol(String),
-    /// A topic or group name that breaks the naming rules; nothing was sent.
-    InvalidName(String),
-    /// A call the client refuses before sending: too many requests in flight,
-    /// a request over the frame limit, an empty batch. Nothing was sent.
-    InvalidArgument(String),
-}
-
-impl ClientError {
-    /// Whether the same call may succeed if made again later: for a server
-    /// error, when its code says so; for a broken connection, on a new one.
-    /// A Produce retried after an I/O error may be stored twice.
-    pub fn is_retriable(&self) -> bool {
-        match self {
-            ClientError::Io(e) => matches!(
-                e.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::NotConnected
-                    | ErrorKind::BrokenPipe
-                    | ErrorKind::TimedOut
-                    | ErrorKind::WouldBlock
-                    | ErrorKind::UnexpectedEof
-                    | ErrorKind::Interrupted
-            ),
-            ClientError::Server { code, .. } => code.retriable(),
-            ClientError::Protocol(_) | ClientError::InvalidName(_) | ClientError::InvalidArgument(_) => false,
-        }
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Io(e) => write!(f, "{e}"),
-            ClientError::Server { code, message } => write!(f, "server error {code:?}: {message}"),
-            ClientError::Protocol(s) => write!(f, "protocol error: {s}"),
-            ClientError::InvalidName(name) => write!(
-                f,
-                "invalid name \"{name}\": a topic or group name is 1 to {TOPIC_NAME_BYTES_MAX} bytes of A-Z a-z 0-9 . _ -, and not . or .."
-            ),
-            ClientError::InvalidArgument(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for ClientError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ClientError::Io(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<std::io::Error> for ClientError {
-    fn from(e: std::io::Error) -> Self {
-        ClientError::Io(e)
-    }
-}
-
 /// The answer to a Produce: the offsets the server gave the first record of
 /// the first batch and the last record of the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,16 +103,6 @@ pub struct FetchResult {
     /// Zero or more RecordBatch v2, verbatim as stored; the first may start
     /// before the offset asked for.
     pub batches: Vec<u8>,
-}
-
-impl FetchResult {
-    /// The records at or past `from_offset`, in offset order, as
-    /// `(offset, value)`. Each batch is validated (CRC included) before its
-    /// records are yielded, so a damaged one yields one `Protocol` error
-    /// and ends the iteration.
-    pub fn records_from(&self, from_offset: u64) -> FetchedRecords<'_> {
-        FetchedRecords { rest: &self.batches, at_byte: 0, current: None, next_base_offset: None, from_offset, failed: false }
-    }
 }
 
 /// The answer to a Metadata request.
@@ -433,7 +359,11 @@ impl Client {
         let frame_bytes = match proto::frame_len(&length, self.limits.reply_frame_bytes_max) {
             Ok(Some(n)) => n,
             Ok(None) => unreachable!("frame_len was given all {} length bytes", proto::LEN_BYTES),
-            Err(e) => return Err(ClientError::Protocol(format!("reply {e}"))),
+            Err(e) => {
+                let peer = self.stream.peer_addr().map_or_else(|_| "the server".to_string(), |a| format!("the server at {a}"));
+                let why = format!("{peer} sent a reply whose {e}; check that --addr names a strom serve listener");
+                return Err(self.foreign_peer(length).unwrap_or(ClientError::Protocol(why)));
+            }
         };
         self.recv_buf.clear();
         self.recv_buf.extend_from_slice(&length);
@@ -444,13 +374,40 @@ impl Client {
         Ok(())
     }
 
+    /// Names a peer that does not speak Strom's protocol: a reply that
+    /// begins with printable text ("HTTP", "SSH-", "-ERR") is another
+    /// protocol, not a Strom frame of a billion bytes. Reads what else the
+    /// peer sent, briefly, to quote its first line; `None` for binary bytes.
+    fn foreign_peer(&mut self, first: [u8; proto::LEN_BYTES]) -> Option<ClientError> {
+        if !first.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            return None;
+        }
+        let mut quoted = first.to_vec();
+        let mut more = [0u8; FOREIGN_QUOTE_BYTES_MAX];
+        // The connection is dropped after this error, so its timeout can change.
+        if self.stream.set_read_timeout(Some(FOREIGN_READ_WAIT)).is_ok()
+            && let Ok(n) = self.stream.read(&mut more)
+        {
+            quoted.extend_from_slice(&more[..n]);
+        }
+        let line = String::from_utf8_lossy(&quoted);
+        let line: String = line.lines().next().unwrap_or_default().chars().filter(|c| !c.is_control()).collect();
+        let peer = self.stream.peer_addr().map_or_else(|_| "the address".to_string(), |a| a.to_string());
+        Some(ClientError::Protocol(format!(
+            "the server at {peer} does not speak Strom's protocol (it answered \"{line}\"); check --addr names a strom serve listener"
+        )))
+    }
+
     /// Words an I/O error for someone who does not know sockets: a timeout
     /// names the timeout, an end of stream says who closed it.
     fn io_error(&self, e: std::io::Error) -> ClientError {
         ClientError::Io(match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                let after = self.timeout.map(|t| format!(" after {} ms", t.as_millis())).unwrap_or_default();
-                std::io::Error::new(ErrorKind::TimedOut, format!("timed out{after}"))
+                let within = self.timeout.map(|t| format!(" within {} ms", t.as_millis())).unwrap_or_default();
+                let peer = self.stream.peer_addr().map_or_else(|_| "the server".to_string(), |a| format!("the server at {a}"));
+                // A peer of another protocol that waits for a request it understands looks like this too.
+                let text = format!("{peer} did not answer{within} (is it a strom serve, and is it overloaded or stopped?)");
+                std::io::Error::new(ErrorKind::TimedOut, text)
             }
             ErrorKind::UnexpectedEof => std::io::Error::new(ErrorKind::UnexpectedEof, "the server closed the connection"),
             _ => e,
@@ -661,88 +618,6 @@ fn values_batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
 /// Milliseconds since the Unix epoch; 0 on a clock set before it.
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
-
-/// The iterator returned by [`FetchResult::records_from`].
-#[derive(Debug, Clone)]
-pub struct FetchedRecords<'a> {
-    /// Batches not yet opened.
-    rest: &'a [u8],
-    /// Where `rest` starts in the fetched bytes, for error messages.
-    at_byte: usize,
-    /// The records of the open batch, and that batch's base offset.
-    current: Option<(Records<'a>, u64)>,
-    /// Where the next batch must start: a partition's offsets have no gaps,
-    /// so batches of one fetch follow each other exactly.
-    next_base_offset: Option<u64>,
-    from_offset: u64,
-    /// Set after yielding an error: nothing after it can be trusted.
-    failed: bool,
-}
-
-impl<'a> FetchedRecords<'a> {
-    /// Opens the batch at the front of `rest`, skipping it whole if it ends
-    /// before `from_offset`.
-    fn open_next_batch(&mut self) -> Result<(), ClientError> {
-        let bad = |at: usize, why: String| ClientError::Protocol(format!("fetched batch at byte {at}: {why}"));
-        let info = batch::parse_header(self.rest).map_err(|e| bad(self.at_byte, e.to_string()))?;
-        let Some(bytes) = self.rest.get(..info.batch_bytes) else {
-            return Err(bad(self.at_byte, format!("{} bytes long, only {} received", info.batch_bytes, self.rest.len())));
-        };
-        let base_offset =
-            u64::try_from(info.base_offset).map_err(|_| bad(self.at_byte, format!("negative base offset {}", info.base_offset)))?;
-        if let Some(expected) = self.next_base_offset.filter(|&o| o != base_offset) {
-            return Err(bad(self.at_byte, format!("starts at offset {base_offset}, the batch before it ended at {}", expected - 1)));
-        }
-        let at_byte = self.at_byte;
-        self.rest = &self.rest[info.batch_bytes..];
-        self.at_byte += info.batch_bytes;
-        // Checked, because the header is not validated yet: a negative
-        // delta leaves the batch to fail validation below.
-        let last_offset = u64::try_from(info.last_offset_delta).ok().and_then(|d| base_offset.checked_add(d));
-        self.next_base_offset = last_offset.and_then(|last| last.checked_add(1));
-        if last_offset.is_some_and(|last| last < self.from_offset) {
-            return Ok(());
-        }
-        // The end-to-end check: the CRC the producer computed, verified by the reader.
-        batch::validate(bytes, bytes.len()).map_err(|e| bad(at_byte, e.to_string()))?;
-        self.current = Some((batch::records(bytes), base_offset));
-        Ok(())
-    }
-}
-
-impl<'a> Iterator for FetchedRecords<'a> {
-    type Item = Result<(u64, Option<&'a [u8]>), ClientError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.failed {
-            if let Some((records, base_offset)) = &mut self.current {
-                match records.next() {
-                    Some(Ok(record)) => {
-                        // The decoder holds offset_delta to the record's index, so it is >= 0.
-                        let offset = *base_offset + record.offset_delta as u64;
-                        if offset >= self.from_offset {
-                            return Some(Ok((offset, record.value)));
-                        }
-                        continue;
-                    }
-                    Some(Err(e)) => {
-                        self.failed = true;
-                        return Some(Err(ClientError::Protocol(format!("fetched record: {e}"))));
-                    }
-                    None => self.current = None,
-                }
-            }
-            if self.rest.is_empty() {
-                return None;
-            }
-            if let Err(e) = self.open_next_batch() {
-                self.failed = true;
-                return Some(Err(e));
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@ use std::net::TcpListener;
 use std::thread;
 
 use super::*;
+use crate::catalog::TOPIC_NAME_BYTES_MAX;
+use crate::proto::ErrorCode;
+use crate::wire::batch;
 
 /// A batch of `values` with its base offset set as a server would.
 fn stored_batch(base_offset: u64, values: &[&[u8]]) -> Vec<u8> {
@@ -211,4 +214,64 @@ fn client_limits_refuse_before_sending() {
     assert!(matches!(c.send(&Request::DeleteTopic { topic: "t" }), Err(ClientError::InvalidArgument(_))));
     assert_eq!(c.recv().unwrap().request_id, id);
     assert_eq!(server.join().unwrap(), vec![1]);
+}
+
+// Proves: a peer that answers in text (an HTTP server at --addr) is named
+// as not speaking Strom's protocol, quoting its first line, instead of
+// reading "HTTP" as a frame length of 1.2 GB.
+#[test]
+fn a_text_peer_is_named_as_foreign() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").unwrap();
+    });
+    let mut c = Client::connect(addr).unwrap();
+    let e = c.delete_topic("t").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "the server at {addr} does not speak Strom's protocol (it answered \"HTTP/1.1 400 Bad Request\"); check --addr names a strom serve listener"
+        )
+    );
+    server.join().unwrap();
+}
+
+// Proves: server errors print the server's sentence and what to do, never
+// a Debug dump; I/O errors name no errno twice.
+#[test]
+fn error_texts_are_sentences() {
+    let unknown = ClientError::Server { code: ErrorCode::UnknownTopic, message: "unknown topic \"nosuch\"".into() };
+    assert_eq!(unknown.to_string(), "unknown topic \"nosuch\" (strom topic list shows the topics)");
+    let bare = ClientError::Server { code: ErrorCode::Overloaded, message: String::new() };
+    assert_eq!(bare.to_string(), "the server refused the request (Overloaded)");
+    let refused = ClientError::Io(std::io::Error::from(ErrorKind::ConnectionRefused));
+    assert_eq!(refused.to_string(), "the connection was refused (is `strom serve` running there?)");
+    let timed_out = ClientError::Io(std::io::Error::from_raw_os_error(libc::ETIMEDOUT));
+    assert_eq!(timed_out.to_string(), "connection timed out");
+    let from_strom = crate::StromError::UnknownTopic("nosuch".into()).to_string();
+    assert_eq!(from_strom, "unknown topic \"nosuch\"");
+}
+
+// Proves: a peer that never answers (a server of another protocol waiting
+// for a request it understands) is named, with the time waited.
+#[test]
+fn a_silent_peer_is_named_with_the_wait() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let (_conn, _) = listener.accept().unwrap();
+        // Holds the connection open, silent, until the client has given up.
+        let _ = done_rx.recv();
+    });
+    let mut c = Client::connect(addr).unwrap();
+    c.set_timeout(Some(Duration::from_millis(100))).unwrap();
+    let e = c.delete_topic("t").unwrap_err().to_string();
+    done_tx.send(()).unwrap();
+    server.join().unwrap();
+    assert_eq!(e, format!("the server at {addr} did not answer within 100 ms (is it a strom serve, and is it overloaded or stopped?)"));
 }

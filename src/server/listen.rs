@@ -71,13 +71,13 @@ pub(super) fn bind(addr: SocketAddr, cores: usize, direct_ports: bool) -> Result
 /// core can listen on the same address.
 fn listen(addr: SocketAddr, shared: bool) -> Result<Socket> {
     let s = bound_socket(addr, shared)?;
-    s.listen(LISTEN_BACKLOG).map_err(|e| StromError::io(IoOp::Open, format!("listen {addr}"), &e))?;
+    s.listen(LISTEN_BACKLOG).map_err(|e| StromError::io(IoOp::Listen, addr.to_string(), &e))?;
     Ok(s)
 }
 
 /// A TCP socket bound to `addr`, as [`listen`] sets it up, not yet listening.
 fn bound_socket(addr: SocketAddr, shared: bool) -> Result<Socket> {
-    let err = |e: std::io::Error| StromError::io(IoOp::Open, format!("listen {addr}"), &e);
+    let err = |e: std::io::Error| StromError::io(IoOp::Listen, addr.to_string(), &e);
     let s = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
     // Accepted sockets inherit TCP_NODELAY from the listener (Linux copies

@@ -1,0 +1,33 @@
+//! The client commands of the `strom` binary: produce, consume and group,
+//! and what they share (the address, the topic's partition count, the
+//! clock). Each file is one concept: `addr` (--addr to a connection),
+//! `partitioner` (Kafka's murmur2), `produce`, `start` (consume --from),
+//! `format` (how a record prints), `consume`, `group`.
+pub mod addr;
+pub mod consume;
+pub mod format;
+pub mod group;
+pub mod partitioner;
+pub mod produce;
+pub mod start;
+
+use strom::client::Client;
+
+/// A connection to the broker `--addr` names.
+pub fn connect(conn: &crate::ConnArgs) -> Result<Client, String> {
+    addr::connect(&conn.addr)
+}
+
+/// The number of partitions of `topic`, from the server's metadata.
+pub fn partition_count(client: &mut Client, topic: &str) -> Result<u32, String> {
+    let md = client.metadata(&[topic]).map_err(|e| e.to_string())?;
+    match md.topics.iter().find(|t| t.name == topic) {
+        Some(t) if !t.partition_cores.is_empty() => Ok(t.partition_cores.len() as u32),
+        _ => Err(format!("unknown topic \"{topic}\" (strom topic list shows the topics)")),
+    }
+}
+
+/// Milliseconds since the Unix epoch; 0 on a clock set before it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,325 @@
+//! `strom produce`: each line of stdin becomes one record, with an optional
+//! key (`--key-delimiter`), headers (`-H`) and timestamp; records go to
+//! `--partition`, or else to the partition Kafka's default partitioner
+//! picks (see [`super::partitioner`]).
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+
+use clap::Args;
+use clap::builder::RangedU64ValueParser;
+use strom::client::{Client, OwnedResponse};
+use strom::proto::{self, Request};
+use strom::wire::batch::{BATCH_HEADER_BYTES, BatchBuilder};
+
+use super::partitioner::Partitioner;
+use super::{now_ms, partition_count};
+
+/// The longest stdin line `produce` takes: a record longer than the largest
+/// request frame could never be sent, so reading more of it is pointless.
+const LINE_BYTES_MAX: usize = proto::FRAME_BYTES_MAX_DEFAULT;
+/// Bytes `produce` reads from stdin at once.
+const STDIN_BUF_BYTES: usize = 64 << 10;
+/// The most a record adds to its key and value bytes in a batch: length
+/// varint (5), attributes (1), timestamp delta varlong (10), offset delta
+/// varint (5), key length varint (5), value length varint (5), header
+/// count (1). Its headers add their own (see [`headers_bytes_max`]).
+pub const RECORD_OVERHEAD_BYTES_MAX: usize = 32;
+/// `--batch-bytes` at most: the largest batch a broker with default
+/// settings accepts (`EngineConfig::batch_bytes_max`, 1 MiB less two 4 KiB
+/// blocks of framing room); a larger one would be refused whole. A unit
+/// test keeps the two equal.
+pub const PRODUCE_BATCH_BYTES_MAX: u64 = (1 << 20) - (8 << 10);
+/// `--inflight` at most: the client's (and the server's default) limit of
+/// requests in flight on one connection.
+const PRODUCE_INFLIGHT_MAX: u64 = strom::client::INFLIGHT_MAX_DEFAULT as u64;
+/// `-H` options at most: headers go on every record, so they are bounded
+/// like the record itself.
+const HEADERS_MAX: usize = 64;
+
+const _: () = assert!(PRODUCE_BATCH_BYTES_MAX as usize <= proto::FRAME_BYTES_MAX_DEFAULT);
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    topic: String,
+    /// The partition of every record; without it, a keyed record goes where
+    /// Kafka's default partitioner puts its key, a keyless one round robin.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// kcat's -K: the text before the first DELIM on a line is the record's
+    /// key, the rest its value; a line without DELIM has no key.
+    #[arg(short = 'K', long, value_name = "DELIM")]
+    key_delimiter: Option<String>,
+    /// A header NAME=VALUE on every record (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Every record's timestamp, in ms since the epoch (default: when its batch is built).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
+    timestamp: Option<i64>,
+    /// Print `acked PARTITION BASE_OFFSET COUNT` for each acknowledged batch.
+    #[arg(long)]
+    report_acks: bool,
+    /// Largest batch to send, in bytes (a single longer line goes alone).
+    #[arg(long, default_value_t = 64 << 10, value_parser = RangedU64ValueParser::<usize>::new().range(1..=PRODUCE_BATCH_BYTES_MAX))]
+    batch_bytes: usize,
+    /// Batches sent and not yet acknowledged, at most.
+    #[arg(long, default_value_t = 8, value_parser = RangedU64ValueParser::<usize>::new().range(1..=PRODUCE_INFLIGHT_MAX))]
+    inflight: usize,
+    #[command(flatten)]
+    conn: crate::ConnArgs,
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("a header is NAME=VALUE with a non-empty name, not {s:?}")),
+    }
+}
+
+/// What the stdin reader thread hands to `produce`.
+enum Input {
+    /// Lines in stdin order, without their newlines.
+    Lines(Vec<Vec<u8>>),
+    End,
+    Failed(String),
+}
+
+/// Reads stdin as lines of bytes (not necessarily UTF-8) and sends them in
+/// chunks: a chunk goes as soon as stdin has nothing more buffered (the next
+/// read may block) or it holds `chunk_bytes_max`, so a slow writer's lines
+/// are sent at once and a fast writer's are batched.
+fn read_lines<R: Read>(input: R, chunk_bytes_max: usize, tx: &SyncSender<Input>) {
+    let mut reader = BufReader::with_capacity(STDIN_BUF_BYTES, input);
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    let mut lines_read: u64 = 0;
+    loop {
+        let mut line = Vec::new();
+        let read = (&mut reader).take(LINE_BYTES_MAX as u64 + 1).read_until(b'\n', &mut line);
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Input::Failed(format!("reading stdin failed after line {lines_read}: {e}")));
+                return;
+            }
+        }
+        lines_read += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > LINE_BYTES_MAX {
+            let _ =
+                tx.send(Input::Failed(format!("line {lines_read} is longer than {LINE_BYTES_MAX} bytes, the most one record can hold")));
+            return;
+        }
+        chunk_bytes += line.len() + RECORD_OVERHEAD_BYTES_MAX;
+        chunk.push(line);
+        if chunk_bytes >= chunk_bytes_max || reader.buffer().is_empty() {
+            if tx.send(Input::Lines(std::mem::take(&mut chunk))).is_err() {
+                return;
+            }
+            chunk_bytes = 0;
+        }
+    }
+    if !chunk.is_empty() && tx.send(Input::Lines(chunk)).is_err() {
+        return;
+    }
+    let _ = tx.send(Input::End);
+}
+
+/// How each line becomes a record, from the command's options.
+struct RecordShape {
+    key_delimiter: Option<Vec<u8>>,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    timestamp_ms: Option<i64>,
+    /// Bytes a record adds to its line, headers included, at most.
+    overhead_bytes: usize,
+}
+
+impl RecordShape {
+    /// A line's key and value: split at the first delimiter, if one is set.
+    fn split<'a>(&self, line: &'a [u8]) -> (Option<&'a [u8]>, &'a [u8]) {
+        let Some(d) = self.key_delimiter.as_deref() else { return (None, line) };
+        match line.windows(d.len()).position(|w| w == d) {
+            Some(at) => (Some(&line[..at]), &line[at + d.len()..]),
+            None => (None, line),
+        }
+    }
+
+    fn record_bytes(&self, line: &[u8]) -> usize {
+        line.len() + self.overhead_bytes
+    }
+}
+
+/// Bytes headers add to a record at most: per header, the name and value
+/// with a length varint (5) each.
+fn headers_bytes_max(headers: &[(Vec<u8>, Vec<u8>)]) -> usize {
+    headers.iter().map(|(k, v)| k.len() + v.len() + 10).sum()
+}
+
+/// Lines read from stdin and not yet sent, fed by the reader thread.
+struct LineQueue {
+    rx: Receiver<Input>,
+    pending: VecDeque<Vec<u8>>,
+    pending_bytes: usize,
+    ended: bool,
+}
+
+impl LineQueue {
+    fn new(rx: Receiver<Input>) -> LineQueue {
+        LineQueue { rx, pending: VecDeque::new(), pending_bytes: 0, ended: false }
+    }
+
+    /// Moves the lines the reader has queued into `pending` until it holds
+    /// `bytes_wanted`. With `wait`, blocks until it holds a line or stdin ended.
+    fn refill(&mut self, shape: &RecordShape, bytes_wanted: usize, wait: bool) -> Result<(), String> {
+        let stopped = || "the stdin reader stopped unexpectedly".to_string();
+        while !self.ended && self.pending_bytes < bytes_wanted {
+            let input = if wait && self.pending.is_empty() {
+                self.rx.recv().map_err(|_| stopped())?
+            } else {
+                match self.rx.try_recv() {
+                    Ok(input) => input,
+                    Err(TryRecvError::Empty) => return Ok(()),
+                    Err(TryRecvError::Disconnected) => return Err(stopped()),
+                }
+            };
+            match input {
+                Input::Lines(lines) => {
+                    self.pending_bytes += lines.iter().map(|l| shape.record_bytes(l)).sum::<usize>();
+                    self.pending.extend(lines);
+                }
+                Input::End => self.ended = true,
+                Input::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next batches, one per partition: pending lines in order while
+    /// they stay within `batch_bytes` together (a longer line goes alone),
+    /// each with its partition and record count. Records of one partition
+    /// keep stdin's order.
+    fn next_batches(&mut self, shape: &RecordShape, route: &mut Route, batch_bytes: usize) -> Vec<(u32, Vec<u8>, u64)> {
+        let timestamp_ms = shape.timestamp_ms.unwrap_or_else(now_ms);
+        let headers: Vec<(&[u8], Option<&[u8]>)> = shape.headers.iter().map(|(k, v)| (&k[..], Some(&v[..]))).collect();
+        let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
+        let mut encoded_bytes = 0;
+        while let Some(line) = self.pending.front() {
+            let (key, value) = shape.split(line);
+            let partition = route.partition(key);
+            let line_bytes = shape.record_bytes(line);
+            let opens = if builders.contains_key(&partition) { 0 } else { BATCH_HEADER_BYTES };
+            if !builders.is_empty() && encoded_bytes + opens + line_bytes > batch_bytes {
+                break;
+            }
+            builders.entry(partition).or_insert_with(|| BatchBuilder::new(timestamp_ms)).push(timestamp_ms, key, Some(value), &headers);
+            encoded_bytes += opens + line_bytes;
+            self.pending_bytes -= line_bytes;
+            self.pending.pop_front();
+        }
+        route.next_batch();
+        builders.into_iter().map(|(p, b)| (p, b.len() as u64, b)).map(|(p, n, b)| (p, b.finish(), n)).collect()
+    }
+}
+
+/// Where records go: one fixed partition, or the partitioner's pick.
+enum Route {
+    Fixed(u32),
+    Partitioner(Partitioner),
+}
+
+impl Route {
+    fn partition(&self, key: Option<&[u8]>) -> u32 {
+        match self {
+            Route::Fixed(p) => *p,
+            Route::Partitioner(p) => p.partition(key),
+        }
+    }
+
+    fn next_batch(&mut self) {
+        if let Route::Partitioner(p) = self {
+            p.next_batch();
+        }
+    }
+}
+
+/// Sends stdin's lines as batches, up to `--inflight` unacknowledged, on
+/// one connection, which keeps each partition's batches in order.
+pub fn produce(args: &ProduceArgs) -> Result<(), String> {
+    strom::client::check_name(&args.topic).map_err(|e| e.to_string())?;
+    if args.headers.len() > HEADERS_MAX {
+        return Err(format!("{} headers given; a record takes at most {HEADERS_MAX}", args.headers.len()));
+    }
+    if args.key_delimiter.as_deref() == Some("") {
+        return Err("--key-delimiter is empty; give the text that separates key from value, such as ':'".into());
+    }
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = args.headers.iter().map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())).collect();
+    let shape = RecordShape {
+        key_delimiter: args.key_delimiter.clone().map(String::into_bytes),
+        overhead_bytes: RECORD_OVERHEAD_BYTES_MAX + headers_bytes_max(&headers),
+        headers,
+        timestamp_ms: args.timestamp,
+    };
+    let client = super::connect(&args.conn)?;
+    let (mut client, mut route) = match args.partition {
+        // Straight to the partition's core: no forwarding between cores.
+        Some(p) => (client.for_partition(&args.topic, p).map_err(|e| e.to_string())?, Route::Fixed(p)),
+        None => {
+            let mut client = client;
+            let partitions = partition_count(&mut client, &args.topic)?;
+            (client, Route::Partitioner(Partitioner::new(partitions)))
+        }
+    };
+    // One chunk per batch in flight keeps stdin read ahead of the network
+    // while bounding what is buffered to about inflight x batch_bytes.
+    let (tx, rx) = std::sync::mpsc::sync_channel(args.inflight);
+    let batch_bytes = args.batch_bytes;
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || read_lines(std::io::stdin().lock(), batch_bytes, &tx))
+        .map_err(|e| format!("cannot start the stdin reader thread: {e}"))?;
+    send_all(args, &shape, &mut route, &mut client, LineQueue::new(rx))
+}
+
+/// The send loop: keeps up to `--inflight` batches unacknowledged until
+/// stdin ends and every batch is acknowledged.
+fn send_all(args: &ProduceArgs, shape: &RecordShape, route: &mut Route, client: &mut Client, mut queue: LineQueue) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    // (request id, partition, records) of each batch sent and not yet acknowledged.
+    let mut inflight: Vec<(u64, u32, u64)> = Vec::with_capacity(args.inflight);
+    let mut ready: VecDeque<(u32, Vec<u8>, u64)> = VecDeque::new();
+    loop {
+        while inflight.len() < args.inflight {
+            if ready.is_empty() {
+                queue.refill(shape, args.batch_bytes, inflight.is_empty())?;
+                ready.extend(queue.next_batches(shape, route, args.batch_bytes));
+            }
+            let Some((partition, batch, count)) = ready.pop_front() else { break };
+            let req = Request::Produce { topic: &args.topic, partition, batches: &batch };
+            let request_id = client.send(&req).map_err(|e| format!("sending a batch to partition {partition} failed: {e}"))?;
+            inflight.push((request_id, partition, count));
+        }
+        if inflight.is_empty() {
+            // Nothing left to send (stdin ended) and nothing left unacknowledged.
+            return Ok(());
+        }
+        let reply = client.recv().map_err(|e| format!("waiting for acknowledgements failed: {e}"))?;
+        let at = inflight.iter().position(|&(id, ..)| id == reply.request_id).ok_or("the server answered a batch that was not sent")?;
+        let (_, partition, count) = inflight.remove(at);
+        let ack = match reply.result {
+            Ok(OwnedResponse::Produce(ack)) => ack,
+            Ok(other) => return Err(format!("the server answered a produce with a {:?} reply", other.api())),
+            Err(e) => return Err(format!("a batch of {count} records to partition {partition} was refused: {e}")),
+        };
+        if ack.record_count() != count {
+            return Err(format!("the server acknowledged {} records for a batch of {count}", ack.record_count()));
+        }
+        if args.report_acks {
+            writeln!(out, "acked {partition} {} {count}", ack.base_offset).map_err(|e| format!("writing to stdout failed: {e}"))?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

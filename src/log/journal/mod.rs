@@ -21,6 +21,7 @@ mod full;
 mod retention;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
+pub use retention::{Held, RetentionPass};
 
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;

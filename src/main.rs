@@ -15,6 +15,9 @@ use strom::config::{EngineConfig, FsyncPolicy};
 use strom::io::uring::UringIo;
 use strom::proto::{self, OffsetSpec, Request};
 use strom::server::{Server, ServerConfig};
+use topic_cmd::TopicCmd;
+
+mod topic_cmd;
 use strom::wire::batch::{BATCH_HEADER_BYTES, BatchBuilder};
 
 const ADDR_DEFAULT: &str = "127.0.0.1:7070";
@@ -74,7 +77,7 @@ enum Cmd {
     /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
     /// prints each core's metrics to stderr (the Metrics api serves them too).
     Serve(ServeArgs),
-    /// Create, list or delete topics on a running broker.
+    /// Create, alter, describe, list or delete topics on a running broker.
     Topic {
         #[command(flatten)]
         conn: ConnArgs,
@@ -133,20 +136,14 @@ struct ServeArgs {
     /// Bytes logged between checkpoints (each bounds the scan at the next start).
     #[arg(long, default_value_t = EngineConfig::default().checkpoint_interval_bytes)]
     checkpoint_interval_bytes: u64,
-}
-
-#[derive(Subcommand)]
-enum TopicCmd {
-    /// Create a topic.
-    Create {
-        name: String,
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
-    },
-    /// Print every topic as `NAME PARTITIONS`, one per line.
-    List,
-    /// Delete a topic and its records.
-    Delete { name: String },
+    /// Retention for topics without their own (Kafka's log.retention.ms): keep
+    /// records whose batch is younger than this (ms, or 30s, 12h, 7d; -1: no limit).
+    #[arg(long, value_parser = topic_cmd::parse_ms_setting, allow_hyphen_values = true)]
+    retention_ms: Option<topic_cmd::Setting>,
+    /// Retention for topics without their own (Kafka's log.retention.bytes):
+    /// keep at most this many bytes per partition (bytes, or 512MiB, 10GiB; -1: no limit).
+    #[arg(long, value_parser = topic_cmd::parse_bytes_setting, allow_hyphen_values = true)]
+    retention_bytes: Option<topic_cmd::Setting>,
 }
 
 #[derive(Args)]
@@ -225,9 +222,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { dir } => ("inspect", inspect(&dir)),
         Cmd::Recover { dir, cores } => ("recover", recover(&dir, cores).map_err(|e| e.to_string())),
         Cmd::Serve(args) => ("serve", serve(&args)),
-        Cmd::Topic { conn, cmd: TopicCmd::Create { name, partitions } } => ("topic create", topic_create(&conn, &name, partitions)),
-        Cmd::Topic { conn, cmd: TopicCmd::List } => ("topic list", topic_list(&conn)),
-        Cmd::Topic { conn, cmd: TopicCmd::Delete { name } } => ("topic delete", topic_delete(&conn, &name)),
+        Cmd::Topic { conn, cmd } => (cmd.name(), topic_cmd::run(cmd, || connect(&conn))),
         Cmd::Produce(args) => ("produce", produce(&args)),
         Cmd::Consume(args) => ("consume", consume(&args)),
     };
@@ -284,6 +279,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
         checkpoint_interval_bytes: args.checkpoint_interval_bytes,
+        retention_age: server_limit(args.retention_ms).map(Duration::from_millis),
+        retention_bytes: server_limit(args.retention_bytes),
         ..EngineConfig::default()
     };
     if let Some(cores) = args.cores {
@@ -329,30 +326,16 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
 }
 
+/// A server-wide limit: `default`, `-1` and `unlimited` are all no limit.
+fn server_limit(setting: Option<topic_cmd::Setting>) -> Option<u64> {
+    setting.and_then(|s| s.0).filter(|&v| v != strom::catalog::UNLIMITED)
+}
+
 fn connect(conn: &ConnArgs) -> Result<Client, String> {
     let mut client =
         Client::connect_timeout(conn.addr.as_str(), CONNECT_TIMEOUT).map_err(|e| format!("cannot connect to {}: {e}", conn.addr))?;
     client.set_timeout(Some(REPLY_TIMEOUT)).map_err(|e| e.to_string())?;
     Ok(client)
-}
-
-fn topic_create(conn: &ConnArgs, name: &str, partitions: u32) -> Result<(), String> {
-    strom::client::check_name(name).map_err(|e| e.to_string())?;
-    connect(conn)?.create_topic(name, partitions).map_err(|e| e.to_string())
-}
-
-fn topic_list(conn: &ConnArgs) -> Result<(), String> {
-    let metadata = connect(conn)?.metadata(&[]).map_err(|e| e.to_string())?;
-    let mut out = std::io::stdout().lock();
-    for t in &metadata.topics {
-        writeln!(out, "{} {}", t.name, t.partition_cores.len()).map_err(|e| format!("writing to stdout: {e}"))?;
-    }
-    Ok(())
-}
-
-fn topic_delete(conn: &ConnArgs, name: &str) -> Result<(), String> {
-    strom::client::check_name(name).map_err(|e| e.to_string())?;
-    connect(conn)?.delete_topic(name).map_err(|e| e.to_string())
 }
 
 /// What the stdin reader thread hands to `produce`.

@@ -150,3 +150,28 @@ fn restart_rebuilds_what_segments_hold() {
     wait_for(&e, "capped", "apply the bytes limit to newer data", |e| e.partition_stat("capped", 0).unwrap().start_offset > 0);
     e.shutdown().unwrap();
 }
+
+// Proves dead data that cannot go yet is counted as reclaimable, with the
+// reason, in the metrics and in `inspect`: a deleted topic's segments
+// behind an older segment another topic keeps wait for it.
+#[test]
+fn reclaimable_bytes_and_why_they_wait() {
+    let dir = test_dir("retention-reclaimable");
+    let e = Engine::open(&dir, cfg()).unwrap();
+    e.create_topic("first", 1).unwrap();
+    e.create_topic("gone", 1).unwrap();
+    fill(&e, "first", 64 << 10, now_ms());
+    fill(&e, "gone", 1000 << 10, now_ms());
+    fill(&e, "first", 300 << 10, now_ms());
+    e.delete_topic("gone").unwrap();
+    wait_for(&e, "first", "count the deleted topic's bytes as reclaimable", |e| gauge(e, Metric::LogReclaimableBytes) >= 1000 << 10);
+    assert!(gauge(&e, Metric::LogLiveBytes) > 0);
+    assert_eq!(gauge(&e, Metric::RetentionDeletedBytes), 0, "a segment went while an older one was live");
+    e.shutdown().unwrap();
+    let found = strom::io::uring::UringIo::new(64).and_then(|mut io| strom::inspect::inspect(&mut io, &dir, &cfg())).unwrap();
+    let space = &found.logs[0].space;
+    println!("{}", strom::inspect::render(&found));
+    assert!(space.reclaimable_bytes >= 1000 << 10 && space.due_bytes == 0, "{space:?}");
+    assert_eq!(space.held, Some("an older segment holds live data"));
+    assert!(strom::inspect::render(&found).contains("reclaimable bytes"));
+}

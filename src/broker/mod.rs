@@ -95,10 +95,12 @@ impl Broker {
             partitions_per_topic_max: cfg.partitions_per_topic_max,
             default_retention: cfg.default_retention(),
         };
-        for t in catalog_topics(&broker) {
-            // A core that failed to start refuses the request: nothing to tell.
-            let _ = broker.send_retention(&t);
-        }
+        // One request per core, whatever the number of topics: a mailbox
+        // send blocks when full, and a simulated core runs only when its
+        // test drives it.
+        let topics: Vec<TopicMeta> = broker.directory.snapshot().values().copied().collect();
+        // A core that failed to start refuses the request: nothing to tell.
+        let _ = broker.send_retention(&topics);
         broker
     }
 
@@ -186,17 +188,23 @@ impl Broker {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.alter_topic(name, ms, bytes)?;
         self.directory.publish(cat.topics());
-        self.send_retention(&t)?;
+        self.send_retention(&[t])?;
         Ok(t)
     }
 
-    /// Tells the cores of a topic's partitions its effective retention.
-    fn send_retention(&self, t: &TopicMeta) -> Result<()> {
-        let retention = t.retention.effective(self.default_retention);
-        for (core, route) in self.routes.iter().enumerate() {
-            let pids: Vec<Pid> = (t.first_pid..t.first_pid + t.partitions).filter(|&p| self.router.core_of(p) == core).collect();
-            if !pids.is_empty() {
-                route.send(requests::set_retention(pids, retention))?;
+    /// Tells each core the effective retention of its partitions of
+    /// `topics` (partitions start with none), in one request per core.
+    fn send_retention(&self, topics: &[TopicMeta]) -> Result<()> {
+        let mut per_core: Vec<Vec<(Pid, Retention)>> = vec![Vec::new(); self.routes.len()];
+        for t in topics {
+            let retention = t.retention.effective(self.default_retention);
+            for pid in t.first_pid..t.first_pid + t.partitions {
+                per_core[self.router.core_of(pid)].push((pid, retention));
+            }
+        }
+        for (route, limits) in self.routes.iter().zip(per_core) {
+            if !limits.is_empty() {
+                route.send(requests::set_retention(limits))?;
             }
         }
         Ok(())
@@ -258,10 +266,4 @@ impl Broker {
         }
         waits.into_iter().try_for_each(Pending::wait)
     }
-}
-
-/// The catalog's topics whose partitions run with some retention limit.
-fn catalog_topics(broker: &Broker) -> Vec<TopicMeta> {
-    let topics = broker.directory.snapshot();
-    topics.values().filter(|t| t.retention.effective(broker.default_retention) != Retention::default()).copied().collect()
 }

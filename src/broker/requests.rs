@@ -104,8 +104,8 @@ pub(crate) fn add_partitions(pids: Vec<Pid>, retention: Retention, reply: Reply<
     Request::AddPartitions { pids, retention, reply }
 }
 
-pub(crate) fn set_retention(pids: Vec<Pid>, retention: Retention) -> Request {
-    Request::SetRetention { pids, retention }
+pub(crate) fn set_retention(limits: Vec<(Pid, Retention)>) -> Request {
+    Request::SetRetention { limits }
 }
 
 /// A deleted topic's partitions, to the core that owns them.

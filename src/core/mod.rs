@@ -122,10 +122,9 @@ pub enum Request {
         retention: Retention,
         reply: Reply<()>,
     },
-    /// A topic's effective retention changed.
+    /// Partitions' effective retention: at start-up, and when a topic's changed.
     SetRetention {
-        pids: Vec<Pid>,
-        retention: Retention,
+        limits: Vec<(Pid, Retention)>,
     },
     RemovePartitions {
         pids: Vec<Pid>,
@@ -322,8 +321,8 @@ impl<I: Io> Core<I> {
                 }
                 reply(Ok(()))
             }
-            Request::SetRetention { pids, retention } => {
-                for pid in pids {
+            Request::SetRetention { limits } => {
+                for (pid, retention) in limits {
                     if let Some(p) = self.partitions.get_mut(&pid) {
                         p.retention = retention;
                     }

@@ -38,17 +38,22 @@ pub struct Span {
 
 /// Which of the segments starting at `segment_starts` (sorted, the log's
 /// segments oldest first) hold live data of some partition in `parts`.
-/// One pass over every partition's spans: O(spans x log(segments)).
+///
+/// Liveness only grows towards a partition's end (the bytes after a span
+/// shrink, its running max timestamp grows), so each partition's spans are
+/// walked newest first and the walk stops at the first dead one: the cost
+/// is O(live spans x log(segments)), and dead spans go with their segments.
 pub fn live_segments<'a>(parts: impl Iterator<Item = &'a Partition>, segment_starts: &[u64], now_ms: i64) -> Vec<bool> {
     let mut live = vec![false; segment_starts.len()];
     for p in parts {
         let mut bytes_after = 0u64;
         for span in p.spans.iter().rev() {
-            if span_is_live(span, bytes_after, p.retention, now_ms) {
-                let i = segment_starts.partition_point(|&s| s <= span.first_pos);
-                if let Some(i) = i.checked_sub(1) {
-                    live[i] = true;
-                }
+            if !span_is_live(span, bytes_after, p.retention, now_ms) {
+                break;
+            }
+            let i = segment_starts.partition_point(|&s| s <= span.first_pos);
+            if let Some(i) = i.checked_sub(1) {
+                live[i] = true;
             }
             bytes_after = bytes_after.saturating_add(span.bytes);
         }

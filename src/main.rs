@@ -15,10 +15,10 @@ use strom::config::{EngineConfig, FsyncPolicy};
 use strom::io::uring::UringIo;
 use strom::proto::{self, OffsetSpec, Request};
 use strom::server::{Server, ServerConfig};
+use strom::wire::batch::{BATCH_HEADER_BYTES, BatchBuilder};
 use topic_cmd::TopicCmd;
 
 mod topic_cmd;
-use strom::wire::batch::{BATCH_HEADER_BYTES, BatchBuilder};
 
 const ADDR_DEFAULT: &str = "127.0.0.1:7070";
 /// How long a client command waits for the server to accept the connection.

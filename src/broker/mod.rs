@@ -199,7 +199,10 @@ impl Broker {
         for t in topics {
             let retention = t.retention.effective(self.default_retention);
             for pid in t.first_pid..t.first_pid + t.partitions {
-                per_core[self.router.core_of(pid)].push((pid, retention));
+                // An engine whose cores failed to start has fewer routes (none).
+                if let Some(limits) = per_core.get_mut(self.router.core_of(pid)) {
+                    limits.push((pid, retention));
+                }
             }
         }
         for (route, limits) in self.routes.iter().zip(per_core) {

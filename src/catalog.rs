@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{IoOp, Result, StromError};
 use crate::io::fs::write_file_atomic;
-use crate::partition::Pid;
+use crate::partition::{Pid, Retention};
 
 pub const META_FILE: &str = "strom.meta";
 pub const TOPICS_FILE: &str = "topics";
@@ -22,6 +22,86 @@ pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 pub struct TopicMeta {
     pub first_pid: Pid,
     pub partitions: u32,
+    pub retention: TopicRetention,
+}
+
+/// A setting's value meaning "no limit" (Kafka's -1).
+pub const UNLIMITED: u64 = u64::MAX;
+
+/// The largest limit a topic may set: limits travel as i64 on the wire,
+/// where -1 is "no limit" and -2 "the server's default".
+pub const LIMIT_MAX: u64 = i64::MAX as u64;
+
+/// A topic's own retention: None follows the server's default, [`UNLIMITED`]
+/// keeps everything, any other value is the limit (ms of age, bytes per
+/// partition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicRetention {
+    pub ms: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+impl TopicRetention {
+    /// The limits a partition of this topic runs with, given the server's.
+    pub fn effective(self, default: Retention) -> Retention {
+        let pick = |own: Option<u64>, dflt: Option<u64>| match own {
+            None => dflt,
+            Some(UNLIMITED) => None,
+            Some(v) => Some(v),
+        };
+        Retention { age_ms: pick(self.ms, default.age_ms), bytes: pick(self.bytes, default.bytes) }
+    }
+
+    /// Checks each limit is [`UNLIMITED`] or at most [`LIMIT_MAX`].
+    pub fn validate(self) -> Result<()> {
+        for (what, v) in [("retention ms", self.ms), ("retention bytes", self.bytes)] {
+            if let Some(v) = v.filter(|&v| v != UNLIMITED && v > LIMIT_MAX) {
+                return Err(StromError::InvalidArgument(format!("{what} {v} is over the largest limit {LIMIT_MAX}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `topic describe` shows: the topic's settings and its partitions now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub name: String,
+    /// The topic's own settings, and the limits they resolve to.
+    pub retention: TopicRetention,
+    pub effective: Retention,
+    pub partitions: Vec<PartitionDescription>,
+    /// Named indices of the topic (none exist yet; the room is kept so
+    /// that clients written now read the field when they come).
+    pub indices: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub start_offset: u64,
+    pub end_offset: u64,
+    /// Frame bytes in the log (see `PartitionStat::bytes`).
+    pub bytes: u64,
+    /// The core that owns it.
+    pub core: u16,
+}
+
+/// One setting in the `topics` file: `default`, `unlimited` or a number.
+fn setting_text(v: Option<u64>) -> String {
+    match v {
+        None => "default".into(),
+        Some(UNLIMITED) => "unlimited".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn parse_setting(s: &str) -> Option<Option<u64>> {
+    match s {
+        "default" => Some(None),
+        "unlimited" => Some(Some(UNLIMITED)),
+        _ if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok().filter(|&v| v <= LIMIT_MAX).map(Some),
+        _ => None,
+    }
 }
 
 #[derive(Debug)]
@@ -100,39 +180,57 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// Reads format 1 (`topic NAME FIRST_PID PARTITIONS`) and format 2,
+    /// which adds the topic's retention ms and bytes (see docs/FORMAT.md).
     fn parse_topics(&mut self, path: &Path, body: &str) -> Result<()> {
         let bad = |line: &str| StromError::BadDataDir(format!("{}: bad line {line:?}", path.display()));
         let mut lines = body.lines();
-        if lines.next() != Some("strom-topics 1") {
-            return Err(bad("header"));
-        }
+        let version = match lines.next() {
+            Some("strom-topics 1") => 1,
+            Some("strom-topics 2") => 2,
+            _ => return Err(bad("header")),
+        };
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
-            match f.as_slice() {
-                ["next_pid", n] => self.next_pid = n.parse().map_err(|_| bad(line))?,
-                ["topic", name, first, parts] => {
-                    validate_topic_name(name).map_err(|_| bad(line))?;
-                    let meta =
-                        TopicMeta { first_pid: first.parse().map_err(|_| bad(line))?, partitions: parts.parse().map_err(|_| bad(line))? };
-                    // Pid ranges must be non-empty, fit u32 and lie below
-                    // next_pid (written first): pid arithmetic relies on it.
-                    // Found by the catalog_parse fuzz target.
-                    let end = meta.first_pid.checked_add(meta.partitions).ok_or_else(|| bad(line))?;
-                    if meta.partitions == 0 || end > self.next_pid {
+            let (name, first, parts, retention) = match (version, f.as_slice()) {
+                (_, ["next_pid", n]) => {
+                    self.next_pid = n.parse().map_err(|_| bad(line))?;
+                    continue;
+                }
+                (1, ["topic", name, first, parts]) => (name, first, parts, TopicRetention::default()),
+                (2, ["topic", name, first, parts, ms, bytes]) => {
+                    let (Some(ms), Some(bytes)) = (parse_setting(ms), parse_setting(bytes)) else {
                         return Err(bad(line));
-                    }
-                    self.topics.insert(name.to_string(), meta);
+                    };
+                    (name, first, parts, TopicRetention { ms, bytes })
                 }
                 _ => return Err(bad(line)),
+            };
+            validate_topic_name(name).map_err(|_| bad(line))?;
+            let meta = TopicMeta {
+                first_pid: first.parse().map_err(|_| bad(line))?,
+                partitions: parts.parse().map_err(|_| bad(line))?,
+                retention,
+            };
+            // Pid ranges must be non-empty, fit u32 and lie below
+            // next_pid (written first): pid arithmetic relies on it.
+            // Found by the catalog_parse fuzz target.
+            let end = meta.first_pid.checked_add(meta.partitions).ok_or_else(|| bad(line))?;
+            if meta.partitions == 0 || end > self.next_pid {
+                return Err(bad(line));
             }
+            self.topics.insert(name.to_string(), meta);
         }
         Ok(())
     }
 
+    /// Always writes format 2 (a Strom that knows only format 1 refuses it
+    /// as damaged rather than dropping the settings).
     fn persist(&self) -> Result<()> {
-        let mut body = format!("strom-topics 1\nnext_pid {}\n", self.next_pid);
+        let mut body = format!("strom-topics 2\nnext_pid {}\n", self.next_pid);
         for (name, t) in &self.topics {
-            body.push_str(&format!("topic {name} {} {}\n", t.first_pid, t.partitions));
+            let (ms, bytes) = (setting_text(t.retention.ms), setting_text(t.retention.bytes));
+            body.push_str(&format!("topic {name} {} {} {ms} {bytes}\n", t.first_pid, t.partitions));
         }
         write_file_atomic(&self.dir.join(TOPICS_FILE), with_crc(body).as_bytes())
     }
@@ -159,8 +257,9 @@ impl Catalog {
     }
 
     /// Creates a topic durably and returns its partition ids.
-    pub fn create_topic(&mut self, name: &str, partitions: u32, partitions_max: u32) -> Result<TopicMeta> {
+    pub fn create_topic(&mut self, name: &str, partitions: u32, partitions_max: u32, retention: TopicRetention) -> Result<TopicMeta> {
         validate_topic_name(name)?;
+        retention.validate()?;
         if self.topics.contains_key(name) {
             return Err(StromError::TopicExists(name.to_string()));
         }
@@ -169,7 +268,7 @@ impl Catalog {
         }
         let first_pid = self.next_pid;
         let next = first_pid.checked_add(partitions).ok_or(StromError::Overloaded("partition ids exhausted"))?;
-        let meta = TopicMeta { first_pid, partitions };
+        let meta = TopicMeta { first_pid, partitions, retention };
         self.topics.insert(name.to_string(), meta);
         self.next_pid = next;
         if let Err(e) = self.persist() {
@@ -178,6 +277,22 @@ impl Catalog {
             return Err(e);
         }
         Ok(meta)
+    }
+
+    /// Changes a topic's retention durably: each setting given replaces
+    /// the topic's own (None leaves it as it is). Returns the topic.
+    pub fn alter_topic(&mut self, name: &str, ms: Option<Option<u64>>, bytes: Option<Option<u64>>) -> Result<TopicMeta> {
+        let old = self.topic(name)?;
+        let mut new = old;
+        new.retention.ms = ms.unwrap_or(old.retention.ms);
+        new.retention.bytes = bytes.unwrap_or(old.retention.bytes);
+        new.retention.validate()?;
+        self.topics.insert(name.to_string(), new);
+        if let Err(e) = self.persist() {
+            self.topics.insert(name.to_string(), old);
+            return Err(e);
+        }
+        Ok(new)
     }
 
     /// Deletes a topic durably. Its frames stay in the logs until retention
@@ -277,10 +392,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("strom-catalog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut c = Catalog::open_or_create(&dir, 3).unwrap();
-        assert_eq!(c.create_topic("a", 2, 10).unwrap(), TopicMeta { first_pid: 0, partitions: 2 });
-        assert!(matches!(c.create_topic("a", 1, 10), Err(StromError::TopicExists(_))));
+        let none = TopicRetention::default();
+        assert_eq!(c.create_topic("a", 2, 10, none).unwrap(), TopicMeta { first_pid: 0, partitions: 2, retention: none });
+        assert!(matches!(c.create_topic("a", 1, 10, none), Err(StromError::TopicExists(_))));
         c.delete_topic("a").unwrap();
-        assert_eq!(c.create_topic("b", 1, 10).unwrap().first_pid, 2);
+        assert_eq!(c.create_topic("b", 1, 10, none).unwrap().first_pid, 2);
         let c2 = Catalog::open_or_create(&dir, 7).unwrap();
         assert_eq!(c2.log_count(), 3, "the log count is fixed at creation");
         assert_eq!(c2.pid("b", 0).unwrap(), 2);
@@ -290,6 +406,31 @@ mod tests {
         text = text.replacen("topic b 2", "topic b 3", 1);
         std::fs::write(&path, text).unwrap();
         assert!(matches!(Catalog::open_or_create(&dir, 3), Err(StromError::BadDataDir(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // Proves retention settings persist (default, unlimited, a value), an
+    // alter changes only what it names, a format 1 file still reads (its
+    // topics follow the default), and the effective limits resolve.
+    #[test]
+    fn retention_settings_persist() {
+        let dir = std::env::temp_dir().join(format!("strom-catalog-ret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Catalog::open_or_create(&dir, 2).unwrap();
+        let own = TopicRetention { ms: Some(60_000), bytes: Some(UNLIMITED) };
+        c.create_topic("a", 1, 10, own).unwrap();
+        c.create_topic("b", 1, 10, TopicRetention::default()).unwrap();
+        assert!(c.create_topic("c", 1, 10, TopicRetention { ms: Some(LIMIT_MAX + 1), bytes: None }).is_err());
+        c.alter_topic("b", None, Some(Some(4096))).unwrap();
+        let c2 = Catalog::open_or_create(&dir, 2).unwrap();
+        assert_eq!(c2.topic("a").unwrap().retention, own);
+        assert_eq!(c2.topic("b").unwrap().retention, TopicRetention { ms: None, bytes: Some(4096) });
+        let server = Retention { age_ms: Some(1_000), bytes: Some(1 << 30) };
+        assert_eq!(own.effective(server), Retention { age_ms: Some(60_000), bytes: None });
+        assert_eq!(c2.topic("b").unwrap().retention.effective(server), Retention { age_ms: Some(1_000), bytes: Some(4096) });
+        std::fs::write(dir.join(TOPICS_FILE), with_crc("strom-topics 1\nnext_pid 3\ntopic old 1 2\n".into())).unwrap();
+        let c3 = Catalog::open_or_create(&dir, 2).unwrap();
+        assert_eq!(c3.topic("old").unwrap(), TopicMeta { first_pid: 1, partitions: 2, retention: TopicRetention::default() });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -84,9 +84,12 @@ pub struct EngineConfig {
     pub index_interval_bytes: u64,
     /// Write a checkpoint after this many bytes were logged since the last.
     pub checkpoint_interval_bytes: u64,
-    /// Delete the oldest segments while a log holds more than this.
+    /// The server-wide retention for topics without their own: a
+    /// partition keeps at most this many bytes of its newest data...
     pub retention_bytes: Option<u64>,
-    /// Delete segments whose newest write is older than this.
+    /// ...and data whose batches' max timestamp is at most this old. A
+    /// segment is deleted once no partition keeps data in it
+    /// (`docs/RETENTION.md`).
     pub retention_age: Option<Duration>,
     /// Requests queued to one core before callers block (push back).
     pub mailbox_capacity: usize,
@@ -132,6 +135,14 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// The retention of topics without their own.
+    pub fn default_retention(&self) -> crate::partition::Retention {
+        crate::partition::Retention {
+            age_ms: self.retention_age.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            bytes: self.retention_bytes,
+        }
+    }
+
     /// Checks the relations between limits; the engine refuses to start otherwise.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(StromError::Unsupported(format!("invalid configuration: {s}")));

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crate::broker::{Broker, Limits, OffsetQuery, Router};
 use crate::buf::registration::{CoreBuffers, RegistrationPlan};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, TopicRetention};
 use crate::config::EngineConfig;
 use crate::core::mailbox::{self, CoreRoute, TaskSender};
 use crate::core::task::{CoreTask, TaskNeeds};
@@ -170,13 +170,25 @@ impl Engine {
     /// Creates a topic with `partitions` partitions, durably. Must not be
     /// called on a core thread (it waits for every core).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        self.broker.create_topic(name, partitions)
+        self.broker.create_topic(name, partitions, TopicRetention::default())
+    }
+
+    /// Creates a topic with its own retention (None in a setting follows
+    /// the engine's default; see [`TopicRetention`]).
+    pub fn create_topic_with(&self, name: &str, partitions: u32, retention: TopicRetention) -> Result<()> {
+        self.broker.create_topic(name, partitions, retention)
+    }
+
+    /// Changes a topic's retention settings (None leaves one as it is); the
+    /// next retention pass, within a second, applies them.
+    pub fn alter_topic(&self, name: &str, ms: Option<Option<u64>>, bytes: Option<Option<u64>>) -> Result<TopicRetention> {
+        self.broker.alter_topic(name, ms, bytes).map(|t| t.retention)
     }
 
     /// Deletes a topic. Readers in progress (long polls among them) get
     /// `UnknownPartition`.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        self.broker.delete_topic(name)
+        self.broker.delete_topic(name).map(|_| ())
     }
 
     pub fn topics(&self) -> Vec<TopicInfo> {

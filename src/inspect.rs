@@ -10,10 +10,12 @@ use crate::catalog::{self, Catalog};
 use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
 use crate::io::Io;
+use crate::log::journal::Held;
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
 use crate::log::{checkpoint, journal};
-use crate::partition::Pid;
+use crate::partition::retention::live_segments;
+use crate::partition::{Partition, Pid, Retention, Span};
 
 /// What inspect found in one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,6 +37,27 @@ pub struct LogSummary {
     /// The log failed (a write or fdatasync error) and its data is trusted
     /// only below this position: the next open cuts it there.
     pub failed_at: Option<u64>,
+    /// Segment start positions, oldest first, and where each partition's
+    /// data lies in them (what the retention pass judges).
+    pub segment_starts: Vec<u64>,
+    pub spans: BTreeMap<Pid, Vec<Span>>,
+    /// Live and reclaimable bytes by the catalog's retention (set by
+    /// [`inspect`], which reads the catalog; zero from [`inspect_logs`]).
+    pub space: Space,
+}
+
+/// A log's bytes by what retention makes of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Space {
+    /// In segments holding data some topic keeps.
+    pub live_bytes: u64,
+    /// In segments no topic keeps data in, not deleted yet.
+    pub reclaimable_bytes: u64,
+    /// Of those, in dead segments at the log's start that the server's
+    /// next retention pass deletes (once its checkpoint passed them).
+    pub due_bytes: u64,
+    /// Why the rest waits, if some does.
+    pub held: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +81,52 @@ pub fn inspect<I: Io>(io: &mut I, dir: &Path, cfg: &EngineConfig) -> Result<Insp
             names.insert(t.first_pid + i, (name.clone(), i));
         }
     }
-    let (logs, partitions) = inspect_logs(io, dir, cat.log_count(), cfg)?;
+    let (mut logs, partitions) = inspect_logs(io, dir, cat.log_count(), cfg)?;
+    let mut retention = BTreeMap::new();
+    for t in cat.topics().values() {
+        for pid in t.first_pid..t.first_pid + t.partitions {
+            retention.insert(pid, t.retention.effective(cfg.default_retention()));
+        }
+    }
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    for l in &mut logs {
+        l.space = space_of(l, &retention, now_ms);
+    }
     Ok(Inspection { logs, partitions, names })
+}
+
+/// What the retention rule makes of a log's segments: the partitions of
+/// live topics (with their retention) judged as a core judges them.
+fn space_of(l: &LogSummary, retention: &BTreeMap<Pid, Retention>, now_ms: i64) -> Space {
+    let parts: Vec<Partition> = l
+        .spans
+        .iter()
+        .filter_map(|(&pid, spans)| {
+            let mut p = Partition::new(pid, l.log);
+            p.retention = *retention.get(&pid)?;
+            p.spans = spans.iter().copied().collect();
+            Some(p)
+        })
+        .collect();
+    let live = live_segments(parts.iter(), &l.segment_starts, now_ms);
+    let mut space = Space::default();
+    let last = l.segment_starts.len().saturating_sub(1);
+    let mut prefix = true;
+    for (i, &start) in l.segment_starts.iter().enumerate() {
+        let end = l.segment_starts.get(i + 1).copied().unwrap_or(l.report.end_pos.max(start));
+        if live[i] {
+            space.live_bytes += end - start;
+            prefix = false;
+            continue;
+        }
+        space.reclaimable_bytes += end - start;
+        if prefix && i < last {
+            space.due_bytes += end - start;
+        } else if space.held.is_none() {
+            space.held = Some(if i == last { Held::Active.as_str() } else { Held::OlderLive.as_str() });
+        }
+    }
+    space
 }
 
 /// Scans logs `0..log_count` of `dir` through `io` alone (no catalog, no
@@ -92,7 +159,17 @@ pub fn inspect_logs<I: Io>(
             .map(|b| checkpoint::decode(&b))
             .transpose()
             .map_err(|reason| StromError::Corrupt { path: ldir.join(checkpoint::FILE_NAME), pos: 0, reason })?;
-        let mut on_batch = |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, _seg: u64| -> Result<()> {
+        let mut spans: BTreeMap<Pid, Vec<Span>> = BTreeMap::new();
+        let mut on_batch = |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, seg: u64| -> Result<()> {
+            let ps = spans.entry(h.pid).or_default();
+            let running_max_ts_ms = ps.last().map_or(info.max_timestamp_ms, |l| l.max_ts_ms.max(info.max_timestamp_ms));
+            match ps.last_mut() {
+                Some(l) if l.first_pos >= seg => {
+                    l.bytes += h.frame_bytes();
+                    l.max_ts_ms = running_max_ts_ms;
+                }
+                _ => ps.push(Span { first_pos: h.pos, bytes: h.frame_bytes(), max_ts_ms: running_max_ts_ms }),
+            }
             let s = partitions.entry(h.pid).or_default();
             let base = info.base_offset as u64;
             if s.batches > 0 && base != s.next_offset {
@@ -120,12 +197,14 @@ pub fn inspect_logs<I: Io>(
                 reason: format!("checkpoint covers up to {} but valid frames end here", c.covered_pos),
             });
         }
+        let segment_starts = state.segments.iter().map(|seg| seg.start_pos).collect();
         for seg in &state.segments {
             io.close(seg.file);
         }
         let failed_at = io.read_file(&ldir.join(journal::FAILED_FILE))?.and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)));
         let checkpoint_covered = ckpt.map(|c| c.covered_pos);
-        logs.push(LogSummary { log, segments: state.segments.len(), report, checkpoint_covered, failed_at });
+        let space = Space::default();
+        logs.push(LogSummary { log, segments: state.segments.len(), report, checkpoint_covered, failed_at, segment_starts, spans, space });
     }
     Ok((logs, partitions))
 }
@@ -145,6 +224,13 @@ pub fn render(ins: &Inspection) -> String {
             "{:<5} {:>8} {:>14} {:>14} {:>10} {:>12} {:>14}",
             l.log, l.segments, l.report.scanned_from, l.report.end_pos, l.report.frames_scanned, l.report.bytes_cut, ck
         );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "{:<5} {:>14} {:>18} {:>14}  why the rest waits", "log", "live bytes", "reclaimable bytes", "of which due");
+    for l in &ins.logs {
+        let sp = &l.space;
+        let why = sp.held.unwrap_or("-");
+        let _ = writeln!(s, "{:<5} {:>14} {:>18} {:>14}  {why}", l.log, sp.live_bytes, sp.reclaimable_bytes, sp.due_bytes);
     }
     for l in &ins.logs {
         if let Some(at) = l.failed_at {

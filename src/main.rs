@@ -1,7 +1,6 @@
 //! The `strom` binary: the broker, its clients and its offline tools.
 mod cli;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +12,9 @@ use strom::client::Client;
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::io::uring::UringIo;
 use strom::server::{Server, ServerConfig};
+use topic_cmd::TopicCmd;
+
+mod topic_cmd;
 
 const ADDR_DEFAULT: &str = "127.0.0.1:7070";
 
@@ -45,7 +47,7 @@ enum Cmd {
     /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
     /// prints each core's metrics to stderr (the Metrics api serves them too).
     Serve(ServeArgs),
-    /// Create, list or delete topics on a running broker.
+    /// Create, alter, describe, list or delete topics on a running broker.
     Topic {
         #[command(flatten)]
         conn: ConnArgs,
@@ -116,20 +118,14 @@ struct ServeArgs {
     /// (default: all, or what RLIMIT_MEMLOCK allows); the rest use plain I/O.
     #[arg(long, value_name = "BYTES")]
     registered_bytes_max: Option<usize>,
-}
-
-#[derive(Subcommand)]
-enum TopicCmd {
-    /// Create a topic.
-    Create {
-        name: String,
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
-    },
-    /// Print every topic as `NAME PARTITIONS`, one per line.
-    List,
-    /// Delete a topic and its records.
-    Delete { name: String },
+    /// Retention for topics without their own (Kafka's log.retention.ms): keep
+    /// records whose batch is younger than this (ms, or 30s, 12h, 7d; -1: no limit).
+    #[arg(long, value_parser = topic_cmd::parse_ms_setting, allow_hyphen_values = true)]
+    retention_ms: Option<topic_cmd::Setting>,
+    /// Retention for topics without their own (Kafka's log.retention.bytes):
+    /// keep at most this many bytes per partition (bytes, or 512MiB, 10GiB; -1: no limit).
+    #[arg(long, value_parser = topic_cmd::parse_bytes_setting, allow_hyphen_values = true)]
+    retention_bytes: Option<topic_cmd::Setting>,
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -146,9 +142,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { dir } => ("inspect", inspect(&dir)),
         Cmd::Recover { dir, cores } => ("recover", recover(&dir, cores).map_err(|e| e.to_string())),
         Cmd::Serve(args) => ("serve", serve(&args)),
-        Cmd::Topic { conn, cmd: TopicCmd::Create { name, partitions } } => ("topic create", topic_create(&conn, &name, partitions)),
-        Cmd::Topic { conn, cmd: TopicCmd::List } => ("topic list", topic_list(&conn)),
-        Cmd::Topic { conn, cmd: TopicCmd::Delete { name } } => ("topic delete", topic_delete(&conn, &name)),
+        Cmd::Topic { conn, cmd } => (cmd.name(), topic_cmd::run(cmd, || connect(&conn))),
         Cmd::Produce(args) => ("produce", cli::produce::produce(&args)),
         Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
         Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
@@ -206,6 +200,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
         checkpoint_interval_bytes: args.checkpoint_interval_bytes,
+        retention_age: server_limit(args.retention_ms).map(Duration::from_millis),
+        retention_bytes: server_limit(args.retention_bytes),
         registered_bytes_max: args.registered_bytes_max,
         ..EngineConfig::default()
     };
@@ -262,21 +258,7 @@ fn connect(conn: &ConnArgs) -> Result<Client, String> {
     cli::connect(conn)
 }
 
-fn topic_create(conn: &ConnArgs, name: &str, partitions: u32) -> Result<(), String> {
-    strom::client::check_name(name).map_err(|e| e.to_string())?;
-    connect(conn)?.create_topic(name, partitions).map_err(|e| e.to_string())
-}
-
-fn topic_list(conn: &ConnArgs) -> Result<(), String> {
-    let metadata = connect(conn)?.metadata(&[]).map_err(|e| e.to_string())?;
-    let mut out = std::io::stdout().lock();
-    for t in &metadata.topics {
-        writeln!(out, "{} {}", t.name, t.partition_cores.len()).map_err(|e| format!("writing to stdout: {e}"))?;
-    }
-    Ok(())
-}
-
-fn topic_delete(conn: &ConnArgs, name: &str) -> Result<(), String> {
-    strom::client::check_name(name).map_err(|e| e.to_string())?;
-    connect(conn)?.delete_topic(name).map_err(|e| e.to_string())
+/// A server-wide limit: `default`, `-1` and `unlimited` are all no limit.
+fn server_limit(setting: Option<topic_cmd::Setting>) -> Option<u64> {
+    setting.and_then(|s| s.0).filter(|&v| v != strom::catalog::UNLIMITED)
 }

@@ -49,7 +49,8 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
         "proto_decode" => Some(proto::decode_request(data).is_ok() || proto::decode_response(data).is_ok()),
         "proto_request_body" => Some(data.split_first().is_some_and(|(&selector, body)| {
             let api = fuzz_checks::proto_body::api_of(selector);
-            proto::decode_request(&fuzz_checks::proto_body::frame(api as u16, proto::VERSION, body)).is_ok()
+            let version = fuzz_checks::proto_body::request_version(api, selector);
+            proto::decode_request(&fuzz_checks::proto_body::frame(api as u16, version, body)).is_ok()
         })),
         "recovery_scan" => Some(recovery_input::recovers(data)),
         _ => None,
@@ -354,9 +355,9 @@ fn catalog_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let dir = std::env::temp_dir().join(format!("strom-fuzz-seeds-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let mut cat = Catalog::open_or_create(&dir, 3).unwrap();
-    cat.create_topic("orders.v1", 4, 100).unwrap();
-    cat.create_topic("gone", 2, 100).unwrap();
-    cat.create_topic("A-b_c", 1, 100).unwrap();
+    cat.create_topic("orders.v1", 4, 100, Default::default()).unwrap();
+    cat.create_topic("gone", 2, 100, Default::default()).unwrap();
+    cat.create_topic("A-b_c", 1, 100, Default::default()).unwrap();
     cat.delete_topic("gone").unwrap();
     let meta = fs::read(dir.join(catalog::META_FILE)).unwrap();
     let topics = fs::read(dir.join(catalog::TOPICS_FILE)).unwrap();
@@ -452,7 +453,7 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("valid-metadata-request", request(4, &Request::Metadata { topics: vec!["orders", "audit.v2"] })),
         ("valid-metadata-request-all", request(5, &Request::Metadata { topics: vec![] })),
-        ("valid-create-topic-request", request(6, &Request::CreateTopic { topic: "orders", partitions: 4 })),
+        ("valid-create-topic-request", request(6, &Request::CreateTopic { topic: "orders", partitions: 4, retention: None })),
         ("valid-delete-topic-request", request(7, &Request::DeleteTopic { topic: "orders" })),
         ("valid-offset-commit-request", request(8, &Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 })),
         ("valid-offset-fetch-request", request(9, &Request::OffsetFetch { group: "billing", topic: "orders", partition: 3 })),
@@ -487,8 +488,10 @@ fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
     one.push(1_700_000_000_000, Some(b"k"), Some(b"hello"), &[]);
     let batches = one.finish();
     let fetch = request_input(&Request::Fetch { topic: "orders", partition: 3, offset: 42, max_bytes: 1 << 20, max_wait_ms: 500 });
-    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4 });
+    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention: None });
     let commit = request_input(&Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 });
+    let retention = Some(strom::catalog::TopicRetention { ms: Some(604_800_000), bytes: None });
+    let create_v2 = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention });
     let metadata = Api::Metadata as u8 - 1;
     vec![
         ("valid-produce", request_input(&Request::Produce { topic: "orders", partition: 3, batches: &batches })),
@@ -501,6 +504,11 @@ fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-delete-topic", request_input(&Request::DeleteTopic { topic: "orders" })),
         ("valid-offset-commit", commit.clone()),
         ("valid-offset-fetch", request_input(&Request::OffsetFetch { group: "billing", topic: "orders", partition: 3 })),
+        ("valid-create-topic-retention", create_v2.clone()),
+        ("valid-alter-topic", request_input(&Request::AlterTopic { topic: "orders", ms: None, bytes: Some(Some(1 << 30)) })),
+        ("valid-describe-topic", request_input(&Request::DescribeTopic { topic: "orders" })),
+        ("valid-server-info", request_input(&Request::ServerInfo)),
+        ("create-topic-retention-minus-4", [&create_v2[..create_v2.len() - 8], &(-4i64).to_be_bytes()].concat()),
         ("fetch-short", fetch[..fetch.len() - 1].to_vec()),
         ("create-topic-trailing", [&create[..], &[0]].concat()),
         ("offset-commit-string-past-end", [&commit[..1], &[0xFF, 0xFF], &commit[3..]].concat()),
@@ -524,6 +532,22 @@ fn response_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
         topics: vec![TopicMetadata { name: "orders".into(), partition_cores: vec![0, 1, 0, 1] }],
     };
     let selector = |api: Api| api as u8 - 1;
+    let described = strom::catalog::TopicDescription {
+        name: "orders".into(),
+        retention: strom::catalog::TopicRetention { ms: Some(3_600_000), bytes: None },
+        effective: strom::partition::Retention { age_ms: Some(3_600_000), bytes: Some(1 << 30) },
+        partitions: vec![strom::catalog::PartitionDescription { start_offset: 5, end_offset: 44, bytes: 4096, core: 1 }],
+        indices: vec![],
+    };
+    let server_info = strom::proto::ServerInfo {
+        protocol_version: strom::proto::VERSION,
+        server_version: "0.1.0".into(),
+        cores: 2,
+        fsync: "always".into(),
+        batch_bytes_max: (1 << 20) - (8 << 10),
+        frame_bytes_max: (8 << 20) + 1024,
+        partitions_per_topic_max: 65_536,
+    };
     vec![
         ("valid-produce", response_input(Api::Produce, &Response::Produce { base_offset: 40, last_offset: 43 })),
         (
@@ -541,6 +565,11 @@ fn response_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-delete-topic", response_input(Api::DeleteTopic, &Response::DeleteTopic)),
         ("valid-offset-commit", response_input(Api::OffsetCommit, &Response::OffsetCommit)),
         ("valid-offset-fetch", response_input(Api::OffsetFetch, &Response::OffsetFetch { offset: Some(43) })),
+        ("valid-alter-topic", response_input(Api::AlterTopic, &Response::AlterTopic { retention: described.retention })),
+        ("valid-describe-topic", response_input(Api::DescribeTopic, &Response::DescribeTopic { description: described.clone() })),
+        ("valid-server-info", response_input(Api::ServerInfo, &Response::ServerInfo(server_info))),
+        ("server-info-short", vec![selector(Api::ServerInfo), 0, 1, 0, 5, b'0', b'.', b'1']),
+        ("describe-topic-partitions-max", [&[selector(Api::DescribeTopic), 0, 1, b't'][..], &[0xFF; 32], &[0xFF; 4]].concat()),
         ("valid-error", response_input(Api::Fetch, &Response::Error { code: ErrorCode::UnknownTopic, message: "no topic orders" })),
         ("valid-error-unknown-code", response_input(Api::Produce, &Response::Error { code: ErrorCode::Unknown(200), message: "newer" })),
         ("metadata-cores-lie", vec![selector(Api::Metadata), 0xFF, 0xFF, 0, 0]),

@@ -4,29 +4,31 @@
 //! harness frames the rest correctly, and every input reaches a body decoder.
 //!
 //! ```text
-//! request input:   selector | body           api = the highest api <= 1 + (selector & 0x7F) % 13
-//! response input:  selector | body           the same api, success
+//! request input:   selector | body           api = 1 + (selector & 0x7F) % 13; version 2 when
+//!                                            selector >= 0x80 and the api is CreateTopic, else 1
+//! response input:  selector | body           api = 1 + (selector & 0x7F) % 13, success
 //!                  selector | code | body    when selector >= 0x80: error `code` (0 still means success)
 //! ```
 
-use strom::proto::{self, Api, DecodeError, ErrorCode, Header, MESSAGE_BYTES_MAX, Request, Response, VERSION};
+use strom::proto::{
+    self, Api, CREATE_TOPIC_RETENTION_VERSION, DecodeError, ErrorCode, Header, MESSAGE_BYTES_MAX, Request, Response, VERSION,
+};
 
 /// The request id every framed input carries, so a decoder that mixed up
 /// fields would show it.
 const REQUEST_ID: u64 = 0x0102_0304_0506_0708;
 /// Selector bit of a response input whose second byte is an error code.
 const ERROR_BIT: u8 = 0x80;
-/// The highest api number of this version (ServerInfo, 13).
-const API_NUMBER_MAX: u8 = 13;
+/// The apis of this version, numbered 1..=API_COUNT (AlterTopic, DescribeTopic and ServerInfo included).
+const API_COUNT: u8 = 13;
+/// A version no api accepts (CreateTopic takes 1 and 2, the rest 1).
+const UNSUPPORTED_VERSION: u16 = 3;
 
 /// The api a selector byte picks: every api, none unknown (`proto_decode` covers unknown ones).
 pub fn api_of(selector: u8) -> Api {
     // The error bit is masked first, so a selector names the same api in a
     // request and in an error reply (and the seeds keep their apis).
-    // A number with no api in this build goes to the api below it, so every
-    // selector names one; selector `api - 1` names `api` (request_input).
-    let number = 1 + u16::from((selector & !ERROR_BIT) % API_NUMBER_MAX);
-    (1..=number).rev().find_map(Api::from_u16).expect("1 is Produce")
+    Api::from_u16(1 + u16::from((selector & !ERROR_BIT) % API_COUNT)).expect("1..=13 are apis")
 }
 
 /// A whole frame (length included) around `body`.
@@ -42,13 +44,14 @@ pub fn check_request(data: &[u8]) {
         return;
     };
     let api = api_of(selector);
-    let framed = frame(api as u16, VERSION, body);
+    let version = request_version(api, selector);
+    let framed = frame(api as u16, version, body);
     proto::fuzz_check(&framed);
-    let header = Header { api: api as u16, version_or_error: VERSION, request_id: REQUEST_ID };
+    let header = Header { api: api as u16, version_or_error: version, request_id: REQUEST_ID };
     match proto::decode_request(&framed) {
         Ok((h, req)) => {
-            assert_eq!((h, req.api()), (header, api));
-            check_request_edges(api, body);
+            assert_eq!((h, req.api(), req.version()), (header, api, version));
+            check_request_edges(api, version, body);
         }
         Err((h, e)) => {
             // The header is whole and the length right, so only the body can fail.
@@ -57,20 +60,25 @@ pub fn check_request(data: &[u8]) {
         }
     }
     // The version is checked before the body: any other version is refused as such.
-    let other = frame(api as u16, VERSION + 1, body);
-    assert_eq!(proto::decode_request(&other).err().map(|(_, e)| e), Some(DecodeError::UnsupportedVersion(VERSION + 1)));
+    let other = frame(api as u16, UNSUPPORTED_VERSION, body);
+    assert_eq!(proto::decode_request(&other).err().map(|(_, e)| e), Some(DecodeError::UnsupportedVersion(UNSUPPORTED_VERSION)));
+}
+
+/// The request version a selector picks: 2 (with retention) only for a CreateTopic.
+pub fn request_version(api: Api, selector: u8) -> u16 {
+    if api == Api::CreateTopic && selector & ERROR_BIT != 0 { CREATE_TOPIC_RETENTION_VERSION } else { VERSION }
 }
 
 /// On a body that decodes: one byte more is trailing and one byte less is
 /// short, except for a Produce, whose batches run to the end of the frame.
-fn check_request_edges(api: Api, body: &[u8]) {
+fn check_request_edges(api: Api, version: u16, body: &[u8]) {
     if api == Api::Produce {
         return;
     }
     let longer = [body, &[0]].concat();
-    assert_eq!(proto::decode_request(&frame(api as u16, VERSION, &longer)).err().map(|(_, e)| e), Some(DecodeError::Trailing));
+    assert_eq!(proto::decode_request(&frame(api as u16, version, &longer)).err().map(|(_, e)| e), Some(DecodeError::Trailing));
     if let Some((_, shorter)) = body.split_last() {
-        assert!(proto::decode_request(&frame(api as u16, VERSION, shorter)).is_err(), "{api:?} body accepted without its last byte");
+        assert!(proto::decode_request(&frame(api as u16, version, shorter)).is_err(), "{api:?} body accepted without its last byte");
     }
 }
 
@@ -111,7 +119,8 @@ pub fn check_response(data: &[u8]) {
 pub fn request_input(req: &Request<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     proto::encode_request(&mut out, REQUEST_ID, req);
-    [&[req.api() as u8 - 1][..], &out[proto::LEN_BYTES + proto::HEADER_BYTES..]].concat()
+    let selector = (req.api() as u8 - 1) | if req.version() == VERSION { 0 } else { ERROR_BIT };
+    [&[selector][..], &out[proto::LEN_BYTES + proto::HEADER_BYTES..]].concat()
 }
 
 /// A response input: the selector of `api`, then the body of `resp` as encoded

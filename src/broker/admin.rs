@@ -1,4 +1,4 @@
-//! The admin thread: topic creation and deletion, and committed consumer
+//! The admin thread: topic creation, changes, descriptions and deletion, and committed consumer
 //! offsets. Creating a topic waits for every core to add its partitions,
 //! so it cannot run on a core thread (a core would wait for itself).
 //!
@@ -13,12 +13,14 @@ use std::thread::JoinHandle;
 use super::Broker;
 use super::command::{Answer, BrokerError, Responder};
 use super::offsets::OffsetStore;
-use crate::catalog::{pid_in, validate_topic_name};
+use crate::catalog::{TopicRetention, pid_in, validate_topic_name};
 use crate::error::{IoOp, Result, StromError};
 
 pub(crate) enum Job {
-    CreateTopic { name: String, partitions: u32, reply: Responder },
+    CreateTopic { name: String, partitions: u32, retention: TopicRetention, reply: Responder },
     DeleteTopic { name: String, reply: Responder },
+    AlterTopic { name: String, ms: Option<Option<u64>>, bytes: Option<Option<u64>>, reply: Responder },
+    DescribeTopic { name: String, reply: Responder },
     Commit { group: String, topic: String, partition: u32, offset: u64, reply: Responder },
     Fetch { group: String, topic: String, partition: u32, reply: Responder },
 }
@@ -26,7 +28,12 @@ pub(crate) enum Job {
 impl Job {
     /// Answers the job with `e` without doing it.
     pub(crate) fn refuse(self, e: StromError) {
-        let (Job::CreateTopic { reply, .. } | Job::DeleteTopic { reply, .. } | Job::Commit { reply, .. } | Job::Fetch { reply, .. }) = self;
+        let (Job::CreateTopic { reply, .. }
+        | Job::DeleteTopic { reply, .. }
+        | Job::AlterTopic { reply, .. }
+        | Job::DescribeTopic { reply, .. }
+        | Job::Commit { reply, .. }
+        | Job::Fetch { reply, .. }) = self;
         reply(Err(e.into()))
     }
 }
@@ -98,17 +105,22 @@ fn run(broker: &Broker, mut store: OffsetStore, rx: Receiver<Job>) {
 /// True when the offsets changed in memory.
 fn handle(broker: &Broker, store: &mut OffsetStore, job: Job, committed: &mut Vec<Responder>) -> bool {
     match job {
-        Job::CreateTopic { name, partitions, reply } => {
-            reply(broker.create_topic(&name, partitions).map(|()| Answer::TopicCreated).map_err(Into::into))
+        Job::CreateTopic { name, partitions, retention, reply } => {
+            reply(broker.create_topic(&name, partitions, retention).map(|()| Answer::TopicCreated).map_err(Into::into))
         }
         Job::DeleteTopic { name, reply } => match broker.delete_topic(&name) {
-            Ok(()) => {
+            Ok(_) => {
                 let forgot = store.forget_topic(&name);
                 reply(Ok(Answer::TopicDeleted));
                 return forgot;
             }
             Err(e) => reply(Err(e.into())),
         },
+        Job::AlterTopic { name, ms, bytes, reply } => {
+            reply(broker.alter_topic(&name, ms, bytes).map(|t| Answer::TopicAltered(t.retention)).map_err(Into::into))
+        }
+        // Waits for each partition's core: the admin thread may block.
+        Job::DescribeTopic { name, reply } => reply(broker.describe_topic(&name).map(Answer::TopicDescribed).map_err(Into::into)),
         Job::Commit { group, topic, partition, offset, reply } => {
             let checked = validate_topic_name(&group)
                 .and_then(|()| pid_in(&broker.topics(), &topic, partition))

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::buf::AlignedBuf;
+use crate::catalog::{TopicDescription, TopicRetention};
 use crate::config::FsyncPolicy;
 use crate::core::AppendAck;
 use crate::error::StromError;
@@ -47,6 +48,18 @@ pub enum Command<'a> {
     CreateTopic {
         topic: &'a str,
         partitions: u32,
+        retention: TopicRetention,
+    },
+    /// Changes a topic's own retention; None leaves a setting as it is.
+    /// Answered with the topic's settings after ([`Answer::TopicAltered`]).
+    AlterTopic {
+        topic: &'a str,
+        ms: Option<Option<u64>>,
+        bytes: Option<Option<u64>>,
+    },
+    /// The topic's settings and partitions now ([`Answer::TopicDescribed`]).
+    DescribeTopic {
+        topic: &'a str,
     },
     DeleteTopic {
         topic: &'a str,
@@ -160,6 +173,8 @@ pub enum Answer {
     },
     TopicCreated,
     TopicDeleted,
+    TopicAltered(TopicRetention),
+    TopicDescribed(TopicDescription),
     OffsetCommitted,
     /// FetchOffset: None when the group committed nothing for the partition.
     CommittedOffset(Option<u64>),

@@ -113,9 +113,13 @@ impl Dispatcher {
                 }
             }
             Command::Metadata { topics } => reply(self.metadata(&topics)),
-            Command::CreateTopic { topic, partitions } => {
-                self.admin(Job::CreateTopic { name: topic.to_string(), partitions, reply: Box::new(reply) })
+            Command::CreateTopic { topic, partitions, retention } => {
+                self.admin(Job::CreateTopic { name: topic.to_string(), partitions, retention, reply: Box::new(reply) })
             }
+            Command::AlterTopic { topic, ms, bytes } => {
+                self.admin(Job::AlterTopic { name: topic.to_string(), ms, bytes, reply: Box::new(reply) })
+            }
+            Command::DescribeTopic { topic } => self.admin(Job::DescribeTopic { name: topic.to_string(), reply: Box::new(reply) }),
             Command::DeleteTopic { topic } => self.admin(Job::DeleteTopic { name: topic.to_string(), reply: Box::new(reply) }),
             Command::CommitOffset { group, topic, partition, offset } => {
                 self.admin(Job::Commit { group: group.to_string(), topic: topic.to_string(), partition, offset, reply: Box::new(reply) })

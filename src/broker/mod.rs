@@ -18,14 +18,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::catalog::{Catalog, TopicMeta, pid_in};
+use crate::catalog::{Catalog, PartitionDescription, TopicDescription, TopicMeta, TopicRetention, pid_in};
 use crate::config::{EngineConfig, FsyncPolicy};
 use crate::core::mailbox::CoreRoute;
 use crate::core::{AppendAck, PartitionStat, Reply, ValidBatch};
 use crate::engine::{Pending, pending};
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::partition::Pid;
+use crate::partition::{Pid, Retention};
 use crate::read::{Fetch, ReadResult};
 
 pub(crate) mod admin;
@@ -79,11 +79,15 @@ pub struct Broker {
     batch_bytes_max: usize,
     partitions_per_topic_max: u32,
     fsync: FsyncPolicy,
+    /// The server-wide retention, for topics without their own.
+    default_retention: Retention,
 }
 
 impl Broker {
+    /// Also tells the cores their partitions' retention, before any request
+    /// can reach them.
     pub(crate) fn new(router: Router, catalog: Catalog, routes: Vec<CoreRoute>, cfg: &EngineConfig) -> Broker {
-        Broker {
+        let broker = Broker {
             router,
             directory: Directory::new(catalog.topics()),
             catalog: Mutex::new(catalog),
@@ -91,7 +95,15 @@ impl Broker {
             batch_bytes_max: cfg.batch_bytes_max,
             partitions_per_topic_max: cfg.partitions_per_topic_max,
             fsync: cfg.fsync,
-        }
+            default_retention: cfg.default_retention(),
+        };
+        // One request per core, whatever the number of topics: a mailbox
+        // send blocks when full, and a simulated core runs only when its
+        // test drives it.
+        let topics: Vec<TopicMeta> = broker.directory.snapshot().values().copied().collect();
+        // A core that failed to start refuses the request: nothing to tell.
+        let _ = broker.send_retention(&topics);
+        broker
     }
 
     pub fn router(&self) -> Router {
@@ -173,35 +185,95 @@ impl Broker {
 
     /// Creates a topic with `partitions` partitions, durably. Must not be
     /// called on a core thread (it waits for every core).
-    pub(crate) fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+    pub(crate) fn create_topic(&self, name: &str, partitions: u32, retention: TopicRetention) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
-        let TopicMeta { first_pid, partitions } = cat.create_topic(name, partitions, self.partitions_per_topic_max)?;
+        let t = cat.create_topic(name, partitions, self.partitions_per_topic_max, retention)?;
         // The cores know the partitions before any request can name them.
-        let res = self.broadcast_pids(first_pid..first_pid + partitions, true);
+        let res = self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, Some(t.retention.effective(self.default_retention)));
         self.directory.publish(cat.topics());
         res
     }
 
-    /// Deletes a topic. Readers in progress (long polls among them) get
-    /// `UnknownPartition`.
-    pub(crate) fn delete_topic(&self, name: &str) -> Result<()> {
+    /// Changes a topic's retention durably (None leaves a setting as it is)
+    /// and tells the cores; the next retention pass applies it.
+    pub(crate) fn alter_topic(&self, name: &str, ms: Option<Option<u64>>, bytes: Option<Option<u64>>) -> Result<TopicMeta> {
         let mut cat = self.catalog.lock().expect("catalog lock");
-        let TopicMeta { first_pid, partitions } = cat.delete_topic(name)?;
-        // No new request finds the topic once this is published.
+        let t = cat.alter_topic(name, ms, bytes)?;
         self.directory.publish(cat.topics());
-        self.broadcast_pids(first_pid..first_pid + partitions, false)
+        self.send_retention(&[t])?;
+        Ok(t)
     }
 
-    fn broadcast_pids(&self, pids: std::ops::Range<Pid>, add: bool) -> Result<()> {
+    /// Tells each core the effective retention of its partitions of
+    /// `topics` (partitions start with none), in one request per core.
+    fn send_retention(&self, topics: &[TopicMeta]) -> Result<()> {
+        let mut per_core: Vec<Vec<(Pid, Retention)>> = vec![Vec::new(); self.routes.len()];
+        for t in topics {
+            let retention = t.retention.effective(self.default_retention);
+            for pid in t.first_pid..t.first_pid + t.partitions {
+                // An engine whose cores failed to start has fewer routes (none).
+                if let Some(limits) = per_core.get_mut(self.router.core_of(pid)) {
+                    limits.push((pid, retention));
+                }
+            }
+        }
+        for (route, limits) in self.routes.iter().zip(per_core) {
+            if !limits.is_empty() {
+                route.send(requests::set_retention(limits))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A topic's settings and each partition's offsets and bytes, asked of
+    /// their cores. Blocks: not for a core thread.
+    pub(crate) fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let t = *self
+            .directory
+            .snapshot()
+            .get(name)
+            .ok_or_else(|| crate::error::StromError::UnknownTopic(name.escape_debug().take(300).collect()))?;
+        let mut partitions = Vec::with_capacity(t.partitions as usize);
+        for i in 0..t.partitions {
+            let pid = t.first_pid + i;
+            let (reply, wait) = pending();
+            self.submit(pid, requests::stat(pid, reply))?;
+            let s = wait.wait()?;
+            let core = u16::try_from(self.router.core_of(pid)).unwrap_or(u16::MAX);
+            partitions.push(PartitionDescription { start_offset: s.start_offset, end_offset: s.end_offset, bytes: s.bytes, core });
+        }
+        let effective = t.retention.effective(self.default_retention);
+        Ok(TopicDescription { name: name.to_string(), retention: t.retention, effective, partitions, indices: Vec::new() })
+    }
+
+    /// The limits partitions of a topic with these settings run with.
+    pub fn effective_retention(&self, own: TopicRetention) -> Retention {
+        own.effective(self.default_retention)
+    }
+
+    /// Deletes a topic. Readers in progress (long polls among them) get
+    /// `UnknownPartition`. Its data is dead from now on: the next retention
+    /// pass deletes the segments no other topic keeps data in.
+    pub(crate) fn delete_topic(&self, name: &str) -> Result<TopicMeta> {
+        let mut cat = self.catalog.lock().expect("catalog lock");
+        let t = cat.delete_topic(name)?;
+        // No new request finds the topic once this is published.
+        self.directory.publish(cat.topics());
+        self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, None)?;
+        Ok(t)
+    }
+
+    /// Adds the partitions (with this retention) to their cores, or removes them (None).
+    fn broadcast_pids(&self, pids: std::ops::Range<Pid>, add: Option<Retention>) -> Result<()> {
         let mut waits = Vec::new();
         for (core, route) in self.routes.iter().enumerate() {
             let mine: Vec<Pid> = pids.clone().filter(|&p| self.router.core_of(p) == core).collect();
             if mine.is_empty() {
                 continue;
             }
-            if add {
+            if let Some(retention) = add {
                 let (reply, wait) = pending();
-                route.send(requests::add_partitions(mine, reply))?;
+                route.send(requests::add_partitions(mine, retention, reply))?;
                 waits.push(wait);
             } else {
                 route.send(requests::remove_partitions(mine))?;

@@ -9,7 +9,7 @@ use super::produce::ProduceAcc;
 use crate::core::{AppendAck, PartitionStat, Reply, Request, ValidBatch};
 use crate::error::Result;
 use crate::metrics::Metrics;
-use crate::partition::Pid;
+use crate::partition::{Pid, Retention};
 use crate::read::{Fetch, OnceSink, ReadResult, RegisteredBatches};
 
 /// One batch appended to partition `pid`.
@@ -100,8 +100,12 @@ pub(crate) fn core_metrics(reply: Reply<Metrics>) -> Request {
 }
 
 /// A new topic's partitions, to the core that owns them.
-pub(crate) fn add_partitions(pids: Vec<Pid>, reply: Reply<()>) -> Request {
-    Request::AddPartitions { pids, reply }
+pub(crate) fn add_partitions(pids: Vec<Pid>, retention: Retention, reply: Reply<()>) -> Request {
+    Request::AddPartitions { pids, retention, reply }
+}
+
+pub(crate) fn set_retention(limits: Vec<(Pid, Retention)>) -> Request {
+    Request::SetRetention { limits }
 }
 
 /// A deleted topic's partitions, to the core that owns them.

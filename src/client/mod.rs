@@ -21,9 +21,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::catalog::validate_topic_name;
+use crate::catalog::{TopicDescription, TopicRetention, validate_topic_name};
 use crate::proto::{self, Api, Header, OffsetSpec, Request, Response, ServerInfo, TopicMetadata};
 use crate::wire::batch::BatchBuilder;
+
+mod topic;
 
 pub use crate::stats::StageLatency;
 pub use error::ClientError;
@@ -123,6 +125,9 @@ pub enum OwnedResponse {
     Metadata(Metadata),
     CreateTopic,
     DeleteTopic,
+    /// The topic's own retention settings after the change.
+    AlterTopic(TopicRetention),
+    DescribeTopic(TopicDescription),
     OffsetCommit,
     /// `None`: the group committed nothing for the partition.
     OffsetFetch(Option<u64>),
@@ -142,6 +147,8 @@ impl OwnedResponse {
             OwnedResponse::Metadata(_) => Api::Metadata,
             OwnedResponse::CreateTopic => Api::CreateTopic,
             OwnedResponse::DeleteTopic => Api::DeleteTopic,
+            OwnedResponse::AlterTopic(_) => Api::AlterTopic,
+            OwnedResponse::DescribeTopic(_) => Api::DescribeTopic,
             OwnedResponse::OffsetCommit => Api::OffsetCommit,
             OwnedResponse::OffsetFetch(_) => Api::OffsetFetch,
             OwnedResponse::Stats(_) => Api::Stats,
@@ -433,7 +440,7 @@ impl Client {
     }
 
     pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
-        match self.call(&Request::CreateTopic { topic: name, partitions })? {
+        match self.call(&Request::CreateTopic { topic: name, partitions, retention: None })? {
             OwnedResponse::CreateTopic => Ok(()),
             other => Err(unexpected(Api::CreateTopic, &other)),
         }
@@ -563,7 +570,9 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
         | Request::Fetch { topic, .. }
         | Request::ListOffsets { topic, .. }
         | Request::CreateTopic { topic, .. }
-        | Request::DeleteTopic { topic } => check_name(topic),
+        | Request::DeleteTopic { topic }
+        | Request::AlterTopic { topic, .. }
+        | Request::DescribeTopic { topic } => check_name(topic),
         Request::Metadata { topics } => topics.iter().try_for_each(|t| check_name(t)),
         Request::OffsetCommit { group, topic, .. } | Request::OffsetFetch { group, topic, .. } => {
             check_name(group)?;
@@ -588,6 +597,8 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
         Response::Metadata { core_addrs, topics } => Ok(OwnedResponse::Metadata(Metadata { core_addrs, topics })),
         Response::CreateTopic => Ok(OwnedResponse::CreateTopic),
         Response::DeleteTopic => Ok(OwnedResponse::DeleteTopic),
+        Response::AlterTopic { retention } => Ok(OwnedResponse::AlterTopic(retention)),
+        Response::DescribeTopic { description } => Ok(OwnedResponse::DescribeTopic(description)),
         Response::OffsetCommit => Ok(OwnedResponse::OffsetCommit),
         Response::OffsetFetch { offset } => Ok(OwnedResponse::OffsetFetch(offset)),
         Response::Stats { stages } => Ok(OwnedResponse::Stats(stages)),
@@ -602,7 +613,7 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
 
 /// A reply of another api than the request's: `read_reply` checks the
 /// header's api, so this means the codec and the header disagree.
-fn unexpected(asked: Api, got: &OwnedResponse) -> ClientError {
+pub(crate) fn unexpected(asked: Api, got: &OwnedResponse) -> ClientError {
     ClientError::Protocol(format!("a {:?} reply to a {asked:?} request", got.api()))
 }
 

@@ -134,7 +134,7 @@ fn rewind_partitions<R>(partitions: &mut HashMap<Pid, Partition>, j: &Journal<R>
         }
     }
     for p in partitions.values_mut().filter(|p| p.log == j.id) {
-        p.index.truncate_from(pos);
+        p.truncate_from(pos);
         p.staged_max_ts_ms = j.pending_max_ts(p.pid).unwrap_or(i64::MIN).max(p.visible_max_ts_ms);
         debug_assert!(p.next_offset >= p.visible_end);
     }

@@ -31,7 +31,7 @@ use crate::error::{Result, StromError};
 use crate::io::{Completion, Io};
 use crate::log::journal::{Journal, PendingAck, StageError};
 use crate::metrics::{CoreMetrics, Metrics};
-use crate::partition::{Partition, Pid};
+use crate::partition::{ObservedBatch, Partition, Pid, Retention};
 use crate::read::{Fetch, ReadCx, ReadPath, ReadResult, ReadSink};
 use crate::stats::StageTrace;
 use crate::wire::batch::{self, BatchInfo};
@@ -59,6 +59,9 @@ pub struct PartitionStat {
     pub start_offset: u64,
     pub end_offset: u64,
     pub max_ts_ms: i64,
+    /// Frame bytes of its data in the log, as counted since the last
+    /// checkpoint before this run (see `Partition::restore_index`).
+    pub bytes: u64,
 }
 
 /// A RecordBatch that passed [`batch::validate`]: only constructible that way.
@@ -113,9 +116,15 @@ pub enum Request {
     Metrics {
         reply: Reply<Metrics>,
     },
+    /// New partitions, with their topic's effective retention.
     AddPartitions {
         pids: Vec<Pid>,
+        retention: Retention,
         reply: Reply<()>,
+    },
+    /// Partitions' effective retention: at start-up, and when a topic's changed.
+    SetRetention {
+        limits: Vec<(Pid, Retention)>,
     },
     RemovePartitions {
         pids: Vec<Pid>,
@@ -146,7 +155,7 @@ impl Request {
             Request::Stat { reply, .. } => reply(Err(e)),
             Request::Metrics { reply } => reply(Err(e)),
             Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
-            Request::RemovePartitions { .. } => {}
+            Request::RemovePartitions { .. } | Request::SetRetention { .. } => {}
             Request::Group(reqs) => reqs.into_iter().for_each(|r| r.refuse(e.clone())),
         }
     }
@@ -160,7 +169,10 @@ pub struct CoreSpec {
     pub log_count: u32,
     /// The logs this core owns.
     pub logs: Vec<u32>,
-    /// Every partition of this core's logs, from the catalog.
+    /// Every partition of this core's logs, from the catalog. They start
+    /// with no retention limits until the broker sends their topics' own
+    /// ([`Request::SetRetention`], queued before any other request): keeping
+    /// data a moment longer is the safe side.
     pub pids: Vec<Pid>,
     /// What the task that will run beside the core needs (a server's).
     pub needs: task::TaskNeeds,
@@ -291,18 +303,30 @@ impl<I: Io> Core<I> {
                 reads.offset_for_time(&mut cx, pid, ts_ms, reply);
             }
             Request::Stat { pid, reply } => reply(match self.partitions.get(&pid) {
-                Some(p) => Ok(PartitionStat { start_offset: p.start_offset, end_offset: p.visible_end, max_ts_ms: p.visible_max_ts_ms }),
+                Some(p) => Ok(PartitionStat {
+                    start_offset: p.start_offset,
+                    end_offset: p.visible_end,
+                    max_ts_ms: p.visible_max_ts_ms,
+                    bytes: p.span_bytes,
+                }),
                 None => Err(StromError::UnknownPartition { topic: String::new(), partition: pid }),
             }),
             Request::Metrics { reply } => reply(Ok(self.metrics())),
-            Request::AddPartitions { pids, reply } => {
+            Request::AddPartitions { pids, retention, reply } => {
                 for pid in pids {
                     let log = crate::partition::log_of(pid, self.spec.log_count);
                     if self.journals.contains_key(&log) {
-                        self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log));
+                        self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log)).retention = retention;
                     }
                 }
                 reply(Ok(()))
+            }
+            Request::SetRetention { limits } => {
+                for (pid, retention) in limits {
+                    if let Some(p) = self.partitions.get_mut(&pid) {
+                        p.retention = retention;
+                    }
+                }
             }
             Request::RemovePartitions { pids } => {
                 for pid in pids {
@@ -354,7 +378,9 @@ impl<I: Io> Core<I> {
             Ok(pos) => {
                 let records = batch.records();
                 let seg_start = journal.active_segment_start();
-                let max_ts_ms = p.observe_batch(base, records, batch.info.max_timestamp_ms, pos, seg_start, self.cfg.index_interval_bytes);
+                let frame_bytes = (crate::log::frame::HEADER_BYTES + bytes.len()) as u64;
+                let seen = ObservedBatch { base, records, max_ts_ms: batch.info.max_timestamp_ms, pos, frame_bytes };
+                let max_ts_ms = p.observe_batch(seen, seg_start, self.cfg.index_interval_bytes);
                 let staged_ns = self.io.now_ns() + self.clock_offset_ns;
                 let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };
                 let wait = AppendWait { reply, trace, pos };

@@ -15,7 +15,7 @@ use crate::log::journal::{self, Journal, JournalLimits};
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
 use crate::metrics::CoreMetrics;
-use crate::partition::{Partition, Pid, SparseIndex, log_of};
+use crate::partition::{ObservedBatch, Partition, Pid, log_of};
 use crate::read::{ReadLimits, ReadPath};
 use crate::wire::batch::BatchInfo;
 
@@ -97,7 +97,7 @@ impl<I: Io> Core<I> {
                 p.start_offset = pc.start_offset;
                 p.visible_max_ts_ms = pc.max_ts_ms;
                 p.staged_max_ts_ms = pc.max_ts_ms;
-                p.index = SparseIndex::from_entries(pc.entries.clone());
+                p.restore_index(pc.entries.clone(), pc.max_ts_ms);
             }
         }
         parts
@@ -135,7 +135,8 @@ impl<I: Io> Core<I> {
                 });
             }
             let records = info.last_offset_delta as u64 + 1;
-            let ts = p.observe_batch(base, records, info.max_timestamp_ms, h.pos, seg_start, interval);
+            let seen = ObservedBatch { base, records, max_ts_ms: info.max_timestamp_ms, pos: h.pos, frame_bytes: h.frame_bytes() };
+            let ts = p.observe_batch(seen, seg_start, interval);
             p.make_visible(base + records, ts);
             Ok(())
         };

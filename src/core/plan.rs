@@ -5,6 +5,8 @@ use std::time::Duration;
 use super::Core;
 use crate::io::Io;
 use crate::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
+use crate::log::journal::Held;
+use crate::partition::retention::live_segments;
 
 /// How often retention looks for segments to delete (and the longest a
 /// core sleeps with nothing else due).
@@ -139,23 +141,31 @@ impl<I: Io> Core<I> {
         Checkpoint { log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
     }
 
+    /// Once a second: per log, which segments still hold live data (see
+    /// [`crate::partition::retention`]), and deletes the oldest that hold
+    /// none. Runs with no limits set too: a deleted topic's data is dead.
     fn maybe_retention(&mut self) {
         let now = self.io.now_ns();
-        if now < self.last_retention_ns + RETENTION_CHECK_NS || (self.cfg.retention_bytes.is_none() && self.cfg.retention_age.is_none()) {
+        if now < self.last_retention_ns + RETENTION_CHECK_NS {
             return;
         }
         self.last_retention_ns = now;
-        let age_ns = self.cfg.retention_age.map(|d| d.as_nanos() as u64);
+        let now_ms = wall_clock_ms();
         for (&log, j) in self.journals.iter_mut() {
+            let starts = j.segment_starts();
+            let live = live_segments(self.partitions.values().filter(|p| p.log == log), &starts, now_ms);
             let checkpointed_pos = self.checkpoint_pos.get(&log).copied().unwrap_or(0);
-            match j.apply_retention(&mut self.io, self.cfg.retention_bytes, age_ns, checkpointed_pos) {
-                Ok((moved, waits)) => {
-                    if let Some(start) = moved {
+            match j.apply_retention(&mut self.io, &live, checkpointed_pos) {
+                Ok(pass) => {
+                    if let Some(start) = pass.moved {
                         for p in self.partitions.values_mut().filter(|p| p.log == log) {
                             p.forget_before(start);
                         }
                     }
-                    if waits || moved.is_some() {
+                    j.metrics.retention_deleted_bytes += pass.deleted_bytes;
+                    j.metrics.live_bytes = pass.live_bytes;
+                    j.metrics.reclaimable_bytes = pass.reclaimable_bytes;
+                    if pass.held == Some(Held::Checkpoint) || pass.moved.is_some() {
                         // Checkpoint now: retention waits for one, and restart
                         // should not look for deleted segments' state.
                         self.checkpoint_bytes.insert(log, j.bytes_logged.saturating_sub(self.cfg.checkpoint_interval_bytes));
@@ -165,4 +175,10 @@ impl<I: Io> Core<I> {
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: the clock batch timestamps use, which
+/// time retention compares them with.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

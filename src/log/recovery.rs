@@ -253,7 +253,7 @@ fn open_segments<I: Io>(io: &mut I, dir: &Path, writable: bool) -> Result<VecDeq
         if let Some(start_pos) = parse_segment_name(&name) {
             let path = dir.join(&name);
             let file = io.open(&path, writable)?;
-            segments.push_back(Segment { start_pos, path, file, reads_in_flight: 0, last_write_ns: io.now_ns() });
+            segments.push_back(Segment { start_pos, path, file, reads_in_flight: 0 });
         }
     }
     Ok(segments)

@@ -31,8 +31,6 @@ pub struct Segment {
     pub file: FileId,
     /// Reads in flight against this file; it is not closed while non-zero.
     pub reads_in_flight: u32,
-    /// Virtual/monotonic time of the newest write, for age retention.
-    pub last_write_ns: u64,
 }
 
 #[cfg(test)]

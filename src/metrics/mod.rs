@@ -150,6 +150,12 @@ registry! {
             "Times a log wrote commits that found the disk full again in place.";
         audit_overlapping_writes => AuditOverlappingWrites, Counter, "strom_audit_overlapping_writes_total",
             "Audit, must stay 0: writes that would have started below the acknowledged or durable position.";
+        retention_deleted_bytes => RetentionDeletedBytes, Counter, "strom_retention_deleted_bytes_total",
+            "Log bytes of segments retention deleted (no partition had live data in them).";
+        live_bytes => LogLiveBytes, Gauge, "strom_log_live_bytes",
+            "Log bytes in segments holding data some topic keeps (as of the last retention pass).";
+        reclaimable_bytes => LogReclaimableBytes, Gauge, "strom_log_reclaimable_bytes",
+            "Log bytes in segments whose data no topic keeps, not yet deleted (active, read, checkpoint, older live).";
     }
     /// Counted by the read path (`src/read/`).
     read: ReadMetrics {

@@ -3,9 +3,13 @@
 //! Offsets are assigned when a batch is staged (so pipelined appends get
 //! consecutive offsets) but become visible to readers only when the commit
 //! holding them is durable under the active policy (`visible_end`).
+use std::collections::VecDeque;
+
 pub mod index;
+pub mod retention;
 
 pub use index::{IndexEntry, SparseIndex};
+pub use retention::{Retention, Span};
 
 /// Partition id: unique in a data directory, never reused.
 pub type Pid = u32;
@@ -16,6 +20,17 @@ pub type Pid = u32;
 /// partition never changes log.
 pub fn log_of(pid: Pid, log_count: u32) -> u32 {
     pid % log_count
+}
+
+/// A batch as the partition records it: offsets, timestamp and frame.
+#[derive(Debug, Clone, Copy)]
+pub struct ObservedBatch {
+    pub base: u64,
+    pub records: u64,
+    pub max_ts_ms: i64,
+    /// Log position and size (header included) of its frame.
+    pub pos: u64,
+    pub frame_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +49,12 @@ pub struct Partition {
     /// Largest batch max-timestamp among staged batches.
     pub staged_max_ts_ms: i64,
     pub index: SparseIndex,
+    /// The topic's effective retention limits (its own, or the server's).
+    pub retention: Retention,
+    /// Where this partition's data lies, per segment, oldest first (see
+    /// [`retention`]); `span_bytes` is the sum of their bytes.
+    pub spans: VecDeque<Span>,
+    pub span_bytes: u64,
 }
 
 impl Partition {
@@ -47,17 +68,64 @@ impl Partition {
             visible_max_ts_ms: i64::MIN,
             staged_max_ts_ms: i64::MIN,
             index: SparseIndex::default(),
+            retention: Retention::default(),
+            spans: VecDeque::new(),
+            span_bytes: 0,
         }
     }
 
+    /// Takes the sparse index from a checkpoint and derives one span per
+    /// entry from it: a partition's first batch in each segment has an
+    /// entry, so no span crosses a segment. The bytes are not in the
+    /// checkpoint and count as 0 (bytes retention then counts only data
+    /// written after them: it keeps more, never less); the timestamp is
+    /// the next entry's running max, an upper bound.
+    pub fn restore_index(&mut self, entries: Vec<IndexEntry>, max_ts_ms: i64) {
+        self.index = SparseIndex::from_entries(entries);
+        let e = self.index.entries();
+        self.spans = e
+            .iter()
+            .enumerate()
+            .map(|(i, x)| Span { first_pos: x.pos, bytes: 0, max_ts_ms: e.get(i + 1).map_or(max_ts_ms, |n| n.max_ts_ms) })
+            .collect();
+        self.span_bytes = 0;
+    }
+
     /// Records a batch staged (or recovered) at log position `pos`, holding
-    /// offsets `base..base+records`. Returns the new running max timestamp.
-    pub fn observe_batch(&mut self, base: u64, records: u64, max_ts_ms: i64, pos: u64, segment_start: u64, interval_bytes: u64) -> i64 {
+    /// offsets `base..base+records` in a frame of `frame_bytes`. Returns
+    /// the new running max timestamp.
+    pub fn observe_batch(&mut self, batch: ObservedBatch, segment_start: u64, interval_bytes: u64) -> i64 {
+        let ObservedBatch { base, records, max_ts_ms, pos, frame_bytes } = batch;
         debug_assert_eq!(base, self.next_offset);
         self.next_offset = base + records;
         self.staged_max_ts_ms = self.staged_max_ts_ms.max(max_ts_ms);
         self.index.observe(base, pos, self.staged_max_ts_ms, segment_start, interval_bytes);
+        match self.spans.back_mut() {
+            Some(s) if s.first_pos >= segment_start => {
+                s.bytes += frame_bytes;
+                s.max_ts_ms = self.staged_max_ts_ms;
+            }
+            _ => self.spans.push_back(Span { first_pos: pos, bytes: frame_bytes, max_ts_ms: self.staged_max_ts_ms }),
+        }
+        self.span_bytes += frame_bytes;
         self.staged_max_ts_ms
+    }
+
+    /// Forgets what was staged at or past log position `pos` (a rewind for
+    /// a full disk). A span that began before `pos` keeps its count, capped
+    /// at the log bytes it could hold: the rewound part was at most one
+    /// commit, and bytes retention may then drop older data that much early.
+    pub fn truncate_from(&mut self, pos: u64) {
+        self.index.truncate_from(pos);
+        while self.spans.back().is_some_and(|s| s.first_pos >= pos) {
+            let s = self.spans.pop_back().expect("span");
+            self.span_bytes -= s.bytes;
+        }
+        if let Some(s) = self.spans.back_mut() {
+            let capped = s.bytes.min(pos - s.first_pos);
+            self.span_bytes -= s.bytes - capped;
+            s.bytes = capped;
+        }
     }
 
     /// Makes offsets below `end` visible (their commit is durable).
@@ -70,6 +138,10 @@ impl Partition {
     /// Drops everything stored before log position `log_start` (retention).
     pub fn forget_before(&mut self, log_start: u64) {
         self.index.drop_before(log_start);
+        while self.spans.front().is_some_and(|s| s.first_pos < log_start) {
+            let s = self.spans.pop_front().expect("span");
+            self.span_bytes -= s.bytes;
+        }
         self.start_offset = match self.index.first() {
             Some(e) => e.offset.max(self.start_offset),
             None => self.visible_end,
@@ -80,5 +152,11 @@ impl Partition {
         assert!(self.start_offset <= self.visible_end, "pid {}: start past visible", self.pid);
         assert!(self.visible_end <= self.next_offset, "pid {}: visible past next", self.pid);
         self.index.invariants();
+        assert_eq!(self.spans.iter().map(|s| s.bytes).sum::<u64>(), self.span_bytes, "pid {}: span bytes", self.pid);
+        assert!(
+            self.spans.iter().zip(self.spans.iter().skip(1)).all(|(a, b)| a.first_pos < b.first_pos),
+            "pid {}: spans out of order",
+            self.pid
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! bytes are there first, and every count is checked against the bytes left
 //! before anything is allocated for it.
 
+use super::topic;
 use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
     SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, ServerInfo, TopicMetadata, VERSION,
@@ -32,11 +33,12 @@ pub fn decode_request(frame: &[u8]) -> Result<(Header, Request<'_>), (Option<Hea
     // The api first: a request for an api this server lacks is answered as
     // such whatever version of it was asked for.
     let api = Api::from_u16(header.api).ok_or(fail(DecodeError::UnknownApi(header.api)))?;
-    if header.version_or_error != VERSION {
-        return Err(fail(DecodeError::UnsupportedVersion(header.version_or_error)));
+    let version = header.version_or_error;
+    if version != VERSION && !(api == Api::CreateTopic && version == topic::CREATE_TOPIC_RETENTION_VERSION) {
+        return Err(fail(DecodeError::UnsupportedVersion(version)));
     }
     let mut r = Reader { rest: body };
-    let req = request_body(api, &mut r).map_err(fail)?;
+    let req = request_body(api, version, &mut r).map_err(fail)?;
     r.finish().map_err(fail)?;
     Ok((header, req))
 }
@@ -81,7 +83,7 @@ fn split_frame(frame: &[u8]) -> FrameResult<(Header, &[u8])> {
 }
 
 /// The body of a request; struct fields are read in the order written, which is their wire order.
-fn request_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Request<'a>, DecodeError> {
+fn request_body<'a>(api: Api, version: u16, r: &mut Reader<'a>) -> Result<Request<'a>, DecodeError> {
     Ok(match api {
         Api::Produce => {
             let topic = r.str()?;
@@ -104,7 +106,13 @@ fn request_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Request<'a>, DecodeE
             }
             Request::Metadata { topics }
         }
-        Api::CreateTopic => Request::CreateTopic { topic: r.str()?, partitions: r.u32()? },
+        Api::CreateTopic => {
+            let (topic, partitions) = (r.str()?, r.u32()?);
+            let retention = if version == VERSION { None } else { Some(topic::retention(r)?) };
+            Request::CreateTopic { topic, partitions, retention }
+        }
+        Api::AlterTopic => Request::AlterTopic { topic: r.str()?, ms: topic::change(r.i64()?)?, bytes: topic::change(r.i64()?)? },
+        Api::DescribeTopic => Request::DescribeTopic { topic: r.str()? },
         Api::DeleteTopic => Request::DeleteTopic { topic: r.str()? },
         Api::OffsetCommit => Request::OffsetCommit { group: r.str()?, topic: r.str()?, partition: r.u32()?, offset: r.u64()? },
         Api::OffsetFetch => Request::OffsetFetch { group: r.str()?, topic: r.str()?, partition: r.u32()? },
@@ -136,6 +144,8 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
         Api::Metadata => metadata_body(r)?,
         Api::CreateTopic => Response::CreateTopic,
         Api::DeleteTopic => Response::DeleteTopic,
+        Api::AlterTopic => Response::AlterTopic { retention: topic::retention(r)? },
+        Api::DescribeTopic => Response::DescribeTopic { description: topic::description(r)? },
         Api::OffsetCommit => Response::OffsetCommit,
         Api::OffsetFetch => Response::OffsetFetch { offset: optional_offset(r.i64()?)? },
         Api::Stats => stats_body(r)?,
@@ -226,7 +236,7 @@ fn error_body<'a>(code: ErrorCode, r: &mut Reader<'a>) -> Result<Response<'a>, D
 }
 
 /// A big-endian reader over a frame body that never reads past it.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     rest: &'a [u8],
 }
 
@@ -241,23 +251,23 @@ impl<'a> Reader<'a> {
         self.array().map(|[b]: [u8; 1]| b)
     }
 
-    fn u16(&mut self) -> Result<u16, DecodeError> {
+    pub(super) fn u16(&mut self) -> Result<u16, DecodeError> {
         self.array().map(u16::from_be_bytes)
     }
 
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(super) fn u32(&mut self) -> Result<u32, DecodeError> {
         self.array().map(u32::from_be_bytes)
     }
 
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(super) fn u64(&mut self) -> Result<u64, DecodeError> {
         self.array().map(u64::from_be_bytes)
     }
 
-    fn i64(&mut self) -> Result<i64, DecodeError> {
+    pub(super) fn i64(&mut self) -> Result<i64, DecodeError> {
         self.array().map(i64::from_be_bytes)
     }
 
-    fn str(&mut self) -> Result<&'a str, DecodeError> {
+    pub(super) fn str(&mut self) -> Result<&'a str, DecodeError> {
         let str_bytes = usize::from(self.u16()?);
         if self.rest.len() < str_bytes {
             return Err(DecodeError::Short);
@@ -270,7 +280,7 @@ impl<'a> Reader<'a> {
     /// A declared count of items at least `item_bytes_min` long each,
     /// refused when the bytes left could not hold that many: so a count is
     /// safe to size an allocation with, and a loop over it ends quickly.
-    fn count(&self, declared: u64, item_bytes_min: usize) -> Result<usize, DecodeError> {
+    pub(super) fn count(&self, declared: u64, item_bytes_min: usize) -> Result<usize, DecodeError> {
         usize::try_from(declared).ok().filter(|&n| n <= self.rest.len() / item_bytes_min).ok_or(DecodeError::Short)
     }
 

@@ -4,12 +4,12 @@
 
 use super::{
     Api, ErrorCode, HEADER_BYTES, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST, SPEC_LATEST,
-    STATS_FLAG_RESET, STRING_BYTES_MAX, VERSION,
+    STATS_FLAG_RESET, STRING_BYTES_MAX, topic,
 };
 
 /// Appends one whole frame (length included) to `out`.
 pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
-    let start = begin_frame(out, req.api() as u16, VERSION, request_id);
+    let start = begin_frame(out, req.api() as u16, req.version(), request_id);
     match req {
         Request::Produce { topic, partition, batches } => {
             put_str(out, topic, STRING_BYTES_MAX);
@@ -34,10 +34,19 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
                 put_str(out, topic, STRING_BYTES_MAX);
             }
         }
-        Request::CreateTopic { topic, partitions } => {
+        Request::CreateTopic { topic, partitions, retention } => {
             put_str(out, topic, STRING_BYTES_MAX);
             out.extend_from_slice(&partitions.to_be_bytes());
+            if let Some(r) = retention {
+                topic::put_retention(out, r);
+            }
         }
+        Request::AlterTopic { topic, ms, bytes } => {
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&topic::change_value(*ms).to_be_bytes());
+            out.extend_from_slice(&topic::change_value(*bytes).to_be_bytes());
+        }
+        Request::DescribeTopic { topic } => put_str(out, topic, STRING_BYTES_MAX),
         Request::DeleteTopic { topic } => put_str(out, topic, STRING_BYTES_MAX),
         Request::OffsetCommit { group, topic, partition, offset } => {
             put_str(out, group, STRING_BYTES_MAX);
@@ -127,6 +136,8 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
                 out.extend_from_slice(&v.to_be_bytes());
             }
         }
+        Response::AlterTopic { retention } => topic::put_retention(out, retention),
+        Response::DescribeTopic { description } => topic::put_description(out, description),
         Response::CreateTopic | Response::DeleteTopic | Response::OffsetCommit | Response::Error { .. } => {}
     }
     end_frame(out, start);
@@ -179,7 +190,7 @@ fn end_frame(out: &mut [u8], start: usize) {
 }
 
 /// Writes `s` cut to `str_bytes_max` bytes at a char boundary, so the cut string stays UTF-8.
-fn put_str(out: &mut Vec<u8>, s: &str, str_bytes_max: usize) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str, str_bytes_max: usize) {
     let mut end = s.len().min(str_bytes_max.min(STRING_BYTES_MAX));
     while !s.is_char_boundary(end) {
         end -= 1;

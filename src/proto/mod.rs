@@ -20,15 +20,18 @@ mod decode;
 mod encode;
 #[cfg(test)]
 mod tests;
+mod topic;
 
 use std::fmt;
 
+use crate::catalog::{TopicDescription, TopicRetention};
 use crate::error::StromError;
 use crate::stats::StageLatency;
 use crate::wire::batch::BATCH_HEADER_BYTES;
 
 pub use decode::{decode_request, decode_response};
 pub use encode::{FETCH_REPLY_FRONT_BYTES, encode_error, encode_request, encode_response, put_fetch_reply_front};
+pub use topic::CREATE_TOPIC_RETENTION_VERSION;
 
 pub const VERSION: u16 = 1;
 /// The `length` field that starts every frame.
@@ -77,6 +80,8 @@ pub enum Api {
     Stats = 9,
     Metrics = 10,
     ServerInfo = 13,
+    AlterTopic = 11,
+    DescribeTopic = 12,
 }
 
 impl Api {
@@ -93,6 +98,8 @@ impl Api {
             9 => Api::Stats,
             10 => Api::Metrics,
             13 => Api::ServerInfo,
+            11 => Api::AlterTopic,
+            12 => Api::DescribeTopic,
             _ => return None,
         })
     }
@@ -241,11 +248,22 @@ pub enum Request<'a> {
     Metadata {
         topics: Vec<&'a str>,
     },
+    /// With `retention` it is sent as version 2 (see [`topic`]).
     CreateTopic {
         topic: &'a str,
         partitions: u32,
+        retention: Option<TopicRetention>,
     },
     DeleteTopic {
+        topic: &'a str,
+    },
+    /// Changes the topic's own retention; None leaves a setting as it is.
+    AlterTopic {
+        topic: &'a str,
+        ms: Option<Option<u64>>,
+        bytes: Option<Option<u64>>,
+    },
+    DescribeTopic {
         topic: &'a str,
     },
     OffsetCommit {
@@ -283,6 +301,16 @@ impl Request<'_> {
             Request::Stats { .. } => Api::Stats,
             Request::Metrics => Api::Metrics,
             Request::ServerInfo => Api::ServerInfo,
+            Request::AlterTopic { .. } => Api::AlterTopic,
+            Request::DescribeTopic { .. } => Api::DescribeTopic,
+        }
+    }
+
+    /// The version its header carries: 1, or 2 for a CreateTopic with retention.
+    pub fn version(&self) -> u16 {
+        match self {
+            Request::CreateTopic { retention: Some(_), .. } => topic::CREATE_TOPIC_RETENTION_VERSION,
+            _ => VERSION,
         }
     }
 }
@@ -339,6 +367,13 @@ pub enum Response<'a> {
     },
     CreateTopic,
     DeleteTopic,
+    /// The topic's own settings after the change.
+    AlterTopic {
+        retention: TopicRetention,
+    },
+    DescribeTopic {
+        description: TopicDescription,
+    },
     OffsetCommit,
     /// `None` is -1 on the wire: the group committed nothing for the partition.
     OffsetFetch {
@@ -377,6 +412,8 @@ impl Response<'_> {
             Response::Stats { .. } => Api::Stats,
             Response::Metrics { .. } => Api::Metrics,
             Response::ServerInfo(_) => Api::ServerInfo,
+            Response::AlterTopic { .. } => Api::AlterTopic,
+            Response::DescribeTopic { .. } => Api::DescribeTopic,
             Response::Error { .. } => return None,
         })
     }
@@ -529,7 +566,7 @@ fn fuzz_check_one(data: &[u8]) {
     match decode_request(data) {
         Ok((header, req)) => {
             assert_eq!(framed, Ok(Some(data.len())));
-            assert_eq!((header.api, header.version_or_error), (req.api() as u16, VERSION));
+            assert_eq!((header.api, header.version_or_error), (req.api() as u16, req.version()));
             let mut again = Vec::new();
             encode_request(&mut again, header.request_id, &req);
             assert_eq!(again, data, "{req:?} re-encodes to other bytes");

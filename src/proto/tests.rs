@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::catalog::{LIMIT_MAX, PartitionDescription, TopicDescription, TopicRetention, UNLIMITED};
 use crate::error::{BatchError, IoOp};
+use crate::partition::Retention;
 use crate::wire::batch::{self, BatchBuilder};
 
 const TS_MS: i64 = 1_700_000_000_000;
@@ -54,7 +56,12 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::ListOffsets { topic: "t", partition: 2, spec: OffsetSpec::Timestamp(i64::MAX) },
         Request::Metadata { topics: vec![] },
         Request::Metadata { topics: vec!["a", "", "é-ü"] },
-        Request::CreateTopic { topic: "new", partitions: 16 },
+        Request::CreateTopic { topic: "new", partitions: 16, retention: None },
+        Request::CreateTopic { topic: "r", partitions: 1, retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }) },
+        Request::CreateTopic { topic: "r", partitions: 2, retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }) },
+        Request::AlterTopic { topic: "r", ms: None, bytes: Some(None) },
+        Request::AlterTopic { topic: "r", ms: Some(Some(UNLIMITED)), bytes: Some(Some(1 << 30)) },
+        Request::DescribeTopic { topic: "r" },
         Request::DeleteTopic { topic: "" },
         Request::OffsetCommit { group: "g", topic: "orders", partition: 1, offset: 12345 },
         Request::OffsetFetch { group: "group-1", topic: "orders", partition: 1 },
@@ -91,6 +98,18 @@ fn stage_row(stage: &str, base: u64) -> crate::stats::StageLatency {
     }
 }
 
+/// A DescribeTopic reply with every field distinct.
+fn description() -> TopicDescription {
+    let p = |n: u64| PartitionDescription { start_offset: n, end_offset: n + 1, bytes: n + 2, core: n as u16 };
+    TopicDescription {
+        name: "described".into(),
+        retention: TopicRetention { ms: Some(UNLIMITED), bytes: None },
+        effective: Retention { age_ms: None, bytes: Some(4096) },
+        partitions: vec![p(0), p(10), p(u64::MAX - 2)],
+        indices: vec!["by-key".into(), String::new()],
+    }
+}
+
 /// Every reply, each with the api of the request it answers.
 fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
     let metadata = Response::Metadata {
@@ -112,6 +131,9 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::Metadata, metadata),
         (Api::CreateTopic, Response::CreateTopic),
         (Api::DeleteTopic, Response::DeleteTopic),
+        (Api::AlterTopic, Response::AlterTopic { retention: TopicRetention { ms: Some(7), bytes: None } }),
+        (Api::DescribeTopic, Response::DescribeTopic { description: description() }),
+        (Api::DescribeTopic, Response::DescribeTopic { description: TopicDescription { partitions: vec![], ..description() } }),
         (Api::OffsetCommit, Response::OffsetCommit),
         (Api::OffsetFetch, Response::OffsetFetch { offset: None }),
         (Api::OffsetFetch, Response::OffsetFetch { offset: Some(7) }),
@@ -182,11 +204,12 @@ fn every_request_round_trips() {
         let request_id = (i as u64) << 40 | 0xabc;
         let frame = request_frame(request_id, req);
         assert_eq!(frame_len(&frame, FRAME_BYTES_MAX_DEFAULT), Ok(Some(frame.len())));
-        let header = Header { api: req.api() as u16, version_or_error: VERSION, request_id };
+        let header = Header { api: req.api() as u16, version_or_error: req.version(), request_id };
         assert_eq!(decode_request(&frame), Ok((header, req.clone())));
         fuzz_check(&frame);
         apis.push(req.api() as u16);
     }
+    apis.sort();
     apis.dedup();
     assert_eq!(apis, (1..=u16::MAX).filter(|&n| Api::from_u16(n).is_some()).collect::<Vec<u16>>(), "every api is covered");
 }

@@ -93,7 +93,11 @@ fn command(req: Request<'_>) -> Command<'_> {
             Command::ListOffsets { topic, partition, query }
         }
         Request::Metadata { topics } => Command::Metadata { topics },
-        Request::CreateTopic { topic, partitions } => Command::CreateTopic { topic, partitions },
+        Request::CreateTopic { topic, partitions, retention } => {
+            Command::CreateTopic { topic, partitions, retention: retention.unwrap_or_default() }
+        }
+        Request::AlterTopic { topic, ms, bytes } => Command::AlterTopic { topic, ms, bytes },
+        Request::DescribeTopic { topic } => Command::DescribeTopic { topic },
         Request::DeleteTopic { topic } => Command::DeleteTopic { topic },
         Request::OffsetCommit { group, topic, partition, offset } => Command::CommitOffset { group, topic, partition, offset },
         Request::OffsetFetch { group, topic, partition } => Command::FetchOffset { group, topic, partition },
@@ -126,6 +130,8 @@ fn response(answer: Answer) -> Response<'static> {
         },
         Answer::TopicCreated => Response::CreateTopic,
         Answer::TopicDeleted => Response::DeleteTopic,
+        Answer::TopicAltered(retention) => Response::AlterTopic { retention },
+        Answer::TopicDescribed(description) => Response::DescribeTopic { description },
         Answer::OffsetCommitted => Response::OffsetCommit,
         Answer::CommittedOffset(offset) => Response::OffsetFetch { offset },
         Answer::Stats(stages) => Response::Stats { stages },

@@ -21,6 +21,7 @@ mod full;
 mod retention;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
+pub use retention::{Held, RetentionPass};
 
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
@@ -392,7 +393,7 @@ impl<R> Journal<R> {
         crate::failpoint!("roll_before_dir_sync");
         match io.sync_dir(&self.dir) {
             Ok(()) => {
-                self.segments.push_back(Segment { start_pos: start, path, file, reads_in_flight: 0, last_write_ns: io.now_ns() });
+                self.segments.push_back(Segment { start_pos: start, path, file, reads_in_flight: 0 });
                 Ok(())
             }
             Err(e) => {
@@ -541,9 +542,6 @@ impl<R> Journal<R> {
         self.metrics.writes += 1;
         if !self.unsynced_files.contains(&file) {
             self.unsynced_files.push(file);
-        }
-        if let Some(seg) = self.segments.iter_mut().rev().find(|s| s.file == file) {
-            seg.last_write_ns = now_ns;
         }
         // written_pos covers the longest prefix of completed commits.
         for c in self.writing.iter() {

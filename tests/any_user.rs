@@ -5,7 +5,8 @@
 //!
 //! As root, the children run as `nobody` with RLIMIT_MEMLOCK 8 MiB (setpriv
 //! and prlimit, from util-linux); as another user, with RLIMIT_MEMLOCK
-//! lowered to 8 MiB. A test that cannot run says `SKIPPED <test>: <reason>`.
+//! lowered to 8 MiB. Without those tools the tests are reported as ignored,
+//! with the reason (tests/harness/skip.rs).
 mod harness;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use harness::skip::{self, Need};
 use harness::{batch, read_to_end, test_dir, values};
 use strom::client::Client;
 use strom::config::EngineConfig;
@@ -26,28 +28,39 @@ const MEMLOCK_BYTES: u64 = 8 << 20;
 /// running as `nobody` at once would share one 8 MiB, so they run one at a time.
 static AS_NOBODY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn skipped(test: &str, reason: &str) {
-    eprintln!("SKIPPED {test}: {reason}");
+/// What running a child as a limited user takes (as root: setpriv too).
+const LIMIT_TOOLS: Need = Need::Tools(&["prlimit", "setpriv"], "util-linux");
+
+fn main() {
+    skip::main(vec![
+        skip::trial("engine_with_partial_registration_round_trips", &[], engine_with_partial_registration_round_trips),
+        // Run only by engine_as_limited_user, as its child (`--include-ignored`).
+        libtest_mimic::Trial::test("engine_child", || {
+            engine_child();
+            Ok(())
+        })
+        .with_ignored_flag(true),
+        skip::trial("engine_as_limited_user", &[LIMIT_TOOLS], engine_as_limited_user),
+        skip::trial("serve_as_limited_user", &[LIMIT_TOOLS], serve_as_limited_user),
+        skip::trial("loadgen_embedded_as_limited_user", &[LIMIT_TOOLS], loadgen_embedded_as_limited_user),
+        skip::trial("refused_start_leaves_nothing", &[], refused_start_leaves_nothing),
+        skip::trial("refused_tmpfs_start_leaves_nothing", &[Need::Tmpfs], refused_tmpfs_start_leaves_nothing),
+    ]);
 }
 
 /// A command that runs `program` as a user without CAP_IPC_LOCK under an
-/// 8 MiB RLIMIT_MEMLOCK, or why it cannot be made.
-fn limited(program: &Path) -> Result<Command, String> {
-    for tool in ["prlimit", "setpriv"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            return Err(format!("{tool} (util-linux) is not installed"));
-        }
-    }
+/// 8 MiB RLIMIT_MEMLOCK (the tests that use it need [`LIMIT_TOOLS`]).
+fn limited(program: &Path) -> Command {
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--memlock={MEMLOCK_BYTES}:{MEMLOCK_BYTES}"));
     // /proc/self belongs to the process's effective user.
-    if std::fs::metadata("/proc/self").map_err(|e| e.to_string())?.uid() == 0 {
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
         cmd.args(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]);
     } else {
         cmd.arg("--");
     }
     cmd.arg(program);
-    Ok(cmd)
+    cmd
 }
 
 /// A fresh directory under target/ (ext4) that `nobody` may write.
@@ -64,7 +77,6 @@ const ENGINE_BUFFER_BYTES: usize = 2 * (64 * (1 << 20) + 8 * ((1 << 20) + 4096))
 // Proves: an engine with nothing registered, and one with part registered,
 // write through plain WRITE, read old data from disk through plain READ,
 // and every record comes back; the registration says what it chose.
-#[test]
 fn engine_with_partial_registration_round_trips() {
     for (name, registered_max) in [("none", 0), ("part", 3 << 16)] {
         let dir = test_dir(&format!("any-user-engine-{name}"));
@@ -95,8 +107,6 @@ fn engine_with_partial_registration_round_trips() {
 // Proves (run in a child by `engine_as_limited_user`, never alone): the
 // default engine, two cores, opens under an 8 MiB memlock limit without
 // CAP_IPC_LOCK, registers at most the limit, appends and reads back.
-#[test]
-#[ignore = "the child half of engine_as_limited_user"]
 fn engine_child() {
     let dir = PathBuf::from(std::env::var("STROM_ANY_USER_DIR").expect("run by engine_as_limited_user"));
     let e = Engine::open(&dir, EngineConfig { cores: 2, logs_on_create: 2, pin_cores: false, ..EngineConfig::default() }).unwrap();
@@ -118,14 +128,10 @@ fn engine_child() {
 
 // Proves: the engine starts and works as a user without CAP_IPC_LOCK under
 // an 8 MiB memlock limit (this test binary, re-run as that user).
-#[test]
 fn engine_as_limited_user() {
     let _one_at_a_time = AS_NOBODY.lock().unwrap_or_else(|e| e.into_inner());
     let exe = std::env::current_exe().unwrap();
-    let mut cmd = match limited(&exe) {
-        Ok(c) => c,
-        Err(why) => return skipped("engine_as_limited_user", &why),
-    };
+    let mut cmd = limited(&exe);
     let dir = open_dir("any-user-engine-child");
     let out = cmd.args(["--exact", "engine_child", "--include-ignored", "--nocapture"]).env("STROM_ANY_USER_DIR", &dir).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -135,13 +141,9 @@ fn engine_as_limited_user() {
 // Proves: `strom serve` starts as a user without CAP_IPC_LOCK under an
 // 8 MiB memlock limit, says in its one start-up line what it registered,
 // and a produce and a fetch through it round-trip.
-#[test]
 fn serve_as_limited_user() {
     let _one_at_a_time = AS_NOBODY.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cmd = match limited(Path::new(env!("CARGO_BIN_EXE_strom"))) {
-        Ok(c) => c,
-        Err(why) => return skipped("serve_as_limited_user", &why),
-    };
+    let mut cmd = limited(Path::new(env!("CARGO_BIN_EXE_strom")));
     let dir = open_dir("any-user-serve");
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--cores", "2", "--data-dir"]).arg(&dir);
     let c = harness::child::spawn_until(&mut cmd, "strom: serving on ").unwrap_or_else(|lines| panic!("no start: {lines:?}"));
@@ -177,9 +179,9 @@ impl Drop for Reaped {
 }
 
 /// The loadgen binary beside this test binary, built if it is not there.
-fn loadgen_bin() -> Result<PathBuf, String> {
+fn loadgen_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
+    let profile_dir = exe.parent().and_then(Path::parent).expect("a test binary lives in target/PROFILE/deps");
     let bin = profile_dir.join("loadgen");
     if !bin.exists() {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -188,12 +190,10 @@ fn loadgen_bin() -> Result<PathBuf, String> {
         if release {
             build.arg("--release");
         }
-        let ok = build.status().map_err(|e| format!("cargo build -p loadgen: {e}"))?.success();
-        if !ok || !bin.exists() {
-            return Err(format!("loadgen did not build at {}", bin.display()));
-        }
+        let ok = build.status().expect("run cargo build -p loadgen").success();
+        assert!(ok && bin.exists(), "loadgen did not build at {}", bin.display());
     }
-    Ok(bin)
+    bin
 }
 
 /// The loadgen temporary directories left in `tmp`.
@@ -209,17 +209,10 @@ fn leftovers(tmp: &Path) -> Vec<String> {
 // user without CAP_IPC_LOCK under an 8 MiB memlock limit, notes what the
 // broker registered, and removes its temporary directory; a refused start
 // and a Ctrl-C (SIGINT) remove it too.
-#[test]
 fn loadgen_embedded_as_limited_user() {
     let _one_at_a_time = AS_NOBODY.lock().unwrap_or_else(|e| e.into_inner());
-    let bin = match loadgen_bin() {
-        Ok(b) => b,
-        Err(why) => return skipped("loadgen_embedded_as_limited_user", &why),
-    };
-    let mut cmd = match limited(&bin) {
-        Ok(c) => c,
-        Err(why) => return skipped("loadgen_embedded_as_limited_user", &why),
-    };
+    let bin = loadgen_bin();
+    let mut cmd = limited(&bin);
     let tmp = open_dir("any-user-loadgen");
     let out = cmd.args(["--embedded", "--duration", "1", "--warmup", "0.5"]).env("TMPDIR", &tmp).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -228,12 +221,12 @@ fn loadgen_embedded_as_limited_user() {
     assert_eq!(leftovers(&tmp), Vec::<String>::new(), "a finished run left its directory");
 
     // A start the broker refuses (cores 0 fails validation).
-    let out = limited(&bin).unwrap().args(["--embedded", "--duration", "1", "--cores", "0"]).env("TMPDIR", &tmp).output().unwrap();
+    let out = limited(&bin).args(["--embedded", "--duration", "1", "--cores", "0"]).env("TMPDIR", &tmp).output().unwrap();
     assert!(!out.status.success());
     assert_eq!(leftovers(&tmp), Vec::<String>::new(), "a refused start left its directory");
 
     // Ctrl-C once the run has made its directory.
-    let mut child = Reaped(limited(&bin).unwrap().args(["--embedded", "--duration", "60"]).env("TMPDIR", &tmp).spawn().unwrap());
+    let mut child = Reaped(limited(&bin).args(["--embedded", "--duration", "60"]).env("TMPDIR", &tmp).spawn().unwrap());
     let made = (0..600).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         !leftovers(&tmp).is_empty()
@@ -260,25 +253,23 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+// Proves: a directory on tmpfs, refused, is not created.
+fn refused_tmpfs_start_leaves_nothing() {
+    let on_tmpfs = Path::new("/dev/shm").join(format!("strom-any-user-{}/data", std::process::id()));
+    assert!(Engine::open(&on_tmpfs, EngineConfig::small_for_tests()).is_err());
+    assert!(!on_tmpfs.parent().unwrap().exists(), "a refused tmpfs directory was created");
+}
+
 // Proves: a refused start creates and writes nothing: an invalid
-// configuration, a directory on tmpfs, an address in use and a core that
+// configuration, an address in use and a core that
 // cannot start leave a missing directory missing and an empty one empty
 // (so strom.meta does not fix the log count of a start that never was).
-#[test]
 fn refused_start_leaves_nothing() {
     let base = test_dir("any-user-refused");
     let missing = base.join("new/data");
     let bad = EngineConfig { write_depth: 0, ..EngineConfig::small_for_tests() };
     assert!(Engine::open(&missing, bad).is_err());
     assert!(!base.join("new").exists(), "an invalid configuration created the directory");
-
-    if strom::platform::fs_type_name(Path::new("/dev/shm")).ok().as_deref() == Some("tmpfs") {
-        let on_tmpfs = Path::new("/dev/shm").join(format!("strom-any-user-{}/data", std::process::id()));
-        assert!(Engine::open(&on_tmpfs, EngineConfig::small_for_tests()).is_err());
-        assert!(!on_tmpfs.parent().unwrap().exists(), "a refused tmpfs directory was created");
-    } else {
-        skipped("refused_start_leaves_nothing (tmpfs part)", "/dev/shm is not tmpfs here");
-    }
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let server_cfg = ServerConfig { listen: taken.local_addr().unwrap(), ..ServerConfig::default() };

@@ -230,9 +230,10 @@ pub fn table(r: &Report) -> String {
     for n in &r.notes {
         let _ = writeln!(t, "  {n}");
     }
+    let drained = if r.consumers > 0 { "last acks, consumers reading to the end" } else { "last acks" };
     let _ = writeln!(
         t,
-        "  window: {secs:.1} s measured, after {:.1} s of warm-up (not counted); then {:.2} s of drain (last acks, consumers reading to the end; not counted)",
+        "  window: {secs:.1} s measured, after {:.1} s of warm-up (not counted); then {:.2} s of drain ({drained}; not counted)",
         r.warmup_secs, r.drain_secs
     );
     throughput_rows(&mut t, r);

@@ -176,6 +176,11 @@ impl<I: Io> Core<I> {
     }
 }
 
+/// How often, and how many times, a registration the kernel refused for
+/// want of lockable memory is tried again whole before it is halved (1 s).
+const REGISTER_ENOMEM_RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+const REGISTER_ENOMEM_RETRIES: u32 = 20;
+
 /// A core's buffers, as (write buffers per log, read buffers, reply buffers).
 type CoreBufs = (Vec<Vec<AlignedBuf>>, Vec<AlignedBuf>, Vec<AlignedBuf>);
 
@@ -192,10 +197,18 @@ fn allocate_buffers<I: Io>(io: &mut I, kinds: &CoreBuffers, plan: &RegistrationP
     chosen.extend(alloc(kinds.read, plan.read));
     chosen.extend(alloc(kinds.write, plan.write));
     // Halving on ENOMEM keeps the plan's order: `chosen` is in priority order.
+    // The whole plan is first tried again for a moment: the kernel releases
+    // a closed ring's pinned pages in deferred work, so a start right after
+    // another Strom of the same user stopped finds the limit held briefly.
     let mut registered = chosen.len();
+    let mut waits_left = REGISTER_ENOMEM_RETRIES;
     while registered > 0 {
         match io.register_buffers(&mut chosen[..registered]) {
             Ok(()) => break,
+            Err(StromError::Io { errno: libc::ENOMEM, .. }) if waits_left > 0 => {
+                waits_left -= 1;
+                std::thread::sleep(REGISTER_ENOMEM_RETRY_EVERY);
+            }
             Err(StromError::Io { errno: libc::ENOMEM, .. }) => registered /= 2,
             Err(e) => return Err(e),
         }

@@ -73,6 +73,36 @@ impl Waker for EventWaker {
     }
 }
 
+/// How long a ring's set-up waits out ENOMEM before giving up, and how
+/// often it tries. The kernel charges a ring's memory to the user's
+/// RLIMIT_MEMLOCK and releases it in deferred work after the ring closes,
+/// so a Strom started right after another of the same user stopped (a
+/// restart, a test after a test) can find the limit held for a moment.
+const RING_SETUP_WAIT: Duration = Duration::from_secs(2);
+const RING_SETUP_RETRY_EVERY: Duration = Duration::from_millis(50);
+
+/// Sets up a ring, waiting out a briefly held RLIMIT_MEMLOCK (above).
+fn build_ring(ring_entries: u32, cq_entries: u32) -> Result<IoUring> {
+    let started = std::time::Instant::now();
+    loop {
+        match IoUring::builder().setup_cqsize(cq_entries).build(ring_entries) {
+            Ok(ring) => return Ok(ring),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOMEM) && started.elapsed() < RING_SETUP_WAIT => {
+                std::thread::sleep(RING_SETUP_RETRY_EVERY)
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOMEM) => {
+                return Err(StromError::Unsupported(format!(
+                    "cannot set up an io_uring of {ring_entries} entries: {} (ENOMEM) for {} s; its memory counts against \
+                     RLIMIT_MEMLOCK, which other processes of this user may hold: raise it (ulimit -l) or stop them",
+                    nix::errno::Errno::ENOMEM.desc(),
+                    RING_SETUP_WAIT.as_secs()
+                )));
+            }
+            Err(e) => return Err(StromError::io(IoOp::Submit, "io_uring_setup", &e)),
+        }
+    }
+}
+
 pub struct UringIo {
     ring: IoUring,
     ops: Slab<Slot>,
@@ -105,10 +135,7 @@ impl UringIo {
     /// cancellations, so it cannot overflow either.
     pub fn with_ops_max(ring_entries: u32, ops_max: usize) -> Result<UringIo> {
         let cq_entries = Self::cq_entries(ring_entries, ops_max);
-        let ring = IoUring::builder()
-            .setup_cqsize(cq_entries)
-            .build(ring_entries)
-            .map_err(|e| StromError::io(IoOp::Submit, "io_uring_setup", &e))?;
+        let ring = build_ring(ring_entries, cq_entries)?;
         let fd = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC).map_err(|e| StromError::Io {
             op: IoOp::Create,
             path: "eventfd".into(),

@@ -30,6 +30,11 @@ pub enum Need {
     /// The server built with failpoints (`--features strom/failpoints`, as
     /// README's test command has it).
     Failpoints,
+    /// Programs on PATH (each must run with `--version`), and the package
+    /// that has them.
+    Tools(&'static [&'static str], &'static str),
+    /// A tmpfs at /dev/shm, to show that one is refused as a data directory.
+    Tmpfs,
 }
 
 impl Need {
@@ -44,6 +49,12 @@ impl Need {
             Need::Failpoints => {
                 (!cfg!(feature = "failpoints")).then(|| "needs failpoints: run with `--features strom/failpoints`".to_string())
             }
+            Need::Tools(tools, package) => tools
+                .iter()
+                .find(|t| std::process::Command::new(t).arg("--version").output().is_err())
+                .map(|t| format!("needs {t} (package {package})")),
+            Need::Tmpfs => (strom::platform::fs_type_name(std::path::Path::new("/dev/shm")).ok().as_deref() != Some("tmpfs"))
+                .then(|| "needs a tmpfs at /dev/shm".to_string()),
         }
     }
 }

@@ -88,12 +88,12 @@ pub fn run(cmd: TopicCmd, connect: impl FnOnce() -> Result<Client, String>) -> R
     let text = match cmd {
         TopicCmd::Create { name, partitions, retention_ms: None, retention_bytes: None } => {
             client.create_topic(&name, partitions).map_err(|e| e.to_string())?;
-            format!("created topic {name:?} with {partitions} partitions\n")
+            format!("created topic {name:?} with {}\n", count(partitions, "partition"))
         }
         TopicCmd::Create { name, partitions, retention_ms, retention_bytes } => {
             let retention = TopicRetention { ms: retention_ms.and_then(|s| s.0), bytes: retention_bytes.and_then(|s| s.0) };
             client.create_topic_with(&name, partitions, retention).map_err(|e| e.to_string())?;
-            format!("created topic {name:?} with {partitions} partitions, retention {}\n", retention_text(&retention))
+            format!("created topic {name:?} with {}, retention {}\n", count(partitions, "partition"), retention_text(&retention))
         }
         TopicCmd::Alter { name, retention_ms, retention_bytes } => {
             if retention_ms.is_none() && retention_bytes.is_none() {
@@ -125,9 +125,9 @@ pub fn run(cmd: TopicCmd, connect: impl FnOnce() -> Result<Client, String>) -> R
             client.delete_topic(&name).map_err(|e| e.to_string())?;
             let bytes: u64 = held.partitions.iter().map(|p| p.bytes).sum();
             format!(
-                "deleted topic {name:?}: {} partitions, {} of records, now dead; their segments are removed once no other \
+                "deleted topic {name:?}: {}, {} of records, now dead; their segments are removed once no other \
                  topic keeps data in them (`strom inspect` and the strom_log_reclaimable_bytes metric show what waits)\n",
-                held.partitions.len(),
+                count(held.partitions.len() as u32, "partition"),
                 bytes_text(bytes)
             )
         }
@@ -250,9 +250,22 @@ fn description_json(d: &TopicDescription) -> serde_json::Value {
     })
 }
 
+/// `1 partition`, `3 partitions`.
+fn count(n: u32, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves a count reads as English: one partition, not "1 partitions".
+    #[test]
+    fn counts_agree_with_their_number() {
+        assert_eq!(count(1, "partition"), "1 partition");
+        assert_eq!(count(0, "partition"), "0 partitions");
+        assert_eq!(count(3, "partition"), "3 partitions");
+    }
 
     // Proves the settings a person types parse to one value each, and that
     // what cannot be a limit is refused with the units named.

@@ -210,3 +210,39 @@ impl Partition {
         assert!(self.unvisible.back().is_none_or(|b| b.end_offset == self.next_offset), "pid {}: unvisible end", self.pid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(p: &mut Partition, pos: u64, frame_bytes: u64, ts_ms: i64, segment_start: u64) -> i64 {
+        let base = p.next_offset;
+        p.observe_batch(ObservedBatch { base, records: 1, max_ts_ms: ts_ms, pos, frame_bytes }, segment_start, 1 << 20)
+    }
+
+    // Proves a checkpoint's spans hold only visible batches: staged bytes
+    // come out of the span they share with visible ones, a span holding
+    // only staged batches is left out, and its timestamp is the visible one.
+    #[test]
+    fn durable_spans_leave_out_what_is_staged() {
+        let mut p = Partition::new(0, 0);
+        let ts = staged(&mut p, 0, 100, 5, 0);
+        p.make_visible(1, ts);
+        staged(&mut p, 100, 50, 9, 0);
+        staged(&mut p, 1000, 70, 7, 1000);
+        p.invariants();
+        assert_eq!(p.span_bytes, 220);
+        assert_eq!(p.durable_spans(150), vec![Span { first_pos: 0, bytes: 100, max_ts_ms: 5 }]);
+        // Once visible, the same spans go whole.
+        p.make_visible(3, 9);
+        p.invariants();
+        assert!(p.unvisible.is_empty());
+        assert_eq!(p.durable_spans(1070), p.spans.iter().copied().collect::<Vec<_>>());
+        // A rewind drops what it takes back from both.
+        staged(&mut p, 1070, 30, 10, 1000);
+        p.truncate_from(1070);
+        p.next_offset = 3;
+        p.invariants();
+        assert_eq!(p.span_bytes, 220);
+    }
+}

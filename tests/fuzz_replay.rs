@@ -136,8 +136,14 @@ fn a_declared_length_cannot_size_an_allocation() {
         lying.push(("proto_response_body", [&[3u8, 0, 2][..], &[0, 0], &c, &[0, 1, b'a']].concat()));
         lying.push(("proto_response_body", [&[3u8, 0, 0][..], &c[2..], &[0, 1, b'a']].concat()));
         lying.push(("proto_decode", [&c[..], &[0, 4, 0, 1], &[0; 8], &c].concat()));
-        let mut ckpt =
-            checkpoint::encode(&Checkpoint { version: checkpoint::VERSION, log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] });
+        let mut ckpt = checkpoint::encode(&Checkpoint {
+            version: checkpoint::VERSION,
+            log: 0,
+            epoch: 1,
+            covered_pos: 0,
+            log_start: 0,
+            partitions: vec![],
+        });
         ckpt[36..40].copy_from_slice(&count.to_le_bytes());
         lying.push(("checkpoint_decode", ckpt));
         let mut b = BatchBuilder::new(0);

@@ -197,7 +197,10 @@ fn check_after_restart(e: &Engine, before: (u64, u64, u64), how: &str) {
     e.alter_topic("kept", None, Some(Some(limit_bytes))).unwrap();
     wait_for(e, "tick", "apply the bytes limit after a restart", |e| described(e, "kept").0 > 0);
     let (_, _, kept_bytes) = described(e, "kept");
-    assert!(kept_bytes >= limit_bytes && kept_bytes < limit_bytes + cfg().segment_bytes, "{how}: kept {kept_bytes} bytes for a limit of {limit_bytes}");
+    assert!(
+        kept_bytes >= limit_bytes && kept_bytes < limit_bytes + cfg().segment_bytes,
+        "{how}: kept {kept_bytes} bytes for a limit of {limit_bytes}"
+    );
 }
 
 // Proves a partition's bytes (what `topic describe` shows and what bytes
@@ -304,7 +307,13 @@ fn sim_spans_survive_restart_exactly() {
         for _ in 0..150 + rng.below(150) {
             for _ in 0..1 + rng.below(3) {
                 let ts_ms = 1_700_000_000_000 + rng.below(100_000) as i64;
-                pending.push(sim_append(&mut core, rng.below(PIDS as u64) as u32, 1 + rng.below(4) as usize, 1 + rng.below(3000) as usize, ts_ms));
+                pending.push(sim_append(
+                    &mut core,
+                    rng.below(PIDS as u64) as u32,
+                    1 + rng.below(4) as usize,
+                    1 + rng.below(3000) as usize,
+                    ts_ms,
+                ));
             }
             core.tick().unwrap();
         }
@@ -352,7 +361,11 @@ fn sim_time_retention(seed: u64) -> Vec<(i64, Vec<u64>)> {
             for gone in starts.iter().filter(|s| !now.contains(s)) {
                 let next = starts.iter().find(|&&s| s > *gone).copied().unwrap_or(u64::MAX);
                 for span in spans.iter().filter(|sp| sp.first_pos >= *gone && sp.first_pos < next) {
-                    assert!(span.max_ts_ms < wall_ms - HOUR_MS, "seed {seed}: a segment holding data of {} went at {wall_ms}", span.max_ts_ms);
+                    assert!(
+                        span.max_ts_ms < wall_ms - HOUR_MS,
+                        "seed {seed}: a segment holding data of {} went at {wall_ms}",
+                        span.max_ts_ms
+                    );
                 }
             }
             events.push((wall_ms, now.clone()));

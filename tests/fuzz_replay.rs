@@ -17,7 +17,7 @@ use strom::catalog::{self, Catalog};
 use strom::config::FsyncPolicy;
 use strom::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use strom::log::frame::{self, FrameHeader, FrameKind};
-use strom::partition::IndexEntry;
+use strom::partition::{IndexEntry, Span};
 use strom::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
 use strom::wire::batch::{self, BatchBuilder};
 
@@ -136,7 +136,14 @@ fn a_declared_length_cannot_size_an_allocation() {
         lying.push(("proto_response_body", [&[3u8, 0, 2][..], &[0, 0], &c, &[0, 1, b'a']].concat()));
         lying.push(("proto_response_body", [&[3u8, 0, 0][..], &c[2..], &[0, 1, b'a']].concat()));
         lying.push(("proto_decode", [&c[..], &[0, 4, 0, 1], &[0; 8], &c].concat()));
-        let mut ckpt = checkpoint::encode(&Checkpoint { log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] });
+        let mut ckpt = checkpoint::encode(&Checkpoint {
+            version: checkpoint::VERSION,
+            log: 0,
+            epoch: 1,
+            covered_pos: 0,
+            log_start: 0,
+            partitions: vec![],
+        });
         ckpt[36..40].copy_from_slice(&count.to_le_bytes());
         lying.push(("checkpoint_decode", ckpt));
         let mut b = BatchBuilder::new(0);
@@ -303,50 +310,91 @@ fn frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let entry = |offset, pos, max_ts_ms| IndexEntry { offset, pos, max_ts_ms };
-    let partition = |pid, next_offset, start_offset, entries: Vec<IndexEntry>| PartitionCheckpoint {
+    let span = |first_pos, bytes, max_ts_ms| Span { first_pos, bytes, max_ts_ms };
+    let partition = |pid, next_offset, start_offset, entries: Vec<IndexEntry>, spans: Vec<Span>| PartitionCheckpoint {
         pid,
         next_offset,
         start_offset,
         max_ts_ms: entries.last().map_or(-1, |e| e.max_ts_ms),
         entries,
+        spans,
     };
-    let empty = Checkpoint { log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] };
+    let empty = Checkpoint { version: checkpoint::VERSION, log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] };
     let one = Checkpoint {
+        version: checkpoint::VERSION,
         log: 3,
         epoch: 9,
         covered_pos: 1 << 20,
         log_start: 4096,
-        partitions: vec![partition(7, 100, 10, vec![entry(10, 4096, 1), entry(50, 65536, 5)])],
+        partitions: vec![partition(
+            7,
+            100,
+            10,
+            vec![entry(10, 4096, 1), entry(50, 65536, 5)],
+            vec![span(4096, 40_000, 1), span(65536, 500_000, 5)],
+        )],
     };
     let three = Checkpoint {
+        version: checkpoint::VERSION,
         log: 1,
         epoch: 2,
         covered_pos: 1 << 30,
         log_start: 0,
         partitions: vec![
-            partition(1, 0, 0, vec![]),
-            partition(4, 1000, 0, (0..10).map(|i| entry(i * 100, i * 8192, i as i64)).collect()),
-            partition(u32::MAX, u64::MAX, 5, vec![entry(5, 0, i64::MIN), entry(6, (1 << 30) - 1, i64::MAX)]),
+            partition(1, 0, 0, vec![], vec![]),
+            partition(
+                4,
+                1000,
+                0,
+                (0..10).map(|i| entry(i * 100, i * 8192, i as i64)).collect(),
+                (0..10).map(|i| span(i * 8192, 8192, i as i64)).collect(),
+            ),
+            partition(
+                u32::MAX,
+                u64::MAX,
+                5,
+                vec![entry(5, 0, i64::MIN), entry(6, (1 << 30) - 1, i64::MAX)],
+                vec![span(0, 0, i64::MIN), span((1 << 30) - 1, 1, i64::MAX)],
+            ),
         ],
+    };
+    // Version 1, as written before spans: still read.
+    let v1 = |c: &Checkpoint| {
+        let mut c = c.clone();
+        c.version = 1;
+        c.partitions.iter_mut().for_each(|p| p.spans.clear());
+        checkpoint::encode(&c)
     };
     let mut bad_crc = checkpoint::encode(&one);
     bad_crc[30] ^= 0x01;
     // An index whose entries run backwards, with a valid checksum.
     let backwards = checkpoint::encode(&Checkpoint {
-        partitions: vec![partition(7, 100, 10, vec![entry(50, 65536, 5), entry(10, 4096, 1)])],
+        partitions: vec![partition(7, 100, 10, vec![entry(50, 65536, 5), entry(10, 4096, 1)], vec![])],
+        ..one.clone()
+    });
+    // Spans that overlap, with a valid checksum.
+    let overlapping = checkpoint::encode(&Checkpoint {
+        partitions: vec![partition(7, 100, 10, vec![], vec![span(4096, 70_000, 1), span(65536, 10, 5)])],
         ..one.clone()
     });
     let mut trailing = checkpoint::encode(&empty);
     trailing.push(0);
     let crc = crc32c::crc32c(&trailing[12..]);
     trailing[8..12].copy_from_slice(&crc.to_le_bytes());
+    let mut newer = checkpoint::encode(&one);
+    newer[7] = b'3';
     vec![
         ("valid-empty", checkpoint::encode(&empty)),
         ("valid-one-partition", checkpoint::encode(&one)),
         ("valid-three-partitions", checkpoint::encode(&three)),
+        ("valid-v1-empty", v1(&empty)),
+        ("valid-v1-one-partition", v1(&one)),
+        ("valid-v1-three-partitions", v1(&three)),
         ("bad-crc", bad_crc),
         ("index-backwards", backwards),
+        ("spans-overlap", overlapping),
         ("trailing-byte", trailing),
+        ("newer-version", newer),
     ]
 }
 

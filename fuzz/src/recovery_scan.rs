@@ -109,6 +109,7 @@ fn scenario(data: &[u8]) -> Option<Scenario> {
     // A checkpoint is written under the epoch in the epoch file, never a later one.
     let epoch_floor = if epoch_file.is_some() { prior_epoch } else { 0 };
     let ckpt = (flags & FLAG_CHECKPOINT != 0).then(|| Checkpoint {
+        version: strom::log::checkpoint::VERSION,
         log: 0,
         epoch: u32::from(head[5]).min(epoch_floor),
         covered_pos: log_start + u16_at(6) * BLOCK,

@@ -59,8 +59,8 @@ pub struct PartitionStat {
     pub start_offset: u64,
     pub end_offset: u64,
     pub max_ts_ms: i64,
-    /// Frame bytes of its data in the log, as counted since the last
-    /// checkpoint before this run (see `Partition::restore_index`).
+    /// Frame bytes of its data in the log, exact across restarts (a
+    /// checkpoint of version 1 counted none before it: `Partition::restore`).
     pub bytes: u64,
 }
 

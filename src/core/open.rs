@@ -69,6 +69,18 @@ impl<I: Io> Core<I> {
         let dir = log_dir(&self.spec.data_dir, log);
         Ok(match self.io.read_file(&dir.join(checkpoint::FILE_NAME))? {
             None => None,
+            // A newer format is refused, not skipped: scanning instead would
+            // lose what only the checkpoint remembers (the next offset of a
+            // partition whose data retention deleted).
+            Some(bytes) if checkpoint::version_of(&bytes).is_some_and(|v| v > checkpoint::VERSION) => {
+                return Err(StromError::BadDataDir(format!(
+                    "{} is checkpoint format version {}, newer than this strom reads (1 to {}): run the strom that wrote it, \
+                     or remove the file to rebuild the log's state by scanning it",
+                    dir.join(checkpoint::FILE_NAME).display(),
+                    checkpoint::version_of(&bytes).unwrap_or_default(),
+                    checkpoint::VERSION
+                )));
+            }
             Some(bytes) => match checkpoint::decode(&bytes) {
                 Ok(c) if c.log == log => Some(c),
                 // A checkpoint only saves scanning: without a usable one the
@@ -97,7 +109,7 @@ impl<I: Io> Core<I> {
                 p.start_offset = pc.start_offset;
                 p.visible_max_ts_ms = pc.max_ts_ms;
                 p.staged_max_ts_ms = pc.max_ts_ms;
-                p.restore_index(pc.entries.clone(), pc.max_ts_ms);
+                p.restore(pc.entries.clone(), pc.max_ts_ms, ckpt.filter(|c| c.has_spans()).map(|_| pc.spans.as_slice()));
             }
         }
         parts

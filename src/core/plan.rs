@@ -135,10 +135,11 @@ impl<I: Io> Core<I> {
                 start_offset: p.start_offset,
                 max_ts_ms: p.visible_max_ts_ms,
                 entries: p.index.entries().iter().filter(|e| e.pos < covered_pos && e.offset < p.visible_end).copied().collect(),
+                spans: p.durable_spans(covered_pos),
             })
             .collect();
         partitions.sort_by_key(|p| p.pid);
-        Checkpoint { log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
+        Checkpoint { version: checkpoint::VERSION, log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
     }
 
     /// Once a second: per log, which segments still hold live data (see
@@ -150,7 +151,9 @@ impl<I: Io> Core<I> {
             return;
         }
         self.last_retention_ns = now;
-        let now_ms = wall_clock_ms();
+        // The wall clock batch timestamps use, through the seam: the
+        // simulator's is virtual, so time retention replays by seed.
+        let now_ms = self.io.wall_ms();
         for (&log, j) in self.journals.iter_mut() {
             let starts = j.segment_starts();
             let live = live_segments(self.partitions.values().filter(|p| p.log == log), &starts, now_ms);
@@ -175,10 +178,4 @@ impl<I: Io> Core<I> {
             }
         }
     }
-}
-
-/// Milliseconds since the Unix epoch: the clock batch timestamps use, which
-/// time retention compares them with.
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -108,6 +108,11 @@ pub trait Io {
     /// Monotonic nanoseconds (virtual time in the simulator).
     fn now_ns(&self) -> u64;
 
+    /// Wall-clock milliseconds since the Unix epoch: the clock producers
+    /// stamp batches with, which time retention compares them to. The
+    /// simulator derives it from its virtual clock, so a seed replays it.
+    fn wall_ms(&self) -> i64;
+
     /// Queues `op` for submission at the next [`Io::wait`]; `token` comes
     /// back in its completion. Gives the op back when the op table is full
     /// (the caller pushes back on its clients instead of growing).

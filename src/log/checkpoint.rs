@@ -1,24 +1,39 @@
-//! A log's checkpoint: each partition's state and sparse index up to a
-//! position where everything below is durable, so restart scans only the
-//! tail after it. Written atomically (temp file, fsync, rename, dir fsync).
+//! A log's checkpoint: each partition's state, sparse index and spans up
+//! to a position where everything below is durable, so restart scans only
+//! the tail after it. Written atomically (temp file, fsync, rename, dir fsync).
 //!
 //! ```text
-//!  0   8  magic "STRMCKP1"
+//!  0   8  magic "STRMCKP" then the version digit: "STRMCKP2" (read: 1, 2)
 //!  8   4  crc32c of bytes 12..end
 //! 12   4  log id            16  4  epoch when written
 //! 20   8  covered_pos       28  8  log_start
 //! 36   4  partition count, then per partition:
 //!         pid u32 | next_offset u64 | start_offset u64 | max_ts_ms i64 | entry count u32
 //!         entries: offset u64 | pos u64 | max_ts_ms i64   (24 bytes each)
+//!         version 2 only: span count u32, then
+//!         spans: first_pos u64 | bytes u64 | max_ts_ms i64  (24 bytes each)
 //! ```
 //! Little-endian. Decoding is pure and bounds every count by the bytes left.
-use crate::partition::{IndexEntry, Pid};
+//!
+//! Version 2 added the spans (a partition's frame bytes and running max
+//! timestamp per segment, see [`crate::partition::retention`]): without
+//! them a restart counted the data before the checkpoint as 0 bytes. A
+//! version 1 file still reads (its spans are then derived from the index,
+//! without bytes); a version newer than [`VERSION`] is refused by name, so
+//! this binary never takes a later layout for damage, nor misreads it.
+use crate::partition::{IndexEntry, Pid, Span};
 
 pub const FILE_NAME: &str = "checkpoint";
-const MAGIC: &[u8; 8] = b"STRMCKP1";
+/// The version this binary writes; it reads this one and every older one.
+pub const VERSION: u8 = 2;
+/// The magic without its last byte, the version as an ASCII digit.
+const MAGIC_PREFIX: &[u8; 7] = b"STRMCKP";
 const FIXED_BYTES: usize = 40;
-const PARTITION_BYTES: usize = 32;
+/// A partition's fixed part in version 1; version 2 adds its span count.
+const PARTITION_V1_BYTES: usize = 32;
+const SPAN_COUNT_BYTES: usize = 4;
 const ENTRY_BYTES: usize = 24;
+const SPAN_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionCheckpoint {
@@ -27,10 +42,16 @@ pub struct PartitionCheckpoint {
     pub start_offset: u64,
     pub max_ts_ms: i64,
     pub entries: Vec<IndexEntry>,
+    /// The partition's spans below `covered_pos`, oldest first; always
+    /// empty in version 1, which did not store them.
+    pub spans: Vec<Span>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The format version: [`VERSION`] when written by this binary, 1 when
+    /// read from a file that predates spans.
+    pub version: u8,
     pub log: u32,
     pub epoch: u32,
     /// Everything below is durable and described by this checkpoint.
@@ -39,10 +60,25 @@ pub struct Checkpoint {
     pub partitions: Vec<PartitionCheckpoint>,
 }
 
+impl Checkpoint {
+    /// Whether the file stored spans (version 2 on); without them a
+    /// partition's spans are derived from its index entries, bytes unknown.
+    pub fn has_spans(&self) -> bool {
+        self.version >= 2
+    }
+}
+
+fn partition_bytes(version: u8) -> usize {
+    if version >= 2 { PARTITION_V1_BYTES + SPAN_COUNT_BYTES } else { PARTITION_V1_BYTES }
+}
+
+/// Encodes `c` in its own version's layout (`c.version`, 1 or 2).
 pub fn encode(c: &Checkpoint) -> Vec<u8> {
-    let entries: usize = c.partitions.iter().map(|p| p.entries.len()).sum();
-    let mut out = Vec::with_capacity(FIXED_BYTES + c.partitions.len() * PARTITION_BYTES + entries * ENTRY_BYTES);
-    out.extend_from_slice(MAGIC);
+    assert!((1..=VERSION).contains(&c.version), "checkpoint version {} cannot be written", c.version);
+    let items: usize = c.partitions.iter().map(|p| p.entries.len() + p.spans.len()).sum();
+    let mut out = Vec::with_capacity(FIXED_BYTES + c.partitions.len() * partition_bytes(c.version) + items * ENTRY_BYTES);
+    out.extend_from_slice(MAGIC_PREFIX);
+    out.push(b'0' + c.version);
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&c.log.to_le_bytes());
     out.extend_from_slice(&c.epoch.to_le_bytes());
@@ -60,10 +96,29 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
             out.extend_from_slice(&e.pos.to_le_bytes());
             out.extend_from_slice(&e.max_ts_ms.to_le_bytes());
         }
+        if c.has_spans() {
+            out.extend_from_slice(&(p.spans.len() as u32).to_le_bytes());
+            for s in &p.spans {
+                out.extend_from_slice(&s.first_pos.to_le_bytes());
+                out.extend_from_slice(&s.bytes.to_le_bytes());
+                out.extend_from_slice(&s.max_ts_ms.to_le_bytes());
+            }
+        } else {
+            debug_assert!(p.spans.is_empty(), "version 1 has no spans");
+        }
     }
     let crc = crc32c::crc32c(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// The version a checkpoint file declares, if it starts like one (any
+/// digit, so a newer file is told from a foreign or damaged one).
+pub fn version_of(bytes: &[u8]) -> Option<u8> {
+    match bytes.get(..8)? {
+        [head @ .., v] if head == MAGIC_PREFIX && v.is_ascii_digit() => Some(v - b'0'),
+        _ => None,
+    }
 }
 
 /// A little-endian reader that never reads past its input.
@@ -100,7 +155,14 @@ impl Reader<'_> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-    if bytes.len() < FIXED_BYTES || &bytes[..8] != MAGIC {
+    let version = match version_of(bytes) {
+        Some(v @ 1..=VERSION) => v,
+        Some(v) if v > VERSION => {
+            return Err(format!("checkpoint format version {v} is newer than this binary reads (1 to {VERSION})"));
+        }
+        _ => return Err("not a Strom checkpoint".into()),
+    };
+    if bytes.len() < FIXED_BYTES {
         return Err("not a Strom checkpoint".into());
     }
     let stored = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
@@ -113,28 +175,50 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     let epoch = r.u32()?;
     let covered_pos = r.u64()?;
     let log_start = r.u64()?;
-    let n = r.count(PARTITION_BYTES)?;
+    let n = r.count(partition_bytes(version))?;
     let mut partitions = Vec::with_capacity(n);
     for _ in 0..n {
-        let pid = r.u32()?;
-        let next_offset = r.u64()?;
-        let start_offset = r.u64()?;
-        let max_ts_ms = r.i64()?;
-        let m = r.count(ENTRY_BYTES)?;
-        let mut entries = Vec::with_capacity(m);
-        for _ in 0..m {
-            entries.push(IndexEntry { offset: r.u64()?, pos: r.u64()?, max_ts_ms: r.i64()? });
-        }
-        let ordered = entries.windows(2).all(|w| w[0].offset < w[1].offset && w[0].pos < w[1].pos && w[0].max_ts_ms <= w[1].max_ts_ms);
-        if !ordered || start_offset > next_offset || entries.last().is_some_and(|e| e.pos >= covered_pos || e.offset >= next_offset) {
-            return Err(format!("checkpoint state of partition {pid} is inconsistent"));
-        }
-        partitions.push(PartitionCheckpoint { pid, next_offset, start_offset, max_ts_ms, entries });
+        partitions.push(decode_partition(&mut r, version, covered_pos)?);
     }
     if !r.b.is_empty() || log_start > covered_pos {
         return Err("checkpoint has trailing bytes or an impossible log start".into());
     }
-    Ok(Checkpoint { log, epoch, covered_pos, log_start, partitions })
+    Ok(Checkpoint { version, log, epoch, covered_pos, log_start, partitions })
+}
+
+fn decode_partition(r: &mut Reader<'_>, version: u8, covered_pos: u64) -> Result<PartitionCheckpoint, String> {
+    let pid = r.u32()?;
+    let next_offset = r.u64()?;
+    let start_offset = r.u64()?;
+    let max_ts_ms = r.i64()?;
+    let m = r.count(ENTRY_BYTES)?;
+    let mut entries = Vec::with_capacity(m);
+    for _ in 0..m {
+        entries.push(IndexEntry { offset: r.u64()?, pos: r.u64()?, max_ts_ms: r.i64()? });
+    }
+    let ordered = entries.windows(2).all(|w| w[0].offset < w[1].offset && w[0].pos < w[1].pos && w[0].max_ts_ms <= w[1].max_ts_ms);
+    if !ordered || start_offset > next_offset || entries.last().is_some_and(|e| e.pos >= covered_pos || e.offset >= next_offset) {
+        return Err(format!("checkpoint state of partition {pid} is inconsistent"));
+    }
+    let mut spans = Vec::new();
+    if version >= 2 {
+        let k = r.count(SPAN_BYTES)?;
+        spans.reserve_exact(k);
+        for _ in 0..k {
+            spans.push(Span { first_pos: r.u64()?, bytes: r.u64()?, max_ts_ms: r.i64()? });
+        }
+    }
+    // A span's frames lie between its first position and the next span's
+    // (spans start in different segments), the last one's below covered_pos.
+    let ends_in_order = spans.iter().enumerate().all(|(i, s)| {
+        let limit = spans.get(i + 1).map_or(covered_pos, |n| n.first_pos);
+        s.first_pos < limit && s.bytes <= limit - s.first_pos
+    });
+    let ts_in_order = spans.windows(2).all(|w| w[0].max_ts_ms <= w[1].max_ts_ms);
+    if !ends_in_order || !ts_in_order {
+        return Err(format!("checkpoint spans of partition {pid} overlap, run backwards or pass the covered position"));
+    }
+    Ok(PartitionCheckpoint { pid, next_offset, start_offset, max_ts_ms, entries, spans })
 }
 
 /// Checks this module's promises on arbitrary bytes and panics if one is
@@ -161,7 +245,10 @@ fn fuzz_check_one(data: &[u8]) {
     };
     // Every item decoded was present in the input, and nothing else was.
     let entries: usize = c.partitions.iter().map(|p| p.entries.len()).sum();
-    assert_eq!(FIXED_BYTES + c.partitions.len() * PARTITION_BYTES + entries * ENTRY_BYTES, data.len());
+    let spans: usize = c.partitions.iter().map(|p| p.spans.len()).sum();
+    let fixed = FIXED_BYTES + c.partitions.len() * partition_bytes(c.version);
+    assert_eq!(fixed + entries * ENTRY_BYTES + spans * SPAN_BYTES, data.len());
+    assert!(c.has_spans() || spans == 0, "a version 1 checkpoint has no spans");
     let encoded = encode(&c);
     assert_eq!(decode(&encoded).as_ref(), Ok(&c));
     // The format has one encoding per value, so a checkpoint re-encodes to its own bytes.
@@ -174,6 +261,7 @@ mod tests {
 
     fn sample() -> Checkpoint {
         Checkpoint {
+            version: VERSION,
             log: 3,
             epoch: 9,
             covered_pos: 1 << 20,
@@ -184,6 +272,7 @@ mod tests {
                 start_offset: 10,
                 max_ts_ms: 5,
                 entries: vec![IndexEntry { offset: 10, pos: 4096, max_ts_ms: 1 }, IndexEntry { offset: 50, pos: 65536, max_ts_ms: 5 }],
+                spans: vec![Span { first_pos: 4096, bytes: 60_000, max_ts_ms: 1 }, Span { first_pos: 65536, bytes: 900_000, max_ts_ms: 5 }],
             }],
         }
     }
@@ -193,6 +282,7 @@ mod tests {
     fn round_trip_and_damage() {
         let c = sample();
         let bytes = encode(&c);
+        assert_eq!(&bytes[..8], b"STRMCKP2");
         assert_eq!(decode(&bytes).unwrap(), c);
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "prefix {n} accepted");
@@ -202,5 +292,48 @@ mod tests {
             b[i] ^= 0x10;
             assert!(decode(&b).is_err(), "flip at {i} accepted");
         }
+    }
+
+    // Proves a version 1 file (no spans) still reads, with its index, and
+    // re-encodes to the same bytes in its own version.
+    #[test]
+    fn version_1_still_reads() {
+        let mut c = sample();
+        c.version = 1;
+        c.partitions[0].spans.clear();
+        let bytes = encode(&c);
+        assert_eq!(&bytes[..8], b"STRMCKP1");
+        assert_eq!(bytes.len(), FIXED_BYTES + PARTITION_V1_BYTES + 2 * ENTRY_BYTES, "the version 1 layout, byte for byte");
+        let read = decode(&bytes).unwrap();
+        assert!(!read.has_spans());
+        assert_eq!(read, c);
+    }
+
+    // Proves a newer version is refused by its number, not read as damage
+    // or as this version's layout, and that a foreign file is not one.
+    #[test]
+    fn newer_version_refused_by_name() {
+        let mut bytes = encode(&sample());
+        bytes[7] = b'3';
+        assert_eq!(version_of(&bytes), Some(3));
+        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format version 3 is newer than this binary reads (1 to 2)");
+        assert_eq!(version_of(b"STRMCKPX"), None);
+        assert_eq!(decode(b"NOTACKPT").unwrap_err(), "not a Strom checkpoint");
+    }
+
+    // Proves spans that overlap, run past the covered position or have a
+    // decreasing timestamp are refused even with a valid checksum.
+    #[test]
+    fn inconsistent_spans_refused() {
+        let bad = |edit: &dyn Fn(&mut Vec<Span>)| {
+            let mut c = sample();
+            edit(&mut c.partitions[0].spans);
+            decode(&encode(&c)).unwrap_err()
+        };
+        assert!(bad(&|s| s[0].bytes = 65536 - 4096 + 1).contains("overlap"));
+        assert!(bad(&|s| s[1].first_pos = 1 << 20).contains("overlap"));
+        assert!(bad(&|s| s[1].bytes = (1 << 20) - 65536 + 1).contains("overlap"));
+        assert!(bad(&|s| s.swap(0, 1)).contains("overlap"));
+        assert!(bad(&|s| s[0].max_ts_ms = 6).contains("overlap"));
     }
 }

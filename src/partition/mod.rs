@@ -55,6 +55,19 @@ pub struct Partition {
     /// [`retention`]); `span_bytes` is the sum of their bytes.
     pub spans: VecDeque<Span>,
     pub span_bytes: u64,
+    /// Batches staged and not yet visible, oldest first: a checkpoint,
+    /// which describes only what is durable, takes their bytes back out of
+    /// the spans ([`Partition::durable_spans`]). At most the batches of
+    /// the commits in flight and the one filling.
+    pub unvisible: VecDeque<UnvisibleBatch>,
+}
+
+/// A staged batch's end offset and frame, until its commit is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnvisibleBatch {
+    pub end_offset: u64,
+    pub pos: u64,
+    pub frame_bytes: u64,
 }
 
 impl Partition {
@@ -71,24 +84,51 @@ impl Partition {
             retention: Retention::default(),
             spans: VecDeque::new(),
             span_bytes: 0,
+            unvisible: VecDeque::new(),
         }
     }
 
-    /// Takes the sparse index from a checkpoint and derives one span per
-    /// entry from it: a partition's first batch in each segment has an
-    /// entry, so no span crosses a segment. The bytes are not in the
-    /// checkpoint and count as 0 (bytes retention then counts only data
-    /// written after them: it keeps more, never less); the timestamp is
-    /// the next entry's running max, an upper bound.
-    pub fn restore_index(&mut self, entries: Vec<IndexEntry>, max_ts_ms: i64) {
+    /// Takes the sparse index and spans from a checkpoint. A version 1
+    /// checkpoint (`spans` None) stored no spans, so one is derived per
+    /// index entry: a partition's first batch in each segment has an entry,
+    /// so no span crosses a segment; the bytes count as 0 (bytes retention
+    /// then counts only data written after them: it keeps more, never
+    /// less) and the timestamp is the next entry's running max, an upper bound.
+    pub fn restore(&mut self, entries: Vec<IndexEntry>, max_ts_ms: i64, spans: Option<&[Span]>) {
         self.index = SparseIndex::from_entries(entries);
         let e = self.index.entries();
-        self.spans = e
-            .iter()
-            .enumerate()
-            .map(|(i, x)| Span { first_pos: x.pos, bytes: 0, max_ts_ms: e.get(i + 1).map_or(max_ts_ms, |n| n.max_ts_ms) })
-            .collect();
-        self.span_bytes = 0;
+        self.spans = match spans {
+            Some(spans) => spans.iter().copied().collect(),
+            None => e
+                .iter()
+                .enumerate()
+                .map(|(i, x)| Span { first_pos: x.pos, bytes: 0, max_ts_ms: e.get(i + 1).map_or(max_ts_ms, |n| n.max_ts_ms) })
+                .collect(),
+        };
+        self.span_bytes = self.spans.iter().map(|s| s.bytes).sum();
+        self.unvisible.clear();
+    }
+
+    /// The spans as of the visible end, for a checkpoint at `covered_pos`
+    /// (which every visible frame lies below, and no unvisible one): each
+    /// span less the bytes of its batches not yet visible, the newest
+    /// visible one with the running max timestamp at the last visible
+    /// batch, spans holding only unvisible batches left out.
+    pub fn durable_spans(&self, covered_pos: u64) -> Vec<Span> {
+        let mut spans: Vec<Span> = self.spans.iter().copied().collect();
+        for b in &self.unvisible {
+            debug_assert!(b.pos >= covered_pos, "pid {}: an unvisible batch below the checkpoint", self.pid);
+            if let Some(i) = spans.partition_point(|s| s.first_pos <= b.pos).checked_sub(1) {
+                spans[i].bytes = spans[i].bytes.saturating_sub(b.frame_bytes);
+            }
+        }
+        spans.retain(|s| s.first_pos < covered_pos);
+        if !self.unvisible.is_empty()
+            && let Some(last) = spans.last_mut()
+        {
+            last.max_ts_ms = self.visible_max_ts_ms;
+        }
+        spans
     }
 
     /// Records a batch staged (or recovered) at log position `pos`, holding
@@ -108,6 +148,7 @@ impl Partition {
             _ => self.spans.push_back(Span { first_pos: pos, bytes: frame_bytes, max_ts_ms: self.staged_max_ts_ms }),
         }
         self.span_bytes += frame_bytes;
+        self.unvisible.push_back(UnvisibleBatch { end_offset: self.next_offset, pos, frame_bytes });
         self.staged_max_ts_ms
     }
 
@@ -117,6 +158,9 @@ impl Partition {
     /// commit, and bytes retention may then drop older data that much early.
     pub fn truncate_from(&mut self, pos: u64) {
         self.index.truncate_from(pos);
+        while self.unvisible.back().is_some_and(|b| b.pos >= pos) {
+            self.unvisible.pop_back();
+        }
         while self.spans.back().is_some_and(|s| s.first_pos >= pos) {
             let s = self.spans.pop_back().expect("span");
             self.span_bytes -= s.bytes;
@@ -133,6 +177,9 @@ impl Partition {
         debug_assert!(end >= self.visible_end && end <= self.next_offset);
         self.visible_end = end;
         self.visible_max_ts_ms = self.visible_max_ts_ms.max(max_ts_ms);
+        while self.unvisible.front().is_some_and(|b| b.end_offset <= end) {
+            self.unvisible.pop_front();
+        }
     }
 
     /// Drops everything stored before log position `log_start` (retention).
@@ -158,5 +205,44 @@ impl Partition {
             "pid {}: spans out of order",
             self.pid
         );
+        // Unvisible batches are exactly those past the visible end.
+        assert_eq!(self.unvisible.front().is_some(), self.visible_end < self.next_offset, "pid {}: unvisible batches", self.pid);
+        assert!(self.unvisible.back().is_none_or(|b| b.end_offset == self.next_offset), "pid {}: unvisible end", self.pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(p: &mut Partition, pos: u64, frame_bytes: u64, ts_ms: i64, segment_start: u64) -> i64 {
+        let base = p.next_offset;
+        p.observe_batch(ObservedBatch { base, records: 1, max_ts_ms: ts_ms, pos, frame_bytes }, segment_start, 1 << 20)
+    }
+
+    // Proves a checkpoint's spans hold only visible batches: staged bytes
+    // come out of the span they share with visible ones, a span holding
+    // only staged batches is left out, and its timestamp is the visible one.
+    #[test]
+    fn durable_spans_leave_out_what_is_staged() {
+        let mut p = Partition::new(0, 0);
+        let ts = staged(&mut p, 0, 100, 5, 0);
+        p.make_visible(1, ts);
+        staged(&mut p, 100, 50, 9, 0);
+        staged(&mut p, 1000, 70, 7, 1000);
+        p.invariants();
+        assert_eq!(p.span_bytes, 220);
+        assert_eq!(p.durable_spans(150), vec![Span { first_pos: 0, bytes: 100, max_ts_ms: 5 }]);
+        // Once visible, the same spans go whole.
+        p.make_visible(3, 9);
+        p.invariants();
+        assert!(p.unvisible.is_empty());
+        assert_eq!(p.durable_spans(1070), p.spans.iter().copied().collect::<Vec<_>>());
+        // A rewind drops what it takes back from both.
+        staged(&mut p, 1070, 30, 10, 1000);
+        p.truncate_from(1070);
+        p.next_offset = 3;
+        p.invariants();
+        assert_eq!(p.span_bytes, 220);
     }
 }

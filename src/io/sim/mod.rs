@@ -87,12 +87,19 @@ impl Waker for NoopWaker {
     fn wake(&self) {}
 }
 
+/// The simulator's default wall clock at virtual time 0:
+/// 2026-12-04T00:00:00Z, a date like the ones producers stamp.
+pub const SIM_WALL_EPOCH_MS: i64 = 1_796_342_400_000;
+
 /// A simulated ring over a [`SimDisk`]: single-threaded, deterministic.
 pub struct SimIo {
     disk: SimDisk,
     rng: SimRng,
     faults: SimFaults,
     now_ns: u64,
+    /// The wall clock at virtual time 0 (ms since the Unix epoch): fixed,
+    /// so a seed replays every comparison with batch timestamps.
+    wall_epoch_ms: i64,
     files: BTreeMap<u32, OpenFile>,
     next_file: u32,
     queued: Vec<InFlight>,
@@ -115,6 +122,7 @@ impl SimIo {
             rng: SimRng::new(seed),
             faults,
             now_ns: 1_000_000_000,
+            wall_epoch_ms: SIM_WALL_EPOCH_MS,
             files: BTreeMap::new(),
             next_file: 0,
             queued: Vec::new(),
@@ -126,6 +134,20 @@ impl SimIo {
             net_ops: Vec::new(),
             op_counts: OpCounts::default(),
         }
+    }
+
+    /// Sets the wall clock at virtual time 0, for a test whose timestamps
+    /// need a particular date (the default is [`SIM_WALL_EPOCH_MS`]).
+    pub fn with_wall_epoch_ms(mut self, wall_epoch_ms: i64) -> SimIo {
+        self.wall_epoch_ms = wall_epoch_ms;
+        self
+    }
+
+    /// Moves virtual time forward by `by`, as a pause with nothing to do
+    /// would: ops in flight complete once due, at the next wait. Ticks move
+    /// time only by their own cost, so hours pass this way.
+    pub fn advance(&mut self, by: Duration) {
+        self.now_ns = self.now_ns.saturating_add(by.as_nanos() as u64);
     }
 
     /// Buffer ops pushed so far, by fixed or plain opcode.
@@ -442,6 +464,10 @@ impl SimIo {
 impl Io for SimIo {
     fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    fn wall_ms(&self) -> i64 {
+        self.wall_epoch_ms.saturating_add((self.now_ns / 1_000_000) as i64)
     }
 
     fn push(&mut self, op: Op, token: u64) -> std::result::Result<(), Op> {

@@ -256,3 +256,16 @@ fn registered_and_unregistered_buffers_round_trip() {
     assert_eq!(&got.as_slice()[4096..], &[6u8; 4096][..]);
     assert_eq!(io.op_counts(), OpCounts { fixed_ops: 1, plain_ops: 2 });
 }
+
+// Proves the simulated wall clock is the virtual clock plus a fixed epoch:
+// the same for every seed at the same virtual time, moved by `advance`.
+#[test]
+fn wall_clock_follows_virtual_time() {
+    let io = SimIo::new(SimDisk::new(), 1, SimFaults::default());
+    let mut other = SimIo::new(SimDisk::new(), 2, SimFaults::default()).with_wall_epoch_ms(0);
+    assert_eq!(io.wall_ms(), SIM_WALL_EPOCH_MS + (io.now_ns() / 1_000_000) as i64);
+    let before = other.wall_ms();
+    other.advance(Duration::from_secs(3600));
+    assert_eq!(other.wall_ms() - before, 3_600_000);
+    assert_eq!(other.wall_ms(), (other.now_ns() / 1_000_000) as i64);
+}

@@ -289,6 +289,23 @@ impl Drop for Engine {
 /// rings against RLIMIT_MEMLOCK too, per user): a load generator's or a
 /// client's threads beside the engine. An eighth of the common 8 MiB.
 const OTHER_RINGS_BYTES: usize = 1 << 20;
+/// Under a limit, the share of it left to other processes of the same
+/// user, and the most left. The limit is per user, and a process cannot see
+/// what others hold: a second server, a test beside a test, or a restart
+/// while the old rings are still being freed must still find room for
+/// their rings (run as a user with 8 MiB, tests/server.rs's servers running
+/// two at a time failed to set up a ring when the first registered all it
+/// could). So a process takes a quarter of a small limit, and everything
+/// but 16 MiB of a large one.
+const OTHERS_SHARE_NUM: usize = 3;
+const OTHERS_SHARE_DEN: usize = 4;
+const OTHERS_BYTES_MAX: usize = 16 << 20;
+
+/// What a process under a `limit_bytes` RLIMIT_MEMLOCK leaves to others
+/// (see [`OTHERS_SHARE_NUM`]), never less than [`OTHER_RINGS_BYTES`].
+fn left_for_others(limit_bytes: usize) -> usize {
+    (limit_bytes / OTHERS_SHARE_DEN * OTHERS_SHARE_NUM).min(OTHERS_BYTES_MAX).max(OTHER_RINGS_BYTES)
+}
 
 /// What the cores register of their buffers: as much as the process may
 /// pin (RLIMIT_MEMLOCK, unless it holds CAP_IPC_LOCK) and the configuration
@@ -315,9 +332,13 @@ impl Registration {
         let ops_max = cfg.ring_entries as usize - 1 + needs.net_ops;
         let ring_bytes = UringIo::ring_bytes(cfg.ring_entries, ops_max) * cfg.cores;
         let lockable = platform::lockable_memory(buffer_bytes + ring_bytes + OTHER_RINGS_BYTES);
-        // The rings are pinned first, and other rings of this user (a
-        // client's, loadgen's) need room after the buffers took theirs.
-        let limit = lockable.bytes().map(|b| usize::try_from(b).unwrap_or(usize::MAX).saturating_sub(ring_bytes + OTHER_RINGS_BYTES));
+        // The rings are pinned first, and other processes of this user (a
+        // client's rings, loadgen's, a second server) need room after the
+        // buffers took theirs.
+        let limit = lockable.bytes().map(|b| {
+            let b = usize::try_from(b).unwrap_or(usize::MAX);
+            b.saturating_sub(ring_bytes + left_for_others(b))
+        });
         let (registered_bytes_max, limited_by) = match (cfg.registered_bytes_max, limit) {
             (Some(asked), Some(lim)) if lim < asked => (Some(lim), lockable.to_string()),
             (Some(asked), _) => (Some(asked), format!("registered_bytes_max {}", platform::human_bytes(asked as u64))),
@@ -519,5 +540,18 @@ fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch:
     };
     if let Err(e) = Ticker::default().run(&mut core, &mut mailbox) {
         tracing::error!(core = core.spec().core_id, %e, "core stopped on a ring failure");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Proves: under the common 8 MiB limit a process leaves three quarters
+    // of it to other processes of its user, under a large one at most
+    // 16 MiB, and never less than room for other rings.
+    #[test]
+    fn a_limited_process_leaves_room_for_others() {
+        assert_eq!(super::left_for_others(8 << 20), 6 << 20);
+        assert_eq!(super::left_for_others(1 << 30), 16 << 20);
+        assert_eq!(super::left_for_others(1 << 20), 1 << 20);
     }
 }

@@ -304,7 +304,7 @@ const OTHERS_BYTES_MAX: usize = 16 << 20;
 /// What a process under a `limit_bytes` RLIMIT_MEMLOCK leaves to others
 /// (see [`OTHERS_SHARE_NUM`]), never less than [`OTHER_RINGS_BYTES`].
 fn left_for_others(limit_bytes: usize) -> usize {
-    (limit_bytes / OTHERS_SHARE_DEN * OTHERS_SHARE_NUM).min(OTHERS_BYTES_MAX).max(OTHER_RINGS_BYTES)
+    (limit_bytes / OTHERS_SHARE_DEN * OTHERS_SHARE_NUM).clamp(OTHER_RINGS_BYTES, OTHERS_BYTES_MAX)
 }
 
 /// What the cores register of their buffers: as much as the process may

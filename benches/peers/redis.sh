@@ -99,11 +99,13 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$redis_pid" 2>/dev/null || true
     fi
+    # Reap it, so that no zombie outlives the script.
+    [[ -z $redis_pid ]] || wait "$redis_pid" 2>/dev/null || true
     if [[ $keep == 0 ]]; then rm -rf "$work_dir"; else echo "kept: $work_dir" >&2; fi
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 143' TERM
+trap 'echo "redis.sh: stopped by SIGTERM (--time-limit $time_limit_secs s, or a kill)" >&2; exit 143' TERM
 trap 'exit 130' INT
 
 ensure_redis() {
@@ -135,17 +137,20 @@ ncpu=$(nproc)
 server_cpus=0
 client_cpus="1-$((ncpu - 1))"
 [[ $ncpu -ne 2 ]] || client_cpus=1
-pin() {
-    local cpus=$1; shift
-    if [[ $ncpu -ge 2 ]] && have taskset; then taskset -c "$cpus" "$@"; else "$@"; fi
-}
+server_pin=()
+client_pin=()
+if [[ $ncpu -ge 2 ]] && have taskset; then
+    server_pin=(taskset -c "$server_cpus")
+    client_pin=(taskset -c "$client_cpus")
+fi
 
 start_redis() {
     mkdir -p "$work_dir/redis"
     redis_port=$(free_port)
     # auto-aof-rewrite-percentage 0: no background rewrite (a fork and a
     # second writer) in the middle of a measurement; Strom has no such pause.
-    pin "$server_cpus" redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
+    # taskset execs redis-server, so $! is Redis itself, for the EXIT trap.
+    "${server_pin[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --protected-mode yes \
         --dir "$work_dir/redis" --appendonly yes --appendfsync always --save "" \
         --auto-aof-rewrite-percentage 0 --daemonize no --logfile "$work_dir/redis/redis.log" &
     redis_pid=$!
@@ -165,7 +170,7 @@ value_1kib=$(head -c 1024 /dev/zero | tr '\0' x)
 redis_bench() {
     local clients=$1 pipeline=$2 streams=$3 requests=$4 key="peers:s" rand=()
     if [[ $streams -gt 1 ]]; then key="peers:s:__rand_int__"; rand=(-r "$streams"); fi
-    pin "$client_cpus" timeout --foreground 300 redis-benchmark -p "$redis_port" -c "$clients" -P "$pipeline" \
+    "${client_pin[@]}" timeout --foreground 300 redis-benchmark -p "$redis_port" -c "$clients" -P "$pipeline" \
         -n "$requests" "${rand[@]}" --csv --precision 3 XADD "$key" '*' f "$value_1kib" |
         tail -1 | tr -d '"' | awk -F, '{ printf "%s %.0f %.0f\n", $(NF-6), $(NF-3) * 1000, $(NF-1) * 1000 }'
 }

@@ -60,11 +60,12 @@ pub fn verdicts(r: &Report) -> Vec<Verdict> {
         }
         _ => {}
     }
-    if let (Some(d), Some(b)) = (&r.disk_read, r.readback) {
-        if d.mb_per_sec() > 0.0 && b.secs > 0.0 {
-            let what = "read-back / disk sequential O_DIRECT read (1 MiB)".to_string();
-            v.push(at_least("read_back_to_disk_read", what, b.mb_per_sec() / d.mb_per_sec(), READ_BACK_TO_DISK_READ_MIN));
-        }
+    if let (Some(d), Some(b)) = (&r.disk_read, r.readback)
+        && d.mb_per_sec() > 0.0
+        && b.secs > 0.0
+    {
+        let what = "read-back / disk sequential O_DIRECT read (1 MiB)".to_string();
+        v.push(at_least("read_back_to_disk_read", what, b.mb_per_sec() / d.mb_per_sec(), READ_BACK_TO_DISK_READ_MIN));
     }
     if let Some(offered) = r.offered_records_per_sec.filter(|&o| o > 0.0) {
         let achieved = r.produced_records as f64 / r.window_secs;

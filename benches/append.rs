@@ -176,12 +176,12 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("STROM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 5.0 } else { 0.3 });
     let dir = bench_dir();
-    // Bounded cost: a 256 MiB file (16 MiB when run small), about 1.5 s of
-    // overwrites and 0.75 s of reads at full size.
+    // Bounded cost: a 256 MiB file (16 MiB when run small), about 1 s of
+    // overwrites and 0.5 s of reads at full size.
     let file_bytes: u64 = if full { 256 << 20 } else { 16 << 20 };
     let file = ceiling::PrewrittenFile::create(&dir, file_bytes).expect("pre-written ceiling file");
-    let best = ceiling::disk_best_group_commit(&file, Duration::from_secs_f64(secs.min(1.5))).expect("best group commit");
-    let read = ceiling::disk_read_sequential(&file, Duration::from_secs_f64(secs.min(0.75))).expect("read ceiling");
+    let best = ceiling::disk_best_group_commit(&file, Duration::from_secs_f64(secs.min(1.0))).expect("best group commit");
+    let read = ceiling::disk_read_sequential(&file, Duration::from_secs_f64(secs.min(0.5))).expect("read ceiling");
     drop(file);
     println!(
         "append bench: {PRODUCERS} producers x {INFLIGHT_PER_PRODUCER} in flight, {RECORDS_PER_BATCH} x {RECORD_BYTES} B records per batch, fsync=always, 1 core, {secs} s per case, dir {}",

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use strom::server::StageLatency;
 
-use crate::ceiling::{DiskCeiling, TcpCeiling};
+use crate::ceiling::{DiskCeiling, DiskReadCeiling, TcpCeiling};
 use crate::hist::Latencies;
 use crate::verdict::verdicts;
 use crate::verify::VerifyCounts;
@@ -51,7 +51,13 @@ pub struct Report {
     pub sends: u64,
     pub sends_late: u64,
     pub open_loop: bool,
+    /// The disk loop at the broker's average write size, into fresh space.
     pub disk: Option<DiskCeiling>,
+    /// The disk's best correct group commit (1 MiB over pre-written space):
+    /// the ceiling the produce verdicts use.
+    pub disk_best: Option<DiskCeiling>,
+    /// Sequential 1 MiB O_DIRECT reads: the ceiling for the read-back.
+    pub disk_read: Option<DiskReadCeiling>,
     pub tcp: Option<TcpCeiling>,
     /// The broker's log: O_DIRECT writes, fdatasyncs and bytes, in the window (embedded only).
     pub log_writes: Option<(u64, u64, u64)>,
@@ -70,6 +76,13 @@ pub struct ReadBack {
     pub records: u64,
     pub bytes: u64,
     pub secs: f64,
+}
+
+impl ReadBack {
+    /// Record value bytes read back per second, in MB.
+    pub fn mb_per_sec(&self) -> f64 {
+        if self.secs > 0.0 { self.bytes as f64 / self.secs / 1e6 } else { 0.0 }
+    }
 }
 
 impl Report {
@@ -108,16 +121,35 @@ fn percentiles(h: &Histogram<u64>) -> Value {
     })
 }
 
-pub fn to_json(r: &Report) -> Value {
-    let secs = r.window_secs;
+fn disk_json(d: &DiskCeiling) -> Value {
+    json!({
+        "write_bytes": d.write_bytes, "writes": d.writes, "mb_per_sec": d.mb_per_sec(),
+        "prewritten_file_bytes": d.prewritten_file_bytes,
+        "latency_us": {"p50": d.latency_us(0.5), "p99": d.latency_us(0.99), "max": d.latency_us(1.0)},
+    })
+}
+
+fn ceilings_json(r: &Report) -> Value {
     let mut ceilings = json!({});
     if let Some(d) = &r.disk {
-        ceilings["disk_write_fdatasync"] = json!({
-            "write_bytes": d.write_bytes, "writes": d.writes, "mb_per_sec": d.mb_per_sec(),
-            "latency_us": {"p50": d.latency_us(0.5), "p99": d.latency_us(0.99), "max": d.latency_us(1.0)},
-        });
+        ceilings["disk_write_fdatasync"] = disk_json(d);
         if !r.open_loop {
             ceilings["produce_ratio_to_disk"] = json!(r.produce_mb_per_sec() / d.mb_per_sec());
+        }
+    }
+    if let Some(d) = &r.disk_best {
+        ceilings["disk_best_write"] = disk_json(d);
+        if !r.open_loop {
+            ceilings["produce_ratio_to_disk_best"] = json!(r.produce_mb_per_sec() / d.mb_per_sec());
+        }
+    }
+    if let Some(d) = &r.disk_read {
+        ceilings["disk_read"] = json!({
+            "read_bytes": d.read_bytes, "reads": d.reads, "mb_per_sec": d.mb_per_sec(), "file_bytes": d.file_bytes,
+            "latency_us": {"p50": d.latency_us(0.5), "p99": d.latency_us(0.99), "max": d.latency_us(1.0)},
+        });
+        if let Some(b) = r.readback {
+            ceilings["read_back_ratio_to_disk_read"] = json!(b.mb_per_sec() / d.mb_per_sec());
         }
     }
     if let Some(t) = &r.tcp {
@@ -127,6 +159,11 @@ pub fn to_json(r: &Report) -> Value {
         }
         ceilings["produce_ratio_to_loopback"] = json!(r.produce_mb_per_sec() / t.mb_per_sec());
     }
+    ceilings
+}
+
+pub fn to_json(r: &Report) -> Value {
+    let secs = r.window_secs;
     let mut server = json!({ "stages_us": r.stages.iter().map(|s| json!({
         "stage": s.stage, "count": s.count, "p50": s.p50_us, "p90": s.p90_us, "p99": s.p99_us, "p999": s.p999_us, "max": s.max_us,
     })).collect::<Vec<_>>() });
@@ -147,7 +184,7 @@ pub fn to_json(r: &Report) -> Value {
     let verdicts: Vec<Value> =
         verdicts(r).iter().map(|v| json!({"figure": v.figure, "value": v.value, "target": v.target, "ok": v.ok, "text": v.text})).collect();
     json!({
-        "schema": "strom-loadgen/2",
+        "schema": "strom-loadgen/3",
         "config": r.config,
         "window_secs": secs,
         "warmup_secs": r.warmup_secs,
@@ -174,8 +211,9 @@ pub fn to_json(r: &Report) -> Value {
             "acked_run_records": r.acked_run_records,
             "readback": r.readback.map(|b| json!({"records": b.records, "bytes": b.bytes, "secs": b.secs})),
         },
+        "read_back": r.readback.map(|b| json!({"records": b.records, "bytes": b.bytes, "secs": b.secs, "mb_per_sec": b.mb_per_sec()})),
         "verdicts": verdicts,
-        "ceilings": ceilings,
+        "ceilings": ceilings_json(r),
         "server": server,
         "loadgen_cpu": { "cores": r.loadgen_cpu_cores, "threads": r.threads, "saturated": r.loadgen_saturated() },
         "broker_cpu": r.broker_cpu_cores.map(|c| json!({"cores": c})),
@@ -340,22 +378,45 @@ fn stage_rows(t: &mut String, r: &Report) {
     }
 }
 
+/// The produce ratio's label against a disk ceiling named `what`.
+pub fn produce_ratio_label(open_loop: bool, what: &str) -> String {
+    // In open loop the rate is set by loadgen, not found: a ratio of it
+    // to the disk says how loaded the disk was, not how fast Strom is.
+    if open_loop { format!("produce (at the offered rate) / {what}") } else { format!("produce / {what}") }
+}
+
+/// What the best group commit is, in the words of its ratio's label.
+pub const DISK_BEST_WHAT: &str = "disk best group commit (1 MiB over pre-written space)";
+/// What the loop at the broker's write size is, in the words of its ratio's label.
+pub const DISK_LOOP_WHAT: &str = "disk loop at the broker's write size";
+
 fn ceiling_rows(t: &mut String, r: &Report) {
-    if r.disk.is_some() || r.tcp.is_some() {
+    if r.disk.is_some() || r.disk_best.is_some() || r.tcp.is_some() {
         let _ = writeln!(t, "\nmachine ceilings (same run)");
     }
-    if let Some(d) = &r.disk {
-        // In open loop the rate is set by loadgen, not found: a ratio of it
-        // to the disk says how loaded the disk was, not how fast Strom is.
-        let ratio = if r.open_loop { "produce (at the offered rate) / disk" } else { "produce / disk" };
+    let disk_rows = [(&r.disk_best, DISK_BEST_WHAT, "over pre-written space"), (&r.disk, DISK_LOOP_WHAT, "appending to fresh space")];
+    for (d, what, space) in disk_rows {
+        let Some(d) = d else { continue };
         let _ = writeln!(
             t,
-            "  disk  O_DIRECT write + fdatasync, {} KiB at a time: {:.1} MB/s (p50 {}, p99 {})  -> {ratio} {:.2}x",
+            "  disk  O_DIRECT write + fdatasync, {} KiB at a time {space}: {:.1} MB/s (p50 {}, p99 {})  -> {} {:.2}x",
             d.write_bytes / 1024,
             d.mb_per_sec(),
             lat_text(d.latency_us(0.5)),
             lat_text(d.latency_us(0.99)),
+            produce_ratio_label(r.open_loop, what),
             r.produce_mb_per_sec() / d.mb_per_sec()
+        );
+    }
+    if let Some(d) = &r.disk_read {
+        let ratio = r.readback.map_or(String::new(), |b| format!("  -> read-back / disk read {:.2}x", b.mb_per_sec() / d.mb_per_sec()));
+        let _ = writeln!(
+            t,
+            "  disk  sequential O_DIRECT read, {} KiB at a time: {:.1} MB/s (p50 {}, p99 {}){ratio}",
+            d.read_bytes / 1024,
+            d.mb_per_sec(),
+            lat_text(d.latency_us(0.5)),
+            lat_text(d.latency_us(0.99)),
         );
     }
     if let Some(c) = &r.tcp {
@@ -384,10 +445,11 @@ fn verify_rows(t: &mut String, r: &Report) {
     );
     let how = match (r.readback, r.consumers) {
         (Some(b), _) => format!(
-            "read back after the run from the broker: {} records ({:.1} MB) in {:.1} s, not in the figures above",
+            "read back after the run from the broker: {} records ({:.1} MB) in {:.1} s, {:.1} MB/s, not in the figures above",
             group(b.records as f64),
             b.bytes as f64 / 1e6,
-            b.secs
+            b.secs,
+            b.mb_per_sec()
         ),
         (None, 1) => "checked by the consumer as it read them".into(),
         (None, n) => format!("checked by each of the {n} consumers: every record counts once per consumer"),
@@ -601,6 +663,64 @@ mod tests {
         ] {
             assert!(j.pointer(path).is_some(), "missing {path}");
         }
+    }
+
+    fn ceiling(write_bytes: usize, writes: u64, prewritten_file_bytes: u64) -> DiskCeiling {
+        let elapsed = std::time::Duration::from_secs(1);
+        DiskCeiling { write_bytes, writes, elapsed, latencies_us: vec![100, 200, 300], prewritten_file_bytes }
+    }
+
+    // Proves a run with the three disk ceilings and a read-back has
+    // ceilings.disk_best_write, ceilings.disk_read and read_back {records,
+    // bytes, secs, mb_per_sec} in its JSON, and its table labels each ratio
+    // by the ceiling it compares with.
+    #[test]
+    fn disk_ceilings_and_read_back_are_reported_and_labelled() {
+        let read = DiskReadCeiling {
+            read_bytes: 1 << 20,
+            reads: 1000,
+            elapsed: std::time::Duration::from_secs(1),
+            latencies_us: vec![500],
+            file_bytes: 256 << 20,
+        };
+        let r = Report {
+            window_secs: 1.0,
+            value_bytes_avg: 1000.0,
+            produced_records: 500_000,
+            // 400 MB/s at 64 KiB into fresh space; 1000 MB/s at 1 MiB over a 256 MiB pre-written file.
+            disk: Some(ceiling(64 << 10, 400_000_000 / (64 << 10), 0)),
+            disk_best: Some(ceiling(1_000_000, 1000, 256 << 20)),
+            disk_read: Some(read),
+            readback: Some(ReadBack { records: 2_000_000, bytes: 2_000_000_000, secs: 4.0 }),
+            ..Default::default()
+        };
+        let j = to_json(&r);
+        assert_eq!(j["schema"], "strom-loadgen/3");
+        assert_eq!(j["ceilings"]["disk_best_write"]["write_bytes"], 1_000_000);
+        assert_eq!(j["ceilings"]["disk_best_write"]["prewritten_file_bytes"], 256 << 20);
+        assert_eq!(j["ceilings"]["disk_best_write"]["mb_per_sec"], 1000.0);
+        assert_eq!(j["ceilings"]["produce_ratio_to_disk_best"], 0.5);
+        assert_eq!(j["ceilings"]["disk_write_fdatasync"]["prewritten_file_bytes"], 0);
+        assert_eq!(j["ceilings"]["disk_read"]["read_bytes"], 1 << 20);
+        assert!(j["ceilings"]["disk_read"]["mb_per_sec"].as_f64().unwrap() > 1000.0, "1000 MiB in 1 s: {j:#}");
+        assert_eq!(j["read_back"], json!({"records": 2_000_000, "bytes": 2_000_000_000u64, "secs": 4.0, "mb_per_sec": 500.0}));
+        let ratio = j["ceilings"]["read_back_ratio_to_disk_read"].as_f64().unwrap();
+        assert!((ratio - 500.0 / 1048.576).abs() < 1e-9, "{ratio}");
+        let t = table(&r);
+        assert!(t.contains("976 KiB at a time over pre-written space"), "{t}");
+        assert!(t.contains("-> produce / disk best group commit (1 MiB over pre-written space) 0.50x"), "{t}");
+        assert!(
+            t.contains("64 KiB at a time appending to fresh space") && t.contains("-> produce / disk loop at the broker's write size "),
+            "{t}"
+        );
+        assert!(
+            t.contains("sequential O_DIRECT read, 1024 KiB at a time: 1048.6 MB/s") && t.contains("-> read-back / disk read 0.48x"),
+            "{t}"
+        );
+        assert!(t.contains("in 4.0 s, 500.0 MB/s"), "{t}");
+        let open = Report { open_loop: true, ..r };
+        assert!(table(&open).contains("-> produce (at the offered rate) / disk best group commit"));
+        assert!(to_json(&open)["ceilings"].get("produce_ratio_to_disk_best").is_none(), "no ratio of an offered rate");
     }
 
     // Proves latencies read as a person reads them: us below 10 ms, ms below 1 s, then s.

@@ -3,10 +3,23 @@
 //! figure a run did not measure gets no verdict, never a made-up one.
 use crate::report::Report;
 
-/// Closed loop: acknowledged-durable produce MB/s over the disk's own
-/// O_DIRECT write + fdatasync loop at the broker's average write size.
-/// README's runs measured 0.73x-0.90x.
-pub const PRODUCE_TO_DISK_MIN: f64 = 0.8;
+/// Closed loop with consumers at the tail, or with small records:
+/// acknowledged-durable produce MB/s (record values) over the disk's best
+/// correct group commit (1 MiB O_DIRECT write + fdatasync over pre-written
+/// space). Issue 13 measured 0.39x-0.47x with the default's consumer.
+pub const PRODUCE_TO_DISK_BEST_MIN: f64 = 0.8;
+/// Closed loop, no consumer, records of `SMALL_RECORD_BYTES_MAX` or more:
+/// the same ratio, where only the producers load the broker. Issue 13
+/// measured 0.69x-0.77x.
+pub const PRODUCE_ALONE_TO_DISK_BEST_MIN: f64 = 0.9;
+/// Records whose values average under this many bytes are "small" (the
+/// small-messages scenario's 100 bytes): per-record costs dominate, and the
+/// target is the lower one.
+pub const SMALL_RECORD_BYTES_MAX: f64 = 512.0;
+/// The read-back's record bytes per second over the disk's sequential
+/// O_DIRECT read (1 MiB at a time). Issue 13 measured 434 MB/s against
+/// 1,353-1,834 MB/s (0.24x-0.32x).
+pub const READ_BACK_TO_DISK_READ_MIN: f64 = 0.8;
 /// Consumers at the tail: records each read in the window over records
 /// acknowledged in it. Under this a consumer fell behind.
 pub const CONSUME_PER_CONSUMER_MIN: f64 = 0.95;
@@ -38,14 +51,21 @@ fn at_least(figure: &'static str, what: String, value: f64, target: f64) -> Verd
 pub fn verdicts(r: &Report) -> Vec<Verdict> {
     let mut v = Vec::new();
     let produce = r.produce_mb_per_sec();
-    match (&r.disk, r.open_loop) {
-        (Some(d), false) if d.mb_per_sec() > 0.0 => v.push(at_least(
-            "produce_to_disk",
-            "durable produce / disk write+fdatasync ceiling".into(),
-            produce / d.mb_per_sec(),
-            PRODUCE_TO_DISK_MIN,
-        )),
+    match (&r.disk_best, r.open_loop) {
+        (Some(d), false) if d.mb_per_sec() > 0.0 => {
+            let alone = r.consumers == 0 && r.value_bytes_avg >= SMALL_RECORD_BYTES_MAX;
+            let target = if alone { PRODUCE_ALONE_TO_DISK_BEST_MIN } else { PRODUCE_TO_DISK_BEST_MIN };
+            let what = format!("durable produce / {}", crate::report::DISK_BEST_WHAT);
+            v.push(at_least("produce_to_disk_best", what, produce / d.mb_per_sec(), target));
+        }
         _ => {}
+    }
+    if let (Some(d), Some(b)) = (&r.disk_read, r.readback)
+        && d.mb_per_sec() > 0.0
+        && b.secs > 0.0
+    {
+        let what = "read-back / disk sequential O_DIRECT read (1 MiB)".to_string();
+        v.push(at_least("read_back_to_disk_read", what, b.mb_per_sec() / d.mb_per_sec(), READ_BACK_TO_DISK_READ_MIN));
     }
     if let Some(offered) = r.offered_records_per_sec.filter(|&o| o > 0.0) {
         let achieved = r.produced_records as f64 / r.window_secs;
@@ -79,7 +99,9 @@ pub fn verdicts(r: &Report) -> Vec<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ceiling::TcpCeiling;
+    use crate::ceiling::{DiskCeiling, DiskReadCeiling, TcpCeiling};
+    use crate::report::ReadBack;
+    use std::time::Duration;
 
     // Proves figures a run did not measure get no verdict, and those it did
     // are judged against the documented targets in both directions.
@@ -93,5 +115,42 @@ mod tests {
         assert_eq!(v.iter().map(|v| v.figure).collect::<Vec<_>>(), ["consume_per_consumer", "consume_to_loopback"]);
         assert!(!v[0].ok && v[0].text.contains("0.90x (target >= 0.95x)"), "{v:?}");
         assert!(v[1].ok, "1.8 MB/s of 2 MB/s is 0.9x: {v:?}");
+    }
+
+    fn disk(mb_per_sec: u64) -> DiskCeiling {
+        // mb_per_sec MB in one second, in 1 MB writes.
+        DiskCeiling { write_bytes: 1_000_000, writes: mb_per_sec, elapsed: Duration::from_secs(1), ..Default::default() }
+    }
+
+    // Proves the produce verdict judges against the best group commit, not
+    // the loop at the broker's write size, with issue 13's targets: 0.8x
+    // with a consumer or small records, 0.9x producing alone; and the
+    // read-back is judged against the read ceiling (>= 0.8x).
+    #[test]
+    fn produce_is_judged_against_the_best_group_commit_and_read_back_against_the_read_ceiling() {
+        // 850 records of 1000 bytes in 1 s: 0.85 MB/s.
+        let alone = Report {
+            window_secs: 1.0,
+            value_bytes_avg: 1000.0,
+            produced_records: 850,
+            disk: Some(disk(1)),
+            disk_best: Some(disk(1)),
+            ..Default::default()
+        };
+        let v = verdicts(&alone);
+        assert_eq!(v.iter().map(|v| (v.figure, v.target)).collect::<Vec<_>>(), [("produce_to_disk_best", 0.9)]);
+        assert!(!v[0].ok && v[0].text.contains("disk best group commit (1 MiB over pre-written space) 0.85x"), "{v:?}");
+        let with_consumer = Report { consumers: 1, consumed_records: 850, ..alone };
+        let v = verdicts(&with_consumer);
+        assert_eq!((v[0].figure, v[0].target, v[0].ok), ("produce_to_disk_best", 0.8, true), "{v:?}");
+        let small = Report { value_bytes_avg: 100.0, produced_records: 8_500, consumers: 0, ..with_consumer };
+        assert_eq!(verdicts(&small)[0].target, 0.8, "small records: the lower target");
+        let loop_only = Report { disk_best: None, ..small };
+        assert!(verdicts(&loop_only).is_empty(), "the loop at the broker's write size is reported, never judged");
+        let read = DiskReadCeiling { read_bytes: 1_000_000, reads: 100, elapsed: Duration::from_secs(1), ..Default::default() };
+        let back = ReadBack { records: 70_000, bytes: 70_000_000, secs: 1.0 };
+        let read_back = Report { disk_read: Some(read), readback: Some(back), ..loop_only };
+        let v = verdicts(&read_back);
+        assert_eq!((v[0].figure, v[0].target, v[0].ok), ("read_back_to_disk_read", 0.8, false), "70 of 100 MB/s: {v:?}");
     }
 }

@@ -71,6 +71,12 @@ fn short_embedded_run_reports_and_verifies() {
         "/ceilings/disk_write_fdatasync/mb_per_sec",
         "/ceilings/loopback_tcp/mb_per_sec",
         "/ceilings/produce_ratio_to_disk",
+        "/ceilings/disk_best_write/mb_per_sec",
+        "/ceilings/disk_best_write/write_bytes",
+        "/ceilings/disk_best_write/prewritten_file_bytes",
+        "/ceilings/disk_read/mb_per_sec",
+        "/ceilings/disk_read/read_bytes",
+        "/ceilings/produce_ratio_to_disk_best",
         "/loadgen_cpu/cores",
         "/server/stages_us",
     ] {
@@ -85,8 +91,11 @@ fn short_embedded_run_reports_and_verifies() {
     assert!(n("/verify/checked") >= n("/produce/records"), "every acknowledged record is checked");
     assert_eq!(report["verify"]["clean"], true);
     let figures: Vec<&str> = report["verdicts"].as_array().unwrap().iter().map(|v| v["figure"].as_str().unwrap()).collect();
-    assert_eq!(figures, ["produce_to_disk", "consume_per_consumer"], "a verdict per figure measured");
+    assert_eq!(figures, ["produce_to_disk_best", "consume_per_consumer"], "a verdict per figure measured");
     assert_eq!(n("/errors/total"), 0);
+    assert_eq!(report["schema"], "strom-loadgen/3");
+    assert_eq!((n("/ceilings/disk_best_write/write_bytes"), n("/ceilings/disk_read/read_bytes")), (1 << 20, 1 << 20));
+    assert!(report["read_back"].is_null(), "a consumer checked every record: no read-back");
     assert!(std::fs::read_to_string(hgrm.join("produce_ack.hgrm")).unwrap().contains("Total count"));
     assert!(std::fs::read_to_string(hgrm.join("e2e.hgrm")).unwrap().contains("Total count"));
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));

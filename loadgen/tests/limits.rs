@@ -2,7 +2,9 @@
 //! it means: a `--batch-bytes` over the broker's limit is refused before
 //! the run, with the limit (read from the broker) named; a run at exactly
 //! the limit succeeds; a run without consumers reports no consume row,
-//! labels its ratios, announces its read-back and judges its figures.
+//! labels its ratios (to the best group commit and to the loop at the
+//! broker's write size), announces and times its read-back against the read
+//! ceiling, and judges its figures.
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -99,22 +101,35 @@ fn a_batch_at_the_limit_runs_and_the_report_says_what_it_means() {
     assert!(report["consume"].is_null() && report["e2e_latency_us"].is_null(), "no consumers, no consume figures: {report:#}");
     assert!(report["ceilings"].get("consume_ratio_to_loopback").is_none());
     let verdicts = report["verdicts"].as_array().unwrap();
-    assert!(verdicts.iter().any(|v| v["figure"] == "produce_to_disk" && v["target"] == 0.8), "{verdicts:?}");
+    // No consumer, 1 MiB records: producing alone, judged at 0.9x of the best group commit.
+    assert!(verdicts.iter().any(|v| v["figure"] == "produce_to_disk_best" && v["target"] == 0.9), "{verdicts:?}");
+    assert!(verdicts.iter().any(|v| v["figure"] == "read_back_to_disk_read" && v["target"] == 0.8), "{verdicts:?}");
+    assert!(!verdicts.iter().any(|v| v["figure"] == "produce_to_disk"), "the loop at the write size is not judged: {verdicts:?}");
+    let f = |p: &str| report.pointer(p).and_then(serde_json::Value::as_f64).unwrap_or_else(|| panic!("no {p}: {report:#}"));
+    assert!(f("/ceilings/disk_best_write/mb_per_sec") > 0.0 && f("/ceilings/disk_read/mb_per_sec") > 0.0);
+    assert!(f("/ceilings/disk_write_fdatasync/mb_per_sec") > 0.0, "the loop at the broker's write size is still reported");
+    assert!(f("/ceilings/read_back_ratio_to_disk_read") > 0.0);
     let acked = report["verify"]["acked_run_records"].as_u64().unwrap();
     assert!(acked >= report["produce"]["records"].as_u64().unwrap(), "the run's records include the window's");
     assert_eq!(report["verify"]["readback"]["records"].as_u64(), Some(acked));
+    assert_eq!(report["read_back"]["records"].as_u64(), Some(acked));
+    let (bytes, secs) = (f("/read_back/bytes"), f("/read_back/secs"));
+    assert!(bytes > 0.0 && secs > 0.0 && (f("/read_back/mb_per_sec") - bytes / secs / 1e6).abs() < 1e-6, "{report:#}");
 
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(!lines.iter().any(|l| l.trim_start().starts_with("consume ")), "a consume row without consumers:\n{stdout}");
     assert!(!stdout.contains("0.00x"), "{stdout}");
     assert!(lines.iter().any(|l| l.contains("window: 1.0 s measured, after 0.3 s of warm-up")), "{stdout}");
-    assert!(lines.iter().any(|l| l.contains("-> produce / disk ")), "{stdout}");
+    assert!(lines.iter().any(|l| l.contains("-> produce / disk best group commit (1 MiB over pre-written space) ")), "{stdout}");
+    assert!(lines.iter().any(|l| l.contains("-> produce / disk loop at the broker's write size ")), "{stdout}");
+    assert!(lines.iter().any(|l| l.contains("sequential O_DIRECT read") && l.contains("-> read-back / disk read ")), "{stdout}");
     assert!(lines.iter().any(|l| l.contains("produce / loopback ")), "{stdout}");
     assert!(lines.iter().any(|l| l.contains("every record acknowledged in the run") && l.contains("read back after the run")), "{stdout}");
     let verdict_at = lines.iter().position(|l| l.starts_with("verdict (targets: docs/LOADGEN.md)")).expect("a verdict section");
     let verdict = lines[verdict_at + 1].trim_start();
     assert!(
-        (verdict.starts_with("ok ") || verdict.starts_with("below ")) && verdict.contains("durable produce / disk write+fdatasync ceiling"),
+        (verdict.starts_with("ok ") || verdict.starts_with("below "))
+            && verdict.contains("durable produce / disk best group commit (1 MiB over pre-written space)"),
         "{verdict}"
     );
     assert!(stderr.contains("verifying: reading back") && stderr.contains("records read back and checked in"), "{stderr}");

@@ -7,14 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use cli::topic::TopicCmd;
 use nix::sys::signal::{SigSet, Signal};
-use strom::client::Client;
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::io::uring::UringIo;
 use strom::server::{Server, ServerConfig};
-use topic_cmd::TopicCmd;
-
-mod topic_cmd;
 
 const ADDR_DEFAULT: &str = "127.0.0.1:7070";
 
@@ -120,12 +117,12 @@ struct ServeArgs {
     registered_bytes_max: Option<usize>,
     /// Retention for topics without their own (Kafka's log.retention.ms): keep
     /// records whose batch is younger than this (ms, or 30s, 12h, 7d; -1: no limit).
-    #[arg(long, value_parser = topic_cmd::parse_ms_setting, allow_hyphen_values = true)]
-    retention_ms: Option<topic_cmd::Setting>,
+    #[arg(long, value_parser = cli::topic::parse_ms_setting, allow_hyphen_values = true)]
+    retention_ms: Option<cli::topic::Setting>,
     /// Retention for topics without their own (Kafka's log.retention.bytes):
     /// keep at most this many bytes per partition (bytes, or 512MiB, 10GiB; -1: no limit).
-    #[arg(long, value_parser = topic_cmd::parse_bytes_setting, allow_hyphen_values = true)]
-    retention_bytes: Option<topic_cmd::Setting>,
+    #[arg(long, value_parser = cli::topic::parse_bytes_setting, allow_hyphen_values = true)]
+    retention_bytes: Option<cli::topic::Setting>,
 }
 
 fn duration_ms(d: Duration) -> u64 {
@@ -142,7 +139,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { dir } => ("inspect", inspect(&dir)),
         Cmd::Recover { dir, cores } => ("recover", recover(&dir, cores).map_err(|e| e.to_string())),
         Cmd::Serve(args) => ("serve", serve(&args)),
-        Cmd::Topic { conn, cmd } => (cmd.name(), topic_cmd::run(cmd, || connect(&conn))),
+        Cmd::Topic { conn, cmd } => (cmd.name(), cli::topic::run(cmd, || cli::connect(&conn))),
         Cmd::Produce(args) => ("produce", cli::produce::produce(&args)),
         Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
         Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
@@ -254,11 +251,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
 }
 
-fn connect(conn: &ConnArgs) -> Result<Client, String> {
-    cli::connect(conn)
-}
-
 /// A server-wide limit: `default`, `-1` and `unlimited` are all no limit.
-fn server_limit(setting: Option<topic_cmd::Setting>) -> Option<u64> {
+fn server_limit(setting: Option<cli::topic::Setting>) -> Option<u64> {
     setting.and_then(|s| s.0).filter(|&v| v != strom::catalog::UNLIMITED)
 }

@@ -2,6 +2,7 @@
 //! makes every Produce of the run fail (`InvalidBatch`), so loadgen refuses
 //! the flag instead, naming the broker's limit. The limit is the broker's
 //! own, read from it (the ServerInfo api), never assumed.
+use strom::broker::Limits;
 use strom::config::EngineConfig;
 use strom::proto::{self, ServerInfo};
 
@@ -10,17 +11,10 @@ use strom::proto::{self, ServerInfo};
 const PRODUCE_FRAME_OVERHEAD_BYTES: usize = proto::LEN_BYTES + proto::HEADER_BYTES + 2 + 249 + 4;
 
 /// The limits an embedded broker with `cfg` will answer in ServerInfo, for
-/// the check before it starts (the run asks it again once it is up).
+/// the check before it starts (the run asks it again once it is up): the
+/// server's own builder of that reply, on the engine's limits for `cfg`.
 pub fn embedded(cfg: &EngineConfig) -> ServerInfo {
-    ServerInfo {
-        protocol_version: proto::VERSION,
-        server_version: String::new(),
-        cores: 0,
-        fsync: cfg.fsync.to_string(),
-        batch_bytes_max: u32::try_from(cfg.batch_bytes_max).unwrap_or(u32::MAX),
-        frame_bytes_max: u32::try_from(strom::server::ServerConfig::default().frame_bytes_max).unwrap_or(u32::MAX),
-        partitions_per_topic_max: cfg.partitions_per_topic_max,
-    }
+    strom::server::server_info(Limits::of(cfg), strom::server::ServerConfig::default().frame_bytes_max)
 }
 
 /// Refuses a `--batch-bytes` the broker described by `info` would refuse.

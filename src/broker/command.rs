@@ -202,6 +202,19 @@ pub struct Limits {
     pub partitions_per_topic_max: u32,
 }
 
+impl Limits {
+    /// The limits an engine opened with `cfg` has (a client checking its
+    /// requests before the engine exists, as loadgen does, asks this).
+    pub fn of(cfg: &crate::config::EngineConfig) -> Limits {
+        Limits {
+            cores: cfg.cores,
+            fsync: cfg.fsync,
+            batch_bytes_max: cfg.batch_bytes_max,
+            partitions_per_topic_max: cfg.partitions_per_topic_max,
+        }
+    }
+}
+
 /// Why a command failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BrokerError {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::{Catalog, PartitionDescription, TopicDescription, TopicMeta, TopicRetention, pid_in};
-use crate::config::{EngineConfig, FsyncPolicy};
+use crate::config::EngineConfig;
 use crate::core::mailbox::CoreRoute;
 use crate::core::{AppendAck, PartitionStat, Reply, ValidBatch};
 use crate::engine::{Pending, pending};
@@ -76,9 +76,8 @@ pub struct Broker {
     catalog: Mutex<Catalog>,
     /// Every core's mailbox and doorbell, in core order.
     routes: Vec<CoreRoute>,
-    batch_bytes_max: usize,
-    partitions_per_topic_max: u32,
-    fsync: FsyncPolicy,
+    /// What it accepts; `cores` is the cores it routes to.
+    limits: Limits,
     /// The server-wide retention, for topics without their own.
     default_retention: Retention,
 }
@@ -91,10 +90,8 @@ impl Broker {
             router,
             directory: Directory::new(catalog.topics()),
             catalog: Mutex::new(catalog),
+            limits: Limits { cores: routes.len(), ..Limits::of(cfg) },
             routes,
-            batch_bytes_max: cfg.batch_bytes_max,
-            partitions_per_topic_max: cfg.partitions_per_topic_max,
-            fsync: cfg.fsync,
             default_retention: cfg.default_retention(),
         };
         // One request per core, whatever the number of topics: a mailbox
@@ -128,17 +125,12 @@ impl Broker {
     }
 
     pub(crate) fn batch_bytes_max(&self) -> usize {
-        self.batch_bytes_max
+        self.limits.batch_bytes_max
     }
 
     /// What this broker accepts (the ServerInfo api's engine part).
     pub fn limits(&self) -> Limits {
-        Limits {
-            cores: self.routes.len(),
-            fsync: self.fsync,
-            batch_bytes_max: self.batch_bytes_max,
-            partitions_per_topic_max: self.partitions_per_topic_max,
-        }
+        self.limits
     }
 
     // ---- blocking entry points, for threads that are not cores ----
@@ -147,7 +139,7 @@ impl Broker {
     /// mailbox blocks the caller (the push back).
     pub(crate) fn append(&self, topic: &str, partition: u32, batch: Vec<u8>, reply: Reply<AppendAck>) -> Result<()> {
         let pid = self.pid(topic, partition)?;
-        let batch = ValidBatch::new(batch, self.batch_bytes_max)?;
+        let batch = ValidBatch::new(batch, self.limits.batch_bytes_max)?;
         self.submit(pid, requests::append(pid, batch, reply))
     }
 
@@ -187,7 +179,7 @@ impl Broker {
     /// called on a core thread (it waits for every core).
     pub(crate) fn create_topic(&self, name: &str, partitions: u32, retention: TopicRetention) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
-        let t = cat.create_topic(name, partitions, self.partitions_per_topic_max, retention)?;
+        let t = cat.create_topic(name, partitions, self.limits.partitions_per_topic_max, retention)?;
         // The cores know the partitions before any request can name them.
         let res = self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, Some(t.retention.effective(self.default_retention)));
         self.directory.publish(cat.topics());

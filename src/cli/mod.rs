@@ -1,8 +1,9 @@
-//! The client commands of the `strom` binary: produce, consume and group,
-//! and what they share (the address, the topic's partition count, the
-//! clock). Each file is one concept: `addr` (--addr to a connection),
+//! The client commands of the `strom` binary: produce, consume, group and
+//! topic, and what they share (the address, the topic's partition count,
+//! the clock). Each file is one concept: `addr` (--addr to a connection),
 //! `partitioner` (Kafka's murmur2), `produce`, `start` (consume --from),
-//! `format` (how a record prints), `consume`, `group`.
+//! `format` (how a record prints), `consume`, `group`, `topic` (create,
+//! alter, describe, list, delete, and the retention settings they take).
 pub mod addr;
 pub mod consume;
 pub mod format;
@@ -10,6 +11,7 @@ pub mod group;
 pub mod partitioner;
 pub mod produce;
 pub mod start;
+pub mod topic;
 
 use strom::client::Client;
 

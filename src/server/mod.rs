@@ -35,6 +35,7 @@ use crate::stats::StageHistograms;
 
 pub use crate::stats::StageLatency;
 pub use config::ServerConfig;
+pub use native::server_info;
 
 mod codec;
 pub mod config;

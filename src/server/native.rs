@@ -147,7 +147,7 @@ fn response(answer: Answer) -> Response<'static> {
 /// The ServerInfo reply: the engine's limits with this server's version and
 /// largest frame. Limits past the wire's u32 are sent as u32::MAX (no server
 /// allows a 4 GiB frame: `ServerConfig::validate` refuses one).
-fn server_info(limits: Limits, frame_bytes_max: usize) -> proto::ServerInfo {
+pub fn server_info(limits: Limits, frame_bytes_max: usize) -> proto::ServerInfo {
     let wire_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     proto::ServerInfo {
         protocol_version: proto::VERSION,

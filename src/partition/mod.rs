@@ -153,22 +153,22 @@ impl Partition {
     }
 
     /// Forgets what was staged at or past log position `pos` (a rewind for
-    /// a full disk). A span that began before `pos` keeps its count, capped
-    /// at the log bytes it could hold: the rewound part was at most one
-    /// commit, and bytes retention may then drop older data that much early.
+    /// a full disk). Every batch there is still unvisible (a rewind takes
+    /// back only commits that were never durable), so each one's frame
+    /// comes back out of its span exactly, and spans left empty go.
     pub fn truncate_from(&mut self, pos: u64) {
         self.index.truncate_from(pos);
-        while self.unvisible.back().is_some_and(|b| b.pos >= pos) {
+        while let Some(b) = self.unvisible.back().copied().filter(|b| b.pos >= pos) {
             self.unvisible.pop_back();
+            if let Some(s) = self.spans.iter_mut().rev().find(|s| s.first_pos <= b.pos) {
+                s.bytes -= b.frame_bytes;
+                self.span_bytes -= b.frame_bytes;
+            }
         }
         while self.spans.back().is_some_and(|s| s.first_pos >= pos) {
             let s = self.spans.pop_back().expect("span");
+            debug_assert_eq!(s.bytes, 0, "pid {}: a span past a rewind held bytes of no unvisible batch", self.pid);
             self.span_bytes -= s.bytes;
-        }
-        if let Some(s) = self.spans.back_mut() {
-            let capped = s.bytes.min(pos - s.first_pos);
-            self.span_bytes -= s.bytes - capped;
-            s.bytes = capped;
         }
     }
 
@@ -232,7 +232,7 @@ mod tests {
         staged(&mut p, 1000, 70, 7, 1000);
         p.invariants();
         assert_eq!(p.span_bytes, 220);
-        assert_eq!(p.durable_spans(150), vec![Span { first_pos: 0, bytes: 100, max_ts_ms: 5 }]);
+        assert_eq!(p.durable_spans(100), vec![Span { first_pos: 0, bytes: 100, max_ts_ms: 5 }]);
         // Once visible, the same spans go whole.
         p.make_visible(3, 9);
         p.invariants();

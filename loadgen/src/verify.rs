@@ -9,6 +9,17 @@
 //! is `corrupt`. At the end, every acknowledged sequence the consumer did
 //! not see is `lost`. Records of another run (a reused topic) are skipped
 //! and counted as `foreign`.
+//!
+//! Two depths of check, both exact about loss, duplication, reordering and
+//! corruption of what the broker stored: [`Check::EachRecord`] validates the
+//! batch (its CRC, its header, every record decoded) and then every
+//! record's own checksum and identity; [`Check::Batch`] checks the batch CRC
+//! (which covers every byte of every record) and its header, and takes the
+//! records' identities from the first record, since a producer stamps a
+//! batch's records with consecutive sequences before it computes that CRC.
+//! What only the first catches is a broker that rebuilt a batch and its CRC
+//! around a damaged value; one consumer per partition checks each record,
+//! so that a fanout of N readers does not pay N times for it (issue 13).
 use std::collections::HashMap;
 
 use strom::wire::batch;
@@ -106,10 +117,37 @@ impl Seen {
     }
 }
 
+/// How deep a consumer checks (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    EachRecord,
+    Batch,
+}
+
+/// One sequence of a stream received: it advances the stream, opens a gap,
+/// fills one (`reordered`) or was seen before (`duplicated`).
+fn see(s: &mut Seen, seq: u64, counts: &mut VerifyCounts) {
+    if seq == s.next {
+        s.next += 1;
+    } else if seq > s.next {
+        add_range(&mut s.gaps, s.next, seq);
+        s.next = seq + 1;
+    } else if let Some(i) = s.gaps.iter().position(|&(gs, ge)| gs <= seq && seq < ge) {
+        counts.reordered += 1;
+        let (gs, ge) = s.gaps[i];
+        s.gaps.remove(i);
+        add_range(&mut s.gaps, gs, seq);
+        add_range(&mut s.gaps, seq + 1, ge);
+    } else {
+        counts.duplicated += 1;
+    }
+}
+
 /// One consumer's view of one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionVerifier {
     run_id: u32,
+    check: Check,
     streams: HashMap<u32, Seen>,
     pub counts: VerifyCounts,
 }
@@ -121,8 +159,8 @@ pub struct BatchSeen {
 }
 
 impl PartitionVerifier {
-    pub fn new(run_id: u32) -> PartitionVerifier {
-        PartitionVerifier { run_id, streams: HashMap::new(), counts: VerifyCounts::default() }
+    pub fn new(run_id: u32, check: Check) -> PartitionVerifier {
+        PartitionVerifier { run_id, check, streams: HashMap::new(), counts: VerifyCounts::default() }
     }
 
     /// Checks one record value.
@@ -138,21 +176,23 @@ impl PartitionVerifier {
             return None;
         }
         let s = self.streams.entry(id.producer).or_default();
-        if id.seq == s.next {
-            s.next += 1;
-        } else if id.seq > s.next {
-            add_range(&mut s.gaps, s.next, id.seq);
-            s.next = id.seq + 1;
-        } else if let Some(i) = s.gaps.iter().position(|&(gs, ge)| gs <= id.seq && id.seq < ge) {
-            self.counts.reordered += 1;
-            let (gs, ge) = s.gaps[i];
-            s.gaps.remove(i);
-            add_range(&mut s.gaps, gs, id.seq);
-            add_range(&mut s.gaps, id.seq + 1, ge);
-        } else {
-            self.counts.duplicated += 1;
-        }
+        see(s, id.seq, &mut self.counts);
         Some(id.send_ns)
+    }
+
+    /// Counts sequences `start..end` of `producer` as received, all at once
+    /// when they are all new (the usual case), else one at a time.
+    fn records_seen(&mut self, producer: u32, start: u64, end: u64) {
+        self.counts.checked += end - start;
+        let s = self.streams.entry(producer).or_default();
+        if start >= s.next {
+            add_range(&mut s.gaps, s.next, start);
+            s.next = end;
+            return;
+        }
+        for seq in start..end {
+            see(s, seq, &mut self.counts);
+        }
     }
 
     /// Walks the batches of one fetch reply that start at `from_offset`,
@@ -177,28 +217,61 @@ impl PartitionVerifier {
             if last < next {
                 continue; // a batch the reply repeats from before our offset
             }
-            if batch::validate(one, usize::MAX).is_err() {
-                let n = last + 1 - next.max(base);
-                self.counts.checked += n;
-                self.counts.corrupt += n;
-                next = last + 1;
-                continue;
-            }
-            let mut seen = BatchSeen { records: 0, send_ns: None };
-            for rec in batch::records(one).flatten() {
-                let offset = base + rec.offset_delta as u64;
-                if offset < next {
-                    continue;
+            let skip = next.saturating_sub(base);
+            let seen = match self.check {
+                Check::EachRecord => self.each_record(one, base, &mut next),
+                Check::Batch => self.batch_only(one, &info, skip),
+            };
+            match seen {
+                Some(seen) => each(seen),
+                None => {
+                    let n = last + 1 - next.max(base);
+                    self.counts.checked += n;
+                    self.counts.corrupt += n;
                 }
-                let send_ns = self.record(rec.value);
-                seen.records += 1;
-                seen.send_ns = seen.send_ns.or(send_ns);
-                next = offset + 1;
             }
-            each(seen);
             next = next.max(last + 1);
         }
         Ok(next)
+    }
+
+    /// Validates `one` (CRC, header, every record decoded), then checks each
+    /// record at or past `next`. None: the batch is corrupt.
+    fn each_record(&mut self, one: &[u8], base: u64, next: &mut u64) -> Option<BatchSeen> {
+        batch::validate(one, usize::MAX).ok()?;
+        let mut seen = BatchSeen { records: 0, send_ns: None };
+        for rec in batch::records(one).flatten() {
+            let offset = base + rec.offset_delta as u64;
+            if offset < *next {
+                continue;
+            }
+            let send_ns = self.record(rec.value);
+            seen.records += 1;
+            seen.send_ns = seen.send_ns.or(send_ns);
+            *next = offset + 1;
+        }
+        Some(seen)
+    }
+
+    /// Checks `one`'s CRC and header and its first record's value, and
+    /// counts its records but the first `skip` (already seen) by the
+    /// sequences they were stamped with. None: the batch is corrupt.
+    fn batch_only(&mut self, one: &[u8], info: &batch::BatchInfo, skip: u64) -> Option<BatchSeen> {
+        let header_ok = info.compression() == 0 && info.records_count >= 1 && info.last_offset_delta == info.records_count - 1;
+        if !header_ok || crc32c::crc32c(&one[batch::CRC_FROM..]) != info.crc {
+            return None;
+        }
+        let first = batch::records(one).next()?.ok()?;
+        let id = first.value.and_then(check_value)?;
+        let n = info.records_count as u64;
+        if id.run_id != self.run_id {
+            self.counts.foreign += n - skip.min(n);
+            return Some(BatchSeen { records: 0, send_ns: None });
+        }
+        if skip < n {
+            self.records_seen(id.producer, id.seq + skip, id.seq + n);
+        }
+        Some(BatchSeen { records: n - skip.min(n), send_ns: Some(id.send_ns) })
     }
 
     /// Counts acknowledged sequences never seen: `acked` maps producer ->
@@ -228,76 +301,106 @@ mod tests {
         b
     }
 
-    // Proves a clean in-order stream counts every record and nothing else.
+    const BOTH: [Check; 2] = [Check::EachRecord, Check::Batch];
+
+    // Proves a clean in-order stream counts every record and nothing else,
+    // at either depth of check.
     #[test]
     fn clean_stream_is_clean() {
         let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
-        let mut v = PartitionVerifier::new(9);
-        let mut reply = stamped(&t, 0, 0);
-        reply.extend(stamped(&t, 4, 4));
-        let mut batches = 0;
-        assert_eq!(v.batches(&reply, 0, |b| batches += b.records), Ok(8));
-        assert_eq!(batches, 8);
-        v.finish(&HashMap::from([(1, vec![(0, 8)])]));
-        assert_eq!(v.counts, VerifyCounts { checked: 8, ..Default::default() });
-        assert!(v.counts.is_clean());
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            let mut reply = stamped(&t, 0, 0);
+            reply.extend(stamped(&t, 4, 4));
+            let mut batches = 0;
+            assert_eq!(v.batches(&reply, 0, |b| batches += b.records), Ok(8));
+            assert_eq!(batches, 8);
+            v.finish(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!(v.counts, VerifyCounts { checked: 8, ..Default::default() }, "{check:?}");
+            assert!(v.counts.is_clean());
+        }
     }
 
-    // Proves loss, duplication, reordering and corruption each trigger.
+    // Proves loss, duplication, reordering and corruption each trigger, for
+    // a consumer that checks each record and for one that checks batches.
     #[test]
     fn each_anomaly_is_detected() {
         let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
-        // Lost: seqs 4..8 acknowledged, never delivered.
-        let mut v = PartitionVerifier::new(9);
-        v.batches(&stamped(&t, 0, 0), 0, |_| {}).unwrap();
-        v.finish(&HashMap::from([(1, vec![(0, 8)])]));
-        assert_eq!(v.counts.lost, 4);
-        assert!(!v.counts.is_clean());
+        for check in BOTH {
+            // Lost: seqs 4..8 acknowledged, never delivered.
+            let mut v = PartitionVerifier::new(9, check);
+            v.batches(&stamped(&t, 0, 0), 0, |_| {}).unwrap();
+            v.finish(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!(v.counts.lost, 4, "{check:?}");
+            assert!(!v.counts.is_clean());
 
-        // Duplicated: the same batch twice at different offsets.
-        let mut v = PartitionVerifier::new(9);
-        let mut reply = stamped(&t, 0, 0);
-        reply.extend(stamped(&t, 0, 4));
-        v.batches(&reply, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.duplicated, 4);
+            // Duplicated: the same batch twice at different offsets.
+            let mut v = PartitionVerifier::new(9, check);
+            let mut reply = stamped(&t, 0, 0);
+            reply.extend(stamped(&t, 0, 4));
+            v.batches(&reply, 0, |_| {}).unwrap();
+            assert_eq!(v.counts.duplicated, 4, "{check:?}");
 
-        // Reordered: 4..8 before 0..4; then nothing is lost.
-        let mut v = PartitionVerifier::new(9);
-        let mut reply = stamped(&t, 4, 0);
-        reply.extend(stamped(&t, 0, 4));
-        v.batches(&reply, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.reordered, 4);
-        assert!(v.saw(1, 0) && v.saw(1, 7));
-        v.finish(&HashMap::from([(1, vec![(0, 8)])]));
-        assert_eq!(v.counts.lost, 0);
+            // Reordered: 4..8 before 0..4; then nothing is lost.
+            let mut v = PartitionVerifier::new(9, check);
+            let mut reply = stamped(&t, 4, 0);
+            reply.extend(stamped(&t, 0, 4));
+            v.batches(&reply, 0, |_| {}).unwrap();
+            assert_eq!(v.counts.reordered, 4, "{check:?}");
+            assert!(v.saw(1, 0) && v.saw(1, 7));
+            v.finish(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!(v.counts.lost, 0);
 
-        // Corrupt: a flipped byte in a value fails the batch CRC.
-        let mut v = PartitionVerifier::new(9);
+            // Corrupt: a flipped byte in a value, in a header field, or in
+            // a record's framing fails the batch CRC.
+            for at in [t.bytes.len() - 5, 30, batch::BATCH_HEADER_BYTES + 1] {
+                let mut v = PartitionVerifier::new(9, check);
+                let mut b = stamped(&t, 0, 0);
+                b[at] ^= 0x10;
+                v.batches(&b, 0, |_| {}).unwrap();
+                assert_eq!((v.counts.corrupt, v.counts.checked), (4, 4), "{check:?}, byte {at}");
+                v.finish(&HashMap::from([(1, vec![(0, 4)])]));
+                assert!(!v.counts.is_clean());
+            }
+        }
+        // A value damaged with its batch CRC recomputed (a broker that
+        // rebuilt batches) fails the record checksum: the each-record
+        // check's job (one consumer per partition does it).
+        let mut v = PartitionVerifier::new(9, Check::EachRecord);
         let mut b = stamped(&t, 0, 0);
         let n = b.len();
         b[n - 5] ^= 0x10;
-        v.batches(&b, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.corrupt, 4);
-        // ...and a value damaged with its batch CRC recomputed (a broker
-        // that rebuilt batches) fails the record checksum instead.
-        let mut v = PartitionVerifier::new(9);
-        let mut b = stamped(&t, 0, 0);
-        b[n - 5] ^= 0x10;
         batch::recompute_crc(&mut b);
         v.batches(&b, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.corrupt, 1);
-        assert_eq!(v.counts.checked, 4);
+        assert_eq!((v.counts.corrupt, v.counts.checked), (1, 4));
+        // Rebuilt around a damaged first value, even the batch check sees it.
+        let mut v = PartitionVerifier::new(9, Check::Batch);
+        let mut b = stamped(&t, 0, 0);
+        b[batch::BATCH_HEADER_BYTES + 10] ^= 0x10;
+        batch::recompute_crc(&mut b);
+        v.batches(&b, 0, |_| {}).unwrap();
+        assert_eq!(v.counts.corrupt, 4);
     }
 
-    // Proves records of another run are skipped, not counted as anomalies.
+    // Proves a batch check counts only the records at or past the offset it
+    // asked from, as the each-record check does, and skips other runs'.
     #[test]
-    fn foreign_records_are_skipped() {
-        let other = BatchTemplate::new(8, 1, &crate::records::BatchShape::uniform(4, 40));
-        let mut v = PartitionVerifier::new(9);
-        v.batches(&stamped(&other, 0, 0), 0, |_| {}).unwrap();
-        assert_eq!(v.counts.foreign, 4);
-        assert_eq!(v.counts.checked, 0);
-        assert!(v.counts.is_clean());
+    fn batch_check_skips_what_it_saw_and_other_runs() {
+        let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            let mut records = 0;
+            assert_eq!(v.batches(&stamped(&t, 0, 10), 12, |b| records += b.records), Ok(14));
+            assert_eq!((records, v.counts.checked), (2, 2), "{check:?}");
+            assert!(v.saw(1, 2) && v.saw(1, 3) && !v.saw(1, 1));
+            v.finish(&HashMap::from([(1, vec![(2, 4)])]));
+            assert!(v.counts.is_clean());
+            let other = BatchTemplate::new(8, 1, &crate::records::BatchShape::uniform(4, 40));
+            let mut v = PartitionVerifier::new(9, check);
+            v.batches(&stamped(&other, 0, 0), 0, |_| {}).unwrap();
+            assert_eq!((v.counts.foreign, v.counts.checked), (4, 0), "{check:?}");
+            assert!(v.counts.is_clean());
+        }
     }
 
     // Proves range bookkeeping merges out-of-order additions.

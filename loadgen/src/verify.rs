@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use strom::wire::batch;
 
-use crate::records::check_value;
+use crate::records::{ValueId, check_value};
 
 /// Half-open sequence ranges `[start, end)`, sorted and disjoint.
 pub type Ranges = Vec<(u64, u64)>;
@@ -124,6 +124,13 @@ pub enum Check {
     Batch,
 }
 
+/// `batch::validate`'s checks of a header that need no record walk: no
+/// compression, at least one record, and a last offset delta that agrees
+/// with the count.
+fn header_ok(info: &batch::BatchInfo) -> bool {
+    info.compression() == 0 && info.records_count >= 1 && info.last_offset_delta == info.records_count - 1
+}
+
 /// One sequence of a stream received: it advances the stream, opens a gap,
 /// fills one (`reordered`) or was seen before (`duplicated`).
 fn see(s: &mut Seen, seq: u64, counts: &mut VerifyCounts) {
@@ -149,6 +156,9 @@ pub struct PartitionVerifier {
     run_id: u32,
     check: Check,
     streams: HashMap<u32, Seen>,
+    /// Each record of the batch being walked: its offset and identity
+    /// (kept between batches so that a walk allocates nothing).
+    walked: Vec<(u64, Option<ValueId>)>,
     pub counts: VerifyCounts,
 }
 
@@ -160,13 +170,13 @@ pub struct BatchSeen {
 
 impl PartitionVerifier {
     pub fn new(run_id: u32, check: Check) -> PartitionVerifier {
-        PartitionVerifier { run_id, check, streams: HashMap::new(), counts: VerifyCounts::default() }
+        PartitionVerifier { run_id, check, streams: HashMap::new(), walked: Vec::new(), counts: VerifyCounts::default() }
     }
 
-    /// Checks one record value.
-    pub fn record(&mut self, value: Option<&[u8]>) -> Option<u64> {
+    /// Counts one record whose value checked out as `id` (None: corrupt).
+    fn record(&mut self, id: Option<ValueId>) -> Option<u64> {
         self.counts.checked += 1;
-        let Some(id) = value.and_then(check_value) else {
+        let Some(id) = id else {
             self.counts.corrupt += 1;
             return None;
         };
@@ -219,7 +229,7 @@ impl PartitionVerifier {
             }
             let skip = next.saturating_sub(base);
             let seen = match self.check {
-                Check::EachRecord => self.each_record(one, base, &mut next),
+                Check::EachRecord => self.each_record(one, &info, &mut next),
                 Check::Batch => self.batch_only(one, &info, skip),
             };
             match seen {
@@ -235,30 +245,49 @@ impl PartitionVerifier {
         Ok(next)
     }
 
-    /// Validates `one` (CRC, header, every record decoded), then checks each
-    /// record at or past `next`. None: the batch is corrupt.
-    fn each_record(&mut self, one: &[u8], base: u64, next: &mut u64) -> Option<BatchSeen> {
-        batch::validate(one, usize::MAX).ok()?;
-        let mut seen = BatchSeen { records: 0, send_ns: None };
-        for rec in batch::records(one).flatten() {
+    /// Validates `one` as `batch::validate` does (CRC, header, every record
+    /// decoded, their count) in the same walk that checks each record at or
+    /// past `next`; what the walk found counts only once the whole batch
+    /// validated. None: the batch is corrupt.
+    fn each_record(&mut self, one: &[u8], info: &batch::BatchInfo, next: &mut u64) -> Option<BatchSeen> {
+        if !header_ok(info) || crc32c::crc32c(&one[batch::CRC_FROM..]) != info.crc {
+            return None;
+        }
+        let base = info.base_offset as u64;
+        let mut walked = std::mem::take(&mut self.walked);
+        walked.clear();
+        let mut decoded = 0usize;
+        for rec in batch::records(one) {
+            let Ok(rec) = rec else {
+                self.walked = walked;
+                return None;
+            };
+            decoded += 1;
             let offset = base + rec.offset_delta as u64;
-            if offset < *next {
-                continue;
+            if offset >= *next {
+                walked.push((offset, rec.value.and_then(check_value)));
             }
-            let send_ns = self.record(rec.value);
+        }
+        let whole = decoded == info.records_count as usize;
+        let mut seen = BatchSeen { records: 0, send_ns: None };
+        for &(offset, id) in walked.iter().filter(|_| whole) {
+            if offset < *next {
+                continue; // an offset the batch repeats (only a broken batch does)
+            }
+            let send_ns = self.record(id);
             seen.records += 1;
             seen.send_ns = seen.send_ns.or(send_ns);
             *next = offset + 1;
         }
-        Some(seen)
+        self.walked = walked;
+        whole.then_some(seen)
     }
 
     /// Checks `one`'s CRC and header and its first record's value, and
     /// counts its records but the first `skip` (already seen) by the
     /// sequences they were stamped with. None: the batch is corrupt.
     fn batch_only(&mut self, one: &[u8], info: &batch::BatchInfo, skip: u64) -> Option<BatchSeen> {
-        let header_ok = info.compression() == 0 && info.records_count >= 1 && info.last_offset_delta == info.records_count - 1;
-        if !header_ok || crc32c::crc32c(&one[batch::CRC_FROM..]) != info.crc {
+        if !header_ok(info) || crc32c::crc32c(&one[batch::CRC_FROM..]) != info.crc {
             return None;
         }
         let first = batch::records(one).next()?.ok()?;
@@ -373,6 +402,16 @@ mod tests {
         batch::recompute_crc(&mut b);
         v.batches(&b, 0, |_| {}).unwrap();
         assert_eq!((v.counts.corrupt, v.counts.checked), (1, 4));
+        // A record's framing damaged under a recomputed CRC: the walk
+        // fails, so none of the batch counts as seen (as `batch::validate`).
+        let mut v = PartitionVerifier::new(9, Check::EachRecord);
+        let mut b = stamped(&t, 0, 0);
+        b[batch::BATCH_HEADER_BYTES] = 0x7f;
+        batch::recompute_crc(&mut b);
+        assert!(batch::validate(&b, usize::MAX).is_err());
+        v.batches(&b, 0, |_| {}).unwrap();
+        assert_eq!((v.counts.corrupt, v.counts.checked), (4, 4));
+        assert!(!v.saw(1, 0));
         // Rebuilt around a damaged first value, even the batch check sees it.
         let mut v = PartitionVerifier::new(9, Check::Batch);
         let mut b = stamped(&t, 0, 0);

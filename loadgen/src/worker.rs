@@ -275,7 +275,13 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
         let parts = c
             .partitions
             .iter()
-            .map(|&(p, from)| Part { partition: p, next: from, outstanding: false, done: false, v: PartitionVerifier::new(shared.run_id, check) })
+            .map(|&(p, from)| Part {
+                partition: p,
+                next: from,
+                outstanding: false,
+                done: false,
+                v: PartitionVerifier::new(shared.run_id, check),
+            })
             .collect::<Vec<_>>();
         let wait_ms = if parts.len() <= FETCH_SLOTS { FETCH_WAIT_MS } else { 0 };
         let consumer = Consumer {

@@ -55,7 +55,8 @@ pub enum Op {
     /// from it when it is registered (`SEND_ZC` naming its index), else by a
     /// plain `SEND`, which copies it (a zero-copy send of an unregistered
     /// buffer would pin its pages against the same RLIMIT_MEMLOCK that left
-    /// it unregistered). The buffer comes back, in the op's one completion,
+    /// it unregistered; to a peer on this host, `platform::peer_is_local`,
+    /// the kernel would copy it anyway). The buffer comes back, in the op's one completion,
     /// only once the kernel no longer reads it.
     SendFixed { sock: FileId, buf: AlignedBuf, sent: usize },
 }

@@ -58,21 +58,9 @@ struct OpenFile {
     /// A listener's: the epoll instance that watches it, which its accepts
     /// wait on (see `Op::Accept` in `sqe_for`).
     accept_epoll: Option<Epoll>,
-    /// A socket whose peer is on this host: see [`peer_is_local`].
+    /// A socket whose peer is on this host ([`crate::platform::peer_is_local`]):
+    /// its sends of registered buffers go out by plain `SEND`, not `SEND_ZC`.
     peer_local: bool,
-}
-
-/// Whether a socket's peer is on this host (loopback, our own address, a Unix
-/// socket). The kernel copies a zero-copy send to such a peer anyway
-/// (`skb_copy_ubufs`, at delivery) after pinning its pages and allocating
-/// fresh ones: a plain `SEND` copies once and costs less (fanout profile:
-/// about 14% of the serving core went to that detour, issue 13).
-fn peer_is_local(sock: &socket2::SockRef<'_>) -> bool {
-    let ip = |a: std::io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket()).map(|a| a.ip());
-    match (ip(sock.peer_addr()), ip(sock.local_addr())) {
-        (Some(peer), Some(local)) => peer.is_loopback() || peer == local,
-        _ => true,
-    }
 }
 
 /// The file-table label of every socket (they have no path).
@@ -421,7 +409,7 @@ impl UringIo {
             // O_NONBLOCK on): io_uring then waits for readiness itself.
             match socket2::SockRef::from(&f.file).accept() {
                 Ok((sock, _)) => {
-                    let peer_local = peer_is_local(&socket2::SockRef::from(&sock));
+                    let peer_local = crate::platform::peer_is_local(&sock);
                     let file = self.add_socket(sock.into());
                     self.files[file.0 as usize].peer_local = peer_local;
                     self.ready.push(Completion { token, result: Ok(file.0), buf: None, net_buf: None, more: true });
@@ -464,7 +452,14 @@ impl UringIo {
     }
 
     fn add_file(&mut self, file: File, path: &Path) -> FileId {
-        let id = self.files.insert(OpenFile { file, path: path.to_path_buf(), ops_in_flight: 0, closing: false, accept_epoll: None, peer_local: false });
+        let id = self.files.insert(OpenFile {
+            file,
+            path: path.to_path_buf(),
+            ops_in_flight: 0,
+            closing: false,
+            accept_epoll: None,
+            peer_local: false,
+        });
         FileId(u32::try_from(id).expect("file table index fits u32"))
     }
 
@@ -570,7 +565,7 @@ impl Io for UringIo {
         } else {
             None
         };
-        let peer_local = accept_epoll.is_none() && peer_is_local(&sref);
+        let peer_local = accept_epoll.is_none() && crate::platform::peer_is_local(&sock);
         let id = self.add_socket(sock);
         self.files[id.0 as usize].accept_epoll = accept_epoll;
         self.files[id.0 as usize].peer_local = peer_local;

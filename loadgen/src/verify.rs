@@ -21,10 +21,11 @@
 //! around a damaged value; one consumer per partition checks each record,
 //! so that a fanout of N readers does not pay N times for it (issue 13).
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use strom::wire::batch;
 
-use crate::records::{ValueId, check_value};
+use crate::records::{Shift, VALUE_HEADER_BYTES, ValueId, check_value, check_value_folded, shift_of};
 
 /// Half-open sequence ranges `[start, end)`, sorted and disjoint.
 pub type Ranges = Vec<(u64, u64)>;
@@ -159,6 +160,8 @@ pub struct PartitionVerifier {
     /// Each record of the batch being walked: its offset and identity
     /// (kept between batches so that a walk allocates nothing).
     walked: Vec<(u64, Option<ValueId>)>,
+    /// The shifts of the filler lengths seen (a run has at most three).
+    shifts: Vec<(usize, Arc<Shift>)>,
     pub counts: VerifyCounts,
 }
 
@@ -170,7 +173,14 @@ pub struct BatchSeen {
 
 impl PartitionVerifier {
     pub fn new(run_id: u32, check: Check) -> PartitionVerifier {
-        PartitionVerifier { run_id, check, streams: HashMap::new(), walked: Vec::new(), counts: VerifyCounts::default() }
+        PartitionVerifier {
+            run_id,
+            check,
+            streams: HashMap::new(),
+            walked: Vec::new(),
+            shifts: Vec::new(),
+            counts: VerifyCounts::default(),
+        }
     }
 
     /// Counts one record whose value checked out as `id` (None: corrupt).
@@ -248,15 +258,18 @@ impl PartitionVerifier {
     /// Validates `one` as `batch::validate` does (CRC, header, every record
     /// decoded, their count) in the same walk that checks each record at or
     /// past `next`; what the walk found counts only once the whole batch
-    /// validated. None: the batch is corrupt.
+    /// validated. None: the batch is corrupt. The batch CRC is computed along
+    /// the walk, each value's filler folded in from its own CRC (see
+    /// [`Shift`]), so every byte is read once for both checksums.
     fn each_record(&mut self, one: &[u8], info: &batch::BatchInfo, next: &mut u64) -> Option<BatchSeen> {
-        if !header_ok(info) || crc32c::crc32c(&one[batch::CRC_FROM..]) != info.crc {
+        if !header_ok(info) {
             return None;
         }
         let base = info.base_offset as u64;
         let mut walked = std::mem::take(&mut self.walked);
         walked.clear();
-        let mut decoded = 0usize;
+        // The CRC of nothing so far is 0; crc32c_append goes on from it.
+        let (mut crc, mut crc_at, mut decoded) = (0u32, batch::CRC_FROM, 0usize);
         for rec in batch::records(one) {
             let Ok(rec) = rec else {
                 self.walked = walked;
@@ -264,11 +277,30 @@ impl PartitionVerifier {
             };
             decoded += 1;
             let offset = base + rec.offset_delta as u64;
-            if offset >= *next {
-                walked.push((offset, rec.value.and_then(check_value)));
+            let id = match rec.value {
+                Some(v) if v.len() >= VALUE_HEADER_BYTES => {
+                    let filler_at = v.as_ptr() as usize - one.as_ptr() as usize + VALUE_HEADER_BYTES;
+                    let filler = &v[VALUE_HEADER_BYTES..];
+                    let filler_crc = crc32c::crc32c(filler);
+                    let shift = self.shift(filler.len());
+                    // Values follow each other (the decoder walks in order),
+                    // so the bytes since the last filler are never negative.
+                    let Some(between) = one.get(crc_at..filler_at) else {
+                        self.walked = walked;
+                        return None;
+                    };
+                    crc = shift.apply(crc32c::crc32c_append(crc, between)) ^ filler_crc;
+                    crc_at = filler_at + filler.len();
+                    (offset >= *next).then(|| check_value_folded(v, filler_crc, &shift))
+                }
+                // Too short to carry an identity: its bytes join the CRC with the next.
+                _ => (offset >= *next).then_some(None),
+            };
+            if let Some(id) = id {
+                walked.push((offset, id));
             }
         }
-        let whole = decoded == info.records_count as usize;
+        let whole = decoded == info.records_count as usize && crc32c::crc32c_append(crc, &one[crc_at..]) == info.crc;
         let mut seen = BatchSeen { records: 0, send_ns: None };
         for &(offset, id) in walked.iter().filter(|_| whole) {
             if offset < *next {
@@ -281,6 +313,16 @@ impl PartitionVerifier {
         }
         self.walked = walked;
         whole.then_some(seen)
+    }
+
+    /// The shift of `len` bytes, from this verifier's few.
+    fn shift(&mut self, len: usize) -> Arc<Shift> {
+        if let Some((_, s)) = self.shifts.iter().find(|(l, _)| *l == len) {
+            return s.clone();
+        }
+        let s = shift_of(len);
+        self.shifts.push((len, s.clone()));
+        s
     }
 
     /// Checks `one`'s CRC and header and its first record's value, and
@@ -419,6 +461,31 @@ mod tests {
         batch::recompute_crc(&mut b);
         v.batches(&b, 0, |_| {}).unwrap();
         assert_eq!(v.counts.corrupt, 4);
+    }
+
+    // Proves both depths catch every single-byte change in a batch's CRC
+    // range (header fields, record framing, value headers, checksums,
+    // fillers), with values of mixed lengths, and that a clean batch's
+    // CRC computed along the walk is the batch's own.
+    #[test]
+    fn every_damaged_byte_is_caught() {
+        let shape = crate::records::BatchShape::exact(4096, 100).unwrap();
+        assert!(shape.value_bytes.iter().any(|&v| v != 100), "mixed lengths: {}", shape.describe());
+        let t = BatchTemplate::new(9, 1, &shape);
+        let n = t.records() as u64;
+        let clean = stamped(&t, 0, 0);
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            assert_eq!(v.batches(&clean, 0, |_| {}), Ok(n));
+            assert_eq!(v.counts, VerifyCounts { checked: n, ..Default::default() }, "{check:?}");
+            for at in batch::CRC_FROM..clean.len() {
+                let mut b = clean.clone();
+                b[at] ^= 0x01;
+                let mut v = PartitionVerifier::new(9, check);
+                let _ = v.batches(&b, 0, |_| {});
+                assert!(v.counts.corrupt > 0, "{check:?}: a flip at byte {at} went unseen: {:?}", v.counts);
+            }
+        }
     }
 
     // Proves a batch check counts only the records at or past the offset it

@@ -186,7 +186,7 @@ pub struct BatchTemplate {
 struct Fill {
     len: usize,
     crc: u32,
-    shift: Shift,
+    shift: Arc<Shift>,
 }
 
 impl BatchTemplate {
@@ -225,7 +225,7 @@ impl BatchTemplate {
                 match fills.iter().position(|f| f.len == len) {
                     Some(i) => i as u8,
                     None => {
-                        fills.push(Fill { len, crc: crc32c::crc32c(&filler(producer, len)), shift: Shift::new(len) });
+                        fills.push(Fill { len, crc: crc32c::crc32c(&filler(producer, len)), shift: shift_of(len) });
                         (fills.len() - 1) as u8
                     }
                 }
@@ -296,7 +296,8 @@ fn value_id(v: &[u8], crc: u32) -> Option<ValueId> {
 
 /// The shift of `len` bytes, built once per process and length (about a
 /// thousand `crc32c_combine` calls each; a run has at most three filler
-/// lengths) and shared by every consumer that checks records.
+/// lengths) and shared by every producer that stamps and every consumer
+/// that checks records.
 pub fn shift_of(len: usize) -> Arc<Shift> {
     static SHIFTS: OnceLock<Mutex<HashMap<usize, Arc<Shift>>>> = OnceLock::new();
     let mut shifts = SHIFTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());

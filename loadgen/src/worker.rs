@@ -27,7 +27,7 @@ use crate::clock::{now_ns, wall_ms};
 use crate::hist::{Latencies, ns_to_us};
 use crate::records::{BatchShape, BatchTemplate};
 use crate::schedule::Schedule;
-use crate::verify::{PartitionVerifier, Ranges, add_range};
+use crate::verify::{Check, PartitionVerifier, Ranges, add_range};
 
 /// Fetches outstanding per consumer connection. The server reserves each
 /// Fetch's largest reply against the connection's buffer cap (32 MiB by
@@ -99,6 +99,16 @@ pub struct ConsumerSpec {
     pub partitions: Vec<(u32, u64)>,
     /// Record latencies and throughput (false for the read-back after a run).
     pub measure: bool,
+}
+
+impl ConsumerSpec {
+    /// How deep this consumer checks what it reads: every record's own
+    /// checksum for the first tail consumer and the read-back (the only
+    /// reader of its partitions); the batch CRC, header and sequences for
+    /// the others, which read the same records (`crate::verify`).
+    fn check(&self) -> Check {
+        if self.id == 0 || !self.measure { Check::EachRecord } else { Check::Batch }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -261,10 +271,17 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
     }
     for c in spec.consumers {
         let sock = io.adopt_socket(connect(c.addr)?).map_err(|e| e.to_string())?;
+        let check = c.check();
         let parts = c
             .partitions
             .iter()
-            .map(|&(p, from)| Part { partition: p, next: from, outstanding: false, done: false, v: PartitionVerifier::new(shared.run_id) })
+            .map(|&(p, from)| Part {
+                partition: p,
+                next: from,
+                outstanding: false,
+                done: false,
+                v: PartitionVerifier::new(shared.run_id, check),
+            })
             .collect::<Vec<_>>();
         let wait_ms = if parts.len() <= FETCH_SLOTS { FETCH_WAIT_MS } else { 0 };
         let consumer = Consumer {

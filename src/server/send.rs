@@ -1,7 +1,8 @@
 //! Sending: replies arrive in the core's inbox (from this core or another),
 //! are queued on their connection and go out by `SEND`, small ones
 //! coalesced up to 256 KiB per send, a registered buffer by `SEND_ZC`
-//! naming it; a short send continues from where it stopped. Replies leave
+//! naming it (by plain `SEND` to a peer on this host: see `Op::SendFixed`);
+//! a short send continues from where it stopped. Replies leave
 //! in the order they were answered, which may not be request order
 //! (clients match request ids); produce replies of one partition are in
 //! offset order.

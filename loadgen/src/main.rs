@@ -28,6 +28,7 @@ mod clock;
 mod cpu;
 mod hist;
 mod limits;
+mod outside;
 mod records;
 mod report;
 mod schedule;
@@ -408,6 +409,7 @@ struct PhaseRun {
     drain_secs: f64,
     loadgen_cpu: f64,
     other_cpu: f64,
+    run_queue: outside::RunQueueWait,
     log_before: Option<(u64, u64, u64)>,
     log_after: Option<(u64, u64, u64)>,
     stages: Vec<strom::server::StageLatency>,
@@ -531,6 +533,10 @@ fn run_phase(
         // last look); everything else in the process is the broker.
         loadgen_cpu: loadgen_cpu_secs / window_secs,
         other_cpu: cpu::spent(&c0, &c1, "loadgen-w", true) / window_secs,
+        run_queue: outside::RunQueueWait {
+            loadgen_secs: cpu::waited(&c0, &c1, "loadgen-w", false),
+            broker_secs: cpu::waited(&c0, &c1, "loadgen-w", true),
+        },
         log_before,
         log_after,
         stages: stage_list,
@@ -676,6 +682,7 @@ fn drive(
     let broker_cores = match target {
         Target::Embedded { .. } => {
             report.broker_cpu_cores = Some(main.other_cpu);
+            report.run_queue = Some(main.run_queue);
             a.cores.unwrap_or((strom::platform::online_cpus() / 2).max(1))
         }
         Target::Remote => 0,

@@ -388,6 +388,9 @@ impl Worker {
                     p.pending.insert(rid, Pending { part, first_seq, from_ns });
                     conn.send_q.push_back(frame);
                     self.out.sends += 1;
+                    if p.schedule.is_open_loop() && shared.in_window(now) {
+                        self.out.lat.send_late_us.saturating_record(now.saturating_sub(from_ns) / 1_000);
+                    }
                     if now.saturating_sub(from_ns) > LATE_NS {
                         self.out.sends_late += 1;
                     }

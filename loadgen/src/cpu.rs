@@ -32,9 +32,9 @@ pub fn snapshot() -> HashMap<u32, ThreadTimes> {
     out
 }
 
-/// CPU seconds the calling thread has run.
-pub fn this_thread() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|l| parse_schedstat(&l)).map_or(0.0, |(run, _)| run)
+/// CPU seconds the calling thread has run, and seconds it waited runnable for a CPU.
+pub fn this_thread() -> (f64, f64) {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|l| parse_schedstat(&l)).unwrap_or((0.0, 0.0))
 }
 
 /// The thread name from a stat line: in parentheses, and it may itself

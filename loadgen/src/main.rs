@@ -524,6 +524,7 @@ fn run_phase(
     }
     let (c0, c1) = (cpu_start.unwrap_or_default(), cpu_end.unwrap_or_else(cpu::snapshot));
     let loadgen_cpu_secs: f64 = outcomes.iter().map(|o| o.cpu_window_secs).sum();
+    let loadgen_wait_secs: f64 = outcomes.iter().map(|o| o.run_queue_window_secs).sum();
     let window_secs = phase.duration;
     Ok(PhaseRun {
         outcomes,
@@ -533,10 +534,7 @@ fn run_phase(
         // last look); everything else in the process is the broker.
         loadgen_cpu: loadgen_cpu_secs / window_secs,
         other_cpu: cpu::spent(&c0, &c1, "loadgen-w", true) / window_secs,
-        run_queue: outside::RunQueueWait {
-            loadgen_secs: cpu::waited(&c0, &c1, "loadgen-w", false),
-            broker_secs: cpu::waited(&c0, &c1, "loadgen-w", true),
-        },
+        run_queue: outside::RunQueueWait { loadgen_secs: loadgen_wait_secs, broker_secs: cpu::waited(&c0, &c1, "loadgen-w", true) },
         log_before,
         log_after,
         stages: stage_list,

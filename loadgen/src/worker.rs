@@ -133,6 +133,8 @@ pub struct WorkerOutcome {
     pub sends: u64,
     /// CPU seconds this thread ran inside the measurement window.
     pub cpu_window_secs: f64,
+    /// Seconds this thread waited runnable for a CPU in the window.
+    pub run_queue_window_secs: f64,
     /// Batches sent and never answered (connection lost, or the drain timed out).
     pub indeterminate: u64,
 }
@@ -348,7 +350,8 @@ impl Worker {
             self.completions = done;
         }
         if let Some(start) = cpu_start {
-            self.out.cpu_window_secs = cpu_end.unwrap_or_else(crate::cpu::this_thread) - start;
+            let end = cpu_end.unwrap_or_else(crate::cpu::this_thread);
+            (self.out.cpu_window_secs, self.out.run_queue_window_secs) = (end.0 - start.0, end.1 - start.1);
         }
         self.close_all();
         Ok(())

@@ -380,7 +380,7 @@ impl<R> Journal<R> {
     fn commit_takes(&self, c: &Commit<R>, frame_bytes: usize) -> bool {
         let buf = c.buf.as_ref().expect("staging buf");
         let fits = buf.remaining() >= frame_bytes + PAD_BYTES_MAX;
-        fits && (buf.len() == 0 || buf.len() + frame_bytes + PAD_BYTES_MAX <= self.limits.commit_bytes_max)
+        fits && (buf.is_empty() || buf.len() + frame_bytes + PAD_BYTES_MAX <= self.limits.commit_bytes_max)
     }
 
     /// Bytes of the writes in flight.

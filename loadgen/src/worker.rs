@@ -143,6 +143,8 @@ pub struct WorkerOutcome {
     pub sends: u64,
     /// CPU seconds this thread ran inside the measurement window.
     pub cpu_window_secs: f64,
+    /// Seconds this thread waited runnable for a CPU in the window.
+    pub run_queue_window_secs: f64,
     /// Batches sent and never answered (connection lost, or the drain timed out).
     pub indeterminate: u64,
 }
@@ -365,7 +367,8 @@ impl Worker {
             self.completions = done;
         }
         if let Some(start) = cpu_start {
-            self.out.cpu_window_secs = cpu_end.unwrap_or_else(crate::cpu::this_thread) - start;
+            let end = cpu_end.unwrap_or_else(crate::cpu::this_thread);
+            (self.out.cpu_window_secs, self.out.run_queue_window_secs) = (end.0 - start.0, end.1 - start.1);
         }
         self.close_all();
         Ok(())
@@ -405,6 +408,9 @@ impl Worker {
                     p.pending.insert(rid, Pending { part, first_seq, from_ns });
                     conn.send_q.push_back(frame);
                     self.out.sends += 1;
+                    if p.schedule.is_open_loop() && shared.in_window(now) {
+                        self.out.lat.send_late_us.saturating_record(now.saturating_sub(from_ns) / 1_000);
+                    }
                     if now.saturating_sub(from_ns) > LATE_NS {
                         self.out.sends_late += 1;
                     }

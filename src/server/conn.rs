@@ -73,6 +73,13 @@ pub(super) struct Conn {
     /// Produce replies queued or being sent: where each ends in the stream,
     /// and its stage times.
     pub traced: VecDeque<(u64, StageTrace)>,
+    /// Reply budget held by this connection's queued Fetch replies, and
+    /// where each ends in the stream (returned once sent).
+    pub budget_bytes: usize,
+    pub budgeted: VecDeque<(u64, usize)>,
+    /// In the core's queue for reply budget: the Fetch at the head of
+    /// `rbuf` waits for room.
+    pub budget_waiting: bool,
 }
 
 impl Conn {
@@ -101,6 +108,9 @@ impl Conn {
             queued_pos: 0,
             sent_pos: 0,
             traced: VecDeque::new(),
+            budget_bytes: 0,
+            budgeted: VecDeque::new(),
+            budget_waiting: false,
         }
     }
 
@@ -192,6 +202,8 @@ impl<C: Codec> NetCore<C> {
         c.send_off = 0;
         // Replies that will never be sent have no latency to record.
         c.traced.clear();
+        self.release_conn_budget(slot);
+        let c = &mut self.conns[slot];
         if c.counted {
             c.counted = false;
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);

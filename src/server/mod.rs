@@ -37,6 +37,7 @@ pub use crate::stats::StageLatency;
 pub use config::ServerConfig;
 pub use native::server_info;
 
+mod budget;
 mod codec;
 pub mod config;
 mod conn;

@@ -30,6 +30,9 @@ pub(crate) struct Done {
     /// The part of `held_bytes` that was a reservation for the reply (a
     /// Fetch's largest possible answer), charged to the connection only.
     pub reserved_bytes: usize,
+    /// Reply budget of the connection's core this Fetch reserved (0 for
+    /// other requests), returned when the reply is queued.
+    pub budget_bytes: usize,
     /// What the connection's core records once the reply is queued or sent.
     pub trace: Option<ReplyTrace>,
 }
@@ -58,6 +61,7 @@ pub(crate) struct Ticket {
     /// Bytes the connection was charged for the request.
     pub held_bytes: usize,
     pub reserved_bytes: usize,
+    pub budget_bytes: usize,
     /// When the receive that finished the request's frame completed (stage clock).
     pub received_ns: u64,
 }
@@ -65,7 +69,14 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// Sends the reply frame to the connection's core.
     pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>) {
-        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, trace };
+        let done = Done {
+            conn: self.conn,
+            frame,
+            held_bytes: self.held_bytes,
+            reserved_bytes: self.reserved_bytes,
+            budget_bytes: self.budget_bytes,
+            trace,
+        };
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
         if self.route.inbox.send(done).is_ok() {

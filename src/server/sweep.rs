@@ -1,6 +1,7 @@
 //! Timeouts, checked once a second: frames that take too long to arrive
 //! (slowloris), idle connections, sends that make no progress, and readers
-//! that stopped reading while their core is out of buffer memory.
+//! that stopped reading while their core is out of buffer memory or of
+//! reply budget.
 use super::codec::{Codec, ConnError, ConnErrorKind};
 use super::conn::State;
 use super::task::NetCore;
@@ -27,6 +28,7 @@ impl<C: Codec> NetCore<C> {
             self.mark(slot);
         }
         self.evict_stuck_readers(core, now_ns);
+        self.evict_budget_holders(core, now_ns);
     }
 
     /// The connections past a timeout, each with whether to tell the peer
@@ -42,7 +44,8 @@ impl<C: Codec> NetCore<C> {
             // itself does not read the connection (its limits, or the core's
             // push back), the frame's clock starts again: a pipelining client
             // whose whole frames wait unread is not a slowloris.
-            if c.partial_since_ns.is_some() && (blocked || c.inflight >= inflight_max || c.request_bytes + c.reply_bytes >= held_max) {
+            let held_back = blocked || c.budget_waiting || c.inflight >= inflight_max || c.request_bytes + c.reply_bytes >= held_max;
+            if c.partial_since_ns.is_some() && held_back {
                 c.partial_since_ns = Some(now_ns);
             }
             let idle_for = now_ns.saturating_sub(c.last_active_ns);

@@ -13,6 +13,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use slab::Slab;
 
 use super::Shared;
+use super::budget::ReplyBudget;
 use super::codec::Codec;
 use super::conn::{Conn, Listener, State};
 use super::control::{Control, MetricsShare};
@@ -55,6 +56,8 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) rbuf_bytes: usize,
     /// Capacity of the receive buffers inside receives in flight.
     pub(super) recv_inflight_bytes: usize,
+    /// Fetch reply bytes reserved or held for this core's connections.
+    pub(super) budget: ReplyBudget,
     pub(super) stopping: Option<(u64, SyncSender<()>)>,
     pub(super) finished: bool,
     pub(super) next_sweep_ns: u64,
@@ -92,6 +95,7 @@ impl<C: Codec> NetCore<C> {
             held_bytes: 0,
             rbuf_bytes: 0,
             recv_inflight_bytes: 0,
+            budget: ReplyBudget::default(),
             stopping: None,
             finished: false,
             next_sweep_ns: 0,
@@ -161,14 +165,21 @@ impl<C: Codec> NetCore<C> {
     }
 
     /// Decodes one whole frame and hands its command to the broker, with a
-    /// replier that brings the answer back to this connection.
-    pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) {
-        self.metrics.requests += 1;
+    /// replier that brings the answer back to this connection. Returns
+    /// false, having done nothing, for a Fetch that must wait for reply
+    /// budget: its frame stays where it is and is decoded again when woken.
+    pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) -> bool {
         let mut decoded = self.codec.decode(frame);
         let reserved_bytes = match &mut decoded {
             Ok((_, cmd)) => self.bound(cmd),
             Err(_) => 0,
         };
+        // Only a Fetch reserves; one refused at a stop needs no room.
+        let budget_bytes = if self.stopping.is_none() { reserved_bytes } else { 0 };
+        if budget_bytes > 0 && !self.try_reserve_reply(slot, budget_bytes) {
+            return false;
+        }
+        self.metrics.requests += 1;
         let c = &mut self.conns[slot];
         let held_bytes = frame.len() + reserved_bytes;
         let ticket = Ticket {
@@ -176,6 +187,7 @@ impl<C: Codec> NetCore<C> {
             conn: ConnKey { slot: slot as u32, generation: c.generation },
             held_bytes,
             reserved_bytes,
+            budget_bytes,
             received_ns: c.recv_done_ns,
         };
         c.inflight += 1;
@@ -185,14 +197,16 @@ impl<C: Codec> NetCore<C> {
             Ok(d) => d,
             Err(refusal) => {
                 self.metrics.frame_errors += 1;
-                return ticket.send(ReplyBuf::Heap(refusal), None);
+                ticket.send(ReplyBuf::Heap(refusal), None);
+                return true;
             }
         };
         let replier = Replier { codec: self.codec.clone(), ctx, ticket };
         if self.stopping.is_some() {
             // Read and refused with a typed, retriable error: better for a
             // pipelining client than a reset over unread bytes.
-            return replier.answer(Err(StromError::ShuttingDown.into()));
+            replier.answer(Err(StromError::ShuttingDown.into()));
+            return true;
         }
         let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
@@ -201,6 +215,7 @@ impl<C: Codec> NetCore<C> {
         if let Some(share) = host.own_metrics.take() {
             share.add(self.core_id, self.metrics_now(core));
         }
+        true
     }
 
     /// Holds a command to this server's limits, and returns the bytes its

@@ -101,11 +101,12 @@ impl<C: Codec> NetCore<C> {
     /// returned and its real length held until its last byte is sent.
     pub(super) fn hold_reply_budget(&mut self, slot: usize, reserved_bytes: usize, frame_bytes: usize) {
         debug_assert!(frame_bytes <= reserved_bytes, "a reply of {frame_bytes} bytes outgrew its reservation of {reserved_bytes}");
+        // Returned before the reply is taken, so the peak never counts both.
+        self.release_budget(reserved_bytes);
         self.take_budget(frame_bytes);
         let c = &mut self.conns[slot];
         c.budget_bytes += frame_bytes;
         c.budgeted.push_back((c.queued_pos + frame_bytes as u64, frame_bytes));
-        self.release_budget(reserved_bytes);
     }
 
     /// Returns the budget of the connection's replies whose last byte is sent.

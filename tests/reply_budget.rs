@@ -1,0 +1,114 @@
+//! The reply budget per core (`ServerConfig::reply_budget_bytes`): Fetch
+//! replies that may exist for one core's connections at once, whatever the
+//! number of consumers that never read them.
+mod harness;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use strom::client::Client;
+use strom::config::EngineConfig;
+use strom::metrics::{Metric, Metrics};
+use strom::proto::{self, Request};
+use strom::server::{Server, ServerConfig};
+
+/// A small budget: room for three 4 MiB fetches per core.
+const REPLY_BUDGET_BYTES: usize = 16 << 20;
+const NON_READERS: usize = 16;
+const FETCH_BYTES: u32 = 4 << 20;
+
+/// A consumer that pipelines 16 fetches of old data, 4 MiB each, and never
+/// reads the replies.
+fn non_reader(server: &Server) -> TcpStream {
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut frames = Vec::new();
+    for i in 0..16u64 {
+        let req = Request::Fetch { topic: "old", partition: 0, offset: i % 4, max_bytes: FETCH_BYTES, max_wait_ms: 0 };
+        proto::encode_request(&mut frames, i + 1, &req);
+    }
+    // The server stops reading once the budget or the connection's cap is
+    // reached, so this may time out: expected.
+    let _ = s.write_all(&frames);
+    s
+}
+
+fn sum(stats: &[Metrics], m: Metric) -> u64 {
+    stats.iter().map(|s| s[m]).sum()
+}
+
+/// Fails if any core has ever had more than its budget in use.
+fn assert_under_budget(stats: &[Metrics], when: &str) {
+    for (core, s) in stats.iter().enumerate() {
+        assert!(
+            s[Metric::ReplyBudgetPeakBytes] <= REPLY_BUDGET_BYTES as u64,
+            "{when}: core {core} had {} reply bytes in use, over its budget {REPLY_BUDGET_BYTES}",
+            s[Metric::ReplyBudgetPeakBytes]
+        );
+    }
+}
+
+// Proves: 16 consumers that pipeline big fetches and never read keep each
+// core's reply bytes (reserved and unsent) under its budget, as the peak
+// gauge records it; fetches wait for the budget instead of allocating; a
+// normal consumer is still served (stuck holders are closed after the header
+// timeout); and once the non-readers go, every byte of budget comes back.
+#[test]
+fn non_readers_stay_under_the_reply_budget_and_a_consumer_is_served() {
+    let dir = harness::test_dir("reply-budget");
+    let cfg = EngineConfig { cores: 2, logs_on_create: 2, pin_cores: false, ..EngineConfig::default() };
+    let scfg = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        reply_budget_bytes: REPLY_BUDGET_BYTES,
+        header_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let server = Server::start(&dir, cfg, scfg).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.set_timeout(Some(Duration::from_secs(120))).unwrap();
+    c.create_topic("old", 1).unwrap();
+    let big = vec![b'o'; 1000 << 10];
+    for _ in 0..8 {
+        c.produce_values("old", 0, &[&big[..]]).unwrap();
+    }
+    let conns: Vec<TcpStream> = (0..NON_READERS).map(|_| non_reader(&server)).collect();
+    // The budget bites: some fetch waits for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = server.metrics();
+        assert_under_budget(&stats, "while non-readers pile up");
+        if sum(&stats, Metric::FetchBudgetWaits) > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no fetch ever waited for reply budget: {stats:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A normal consumer, on whichever core, gets its whole fetch.
+    let f = c.fetch("old", 0, 7, 2 << 20, Duration::ZERO).unwrap();
+    assert_eq!(harness::values(&f.batches).first().map(|v| v.0), Some(7), "the consumer got the wrong records");
+    let stats = server.metrics();
+    assert_under_budget(&stats, "after the consumer was served");
+    println!(
+        "{NON_READERS} non-readers: budget peak per core {:?} (budget {REPLY_BUDGET_BYTES}), {} waits, {} stuck readers closed",
+        stats.iter().map(|s| s[Metric::ReplyBudgetPeakBytes]).collect::<Vec<_>>(),
+        sum(&stats, Metric::FetchBudgetWaits),
+        sum(&stats, Metric::StuckReadersClosed)
+    );
+    drop(conns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = server.metrics();
+        if sum(&stats, Metric::ReplyBudgetUsedBytes) == 0
+            && sum(&stats, Metric::FetchesWaitingBudget) == 0
+            && sum(&stats, Metric::BufferedBytes) == 0
+        {
+            assert_under_budget(&stats, "at the end");
+            break;
+        }
+        assert!(Instant::now() < deadline, "reply budget not returned: {stats:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    server.shutdown().unwrap();
+}

@@ -357,9 +357,10 @@ pub fn non_readers(b: &mut Bench, n: usize) -> String {
 }
 
 /// Consumers that never read, all on one core (its own port), until that
-/// core holds its whole buffer budget and reads no socket: the connections
-/// whose replies made no progress for a header timeout are closed, largest
-/// first, and the core (its canary with it) is served again.
+/// core holds its whole reply budget (Fetches wait) or buffer budget (it
+/// reads no socket): the connections whose replies made no progress for a
+/// header timeout are closed, largest first, and the core (its canary with
+/// it) is served again.
 pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
     let mut admin = Client::connect(b.addr()).unwrap();
     admin.set_timeout(Some(HANG)).unwrap();
@@ -387,9 +388,10 @@ pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
         reset(s);
     }
     format!(
-        "{n} conns on core 1 held up to {} MiB (budget {}): {closed} closed as stuck, core 1 served again",
+        "{n} conns on core 1 held up to {} MiB (buffer budget {}, reply budget {}): {closed} closed as stuck, core 1 served again",
         held_max >> 20,
-        CORE_BUFFERED_BYTES_MAX >> 20
+        CORE_BUFFERED_BYTES_MAX >> 20,
+        REPLY_BUDGET_BYTES >> 20
     )
 }
 

@@ -1,6 +1,7 @@
 //! The reply budget per core (`ServerConfig::reply_budget_bytes`): Fetch
 //! replies that may exist for one core's connections at once, whatever the
-//! number of consumers that never read them.
+//! number of consumers that never read them; taken when a reply is built,
+//! never while a long poll waits for data.
 mod harness;
 
 use std::io::Write;
@@ -40,13 +41,83 @@ fn sum(stats: &[Metrics], m: Metric) -> u64 {
 
 /// Fails if any core has ever had more than its budget in use.
 fn assert_under_budget(stats: &[Metrics], when: &str) {
+    assert_under(stats, REPLY_BUDGET_BYTES, when);
+}
+
+fn assert_under(stats: &[Metrics], budget_bytes: usize, when: &str) {
     for (core, s) in stats.iter().enumerate() {
         assert!(
-            s[Metric::ReplyBudgetPeakBytes] <= REPLY_BUDGET_BYTES as u64,
-            "{when}: core {core} had {} reply bytes in use, over its budget {REPLY_BUDGET_BYTES}",
+            s[Metric::ReplyBudgetPeakBytes] <= budget_bytes as u64,
+            "{when}: core {core} had {} reply bytes in use, over its budget {budget_bytes}",
             s[Metric::ReplyBudgetPeakBytes]
         );
     }
+}
+
+/// Waits until `done` holds of the server's metrics, for a minute at most.
+fn wait_for(server: &Server, what: &str, done: impl Fn(&[Metrics]) -> bool) -> Vec<Metrics> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats = server.metrics();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(Instant::now() < deadline, "{what}: {stats:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const POLLERS: usize = 300;
+/// Room for about 20 of the pollers' largest replies (1 MiB each).
+const POLL_BUDGET_BYTES: usize = 20 << 20;
+
+// Proves: long polls parked at the end of their partition hold no reply
+// budget, so 300 idle consumers on one core, with a budget that fits about
+// 20 of their largest replies, all wait at once (none waits for budget
+// while parked); when one record arrives every one of them gets it (those
+// without room wait their turn and are served as replies are sent), and the
+// budget's peak stays under it.
+#[test]
+fn idle_long_polls_hold_no_budget_and_all_are_served() {
+    let dir = harness::test_dir("reply-budget-polls");
+    let cfg = EngineConfig { cores: 1, logs_on_create: 1, pin_cores: false, ..EngineConfig::default() };
+    let scfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), reply_budget_bytes: POLL_BUDGET_BYTES, ..ServerConfig::default() };
+    let server = Server::start(&dir, cfg, scfg).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.set_timeout(Some(Duration::from_secs(120))).unwrap();
+    c.create_topic("polled", 1).unwrap();
+    let base = sum(&server.metrics(), Metric::Requests);
+    let addr = server.local_addr();
+    let pollers: Vec<_> = (0..POLLERS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut p = Client::connect(addr).unwrap();
+                p.set_timeout(Some(Duration::from_secs(120))).unwrap();
+                let f = p.fetch("polled", 0, 0, 1 << 20, Duration::from_secs(60)).unwrap();
+                harness::values(&f.batches)
+            })
+        })
+        .collect();
+    // One core: a fetch read is a fetch parked (there is no data yet).
+    let stats = wait_for(&server, "the pollers' fetches were not all read", |s| sum(s, Metric::Requests) >= base + POLLERS as u64);
+    assert_eq!(sum(&stats, Metric::ReplyBudgetUsedBytes), 0, "parked long polls hold reply budget");
+    assert_eq!(sum(&stats, Metric::FetchesWaitingBudget), 0, "parked long polls wait for reply budget");
+    c.produce_values("polled", 0, &[b"news"]).unwrap();
+    for p in pollers {
+        let got = p.join().unwrap();
+        assert_eq!(got, vec![(0, "news".to_string())], "a poller got the wrong answer");
+    }
+    let stats = wait_for(&server, "reply budget not returned", |s| sum(s, Metric::ReplyBudgetUsedBytes) == 0);
+    assert_under(&stats, POLL_BUDGET_BYTES, "after every poller was answered");
+    let waits = sum(&stats, Metric::FetchBudgetWaits);
+    println!(
+        "{POLLERS} pollers: budget peak {:?} (budget {POLL_BUDGET_BYTES}), {waits} waits for room",
+        stats.iter().map(|s| s[Metric::ReplyBudgetPeakBytes]).collect::<Vec<_>>()
+    );
+    // The budget bit: the answers could not all be built at once.
+    assert!(waits > 0, "no poller waited for room: the test does not test the budget");
+    drop(c);
+    server.shutdown().unwrap();
 }
 
 // Proves: 16 consumers that pipeline big fetches and never read keep each

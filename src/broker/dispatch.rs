@@ -20,7 +20,7 @@ use crate::core::{Request, ValidBatch};
 use crate::error::{Result, StromError};
 use crate::metrics::{BrokerMetrics, Metrics};
 use crate::partition::Pid;
-use crate::read::Fetch;
+use crate::read::{Fetch, ReplyBudget};
 use crate::stats::StageLatency;
 
 /// What the broker needs from the core it runs on.
@@ -48,6 +48,8 @@ pub struct Dispatcher {
     /// Bytes a Fetch's answer reserves before its batches: what the codec
     /// of this core's connections needs for its reply header.
     fetch_headroom: usize,
+    /// Room for this core's connections' Fetch answers, if bounded.
+    reply_budget: Option<Arc<ReplyBudget>>,
     topics_version: u64,
     topics: Arc<BTreeMap<String, TopicMeta>>,
     outbox: Outbox,
@@ -65,11 +67,18 @@ impl Dispatcher {
             admin,
             core_addrs,
             fetch_headroom,
+            reply_budget: None,
             topics_version,
             topics,
             outbox: Outbox::default(),
             metrics: BrokerMetrics::default(),
         }
+    }
+
+    /// Fetch answers for this core's connections are built under `budget`.
+    pub(crate) fn with_reply_budget(mut self, budget: Arc<ReplyBudget>) -> Self {
+        self.reply_budget = Some(budget);
+        self
     }
 
     /// The broker's section of its core's metrics.
@@ -169,7 +178,8 @@ impl Dispatcher {
 
     fn fetch(&mut self, host: &mut impl Host, pid: Pid, offset: u64, max_bytes: usize, max_wait: Duration, reply: impl Respond) {
         // Only the asker's own core may send from its registered buffers.
-        let layout = Layout { headroom: self.fetch_headroom, registered: self.broker.router().core_of(pid) == self.core_id };
+        let registered = self.broker.router().core_of(pid) == self.core_id;
+        let layout = Layout { headroom: self.fetch_headroom, registered, budget: self.reply_budget.clone() };
         let done = Box::new(move |res: Result<_>| reply(res.map(|rr| Answer::Fetched(requests::fetched(rr))).map_err(BrokerError::Failed)));
         let req = requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, layout, done);
         self.route(host, pid, req);

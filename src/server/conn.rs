@@ -77,9 +77,6 @@ pub(super) struct Conn {
     /// where each ends in the stream (returned once sent).
     pub budget_bytes: usize,
     pub budgeted: VecDeque<(u64, usize)>,
-    /// In the core's queue for reply budget: the Fetch at the head of
-    /// `rbuf` waits for room.
-    pub budget_waiting: bool,
 }
 
 impl Conn {
@@ -110,7 +107,6 @@ impl Conn {
             traced: VecDeque::new(),
             budget_bytes: 0,
             budgeted: VecDeque::new(),
-            budget_waiting: false,
         }
     }
 

@@ -149,8 +149,6 @@ impl<C: Codec> NetCore<C> {
 
     fn begin_stop<I: Io>(&mut self, core: &mut TaskCore<'_, I>, deadline_ns: u64, done: mpsc::SyncSender<()>) {
         self.stopping = Some((deadline_ns, done));
-        // Fetches waiting for reply budget are refused now, without it.
-        self.wake_all_budget_waiters();
         // Long polls are answered now (empty), not at the end of their wait.
         core.close_parking();
         for l in &mut self.listeners {

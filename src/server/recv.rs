@@ -150,10 +150,7 @@ impl<C: Codec> NetCore<C> {
                     break;
                 }
                 Ok(Some(total)) => {
-                    if !self.dispatch(core, slot, &rbuf[pos..pos + total]) {
-                        // A Fetch waits for reply budget; so does the rest.
-                        break;
-                    }
+                    self.dispatch(core, slot, &rbuf[pos..pos + total]);
                     pos += total;
                 }
                 Err(e) => {
@@ -198,15 +195,6 @@ impl<C: Codec> NetCore<C> {
         let c = &self.conns[slot];
         if c.state != State::Open || c.peer_closed || c.reading || !self.under_conn_limits(slot) {
             // A reply or a completion will bring it back here.
-            return;
-        }
-        if c.budget_waiting {
-            // Its next frame waits for reply budget: read no more until it
-            // is served. Returning budget wakes it; a core pushed back
-            // wakes it through the stalled list.
-            if blocked {
-                self.stall(slot);
-            }
             return;
         }
         if blocked || (c.readable && self.recv_inflight_bytes >= RECV_INFLIGHT_BYTES_MAX) {

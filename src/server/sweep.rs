@@ -44,8 +44,7 @@ impl<C: Codec> NetCore<C> {
             // itself does not read the connection (its limits, or the core's
             // push back), the frame's clock starts again: a pipelining client
             // whose whole frames wait unread is not a slowloris.
-            let held_back = blocked || c.budget_waiting || c.inflight >= inflight_max || c.request_bytes + c.reply_bytes >= held_max;
-            if c.partial_since_ns.is_some() && held_back {
+            if c.partial_since_ns.is_some() && (blocked || c.inflight >= inflight_max || c.request_bytes + c.reply_bytes >= held_max) {
                 c.partial_since_ns = Some(now_ns);
             }
             let idle_for = now_ns.saturating_sub(c.last_active_ns);

@@ -13,7 +13,6 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use slab::Slab;
 
 use super::Shared;
-use super::budget::ReplyBudget;
 use super::codec::Codec;
 use super::conn::{Conn, Listener, State};
 use super::control::{Control, MetricsShare};
@@ -28,6 +27,7 @@ use crate::error::StromError;
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io};
 use crate::metrics::{ConnMetrics, Metrics};
+use crate::read::ReplyBudget;
 use crate::stats::{StageHistograms, StageLatency};
 
 /// One core's connections, listeners and their budgets, speaking `C`.
@@ -56,8 +56,13 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) rbuf_bytes: usize,
     /// Capacity of the receive buffers inside receives in flight.
     pub(super) recv_inflight_bytes: usize,
-    /// Fetch reply bytes reserved or held for this core's connections.
-    pub(super) budget: ReplyBudget,
+    /// Room for this core's connections' Fetch replies, shared with the
+    /// cores that build them (`budget.rs`).
+    pub(super) budget: Arc<ReplyBudget>,
+    /// Budget returned by this task while reads wait for it: the core polls
+    /// once more so its own read path tries them (its own doorbell is
+    /// silent on its own thread).
+    pub(super) budget_kick: bool,
     pub(super) stopping: Option<(u64, SyncSender<()>)>,
     pub(super) finished: bool,
     pub(super) next_sweep_ns: u64,
@@ -74,6 +79,7 @@ pub(crate) struct TaskParts {
     pub control: Receiver<Control>,
     pub listeners: Vec<ListenSock>,
     pub broker: Dispatcher,
+    pub budget: Arc<ReplyBudget>,
 }
 
 impl<C: Codec> NetCore<C> {
@@ -95,7 +101,8 @@ impl<C: Codec> NetCore<C> {
             held_bytes: 0,
             rbuf_bytes: 0,
             recv_inflight_bytes: 0,
-            budget: ReplyBudget::default(),
+            budget: parts.budget,
+            budget_kick: false,
             stopping: None,
             finished: false,
             next_sweep_ns: 0,
@@ -165,21 +172,14 @@ impl<C: Codec> NetCore<C> {
     }
 
     /// Decodes one whole frame and hands its command to the broker, with a
-    /// replier that brings the answer back to this connection. Returns
-    /// false, having done nothing, for a Fetch that must wait for reply
-    /// budget: its frame stays where it is and is decoded again when woken.
-    pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) -> bool {
+    /// replier that brings the answer back to this connection.
+    pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) {
+        self.metrics.requests += 1;
         let mut decoded = self.codec.decode(frame);
         let reserved_bytes = match &mut decoded {
             Ok((_, cmd)) => self.bound(cmd),
             Err(_) => 0,
         };
-        // Only a Fetch reserves; one refused at a stop needs no room.
-        let budget_bytes = if self.stopping.is_none() { reserved_bytes } else { 0 };
-        if budget_bytes > 0 && !self.try_reserve_reply(slot, budget_bytes) {
-            return false;
-        }
-        self.metrics.requests += 1;
         let c = &mut self.conns[slot];
         let held_bytes = frame.len() + reserved_bytes;
         let ticket = Ticket {
@@ -187,7 +187,6 @@ impl<C: Codec> NetCore<C> {
             conn: ConnKey { slot: slot as u32, generation: c.generation },
             held_bytes,
             reserved_bytes,
-            budget_bytes,
             received_ns: c.recv_done_ns,
         };
         c.inflight += 1;
@@ -197,16 +196,14 @@ impl<C: Codec> NetCore<C> {
             Ok(d) => d,
             Err(refusal) => {
                 self.metrics.frame_errors += 1;
-                ticket.send(ReplyBuf::Heap(refusal), None);
-                return true;
+                return ticket.send(ReplyBuf::Heap(refusal), None, 0);
             }
         };
         let replier = Replier { codec: self.codec.clone(), ctx, ticket };
         if self.stopping.is_some() {
             // Read and refused with a typed, retriable error: better for a
             // pipelining client than a reset over unread bytes.
-            replier.answer(Err(StromError::ShuttingDown.into()));
-            return true;
+            return replier.answer(Err(StromError::ShuttingDown.into()));
         }
         let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
@@ -215,7 +212,6 @@ impl<C: Codec> NetCore<C> {
         if let Some(share) = host.own_metrics.take() {
             share.add(self.core_id, self.metrics_now(core));
         }
-        true
     }
 
     /// Holds a command to this server's limits, and returns the bytes its
@@ -282,6 +278,8 @@ impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {
 
     fn plan(&mut self, core: &mut TaskCore<'_, I>) {
         let now_ns = core.now_ns();
+        // The core's plan, just run, tried its waiting reads.
+        self.budget_kick = false;
         self.adopt_listeners(core);
         self.on_control(core, now_ns);
         self.deliver_replies(core);
@@ -316,7 +314,7 @@ impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {
         if let Some((deadline, _)) = &self.stopping {
             timer = timer.min(deadline.saturating_sub(now_ns).max(1));
         }
-        (!self.dirty.is_empty(), Some(timer))
+        (!self.dirty.is_empty() || self.budget_kick, Some(timer))
     }
 
     fn finished(&self) -> bool {

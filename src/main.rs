@@ -105,7 +105,7 @@ struct ServeArgs {
     /// Request and reply bytes one core may hold for all its connections; past it no socket of the core is read.
     #[arg(long, default_value_t = ServerConfig::default().core_buffered_bytes_max)]
     core_buffered_bytes_max: usize,
-    /// Fetch reply bytes one core may have reserved or unsent at once; a Fetch past it waits.
+    /// Fetch reply bytes being built or unsent for one core's connections; a Fetch past it waits.
     #[arg(long, default_value_t = ServerConfig::default().reply_budget_bytes)]
     reply_budget_bytes: usize,
     /// Bytes per log segment file (a block multiple of at least two write buffers).

@@ -198,13 +198,13 @@ registry! {
         pooled_bytes => RecvPoolBytes, Gauge, "strom_recv_pool_bytes",
             "Receive-buffer bytes kept in the core's pool.";
         budget_waits => FetchBudgetWaits, Counter, "strom_fetch_budget_waits_total",
-            "Times a connection's Fetch waited for its core's reply budget.";
+            "Times a Fetch of the core's connections, with data to answer, waited for the core's reply budget.";
         reply_budget_used_bytes => ReplyBudgetUsedBytes, Gauge, "strom_reply_budget_used_bytes",
-            "Fetch reply bytes reserved or unsent on the core (what reply_budget_bytes bounds).";
+            "Fetch reply bytes being built or unsent for the core's connections (what reply_budget_bytes bounds).";
         reply_budget_peak_bytes => ReplyBudgetPeakBytes, Gauge, "strom_reply_budget_peak_bytes",
             "The most reply budget the core has had in use at once since it started.";
         fetches_waiting_budget => FetchesWaitingBudget, Gauge, "strom_fetches_waiting_budget",
-            "Connections whose next Fetch waits for the core's reply budget.";
+            "Fetches of the core's connections waiting now for its reply budget (parked long polls are not).";
     }
 }
 

@@ -276,8 +276,7 @@ impl ReadPath {
     /// asker's reply budget, here, once there is data to answer with.
     fn admit(&mut self, mode: &mut ReadMode) -> bool {
         let ReadMode::Fetch { max_bytes, sink, .. } = mode else { return true };
-        let bytes = sink.headroom_bytes() + (*max_bytes).max(self.limits.batch_bytes_max);
-        self.budget_waits.admit(mode, bytes)
+        sink.reserve(sink.headroom_bytes() + (*max_bytes).max(self.limits.batch_bytes_max))
     }
 
     /// Tries the fetches waiting for reply budget again, oldest first.
@@ -285,12 +284,12 @@ impl ReadPath {
         if self.budget_waits.is_empty() {
             return;
         }
-        let mut waits = self.budget_waits.begin_retry();
+        let mut waits = self.budget_waits.take();
         while !self.full() {
             let Some((pid, offset, mode)) = waits.pop_front() else { break };
             self.start(cx, pid, mode, offset);
         }
-        self.budget_waits.end_retry(waits);
+        self.budget_waits.untried(waits);
     }
 
     /// The buffer an answer is assembled in, its headroom, and the batch bytes it may take.

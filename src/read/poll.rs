@@ -106,16 +106,15 @@ impl ParkedPolls {
 }
 
 /// Fetches with data to answer that wait for room in their asker's reply
-/// budget ([`super::sink::ReplyBudget`]), oldest first. They hold no
-/// buffer and no read slot: a fetch's request and its room are charged to
-/// its connection when it is read (`conn_buffered_bytes_max`), so their
-/// number is bounded by the connections and the bytes each may hold.
+/// budget ([`super::sink::ReplyBudget`]), oldest first; a fetch whose
+/// budget has others waiting goes behind them without trying
+/// ([`super::sink::ReadSink::reserve`]). They hold no buffer and no read
+/// slot: a fetch's request and its room are charged to its connection
+/// when it is read (`conn_buffered_bytes_max`), so their number is bounded
+/// by the connections and the bytes each may hold.
 #[derive(Default)]
 pub(crate) struct BudgetWaits {
     waits: VecDeque<(Pid, u64, ReadMode)>,
-    /// Set while the waits are tried again in order: they may take room
-    /// although others wait.
-    retrying: bool,
     /// Set when the server stops: a fetch that finds no room is refused.
     closed: bool,
 }
@@ -129,29 +128,19 @@ impl BudgetWaits {
         self.closed
     }
 
-    /// Whether a fetch may build its answer now: it takes `bytes` from its
-    /// sink's budget, unless older fetches of this core wait (it goes
-    /// behind them, and is tried in its turn).
-    pub fn admit(&mut self, mode: &mut ReadMode, bytes: usize) -> bool {
-        let ReadMode::Fetch { sink, .. } = mode else { return true };
-        (self.retrying || self.waits.is_empty()) && sink.reserve(bytes)
-    }
-
     pub fn push(&mut self, pid: Pid, offset: u64, mode: ReadMode) {
         self.waits.push_back((pid, offset, mode));
     }
 
     /// Every waiting fetch, in order, to try again; those that still find
-    /// no room are pushed back, in the same order, until `end_retry`.
-    pub fn begin_retry(&mut self) -> VecDeque<(Pid, u64, ReadMode)> {
-        self.retrying = true;
+    /// no room are pushed back, in the same order.
+    pub fn take(&mut self) -> VecDeque<(Pid, u64, ReadMode)> {
         std::mem::take(&mut self.waits)
     }
 
     /// The fetches not tried (read slots ran out) go back behind those
     /// tried without room, which were ahead of them.
-    pub fn end_retry(&mut self, mut untried: VecDeque<(Pid, u64, ReadMode)>) {
-        self.retrying = false;
+    pub fn untried(&mut self, mut untried: VecDeque<(Pid, u64, ReadMode)>) {
         self.waits.append(&mut untried);
     }
 

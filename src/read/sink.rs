@@ -250,38 +250,51 @@ struct BudgetClaim {
 }
 
 impl BudgetClaim {
+    /// Takes room for `bytes`. A fetch goes behind those already waiting
+    /// for the same budget (on any core), unless it is one of them, tried
+    /// again in its core's order.
     fn reserve(&mut self, bytes: usize) -> bool {
         if self.reserved_bytes > 0 {
             return true;
         }
-        if !self.budget.try_take(bytes) {
-            if self.waiting {
-                return false;
-            }
-            // Counted as waiting before the second look, so that bytes
-            // returned in between either fit now or ring this core.
-            self.waiting = true;
-            self.budget.waiting.fetch_add(1, Ordering::SeqCst);
-            self.budget.waits_total.fetch_add(1, Ordering::Relaxed);
-            if !self.budget.try_take(bytes) {
-                return false;
-            }
+        let may_take = self.waiting || self.budget.waiting() == 0;
+        if may_take && self.budget.try_take(bytes) {
+            return self.took(bytes);
         }
-        self.reserved_bytes = bytes;
-        self.stop_waiting();
-        true
+        if self.waiting {
+            return false;
+        }
+        self.waiting = true;
+        self.budget.waiting.fetch_add(1, Ordering::SeqCst);
+        self.budget.waits_total.fetch_add(1, Ordering::Relaxed);
+        // Counted as waiting before this second look, so that bytes
+        // returned in between either fit now or ring this core; and with
+        // nothing taken, nothing would ever ring it.
+        if (may_take || self.budget.used_bytes() == 0) && self.budget.try_take(bytes) {
+            return self.took(bytes);
+        }
+        false
     }
 
-    fn stop_waiting(&mut self) {
+    fn took(&mut self, bytes: usize) -> bool {
+        self.reserved_bytes = bytes;
         if std::mem::take(&mut self.waiting) {
             self.budget.waiting.fetch_sub(1, Ordering::SeqCst);
         }
+        true
     }
 }
 
 impl Drop for BudgetClaim {
     fn drop(&mut self) {
-        self.stop_waiting();
+        if self.waiting {
+            let left = self.budget.waiting.fetch_sub(1, Ordering::SeqCst) - 1;
+            // Others waited behind this one: with nothing taken, no return
+            // of bytes would ring their cores to try again.
+            if left > 0 && self.budget.used_bytes() == 0 {
+                self.budget.wake.iter().for_each(CoreRoute::ring);
+            }
+        }
         self.budget.release(std::mem::take(&mut self.reserved_bytes));
     }
 }

@@ -29,8 +29,9 @@ pub struct ServerConfig {
     /// connections together; past it, no socket of the core is read.
     pub core_buffered_bytes_max: usize,
     /// Fetch reply bytes that may exist for one core's connections at once:
-    /// a Fetch reserves its largest reply from it before it is served and
-    /// waits while there is no room; the bytes return as the reply is sent.
+    /// a Fetch takes its largest reply from it when the reply starts being
+    /// built (never while parked as a long poll) and waits while there is
+    /// no room; the bytes return as the reply is sent.
     /// So readers that never read hold at most this per core, whatever
     /// their number (docs/ARCHITECTURE.md, Bounds).
     pub reply_budget_bytes: usize,

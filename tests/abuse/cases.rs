@@ -299,8 +299,9 @@ fn non_reader(addr: SocketAddr) -> TcpStream {
 }
 
 /// Consumers that pipeline big fetches and never read the replies: the
-/// server stops reading them at their buffer cap or its reply budget, each
-/// core's reply bytes stay under the budget whatever their number, others
+/// server stops reading them at their buffer cap, their fetches wait for
+/// their core's reply budget, each core's reply bytes stay under the budget
+/// whatever their number, others
 /// are served, and each non-reader either gets its replies intact or was
 /// closed as a stuck reader (its replies held budget others waited for,
 /// without progress for a header timeout); none timed out.

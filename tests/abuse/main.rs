@@ -47,7 +47,7 @@ const CONN_BUFFERED_BYTES_MAX: u64 = 32 << 20;
 /// the default, so that a few stuck readers fill it far inside the cgroup.
 const CORE_BUFFERED_BYTES_MAX: u64 = 96 << 20;
 /// The reply budget of each core (`--reply-budget-bytes`): Fetch replies
-/// reserved or unsent. Half the default, so that two cores' replies (128
+/// being built or unsent. Half the default, so that two cores' replies (128
 /// MiB) and their registered buffers stay far inside the cgroup.
 const REPLY_BUDGET_BYTES: u64 = 64 << 20;
 /// Consumers that never read put on one core: enough to fill its budget
@@ -167,7 +167,7 @@ fn slowloris() {
 }
 
 // Proves: consumers that pipeline big fetches and never read are no longer
-// read at their buffer cap or reply budget, pin a bounded number of bytes
+// read at their buffer cap, wait for reply budget, pin a bounded number of bytes
 // (each core's replies under its budget), and either keep their connections
 // with their replies intact or are closed as stuck readers; none timed out.
 #[test]

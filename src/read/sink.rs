@@ -298,3 +298,47 @@ impl Drop for BudgetClaim {
         self.budget.release(std::mem::take(&mut self.reserved_bytes));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::StromError;
+
+    fn sink(budget: &Arc<ReplyBudget>) -> OnceSink {
+        OnceSink::new(0, false, Box::new(|_| {})).budgeted(Some(budget.clone()))
+    }
+
+    // Proves: room is taken only up to the budget (a single answer larger
+    // than all of it goes alone), a fetch goes behind those waiting for the
+    // same budget even if it would fit, a waiter takes room once bytes
+    // return, an answer hands its room to the asker, and a failed or dropped
+    // read gives back both its room and its place in line.
+    #[test]
+    fn a_budget_gives_room_in_order_and_gets_it_back() {
+        let budget = Arc::new(ReplyBudget::new(100, Vec::new()));
+        let got = Arc::new(AtomicUsize::new(0));
+        let got_by_reply = got.clone();
+        let reply: Reply<ReadResult> = Box::new(move |res| got_by_reply.store(res.unwrap().budget_bytes, Ordering::SeqCst));
+        let mut a = OnceSink::new(0, false, reply).budgeted(Some(budget.clone()));
+        let (mut b, mut c) = (sink(&budget), sink(&budget));
+        assert!(a.reserve(60));
+        assert!(!b.reserve(60), "over the budget");
+        assert!(!c.reserve(10), "it fits, but b waits ahead of it");
+        assert_eq!((budget.used_bytes(), budget.waiting(), budget.waits_total()), (60, 2, 2));
+        assert_eq!(a.deliver(Ok(ReadResult::default())), SinkFlow::Done);
+        drop(a);
+        let handed = got.load(Ordering::SeqCst);
+        assert_eq!((handed, budget.used_bytes()), (60, 60), "an answer's room is the asker's to return");
+        budget.release(handed);
+        assert!(b.reserve(60) && c.reserve(10), "the waiters take room in turn once it returns");
+        assert_eq!((budget.used_bytes(), budget.waiting()), (70, 0));
+        drop(c);
+        assert_eq!(b.deliver(Err(StromError::ShuttingDown)), SinkFlow::Done);
+        assert_eq!(budget.used_bytes(), 0, "a dropped or failed read gives its room back");
+        let (mut big, mut next) = (sink(&budget), sink(&budget));
+        assert!(big.reserve(150), "an answer larger than the budget goes alone");
+        assert!(!next.reserve(1));
+        drop((big, next));
+        assert_eq!((budget.used_bytes(), budget.waiting(), budget.peak_bytes()), (0, 0, 150));
+    }
+}

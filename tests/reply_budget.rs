@@ -79,8 +79,20 @@ const POLL_BUDGET_BYTES: usize = 20 << 20;
 // budget's peak stays under it.
 #[test]
 fn idle_long_polls_hold_no_budget_and_all_are_served() {
-    let dir = harness::test_dir("reply-budget-polls");
-    let cfg = EngineConfig { cores: 1, logs_on_create: 1, pin_cores: false, ..EngineConfig::default() };
+    idle_long_polls(1);
+}
+
+// Proves: the same on two cores, where the partition's core builds replies
+// under the other core's budget too: the bytes that core returns as it
+// sends wake the partition's core to build the next.
+#[test]
+fn idle_long_polls_on_two_cores_are_woken_across_cores() {
+    idle_long_polls(2);
+}
+
+fn idle_long_polls(cores: usize) {
+    let dir = harness::test_dir(&format!("reply-budget-polls-{cores}"));
+    let cfg = EngineConfig { cores, logs_on_create: 1, pin_cores: false, ..EngineConfig::default() };
     let scfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), reply_budget_bytes: POLL_BUDGET_BYTES, ..ServerConfig::default() };
     let server = Server::start(&dir, cfg, scfg).unwrap();
     let mut c = Client::connect(server.local_addr()).unwrap();
@@ -98,7 +110,9 @@ fn idle_long_polls_hold_no_budget_and_all_are_served() {
             })
         })
         .collect();
-    // One core: a fetch read is a fetch parked (there is no data yet).
+    // A fetch read is a fetch parked (there is no data yet) once its
+    // partition's core takes it: on its own core at once, from the other
+    // core's mailbox in the same tick or the next.
     let stats = wait_for(&server, "the pollers' fetches were not all read", |s| sum(s, Metric::Requests) >= base + POLLERS as u64);
     assert_eq!(sum(&stats, Metric::ReplyBudgetUsedBytes), 0, "parked long polls hold reply budget");
     assert_eq!(sum(&stats, Metric::FetchesWaitingBudget), 0, "parked long polls wait for reply budget");
@@ -111,7 +125,7 @@ fn idle_long_polls_hold_no_budget_and_all_are_served() {
     assert_under(&stats, POLL_BUDGET_BYTES, "after every poller was answered");
     let waits = sum(&stats, Metric::FetchBudgetWaits);
     println!(
-        "{POLLERS} pollers: budget peak {:?} (budget {POLL_BUDGET_BYTES}), {waits} waits for room",
+        "{POLLERS} pollers on {cores} core(s): budget peak {:?} (budget {POLL_BUDGET_BYTES}), {waits} waits for room",
         stats.iter().map(|s| s[Metric::ReplyBudgetPeakBytes]).collect::<Vec<_>>()
     );
     // The budget bit: the answers could not all be built at once.

@@ -8,6 +8,7 @@
 //! (they wait for every core, and a core must never wait for itself).
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::Broker;
@@ -36,6 +37,10 @@ pub trait Host {
     fn gather_metrics(&mut self, done: Box<dyn FnOnce(Vec<Option<Metrics>>) + Send>);
     /// The largest request frame the server this core runs reads.
     fn frame_bytes_max(&self) -> usize;
+    /// Set when the asker of the command being executed goes away.
+    fn asker_gone(&mut self) -> Option<Arc<AtomicBool>> {
+        None
+    }
 }
 
 /// Turns the commands that arrive on one core into requests.
@@ -179,7 +184,7 @@ impl Dispatcher {
     fn fetch(&mut self, host: &mut impl Host, pid: Pid, offset: u64, max_bytes: usize, max_wait: Duration, reply: impl Respond) {
         // Only the asker's own core may send from its registered buffers.
         let registered = self.broker.router().core_of(pid) == self.core_id;
-        let layout = Layout { headroom: self.fetch_headroom, registered, budget: self.reply_budget.clone() };
+        let layout = Layout { headroom: self.fetch_headroom, registered, budget: self.reply_budget.clone(), gone: host.asker_gone() };
         let done = Box::new(move |res: Result<_>| reply(res.map(|rr| Answer::Fetched(requests::fetched(rr))).map_err(BrokerError::Failed)));
         let req = requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, layout, done);
         self.route(host, pid, req);

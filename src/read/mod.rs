@@ -238,7 +238,8 @@ impl ReadPath {
         if !self.admit(&mut mode) {
             // Not started after all: it counts when it is.
             self.metrics.reads -= 1;
-            if self.budget_waits.closed() {
+            let gone = matches!(&mode, ReadMode::Fetch { sink, .. } if sink.asker_gone());
+            if self.budget_waits.closed() || gone {
                 return self.answer(pid, mode, Err(StromError::ShuttingDown), empty(), 0, (end, start));
             }
             return self.budget_waits.push(pid, offset, mode);
@@ -276,7 +277,7 @@ impl ReadPath {
     /// asker's reply budget, here, once there is data to answer with.
     fn admit(&mut self, mode: &mut ReadMode) -> bool {
         let ReadMode::Fetch { max_bytes, sink, .. } = mode else { return true };
-        sink.reserve(sink.headroom_bytes() + (*max_bytes).max(self.limits.batch_bytes_max))
+        !sink.asker_gone() && sink.reserve(sink.headroom_bytes() + (*max_bytes).max(self.limits.batch_bytes_max))
     }
 
     /// Tries the fetches waiting for reply budget again, oldest first.

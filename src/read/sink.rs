@@ -14,7 +14,7 @@
 //! end of its partition holds none; a read that finds no room waits
 //! (`poll::BudgetWaits`) and is tried again when bytes return.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::buf::AlignedBuf;
 use crate::core::Reply;
@@ -100,6 +100,12 @@ pub trait ReadSink: Send {
     fn reserve(&mut self, _bytes: usize) -> bool {
         true
     }
+    /// The asker is gone (its connection closed): a read not yet begun is
+    /// answered at once with an error its asker will never see, instead of
+    /// being built, or waiting for budget, for nobody.
+    fn asker_gone(&self) -> bool {
+        false
+    }
 }
 
 /// A sink answered once, through a reply closure: the embedded API,
@@ -109,16 +115,20 @@ pub struct OnceSink {
     pub registered_ok: bool,
     reply: Option<Reply<ReadResult>>,
     claim: Option<BudgetClaim>,
+    /// Set by the asker's core when the asker goes away.
+    gone: Option<Arc<AtomicBool>>,
 }
 
 impl OnceSink {
     pub fn new(headroom_bytes: usize, registered_ok: bool, reply: Reply<ReadResult>) -> OnceSink {
-        OnceSink { headroom_bytes, registered_ok, reply: Some(reply), claim: None }
+        OnceSink { headroom_bytes, registered_ok, reply: Some(reply), claim: None, gone: None }
     }
 
-    /// The same, answered under `budget` (the asker's core's).
-    pub fn budgeted(mut self, budget: Option<Arc<ReplyBudget>>) -> OnceSink {
+    /// The same, answered under `budget` (the asker's core's), for an
+    /// asker that sets `gone` when it goes away.
+    pub fn budgeted(mut self, budget: Option<Arc<ReplyBudget>>, gone: Option<Arc<AtomicBool>>) -> OnceSink {
         self.claim = budget.map(|budget| BudgetClaim { budget, reserved_bytes: 0, waiting: false });
+        self.gone = gone;
         self
     }
 }
@@ -147,6 +157,10 @@ impl ReadSink for OnceSink {
 
     fn reserve(&mut self, bytes: usize) -> bool {
         self.claim.as_mut().is_none_or(|c| c.reserve(bytes))
+    }
+
+    fn asker_gone(&self) -> bool {
+        self.gone.as_ref().is_some_and(|g| g.load(Ordering::Relaxed))
     }
 }
 
@@ -305,7 +319,7 @@ mod tests {
     use crate::error::StromError;
 
     fn sink(budget: &Arc<ReplyBudget>) -> OnceSink {
-        OnceSink::new(0, false, Box::new(|_| {})).budgeted(Some(budget.clone()))
+        OnceSink::new(0, false, Box::new(|_| {})).budgeted(Some(budget.clone()), None)
     }
 
     // Proves: room is taken only up to the budget (a single answer larger
@@ -319,7 +333,7 @@ mod tests {
         let got = Arc::new(AtomicUsize::new(0));
         let got_by_reply = got.clone();
         let reply: Reply<ReadResult> = Box::new(move |res| got_by_reply.store(res.unwrap().budget_bytes, Ordering::SeqCst));
-        let mut a = OnceSink::new(0, false, reply).budgeted(Some(budget.clone()));
+        let mut a = OnceSink::new(0, false, reply).budgeted(Some(budget.clone()), None);
         let (mut b, mut c) = (sink(&budget), sink(&budget));
         assert!(a.reserve(60));
         assert!(!b.reserve(60), "over the budget");
@@ -340,5 +354,16 @@ mod tests {
         assert!(!next.reserve(1));
         drop((big, next));
         assert_eq!((budget.used_bytes(), budget.waiting(), budget.peak_bytes()), (0, 0, 150));
+    }
+
+    // Proves: a sink learns that its asker went away from the flag the
+    // asker's core sets when the connection closes.
+    #[test]
+    fn a_sink_knows_its_asker_is_gone() {
+        let gone = Arc::new(AtomicBool::new(false));
+        let s = OnceSink::new(0, false, Box::new(|_| {})).budgeted(None, Some(gone.clone()));
+        assert!(!s.asker_gone());
+        gone.store(true, Ordering::Relaxed);
+        assert!(s.asker_gone());
     }
 }

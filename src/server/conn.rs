@@ -12,7 +12,8 @@
 //! `core_buffered_bytes_max`, while its log is out of write buffers, or
 //! while a request waits for room in another core's mailbox.
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::codec::{Codec, ConnError};
 use super::send::release_frame;
@@ -77,6 +78,9 @@ pub(super) struct Conn {
     /// where each ends in the stream (returned once sent).
     pub budget_bytes: usize,
     pub budgeted: VecDeque<(u64, usize)>,
+    /// Set when the connection closes, so that its Fetches not yet built
+    /// are not (made at its first Fetch: most connections never fetch).
+    pub gone: Option<Arc<AtomicBool>>,
 }
 
 impl Conn {
@@ -107,6 +111,7 @@ impl Conn {
             traced: VecDeque::new(),
             budget_bytes: 0,
             budgeted: VecDeque::new(),
+            gone: None,
         }
     }
 
@@ -198,6 +203,9 @@ impl<C: Codec> NetCore<C> {
         c.send_off = 0;
         // Replies that will never be sent have no latency to record.
         c.traced.clear();
+        if let Some(gone) = &c.gone {
+            gone.store(true, Ordering::Relaxed);
+        }
         self.release_conn_budget(slot);
         let c = &mut self.conns[slot];
         if c.counted {

@@ -8,6 +8,7 @@
 //! then [`CoreTask::plan`] after planning its own I/O (replies answered in
 //! this tick are queued and sent; receives, polls and accepts are pushed).
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use slab::Slab;
@@ -205,7 +206,10 @@ impl<C: Codec> NetCore<C> {
             // pipelining client than a reset over unread bytes.
             return replier.answer(Err(StromError::ShuttingDown.into()));
         }
-        let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None };
+        // A Fetch's sink learns when its connection goes.
+        let asker_gone = (reserved_bytes > 0).then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone());
+        let mut host =
+            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
         // This core's registry goes in once the broker is done with the
         // command, since it holds the broker's own section.
@@ -241,6 +245,8 @@ struct CoreHost<'a, 'b, I: Io> {
     stages: &'a mut StageHistograms,
     /// This core's part in a metrics report asked for by the command.
     own_metrics: Option<MetricsShare>,
+    /// Set when the connection that sent the command closes.
+    asker_gone: Option<Arc<AtomicBool>>,
 }
 
 impl<I: Io> Host for CoreHost<'_, '_, I> {
@@ -265,6 +271,10 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
 
     fn frame_bytes_max(&self) -> usize {
         self.shared.cfg.frame_bytes_max
+    }
+
+    fn asker_gone(&mut self) -> Option<Arc<AtomicBool>> {
+        self.asker_gone.take()
     }
 }
 

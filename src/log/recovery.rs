@@ -199,7 +199,8 @@ pub fn recover<I: Io>(
     // The new epoch is newer than every frame left past the end too: a later
     // scan that breaks where this epoch begins takes frames of this epoch or
     // newer past it for the log's (see `judge_break`).
-    let newest = prior.epoch.max(last_epoch).max(newest_epoch_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?);
+    let past = frames_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?;
+    let newest = prior.epoch.max(last_epoch).max(past.newest_epoch);
     // A frame or epoch file at u32::MAX leaves no newer epoch: wrapping to 0
     // would make every old frame look newer than what comes next (found by
     // the recovery_scan fuzz target), so such a log is refused.
@@ -215,7 +216,16 @@ pub fn recover<I: Io>(
         return Err(corrupt(dir, end, format!("the checkpoint covers up to {} but the log ends at {end}", c.covered_pos)));
     }
     report.end_pos = align_up(end);
-    report.bytes_cut = tail_bytes(io, &segments, end)?;
+    // Bytes past the end that were written for these positions: the
+    // unfinished commit up to the break (and the frame there) and any frame
+    // past it. The rest of a recycled or pre-written segment (its zeros, or
+    // frames of what it held before, which name other positions) was never
+    // part of the log and is not counted as cut.
+    let written_past = match &scan.stop {
+        Stop::End => u64::MAX,
+        Stop::Break(x, _) => past.frames_end.max(claimed_end(io, &segments, *x, limits, &mut reader, &mut report)?),
+    };
+    report.bytes_cut = tail_bytes(io, &segments, end)?.min(written_past.saturating_sub(end));
     if !limits.read_only {
         report.segments_removed = remove_segments_after(io, dir, &mut segments, end, log_start)?;
         // After a process kill, commits that were written but never synced
@@ -397,26 +407,68 @@ fn judge_break<I: Io>(
     Ok(())
 }
 
-/// The newest epoch of the frames found on block boundaries past `end`.
-fn newest_epoch_past<I: Io>(
+/// What the frames verifying at their own positions past the log's end say.
+struct PastEnd {
+    newest_epoch: u32,
+    /// The end of the furthest of them (capped at its file's end), or the
+    /// log's end when there is none.
+    frames_end: u64,
+}
+
+/// The frames found on block boundaries past `end` (see [`headers_past`]).
+fn frames_past<I: Io>(
     io: &mut I,
     segments: &VecDeque<Segment>,
     end: u64,
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
-) -> Result<u32> {
-    let mut newest = 0;
+) -> Result<PastEnd> {
+    let mut past = PastEnd { newest_epoch: 0, frames_end: end };
     headers_past(io, segments, end, limits, reader, report, &mut |_, h| {
-        newest = newest.max(h.epoch);
+        past.newest_epoch = past.newest_epoch.max(h.epoch);
+        past.frames_end = past.frames_end.max(h.end_pos());
         Ok(())
     })?;
-    Ok(newest)
+    Ok(past)
+}
+
+/// Where the frame at `x` (where the chain broke) claims to end, when its
+/// header verifies there; else `x` (nothing there was written for it as far
+/// as can be told: zeros, damage, or a recycled file's older frame).
+fn claimed_end<I: Io>(
+    io: &mut I,
+    segments: &VecDeque<Segment>,
+    x: u64,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    let Some(seg) = segments.iter().rev().find(|s| s.start_pos <= x) else { return Ok(x) };
+    let bytes = reader.bytes_at(io, seg.file, x - seg.start_pos, HEADER_BYTES, &mut report.bytes_scanned)?;
+    Ok(match frame::decode_header(bytes, x, limits.payload_bytes_max) {
+        Ok(h) => h.end_pos(),
+        Err(_) => x,
+    })
+}
+
+/// How far past a break recovery looks for frames: twice the tear window.
+/// Frames can legitimately lie past a break only within the tear window
+/// (commits in flight at the crash); if the log went on past the window, the
+/// first commit that starts past it starts within one more commit (at most
+/// one write buffer, no more than the window), so a frame that proves damage
+/// is found in this range. Past it lies, in a recycled or pre-written
+/// segment, up to a segment of space that never held this log's frames:
+/// reading all of it would make every open read up to `segment_bytes` twice.
+/// Later segments' first blocks are always checked, wherever they start.
+pub fn past_break_scan_bytes(limits: &RecoverLimits) -> u64 {
+    limits.tear_window_bytes.saturating_mul(2).max(BLOCK_BYTES as u64)
 }
 
 /// Calls `visit` with every frame header that verifies at its own position
-/// on a block boundary past `after`, in the segment holding `after` and in
-/// every later one.
+/// on a block boundary past `after`, up to [`past_break_scan_bytes`] past
+/// it, in the segment holding `after` and in every later one (whose first
+/// block is always looked at).
 fn headers_past<I: Io>(
     io: &mut I,
     segments: &VecDeque<Segment>,
@@ -427,13 +479,15 @@ fn headers_past<I: Io>(
     visit: &mut dyn FnMut(u64, &FrameHeader) -> Result<()>,
 ) -> Result<()> {
     let first = segments.iter().rposition(|s| s.start_pos <= after).unwrap_or(0);
+    let stop_at = after.saturating_add(past_break_scan_bytes(limits));
     for (k, seg) in segments.iter().enumerate().skip(first) {
         let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
-        // A later segment's first block counts too: it holds the first
-        // commit written after the roll.
+        // A later segment's first block counts too, however far: it holds
+        // the first commit written after the roll.
         let mut p = if seg.start_pos > after { seg.start_pos } else { align_up(after + 1) };
-        while p - seg.start_pos < file_len {
+        let seg_stop = stop_at.max(seg.start_pos + BLOCK_BYTES as u64);
+        while p - seg.start_pos < file_len && p < seg_stop {
             let off = p - seg.start_pos;
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
             if let Ok(h) = frame::decode_header(bytes, p, limits.payload_bytes_max) {

@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 mod failure;
 mod full;
 mod retention;
+mod spare;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
 pub use retention::{Held, RetentionPass};
+pub use spare::Spare;
 
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
@@ -144,6 +146,8 @@ pub struct Journal<R> {
     misaim_bytes: u64,
     /// The failure's trusted end was written to [`FAILED_FILE`] (or tried).
     failure_recorded: bool,
+    /// Written space kept to become the next segment (see `spare.rs`).
+    spare: Option<Spare>,
 }
 
 /// Where a recovered log continues.
@@ -196,6 +200,7 @@ impl<R> Journal<R> {
             lent: Vec::new(),
             misaim_bytes: 0,
             failure_recorded: false,
+            spare: None,
         }
     }
 
@@ -371,24 +376,29 @@ impl<R> Journal<R> {
     }
 
     /// Starts a new segment at `planned_pos` (block-aligned: staging was sealed).
-    /// The file is created and its directory synced before any write into it,
-    /// so a durable frame never sits in a file whose name is not durable.
+    /// The file is the spare renamed into place when the log has one (written
+    /// space: commits into it persist no allocation), else a new file. Either
+    /// way its directory is synced before any write into it, so a durable
+    /// frame never sits in a file whose name is not durable.
     fn roll<I: Io>(&mut self, io: &mut I) -> Result<()> {
         debug_assert!(self.staging.is_none());
         let start = self.planned_pos;
         let path = self.dir.join(segment_name(start));
-        let file = match io.create(&path) {
-            Ok(file) => file,
-            // Nothing was created: this append is refused, the log goes on
-            // (the next append tries the roll again).
-            Err(StromError::Io { errno, .. }) if classify_errno(errno) == Errno::NoSpace => {
-                tracing::warn!(log = self.id, path = %path.display(), "disk full: cannot create the next segment");
-                return Err(StromError::DiskFull { log: self.id });
-            }
-            Err(e) => {
-                self.fail(e.clone());
-                return Err(e);
-            }
+        let file = match self.take_spare_as(io, &path) {
+            Some(file) => file,
+            None => match io.create(&path) {
+                Ok(file) => file,
+                // Nothing was created: this append is refused, the log goes on
+                // (the next append tries the roll again).
+                Err(StromError::Io { errno, .. }) if classify_errno(errno) == Errno::NoSpace => {
+                    tracing::warn!(log = self.id, path = %path.display(), "disk full: cannot create the next segment");
+                    return Err(StromError::DiskFull { log: self.id });
+                }
+                Err(e) => {
+                    self.fail(e.clone());
+                    return Err(e);
+                }
+            },
         };
         crate::failpoint!("roll_before_dir_sync");
         match io.sync_dir(&self.dir) {

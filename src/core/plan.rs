@@ -56,6 +56,8 @@ impl<I: Io> Core<I> {
         let mut lent = Vec::new();
         for j in self.journals.values_mut() {
             j.plan(&mut self.io);
+            // After the commits: a quiet log prepares its spare segment.
+            j.plan_spare(&mut self.io);
             j.take_lent(&mut lent);
         }
         for i in lent {

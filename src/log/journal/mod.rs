@@ -23,7 +23,8 @@ mod spare;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
 pub use retention::{Held, RetentionPass};
-pub use spare::Spare;
+pub use spare::{SPARE_QUIET_NS, SPARE_ZERO_CHUNK_BYTES, Spare};
+use spare::{SPARE_SLOT, SpareState, next_commit_seq};
 
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
@@ -146,8 +147,8 @@ pub struct Journal<R> {
     misaim_bytes: u64,
     /// The failure's trusted end was written to [`FAILED_FILE`] (or tried).
     failure_recorded: bool,
-    /// Written space kept to become the next segment (see `spare.rs`).
-    spare: Option<Spare>,
+    /// Written space kept to become the next segment, and its preparation (see `spare.rs`).
+    spare: SpareState,
 }
 
 /// Where a recovered log continues.
@@ -200,7 +201,7 @@ impl<R> Journal<R> {
             lent: Vec::new(),
             misaim_bytes: 0,
             failure_recorded: false,
-            spare: None,
+            spare: SpareState::default(),
         }
     }
 
@@ -268,9 +269,9 @@ impl<R> Journal<R> {
         i.checked_sub(1).map(move |i| &mut self.segments[i])
     }
 
-    /// True when no write, fsync or staged frame is outstanding.
+    /// True when no write, fsync or staged frame is outstanding (the spare's included).
     pub fn idle(&self) -> bool {
-        self.staging.is_none() && self.sealed.is_empty() && self.writing.is_empty() && self.fsyncs_in_flight == 0
+        self.staging.is_none() && self.sealed.is_empty() && self.writing.is_empty() && self.fsyncs_in_flight == 0 && !self.spare_op_in_flight()
     }
 
     /// Something to do at the next plan (a staged commit or a due fsync).
@@ -320,7 +321,7 @@ impl<R> Journal<R> {
             let buf = self.take_buffer().ok_or(StageError::NoBuffer)?;
             let file = self.segments.back().expect("active segment").file;
             let seq = self.next_seq;
-            self.next_seq = self.next_seq.wrapping_add(1);
+            self.next_seq = next_commit_seq(self.next_seq);
             self.staging = Some(Commit {
                 seq,
                 start_pos: self.planned_pos,
@@ -514,6 +515,7 @@ impl<R> Journal<R> {
     /// Handles the completion of one of this log's operations.
     pub fn on_completion(&mut self, kind: OpKind, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
         match kind {
+            OpKind::Write | OpKind::Fsync if seq == SPARE_SLOT => self.on_spare_completion(kind, result, buf),
             OpKind::Write => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
             OpKind::Fsync => self.on_fsync(result),
             _ => unreachable!("{kind:?} is not a journal op"),

@@ -136,7 +136,9 @@ fn recycled_segments_keep_every_acknowledged_record() {
         }
         assert_eq!(s.lock().unwrap().take().unwrap().unwrap().base_offset, next, "seed {seed}: appends go on after the log");
     });
-    println!("{seeds} seeds: {acked_total} acknowledged appends, {recycled_total} segments recycled, {power_cuts} power cuts, {lost_unacked} unacknowledged appends not recovered");
+    println!(
+        "{seeds} seeds: {acked_total} acknowledged appends, {recycled_total} segments recycled, {power_cuts} power cuts, {lost_unacked} unacknowledged appends not recovered"
+    );
     assert!(power_cuts > 0, "no seed cut the power");
 }
 
@@ -184,7 +186,11 @@ fn quiet_log_prewrites_its_spare() {
         let segs = core.journal(0).unwrap().segment_starts();
         let active = Path::new(LOG_DIR).join(strom::log::segment::segment_name(*segs.last().unwrap()));
         let disk = core.into_io().crash(&mut rng);
-        assert_eq!(disk.file(&active).map(|f| f.len() as u64), Some(cfg().segment_bytes), "seed {seed}: the active segment is not the pre-written spare");
+        assert_eq!(
+            disk.file(&active).map(|f| f.len() as u64),
+            Some(cfg().segment_bytes),
+            "seed {seed}: the active segment is not the pre-written spare"
+        );
         let mut core = open(disk, seed);
         let got = read_from(&mut core, 0);
         for (off, v) in &acked {

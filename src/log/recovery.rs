@@ -30,6 +30,14 @@ use crate::log::segment::{Segment, parse_segment_name};
 use crate::wire::batch::BatchInfo;
 
 pub const EPOCH_FILE: &str = "epoch";
+
+/// The file a clean stop leaves: the log's end (u64, little-endian), where
+/// its final checkpoint ends too, and the epoch that wrote it (u32): an open
+/// under a later epoch (an older binary that ignored the mark) voids it. Past that end a recycled or pre-written
+/// segment holds zeros or older frames; the mark lets the next open take the
+/// end as given instead of reading twice the tear window past it to judge a
+/// break that cannot be a torn tail. The open removes it before writing.
+pub const CLEAN_FILE: &str = "clean";
 /// Size of the epoch file: the epoch (u32) and where it began writing (u64).
 pub const EPOCH_FILE_BYTES: usize = 12;
 
@@ -191,7 +199,20 @@ pub fn recover<I: Io>(
     let mut reader = ChunkReader::new(limits.read_chunk_bytes);
 
     let floor_epoch = prior.epoch.min(ckpt.map_or(0, |c| c.epoch));
-    let scan = scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?;
+    let clean_end = read_clean_end(io, dir)?;
+    // After a clean stop at the checkpoint's end nothing past it belongs to
+    // the log, and nothing before it is unknown: no scan.
+    let clean = ckpt.is_some_and(|c| Some((c.covered_pos, prior.epoch)) == clean_end && scan_from == c.covered_pos);
+    if clean_end.is_some() && !limits.read_only {
+        // Removed durably before this open writes anything past the end.
+        io.remove(&dir.join(CLEAN_FILE))?;
+        io.sync_dir(dir)?;
+    }
+    let scan = if clean {
+        Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: scan_from }
+    } else {
+        scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?
+    };
     let last_epoch = scan.last_epoch;
     if let Stop::Break(x, why) = &scan.stop {
         judge_break(io, dir, &segments, *x, why, last_epoch, prior, limits, &mut reader, &mut report)?;
@@ -199,7 +220,11 @@ pub fn recover<I: Io>(
     // The new epoch is newer than every frame left past the end too: a later
     // scan that breaks where this epoch begins takes frames of this epoch or
     // newer past it for the log's (see `judge_break`).
-    let past = frames_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?;
+    let past = if clean {
+        PastEnd { newest_epoch: 0, frames_end: scan.aligned_end }
+    } else {
+        frames_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?
+    };
     let newest = prior.epoch.max(last_epoch).max(past.newest_epoch);
     // A frame or epoch file at u32::MAX leaves no newer epoch: wrapping to 0
     // would make every old frame look newer than what comes next (found by
@@ -222,6 +247,7 @@ pub fn recover<I: Io>(
     // frames of what it held before, which name other positions) was never
     // part of the log and is not counted as cut.
     let written_past = match &scan.stop {
+        Stop::End if clean => end,
         Stop::End => u64::MAX,
         Stop::Break(x, _) => past.frames_end.max(claimed_end(io, &segments, *x, limits, &mut reader, &mut report)?),
     };
@@ -248,6 +274,23 @@ pub fn recover<I: Io>(
 
 fn corrupt(dir: &Path, pos: u64, reason: String) -> StromError {
     StromError::Corrupt { path: dir.to_path_buf(), pos, reason }
+}
+
+/// The bytes of [`CLEAN_FILE`] for a log that ends at `end_pos` under `epoch`.
+pub fn encode_clean_end(end_pos: u64, epoch: u32) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&end_pos.to_le_bytes());
+    b[8..].copy_from_slice(&epoch.to_le_bytes());
+    b
+}
+
+/// The (end, epoch) a clean stop recorded ([`CLEAN_FILE`]), if any; a file
+/// of another size says nothing (the log is scanned as after a crash).
+fn read_clean_end<I: Io>(io: &mut I, dir: &Path) -> Result<Option<(u64, u32)>> {
+    Ok(io.read_file(&dir.join(CLEAN_FILE))?.and_then(|b| {
+        let b: [u8; 12] = b.as_slice().try_into().ok()?;
+        Some((u64::from_le_bytes(b[..8].try_into().ok()?), u32::from_le_bytes(b[8..].try_into().ok()?)))
+    }))
 }
 
 fn read_epoch<I: Io>(io: &mut I, dir: &Path) -> Result<EpochMark> {

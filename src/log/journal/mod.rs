@@ -271,7 +271,11 @@ impl<R> Journal<R> {
 
     /// True when no write, fsync or staged frame is outstanding (the spare's included).
     pub fn idle(&self) -> bool {
-        self.staging.is_none() && self.sealed.is_empty() && self.writing.is_empty() && self.fsyncs_in_flight == 0 && !self.spare_op_in_flight()
+        self.staging.is_none()
+            && self.sealed.is_empty()
+            && self.writing.is_empty()
+            && self.fsyncs_in_flight == 0
+            && !self.spare_op_in_flight()
     }
 
     /// Something to do at the next plan (a staged commit or a due fsync).

@@ -199,15 +199,7 @@ pub fn recover<I: Io>(
     let mut reader = ChunkReader::new(limits.read_chunk_bytes);
 
     let floor_epoch = prior.epoch.min(ckpt.map_or(0, |c| c.epoch));
-    let clean_end = read_clean_end(io, dir)?;
-    // After a clean stop at the checkpoint's end nothing past it belongs to
-    // the log, and nothing before it is unknown: no scan.
-    let clean = ckpt.is_some_and(|c| Some((c.covered_pos, prior.epoch)) == clean_end && scan_from == c.covered_pos);
-    if clean_end.is_some() && !limits.read_only {
-        // Removed durably before this open writes anything past the end.
-        io.remove(&dir.join(CLEAN_FILE))?;
-        io.sync_dir(dir)?;
-    }
+    let clean = take_clean_mark(io, dir, ckpt, scan_from, prior, limits.read_only)?;
     let scan = if clean {
         Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: scan_from }
     } else {
@@ -254,16 +246,7 @@ pub fn recover<I: Io>(
     report.bytes_cut = tail_bytes(io, &segments, end)?.min(written_past.saturating_sub(end));
     if !limits.read_only {
         report.segments_removed = remove_segments_after(io, dir, &mut segments, end, log_start)?;
-        // After a process kill, commits that were written but never synced
-        // (never acknowledged under `always`) sit in the page cache and pass
-        // the scan. Make them durable before they can be served, so that a
-        // reader never sees data a later power cut could take back.
-        for k in 0..segments.len() {
-            let seg = &segments[k];
-            if seg.start_pos < end && seg.start_pos + logical_len(io, &segments, k)? > scan_from {
-                io.sync_file(seg.file)?;
-            }
-        }
+        sync_scanned(io, &segments, scan_from, end)?;
     }
     if !limits.read_only {
         io.write_file_atomic(&dir.join(EPOCH_FILE), &EpochMark::encode(epoch, align_up(end)))?;
@@ -274,6 +257,41 @@ pub fn recover<I: Io>(
 
 fn corrupt(dir: &Path, pos: u64, reason: String) -> StromError {
     StromError::Corrupt { path: dir.to_path_buf(), pos, reason }
+}
+
+/// After a process kill, commits that were written but never synced (never
+/// acknowledged under `always`) sit in the page cache and pass the scan.
+/// Makes them durable before they can be served, so that a reader never sees
+/// data a later power cut could take back.
+fn sync_scanned<I: Io>(io: &mut I, segments: &VecDeque<Segment>, scan_from: u64, end: u64) -> Result<()> {
+    for k in 0..segments.len() {
+        let seg = &segments[k];
+        if seg.start_pos < end && seg.start_pos + logical_len(io, segments, k)? > scan_from {
+            io.sync_file(seg.file)?;
+        }
+    }
+    Ok(())
+}
+
+/// True when a clean stop left the log ending where its checkpoint does,
+/// under the epoch file's epoch: nothing past it belongs to the log and
+/// nothing before it is unknown, so no scan is needed. The mark is removed
+/// (durably, before this open writes anything) unless `read_only`.
+fn take_clean_mark<I: Io>(
+    io: &mut I,
+    dir: &Path,
+    ckpt: Option<&Checkpoint>,
+    scan_from: u64,
+    prior: EpochMark,
+    read_only: bool,
+) -> Result<bool> {
+    let clean_end = read_clean_end(io, dir)?;
+    let clean = ckpt.is_some_and(|c| Some((c.covered_pos, prior.epoch)) == clean_end && scan_from == c.covered_pos);
+    if clean_end.is_some() && !read_only {
+        io.remove(&dir.join(CLEAN_FILE))?;
+        io.sync_dir(dir)?;
+    }
+    Ok(clean)
 }
 
 /// The bytes of [`CLEAN_FILE`] for a log that ends at `end_pos` under `epoch`.

@@ -23,7 +23,7 @@ mod spare;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
 pub use retention::{Held, RetentionPass};
-pub use spare::{SPARE_QUIET_NS, SPARE_ZERO_CHUNK_BYTES, Spare};
+pub use spare::{SPARE_PREP_BYTES_PER_SEC, SPARE_QUIET_NS, SPARE_ZERO_CHUNK_BYTES, Spare};
 use spare::{SPARE_SLOT, SpareState, next_commit_seq};
 
 use crate::buf::{AlignedBuf, align_up};

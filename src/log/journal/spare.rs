@@ -13,7 +13,7 @@
 //!   the core's plan step has the log create the spare and write zeros into
 //!   it through the core's own ring, one [`SPARE_ZERO_CHUNK_BYTES`] write at
 //!   a time (so a commit that arrives meanwhile waits behind one chunk at
-//!   most), then fdatasync it. A log that is never quiet never pays the
+//!   most) and at most [`SPARE_PREP_BYTES_PER_SEC`], then fdatasync it. A log that is never quiet never pays the
 //!   second write of every byte that pre-writing costs; it rolls into fresh
 //!   space as before.
 //!
@@ -42,7 +42,12 @@ pub const SPARE_QUIET_NS: u64 = 2_000_000;
 
 /// Bytes of each zero write preparing a spare: the most a commit that
 /// arrives during preparation waits behind (one such write).
-pub const SPARE_ZERO_CHUNK_BYTES: usize = 256 << 10;
+pub const SPARE_ZERO_CHUNK_BYTES: usize = 128 << 10;
+
+/// The most disk bandwidth a log's spare preparation takes, even when the
+/// log is quiet: what its reads, other logs and a disk ceiling measured
+/// meanwhile lose at most (a 1 GiB spare takes 32 s of quiet to prepare).
+pub const SPARE_PREP_BYTES_PER_SEC: u64 = 32 << 20;
 
 /// How long a log waits to try again after the spare could not be created.
 const SPARE_RETRY_NS: u64 = 1_000_000_000;
@@ -75,6 +80,8 @@ pub(super) struct SpareState {
     busy_ns: u64,
     /// No spare is created before this time (after a failed create).
     retry_at_ns: u64,
+    /// No zero write is pushed before this time ([`SPARE_PREP_BYTES_PER_SEC`]).
+    next_chunk_ns: u64,
     /// An I/O error while preparing: this run prepares no more spares.
     prep_off: bool,
     /// The zeros the preparation writes, while no write owns them.
@@ -177,6 +184,9 @@ impl<R> Journal<R> {
         };
         let token = Token::new(if spare.prepared_bytes < spare.target_bytes { OpKind::Write } else { OpKind::Fsync }, self.id, SPARE_SLOT);
         if spare.prepared_bytes < spare.target_bytes {
+            if now < self.spare.next_chunk_ns {
+                return;
+            }
             let chunk_bytes = ((spare.target_bytes - spare.prepared_bytes) as usize).min(SPARE_ZERO_CHUNK_BYTES);
             let mut buf = self.spare.zeros.take().unwrap_or_else(|| {
                 let mut b = AlignedBuf::new(SPARE_ZERO_CHUNK_BYTES);
@@ -185,7 +195,10 @@ impl<R> Journal<R> {
             });
             buf.set_len(chunk_bytes);
             match io.push(Op::Write { file: spare.file, pos: spare.prepared_bytes, buf }, token.pack()) {
-                Ok(()) => self.spare.op_in_flight = true,
+                Ok(()) => {
+                    self.spare.op_in_flight = true;
+                    self.spare.next_chunk_ns = now + chunk_bytes as u64 * 1_000_000_000 / SPARE_PREP_BYTES_PER_SEC;
+                }
                 Err(Op::Write { buf, .. }) => self.spare.zeros = Some(buf),
                 Err(_) => unreachable!("push returns the op it was given"),
             }

@@ -74,7 +74,11 @@ impl<R> Journal<R> {
             // roll) or remove it first: if that fails, the segment stays
             // known and open.
             let oldest = oldest.clone();
-            if !self.recycle(io, &oldest)? {
+            let recycled = self.recycle(io, &oldest).unwrap_or_else(|e| {
+                tracing::warn!(log = self.id, error = %e, "cannot recycle a segment as the spare; removing it");
+                false
+            });
+            if !recycled {
                 io.remove(&oldest.path)?;
                 io.close(oldest.file);
             }

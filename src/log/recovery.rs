@@ -206,16 +206,13 @@ pub fn recover<I: Io>(
         scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?
     };
     let last_epoch = scan.last_epoch;
-    if let Stop::Break(x, why) = &scan.stop {
-        judge_break(io, dir, &segments, *x, why, last_epoch, prior, limits, &mut reader, &mut report)?;
-    }
     // The new epoch is newer than every frame left past the end too: a later
     // scan that breaks where this epoch begins takes frames of this epoch or
     // newer past it for the log's (see `judge_break`).
     let past = if clean {
         PastEnd { newest_epoch: 0, frames_end: scan.aligned_end }
     } else {
-        frames_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?
+        judge_and_look_past(io, dir, &segments, &scan, prior, limits, &mut reader, &mut report)?
     };
     let newest = prior.epoch.max(last_epoch).max(past.newest_epoch);
     // A frame or epoch file at u32::MAX leaves no newer epoch: wrapping to 0
@@ -431,22 +428,18 @@ fn follow_chain<I: Io>(
 /// that could belong to the log proves anything: one at least as new as the
 /// last good frame, and not a leftover the epoch file marks stale (those lie
 /// past the previous cut, and say nothing of the log before it).
-#[allow(clippy::too_many_arguments)]
-fn judge_break<I: Io>(
-    io: &mut I,
+fn judge_break(
     dir: &Path,
-    segments: &VecDeque<Segment>,
+    headers: &[(u64, FrameHeader)],
     x: u64,
     why: &FrameError,
     last_epoch: u32,
     prior: EpochMark,
     limits: &RecoverLimits,
-    reader: &mut ChunkReader,
-    report: &mut RecoveryReport,
 ) -> Result<()> {
-    headers_past(io, segments, x, limits, reader, report, &mut |p, h| {
+    for (p, h) in headers.iter().filter(|(p, _)| *p > x) {
         if h.epoch < last_epoch || prior.is_stale(h) {
-            return Ok(());
+            continue;
         }
         if h.durable_before > x {
             return Err(corrupt(
@@ -462,36 +455,50 @@ fn judge_break<I: Io>(
                 format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x),
             ));
         }
-        Ok(())
-    })?;
+    }
     tracing::info!(log = ?dir, pos = x, reason = %why, "cutting a torn tail that was never acknowledged");
     Ok(())
+}
+
+/// One read of the space past the end serves the judgement of a break (an
+/// Err if it is damage) and the epochs and ends of the frames left there.
+#[allow(clippy::too_many_arguments)]
+fn judge_and_look_past<I: Io>(
+    io: &mut I,
+    dir: &Path,
+    segments: &VecDeque<Segment>,
+    scan: &Scanned,
+    prior: EpochMark,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+) -> Result<PastEnd> {
+    let bound_from = match scan.stop {
+        Stop::Break(x, _) => x,
+        Stop::End => scan.aligned_end,
+    };
+    let headers = headers_past(io, segments, scan.aligned_end, bound_from, limits, reader, report)?;
+    if let Stop::Break(x, why) = &scan.stop {
+        judge_break(dir, &headers, *x, why, scan.last_epoch, prior, limits)?;
+    }
+    Ok(frames_past(&headers, scan.aligned_end))
 }
 
 /// What the frames verifying at their own positions past the log's end say.
 struct PastEnd {
     newest_epoch: u32,
-    /// The end of the furthest of them (capped at its file's end), or the
-    /// log's end when there is none.
+    /// The end of the furthest of them, or the log's end when there is none.
     frames_end: u64,
 }
 
-/// The frames found on block boundaries past `end` (see [`headers_past`]).
-fn frames_past<I: Io>(
-    io: &mut I,
-    segments: &VecDeque<Segment>,
-    end: u64,
-    limits: &RecoverLimits,
-    reader: &mut ChunkReader,
-    report: &mut RecoveryReport,
-) -> Result<PastEnd> {
+/// What the frames `headers` found past `end` say.
+fn frames_past(headers: &[(u64, FrameHeader)], end: u64) -> PastEnd {
     let mut past = PastEnd { newest_epoch: 0, frames_end: end };
-    headers_past(io, segments, end, limits, reader, report, &mut |_, h| {
+    for (_, h) in headers {
         past.newest_epoch = past.newest_epoch.max(h.epoch);
         past.frames_end = past.frames_end.max(h.end_pos());
-        Ok(())
-    })?;
-    Ok(past)
+    }
+    past
 }
 
 /// Where the frame at `x` (where the chain broke) claims to end, when its
@@ -526,21 +533,22 @@ pub fn past_break_scan_bytes(limits: &RecoverLimits) -> u64 {
     limits.tear_window_bytes.saturating_mul(2).max(BLOCK_BYTES as u64)
 }
 
-/// Calls `visit` with every frame header that verifies at its own position
-/// on a block boundary past `after`, up to [`past_break_scan_bytes`] past
-/// it, in the segment holding `after` and in every later one (whose first
-/// block is always looked at).
+/// Every frame header that verifies at its own position on a block boundary
+/// past `after`, up to [`past_break_scan_bytes`] past `bound_from` (the
+/// break), in the segment holding `after` and in every later one (whose
+/// first block is always looked at), in position order.
 fn headers_past<I: Io>(
     io: &mut I,
     segments: &VecDeque<Segment>,
     after: u64,
+    bound_from: u64,
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
-    visit: &mut dyn FnMut(u64, &FrameHeader) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<(u64, FrameHeader)>> {
+    let mut found = Vec::new();
     let first = segments.iter().rposition(|s| s.start_pos <= after).unwrap_or(0);
-    let stop_at = after.saturating_add(past_break_scan_bytes(limits));
+    let stop_at = bound_from.max(after).saturating_add(past_break_scan_bytes(limits));
     for (k, seg) in segments.iter().enumerate().skip(first) {
         let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
@@ -552,12 +560,12 @@ fn headers_past<I: Io>(
             let off = p - seg.start_pos;
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
             if let Ok(h) = frame::decode_header(bytes, p, limits.payload_bytes_max) {
-                visit(p, &h)?;
+                found.push((p, h));
             }
             p += BLOCK_BYTES as u64;
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The bytes of segment `k` that belong to the log: up to the next

@@ -265,3 +265,101 @@ fn damage_before_a_roll_is_proven_by_the_next_segment() {
     let inspected = strom::inspect::inspect_logs(&mut SimIo::new(disk, 3, SimFaults::default()), Path::new("/r"), 1, &cfg);
     assert!(matches!(inspected, Err(StromError::Corrupt { pos: 8192, .. })), "inspect: {:?}", inspected.err());
 }
+
+/// What fills a segment past the log's end when the file was written before
+/// it became this segment (DURABILITY.md, "Pre-written segments").
+#[derive(Debug, Clone, Copy)]
+enum Leftover {
+    /// Pre-written space: zeros.
+    Zeros,
+    /// A recycled segment: the frames it held when it was an older segment,
+    /// which name other positions.
+    StaleFrames,
+}
+
+/// `disk` with the last segment's bytes from `cut` on replaced by `fill`, up
+/// to the whole segment size, as if it were a recycled or pre-written file
+/// whose last commit was torn at `cut`.
+fn with_leftover(disk: &SimDisk, cut: u64, fill: Leftover) -> SimDisk {
+    let segs = segments(disk);
+    let (start, path) = segs.last().unwrap().clone();
+    let seg_bytes = sim_cfg().segment_bytes;
+    let len = seg_bytes - (cut - start);
+    let bytes = match fill {
+        Leftover::Zeros => vec![0u8; len as usize],
+        Leftover::StaleFrames => {
+            // The first segment's bytes at the same offsets: frames, valid
+            // where they were written, as a recycled file keeps them.
+            let first = disk.file(&segs[0].1).unwrap();
+            let mut b = vec![0u8; len as usize];
+            let from = ((cut - start) as usize).min(first.len());
+            let n = (first.len() - from).min(b.len());
+            b[..n].copy_from_slice(&first[from..from + n]);
+            b
+        }
+    };
+    let mut d = disk.clone();
+    d.write_at(&path, cut - start, &bytes);
+    d
+}
+
+// Proves recovery over a segment whose file was written before (recycled by
+// retention, or pre-written): with zeros or another segment's stale frames
+// past any point of its last segment, the log recovers to a prefix of its
+// records (a torn last commit is cut), the whole log when nothing was torn,
+// with no byte of the leftover counted as cut, and appends go on right after.
+#[test]
+fn leftover_space_past_the_end_is_the_end() {
+    let (disk, full) = build_log();
+    let segs = segments(&disk);
+    assert!(segs.len() >= 2, "the log should span segments: {segs:?}");
+    let (last_start, last_path) = segs.last().unwrap().clone();
+    let log_end = last_start + disk.file(&last_path).unwrap().len() as u64;
+    assert!(log_end - last_start < sim_cfg().segment_bytes, "the last segment must have room for leftover space");
+    for fill in [Leftover::Zeros, Leftover::StaleFrames] {
+        let mut recovered_before = 0;
+        let cuts: Vec<u64> = (last_start..log_end).step_by(512).chain([log_end]).collect();
+        for &cut in &cuts {
+            let d = with_leftover(&disk, cut, fill);
+            let (mut core, reports) = Core::open(SimIo::new(d, cut, SimFaults::default()), sim_cfg(), spec())
+                .unwrap_or_else(|e| panic!("{fill:?} past {cut}: did not recover: {e}"));
+            let report = &reports[0];
+            assert!(report.end_pos <= cut.next_multiple_of(4096), "{fill:?} past {cut}: the log ends at {}", report.end_pos);
+            // Only what was written for positions past the end counts as cut:
+            // up to the cut, and at most the frame that straddles it.
+            let straddling_bytes_max = 64 << 10;
+            assert!(
+                report.bytes_cut <= cut.saturating_sub(report.end_pos) + straddling_bytes_max,
+                "{fill:?} past {cut}: {} bytes cut, the log ends at {}",
+                report.bytes_cut,
+                report.end_pos
+            );
+            let mut recovered = 0;
+            for pid in 0..2u32 {
+                let got = read_partition(&mut core, pid);
+                recovered += got.len();
+                for (off, v) in &got {
+                    assert_eq!(full[pid as usize].get(off), Some(v), "{fill:?} past {cut}: pid {pid} offset {off} differs");
+                }
+                let (s, reply) = slot::<AppendAck>();
+                core.handle(Request::Append { pid, batch: ValidBatch::new(batch("after", 1, 0), 1 << 20).unwrap(), reply });
+                while s.lock().unwrap().is_none() {
+                    core.tick().unwrap();
+                }
+                assert_eq!(s.lock().unwrap().take().unwrap().unwrap().base_offset, got.len() as u64, "{fill:?} past {cut}: pid {pid}");
+            }
+            assert!(recovered >= recovered_before, "{fill:?} past {cut}: {recovered} records, fewer than a shorter cut's");
+            recovered_before = recovered;
+            if cut == log_end {
+                assert_eq!(report.bytes_cut, 0, "{fill:?}: leftover space counted as cut");
+                // What was appended after the open survives the next one.
+                let disk = core.into_io().process_exit();
+                let mut reopened = Core::open(SimIo::new(disk, cut, SimFaults::default()), sim_cfg(), spec()).unwrap().0;
+                for pid in 0..2u32 {
+                    assert_eq!(read_partition(&mut reopened, pid).len(), full[pid as usize].len() + 1, "{fill:?}: pid {pid} after reopen");
+                }
+            }
+        }
+        assert_eq!(recovered_before, full[0].len() + full[1].len(), "{fill:?}: the whole log did not recover every record");
+    }
+}

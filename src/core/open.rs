@@ -181,7 +181,9 @@ impl<I: Io> Core<I> {
             fsync_depth: self.cfg.fsync_depth,
             segment_bytes: self.cfg.segment_bytes,
         };
-        let journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
+        let mut journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
+        // A spare an earlier run recycled serves this run's next roll.
+        journal.adopt_spare(&mut self.io)?;
         self.checkpoint_bytes.insert(log, 0);
         self.checkpoint_pos.insert(log, ckpt.as_ref().map_or(0, |c| c.covered_pos));
         self.journals.insert(log, journal);

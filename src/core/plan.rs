@@ -6,6 +6,7 @@ use super::Core;
 use crate::io::Io;
 use crate::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use crate::log::journal::Held;
+use crate::log::recovery;
 use crate::partition::retention::live_segments;
 
 /// How often retention looks for segments to delete (and the longest a
@@ -56,6 +57,11 @@ impl<I: Io> Core<I> {
         let mut lent = Vec::new();
         for j in self.journals.values_mut() {
             j.plan(&mut self.io);
+            // After the commits: a quiet log prepares its spare segment
+            // (not while stopping: the stop waits for no spare op).
+            if !stopping {
+                j.plan_spare(&mut self.io);
+            }
             j.take_lent(&mut lent);
         }
         for i in lent {
@@ -73,9 +79,26 @@ impl<I: Io> Core<I> {
             return;
         }
         if self.journals.values().all(|j| j.failed().is_some() || (j.idle() && !j.has_pending())) {
+            self.mark_clean_ends();
             let reply = self.stop.take().expect("stop");
             self.stopped = true;
             reply(Ok(()));
+        }
+    }
+
+    /// At a clean stop, records each log's end where its final checkpoint
+    /// ends ([`recovery::CLEAN_FILE`]), so the next open reads nothing past
+    /// it (a pre-written or recycled segment has up to a segment of leftover
+    /// space there). A log whose checkpoint is behind gets no mark.
+    fn mark_clean_ends(&mut self) {
+        for (&log, j) in self.journals.iter() {
+            let end = j.visible_pos();
+            if j.failed().is_some() || self.checkpoint_pos.get(&log) != Some(&end) || j.durable_pos() != end {
+                continue;
+            }
+            if let Err(e) = self.io.write_file_atomic(&j.dir().join(recovery::CLEAN_FILE), &recovery::encode_clean_end(end, j.epoch())) {
+                tracing::warn!(log, %e, "clean end not recorded; the next open scans past it");
+            }
         }
     }
 

@@ -44,6 +44,11 @@ pub fn remove(path: &Path) -> Result<()> {
     std::fs::remove_file(path).map_err(|e| StromError::io(IoOp::Remove, path, &e))
 }
 
+/// Renames `from` to `to` (same file system); durable after [`sync_dir`].
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| StromError::io(IoOp::Rename, to, &e))
+}
+
 /// fsyncs a directory so that creations, removals and renames in it survive
 /// a power cut.
 pub fn sync_dir(dir: &Path) -> Result<()> {

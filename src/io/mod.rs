@@ -162,6 +162,11 @@ pub trait Io {
     fn sync_file(&mut self, file: FileId) -> Result<()>;
     /// Removes a file; the removal is durable after [`Io::sync_dir`].
     fn remove(&mut self, path: &Path) -> Result<()>;
+    /// Renames `from` to `to` in the same directory (replacing nothing: `to`
+    /// must not exist); open [`FileId`]s of the file stay valid. Durable
+    /// after [`Io::sync_dir`]. Segment rolls and retention use it to reuse
+    /// written space instead of allocating new space.
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<()>;
     /// fsyncs a directory, making creations and removals in it durable.
     fn sync_dir(&mut self, dir: &Path) -> Result<()>;
     /// Creates a directory and its parents (durable after syncing the parent).

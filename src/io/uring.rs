@@ -606,6 +606,16 @@ impl Io for UringIo {
         fs::remove(path)
     }
 
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(from, to)?;
+        // Open files keep their descriptor; their recorded path (for error
+        // messages) follows the name.
+        for (_, f) in self.files.iter_mut().filter(|(_, f)| f.path == from) {
+            f.path = to.to_path_buf();
+        }
+        Ok(())
+    }
+
     fn sync_dir(&mut self, dir: &Path) -> Result<()> {
         fs::sync_dir(dir)
     }

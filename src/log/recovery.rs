@@ -30,6 +30,14 @@ use crate::log::segment::{Segment, parse_segment_name};
 use crate::wire::batch::BatchInfo;
 
 pub const EPOCH_FILE: &str = "epoch";
+
+/// The file a clean stop leaves: the log's end (u64, little-endian), where
+/// its final checkpoint ends too, and the epoch that wrote it (u32): an open
+/// under a later epoch (an older binary that ignored the mark) voids it. Past that end a recycled or pre-written
+/// segment holds zeros or older frames; the mark lets the next open take the
+/// end as given instead of reading twice the tear window past it to judge a
+/// break that cannot be a torn tail. The open removes it before writing.
+pub const CLEAN_FILE: &str = "clean";
 /// Size of the epoch file: the epoch (u32) and where it began writing (u64).
 pub const EPOCH_FILE_BYTES: usize = 12;
 
@@ -191,15 +199,22 @@ pub fn recover<I: Io>(
     let mut reader = ChunkReader::new(limits.read_chunk_bytes);
 
     let floor_epoch = prior.epoch.min(ckpt.map_or(0, |c| c.epoch));
-    let scan = scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?;
+    let clean = take_clean_mark(io, dir, ckpt, scan_from, prior, limits.read_only)?;
+    let scan = if clean {
+        Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: scan_from }
+    } else {
+        scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?
+    };
     let last_epoch = scan.last_epoch;
-    if let Stop::Break(x, why) = &scan.stop {
-        judge_break(io, dir, &segments, *x, why, last_epoch, prior, limits, &mut reader, &mut report)?;
-    }
     // The new epoch is newer than every frame left past the end too: a later
     // scan that breaks where this epoch begins takes frames of this epoch or
     // newer past it for the log's (see `judge_break`).
-    let newest = prior.epoch.max(last_epoch).max(newest_epoch_past(io, &segments, scan.aligned_end, limits, &mut reader, &mut report)?);
+    let past = if clean {
+        PastEnd { newest_epoch: 0, frames_end: scan.aligned_end }
+    } else {
+        judge_and_look_past(io, dir, &segments, &scan, prior, limits, &mut reader, &mut report)?
+    };
+    let newest = prior.epoch.max(last_epoch).max(past.newest_epoch);
     // A frame or epoch file at u32::MAX leaves no newer epoch: wrapping to 0
     // would make every old frame look newer than what comes next (found by
     // the recovery_scan fuzz target), so such a log is refused.
@@ -215,19 +230,20 @@ pub fn recover<I: Io>(
         return Err(corrupt(dir, end, format!("the checkpoint covers up to {} but the log ends at {end}", c.covered_pos)));
     }
     report.end_pos = align_up(end);
-    report.bytes_cut = tail_bytes(io, &segments, end)?;
+    // Bytes past the end that were written for these positions: the
+    // unfinished commit up to the break (and the frame there) and any frame
+    // past it. The rest of a recycled or pre-written segment (its zeros, or
+    // frames of what it held before, which name other positions) was never
+    // part of the log and is not counted as cut.
+    let written_past = match &scan.stop {
+        Stop::End if clean => end,
+        Stop::End => u64::MAX,
+        Stop::Break(x, _) => past.frames_end.max(claimed_end(io, &segments, *x, limits, &mut reader, &mut report)?),
+    };
+    report.bytes_cut = tail_bytes(io, &segments, end)?.min(written_past.saturating_sub(end));
     if !limits.read_only {
         report.segments_removed = remove_segments_after(io, dir, &mut segments, end, log_start)?;
-        // After a process kill, commits that were written but never synced
-        // (never acknowledged under `always`) sit in the page cache and pass
-        // the scan. Make them durable before they can be served, so that a
-        // reader never sees data a later power cut could take back.
-        for k in 0..segments.len() {
-            let seg = &segments[k];
-            if seg.start_pos < end && seg.start_pos + logical_len(io, &segments, k)? > scan_from {
-                io.sync_file(seg.file)?;
-            }
-        }
+        sync_scanned(io, &segments, scan_from, end)?;
     }
     if !limits.read_only {
         io.write_file_atomic(&dir.join(EPOCH_FILE), &EpochMark::encode(epoch, align_up(end)))?;
@@ -238,6 +254,58 @@ pub fn recover<I: Io>(
 
 fn corrupt(dir: &Path, pos: u64, reason: String) -> StromError {
     StromError::Corrupt { path: dir.to_path_buf(), pos, reason }
+}
+
+/// After a process kill, commits that were written but never synced (never
+/// acknowledged under `always`) sit in the page cache and pass the scan.
+/// Makes them durable before they can be served, so that a reader never sees
+/// data a later power cut could take back.
+fn sync_scanned<I: Io>(io: &mut I, segments: &VecDeque<Segment>, scan_from: u64, end: u64) -> Result<()> {
+    for k in 0..segments.len() {
+        let seg = &segments[k];
+        if seg.start_pos < end && seg.start_pos + logical_len(io, segments, k)? > scan_from {
+            io.sync_file(seg.file)?;
+        }
+    }
+    Ok(())
+}
+
+/// True when a clean stop left the log ending where its checkpoint does,
+/// under the epoch file's epoch: nothing past it belongs to the log and
+/// nothing before it is unknown, so no scan is needed. The mark is removed
+/// (durably, before this open writes anything) unless `read_only`.
+fn take_clean_mark<I: Io>(
+    io: &mut I,
+    dir: &Path,
+    ckpt: Option<&Checkpoint>,
+    scan_from: u64,
+    prior: EpochMark,
+    read_only: bool,
+) -> Result<bool> {
+    let clean_end = read_clean_end(io, dir)?;
+    let clean = ckpt.is_some_and(|c| Some((c.covered_pos, prior.epoch)) == clean_end && scan_from == c.covered_pos);
+    if clean_end.is_some() && !read_only {
+        io.remove(&dir.join(CLEAN_FILE))?;
+        io.sync_dir(dir)?;
+    }
+    Ok(clean)
+}
+
+/// The bytes of [`CLEAN_FILE`] for a log that ends at `end_pos` under `epoch`.
+pub fn encode_clean_end(end_pos: u64, epoch: u32) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[..8].copy_from_slice(&end_pos.to_le_bytes());
+    b[8..].copy_from_slice(&epoch.to_le_bytes());
+    b
+}
+
+/// The (end, epoch) a clean stop recorded ([`CLEAN_FILE`]), if any; a file
+/// of another size says nothing (the log is scanned as after a crash).
+fn read_clean_end<I: Io>(io: &mut I, dir: &Path) -> Result<Option<(u64, u32)>> {
+    Ok(io.read_file(&dir.join(CLEAN_FILE))?.and_then(|b| {
+        let b: [u8; 12] = b.as_slice().try_into().ok()?;
+        Some((u64::from_le_bytes(b[..8].try_into().ok()?), u32::from_le_bytes(b[8..].try_into().ok()?)))
+    }))
 }
 
 fn read_epoch<I: Io>(io: &mut I, dir: &Path) -> Result<EpochMark> {
@@ -360,22 +428,18 @@ fn follow_chain<I: Io>(
 /// that could belong to the log proves anything: one at least as new as the
 /// last good frame, and not a leftover the epoch file marks stale (those lie
 /// past the previous cut, and say nothing of the log before it).
-#[allow(clippy::too_many_arguments)]
-fn judge_break<I: Io>(
-    io: &mut I,
+fn judge_break(
     dir: &Path,
-    segments: &VecDeque<Segment>,
+    headers: &[(u64, FrameHeader)],
     x: u64,
     why: &FrameError,
     last_epoch: u32,
     prior: EpochMark,
     limits: &RecoverLimits,
-    reader: &mut ChunkReader,
-    report: &mut RecoveryReport,
 ) -> Result<()> {
-    headers_past(io, segments, x, limits, reader, report, &mut |p, h| {
+    for (p, h) in headers.iter().filter(|(p, _)| *p > x) {
         if h.epoch < last_epoch || prior.is_stale(h) {
-            return Ok(());
+            continue;
         }
         if h.durable_before > x {
             return Err(corrupt(
@@ -391,58 +455,117 @@ fn judge_break<I: Io>(
                 format!("{why}, with valid frames {} bytes later, beyond any write that could have been in flight", p - x),
             ));
         }
-        Ok(())
-    })?;
+    }
     tracing::info!(log = ?dir, pos = x, reason = %why, "cutting a torn tail that was never acknowledged");
     Ok(())
 }
 
-/// The newest epoch of the frames found on block boundaries past `end`.
-fn newest_epoch_past<I: Io>(
+/// One read of the space past the end serves the judgement of a break (an
+/// Err if it is damage) and the epochs and ends of the frames left there.
+#[allow(clippy::too_many_arguments)]
+fn judge_and_look_past<I: Io>(
     io: &mut I,
+    dir: &Path,
     segments: &VecDeque<Segment>,
-    end: u64,
+    scan: &Scanned,
+    prior: EpochMark,
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
-) -> Result<u32> {
-    let mut newest = 0;
-    headers_past(io, segments, end, limits, reader, report, &mut |_, h| {
-        newest = newest.max(h.epoch);
-        Ok(())
-    })?;
-    Ok(newest)
+) -> Result<PastEnd> {
+    let bound_from = match scan.stop {
+        Stop::Break(x, _) => x,
+        Stop::End => scan.aligned_end,
+    };
+    let headers = headers_past(io, segments, scan.aligned_end, bound_from, limits, reader, report)?;
+    if let Stop::Break(x, why) = &scan.stop {
+        judge_break(dir, &headers, *x, why, scan.last_epoch, prior, limits)?;
+    }
+    Ok(frames_past(&headers, scan.aligned_end))
 }
 
-/// Calls `visit` with every frame header that verifies at its own position
-/// on a block boundary past `after`, in the segment holding `after` and in
-/// every later one.
+/// What the frames verifying at their own positions past the log's end say.
+struct PastEnd {
+    newest_epoch: u32,
+    /// The end of the furthest of them, or the log's end when there is none.
+    frames_end: u64,
+}
+
+/// What the frames `headers` found past `end` say.
+fn frames_past(headers: &[(u64, FrameHeader)], end: u64) -> PastEnd {
+    let mut past = PastEnd { newest_epoch: 0, frames_end: end };
+    for (_, h) in headers {
+        past.newest_epoch = past.newest_epoch.max(h.epoch);
+        past.frames_end = past.frames_end.max(h.end_pos());
+    }
+    past
+}
+
+/// Where the frame at `x` (where the chain broke) claims to end, when its
+/// header verifies there; else `x` (nothing there was written for it as far
+/// as can be told: zeros, damage, or a recycled file's older frame).
+fn claimed_end<I: Io>(
+    io: &mut I,
+    segments: &VecDeque<Segment>,
+    x: u64,
+    limits: &RecoverLimits,
+    reader: &mut ChunkReader,
+    report: &mut RecoveryReport,
+) -> Result<u64> {
+    let Some(seg) = segments.iter().rev().find(|s| s.start_pos <= x) else { return Ok(x) };
+    let bytes = reader.bytes_at(io, seg.file, x - seg.start_pos, HEADER_BYTES, &mut report.bytes_scanned)?;
+    Ok(match frame::decode_header(bytes, x, limits.payload_bytes_max) {
+        Ok(h) => h.end_pos(),
+        Err(_) => x,
+    })
+}
+
+/// How far past a break recovery looks for frames: twice the tear window.
+/// Frames can legitimately lie past a break only within the tear window
+/// (commits in flight at the crash); if the log went on past the window, the
+/// first commit that starts past it starts within one more commit (at most
+/// one write buffer, no more than the window), so a frame that proves damage
+/// is found in this range. Past it lies, in a recycled or pre-written
+/// segment, up to a segment of space that never held this log's frames:
+/// reading all of it would make every open read up to `segment_bytes` twice.
+/// Later segments' first blocks are always checked, wherever they start.
+pub fn past_break_scan_bytes(limits: &RecoverLimits) -> u64 {
+    limits.tear_window_bytes.saturating_mul(2).max(BLOCK_BYTES as u64)
+}
+
+/// Every frame header that verifies at its own position on a block boundary
+/// past `after`, up to [`past_break_scan_bytes`] past `bound_from` (the
+/// break), in the segment holding `after` and in every later one (whose
+/// first block is always looked at), in position order.
 fn headers_past<I: Io>(
     io: &mut I,
     segments: &VecDeque<Segment>,
     after: u64,
+    bound_from: u64,
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
-    visit: &mut dyn FnMut(u64, &FrameHeader) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<(u64, FrameHeader)>> {
+    let mut found = Vec::new();
     let first = segments.iter().rposition(|s| s.start_pos <= after).unwrap_or(0);
+    let stop_at = bound_from.max(after).saturating_add(past_break_scan_bytes(limits));
     for (k, seg) in segments.iter().enumerate().skip(first) {
         let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
-        // A later segment's first block counts too: it holds the first
-        // commit written after the roll.
+        // A later segment's first block counts too, however far: it holds
+        // the first commit written after the roll.
         let mut p = if seg.start_pos > after { seg.start_pos } else { align_up(after + 1) };
-        while p - seg.start_pos < file_len {
+        let seg_stop = stop_at.max(seg.start_pos + BLOCK_BYTES as u64);
+        while p - seg.start_pos < file_len && p < seg_stop {
             let off = p - seg.start_pos;
             let bytes = reader.bytes_at(io, seg.file, off, HEADER_BYTES + frame::BATCH_PREFIX_BYTES, &mut report.bytes_scanned)?;
             if let Ok(h) = frame::decode_header(bytes, p, limits.payload_bytes_max) {
-                visit(p, &h)?;
+                found.push((p, h));
             }
             p += BLOCK_BYTES as u64;
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// The bytes of segment `k` that belong to the log: up to the next

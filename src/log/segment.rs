@@ -5,6 +5,11 @@ use crate::io::FileId;
 
 pub const SEGMENT_SUFFIX: &str = ".seg";
 
+/// The name of a log's spare segment: written space (a segment retention
+/// dropped) kept to become the next segment. Not a segment name (it does
+/// not end in [`SEGMENT_SUFFIX`]), so recovery never scans it as the log.
+pub const SPARE_NAME: &str = "spare.seg.tmp";
+
 /// The directory of log `log` inside a data directory.
 pub fn log_dir(data_dir: &Path, log: u32) -> PathBuf {
     data_dir.join(format!("log-{log:04}"))
@@ -44,5 +49,6 @@ mod tests {
         assert_eq!(parse_segment_name("checkpoint"), None);
         assert_eq!(parse_segment_name("0000000000000000000x.seg"), None);
         assert!(segment_name(1) < segment_name(20));
+        assert_eq!(parse_segment_name(SPARE_NAME), None, "a spare is never taken for a segment");
     }
 }

@@ -152,6 +152,10 @@ registry! {
             "Audit, must stay 0: writes that would have started below the acknowledged or durable position.";
         retention_deleted_bytes => RetentionDeletedBytes, Counter, "strom_retention_deleted_bytes_total",
             "Log bytes of segments retention deleted (no partition had live data in them).";
+        segments_recycled => LogSegmentsRecycled, Counter, "strom_log_segments_recycled_total",
+            "Segments retention dropped that became the log's spare (renamed, not removed).";
+        segments_reused => LogSegmentsReused, Counter, "strom_log_segments_reused_total",
+            "Segment rolls that renamed the spare into place instead of creating a file.";
         live_bytes => LogLiveBytes, Gauge, "strom_log_live_bytes",
             "Log bytes in segments holding data some topic keeps (as of the last retention pass).";
         reclaimable_bytes => LogReclaimableBytes, Gauge, "strom_log_reclaimable_bytes",

@@ -44,6 +44,8 @@ pub(super) fn apply(image: &mut Vec<u8>, pos: u64, data: &[u8]) {
 pub(super) enum NameOp {
     Link(PathBuf, u64),
     Unlink(PathBuf),
+    /// An atomic rename (from, to, inode): a power cut keeps it whole or not at all.
+    Rename(PathBuf, PathBuf, u64),
 }
 
 /// The disk that outlives a [`SimIo`]: files, names, and what is durable.
@@ -75,6 +77,10 @@ impl SimDisk {
             }
             NameOp::Unlink(p) => {
                 names.remove(p);
+            }
+            NameOp::Rename(from, to, i) => {
+                names.remove(from);
+                names.insert(to.clone(), *i);
             }
         }
     }
@@ -125,6 +131,14 @@ impl SimDisk {
         inode.unsynced.clear();
         inode.live.truncate(len as usize);
         inode.durable.truncate(len as usize);
+    }
+
+    /// Writes `data` at `pos` of `path` in both images, growing it as
+    /// needed (tests: space left in a file by an earlier use of it).
+    pub fn write_at(&mut self, path: &Path, pos: u64, data: &[u8]) {
+        let inode = self.inodes.get_mut(&self.names_live[path]).expect("file exists");
+        apply(&mut inode.live, pos, data);
+        apply(&mut inode.durable, pos, data);
     }
 
     /// Removes `path` durably (tests).

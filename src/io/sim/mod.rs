@@ -600,9 +600,21 @@ impl Io for SimIo {
         Ok(())
     }
 
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
+        if self.disk.names_live.contains_key(to) {
+            return Err(StromError::Io { op: IoOp::Rename, path: to.to_path_buf(), errno: libc::EEXIST });
+        }
+        let inode = self.disk.names_live.remove(from).ok_or_else(|| Self::not_found(IoOp::Rename, from))?;
+        // One atomic directory change: a power cut before the directory
+        // sync leaves the old name or the new one, never both or neither.
+        self.disk.names_live.insert(to.to_path_buf(), inode);
+        self.disk.names_unsynced.push(NameOp::Rename(from.to_path_buf(), to.to_path_buf(), inode));
+        Ok(())
+    }
+
     fn sync_dir(&mut self, dir: &Path) -> Result<()> {
         let (mine, others): (Vec<NameOp>, Vec<NameOp>) = self.disk.names_unsynced.drain(..).partition(|op| match op {
-            NameOp::Link(p, _) | NameOp::Unlink(p) => p.parent() == Some(dir),
+            NameOp::Link(p, _) | NameOp::Unlink(p) | NameOp::Rename(_, p, _) => p.parent() == Some(dir),
         });
         for op in &mine {
             SimDisk::apply_name(&mut self.disk.names_durable, op);

@@ -19,11 +19,14 @@ use std::path::{Path, PathBuf};
 mod failure;
 mod full;
 mod retention;
+mod spare;
 #[cfg(test)]
 mod tests;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
 pub use retention::{Held, RetentionPass};
+pub use spare::{SPARE_PREP_BYTES_PER_SEC, SPARE_QUIET_NS, SPARE_ZERO_CHUNK_BYTES, Spare};
+use spare::{SPARE_SLOT, SpareState, next_commit_seq};
 
 use crate::buf::{AlignedBuf, align_up};
 use crate::config::FsyncPolicy;
@@ -167,6 +170,8 @@ pub struct Journal<R> {
     misaim_bytes: u64,
     /// The failure's trusted end was written to [`FAILED_FILE`] (or tried).
     failure_recorded: bool,
+    /// Written space kept to become the next segment, and its preparation (see `spare.rs`).
+    spare: SpareState,
 }
 
 /// Where a recovered log continues.
@@ -221,6 +226,7 @@ impl<R> Journal<R> {
             lent: Vec::new(),
             misaim_bytes: 0,
             failure_recorded: false,
+            spare: SpareState::default(),
         }
     }
 
@@ -288,9 +294,13 @@ impl<R> Journal<R> {
         i.checked_sub(1).map(move |i| &mut self.segments[i])
     }
 
-    /// True when no write, fsync or staged frame is outstanding.
+    /// True when no write, fsync or staged frame is outstanding (the spare's included).
     pub fn idle(&self) -> bool {
-        self.staging.is_none() && self.sealed.is_empty() && self.writing.is_empty() && self.fsyncs_in_flight == 0
+        self.staging.is_none()
+            && self.sealed.is_empty()
+            && self.writing.is_empty()
+            && self.fsyncs_in_flight == 0
+            && !self.spare_op_in_flight()
     }
 
     /// Something to do at the next plan (a staged commit or a due fsync).
@@ -340,7 +350,7 @@ impl<R> Journal<R> {
             let buf = self.take_buffer().ok_or(StageError::NoBuffer)?;
             let file = self.segments.back().expect("active segment").file;
             let seq = self.next_seq;
-            self.next_seq = self.next_seq.wrapping_add(1);
+            self.next_seq = next_commit_seq(self.next_seq);
             self.staging = Some(Commit {
                 seq,
                 start_pos: self.planned_pos,
@@ -411,24 +421,29 @@ impl<R> Journal<R> {
     }
 
     /// Starts a new segment at `planned_pos` (block-aligned: staging was sealed).
-    /// The file is created and its directory synced before any write into it,
-    /// so a durable frame never sits in a file whose name is not durable.
+    /// The file is the spare renamed into place when the log has one (written
+    /// space: commits into it persist no allocation), else a new file. Either
+    /// way its directory is synced before any write into it, so a durable
+    /// frame never sits in a file whose name is not durable.
     fn roll<I: Io>(&mut self, io: &mut I) -> Result<()> {
         debug_assert!(self.staging.is_none());
         let start = self.planned_pos;
         let path = self.dir.join(segment_name(start));
-        let file = match io.create(&path) {
-            Ok(file) => file,
-            // Nothing was created: this append is refused, the log goes on
-            // (the next append tries the roll again).
-            Err(StromError::Io { errno, .. }) if classify_errno(errno) == Errno::NoSpace => {
-                tracing::warn!(log = self.id, path = %path.display(), "disk full: cannot create the next segment");
-                return Err(StromError::DiskFull { log: self.id });
-            }
-            Err(e) => {
-                self.fail(e.clone());
-                return Err(e);
-            }
+        let file = match self.take_spare_as(io, &path) {
+            Some(file) => file,
+            None => match io.create(&path) {
+                Ok(file) => file,
+                // Nothing was created: this append is refused, the log goes on
+                // (the next append tries the roll again).
+                Err(StromError::Io { errno, .. }) if classify_errno(errno) == Errno::NoSpace => {
+                    tracing::warn!(log = self.id, path = %path.display(), "disk full: cannot create the next segment");
+                    return Err(StromError::DiskFull { log: self.id });
+                }
+                Err(e) => {
+                    self.fail(e.clone());
+                    return Err(e);
+                }
+            },
         };
         crate::failpoint!("roll_before_dir_sync");
         match io.sync_dir(&self.dir) {
@@ -544,7 +559,7 @@ impl<R> Journal<R> {
         if pushed == files.len() {
             self.last_fsync_ns = io.now_ns();
         }
-        self.next_round_id = self.next_round_id.wrapping_add(1);
+        self.next_round_id = next_commit_seq(self.next_round_id);
         self.fsyncs_in_flight += pushed;
         self.fsync_rounds.push_back(FsyncRound { id, ops_left: pushed, target_pos });
     }
@@ -552,6 +567,7 @@ impl<R> Journal<R> {
     /// Handles the completion of one of this log's operations.
     pub fn on_completion(&mut self, kind: OpKind, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
         match kind {
+            OpKind::Write | OpKind::Fsync if seq == SPARE_SLOT => self.on_spare_completion(kind, result, buf),
             OpKind::Write => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
             OpKind::Fsync => self.on_fsync(seq, result),
             _ => unreachable!("{kind:?} is not a journal op"),

@@ -1,6 +1,7 @@
 //! Retention: whole old segments deleted once none of their data is live
 //! for any partition, never the active one, one a read still uses, or one
-//! the durable checkpoint has not passed.
+//! the durable checkpoint has not passed. The first one dropped while the
+//! log has no spare is recycled as the spare instead (`spare.rs`).
 use super::*;
 
 /// Why the oldest dead segment left is not deleted yet.
@@ -69,10 +70,19 @@ impl<R> Journal<R> {
                 pass.held = Some(Held::Checkpoint);
                 break;
             }
-            // Remove first: if that fails, the segment stays known and open.
-            io.remove(&oldest.path)?;
+            // Recycle (the log's spare: its written space serves the next
+            // roll) or remove it first: if that fails, the segment stays
+            // known and open.
+            let oldest = oldest.clone();
+            let recycled = self.recycle(io, &oldest).unwrap_or_else(|e| {
+                tracing::warn!(log = self.id, error = %e, "cannot recycle a segment as the spare; removing it");
+                false
+            });
+            if !recycled {
+                io.remove(&oldest.path)?;
+                io.close(oldest.file);
+            }
             let seg = self.segments.pop_front().expect("oldest");
-            io.close(seg.file);
             pass.deleted_bytes += next_start - seg.start_pos;
             self.log_start = next_start;
             pass.moved = Some(next_start);

@@ -302,7 +302,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
     let mut notes = Vec::new();
 
     // Ceilings take as long as the run measures, up to 2 s (TCP) and the
-    // disk's bounds in ceiling.rs (about 5 s, after the run and read-back).
+    // disk's bounds in ceiling.rs (about 5 s, after the run and read-back, with the embedded broker stopped).
     let tcp = if ceiling { Some(ceiling::loopback_tcp(Duration::from_secs_f64(s.duration.min(2.0)))?) } else { None };
 
     let scratch;
@@ -335,12 +335,26 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
         scratch = None;
         (Target::Remote, addr)
     };
-    let result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, ceiling, &mut notes);
-    if let Target::Embedded { server, dir, remove } = target {
-        server.shutdown().map_err(|e| format!("embedded broker shutdown: {e}"))?;
-        if remove {
-            std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    let mut result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, ceiling, &mut notes);
+    // The disk's ceilings are measured with the embedded broker stopped, so
+    // that nothing of its own (a spare segment's preparation) shares the disk.
+    let (disk_dir, remove) = match target {
+        Target::Embedded { server, dir, remove } => {
+            server.shutdown().map_err(|e| format!("embedded broker shutdown: {e}"))?;
+            (Some(dir), remove)
         }
+        Target::Remote => (a.data_dir.clone(), false),
+    };
+    if let (Ok(report), true, Some(dir)) = (&mut result, ceiling, &disk_dir) {
+        let write_bytes = report.avg_write_bytes().map_or(s.batch_bytes, |b| b as usize).div_ceil(4096) * 4096;
+        let d = ceiling::disks(dir, write_bytes, s.duration)?;
+        (report.disk, report.disk_best, report.disk_read) = (Some(d.loop_at_write_size), Some(d.best), Some(d.read));
+    }
+    if let Ok(report) = &result {
+        output(a, report)?;
+    }
+    if let (true, Some(dir)) = (remove, &disk_dir) {
+        std::fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
     }
     drop(scratch);
     result
@@ -685,18 +699,6 @@ fn drive(
         }
         Target::Remote => 0,
     };
-    if ceiling {
-        let dir = match target {
-            Target::Embedded { dir, .. } => Some(dir.clone()),
-            Target::Remote => a.data_dir.clone(),
-        };
-        if let Some(dir) = dir {
-            let write_bytes = report.avg_write_bytes().map_or(s.batch_bytes, |b| b as usize);
-            let write_bytes = write_bytes.div_ceil(4096) * 4096;
-            let d = ceiling::disks(&dir, write_bytes, s.duration)?;
-            (report.disk, report.disk_best, report.disk_read) = (Some(d.loop_at_write_size), Some(d.best), Some(d.read));
-        }
-    }
     let fsync = a.fsync.unwrap_or(FsyncPolicy::Always);
     let target_text = match target {
         Target::Embedded { dir, .. } => format!("embedded broker ({broker_cores} core(s), fsync {fsync}, data dir {})", dir.display()),
@@ -724,7 +726,6 @@ fn drive(
         "cores": (broker_cores > 0).then_some(broker_cores), "fsync": matches!(target, Target::Embedded { .. }).then(|| fsync.to_string()),
         "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction,
     });
-    output(a, &report)?;
     Ok(report)
 }
 

@@ -29,8 +29,9 @@ use crate::error::{IoOp, Result, StromError};
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io, Op};
 use crate::metrics::ReadMetrics;
-use crate::partition::{Partition, Pid};
+use crate::partition::{IndexEntry, Partition, Pid};
 
+use crate::log::frame::HEADER_BYTES;
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
 pub use poll::PARKED_READS_MAX;
 use poll::ParkedPolls;
@@ -218,7 +219,11 @@ impl ReadPath {
                 return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
             }
             ReadMode::Fetch { .. } if offset == end => return self.answer(pid, mode, Ok(()), empty(), end, (end, start)),
-            ReadMode::Fetch { .. } => p.index.floor(offset),
+            // Exactly the partition's runs when they reach back to the offset.
+            ReadMode::Fetch { .. } => match p.runs.find_offset(offset).and_then(|i| p.runs.get(i)) {
+                Some(r) => Some(IndexEntry { offset: r.first_offset, pos: r.pos, max_ts_ms: i64::MIN }),
+                None => p.index.floor(offset),
+            },
             ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => {
                 return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
             }
@@ -226,6 +231,7 @@ impl ReadPath {
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
+        let dense = matches!(mode, ReadMode::Fetch { .. }) && p.runs.find_offset(offset).is_some();
         let (out, headroom_bytes, budget_bytes) = self.answer_buffer(&mode);
         if let ReadOut::Registered(b) = &out {
             cx.lent.lend(b.fixed_index());
@@ -250,6 +256,8 @@ impl ReadPath {
             read_len: 0,
             chunk_at_end: false,
             in_flight: false,
+            dense,
+            served_disk_bytes: 0,
         });
         self.advance(cx, slot);
     }
@@ -307,7 +315,7 @@ impl ReadPath {
         // partition sharing its log with many) read two index intervals: its
         // next batch usually starts within one, and the read should hold it
         // whole, or each of its batches costs a full buffer or two reads.
-        let dense = c.chunk.as_ref().is_some_and(|(_, b)| c.chunk_hit_bytes * 2 >= b.len());
+        let packed = c.chunk.as_ref().is_some_and(|(_, b)| c.chunk_hit_bytes * 2 >= b.len());
         let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
         let mut buf = match c.chunk.take() {
             Some((_, b)) => b,
@@ -323,8 +331,20 @@ impl ReadPath {
             self.read_bufs.push(buf);
             return self.finish(cx, slot, Err(err));
         };
-        let wanted = (c.pos - pos) as usize + need_bytes.max(probe_bytes);
-        let len = if dense { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
+        let len = if c.dense {
+            // Exactly the runs ahead (merged across small gaps), within the
+            // buffer, the segment and what the answer's budget still takes.
+            let seg_end = seg.next_start_pos.unwrap_or(u64::MAX);
+            let taken = c.out.len().saturating_sub(c.headroom_bytes);
+            let budget_left = c.budget_bytes.saturating_sub(taken).max(need_bytes) as u64;
+            let end_max = (pos + buf.capacity() as u64).min(seg_end).min(c.pos + budget_left + budget_left / 16 + HEADER_BYTES as u64);
+            let end = cursor::runs_read_end(cx.partitions.get(&c.pid).expect("a read's partition"), c.pos, end_max);
+            let wanted = (end - pos).max((c.pos - pos) + need_bytes as u64);
+            (align_up(wanted) as usize).min(buf.capacity())
+        } else {
+            let wanted = (c.pos - pos) as usize + need_bytes.max(probe_bytes);
+            if packed { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) }
+        };
         debug_assert!((c.pos - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
         buf.set_len(0);
         let fixed = buf.fixed_index();
@@ -360,6 +380,7 @@ impl ReadPath {
             let path = log.path_at(pos);
             return self.finish(cx, slot, Err(StromError::Io { op: IoOp::Read, path, errno }));
         }
+        self.metrics.disk_bytes += buf.len() as u64;
         if let Some(next_start) = seg.and_then(|s| s.next_start_pos) {
             buf.set_len(buf.len().min((next_start - pos) as usize));
         }
@@ -382,6 +403,10 @@ impl ReadPath {
         debug_assert!(!c.in_flight);
         if let Some((_, b)) = c.chunk {
             self.read_bufs.push(b);
+        }
+        if res.is_ok() && matches!(c.mode, ReadMode::Fetch { .. }) {
+            self.metrics.served_bytes += c.out.len().saturating_sub(c.headroom_bytes) as u64;
+            self.metrics.served_disk_bytes += c.served_disk_bytes as u64;
         }
         let ends = cx.partitions.get(&c.pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
         let out = match (c.out, &res) {

@@ -97,6 +97,9 @@ pub(crate) struct Cursor {
     pub dense: bool,
     /// Batch bytes this read served from disk reads (its amplification's denominator).
     pub served_disk_bytes: usize,
+    /// Log position just past the last batch served (0: none yet): where
+    /// the batch at `next_offset` starts when it is in the same run.
+    pub served_end_pos: u64,
 }
 
 pub(crate) enum Step {
@@ -184,6 +187,7 @@ impl Cursor {
                     return Step::Done(Ok(()));
                 }
                 self.out.extend(payload);
+                self.served_end_pos = h.end_pos();
                 if from_disk {
                     self.chunk_hit_bytes += payload.len();
                     self.served_disk_bytes += payload.len();

@@ -15,6 +15,7 @@
 //! partitions and its table of lent registered buffers.
 pub mod cursor;
 pub mod poll;
+mod resume;
 pub mod sink;
 pub mod view;
 
@@ -29,12 +30,13 @@ use crate::error::{IoOp, Result, StromError};
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io, Op};
 use crate::metrics::ReadMetrics;
-use crate::partition::{IndexEntry, Partition, Pid};
+use crate::partition::{Partition, Pid};
 
 use crate::log::frame::HEADER_BYTES;
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
 pub use poll::PARKED_READS_MAX;
 use poll::ParkedPolls;
+use resume::ResumeHints;
 pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, SinkFlow, once};
 use view::LogView;
 
@@ -84,6 +86,9 @@ pub struct ReadPath {
     /// The read path's section of its core's metrics (gauges sampled by
     /// [`ReadPath::metrics`]).
     metrics: ReadMetrics,
+    /// Where each partition's last dense fetch stopped, so the next one
+    /// starts there rather than at the start of its run.
+    resume: ResumeHints,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
 }
@@ -100,6 +105,7 @@ impl ReadPath {
             parked: ParkedPolls::new(),
             resumed: VecDeque::new(),
             metrics: ReadMetrics::default(),
+            resume: ResumeHints::default(),
             serve_unretired: false,
         }
     }
@@ -221,7 +227,7 @@ impl ReadPath {
             ReadMode::Fetch { .. } if offset == end => return self.answer(pid, mode, Ok(()), empty(), end, (end, start)),
             // Exactly the partition's runs when they reach back to the offset.
             ReadMode::Fetch { .. } => match p.runs.find_offset(offset).and_then(|i| p.runs.get(i)) {
-                Some(r) => Some(IndexEntry { offset: r.first_offset, pos: r.pos, max_ts_ms: i64::MIN }),
+                Some(r) => Some(self.resume.start_in(pid, offset, r)),
                 None => p.index.floor(offset),
             },
             ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => {
@@ -258,6 +264,7 @@ impl ReadPath {
             in_flight: false,
             dense,
             served_disk_bytes: 0,
+            served_end_pos: 0,
         });
         self.advance(cx, slot);
     }
@@ -403,6 +410,9 @@ impl ReadPath {
         debug_assert!(!c.in_flight);
         if let Some((_, b)) = c.chunk {
             self.read_bufs.push(b);
+        }
+        if res.is_ok() && c.dense && c.served_end_pos > 0 {
+            self.resume.note(c.pid, c.next_offset, c.served_end_pos);
         }
         if res.is_ok() && matches!(c.mode, ReadMode::Fetch { .. }) {
             self.metrics.served_bytes += c.out.len().saturating_sub(c.headroom_bytes) as u64;

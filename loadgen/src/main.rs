@@ -419,6 +419,14 @@ fn log_totals(target: &Target) -> Option<(u64, u64, u64)> {
     Some(cores.iter().fold((0, 0, 0), |(w, f, b), m| (w + m.log.writes, f + m.log.fsyncs, b + m.log.bytes_written)))
 }
 
+/// The broker's read totals (embedded only): disk bytes read, batch bytes
+/// served, and those served from disk.
+fn read_totals(target: &Target) -> Option<(u64, u64, u64)> {
+    let Target::Embedded { server, .. } = target else { return None };
+    let cores = server.engine().metrics().ok()?;
+    Some(cores.iter().fold((0, 0, 0), |(d, s, f), m| (d + m.read.disk_bytes, s + m.read.served_bytes, f + m.read.served_disk_bytes)))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_phase(
     s: &Settings,
@@ -625,10 +633,12 @@ fn drive(
     let acked_main = merged_acked(&main.outcomes);
     let mut acked_all = merged_acked(&all);
     merge_into(&mut acked_all, &acked_main);
-    let mut readback = None;
+    let (mut readback, mut readback_disk) = (None, None);
     if s.consumers == 0 {
         // Nobody read at the tail: read back everything this run wrote.
+        let before = read_totals(target);
         let (back, outcomes) = read_back(s, a, target, &layout, (run_id, final_ends), threads, cpus, &acked_all, &mut verify)?;
+        readback_disk = before.zip(read_totals(target)).map(|(b, e)| (e.0 - b.0, e.1 - b.1, e.2 - b.2));
         readback = Some(back);
         all.extend(outcomes);
     } else if s.prefill > 0.0 {
@@ -646,6 +656,7 @@ fn drive(
         offered_records_per_sec: (rate > 0.0).then_some(rate),
         acked_run_records: acked_records(&acked_all),
         readback,
+        readback_disk,
         verify,
         tcp,
         notes: notes.clone(),

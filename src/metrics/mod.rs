@@ -164,6 +164,8 @@ registry! {
             "Reads started: fetches (a long poll again when it wakes) and time lookups.";
         reads_from_disk => ReadsFromDisk, Counter, "strom_reads_from_disk_total",
             "Disk reads (READ_FIXED into a registered read buffer) of log bytes no longer in the tail cache.";
+        reads_ahead => ReadsAhead, Counter, "strom_reads_ahead_total",
+            "Disk reads a read pushed for its runs ahead, beside the one its cursor waits on.";
         disk_bytes => ReadDiskBytes, Counter, "strom_read_disk_bytes_total",
             "Log bytes the read path's disk reads returned (what the disk did for readers).";
         served_bytes => ReadServedBytes, Counter, "strom_read_served_bytes_total",

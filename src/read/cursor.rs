@@ -8,6 +8,7 @@ use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES};
 use crate::partition::{Partition, Pid};
 use crate::wire::batch::{self, BatchInfo};
 
+use super::chunks::{Chunk, Chunks};
 use super::sink::ReadSink;
 use super::view::LogView;
 
@@ -28,6 +29,8 @@ pub(crate) enum ReadMode {
     },
     /// The first offset whose record timestamp is at least `ts_ms`.
     Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// Answered already: the cursor only waits for its reads in flight.
+    Spent,
 }
 
 /// Where a read puts what it found.
@@ -82,16 +85,14 @@ pub(crate) struct Cursor {
     pub budget_bytes: usize,
     pub out: ReadOut,
     pub next_offset: u64,
-    /// The last disk chunk read: its log position and buffer.
-    pub chunk: Option<(u64, AlignedBuf)>,
-    /// Bytes of this partition's batches served from `chunk`: how dense the
-    /// partition is in its log, which sizes the next disk read.
+    /// Its disk reads in flight and the buffers they filled, in log order.
+    pub chunks: Chunks,
+    /// Bytes of this partition's batches served from its last chunk: how
+    /// dense the partition is in its log, which sizes a walk's next read.
     pub chunk_hit_bytes: usize,
-    /// Bytes asked of the disk by the last read, and whether it returned
-    /// fewer (the segment ends inside `chunk`: nothing more to read there).
-    pub read_len: usize,
-    pub chunk_at_end: bool,
-    pub in_flight: bool,
+    /// Answered while disk reads were still in flight: the cursor waits for
+    /// them only to give their buffers back.
+    pub spent: bool,
     /// The read follows the partition's runs (its dense index) rather than
     /// walking every frame from a sparse index entry.
     pub dense: bool,
@@ -104,7 +105,11 @@ pub(crate) struct Cursor {
 
 pub(crate) enum Step {
     Continue,
-    NeedDisk { len: usize },
+    NeedDisk {
+        len: usize,
+    },
+    /// The bytes at the cursor are being read: their completion moves it on.
+    Wait,
     Done(Result<()>),
 }
 
@@ -127,20 +132,24 @@ impl Cursor {
         if self.pos >= self.limit || !self.onto_next_batch(p, lim) {
             return Step::Done(Ok(()));
         }
-        let from_disk;
+        let (from_disk, at_end);
         let bytes: &[u8] = if let Some(b) = log.cached_at(self.pos) {
-            from_disk = false;
+            (from_disk, at_end) = (false, false);
             b
         } else {
             from_disk = true;
-            match &self.chunk {
-                Some((at, buf)) if self.pos >= *at && self.pos < at + buf.len() as u64 => &buf.as_slice()[(self.pos - at) as usize..],
-                _ => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
+            match self.chunks.covering(self.pos) {
+                Some(Chunk { buf: Some(buf), pos: at, at_end: e, .. }) => {
+                    at_end = *e;
+                    &buf.as_slice()[(self.pos - at) as usize..]
+                }
+                Some(_) => return Step::Wait,
+                None => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
             }
         };
         let h = match frame::decode_header(bytes, self.pos, lim.batch_bytes_max) {
             Ok(h) => h,
-            Err(frame::FrameError::Truncated { needed }) if from_disk && !self.chunk_at_end => {
+            Err(frame::FrameError::Truncated { needed }) if from_disk && !at_end => {
                 return Step::NeedDisk { len: needed as usize };
             }
             Err(e) => return Step::Done(Err(corrupt(log, self.pos, e.to_string()))),
@@ -152,7 +161,7 @@ impl Cursor {
             return Step::Done(Ok(()));
         }
         if (bytes.len() as u64) < h.frame_bytes() {
-            if from_disk && !self.chunk_at_end {
+            if from_disk && !at_end {
                 return Step::NeedDisk { len: h.frame_bytes() as usize };
             }
             return Step::Done(Err(corrupt(log, self.pos, "frame runs past its commit".into())));
@@ -195,6 +204,7 @@ impl Cursor {
                 self.next_offset = info.last_offset() as u64 + 1;
                 if taken + payload.len() >= self.budget_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
+            ReadMode::Spent => Step::Done(Ok(())),
             ReadMode::Time { ts_ms, .. } => {
                 if info.max_timestamp_ms < *ts_ms {
                     return Step::Continue;

@@ -36,10 +36,16 @@ impl ReadSink for Recorder {
 }
 
 fn core() -> Core<SimIo> {
-    core_on(SimDisk::new(), 1)
+    core_on(SimDisk::new(), 1, EngineConfig::small_for_tests())
 }
 
-fn core_on(disk: SimDisk, partitions: u32) -> Core<SimIo> {
+/// A core of `partitions` on one log, with 8 read buffers, so that a read
+/// may keep several disk reads in flight.
+fn core_of(disk: SimDisk, partitions: u32) -> Core<SimIo> {
+    core_on(disk, partitions, EngineConfig { read_bufs_per_core: 8, ..EngineConfig::small_for_tests() })
+}
+
+fn core_on(disk: SimDisk, partitions: u32, cfg: EngineConfig) -> Core<SimIo> {
     let spec = CoreSpec {
         core_id: 0,
         data_dir: PathBuf::from("/sim/data"),
@@ -49,7 +55,7 @@ fn core_on(disk: SimDisk, partitions: u32) -> Core<SimIo> {
         needs: Default::default(),
     };
     let io = SimIo::new(disk, 7, SimFaults::default());
-    Core::open(io, EngineConfig::small_for_tests(), spec).unwrap().0
+    Core::open(io, cfg, spec).unwrap().0
 }
 
 fn append(core: &mut Core<SimIo>, value: &str) {
@@ -181,7 +187,7 @@ fn within_slack((d, s, n): (u64, u64, u64)) -> bool {
 // walked the log would read the other three partitions' bytes too.
 #[test]
 fn a_read_of_one_of_four_partitions_reads_only_its_runs() {
-    let mut core = core_on(SimDisk::new(), PARTITIONS);
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
     interleave(&mut core, 0..ROUNDS);
     for pid in 0..PARTITIONS {
         let before = read_bytes(&core);
@@ -192,6 +198,7 @@ fn a_read_of_one_of_four_partitions_reads_only_its_runs() {
         assert!(within_slack(delta), "pid {pid}: read {} disk bytes to serve {} ({} reads)", delta.0, delta.1, delta.2);
     }
     let m = core.metrics().read;
+    assert!(m.reads_ahead > 0, "reads of the runs ahead were in flight beside the cursor's own");
     assert!(m.served_bytes >= m.served_disk_bytes && m.served_bytes >= (PARTITIONS as u64 * ROUNDS as u64) * VALUE_BYTES as u64);
 }
 
@@ -201,10 +208,10 @@ fn a_read_of_one_of_four_partitions_reads_only_its_runs() {
 // through the runs within the merge slack.
 #[test]
 fn reads_after_a_restart_return_exactly_each_partitions_batches() {
-    let mut core = core_on(SimDisk::new(), PARTITIONS);
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
     interleave(&mut core, 0..ROUNDS);
     let disk = core.into_io().process_exit();
-    let mut core = core_on(disk, PARTITIONS);
+    let mut core = core_of(disk, PARTITIONS);
     for pid in 0..PARTITIONS {
         assert_eq!(read_all(&mut core, pid, 100 << 10), ROUNDS, "pid {pid}: every record after the restart");
     }

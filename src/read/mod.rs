@@ -560,17 +560,18 @@ impl ReadPath {
 }
 
 /// The furthest a dense read's disk read from block `pos`, for the frame at
-/// `at`, may reach: one
-/// buffer, the segment, what its answer still takes (with a sixteenth of
-/// slack for frame headers), and the next chunk it already has; at least
-/// the `need_bytes` at the cursor.
+/// `at`, may reach: one buffer, the segment, what its answer still takes
+/// (with a sixteenth of slack for frame headers), the next chunk it already
+/// has, and the read's limit (runs hold staged batches not yet written); at
+/// least the `need_bytes` at `at`.
 fn dense_end_max(c: &Cursor, (pos, at): (u64, u64), cap_bytes: usize, seg_end: Option<u64>, need_bytes: usize) -> u64 {
     let taken = c.out.len().saturating_sub(c.headroom_bytes);
     let budget_left = c.budget_bytes.saturating_sub(taken).max(need_bytes) as u64;
     let end_max = (pos + cap_bytes as u64)
         .min(seg_end.unwrap_or(u64::MAX))
         .min(c.pos + budget_left + budget_left / 16 + HEADER_BYTES as u64)
-        .min(c.chunks.next_after(at).unwrap_or(u64::MAX));
+        .min(c.chunks.next_after(at).unwrap_or(u64::MAX))
+        .min(align_up(c.limit));
     end_max.max(at + need_bytes as u64)
 }
 

@@ -73,6 +73,18 @@ pub struct EngineConfig {
     /// Writes in flight per log. Two lets one commit's fdatasync overlap
     /// the next commit's write.
     pub write_depth: usize,
+    /// A commit is sealed at this many bytes even while every write slot is
+    /// busy, which bounds each write in flight and so what a small request
+    /// can wait behind (at most `write_buf_bytes`; see DURABILITY.md, "When
+    /// an ack is sent").
+    pub commit_bytes_max: usize,
+    /// fdatasync rounds in flight per log. Two: writes that complete while
+    /// a round is in flight get their own round at once instead of waiting
+    /// for it (durability still advances in round order). Measured against
+    /// one (DURABILITY.md, "When an ack is sent"): durable throughput no
+    /// lower (higher against the same run's disk ceiling in 5 of 6 pairs),
+    /// latency at 150,000 records/s within the noise, 30-50% more fdatasyncs.
+    pub fsync_depth: usize,
     /// Registered read buffers per core for READ_FIXED (each write_buf_bytes).
     pub read_bufs_per_core: usize,
     /// Largest RecordBatch accepted. Must fit in a write buffer with a frame header.
@@ -117,6 +129,8 @@ impl Default for EngineConfig {
             write_buf_bytes: 1 << 20,
             write_bufs_per_log: 64,
             write_depth: 2,
+            commit_bytes_max: 1 << 20,
+            fsync_depth: 2,
             read_bufs_per_core: 8,
             // Leaves room for a frame header and the largest padding frame.
             batch_bytes_max: (1 << 20) - 2 * BLOCK_BYTES,
@@ -162,6 +176,9 @@ impl EngineConfig {
         }
         if self.write_depth == 0 || self.write_bufs_per_log < self.write_depth + 2 {
             return bad("write_bufs_per_log must be at least write_depth + 2".into());
+        }
+        if self.commit_bytes_max < BLOCK_BYTES || self.fsync_depth == 0 {
+            return bad(format!("commit_bytes_max must be at least {BLOCK_BYTES} and fsync_depth at least 1"));
         }
         if self.segment_bytes < self.write_buf_bytes as u64 * 2 || !self.segment_bytes.is_multiple_of(BLOCK_BYTES as u64) {
             return bad("segment_bytes must be a block multiple of at least two write buffers".into());

@@ -105,6 +105,9 @@ struct ServeArgs {
     /// Request and reply bytes one core may hold for all its connections; past it no socket of the core is read.
     #[arg(long, default_value_t = ServerConfig::default().core_buffered_bytes_max)]
     core_buffered_bytes_max: usize,
+    /// Fetch reply bytes being built or unsent for one core's connections; a Fetch past it waits.
+    #[arg(long, default_value_t = ServerConfig::default().reply_budget_bytes)]
+    reply_budget_bytes: usize,
     /// Bytes per log segment file (a block multiple of at least two write buffers).
     #[arg(long, default_value_t = EngineConfig::default().segment_bytes)]
     segment_bytes: u64,
@@ -216,6 +219,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         core_buffered_bytes_max: args.core_buffered_bytes_max,
+        reply_budget_bytes: args.reply_budget_bytes,
         ..ServerConfig::default()
     };
     strom::failpoint::init();

@@ -428,9 +428,44 @@ fn pin_error(cpu: usize, e: Errno) -> StromError {
     ))
 }
 
+/// Whether a socket's peer is on this host: loopback, our own address (an
+/// IPv4 peer of a dual-stack socket taken as the IPv4 address it is), or a
+/// Unix socket. The kernel copies a zero-copy send to such a peer anyway
+/// (`skb_copy_ubufs`, at delivery) after pinning its pages and allocating
+/// fresh ones, so a plain `SEND`, which copies once, costs less: in the
+/// fanout profile of issue 13 that detour took about 14% of the serving core.
+pub fn peer_is_local(sock: &impl std::os::fd::AsFd) -> bool {
+    let sock = socket2::SockRef::from(sock);
+    let ip = |a: io::Result<socket2::SockAddr>| a.ok().and_then(|a| a.as_socket()).map(|a| a.ip().to_canonical());
+    match (ip(sock.peer_addr()), ip(sock.local_addr())) {
+        (Some(peer), Some(local)) => peer.is_loopback() || peer == local,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves: a TCP connection over loopback and a Unix socket pair count as
+    // local peers (their registered replies go out by plain SEND).
+    #[test]
+    fn loopback_and_unix_peers_are_local() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(peer_is_local(&client) && peer_is_local(&accepted));
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(peer_is_local(&a));
+        // A dual-stack listener sees an IPv4 loopback peer as ::ffff:127.0.0.1.
+        // (Skipped where IPv6 is off or sockets are IPv6-only.)
+        if let Ok(v6) = std::net::TcpListener::bind("[::]:0")
+            && let Ok(_client) = std::net::TcpStream::connect(("127.0.0.1", v6.local_addr().unwrap().port()))
+        {
+            let (accepted, _) = v6.accept().unwrap();
+            assert!(peer_is_local(&accepted), "{:?}", accepted.peer_addr());
+        }
+    }
 
     fn message(e: StromError) -> String {
         match e {

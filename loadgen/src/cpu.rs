@@ -4,26 +4,37 @@
 //! The time is the scheduler's own runtime in nanoseconds (the first field
 //! of `schedstat`), not `stat`'s utime + stime: those are tick samples
 //! rescaled per thread, and were seen to go backwards for a busy thread.
+//! The second field is the time the thread spent runnable but waiting for
+//! a CPU (the run queue): latency no broker stage and no loadgen clock sees
+//! apart, since it falls between a completion and the thread that reaps it.
 use std::collections::HashMap;
 
-/// CPU seconds (user + system) of each live thread, by thread id, with its name.
-pub fn snapshot() -> HashMap<u32, (String, f64)> {
+/// One thread's name, CPU seconds (user + system) and seconds waiting runnable on a run queue.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTimes {
+    pub name: String,
+    pub run_secs: f64,
+    pub wait_secs: f64,
+}
+
+/// The times of each live thread, by thread id.
+pub fn snapshot() -> HashMap<u32, ThreadTimes> {
     let mut out = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
     for entry in dir.flatten() {
         let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
         let Ok(sched) = std::fs::read_to_string(entry.path().join("schedstat")) else { continue };
-        if let (Some(name), Some(secs)) = (parse_name(&stat), parse_schedstat(&sched)) {
-            out.insert(tid, (name, secs));
+        if let (Some(name), Some((run_secs, wait_secs))) = (parse_name(&stat), parse_schedstat(&sched)) {
+            out.insert(tid, ThreadTimes { name, run_secs, wait_secs });
         }
     }
     out
 }
 
-/// CPU seconds the calling thread has run.
-pub fn this_thread() -> f64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|l| parse_schedstat(&l)).unwrap_or(0.0)
+/// CPU seconds the calling thread has run, and seconds it waited runnable for a CPU.
+pub fn this_thread() -> (f64, f64) {
+    std::fs::read_to_string("/proc/thread-self/schedstat").ok().and_then(|l| parse_schedstat(&l)).unwrap_or((0.0, 0.0))
 }
 
 /// The thread name from a stat line: in parentheses, and it may itself
@@ -34,19 +45,31 @@ fn parse_name(stat: &str) -> Option<String> {
     Some(stat.get(open + 1..close)?.to_string())
 }
 
-/// CPU seconds from a schedstat line: "run_ns wait_ns timeslices".
-fn parse_schedstat(line: &str) -> Option<f64> {
-    Some(line.split_whitespace().next()?.parse::<u64>().ok()? as f64 / 1e9)
+/// CPU seconds and run-queue seconds from a schedstat line: "run_ns wait_ns timeslices".
+fn parse_schedstat(line: &str) -> Option<(f64, f64)> {
+    let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok().map(|ns| ns as f64 / 1e9));
+    Some((fields.next()??, fields.next()??))
 }
 
 /// CPU seconds spent between two snapshots by threads whose name starts
 /// with `prefix` (or, with `invert`, by all others).
-pub fn spent(before: &HashMap<u32, (String, f64)>, after: &HashMap<u32, (String, f64)>, prefix: &str, invert: bool) -> f64 {
-    after
-        .iter()
-        .filter(|(_, (name, _))| name.starts_with(prefix) != invert)
-        .map(|(tid, (_, secs))| secs - before.get(tid).map_or(0.0, |b| b.1))
-        .sum()
+pub fn spent(before: &HashMap<u32, ThreadTimes>, after: &HashMap<u32, ThreadTimes>, prefix: &str, invert: bool) -> f64 {
+    between(before, after, prefix, invert, |t| t.run_secs)
+}
+
+/// Seconds those threads spent runnable but waiting for a CPU between two snapshots.
+pub fn waited(before: &HashMap<u32, ThreadTimes>, after: &HashMap<u32, ThreadTimes>, prefix: &str, invert: bool) -> f64 {
+    between(before, after, prefix, invert, |t| t.wait_secs)
+}
+
+fn between(
+    before: &HashMap<u32, ThreadTimes>,
+    after: &HashMap<u32, ThreadTimes>,
+    prefix: &str,
+    invert: bool,
+    field: impl Fn(&ThreadTimes) -> f64,
+) -> f64 {
+    after.iter().filter(|(_, t)| t.name.starts_with(prefix) != invert).map(|(tid, t)| field(t) - before.get(tid).map_or(0.0, &field)).sum()
 }
 
 #[cfg(test)]
@@ -59,7 +82,7 @@ mod tests {
         let line = "1234 (loadgen-w0 (x)) S 1 1 1 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
         assert_eq!(parse_name(line), Some("loadgen-w0 (x)".into()));
         assert_eq!(parse_name("garbage"), None);
-        assert_eq!(parse_schedstat("2500000000 17 3\n"), Some(2.5));
+        assert_eq!(parse_schedstat("2500000000 17000000 3\n"), Some((2.5, 0.017)));
         assert_eq!(parse_schedstat(""), None);
     }
 

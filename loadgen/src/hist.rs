@@ -10,7 +10,7 @@ pub fn new_latency_us() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("constant bounds are valid")
 }
 
-/// The three histograms a run measures.
+/// The histograms a run measures.
 #[derive(Debug, Clone)]
 pub struct Latencies {
     /// Produce: from the batch's send (or due) time to its acknowledgement; one entry per batch.
@@ -19,11 +19,15 @@ pub struct Latencies {
     pub e2e_us: Histogram<u64>,
     /// Fetch: from request sent to reply received; one entry per fetch.
     pub fetch_us: Histogram<u64>,
+    /// Produce, open loop: from the batch's due time to loadgen queueing its
+    /// send; one entry per batch. This part of `ack_us` is loadgen's own
+    /// lateness (its thread woke late or was busy), outside the broker.
+    pub send_late_us: Histogram<u64>,
 }
 
 impl Default for Latencies {
     fn default() -> Self {
-        Latencies { ack_us: new_latency_us(), e2e_us: new_latency_us(), fetch_us: new_latency_us() }
+        Latencies { ack_us: new_latency_us(), e2e_us: new_latency_us(), fetch_us: new_latency_us(), send_late_us: new_latency_us() }
     }
 }
 
@@ -34,6 +38,7 @@ impl Latencies {
         self.ack_us.add(&other.ack_us).expect("same bounds");
         self.e2e_us.add(&other.e2e_us).expect("same bounds");
         self.fetch_us.add(&other.fetch_us).expect("same bounds");
+        self.send_late_us.add(&other.send_late_us).expect("same bounds");
     }
 }
 

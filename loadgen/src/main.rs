@@ -28,6 +28,7 @@ mod clock;
 mod cpu;
 mod hist;
 mod limits;
+mod outside;
 mod records;
 mod report;
 mod schedule;
@@ -41,7 +42,7 @@ mod worker;
 use clock::now_ns;
 use report::Report;
 use specs::{producer_specs, subscriber_specs};
-use tally::{acked_records, end_offsets, merge_into, merged_acked, readback_amplification, spread_readers, tally_verify};
+use tally::{acked_records, end_offsets, merge_into, merged_acked, read_totals, readback_amplification, spread_readers, tally_verify};
 use worker::{ConsumerSpec, ProducerSpec, Shared, WorkerOutcome, WorkerSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -408,6 +409,7 @@ struct PhaseRun {
     drain_secs: f64,
     loadgen_cpu: f64,
     other_cpu: f64,
+    run_queue: outside::RunQueueWait,
     log_before: Option<(u64, u64, u64)>,
     log_after: Option<(u64, u64, u64)>,
     stages: Vec<strom::server::StageLatency>,
@@ -417,14 +419,6 @@ fn log_totals(target: &Target) -> Option<(u64, u64, u64)> {
     let Target::Embedded { server, .. } = target else { return None };
     let cores = server.engine().metrics().ok()?;
     Some(cores.iter().fold((0, 0, 0), |(w, f, b), m| (w + m.log.writes, f + m.log.fsyncs, b + m.log.bytes_written)))
-}
-
-/// The broker's read totals (embedded only): disk bytes read, batch bytes
-/// served, and those served from disk.
-fn read_totals(target: &Target) -> Option<(u64, u64, u64)> {
-    let Target::Embedded { server, .. } = target else { return None };
-    let cores = server.engine().metrics().ok()?;
-    Some(cores.iter().fold((0, 0, 0), |(d, s, f), m| (d + m.read.disk_bytes, s + m.read.served_bytes, f + m.read.served_disk_bytes)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -530,6 +524,7 @@ fn run_phase(
     }
     let (c0, c1) = (cpu_start.unwrap_or_default(), cpu_end.unwrap_or_else(cpu::snapshot));
     let loadgen_cpu_secs: f64 = outcomes.iter().map(|o| o.cpu_window_secs).sum();
+    let loadgen_wait_secs: f64 = outcomes.iter().map(|o| o.run_queue_window_secs).sum();
     let window_secs = phase.duration;
     Ok(PhaseRun {
         outcomes,
@@ -539,6 +534,7 @@ fn run_phase(
         // last look); everything else in the process is the broker.
         loadgen_cpu: loadgen_cpu_secs / window_secs,
         other_cpu: cpu::spent(&c0, &c1, "loadgen-w", true) / window_secs,
+        run_queue: outside::RunQueueWait { loadgen_secs: loadgen_wait_secs, broker_secs: cpu::waited(&c0, &c1, "loadgen-w", true) },
         log_before,
         log_after,
         stages: stage_list,
@@ -687,6 +683,7 @@ fn drive(
     let broker_cores = match target {
         Target::Embedded { .. } => {
             report.broker_cpu_cores = Some(main.other_cpu);
+            report.run_queue = Some(main.run_queue);
             a.cores.unwrap_or((strom::platform::online_cpus() / 2).max(1))
         }
         Target::Remote => 0,

@@ -16,6 +16,9 @@
 //! send time and checksum of every record, then the batch CRC; the filler
 //! never changes, so the producer folds its CRC in (see [`Shift`]) instead
 //! of reading it again (the consumer reads every byte).
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use strom::wire::batch::{self, BatchBuilder};
 
 pub const VALUE_HEADER_BYTES: usize = 28;
@@ -142,7 +145,7 @@ fn filler(producer: u32, len: usize) -> Vec<u8> {
 /// the same thing by repeated squaring, about a hundred times slower: too
 /// slow for millions of records a second.
 #[derive(Debug, Clone)]
-struct Shift {
+pub struct Shift {
     tables: Box<[[u32; 256]; 4]>,
 }
 
@@ -158,7 +161,7 @@ impl Shift {
         Shift { tables }
     }
 
-    fn apply(&self, crc: u32) -> u32 {
+    pub fn apply(&self, crc: u32) -> u32 {
         let t = &self.tables;
         t[0][(crc & 0xff) as usize] ^ t[1][(crc >> 8 & 0xff) as usize] ^ t[2][(crc >> 16 & 0xff) as usize] ^ t[3][(crc >> 24) as usize]
     }
@@ -183,7 +186,7 @@ pub struct BatchTemplate {
 struct Fill {
     len: usize,
     crc: u32,
-    shift: Shift,
+    shift: Arc<Shift>,
 }
 
 impl BatchTemplate {
@@ -222,7 +225,7 @@ impl BatchTemplate {
                 match fills.iter().position(|f| f.len == len) {
                     Some(i) => i as u8,
                     None => {
-                        fills.push(Fill { len, crc: crc32c::crc32c(&filler(producer, len)), shift: Shift::new(len) });
+                        fills.push(Fill { len, crc: crc32c::crc32c(&filler(producer, len)), shift: shift_of(len) });
                         (fills.len() - 1) as u8
                     }
                 }
@@ -270,10 +273,35 @@ pub fn check_value(v: &[u8]) -> Option<ValueId> {
     if v.len() < VALUE_HEADER_BYTES {
         return None;
     }
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&v[..CHECKSUM_AT]), &v[VALUE_HEADER_BYTES..]);
+    value_id(v, crc)
+}
+
+/// [`check_value`] for a value whose filler's CRC (of `v[28..]`) is known,
+/// with the shift of that filler's length: a consumer that computes it
+/// for the batch CRC too reads each byte once for both checksums.
+pub fn check_value_folded(v: &[u8], filler_crc: u32, shift: &Shift) -> Option<ValueId> {
+    if v.len() < VALUE_HEADER_BYTES {
+        return None;
+    }
+    value_id(v, shift.apply(crc32c::crc32c(&v[..CHECKSUM_AT])) ^ filler_crc)
+}
+
+/// The value's identity when `crc` is the checksum it carries.
+fn value_id(v: &[u8], crc: u32) -> Option<ValueId> {
     let u32_at = |at: usize| u32::from_be_bytes(v[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_be_bytes(v[at..at + 8].try_into().expect("8 bytes"));
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&v[..CHECKSUM_AT]), &v[VALUE_HEADER_BYTES..]);
     (crc == u32_at(CHECKSUM_AT)).then(|| ValueId { run_id: u32_at(0), producer: u32_at(4), seq: u64_at(8), send_ns: u64_at(16) })
+}
+
+/// The shift of `len` bytes, built once per process and length (about a
+/// thousand `crc32c_combine` calls each; a run has at most three filler
+/// lengths) and shared by every producer that stamps and every consumer
+/// that checks records.
+pub fn shift_of(len: usize) -> Arc<Shift> {
+    static SHIFTS: OnceLock<Mutex<HashMap<usize, Arc<Shift>>>> = OnceLock::new();
+    let mut shifts = SHIFTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    shifts.entry(len).or_insert_with(|| Arc::new(Shift::new(len))).clone()
 }
 
 #[cfg(test)]

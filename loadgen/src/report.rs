@@ -68,6 +68,8 @@ pub struct Report {
     pub stages: Vec<StageLatency>,
     pub loadgen_cpu_cores: f64,
     pub broker_cpu_cores: Option<f64>,
+    /// Time threads spent runnable waiting for a CPU in the window (embedded only).
+    pub run_queue: Option<crate::outside::RunQueueWait>,
     pub threads: usize,
     /// Lines about phases before the window (prefill, rate probe).
     pub notes: Vec<String>,
@@ -173,6 +175,7 @@ pub fn to_json(r: &Report) -> Value {
     if let Some((writes, fsyncs, bytes)) = r.log_writes {
         server["log"] = json!({"writes": writes, "fdatasyncs": fsyncs, "bytes": bytes, "avg_write_bytes": r.avg_write_bytes()});
     }
+    server["outside"] = crate::outside::json(r);
     let bytes = |records: u64| (records as f64 * r.value_bytes_avg).round() as u64;
     let consume = (r.consumers > 0).then(|| {
         json!({
@@ -296,6 +299,7 @@ pub fn table(r: &Report) -> String {
         );
     }
     stage_rows(&mut t, r);
+    t += &crate::outside::rows(r);
     ceiling_rows(&mut t, r);
     verify_rows(&mut t, r);
     let broker = r.broker_cpu_cores.map_or(String::new(), |c| format!(", embedded broker {c:.2} cores"));

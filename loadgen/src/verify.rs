@@ -9,11 +9,23 @@
 //! is `corrupt`. At the end, every acknowledged sequence the consumer did
 //! not see is `lost`. Records of another run (a reused topic) are skipped
 //! and counted as `foreign`.
+//!
+//! Two depths of check, both exact about loss, duplication, reordering and
+//! corruption of what the broker stored: [`Check::EachRecord`] validates the
+//! batch (its CRC, its header, every record decoded) and then every
+//! record's own checksum and identity; [`Check::Batch`] checks the batch CRC
+//! (which covers every byte of every record) and its header, and takes the
+//! records' identities from the first record, since a producer stamps a
+//! batch's records with consecutive sequences before it computes that CRC.
+//! What only the first catches is a broker that rebuilt a batch and its CRC
+//! around a damaged value; one consumer per partition checks each record,
+//! so that a fanout of N readers does not pay N times for it (issue 13).
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use strom::wire::batch;
 
-use crate::records::check_value;
+use crate::records::{Shift, VALUE_HEADER_BYTES, ValueId, check_value, check_value_folded, shift_of};
 
 /// Half-open sequence ranges `[start, end)`, sorted and disjoint.
 pub type Ranges = Vec<(u64, u64)>;
@@ -106,11 +118,50 @@ impl Seen {
     }
 }
 
+/// How deep a consumer checks (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    EachRecord,
+    Batch,
+}
+
+/// `batch::validate`'s checks of a header that need no record walk: no
+/// compression, at least one record, and a last offset delta that agrees
+/// with the count.
+fn header_ok(info: &batch::BatchInfo) -> bool {
+    info.compression() == 0 && info.records_count >= 1 && info.last_offset_delta == info.records_count - 1
+}
+
+/// One sequence of a stream received: it advances the stream, opens a gap,
+/// fills one (`reordered`) or was seen before (`duplicated`).
+fn see(s: &mut Seen, seq: u64, counts: &mut VerifyCounts) {
+    if seq == s.next {
+        s.next += 1;
+    } else if seq > s.next {
+        add_range(&mut s.gaps, s.next, seq);
+        s.next = seq + 1;
+    } else if let Some(i) = s.gaps.iter().position(|&(gs, ge)| gs <= seq && seq < ge) {
+        counts.reordered += 1;
+        let (gs, ge) = s.gaps[i];
+        s.gaps.remove(i);
+        add_range(&mut s.gaps, gs, seq);
+        add_range(&mut s.gaps, seq + 1, ge);
+    } else {
+        counts.duplicated += 1;
+    }
+}
+
 /// One consumer's view of one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionVerifier {
     run_id: u32,
+    check: Check,
     streams: HashMap<u32, Seen>,
+    /// Each record of the batch being walked: its offset and identity
+    /// (kept between batches so that a walk allocates nothing).
+    walked: Vec<(u64, Option<ValueId>)>,
+    /// The shifts of the filler lengths seen (a run has at most three).
+    shifts: Vec<(usize, Arc<Shift>)>,
     pub counts: VerifyCounts,
 }
 
@@ -121,14 +172,21 @@ pub struct BatchSeen {
 }
 
 impl PartitionVerifier {
-    pub fn new(run_id: u32) -> PartitionVerifier {
-        PartitionVerifier { run_id, streams: HashMap::new(), counts: VerifyCounts::default() }
+    pub fn new(run_id: u32, check: Check) -> PartitionVerifier {
+        PartitionVerifier {
+            run_id,
+            check,
+            streams: HashMap::new(),
+            walked: Vec::new(),
+            shifts: Vec::new(),
+            counts: VerifyCounts::default(),
+        }
     }
 
-    /// Checks one record value.
-    pub fn record(&mut self, value: Option<&[u8]>) -> Option<u64> {
+    /// Counts one record whose value checked out as `id` (None: corrupt).
+    fn record(&mut self, id: Option<ValueId>) -> Option<u64> {
         self.counts.checked += 1;
-        let Some(id) = value.and_then(check_value) else {
+        let Some(id) = id else {
             self.counts.corrupt += 1;
             return None;
         };
@@ -138,21 +196,23 @@ impl PartitionVerifier {
             return None;
         }
         let s = self.streams.entry(id.producer).or_default();
-        if id.seq == s.next {
-            s.next += 1;
-        } else if id.seq > s.next {
-            add_range(&mut s.gaps, s.next, id.seq);
-            s.next = id.seq + 1;
-        } else if let Some(i) = s.gaps.iter().position(|&(gs, ge)| gs <= id.seq && id.seq < ge) {
-            self.counts.reordered += 1;
-            let (gs, ge) = s.gaps[i];
-            s.gaps.remove(i);
-            add_range(&mut s.gaps, gs, id.seq);
-            add_range(&mut s.gaps, id.seq + 1, ge);
-        } else {
-            self.counts.duplicated += 1;
-        }
+        see(s, id.seq, &mut self.counts);
         Some(id.send_ns)
+    }
+
+    /// Counts sequences `start..end` of `producer` as received, all at once
+    /// when they are all new (the usual case), else one at a time.
+    fn records_seen(&mut self, producer: u32, start: u64, end: u64) {
+        self.counts.checked += end - start;
+        let s = self.streams.entry(producer).or_default();
+        if start >= s.next {
+            add_range(&mut s.gaps, s.next, start);
+            s.next = end;
+            return;
+        }
+        for seq in start..end {
+            see(s, seq, &mut self.counts);
+        }
     }
 
     /// Walks the batches of one fetch reply that start at `from_offset`,
@@ -177,28 +237,112 @@ impl PartitionVerifier {
             if last < next {
                 continue; // a batch the reply repeats from before our offset
             }
-            if batch::validate(one, usize::MAX).is_err() {
-                let n = last + 1 - next.max(base);
-                self.counts.checked += n;
-                self.counts.corrupt += n;
-                next = last + 1;
-                continue;
-            }
-            let mut seen = BatchSeen { records: 0, send_ns: None };
-            for rec in batch::records(one).flatten() {
-                let offset = base + rec.offset_delta as u64;
-                if offset < next {
-                    continue;
+            let skip = next.saturating_sub(base);
+            let seen = match self.check {
+                Check::EachRecord => self.each_record(one, &info, &mut next),
+                Check::Batch => self.batch_only(one, &info, skip),
+            };
+            match seen {
+                Some(seen) => each(seen),
+                None => {
+                    let n = last + 1 - next.max(base);
+                    self.counts.checked += n;
+                    self.counts.corrupt += n;
                 }
-                let send_ns = self.record(rec.value);
-                seen.records += 1;
-                seen.send_ns = seen.send_ns.or(send_ns);
-                next = offset + 1;
             }
-            each(seen);
             next = next.max(last + 1);
         }
         Ok(next)
+    }
+
+    /// Validates `one` as `batch::validate` does (CRC, header, every record
+    /// decoded, their count) in the same walk that checks each record at or
+    /// past `next`; what the walk found counts only once the whole batch
+    /// validated. None: the batch is corrupt. The batch CRC is computed along
+    /// the walk, each value's filler folded in from its own CRC (see
+    /// [`Shift`]), so every byte is read once for both checksums.
+    fn each_record(&mut self, one: &[u8], info: &batch::BatchInfo, next: &mut u64) -> Option<BatchSeen> {
+        if !header_ok(info) {
+            return None;
+        }
+        let base = info.base_offset as u64;
+        let mut walked = std::mem::take(&mut self.walked);
+        walked.clear();
+        // The CRC of nothing so far is 0; crc32c_append goes on from it.
+        let (mut crc, mut crc_at, mut decoded) = (0u32, batch::CRC_FROM, 0usize);
+        for rec in batch::records(one) {
+            let Ok(rec) = rec else {
+                self.walked = walked;
+                return None;
+            };
+            decoded += 1;
+            let offset = base + rec.offset_delta as u64;
+            let id = match rec.value {
+                Some(v) if v.len() >= VALUE_HEADER_BYTES => {
+                    let filler_at = v.as_ptr() as usize - one.as_ptr() as usize + VALUE_HEADER_BYTES;
+                    let filler = &v[VALUE_HEADER_BYTES..];
+                    let filler_crc = crc32c::crc32c(filler);
+                    let shift = self.shift(filler.len());
+                    // Values follow each other (the decoder walks in order),
+                    // so the bytes since the last filler are never negative.
+                    let Some(between) = one.get(crc_at..filler_at) else {
+                        self.walked = walked;
+                        return None;
+                    };
+                    crc = shift.apply(crc32c::crc32c_append(crc, between)) ^ filler_crc;
+                    crc_at = filler_at + filler.len();
+                    (offset >= *next).then(|| check_value_folded(v, filler_crc, &shift))
+                }
+                // Too short to carry an identity: its bytes join the CRC with the next.
+                _ => (offset >= *next).then_some(None),
+            };
+            if let Some(id) = id {
+                walked.push((offset, id));
+            }
+        }
+        let whole = decoded == info.records_count as usize && crc32c::crc32c_append(crc, &one[crc_at..]) == info.crc;
+        let mut seen = BatchSeen { records: 0, send_ns: None };
+        for &(offset, id) in walked.iter().filter(|_| whole) {
+            if offset < *next {
+                continue; // an offset the batch repeats (only a broken batch does)
+            }
+            let send_ns = self.record(id);
+            seen.records += 1;
+            seen.send_ns = seen.send_ns.or(send_ns);
+            *next = offset + 1;
+        }
+        self.walked = walked;
+        whole.then_some(seen)
+    }
+
+    /// The shift of `len` bytes, from this verifier's few.
+    fn shift(&mut self, len: usize) -> Arc<Shift> {
+        if let Some((_, s)) = self.shifts.iter().find(|(l, _)| *l == len) {
+            return s.clone();
+        }
+        let s = shift_of(len);
+        self.shifts.push((len, s.clone()));
+        s
+    }
+
+    /// Checks `one`'s CRC and header and its first record's value, and
+    /// counts its records but the first `skip` (already seen) by the
+    /// sequences they were stamped with. None: the batch is corrupt.
+    fn batch_only(&mut self, one: &[u8], info: &batch::BatchInfo, skip: u64) -> Option<BatchSeen> {
+        if !header_ok(info) || crc32c::crc32c(&one[batch::CRC_FROM..]) != info.crc {
+            return None;
+        }
+        let first = batch::records(one).next()?.ok()?;
+        let id = first.value.and_then(check_value)?;
+        let n = info.records_count as u64;
+        if id.run_id != self.run_id {
+            self.counts.foreign += n - skip.min(n);
+            return Some(BatchSeen { records: 0, send_ns: None });
+        }
+        if skip < n {
+            self.records_seen(id.producer, id.seq + skip, id.seq + n);
+        }
+        Some(BatchSeen { records: n - skip.min(n), send_ns: Some(id.send_ns) })
     }
 
     /// Counts acknowledged sequences never seen: `acked` maps producer ->
@@ -228,76 +372,141 @@ mod tests {
         b
     }
 
-    // Proves a clean in-order stream counts every record and nothing else.
+    const BOTH: [Check; 2] = [Check::EachRecord, Check::Batch];
+
+    // Proves a clean in-order stream counts every record and nothing else,
+    // at either depth of check.
     #[test]
     fn clean_stream_is_clean() {
         let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
-        let mut v = PartitionVerifier::new(9);
-        let mut reply = stamped(&t, 0, 0);
-        reply.extend(stamped(&t, 4, 4));
-        let mut batches = 0;
-        assert_eq!(v.batches(&reply, 0, |b| batches += b.records), Ok(8));
-        assert_eq!(batches, 8);
-        v.finish(&HashMap::from([(1, vec![(0, 8)])]));
-        assert_eq!(v.counts, VerifyCounts { checked: 8, ..Default::default() });
-        assert!(v.counts.is_clean());
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            let mut reply = stamped(&t, 0, 0);
+            reply.extend(stamped(&t, 4, 4));
+            let mut batches = 0;
+            assert_eq!(v.batches(&reply, 0, |b| batches += b.records), Ok(8));
+            assert_eq!(batches, 8);
+            v.finish(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!(v.counts, VerifyCounts { checked: 8, ..Default::default() }, "{check:?}");
+            assert!(v.counts.is_clean());
+        }
     }
 
-    // Proves loss, duplication, reordering and corruption each trigger.
+    // Proves loss, duplication, reordering and corruption each trigger, for
+    // a consumer that checks each record and for one that checks batches.
     #[test]
     fn each_anomaly_is_detected() {
         let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
-        // Lost: seqs 4..8 acknowledged, never delivered.
-        let mut v = PartitionVerifier::new(9);
-        v.batches(&stamped(&t, 0, 0), 0, |_| {}).unwrap();
-        v.finish(&HashMap::from([(1, vec![(0, 8)])]));
-        assert_eq!(v.counts.lost, 4);
-        assert!(!v.counts.is_clean());
+        for check in BOTH {
+            // Lost: seqs 4..8 acknowledged, never delivered.
+            let mut v = PartitionVerifier::new(9, check);
+            v.batches(&stamped(&t, 0, 0), 0, |_| {}).unwrap();
+            v.finish(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!(v.counts.lost, 4, "{check:?}");
+            assert!(!v.counts.is_clean());
 
-        // Duplicated: the same batch twice at different offsets.
-        let mut v = PartitionVerifier::new(9);
-        let mut reply = stamped(&t, 0, 0);
-        reply.extend(stamped(&t, 0, 4));
-        v.batches(&reply, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.duplicated, 4);
+            // Duplicated: the same batch twice at different offsets.
+            let mut v = PartitionVerifier::new(9, check);
+            let mut reply = stamped(&t, 0, 0);
+            reply.extend(stamped(&t, 0, 4));
+            v.batches(&reply, 0, |_| {}).unwrap();
+            assert_eq!(v.counts.duplicated, 4, "{check:?}");
 
-        // Reordered: 4..8 before 0..4; then nothing is lost.
-        let mut v = PartitionVerifier::new(9);
-        let mut reply = stamped(&t, 4, 0);
-        reply.extend(stamped(&t, 0, 4));
-        v.batches(&reply, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.reordered, 4);
-        assert!(v.saw(1, 0) && v.saw(1, 7));
-        v.finish(&HashMap::from([(1, vec![(0, 8)])]));
-        assert_eq!(v.counts.lost, 0);
+            // Reordered: 4..8 before 0..4; then nothing is lost.
+            let mut v = PartitionVerifier::new(9, check);
+            let mut reply = stamped(&t, 4, 0);
+            reply.extend(stamped(&t, 0, 4));
+            v.batches(&reply, 0, |_| {}).unwrap();
+            assert_eq!(v.counts.reordered, 4, "{check:?}");
+            assert!(v.saw(1, 0) && v.saw(1, 7));
+            v.finish(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!(v.counts.lost, 0);
 
-        // Corrupt: a flipped byte in a value fails the batch CRC.
-        let mut v = PartitionVerifier::new(9);
+            // Corrupt: a flipped byte in a value, in a header field, or in
+            // a record's framing fails the batch CRC.
+            for at in [t.bytes.len() - 5, 30, batch::BATCH_HEADER_BYTES + 1] {
+                let mut v = PartitionVerifier::new(9, check);
+                let mut b = stamped(&t, 0, 0);
+                b[at] ^= 0x10;
+                v.batches(&b, 0, |_| {}).unwrap();
+                assert_eq!((v.counts.corrupt, v.counts.checked), (4, 4), "{check:?}, byte {at}");
+                v.finish(&HashMap::from([(1, vec![(0, 4)])]));
+                assert!(!v.counts.is_clean());
+            }
+        }
+        // A value damaged with its batch CRC recomputed (a broker that
+        // rebuilt batches) fails the record checksum: the each-record
+        // check's job (one consumer per partition does it).
+        let mut v = PartitionVerifier::new(9, Check::EachRecord);
         let mut b = stamped(&t, 0, 0);
         let n = b.len();
         b[n - 5] ^= 0x10;
-        v.batches(&b, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.corrupt, 4);
-        // ...and a value damaged with its batch CRC recomputed (a broker
-        // that rebuilt batches) fails the record checksum instead.
-        let mut v = PartitionVerifier::new(9);
-        let mut b = stamped(&t, 0, 0);
-        b[n - 5] ^= 0x10;
         batch::recompute_crc(&mut b);
         v.batches(&b, 0, |_| {}).unwrap();
-        assert_eq!(v.counts.corrupt, 1);
-        assert_eq!(v.counts.checked, 4);
+        assert_eq!((v.counts.corrupt, v.counts.checked), (1, 4));
+        // A record's framing damaged under a recomputed CRC: the walk
+        // fails, so none of the batch counts as seen (as `batch::validate`).
+        let mut v = PartitionVerifier::new(9, Check::EachRecord);
+        let mut b = stamped(&t, 0, 0);
+        b[batch::BATCH_HEADER_BYTES] = 0x7f;
+        batch::recompute_crc(&mut b);
+        assert!(batch::validate(&b, usize::MAX).is_err());
+        v.batches(&b, 0, |_| {}).unwrap();
+        assert_eq!((v.counts.corrupt, v.counts.checked), (4, 4));
+        assert!(!v.saw(1, 0));
+        // Rebuilt around a damaged first value, even the batch check sees it.
+        let mut v = PartitionVerifier::new(9, Check::Batch);
+        let mut b = stamped(&t, 0, 0);
+        b[batch::BATCH_HEADER_BYTES + 10] ^= 0x10;
+        batch::recompute_crc(&mut b);
+        v.batches(&b, 0, |_| {}).unwrap();
+        assert_eq!(v.counts.corrupt, 4);
     }
 
-    // Proves records of another run are skipped, not counted as anomalies.
+    // Proves both depths catch every single-byte change in a batch's CRC
+    // range (header fields, record framing, value headers, checksums,
+    // fillers), with values of mixed lengths, and that a clean batch's
+    // CRC computed along the walk is the batch's own.
     #[test]
-    fn foreign_records_are_skipped() {
-        let other = BatchTemplate::new(8, 1, &crate::records::BatchShape::uniform(4, 40));
-        let mut v = PartitionVerifier::new(9);
-        v.batches(&stamped(&other, 0, 0), 0, |_| {}).unwrap();
-        assert_eq!(v.counts.foreign, 4);
-        assert_eq!(v.counts.checked, 0);
-        assert!(v.counts.is_clean());
+    fn every_damaged_byte_is_caught() {
+        let shape = crate::records::BatchShape::exact(4096, 100).unwrap();
+        assert!(shape.value_bytes.iter().any(|&v| v != 100), "mixed lengths: {}", shape.describe());
+        let t = BatchTemplate::new(9, 1, &shape);
+        let n = t.records() as u64;
+        let clean = stamped(&t, 0, 0);
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            assert_eq!(v.batches(&clean, 0, |_| {}), Ok(n));
+            assert_eq!(v.counts, VerifyCounts { checked: n, ..Default::default() }, "{check:?}");
+            for at in batch::CRC_FROM..clean.len() {
+                let mut b = clean.clone();
+                b[at] ^= 0x01;
+                let mut v = PartitionVerifier::new(9, check);
+                let _ = v.batches(&b, 0, |_| {});
+                assert!(v.counts.corrupt > 0, "{check:?}: a flip at byte {at} went unseen: {:?}", v.counts);
+            }
+        }
+    }
+
+    // Proves a batch check counts only the records at or past the offset it
+    // asked from, as the each-record check does, and skips other runs'.
+    #[test]
+    fn batch_check_skips_what_it_saw_and_other_runs() {
+        let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            let mut records = 0;
+            assert_eq!(v.batches(&stamped(&t, 0, 10), 12, |b| records += b.records), Ok(14));
+            assert_eq!((records, v.counts.checked), (2, 2), "{check:?}");
+            assert!(v.saw(1, 2) && v.saw(1, 3) && !v.saw(1, 1));
+            v.finish(&HashMap::from([(1, vec![(2, 4)])]));
+            assert!(v.counts.is_clean());
+            let other = BatchTemplate::new(8, 1, &crate::records::BatchShape::uniform(4, 40));
+            let mut v = PartitionVerifier::new(9, check);
+            v.batches(&stamped(&other, 0, 0), 0, |_| {}).unwrap();
+            assert_eq!((v.counts.foreign, v.counts.checked), (4, 0), "{check:?}");
+            assert!(v.counts.is_clean());
+        }
     }
 
     // Proves range bookkeeping merges out-of-order additions.

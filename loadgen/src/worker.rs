@@ -27,7 +27,7 @@ use crate::clock::{now_ns, wall_ms};
 use crate::hist::{Latencies, ns_to_us};
 use crate::records::{BatchShape, BatchTemplate};
 use crate::schedule::Schedule;
-use crate::verify::{PartitionVerifier, Ranges, add_range};
+use crate::verify::{Check, PartitionVerifier, Ranges, add_range};
 
 /// Fetches outstanding per consumer connection. The server reserves each
 /// Fetch's largest reply against the connection's buffer cap (32 MiB by
@@ -101,6 +101,16 @@ pub struct ConsumerSpec {
     pub measure: bool,
 }
 
+impl ConsumerSpec {
+    /// How deep this consumer checks what it reads: every record's own
+    /// checksum for the first tail consumer and the read-back (the only
+    /// reader of its partitions); the batch CRC, header and sequences for
+    /// the others, which read the same records (`crate::verify`).
+    fn check(&self) -> Check {
+        if self.id == 0 || !self.measure { Check::EachRecord } else { Check::Batch }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct WorkerSpec {
     pub name: String,
@@ -133,6 +143,8 @@ pub struct WorkerOutcome {
     pub sends: u64,
     /// CPU seconds this thread ran inside the measurement window.
     pub cpu_window_secs: f64,
+    /// Seconds this thread waited runnable for a CPU in the window.
+    pub run_queue_window_secs: f64,
     /// Batches sent and never answered (connection lost, or the drain timed out).
     pub indeterminate: u64,
 }
@@ -261,10 +273,17 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
     }
     for c in spec.consumers {
         let sock = io.adopt_socket(connect(c.addr)?).map_err(|e| e.to_string())?;
+        let check = c.check();
         let parts = c
             .partitions
             .iter()
-            .map(|&(p, from)| Part { partition: p, next: from, outstanding: false, done: false, v: PartitionVerifier::new(shared.run_id) })
+            .map(|&(p, from)| Part {
+                partition: p,
+                next: from,
+                outstanding: false,
+                done: false,
+                v: PartitionVerifier::new(shared.run_id, check),
+            })
             .collect::<Vec<_>>();
         let wait_ms = if parts.len() <= FETCH_SLOTS { FETCH_WAIT_MS } else { 0 };
         let consumer = Consumer {
@@ -348,7 +367,8 @@ impl Worker {
             self.completions = done;
         }
         if let Some(start) = cpu_start {
-            self.out.cpu_window_secs = cpu_end.unwrap_or_else(crate::cpu::this_thread) - start;
+            let end = cpu_end.unwrap_or_else(crate::cpu::this_thread);
+            (self.out.cpu_window_secs, self.out.run_queue_window_secs) = (end.0 - start.0, end.1 - start.1);
         }
         self.close_all();
         Ok(())
@@ -388,6 +408,9 @@ impl Worker {
                     p.pending.insert(rid, Pending { part, first_seq, from_ns });
                     conn.send_q.push_back(frame);
                     self.out.sends += 1;
+                    if p.schedule.is_open_loop() && shared.in_window(now) {
+                        self.out.lat.send_late_us.saturating_record(now.saturating_sub(from_ns) / 1_000);
+                    }
                     if now.saturating_sub(from_ns) > LATE_NS {
                         self.out.sends_late += 1;
                     }

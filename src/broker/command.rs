@@ -148,6 +148,8 @@ pub struct Fetched {
     pub next_offset: u64,
     /// How long the fetch waited parked as a long poll, in ns.
     pub parked_ns: u64,
+    /// Reply budget of the asker's core the answer holds (returned there).
+    pub budget_bytes: usize,
 }
 
 /// Where a partition's core is: partition `i` of `name` is owned by core

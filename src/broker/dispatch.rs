@@ -8,6 +8,7 @@
 //! (they wait for every core, and a core must never wait for itself).
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use super::Broker;
@@ -20,7 +21,7 @@ use crate::core::{Request, ValidBatch};
 use crate::error::{Result, StromError};
 use crate::metrics::{BrokerMetrics, Metrics};
 use crate::partition::Pid;
-use crate::read::Fetch;
+use crate::read::{Fetch, ReplyBudget};
 use crate::stats::StageLatency;
 
 /// What the broker needs from the core it runs on.
@@ -36,6 +37,10 @@ pub trait Host {
     fn gather_metrics(&mut self, done: Box<dyn FnOnce(Vec<Option<Metrics>>) + Send>);
     /// The largest request frame the server this core runs reads.
     fn frame_bytes_max(&self) -> usize;
+    /// Set when the asker of the command being executed goes away.
+    fn asker_gone(&mut self) -> Option<Arc<AtomicBool>> {
+        None
+    }
 }
 
 /// Turns the commands that arrive on one core into requests.
@@ -48,6 +53,8 @@ pub struct Dispatcher {
     /// Bytes a Fetch's answer reserves before its batches: what the codec
     /// of this core's connections needs for its reply header.
     fetch_headroom: usize,
+    /// Room for this core's connections' Fetch answers, if bounded.
+    reply_budget: Option<Arc<ReplyBudget>>,
     topics_version: u64,
     topics: Arc<BTreeMap<String, TopicMeta>>,
     outbox: Outbox,
@@ -65,11 +72,18 @@ impl Dispatcher {
             admin,
             core_addrs,
             fetch_headroom,
+            reply_budget: None,
             topics_version,
             topics,
             outbox: Outbox::default(),
             metrics: BrokerMetrics::default(),
         }
+    }
+
+    /// Fetch answers for this core's connections are built under `budget`.
+    pub(crate) fn with_reply_budget(mut self, budget: Arc<ReplyBudget>) -> Self {
+        self.reply_budget = Some(budget);
+        self
     }
 
     /// The broker's section of its core's metrics.
@@ -169,7 +183,8 @@ impl Dispatcher {
 
     fn fetch(&mut self, host: &mut impl Host, pid: Pid, offset: u64, max_bytes: usize, max_wait: Duration, reply: impl Respond) {
         // Only the asker's own core may send from its registered buffers.
-        let layout = Layout { headroom: self.fetch_headroom, registered: self.broker.router().core_of(pid) == self.core_id };
+        let registered = self.broker.router().core_of(pid) == self.core_id;
+        let layout = Layout { headroom: self.fetch_headroom, registered, budget: self.reply_budget.clone(), gone: host.asker_gone() };
         let done = Box::new(move |res: Result<_>| reply(res.map(|rr| Answer::Fetched(requests::fetched(rr))).map_err(BrokerError::Failed)));
         let req = requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, layout, done);
         self.route(host, pid, req);

@@ -10,7 +10,10 @@ use crate::core::{AppendAck, PartitionStat, Reply, Request, ValidBatch};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::partition::{Pid, Retention};
-use crate::read::{Fetch, OnceSink, ReadResult, RegisteredBatches};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crate::read::{Fetch, OnceSink, ReadResult, RegisteredBatches, ReplyBudget};
 
 /// One batch appended to partition `pid`.
 pub(crate) fn append(pid: Pid, batch: ValidBatch, reply: Reply<AppendAck>) -> Request {
@@ -44,22 +47,29 @@ pub(crate) fn produce(
 /// codec writes its reply header there, so the batches are never copied
 /// again), and in one of the core's registered reply buffers when
 /// `registered` and one is free (only the core that owns them may send
-/// from them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// from them); built under the asker's core's reply `budget`, if any, for
+/// an asker that sets `gone` when it goes away.
+#[derive(Clone)]
 pub(crate) struct Layout {
     pub headroom: usize,
     pub registered: bool,
+    pub budget: Option<Arc<ReplyBudget>>,
+    pub gone: Option<Arc<AtomicBool>>,
 }
 
 impl Layout {
     /// A heap buffer holding the batches alone (the embedded API).
-    pub(crate) const PLAIN: Layout = Layout { headroom: 0, registered: false };
+    pub(crate) const PLAIN: Layout = Layout { headroom: 0, registered: false, budget: None, gone: None };
 }
 
 /// Whole batches of `pid` from `offset`, up to about `max_bytes`; at the
 /// partition's end, parked up to `max_wait_ns` for new ones (0: answer now).
 pub(crate) fn fetch(pid: Pid, fetch: Fetch, layout: Layout, reply: Reply<ReadResult>) -> Request {
-    Request::Read { pid, fetch, sink: Box::new(OnceSink::new(layout.headroom, layout.registered, reply)) }
+    Request::Read {
+        pid,
+        fetch,
+        sink: Box::new(OnceSink::new(layout.headroom, layout.registered, reply).budgeted(layout.budget, layout.gone)),
+    }
 }
 
 /// A read's result as the broker answers it: the buffer the core filled
@@ -77,6 +87,7 @@ pub(crate) fn fetched(mut rr: ReadResult) -> Fetched {
         start_offset: rr.start_offset,
         next_offset: rr.next_offset,
         parked_ns: rr.parked_ns,
+        budget_bytes: rr.budget_bytes,
     }
 }
 

@@ -177,6 +177,8 @@ impl<I: Io> Core<I> {
             write_buf_bytes: self.cfg.write_buf_bytes,
             write_bufs: self.cfg.write_bufs_per_log,
             write_depth: self.cfg.write_depth,
+            commit_bytes_max: self.cfg.commit_bytes_max,
+            fsync_depth: self.cfg.fsync_depth,
             segment_bytes: self.cfg.segment_bytes,
         };
         let journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());

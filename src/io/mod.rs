@@ -55,15 +55,18 @@ pub enum Op {
     /// from it when it is registered (`SEND_ZC` naming its index), else by a
     /// plain `SEND`, which copies it (a zero-copy send of an unregistered
     /// buffer would pin its pages against the same RLIMIT_MEMLOCK that left
-    /// it unregistered). The buffer comes back, in the op's one completion,
-    /// only once the kernel no longer reads it.
+    /// it unregistered; to a peer on this host, `platform::peer_is_local`,
+    /// the kernel would copy it anyway). The buffer comes back, in the op's
+    /// one completion, only once the kernel no longer reads it.
     SendFixed { sock: FileId, buf: AlignedBuf, sent: usize },
 }
 
 /// Buffer ops (writes, reads, sends of an [`AlignedBuf`]) by the kind of
 /// opcode they went out as: fixed (the buffer is registered: `WRITE_FIXED`,
 /// `READ_FIXED`, `SEND_ZC` naming it) or plain (`WRITE`, `READ`, `SEND`).
-/// Both backends count them, so tests see which path a buffer took.
+/// Both backends count them, so tests see which path a buffer took. A
+/// registered buffer sent to a peer on this host counts as fixed, though it
+/// goes by plain `SEND` (see [`Op::SendFixed`]): the count is of buffers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpCounts {
     pub fixed_ops: u64,

@@ -58,6 +58,9 @@ struct OpenFile {
     /// A listener's: the epoll instance that watches it, which its accepts
     /// wait on (see `Op::Accept` in `sqe_for`).
     accept_epoll: Option<Epoll>,
+    /// A socket whose peer is on this host ([`crate::platform::peer_is_local`]):
+    /// its sends of registered buffers go out by plain `SEND`, not `SEND_ZC`.
+    peer_local: bool,
 }
 
 /// The file-table label of every socket (they have no path).
@@ -250,13 +253,14 @@ impl UringIo {
             }
             Op::SendFixed { sock, buf, sent } => {
                 let fd = types::Fd(self.files[sock.0 as usize].file.as_raw_fd());
-                let index = self.fixed_index(buf);
+                let index = self.fixed_index(buf).filter(|_| !self.files[sock.0 as usize].peer_local);
                 let rest = &buf.as_slice()[*sent..];
                 assert!(!rest.is_empty(), "send of nothing");
                 let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
                 match index {
                     Some(i) => opcode::SendZc::new(fd, rest.as_ptr(), len).buf_index(Some(i)).flags(libc::MSG_NOSIGNAL).build(),
-                    // One completion, like any send; the buffer is ours again with it.
+                    // One completion, like any send; the buffer is ours again
+                    // with it. Unregistered, or a peer on this host.
                     None => opcode::Send::new(fd, rest.as_ptr(), len).flags(libc::MSG_NOSIGNAL).build(),
                 }
             }
@@ -405,7 +409,9 @@ impl UringIo {
             // O_NONBLOCK on): io_uring then waits for readiness itself.
             match socket2::SockRef::from(&f.file).accept() {
                 Ok((sock, _)) => {
+                    let peer_local = crate::platform::peer_is_local(&sock);
                     let file = self.add_socket(sock.into());
+                    self.files[file.0 as usize].peer_local = peer_local;
                     self.ready.push(Completion { token, result: Ok(file.0), buf: None, net_buf: None, more: true });
                 }
                 // That one peer gave up before it was accepted.
@@ -446,7 +452,14 @@ impl UringIo {
     }
 
     fn add_file(&mut self, file: File, path: &Path) -> FileId {
-        let id = self.files.insert(OpenFile { file, path: path.to_path_buf(), ops_in_flight: 0, closing: false, accept_epoll: None });
+        let id = self.files.insert(OpenFile {
+            file,
+            path: path.to_path_buf(),
+            ops_in_flight: 0,
+            closing: false,
+            accept_epoll: None,
+            peer_local: false,
+        });
         FileId(u32::try_from(id).expect("file table index fits u32"))
     }
 
@@ -552,8 +565,10 @@ impl Io for UringIo {
         } else {
             None
         };
+        let peer_local = accept_epoll.is_none() && crate::platform::peer_is_local(&sock);
         let id = self.add_socket(sock);
         self.files[id.0 as usize].accept_epoll = accept_epoll;
+        self.files[id.0 as usize].peer_local = peer_local;
         Ok(id)
     }
 

@@ -193,7 +193,7 @@ registry! {
         timeouts => ConnectionTimeouts, Counter, "strom_connection_timeouts_total",
             "Connections closed by a timeout: a frame slower than the header timeout, idle, a stuck send.";
         stuck_readers_closed => StuckReadersClosed, Counter, "strom_stuck_readers_closed_total",
-            "Connections closed because their unsent replies held the core's buffer budget without progress.";
+            "Connections closed because their unsent replies held the core's buffer or reply budget without progress.";
         requests => Requests, Counter, "strom_requests_total",
             "Request frames read and dispatched, the undecodable ones included.";
         frame_errors => FrameErrors, Counter, "strom_frame_errors_total",
@@ -206,6 +206,14 @@ registry! {
             "Request, reply and partial-frame bytes the core holds (what core_buffered_bytes_max bounds).";
         pooled_bytes => RecvPoolBytes, Gauge, "strom_recv_pool_bytes",
             "Receive-buffer bytes kept in the core's pool.";
+        budget_waits => FetchBudgetWaits, Counter, "strom_fetch_budget_waits_total",
+            "Times a Fetch of the core's connections, with data to answer, waited for the core's reply budget.";
+        reply_budget_used_bytes => ReplyBudgetUsedBytes, Gauge, "strom_reply_budget_used_bytes",
+            "Fetch reply bytes being built or unsent for the core's connections (what reply_budget_bytes bounds).";
+        reply_budget_peak_bytes => ReplyBudgetPeakBytes, Gauge, "strom_reply_budget_peak_bytes",
+            "The most reply budget the core has had in use at once since it started.";
+        fetches_waiting_budget => FetchesWaitingBudget, Gauge, "strom_fetches_waiting_budget",
+            "Fetches of the core's connections waiting now for its reply budget (parked long polls are not).";
     }
 }
 

@@ -37,9 +37,9 @@ use crate::log::frame::HEADER_BYTES;
 use chunks::Chunks;
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
 pub use poll::PARKED_READS_MAX;
-use poll::ParkedPolls;
+use poll::{BudgetWaits, ParkedPolls};
 use resume::ResumeHints;
-pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, SinkFlow, once};
+pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, ReplyBudget, SinkFlow, once};
 use view::LogView;
 
 /// What the core lends the read path for one call.
@@ -83,6 +83,8 @@ pub struct ReadPath {
     /// Registered buffers answers are assembled in and sent from, while free.
     reply_bufs: Vec<AlignedBuf>,
     parked: ParkedPolls,
+    /// Fetches with data that wait for room in their reply budget.
+    budget_waits: BudgetWaits,
     /// Subscriptions to read on from where their last answer ended.
     resumed: VecDeque<(Pid, ReadMode)>,
     /// The read path's section of its core's metrics (gauges sampled by
@@ -105,6 +107,7 @@ impl ReadPath {
             read_bufs,
             reply_bufs,
             parked: ParkedPolls::new(),
+            budget_waits: BudgetWaits::default(),
             resumed: VecDeque::new(),
             metrics: ReadMetrics::default(),
             resume: ResumeHints::default(),
@@ -119,7 +122,7 @@ impl ReadPath {
 
     /// No read is in progress.
     pub fn idle(&self) -> bool {
-        self.cursors.is_empty() && self.resumed.is_empty()
+        self.cursors.is_empty() && self.resumed.is_empty() && self.budget_waits.is_empty()
     }
 
     /// The read path's metrics, with its free read and reply buffers now.
@@ -203,6 +206,11 @@ impl ReadPath {
     pub fn close_parking<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
         self.parked.close();
         self.expire(cx, true);
+        // Nor wait for reply budget, which only the stopping server's
+        // connections can return.
+        for (pid, _, mode) in self.budget_waits.close() {
+            self.answer(pid, mode, Err(StromError::ShuttingDown), empty(), 0, (0, 0));
+        }
     }
 
     /// Nanoseconds until the earliest parked poll's deadline.
@@ -241,6 +249,16 @@ impl ReadPath {
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
         let dense = matches!(mode, ReadMode::Fetch { .. }) && p.runs.find_offset(offset).is_some();
+        let mut mode = mode;
+        if !self.admit(&mut mode) {
+            // Not started after all: it counts when it is.
+            self.metrics.reads -= 1;
+            let gone = matches!(&mode, ReadMode::Fetch { sink, .. } if sink.asker_gone());
+            if self.budget_waits.closed() || gone {
+                return self.answer(pid, mode, Err(StromError::ShuttingDown), empty(), 0, (end, start));
+            }
+            return self.budget_waits.push(pid, offset, mode);
+        }
         let (out, headroom_bytes, budget_bytes) = self.answer_buffer(&mode);
         if let ReadOut::Registered(b) = &out {
             cx.lent.lend(b.fixed_index());
@@ -268,6 +286,27 @@ impl ReadPath {
             served_end_pos: 0,
         });
         self.advance(cx, slot);
+    }
+
+    /// Whether a fetch may build its answer now: room for its largest
+    /// (headroom and `max_bytes`, or one whole batch) is taken from its
+    /// asker's reply budget, here, once there is data to answer with.
+    fn admit(&mut self, mode: &mut ReadMode) -> bool {
+        let ReadMode::Fetch { max_bytes, sink, .. } = mode else { return true };
+        !sink.asker_gone() && sink.reserve(sink.headroom_bytes() + (*max_bytes).max(self.limits.batch_bytes_max))
+    }
+
+    /// Tries the fetches waiting for reply budget again, oldest first.
+    fn retry_budget_waits<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
+        if self.budget_waits.is_empty() {
+            return;
+        }
+        let mut waits = self.budget_waits.take();
+        while !self.full() {
+            let Some((pid, offset, mode)) = waits.pop_front() else { break };
+            self.start(cx, pid, mode, offset);
+        }
+        self.budget_waits.untried(waits);
     }
 
     /// The buffer an answer is assembled in, its headroom, and the batch bytes it may take.
@@ -516,7 +555,16 @@ impl ReadPath {
                             (batches, None)
                         }
                     };
-                    ReadResult { batches, headroom_bytes, registered, next_offset, high_watermark: hw, start_offset: start, parked_ns }
+                    ReadResult {
+                        batches,
+                        headroom_bytes,
+                        registered,
+                        next_offset,
+                        high_watermark: hw,
+                        start_offset: start,
+                        parked_ns,
+                        budget_bytes: 0,
+                    }
                 });
                 if sink.deliver(answer) == SinkFlow::More && !failed {
                     let offset = if next_offset == NOT_FOUND { offset } else { next_offset };
@@ -543,6 +591,7 @@ impl ReadPath {
     /// Subscriptions whose last answer asked for more read on now: they park
     /// at the end of their partition or answer again at once.
     pub fn resume<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, may_wait: bool) {
+        self.retry_budget_waits(cx);
         for _ in 0..self.resumed.len() {
             if self.full() {
                 return;

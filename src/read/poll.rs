@@ -1,6 +1,6 @@
 //! Long polls parked at the end of their partition, waiting for new data
 //! or their deadline, whichever comes first.
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::partition::Pid;
 
@@ -102,5 +102,51 @@ impl ParkedPolls {
         self.next_deadline_ns = if self.closed { 0 } else { next };
         self.count -= due.len();
         due
+    }
+}
+
+/// Fetches with data to answer that wait for room in their asker's reply
+/// budget ([`super::sink::ReplyBudget`]), oldest first; a fetch whose
+/// budget has others waiting goes behind them without trying
+/// ([`super::sink::ReadSink::reserve`]). They hold no buffer and no read
+/// slot: a fetch's request and its room are charged to its connection
+/// when it is read (`conn_buffered_bytes_max`), so their number is bounded
+/// by the connections and the bytes each may hold.
+#[derive(Default)]
+pub(crate) struct BudgetWaits {
+    waits: VecDeque<(Pid, u64, ReadMode)>,
+    /// Set when the server stops: a fetch that finds no room is refused.
+    closed: bool,
+}
+
+impl BudgetWaits {
+    pub fn is_empty(&self) -> bool {
+        self.waits.is_empty()
+    }
+
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn push(&mut self, pid: Pid, offset: u64, mode: ReadMode) {
+        self.waits.push_back((pid, offset, mode));
+    }
+
+    /// Every waiting fetch, in order, to try again; those that still find
+    /// no room are pushed back, in the same order.
+    pub fn take(&mut self) -> VecDeque<(Pid, u64, ReadMode)> {
+        std::mem::take(&mut self.waits)
+    }
+
+    /// The fetches not tried (read slots ran out) go back behind those
+    /// tried without room, which were ahead of them.
+    pub fn untried(&mut self, mut untried: VecDeque<(Pid, u64, ReadMode)>) {
+        self.waits.append(&mut untried);
+    }
+
+    /// Waits no more: every waiting fetch is handed back to be refused.
+    pub fn close(&mut self) -> VecDeque<(Pid, u64, ReadMode)> {
+        self.closed = true;
+        std::mem::take(&mut self.waits)
     }
 }

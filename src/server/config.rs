@@ -28,6 +28,13 @@ pub struct ServerConfig {
     /// Request, reply and partial-frame bytes that exist on one core, all
     /// connections together; past it, no socket of the core is read.
     pub core_buffered_bytes_max: usize,
+    /// Fetch reply bytes that may exist for one core's connections at once:
+    /// a Fetch takes its largest reply from it when the reply starts being
+    /// built (never while parked as a long poll) and waits while there is
+    /// no room; the bytes return as the reply is sent.
+    /// So readers that never read hold at most this per core, whatever
+    /// their number (docs/ARCHITECTURE.md, Bounds).
+    pub reply_budget_bytes: usize,
     /// A connection with no request in flight and nothing received for this
     /// long is closed.
     pub idle_timeout: Duration,
@@ -55,6 +62,10 @@ impl Default for ServerConfig {
             inflight_per_conn_max: 256,
             conn_buffered_bytes_max: 32 << 20,
             core_buffered_bytes_max: 256 << 20,
+            // Eight 8 MiB fetches in flight, or 32 loadgen consumer slots
+            // (2 MiB each); per core, so 2 cores hold at most 256 MiB of
+            // replies, what one core's `core_buffered_bytes_max` allows.
+            reply_budget_bytes: 128 << 20,
             idle_timeout: Duration::from_secs(600),
             header_timeout: Duration::from_secs(10),
             fetch_wait_max: Duration::from_secs(30),
@@ -75,6 +86,12 @@ impl ServerConfig {
         }
         if self.conn_buffered_bytes_max < self.frame_bytes_max || self.core_buffered_bytes_max < self.conn_buffered_bytes_max {
             return bad("buffer limits must satisfy frame_bytes_max <= conn_buffered_bytes_max <= core_buffered_bytes_max".into());
+        }
+        if self.reply_budget_bytes < self.frame_bytes_max {
+            return bad(format!(
+                "reply_budget_bytes {} must hold one largest reply (frame_bytes_max {})",
+                self.reply_budget_bytes, self.frame_bytes_max
+            ));
         }
         Ok(())
     }

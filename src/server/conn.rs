@@ -12,7 +12,8 @@
 //! `core_buffered_bytes_max`, while its log is out of write buffers, or
 //! while a request waits for room in another core's mailbox.
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::codec::{Codec, ConnError};
 use super::send::release_frame;
@@ -73,6 +74,13 @@ pub(super) struct Conn {
     /// Produce replies queued or being sent: where each ends in the stream,
     /// and its stage times.
     pub traced: VecDeque<(u64, StageTrace)>,
+    /// Reply budget held by this connection's queued Fetch replies, and
+    /// where each ends in the stream (returned once sent).
+    pub budget_bytes: usize,
+    pub budgeted: VecDeque<(u64, usize)>,
+    /// Set when the connection closes, so that its Fetches not yet built
+    /// are not (made at its first Fetch: most connections never fetch).
+    pub gone: Option<Arc<AtomicBool>>,
 }
 
 impl Conn {
@@ -101,6 +109,9 @@ impl Conn {
             queued_pos: 0,
             sent_pos: 0,
             traced: VecDeque::new(),
+            budget_bytes: 0,
+            budgeted: VecDeque::new(),
+            gone: None,
         }
     }
 
@@ -192,6 +203,11 @@ impl<C: Codec> NetCore<C> {
         c.send_off = 0;
         // Replies that will never be sent have no latency to record.
         c.traced.clear();
+        if let Some(gone) = &c.gone {
+            gone.store(true, Ordering::Relaxed);
+        }
+        self.release_conn_budget(slot);
+        let c = &mut self.conns[slot];
         if c.counted {
             c.counted = false;
             self.shared.connections.fetch_sub(1, Ordering::Relaxed);

@@ -22,6 +22,12 @@ impl<C: Codec> NetCore<C> {
             connections: self.conns.len() as u64,
             held_bytes: (self.held_bytes + self.rbuf_bytes) as u64,
             pooled_bytes: self.pool.bytes() as u64,
+            // The budget is shared with the cores that build the replies:
+            // its gauges and its count of waits are read from it.
+            reply_budget_used_bytes: self.budget.used_bytes() as u64,
+            reply_budget_peak_bytes: self.budget.peak_bytes() as u64,
+            fetches_waiting_budget: self.budget.waiting() as u64,
+            budget_waits: self.budget.waits_total(),
             ..self.metrics
         }
     }

@@ -31,12 +31,14 @@ use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::metrics::Metrics;
+use crate::read::ReplyBudget;
 use crate::stats::StageHistograms;
 
 pub use crate::stats::StageLatency;
 pub use config::ServerConfig;
 pub use native::server_info;
 
+mod budget;
 mod codec;
 pub mod config;
 mod conn;
@@ -74,6 +76,13 @@ impl Shared {
     /// The way back to core `core`'s connections.
     pub fn reply_route(&self, core: usize) -> ReplyRoute {
         ReplyRoute { inbox: self.inboxes[core].clone(), core: self.broker.route(core).clone() }
+    }
+
+    /// A new reply budget for one core's connections; returned bytes ring
+    /// every core, since any may hold fetches waiting for it.
+    pub fn reply_budget(&self) -> Arc<ReplyBudget> {
+        let wake = (0..self.inboxes.len()).map(|core| self.broker.route(core).clone()).collect();
+        Arc::new(ReplyBudget::new(self.cfg.reply_budget_bytes, wake))
     }
 
     /// Tells every core's task to stop (accept and read no more, answer
@@ -125,12 +134,15 @@ impl Server {
         let per_core = inbox_rxs.into_iter().zip(control_rxs).zip(bound.per_core);
         for (core_id, ((inbox, control), listeners)) in per_core.enumerate() {
             let codec = NativeCodec;
-            let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom());
+            let budget = shared.reply_budget();
+            let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom())
+                .with_reply_budget(budget.clone());
             let parts = TaskParts {
                 inbox,
                 control,
                 listeners: listeners.into_iter().map(|l| ListenSock::Os(l.into())).collect(),
                 broker: dispatcher,
+                budget,
             };
             engine.attach(core_id, Box::new(NetCore::new(core_id, codec, shared.clone(), parts)))?;
         }

@@ -30,6 +30,9 @@ pub(crate) struct Done {
     /// The part of `held_bytes` that was a reservation for the reply (a
     /// Fetch's largest possible answer), charged to the connection only.
     pub reserved_bytes: usize,
+    /// Reply budget of the connection's core the reply holds (0 for
+    /// other requests and empty answers), taken when it was built.
+    pub budget_bytes: usize,
     /// What the connection's core records once the reply is queued or sent.
     pub trace: Option<ReplyTrace>,
 }
@@ -64,8 +67,8 @@ pub(crate) struct Ticket {
 
 impl Ticket {
     /// Sends the reply frame to the connection's core.
-    pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>) {
-        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, trace };
+    pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>, budget_bytes: usize) {
+        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, budget_bytes, trace };
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
         if self.route.inbox.send(done).is_ok() {
@@ -87,12 +90,16 @@ impl<C: Codec> Replier<C> {
     /// latency once it is queued.
     pub fn answer(self, reply: Result<Answer, BrokerError>) {
         let received_ns = self.ticket.received_ns;
+        let budget_bytes = match &reply {
+            Ok(Answer::Fetched(f)) => f.budget_bytes,
+            _ => 0,
+        };
         let trace = match &reply {
             Ok(Answer::Produced(a)) => Some(ReplyTrace::Produce(StageTrace { received_ns, ..a.trace })),
             Ok(Answer::Fetched(f)) => Some(ReplyTrace::Fetch { received_ns, parked_ns: f.parked_ns }),
             _ => None,
         };
         let frame = self.codec.encode(self.ctx, reply);
-        self.ticket.send(frame, trace);
+        self.ticket.send(frame, trace, budget_bytes);
     }
 }

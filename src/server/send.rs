@@ -1,7 +1,8 @@
 //! Sending: replies arrive in the core's inbox (from this core or another),
 //! are queued on their connection and go out by `SEND`, small ones
 //! coalesced up to 256 KiB per send, a registered buffer by `SEND_ZC`
-//! naming it; a short send continues from where it stopped. Replies leave
+//! naming it (by plain `SEND` to a peer on this host: see `Op::SendFixed`);
+//! a short send continues from where it stopped. Replies leave
 //! in the order they were answered, which may not be request order
 //! (clients match request ids); produce replies of one partition are in
 //! offset order.
@@ -47,15 +48,21 @@ impl<C: Codec> NetCore<C> {
         self.held_bytes -= done.held_bytes - done.reserved_bytes;
         let Some(c) = self.conns.get_mut(slot).filter(|c| c.generation == done.conn.generation) else {
             // The connection is gone; its request's bytes are released
-            // above, and a registered buffer goes back to the core.
+            // above, its budget here, and a registered buffer goes back to the core.
+            self.release_budget(done.budget_bytes);
             return release_frame(core, done.frame);
         };
         c.inflight -= 1;
         c.request_bytes -= done.held_bytes;
         if c.state == State::Closed {
+            self.release_budget(done.budget_bytes);
             release_frame(core, done.frame);
             return self.mark(slot);
         }
+        if done.budget_bytes > 0 {
+            self.hold_reply_budget(slot, done.budget_bytes, done.frame.len());
+        }
+        let c = &mut self.conns[slot];
         c.reply_bytes += done.frame.len();
         c.queued_pos += done.frame.len() as u64;
         self.held_bytes += done.frame.len();
@@ -143,6 +150,8 @@ impl<C: Codec> NetCore<C> {
             conn.traced.pop_front();
             self.stages.record_produce(&trace, core.stage_ns(now_ns));
         }
+        self.release_sent_budget(slot);
+        let conn = &mut self.conns[slot];
         if conn.send_off < frame.len() {
             conn.sendq.push_front(frame);
         } else {

@@ -112,8 +112,10 @@ impl SimServer {
         let per_core = opened.into_iter().zip(mailboxes).zip(inbox_rxs.into_iter().zip(control_rxs));
         for (core_id, (((core, listener), mailbox), (inbox, control))) in per_core.enumerate() {
             let codec = NativeCodec;
-            let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom());
-            let parts = TaskParts { inbox, control, listeners: vec![ListenSock::InRing(listener)], broker: dispatcher };
+            let budget = shared.reply_budget();
+            let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom())
+                .with_reply_budget(budget.clone());
+            let parts = TaskParts { inbox, control, listeners: vec![ListenSock::InRing(listener)], broker: dispatcher, budget };
             let task = NetCore::new(core_id, codec, shared.clone(), parts);
             sim_cores.push(SimCore { core, ticker: Ticker { task: Some(Box::new(task)) }, mailbox });
         }

@@ -1,6 +1,7 @@
 //! Timeouts, checked once a second: frames that take too long to arrive
 //! (slowloris), idle connections, sends that make no progress, and readers
-//! that stopped reading while their core is out of buffer memory.
+//! that stopped reading while their core is out of buffer memory or of
+//! reply budget.
 use super::codec::{Codec, ConnError, ConnErrorKind};
 use super::conn::State;
 use super::task::NetCore;
@@ -27,6 +28,7 @@ impl<C: Codec> NetCore<C> {
             self.mark(slot);
         }
         self.evict_stuck_readers(core, now_ns);
+        self.evict_budget_holders(core, now_ns);
     }
 
     /// The connections past a timeout, each with whether to tell the peer

@@ -8,6 +8,7 @@
 //! then [`CoreTask::plan`] after planning its own I/O (replies answered in
 //! this tick are queued and sent; receives, polls and accepts are pushed).
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use slab::Slab;
@@ -27,6 +28,7 @@ use crate::error::StromError;
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io};
 use crate::metrics::{ConnMetrics, Metrics};
+use crate::read::ReplyBudget;
 use crate::stats::{StageHistograms, StageLatency};
 
 /// One core's connections, listeners and their budgets, speaking `C`.
@@ -55,6 +57,13 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) rbuf_bytes: usize,
     /// Capacity of the receive buffers inside receives in flight.
     pub(super) recv_inflight_bytes: usize,
+    /// Room for this core's connections' Fetch replies, shared with the
+    /// cores that build them (`budget.rs`).
+    pub(super) budget: Arc<ReplyBudget>,
+    /// Budget returned by this task while reads wait for it: the core polls
+    /// once more so its own read path tries them (its own doorbell is
+    /// silent on its own thread).
+    pub(super) budget_kick: bool,
     pub(super) stopping: Option<(u64, SyncSender<()>)>,
     pub(super) finished: bool,
     pub(super) next_sweep_ns: u64,
@@ -71,6 +80,7 @@ pub(crate) struct TaskParts {
     pub control: Receiver<Control>,
     pub listeners: Vec<ListenSock>,
     pub broker: Dispatcher,
+    pub budget: Arc<ReplyBudget>,
 }
 
 impl<C: Codec> NetCore<C> {
@@ -92,6 +102,8 @@ impl<C: Codec> NetCore<C> {
             held_bytes: 0,
             rbuf_bytes: 0,
             recv_inflight_bytes: 0,
+            budget: parts.budget,
+            budget_kick: false,
             stopping: None,
             finished: false,
             next_sweep_ns: 0,
@@ -185,7 +197,7 @@ impl<C: Codec> NetCore<C> {
             Ok(d) => d,
             Err(refusal) => {
                 self.metrics.frame_errors += 1;
-                return ticket.send(ReplyBuf::Heap(refusal), None);
+                return ticket.send(ReplyBuf::Heap(refusal), None, 0);
             }
         };
         let replier = Replier { codec: self.codec.clone(), ctx, ticket };
@@ -194,7 +206,10 @@ impl<C: Codec> NetCore<C> {
             // pipelining client than a reset over unread bytes.
             return replier.answer(Err(StromError::ShuttingDown.into()));
         }
-        let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None };
+        // A Fetch's sink learns when its connection goes.
+        let asker_gone = (reserved_bytes > 0).then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone());
+        let mut host =
+            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
         // This core's registry goes in once the broker is done with the
         // command, since it holds the broker's own section.
@@ -230,6 +245,8 @@ struct CoreHost<'a, 'b, I: Io> {
     stages: &'a mut StageHistograms,
     /// This core's part in a metrics report asked for by the command.
     own_metrics: Option<MetricsShare>,
+    /// Set when the connection that sent the command closes.
+    asker_gone: Option<Arc<AtomicBool>>,
 }
 
 impl<I: Io> Host for CoreHost<'_, '_, I> {
@@ -255,6 +272,10 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
     fn frame_bytes_max(&self) -> usize {
         self.shared.cfg.frame_bytes_max
     }
+
+    fn asker_gone(&mut self) -> Option<Arc<AtomicBool>> {
+        self.asker_gone.take()
+    }
 }
 
 impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {
@@ -267,6 +288,8 @@ impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {
 
     fn plan(&mut self, core: &mut TaskCore<'_, I>) {
         let now_ns = core.now_ns();
+        // The core's plan, just run, tried its waiting reads.
+        self.budget_kick = false;
         self.adopt_listeners(core);
         self.on_control(core, now_ns);
         self.deliver_replies(core);
@@ -301,7 +324,7 @@ impl<I: Io, C: Codec> CoreTask<I> for NetCore<C> {
         if let Some((deadline, _)) = &self.stopping {
             timer = timer.min(deadline.saturating_sub(now_ns).max(1));
         }
-        (!self.dirty.is_empty(), Some(timer))
+        (!self.dirty.is_empty() || self.budget_kick, Some(timer))
     }
 
     fn finished(&self) -> bool {

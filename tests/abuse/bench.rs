@@ -13,11 +13,18 @@ use crate::canary::Canary;
 use crate::harness::cgroup::Limits;
 use crate::harness::serve::{HANG, STATS_CONNECTIONS, STATS_HELD_BYTES, Serve, Stats};
 use crate::harness::test_dir;
-use crate::{CGROUP_LIMIT_BYTES, CORE_BUFFERED_BYTES_MAX, CORES, HEADER_TIMEOUT_MS};
+use crate::{CGROUP_LIMIT_BYTES, CORE_BUFFERED_BYTES_MAX, CORES, HEADER_TIMEOUT_MS, REPLY_BUDGET_BYTES};
 
 /// The counters that must come back to their baseline after every case.
-const BASELINE_KEYS: [Metric; 5] =
-    [Metric::ConnectionsOpen, Metric::RingOpsInFlight, Metric::ReplyBufsFree, Metric::ReadBufsFree, Metric::BufferedBytes];
+const BASELINE_KEYS: [Metric; 7] = [
+    Metric::ConnectionsOpen,
+    Metric::RingOpsInFlight,
+    Metric::ReplyBufsFree,
+    Metric::ReadBufsFree,
+    Metric::BufferedBytes,
+    Metric::ReplyBudgetUsedBytes,
+    Metric::FetchesWaitingBudget,
+];
 
 pub fn sum(stats: &[Stats], key: Metric) -> u64 {
     stats.iter().map(|s| s[key]).sum()
@@ -75,6 +82,8 @@ impl Bench {
             connections_max.to_string(),
             "--core-buffered-bytes-max".to_string(),
             CORE_BUFFERED_BYTES_MAX.to_string(),
+            "--reply-budget-bytes".to_string(),
+            REPLY_BUDGET_BYTES.to_string(),
         ]);
         if let Some(cg) = &cgroup {
             cmd = cmd.cgroup(cg);

@@ -16,7 +16,7 @@ use crate::bench::{Bench, sum};
 use crate::harness::batch_of;
 use crate::harness::serve::{HANG, STATS_HELD_BYTES};
 use crate::raw::{cat, closed, connect_raw, encode, frame, lying_batch, read_frame, reply_code, reset, string};
-use crate::{CONN_BUFFERED_BYTES_MAX, CORE_BUFFERED_BYTES_MAX, HEADER_TIMEOUT_MS};
+use crate::{CONN_BUFFERED_BYTES_MAX, CORE_BUFFERED_BYTES_MAX, HEADER_TIMEOUT_MS, REPLY_BUDGET_BYTES};
 
 /// A length prefix out of range: FrameTooLarge (or Malformed under 12),
 /// then the connection closes; the bytes after it are never buffered.
@@ -299,9 +299,14 @@ fn non_reader(addr: SocketAddr) -> TcpStream {
 }
 
 /// Consumers that pipeline big fetches and never read the replies: the
-/// server stops reading them at their buffer cap, others are served, and
-/// each still has its connection (nothing timed out) until it goes.
+/// server stops reading them at their buffer cap, their fetches wait for
+/// their core's reply budget, each core's reply bytes stay under the budget
+/// whatever their number, others
+/// are served, and each non-reader either gets its replies intact or was
+/// closed as a stuck reader (its replies held budget others waited for,
+/// without progress for a header timeout); none timed out.
 pub fn non_readers(b: &mut Bench, n: usize) -> String {
+    let closed_before = sum(&b.serve.stats(), Metric::StuckReadersClosed);
     let mut conns = Vec::new();
     for _ in 0..n {
         conns.push(non_reader(b.addr()));
@@ -324,21 +329,39 @@ pub fn non_readers(b: &mut Bench, n: usize) -> String {
     // frames is not a slow sender and must not be cut off.
     std::thread::sleep(Duration::from_millis(HEADER_TIMEOUT_MS + 1500));
     b.canary_during("consumers that never read");
+    let (mut served, mut closed) = (0, 0);
     for s in &mut conns {
         s.set_read_timeout(Some(HANG)).unwrap();
-        let reply = read_frame(s).expect("the non-reader's connection was closed");
-        assert_eq!(reply_code(&reply), None, "a non-reader's fetch failed");
+        match read_frame(s) {
+            Some(reply) => {
+                assert_eq!(reply_code(&reply), None, "a non-reader's fetch failed");
+                served += 1;
+            }
+            None => closed += 1,
+        }
     }
+    let stats = b.serve.stats();
+    let peak = stats.iter().map(|s| s[Metric::ReplyBudgetPeakBytes]).max().unwrap_or(0);
+    assert!(peak <= REPLY_BUDGET_BYTES, "a core had {peak} reply bytes in use, over its budget {REPLY_BUDGET_BYTES}");
+    let stuck = sum(&stats, Metric::StuckReadersClosed) - closed_before;
+    assert!(closed <= stuck, "{closed} non-readers lost their connection, but only {stuck} were closed as stuck");
     for s in conns {
         reset(s);
     }
-    format!("{n} conns pinned {} MiB (bound {} MiB); no reply lost, no timeout", held >> 20, bound >> 20)
+    format!(
+        "{n} conns pinned {} MiB (bound {} MiB), reply budget peak {} MiB/core (budget {}); {served} served, {closed} closed as stuck",
+        held >> 20,
+        bound >> 20,
+        peak >> 20,
+        REPLY_BUDGET_BYTES >> 20
+    )
 }
 
 /// Consumers that never read, all on one core (its own port), until that
-/// core holds its whole buffer budget and reads no socket: the connections
-/// whose replies made no progress for a header timeout are closed, largest
-/// first, and the core (its canary with it) is served again.
+/// core holds its whole reply budget (Fetches wait) or buffer budget (it
+/// reads no socket): the connections whose replies made no progress for a
+/// header timeout are closed, largest first, and the core (its canary with
+/// it) is served again.
 pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
     let mut admin = Client::connect(b.addr()).unwrap();
     admin.set_timeout(Some(HANG)).unwrap();
@@ -366,9 +389,10 @@ pub fn stuck_readers_on_one_core(b: &mut Bench, n: usize) -> String {
         reset(s);
     }
     format!(
-        "{n} conns on core 1 held up to {} MiB (budget {}): {closed} closed as stuck, core 1 served again",
+        "{n} conns on core 1 held up to {} MiB (buffer budget {}, reply budget {}): {closed} closed as stuck, core 1 served again",
         held_max >> 20,
-        CORE_BUFFERED_BYTES_MAX >> 20
+        CORE_BUFFERED_BYTES_MAX >> 20,
+        REPLY_BUDGET_BYTES >> 20
     )
 }
 

@@ -46,6 +46,10 @@ const CONN_BUFFERED_BYTES_MAX: u64 = 32 << 20;
 /// The buffer budget of each core (`--core-buffered-bytes-max`), a third of
 /// the default, so that a few stuck readers fill it far inside the cgroup.
 const CORE_BUFFERED_BYTES_MAX: u64 = 96 << 20;
+/// The reply budget of each core (`--reply-budget-bytes`): Fetch replies
+/// being built or unsent. Half the default, so that two cores' replies (128
+/// MiB) and their registered buffers stay far inside the cgroup.
+const REPLY_BUDGET_BYTES: u64 = 64 << 20;
 /// Consumers that never read put on one core: enough to fill its budget
 /// (each pins from 24 to 40 MiB: its 32 MiB cap less one fetch in service,
 /// or plus one reply).
@@ -163,14 +167,15 @@ fn slowloris() {
 }
 
 // Proves: consumers that pipeline big fetches and never read are no longer
-// read at their buffer cap, pin a bounded number of bytes, and keep their
-// connections (nothing timed out) with their replies intact.
+// read at their buffer cap, wait for reply budget, pin a bounded number of bytes
+// (each core's replies under its budget), and either keep their connections
+// with their replies intact or are closed as stuck readers; none timed out.
 #[test]
 fn consumers_that_never_read() {
     // Not scaled: each pins up to its 32 MiB buffer cap plus one 8 MiB reply,
-    // so two stay under a core's budget wherever they land (more are the
-    // stuck-reader case), and past about ten of them a 2-core server
-    // outgrows 512 MiB (see docs/TESTING.md); STROM_ABUSE_NON_READERS=N tries N.
+    // and the reply budget holds a core's Fetch replies to 64 MiB whatever
+    // their number (before it, 12 got a 2-core server OOM-killed under 512
+    // MiB); STROM_ABUSE_NON_READERS=N tries N (12 and 24 pass).
     let n = std::env::var("STROM_ABUSE_NON_READERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
     run_case(&format!("{n} non-reading consumers"), |b| cases::non_readers(b, n));
 }

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 mod failure;
 mod full;
 mod retention;
+#[cfg(test)]
+mod tests;
 
 pub use failure::{clear_failed_mark, fence_failed_tail};
 pub use retention::{Held, RetentionPass};
@@ -52,6 +54,15 @@ pub struct JournalLimits {
     pub write_buf_bytes: usize,
     pub write_bufs: usize,
     pub write_depth: usize,
+    /// A commit that holds this many bytes is sealed even while every write
+    /// slot is busy (it then waits in order), so no write in flight is
+    /// larger: a small request never waits behind a write bigger than this.
+    /// At most `write_buf_bytes` (a larger value acts as it).
+    pub commit_bytes_max: usize,
+    /// fdatasync rounds in flight at once. Two let the writes that completed
+    /// while a round was in flight start their own at once instead of
+    /// waiting for it; rounds still make data durable in order.
+    pub fsync_depth: usize,
     pub segment_bytes: u64,
 }
 
@@ -62,6 +73,15 @@ pub enum StageError {
     NoBuffer,
     /// The log failed or the segment roll failed.
     Failed(StromError),
+}
+
+/// One round of fdatasyncs: one per file with completed unsynced writes,
+/// submitted together; once all succeeded (and every earlier round did),
+/// everything below `target_pos` is durable.
+struct FsyncRound {
+    id: u32,
+    ops_left: usize,
+    target_pos: u64,
 }
 
 struct Commit<R> {
@@ -101,8 +121,11 @@ pub struct Journal<R> {
     durable_pos: u64,
     visible_pos: u64,
     log_start: u64,
+    /// fdatasync ops in flight, over every round.
     fsyncs_in_flight: usize,
-    fsync_target: u64,
+    /// Submitted rounds, oldest first, until they complete in order.
+    fsync_rounds: VecDeque<FsyncRound>,
+    next_round_id: u32,
     /// Files with completed writes not yet covered by a submitted fsync.
     unsynced_files: Vec<FileId>,
     last_fsync_ns: u64,
@@ -159,6 +182,7 @@ impl<R> Journal<R> {
     pub fn new(id: u32, dir: &Path, limits: JournalLimits, state: OpenState, bufs: Vec<AlignedBuf>, now_ns: u64) -> Journal<R> {
         assert_eq!(state.end_pos % crate::buf::BLOCK_BYTES as u64, 0, "log must continue on a block boundary");
         assert!(bufs.len() >= limits.write_depth + 2);
+        assert!(limits.fsync_depth >= 1 && limits.commit_bytes_max >= crate::buf::BLOCK_BYTES);
         Journal {
             id,
             dir: dir.to_path_buf(),
@@ -175,7 +199,8 @@ impl<R> Journal<R> {
             visible_pos: state.end_pos,
             log_start: state.log_start,
             fsyncs_in_flight: 0,
-            fsync_target: state.end_pos,
+            fsync_rounds: VecDeque::new(),
+            next_round_id: 0,
             unsynced_files: Vec::new(),
             last_fsync_ns: now_ns,
             barrier: false,
@@ -303,7 +328,7 @@ impl<R> Journal<R> {
         }
         let frame_bytes = HEADER_BYTES + payload_bytes;
         assert!(frame_bytes + PAD_BYTES_MAX <= self.limits.write_buf_bytes, "frame larger than a write buffer");
-        if self.staging.as_ref().is_some_and(|c| c.buf.as_ref().expect("staging buf").remaining() < frame_bytes + PAD_BYTES_MAX) {
+        if self.staging.as_ref().is_some_and(|c| !self.commit_takes(c, frame_bytes)) {
             self.seal_staging();
         }
         let segment_end = self.active_segment_start() + self.limits.segment_bytes;
@@ -346,6 +371,21 @@ impl<R> Journal<R> {
     /// Attaches the acknowledgement of the frame staged last.
     pub fn attach(&mut self, ack: PendingAck<R>) {
         self.staging.as_mut().expect("attach without a staged frame").acks.push(ack);
+    }
+
+    /// Whether a frame of `frame_bytes` may join the filling commit `c`: it
+    /// fits in the buffer (with the largest padding frame) and keeps the
+    /// commit within `commit_bytes_max`. An empty commit takes any frame
+    /// that fits, so a batch larger than the cap is still written.
+    fn commit_takes(&self, c: &Commit<R>, frame_bytes: usize) -> bool {
+        let buf = c.buf.as_ref().expect("staging buf");
+        let fits = buf.remaining() >= frame_bytes + PAD_BYTES_MAX;
+        fits && (buf.is_empty() || buf.len() + frame_bytes + PAD_BYTES_MAX <= self.limits.commit_bytes_max)
+    }
+
+    /// Bytes of the writes in flight.
+    pub fn write_bytes_in_flight(&self) -> u64 {
+        self.writing.iter().filter(|c| c.write_in_flight).map(|c| c.end_pos - c.start_pos).sum()
     }
 
     fn take_buffer(&mut self) -> Option<AlignedBuf> {
@@ -404,8 +444,10 @@ impl<R> Journal<R> {
     }
 
     /// One planning step: seal the filling commit when a write slot is free
-    /// (otherwise it keeps growing: that is the group commit), submit sealed
-    /// commits, and submit an fdatasync when one is due.
+    /// (otherwise it keeps growing, up to `commit_bytes_max`: that is the
+    /// group commit), submit sealed commits, and submit an fdatasync round
+    /// when one is due. An idle log seals a lone frame at once: no timer
+    /// and no wait for a second request.
     pub fn plan<I: Io>(&mut self, io: &mut I) {
         if self.failed.is_some() {
             return self.record_failure(io);
@@ -468,7 +510,10 @@ impl<R> Journal<R> {
     }
 
     fn plan_fsync<I: Io>(&mut self, io: &mut I) {
-        if self.fsyncs_in_flight > 0 || self.written_pos <= self.durable_pos {
+        // What the rounds in flight will make durable; a new round is worth
+        // it only for writes completed past that.
+        let covered = self.fsync_rounds.back().map_or(self.durable_pos, |r| r.target_pos.max(self.durable_pos));
+        if self.fsync_rounds.len() >= self.limits.fsync_depth || self.written_pos <= covered || self.unsynced_files.is_empty() {
             return;
         }
         let due = match self.limits.policy {
@@ -480,32 +525,35 @@ impl<R> Journal<R> {
             return;
         }
         let files = std::mem::take(&mut self.unsynced_files);
+        let id = self.next_round_id;
         let mut pushed = 0;
         for (i, &file) in files.iter().enumerate() {
-            if io.push(Op::Fsync { file }, Token::new(OpKind::Fsync, self.id, 0).pack()).is_err() {
+            if io.push(Op::Fsync { file }, Token::new(OpKind::Fsync, self.id, id).pack()).is_err() {
                 // Op table full: retry the rest next tick; what was pushed still counts.
                 self.unsynced_files.extend_from_slice(&files[i..]);
                 break;
             }
             pushed += 1;
         }
-        if pushed == files.len() {
-            self.fsyncs_in_flight = pushed;
-            self.fsync_target = self.written_pos;
-            self.last_fsync_ns = io.now_ns();
-        } else {
-            // A partial set cannot advance durable_pos; count them so their
-            // completions are absorbed, with the target unchanged.
-            self.fsyncs_in_flight = pushed;
-            self.fsync_target = self.durable_pos;
+        if pushed == 0 {
+            return;
         }
+        // A partial set cannot advance durable_pos: its round targets what
+        // is durable already, so its completions are only absorbed.
+        let target_pos = if pushed == files.len() { self.written_pos } else { self.durable_pos };
+        if pushed == files.len() {
+            self.last_fsync_ns = io.now_ns();
+        }
+        self.next_round_id = self.next_round_id.wrapping_add(1);
+        self.fsyncs_in_flight += pushed;
+        self.fsync_rounds.push_back(FsyncRound { id, ops_left: pushed, target_pos });
     }
 
     /// Handles the completion of one of this log's operations.
     pub fn on_completion(&mut self, kind: OpKind, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
         match kind {
             OpKind::Write => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
-            OpKind::Fsync => self.on_fsync(result),
+            OpKind::Fsync => self.on_fsync(seq, result),
             _ => unreachable!("{kind:?} is not a journal op"),
         }
     }
@@ -567,8 +615,10 @@ impl<R> Journal<R> {
         self.writing.iter().flat_map(|c| c.acks.iter()).filter(|a| a.pid == pid).map(|a| a.max_ts_ms).max()
     }
 
-    fn on_fsync(&mut self, result: std::result::Result<u32, i32>) {
+    fn on_fsync(&mut self, round_id: u32, result: std::result::Result<u32, i32>) {
         self.fsyncs_in_flight -= 1;
+        let round = self.fsync_rounds.iter_mut().find(|r| r.id == round_id).expect("completion for an unknown fsync round");
+        round.ops_left -= 1;
         if self.failed.is_some() {
             return;
         }
@@ -577,9 +627,17 @@ impl<R> Journal<R> {
             // the dirty pages, so a later "successful" fsync proves nothing.
             return self.fail_op(IoOp::Fsync, errno, "fdatasync failed");
         }
-        if self.fsyncs_in_flight == 0 {
+        // Rounds finish in submission order: a later round that completed
+        // first waits for the earlier one, so a failed fsync is seen before
+        // anything past it is acknowledged.
+        let mut advanced = false;
+        while self.fsync_rounds.front().is_some_and(|r| r.ops_left == 0) {
+            let r = self.fsync_rounds.pop_front().expect("front");
             self.metrics.fsyncs += 1;
-            self.durable_pos = self.durable_pos.max(self.fsync_target);
+            self.durable_pos = self.durable_pos.max(r.target_pos);
+            advanced = true;
+        }
+        if advanced {
             crate::failpoint!("fsync_done_before_ack");
             self.retire();
         }
@@ -643,6 +701,8 @@ impl<R> Journal<R> {
         assert!(self.visible_pos <= self.durable_pos.max(self.written_pos), "visible past written");
         if self.failed.is_none() {
             assert!(self.writes_in_flight <= self.limits.write_depth);
+            assert!(self.fsync_rounds.len() <= self.limits.fsync_depth);
+            assert_eq!(self.fsyncs_in_flight, self.fsync_rounds.iter().map(|r| r.ops_left).sum::<usize>());
         }
         if matches!(self.limits.policy, FsyncPolicy::Always) {
             assert!(self.visible_pos <= self.durable_pos, "acknowledged before durable");

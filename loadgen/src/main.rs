@@ -42,7 +42,7 @@ mod worker;
 use clock::now_ns;
 use report::Report;
 use specs::{producer_specs, subscriber_specs};
-use tally::{acked_records, end_offsets, merge_into, merged_acked, readback_amplification, spread_readers, tally_verify};
+use tally::{acked_records, end_offsets, merge_into, merged_acked, read_totals, readback_amplification, spread_readers, tally_verify};
 use worker::{ConsumerSpec, ProducerSpec, Shared, WorkerOutcome, WorkerSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -643,10 +643,12 @@ fn drive(
     let acked_main = merged_acked(&main.outcomes);
     let mut acked_all = merged_acked(&all);
     merge_into(&mut acked_all, &acked_main);
-    let mut readback = None;
+    let (mut readback, mut readback_disk) = (None, None);
     if s.consumers == 0 {
         // Nobody read at the tail: read back everything this run wrote.
+        let before = read_totals(target);
         let (back, outcomes) = read_back(s, a, target, &layout, (run_id, final_ends), threads, cpus, &acked_all, &mut verify)?;
+        readback_disk = before.zip(read_totals(target)).map(|(b, e)| (e.0 - b.0, e.1 - b.1, e.2 - b.2));
         readback = Some(back);
         all.extend(outcomes);
     } else if s.prefill > 0.0 {
@@ -664,6 +666,7 @@ fn drive(
         offered_records_per_sec: (rate > 0.0).then_some(rate),
         acked_run_records: acked_records(&acked_all),
         readback,
+        readback_disk,
         verify,
         tcp,
         notes: notes.clone(),

@@ -40,6 +40,9 @@ pub struct Report {
     pub acked_run_records: u64,
     /// The read-back after the run, when no consumer read at the tail.
     pub readback: Option<ReadBack>,
+    /// The broker's reads during the read-back (embedded only): bytes the
+    /// disk read, batch bytes served, and those served from disk reads.
+    pub readback_disk: Option<(u64, u64, u64)>,
     pub produced_records: u64,
     pub produced_requests: u64,
     pub consumed_records: u64,
@@ -215,6 +218,10 @@ pub fn to_json(r: &Report) -> Value {
             "readback": r.readback.map(|b| json!({"records": b.records, "bytes": b.bytes, "secs": b.secs})),
         },
         "read_back": r.readback.map(|b| json!({"records": b.records, "bytes": b.bytes, "secs": b.secs, "mb_per_sec": b.mb_per_sec()})),
+        "read_back_disk": r.readback_disk.map(|(disk, served, from_disk)| json!({
+            "disk_bytes": disk, "served_bytes": served, "served_from_disk_bytes": from_disk,
+            "disk_per_served_from_disk": disk as f64 / from_disk.max(1) as f64,
+        })),
         "verdicts": verdicts,
         "ceilings": ceilings_json(r),
         "server": server,
@@ -410,6 +417,16 @@ fn ceiling_rows(t: &mut String, r: &Report) {
             lat_text(d.latency_us(0.99)),
             produce_ratio_label(r.open_loop, what),
             r.produce_mb_per_sec() / d.mb_per_sec()
+        );
+    }
+    if let Some((disk, served, from_disk)) = r.readback_disk {
+        let _ = writeln!(
+            t,
+            "  read-back from the broker's disk: {:.1} MB read for {:.1} MB served from disk ({:.1} MB served in all): disk bytes read / served {:.2}",
+            disk as f64 / 1e6,
+            from_disk as f64 / 1e6,
+            served as f64 / 1e6,
+            disk as f64 / from_disk.max(1) as f64
         );
     }
     if let Some(d) = &r.disk_read {

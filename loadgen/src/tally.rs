@@ -61,6 +61,14 @@ pub(crate) fn spread_readers(layout: &Layout, from: &[u64], threads: usize) -> V
     specs
 }
 
+/// The broker's read totals (embedded only): disk bytes read, batch bytes
+/// served, and those served from disk.
+pub(crate) fn read_totals(target: &crate::Target) -> Option<(u64, u64, u64)> {
+    let crate::Target::Embedded { server, .. } = target else { return None };
+    let cores = server.engine().metrics().ok()?;
+    Some(cores.iter().fold((0, 0, 0), |(d, s, f), m| (d + m.read.disk_bytes, s + m.read.served_bytes, f + m.read.served_disk_bytes)))
+}
+
 pub(crate) fn tally_verify(outcomes: &[WorkerOutcome], acked: &Acked, into: &mut verify::VerifyCounts) {
     let none = Default::default();
     for o in outcomes {

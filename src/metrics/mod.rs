@@ -14,8 +14,9 @@
 //! - [`LogMetrics`], each log (`src/log/journal.rs`), summed over the
 //!   core's logs: bytes written, writes, fdatasyncs, disk-full rewinds and
 //!   retries, the overlapping-write audit;
-//! - [`ReadMetrics`], the read path (`src/read/`): reads, disk reads, the
-//!   served-beyond-durable audit; free read and reply buffers (sampled);
+//! - [`ReadMetrics`], the read path (`src/read/`): reads, disk reads, bytes
+//!   read from disk and served (from disk), the served-beyond-durable
+//!   audit; free read and reply buffers (sampled);
 //! - [`BrokerMetrics`], the broker's part on the core
 //!   (`src/broker/dispatch.rs`): requests forwarded to another core;
 //! - [`ConnMetrics`], the core's server task (`src/server/`): connections
@@ -167,6 +168,14 @@ registry! {
             "Reads started: fetches (a long poll again when it wakes) and time lookups.";
         reads_from_disk => ReadsFromDisk, Counter, "strom_reads_from_disk_total",
             "Disk reads (READ_FIXED into a registered read buffer) of log bytes no longer in the tail cache.";
+        reads_ahead => ReadsAhead, Counter, "strom_reads_ahead_total",
+            "Disk reads a read pushed for its runs ahead, beside the one its cursor waits on.";
+        disk_bytes => ReadDiskBytes, Counter, "strom_read_disk_bytes_total",
+            "Log bytes the read path's disk reads returned (what the disk did for readers).";
+        served_bytes => ReadServedBytes, Counter, "strom_read_served_bytes_total",
+            "Batch bytes fetches answered with, from the tail cache or from disk.";
+        served_disk_bytes => ReadServedDiskBytes, Counter, "strom_read_served_from_disk_bytes_total",
+            "Batch bytes fetches answered with that came from disk reads: disk bytes over these is the read amplification.";
         read_bufs_free => ReadBufsFree, Gauge, "strom_read_bufs_free",
             "Registered read buffers free (all of them when no read runs).";
         reply_bufs_free => ReplyBufsFree, Gauge, "strom_reply_bufs_free",

@@ -7,9 +7,11 @@ use std::collections::VecDeque;
 
 pub mod index;
 pub mod retention;
+pub mod runs;
 
 pub use index::{IndexEntry, SparseIndex};
 pub use retention::{Retention, Span};
+pub use runs::{Run, RunIndex};
 
 /// Partition id: unique in a data directory, never reused.
 pub type Pid = u32;
@@ -49,6 +51,8 @@ pub struct Partition {
     /// Largest batch max-timestamp among staged batches.
     pub staged_max_ts_ms: i64,
     pub index: SparseIndex,
+    /// The dense index: exactly where its batches lie ([`runs`]).
+    pub runs: RunIndex,
     /// The topic's effective retention limits (its own, or the server's).
     pub retention: Retention,
     /// Where this partition's data lies, per segment, oldest first (see
@@ -81,6 +85,7 @@ impl Partition {
             visible_max_ts_ms: i64::MIN,
             staged_max_ts_ms: i64::MIN,
             index: SparseIndex::default(),
+            runs: RunIndex::default(),
             retention: Retention::default(),
             spans: VecDeque::new(),
             span_bytes: 0,
@@ -96,6 +101,9 @@ impl Partition {
     /// less) and the timestamp is the next entry's running max, an upper bound.
     pub fn restore(&mut self, entries: Vec<IndexEntry>, max_ts_ms: i64, spans: Option<&[Span]>) {
         self.index = SparseIndex::from_entries(entries);
+        // A checkpoint stores no runs: the recovery scan feeds those of the
+        // tail, and reads before them walk from the sparse index.
+        self.runs = RunIndex::default();
         let e = self.index.entries();
         self.spans = match spans {
             Some(spans) => spans.iter().copied().collect(),
@@ -140,6 +148,7 @@ impl Partition {
         self.next_offset = base + records;
         self.staged_max_ts_ms = self.staged_max_ts_ms.max(max_ts_ms);
         self.index.observe(base, pos, self.staged_max_ts_ms, segment_start, interval_bytes);
+        self.runs.observe(base, self.next_offset, pos, frame_bytes, segment_start);
         match self.spans.back_mut() {
             Some(s) if s.first_pos >= segment_start => {
                 s.bytes += frame_bytes;
@@ -165,6 +174,7 @@ impl Partition {
                 self.span_bytes -= b.frame_bytes;
             }
         }
+        self.runs.truncate_from(pos, self.unvisible.back().map_or(self.visible_end, |b| b.end_offset));
         while self.spans.back().is_some_and(|s| s.first_pos >= pos) {
             let s = self.spans.pop_back().expect("span");
             debug_assert_eq!(s.bytes, 0, "pid {}: a span past a rewind held bytes of no unvisible batch", self.pid);
@@ -185,6 +195,7 @@ impl Partition {
     /// Drops everything stored before log position `log_start` (retention).
     pub fn forget_before(&mut self, log_start: u64) {
         self.index.drop_before(log_start);
+        self.runs.drop_before(log_start);
         while self.spans.front().is_some_and(|s| s.first_pos < log_start) {
             let s = self.spans.pop_front().expect("span");
             self.span_bytes -= s.bytes;
@@ -199,6 +210,13 @@ impl Partition {
         assert!(self.start_offset <= self.visible_end, "pid {}: start past visible", self.pid);
         assert!(self.visible_end <= self.next_offset, "pid {}: visible past next", self.pid);
         self.index.invariants();
+        self.runs.invariants();
+        assert!(self.runs.first().is_none_or(|r| r.first_offset >= self.start_offset), "pid {}: a run before the start", self.pid);
+        assert!(
+            self.runs.get(self.runs.len().wrapping_sub(1)).is_none_or(|r| r.end_offset == self.next_offset),
+            "pid {}: runs end",
+            self.pid
+        );
         assert_eq!(self.spans.iter().map(|s| s.bytes).sum::<u64>(), self.span_bytes, "pid {}: span bytes", self.pid);
         assert!(
             self.spans.iter().zip(self.spans.iter().skip(1)).all(|(a, b)| a.first_pos < b.first_pos),

@@ -8,6 +8,7 @@ use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES};
 use crate::partition::{Partition, Pid};
 use crate::wire::batch::{self, BatchInfo};
 
+use super::chunks::{Chunk, Chunks};
 use super::sink::ReadSink;
 use super::view::LogView;
 
@@ -28,6 +29,8 @@ pub(crate) enum ReadMode {
     },
     /// The first offset whose record timestamp is at least `ts_ms`.
     Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// Answered already: the cursor only waits for its reads in flight.
+    Spent,
 }
 
 /// Where a read puts what it found.
@@ -82,21 +85,31 @@ pub(crate) struct Cursor {
     pub budget_bytes: usize,
     pub out: ReadOut,
     pub next_offset: u64,
-    /// The last disk chunk read: its log position and buffer.
-    pub chunk: Option<(u64, AlignedBuf)>,
-    /// Bytes of this partition's batches served from `chunk`: how dense the
-    /// partition is in its log, which sizes the next disk read.
+    /// Its disk reads in flight and the buffers they filled, in log order.
+    pub chunks: Chunks,
+    /// Bytes of this partition's batches served from its last chunk: how
+    /// dense the partition is in its log, which sizes a walk's next read.
     pub chunk_hit_bytes: usize,
-    /// Bytes asked of the disk by the last read, and whether it returned
-    /// fewer (the segment ends inside `chunk`: nothing more to read there).
-    pub read_len: usize,
-    pub chunk_at_end: bool,
-    pub in_flight: bool,
+    /// Answered while disk reads were still in flight: the cursor waits for
+    /// them only to give their buffers back.
+    pub spent: bool,
+    /// The read follows the partition's runs (its dense index) rather than
+    /// walking every frame from a sparse index entry.
+    pub dense: bool,
+    /// Batch bytes this read served from disk reads (its amplification's denominator).
+    pub served_disk_bytes: usize,
+    /// Log position just past the last batch served (0: none yet): where
+    /// the batch at `next_offset` starts when it is in the same run.
+    pub served_end_pos: u64,
 }
 
 pub(crate) enum Step {
     Continue,
-    NeedDisk { len: usize },
+    NeedDisk {
+        len: usize,
+    },
+    /// The bytes at the cursor are being read: their completion moves it on.
+    Wait,
     Done(Result<()>),
 }
 
@@ -116,36 +129,27 @@ impl Cursor {
         {
             return Step::Done(Ok(()));
         }
-        if self.pos >= self.limit {
+        if self.pos >= self.limit || !self.onto_next_batch(p, lim) {
             return Step::Done(Ok(()));
         }
-        if self.pos > self.last_hit + lim.index_interval_bytes {
-            // No batch of this partition lies within an interval after the
-            // last one unless it has an index entry: jump to that entry (the
-            // cursor may sit exactly on it).
-            match p.index.first_at_or_after(self.pos) {
-                Some(e) if e.pos < self.limit => {
-                    self.pos = e.pos;
-                    self.last_hit = e.pos;
-                    self.expect_base = e.offset;
-                }
-                _ => return Step::Done(Ok(())),
-            }
-        }
-        let from_disk;
+        let (from_disk, at_end);
         let bytes: &[u8] = if let Some(b) = log.cached_at(self.pos) {
-            from_disk = false;
+            (from_disk, at_end) = (false, false);
             b
         } else {
             from_disk = true;
-            match &self.chunk {
-                Some((at, buf)) if self.pos >= *at && self.pos < at + buf.len() as u64 => &buf.as_slice()[(self.pos - at) as usize..],
-                _ => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
+            match self.chunks.covering(self.pos) {
+                Some(Chunk { buf: Some(buf), pos: at, at_end: e, .. }) => {
+                    at_end = *e;
+                    &buf.as_slice()[(self.pos - at) as usize..]
+                }
+                Some(_) => return Step::Wait,
+                None => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
             }
         };
         let h = match frame::decode_header(bytes, self.pos, lim.batch_bytes_max) {
             Ok(h) => h,
-            Err(frame::FrameError::Truncated { needed }) if from_disk && !self.chunk_at_end => {
+            Err(frame::FrameError::Truncated { needed }) if from_disk && !at_end => {
                 return Step::NeedDisk { len: needed as usize };
             }
             Err(e) => return Step::Done(Err(corrupt(log, self.pos, e.to_string()))),
@@ -153,8 +157,11 @@ impl Cursor {
         if from_disk && let Err(reason) = log.frame_is_current(&h) {
             return Step::Done(Err(corrupt(log, h.pos, reason)));
         }
+        if self.over_budget(&h) {
+            return Step::Done(Ok(()));
+        }
         if (bytes.len() as u64) < h.frame_bytes() {
-            if from_disk && !self.chunk_at_end {
+            if from_disk && !at_end {
                 return Step::NeedDisk { len: h.frame_bytes() as usize };
             }
             return Step::Done(Err(corrupt(log, self.pos, "frame runs past its commit".into())));
@@ -189,12 +196,15 @@ impl Cursor {
                     return Step::Done(Ok(()));
                 }
                 self.out.extend(payload);
+                self.served_end_pos = h.end_pos();
                 if from_disk {
                     self.chunk_hit_bytes += payload.len();
+                    self.served_disk_bytes += payload.len();
                 }
                 self.next_offset = info.last_offset() as u64 + 1;
                 if taken + payload.len() >= self.budget_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
+            ReadMode::Spent => Step::Done(Ok(())),
             ReadMode::Time { ts_ms, .. } => {
                 if info.max_timestamp_ms < *ts_ms {
                     return Step::Continue;
@@ -208,6 +218,93 @@ impl Cursor {
             }
         }
     }
+}
+
+impl Cursor {
+    /// Moves the cursor onto where the partition's next batch may lie:
+    /// the next run for a dense read; for a walk, the next index entry when
+    /// the cursor is an interval past the last batch found. False when
+    /// nothing of the partition is left below the limit.
+    fn onto_next_batch(&mut self, p: &Partition, lim: &CursorLimits) -> bool {
+        if self.dense {
+            return self.onto_next_run(p);
+        }
+        if self.pos > self.last_hit + lim.index_interval_bytes {
+            // No batch of this partition lies within an interval after the
+            // last one unless it has an index entry: jump to that entry (the
+            // cursor may sit exactly on it).
+            match p.index.first_at_or_after(self.pos) {
+                Some(e) if e.pos < self.limit => {
+                    self.pos = e.pos;
+                    self.last_hit = e.pos;
+                    self.expect_base = e.offset;
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Puts a dense read on the run holding its position, or at the start
+    /// of the next run. False when no run is left below the limit, or the
+    /// runs no longer reach back to the cursor (dropped by their bound or
+    /// by retention): the read ends there, and the next one starts afresh.
+    fn onto_next_run(&mut self, p: &Partition) -> bool {
+        if p.runs.first().is_none_or(|r| r.pos > self.pos) {
+            return false;
+        }
+        let Some(r) = p.runs.at_or_after(self.pos).and_then(|i| p.runs.get(i)) else { return false };
+        if r.pos >= self.limit {
+            return false;
+        }
+        if r.pos > self.pos {
+            self.pos = r.pos;
+            self.last_hit = r.pos;
+            self.expect_base = r.first_offset;
+        }
+        true
+    }
+
+    /// Whether a frame of this fetch's partition would take its answer past
+    /// its budget: known from the header alone, so the rest of the frame
+    /// need not be read.
+    fn over_budget(&self, h: &FrameHeader) -> bool {
+        let ReadMode::Fetch { .. } = self.mode else { return false };
+        let taken = self.out.len() - self.headroom_bytes;
+        h.kind == FrameKind::Batch && h.pid == self.pid && taken > 0 && taken + h.payload_bytes as usize > self.budget_bytes
+    }
+}
+
+/// Gaps between runs a disk read takes in to read two runs at once, at
+/// most: a gap this small costs less than a second read's latency.
+pub(crate) const MERGE_GAP_BYTES_MAX: u64 = 64 << 10;
+
+/// Gap bytes a merged read may carry per byte of runs, at most (1/16): with
+/// the alignment of each read's ends, what keeps the disk bytes a dense read
+/// reads within about 1.1 of the bytes it serves.
+const MERGE_GAP_SHARE_DIVISOR: u64 = 16;
+
+/// Where a dense read's next disk read from `pos` should end: at the end of
+/// the run holding `pos`, or of a later run it merges (each gap before it at
+/// most [`MERGE_GAP_BYTES_MAX`], all of them a small share of the runs'
+/// bytes), never past `end_max` (the buffer, the segment, the budget).
+pub(crate) fn runs_read_end(p: &Partition, pos: u64, end_max: u64) -> u64 {
+    let Some(mut i) = p.runs.at_or_after(pos) else { return pos };
+    let Some(first) = p.runs.get(i) else { return pos };
+    let mut end = first.end_pos().min(end_max);
+    let (mut run_bytes, mut gap_bytes) = (end.saturating_sub(pos.max(first.pos)), 0);
+    while let Some(next) = p.runs.get(i + 1) {
+        let gap = next.pos.saturating_sub(end);
+        if next.pos >= end_max || gap > MERGE_GAP_BYTES_MAX || (gap_bytes + gap) * MERGE_GAP_SHARE_DIVISOR > run_bytes + next.bytes {
+            break;
+        }
+        let next_end = next.end_pos().min(end_max);
+        run_bytes += next_end - next.pos;
+        gap_bytes += gap;
+        end = next_end;
+        i += 1;
+    }
+    end
 }
 
 /// The batch in a frame of the read's partition, checked: verified end to

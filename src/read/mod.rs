@@ -13,8 +13,10 @@
 //! The read path owns its state (cursors, buffers, parked polls); the core
 //! lends it the rest for one call ([`ReadCx`]): its I/O, its logs, its
 //! partitions and its table of lent registered buffers.
+mod chunks;
 pub mod cursor;
 pub mod poll;
+mod resume;
 pub mod sink;
 pub mod view;
 
@@ -31,9 +33,12 @@ use crate::io::{Completion, Io, Op};
 use crate::metrics::ReadMetrics;
 use crate::partition::{Partition, Pid};
 
+use crate::log::frame::HEADER_BYTES;
+use chunks::Chunks;
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
 pub use poll::PARKED_READS_MAX;
 use poll::{BudgetWaits, ParkedPolls};
+use resume::ResumeHints;
 pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, ReplyBudget, SinkFlow, once};
 use view::LogView;
 
@@ -85,6 +90,9 @@ pub struct ReadPath {
     /// The read path's section of its core's metrics (gauges sampled by
     /// [`ReadPath::metrics`]).
     metrics: ReadMetrics,
+    /// Where each partition's last dense fetch stopped, so the next one
+    /// starts there rather than at the start of its run.
+    resume: ResumeHints,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
 }
@@ -102,6 +110,7 @@ impl ReadPath {
             budget_waits: BudgetWaits::default(),
             resumed: VecDeque::new(),
             metrics: ReadMetrics::default(),
+            resume: ResumeHints::default(),
             serve_unretired: false,
         }
     }
@@ -226,14 +235,20 @@ impl ReadPath {
                 return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
             }
             ReadMode::Fetch { .. } if offset == end => return self.answer(pid, mode, Ok(()), empty(), end, (end, start)),
-            ReadMode::Fetch { .. } => p.index.floor(offset),
+            // Exactly the partition's runs when they reach back to the offset.
+            ReadMode::Fetch { .. } => match p.runs.find_offset(offset).and_then(|i| p.runs.get(i)) {
+                Some(r) => Some(self.resume.start_in(pid, offset, r)),
+                None => p.index.floor(offset),
+            },
             ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => {
                 return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
             }
             ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
+            ReadMode::Spent => unreachable!("a read starts with a request"),
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
+        let dense = matches!(mode, ReadMode::Fetch { .. }) && p.runs.find_offset(offset).is_some();
         let mut mode = mode;
         if !self.admit(&mut mode) {
             // Not started after all: it counts when it is.
@@ -263,11 +278,12 @@ impl ReadPath {
             budget_bytes,
             out,
             next_offset: none_yet,
-            chunk: None,
+            chunks: Chunks::default(),
             chunk_hit_bytes: 0,
-            read_len: 0,
-            chunk_at_end: false,
-            in_flight: false,
+            spent: false,
+            dense,
+            served_disk_bytes: 0,
+            served_end_pos: 0,
         });
         self.advance(cx, slot);
     }
@@ -335,6 +351,7 @@ impl ReadPath {
                 Step::Continue => continue,
                 Step::Done(res) => return self.finish(cx, slot, res),
                 Step::NeedDisk { len } => return self.submit(cx, slot, len),
+                Step::Wait => return,
             }
         }
     }
@@ -346,15 +363,10 @@ impl ReadPath {
         // partition sharing its log with many) read two index intervals: its
         // next batch usually starts within one, and the read should hold it
         // whole, or each of its batches costs a full buffer or two reads.
-        let dense = c.chunk.as_ref().is_some_and(|(_, b)| c.chunk_hit_bytes * 2 >= b.len());
+        let packed = c.chunks.last_len().is_some_and(|n| c.chunk_hit_bytes * 2 >= n);
         let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
-        let mut buf = match c.chunk.take() {
-            Some((_, b)) => b,
-            None => match self.read_bufs.pop() {
-                Some(b) => b,
-                None => return self.waiters.push_back(slot),
-            },
-        };
+        self.read_bufs.extend(c.chunks.take_spent(c.pos, need_bytes));
+        let Some(mut buf) = self.read_bufs.pop() else { return self.waiters.push_back(slot) };
         let log = cx.logs.get_mut(&c.log).expect("a read's log is on its core");
         let pos = align_down(c.pos);
         let Some(seg) = log.segment_at(pos) else {
@@ -362,68 +374,158 @@ impl ReadPath {
             self.read_bufs.push(buf);
             return self.finish(cx, slot, Err(err));
         };
-        let wanted = (c.pos - pos) as usize + need_bytes.max(probe_bytes);
-        let len = if dense { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) };
+        let len = if c.dense {
+            // Exactly the runs ahead (merged across small gaps), within the
+            // buffer, the segment, what the answer's budget still takes, and
+            // the next chunk already read or being read.
+            let end_max = dense_end_max(c, (pos, c.pos), buf.capacity(), seg.next_start_pos, need_bytes);
+            let end = cursor::runs_read_end(cx.partitions.get(&c.pid).expect("a read's partition"), c.pos, end_max);
+            let wanted = (end - pos).max((c.pos - pos) + need_bytes as u64);
+            (align_up(wanted) as usize).min(buf.capacity())
+        } else {
+            let wanted = (c.pos - pos) as usize + need_bytes.max(probe_bytes);
+            if packed { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) }
+        };
         debug_assert!((c.pos - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
         buf.set_len(0);
+        if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
+            self.read_bufs.push(buf);
+            return self.waiters.push_back(slot);
+        }
+        if self.cursors[slot].dense {
+            self.read_ahead(cx, slot);
+        }
+    }
+
+    /// Pushes chunk read of `len` bytes at log position `pos` for the read
+    /// in `slot`; the buffer back when the ring is full.
+    fn push_read<I: Io, V: LogView>(
+        &mut self,
+        cx: &mut ReadCx<'_, I, V>,
+        slot: usize,
+        pos: u64,
+        seg: view::SegmentRef,
+        len: usize,
+        buf: AlignedBuf,
+    ) -> Option<AlignedBuf> {
+        let c = &mut self.cursors[slot];
         let fixed = buf.fixed_index();
         let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };
-        match cx.io.push(op, Token::new(OpKind::Read, c.log, slot as u32).pack()) {
+        // The sequence the chunk will have, known before the push.
+        let seq = c.chunks.push_in_flight(pos, len);
+        match cx.io.push(op, Token::new(OpKind::Read, c.log, chunks::token_slot(slot, seq)).pack()) {
             Ok(()) => {
-                log.pin_segment(pos, true);
-                c.in_flight = true;
-                c.read_len = len;
+                cx.logs.get_mut(&c.log).expect("log").pin_segment(pos, true);
                 self.metrics.reads_from_disk += 1;
                 cx.lent.lend(fixed);
+                None
             }
             Err(Op::Read { buf, .. }) => {
-                self.read_bufs.push(buf);
-                self.waiters.push_back(slot);
+                c.chunks.complete(seq, None);
+                Some(buf)
             }
             Err(_) => unreachable!("push returns the op it was given"),
         }
     }
 
+    /// Reads the dense read's next runs too, while its answer takes more
+    /// and buffers are free (one is left for other reads).
+    fn read_ahead<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize) {
+        while self.cursors[slot].chunks.in_flight() < chunks::READS_AHEAD_MAX && self.read_bufs.len() > 1 {
+            let c = &self.cursors[slot];
+            let Some(p) = cx.partitions.get(&c.pid) else { return };
+            let from = c.chunks.planned_end().unwrap_or(c.pos);
+            let Some(r) = p.runs.at_or_after(from).and_then(|i| p.runs.get(i)) else { return };
+            // A run the last chunk cut is read on when the cursor gets
+            // there: only whole runs ahead start at a known frame.
+            let at = r.pos.max(from);
+            let taken = c.out.len().saturating_sub(c.headroom_bytes) as u64;
+            let planned = from.saturating_sub(c.pos);
+            if r.pos < from || at >= c.limit || taken + planned >= c.budget_bytes as u64 {
+                return;
+            }
+            let pos = align_down(at);
+            let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
+            let mut buf = self.read_bufs.pop().expect("a free buffer");
+            let end_max = dense_end_max(c, (pos, at), buf.capacity(), seg.next_start_pos, HEADER_BYTES);
+            let end = cursor::runs_read_end(p, at, end_max);
+            let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
+            buf.set_len(0);
+            if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
+                self.read_bufs.push(buf);
+                return;
+            }
+            self.metrics.reads_ahead += 1;
+        }
+    }
+
     /// A disk read of a cursor completed.
-    pub fn on_complete<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, c: Completion) {
+    pub fn on_complete<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, token_slot: usize, c: Completion) {
+        let (slot, seq) = chunks::split_token_slot(token_slot as u32);
         let mut buf = c.buf.expect("read returns its buffer");
         cx.lent.home(buf.fixed_index());
         let r = self.cursors.get_mut(slot).expect("read completion for a live read");
-        r.in_flight = false;
         let log = cx.logs.get_mut(&r.log).expect("log");
-        let pos = align_down(r.pos);
+        let pos = r.chunks.pos_of(seq);
         log.pin_segment(pos, false);
+        if r.spent {
+            r.chunks.complete(seq, None);
+            self.read_bufs.push(buf);
+            if r.chunks.in_flight() == 0 {
+                self.cursors.remove(slot);
+                self.drive_waiters(cx);
+            }
+            return;
+        }
         let seg = log.segment_at(pos);
         if let Err(errno) = c.result {
+            r.chunks.complete(seq, None);
             self.read_bufs.push(buf);
             let path = log.path_at(pos);
             return self.finish(cx, slot, Err(StromError::Io { op: IoOp::Read, path, errno }));
         }
+        self.metrics.disk_bytes += buf.len() as u64;
         if let Some(next_start) = seg.and_then(|s| s.next_start_pos) {
             buf.set_len(buf.len().min((next_start - pos) as usize));
         }
         // The log holds bytes up to the read's limit: a segment that ends
         // before (lost or misdirected writes, a truncated file) is damage,
         // not a reason to read the same place again.
-        r.chunk_at_end = buf.len() < r.read_len;
-        if buf.len() as u64 <= r.pos - pos {
+        if pos <= r.pos && buf.len() as u64 <= r.pos - pos {
+            r.chunks.complete(seq, None);
             self.read_bufs.push(buf);
             let err = corrupt(&*log, r.pos, format!("the segment ends before log position {}", r.pos));
             return self.finish(cx, slot, Err(err));
         }
-        r.chunk = Some((pos, buf));
-        r.chunk_hit_bytes = 0;
+        r.chunks.complete(seq, Some(buf));
+        if r.chunks.covering(r.pos).is_some_and(|k| k.pos == pos) {
+            r.chunk_hit_bytes = 0;
+        }
         self.advance(cx, slot);
     }
 
     fn finish<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, res: Result<()>) {
-        let c = self.cursors.remove(slot);
-        debug_assert!(!c.in_flight);
-        if let Some((_, b)) = c.chunk {
-            self.read_bufs.push(b);
+        let c = &mut self.cursors[slot];
+        self.read_bufs.extend(c.chunks.take_done());
+        let mode = std::mem::replace(&mut c.mode, ReadMode::Spent);
+        let out = std::mem::replace(&mut c.out, empty());
+        let (pid, next_offset) = (c.pid, c.next_offset);
+        if res.is_ok() && c.dense && c.served_end_pos > 0 {
+            self.resume.note(pid, next_offset, c.served_end_pos);
         }
-        let ends = cx.partitions.get(&c.pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
-        let out = match (c.out, &res) {
+        if res.is_ok() && matches!(mode, ReadMode::Fetch { .. }) {
+            self.metrics.served_bytes += out.len().saturating_sub(c.headroom_bytes) as u64;
+            self.metrics.served_disk_bytes += c.served_disk_bytes as u64;
+        }
+        // Reads still in flight own their buffers: the cursor keeps its
+        // slot (their tokens name it) until they complete.
+        if c.chunks.in_flight() == 0 {
+            self.cursors.remove(slot);
+        } else {
+            c.spent = true;
+        }
+        let ends = cx.partitions.get(&pid).map(|p| (p.visible_end, p.start_offset)).unwrap_or((0, 0));
+        let out = match (out, &res) {
             (ReadOut::Registered(b), Err(_)) => {
                 cx.lent.home(b.fixed_index());
                 self.reply_bufs.push(b);
@@ -431,7 +533,7 @@ impl ReadPath {
             }
             (out, _) => out,
         };
-        self.answer(c.pid, c.mode, res, out, c.next_offset, ends);
+        self.answer(pid, mode, res, out, next_offset, ends);
         self.drive_waiters(cx);
     }
 
@@ -471,6 +573,7 @@ impl ReadPath {
                 }
             }
             ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
+            ReadMode::Spent => unreachable!("a read is answered once"),
         }
     }
 
@@ -479,7 +582,7 @@ impl ReadPath {
     pub fn drive_waiters<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
         while !self.read_bufs.is_empty() {
             let Some(w) = self.waiters.pop_front() else { break };
-            if self.cursors.contains(w) {
+            if self.cursors.get(w).is_some_and(|c| !c.spent) {
                 self.advance(cx, w);
             }
         }
@@ -500,9 +603,25 @@ impl ReadPath {
 
     /// Checks the relations that must hold between ticks.
     pub fn invariants(&self) {
-        let holding = self.cursors.iter().filter(|(_, r)| r.chunk.is_some() || r.in_flight).count();
+        let holding: usize = self.cursors.iter().map(|(_, r)| r.chunks.holding()).sum();
         assert!(self.read_bufs.len() + holding <= self.read_bufs_total, "read buffer leaked or doubled");
     }
+}
+
+/// The furthest a dense read's disk read from block `pos`, for the frame at
+/// `at`, may reach: one buffer, the segment, what its answer still takes
+/// (with a sixteenth of slack for frame headers), the next chunk it already
+/// has, and the read's limit (runs hold staged batches not yet written); at
+/// least the `need_bytes` at `at`.
+fn dense_end_max(c: &Cursor, (pos, at): (u64, u64), cap_bytes: usize, seg_end: Option<u64>, need_bytes: usize) -> u64 {
+    let taken = c.out.len().saturating_sub(c.headroom_bytes);
+    let budget_left = c.budget_bytes.saturating_sub(taken).max(need_bytes) as u64;
+    let end_max = (pos + cap_bytes as u64)
+        .min(seg_end.unwrap_or(u64::MAX))
+        .min(c.pos + budget_left + budget_left / 16 + HEADER_BYTES as u64)
+        .min(c.chunks.next_after(at).unwrap_or(u64::MAX))
+        .min(align_up(c.limit));
+    end_max.max(at + need_bytes as u64)
 }
 
 fn empty() -> ReadOut {

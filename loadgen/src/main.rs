@@ -335,7 +335,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
         scratch = None;
         (Target::Remote, addr)
     };
-    let mut result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, ceiling, &mut notes);
+    let mut result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, &mut notes);
     // The disk's ceilings are measured with the embedded broker stopped, so
     // that nothing of its own (a spare segment's preparation) shares the disk.
     let (disk_dir, remove) = match target {
@@ -585,7 +585,6 @@ fn drive(
     threads: usize,
     cpus: &[Option<usize>],
     tcp: Option<ceiling::TcpCeiling>,
-    ceiling: bool,
     notes: &mut Vec<String>,
 ) -> Result<Report, String> {
     let layout = setup(addr, s)?;

@@ -258,6 +258,17 @@ impl<I: Io> Core<I> {
     }
 
     /// The read path and what it borrows from the core, for one call.
+    /// Gives each partition its share of the core's bound on runs
+    /// ([`crate::partition::runs::runs_max_for`]), whenever the core's
+    /// partitions change: together they never keep more than
+    /// `RUNS_PER_CORE_MAX`.
+    pub(crate) fn share_runs(&mut self) {
+        let runs_max = crate::partition::runs::runs_max_for(self.partitions.len());
+        for p in self.partitions.values_mut() {
+            p.runs.set_max(runs_max);
+        }
+    }
+
     fn read_cx(&mut self) -> (&mut ReadPath, ReadCx<'_, I, Journal<AppendWait>>) {
         let cx = ReadCx { io: &mut self.io, logs: &mut self.journals, partitions: &self.partitions, lent: &mut self.lent };
         (&mut self.reads, cx)
@@ -319,6 +330,7 @@ impl<I: Io> Core<I> {
                         self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log)).retention = retention;
                     }
                 }
+                self.share_runs();
                 reply(Ok(()))
             }
             Request::SetRetention { limits } => {
@@ -335,6 +347,7 @@ impl<I: Io> Core<I> {
                     let (reads, mut cx) = self.read_cx();
                     reads.unpark(&mut cx, pid);
                 }
+                self.share_runs();
             }
             Request::Stop { reply } => {
                 self.stop = Some(reply);

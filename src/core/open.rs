@@ -60,6 +60,7 @@ impl<I: Io> Core<I> {
         for (&log, log_bufs) in spec.logs.iter().zip(write_bufs.drain(..)) {
             reports.push(core.open_log(log, log_bufs)?);
         }
+        core.share_runs();
         core.last_retention_ns = core.io.now_ns();
         Ok((core, reports))
     }

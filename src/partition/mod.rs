@@ -103,7 +103,7 @@ impl Partition {
         self.index = SparseIndex::from_entries(entries);
         // A checkpoint stores no runs: the recovery scan feeds those of the
         // tail, and reads before them walk from the sparse index.
-        self.runs = RunIndex::default();
+        self.runs = RunIndex::with_max(self.runs.runs_max());
         let e = self.index.entries();
         self.spans = match spans {
             Some(spans) => spans.iter().copied().collect(),

@@ -15,20 +15,30 @@
 //! written since the start. A read of an offset before the first run walks
 //! frames from the sparse index as before.
 //!
-//! Bound: at most [`RUNS_PER_PARTITION_MAX`] runs per partition
-//! ([`RUN_BYTES`] each in memory); past it the oldest are dropped (reads
-//! there fall back to the sparse walk), and retention drops those of
-//! deleted segments.
+//! Bound: at most [`RUNS_PER_PARTITION_MAX`] runs per partition, and a
+//! core's partitions share [`RUNS_PER_CORE_MAX`] between them
+//! ([`runs_max_for`]; [`RUN_BYTES`] each in memory); past it a partition's
+//! oldest are dropped (reads there fall back to the sparse walk), and
+//! retention drops those of deleted segments.
 use std::collections::VecDeque;
 
 /// Runs kept per partition, at most: 64 Ki runs of 32 bytes, 2 MiB. A
 /// partition writing 64 KiB batches each in its own run keeps the runs of
 /// its newest 4 GiB; one whose batches are contiguous keeps far more. (With
 /// 16 Ki, loadgen's default run, 1.75 GB per partition in 64 KiB runs,
-/// read its oldest 40% by the walk: 1.91 disk bytes per byte served.) A
-/// core's runs take at most 2 MiB per partition, and 32 bytes per frame of
-/// log: a bound per core is not built yet.
+/// read its oldest 40% by the walk: 1.91 disk bytes per byte served.)
 pub const RUNS_PER_PARTITION_MAX: usize = 64 << 10;
+
+/// Runs one core keeps over all its partitions, at most: 1 Mi runs of 32
+/// bytes, 32 MiB, whatever the number of partitions (10,000 partitions on a
+/// core keep 104 runs each; a few keep [`RUNS_PER_PARTITION_MAX`]).
+pub const RUNS_PER_CORE_MAX: usize = 1 << 20;
+
+/// The runs each partition of a core with `partitions` partitions keeps:
+/// an equal share of [`RUNS_PER_CORE_MAX`], at most [`RUNS_PER_PARTITION_MAX`].
+pub fn runs_max_for(partitions: usize) -> usize {
+    (RUNS_PER_CORE_MAX / partitions.max(1)).clamp(1, RUNS_PER_PARTITION_MAX)
+}
 
 /// Bytes of memory one run takes.
 pub const RUN_BYTES: usize = std::mem::size_of::<Run>();
@@ -69,6 +79,20 @@ impl RunIndex {
 
     pub fn len(&self) -> usize {
         self.runs.len()
+    }
+
+    pub fn runs_max(&self) -> usize {
+        self.runs_max
+    }
+
+    /// Changes the bound (the core's share changed), dropping the oldest
+    /// runs past it.
+    pub fn set_max(&mut self, runs_max: usize) {
+        assert!(runs_max > 0, "a run index must hold a run");
+        self.runs_max = runs_max;
+        while self.runs.len() > runs_max {
+            self.runs.pop_front();
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -202,5 +226,27 @@ mod tests {
         assert_eq!(*r.get(1).unwrap(), Run { first_offset: 4, end_offset: 5, pos: 4000, bytes: 100 });
         r.truncate_from(3000, 3);
         assert!(r.is_empty());
+    }
+
+    // Proves: a core's partitions share RUNS_PER_CORE_MAX (so their runs
+    // never exceed it together), a few partitions keep the per-partition
+    // bound, and a lowered bound drops a partition's oldest runs at once.
+    #[test]
+    fn partitions_share_the_core_bound() {
+        for n in [1, 4, 16, 17, 1000, 10_000, 3_000_000] {
+            let per = runs_max_for(n);
+            assert!(per >= 1 && per <= RUNS_PER_PARTITION_MAX);
+            assert!(n * per <= RUNS_PER_CORE_MAX || per == 1, "{n} partitions x {per}");
+        }
+        assert_eq!(runs_max_for(4), RUNS_PER_PARTITION_MAX);
+        let mut r = RunIndex::default();
+        for i in 0..10u64 {
+            r.observe(i, i + 1, i * 1000, 100, 0);
+        }
+        r.set_max(4);
+        r.invariants();
+        assert_eq!((r.len(), r.first().unwrap().first_offset, r.runs_max()), (4, 6, 4));
+        r.observe(10, 11, 10_000, 100, 0);
+        assert_eq!((r.len(), r.first().unwrap().first_offset), (4, 7));
     }
 }

@@ -179,6 +179,38 @@ impl RunIndex {
     }
 }
 
+/// The runs a dense read follows: a partition's in memory, or its runs in
+/// one sealed segment loaded from that segment's sidecar.
+#[derive(Debug, Clone, Copy)]
+pub enum RunsRef<'a> {
+    Mem(&'a RunIndex),
+    Sidecar(&'a [Run]),
+}
+
+impl RunsRef<'_> {
+    pub fn first(&self) -> Option<&Run> {
+        self.get(0)
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Run> {
+        match self {
+            RunsRef::Mem(r) => r.get(i),
+            RunsRef::Sidecar(r) => r.get(i),
+        }
+    }
+
+    /// The index of the first run ending past log position `pos`.
+    pub fn at_or_after(&self, pos: u64) -> Option<usize> {
+        match self {
+            RunsRef::Mem(r) => r.at_or_after(pos),
+            RunsRef::Sidecar(r) => {
+                let i = r.partition_point(|r| r.end_pos() <= pos);
+                (i < r.len()).then_some(i)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

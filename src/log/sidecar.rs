@@ -203,10 +203,13 @@ pub fn remove<I: Io>(io: &mut I, segment_path: &Path) {
     let _ = io.remove(&path_for(segment_path));
 }
 
-/// A core's loaded sidecars, least recently used first, keyed by (log, start_pos).
+/// A loaded sidecar (None: missing or refused) by (log, segment start_pos).
+type CacheEntry = ((u32, u64), Option<Arc<SegmentRuns>>);
+
+/// A core's loaded sidecars, least recently used first.
 #[derive(Debug, Default)]
 pub struct SidecarCache {
-    loaded: VecDeque<((u32, u64), Option<Arc<SegmentRuns>>)>,
+    loaded: VecDeque<CacheEntry>,
 }
 
 impl SidecarCache {

@@ -267,7 +267,7 @@ mod tests {
     fn partitions_share_the_core_bound() {
         for n in [1, 4, 16, 17, 1000, 10_000, 3_000_000] {
             let per = runs_max_for(n);
-            assert!(per >= 1 && per <= RUNS_PER_PARTITION_MAX);
+            assert!((1..=RUNS_PER_PARTITION_MAX).contains(&per));
             assert!(n * per <= RUNS_PER_CORE_MAX || per == 1, "{n} partitions x {per}");
         }
         assert_eq!(runs_max_for(4), RUNS_PER_PARTITION_MAX);

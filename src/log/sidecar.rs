@@ -97,9 +97,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Decodes the sidecar of segment `start_pos..end_pos`; why not, when it is
-/// not exactly one (pure: bytes in, runs or a reason out).
-pub fn decode(b: &[u8], start_pos: u64, end_pos: u64) -> Result<SegmentRuns, String> {
+/// Decodes a sidecar of the segment starting at `start_pos` whose part of
+/// the log (or of it that is durable, for the active one) ends at
+/// `end_max`; why not, when it is not one (pure: bytes in, runs or a
+/// reason out). A sidecar may describe the segment up to an earlier end
+/// (written at a stop, before the segment was sealed).
+pub fn decode(b: &[u8], start_pos: u64, end_max: u64) -> Result<SegmentRuns, String> {
     if b.len() < HEADER_BYTES + CRC_BYTES || b.len() > SIDECAR_BYTES_MAX {
         return Err(format!("{} bytes", b.len()));
     }
@@ -110,8 +113,9 @@ pub fn decode(b: &[u8], start_pos: u64, end_pos: u64) -> Result<SegmentRuns, Str
     if &body[..8] != MAGIC || u32_at(body, 8) != SIDECAR_VERSION {
         return Err(format!("not a version {SIDECAR_VERSION} sidecar"));
     }
-    if (u64_at(body, 12), u64_at(body, 20)) != (start_pos, end_pos) {
-        return Err(format!("describes {}..{}, not {start_pos}..{end_pos}", u64_at(body, 12), u64_at(body, 20)));
+    let end_pos = u64_at(body, 20);
+    if u64_at(body, 12) != start_pos || end_pos < start_pos || end_pos > end_max {
+        return Err(format!("describes {}..{end_pos}, not a part of {start_pos}..{end_max}", u64_at(body, 12)));
     }
     let count = u32_at(body, 28) as usize;
     let mut at = HEADER_BYTES;
@@ -162,26 +166,44 @@ fn check_runs(pid: Pid, runs: &[Run], start_pos: u64, end_pos: u64) -> Result<()
 }
 
 /// The runs of segment `start_pos..end_pos` of each of `partitions` (those
-/// on log `log`) whose in-memory runs cover all of it: its first run starts
-/// at or before the segment (runs are contiguous in offsets from there, so
-/// none of its batches in the segment is missed). Others are left out, and
-/// reads of them there walk frames.
+/// on log `log`) whose runs cover all of it: its in-memory first run starts
+/// at or before the segment or holds its earliest offset (runs are
+/// contiguous in offsets from there, so none of its batches in the segment
+/// is missed), or `prior` (the
+/// segment's sidecar up to an earlier end, written at a stop) lists it and
+/// its in-memory runs go on at the very offset where those end. Others are
+/// left out, and reads of them there walk frames.
 pub fn runs_for<'a>(
     partitions: impl Iterator<Item = (&'a Pid, &'a Partition)>,
     log: u32,
-    start_pos: u64,
-    end_pos: u64,
+    (start_pos, end_pos): (u64, u64),
+    prior: Option<&SegmentRuns>,
 ) -> Vec<(Pid, Vec<Run>)> {
     let mut parts: Vec<(Pid, Vec<Run>)> = Vec::new();
     for (&pid, p) in partitions.filter(|(_, p)| p.log == log) {
-        if p.runs.first().is_none_or(|r| r.pos > start_pos) {
+        let Some(first) = p.runs.first() else { continue };
+        // Nothing of it lies before its first run when that run starts at or
+        // before the segment, or holds its earliest offset.
+        let mut runs: Vec<Run> = if first.pos <= start_pos || first.first_offset <= p.start_offset {
+            Vec::new()
+        } else {
+            // Those of the prior before the in-memory ones (it may list
+            // them too: this process wrote it at an earlier stop).
+            let before: Vec<Run> =
+                prior.and_then(|s| s.runs_of(pid)).unwrap_or(&[]).iter().filter(|r| r.pos < first.pos).copied().collect();
+            if !before.last().is_some_and(|r| r.end_offset == first.first_offset && r.end_pos() <= first.pos) {
+                continue;
+            }
+            before
+        };
+        if let Some(from) = p.runs.at_or_after(start_pos) {
+            runs.extend((from..p.runs.len()).map_while(|i| p.runs.get(i).copied().filter(|r| r.pos < end_pos)));
+        }
+        // A run reaching past the end (staged beyond the durable end of an
+        // active segment) cannot be cut without its offsets: leave it out.
+        if runs.last().is_some_and(|r| r.end_pos() > end_pos) {
             continue;
         }
-        let Some(from) = p.runs.at_or_after(start_pos) else {
-            parts.push((pid, Vec::new()));
-            continue;
-        };
-        let runs = (from..p.runs.len()).map_while(|i| p.runs.get(i).copied().filter(|r| r.pos < end_pos)).collect();
         parts.push((pid, runs));
     }
     parts.sort_by_key(|(pid, _)| *pid);
@@ -213,10 +235,11 @@ pub struct SidecarCache {
 }
 
 impl SidecarCache {
-    /// The runs of segment `start_pos..end_pos` of `log` at `segment_path`,
-    /// loaded when not yet (a failed load is remembered as None too, so a
-    /// missing sidecar is not read again at every fetch).
-    pub fn get<I: Io>(&mut self, io: &mut I, log: u32, segment_path: &Path, start_pos: u64, end_pos: u64) -> Option<Arc<SegmentRuns>> {
+    /// The runs of the segment of `log` at `segment_path` from `start_pos`
+    /// (its part of the log ending at `end_max`), loaded when not yet (a
+    /// failed load is remembered as None too, so a missing sidecar is not
+    /// read again at every fetch).
+    pub fn get<I: Io>(&mut self, io: &mut I, log: u32, segment_path: &Path, start_pos: u64, end_max: u64) -> Option<Arc<SegmentRuns>> {
         let key = (log, start_pos);
         if let Some(i) = self.loaded.iter().position(|(k, _)| *k == key) {
             let e = self.loaded.remove(i).expect("present");
@@ -226,7 +249,7 @@ impl SidecarCache {
         }
         let path = path_for(segment_path);
         let runs = match io.read_file(&path) {
-            Ok(Some(b)) => decode(&b, start_pos, end_pos)
+            Ok(Some(b)) => decode(&b, start_pos, end_max)
                 .map_err(|reason| tracing::warn!(path = %path.display(), %reason, "sidecar ignored; reads of its segment walk frames"))
                 .ok()
                 .map(Arc::new),
@@ -241,6 +264,11 @@ impl SidecarCache {
             self.loaded.pop_front();
         }
         runs
+    }
+
+    /// Forgets what was loaded for a segment (its sidecar was rewritten).
+    pub fn forget(&mut self, log: u32, start_pos: u64) {
+        self.loaded.retain(|(k, _)| *k != (log, start_pos));
     }
 
     fn bytes(&self) -> usize {
@@ -276,8 +304,9 @@ mod tests {
             assert_eq!(s.runs_of(pid).unwrap(), &runs[..]);
         }
         assert_eq!(s.parts.len(), 3);
-        assert!(decode(&b, 4096, 20000).is_err(), "another segment's bounds");
-        assert!(decode(&b, 0, 16384).is_err());
+        assert!(decode(&b, 4096, 16000).is_err(), "past the segment's end");
+        assert!(decode(&b, 0, 16384).is_err(), "another segment");
+        assert_eq!(decode(&b, 4096, 20000).unwrap().end_pos, 16384, "a sidecar up to an earlier end");
     }
 
     // Proves: every truncation and every flipped byte is refused.

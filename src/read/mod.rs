@@ -606,7 +606,7 @@ impl ReadPath {
     /// Subscriptions whose last answer asked for more read on now: they park
     /// at the end of their partition or answer again at once.
     pub fn resume<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, may_wait: bool) {
-        self.sidecars.write_sealed(cx.io, cx.logs, cx.partitions);
+        self.sidecars.write_sealed(cx.io, cx.logs, cx.partitions, !may_wait);
         self.retry_budget_waits(cx);
         for _ in 0..self.resumed.len() {
             if self.full() {

@@ -29,8 +29,9 @@ const SEGMENTS_LOOKED_MAX: usize = 4;
 struct Written {
     /// The start of the first segment whose sidecar is not written yet.
     next_start_pos: u64,
-    /// The durable position last looked at (nothing to do until it moves).
-    durable_seen_pos: u64,
+    /// The durable position last looked at, and whether stopping then
+    /// (nothing to do until either changes).
+    seen: (u64, bool),
 }
 
 #[derive(Debug, Default)]
@@ -41,27 +42,51 @@ pub(crate) struct Sidecars {
 
 impl Sidecars {
     /// Writes the sidecar of every segment sealed since the last call
-    /// whose end is durable. Segments sealed before this process first saw
-    /// the log keep what an earlier process wrote (its runs were complete
-    /// there; this process's are not).
-    pub fn write_sealed<I: Io, V: LogView>(&mut self, io: &mut I, logs: &BTreeMap<u32, V>, partitions: &HashMap<Pid, Partition>) {
+    /// whose end is durable; when `stopping`, also that of each log's
+    /// active segment up to its durable end once nothing is in flight (so
+    /// that a restart after a clean stop, which scans nothing, finds it).
+    /// Segments sealed before this process first saw the log keep what an
+    /// earlier process wrote (its runs there were complete; these are not).
+    pub fn write_sealed<I: Io, V: LogView>(
+        &mut self,
+        io: &mut I,
+        logs: &BTreeMap<u32, V>,
+        partitions: &HashMap<Pid, Partition>,
+        stopping: bool,
+    ) {
         for (&id, log) in logs {
             let durable = log.durable_pos();
             let active_start = |log: &V| log.segment_at(durable).map_or(durable, |s| s.start_pos);
-            let w = self.written.entry(id).or_insert_with(|| Written { next_start_pos: active_start(log), durable_seen_pos: durable });
-            if w.durable_seen_pos == durable {
+            let w = self.written.entry(id).or_insert_with(|| Written { next_start_pos: active_start(log), seen: (durable, stopping) });
+            if w.seen == (durable, stopping) {
                 continue;
             }
-            w.durable_seen_pos = durable;
+            w.seen = (durable, stopping);
             loop {
                 let Some(seg) = log.segment_at(w.next_start_pos).filter(|s| s.start_pos == w.next_start_pos) else {
                     // Retention took it first: go on from the active segment.
                     w.next_start_pos = w.next_start_pos.max(active_start(log));
                     break;
                 };
-                let Some(end) = seg.next_start_pos.filter(|&e| e <= durable) else { break };
-                let parts = sidecar::runs_for(partitions.iter(), id, seg.start_pos, end);
-                sidecar::write(io, &log.path_at(seg.start_pos), seg.start_pos, end, &parts);
+                let end = match seg.next_start_pos {
+                    Some(end) if end <= durable => end,
+                    None if stopping && log.written_pos() == durable && durable > seg.start_pos => durable,
+                    None if stopping => {
+                        // Writes in flight: look again at the next tick.
+                        w.seen.1 = false;
+                        break;
+                    }
+                    _ => break,
+                };
+                let path = log.path_at(seg.start_pos);
+                let prior = self.cache.get(io, id, &path, seg.start_pos, end);
+                let parts = sidecar::runs_for(partitions.iter(), id, (seg.start_pos, end), prior.as_deref());
+                sidecar::write(io, &path, seg.start_pos, end, &parts);
+                self.cache.forget(id, seg.start_pos);
+                if seg.next_start_pos.is_none() {
+                    // Written again, to its new durable end, if the stop goes on.
+                    break;
+                }
                 w.next_start_pos = end;
             }
         }
@@ -82,7 +107,8 @@ impl Sidecars {
         let mut pos = from_pos;
         for _ in 0..SEGMENTS_LOOKED_MAX {
             let seg = log.segment_at(pos)?;
-            let end = seg.next_start_pos?;
+            // The active segment's sidecar (written at a stop) covers at most its durable part.
+            let end = seg.next_start_pos.unwrap_or(log.durable_pos());
             let s = self.cache.get(io, id, &log.path_at(pos), seg.start_pos, end)?;
             let runs = s.runs_of(pid)?;
             let i = runs.partition_point(|r| r.first_offset <= offset);
@@ -91,6 +117,9 @@ impl Sidecars {
             }
             // Its runs here start past the offset: not a place it is in.
             if runs.first().is_some_and(|r| r.first_offset > offset) {
+                return None;
+            }
+            if seg.next_start_pos.is_none() {
                 return None;
             }
             pos = end;

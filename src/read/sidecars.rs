@@ -119,10 +119,8 @@ impl Sidecars {
             if runs.first().is_some_and(|r| r.first_offset > offset) {
                 return None;
             }
-            if seg.next_start_pos.is_none() {
-                return None;
-            }
-            pos = end;
+            // Past the active segment there is nothing sealed.
+            pos = seg.next_start_pos?;
         }
         None
     }

@@ -11,7 +11,7 @@
 //!
 //! ```text
 //! magic "STRMRUNS" (8) | version u32 | start_pos u64 | end_pos u64 | partitions u32
-//! per partition: pid u32 | runs u32 | runs x (first_offset, end_offset, pos, bytes: u64 each)
+//! per partition: pid u32 | runs u32 | next_offset u64 | runs x (first_offset, end_offset, pos, bytes: u64 each)
 //! crc32c u32 over every byte before it
 //! ```
 //!
@@ -30,7 +30,7 @@ pub const SIDECAR_SUFFIX: &str = ".runs";
 const MAGIC: &[u8; 8] = b"STRMRUNS";
 pub const SIDECAR_VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 4;
-const PART_HEADER_BYTES: usize = 8;
+const PART_HEADER_BYTES: usize = 16;
 const RUN_RECORD_BYTES: usize = 32;
 const CRC_BYTES: usize = 4;
 
@@ -48,37 +48,47 @@ pub fn path_for(segment_path: &Path) -> PathBuf {
     segment_path.with_extension(&SIDECAR_SUFFIX[1..])
 }
 
+/// One partition's runs in a segment, and the offset its next batch after
+/// the sidecar's end has (the last run's end; what a partition with no run
+/// there continues from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRuns {
+    pub next_offset: u64,
+    pub runs: Vec<Run>,
+}
+
 /// One sealed segment's runs, per partition listed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct SegmentRuns {
     pub start_pos: u64,
     pub end_pos: u64,
-    pub parts: HashMap<Pid, Box<[Run]>>,
+    pub parts: HashMap<Pid, PartRuns>,
 }
 
 impl SegmentRuns {
     pub fn runs_of(&self, pid: Pid) -> Option<&[Run]> {
-        self.parts.get(&pid).map(|r| &r[..])
+        self.parts.get(&pid).map(|r| &r.runs[..])
     }
 
     fn mem_bytes(&self) -> usize {
-        self.parts.values().map(|r| r.len() * RUN_RECORD_BYTES + PART_HEADER_BYTES).sum()
+        self.parts.values().map(|r| r.runs.len() * RUN_RECORD_BYTES + PART_HEADER_BYTES).sum()
     }
 }
 
 /// The bytes of a sidecar of segment `start_pos..end_pos` listing `parts`.
-pub fn encode(start_pos: u64, end_pos: u64, parts: &[(Pid, Vec<Run>)]) -> Vec<u8> {
-    let runs: usize = parts.iter().map(|(_, r)| r.len()).sum();
+pub fn encode(start_pos: u64, end_pos: u64, parts: &[(Pid, PartRuns)]) -> Vec<u8> {
+    let runs: usize = parts.iter().map(|(_, r)| r.runs.len()).sum();
     let mut out = Vec::with_capacity(HEADER_BYTES + parts.len() * PART_HEADER_BYTES + runs * RUN_RECORD_BYTES + CRC_BYTES);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&SIDECAR_VERSION.to_le_bytes());
     out.extend_from_slice(&start_pos.to_le_bytes());
     out.extend_from_slice(&end_pos.to_le_bytes());
     out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-    for (pid, runs) in parts {
+    for (pid, part) in parts {
         out.extend_from_slice(&pid.to_le_bytes());
-        out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
-        for r in runs {
+        out.extend_from_slice(&(part.runs.len() as u32).to_le_bytes());
+        out.extend_from_slice(&part.next_offset.to_le_bytes());
+        for r in &part.runs {
             for v in [r.first_offset, r.end_offset, r.pos, r.bytes] {
                 out.extend_from_slice(&v.to_le_bytes());
             }
@@ -124,12 +134,12 @@ pub fn decode(b: &[u8], start_pos: u64, end_max: u64) -> Result<SegmentRuns, Str
         if body.len() - at < PART_HEADER_BYTES {
             return Err("partition list runs past the end".into());
         }
-        let (pid, n) = (u32_at(body, at), u32_at(body, at + 4) as usize);
+        let (pid, n, next_offset) = (u32_at(body, at), u32_at(body, at + 4) as usize, u64_at(body, at + 8));
         at += PART_HEADER_BYTES;
         if (body.len() - at) / RUN_RECORD_BYTES < n {
             return Err(format!("partition {pid}: runs past the end"));
         }
-        let runs: Box<[Run]> = (0..n)
+        let runs: Vec<Run> = (0..n)
             .map(|i| at + i * RUN_RECORD_BYTES)
             .map(|o| Run {
                 first_offset: u64_at(body, o),
@@ -140,7 +150,10 @@ pub fn decode(b: &[u8], start_pos: u64, end_max: u64) -> Result<SegmentRuns, Str
             .collect();
         at += n * RUN_RECORD_BYTES;
         check_runs(pid, &runs, start_pos, end_pos)?;
-        if parts.insert(pid, runs).is_some() {
+        if runs.last().is_some_and(|r| r.end_offset != next_offset) {
+            return Err(format!("partition {pid}: next offset {next_offset} is not where its runs end"));
+        }
+        if parts.insert(pid, PartRuns { next_offset, runs }).is_some() {
             return Err(format!("partition {pid} listed twice"));
         }
     }
@@ -169,42 +182,59 @@ fn check_runs(pid: Pid, runs: &[Run], start_pos: u64, end_pos: u64) -> Result<()
 /// on log `log`) whose runs cover all of it: its in-memory first run starts
 /// at or before the segment or holds its earliest offset (runs are
 /// contiguous in offsets from there, so none of its batches in the segment
-/// is missed), or `prior` (the
-/// segment's sidecar up to an earlier end, written at a stop) lists it and
-/// its in-memory runs go on at the very offset where those end. Others are
-/// left out, and reads of them there walk frames.
+/// is missed), or `prior` (the segment's sidecar up to an earlier end,
+/// written at a stop) lists it and its in-memory runs go on at the very
+/// offset where those end. Others are left out, and reads of them there
+/// walk frames.
 pub fn runs_for<'a>(
     partitions: impl Iterator<Item = (&'a Pid, &'a Partition)>,
     log: u32,
     (start_pos, end_pos): (u64, u64),
     prior: Option<&SegmentRuns>,
-) -> Vec<(Pid, Vec<Run>)> {
-    let mut parts: Vec<(Pid, Vec<Run>)> = Vec::new();
+) -> Vec<(Pid, PartRuns)> {
+    let mut parts: Vec<(Pid, PartRuns)> = Vec::new();
     for (&pid, p) in partitions.filter(|(_, p)| p.log == log) {
-        let Some(first) = p.runs.first() else { continue };
+        let Some(&first) = p.runs.first() else { continue };
         // Nothing of it lies before its first run when that run starts at or
         // before the segment, or holds its earliest offset.
         let mut runs: Vec<Run> = if first.pos <= start_pos || first.first_offset <= p.start_offset {
             Vec::new()
         } else {
+            let Some(before) = prior.and_then(|s| s.parts.get(&pid)) else { continue };
             // Those of the prior before the in-memory ones (it may list
-            // them too: this process wrote it at an earlier stop).
-            let before: Vec<Run> =
-                prior.and_then(|s| s.runs_of(pid)).unwrap_or(&[]).iter().filter(|r| r.pos < first.pos).copied().collect();
-            if !before.last().is_some_and(|r| r.end_offset == first.first_offset && r.end_pos() <= first.pos) {
+            // them too: this process wrote it at an earlier stop), and the
+            // offset they reach: the in-memory runs must go on from it.
+            let kept: Vec<Run> = before.runs.iter().filter(|r| r.pos < first.pos).copied().collect();
+            let reach = match (kept.last(), before.runs.first()) {
+                (Some(r), _) if r.end_pos() > first.pos => continue,
+                (Some(r), _) => r.end_offset,
+                (None, Some(r)) => r.first_offset,
+                (None, None) => before.next_offset,
+            };
+            if reach != first.first_offset {
                 continue;
             }
-            before
+            kept
         };
-        if let Some(from) = p.runs.at_or_after(start_pos) {
-            runs.extend((from..p.runs.len()).map_while(|i| p.runs.get(i).copied().filter(|r| r.pos < end_pos)));
-        }
+        let from = p.runs.at_or_after(start_pos);
+        runs.extend(
+            from.into_iter().flat_map(|from| (from..p.runs.len()).map_while(|i| p.runs.get(i).copied().filter(|r| r.pos < end_pos))),
+        );
         // A run reaching past the end (staged beyond the durable end of an
         // active segment) cannot be cut without its offsets: leave it out.
         if runs.last().is_some_and(|r| r.end_pos() > end_pos) {
             continue;
         }
-        parts.push((pid, runs));
+        // Where its next batch after the end starts: where its runs here
+        // end, or its first run past the end, or where all its runs end
+        // (every staged batch has a run).
+        let after = from.and_then(|i| (i..p.runs.len()).filter_map(|i| p.runs.get(i)).find(|r| r.pos >= end_pos));
+        let next_offset = match (runs.last(), after) {
+            (Some(r), _) => r.end_offset,
+            (None, Some(r)) => r.first_offset,
+            (None, None) => p.runs.get(p.runs.len() - 1).map_or(first.end_offset, |r| r.end_offset),
+        };
+        parts.push((pid, PartRuns { next_offset, runs }));
     }
     parts.sort_by_key(|(pid, _)| *pid);
     parts
@@ -212,7 +242,7 @@ pub fn runs_for<'a>(
 
 /// Writes the sidecar of the segment file at `segment_path`; a failure is
 /// only a warning (the segment's reads walk frames).
-pub fn write<I: Io>(io: &mut I, segment_path: &Path, start_pos: u64, end_pos: u64, parts: &[(Pid, Vec<Run>)]) {
+pub fn write<I: Io>(io: &mut I, segment_path: &Path, start_pos: u64, end_pos: u64, parts: &[(Pid, PartRuns)]) {
     let path = path_for(segment_path);
     if let Err(e) = io.write_file_atomic(&path, &encode(start_pos, end_pos, parts)) {
         tracing::warn!(path = %path.display(), error = %e, "cannot write a sidecar; reads of its segment walk frames");
@@ -280,28 +310,30 @@ impl SidecarCache {
 mod tests {
     use super::*;
 
-    fn sample() -> Vec<(Pid, Vec<Run>)> {
+    fn part(next_offset: u64, runs: Vec<Run>) -> PartRuns {
+        PartRuns { next_offset, runs }
+    }
+
+    fn run(first_offset: u64, end_offset: u64, pos: u64, bytes: u64) -> Run {
+        Run { first_offset, end_offset, pos, bytes }
+    }
+
+    fn sample() -> Vec<(Pid, PartRuns)> {
         vec![
-            (
-                1,
-                vec![
-                    Run { first_offset: 0, end_offset: 3, pos: 4096, bytes: 300 },
-                    Run { first_offset: 3, end_offset: 4, pos: 8192, bytes: 100 },
-                ],
-            ),
-            (7, Vec::new()),
-            (9, vec![Run { first_offset: 10, end_offset: 11, pos: 5000, bytes: 50 }]),
+            (1, part(4, vec![run(0, 3, 4096, 300), run(3, 4, 8192, 100)])),
+            (7, part(12, Vec::new())),
+            (9, part(11, vec![run(10, 11, 5000, 50)])),
         ]
     }
 
     // Proves: a sidecar decodes to exactly the runs encoded, and only as
-    // the segment it was written for.
+    // the segment it was written for (or one reaching past its end).
     #[test]
     fn round_trip() {
         let b = encode(4096, 16384, &sample());
         let s = decode(&b, 4096, 16384).unwrap();
-        for (pid, runs) in sample() {
-            assert_eq!(s.runs_of(pid).unwrap(), &runs[..]);
+        for (pid, p) in sample() {
+            assert_eq!(s.parts[&pid], p);
         }
         assert_eq!(s.parts.len(), 3);
         assert!(decode(&b, 4096, 16000).is_err(), "past the segment's end");
@@ -309,7 +341,7 @@ mod tests {
         assert_eq!(decode(&b, 4096, 20000).unwrap().end_pos, 16384, "a sidecar up to an earlier end");
     }
 
-    // Proves: every truncation and every flipped byte is refused.
+    // Proves: every truncation and every flipped bit is refused.
     #[test]
     fn every_truncation_and_flipped_byte_is_refused() {
         let b = encode(4096, 16384, &sample());
@@ -325,19 +357,16 @@ mod tests {
         }
     }
 
-    // Proves: runs outside the segment or out of order are refused even
-    // under a valid checksum (a bug, not damage, but never trusted).
+    // Proves: runs outside the segment, out of order, or not ending at the
+    // next offset are refused even under a valid checksum (a bug, not
+    // damage, but never trusted).
     #[test]
     fn runs_outside_the_segment_are_refused() {
-        let outside = vec![(1, vec![Run { first_offset: 0, end_offset: 1, pos: 16000, bytes: 1000 }])];
+        let outside = vec![(1, part(1, vec![run(0, 1, 16000, 1000)]))];
         assert!(decode(&encode(4096, 16384, &outside), 4096, 16384).is_err());
-        let disordered = vec![(
-            1,
-            vec![
-                Run { first_offset: 0, end_offset: 1, pos: 8192, bytes: 10 },
-                Run { first_offset: 1, end_offset: 2, pos: 4096, bytes: 10 },
-            ],
-        )];
+        let disordered = vec![(1, part(2, vec![run(0, 1, 8192, 10), run(1, 2, 4096, 10)]))];
         assert!(decode(&encode(4096, 16384, &disordered), 4096, 16384).is_err());
+        let elsewhere = vec![(1, part(5, vec![run(0, 1, 8192, 10)]))];
+        assert!(decode(&encode(4096, 16384, &elsewhere), 4096, 16384).is_err(), "next offset not where its runs end");
     }
 }

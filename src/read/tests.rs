@@ -314,6 +314,15 @@ fn a_clean_stop_leaves_the_active_segments_sidecar() {
     assert!(within_slack(d), "read {} disk bytes to serve {} ({} reads)", d.0, d.1, d.2);
     // Seal it (and more) in this process, then restart uncleanly.
     interleave(&mut core, rounds..ROUNDS);
-    let d = read_all_after_restart(core.into_io().process_exit());
+    let (disk, after_seal) = sidecar_paths(core.into_io().process_exit());
+    assert_eq!(after_seal[1], sidecars[1], "the segment active at the stop");
+    let mut io = SimIo::new(disk, 7, SimFaults::default());
+    let merged = {
+        use crate::io::Io;
+        crate::log::sidecar::decode(&io.read_file(&after_seal[1]).unwrap().unwrap(), 229_376, u64::MAX).unwrap()
+    };
+    assert_eq!(merged.parts.len(), PARTITIONS as usize, "the stop's sidecar merged with this process's runs: {merged:?}");
+    assert!(merged.parts.values().all(|r| !r.runs.is_empty()));
+    let d = read_all_after_restart(io.process_exit());
     assert!(within_slack(d), "after sealing: read {} disk bytes to serve {} ({} reads)", d.0, d.1, d.2);
 }

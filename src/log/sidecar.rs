@@ -4,9 +4,10 @@
 //! this process staged or scanned; after a restart, data before the
 //! recovery scan has none, and a read of one of N interleaved partitions
 //! there would walk every frame. So once a segment is sealed and its last
-//! commit is durable, the read path writes `<start>.runs` beside it
-//! (`NNN.seg` -> `NNN.runs`): per partition whose runs cover the whole
-//! segment, its runs there. Format (docs/FORMAT.md, "Sidecars"), all
+//! commit is durable (and, at a clean stop, for the active segment up to
+//! its durable end), the read path writes `<start>.runs` beside it
+//! (`NNN.seg` -> `NNN.runs`): per partition whose runs cover all of it, its
+//! runs there. Format (docs/FORMAT.md, "Sidecars"), all
 //! little-endian:
 //!
 //! ```text

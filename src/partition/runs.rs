@@ -12,8 +12,9 @@
 //! Runs are fed where batches are staged and where recovery scans the tail
 //! ([`super::Partition::observe_batch`]), so they cover what this process
 //! staged or scanned: the active segment and the tail, and older segments
-//! written since the start. A read of an offset before the first run walks
-//! frames from the sparse index as before.
+//! written since the start. A read of an offset before the first run
+//! follows the runs of the sealed segment's sidecar ([`crate::log::sidecar`])
+//! when it has a usable one, else walks frames from the sparse index.
 //!
 //! Bound: at most [`RUNS_PER_PARTITION_MAX`] runs per partition, and a
 //! core's partitions share [`RUNS_PER_CORE_MAX`] between them

@@ -36,6 +36,17 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The sealed segments' sidecars (`NNN.runs`, `src/log/sidecar.rs`).
+fn sidecars(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("log-0000"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "runs"))
+        .collect();
+    v.sort();
+    v
+}
+
 fn segment_bytes(dir: &Path) -> u64 {
     segments(dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
 }
@@ -77,8 +88,13 @@ fn deleted_topic_space_comes_back() {
     fill(&e, "kept", 600 << 10, now_ms());
     let before = segment_bytes(&dir);
     assert!(segments(&dir).len() >= 8, "{} segments", segments(&dir).len());
+    // Written a tick after the segment's end is durable: the newest may lag.
+    assert!(sidecars(&dir).len() + 2 >= segments(&dir).len(), "a sidecar per sealed segment: {:?}", sidecars(&dir));
     e.delete_topic("gone").unwrap();
     wait_for(&e, "kept", "free the deleted topic's segments", |_| segment_bytes(&dir) <= 3 * (256 << 10));
+    for s in sidecars(&dir) {
+        assert!(s.with_extension("seg").exists(), "sidecar {} outlived its segment", s.display());
+    }
     let after = segment_bytes(&dir);
     println!("segment bytes: {before} before the delete, {after} after");
     assert!(before - after >= 1500 << 10, "freed only {} bytes", before - after);

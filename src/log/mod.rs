@@ -11,5 +11,6 @@ pub mod frame;
 pub mod journal;
 pub mod recovery;
 pub mod segment;
+pub mod sidecar;
 
 pub use journal::Journal;

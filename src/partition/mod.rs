@@ -11,7 +11,7 @@ pub mod runs;
 
 pub use index::{IndexEntry, SparseIndex};
 pub use retention::{Retention, Span};
-pub use runs::{Run, RunIndex};
+pub use runs::{Run, RunIndex, RunsRef};
 
 /// Partition id: unique in a data directory, never reused.
 pub type Pid = u32;

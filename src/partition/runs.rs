@@ -12,8 +12,9 @@
 //! Runs are fed where batches are staged and where recovery scans the tail
 //! ([`super::Partition::observe_batch`]), so they cover what this process
 //! staged or scanned: the active segment and the tail, and older segments
-//! written since the start. A read of an offset before the first run walks
-//! frames from the sparse index as before.
+//! written since the start. A read of an offset before the first run
+//! follows the runs of the sealed segment's sidecar ([`crate::log::sidecar`])
+//! when it has a usable one, else walks frames from the sparse index.
 //!
 //! Bound: at most [`RUNS_PER_PARTITION_MAX`] runs per partition, and a
 //! core's partitions share [`RUNS_PER_CORE_MAX`] between them
@@ -175,6 +176,38 @@ impl RunIndex {
         }
         for (a, b) in self.runs.iter().zip(self.runs.iter().skip(1)) {
             assert!(a.end_offset == b.first_offset && a.end_pos() <= b.pos, "runs out of order: {a:?} {b:?}");
+        }
+    }
+}
+
+/// The runs a dense read follows: a partition's in memory, or its runs in
+/// one sealed segment loaded from that segment's sidecar.
+#[derive(Debug, Clone, Copy)]
+pub enum RunsRef<'a> {
+    Mem(&'a RunIndex),
+    Sidecar(&'a [Run]),
+}
+
+impl RunsRef<'_> {
+    pub fn first(&self) -> Option<&Run> {
+        self.get(0)
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Run> {
+        match self {
+            RunsRef::Mem(r) => r.get(i),
+            RunsRef::Sidecar(r) => r.get(i),
+        }
+    }
+
+    /// The index of the first run ending past log position `pos`.
+    pub fn at_or_after(&self, pos: u64) -> Option<usize> {
+        match self {
+            RunsRef::Mem(r) => r.at_or_after(pos),
+            RunsRef::Sidecar(r) => {
+                let i = r.partition_point(|r| r.end_pos() <= pos);
+                (i < r.len()).then_some(i)
+            }
         }
     }
 }

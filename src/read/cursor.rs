@@ -5,7 +5,10 @@ use crate::buf::AlignedBuf;
 use crate::core::Reply;
 use crate::error::{Result, StromError};
 use crate::log::frame::{self, FrameHeader, FrameKind, HEADER_BYTES};
-use crate::partition::{Partition, Pid};
+use std::sync::Arc;
+
+use crate::log::sidecar::SegmentRuns;
+use crate::partition::{Partition, Pid, RunsRef};
 use crate::wire::batch::{self, BatchInfo};
 
 use super::chunks::{Chunk, Chunks};
@@ -101,6 +104,9 @@ pub(crate) struct Cursor {
     /// Log position just past the last batch served (0: none yet): where
     /// the batch at `next_offset` starts when it is in the same run.
     pub served_end_pos: u64,
+    /// A dense read before the partition's in-memory runs follows the runs
+    /// of one sealed segment, from its sidecar; it ends at that segment's end.
+    pub sidecar: Option<Arc<SegmentRuns>>,
 }
 
 pub(crate) enum Step {
@@ -250,10 +256,11 @@ impl Cursor {
     /// runs no longer reach back to the cursor (dropped by their bound or
     /// by retention): the read ends there, and the next one starts afresh.
     fn onto_next_run(&mut self, p: &Partition) -> bool {
-        if p.runs.first().is_none_or(|r| r.pos > self.pos) {
+        let runs = self.runs(p);
+        if runs.first().is_none_or(|r| r.pos > self.pos) {
             return false;
         }
-        let Some(r) = p.runs.at_or_after(self.pos).and_then(|i| p.runs.get(i)) else { return false };
+        let Some(&r) = runs.at_or_after(self.pos).and_then(|i| runs.get(i)) else { return false };
         if r.pos >= self.limit {
             return false;
         }
@@ -263,6 +270,14 @@ impl Cursor {
             self.expect_base = r.first_offset;
         }
         true
+    }
+
+    /// The runs this dense read follows: its sidecar's, or the partition's.
+    pub fn runs<'a>(&'a self, p: &'a Partition) -> RunsRef<'a> {
+        match &self.sidecar {
+            Some(s) => RunsRef::Sidecar(s.runs_of(self.pid).unwrap_or(&[])),
+            None => RunsRef::Mem(&p.runs),
+        }
     }
 
     /// Whether a frame of this fetch's partition would take its answer past
@@ -288,12 +303,12 @@ const MERGE_GAP_SHARE_DIVISOR: u64 = 16;
 /// the run holding `pos`, or of a later run it merges (each gap before it at
 /// most [`MERGE_GAP_BYTES_MAX`], all of them a small share of the runs'
 /// bytes), never past `end_max` (the buffer, the segment, the budget).
-pub(crate) fn runs_read_end(p: &Partition, pos: u64, end_max: u64) -> u64 {
-    let Some(mut i) = p.runs.at_or_after(pos) else { return pos };
-    let Some(first) = p.runs.get(i) else { return pos };
+pub(crate) fn runs_read_end(runs: RunsRef<'_>, pos: u64, end_max: u64) -> u64 {
+    let Some(mut i) = runs.at_or_after(pos) else { return pos };
+    let Some(first) = runs.get(i) else { return pos };
     let mut end = first.end_pos().min(end_max);
     let (mut run_bytes, mut gap_bytes) = (end.saturating_sub(pos.max(first.pos)), 0);
-    while let Some(next) = p.runs.get(i + 1) {
+    while let Some(next) = runs.get(i + 1) {
         let gap = next.pos.saturating_sub(end);
         if next.pos >= end_max || gap > MERGE_GAP_BYTES_MAX || (gap_bytes + gap) * MERGE_GAP_SHARE_DIVISOR > run_bytes + next.bytes {
             break;

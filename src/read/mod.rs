@@ -17,6 +17,7 @@ mod chunks;
 pub mod cursor;
 pub mod poll;
 mod resume;
+mod sidecars;
 pub mod sink;
 pub mod view;
 
@@ -39,6 +40,7 @@ use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes
 pub use poll::PARKED_READS_MAX;
 use poll::{BudgetWaits, ParkedPolls};
 use resume::ResumeHints;
+use sidecars::Sidecars;
 pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, ReplyBudget, SinkFlow, once};
 use view::LogView;
 
@@ -93,6 +95,8 @@ pub struct ReadPath {
     /// Where each partition's last dense fetch stopped, so the next one
     /// starts there rather than at the start of its run.
     resume: ResumeHints,
+    /// Sidecars written and loaded: the runs of sealed segments.
+    sidecars: Sidecars,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
 }
@@ -111,6 +115,7 @@ impl ReadPath {
             resumed: VecDeque::new(),
             metrics: ReadMetrics::default(),
             resume: ResumeHints::default(),
+            sidecars: Sidecars::default(),
             serve_unretired: false,
         }
     }
@@ -229,16 +234,24 @@ impl ReadPath {
         let Some(p) = cx.partitions.get(&pid) else { return self.answer(pid, mode, Err(unknown(pid)), empty(), 0, (0, 0)) };
         self.metrics.reads += 1;
         let (start, end) = (p.start_offset, p.visible_end);
+        let mut sidecar = None;
         let entry = match &mode {
             ReadMode::Fetch { .. } if offset < start || offset > end => {
                 let e = StromError::OffsetOutOfRange { offset, earliest: start, end };
                 return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
             }
             ReadMode::Fetch { .. } if offset == end => return self.answer(pid, mode, Ok(()), empty(), end, (end, start)),
-            // Exactly the partition's runs when they reach back to the offset.
+            // Exactly the partition's runs when they reach back to the
+            // offset, else those of the sealed segment's sidecar holding it.
             ReadMode::Fetch { .. } => match p.runs.find_offset(offset).and_then(|i| p.runs.get(i)) {
                 Some(r) => Some(self.resume.start_in(pid, offset, r)),
-                None => p.index.floor(offset),
+                None => p.index.floor(offset).map(|e| match self.sidecars.find(cx.io, (p.log, &cx.logs[&p.log]), pid, offset, e.pos) {
+                    Some((s, r)) => {
+                        sidecar = Some(s);
+                        self.resume.start_in(pid, offset, &r)
+                    }
+                    None => e,
+                }),
             },
             ReadMode::Time { ts_ms, .. } if *ts_ms > p.visible_max_ts_ms => {
                 return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
@@ -248,7 +261,7 @@ impl ReadPath {
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
-        let dense = matches!(mode, ReadMode::Fetch { .. }) && p.runs.find_offset(offset).is_some();
+        let dense = matches!(mode, ReadMode::Fetch { .. }) && (sidecar.is_some() || p.runs.find_offset(offset).is_some());
         let mut mode = mode;
         if !self.admit(&mut mode) {
             // Not started after all: it counts when it is.
@@ -284,6 +297,7 @@ impl ReadPath {
             dense,
             served_disk_bytes: 0,
             served_end_pos: 0,
+            sidecar,
         });
         self.advance(cx, slot);
     }
@@ -379,7 +393,7 @@ impl ReadPath {
             // buffer, the segment, what the answer's budget still takes, and
             // the next chunk already read or being read.
             let end_max = dense_end_max(c, (pos, c.pos), buf.capacity(), seg.next_start_pos, need_bytes);
-            let end = cursor::runs_read_end(cx.partitions.get(&c.pid).expect("a read's partition"), c.pos, end_max);
+            let end = cursor::runs_read_end(c.runs(cx.partitions.get(&c.pid).expect("a read's partition")), c.pos, end_max);
             let wanted = (end - pos).max((c.pos - pos) + need_bytes as u64);
             (align_up(wanted) as usize).min(buf.capacity())
         } else {
@@ -435,7 +449,8 @@ impl ReadPath {
             let c = &self.cursors[slot];
             let Some(p) = cx.partitions.get(&c.pid) else { return };
             let from = c.chunks.planned_end().unwrap_or(c.pos);
-            let Some(r) = p.runs.at_or_after(from).and_then(|i| p.runs.get(i)) else { return };
+            let runs = c.runs(p);
+            let Some(&r) = runs.at_or_after(from).and_then(|i| runs.get(i)) else { return };
             // A run the last chunk cut is read on when the cursor gets
             // there: only whole runs ahead start at a known frame.
             let at = r.pos.max(from);
@@ -448,7 +463,7 @@ impl ReadPath {
             let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
             let mut buf = self.read_bufs.pop().expect("a free buffer");
             let end_max = dense_end_max(c, (pos, at), buf.capacity(), seg.next_start_pos, HEADER_BYTES);
-            let end = cursor::runs_read_end(p, at, end_max);
+            let end = cursor::runs_read_end(runs, at, end_max);
             let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
             buf.set_len(0);
             if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
@@ -591,6 +606,7 @@ impl ReadPath {
     /// Subscriptions whose last answer asked for more read on now: they park
     /// at the end of their partition or answer again at once.
     pub fn resume<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, may_wait: bool) {
+        self.sidecars.write_sealed(cx.io, cx.logs, cx.partitions, !may_wait);
         self.retry_budget_waits(cx);
         for _ in 0..self.resumed.len() {
             if self.full() {

@@ -82,6 +82,7 @@ impl<R> Journal<R> {
                 io.remove(&oldest.path)?;
                 io.close(oldest.file);
             }
+            crate::log::sidecar::remove(io, &oldest.path);
             let seg = self.segments.pop_front().expect("oldest");
             pass.deleted_bytes += next_start - seg.start_pos;
             self.log_start = next_start;

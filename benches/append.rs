@@ -9,15 +9,15 @@
 //! `cargo bench --bench append` runs it full size (about 5 s per case);
 //! `cargo test` runs it small (a fraction of a second per case) so that it
 //! cannot rot. Environment: `STROM_BENCH_SECS`, `STROM_BENCH_DIR`.
+mod common;
+
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use strom::ceiling;
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::engine::Engine;
-use strom::wire::batch::BatchBuilder;
 
 const PRODUCERS: usize = 4;
 const INFLIGHT_PER_PRODUCER: usize = 16;
@@ -39,28 +39,10 @@ struct CaseResult {
     catch_up: Duration,
 }
 
-fn bench_dir() -> PathBuf {
-    let dir = std::env::var_os("STROM_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-append"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create bench dir");
-    dir
-}
-
-fn make_batch(producer: usize) -> Vec<u8> {
-    let mut b = BatchBuilder::new(1_700_000_000_000).producer(producer as i64, 0, 0);
-    let value = vec![b'a' + producer as u8; RECORD_BYTES];
-    for i in 0..RECORDS_PER_BATCH {
-        b.push(1_700_000_000_000 + i as i64, None, Some(&value), &[]);
-    }
-    b.finish()
-}
-
 /// One producer: keeps INFLIGHT_PER_PRODUCER appends outstanding, spread
 /// round-robin over its share of the partitions, until `deadline`.
 fn produce(engine: &Engine, producer: usize, partitions: u32, deadline: Instant) -> (u64, Histogram<u64>) {
-    let batch = make_batch(producer);
+    let batch = common::make_batch(producer, RECORDS_PER_BATCH, RECORD_BYTES);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let mut pending = VecDeque::new();
     let mut batches = 0u64;
@@ -175,7 +157,7 @@ fn catch_up_read(data: &std::path::Path, partitions: u32, cfg: EngineConfig) -> 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs: f64 = std::env::var("STROM_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 5.0 } else { 0.3 });
-    let dir = bench_dir();
+    let dir = common::bench_dir("append");
     // Bounded cost: a 256 MiB file (16 MiB when run small), about 1 s of
     // overwrites and 0.5 s of reads at full size.
     let file_bytes: u64 = if full { 256 << 20 } else { 16 << 20 };

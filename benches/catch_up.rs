@@ -14,8 +14,10 @@
 //! `cargo bench --bench catch_up` runs it full size (1 GiB of log per
 //! case); `cargo test` runs it small (48 MiB, an 8 MiB tail cache) so that
 //! it cannot rot. Environment: `STROM_BENCH_LOG_MIB`, `STROM_BENCH_DIR`.
+mod common;
+
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use strom::ceiling;
@@ -23,7 +25,6 @@ use strom::config::EngineConfig;
 use strom::core::AppendAck;
 use strom::engine::{Engine, Pending};
 use strom::metrics::Metrics;
-use strom::wire::batch::BatchBuilder;
 
 const PRODUCERS: usize = 4;
 const READERS: u32 = 4;
@@ -32,28 +33,10 @@ const RECORD_BYTES: usize = 1024;
 const RECORDS_PER_BATCH: usize = 64;
 const FETCH_BYTES: usize = 1 << 20;
 
-fn bench_dir() -> PathBuf {
-    let dir = std::env::var_os("STROM_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-catch-up"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create bench dir");
-    dir
-}
-
-fn make_batch(producer: usize) -> Vec<u8> {
-    let mut b = BatchBuilder::new(1_700_000_000_000).producer(producer as i64, 0, 0);
-    let value = vec![b'a' + producer as u8; RECORD_BYTES];
-    for i in 0..RECORDS_PER_BATCH {
-        b.push(1_700_000_000_000 + i as i64, None, Some(&value), &[]);
-    }
-    b.finish()
-}
-
 /// One producer: `batches` appends, INFLIGHT_PER_PRODUCER outstanding,
 /// round-robin over the partitions from its own first one.
 fn produce(engine: &Engine, producer: usize, partitions: u32, batches: u64) {
-    let batch = make_batch(producer);
+    let batch = common::make_batch(producer, RECORDS_PER_BATCH, RECORD_BYTES);
     let mut pending: VecDeque<Pending<AppendAck>> = VecDeque::new();
     let mut next = producer as u32 % partitions;
     for _ in 0..batches {
@@ -156,7 +139,7 @@ fn run_case(dir: &Path, partitions: u32, log_bytes: u64, full: bool) -> (CatchUp
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let log_mib: u64 = std::env::var("STROM_BENCH_LOG_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 1024 } else { 48 });
-    let dir = bench_dir();
+    let dir = common::bench_dir("catch-up");
     let file_bytes: u64 = if full { 256 << 20 } else { 16 << 20 };
     let file = ceiling::PrewrittenFile::create(&dir, file_bytes).expect("pre-written ceiling file");
     let read = ceiling::disk_read_sequential(&file, Duration::from_secs_f64(if full { 0.5 } else { 0.1 })).expect("read ceiling");

@@ -6,7 +6,7 @@ mod harness;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use harness::{batch, slot, test_dir, values};
+use harness::{batch, slot, test_dir};
 use strom::config::{EngineConfig, FsyncPolicy};
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::engine::Engine;
@@ -15,7 +15,6 @@ use strom::io::Io;
 use strom::io::sim::{SimDisk, SimFaults, SimIo};
 use strom::log::frame::{self, FrameHeader};
 use strom::log::segment::{log_dir, segment_name};
-use strom::read::ReadResult;
 
 fn sim_cfg() -> EngineConfig {
     // No checkpoint is ever due, so recovery scans the whole log.
@@ -28,24 +27,7 @@ fn spec() -> CoreSpec {
 
 /// Every record of a partition: offset -> value.
 fn read_partition(core: &mut Core<SimIo>, pid: u32) -> BTreeMap<u64, String> {
-    let mut out = BTreeMap::new();
-    let mut offset = 0;
-    loop {
-        let (s, reply) = slot::<ReadResult>();
-        core.handle(Request::read(pid, offset, 16 << 10, reply));
-        while s.lock().unwrap().is_none() {
-            core.tick().unwrap();
-        }
-        let res = s.lock().unwrap().take().unwrap().unwrap();
-        if res.batches.is_empty() {
-            return out;
-        }
-        for (o, v) in values(&res.batches) {
-            assert_eq!(o, offset, "offsets are dense");
-            out.insert(o, v);
-            offset += 1;
-        }
-    }
+    harness::read_sim(core, pid, 0)
 }
 
 /// A log of two partitions over several commits and segments, left by a

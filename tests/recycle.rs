@@ -8,14 +8,13 @@ mod harness;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use harness::{Slot, slot, values};
+use harness::{Slot, read_sim, slot};
 use strom::config::EngineConfig;
 use strom::core::{AppendAck, Core, CoreSpec, Request, ValidBatch};
 use strom::io::sim::{SimDisk, SimFaults, SimIo, SimRng};
 use strom::log::segment::SPARE_NAME;
 use strom::metrics::Metric;
 use strom::partition::Retention;
-use strom::read::ReadResult;
 use strom::wire::batch::BatchBuilder;
 
 const LOG_DIR: &str = "/sim/recycle/log-0000";
@@ -26,16 +25,12 @@ fn cfg() -> EngineConfig {
     EngineConfig { segment_bytes: 128 << 10, checkpoint_interval_bytes: 16 << 10, ..EngineConfig::small_for_tests() }
 }
 
+fn spec() -> CoreSpec {
+    CoreSpec { core_id: 0, data_dir: PathBuf::from("/sim/recycle"), log_count: 1, logs: vec![0], pids: vec![0], needs: Default::default() }
+}
+
 fn open(disk: SimDisk, seed: u64) -> Core<SimIo> {
-    let spec = CoreSpec {
-        core_id: 0,
-        data_dir: PathBuf::from("/sim/recycle"),
-        log_count: 1,
-        logs: vec![0],
-        pids: vec![0],
-        needs: Default::default(),
-    };
-    let (mut core, _) = Core::open(SimIo::new(disk, seed, SimFaults::default()), cfg(), spec).unwrap();
+    let (mut core, _) = Core::open(SimIo::new(disk, seed, SimFaults::default()), cfg(), spec()).unwrap();
     // Keep about 200 KiB: older segments are dropped as the log grows.
     core.handle(Request::SetRetention { limits: vec![(0, Retention { age_ms: None, bytes: Some(200 << 10) })] });
     core
@@ -47,28 +42,6 @@ fn append(core: &mut Core<SimIo>, value: &str) -> Slot<AppendAck> {
     let (s, reply) = slot::<AppendAck>();
     core.handle(Request::Append { pid: 0, batch: ValidBatch::new(b.finish(), 32 << 10).unwrap(), reply });
     s
-}
-
-/// Every record from `from` on: offset -> value.
-fn read_from(core: &mut Core<SimIo>, from: u64) -> BTreeMap<u64, String> {
-    let mut out = BTreeMap::new();
-    let mut offset = from;
-    loop {
-        let (s, reply) = slot::<ReadResult>();
-        core.handle(Request::read(0, offset, 16 << 10, reply));
-        while s.lock().unwrap().is_none() {
-            core.tick().unwrap();
-        }
-        let res = s.lock().unwrap().take().unwrap().unwrap();
-        if res.batches.is_empty() {
-            return out;
-        }
-        for (o, v) in values(&res.batches) {
-            assert_eq!(o, offset, "offsets are dense");
-            out.insert(o, v);
-            offset += 1;
-        }
-    }
 }
 
 fn metric(core: &Core<SimIo>, m: Metric) -> u64 {
@@ -123,7 +96,7 @@ fn recycled_segments_keep_every_acknowledged_record() {
         let mut core = open(disk, seed);
         assert_eq!(core.journal(0).unwrap().has_spare(), spare_on_disk, "seed {seed}: the spare on disk was not taken up");
         let start = core.partition(0).unwrap().start_offset;
-        let got = read_from(&mut core, start);
+        let got = read_sim(&mut core, 0, start);
         for (off, v) in acked.range(start..) {
             assert_eq!(got.get(off), Some(v), "seed {seed}: acknowledged offset {off} lost or changed");
         }
@@ -192,7 +165,7 @@ fn quiet_log_prewrites_its_spare() {
             "seed {seed}: the active segment is not the pre-written spare"
         );
         let mut core = open(disk, seed);
-        let got = read_from(&mut core, 0);
+        let got = read_sim(&mut core, 0, 0);
         for (off, v) in &acked {
             assert_eq!(got.get(off), Some(v), "seed {seed}: acknowledged offset {off} lost after the power cut");
         }
@@ -205,15 +178,7 @@ fn quiet_log_prewrites_its_spare() {
 #[test]
 fn full_disk_while_preparing_keeps_the_log() {
     let faults = SimFaults { disk_bytes_max: Some(300 << 10), ..SimFaults::default() };
-    let spec = CoreSpec {
-        core_id: 0,
-        data_dir: PathBuf::from("/sim/recycle"),
-        log_count: 1,
-        logs: vec![0],
-        pids: vec![0],
-        needs: Default::default(),
-    };
-    let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), 7, faults), cfg(), spec).unwrap();
+    let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), 7, faults), cfg(), spec()).unwrap();
     let s = append(&mut core, "before");
     tick_until(&mut core, 2_000, |c| c.journal(0).unwrap().spare().is_some_and(|s| s.prepared_bytes == s.target_bytes));
     assert!(s.lock().unwrap().as_ref().is_some_and(|r| r.is_ok()));

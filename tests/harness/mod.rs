@@ -79,6 +79,29 @@ pub fn read_to_end(e: &strom::engine::Engine, topic: &str, partition: u32, from:
     }
 }
 
+/// Every record of partition `pid` on a simulated core, from offset `from`
+/// to its end, 16 KiB at a time: offset -> value. Offsets must be dense.
+pub fn read_sim(core: &mut strom::core::Core<strom::io::sim::SimIo>, pid: u32, from: u64) -> std::collections::BTreeMap<u64, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut offset = from;
+    loop {
+        let (s, reply) = slot::<strom::read::ReadResult>();
+        core.handle(strom::core::Request::read(pid, offset, 16 << 10, reply));
+        while s.lock().unwrap().is_none() {
+            core.tick().unwrap();
+        }
+        let res = s.lock().unwrap().take().unwrap().unwrap();
+        if res.batches.is_empty() {
+            return out;
+        }
+        for (o, v) in values(&res.batches) {
+            assert_eq!(o, offset, "offsets are dense");
+            out.insert(o, v);
+            offset += 1;
+        }
+    }
+}
+
 /// Record values of concatenated batches, with their offsets.
 pub fn values(batches: &[u8]) -> Vec<(u64, String)> {
     let mut out = Vec::new();

@@ -113,6 +113,13 @@ pub(crate) struct Args {
     /// catch-up: seconds of producing before the consumers start from the beginning.
     #[arg(long, value_name = "SECS")]
     pub(crate) prefill: Option<f64>,
+    /// Steady state: the topic keeps this many bytes per partition
+    /// (its own retention), and a fill phase writes until retention has
+    /// recycled a dropped segment into the spare and a roll has reused it,
+    /// so that the window writes over recycled space as a long-running
+    /// broker does (embedded only: the fill watches its log counters).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) retention_bytes: Option<u64>,
 }
 
 /// Everything a run uses, after the scenario and the flags are merged.
@@ -131,6 +138,7 @@ pub(crate) struct Settings {
     pub(crate) warmup: f64,
     pub(crate) rate_fraction: Option<f64>,
     pub(crate) prefill: f64,
+    pub(crate) retention_bytes: Option<u64>,
 }
 
 pub(crate) fn settings(a: &Args) -> Settings {
@@ -152,6 +160,7 @@ pub(crate) fn settings(a: &Args) -> Settings {
         warmup: 2.0,
         rate_fraction: None,
         prefill: 0.0,
+        retention_bytes: None,
     };
     match scenario {
         Scenario::DurableThroughput => {}
@@ -174,6 +183,7 @@ pub(crate) fn settings(a: &Args) -> Settings {
     if a.rate_fraction.is_some() {
         s.rate_fraction = a.rate_fraction;
     }
+    s.retention_bytes = a.retention_bytes;
     s
 }
 
@@ -198,6 +208,17 @@ pub(crate) fn check(s: &Settings, a: &Args) -> Result<(), String> {
     }
     if s.rate_fraction.is_some() && a.rate.is_some() {
         return Err("--rate and latency-at-rate's --rate-fraction both set the rate: choose one".into());
+    }
+    if let Some(bytes) = s.retention_bytes {
+        if a.addr.is_some() {
+            return Err("--retention-bytes needs the embedded broker: its fill phase watches the log's recycling counters".into());
+        }
+        if bytes < s.batch_bytes as u64 {
+            return Err("--retention-bytes must keep at least one batch per partition".into());
+        }
+        if s.prefill > 0.0 {
+            return Err("--retention-bytes and --prefill (catch-up) both write before the window: choose one".into());
+        }
     }
     records::BatchShape::exact(s.batch_bytes, s.msg_size)?;
     if a.addr.is_none() {

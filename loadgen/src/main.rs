@@ -35,6 +35,7 @@ mod report;
 mod schedule;
 mod scratch;
 mod specs;
+mod steady;
 mod tally;
 mod verdict;
 mod verify;
@@ -171,7 +172,11 @@ fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
     // Before the topic is made: a batch the broker would refuse is refused here.
     let info = client.server_info().map_err(|e| format!("broker at {addr} did not say its limits (ServerInfo): {e}"))?;
     limits::check_batch_bytes(s.batch_bytes, &info)?;
-    let created = match client.create_topic(&s.topic, s.partitions) {
+    let create = match s.retention_bytes {
+        Some(bytes) => client.create_topic_with(&s.topic, s.partitions, strom::catalog::TopicRetention { ms: None, bytes: Some(bytes) }),
+        None => client.create_topic(&s.topic, s.partitions),
+    };
+    let created = match create {
         Ok(()) => true,
         Err(ClientError::Server { code: ErrorCode::TopicExists, .. }) => false,
         Err(e) => return Err(ctx(e)),
@@ -221,6 +226,9 @@ struct PhaseRun {
     run_queue: outside::RunQueueWait,
     log_before: Option<(u64, u64, u64)>,
     log_after: Option<(u64, u64, u64)>,
+    /// Segments recycled and reused so far, at the window's ends.
+    segments_before: Option<(u64, u64)>,
+    segments_after: Option<(u64, u64)>,
     stages: Vec<strom::server::StageLatency>,
 }
 
@@ -281,6 +289,7 @@ fn run_phase(
     let value_bytes = s.shape().value_bytes_avg();
     let (mut cpu_start, mut cpu_end) = (None, None);
     let (mut log_before, mut log_after) = (None, None);
+    let (mut segments_before, mut segments_after) = (None, None);
     let mut stage_list = Vec::new();
     let (mut last_acked, mut last_consumed, mut last_t) = (0, 0, now_ns());
     let mut next_status = now_ns() + 1_000_000_000;
@@ -290,11 +299,13 @@ fn run_phase(
         if cpu_start.is_none() && now >= window_start_ns {
             cpu_start = Some(cpu::snapshot());
             log_before = log_totals(target);
+            segments_before = tally::segment_totals(target);
             stages(target, layout.main_addr, true);
         }
         if cpu_end.is_none() && now >= window_end_ns {
             cpu_end = Some(cpu::snapshot());
             log_after = log_totals(target);
+            segments_after = tally::segment_totals(target);
             stage_list = stages(target, layout.main_addr, false);
         }
         if !shared.targets_final.load(Ordering::SeqCst) && shared.producers_done.load(Ordering::SeqCst) >= producers_total {
@@ -346,6 +357,8 @@ fn run_phase(
         run_queue: outside::RunQueueWait { loadgen_secs: loadgen_wait_secs, broker_secs: cpu::waited(&c0, &c1, "loadgen-w", true) },
         log_before,
         log_after,
+        segments_before,
+        segments_after,
         stages: stage_list,
     })
 }
@@ -419,6 +432,19 @@ fn drive(
         ));
         all.extend(r.outcomes);
     }
+    let mut steady = None;
+    if s.retention_bytes.is_some() {
+        let (outcomes, st) = steady::fill(s, a, target, &layout, base(), (threads, cpus), 3 * s.producers as u32)?;
+        notes.push(format!(
+            "fill: {} records ({:.1} GB) written in {:.0} s, until a roll reused a segment retention recycled (keeping {} bytes per partition)",
+            st.fill_records,
+            st.fill_records as f64 * s.shape().value_bytes_avg() / 1e9,
+            st.fill_secs,
+            st.retention_bytes
+        ));
+        all.extend(outcomes);
+        steady = Some(st);
+    }
     // Prefill and probe records stay in the log: the consumers of the main
     // phase start at them in catch-up, else at the current end. Every phase
     // has its own producer ids, so all of a run's records check together.
@@ -446,9 +472,12 @@ fn drive(
         readback = Some(back);
         all.extend(outcomes);
     } else if s.prefill > 0.0 {
-        tally_verify(&main.outcomes, &acked_all, &mut verify);
+        tally_verify(&main.outcomes, &acked_all, false, &mut verify);
     } else {
-        tally_verify(&main.outcomes, &acked_main, &mut verify);
+        tally_verify(&main.outcomes, &acked_main, false, &mut verify);
+    }
+    if let (Some(st), Some(b), Some(e)) = (steady.as_mut(), main.segments_before, main.segments_after) {
+        (st.window_before, st.window_after) = (b, e);
     }
 
     let mut report = Report {
@@ -462,6 +491,7 @@ fn drive(
         readback,
         readback_disk,
         verify,
+        steady,
         tcp,
         notes: notes.clone(),
         threads,
@@ -521,7 +551,7 @@ fn drive(
         "msg_size": s.msg_size, "batch_bytes": s.batch_bytes, "records_per_batch": s.shape().records(), "batch_values": s.shape().describe(),
         "rate": rate, "inflight": s.inflight, "duration_secs": s.duration, "warmup_secs": s.warmup,
         "cores": (broker_cores > 0).then_some(broker_cores), "fsync": matches!(target, Target::Embedded { .. }).then(|| fsync.to_string()),
-        "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction,
+        "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction, "retention_bytes": s.retention_bytes,
     });
     Ok(report)
 }
@@ -551,11 +581,17 @@ fn read_back(
             (log_bytes / READBACK_LOG_BYTES_PER_SEC).max(1.0)
         );
     }
-    let readers: Vec<ConsumerSpec> = spread_readers(layout, &layout.start_offsets, threads);
+    // After retention, from where each partition now starts.
+    let from = if s.retention_bytes.is_some() { steady::earliest_offsets(s, layout)? } else { layout.start_offsets.clone() };
+    let readers: Vec<ConsumerSpec> = spread_readers(layout, &from, threads);
     let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
     let t0 = now_ns();
     let r = run_phase(s, a, target, layout, base, phase, threads, cpus, "read-back")?;
-    tally_verify(&r.outcomes, acked_all, verify);
+    let expired_before = verify.expired;
+    tally_verify(&r.outcomes, acked_all, s.retention_bytes.is_some(), verify);
+    // What retention dropped was not read: only the rest counts.
+    let records = records - (verify.expired - expired_before);
+    let bytes = (records as f64 * s.shape().value_bytes_avg()) as u64;
     let secs = (now_ns() - t0) as f64 / 1e9;
     if !a.quiet {
         eprintln!("loadgen: verifying: {records} records read back and checked in {secs:.1} s");

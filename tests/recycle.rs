@@ -201,3 +201,59 @@ fn full_disk_while_preparing_keeps_the_log() {
     println!("{ok} appends acknowledged, {full} refused for a full disk");
     assert!(ok > 0 && full > 0, "{ok} acknowledged, {full} refused: the disk never filled");
 }
+
+// Proves retention recycles a dropped segment over a spare only partly
+// pre-written (a log busy but for short gaps, as loadgen's steady state
+// found: a roll takes the spare, a short quiet moment begins the next one,
+// then retention drops a segment): the partial spare is removed, the
+// dropped segment becomes the spare with all its space written, and every
+// acknowledged record retention kept reads back. Before, the partial spare
+// stayed and the fully written segment was removed.
+#[test]
+fn a_dropped_segment_replaces_a_partly_prepared_spare() {
+    // 1 MiB segments: a spare takes 8 zero writes, so a partial one is seen.
+    let cfg = EngineConfig { segment_bytes: 1 << 20, checkpoint_interval_bytes: 16 << 10, ..EngineConfig::small_for_tests() };
+    let (mut core, _) = Core::open(SimIo::new(SimDisk::new(), 7, SimFaults::default()), cfg, spec()).unwrap();
+    core.handle(Request::SetRetention { limits: vec![(0, Retention { age_ms: None, bytes: Some(200 << 10) })] });
+    let mut acked = Vec::new();
+    // Busy, with the simulator's clock standing still (no retention pass,
+    // no quiet moment): past the first roll and 300 KiB into the next segment.
+    let mut i = 0;
+    while core.journal(0).unwrap().segment_starts().len() < 2 || core.journal(0).unwrap().written_pos() < (1 << 20) + (300 << 10) {
+        let value = format!("{i}-{}", "z".repeat(6000));
+        let s = append(&mut core, &value);
+        while s.lock().unwrap().is_none() {
+            core.tick().unwrap();
+        }
+        acked.push((s.lock().unwrap().take().unwrap().unwrap().base_offset, value));
+        i += 1;
+        assert!(i < 1_000, "the log never rolled");
+    }
+    // A short quiet moment: the log begins a spare.
+    let partial = tick_until(&mut core, 10_000, |c| {
+        c.journal(0).unwrap().spare().is_some_and(|s| s.prepared_bytes > 0 && s.prepared_bytes < s.target_bytes)
+    });
+    assert!(partial, "the quiet log began its spare");
+    let partial_bytes = core.journal(0).unwrap().spare().unwrap().prepared_bytes;
+    // Busy again, a second later: retention's pass (before the spare's
+    // step in the tick) drops the first segment.
+    core.io.advance(std::time::Duration::from_secs(1));
+    let s = append(&mut core, "last");
+    while s.lock().unwrap().is_none() {
+        core.tick().unwrap();
+    }
+    acked.push((s.lock().unwrap().take().unwrap().unwrap().base_offset, "last".to_string()));
+    assert_eq!(core.metrics().get(Metric::LogSegmentsRecycled), 1, "the dropped segment was recycled, not removed");
+    let spare = core.journal(0).unwrap().spare().expect("the recycled spare");
+    // A sealed segment ends where its last commit did, near its size.
+    assert!(
+        spare.prepared_bytes > partial_bytes.max(3 << 18) && spare.synced_bytes == spare.prepared_bytes,
+        "the spare is the dropped segment, all written and durable (the partial one had {partial_bytes}): {spare:?}"
+    );
+    let start = core.partition(0).unwrap().start_offset;
+    assert!(start > 0, "retention dropped the first segment's records");
+    let got = read_sim(&mut core, 0, start);
+    for (off, v) in acked.iter().filter(|(o, _)| *o >= start) {
+        assert_eq!(got.get(off), Some(v), "acknowledged offset {off}");
+    }
+}

@@ -23,6 +23,7 @@ use strom::config::{EngineConfig, FsyncPolicy};
 use strom::proto::{ErrorCode, OffsetSpec};
 use strom::server::{Server, ServerConfig};
 
+mod args;
 mod ceiling;
 mod clock;
 mod cpu;
@@ -34,223 +35,18 @@ mod report;
 mod schedule;
 mod scratch;
 mod specs;
+mod steady;
 mod tally;
 mod verdict;
 mod verify;
 mod worker;
 
+use args::{Args, Settings, check, settings};
 use clock::now_ns;
 use report::Report;
 use specs::{producer_specs, subscriber_specs};
 use tally::{acked_records, end_offsets, merge_into, merged_acked, read_totals, readback_amplification, spread_readers, tally_verify};
 use worker::{ConsumerSpec, ProducerSpec, Shared, WorkerOutcome, WorkerSpec};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Scenario {
-    /// 4 producers, 1 KiB records, 64 KiB batches, fsync always, one tail consumer: durable throughput vs the disk.
-    DurableThroughput,
-    /// As durable-throughput with 100-byte records: records per second.
-    SmallMessages,
-    /// One producer, four consumers each reading every partition at the tail.
-    Fanout,
-    /// Producers write for a while first; then consumers read it all from
-    /// disk (READ_FIXED) while the producers go on.
-    CatchUp,
-    /// As durable-throughput over 10,000 partitions.
-    ManyPartitions,
-    /// A closed-loop probe finds the maximum rate, then an open loop runs
-    /// at a fraction of it (default 0.5) and reports latency.
-    LatencyAtRate,
-}
-
-#[derive(Parser, Debug)]
-#[command(about = "Strom's load generator: durable throughput and latency, checked record by record, beside the machine's own limits")]
-struct Args {
-    /// Start a broker in this process on a temporary data directory (the default target).
-    #[arg(long, conflicts_with = "addr")]
-    embedded: bool,
-    /// Drive a running `strom serve` at HOST:PORT instead.
-    #[arg(long, value_name = "HOST:PORT")]
-    addr: Option<String>,
-    /// A preset; flags given explicitly override its values.
-    #[arg(long, value_enum)]
-    scenario: Option<Scenario>,
-    /// Producer connections.
-    #[arg(long)]
-    producers: Option<usize>,
-    /// Consumers; each reads every partition at the tail (0: the records
-    /// are checked by a read-back after the run instead).
-    #[arg(long)]
-    consumers: Option<usize>,
-    #[arg(long)]
-    topic: Option<String>,
-    #[arg(long)]
-    partitions: Option<u32>,
-    /// Bytes of each record's value (at least 28: the check header).
-    #[arg(long, value_name = "BYTES")]
-    msg_size: Option<usize>,
-    /// Target size of each batch (one Produce request each).
-    #[arg(long, value_name = "BYTES")]
-    batch_bytes: Option<usize>,
-    /// Records per second over all producers, open loop; 0: as fast as acknowledgements allow.
-    #[arg(long, value_name = "RECORDS_PER_SEC")]
-    rate: Option<f64>,
-    /// Batches outstanding per producer connection.
-    #[arg(long)]
-    inflight: Option<usize>,
-    /// Seconds measured (after the warm-up).
-    #[arg(long, value_name = "SECS")]
-    duration: Option<f64>,
-    /// Seconds run before measuring.
-    #[arg(long, value_name = "SECS")]
-    warmup: Option<f64>,
-    /// Write the report as JSON (schema: docs/LOADGEN.md).
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
-    /// Write each latency histogram in HdrHistogram's percentile-distribution format.
-    #[arg(long, value_name = "DIR")]
-    hgrm: Option<PathBuf>,
-    /// Draw the latency percentile spectra into an SVG file.
-    #[arg(long, value_name = "FILE")]
-    svg: Option<PathBuf>,
-    /// No table, no status line: only errors (and the files asked for).
-    #[arg(long)]
-    quiet: bool,
-    /// Embedded broker: core threads (default: half the CPUs, at least 1).
-    #[arg(long)]
-    cores: Option<usize>,
-    /// Embedded broker: fsync policy (always | interval:MS | never).
-    #[arg(long)]
-    fsync: Option<FsyncPolicy>,
-    /// Embedded broker: data directory (default: a fresh one, removed after
-    /// unless --keep). With --addr: a directory on the server's data
-    /// filesystem, for the disk ceiling.
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    #[arg(long)]
-    keep: bool,
-    /// Embedded broker: buffer bytes registered with io_uring, at most
-    /// (default: all, or what RLIMIT_MEMLOCK allows); the rest use plain I/O.
-    #[arg(long, value_name = "BYTES")]
-    registered_bytes_max: Option<usize>,
-    /// loadgen's io_uring threads (default: the CPUs the embedded broker
-    /// leaves, at least 1; with --addr, all CPUs).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Measure the machine's ceilings (loopback TCP; the disk's best group
-    /// commit, its loop at the broker's write size, its sequential read) and
-    /// report ratios to them. On by default with --embedded.
-    #[arg(long, overrides_with = "no_ceiling")]
-    ceiling: bool,
-    #[arg(long)]
-    no_ceiling: bool,
-    /// latency-at-rate: the fraction of the probed maximum rate to run at.
-    #[arg(long)]
-    rate_fraction: Option<f64>,
-    /// catch-up: seconds of producing before the consumers start from the beginning.
-    #[arg(long, value_name = "SECS")]
-    prefill: Option<f64>,
-}
-
-/// Everything a run uses, after the scenario and the flags are merged.
-#[derive(Debug, Clone)]
-struct Settings {
-    scenario: Scenario,
-    producers: usize,
-    consumers: usize,
-    topic: String,
-    partitions: u32,
-    msg_size: usize,
-    batch_bytes: usize,
-    rate: f64,
-    inflight: usize,
-    duration: f64,
-    warmup: f64,
-    rate_fraction: Option<f64>,
-    prefill: f64,
-}
-
-fn settings(a: &Args) -> Settings {
-    let scenario = a.scenario.unwrap_or(Scenario::DurableThroughput);
-    let mut s = Settings {
-        scenario,
-        producers: 4,
-        // One tail consumer checks every record as it arrives, from the
-        // broker's memory. With none, a read-back after the run checks
-        // them from disk, which reads the log once per partition sharing it.
-        consumers: 1,
-        topic: "loadgen".into(),
-        partitions: 4,
-        msg_size: 1024,
-        batch_bytes: 64 << 10,
-        rate: 0.0,
-        inflight: 16,
-        duration: 10.0,
-        warmup: 2.0,
-        rate_fraction: None,
-        prefill: 0.0,
-    };
-    match scenario {
-        Scenario::DurableThroughput => {}
-        // These measure producing alone: a consumer on loadgen's CPU would
-        // take from it (millions of small records a second to check; 10,000
-        // partitions to poll; latency). Their records are read back after.
-        Scenario::SmallMessages => (s.msg_size, s.consumers) = (100, 0),
-        Scenario::Fanout => (s.producers, s.consumers) = (1, 4),
-        Scenario::CatchUp => (s.producers, s.consumers, s.prefill) = (2, 2, 4.0),
-        Scenario::ManyPartitions => (s.partitions, s.consumers) = (10_000, 0),
-        Scenario::LatencyAtRate => (s.rate_fraction, s.consumers) = (Some(0.5), 0),
-    }
-    if scenario != Scenario::DurableThroughput {
-        s.topic = format!("loadgen-{}", scenario.to_possible_value().expect("no skipped variants").get_name());
-    }
-    macro_rules! take {
-        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { s.$f = v; } )* };
-    }
-    take!(producers, consumers, topic, partitions, msg_size, batch_bytes, rate, inflight, duration, warmup, prefill);
-    if a.rate_fraction.is_some() {
-        s.rate_fraction = a.rate_fraction;
-    }
-    s
-}
-
-fn check(s: &Settings, a: &Args) -> Result<(), String> {
-    if s.producers == 0 || s.partitions == 0 || s.inflight == 0 {
-        return Err("--producers, --partitions and --inflight must be at least 1".into());
-    }
-    if s.msg_size < records::VALUE_HEADER_BYTES {
-        return Err(format!("--msg-size must be at least {} (the check header every record carries)", records::VALUE_HEADER_BYTES));
-    }
-    if s.inflight > strom::client::INFLIGHT_MAX_DEFAULT {
-        return Err(format!("--inflight is at most {}, the server's default per-connection limit", strom::client::INFLIGHT_MAX_DEFAULT));
-    }
-    if !(s.duration > 0.0 && s.duration.is_finite() && s.warmup >= 0.0 && s.warmup.is_finite()) {
-        return Err("--duration must be positive and --warmup at least 0 (seconds)".into());
-    }
-    if !(s.rate >= 0.0 && s.rate.is_finite()) {
-        return Err("--rate must be 0 (closed loop) or a positive number of records per second".into());
-    }
-    if s.rate_fraction.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
-        return Err("--rate-fraction must be in (0, 1]".into());
-    }
-    if s.rate_fraction.is_some() && a.rate.is_some() {
-        return Err("--rate and latency-at-rate's --rate-fraction both set the rate: choose one".into());
-    }
-    records::BatchShape::exact(s.batch_bytes, s.msg_size)?;
-    if a.addr.is_none() {
-        // The embedded broker's limit is known before it starts: refuse
-        // before a data directory is made.
-        limits::check_batch_bytes(s.batch_bytes, &limits::embedded(&EngineConfig::default()))?;
-    }
-    Ok(())
-}
-
-impl Settings {
-    /// Every batch's records; `check` refused the sizes it cannot build.
-    fn shape(&self) -> records::BatchShape {
-        records::BatchShape::exact(self.batch_bytes, self.msg_size).expect("check() refused shapes that cannot be built")
-    }
-}
 
 fn main() {
     let args = Args::parse();
@@ -376,7 +172,11 @@ fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
     // Before the topic is made: a batch the broker would refuse is refused here.
     let info = client.server_info().map_err(|e| format!("broker at {addr} did not say its limits (ServerInfo): {e}"))?;
     limits::check_batch_bytes(s.batch_bytes, &info)?;
-    let created = match client.create_topic(&s.topic, s.partitions) {
+    let create = match s.retention_bytes {
+        Some(bytes) => client.create_topic_with(&s.topic, s.partitions, strom::catalog::TopicRetention { ms: None, bytes: Some(bytes) }),
+        None => client.create_topic(&s.topic, s.partitions),
+    };
+    let created = match create {
         Ok(()) => true,
         Err(ClientError::Server { code: ErrorCode::TopicExists, .. }) => false,
         Err(e) => return Err(ctx(e)),
@@ -426,6 +226,9 @@ struct PhaseRun {
     run_queue: outside::RunQueueWait,
     log_before: Option<(u64, u64, u64)>,
     log_after: Option<(u64, u64, u64)>,
+    /// Segments recycled and reused so far, at the window's ends.
+    segments_before: Option<(u64, u64)>,
+    segments_after: Option<(u64, u64)>,
     stages: Vec<strom::server::StageLatency>,
 }
 
@@ -486,6 +289,7 @@ fn run_phase(
     let value_bytes = s.shape().value_bytes_avg();
     let (mut cpu_start, mut cpu_end) = (None, None);
     let (mut log_before, mut log_after) = (None, None);
+    let (mut segments_before, mut segments_after) = (None, None);
     let mut stage_list = Vec::new();
     let (mut last_acked, mut last_consumed, mut last_t) = (0, 0, now_ns());
     let mut next_status = now_ns() + 1_000_000_000;
@@ -495,11 +299,13 @@ fn run_phase(
         if cpu_start.is_none() && now >= window_start_ns {
             cpu_start = Some(cpu::snapshot());
             log_before = log_totals(target);
+            segments_before = tally::segment_totals(target);
             stages(target, layout.main_addr, true);
         }
         if cpu_end.is_none() && now >= window_end_ns {
             cpu_end = Some(cpu::snapshot());
             log_after = log_totals(target);
+            segments_after = tally::segment_totals(target);
             stage_list = stages(target, layout.main_addr, false);
         }
         if !shared.targets_final.load(Ordering::SeqCst) && shared.producers_done.load(Ordering::SeqCst) >= producers_total {
@@ -551,6 +357,8 @@ fn run_phase(
         run_queue: outside::RunQueueWait { loadgen_secs: loadgen_wait_secs, broker_secs: cpu::waited(&c0, &c1, "loadgen-w", true) },
         log_before,
         log_after,
+        segments_before,
+        segments_after,
         stages: stage_list,
     })
 }
@@ -624,6 +432,19 @@ fn drive(
         ));
         all.extend(r.outcomes);
     }
+    let mut steady = None;
+    if s.retention_bytes.is_some() {
+        let (outcomes, st) = steady::fill(s, a, target, &layout, base(), (threads, cpus), 3 * s.producers as u32)?;
+        notes.push(format!(
+            "fill: {} records ({:.1} GB) written in {:.0} s, until a roll reused a segment retention recycled (keeping {} bytes per partition)",
+            st.fill_records,
+            st.fill_records as f64 * s.shape().value_bytes_avg() / 1e9,
+            st.fill_secs,
+            st.retention_bytes
+        ));
+        all.extend(outcomes);
+        steady = Some(st);
+    }
     // Prefill and probe records stay in the log: the consumers of the main
     // phase start at them in catch-up, else at the current end. Every phase
     // has its own producer ids, so all of a run's records check together.
@@ -651,9 +472,12 @@ fn drive(
         readback = Some(back);
         all.extend(outcomes);
     } else if s.prefill > 0.0 {
-        tally_verify(&main.outcomes, &acked_all, &mut verify);
+        tally_verify(&main.outcomes, &acked_all, false, &mut verify);
     } else {
-        tally_verify(&main.outcomes, &acked_main, &mut verify);
+        tally_verify(&main.outcomes, &acked_main, false, &mut verify);
+    }
+    if let (Some(st), Some(b), Some(e)) = (steady.as_mut(), main.segments_before, main.segments_after) {
+        (st.window_before, st.window_after) = (b, e);
     }
 
     let mut report = Report {
@@ -667,6 +491,7 @@ fn drive(
         readback,
         readback_disk,
         verify,
+        steady,
         tcp,
         notes: notes.clone(),
         threads,
@@ -726,7 +551,7 @@ fn drive(
         "msg_size": s.msg_size, "batch_bytes": s.batch_bytes, "records_per_batch": s.shape().records(), "batch_values": s.shape().describe(),
         "rate": rate, "inflight": s.inflight, "duration_secs": s.duration, "warmup_secs": s.warmup,
         "cores": (broker_cores > 0).then_some(broker_cores), "fsync": matches!(target, Target::Embedded { .. }).then(|| fsync.to_string()),
-        "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction,
+        "threads": threads, "prefill_secs": s.prefill, "rate_fraction": s.rate_fraction, "retention_bytes": s.retention_bytes,
     });
     Ok(report)
 }
@@ -756,11 +581,17 @@ fn read_back(
             (log_bytes / READBACK_LOG_BYTES_PER_SEC).max(1.0)
         );
     }
-    let readers: Vec<ConsumerSpec> = spread_readers(layout, &layout.start_offsets, threads);
+    // After retention, from where each partition now starts.
+    let from = if s.retention_bytes.is_some() { steady::earliest_offsets(s, layout)? } else { layout.start_offsets.clone() };
+    let readers: Vec<ConsumerSpec> = spread_readers(layout, &from, threads);
     let phase = Phase { producers: Vec::new(), consumers: readers, warmup: 0.0, duration: 1e-3 };
     let t0 = now_ns();
     let r = run_phase(s, a, target, layout, base, phase, threads, cpus, "read-back")?;
-    tally_verify(&r.outcomes, acked_all, verify);
+    let expired_before = verify.expired;
+    tally_verify(&r.outcomes, acked_all, s.retention_bytes.is_some(), verify);
+    // What retention dropped was not read: only the rest counts.
+    let records = records - (verify.expired - expired_before);
+    let bytes = (records as f64 * s.shape().value_bytes_avg()) as u64;
     let secs = (now_ns() - t0) as f64 / 1e9;
     if !a.quiet {
         eprintln!("loadgen: verifying: {records} records read back and checked in {secs:.1} s");

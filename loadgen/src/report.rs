@@ -71,6 +71,8 @@ pub struct Report {
     /// Time threads spent runnable waiting for a CPU in the window (embedded only).
     pub run_queue: Option<crate::outside::RunQueueWait>,
     pub threads: usize,
+    /// With `--retention-bytes`: the fill and the window's segment recycling.
+    pub steady: Option<crate::steady::SteadyState>,
     /// Lines about phases before the window (prefill, rate probe).
     pub notes: Vec<String>,
 }
@@ -175,6 +177,10 @@ pub fn to_json(r: &Report) -> Value {
     if let Some((writes, fsyncs, bytes)) = r.log_writes {
         server["log"] = json!({"writes": writes, "fdatasyncs": fsyncs, "bytes": bytes, "avg_write_bytes": r.avg_write_bytes()});
     }
+    if let Some(st) = &r.steady {
+        let ((recycled, reused), (recycled_all, reused_all)) = (st.in_window(), st.window_after);
+        server["segments"] = json!({"recycled": recycled, "reused": reused, "recycled_total": recycled_all, "reused_total": reused_all});
+    }
     server["outside"] = crate::outside::json(r);
     let bytes = |records: u64| (records as f64 * r.value_bytes_avg).round() as u64;
     let consume = (r.consumers > 0).then(|| {
@@ -212,7 +218,7 @@ pub fn to_json(r: &Report) -> Value {
         "errors": { "total": r.errors_total(), "by_kind": r.errors, "indeterminate": r.indeterminate },
         "verify": {
             "checked": r.verify.checked, "lost": r.verify.lost, "duplicated": r.verify.duplicated,
-            "reordered": r.verify.reordered, "corrupt": r.verify.corrupt, "foreign": r.verify.foreign,
+            "reordered": r.verify.reordered, "corrupt": r.verify.corrupt, "foreign": r.verify.foreign, "expired": r.verify.expired,
             "clean": r.verify.is_clean(),
             "acked_run_records": r.acked_run_records,
             "readback": r.readback.map(|b| json!({"records": b.records, "bytes": b.bytes, "secs": b.secs})),
@@ -228,6 +234,9 @@ pub fn to_json(r: &Report) -> Value {
         "loadgen_cpu": { "cores": r.loadgen_cpu_cores, "threads": r.threads, "saturated": r.loadgen_saturated() },
         "broker_cpu": r.broker_cpu_cores.map(|c| json!({"cores": c})),
         "notes": r.notes,
+        "steady_state": r.steady.map(|st| json!({
+            "retention_bytes": st.retention_bytes, "fill_secs": st.fill_secs, "fill_records": st.fill_records,
+        })),
     })
 }
 
@@ -387,6 +396,10 @@ fn stage_rows(t: &mut String, r: &Report) {
             group(fsyncs as f64)
         );
     }
+    if let Some(st) = &r.steady {
+        let ((recycled, reused), (recycled_all, reused_all)) = (st.in_window(), st.window_after);
+        let _ = writeln!(t, "  segments: {recycled} recycled by retention, {reused} rolls reused one (run: {recycled_all}, {reused_all})");
+    }
 }
 
 /// The produce ratio's label against a disk ceiling named `what`.
@@ -464,6 +477,13 @@ fn verify_rows(t: &mut String, r: &Report) {
         v.corrupt,
         if v.foreign > 0 { format!(" ({} of other runs skipped)", v.foreign) } else { String::new() }
     );
+    if v.expired > 0 {
+        let _ = writeln!(
+            t,
+            "         {} acknowledged records were dropped by retention before the read-back (not checked)",
+            group(v.expired as f64)
+        );
+    }
     let how = match (r.readback, r.consumers) {
         (Some(b), _) => format!(
             "read back after the run from the broker: {} records ({:.1} MB) in {:.1} s, {:.1} MB/s, not in the figures above",

@@ -2,8 +2,9 @@
 //! own the partitions, each talking to its core's own address.
 use std::net::SocketAddr;
 
+use crate::Layout;
+use crate::args::Settings;
 use crate::worker::{ConsumerSpec, ProducerSpec};
-use crate::{Layout, Settings};
 
 /// Producers spread over the partitions' cores; each producer writes only
 /// partitions of one core, so it talks to that core directly.

@@ -69,15 +69,31 @@ pub(crate) fn read_totals(target: &crate::Target) -> Option<(u64, u64, u64)> {
     Some(cores.iter().fold((0, 0, 0), |(d, s, f), m| (d + m.read.disk_bytes, s + m.read.served_bytes, f + m.read.served_disk_bytes)))
 }
 
-pub(crate) fn tally_verify(outcomes: &[WorkerOutcome], acked: &Acked, into: &mut verify::VerifyCounts) {
+/// Adds up what the verifiers of `outcomes` found of `acked`; with
+/// `head_expired`, they read from each partition's earliest offset after
+/// retention dropped its head ([`verify::PartitionVerifier::finish_expiring`]).
+pub(crate) fn tally_verify(outcomes: &[WorkerOutcome], acked: &Acked, head_expired: bool, into: &mut verify::VerifyCounts) {
     let none = Default::default();
     for o in outcomes {
         for (_, partition, v) in &o.verifiers {
             let mut v = v.clone();
-            v.finish(acked.get(partition).unwrap_or(&none));
+            let acked = acked.get(partition).unwrap_or(&none);
+            if head_expired {
+                v.finish_expiring(acked)
+            } else {
+                v.finish(acked)
+            }
             into.add(&v.counts);
         }
     }
+}
+
+/// The broker's segment recycling so far (embedded only): segments
+/// retention recycled into a spare, and rolls that reused one.
+pub(crate) fn segment_totals(target: &crate::Target) -> Option<(u64, u64)> {
+    let crate::Target::Embedded { server, .. } = target else { return None };
+    let cores = server.engine().metrics().ok()?;
+    Some(cores.iter().fold((0, 0), |(c, u), m| (c + m.log.segments_recycled, u + m.log.segments_reused)))
 }
 
 /// Records acknowledged in `acked`, over every partition and producer.

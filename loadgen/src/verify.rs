@@ -71,6 +71,9 @@ pub struct VerifyCounts {
     pub reordered: u64,
     pub corrupt: u64,
     pub foreign: u64,
+    /// Acknowledged sequences retention dropped before the read-back
+    /// reached them (only with `--retention-bytes`: see [`PartitionVerifier::finish_expiring`]).
+    pub expired: u64,
 }
 
 impl VerifyCounts {
@@ -81,6 +84,7 @@ impl VerifyCounts {
         self.reordered += o.reordered;
         self.corrupt += o.corrupt;
         self.foreign += o.foreign;
+        self.expired += o.expired;
     }
 
     pub fn is_clean(&self) -> bool {
@@ -354,6 +358,32 @@ impl PartitionVerifier {
         }
     }
 
+    /// As [`PartitionVerifier::finish`], for a read that started at a partition's
+    /// earliest offset after retention dropped its head: each producer's
+    /// stream in the partition lost a prefix there (its records lie at
+    /// rising offsets), so acknowledged sequences before the first one
+    /// seen are `expired`, not lost; a gap after it is still lost. (A
+    /// stream with nothing seen expired whole: what retention dropped is
+    /// not told apart from a loss of a whole stream.)
+    pub fn finish_expiring(&mut self, acked: &HashMap<u32, Ranges>) {
+        for (producer, ranges) in acked {
+            let mut seen = self.streams.get(producer).cloned().unwrap_or_default();
+            // The first sequence seen: before it, the dropped head.
+            let head = match seen.gaps.first() {
+                _ if seen.next == 0 => u64::MAX,
+                Some(&(0, end)) => {
+                    seen.gaps.remove(0);
+                    end
+                }
+                _ => 0,
+            };
+            let expired: u64 = ranges.iter().map(|&(s, e)| e.min(head).saturating_sub(s)).sum();
+            let later: Ranges = ranges.iter().filter(|r| r.1 > head).map(|&(s, e)| (s.max(head), e)).collect();
+            self.counts.expired += expired;
+            self.counts.lost += seen.missing(&later);
+        }
+    }
+
     #[cfg(test)]
     fn saw(&self, producer: u32, seq: u64) -> bool {
         self.streams.get(&producer).is_some_and(|s| s.contains(seq))
@@ -389,6 +419,25 @@ mod tests {
             v.finish(&HashMap::from([(1, vec![(0, 8)])]));
             assert_eq!(v.counts, VerifyCounts { checked: 8, ..Default::default() }, "{check:?}");
             assert!(v.counts.is_clean());
+        }
+    }
+
+    // Proves a read-back after retention counts the dropped head of each
+    // stream as expired, not lost, and a gap after what it saw still as lost.
+    #[test]
+    fn a_dropped_head_expires_and_a_later_gap_is_lost() {
+        let t = BatchTemplate::new(9, 1, &crate::records::BatchShape::uniform(4, 40));
+        for check in BOTH {
+            let mut v = PartitionVerifier::new(9, check);
+            v.batches(&stamped(&t, 4, 40), 40, |_| {}).unwrap();
+            v.finish_expiring(&HashMap::from([(1, vec![(0, 8)])]));
+            assert_eq!((v.counts.expired, v.counts.lost, v.counts.checked), (4, 0, 4), "{check:?}");
+            assert!(v.counts.is_clean());
+
+            let mut v = PartitionVerifier::new(9, check);
+            v.batches(&stamped(&t, 4, 40), 40, |_| {}).unwrap();
+            v.finish_expiring(&HashMap::from([(1, vec![(0, 12)]), (2, vec![(0, 3)])]));
+            assert_eq!((v.counts.expired, v.counts.lost), (4 + 3, 4), "{check:?}: 8..12 acknowledged, not seen");
         }
     }
 

@@ -12,5 +12,6 @@ pub mod journal;
 pub mod recovery;
 pub mod segment;
 pub mod sidecar;
+pub mod sidecar_scan;
 
 pub use journal::Journal;

@@ -176,6 +176,8 @@ registry! {
             "Batch bytes fetches answered with, from the tail cache or from disk.";
         served_disk_bytes => ReadServedDiskBytes, Counter, "strom_read_served_from_disk_bytes_total",
             "Batch bytes fetches answered with that came from disk reads: disk bytes over these is the read amplification.";
+        sidecars_rebuilt => SidecarsRebuilt, Counter, "strom_sidecars_rebuilt_total",
+            "Sidecars of sealed segments rebuilt by scanning their frames (missing after a crash, lost or refused).";
         read_bufs_free => ReadBufsFree, Gauge, "strom_read_bufs_free",
             "Registered read buffers free (all of them when no read runs).";
         reply_bufs_free => ReplyBufsFree, Gauge, "strom_reply_bufs_free",

@@ -127,7 +127,7 @@ impl ReadPath {
 
     /// No read is in progress.
     pub fn idle(&self) -> bool {
-        self.cursors.is_empty() && self.resumed.is_empty() && self.budget_waits.is_empty()
+        self.cursors.is_empty() && self.resumed.is_empty() && self.budget_waits.is_empty() && !self.sidecars.scanning()
     }
 
     /// The read path's metrics, with its free read and reply buffers now.
@@ -476,6 +476,9 @@ impl ReadPath {
 
     /// A disk read of a cursor completed.
     pub fn on_complete<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, token_slot: usize, c: Completion) {
+        if token_slot as u32 == sidecars::SCAN_TOKEN_SLOT {
+            return self.sidecars.on_scan_complete(cx.io, cx.logs, &mut self.metrics, c);
+        }
         let (slot, seq) = chunks::split_token_slot(token_slot as u32);
         let mut buf = c.buf.expect("read returns its buffer");
         cx.lent.home(buf.fixed_index());
@@ -606,7 +609,7 @@ impl ReadPath {
     /// Subscriptions whose last answer asked for more read on now: they park
     /// at the end of their partition or answer again at once.
     pub fn resume<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, may_wait: bool) {
-        self.sidecars.write_sealed(cx.io, cx.logs, cx.partitions, !may_wait);
+        self.sidecars.tend(cx.io, cx.logs, cx.partitions, (!may_wait, self.limits.batch_bytes_max as u32), &mut self.metrics);
         self.retry_budget_waits(cx);
         for _ in 0..self.resumed.len() {
             if self.full() {

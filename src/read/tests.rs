@@ -326,3 +326,5 @@ fn a_clean_stop_leaves_the_active_segments_sidecar() {
     let d = read_all_after_restart(io.process_exit());
     assert!(within_slack(d), "after sealing: read {} disk bytes to serve {} ({} reads)", d.0, d.1, d.2);
 }
+
+mod rebuild;

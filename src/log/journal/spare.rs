@@ -6,8 +6,9 @@
 //!
 //! Where a spare comes from:
 //! - retention *recycles* the oldest segment it drops (renames it to
-//!   [`SPARE_NAME`] instead of removing it) when the log has no spare: its
-//!   space is written already, for free;
+//!   [`SPARE_NAME`] instead of removing it) when the log has no spare, or
+//!   one less written than it (that one is removed): its space is written
+//!   already, for free;
 //! - otherwise the log *pre-writes* one: at quiet moments only (no commit
 //!   staged, in flight or awaiting its fdatasync for [`SPARE_QUIET_NS`]),
 //!   the core's plan step has the log create the spare and write zeros into
@@ -122,16 +123,25 @@ impl<R> Journal<R> {
     }
 
     /// Turns segment `seg` (dropped by retention, no read in flight) into
-    /// the spare. Returns false, changing nothing, when a spare exists
-    /// already (the caller removes the segment instead).
+    /// the spare. Returns false, changing nothing, when a spare at least as
+    /// written exists already, or one of its ops is in flight (the caller
+    /// removes the segment instead). A spare only partly prepared (zeros
+    /// written at quiet moments: a log busy but for short gaps, as loadgen's
+    /// steady state found) is removed for it: the dropped segment's space is
+    /// all written, so the commits of the next segment pay no allocation.
     pub(super) fn recycle<I: Io>(&mut self, io: &mut I, seg: &Segment) -> Result<bool> {
-        if self.spare.spare.is_some() {
-            return Ok(false);
+        // A sealed segment's bytes were all written and made durable.
+        let written = crate::buf::align_down(io.file_len(seg.file).unwrap_or(0));
+        if let Some(old) = &self.spare.spare {
+            if self.spare.op_in_flight || old.prepared_bytes >= written {
+                return Ok(false);
+            }
+            let old = self.spare.spare.take().expect("a spare");
+            io.remove(&old.path)?;
+            io.close(old.file);
         }
         let path = self.dir.join(SPARE_NAME);
         io.rename(&seg.path, &path)?;
-        // A sealed segment's bytes were all written and made durable.
-        let written = crate::buf::align_down(io.file_len(seg.file).unwrap_or(0));
         let target_bytes = self.limits.segment_bytes;
         self.spare.spare = Some(Spare { path, file: seg.file, prepared_bytes: written, synced_bytes: written, target_bytes });
         self.metrics.segments_recycled += 1;

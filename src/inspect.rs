@@ -160,7 +160,7 @@ pub fn inspect_logs<I: Io>(
             .transpose()
             .map_err(|reason| StromError::Corrupt { path: ldir.join(checkpoint::FILE_NAME), pos: 0, reason })?;
         let mut spans: BTreeMap<Pid, Vec<Span>> = BTreeMap::new();
-        let mut on_batch = |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, seg: u64| -> Result<()> {
+        let mut on_batch = |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, seg: u64, _: Option<&[u8]>| -> Result<()> {
             let ps = spans.entry(h.pid).or_default();
             let running_max_ts_ms = ps.last().map_or(info.max_timestamp_ms, |l| l.max_ts_ms.max(info.max_timestamp_ms));
             match ps.last_mut() {
@@ -187,7 +187,7 @@ pub fn inspect_logs<I: Io>(
             s.max_ts_ms = Some(s.max_ts_ms.map_or(info.max_timestamp_ms, |t| t.max(info.max_timestamp_ms)));
             Ok(())
         };
-        let (state, report) = recovery::recover(io, &ldir, log, None, &limits, &mut on_batch)?;
+        let (state, report) = recovery::recover(io, &ldir, log, None, &limits, &mut recovery::OnBatch { wants_payload: &|_| false, batch: &mut on_batch })?;
         if let Some(c) = &ckpt
             && c.covered_pos > report.end_pos
         {

@@ -501,7 +501,7 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("valid-metadata-request", request(4, &Request::Metadata { topics: vec!["orders", "audit.v2"] })),
         ("valid-metadata-request-all", request(5, &Request::Metadata { topics: vec![] })),
-        ("valid-create-topic-request", request(6, &Request::CreateTopic { topic: "orders", partitions: 4, retention: None })),
+        ("valid-create-topic-request", request(6, &Request::CreateTopic { topic: "orders", partitions: 4, retention: None, indices: vec![] })),
         ("valid-delete-topic-request", request(7, &Request::DeleteTopic { topic: "orders" })),
         ("valid-offset-commit-request", request(8, &Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 })),
         ("valid-offset-fetch-request", request(9, &Request::OffsetFetch { group: "billing", topic: "orders", partition: 3 })),
@@ -536,10 +536,10 @@ fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
     one.push(1_700_000_000_000, Some(b"k"), Some(b"hello"), &[]);
     let batches = one.finish();
     let fetch = request_input(&Request::Fetch { topic: "orders", partition: 3, offset: 42, max_bytes: 1 << 20, max_wait_ms: 500 });
-    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention: None });
+    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention: None, indices: vec![] });
     let commit = request_input(&Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 });
     let retention = Some(strom::catalog::TopicRetention { ms: Some(604_800_000), bytes: None });
-    let create_v2 = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention });
+    let create_v2 = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention, indices: vec![] });
     let metadata = Api::Metadata as u8 - 1;
     vec![
         ("valid-produce", request_input(&Request::Produce { topic: "orders", partition: 3, batches: &batches })),

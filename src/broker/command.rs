@@ -49,6 +49,8 @@ pub enum Command<'a> {
         topic: &'a str,
         partitions: u32,
         retention: TopicRetention,
+        /// Named indices, in order (none: a plain topic).
+        indices: Vec<&'a str>,
     },
     /// Changes a topic's own retention; None leaves a setting as it is.
     /// Answered with the topic's settings after ([`Answer::TopicAltered`]).
@@ -97,13 +99,16 @@ pub struct Batches<'a> {
 }
 
 /// Which offset a ListOffsets asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetQuery {
     Earliest,
     /// The end: the offset the next record will get.
     Latest,
     /// The first offset whose record timestamp is at least this (ms since the epoch).
     AtTime(i64),
+    /// The first offset whose value of a named index is at least a value
+    /// (or above it).
+    AtIndex(crate::read::IndexSeek),
 }
 
 /// Bytes of a reply: on the heap, or in one of the asking core's registered

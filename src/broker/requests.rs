@@ -97,6 +97,7 @@ pub(crate) fn offset(pid: Pid, query: OffsetQuery, reply: impl FnOnce(Result<Opt
         OffsetQuery::Earliest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.start_offset))))),
         OffsetQuery::Latest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.end_offset))))),
         OffsetQuery::AtTime(ts_ms) => Request::OffsetForTime { pid, ts_ms, reply: Box::new(reply) },
+        OffsetQuery::AtIndex(seek) => Request::OffsetForIndex { pid, seek, reply: Box::new(reply) },
     }
 }
 
@@ -111,8 +112,8 @@ pub(crate) fn core_metrics(reply: Reply<Metrics>) -> Request {
 }
 
 /// A new topic's partitions, to the core that owns them.
-pub(crate) fn add_partitions(pids: Vec<Pid>, retention: Retention, reply: Reply<()>) -> Request {
-    Request::AddPartitions { pids, retention, reply }
+pub(crate) fn add_partitions(pids: Vec<Pid>, retention: Retention, indices: crate::catalog::IndexNames, reply: Reply<()>) -> Request {
+    Request::AddPartitions { pids, retention, indices, reply }
 }
 
 pub(crate) fn set_retention(limits: Vec<(Pid, Retention)>) -> Request {

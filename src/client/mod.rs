@@ -440,7 +440,7 @@ impl Client {
     }
 
     pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
-        match self.call(&Request::CreateTopic { topic: name, partitions, retention: None })? {
+        match self.call(&Request::CreateTopic { topic: name, partitions, retention: None, indices: vec![] })? {
             OwnedResponse::CreateTopic => Ok(()),
             other => Err(unexpected(Api::CreateTopic, &other)),
         }

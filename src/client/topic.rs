@@ -8,7 +8,7 @@ impl Client {
     /// Creates a topic with its own retention (sent as CreateTopic
     /// version 2; a None setting follows the server's default).
     pub fn create_topic_with(&mut self, name: &str, partitions: u32, retention: TopicRetention) -> Result<(), ClientError> {
-        match self.call(&Request::CreateTopic { topic: name, partitions, retention: Some(retention) })? {
+        match self.call(&Request::CreateTopic { topic: name, partitions, retention: Some(retention), indices: vec![] })? {
             OwnedResponse::CreateTopic => Ok(()),
             other => Err(unexpected(Api::CreateTopic, &other)),
         }

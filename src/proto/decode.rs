@@ -34,7 +34,8 @@ pub fn decode_request(frame: &[u8]) -> Result<(Header, Request<'_>), (Option<Hea
     // such whatever version of it was asked for.
     let api = Api::from_u16(header.api).ok_or(fail(DecodeError::UnknownApi(header.api)))?;
     let version = header.version_or_error;
-    if version != VERSION && !(api == Api::CreateTopic && version == topic::CREATE_TOPIC_RETENTION_VERSION) {
+    let create_topic_later = api == Api::CreateTopic && (version == topic::CREATE_TOPIC_RETENTION_VERSION || version == topic::CREATE_TOPIC_INDICES_VERSION);
+    if version != VERSION && !create_topic_later {
         return Err(fail(DecodeError::UnsupportedVersion(version)));
     }
     let mut r = Reader { rest: body };
@@ -109,7 +110,8 @@ fn request_body<'a>(api: Api, version: u16, r: &mut Reader<'a>) -> Result<Reques
         Api::CreateTopic => {
             let (topic, partitions) = (r.str()?, r.u32()?);
             let retention = if version == VERSION { None } else { Some(topic::retention(r)?) };
-            Request::CreateTopic { topic, partitions, retention }
+            let indices = if version == topic::CREATE_TOPIC_INDICES_VERSION { topic::indices(r)? } else { Vec::new() };
+            Request::CreateTopic { topic, partitions, retention, indices }
         }
         Api::AlterTopic => Request::AlterTopic { topic: r.str()?, ms: topic::change(r.i64()?)?, bytes: topic::change(r.i64()?)? },
         Api::DescribeTopic => Request::DescribeTopic { topic: r.str()? },
@@ -247,7 +249,7 @@ impl<'a> Reader<'a> {
         Ok(*head)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         self.array().map(|[b]: [u8; 1]| b)
     }
 

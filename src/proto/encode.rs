@@ -34,11 +34,15 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
                 put_str(out, topic, STRING_BYTES_MAX);
             }
         }
-        Request::CreateTopic { topic, partitions, retention } => {
+        Request::CreateTopic { topic, partitions, retention, indices } => {
             put_str(out, topic, STRING_BYTES_MAX);
             out.extend_from_slice(&partitions.to_be_bytes());
-            if let Some(r) = retention {
-                topic::put_retention(out, r);
+            // Version 3 (indices) carries retention too: the default when none.
+            if retention.is_some() || !indices.is_empty() {
+                topic::put_retention(out, &retention.unwrap_or_default());
+            }
+            if !indices.is_empty() {
+                topic::put_indices(out, indices);
             }
         }
         Request::AlterTopic { topic, ms, bytes } => {

@@ -128,6 +128,8 @@ pub enum ErrorCode {
     InvalidArgument,
     Timeout,
     Internal,
+    /// A batch's named index values are missing, malformed or decreasing.
+    BadIndexValue,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -155,6 +157,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => 17,
             ErrorCode::Timeout => 18,
             ErrorCode::Internal => 19,
+            ErrorCode::BadIndexValue => 20,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -182,6 +185,7 @@ impl ErrorCode {
             17 => ErrorCode::InvalidArgument,
             18 => ErrorCode::Timeout,
             19 => ErrorCode::Internal,
+            20 => ErrorCode::BadIndexValue,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -207,6 +211,7 @@ impl From<&StromError> for ErrorCode {
             StromError::Corrupt { .. } => ErrorCode::Corrupt,
             StromError::Overloaded(_) => ErrorCode::Overloaded,
             StromError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            StromError::BadIndexValue { .. } => ErrorCode::BadIndexValue,
             StromError::ShuttingDown => ErrorCode::ShuttingDown,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }
@@ -248,11 +253,14 @@ pub enum Request<'a> {
     Metadata {
         topics: Vec<&'a str>,
     },
-    /// With `retention` it is sent as version 2 (see [`topic`]).
+    /// With `retention` it is sent as version 2, with `indices` as
+    /// version 3 (see [`topic`]).
     CreateTopic {
         topic: &'a str,
         partitions: u32,
         retention: Option<TopicRetention>,
+        /// The topic's named indices, in order (version 3; none before).
+        indices: Vec<&'a str>,
     },
     DeleteTopic {
         topic: &'a str,
@@ -309,6 +317,7 @@ impl Request<'_> {
     /// The version its header carries: 1, or 2 for a CreateTopic with retention.
     pub fn version(&self) -> u16 {
         match self {
+            Request::CreateTopic { indices, .. } if !indices.is_empty() => topic::CREATE_TOPIC_INDICES_VERSION,
             Request::CreateTopic { retention: Some(_), .. } => topic::CREATE_TOPIC_RETENTION_VERSION,
             _ => VERSION,
         }

@@ -30,6 +30,7 @@ const ALL_CODES: [ErrorCode; 19] = [
     ErrorCode::InvalidArgument,
     ErrorCode::Timeout,
     ErrorCode::Internal,
+    ErrorCode::BadIndexValue,
 ];
 
 /// A real, valid batch of `records` records.
@@ -56,9 +57,9 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::ListOffsets { topic: "t", partition: 2, spec: OffsetSpec::Timestamp(i64::MAX) },
         Request::Metadata { topics: vec![] },
         Request::Metadata { topics: vec!["a", "", "é-ü"] },
-        Request::CreateTopic { topic: "new", partitions: 16, retention: None },
-        Request::CreateTopic { topic: "r", partitions: 1, retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }) },
-        Request::CreateTopic { topic: "r", partitions: 2, retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }) },
+        Request::CreateTopic { topic: "new", partitions: 16, retention: None, indices: vec![] },
+        Request::CreateTopic { topic: "r", partitions: 1, retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }), indices: vec![] },
+        Request::CreateTopic { topic: "r", partitions: 2, retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }), indices: vec![] },
         Request::AlterTopic { topic: "r", ms: None, bytes: Some(None) },
         Request::AlterTopic { topic: "r", ms: Some(Some(UNLIMITED)), bytes: Some(Some(1 << 30)) },
         Request::DescribeTopic { topic: "r" },
@@ -288,6 +289,7 @@ fn strom_errors_map_to_their_codes() {
         (StromError::ShuttingDown, ErrorCode::ShuttingDown),
         (StromError::Unsupported("tmpfs".into()), ErrorCode::Internal),
         (StromError::BadDataDir("meta".into()), ErrorCode::Internal),
+        (StromError::BadIndexValue { index: "ts".into(), offset: 3, reason: "missing".into() }, ErrorCode::BadIndexValue),
     ];
     for (e, code) in &cases {
         assert_eq!(ErrorCode::from(e), *code, "{e:?}");

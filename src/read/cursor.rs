@@ -32,6 +32,9 @@ pub(crate) enum ReadMode {
     },
     /// The first offset whose record timestamp is at least `ts_ms`.
     Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// The first offset whose value of the named index `name` is at least
+    /// `value` (`strict`: above it).
+    Index { name: String, value: i64, strict: bool, reply: Reply<Option<u64>> },
     /// Answered already: the cursor only waits for its reads in flight.
     Spent,
 }
@@ -221,6 +224,23 @@ impl Cursor {
                     .map(|rec| info.base_offset as u64 + rec.offset_delta as u64);
                 self.next_offset = found.unwrap_or(info.base_offset as u64);
                 Step::Done(Ok(()))
+            }
+            ReadMode::Index { name, value, strict, .. } => {
+                let qualifies = |v: i64| if *strict { v > *value } else { v >= *value };
+                // Stored batches were checked on the way in: every record
+                // has its value. The partition's own records only: a walk
+                // passes other partitions' frames, which never reach here.
+                let found = batch::records(payload)
+                    .filter_map(|rec| rec.ok())
+                    .find(|rec| batch::values::record_value(rec.headers.clone(), name.as_bytes()).is_some_and(qualifies))
+                    .map(|rec| info.base_offset as u64 + rec.offset_delta as u64);
+                match found {
+                    Some(o) => {
+                        self.next_offset = o;
+                        Step::Done(Ok(()))
+                    }
+                    None => Step::Continue,
+                }
             }
         }
     }

@@ -93,8 +93,8 @@ fn command(req: Request<'_>) -> Command<'_> {
             Command::ListOffsets { topic, partition, query }
         }
         Request::Metadata { topics } => Command::Metadata { topics },
-        Request::CreateTopic { topic, partitions, retention } => {
-            Command::CreateTopic { topic, partitions, retention: retention.unwrap_or_default() }
+        Request::CreateTopic { topic, partitions, retention, indices } => {
+            Command::CreateTopic { topic, partitions, retention: retention.unwrap_or_default(), indices }
         }
         Request::AlterTopic { topic, ms, bytes } => Command::AlterTopic { topic, ms, bytes },
         Request::DescribeTopic { topic } => Command::DescribeTopic { topic },

@@ -42,7 +42,9 @@ pub fn validate_index_names(names: &[String]) -> Result<()> {
         return Err(StromError::InvalidArgument(format!("a topic has at most {INDICES_MAX} indices, not {}", names.len())));
     }
     for (i, n) in names.iter().enumerate() {
-        validate_topic_name(n).map_err(|_| StromError::InvalidArgument(format!("index name {:?} is not a valid name", n.escape_debug().take(300).collect::<String>())))?;
+        validate_topic_name(n).map_err(|_| {
+            StromError::InvalidArgument(format!("index name {:?} is not a valid name", n.escape_debug().take(300).collect::<String>()))
+        })?;
         if names[..i].contains(n) {
             return Err(StromError::InvalidArgument(format!("index {n} is declared twice")));
         }
@@ -306,7 +308,14 @@ impl Catalog {
     }
 
     /// Creates a topic durably and returns its partition ids.
-    pub fn create_topic(&mut self, name: &str, partitions: u32, partitions_max: u32, retention: TopicRetention, indices: &[String]) -> Result<TopicMeta> {
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        partitions_max: u32,
+        retention: TopicRetention,
+        indices: &[String],
+    ) -> Result<TopicMeta> {
         validate_topic_name(name)?;
         retention.validate()?;
         validate_index_names(indices)?;
@@ -443,7 +452,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut c = Catalog::open_or_create(&dir, 3).unwrap();
         let none = TopicRetention::default();
-        assert_eq!(c.create_topic("a", 2, 10, none, &[]).unwrap(), TopicMeta { first_pid: 0, partitions: 2, retention: none, indices: Vec::new().into() });
+        assert_eq!(
+            c.create_topic("a", 2, 10, none, &[]).unwrap(),
+            TopicMeta { first_pid: 0, partitions: 2, retention: none, indices: Vec::new().into() }
+        );
         assert!(matches!(c.create_topic("a", 1, 10, none, &[]), Err(StromError::TopicExists(_))));
         c.delete_topic("a").unwrap();
         assert_eq!(c.create_topic("b", 1, 10, none, &[]).unwrap().first_pid, 2);
@@ -480,7 +492,10 @@ mod tests {
         assert_eq!(c2.topic("b").unwrap().retention.effective(server), Retention { age_ms: Some(1_000), bytes: Some(4096) });
         std::fs::write(dir.join(TOPICS_FILE), with_crc("strom-topics 1\nnext_pid 3\ntopic old 1 2\n".into())).unwrap();
         let c3 = Catalog::open_or_create(&dir, 2).unwrap();
-        assert_eq!(c3.topic("old").unwrap(), TopicMeta { first_pid: 1, partitions: 2, retention: TopicRetention::default(), indices: Vec::new().into() });
+        assert_eq!(
+            c3.topic("old").unwrap(),
+            TopicMeta { first_pid: 1, partitions: 2, retention: TopicRetention::default(), indices: Vec::new().into() }
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -280,6 +280,7 @@ fn sim_core(disk: SimDisk, seed: u64, pids: u32) -> Result<Core<SimIo>, strom::e
         log_count: 1,
         logs: vec![0],
         pids: (0..pids).collect(),
+        indexed: Default::default(),
         needs: Default::default(),
     };
     Core::open(SimIo::new(disk, seed, SimFaults::default()), cfg, spec).map(|(core, _)| core)

@@ -145,7 +145,7 @@ struct RecordShape {
 
 /// An `--indexed` line's index values and the rest of the line, or why it
 /// cannot be read.
-fn split_indexed<'a>(line: &'a [u8], k: usize) -> Result<([i64; INDICES_MAX], &'a [u8]), String> {
+fn split_indexed(line: &[u8], k: usize) -> Result<([i64; INDICES_MAX], &[u8]), String> {
     let tab = line.iter().position(|&b| b == b'\t').ok_or("no TAB between the index values and the value")?;
     let text = std::str::from_utf8(&line[..tab]).map_err(|_| "the index values are not UTF-8 text".to_string())?;
     let mut values = [0i64; INDICES_MAX];
@@ -154,7 +154,10 @@ fn split_indexed<'a>(line: &'a [u8], k: usize) -> Result<([i64; INDICES_MAX], &'
         return Err(format!("{} index values, the topic has {k}", fields.len()));
     }
     for (i, f) in fields.iter().enumerate() {
-        values[i] = f.trim().parse().map_err(|_| format!("index value {:?} is not a 64-bit integer", f.escape_debug().take(40).collect::<String>()))?;
+        values[i] = f
+            .trim()
+            .parse()
+            .map_err(|_| format!("index value {:?} is not a 64-bit integer", f.escape_debug().take(40).collect::<String>()))?;
     }
     Ok((values, &line[tab + 1..]))
 }
@@ -236,20 +239,19 @@ impl LineQueue {
         let k = shape.index_names.len();
         while let Some(line) = self.pending.front() {
             let line_no = self.next_line;
-            let (values, rest) = if k > 0 {
-                split_indexed(line, k).map_err(|e| format!("line {line_no}: {e}"))?
-            } else {
-                ([0; INDICES_MAX], &line[..])
-            };
+            let (values, rest) =
+                if k > 0 { split_indexed(line, k).map_err(|e| format!("line {line_no}: {e}"))? } else { ([0; INDICES_MAX], &line[..]) };
             let (key, value) = shape.split(rest);
             let partition = route.partition(key);
-            if k > 0 {
-                if let Some(last) = self.last_values.get(&partition)
-                    && let Some(i) = (0..k).find(|&i| values[i] < last[i])
-                {
-                    let name = String::from_utf8_lossy(&shape.index_names[i]);
-                    return Err(format!("line {line_no}: index {name} value {} is below the previous line's {} (partition {partition})", values[i], last[i]));
-                }
+            if k > 0
+                && let Some(last) = self.last_values.get(&partition)
+                && let Some(i) = (0..k).find(|&i| values[i] < last[i])
+            {
+                let name = String::from_utf8_lossy(&shape.index_names[i]);
+                return Err(format!(
+                    "line {line_no}: index {name} value {} is below the previous line's {} (partition {partition})",
+                    values[i], last[i]
+                ));
             }
             let line_bytes = shape.record_bytes(line);
             let opens = if builders.contains_key(&partition) { 0 } else { BATCH_HEADER_BYTES };
@@ -270,12 +272,16 @@ impl LineQueue {
             self.next_line += 1;
         }
         route.next_batch();
-        Ok(builders.into_iter().map(|(partition, (b, first_line))| Batch { partition, count: b.len() as u64, first_line, bytes: b.finish() }).collect())
+        Ok(builders
+            .into_iter()
+            .map(|(partition, (b, first_line))| Batch { partition, count: b.len() as u64, first_line, bytes: b.finish() })
+            .collect())
     }
 }
 
 /// A batch to send: its partition, records, the line its first record
 /// came from, and its bytes.
+#[derive(Debug)]
 struct Batch {
     partition: u32,
     count: u64,

@@ -16,7 +16,13 @@ impl Client {
 
     /// Creates a topic with named indices (CreateTopic version 3), in the
     /// order given; every record then carries one value per index.
-    pub fn create_topic_indexed(&mut self, name: &str, partitions: u32, retention: TopicRetention, indices: &[String]) -> Result<(), ClientError> {
+    pub fn create_topic_indexed(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        retention: TopicRetention,
+        indices: &[String],
+    ) -> Result<(), ClientError> {
         let indices: Vec<&str> = indices.iter().map(String::as_str).collect();
         match self.call(&Request::CreateTopic { topic: name, partitions, retention: Some(retention), indices })? {
             OwnedResponse::CreateTopic => Ok(()),

@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use crate::buf::AlignedBuf;
 use crate::buf::lent::LentTable;
+use crate::catalog::IndexNames;
 use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
 use crate::io::{Completion, Io};
@@ -34,7 +35,6 @@ use crate::metrics::{CoreMetrics, Metrics};
 use crate::partition::{ObservedBatch, Partition, Pid, Retention};
 use crate::read::{Fetch, ReadCx, ReadPath, ReadResult, ReadSink};
 use crate::stats::StageTrace;
-use crate::catalog::IndexNames;
 use crate::wire::batch::values::{BatchValues, ValueFault, batch_values};
 use crate::wire::batch::{self, BatchInfo};
 
@@ -455,7 +455,6 @@ impl<I: Io> Core<I> {
             }
         }
     }
-
 }
 
 /// A batch's named index values for partition `p`, whose next offset is

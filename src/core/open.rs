@@ -179,7 +179,14 @@ impl<I: Io> Core<I> {
         let mut stray = Vec::new();
         let fenced = journal::fence_failed_tail(&mut self.io, &dir, &mut stray)?;
         assert!(stray.is_empty(), "an op completed before the core started: {stray:?}");
-        let (state, report) = recovery::recover(&mut self.io, &dir, log, ckpt.as_ref(), &limits, &mut recovery::OnBatch { wants_payload: &wants_payload, batch: &mut on_batch })?;
+        let (state, report) = recovery::recover(
+            &mut self.io,
+            &dir,
+            log,
+            ckpt.as_ref(),
+            &limits,
+            &mut recovery::OnBatch { wants_payload: &wants_payload, batch: &mut on_batch },
+        )?;
         if fenced.is_some() {
             journal::clear_failed_mark(&mut self.io, &dir)?;
         }

@@ -353,7 +353,10 @@ mod tests {
                 max_ts_ms: 5,
                 entries: vec![IndexEntry { offset: 10, pos: 4096, max_ts_ms: 1 }, IndexEntry { offset: 50, pos: 65536, max_ts_ms: 5 }],
                 spans: vec![Span { first_pos: 4096, bytes: 60_000, max_ts_ms: 1 }, Span { first_pos: 65536, bytes: 900_000, max_ts_ms: 5 }],
-                named: Some((2, NamedCheckpoint { last: Some(vec![9, -1]), stride_bytes: 1 << 18, offsets: vec![10, 60], values: vec![1, -5, 3, -5] })),
+                named: Some((
+                    2,
+                    NamedCheckpoint { last: Some(vec![9, -1]), stride_bytes: 1 << 18, offsets: vec![10, 60], values: vec![1, -5, 3, -5] },
+                )),
             }],
         }
     }

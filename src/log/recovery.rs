@@ -165,8 +165,12 @@ impl ChunkReader {
 /// (those with named indices, whose values are read from the records).
 pub struct OnBatch<'a> {
     pub wants_payload: &'a dyn Fn(Pid) -> bool,
-    pub batch: &'a mut dyn FnMut(&FrameHeader, &BatchInfo, u64, Option<&[u8]>) -> Result<()>,
+    pub batch: &'a mut BatchVisitor<'a>,
 }
+
+/// Called with a batch's frame header, batch header, segment start and (if
+/// asked for) payload.
+pub type BatchVisitor<'a> = dyn FnMut(&FrameHeader, &BatchInfo, u64, Option<&[u8]>) -> Result<()> + 'a;
 
 /// Recovers log `log` in `dir`. `on_batch` sees every valid batch frame
 /// after the checkpoint, in log order, with its segment's start position. Returns where writing continues.

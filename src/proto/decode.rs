@@ -34,7 +34,8 @@ pub fn decode_request(frame: &[u8]) -> Result<(Header, Request<'_>), (Option<Hea
     // such whatever version of it was asked for.
     let api = Api::from_u16(header.api).ok_or(fail(DecodeError::UnknownApi(header.api)))?;
     let version = header.version_or_error;
-    let create_topic_later = api == Api::CreateTopic && (version == topic::CREATE_TOPIC_RETENTION_VERSION || version == topic::CREATE_TOPIC_INDICES_VERSION);
+    let create_topic_later =
+        api == Api::CreateTopic && (version == topic::CREATE_TOPIC_RETENTION_VERSION || version == topic::CREATE_TOPIC_INDICES_VERSION);
     if version != VERSION && !create_topic_later {
         return Err(fail(DecodeError::UnsupportedVersion(version)));
     }

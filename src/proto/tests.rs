@@ -10,7 +10,7 @@ const TS_MS: i64 = 1_700_000_000_000;
 /// Where the body starts in a whole frame.
 const BODY_AT: usize = LEN_BYTES + HEADER_BYTES;
 
-const ALL_CODES: [ErrorCode; 19] = [
+const ALL_CODES: [ErrorCode; 20] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::UnknownApi,
@@ -58,8 +58,18 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::Metadata { topics: vec![] },
         Request::Metadata { topics: vec!["a", "", "é-ü"] },
         Request::CreateTopic { topic: "new", partitions: 16, retention: None, indices: vec![] },
-        Request::CreateTopic { topic: "r", partitions: 1, retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }), indices: vec![] },
-        Request::CreateTopic { topic: "r", partitions: 2, retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }), indices: vec![] },
+        Request::CreateTopic {
+            topic: "r",
+            partitions: 1,
+            retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }),
+            indices: vec![],
+        },
+        Request::CreateTopic {
+            topic: "r",
+            partitions: 2,
+            retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }),
+            indices: vec![],
+        },
         Request::AlterTopic { topic: "r", ms: None, bytes: Some(None) },
         Request::AlterTopic { topic: "r", ms: Some(Some(UNLIMITED)), bytes: Some(Some(1 << 30)) },
         Request::DescribeTopic { topic: "r" },

@@ -275,7 +275,10 @@ impl ReadPath {
             ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
             ReadMode::Index { name, value, strict, .. } => {
                 let Some((n, i)) = p.named.as_ref().and_then(|n| n.names().iter().position(|x| x == name).map(|i| (n, i))) else {
-                    let e = StromError::InvalidArgument(format!("the topic has no index named {:?}", name.escape_debug().take(300).collect::<String>()));
+                    let e = StromError::InvalidArgument(format!(
+                        "the topic has no index named {:?}",
+                        name.escape_debug().take(300).collect::<String>()
+                    ));
                     return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
                 };
                 let reached = n.visible_last(i).is_some_and(|l| if *strict { l > *value } else { l >= *value });

@@ -167,7 +167,10 @@ mod tests {
     use super::super::BatchBuilder;
     use super::*;
 
-    fn batch(records: &[&[(&[u8], Option<&[u8]>)]]) -> Vec<u8> {
+    /// One record's headers.
+    type Hs<'a> = &'a [(&'a [u8], Option<&'a [u8]>)];
+
+    fn batch(records: &[Hs<'_>]) -> Vec<u8> {
         let mut b = BatchBuilder::new(1_000);
         for headers in records {
             b.push(1_000, None, Some(b"v"), headers);
@@ -185,7 +188,7 @@ mod tests {
     #[test]
     fn reads_values() {
         let (a1, b1, a2, b2, a3, b3) = (le(-5), le(10), le(-5), le(11), le(7), le(11));
-        let recs: [&[(&[u8], Option<&[u8]>)]; 3] = [
+        let recs: [Hs<'_>; 3] = [
             &[(b"seq", Some(&b1)), (b"ts", Some(&a1)), (b"other", None)],
             &[(b"ts", Some(&a2)), (b"seq", Some(&b2))],
             &[(b"ts", Some(&a3)), (b"seq", Some(&b3))],
@@ -200,15 +203,15 @@ mod tests {
     fn faults() {
         let (one, two, short) = (le(1), le(2), [0u8; 7]);
         let names = ["ts", "seq"];
-        let missing: [&[(&[u8], Option<&[u8]>)]; 2] = [&[(b"ts", Some(&one)), (b"seq", Some(&one))], &[(b"ts", Some(&two))]];
+        let missing: [Hs<'_>; 2] = [&[(b"ts", Some(&one)), (b"seq", Some(&one))], &[(b"ts", Some(&two))]];
         assert_eq!(batch_values(&batch(&missing), &names), Err(ValueFault::Missing { index: 1, record: 1 }));
-        let dup: [&[(&[u8], Option<&[u8]>)]; 1] = [&[(b"ts", Some(&one)), (b"ts", Some(&two)), (b"seq", Some(&one))]];
+        let dup: [Hs<'_>; 1] = [&[(b"ts", Some(&one)), (b"ts", Some(&two)), (b"seq", Some(&one))]];
         assert_eq!(batch_values(&batch(&dup), &names), Err(ValueFault::Duplicate { index: 0, record: 0 }));
-        let bad: [&[(&[u8], Option<&[u8]>)]; 1] = [&[(b"ts", Some(&short)), (b"seq", Some(&one))]];
+        let bad: [Hs<'_>; 1] = [&[(b"ts", Some(&short)), (b"seq", Some(&one))]];
         assert_eq!(batch_values(&batch(&bad), &names), Err(ValueFault::BadLength { index: 0, record: 0, bytes: Some(7) }));
-        let null: [&[(&[u8], Option<&[u8]>)]; 1] = [&[(b"ts", Some(&one)), (b"seq", None)]];
+        let null: [Hs<'_>; 1] = [&[(b"ts", Some(&one)), (b"seq", None)]];
         assert_eq!(batch_values(&batch(&null), &names), Err(ValueFault::BadLength { index: 1, record: 0, bytes: None }));
-        let down: [&[(&[u8], Option<&[u8]>)]; 3] = [
+        let down: [Hs<'_>; 3] = [
             &[(b"ts", Some(&one)), (b"seq", Some(&two))],
             &[(b"ts", Some(&two)), (b"seq", Some(&two))],
             &[(b"ts", Some(&two)), (b"seq", Some(&one))],

@@ -244,6 +244,16 @@ impl Engine {
         wait.wait()
     }
 
+    /// The bounds of a range of a partition's records (`from..=to`, by
+    /// offset or by named index value), waiting up to `spec.wait_ns` for
+    /// the range's end to exist (the answer says whether it still is open).
+    /// The records are then read with [`Engine::read`] from `from` to `end`.
+    pub fn query(&self, topic: &str, partition: u32, spec: crate::core::query::QuerySpec) -> Result<crate::core::query::QueryBounds> {
+        let (reply, wait) = pending();
+        self.broker.query(topic, partition, spec, reply)?;
+        wait.wait()
+    }
+
     /// Earliest and end offsets of a partition.
     pub fn partition_stat(&self, topic: &str, partition: u32) -> Result<PartitionStat> {
         let (reply, wait) = pending();

@@ -404,7 +404,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let crc = crc32c::crc32c(&trailing[12..]);
     trailing[8..12].copy_from_slice(&crc.to_le_bytes());
     let mut newer = checkpoint::encode(&one);
-    newer[7] = b'3';
+    newer[7] = b'4';
     vec![
         ("valid-empty", checkpoint::encode(&empty)),
         ("valid-one-partition", checkpoint::encode(&one)),

@@ -7,6 +7,7 @@ mod harness;
 use harness::{read_to_end, test_dir};
 use strom::catalog::TopicRetention;
 use strom::config::EngineConfig;
+use strom::core::query::{QueryRef, QuerySpec};
 use strom::engine::Engine;
 use strom::error::StromError;
 use strom::wire::batch::BatchBuilder;
@@ -135,4 +136,50 @@ fn restart_keeps_indices() {
     e.append("ix", 0, indexed("y", &[(n * 10, n * 50)])).unwrap();
     assert_eq!(lookup(&e, "seq", n * 50), Some(n as u64 * 50));
     e.shutdown().unwrap();
+}
+
+fn spec(from: QueryRef, to: QueryRef, wait_ms: u64) -> QuerySpec {
+    QuerySpec { from, to, wait_ns: wait_ms * 1_000_000 }
+}
+
+fn ix(name: &str, value: i64) -> QueryRef {
+    QueryRef::Index { name: name.into(), value }
+}
+
+// Proves range bounds in-process: offsets (negative from the end when the
+// query arrived), index ends (from: first at or above; to: last at or
+// below, equal values all in), empty ranges, an unknown index, an end in
+// the future that arrives while the query waits, and one that does not.
+#[test]
+fn query_bounds() {
+    let dir = test_dir("named-query");
+    let e = std::sync::Arc::new(Engine::open(&dir, cfg()).unwrap());
+    e.create_topic_indexed("ix", 1, TopicRetention::default(), &names()).unwrap();
+    e.append("ix", 0, indexed("a", &[(10, 0), (20, 1), (20, 2), (20, 3), (30, 4)])).unwrap();
+    let q = |from, to| {
+        let b = e.query("ix", 0, spec(from, to, 0)).unwrap();
+        (b.from, b.end, b.open)
+    };
+    assert_eq!(q(QueryRef::Offset(0), QueryRef::Offset(-1)), (0, 5, false));
+    assert_eq!(q(QueryRef::Offset(-2), QueryRef::Offset(-1)), (3, 5, false));
+    assert_eq!(q(QueryRef::Offset(1), QueryRef::Offset(2)), (1, 3, false));
+    assert_eq!(q(ix("ts", 20), ix("ts", 20)), (1, 4, false), "equal values are all in the range");
+    assert_eq!(q(ix("ts", 15), ix("seq", 3)), (1, 4, false));
+    let (from, end, _) = q(ix("ts", 21), ix("ts", 29));
+    assert!(end <= from, "an empty range: {from}..{end}");
+    assert_eq!(q(QueryRef::Offset(2), QueryRef::Offset(9)), (2, 5, true), "an offset end past the partition: open");
+    assert_eq!(q(ix("ts", 0), ix("ts", 30)), (0, 5, true), "no value above 30 yet: open");
+    assert!(matches!(e.query("ix", 0, spec(ix("nope", 0), QueryRef::Offset(-1), 0)), Err(StromError::InvalidArgument(_))));
+    // An end that arrives while the query waits answers it, not the wait.
+    let e2 = e.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        e2.append("ix", 0, indexed("b", &[(31, 5), (40, 6)])).unwrap();
+    });
+    let b = e.query("ix", 0, spec(ix("ts", 25), ix("ts", 35), 60_000)).unwrap();
+    writer.join().unwrap();
+    assert_eq!((b.from, b.end, b.open), (4, 6, false));
+    let b = e.query("ix", 0, spec(QueryRef::Offset(0), QueryRef::Offset(100), 50)).unwrap();
+    assert_eq!((b.end, b.open), (7, true), "a wait that runs out answers what exists");
+    std::sync::Arc::try_unwrap(e).ok().expect("one engine").shutdown().unwrap();
 }

@@ -86,6 +86,13 @@ pub enum Command<'a> {
     Metrics,
     /// The broker's shape and limits, and its server's largest frame.
     ServerInfo,
+    /// The bounds of a range of a partition's records, its end waited for
+    /// ([`Answer::Queried`]; [`crate::core::query`]).
+    Query {
+        topic: &'a str,
+        partition: u32,
+        spec: crate::core::query::QuerySpec,
+    },
 }
 
 /// The RecordBatch v2 batches of a produce, split by their `batchLength`
@@ -195,6 +202,7 @@ pub enum Answer {
         limits: Limits,
         frame_bytes_max: usize,
     },
+    Queried(crate::core::query::QueryBounds),
 }
 
 /// What an engine accepts, as a client must know it before sending: the

@@ -148,6 +148,13 @@ impl Dispatcher {
             Command::Stats { reset } => host.gather_stages(reset, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
             // The same way: every core adds its registry when it next ticks.
             Command::Metrics => host.gather_metrics(Box::new(move |cores| reply(Ok(Answer::Metrics(cores))))),
+            Command::Query { topic, partition, spec } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    let gone = host.asker_gone();
+                    let req = requests::query(pid, spec, gone, move |res| reply(res.map(Answer::Queried).map_err(BrokerError::Failed)));
+                    self.route(host, pid, req);
+                }
+            }
             Command::ServerInfo => reply(Ok(Answer::ServerInfo { limits: self.broker.limits(), frame_bytes_max: host.frame_bytes_max() })),
         }
     }

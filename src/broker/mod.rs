@@ -157,6 +157,17 @@ impl Broker {
         self.submit(pid, requests::offset(pid, query, reply))
     }
 
+    pub(crate) fn query(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: crate::core::query::QuerySpec,
+        reply: Reply<crate::core::query::QueryBounds>,
+    ) -> Result<()> {
+        let pid = self.pid(topic, partition)?;
+        self.submit(pid, requests::query(pid, spec, None, reply))
+    }
+
     pub(crate) fn partition_stat(&self, topic: &str, partition: u32, reply: Reply<PartitionStat>) -> Result<()> {
         let pid = self.pid(topic, partition)?;
         self.submit(pid, requests::stat(pid, reply))

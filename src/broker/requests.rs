@@ -101,6 +101,16 @@ pub(crate) fn offset(pid: Pid, query: OffsetQuery, reply: impl FnOnce(Result<Opt
     }
 }
 
+/// The bounds of a range of `pid`'s records; `gone` says the asker left.
+pub(crate) fn query(
+    pid: Pid,
+    spec: crate::core::query::QuerySpec,
+    gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    reply: impl FnOnce(Result<crate::core::query::QueryBounds>) + Send + 'static,
+) -> Request {
+    Request::Query { pid, spec, gone, reply: Box::new(reply) }
+}
+
 /// A partition's earliest and end offsets and newest timestamp.
 pub(crate) fn stat(pid: Pid, reply: Reply<PartitionStat>) -> Request {
     Request::Stat { pid, reply }

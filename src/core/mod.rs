@@ -18,6 +18,7 @@ pub mod audit;
 pub mod mailbox;
 mod open;
 mod plan;
+pub mod query;
 pub mod task;
 pub mod tick;
 
@@ -130,6 +131,14 @@ pub enum Request {
         seek: crate::read::IndexSeek,
         reply: Reply<Option<u64>>,
     },
+    /// The bounds of a range of records, waiting for its end ([`query`]).
+    /// `gone` is set when the asker went away (its connection closed).
+    Query {
+        pid: Pid,
+        spec: query::QuerySpec,
+        gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+        reply: Reply<query::QueryBounds>,
+    },
     Stat {
         pid: Pid,
         reply: Reply<PartitionStat>,
@@ -178,6 +187,7 @@ impl Request {
             }
             Request::OffsetForTime { reply, .. } | Request::OffsetForIndex { reply, .. } => reply(Err(e)),
             Request::Stat { reply, .. } => reply(Err(e)),
+            Request::Query { reply, .. } => reply(Err(e)),
             Request::Metrics { reply } => reply(Err(e)),
             Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
             Request::RemovePartitions { .. } | Request::SetRetention { .. } => {}
@@ -216,6 +226,8 @@ pub struct Core<I: Io> {
     clock_offset_ns: u64,
     partitions: HashMap<Pid, Partition>,
     reads: ReadPath,
+    /// Range queries in progress ([`query`]).
+    queries: query::Queries,
     retired: Vec<PendingAck<AppendWait>>,
     refused: Vec<(PendingAck<AppendWait>, StromError)>,
     /// A request that could not be taken this tick (no write buffer).
@@ -344,6 +356,7 @@ impl<I: Io> Core<I> {
                 let (reads, mut cx) = self.read_cx();
                 reads.offset_for_index(&mut cx, pid, seek, reply);
             }
+            Request::Query { pid, spec, gone, reply } => self.start_query(pid, spec, gone, reply),
             Request::Stat { pid, reply } => reply(match self.partitions.get(&pid) {
                 Some(p) => Ok(PartitionStat {
                     start_offset: p.start_offset,
@@ -529,5 +542,6 @@ impl<I: Io> Core<I> {
             p.invariants();
         }
         self.reads.invariants();
+        self.queries.invariants();
     }
 }

@@ -43,6 +43,7 @@ impl<I: Io> Core<I> {
             clock_offset_ns: 0,
             partitions: HashMap::new(),
             reads: ReadPath::new(limits, read_bufs, reply_bufs),
+            queries: Default::default(),
             retired: Vec::new(),
             refused: Vec::new(),
             deferred: VecDeque::new(),

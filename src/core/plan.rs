@@ -22,6 +22,7 @@ impl<I: Io> Core<I> {
             let (reads, mut cx) = self.read_cx();
             reads.expire(&mut cx, stopping);
         }
+        self.drive_queries(stopping);
         while let Some(req) = self.deferred.pop_front() {
             let before = self.deferred.len();
             self.handle_now(req);
@@ -111,6 +112,9 @@ impl<I: Io> Core<I> {
         let now = self.io.now_ns();
         let mut timeout_ns = RETENTION_CHECK_NS;
         if let Some(due) = self.reads.due_in_ns(now) {
+            timeout_ns = timeout_ns.min(due.max(1));
+        }
+        if let Some(due) = self.queries.due_in_ns(now) {
             timeout_ns = timeout_ns.min(due.max(1));
         }
         for j in self.journals.values() {

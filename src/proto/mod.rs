@@ -18,9 +18,12 @@
 
 mod decode;
 mod encode;
+mod query;
 #[cfg(test)]
 mod tests;
 mod topic;
+
+pub use query::QueryEnd;
 
 use std::fmt;
 
@@ -82,6 +85,7 @@ pub enum Api {
     ServerInfo = 13,
     AlterTopic = 11,
     DescribeTopic = 12,
+    Query = 14,
 }
 
 impl Api {
@@ -100,6 +104,7 @@ impl Api {
             13 => Api::ServerInfo,
             11 => Api::AlterTopic,
             12 => Api::DescribeTopic,
+            14 => Api::Query,
             _ => return None,
         })
     }
@@ -293,6 +298,15 @@ pub enum Request<'a> {
     Metrics,
     /// The server's version, shape and limits ([`ServerInfo`]); the body is empty.
     ServerInfo,
+    /// The bounds of a range of records, waiting up to `wait_ms` for its
+    /// end ([`query`]).
+    Query {
+        topic: &'a str,
+        partition: u32,
+        from: QueryEnd<'a>,
+        to: QueryEnd<'a>,
+        wait_ms: u32,
+    },
 }
 
 impl Request<'_> {
@@ -310,6 +324,7 @@ impl Request<'_> {
             Request::Metrics => Api::Metrics,
             Request::ServerInfo => Api::ServerInfo,
             Request::AlterTopic { .. } => Api::AlterTopic,
+            Request::Query { .. } => Api::Query,
             Request::DescribeTopic { .. } => Api::DescribeTopic,
         }
     }
@@ -398,6 +413,7 @@ pub enum Response<'a> {
         cores: Vec<Vec<(&'a str, u64)>>,
     },
     ServerInfo(ServerInfo),
+    Query(crate::core::query::QueryBounds),
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -423,6 +439,7 @@ impl Response<'_> {
             Response::ServerInfo(_) => Api::ServerInfo,
             Response::AlterTopic { .. } => Api::AlterTopic,
             Response::DescribeTopic { .. } => Api::DescribeTopic,
+            Response::Query(_) => Api::Query,
             Response::Error { .. } => return None,
         })
     }

@@ -66,3 +66,37 @@ pub(super) fn bounds(r: &mut Reader<'_>) -> Result<QueryBounds, DecodeError> {
     };
     Ok(QueryBounds { from, end, open, high_watermark: r.u64()?, start_offset: r.u64()? })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Request, decode_request, encode_request};
+    use super::*;
+
+    // Proves the Query example in PROTOCOL.md is what the encoder writes,
+    // and that every shorter body of it is refused (never misread).
+    #[test]
+    fn example_matches_the_doc() {
+        let mut f = Vec::new();
+        let req = Request::Query {
+            topic: "ticks",
+            partition: 0,
+            from: QueryEnd::Index { name: "ts", value: 1000 },
+            to: QueryEnd::Offset(-1),
+            wait_ms: 0,
+        };
+        encode_request(&mut f, 7, &req);
+        let doc = "00 00 00 31 00 0e 00 01 00 00 00 00 00 00 00 07 00 05 74 69 63 6b 73 00 00 00 00 \
+                   01 00 02 74 73 00 00 00 00 00 00 03 e8 00 ff ff ff ff ff ff ff ff 00 00 00 00";
+        let want: Vec<u8> = doc.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+        assert_eq!(f, want);
+        assert_eq!(decode_request(&f).unwrap().1, req);
+        for cut in 16..f.len() {
+            let mut short = f[..cut].to_vec();
+            short[..4].copy_from_slice(&((cut - 4) as u32).to_be_bytes());
+            assert!(decode_request(&short).is_err(), "a body cut at {cut} decoded");
+        }
+        let mut bad_kind = f.clone();
+        bad_kind[0x1b] = 2;
+        assert!(decode_request(&bad_kind).is_err(), "kind 2 decoded");
+    }
+}

@@ -11,6 +11,8 @@
 //! `cargo bench --bench query` runs it full size (`STROM_BENCH_LOG_MIB`,
 //! default 10,240: the 10 GB partition); `cargo test` runs it small
 //! (32 MiB) so that it cannot rot, and checks every answer.
+// This bench builds its own indexed batches: only the scratch directory is shared.
+#[allow(dead_code)]
 mod common;
 
 use std::collections::VecDeque;
@@ -88,9 +90,13 @@ fn time_case(
     (took[took.len() / 2], *took.last().expect("a query"))
 }
 
+/// A case: its name, the query at a position, the first offset it must
+/// answer, and whether the range's first record is read too.
+type Case = (&'static str, Box<dyn Fn(u64) -> QuerySpec>, Box<dyn Fn(u64) -> u64>, bool);
+
 fn run_cases(engine: &Engine, records: u64, label: &str) {
     let ts_of = |seq: u64| seq / RECORDS_PER_TS;
-    let cases: Vec<(&str, Box<dyn Fn(u64) -> QuerySpec>, Box<dyn Fn(u64) -> u64>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("count by offset", Box::new(|at| spec(QueryRef::Offset(at as i64), QueryRef::Offset(-1))), Box::new(|at| at), false),
         ("first by offset + read", Box::new(|at| spec(QueryRef::Offset(at as i64), QueryRef::Offset(-1))), Box::new(|at| at), true),
         ("count by seq", Box::new(|at| spec(ix("seq", at), ix("seq", records))), Box::new(|at| at), false),

@@ -99,7 +99,7 @@ fn run_cases(engine: &Engine, records: u64, label: &str) {
     let cases: Vec<Case> = vec![
         ("count by offset", Box::new(|at| spec(QueryRef::Offset(at as i64), QueryRef::Offset(-1))), Box::new(|at| at), false),
         ("first by offset + read", Box::new(|at| spec(QueryRef::Offset(at as i64), QueryRef::Offset(-1))), Box::new(|at| at), true),
-        ("count by seq", Box::new(|at| spec(ix("seq", at), ix("seq", records))), Box::new(|at| at), false),
+        ("count by seq", Box::new(move |at| spec(ix("seq", at), ix("seq", records))), Box::new(|at| at), false),
         ("first by seq + read", Box::new(|at| spec(ix("seq", at), QueryRef::Offset(-1))), Box::new(|at| at), true),
         (
             "last by ts (range ts=T..T+100)",

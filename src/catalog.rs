@@ -9,6 +9,7 @@
 //! a CRC-32C line so that damage is detected rather than misread.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{IoOp, Result, StromError};
 use crate::io::fs::write_file_atomic;
@@ -18,11 +19,37 @@ pub const META_FILE: &str = "strom.meta";
 pub const TOPICS_FILE: &str = "topics";
 pub const TOPIC_NAME_BYTES_MAX: usize = 249;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
     pub first_pid: Pid,
     pub partitions: u32,
     pub retention: TopicRetention,
+    /// The topic's named indices, in declared order (empty: none). Fixed
+    /// when the topic is created: every record carries one value per name.
+    pub indices: IndexNames,
+}
+
+/// A topic's index names: shared, since every batch's validation reads them.
+pub type IndexNames = Arc<[String]>;
+
+pub use crate::wire::batch::values::INDICES_MAX;
+
+/// Checks a topic's index names: at most [`INDICES_MAX`], each a valid
+/// topic-like name (so it can be written in the `topics` file and on a
+/// command line unquoted), no two alike.
+pub fn validate_index_names(names: &[String]) -> Result<()> {
+    if names.len() > INDICES_MAX {
+        return Err(StromError::InvalidArgument(format!("a topic has at most {INDICES_MAX} indices, not {}", names.len())));
+    }
+    for (i, n) in names.iter().enumerate() {
+        validate_topic_name(n).map_err(|_| {
+            StromError::InvalidArgument(format!("index name {:?} is not a valid name", n.escape_debug().take(300).collect::<String>()))
+        })?;
+        if names[..i].contains(n) {
+            return Err(StromError::InvalidArgument(format!("index {n} is declared twice")));
+        }
+    }
+    Ok(())
 }
 
 /// A setting's value meaning "no limit" (Kafka's -1).
@@ -188,29 +215,39 @@ impl Catalog {
         let version = match lines.next() {
             Some("strom-topics 1") => 1,
             Some("strom-topics 2") => 2,
+            Some("strom-topics 3") => 3,
             _ => return Err(bad("header")),
         };
         for line in lines {
             let f: Vec<&str> = line.split(' ').collect();
-            let (name, first, parts, retention) = match (version, f.as_slice()) {
+            let (name, first, parts, retention, indices) = match (version, f.as_slice()) {
                 (_, ["next_pid", n]) => {
                     self.next_pid = n.parse().map_err(|_| bad(line))?;
                     continue;
                 }
-                (1, ["topic", name, first, parts]) => (name, first, parts, TopicRetention::default()),
-                (2, ["topic", name, first, parts, ms, bytes]) => {
+                (1, ["topic", name, first, parts]) => (name, first, parts, TopicRetention::default(), "-"),
+                (2, ["topic", name, first, parts, ms, bytes]) | (3, ["topic", name, first, parts, ms, bytes, "-"]) => {
                     let (Some(ms), Some(bytes)) = (parse_setting(ms), parse_setting(bytes)) else {
                         return Err(bad(line));
                     };
-                    (name, first, parts, TopicRetention { ms, bytes })
+                    (name, first, parts, TopicRetention { ms, bytes }, "-")
+                }
+                (3, ["topic", name, first, parts, ms, bytes, indices]) => {
+                    let (Some(ms), Some(bytes)) = (parse_setting(ms), parse_setting(bytes)) else {
+                        return Err(bad(line));
+                    };
+                    (name, first, parts, TopicRetention { ms, bytes }, *indices)
                 }
                 _ => return Err(bad(line)),
             };
             validate_topic_name(name).map_err(|_| bad(line))?;
+            let indices: Vec<String> = if indices == "-" { Vec::new() } else { indices.split(',').map(str::to_string).collect() };
+            validate_index_names(&indices).map_err(|_| bad(line))?;
             let meta = TopicMeta {
                 first_pid: first.parse().map_err(|_| bad(line))?,
                 partitions: parts.parse().map_err(|_| bad(line))?,
                 retention,
+                indices: indices.into(),
             };
             // Pid ranges must be non-empty, fit u32 and lie below
             // next_pid (written first): pid arithmetic relies on it.
@@ -224,13 +261,21 @@ impl Catalog {
         Ok(())
     }
 
-    /// Always writes format 2 (a Strom that knows only format 1 refuses it
-    /// as damaged rather than dropping the settings).
+    /// Writes format 2, or format 3 when a topic has named indices (a
+    /// Strom that knows only an older format refuses a newer one as
+    /// damaged rather than dropping the settings; a directory with no
+    /// indices stays readable by the binaries before them).
     fn persist(&self) -> Result<()> {
-        let mut body = format!("strom-topics 2\nnext_pid {}\n", self.next_pid);
+        let v3 = self.topics.values().any(|t| !t.indices.is_empty());
+        let mut body = format!("strom-topics {}\nnext_pid {}\n", if v3 { 3 } else { 2 }, self.next_pid);
         for (name, t) in &self.topics {
             let (ms, bytes) = (setting_text(t.retention.ms), setting_text(t.retention.bytes));
-            body.push_str(&format!("topic {name} {} {} {ms} {bytes}\n", t.first_pid, t.partitions));
+            body.push_str(&format!("topic {name} {} {} {ms} {bytes}", t.first_pid, t.partitions));
+            if v3 {
+                body.push(' ');
+                body.push_str(&if t.indices.is_empty() { "-".to_string() } else { t.indices.join(",") });
+            }
+            body.push('\n');
         }
         write_file_atomic(&self.dir.join(TOPICS_FILE), with_crc(body).as_bytes())
     }
@@ -244,11 +289,17 @@ impl Catalog {
     }
 
     pub fn topic(&self, name: &str) -> Result<TopicMeta> {
-        self.topics.get(name).copied().ok_or_else(|| StromError::UnknownTopic(name.escape_debug().take(300).collect()))
+        self.topics.get(name).cloned().ok_or_else(|| StromError::UnknownTopic(name.escape_debug().take(300).collect()))
     }
 
     pub fn pid(&self, name: &str, partition: u32) -> Result<Pid> {
         pid_in(&self.topics, name, partition)
+    }
+
+    /// The named indices of every live partition whose topic has some.
+    pub fn indexed(&self) -> std::collections::HashMap<Pid, IndexNames> {
+        let with = self.topics.values().filter(|t| !t.indices.is_empty());
+        with.flat_map(|t| (t.first_pid..t.first_pid + t.partitions).map(|p| (p, t.indices.clone()))).collect()
     }
 
     /// Every live partition id.
@@ -257,9 +308,17 @@ impl Catalog {
     }
 
     /// Creates a topic durably and returns its partition ids.
-    pub fn create_topic(&mut self, name: &str, partitions: u32, partitions_max: u32, retention: TopicRetention) -> Result<TopicMeta> {
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        partitions_max: u32,
+        retention: TopicRetention,
+        indices: &[String],
+    ) -> Result<TopicMeta> {
         validate_topic_name(name)?;
         retention.validate()?;
+        validate_index_names(indices)?;
         if self.topics.contains_key(name) {
             return Err(StromError::TopicExists(name.to_string()));
         }
@@ -268,8 +327,8 @@ impl Catalog {
         }
         let first_pid = self.next_pid;
         let next = first_pid.checked_add(partitions).ok_or(StromError::Overloaded("partition ids exhausted"))?;
-        let meta = TopicMeta { first_pid, partitions, retention };
-        self.topics.insert(name.to_string(), meta);
+        let meta = TopicMeta { first_pid, partitions, retention, indices: indices.into() };
+        self.topics.insert(name.to_string(), meta.clone());
         self.next_pid = next;
         if let Err(e) = self.persist() {
             self.topics.remove(name);
@@ -283,11 +342,11 @@ impl Catalog {
     /// the topic's own (None leaves it as it is). Returns the topic.
     pub fn alter_topic(&mut self, name: &str, ms: Option<Option<u64>>, bytes: Option<Option<u64>>) -> Result<TopicMeta> {
         let old = self.topic(name)?;
-        let mut new = old;
+        let mut new = old.clone();
         new.retention.ms = ms.unwrap_or(old.retention.ms);
         new.retention.bytes = bytes.unwrap_or(old.retention.bytes);
         new.retention.validate()?;
-        self.topics.insert(name.to_string(), new);
+        self.topics.insert(name.to_string(), new.clone());
         if let Err(e) = self.persist() {
             self.topics.insert(name.to_string(), old);
             return Err(e);
@@ -301,7 +360,7 @@ impl Catalog {
         let meta = self.topic(name)?;
         self.topics.remove(name);
         if let Err(e) = self.persist() {
-            self.topics.insert(name.to_string(), meta);
+            self.topics.insert(name.to_string(), meta.clone());
             return Err(e);
         }
         Ok(meta)
@@ -393,10 +452,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut c = Catalog::open_or_create(&dir, 3).unwrap();
         let none = TopicRetention::default();
-        assert_eq!(c.create_topic("a", 2, 10, none).unwrap(), TopicMeta { first_pid: 0, partitions: 2, retention: none });
-        assert!(matches!(c.create_topic("a", 1, 10, none), Err(StromError::TopicExists(_))));
+        assert_eq!(
+            c.create_topic("a", 2, 10, none, &[]).unwrap(),
+            TopicMeta { first_pid: 0, partitions: 2, retention: none, indices: Vec::new().into() }
+        );
+        assert!(matches!(c.create_topic("a", 1, 10, none, &[]), Err(StromError::TopicExists(_))));
         c.delete_topic("a").unwrap();
-        assert_eq!(c.create_topic("b", 1, 10, none).unwrap().first_pid, 2);
+        assert_eq!(c.create_topic("b", 1, 10, none, &[]).unwrap().first_pid, 2);
         let c2 = Catalog::open_or_create(&dir, 7).unwrap();
         assert_eq!(c2.log_count(), 3, "the log count is fixed at creation");
         assert_eq!(c2.pid("b", 0).unwrap(), 2);
@@ -418,9 +480,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut c = Catalog::open_or_create(&dir, 2).unwrap();
         let own = TopicRetention { ms: Some(60_000), bytes: Some(UNLIMITED) };
-        c.create_topic("a", 1, 10, own).unwrap();
-        c.create_topic("b", 1, 10, TopicRetention::default()).unwrap();
-        assert!(c.create_topic("c", 1, 10, TopicRetention { ms: Some(LIMIT_MAX + 1), bytes: None }).is_err());
+        c.create_topic("a", 1, 10, own, &[]).unwrap();
+        c.create_topic("b", 1, 10, TopicRetention::default(), &[]).unwrap();
+        assert!(c.create_topic("c", 1, 10, TopicRetention { ms: Some(LIMIT_MAX + 1), bytes: None }, &[]).is_err());
         c.alter_topic("b", None, Some(Some(4096))).unwrap();
         let c2 = Catalog::open_or_create(&dir, 2).unwrap();
         assert_eq!(c2.topic("a").unwrap().retention, own);
@@ -430,7 +492,36 @@ mod tests {
         assert_eq!(c2.topic("b").unwrap().retention.effective(server), Retention { age_ms: Some(1_000), bytes: Some(4096) });
         std::fs::write(dir.join(TOPICS_FILE), with_crc("strom-topics 1\nnext_pid 3\ntopic old 1 2\n".into())).unwrap();
         let c3 = Catalog::open_or_create(&dir, 2).unwrap();
-        assert_eq!(c3.topic("old").unwrap(), TopicMeta { first_pid: 1, partitions: 2, retention: TopicRetention::default() });
+        assert_eq!(
+            c3.topic("old").unwrap(),
+            TopicMeta { first_pid: 1, partitions: 2, retention: TopicRetention::default(), indices: Vec::new().into() }
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // Proves named indices persist in declared order in format 3, a
+    // directory without them keeps writing format 2, and bad index
+    // declarations are refused: too many, a bad name, a name twice.
+    #[test]
+    fn indices_persist() {
+        let dir = std::env::temp_dir().join(format!("strom-catalog-idx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Catalog::open_or_create(&dir, 1).unwrap();
+        let none = TopicRetention::default();
+        c.create_topic("plain", 1, 10, none, &[]).unwrap();
+        assert!(std::fs::read_to_string(dir.join(TOPICS_FILE)).unwrap().starts_with("strom-topics 2\n"));
+        let names = vec!["ts".to_string(), "seq".to_string()];
+        c.create_topic("ix", 2, 10, none, &names).unwrap();
+        let text = std::fs::read_to_string(dir.join(TOPICS_FILE)).unwrap();
+        assert!(text.starts_with("strom-topics 3\n") && text.contains("topic ix 1 2 default default ts,seq\n"), "{text}");
+        let c2 = Catalog::open_or_create(&dir, 1).unwrap();
+        assert_eq!(&*c2.topic("ix").unwrap().indices, names.as_slice());
+        assert!(c2.topic("plain").unwrap().indices.is_empty());
+        let nine: Vec<String> = (0..9).map(|i| format!("i{i}")).collect();
+        assert!(c.create_topic("x", 1, 10, none, &nine).is_err());
+        assert!(c.create_topic("x", 1, 10, none, &["a b".to_string()]).is_err());
+        assert!(c.create_topic("x", 1, 10, none, &["a".to_string(), "a".to_string()]).is_err());
+        assert!(c.create_topic("x", 1, 10, none, &[String::new()]).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,6 +7,7 @@
 //! is the push back) and a doorbell: the core sets `sleeping` before it
 //! blocks in the ring, and a sender that finds it set rings the core's
 //! eventfd. So a busy core is never interrupted by a syscall per request.
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -15,7 +16,7 @@ use std::time::Instant;
 
 use crate::broker::{Broker, Limits, OffsetQuery, Router};
 use crate::buf::registration::{CoreBuffers, RegistrationPlan};
-use crate::catalog::{Catalog, TopicRetention};
+use crate::catalog::{Catalog, IndexNames, TopicRetention};
 use crate::config::EngineConfig;
 use crate::core::mailbox::{self, CoreRoute, TaskSender};
 use crate::core::task::{CoreTask, TaskNeeds};
@@ -114,7 +115,7 @@ impl Engine {
         tracing::info!("{registration}");
         // Every core registers its share of what the limit allows.
         cfg.registered_bytes_max = registration.registered_bytes_max;
-        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, &catalog.pids());
+        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, &catalog.pids(), &catalog.indexed());
         let routes = handles.iter().map(|h| h.route.clone()).collect();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
         let mut engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: lock };
@@ -170,13 +171,21 @@ impl Engine {
     /// Creates a topic with `partitions` partitions, durably. Must not be
     /// called on a core thread (it waits for every core).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        self.broker.create_topic(name, partitions, TopicRetention::default())
+        self.broker.create_topic(name, partitions, TopicRetention::default(), &[])
     }
 
     /// Creates a topic with its own retention (None in a setting follows
     /// the engine's default; see [`TopicRetention`]).
     pub fn create_topic_with(&self, name: &str, partitions: u32, retention: TopicRetention) -> Result<()> {
-        self.broker.create_topic(name, partitions, retention)
+        self.broker.create_topic(name, partitions, retention, &[])
+    }
+
+    /// Creates a topic whose records carry the named indices `indices` (at
+    /// most [`crate::catalog::INDICES_MAX`]): every record a header per
+    /// index, named after it, holding an 8-byte little-endian i64, values
+    /// never decreasing within a partition (docs/FORMAT.md "Named indices").
+    pub fn create_topic_indexed(&self, name: &str, partitions: u32, retention: TopicRetention, indices: &[String]) -> Result<()> {
+        self.broker.create_topic(name, partitions, retention, indices)
     }
 
     /// Changes a topic's retention settings (None leaves one as it is); the
@@ -221,6 +230,27 @@ impl Engine {
     pub fn offset_for_time(&self, topic: &str, partition: u32, ts_ms: i64) -> Result<Option<u64>> {
         let (reply, wait) = pending();
         self.broker.offset(topic, partition, OffsetQuery::AtTime(ts_ms), reply)?;
+        wait.wait()
+    }
+
+    /// The first offset whose value of the named index `index` is at least
+    /// `value` (`strict`: above it); None while no durable record has one.
+    /// A lookup scans at most about a stride of the partition's batches
+    /// past the nearest entry ([`crate::partition::named`]).
+    pub fn offset_for_index(&self, topic: &str, partition: u32, index: &str, value: i64, strict: bool) -> Result<Option<u64>> {
+        let (reply, wait) = pending();
+        let seek = crate::read::IndexSeek { name: index.to_string(), value, strict };
+        self.broker.offset(topic, partition, OffsetQuery::AtIndex(seek), reply)?;
+        wait.wait()
+    }
+
+    /// The bounds of a range of a partition's records (`from..=to`, by
+    /// offset or by named index value), waiting up to `spec.wait_ns` for
+    /// the range's end to exist (the answer says whether it still is open).
+    /// The records are then read with [`Engine::read`] from `from` to `end`.
+    pub fn query(&self, topic: &str, partition: u32, spec: crate::core::query::QuerySpec) -> Result<crate::core::query::QueryBounds> {
+        let (reply, wait) = pending();
+        self.broker.query(topic, partition, spec, reply)?;
         wait.wait()
     }
 
@@ -427,6 +457,7 @@ fn start_cores(
     router: Router,
     needs: TaskNeeds,
     pids: &[Pid],
+    indexed: &HashMap<Pid, IndexNames>,
 ) -> (Vec<CoreHandle>, Vec<RecoveryReport>, Option<StromError>) {
     let mut handles = Vec::new();
     let mut reports = Vec::new();
@@ -444,6 +475,7 @@ fn start_cores(
             data_dir: dir.to_path_buf(),
             log_count: router.log_count(),
             pids: pids.iter().copied().filter(|&p| router.core_of(p) == core_id).collect(),
+            indexed: indexed.iter().filter(|(p, _)| router.core_of(**p) == core_id).map(|(p, n)| (*p, n.clone())).collect(),
             logs: router.logs_of(core_id),
             needs,
         };

@@ -136,6 +136,15 @@ pub enum StromError {
         pos: u64,
         reason: String,
     },
+    /// A batch for a topic with named indices lacks a value, carries a
+    /// malformed one, or goes below the partition's last value: nothing of
+    /// it was stored. `index` is the index's name (empty when the fault
+    /// names none), `offset` the offset the record would have had.
+    BadIndexValue {
+        index: String,
+        offset: u64,
+        reason: String,
+    },
     /// A limit was reached; retry later.
     Overloaded(&'static str),
     /// A well-formed request asks for what cannot be (0 partitions, more
@@ -195,6 +204,12 @@ impl fmt::Display for StromError {
             StromError::DiskFull { log } => write!(f, "the disk of log {log} is full; the write was not made (retry once space is freed)"),
             StromError::Corrupt { path, pos, reason } => {
                 write!(f, "corrupt data in {} at log position {pos}: {reason}", path.display())
+            }
+            StromError::BadIndexValue { index, offset, reason } if index.is_empty() => {
+                write!(f, "batch refused at offset {offset}: {reason}; nothing of it was stored")
+            }
+            StromError::BadIndexValue { index, offset, reason } => {
+                write!(f, "batch refused: index {index} at offset {offset}: {reason}; nothing of it was stored")
             }
             StromError::Overloaded(what) => write!(f, "the server is overloaded ({what}); retry later"),
             StromError::InvalidArgument(s) | StromError::Unsupported(s) | StromError::BadDataDir(s) => f.write_str(s),

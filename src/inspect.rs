@@ -160,34 +160,36 @@ pub fn inspect_logs<I: Io>(
             .transpose()
             .map_err(|reason| StromError::Corrupt { path: ldir.join(checkpoint::FILE_NAME), pos: 0, reason })?;
         let mut spans: BTreeMap<Pid, Vec<Span>> = BTreeMap::new();
-        let mut on_batch = |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, seg: u64| -> Result<()> {
-            let ps = spans.entry(h.pid).or_default();
-            let running_max_ts_ms = ps.last().map_or(info.max_timestamp_ms, |l| l.max_ts_ms.max(info.max_timestamp_ms));
-            match ps.last_mut() {
-                Some(l) if l.first_pos >= seg => {
-                    l.bytes += h.frame_bytes();
-                    l.max_ts_ms = running_max_ts_ms;
+        let mut on_batch =
+            |h: &crate::log::frame::FrameHeader, info: &crate::wire::batch::BatchInfo, seg: u64, _: Option<&[u8]>| -> Result<()> {
+                let ps = spans.entry(h.pid).or_default();
+                let running_max_ts_ms = ps.last().map_or(info.max_timestamp_ms, |l| l.max_ts_ms.max(info.max_timestamp_ms));
+                match ps.last_mut() {
+                    Some(l) if l.first_pos >= seg => {
+                        l.bytes += h.frame_bytes();
+                        l.max_ts_ms = running_max_ts_ms;
+                    }
+                    _ => ps.push(Span { first_pos: h.pos, bytes: h.frame_bytes(), max_ts_ms: running_max_ts_ms }),
                 }
-                _ => ps.push(Span { first_pos: h.pos, bytes: h.frame_bytes(), max_ts_ms: running_max_ts_ms }),
-            }
-            let s = partitions.entry(h.pid).or_default();
-            let base = info.base_offset as u64;
-            if s.batches > 0 && base != s.next_offset {
-                return Err(StromError::Corrupt {
-                    path: ldir.clone(),
-                    pos: h.pos,
-                    reason: format!("partition {} jumps from offset {} to {base}", h.pid, s.next_offset),
-                });
-            }
-            s.batches += 1;
-            s.first_offset.get_or_insert(base);
-            s.next_offset = info.last_offset() as u64 + 1;
-            s.bytes += info.batch_bytes as u64;
-            s.min_ts_ms = Some(s.min_ts_ms.map_or(info.base_timestamp_ms, |t| t.min(info.base_timestamp_ms)));
-            s.max_ts_ms = Some(s.max_ts_ms.map_or(info.max_timestamp_ms, |t| t.max(info.max_timestamp_ms)));
-            Ok(())
-        };
-        let (state, report) = recovery::recover(io, &ldir, log, None, &limits, &mut on_batch)?;
+                let s = partitions.entry(h.pid).or_default();
+                let base = info.base_offset as u64;
+                if s.batches > 0 && base != s.next_offset {
+                    return Err(StromError::Corrupt {
+                        path: ldir.clone(),
+                        pos: h.pos,
+                        reason: format!("partition {} jumps from offset {} to {base}", h.pid, s.next_offset),
+                    });
+                }
+                s.batches += 1;
+                s.first_offset.get_or_insert(base);
+                s.next_offset = info.last_offset() as u64 + 1;
+                s.bytes += info.batch_bytes as u64;
+                s.min_ts_ms = Some(s.min_ts_ms.map_or(info.base_timestamp_ms, |t| t.min(info.base_timestamp_ms)));
+                s.max_ts_ms = Some(s.max_ts_ms.map_or(info.max_timestamp_ms, |t| t.max(info.max_timestamp_ms)));
+                Ok(())
+            };
+        let (state, report) =
+            recovery::recover(io, &ldir, log, None, &limits, &mut recovery::OnBatch { wants_payload: &|_| false, batch: &mut on_batch })?;
         if let Some(c) = &ckpt
             && c.covered_pos > report.end_pos
         {

@@ -57,6 +57,9 @@ enum Cmd {
     /// Print a topic's records (all partitions merged by timestamp, or one),
     /// as values, a kcat format or JSON; optionally as a group, or following.
     Consume(cli::consume::ConsumeArgs),
+    /// Print a range of one partition's records, by offset or by named
+    /// index value, waiting up to --wait for its end (exit 3 if it did not come).
+    Query(cli::query::QueryArgs),
     /// Consumer groups' committed positions.
     Group {
         #[command(flatten)]
@@ -146,6 +149,11 @@ fn main() -> ExitCode {
         Cmd::Produce(args) => ("produce", cli::produce::produce(&args)),
         Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
         Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
+        Cmd::Query(args) => match cli::query::query(&args) {
+            Ok(true) => return ExitCode::from(cli::query::EXIT_OPEN),
+            Ok(false) => ("query", Ok(())),
+            Err(e) => ("query", Err(e)),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

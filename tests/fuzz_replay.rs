@@ -212,6 +212,7 @@ fn write_seed_corpus() {
 fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     match target {
         "batch_validate" => batch_seeds(),
+        "batch_values" => values_seeds(),
         "frame_decode" => frame_seeds(),
         "checkpoint_decode" => checkpoint_seeds(),
         "catalog_parse" => catalog_seeds(),
@@ -225,6 +226,26 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "names" => names_seeds(),
         other => panic!("no seeds for fuzz target {other}"),
     }
+}
+
+/// Batches with index headers: valid (equal values kept), one decreasing,
+/// one missing a value, one with a short value.
+fn values_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let build = |rows: &[&[(&[u8], &[u8])]]| {
+        let mut b = BatchBuilder::new(1_700_000_000_000);
+        for headers in rows {
+            let h: Vec<(&[u8], Option<&[u8]>)> = headers.iter().map(|(k, v)| (*k, Some(*v))).collect();
+            b.push(1_700_000_000_000, None, Some(b"v"), &h);
+        }
+        b.finish()
+    };
+    let (one, two, five) = (1i64.to_le_bytes(), 2i64.to_le_bytes(), 5i64.to_le_bytes());
+    vec![
+        ("valid-ts-seq", build(&[&[(b"ts", &one), (b"seq", &one)], &[(b"seq", &two), (b"ts", &one)], &[(b"ts", &five), (b"seq", &five)]])),
+        ("decreasing", build(&[&[(b"ts", &five), (b"seq", &one)], &[(b"ts", &two), (b"seq", &two)]])),
+        ("missing", build(&[&[(b"ts", &one)]])),
+        ("short-value", build(&[&[(b"ts", &one[..3]), (b"seq", &one)]])),
+    ]
 }
 
 fn batch_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -318,6 +339,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         max_ts_ms: entries.last().map_or(-1, |e| e.max_ts_ms),
         entries,
         spans,
+        named: None,
     };
     let empty = Checkpoint { version: checkpoint::VERSION, log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] };
     let one = Checkpoint {
@@ -382,7 +404,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let crc = crc32c::crc32c(&trailing[12..]);
     trailing[8..12].copy_from_slice(&crc.to_le_bytes());
     let mut newer = checkpoint::encode(&one);
-    newer[7] = b'3';
+    newer[7] = b'4';
     vec![
         ("valid-empty", checkpoint::encode(&empty)),
         ("valid-one-partition", checkpoint::encode(&one)),
@@ -403,9 +425,10 @@ fn catalog_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let dir = std::env::temp_dir().join(format!("strom-fuzz-seeds-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let mut cat = Catalog::open_or_create(&dir, 3).unwrap();
-    cat.create_topic("orders.v1", 4, 100, Default::default()).unwrap();
-    cat.create_topic("gone", 2, 100, Default::default()).unwrap();
-    cat.create_topic("A-b_c", 1, 100, Default::default()).unwrap();
+    cat.create_topic("orders.v1", 4, 100, Default::default(), &[]).unwrap();
+    cat.create_topic("gone", 2, 100, Default::default(), &[]).unwrap();
+    cat.create_topic("A-b_c", 1, 100, Default::default(), &[]).unwrap();
+    cat.create_topic("indexed", 1, 100, Default::default(), &["ts".to_string(), "seq".to_string()]).unwrap();
     cat.delete_topic("gone").unwrap();
     let meta = fs::read(dir.join(catalog::META_FILE)).unwrap();
     let topics = fs::read(dir.join(catalog::TOPICS_FILE)).unwrap();
@@ -501,7 +524,10 @@ fn proto_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("valid-metadata-request", request(4, &Request::Metadata { topics: vec!["orders", "audit.v2"] })),
         ("valid-metadata-request-all", request(5, &Request::Metadata { topics: vec![] })),
-        ("valid-create-topic-request", request(6, &Request::CreateTopic { topic: "orders", partitions: 4, retention: None })),
+        (
+            "valid-create-topic-request",
+            request(6, &Request::CreateTopic { topic: "orders", partitions: 4, retention: None, indices: vec![] }),
+        ),
         ("valid-delete-topic-request", request(7, &Request::DeleteTopic { topic: "orders" })),
         ("valid-offset-commit-request", request(8, &Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 })),
         ("valid-offset-fetch-request", request(9, &Request::OffsetFetch { group: "billing", topic: "orders", partition: 3 })),
@@ -536,10 +562,10 @@ fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
     one.push(1_700_000_000_000, Some(b"k"), Some(b"hello"), &[]);
     let batches = one.finish();
     let fetch = request_input(&Request::Fetch { topic: "orders", partition: 3, offset: 42, max_bytes: 1 << 20, max_wait_ms: 500 });
-    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention: None });
+    let create = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention: None, indices: vec![] });
     let commit = request_input(&Request::OffsetCommit { group: "billing", topic: "orders", partition: 3, offset: 43 });
     let retention = Some(strom::catalog::TopicRetention { ms: Some(604_800_000), bytes: None });
-    let create_v2 = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention });
+    let create_v2 = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention, indices: vec![] });
     let metadata = Api::Metadata as u8 - 1;
     vec![
         ("valid-produce", request_input(&Request::Produce { topic: "orders", partition: 3, batches: &batches })),

@@ -22,7 +22,15 @@ fn sim_cfg() -> EngineConfig {
 }
 
 fn spec() -> CoreSpec {
-    CoreSpec { core_id: 0, data_dir: PathBuf::from("/r"), log_count: 1, logs: vec![0], pids: vec![0, 1], needs: Default::default() }
+    CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from("/r"),
+        log_count: 1,
+        logs: vec![0],
+        pids: vec![0, 1],
+        indexed: Default::default(),
+        needs: Default::default(),
+    }
 }
 
 /// Every record of a partition: offset -> value.

@@ -26,7 +26,15 @@ fn cfg() -> EngineConfig {
 }
 
 fn spec() -> CoreSpec {
-    CoreSpec { core_id: 0, data_dir: PathBuf::from("/sim/recycle"), log_count: 1, logs: vec![0], pids: vec![0], needs: Default::default() }
+    CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from("/sim/recycle"),
+        log_count: 1,
+        logs: vec![0],
+        pids: vec![0],
+        indexed: Default::default(),
+        needs: Default::default(),
+    }
 }
 
 fn open(disk: SimDisk, seed: u64) -> Core<SimIo> {

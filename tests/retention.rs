@@ -280,6 +280,7 @@ fn sim_core(disk: SimDisk, seed: u64, pids: u32) -> Result<Core<SimIo>, strom::e
         log_count: 1,
         logs: vec![0],
         pids: (0..pids).collect(),
+        indexed: Default::default(),
         needs: Default::default(),
     };
     Core::open(SimIo::new(disk, seed, SimFaults::default()), cfg, spec).map(|(core, _)| core)
@@ -440,8 +441,8 @@ fn sim_newer_checkpoint_refused() {
         log_start: 0,
         partitions: vec![],
     });
-    newer[7] = b'3';
+    newer[7] = b'4';
     io.write_file_atomic(path, &newer).unwrap();
     let err = sim_core(io.process_exit(), 1, 1).err().expect("a newer checkpoint was accepted").to_string();
-    assert!(err.contains("checkpoint format version 3, newer than this strom reads (1 to 2)") && err.contains("remove the file"), "{err}");
+    assert!(err.contains("checkpoint format version 4, newer than this strom reads (1 to 3)") && err.contains("remove the file"), "{err}");
 }

@@ -378,11 +378,11 @@ fn bad_names_are_refused(addr: SocketAddr, dir: &std::path::Path) {
     let long = "a".repeat(300);
     for name in ["../x", "/etc/x", "a\0b", long.as_str(), ".", ".."] {
         let mut f = Vec::new();
-        proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: name, partitions: 1, retention: None });
+        proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: name, partitions: 1, retention: None, indices: vec![] });
         assert_eq!(error_code(&raw_exchange(addr, &f).1.unwrap()), ErrorCode::InvalidName, "{name:?}");
     }
     let mut f = Vec::new();
-    proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: "ab", partitions: 1, retention: None });
+    proto::encode_request(&mut f, 5, &Request::CreateTopic { topic: "ab", partitions: 1, retention: None, indices: vec![] });
     // Replace the name with bytes that are not UTF-8 (same length).
     let at = f.windows(2).position(|w| w == b"ab").unwrap();
     f[at] = 0xff;

@@ -23,8 +23,15 @@ use strom::read::ReadResult;
 
 fn open() -> (Core<SimIo>, EngineConfig) {
     let cfg = EngineConfig::small_for_tests();
-    let spec =
-        CoreSpec { core_id: 0, data_dir: PathBuf::from("/sim/a"), log_count: 1, logs: vec![0], pids: vec![0], needs: Default::default() };
+    let spec = CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from("/sim/a"),
+        log_count: 1,
+        logs: vec![0],
+        pids: vec![0],
+        indexed: Default::default(),
+        needs: Default::default(),
+    };
     let (core, _) = Core::open(SimIo::new(SimDisk::new(), 11, SimFaults::default()), cfg.clone(), spec).unwrap();
     (core, cfg)
 }

@@ -118,6 +118,7 @@ fn run_seed(seed: u64) -> Model {
         log_count,
         logs: (0..log_count).collect(),
         pids: pids.clone(),
+        indexed: Default::default(),
         needs: Default::default(),
     };
     let mut disk = SimDisk::new();

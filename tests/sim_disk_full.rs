@@ -173,6 +173,7 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
         log_count: 1,
         logs: vec![0],
         pids: (0..PIDS).collect(),
+        indexed: Default::default(),
         needs: Default::default(),
     };
     let disk_bytes_max = (96 << 10) + rng.below(640 << 10);

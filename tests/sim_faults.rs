@@ -212,7 +212,15 @@ fn check_all(core: &mut Core<SimIo>, m: &Model, kind: Kind, seed: u64, t: &mut T
 }
 
 fn spec() -> CoreSpec {
-    CoreSpec { core_id: 0, data_dir: PathBuf::from(DIR), log_count: 1, logs: vec![0], pids: (0..PIDS).collect(), needs: Default::default() }
+    CoreSpec {
+        core_id: 0,
+        data_dir: PathBuf::from(DIR),
+        log_count: 1,
+        logs: vec![0],
+        pids: (0..PIDS).collect(),
+        indexed: Default::default(),
+        needs: Default::default(),
+    }
 }
 
 fn run_seed(seed: u64) -> Tally {

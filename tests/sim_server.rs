@@ -218,7 +218,7 @@ fn run_seed(seed: u64, totals: &mut (u64, u64)) {
     let cfg = config(&mut rng, cores);
     let partitions = 1 + rng.below(4) as u32;
     let dir = harness::test_dir("sim-server");
-    Catalog::open_or_create(&dir, cfg.logs_on_create).unwrap().create_topic(TOPIC, partitions, 1 << 16, Default::default()).unwrap();
+    Catalog::open_or_create(&dir, cfg.logs_on_create).unwrap().create_topic(TOPIC, partitions, 1 << 16, Default::default(), &[]).unwrap();
     let mut disks = vec![SimDisk::new(); cores];
     let checker = Checker::new();
     let (mut clean, mut crashed) = (false, false);

@@ -35,6 +35,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "proto_response_body", check: proto_body::check_response },
     // Records and the log.
     Target { name: "batch_validate", check: strom::wire::batch::fuzz_check },
+    Target { name: "batch_values", check: strom::wire::batch::values::fuzz_check },
     Target { name: "frame_decode", check: strom::log::frame::fuzz_check },
     Target { name: "recovery_scan", check: recovery_scan::check },
     // Files loaded at start-up.

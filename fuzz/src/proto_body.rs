@@ -19,16 +19,16 @@ use strom::proto::{
 const REQUEST_ID: u64 = 0x0102_0304_0506_0708;
 /// Selector bit of a response input whose second byte is an error code.
 const ERROR_BIT: u8 = 0x80;
-/// The apis of this version, numbered 1..=API_COUNT (AlterTopic, DescribeTopic and ServerInfo included).
-const API_COUNT: u8 = 13;
-/// A version no api accepts (CreateTopic takes 1 and 2, the rest 1).
-const UNSUPPORTED_VERSION: u16 = 3;
+/// The apis of this version, numbered 1..=API_COUNT (AlterTopic, DescribeTopic, ServerInfo and Query included).
+const API_COUNT: u8 = 14;
+/// A version no api accepts (CreateTopic takes 1 to 3, the rest 1).
+const UNSUPPORTED_VERSION: u16 = 4;
 
 /// The api a selector byte picks: every api, none unknown (`proto_decode` covers unknown ones).
 pub fn api_of(selector: u8) -> Api {
     // The error bit is masked first, so a selector names the same api in a
     // request and in an error reply (and the seeds keep their apis).
-    Api::from_u16(1 + u16::from((selector & !ERROR_BIT) % API_COUNT)).expect("1..=13 are apis")
+    Api::from_u16(1 + u16::from((selector & !ERROR_BIT) % API_COUNT)).expect("1..=14 are apis")
 }
 
 /// A whole frame (length included) around `body`.

@@ -195,10 +195,11 @@ pub fn reseal_chain(bytes: &mut [u8], start: u64) {
 /// Runs recovery and checks what it promises; `None` when it refused the log.
 fn recover_checked(io: &mut SimIo, dir: &Path, s: &Scenario) -> Option<(u64, u32, Vec<Delivered>)> {
     let mut delivered: Vec<Delivered> = Vec::new();
-    let mut on_batch = |h: &FrameHeader, info: &BatchInfo, seg_start: u64| {
+    let mut on_batch = |h: &FrameHeader, info: &BatchInfo, seg_start: u64, _: Option<&[u8]>| {
         delivered.push((*h, *info, seg_start));
         Ok(())
     };
+    let mut on_batch = recovery::OnBatch { wants_payload: &|_| false, batch: &mut on_batch };
     let (state, _report) = match recovery::recover(io, dir, 0, s.ckpt.as_ref(), &s.limits, &mut on_batch) {
         Ok(done) => done,
         Err(e) => {

@@ -17,7 +17,7 @@ use crate::catalog::{TopicRetention, pid_in, validate_topic_name};
 use crate::error::{IoOp, Result, StromError};
 
 pub(crate) enum Job {
-    CreateTopic { name: String, partitions: u32, retention: TopicRetention, reply: Responder },
+    CreateTopic { name: String, partitions: u32, retention: TopicRetention, indices: Vec<String>, reply: Responder },
     DeleteTopic { name: String, reply: Responder },
     AlterTopic { name: String, ms: Option<Option<u64>>, bytes: Option<Option<u64>>, reply: Responder },
     DescribeTopic { name: String, reply: Responder },
@@ -105,8 +105,8 @@ fn run(broker: &Broker, mut store: OffsetStore, rx: Receiver<Job>) {
 /// True when the offsets changed in memory.
 fn handle(broker: &Broker, store: &mut OffsetStore, job: Job, committed: &mut Vec<Responder>) -> bool {
     match job {
-        Job::CreateTopic { name, partitions, retention, reply } => {
-            reply(broker.create_topic(&name, partitions, retention).map(|()| Answer::TopicCreated).map_err(Into::into))
+        Job::CreateTopic { name, partitions, retention, indices, reply } => {
+            reply(broker.create_topic(&name, partitions, retention, &indices).map(|()| Answer::TopicCreated).map_err(Into::into))
         }
         Job::DeleteTopic { name, reply } => match broker.delete_topic(&name) {
             Ok(_) => {

@@ -49,6 +49,8 @@ pub enum Command<'a> {
         topic: &'a str,
         partitions: u32,
         retention: TopicRetention,
+        /// Named indices, in order (none: a plain topic).
+        indices: Vec<&'a str>,
     },
     /// Changes a topic's own retention; None leaves a setting as it is.
     /// Answered with the topic's settings after ([`Answer::TopicAltered`]).
@@ -84,6 +86,13 @@ pub enum Command<'a> {
     Metrics,
     /// The broker's shape and limits, and its server's largest frame.
     ServerInfo,
+    /// The bounds of a range of a partition's records, its end waited for
+    /// ([`Answer::Queried`]; [`crate::core::query`]).
+    Query {
+        topic: &'a str,
+        partition: u32,
+        spec: crate::core::query::QuerySpec,
+    },
 }
 
 /// The RecordBatch v2 batches of a produce, split by their `batchLength`
@@ -97,13 +106,16 @@ pub struct Batches<'a> {
 }
 
 /// Which offset a ListOffsets asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffsetQuery {
     Earliest,
     /// The end: the offset the next record will get.
     Latest,
     /// The first offset whose record timestamp is at least this (ms since the epoch).
     AtTime(i64),
+    /// The first offset whose value of a named index is at least a value
+    /// (or above it).
+    AtIndex(crate::read::IndexSeek),
 }
 
 /// Bytes of a reply: on the heap, or in one of the asking core's registered
@@ -190,6 +202,7 @@ pub enum Answer {
         limits: Limits,
         frame_bytes_max: usize,
     },
+    Queried(crate::core::query::QueryBounds),
 }
 
 /// What an engine accepts, as a client must know it before sending: the

@@ -113,7 +113,8 @@ impl Dispatcher {
         match cmd {
             Command::Produce { topic, partition, batches } => {
                 if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
-                    self.produce(host, pid, batches, reply)
+                    let names = self.topics().get(topic).map(|t| t.indices.clone()).unwrap_or_else(|| Vec::new().into());
+                    self.produce(host, pid, batches, &names, reply)
                 }
             }
             Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
@@ -127,8 +128,9 @@ impl Dispatcher {
                 }
             }
             Command::Metadata { topics } => reply(self.metadata(&topics)),
-            Command::CreateTopic { topic, partitions, retention } => {
-                self.admin(Job::CreateTopic { name: topic.to_string(), partitions, retention, reply: Box::new(reply) })
+            Command::CreateTopic { topic, partitions, retention, indices } => {
+                let indices = indices.iter().map(|s| s.to_string()).collect();
+                self.admin(Job::CreateTopic { name: topic.to_string(), partitions, retention, indices, reply: Box::new(reply) })
             }
             Command::AlterTopic { topic, ms, bytes } => {
                 self.admin(Job::AlterTopic { name: topic.to_string(), ms, bytes, reply: Box::new(reply) })
@@ -146,6 +148,13 @@ impl Dispatcher {
             Command::Stats { reset } => host.gather_stages(reset, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
             // The same way: every core adds its registry when it next ticks.
             Command::Metrics => host.gather_metrics(Box::new(move |cores| reply(Ok(Answer::Metrics(cores))))),
+            Command::Query { topic, partition, spec } => {
+                if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
+                    let gone = host.asker_gone();
+                    let req = requests::query(pid, spec, gone, move |res| reply(res.map(Answer::Queried).map_err(BrokerError::Failed)));
+                    self.route(host, pid, req);
+                }
+            }
             Command::ServerInfo => reply(Ok(Answer::ServerInfo { limits: self.broker.limits(), frame_bytes_max: host.frame_bytes_max() })),
         }
     }
@@ -170,10 +179,10 @@ impl Dispatcher {
         }
     }
 
-    fn produce(&mut self, host: &mut impl Host, pid: Pid, batches: Batches<'_>, reply: impl Respond) {
-        // Validated (CRC included) here, on the asker's core, and copied
-        // out of the frame once.
-        let valid = match validate(batches, self.broker.batch_bytes_max()) {
+    fn produce(&mut self, host: &mut impl Host, pid: Pid, batches: Batches<'_>, names: &[String], reply: impl Respond) {
+        // Validated (CRC included, and the named index values read) here,
+        // on the asker's core, and copied out of the frame once.
+        let valid = match validate(batches, self.broker.batch_bytes_max(), names) {
             Ok(v) => v,
             Err(e) => return reply(Err(e)),
         };
@@ -228,10 +237,10 @@ impl Dispatcher {
 }
 
 /// A produce's batches, validated in order: the first failure answers.
-fn validate(batches: Batches<'_>, batch_bytes_max: usize) -> std::result::Result<Vec<ValidBatch>, BrokerError> {
+fn validate(batches: Batches<'_>, batch_bytes_max: usize, names: &[String]) -> std::result::Result<Vec<ValidBatch>, BrokerError> {
     let mut valid = Vec::with_capacity(batches.whole.len());
     for b in batches.whole {
-        valid.push(ValidBatch::new(b.to_vec(), batch_bytes_max)?);
+        valid.push(ValidBatch::for_topic(b.to_vec(), batch_bytes_max, names)?);
     }
     if let Some(why) = batches.split_error {
         return Err(BrokerError::InvalidBatch(why));

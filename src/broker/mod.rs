@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::catalog::{Catalog, PartitionDescription, TopicDescription, TopicMeta, TopicRetention, pid_in};
+use crate::catalog::{Catalog, IndexNames, PartitionDescription, TopicDescription, TopicMeta, TopicRetention, pid_in};
 use crate::config::EngineConfig;
 use crate::core::mailbox::CoreRoute;
 use crate::core::{AppendAck, PartitionStat, Reply, ValidBatch};
@@ -97,7 +97,7 @@ impl Broker {
         // One request per core, whatever the number of topics: a mailbox
         // send blocks when full, and a simulated core runs only when its
         // test drives it.
-        let topics: Vec<TopicMeta> = broker.directory.snapshot().values().copied().collect();
+        let topics: Vec<TopicMeta> = broker.directory.snapshot().values().cloned().collect();
         // A core that failed to start refuses the request: nothing to tell.
         let _ = broker.send_retention(&topics);
         broker
@@ -138,8 +138,10 @@ impl Broker {
     /// Validates one batch on the caller's thread and appends it; a full
     /// mailbox blocks the caller (the push back).
     pub(crate) fn append(&self, topic: &str, partition: u32, batch: Vec<u8>, reply: Reply<AppendAck>) -> Result<()> {
-        let pid = self.pid(topic, partition)?;
-        let batch = ValidBatch::new(batch, self.limits.batch_bytes_max)?;
+        let topics = self.directory.snapshot();
+        let pid = pid_in(&topics, topic, partition)?;
+        let names = topics.get(topic).map(|t| t.indices.clone()).unwrap_or_else(|| Vec::new().into());
+        let batch = ValidBatch::for_topic(batch, self.limits.batch_bytes_max, &names)?;
         self.submit(pid, requests::append(pid, batch, reply))
     }
 
@@ -153,6 +155,17 @@ impl Broker {
     pub(crate) fn offset(&self, topic: &str, partition: u32, query: OffsetQuery, reply: Reply<Option<u64>>) -> Result<()> {
         let pid = self.pid(topic, partition)?;
         self.submit(pid, requests::offset(pid, query, reply))
+    }
+
+    pub(crate) fn query(
+        &self,
+        topic: &str,
+        partition: u32,
+        spec: crate::core::query::QuerySpec,
+        reply: Reply<crate::core::query::QueryBounds>,
+    ) -> Result<()> {
+        let pid = self.pid(topic, partition)?;
+        self.submit(pid, requests::query(pid, spec, None, reply))
     }
 
     pub(crate) fn partition_stat(&self, topic: &str, partition: u32, reply: Reply<PartitionStat>) -> Result<()> {
@@ -177,11 +190,12 @@ impl Broker {
 
     /// Creates a topic with `partitions` partitions, durably. Must not be
     /// called on a core thread (it waits for every core).
-    pub(crate) fn create_topic(&self, name: &str, partitions: u32, retention: TopicRetention) -> Result<()> {
+    pub(crate) fn create_topic(&self, name: &str, partitions: u32, retention: TopicRetention, indices: &[String]) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
-        let t = cat.create_topic(name, partitions, self.limits.partitions_per_topic_max, retention)?;
+        let t = cat.create_topic(name, partitions, self.limits.partitions_per_topic_max, retention, indices)?;
         // The cores know the partitions before any request can name them.
-        let res = self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, Some(t.retention.effective(self.default_retention)));
+        let add = (t.retention.effective(self.default_retention), t.indices.clone());
+        let res = self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, Some(add));
         self.directory.publish(cat.topics());
         res
     }
@@ -192,7 +206,7 @@ impl Broker {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.alter_topic(name, ms, bytes)?;
         self.directory.publish(cat.topics());
-        self.send_retention(&[t])?;
+        self.send_retention(std::slice::from_ref(&t))?;
         Ok(t)
     }
 
@@ -220,10 +234,11 @@ impl Broker {
     /// A topic's settings and each partition's offsets and bytes, asked of
     /// their cores. Blocks: not for a core thread.
     pub(crate) fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
-        let t = *self
+        let t = self
             .directory
             .snapshot()
             .get(name)
+            .cloned()
             .ok_or_else(|| crate::error::StromError::UnknownTopic(name.escape_debug().take(300).collect()))?;
         let mut partitions = Vec::with_capacity(t.partitions as usize);
         for i in 0..t.partitions {
@@ -235,7 +250,7 @@ impl Broker {
             partitions.push(PartitionDescription { start_offset: s.start_offset, end_offset: s.end_offset, bytes: s.bytes, core });
         }
         let effective = t.retention.effective(self.default_retention);
-        Ok(TopicDescription { name: name.to_string(), retention: t.retention, effective, partitions, indices: Vec::new() })
+        Ok(TopicDescription { name: name.to_string(), retention: t.retention, effective, partitions, indices: t.indices.to_vec() })
     }
 
     /// The limits partitions of a topic with these settings run with.
@@ -256,16 +271,16 @@ impl Broker {
     }
 
     /// Adds the partitions (with this retention) to their cores, or removes them (None).
-    fn broadcast_pids(&self, pids: std::ops::Range<Pid>, add: Option<Retention>) -> Result<()> {
+    fn broadcast_pids(&self, pids: std::ops::Range<Pid>, add: Option<(Retention, IndexNames)>) -> Result<()> {
         let mut waits = Vec::new();
         for (core, route) in self.routes.iter().enumerate() {
             let mine: Vec<Pid> = pids.clone().filter(|&p| self.router.core_of(p) == core).collect();
             if mine.is_empty() {
                 continue;
             }
-            if let Some(retention) = add {
+            if let Some((retention, indices)) = &add {
                 let (reply, wait) = pending();
-                route.send(requests::add_partitions(mine, retention, reply))?;
+                route.send(requests::add_partitions(mine, *retention, indices.clone(), reply))?;
                 waits.push(wait);
             } else {
                 route.send(requests::remove_partitions(mine))?;

@@ -97,7 +97,18 @@ pub(crate) fn offset(pid: Pid, query: OffsetQuery, reply: impl FnOnce(Result<Opt
         OffsetQuery::Earliest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.start_offset))))),
         OffsetQuery::Latest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.end_offset))))),
         OffsetQuery::AtTime(ts_ms) => Request::OffsetForTime { pid, ts_ms, reply: Box::new(reply) },
+        OffsetQuery::AtIndex(seek) => Request::OffsetForIndex { pid, seek, reply: Box::new(reply) },
     }
+}
+
+/// The bounds of a range of `pid`'s records; `gone` says the asker left.
+pub(crate) fn query(
+    pid: Pid,
+    spec: crate::core::query::QuerySpec,
+    gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    reply: impl FnOnce(Result<crate::core::query::QueryBounds>) + Send + 'static,
+) -> Request {
+    Request::Query { pid, spec, gone, reply: Box::new(reply) }
 }
 
 /// A partition's earliest and end offsets and newest timestamp.
@@ -111,8 +122,8 @@ pub(crate) fn core_metrics(reply: Reply<Metrics>) -> Request {
 }
 
 /// A new topic's partitions, to the core that owns them.
-pub(crate) fn add_partitions(pids: Vec<Pid>, retention: Retention, reply: Reply<()>) -> Request {
-    Request::AddPartitions { pids, retention, reply }
+pub(crate) fn add_partitions(pids: Vec<Pid>, retention: Retention, indices: crate::catalog::IndexNames, reply: Reply<()>) -> Request {
+    Request::AddPartitions { pids, retention, indices, reply }
 }
 
 pub(crate) fn set_retention(limits: Vec<(Pid, Retention)>) -> Request {

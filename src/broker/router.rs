@@ -67,7 +67,7 @@ mod tests {
         assert_eq!((r.log_of(10), r.core_of(10)), (4, 0));
         assert_eq!(r.logs_of(0), vec![0, 4]);
         assert_eq!(r.logs_of(3), vec![3]);
-        let t = TopicMeta { first_pid: 4, partitions: 3, retention: Default::default() };
+        let t = TopicMeta { first_pid: 4, partitions: 3, retention: Default::default(), indices: Vec::new().into() };
         assert_eq!(r.partition_cores(&t), vec![0, 1, 0]);
     }
 }

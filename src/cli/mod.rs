@@ -10,6 +10,7 @@ pub mod format;
 pub mod group;
 pub mod partitioner;
 pub mod produce;
+pub mod query;
 pub mod start;
 pub mod topic;
 

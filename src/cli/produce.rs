@@ -10,6 +10,7 @@ use clap::Args;
 use clap::builder::RangedU64ValueParser;
 use strom::client::{Client, OwnedResponse};
 use strom::proto::{self, Request};
+use strom::wire::batch::values::INDICES_MAX;
 use strom::wire::batch::{BATCH_HEADER_BYTES, BatchBuilder};
 
 use super::partitioner::Partitioner;
@@ -56,6 +57,10 @@ pub struct ProduceArgs {
     /// Every record's timestamp, in ms since the epoch (default: when its batch is built).
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(i64).range(0..))]
     timestamp: Option<i64>,
+    /// Each line is `V1,V2,...<TAB>VALUE`: the topic's named index values,
+    /// in declared order, then the record's value (see `strom topic create --index`).
+    #[arg(long)]
+    indexed: bool,
     /// Print `acked PARTITION BASE_OFFSET COUNT` for each acknowledged batch.
     #[arg(long)]
     report_acks: bool,
@@ -134,6 +139,27 @@ struct RecordShape {
     timestamp_ms: Option<i64>,
     /// Bytes a record adds to its line, headers included, at most.
     overhead_bytes: usize,
+    /// With `--indexed`: the topic's index names, in declared order.
+    index_names: Vec<Vec<u8>>,
+}
+
+/// An `--indexed` line's index values and the rest of the line, or why it
+/// cannot be read.
+fn split_indexed(line: &[u8], k: usize) -> Result<([i64; INDICES_MAX], &[u8]), String> {
+    let tab = line.iter().position(|&b| b == b'\t').ok_or("no TAB between the index values and the value")?;
+    let text = std::str::from_utf8(&line[..tab]).map_err(|_| "the index values are not UTF-8 text".to_string())?;
+    let mut values = [0i64; INDICES_MAX];
+    let fields: Vec<&str> = text.split(',').collect();
+    if fields.len() != k {
+        return Err(format!("{} index values, the topic has {k}", fields.len()));
+    }
+    for (i, f) in fields.iter().enumerate() {
+        values[i] = f
+            .trim()
+            .parse()
+            .map_err(|_| format!("index value {:?} is not a 64-bit integer", f.escape_debug().take(40).collect::<String>()))?;
+    }
+    Ok((values, &line[tab + 1..]))
 }
 
 impl RecordShape {
@@ -163,11 +189,16 @@ struct LineQueue {
     pending: VecDeque<Vec<u8>>,
     pending_bytes: usize,
     ended: bool,
+    /// The number (from 1) of the next line to become a record.
+    next_line: u64,
+    /// With `--indexed`: per partition, the last values sent (so a line
+    /// that goes backwards is named before anything is sent).
+    last_values: BTreeMap<u32, [i64; INDICES_MAX]>,
 }
 
 impl LineQueue {
     fn new(rx: Receiver<Input>) -> LineQueue {
-        LineQueue { rx, pending: VecDeque::new(), pending_bytes: 0, ended: false }
+        LineQueue { rx, pending: VecDeque::new(), pending_bytes: 0, ended: false, next_line: 1, last_values: BTreeMap::new() }
     }
 
     /// Moves the lines the reader has queued into `pending` until it holds
@@ -200,27 +231,62 @@ impl LineQueue {
     /// they stay within `batch_bytes` together (a longer line goes alone),
     /// each with its partition and record count. Records of one partition
     /// keep stdin's order.
-    fn next_batches(&mut self, shape: &RecordShape, route: &mut Route, batch_bytes: usize) -> Vec<(u32, Vec<u8>, u64)> {
+    fn next_batches(&mut self, shape: &RecordShape, route: &mut Route, batch_bytes: usize) -> Result<Vec<Batch>, String> {
         let timestamp_ms = shape.timestamp_ms.unwrap_or_else(now_ms);
         let headers: Vec<(&[u8], Option<&[u8]>)> = shape.headers.iter().map(|(k, v)| (&k[..], Some(&v[..]))).collect();
-        let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
+        let mut builders: BTreeMap<u32, (BatchBuilder, u64)> = BTreeMap::new();
         let mut encoded_bytes = 0;
+        let k = shape.index_names.len();
         while let Some(line) = self.pending.front() {
-            let (key, value) = shape.split(line);
+            let line_no = self.next_line;
+            let (values, rest) =
+                if k > 0 { split_indexed(line, k).map_err(|e| format!("line {line_no}: {e}"))? } else { ([0; INDICES_MAX], &line[..]) };
+            let (key, value) = shape.split(rest);
             let partition = route.partition(key);
+            if k > 0
+                && let Some(last) = self.last_values.get(&partition)
+                && let Some(i) = (0..k).find(|&i| values[i] < last[i])
+            {
+                let name = String::from_utf8_lossy(&shape.index_names[i]);
+                return Err(format!(
+                    "line {line_no}: index {name} value {} is below the previous line's {} (partition {partition})",
+                    values[i], last[i]
+                ));
+            }
             let line_bytes = shape.record_bytes(line);
             let opens = if builders.contains_key(&partition) { 0 } else { BATCH_HEADER_BYTES };
             if !builders.is_empty() && encoded_bytes + opens + line_bytes > batch_bytes {
                 break;
             }
-            builders.entry(partition).or_insert_with(|| BatchBuilder::new(timestamp_ms)).push(timestamp_ms, key, Some(value), &headers);
+            let value_bytes: Vec<[u8; 8]> = values[..k].iter().map(|v| v.to_le_bytes()).collect();
+            let mut record_headers = headers.clone();
+            record_headers.extend(shape.index_names.iter().zip(&value_bytes).map(|(n, v)| (&n[..], Some(&v[..]))));
+            let (b, _) = builders.entry(partition).or_insert_with(|| (BatchBuilder::new(timestamp_ms), line_no));
+            b.push(timestamp_ms, key, Some(value), &record_headers);
+            if k > 0 {
+                self.last_values.insert(partition, values);
+            }
             encoded_bytes += opens + line_bytes;
             self.pending_bytes -= line_bytes;
             self.pending.pop_front();
+            self.next_line += 1;
         }
         route.next_batch();
-        builders.into_iter().map(|(p, b)| (p, b.len() as u64, b)).map(|(p, n, b)| (p, b.finish(), n)).collect()
+        Ok(builders
+            .into_iter()
+            .map(|(partition, (b, first_line))| Batch { partition, count: b.len() as u64, first_line, bytes: b.finish() })
+            .collect())
     }
+}
+
+/// A batch to send: its partition, records, the line its first record
+/// came from, and its bytes.
+#[derive(Debug)]
+struct Batch {
+    partition: u32,
+    count: u64,
+    first_line: u64,
+    bytes: Vec<u8>,
 }
 
 /// Where records go: one fixed partition, or the partitioner's pick.
@@ -255,13 +321,24 @@ pub fn produce(args: &ProduceArgs) -> Result<(), String> {
         return Err("--key-delimiter is empty; give the text that separates key from value, such as ':'".into());
     }
     let headers: Vec<(Vec<u8>, Vec<u8>)> = args.headers.iter().map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())).collect();
+    let mut client = super::connect(&args.conn)?;
+    let index_names: Vec<Vec<u8>> = if args.indexed {
+        let d = client.describe_topic(&args.topic).map_err(|e| e.to_string())?;
+        if d.indices.is_empty() {
+            return Err(format!("topic {:?} has no named indices; --indexed needs a topic created with --index", args.topic));
+        }
+        d.indices.into_iter().map(String::into_bytes).collect()
+    } else {
+        Vec::new()
+    };
+    let index_headers: Vec<(Vec<u8>, Vec<u8>)> = index_names.iter().map(|n| (n.clone(), vec![0; 8])).collect();
     let shape = RecordShape {
         key_delimiter: args.key_delimiter.clone().map(String::into_bytes),
-        overhead_bytes: RECORD_OVERHEAD_BYTES_MAX + headers_bytes_max(&headers),
+        overhead_bytes: RECORD_OVERHEAD_BYTES_MAX + headers_bytes_max(&headers) + headers_bytes_max(&index_headers),
         headers,
         timestamp_ms: args.timestamp,
+        index_names,
     };
-    let client = super::connect(&args.conn)?;
     let (mut client, mut route) = match args.partition {
         // Straight to the partition's core: no forwarding between cores.
         Some(p) => (client.for_partition(&args.topic, p).map_err(|e| e.to_string())?, Route::Fixed(p)),
@@ -286,19 +363,19 @@ pub fn produce(args: &ProduceArgs) -> Result<(), String> {
 /// stdin ends and every batch is acknowledged.
 fn send_all(args: &ProduceArgs, shape: &RecordShape, route: &mut Route, client: &mut Client, mut queue: LineQueue) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
-    // (request id, partition, records) of each batch sent and not yet acknowledged.
-    let mut inflight: Vec<(u64, u32, u64)> = Vec::with_capacity(args.inflight);
-    let mut ready: VecDeque<(u32, Vec<u8>, u64)> = VecDeque::new();
+    // (request id, partition, records, first line) of each batch sent and not yet acknowledged.
+    let mut inflight: Vec<(u64, u32, u64, u64)> = Vec::with_capacity(args.inflight);
+    let mut ready: VecDeque<Batch> = VecDeque::new();
     loop {
         while inflight.len() < args.inflight {
             if ready.is_empty() {
                 queue.refill(shape, args.batch_bytes, inflight.is_empty())?;
-                ready.extend(queue.next_batches(shape, route, args.batch_bytes));
+                ready.extend(queue.next_batches(shape, route, args.batch_bytes)?);
             }
-            let Some((partition, batch, count)) = ready.pop_front() else { break };
-            let req = Request::Produce { topic: &args.topic, partition, batches: &batch };
+            let Some(Batch { partition, count, first_line, bytes }) = ready.pop_front() else { break };
+            let req = Request::Produce { topic: &args.topic, partition, batches: &bytes };
             let request_id = client.send(&req).map_err(|e| format!("sending a batch to partition {partition} failed: {e}"))?;
-            inflight.push((request_id, partition, count));
+            inflight.push((request_id, partition, count, first_line));
         }
         if inflight.is_empty() {
             // Nothing left to send (stdin ended) and nothing left unacknowledged.
@@ -306,11 +383,14 @@ fn send_all(args: &ProduceArgs, shape: &RecordShape, route: &mut Route, client: 
         }
         let reply = client.recv().map_err(|e| format!("waiting for acknowledgements failed: {e}"))?;
         let at = inflight.iter().position(|&(id, ..)| id == reply.request_id).ok_or("the server answered a batch that was not sent")?;
-        let (_, partition, count) = inflight.remove(at);
+        let (_, partition, count, first_line) = inflight.remove(at);
         let ack = match reply.result {
             Ok(OwnedResponse::Produce(ack)) => ack,
             Ok(other) => return Err(format!("the server answered a produce with a {:?} reply", other.api())),
-            Err(e) => return Err(format!("a batch of {count} records to partition {partition} was refused: {e}")),
+            Err(e) => {
+                let lines = format!("lines {first_line}-{}", first_line + count - 1);
+                return Err(format!("a batch of {count} records ({lines}) to partition {partition} was refused: {e}"));
+            }
         };
         if ack.record_count() != count {
             return Err(format!("the server acknowledged {} records for a batch of {count}", ack.record_count()));

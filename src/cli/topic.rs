@@ -31,6 +31,11 @@ pub enum TopicCmd {
         /// Keep at most this many bytes per partition, its newest (bytes, or 512MiB, 10GiB; -1: no limit).
         #[arg(long, value_parser = parse_bytes_setting, allow_hyphen_values = true)]
         retention_bytes: Option<Setting>,
+        /// A named index every record carries (repeatable, at most 8, in
+        /// order): a header NAME with an 8-byte little-endian i64, never
+        /// decreasing within a partition.
+        #[arg(long = "index", value_name = "NAME")]
+        indices: Vec<String>,
     },
     /// Change a topic's retention (`default` returns a setting to the server's).
     Alter {
@@ -86,11 +91,16 @@ pub fn run(cmd: TopicCmd, connect: impl FnOnce() -> Result<Client, String>) -> R
     }
     let mut client = connect()?;
     let text = match cmd {
-        TopicCmd::Create { name, partitions, retention_ms: None, retention_bytes: None } => {
+        TopicCmd::Create { name, partitions, retention_ms, retention_bytes, indices } if !indices.is_empty() => {
+            let retention = TopicRetention { ms: retention_ms.and_then(|s| s.0), bytes: retention_bytes.and_then(|s| s.0) };
+            client.create_topic_indexed(&name, partitions, retention, &indices).map_err(|e| e.to_string())?;
+            format!("created topic {name:?} with {}, indices {}\n", count(partitions, "partition"), indices.join(", "))
+        }
+        TopicCmd::Create { name, partitions, retention_ms: None, retention_bytes: None, .. } => {
             client.create_topic(&name, partitions).map_err(|e| e.to_string())?;
             format!("created topic {name:?} with {}\n", count(partitions, "partition"))
         }
-        TopicCmd::Create { name, partitions, retention_ms, retention_bytes } => {
+        TopicCmd::Create { name, partitions, retention_ms, retention_bytes, .. } => {
             let retention = TopicRetention { ms: retention_ms.and_then(|s| s.0), bytes: retention_bytes.and_then(|s| s.0) };
             client.create_topic_with(&name, partitions, retention).map_err(|e| e.to_string())?;
             format!("created topic {name:?} with {}, retention {}\n", count(partitions, "partition"), retention_text(&retention))

@@ -33,6 +33,7 @@ pub use fetch::{FetchedRecord, FetchedRecords, RecordsAt};
 
 mod error;
 mod fetch;
+mod query;
 
 /// The default largest reply frame: 64 MiB holds any Fetch a server with
 /// default limits sends, with room for servers configured larger.
@@ -136,6 +137,8 @@ pub enum OwnedResponse {
     /// Per core, its metrics as (name, value).
     Metrics(Vec<Vec<(String, u64)>>),
     ServerInfo(ServerInfo),
+    /// The bounds of a queried range.
+    Query(crate::core::query::QueryBounds),
 }
 
 impl OwnedResponse {
@@ -154,6 +157,7 @@ impl OwnedResponse {
             OwnedResponse::Stats(_) => Api::Stats,
             OwnedResponse::Metrics(_) => Api::Metrics,
             OwnedResponse::ServerInfo(_) => Api::ServerInfo,
+            OwnedResponse::Query(_) => Api::Query,
         }
     }
 }
@@ -440,7 +444,7 @@ impl Client {
     }
 
     pub fn create_topic(&mut self, name: &str, partitions: u32) -> Result<(), ClientError> {
-        match self.call(&Request::CreateTopic { topic: name, partitions, retention: None })? {
+        match self.call(&Request::CreateTopic { topic: name, partitions, retention: None, indices: vec![] })? {
             OwnedResponse::CreateTopic => Ok(()),
             other => Err(unexpected(Api::CreateTopic, &other)),
         }
@@ -572,7 +576,8 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
         | Request::CreateTopic { topic, .. }
         | Request::DeleteTopic { topic }
         | Request::AlterTopic { topic, .. }
-        | Request::DescribeTopic { topic } => check_name(topic),
+        | Request::DescribeTopic { topic }
+        | Request::Query { topic, .. } => check_name(topic),
         Request::Metadata { topics } => topics.iter().try_for_each(|t| check_name(t)),
         Request::OffsetCommit { group, topic, .. } | Request::OffsetFetch { group, topic, .. } => {
             check_name(group)?;
@@ -594,6 +599,7 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
             Ok(OwnedResponse::Fetch(FetchResult { high_watermark, start_offset, next_offset, batches: batches.to_vec() }))
         }
         Response::ListOffsets { offset } => Ok(OwnedResponse::ListOffsets(offset)),
+        Response::Query(bounds) => Ok(OwnedResponse::Query(bounds)),
         Response::Metadata { core_addrs, topics } => Ok(OwnedResponse::Metadata(Metadata { core_addrs, topics })),
         Response::CreateTopic => Ok(OwnedResponse::CreateTopic),
         Response::DeleteTopic => Ok(OwnedResponse::DeleteTopic),

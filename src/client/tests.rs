@@ -159,7 +159,7 @@ fn pipelined_replies_are_matched_by_id() {
     ];
     let (addr, server) = fake_server(3, replies);
     let mut c = Client::connect(addr).unwrap();
-    let first = c.send(&Request::CreateTopic { topic: "t", partitions: 1, retention: None }).unwrap();
+    let first = c.send(&Request::CreateTopic { topic: "t", partitions: 1, retention: None, indices: vec![] }).unwrap();
     let second = c.send(&Request::ListOffsets { topic: "t", partition: 0, spec: OffsetSpec::Earliest }).unwrap();
     assert_eq!(c.fetch_offset("g", "t", 0).unwrap(), Some(7));
     assert_eq!(c.inflight(), 2);
@@ -210,7 +210,7 @@ fn client_limits_refuse_before_sending() {
     let big = vec![0u8; 200];
     assert!(matches!(c.produce("t", 0, &big), Err(ClientError::InvalidArgument(_))));
     assert!(matches!(c.produce_values("t", 0, &[]), Err(ClientError::InvalidArgument(_))));
-    let id = c.send(&Request::CreateTopic { topic: "t", partitions: 1, retention: None }).unwrap();
+    let id = c.send(&Request::CreateTopic { topic: "t", partitions: 1, retention: None, indices: vec![] }).unwrap();
     assert!(matches!(c.send(&Request::DeleteTopic { topic: "t" }), Err(ClientError::InvalidArgument(_))));
     assert_eq!(c.recv().unwrap().request_id, id);
     assert_eq!(server.join().unwrap(), vec![1]);

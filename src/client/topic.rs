@@ -8,7 +8,23 @@ impl Client {
     /// Creates a topic with its own retention (sent as CreateTopic
     /// version 2; a None setting follows the server's default).
     pub fn create_topic_with(&mut self, name: &str, partitions: u32, retention: TopicRetention) -> Result<(), ClientError> {
-        match self.call(&Request::CreateTopic { topic: name, partitions, retention: Some(retention) })? {
+        match self.call(&Request::CreateTopic { topic: name, partitions, retention: Some(retention), indices: vec![] })? {
+            OwnedResponse::CreateTopic => Ok(()),
+            other => Err(unexpected(Api::CreateTopic, &other)),
+        }
+    }
+
+    /// Creates a topic with named indices (CreateTopic version 3), in the
+    /// order given; every record then carries one value per index.
+    pub fn create_topic_indexed(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        retention: TopicRetention,
+        indices: &[String],
+    ) -> Result<(), ClientError> {
+        let indices: Vec<&str> = indices.iter().map(String::as_str).collect();
+        match self.call(&Request::CreateTopic { topic: name, partitions, retention: Some(retention), indices })? {
             OwnedResponse::CreateTopic => Ok(()),
             other => Err(unexpected(Api::CreateTopic, &other)),
         }

@@ -101,7 +101,7 @@ impl<I: Io> Core<I> {
             if let Some(p) = self.partitions.get_mut(&ack.pid) {
                 p.make_visible(ack.end_offset, ack.max_ts_ms);
             }
-            if self.reads.parked_on(ack.pid) {
+            if self.reads.parked_on(ack.pid) || self.queries.waits_on(ack.pid) {
                 grown.push(ack.pid);
             }
             let AppendWait { reply, mut trace, pos } = ack.reply;
@@ -115,6 +115,9 @@ impl<I: Io> Core<I> {
         for pid in grown {
             let (reads, mut cx) = self.read_cx();
             reads.unpark(&mut cx, pid);
+            if self.queries.waits_on(pid) {
+                self.wake_queries(pid);
+            }
         }
         for (ack, err) in self.refused.drain(..) {
             self.metrics.appends_refused += 1;

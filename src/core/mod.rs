@@ -18,6 +18,7 @@ pub mod audit;
 pub mod mailbox;
 mod open;
 mod plan;
+pub mod query;
 pub mod task;
 pub mod tick;
 
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 
 use crate::buf::AlignedBuf;
 use crate::buf::lent::LentTable;
+use crate::catalog::IndexNames;
 use crate::config::EngineConfig;
 use crate::error::{Result, StromError};
 use crate::io::{Completion, Io};
@@ -34,6 +36,7 @@ use crate::metrics::{CoreMetrics, Metrics};
 use crate::partition::{ObservedBatch, Partition, Pid, Retention};
 use crate::read::{Fetch, ReadCx, ReadPath, ReadResult, ReadSink};
 use crate::stats::StageTrace;
+use crate::wire::batch::values::{BatchValues, ValueFault, batch_values};
 use crate::wire::batch::{self, BatchInfo};
 
 pub use acks::AppendWait;
@@ -73,12 +76,26 @@ pub struct ValidBatch {
     /// for a write buffer: the start of its `append` stage; 0 until then
     /// (not an Option: a Request must stay small enough to move cheaply).
     arrived_ns: u64,
+    /// For a topic with named indices: the batch's values, or why they
+    /// were refused (the core, which assigns offsets, names the offset).
+    /// Boxed: most batches have none, and a Request must stay small.
+    values: Option<Box<std::result::Result<BatchValues, ValueFault>>>,
 }
 
 impl ValidBatch {
     pub fn new(bytes: Vec<u8>, batch_bytes_max: usize) -> Result<ValidBatch> {
         let info = batch::validate(&bytes, batch_bytes_max)?;
-        Ok(ValidBatch { bytes, info, arrived_ns: 0 })
+        Ok(ValidBatch { bytes, info, arrived_ns: 0, values: None })
+    }
+
+    /// Validates a batch for a topic with the named indices `names` (none:
+    /// as [`ValidBatch::new`]) and reads its values, on the caller's thread.
+    pub fn for_topic(bytes: Vec<u8>, batch_bytes_max: usize, names: &[String]) -> Result<ValidBatch> {
+        let mut b = ValidBatch::new(bytes, batch_bytes_max)?;
+        if !names.is_empty() {
+            b.values = Some(Box::new(batch_values(&b.bytes, names)));
+        }
+        Ok(b)
     }
     pub fn info(&self) -> &BatchInfo {
         &self.info
@@ -107,6 +124,21 @@ pub enum Request {
         ts_ms: i64,
         reply: Reply<Option<u64>>,
     },
+    /// The first offset whose value of a named index reaches a value
+    /// (None: no durable record does yet).
+    OffsetForIndex {
+        pid: Pid,
+        seek: crate::read::IndexSeek,
+        reply: Reply<Option<u64>>,
+    },
+    /// The bounds of a range of records, waiting for its end ([`query`]).
+    /// `gone` is set when the asker went away (its connection closed).
+    Query {
+        pid: Pid,
+        spec: query::QuerySpec,
+        gone: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+        reply: Reply<query::QueryBounds>,
+    },
     Stat {
         pid: Pid,
         reply: Reply<PartitionStat>,
@@ -120,6 +152,8 @@ pub enum Request {
     AddPartitions {
         pids: Vec<Pid>,
         retention: Retention,
+        /// The topic's named indices (empty: none).
+        indices: IndexNames,
         reply: Reply<()>,
     },
     /// Partitions' effective retention: at start-up, and when a topic's changed.
@@ -151,8 +185,9 @@ impl Request {
             Request::Read { mut sink, .. } => {
                 sink.deliver(Err(e));
             }
-            Request::OffsetForTime { reply, .. } => reply(Err(e)),
+            Request::OffsetForTime { reply, .. } | Request::OffsetForIndex { reply, .. } => reply(Err(e)),
             Request::Stat { reply, .. } => reply(Err(e)),
+            Request::Query { reply, .. } => reply(Err(e)),
             Request::Metrics { reply } => reply(Err(e)),
             Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
             Request::RemovePartitions { .. } | Request::SetRetention { .. } => {}
@@ -174,6 +209,8 @@ pub struct CoreSpec {
     /// ([`Request::SetRetention`], queued before any other request): keeping
     /// data a moment longer is the safe side.
     pub pids: Vec<Pid>,
+    /// The named indices of those partitions whose topic declared some.
+    pub indexed: HashMap<Pid, IndexNames>,
     /// What the task that will run beside the core needs (a server's).
     pub needs: task::TaskNeeds,
 }
@@ -189,6 +226,8 @@ pub struct Core<I: Io> {
     clock_offset_ns: u64,
     partitions: HashMap<Pid, Partition>,
     reads: ReadPath,
+    /// Range queries in progress ([`query`]).
+    queries: query::Queries,
     retired: Vec<PendingAck<AppendWait>>,
     refused: Vec<(PendingAck<AppendWait>, StromError)>,
     /// A request that could not be taken this tick (no write buffer).
@@ -295,7 +334,7 @@ impl<I: Io> Core<I> {
     }
 
     fn handle_now(&mut self, req: Request) {
-        if matches!(req, Request::Read { .. } | Request::OffsetForTime { .. }) && self.reads.full() {
+        if matches!(req, Request::Read { .. } | Request::OffsetForTime { .. } | Request::OffsetForIndex { .. }) && self.reads.full() {
             // Every read slot is busy: hold this one (and, behind it, the
             // mailbox) until a read finishes, instead of growing.
             self.metrics.deferred += 1;
@@ -313,6 +352,11 @@ impl<I: Io> Core<I> {
                 let (reads, mut cx) = self.read_cx();
                 reads.offset_for_time(&mut cx, pid, ts_ms, reply);
             }
+            Request::OffsetForIndex { pid, seek, reply } => {
+                let (reads, mut cx) = self.read_cx();
+                reads.offset_for_index(&mut cx, pid, seek, reply);
+            }
+            Request::Query { pid, spec, gone, reply } => self.start_query(pid, spec, gone, reply),
             Request::Stat { pid, reply } => reply(match self.partitions.get(&pid) {
                 Some(p) => Ok(PartitionStat {
                     start_offset: p.start_offset,
@@ -323,11 +367,15 @@ impl<I: Io> Core<I> {
                 None => Err(StromError::UnknownPartition { topic: String::new(), partition: pid }),
             }),
             Request::Metrics { reply } => reply(Ok(self.metrics())),
-            Request::AddPartitions { pids, retention, reply } => {
+            Request::AddPartitions { pids, retention, indices, reply } => {
                 for pid in pids {
                     let log = crate::partition::log_of(pid, self.spec.log_count);
                     if self.journals.contains_key(&log) {
-                        self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log)).retention = retention;
+                        let p = self.partitions.entry(pid).or_insert_with(|| Partition::new(pid, log));
+                        p.retention = retention;
+                        if !indices.is_empty() && p.named.is_none() {
+                            p.named = Some(crate::partition::NamedIndex::new(indices.clone()));
+                        }
                     }
                 }
                 self.share_runs();
@@ -380,8 +428,15 @@ impl<I: Io> Core<I> {
         let Some(p) = self.partitions.get_mut(&pid) else {
             return reply(Err(StromError::UnknownPartition { topic: String::new(), partition: pid }));
         };
-        let journal = self.journals.get_mut(&p.log).expect("partition's log is on its core");
         let base = p.next_offset;
+        let values = match index_values(p, &batch, base) {
+            Ok(v) => v,
+            Err(e) => {
+                self.metrics.appends_refused += 1;
+                return reply(Err(e));
+            }
+        };
+        let journal = self.journals.get_mut(&p.log).expect("partition's log is on its core");
         let bytes = &batch.bytes;
         let staged = journal.stage(&mut self.io, pid, bytes.len(), |dst| {
             dst.copy_from_slice(bytes);
@@ -394,6 +449,9 @@ impl<I: Io> Core<I> {
                 let frame_bytes = (crate::log::frame::HEADER_BYTES + bytes.len()) as u64;
                 let seen = ObservedBatch { base, records, max_ts_ms: batch.info.max_timestamp_ms, pos, frame_bytes };
                 let max_ts_ms = p.observe_batch(seen, seg_start, self.cfg.index_interval_bytes);
+                if let (Some(n), Some(v)) = (&mut p.named, values) {
+                    n.observe(base, base + records, frame_bytes, &v);
+                }
                 let staged_ns = self.io.now_ns() + self.clock_offset_ns;
                 let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };
                 let wait = AppendWait { reply, trace, pos };
@@ -410,7 +468,45 @@ impl<I: Io> Core<I> {
             }
         }
     }
+}
 
+/// A batch's named index values for partition `p`, whose next offset is
+/// `base`: None for a partition without named indices; an error naming the
+/// index and the offset for a batch that lacks a value, carries a bad one,
+/// or goes below the partition's last values (nothing of it is stored).
+fn index_values(p: &Partition, batch: &ValidBatch, base: u64) -> Result<Option<BatchValues>> {
+    let Some(n) = &p.named else { return Ok(None) };
+    let name = |i: usize| n.names()[i].clone();
+    let v = match batch.values.as_deref() {
+        Some(Ok(v)) if v.count as usize == n.names().len() => *v,
+        Some(Err(f)) => {
+            return Err(StromError::BadIndexValue {
+                index: f.index().map_or_else(String::new, name),
+                offset: base + u64::from(f.record().unwrap_or(0)),
+                reason: f.reason(),
+            });
+        }
+        // Validated against other names than the partition's: cannot
+        // happen (a topic's indices never change), refused rather than trusted.
+        _ => {
+            return Err(StromError::BadIndexValue {
+                index: String::new(),
+                offset: base,
+                reason: "the batch was not validated against the topic's indices".into(),
+            });
+        }
+    };
+    if let Some((i, previous)) = n.would_decrease(v.first()) {
+        return Err(StromError::BadIndexValue {
+            index: name(i),
+            offset: base,
+            reason: format!("value {} is below the partition's last value {previous}", v.first[i]),
+        });
+    }
+    Ok(Some(v))
+}
+
+impl<I: Io> Core<I> {
     /// This core's metrics registry: the core's section (with its ring's
     /// ops in flight and the buffer audit sampled now), its logs' sections
     /// summed, and its read path's. The server's sections are left at 0:
@@ -446,5 +542,6 @@ impl<I: Io> Core<I> {
             p.invariants();
         }
         self.reads.invariants();
+        self.queries.invariants();
     }
 }

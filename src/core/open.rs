@@ -43,6 +43,7 @@ impl<I: Io> Core<I> {
             clock_offset_ns: 0,
             partitions: HashMap::new(),
             reads: ReadPath::new(limits, read_bufs, reply_bufs),
+            queries: Default::default(),
             retired: Vec::new(),
             refused: Vec::new(),
             deferred: VecDeque::new(),
@@ -113,6 +114,16 @@ impl<I: Io> Core<I> {
                 p.restore(pc.entries.clone(), pc.max_ts_ms, ckpt.filter(|c| c.has_spans()).map(|_| pc.spans.as_slice()));
             }
         }
+        for (pid, names) in &self.spec.indexed {
+            if let Some(p) = parts.get_mut(pid) {
+                let mut n = crate::partition::NamedIndex::new(names.clone());
+                let kept = ckpt.iter().flat_map(|c| &c.partitions).find(|pc| pc.pid == *pid).and_then(|pc| pc.named.as_ref());
+                if let Some((_, c)) = kept {
+                    n.restore(c);
+                }
+                p.named = Some(n);
+            }
+        }
         parts
     }
 
@@ -130,7 +141,9 @@ impl<I: Io> Core<I> {
             ignore_checkpoint: false,
         };
         let interval = self.cfg.index_interval_bytes;
-        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64| -> Result<()> {
+        let indexed = &self.spec.indexed;
+        let wants_payload = |pid: Pid| indexed.contains_key(&pid);
+        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| -> Result<()> {
             let Some(p) = parts.get_mut(&h.pid) else { return Ok(()) };
             let base = info.base_offset as u64;
             if full_scan && seen.insert(h.pid) && base > p.next_offset {
@@ -150,6 +163,15 @@ impl<I: Io> Core<I> {
             let records = info.last_offset_delta as u64 + 1;
             let seen = ObservedBatch { base, records, max_ts_ms: info.max_timestamp_ms, pos: h.pos, frame_bytes: h.frame_bytes() };
             let ts = p.observe_batch(seen, seg_start, interval);
+            if let (Some(n), Some(payload)) = (&mut p.named, payload) {
+                // Stored batches were checked on the way in; one whose values
+                // do not read (or go backwards: a bug) leaves the index as it
+                // was, and lookups past it scan further, never wrongly.
+                match crate::wire::batch::values::batch_values(payload, n.names()) {
+                    Ok(v) if n.would_decrease(v.first()).is_none() => n.observe(base, base + records, h.frame_bytes(), &v),
+                    other => tracing::warn!(pid = h.pid, offset = base, ?other, "a recovered batch's index values are not usable"),
+                }
+            }
             p.make_visible(base + records, ts);
             Ok(())
         };
@@ -158,7 +180,14 @@ impl<I: Io> Core<I> {
         let mut stray = Vec::new();
         let fenced = journal::fence_failed_tail(&mut self.io, &dir, &mut stray)?;
         assert!(stray.is_empty(), "an op completed before the core started: {stray:?}");
-        let (state, report) = recovery::recover(&mut self.io, &dir, log, ckpt.as_ref(), &limits, &mut on_batch)?;
+        let (state, report) = recovery::recover(
+            &mut self.io,
+            &dir,
+            log,
+            ckpt.as_ref(),
+            &limits,
+            &mut recovery::OnBatch { wants_payload: &wants_payload, batch: &mut on_batch },
+        )?;
         if fenced.is_some() {
             journal::clear_failed_mark(&mut self.io, &dir)?;
         }

@@ -22,6 +22,7 @@ impl<I: Io> Core<I> {
             let (reads, mut cx) = self.read_cx();
             reads.expire(&mut cx, stopping);
         }
+        self.drive_queries(stopping);
         while let Some(req) = self.deferred.pop_front() {
             let before = self.deferred.len();
             self.handle_now(req);
@@ -113,6 +114,9 @@ impl<I: Io> Core<I> {
         if let Some(due) = self.reads.due_in_ns(now) {
             timeout_ns = timeout_ns.min(due.max(1));
         }
+        if let Some(due) = self.queries.due_in_ns(now) {
+            timeout_ns = timeout_ns.min(due.max(1));
+        }
         for j in self.journals.values() {
             if let Some(due) = j.fsync_due_in_ns(now) {
                 timeout_ns = timeout_ns.min(due.max(1));
@@ -159,10 +163,13 @@ impl<I: Io> Core<I> {
                 max_ts_ms: p.visible_max_ts_ms,
                 entries: p.index.entries().iter().filter(|e| e.pos < covered_pos && e.offset < p.visible_end).copied().collect(),
                 spans: p.durable_spans(covered_pos),
+                named: p.named.as_ref().map(|n| (n.names().len() as u8, n.durable(p.visible_end))),
             })
             .collect();
         partitions.sort_by_key(|p| p.pid);
-        Checkpoint { version: checkpoint::VERSION, log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
+        // Version 3 only when it is needed: older binaries read version 2.
+        let version = if partitions.iter().any(|p| p.named.is_some()) { checkpoint::VERSION } else { 2 };
+        Checkpoint { version, log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
     }
 
     /// Once a second: per log, which segments still hold live data (see

@@ -12,6 +12,10 @@
 //!         entries: offset u64 | pos u64 | max_ts_ms i64   (24 bytes each)
 //!         version 2 only: span count u32, then
 //!         spans: first_pos u64 | bytes u64 | max_ts_ms i64  (24 bytes each)
+//!         version 3 only: named index count k u8 (0: none), then if k > 0:
+//!         has_last u8 (0 or 1) | last values k x i64 if has_last |
+//!         stride_bytes u64 | entry count u32 |
+//!         entries: offset u64 | k x value i64     (8 + 8k bytes each)
 //! ```
 //! Little-endian. Decoding is pure and bounds every count by the bytes left.
 //!
@@ -19,13 +23,18 @@
 //! timestamp per segment, see [`crate::partition::retention`]): without
 //! them a restart counted the data before the checkpoint as 0 bytes. A
 //! version 1 file still reads (its spans are then derived from the index,
-//! without bytes); a version newer than [`VERSION`] is refused by name, so
+//! without bytes). Version 3 added each partition's named index
+//! ([`crate::partition::named`]); it is written only when a partition of
+//! the log has one, so a directory without named indices stays readable by
+//! the binaries before them. A version newer than [`VERSION`] is refused by name, so
 //! this binary never takes a later layout for damage, nor misreads it.
+use crate::partition::named::NamedCheckpoint;
 use crate::partition::{IndexEntry, Pid, Span};
+use crate::wire::batch::values::INDICES_MAX;
 
 pub const FILE_NAME: &str = "checkpoint";
 /// The version this binary writes; it reads this one and every older one.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// The magic without its last byte, the version as an ASCII digit.
 const MAGIC_PREFIX: &[u8; 7] = b"STRMCKP";
 const FIXED_BYTES: usize = 40;
@@ -45,6 +54,9 @@ pub struct PartitionCheckpoint {
     /// The partition's spans below `covered_pos`, oldest first; always
     /// empty in version 1, which did not store them.
     pub spans: Vec<Span>,
+    /// The named index (version 3; None before it, and for a partition
+    /// without one).
+    pub named: Option<(u8, NamedCheckpoint)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +81,12 @@ impl Checkpoint {
 }
 
 fn partition_bytes(version: u8) -> usize {
-    if version >= 2 { PARTITION_V1_BYTES + SPAN_COUNT_BYTES } else { PARTITION_V1_BYTES }
+    match version {
+        1 => PARTITION_V1_BYTES,
+        2 => PARTITION_V1_BYTES + SPAN_COUNT_BYTES,
+        // The named index count byte.
+        _ => PARTITION_V1_BYTES + SPAN_COUNT_BYTES + 1,
+    }
 }
 
 /// Encodes `c` in its own version's layout (`c.version`, 1 or 2).
@@ -106,10 +123,66 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
         } else {
             debug_assert!(p.spans.is_empty(), "version 1 has no spans");
         }
+        if c.version >= 3 {
+            encode_named(&mut out, p.named.as_ref());
+        } else {
+            debug_assert!(p.named.is_none(), "versions 1 and 2 have no named index");
+        }
     }
     let crc = crc32c::crc32c(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
+}
+
+fn encode_named(out: &mut Vec<u8>, named: Option<&(u8, NamedCheckpoint)>) {
+    let Some((k, n)) = named.filter(|(k, _)| *k > 0) else {
+        out.push(0);
+        return;
+    };
+    out.push(*k);
+    match &n.last {
+        Some(last) => {
+            out.push(1);
+            last.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        }
+        None => out.push(0),
+    }
+    out.extend_from_slice(&n.stride_bytes.to_le_bytes());
+    out.extend_from_slice(&(n.offsets.len() as u32).to_le_bytes());
+    for (i, o) in n.offsets.iter().enumerate() {
+        out.extend_from_slice(&o.to_le_bytes());
+        n.values[i * *k as usize..(i + 1) * *k as usize].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+}
+
+fn decode_named(r: &mut Reader<'_>, pid: Pid, next_offset: u64) -> Result<Option<(u8, NamedCheckpoint)>, String> {
+    let k = r.take::<1>()?[0];
+    if k == 0 {
+        return Ok(None);
+    }
+    if k as usize > INDICES_MAX {
+        return Err(format!("checkpoint of partition {pid} declares {k} named indices"));
+    }
+    let last = match r.take::<1>()?[0] {
+        0 => None,
+        1 => Some((0..k).map(|_| r.i64()).collect::<Result<Vec<_>, _>>()?),
+        b => return Err(format!("checkpoint of partition {pid}: has_last {b}")),
+    };
+    let stride_bytes = r.u64()?;
+    let m = r.count(8 + 8 * k as usize)?;
+    let (mut offsets, mut values) = (Vec::with_capacity(m), Vec::with_capacity(m * k as usize));
+    for _ in 0..m {
+        offsets.push(r.u64()?);
+        for _ in 0..k {
+            values.push(r.i64()?);
+        }
+    }
+    let kk = k as usize;
+    let values_in_order = (1..m).all(|e| (0..kk).all(|i| values[(e - 1) * kk + i] <= values[e * kk + i]));
+    if !offsets.windows(2).all(|w| w[0] < w[1]) || offsets.last().is_some_and(|&o| o >= next_offset) || !values_in_order {
+        return Err(format!("checkpoint named index of partition {pid} is inconsistent"));
+    }
+    Ok(Some((k, NamedCheckpoint { last, stride_bytes, offsets, values })))
 }
 
 /// The version a checkpoint file declares, if it starts like one (any
@@ -218,7 +291,8 @@ fn decode_partition(r: &mut Reader<'_>, version: u8, covered_pos: u64) -> Result
     if !ends_in_order || !ts_in_order {
         return Err(format!("checkpoint spans of partition {pid} overlap, run backwards or pass the covered position"));
     }
-    Ok(PartitionCheckpoint { pid, next_offset, start_offset, max_ts_ms, entries, spans })
+    let named = if version >= 3 { decode_named(r, pid, next_offset)? } else { None };
+    Ok(PartitionCheckpoint { pid, next_offset, start_offset, max_ts_ms, entries, spans, named })
 }
 
 /// Checks this module's promises on arbitrary bytes and panics if one is
@@ -246,8 +320,14 @@ fn fuzz_check_one(data: &[u8]) {
     // Every item decoded was present in the input, and nothing else was.
     let entries: usize = c.partitions.iter().map(|p| p.entries.len()).sum();
     let spans: usize = c.partitions.iter().map(|p| p.spans.len()).sum();
+    let named: usize = c
+        .partitions
+        .iter()
+        .filter_map(|p| p.named.as_ref())
+        .map(|(k, n)| 1 + n.last.as_ref().map_or(0, |l| 8 * l.len()) + 12 + n.offsets.len() * (8 + 8 * *k as usize))
+        .sum();
     let fixed = FIXED_BYTES + c.partitions.len() * partition_bytes(c.version);
-    assert_eq!(fixed + entries * ENTRY_BYTES + spans * SPAN_BYTES, data.len());
+    assert_eq!(fixed + entries * ENTRY_BYTES + spans * SPAN_BYTES + named, data.len());
     assert!(c.has_spans() || spans == 0, "a version 1 checkpoint has no spans");
     let encoded = encode(&c);
     assert_eq!(decode(&encoded).as_ref(), Ok(&c));
@@ -273,6 +353,10 @@ mod tests {
                 max_ts_ms: 5,
                 entries: vec![IndexEntry { offset: 10, pos: 4096, max_ts_ms: 1 }, IndexEntry { offset: 50, pos: 65536, max_ts_ms: 5 }],
                 spans: vec![Span { first_pos: 4096, bytes: 60_000, max_ts_ms: 1 }, Span { first_pos: 65536, bytes: 900_000, max_ts_ms: 5 }],
+                named: Some((
+                    2,
+                    NamedCheckpoint { last: Some(vec![9, -1]), stride_bytes: 1 << 18, offsets: vec![10, 60], values: vec![1, -5, 3, -5] },
+                )),
             }],
         }
     }
@@ -282,7 +366,7 @@ mod tests {
     fn round_trip_and_damage() {
         let c = sample();
         let bytes = encode(&c);
-        assert_eq!(&bytes[..8], b"STRMCKP2");
+        assert_eq!(&bytes[..8], b"STRMCKP3");
         assert_eq!(decode(&bytes).unwrap(), c);
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "prefix {n} accepted");
@@ -301,6 +385,7 @@ mod tests {
         let mut c = sample();
         c.version = 1;
         c.partitions[0].spans.clear();
+        c.partitions[0].named = None;
         let bytes = encode(&c);
         assert_eq!(&bytes[..8], b"STRMCKP1");
         assert_eq!(bytes.len(), FIXED_BYTES + PARTITION_V1_BYTES + 2 * ENTRY_BYTES, "the version 1 layout, byte for byte");
@@ -314,9 +399,9 @@ mod tests {
     #[test]
     fn newer_version_refused_by_name() {
         let mut bytes = encode(&sample());
-        bytes[7] = b'3';
-        assert_eq!(version_of(&bytes), Some(3));
-        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format version 3 is newer than this binary reads (1 to 2)");
+        bytes[7] = b'4';
+        assert_eq!(version_of(&bytes), Some(4));
+        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format version 4 is newer than this binary reads (1 to 3)");
         assert_eq!(version_of(b"STRMCKPX"), None);
         assert_eq!(decode(b"NOTACKPT").unwrap_err(), "not a Strom checkpoint");
     }
@@ -335,5 +420,26 @@ mod tests {
         assert!(bad(&|s| s[1].bytes = (1 << 20) - 65536 + 1).contains("overlap"));
         assert!(bad(&|s| s.swap(0, 1)).contains("overlap"));
         assert!(bad(&|s| s[0].max_ts_ms = 6).contains("overlap"));
+    }
+
+    // Proves a version 2 file (no named index) still reads and re-encodes
+    // to its own bytes, and a named index whose entries or values run
+    // backwards, or reach the partition's end, is refused.
+    #[test]
+    fn named_index_versions_and_checks() {
+        let mut c = sample();
+        c.version = 2;
+        c.partitions[0].named = None;
+        let bytes = encode(&c);
+        assert_eq!(&bytes[..8], b"STRMCKP2");
+        assert_eq!(decode(&bytes).unwrap(), c);
+        let bad = |edit: &dyn Fn(&mut NamedCheckpoint)| {
+            let mut c = sample();
+            edit(&mut c.partitions[0].named.as_mut().unwrap().1);
+            decode(&encode(&c)).unwrap_err()
+        };
+        assert!(bad(&|n| n.offsets.swap(0, 1)).contains("inconsistent"));
+        assert!(bad(&|n| n.values[2] = 0).contains("inconsistent"));
+        assert!(bad(&|n| n.offsets[1] = 100).contains("inconsistent"));
     }
 }

@@ -27,6 +27,7 @@ use crate::log::checkpoint::Checkpoint;
 use crate::log::frame::{self, FrameError, FrameHeader, FrameKind, HEADER_BYTES};
 use crate::log::journal::OpenState;
 use crate::log::segment::{Segment, parse_segment_name};
+use crate::partition::Pid;
 use crate::wire::batch::BatchInfo;
 
 pub const EPOCH_FILE: &str = "epoch";
@@ -156,6 +157,21 @@ impl ChunkReader {
     }
 }
 
+/// What recovery tells its caller of each batch: its frame header, its
+/// batch header, its segment's start, and its payload (the RecordBatch)
+/// when `wants_payload` says so for its partition. A commit's batches are
+/// delivered only once the commit is known whole, so the payloads asked
+/// for are copied until then: ask only for the partitions that need them
+/// (those with named indices, whose values are read from the records).
+pub struct OnBatch<'a> {
+    pub wants_payload: &'a dyn Fn(Pid) -> bool,
+    pub batch: &'a mut BatchVisitor<'a>,
+}
+
+/// Called with a batch's frame header, batch header, segment start and (if
+/// asked for) payload.
+pub type BatchVisitor<'a> = dyn FnMut(&FrameHeader, &BatchInfo, u64, Option<&[u8]>) -> Result<()> + 'a;
+
 /// Recovers log `log` in `dir`. `on_batch` sees every valid batch frame
 /// after the checkpoint, in log order, with its segment's start position. Returns where writing continues.
 pub fn recover<I: Io>(
@@ -164,7 +180,7 @@ pub fn recover<I: Io>(
     log: u32,
     ckpt: Option<&Checkpoint>,
     limits: &RecoverLimits,
-    on_batch: &mut dyn FnMut(&FrameHeader, &BatchInfo, u64) -> Result<()>,
+    on_batch: &mut OnBatch<'_>,
 ) -> Result<(OpenState, RecoveryReport)> {
     let started = std::time::Instant::now();
     if !limits.read_only {
@@ -338,20 +354,21 @@ fn scan_chain<I: Io>(
     limits: &RecoverLimits,
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
-    on_batch: &mut dyn FnMut(&FrameHeader, &BatchInfo, u64) -> Result<()>,
+    on_batch: &mut OnBatch<'_>,
 ) -> Result<Scanned> {
     let mut scan = Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: from };
     // Batches since the last block-aligned frame end: delivered only once
     // their commit is known whole.
-    let mut held: Vec<(FrameHeader, BatchInfo, u64)> = Vec::new();
-    scan.stop = follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, &mut |h, info, seg_start| {
+    let mut held: Vec<(FrameHeader, BatchInfo, u64, Option<Vec<u8>>)> = Vec::new();
+    scan.stop = follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, &mut |h, info, seg_start, frame| {
         if h.kind == FrameKind::Batch {
-            held.push((*h, *info.expect("batch frames carry a batch"), seg_start));
+            let payload = (on_batch.wants_payload)(h.pid).then(|| frame[HEADER_BYTES..].to_vec());
+            held.push((*h, *info.expect("batch frames carry a batch"), seg_start, payload));
         }
         if h.end_pos() % BLOCK_BYTES as u64 == 0 {
             scan.aligned_end = h.end_pos();
-            for (h, info, seg_start) in held.drain(..) {
-                on_batch(&h, &info, seg_start)?;
+            for (h, info, seg_start, payload) in held.drain(..) {
+                (on_batch.batch)(&h, &info, seg_start, payload.as_deref())?;
             }
         }
         Ok(())
@@ -359,7 +376,7 @@ fn scan_chain<I: Io>(
     Ok(scan)
 }
 
-type FrameVisitor<'a> = dyn FnMut(&FrameHeader, Option<&BatchInfo>, u64) -> Result<()> + 'a;
+type FrameVisitor<'a> = dyn FnMut(&FrameHeader, Option<&BatchInfo>, u64, &[u8]) -> Result<()> + 'a;
 
 /// Walks verified frames from `from` and reports where the walk stopped: a
 /// frame older than the one before it, or a leftover `prior` marks stale,
@@ -411,7 +428,7 @@ fn follow_chain<I: Io>(
                 },
                 _ => None,
             };
-            visit(&h, info.as_ref(), seg.start_pos)?;
+            visit(&h, info.as_ref(), seg.start_pos, bytes)?;
             *last_epoch = h.epoch;
             report.frames_scanned += 1;
             pos = h.end_pos();

@@ -6,10 +6,12 @@
 use std::collections::VecDeque;
 
 pub mod index;
+pub mod named;
 pub mod retention;
 pub mod runs;
 
 pub use index::{IndexEntry, SparseIndex};
+pub use named::NamedIndex;
 pub use retention::{Retention, Span};
 pub use runs::{Run, RunIndex, RunsRef};
 
@@ -64,6 +66,8 @@ pub struct Partition {
     /// the spans ([`Partition::durable_spans`]). At most the batches of
     /// the commits in flight and the one filling.
     pub unvisible: VecDeque<UnvisibleBatch>,
+    /// The topic's named indices, if it declared any ([`named`]).
+    pub named: Option<NamedIndex>,
 }
 
 /// A staged batch's end offset and frame, until its commit is visible.
@@ -90,6 +94,7 @@ impl Partition {
             spans: VecDeque::new(),
             span_bytes: 0,
             unvisible: VecDeque::new(),
+            named: None,
         }
     }
 
@@ -174,7 +179,11 @@ impl Partition {
                 self.span_bytes -= b.frame_bytes;
             }
         }
-        self.runs.truncate_from(pos, self.unvisible.back().map_or(self.visible_end, |b| b.end_offset));
+        let kept_end = self.unvisible.back().map_or(self.visible_end, |b| b.end_offset);
+        self.runs.truncate_from(pos, kept_end);
+        if let Some(n) = &mut self.named {
+            n.truncate_to(kept_end);
+        }
         while self.spans.back().is_some_and(|s| s.first_pos >= pos) {
             let s = self.spans.pop_back().expect("span");
             debug_assert_eq!(s.bytes, 0, "pid {}: a span past a rewind held bytes of no unvisible batch", self.pid);
@@ -190,6 +199,9 @@ impl Partition {
         while self.unvisible.front().is_some_and(|b| b.end_offset <= end) {
             self.unvisible.pop_front();
         }
+        if let Some(n) = &mut self.named {
+            n.make_visible(end);
+        }
     }
 
     /// Drops everything stored before log position `log_start` (retention).
@@ -204,6 +216,9 @@ impl Partition {
             Some(e) => e.offset.max(self.start_offset),
             None => self.visible_end,
         };
+        if let Some(n) = &mut self.named {
+            n.forget_before(self.start_offset);
+        }
     }
 
     pub fn invariants(&self) {
@@ -211,6 +226,9 @@ impl Partition {
         assert!(self.visible_end <= self.next_offset, "pid {}: visible past next", self.pid);
         self.index.invariants();
         self.runs.invariants();
+        if let Some(n) = &self.named {
+            n.invariants();
+        }
         assert!(self.runs.first().is_none_or(|r| r.first_offset >= self.start_offset), "pid {}: a run before the start", self.pid);
         assert!(
             self.runs.get(self.runs.len().wrapping_sub(1)).is_none_or(|r| r.end_offset == self.next_offset),

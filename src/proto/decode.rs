@@ -2,11 +2,12 @@
 //! bytes are there first, and every count is checked against the bytes left
 //! before anything is allocated for it.
 
-use super::topic;
 use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
     SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, ServerInfo, TopicMetadata, VERSION,
 };
+use super::{query, topic};
+use crate::catalog::TopicRetention;
 use crate::stats::StageLatency;
 
 /// A string's smallest encoding: its u16 length with no bytes.
@@ -34,7 +35,9 @@ pub fn decode_request(frame: &[u8]) -> Result<(Header, Request<'_>), (Option<Hea
     // such whatever version of it was asked for.
     let api = Api::from_u16(header.api).ok_or(fail(DecodeError::UnknownApi(header.api)))?;
     let version = header.version_or_error;
-    if version != VERSION && !(api == Api::CreateTopic && version == topic::CREATE_TOPIC_RETENTION_VERSION) {
+    let create_topic_later =
+        api == Api::CreateTopic && (version == topic::CREATE_TOPIC_RETENTION_VERSION || version == topic::CREATE_TOPIC_INDICES_VERSION);
+    if version != VERSION && !create_topic_later {
         return Err(fail(DecodeError::UnsupportedVersion(version)));
     }
     let mut r = Reader { rest: body };
@@ -109,10 +112,15 @@ fn request_body<'a>(api: Api, version: u16, r: &mut Reader<'a>) -> Result<Reques
         Api::CreateTopic => {
             let (topic, partitions) = (r.str()?, r.u32()?);
             let retention = if version == VERSION { None } else { Some(topic::retention(r)?) };
-            Request::CreateTopic { topic, partitions, retention }
+            let indices = if version == topic::CREATE_TOPIC_INDICES_VERSION { topic::indices(r)? } else { Vec::new() };
+            // Version 3 always carries retention; the default reads as
+            // none given, which encodes back to the same bytes.
+            let retention = retention.filter(|r| version != topic::CREATE_TOPIC_INDICES_VERSION || *r != TopicRetention::default());
+            Request::CreateTopic { topic, partitions, retention, indices }
         }
         Api::AlterTopic => Request::AlterTopic { topic: r.str()?, ms: topic::change(r.i64()?)?, bytes: topic::change(r.i64()?)? },
         Api::DescribeTopic => Request::DescribeTopic { topic: r.str()? },
+        Api::Query => Request::Query { topic: r.str()?, partition: r.u32()?, from: query::end(r)?, to: query::end(r)?, wait_ms: r.u32()? },
         Api::DeleteTopic => Request::DeleteTopic { topic: r.str()? },
         Api::OffsetCommit => Request::OffsetCommit { group: r.str()?, topic: r.str()?, partition: r.u32()?, offset: r.u64()? },
         Api::OffsetFetch => Request::OffsetFetch { group: r.str()?, topic: r.str()?, partition: r.u32()? },
@@ -146,6 +154,7 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
         Api::DeleteTopic => Response::DeleteTopic,
         Api::AlterTopic => Response::AlterTopic { retention: topic::retention(r)? },
         Api::DescribeTopic => Response::DescribeTopic { description: topic::description(r)? },
+        Api::Query => Response::Query(query::bounds(r)?),
         Api::OffsetCommit => Response::OffsetCommit,
         Api::OffsetFetch => Response::OffsetFetch { offset: optional_offset(r.i64()?)? },
         Api::Stats => stats_body(r)?,
@@ -247,7 +256,7 @@ impl<'a> Reader<'a> {
         Ok(*head)
     }
 
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {
         self.array().map(|[b]: [u8; 1]| b)
     }
 

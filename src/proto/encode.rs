@@ -2,6 +2,7 @@
 //! what the format cannot say (a string over 65535 bytes, an offset over
 //! i64::MAX, more items than a count can hold) is cut to what it can say.
 
+use super::query;
 use super::{
     Api, ErrorCode, HEADER_BYTES, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST, SPEC_LATEST,
     STATS_FLAG_RESET, STRING_BYTES_MAX, topic,
@@ -34,11 +35,15 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
                 put_str(out, topic, STRING_BYTES_MAX);
             }
         }
-        Request::CreateTopic { topic, partitions, retention } => {
+        Request::CreateTopic { topic, partitions, retention, indices } => {
             put_str(out, topic, STRING_BYTES_MAX);
             out.extend_from_slice(&partitions.to_be_bytes());
-            if let Some(r) = retention {
-                topic::put_retention(out, r);
+            // Version 3 (indices) carries retention too: the default when none.
+            if retention.is_some() || !indices.is_empty() {
+                topic::put_retention(out, &retention.unwrap_or_default());
+            }
+            if !indices.is_empty() {
+                topic::put_indices(out, indices);
             }
         }
         Request::AlterTopic { topic, ms, bytes } => {
@@ -47,6 +52,13 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
             out.extend_from_slice(&topic::change_value(*bytes).to_be_bytes());
         }
         Request::DescribeTopic { topic } => put_str(out, topic, STRING_BYTES_MAX),
+        Request::Query { topic, partition, from, to, wait_ms } => {
+            put_str(out, topic, STRING_BYTES_MAX);
+            out.extend_from_slice(&partition.to_be_bytes());
+            query::put_end(out, from);
+            query::put_end(out, to);
+            out.extend_from_slice(&wait_ms.to_be_bytes());
+        }
         Request::DeleteTopic { topic } => put_str(out, topic, STRING_BYTES_MAX),
         Request::OffsetCommit { group, topic, partition, offset } => {
             put_str(out, group, STRING_BYTES_MAX);
@@ -138,6 +150,7 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
         }
         Response::AlterTopic { retention } => topic::put_retention(out, retention),
         Response::DescribeTopic { description } => topic::put_description(out, description),
+        Response::Query(b) => query::put_bounds(out, b),
         Response::CreateTopic | Response::DeleteTopic | Response::OffsetCommit | Response::Error { .. } => {}
     }
     end_frame(out, start);

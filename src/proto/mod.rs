@@ -18,9 +18,12 @@
 
 mod decode;
 mod encode;
+mod query;
 #[cfg(test)]
 mod tests;
 mod topic;
+
+pub use query::QueryEnd;
 
 use std::fmt;
 
@@ -82,6 +85,7 @@ pub enum Api {
     ServerInfo = 13,
     AlterTopic = 11,
     DescribeTopic = 12,
+    Query = 14,
 }
 
 impl Api {
@@ -100,6 +104,7 @@ impl Api {
             13 => Api::ServerInfo,
             11 => Api::AlterTopic,
             12 => Api::DescribeTopic,
+            14 => Api::Query,
             _ => return None,
         })
     }
@@ -128,6 +133,8 @@ pub enum ErrorCode {
     InvalidArgument,
     Timeout,
     Internal,
+    /// A batch's named index values are missing, malformed or decreasing.
+    BadIndexValue,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -155,6 +162,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => 17,
             ErrorCode::Timeout => 18,
             ErrorCode::Internal => 19,
+            ErrorCode::BadIndexValue => 20,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -182,6 +190,7 @@ impl ErrorCode {
             17 => ErrorCode::InvalidArgument,
             18 => ErrorCode::Timeout,
             19 => ErrorCode::Internal,
+            20 => ErrorCode::BadIndexValue,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -207,6 +216,7 @@ impl From<&StromError> for ErrorCode {
             StromError::Corrupt { .. } => ErrorCode::Corrupt,
             StromError::Overloaded(_) => ErrorCode::Overloaded,
             StromError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            StromError::BadIndexValue { .. } => ErrorCode::BadIndexValue,
             StromError::ShuttingDown => ErrorCode::ShuttingDown,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }
@@ -248,11 +258,14 @@ pub enum Request<'a> {
     Metadata {
         topics: Vec<&'a str>,
     },
-    /// With `retention` it is sent as version 2 (see [`topic`]).
+    /// With `retention` it is sent as version 2, with `indices` as
+    /// version 3 (see [`topic`]).
     CreateTopic {
         topic: &'a str,
         partitions: u32,
         retention: Option<TopicRetention>,
+        /// The topic's named indices, in order (version 3; none before).
+        indices: Vec<&'a str>,
     },
     DeleteTopic {
         topic: &'a str,
@@ -285,6 +298,15 @@ pub enum Request<'a> {
     Metrics,
     /// The server's version, shape and limits ([`ServerInfo`]); the body is empty.
     ServerInfo,
+    /// The bounds of a range of records, waiting up to `wait_ms` for its
+    /// end ([`query`]).
+    Query {
+        topic: &'a str,
+        partition: u32,
+        from: QueryEnd<'a>,
+        to: QueryEnd<'a>,
+        wait_ms: u32,
+    },
 }
 
 impl Request<'_> {
@@ -302,6 +324,7 @@ impl Request<'_> {
             Request::Metrics => Api::Metrics,
             Request::ServerInfo => Api::ServerInfo,
             Request::AlterTopic { .. } => Api::AlterTopic,
+            Request::Query { .. } => Api::Query,
             Request::DescribeTopic { .. } => Api::DescribeTopic,
         }
     }
@@ -309,6 +332,7 @@ impl Request<'_> {
     /// The version its header carries: 1, or 2 for a CreateTopic with retention.
     pub fn version(&self) -> u16 {
         match self {
+            Request::CreateTopic { indices, .. } if !indices.is_empty() => topic::CREATE_TOPIC_INDICES_VERSION,
             Request::CreateTopic { retention: Some(_), .. } => topic::CREATE_TOPIC_RETENTION_VERSION,
             _ => VERSION,
         }
@@ -389,6 +413,7 @@ pub enum Response<'a> {
         cores: Vec<Vec<(&'a str, u64)>>,
     },
     ServerInfo(ServerInfo),
+    Query(crate::core::query::QueryBounds),
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -414,6 +439,7 @@ impl Response<'_> {
             Response::ServerInfo(_) => Api::ServerInfo,
             Response::AlterTopic { .. } => Api::AlterTopic,
             Response::DescribeTopic { .. } => Api::DescribeTopic,
+            Response::Query(_) => Api::Query,
             Response::Error { .. } => return None,
         })
     }

@@ -1,3 +1,5 @@
+use crate::core::query::QueryBounds;
+use crate::proto::QueryEnd;
 use std::path::PathBuf;
 
 use super::*;
@@ -10,7 +12,7 @@ const TS_MS: i64 = 1_700_000_000_000;
 /// Where the body starts in a whole frame.
 const BODY_AT: usize = LEN_BYTES + HEADER_BYTES;
 
-const ALL_CODES: [ErrorCode; 19] = [
+const ALL_CODES: [ErrorCode; 20] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::UnknownApi,
@@ -30,6 +32,7 @@ const ALL_CODES: [ErrorCode; 19] = [
     ErrorCode::InvalidArgument,
     ErrorCode::Timeout,
     ErrorCode::Internal,
+    ErrorCode::BadIndexValue,
 ];
 
 /// A real, valid batch of `records` records.
@@ -54,11 +57,23 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::ListOffsets { topic: "t", partition: 1, spec: OffsetSpec::Latest },
         Request::ListOffsets { topic: "t", partition: 2, spec: OffsetSpec::Timestamp(0) },
         Request::ListOffsets { topic: "t", partition: 2, spec: OffsetSpec::Timestamp(i64::MAX) },
+        Request::Query { topic: "q", partition: 1, from: QueryEnd::Offset(-1), to: QueryEnd::Index { name: "ts", value: -5 }, wait_ms: 9 },
+        Request::CreateTopic { topic: "ix", partitions: 2, retention: None, indices: vec!["ts", "seq"] },
         Request::Metadata { topics: vec![] },
         Request::Metadata { topics: vec!["a", "", "é-ü"] },
-        Request::CreateTopic { topic: "new", partitions: 16, retention: None },
-        Request::CreateTopic { topic: "r", partitions: 1, retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }) },
-        Request::CreateTopic { topic: "r", partitions: 2, retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }) },
+        Request::CreateTopic { topic: "new", partitions: 16, retention: None, indices: vec![] },
+        Request::CreateTopic {
+            topic: "r",
+            partitions: 1,
+            retention: Some(TopicRetention { ms: Some(0), bytes: Some(UNLIMITED) }),
+            indices: vec![],
+        },
+        Request::CreateTopic {
+            topic: "r",
+            partitions: 2,
+            retention: Some(TopicRetention { ms: None, bytes: Some(LIMIT_MAX) }),
+            indices: vec![],
+        },
         Request::AlterTopic { topic: "r", ms: None, bytes: Some(None) },
         Request::AlterTopic { topic: "r", ms: Some(Some(UNLIMITED)), bytes: Some(Some(1 << 30)) },
         Request::DescribeTopic { topic: "r" },
@@ -124,6 +139,7 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::Produce, Response::Produce { base_offset: u64::MAX, last_offset: u64::MAX }),
         (Api::Fetch, Response::Fetch { high_watermark: 10, start_offset: 0, next_offset: 4, batches }),
         (Api::Fetch, Response::Fetch { high_watermark: 10, start_offset: 0, next_offset: 10, batches: &[] }),
+        (Api::Query, Response::Query(QueryBounds { from: 3, end: 9, open: true, high_watermark: 10, start_offset: 1 })),
         (Api::ListOffsets, Response::ListOffsets { offset: None }),
         (Api::ListOffsets, Response::ListOffsets { offset: Some(0) }),
         (Api::ListOffsets, Response::ListOffsets { offset: Some(i64::MAX as u64) }),
@@ -253,7 +269,7 @@ fn frames_append_back_to_back() {
 
 #[test]
 fn error_codes_are_numbered_as_specified() {
-    // Proves: codes 1..=19 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
+    // Proves: codes 1..=20 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
     for (i, code) in ALL_CODES.iter().enumerate() {
         assert_eq!(code.code() as usize, i + 1, "{code:?}");
     }
@@ -261,7 +277,7 @@ fn error_codes_are_numbered_as_specified() {
     for v in 1..=u16::MAX {
         let code = ErrorCode::from_code(v).unwrap();
         assert_eq!(code.code(), v);
-        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 19, "{v}");
+        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 20, "{v}");
     }
     let retriable: Vec<_> = ALL_CODES.into_iter().filter(|c| c.retriable()).collect();
     let expected = [ErrorCode::DiskFull, ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::TooManyConnections];
@@ -288,6 +304,7 @@ fn strom_errors_map_to_their_codes() {
         (StromError::ShuttingDown, ErrorCode::ShuttingDown),
         (StromError::Unsupported("tmpfs".into()), ErrorCode::Internal),
         (StromError::BadDataDir("meta".into()), ErrorCode::Internal),
+        (StromError::BadIndexValue { index: "ts".into(), offset: 3, reason: "missing".into() }, ErrorCode::BadIndexValue),
     ];
     for (e, code) in &cases {
         assert_eq!(ErrorCode::from(e), *code, "{e:?}");

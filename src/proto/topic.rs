@@ -13,6 +13,11 @@ use crate::partition::Retention;
 
 /// The request version that carries CreateTopic's retention.
 pub const CREATE_TOPIC_RETENTION_VERSION: u16 = 2;
+/// The request version that adds CreateTopic's named indices.
+pub const CREATE_TOPIC_INDICES_VERSION: u16 = 3;
+/// Index names a CreateTopic may carry (the catalog refuses past
+/// [`crate::catalog::INDICES_MAX`]; the codec bounds what it decodes).
+const INDEX_NAMES_MAX: usize = 255;
 
 const SETTING_KEEP: i64 = -3;
 const SETTING_DEFAULT: i64 = -2;
@@ -59,6 +64,21 @@ fn limit(v: i64) -> Result<Option<u64>, DecodeError> {
         v if v >= 0 => Ok(Some(v as u64)),
         _ => Err(DecodeError::BadValue("an effective limit is negative but not -1 (no limit)")),
     }
+}
+
+/// A u8 count, then that many strings.
+pub(super) fn put_indices(out: &mut Vec<u8>, names: &[&str]) {
+    let n = names.len().min(INDEX_NAMES_MAX);
+    out.push(n as u8);
+    for name in &names[..n] {
+        put_str(out, name, super::STRING_BYTES_MAX);
+    }
+}
+
+pub(super) fn indices<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>, DecodeError> {
+    let declared = r.u8()?;
+    let n = r.count(declared.into(), STRING_BYTES_MIN)?;
+    (0..n).map(|_| r.str()).collect()
 }
 
 pub(super) fn put_retention(out: &mut Vec<u8>, r: &TopicRetention) {
@@ -123,7 +143,7 @@ mod tests {
     fn create_v2(ms: i64, bytes: i64) -> Vec<u8> {
         let mut f = Vec::new();
         let retention = Some(TopicRetention { ms: Some(1), bytes: Some(2) });
-        encode_request(&mut f, 9, &Request::CreateTopic { topic: "t", partitions: 1, retention });
+        encode_request(&mut f, 9, &Request::CreateTopic { topic: "t", partitions: 1, retention, indices: vec![] });
         let n = f.len();
         f[n - 16..n - 8].copy_from_slice(&ms.to_be_bytes());
         f[n - 8..].copy_from_slice(&bytes.to_be_bytes());
@@ -154,7 +174,7 @@ mod tests {
     #[test]
     fn version_two_is_create_topics_alone() {
         let mut v1 = Vec::new();
-        encode_request(&mut v1, 1, &Request::CreateTopic { topic: "t", partitions: 3, retention: None });
+        encode_request(&mut v1, 1, &Request::CreateTopic { topic: "t", partitions: 3, retention: None, indices: vec![] });
         assert_eq!(u16::from_be_bytes([v1[6], v1[7]]), 1);
         assert!(matches!(decode_request(&v1), Ok((_, Request::CreateTopic { retention: None, partitions: 3, .. }))));
         let mut describe = Vec::new();

@@ -32,6 +32,9 @@ pub(crate) enum ReadMode {
     },
     /// The first offset whose record timestamp is at least `ts_ms`.
     Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// The first offset whose value of the named index `name` is at least
+    /// `value` (`strict`: above it).
+    Index { name: String, value: i64, strict: bool, reply: Reply<Option<u64>> },
     /// Answered already: the cursor only waits for its reads in flight.
     Spent,
 }
@@ -211,18 +214,41 @@ impl Cursor {
                 if taken + payload.len() >= self.budget_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
             ReadMode::Spent => Step::Done(Ok(())),
-            ReadMode::Time { ts_ms, .. } => {
-                if info.max_timestamp_ms < *ts_ms {
-                    return Step::Continue;
+            ReadMode::Time { .. } | ReadMode::Index { .. } => match lookup_in(&self.mode, &info, payload) {
+                Some(found) => {
+                    self.next_offset = found;
+                    Step::Done(Ok(()))
                 }
-                let found = batch::records(payload)
-                    .filter_map(|rec| rec.ok())
-                    .find(|rec| info.base_timestamp_ms + rec.timestamp_delta_ms >= *ts_ms)
-                    .map(|rec| info.base_offset as u64 + rec.offset_delta as u64);
-                self.next_offset = found.unwrap_or(info.base_offset as u64);
-                Step::Done(Ok(()))
-            }
+                None => Step::Continue,
+            },
         }
+    }
+}
+
+/// A lookup's verdict on one of its partition's batches: the offset it
+/// found, or None to look on at the next batch.
+fn lookup_in(mode: &ReadMode, info: &BatchInfo, payload: &[u8]) -> Option<u64> {
+    match mode {
+        ReadMode::Time { ts_ms, .. } => {
+            if info.max_timestamp_ms < *ts_ms {
+                return None;
+            }
+            let found = batch::records(payload)
+                .filter_map(|rec| rec.ok())
+                .find(|rec| info.base_timestamp_ms + rec.timestamp_delta_ms >= *ts_ms)
+                .map(|rec| info.base_offset as u64 + rec.offset_delta as u64);
+            Some(found.unwrap_or(info.base_offset as u64))
+        }
+        ReadMode::Index { name, value, strict, .. } => {
+            let qualifies = |v: i64| if *strict { v > *value } else { v >= *value };
+            // Stored batches were checked on the way in: every record has
+            // its value. Only the partition's own frames reach here.
+            batch::records(payload)
+                .filter_map(|rec| rec.ok())
+                .find(|rec| batch::values::record_value(rec.headers.clone(), name.as_bytes()).is_some_and(qualifies))
+                .map(|rec| info.base_offset as u64 + rec.offset_delta as u64)
+        }
+        ReadMode::Fetch { .. } | ReadMode::Spent => None,
     }
 }
 

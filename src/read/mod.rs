@@ -65,6 +65,15 @@ pub struct ReadLimits {
     pub answer_bytes_initial: usize,
 }
 
+/// What an index lookup asks for: the first record whose value of index
+/// `name` is at least `value` (`strict`: above it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSeek {
+    pub name: String,
+    pub value: i64,
+    pub strict: bool,
+}
+
 /// What a fetch asks for: batches from `offset`, up to about `max_bytes`
 /// (at least one batch); at the partition's end, a wait of up to
 /// `max_wait_ns` for new data (0: answer at once, maybe empty).
@@ -176,6 +185,13 @@ impl ReadPath {
         self.start(cx, pid, ReadMode::Time { ts_ms, reply }, 0);
     }
 
+    /// The first offset whose value of index `name` is at least `value`
+    /// (`strict`: above it); None when no durable record has one yet.
+    pub fn offset_for_index<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, seek: IndexSeek, reply: Reply<Option<u64>>) {
+        let IndexSeek { name, value, strict } = seek;
+        self.start(cx, pid, ReadMode::Index { name, value, strict, reply }, 0);
+    }
+
     // ---- long polls ----
 
     /// Answers every poll parked on `pid` by reading now: its partition
@@ -257,9 +273,26 @@ impl ReadPath {
                 return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
             }
             ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
+            ReadMode::Index { name, value, strict, .. } => {
+                let Some((n, i)) = p.named.as_ref().and_then(|n| n.names().iter().position(|x| x == name).map(|i| (n, i))) else {
+                    let e = StromError::InvalidArgument(format!(
+                        "the topic has no index named {:?}",
+                        name.escape_debug().take(300).collect::<String>()
+                    ));
+                    return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
+                };
+                let reached = n.visible_last(i).is_some_and(|l| if *strict { l > *value } else { l >= *value });
+                if !reached {
+                    return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
+                }
+                // From the last entry that does not qualify (the answer
+                // lies at or after it), by the sparse index's floor.
+                let from = n.scan_from(i, *value, *strict).unwrap_or(start).max(start);
+                p.index.floor(from).or(p.index.first().copied())
+            }
             ReadMode::Spent => unreachable!("a read starts with a request"),
         };
-        let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
+        let none_yet = if matches!(mode, ReadMode::Time { .. } | ReadMode::Index { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
         let dense = matches!(mode, ReadMode::Fetch { .. }) && (sidecar.is_some() || p.runs.find_offset(offset).is_some());
         let mut mode = mode;
@@ -590,7 +623,9 @@ impl ReadPath {
                     self.resumed.push_back((pid, mode));
                 }
             }
-            ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
+            ReadMode::Time { reply, .. } | ReadMode::Index { reply, .. } => {
+                reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset)))
+            }
             ReadMode::Spent => unreachable!("a read is answered once"),
         }
     }

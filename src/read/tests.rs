@@ -52,6 +52,7 @@ fn core_on(disk: SimDisk, partitions: u32, cfg: EngineConfig) -> Core<SimIo> {
         log_count: 1,
         logs: vec![0],
         pids: (0..partitions).collect(),
+        indexed: Default::default(),
         needs: Default::default(),
     };
     let io = SimIo::new(disk, 7, SimFaults::default());

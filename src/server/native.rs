@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::codec::{Codec, ConnError, ConnErrorKind};
 use crate::broker::{Answer, Batches, BrokerError, Command, Limits, OffsetQuery, ReplyBuf};
+use crate::core::query::{QueryRef, QuerySpec};
 use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
 
 /// The native protocol ([`crate::proto`], docs/PROTOCOL.md).
@@ -93,8 +94,8 @@ fn command(req: Request<'_>) -> Command<'_> {
             Command::ListOffsets { topic, partition, query }
         }
         Request::Metadata { topics } => Command::Metadata { topics },
-        Request::CreateTopic { topic, partitions, retention } => {
-            Command::CreateTopic { topic, partitions, retention: retention.unwrap_or_default() }
+        Request::CreateTopic { topic, partitions, retention, indices } => {
+            Command::CreateTopic { topic, partitions, retention: retention.unwrap_or_default(), indices }
         }
         Request::AlterTopic { topic, ms, bytes } => Command::AlterTopic { topic, ms, bytes },
         Request::DescribeTopic { topic } => Command::DescribeTopic { topic },
@@ -104,6 +105,17 @@ fn command(req: Request<'_>) -> Command<'_> {
         Request::Stats { reset } => Command::Stats { reset },
         Request::Metrics => Command::Metrics,
         Request::ServerInfo => Command::ServerInfo,
+        Request::Query { topic, partition, from, to, wait_ms } => {
+            let spec = QuerySpec { from: query_ref(from), to: query_ref(to), wait_ns: u64::from(wait_ms) * 1_000_000 };
+            Command::Query { topic, partition, spec }
+        }
+    }
+}
+
+fn query_ref(end: proto::QueryEnd<'_>) -> QueryRef {
+    match end {
+        proto::QueryEnd::Offset(o) => QueryRef::Offset(o),
+        proto::QueryEnd::Index { name, value } => QueryRef::Index { name: name.to_string(), value },
     }
 }
 
@@ -140,6 +152,7 @@ fn response(answer: Answer) -> Response<'static> {
             cores: cores.iter().map(|c| c.map_or_else(Vec::new, |m| m.iter().map(|(metric, v)| (metric.name(), v)).collect())).collect(),
         },
         Answer::ServerInfo { limits, frame_bytes_max } => Response::ServerInfo(server_info(limits, frame_bytes_max)),
+        Answer::Queried(bounds) => Response::Query(bounds),
         Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
     }
 }

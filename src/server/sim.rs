@@ -89,6 +89,7 @@ impl SimServer {
                 log_count: router.log_count(),
                 pids: pids.iter().copied().filter(|&p| router.core_of(p) == core_id).collect(),
                 logs,
+                indexed: Default::default(),
                 needs,
             };
             let (core, r) = Core::open(io, engine_cfg.clone(), spec)?;

@@ -206,8 +206,9 @@ impl<C: Codec> NetCore<C> {
             // pipelining client than a reset over unread bytes.
             return replier.answer(Err(StromError::ShuttingDown.into()));
         }
-        // A Fetch's sink learns when its connection goes.
-        let asker_gone = (reserved_bytes > 0).then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone());
+        // A Fetch's sink, and a Query that may wait, learn when its connection goes.
+        let waits = reserved_bytes > 0 || matches!(cmd, crate::broker::Command::Query { .. });
+        let asker_gone = waits.then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone());
         let mut host =
             CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));

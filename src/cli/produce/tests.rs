@@ -24,6 +24,7 @@ fn shape(key_delimiter: Option<&str>, headers: &[(&str, &str)]) -> RecordShape {
         overhead_bytes: RECORD_OVERHEAD_BYTES_MAX + headers_bytes_max(&headers),
         headers,
         timestamp_ms: Some(1_700_000_000_000),
+        index_names: Vec::new(),
     }
 }
 
@@ -71,11 +72,11 @@ fn batches_respect_batch_bytes_and_order() {
     let mut route = Route::Fixed(4);
     let mut got = Vec::new();
     loop {
-        let batches = q.next_batches(&s, &mut route, batch_bytes);
+        let batches = q.next_batches(&s, &mut route, batch_bytes).unwrap();
         if batches.is_empty() {
             break;
         }
-        for (partition, batch, count) in batches {
+        for Batch { partition, bytes: batch, count, .. } in batches {
             assert_eq!(partition, 4);
             let values: Vec<Vec<u8>> = records(&batch).into_iter().map(|r| r.1).collect();
             assert_eq!(values.len() as u64, count);
@@ -94,12 +95,12 @@ fn batches_respect_batch_bytes_and_order() {
 fn keys_headers_and_timestamps_reach_the_batch() {
     let s = shape(Some("::"), &[("trace", "t-1"), ("src", "")]);
     let mut q = queue_of(vec![b"k1::v1::more".to_vec(), b"novalue".to_vec(), b"::empty-key".to_vec()], &s);
-    let batches = q.next_batches(&s, &mut Route::Fixed(0), 1 << 20);
+    let batches = q.next_batches(&s, &mut Route::Fixed(0), 1 << 20).unwrap();
     assert_eq!(batches.len(), 1);
     let headers = vec![(b"trace".to_vec(), b"t-1".to_vec()), (b"src".to_vec(), Vec::new())];
     let ts = 1_700_000_000_000;
     assert_eq!(
-        records(&batches[0].1),
+        records(&batches[0].bytes),
         vec![
             (Some(b"k1".to_vec()), b"v1::more".to_vec(), headers.clone(), ts),
             (None, b"novalue".to_vec(), headers.clone(), ts),
@@ -119,7 +120,7 @@ fn partitioner_routes_by_key_and_round_robin() {
     lines.push(b"keyless-a".to_vec());
     let mut q = queue_of(lines, &s);
     let mut route = Route::Partitioner(Partitioner::new(3));
-    for (partition, batch, _) in q.next_batches(&s, &mut route, 1 << 20) {
+    for Batch { partition, bytes: batch, .. } in q.next_batches(&s, &mut route, 1 << 20).unwrap() {
         for (key, value, ..) in records(&batch) {
             match key {
                 Some(k) => assert_eq!(partition, partition_for_key(&k, 3), "key {:?}", String::from_utf8_lossy(&k)),
@@ -128,7 +129,11 @@ fn partitioner_routes_by_key_and_round_robin() {
         }
     }
     let mut q = queue_of(vec![b"keyless-b".to_vec()], &s);
-    assert_eq!(q.next_batches(&s, &mut route, 1 << 20)[0].0, 1, "the second batch's keyless records go to the next partition");
+    assert_eq!(
+        q.next_batches(&s, &mut route, 1 << 20).unwrap()[0].partition,
+        1,
+        "the second batch's keyless records go to the next partition"
+    );
 }
 
 // Proves: -H takes NAME=VALUE (the value may hold '=') and refuses the rest.
@@ -144,4 +149,33 @@ fn header_option_parses() {
 #[test]
 fn batch_bytes_max_is_the_brokers() {
     assert_eq!(PRODUCE_BATCH_BYTES_MAX as usize, strom::config::EngineConfig::default().batch_bytes_max);
+}
+
+// Proves: an --indexed line's values become one 8-byte little-endian
+// header per index, in declared order, after the -H headers; a line
+// without a TAB, with the wrong count or a non-integer, or going below the
+// previous line of its partition is named by its number.
+#[test]
+fn indexed_lines() {
+    let mut s = shape(None, &[("h", "x")]);
+    s.index_names = vec![b"ts".to_vec(), b"seq".to_vec()];
+    let mut q = queue_of(vec![b"10,-1\tone".to_vec(), b"10,2\ttwo\twith tab".to_vec()], &s);
+    let batches = q.next_batches(&s, &mut Route::Fixed(0), 1 << 20).unwrap();
+    let recs = records(&batches[0].bytes);
+    let h = |ts: i64, seq: i64| {
+        vec![(b"h".to_vec(), b"x".to_vec()), (b"ts".to_vec(), ts.to_le_bytes().to_vec()), (b"seq".to_vec(), seq.to_le_bytes().to_vec())]
+    };
+    assert_eq!(recs[0].2, h(10, -1));
+    assert_eq!(recs[0].1, b"one".to_vec());
+    assert_eq!(recs[1].1, b"two\twith tab".to_vec(), "only the first TAB splits");
+    assert_eq!(recs[1].2, h(10, 2));
+    let err = |lines: Vec<&[u8]>| {
+        let mut q = queue_of(lines.into_iter().map(<[u8]>::to_vec).collect(), &s);
+        q.next_batches(&s, &mut Route::Fixed(0), 1 << 20).unwrap_err()
+    };
+    assert!(err(vec![b"1,1\ta", b"no tab"]).starts_with("line 2: no TAB"), "{}", err(vec![b"1,1\ta", b"no tab"]));
+    assert!(err(vec![b"1\ta"]).starts_with("line 1: 1 index values, the topic has 2"));
+    assert!(err(vec![b"1,x\ta"]).starts_with("line 1: index value \"x\""));
+    let e = err(vec![b"5,5\ta", b"5,4\tb"]);
+    assert!(e.starts_with("line 2: index seq value 4 is below the previous line's 5"), "{e}");
 }

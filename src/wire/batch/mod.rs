@@ -38,6 +38,7 @@
 use crate::error::BatchError;
 
 mod builder;
+pub mod values;
 pub use builder::BatchBuilder;
 
 /// Bytes of the fixed header, from `baseOffset` through `recordsCount`.

@@ -147,6 +147,10 @@ impl Dispatcher {
             // The same way: every core adds its registry when it next ticks.
             Command::Metrics => host.gather_metrics(Box::new(move |cores| reply(Ok(Answer::Metrics(cores))))),
             Command::ServerInfo => reply(Ok(Answer::ServerInfo { limits: self.broker.limits(), frame_bytes_max: host.frame_bytes_max() })),
+            // The server's connections serve these themselves (`server/stream.rs`).
+            Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. } => {
+                reply(Err(BrokerError::Internal("a streaming request reached the broker")))
+            }
         }
     }
 

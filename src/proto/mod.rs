@@ -18,6 +18,7 @@
 
 mod decode;
 mod encode;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod topic;
@@ -31,6 +32,7 @@ use crate::wire::batch::BATCH_HEADER_BYTES;
 
 pub use decode::{decode_request, decode_response};
 pub use encode::{FETCH_REPLY_FRONT_BYTES, encode_error, encode_request, encode_response, put_fetch_reply_front};
+pub use stream::{PUSH_FRONT_BYTES, SubscribeStart, put_push_front};
 pub use topic::CREATE_TOPIC_RETENTION_VERSION;
 
 pub const VERSION: u16 = 1;
@@ -82,6 +84,10 @@ pub enum Api {
     ServerInfo = 13,
     AlterTopic = 11,
     DescribeTopic = 12,
+    // The streaming apis (`stream.rs`).
+    Subscribe = 15,
+    Grant = 16,
+    Cancel = 17,
 }
 
 impl Api {
@@ -100,6 +106,9 @@ impl Api {
             13 => Api::ServerInfo,
             11 => Api::AlterTopic,
             12 => Api::DescribeTopic,
+            15 => Api::Subscribe,
+            16 => Api::Grant,
+            17 => Api::Cancel,
             _ => return None,
         })
     }
@@ -128,6 +137,8 @@ pub enum ErrorCode {
     InvalidArgument,
     Timeout,
     Internal,
+    /// A streaming request ended because its client cancelled it.
+    Cancelled,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -155,6 +166,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => 17,
             ErrorCode::Timeout => 18,
             ErrorCode::Internal => 19,
+            ErrorCode::Cancelled => 20,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -182,6 +194,7 @@ impl ErrorCode {
             17 => ErrorCode::InvalidArgument,
             18 => ErrorCode::Timeout,
             19 => ErrorCode::Internal,
+            20 => ErrorCode::Cancelled,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -285,6 +298,23 @@ pub enum Request<'a> {
     Metrics,
     /// The server's version, shape and limits ([`ServerInfo`]); the body is empty.
     ServerInfo,
+    /// Pushes of the partition's batches from `start`, never past the
+    /// credit granted (`credit_bytes`, then [`Request::Grant`]s).
+    Subscribe {
+        topic: &'a str,
+        partition: u32,
+        credit_bytes: u64,
+        start: SubscribeStart<'a>,
+    },
+    /// More credit for the subscription whose Subscribe had request id `subscription`.
+    Grant {
+        subscription: u64,
+        bytes: u64,
+    },
+    /// Ends the streaming request of this connection whose id is `request`.
+    Cancel {
+        request: u64,
+    },
 }
 
 impl Request<'_> {
@@ -303,6 +333,9 @@ impl Request<'_> {
             Request::ServerInfo => Api::ServerInfo,
             Request::AlterTopic { .. } => Api::AlterTopic,
             Request::DescribeTopic { .. } => Api::DescribeTopic,
+            Request::Subscribe { .. } => Api::Subscribe,
+            Request::Grant { .. } => Api::Grant,
+            Request::Cancel { .. } => Api::Cancel,
         }
     }
 
@@ -389,6 +422,16 @@ pub enum Response<'a> {
         cores: Vec<Vec<(&'a str, u64)>>,
     },
     ServerInfo(ServerInfo),
+    /// A push of a subscription: the batches from `from_offset` (whole
+    /// batches: the first may begin before it) up to `next_offset`.
+    Subscribe {
+        from_offset: u64,
+        next_offset: u64,
+        high_watermark: u64,
+        batches: &'a [u8],
+    },
+    Grant,
+    Cancel,
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -414,6 +457,9 @@ impl Response<'_> {
             Response::ServerInfo(_) => Api::ServerInfo,
             Response::AlterTopic { .. } => Api::AlterTopic,
             Response::DescribeTopic { .. } => Api::DescribeTopic,
+            Response::Subscribe { .. } => Api::Subscribe,
+            Response::Grant => Api::Grant,
+            Response::Cancel => Api::Cancel,
             Response::Error { .. } => return None,
         })
     }
@@ -586,7 +632,7 @@ fn fuzz_check_one(data: &[u8]) {
             (_, None) => panic!("{resp:?} decoded under unknown api {}", header.api),
         }
         assert_eq!(again, data, "{resp:?} re-encodes to other bytes");
-        if let Response::Fetch { batches, .. } = resp {
+        if let Response::Fetch { batches, .. } | Response::Subscribe { batches, .. } = resp {
             fuzz_check_split(batches);
         }
     }

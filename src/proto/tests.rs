@@ -10,7 +10,7 @@ const TS_MS: i64 = 1_700_000_000_000;
 /// Where the body starts in a whole frame.
 const BODY_AT: usize = LEN_BYTES + HEADER_BYTES;
 
-const ALL_CODES: [ErrorCode; 19] = [
+const ALL_CODES: [ErrorCode; 20] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::UnknownApi,
@@ -30,6 +30,7 @@ const ALL_CODES: [ErrorCode; 19] = [
     ErrorCode::InvalidArgument,
     ErrorCode::Timeout,
     ErrorCode::Internal,
+    ErrorCode::Cancelled,
 ];
 
 /// A real, valid batch of `records` records.
@@ -69,6 +70,13 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::Stats { reset: true },
         Request::Metrics,
         Request::ServerInfo,
+        Request::Subscribe { topic: "t", partition: 1, credit_bytes: 0, start: SubscribeStart::Earliest },
+        Request::Subscribe { topic: "t", partition: 2, credit_bytes: u64::MAX, start: SubscribeStart::Latest },
+        Request::Subscribe { topic: "t", partition: 3, credit_bytes: 1 << 20, start: SubscribeStart::Offset(u64::MAX) },
+        Request::Subscribe { topic: "t", partition: 4, credit_bytes: 7, start: SubscribeStart::Time(0) },
+        Request::Subscribe { topic: "t", partition: 5, credit_bytes: 8, start: SubscribeStart::Index { name: "ts", value: i64::MIN } },
+        Request::Grant { subscription: 3, bytes: u64::MAX },
+        Request::Cancel { request: u64::MAX },
     ]
 }
 
@@ -144,6 +152,10 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::ServerInfo, Response::ServerInfo(server_info("always"))),
         (Api::ServerInfo, Response::ServerInfo(server_info("interval:5"))),
         (Api::ServerInfo, Response::ServerInfo(ServerInfo { server_version: String::new(), fsync: "é".into(), ..server_info("") })),
+        (Api::Subscribe, Response::Subscribe { from_offset: 4, next_offset: 10, high_watermark: u64::MAX, batches }),
+        (Api::Subscribe, Response::Subscribe { from_offset: 9, next_offset: 9, high_watermark: 9, batches: &[] }),
+        (Api::Grant, Response::Grant),
+        (Api::Cancel, Response::Cancel),
     ];
     for code in ALL_CODES.into_iter().chain([ErrorCode::Unknown(777)]) {
         all.push((Api::Fetch, Response::Error { code, message: "what went wrong, and é" }));
@@ -168,7 +180,7 @@ fn response_frame(api: Api, request_id: u64, resp: &Response<'_>) -> Vec<u8> {
 /// is a request and whether its body ends in a batches blob.
 fn all_frames(batches: &[u8]) -> Vec<(Vec<u8>, bool, bool)> {
     let reqs = requests(batches).into_iter().map(|r| (request_frame(1, &r), true, r.api() == Api::Produce));
-    let resps = responses(batches).into_iter().map(|(api, r)| (response_frame(api, 1, &r), false, matches!(r, Response::Fetch { .. })));
+    let resps = responses(batches).into_iter().map(|(api, r)| (response_frame(api, 1, &r), false, matches!(r, Response::Fetch { .. } | Response::Subscribe { .. })));
     reqs.chain(resps).collect()
 }
 

@@ -49,6 +49,7 @@ mod native;
 mod recv;
 mod reply;
 mod send;
+mod stream;
 #[doc(hidden)]
 pub mod sim;
 mod sweep;

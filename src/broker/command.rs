@@ -114,7 +114,10 @@ pub enum StreamStart<'a> {
     /// The first record whose timestamp is at or after this (ms since the epoch).
     Time(i64),
     /// The first record whose value of the named index is at least `value`.
-    Index { name: &'a str, value: i64 },
+    Index {
+        name: &'a str,
+        value: i64,
+    },
 }
 
 /// The RecordBatch v2 batches of a produce, split by their `batchLength`

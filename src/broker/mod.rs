@@ -37,7 +37,9 @@ mod produce;
 mod requests;
 pub mod router;
 
-pub use command::{Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ReplyBuf, Respond, Responder, StreamStart, TopicPlacement};
+pub use command::{
+    Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ReplyBuf, Respond, Responder, StreamStart, TopicPlacement,
+};
 pub use dispatch::{Dispatcher, Host};
 pub use router::Router;
 

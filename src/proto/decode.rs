@@ -2,11 +2,11 @@
 //! bytes are there first, and every count is checked against the bytes left
 //! before anything is allocated for it.
 
-use super::{stream, topic};
 use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
     SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, ServerInfo, TopicMetadata, VERSION,
 };
+use super::{stream, topic};
 use crate::stats::StageLatency;
 
 /// A string's smallest encoding: its u16 length with no bytes.

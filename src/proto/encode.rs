@@ -61,7 +61,9 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
         }
         Request::Stats { reset } => out.push(if *reset { STATS_FLAG_RESET } else { 0 }),
         Request::Metrics | Request::ServerInfo => {}
-        Request::Subscribe { topic, partition, credit_bytes, start } => stream::encode_subscribe(out, topic, *partition, *credit_bytes, start),
+        Request::Subscribe { topic, partition, credit_bytes, start } => {
+            stream::encode_subscribe(out, topic, *partition, *credit_bytes, start)
+        }
         Request::Grant { subscription, bytes } => {
             out.extend_from_slice(&subscription.to_be_bytes());
             out.extend_from_slice(&bytes.to_be_bytes());

@@ -38,7 +38,10 @@ pub enum SubscribeStart<'a> {
     Time(i64),
     /// The first record whose value of the named index is >= `value`.
     /// Decoded, but refused by servers until named indices exist.
-    Index { name: &'a str, value: i64 },
+    Index {
+        name: &'a str,
+        value: i64,
+    },
 }
 
 pub(super) fn decode_subscribe<'a>(r: &mut Reader<'a>) -> Result<super::Request<'a>, DecodeError> {

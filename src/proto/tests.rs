@@ -180,7 +180,9 @@ fn response_frame(api: Api, request_id: u64, resp: &Response<'_>) -> Vec<u8> {
 /// is a request and whether its body ends in a batches blob.
 fn all_frames(batches: &[u8]) -> Vec<(Vec<u8>, bool, bool)> {
     let reqs = requests(batches).into_iter().map(|r| (request_frame(1, &r), true, r.api() == Api::Produce));
-    let resps = responses(batches).into_iter().map(|(api, r)| (response_frame(api, 1, &r), false, matches!(r, Response::Fetch { .. } | Response::Subscribe { .. })));
+    let resps = responses(batches)
+        .into_iter()
+        .map(|(api, r)| (response_frame(api, 1, &r), false, matches!(r, Response::Fetch { .. } | Response::Subscribe { .. })));
     reqs.chain(resps).collect()
 }
 

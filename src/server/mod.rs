@@ -49,9 +49,9 @@ mod native;
 mod recv;
 mod reply;
 mod send;
-mod stream;
 #[doc(hidden)]
 pub mod sim;
+mod stream;
 mod sweep;
 mod task;
 

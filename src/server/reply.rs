@@ -72,7 +72,15 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// Sends the reply frame to the connection's core.
     pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>, budget_bytes: usize) {
-        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, budget_bytes, trace, stream: None };
+        let done = Done {
+            conn: self.conn,
+            frame,
+            held_bytes: self.held_bytes,
+            reserved_bytes: self.reserved_bytes,
+            budget_bytes,
+            trace,
+            stream: None,
+        };
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
         if self.route.inbox.send(done).is_ok() {

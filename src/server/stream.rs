@@ -184,7 +184,9 @@ impl<C: Codec> NetCore<C> {
             StreamStart::Time(ms) => (Some(OffsetQuery::AtTime(ms)), 0),
             StreamStart::Offset(o) => (None, o),
             StreamStart::Index { .. } => {
-                return Err(StromError::InvalidArgument("a subscription from an index value needs named indices, not served yet".into()).into());
+                return Err(
+                    StromError::InvalidArgument("a subscription from an index value needs named indices, not served yet".into()).into()
+                );
             }
         };
         let conn = self.streams.by_conn.entry(slot).or_default();
@@ -334,7 +336,7 @@ impl<C: Codec> NetCore<C> {
                 stream.offset = next_offset;
                 stream.credit_bytes = stream.credit_bytes.saturating_sub(batch_bytes as i64);
                 stream.unparked_empty = if batch_bytes == 0 && !waited && !stream.first { stream.unparked_empty + 1 } else { 0 };
-                let send = batch_bytes > 0 || std::mem::take(&mut stream.first);
+                let send = std::mem::take(&mut stream.first) || batch_bytes > 0;
                 if stream.unparked_empty >= UNPARKED_EMPTY_MAX {
                     self.release_budget(done.budget_bytes);
                     release_frame(core, done.frame);

@@ -239,7 +239,8 @@ impl<C: Codec> NetCore<C> {
         respond: impl crate::broker::Respond,
     ) {
         let asker_gone = Some(self.conns[slot].gone.get_or_insert_with(Default::default).clone());
-        let mut host = CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
+        let mut host =
+            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
         self.broker.execute(&mut host, cmd, respond);
     }
 

@@ -270,11 +270,11 @@ fn a_subscriber_resumes_after_a_restart_from_the_last_offset_it_saw() {
     let mut admin = s.client();
     admin.create_topic("rs", 1).unwrap();
     produce(&mut admin, "rs", 0, "a", 10, 10);
-    let mut c = s.client();
-    let mut sub = c.subscribe("rs", 0, SubscribeStart::Earliest, 1 << 20).unwrap();
-    let mut got = take_records(&mut sub, 0, 50);
-    drop(sub);
-    drop(c);
+    let mut got = {
+        let mut c = s.client();
+        let mut sub = c.subscribe("rs", 0, SubscribeStart::Earliest, 1 << 20).unwrap();
+        take_records(&mut sub, 0, 50)
+    };
     let (status, lines) = s.stop(HANG);
     assert!(status.is_some_and(|s| s.success()), "{lines:?}");
     let s = Serve::start(&dir, &[]);

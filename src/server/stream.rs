@@ -340,7 +340,7 @@ impl<C: Codec> NetCore<C> {
                 if stream.unparked_empty >= UNPARKED_EMPTY_MAX {
                     self.release_budget(done.budget_bytes);
                     release_frame(core, done.frame);
-                    let e = StromError::Overloaded("the core is at its limit of parked reads".into());
+                    let e = StromError::Overloaded("the core is at its limit of parked reads");
                     return self.end_stream(slot, note.request_id, Err(e.into()));
                 }
                 if send {

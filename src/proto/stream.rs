@@ -105,3 +105,35 @@ pub fn put_push_front(frame: &mut [u8], request_id: u64, from_offset: u64, next_
     }
     frame[..PUSH_FRONT_BYTES].copy_from_slice(&front);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Request, Response, decode_response, encode_request, encode_response};
+
+    #[test]
+    fn the_protocol_doc_example_is_what_the_codec_writes() {
+        // Proves: the Subscribe example of docs/PROTOCOL.md, byte for byte,
+        // and its first push, built in place as the server builds it.
+        let mut req = Vec::new();
+        let start = SubscribeStart::Offset(42);
+        encode_request(&mut req, 5, &Request::Subscribe { topic: "orders", partition: 0, credit_bytes: 1 << 20, start });
+        let mut want = vec![0, 0, 0, 0x29, 0, 15, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 0, 6];
+        want.extend_from_slice(b"orders");
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x2a]);
+        assert_eq!(req, want);
+
+        let mut push = vec![0xEE; PUSH_FRONT_BYTES];
+        put_push_front(&mut push, 5, 42, 42, 42);
+        let mut want = vec![0, 0, 0, 0x24, 0, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
+        for _ in 0..3 {
+            want.extend_from_slice(&42u64.to_be_bytes());
+        }
+        assert_eq!(push, want);
+        let resp = Response::Subscribe { from_offset: 42, next_offset: 42, high_watermark: 42, batches: &[] };
+        let mut encoded = Vec::new();
+        encode_response(&mut encoded, Api::Subscribe, 5, &resp);
+        assert_eq!(encoded, push, "built in place or encoded, a push is the same bytes");
+        assert_eq!(decode_response(&push).unwrap().1, resp);
+    }
+}

@@ -288,3 +288,50 @@ fn a_subscriber_resumes_after_a_restart_from_the_last_offset_it_saw() {
         ["a", "b"].iter().flat_map(|p| (0..10).flat_map(move |b| (0..10).map(move |i| format!("{p}-{b}-{i}")))).collect();
     assert_eq!(got.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), want);
 }
+
+#[test]
+fn the_embedded_subscription_catches_up_then_waits_for_new_batches() {
+    // Proves: Engine::subscribe reads what is stored, then blocks until new
+    // batches are durable and returns them, in order, each once; a read
+    // holds at most one batch past its credit; a deleted topic ends it
+    // with an error.
+    use strom::broker::StreamStart;
+    use strom::config::EngineConfig;
+    use strom::engine::Engine;
+    let dir = test_dir("sub-embedded");
+    let cfg = EngineConfig { cores: 2, logs_on_create: 2, pin_cores: false, ..EngineConfig::small_for_tests() };
+    let e = Engine::open(&dir, cfg).unwrap();
+    e.create_topic("emb", 2).unwrap();
+    for b in 0..3 {
+        e.append("emb", 1, batch(&format!("old-{b}"), 4, 1_700_000_000_000)).unwrap();
+    }
+    let mut seen = Vec::new();
+    std::thread::scope(|scope| {
+        let e = &e;
+        let reader = scope.spawn(move || {
+            let mut sub = e.subscribe("emb", 1, StreamStart::Earliest, 1).unwrap();
+            let mut got = Vec::new();
+            while got.len() < 24 {
+                let r = sub.next().unwrap().unwrap();
+                let records = harness::values(&r.batches[r.headroom_bytes..]);
+                assert_eq!(records.len(), 4, "a credit of 1 reads one batch");
+                assert_eq!(records[0].0, got.len() as u64, "reads follow on");
+                got.extend(records.into_iter().map(|(_, v)| v));
+            }
+            (got, sub.next_offset())
+        });
+        for b in 0..3 {
+            e.append("emb", 1, batch(&format!("new-{b}"), 4, 1_700_000_000_000)).unwrap();
+        }
+        let (got, next) = reader.join().unwrap();
+        assert_eq!(next, 24);
+        seen = got;
+    });
+    let want: Vec<String> =
+        ["old", "new"].iter().flat_map(|p| (0..3).flat_map(move |b| (0..4).map(move |i| format!("{p}-{b}-{i}")))).collect();
+    assert_eq!(seen, want);
+    let mut sub = e.subscribe("emb", 1, StreamStart::Latest, 1 << 20).unwrap();
+    e.delete_topic("emb").unwrap();
+    assert!(sub.next().unwrap().is_err());
+    assert!(e.subscribe("emb", 0, StreamStart::Index { name: "ts", value: 0 }, 1).is_err());
+}

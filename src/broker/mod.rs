@@ -152,6 +152,13 @@ impl Broker {
         self.submit(pid, requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: 0 }, requests::Layout::PLAIN, reply))
     }
 
+    /// The same, waiting at the partition's end up to `max_wait_ns` for new
+    /// batches (a long poll, woken when the partition's core retires them).
+    pub(crate) fn read_waiting(&self, topic: &str, partition: u32, f: Fetch, reply: Reply<ReadResult>) -> Result<()> {
+        let pid = self.pid(topic, partition)?;
+        self.submit(pid, requests::fetch(pid, f, requests::Layout::PLAIN, reply))
+    }
+
     pub(crate) fn offset(&self, topic: &str, partition: u32, query: OffsetQuery, reply: Reply<Option<u64>>) -> Result<()> {
         let pid = self.pid(topic, partition)?;
         self.submit(pid, requests::offset(pid, query, reply))

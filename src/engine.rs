@@ -565,19 +565,6 @@ fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch:
     }
 }
 
-#[cfg(test)]
-mod tests {
-    // Proves: under the common 8 MiB limit a process leaves three quarters
-    // of it to other processes of its user, under a large one at most
-    // 16 MiB, and never less than room for other rings.
-    #[test]
-    fn a_limited_process_leaves_room_for_others() {
-        assert_eq!(super::left_for_others(8 << 20), 6 << 20);
-        assert_eq!(super::left_for_others(1 << 30), 16 << 20);
-        assert_eq!(super::left_for_others(1 << 20), 1 << 20);
-    }
-}
-
 /// How long one read of a [`Subscription`] waits at the partition's end
 /// before it is asked again (the caller sees nothing of it).
 const SUBSCRIBE_WAIT_NS: u64 = 30_000_000_000;
@@ -621,5 +608,18 @@ impl Iterator for Subscription<'_> {
                 Err(e) => return Some(Err(e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Proves: under the common 8 MiB limit a process leaves three quarters
+    // of it to other processes of its user, under a large one at most
+    // 16 MiB, and never less than room for other rings.
+    #[test]
+    fn a_limited_process_leaves_room_for_others() {
+        assert_eq!(super::left_for_others(8 << 20), 6 << 20);
+        assert_eq!(super::left_for_others(1 << 30), 16 << 20);
+        assert_eq!(super::left_for_others(1 << 20), 1 << 20);
     }
 }

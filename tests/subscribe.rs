@@ -138,34 +138,40 @@ fn credit_is_never_overrun_and_a_small_credit_gets_one_batch() {
 #[test]
 fn a_stalled_subscriber_holds_little_while_another_takes_everything() {
     // Proves: a subscriber that neither grants nor reads holds at most its
-    // credit on the server, while another on the same partition receives
-    // every record; the reply budget's peak stays far under the data.
+    // credit on the server, one that grants without limit but never reads
+    // at most its connection's cap, while another on the same partition
+    // receives every record; the reply budget's peak stays far under the data.
     let dir = test_dir("sub-stall");
     let s = Serve::start(&dir, &[]);
     let mut admin = s.client();
     admin.create_topic("st", 1).unwrap();
     let mut stalled = s.client();
     stalled.send(&Request::Subscribe { topic: "st", partition: 0, credit_bytes: 64 << 10, start: SubscribeStart::Earliest }).unwrap();
+    // One that grants without limit but never reads: pushes stop once its
+    // connection holds conn_buffered_bytes_max (32 MiB) unsent.
+    let mut unread = s.client();
+    unread.send(&Request::Subscribe { topic: "st", partition: 0, credit_bytes: u64::MAX, start: SubscribeStart::Earliest }).unwrap();
     let mut fast = s.client();
     fast.set_timeout(None).unwrap();
     let reader = std::thread::spawn(move || {
         let mut sub = fast.subscribe("st", 0, SubscribeStart::Earliest, 4 << 20).unwrap();
-        take_records(&mut sub, 0, 64 * 900).len()
+        take_records(&mut sub, 0, 128 * 900).len()
     });
-    // 64 batches of 900 records of 1000 bytes: 58 MB, 0.9 MB a batch.
+    // 128 batches of 900 records of 1000 bytes: 116 MB, 0.9 MB a batch.
     let value = vec![b'x'; 1000];
-    for _ in 0..64 {
+    for _ in 0..128 {
         let mut builder = strom::wire::batch::BatchBuilder::new(1_700_000_000_000);
         for _ in 0..900 {
             builder.push(1_700_000_000_000, None, Some(&value), &[]);
         }
         admin.produce("st", 0, &builder.finish()).unwrap();
     }
-    assert_eq!(reader.join().unwrap(), 64 * 900);
+    assert_eq!(reader.join().unwrap(), 128 * 900);
+    // The unread one's 32 MiB, the fast one's pushes in flight, one batch over.
     let peak = metric(&mut admin, "strom_reply_budget_peak_bytes");
-    assert!(peak <= 16 << 20, "reply budget peak {peak} bytes");
-    assert_eq!(metric(&mut admin, "strom_subscriptions_open"), 2);
-    drop(stalled);
+    assert!(peak <= 48 << 20, "reply budget peak {peak} bytes");
+    assert_eq!(metric(&mut admin, "strom_subscriptions_open"), 3);
+    drop((stalled, unread));
 }
 
 #[test]

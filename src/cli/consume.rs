@@ -16,7 +16,8 @@
 //! ordered within what is buffered, and a late partition's record comes
 //! after earlier-printed newer ones (as kcat's does).
 //!
-//! `--follow` reads by subscription (Subscribe, docs/PROTOCOL.md): each
+//! `--follow` reads by subscription (Subscribe, docs/PROTOCOL.md), for up
+//! to [`SUBSCRIBED_PARTITIONS_MAX`] partitions (long polls past it): each
 //! partition is subscribed from where it stopped with a credit of its share,
 //! granted back as its pushes are buffered, so the server pushes records as
 //! they become durable and nothing polls. A push whose records overflow the
@@ -57,6 +58,10 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// `--follow` gives up when the server stays unreachable this long.
 const RECONNECT_GIVE_UP: Duration = Duration::from_secs(600);
+/// `--follow` subscribes when it follows at most this many partitions (each
+/// subscription stays in flight on the one connection, whose client allows
+/// 256 requests in flight by default); past it, it long-polls with Fetches.
+const SUBSCRIBED_PARTITIONS_MAX: usize = 128;
 /// Bytes of output buffered before a write to stdout.
 const STDOUT_BUF_BYTES: usize = 64 << 10;
 
@@ -291,7 +296,7 @@ impl Consumer<'_> {
     /// connection; with `--follow` and every partition caught up, each
     /// waits for records to arrive.
     fn fetch_round(&mut self, client: &mut Client) -> Result<(), ClientError> {
-        if self.args.follow {
+        if self.args.follow && self.parts.len() <= SUBSCRIBED_PARTITIONS_MAX {
             return self.push_round(client);
         }
         let caught_up = self.parts.iter().all(|p| p.at_end && p.buffered.is_empty());

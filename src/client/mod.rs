@@ -288,7 +288,8 @@ impl Client {
     pub fn send(&mut self, req: &Request<'_>) -> Result<u64, ClientError> {
         self.usable()?;
         check_names(req)?;
-        if self.inflight() >= self.limits.inflight_max {
+        // A Grant or Cancel ends or feeds what is in flight: never refused for it.
+        if self.inflight() >= self.limits.inflight_max && !matches!(req.api(), Api::Grant | Api::Cancel) {
             return Err(ClientError::InvalidArgument(format!(
                 "{} requests are already in flight, the limit: receive replies before sending more",
                 self.inflight()

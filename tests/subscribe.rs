@@ -179,7 +179,8 @@ fn cancel_close_and_delete_end_subscriptions() {
     // Proves: Cancel ends a subscription (its end frame, then the Cancel's
     // reply) and frees its slot; a closed connection's subscriptions are
     // freed; a topic deleted under a subscriber ends it with a typed error;
-    // an unknown Cancel is refused; an index start is refused for now.
+    // an unknown Cancel is refused; an index start and a credit of 0 are
+    // refused; a Grant for nothing is dropped.
     let dir = test_dir("sub-end");
     let s = Serve::start(&dir, &[]);
     let mut admin = s.client();
@@ -208,6 +209,10 @@ fn cancel_close_and_delete_end_subscriptions() {
     assert_eq!(server_code(&e), Some(ErrorCode::InvalidArgument), "{e}");
     let e = c.subscribe("end", 0, SubscribeStart::Index { name: "ts", value: 0 }, 1).unwrap().next_push().unwrap_err();
     assert_eq!(server_code(&e), Some(ErrorCode::InvalidArgument), "{e}");
+    let e = c.subscribe("end", 0, SubscribeStart::Earliest, 0).unwrap().next_push().unwrap_err();
+    assert_eq!(server_code(&e), Some(ErrorCode::InvalidArgument), "{e}");
+    // A Grant for no open subscription is dropped, unanswered.
+    c.send(&Request::Grant { subscription: 12345, bytes: 1 }).unwrap();
 
     let mut sub = c.subscribe("end", 0, SubscribeStart::Earliest, 1 << 20).unwrap();
     assert_eq!(records(&sub.next_push().unwrap().unwrap()).len(), 1);
@@ -232,6 +237,31 @@ fn subscriptions_over_the_limit_are_refused() {
         assert!(matches!(r.result, Ok(OwnedResponse::Subscribe(_))), "{r:?}");
     }
     let e = c.subscribe("lim", 0, SubscribeStart::Latest, 1).unwrap().next_push().unwrap_err();
+    assert_eq!(server_code(&e), Some(ErrorCode::Overloaded), "{e}");
+}
+
+#[test]
+fn subscriptions_over_the_core_limit_are_refused() {
+    // Proves: one core's connections may hold 16,384 subscriptions (16
+    // connections of 1,024, on a 1-core server); the next is refused with
+    // Overloaded, on a connection that holds none.
+    let dir = test_dir("sub-core-limit");
+    let s = Serve::on(&dir).cores(1).start();
+    let mut admin = s.client();
+    admin.create_topic("cl", 1).unwrap();
+    let mut conns: Vec<Client> = (0..16).map(|_| s.client()).collect();
+    for c in &mut conns {
+        c.set_limits(strom::client::ClientLimits { inflight_max: 2048, ..c.limits() });
+        for _ in 0..1024 {
+            c.send(&Request::Subscribe { topic: "cl", partition: 0, credit_bytes: 1, start: SubscribeStart::Latest }).unwrap();
+        }
+        for _ in 0..1024 {
+            let r = c.recv().unwrap();
+            assert!(matches!(r.result, Ok(OwnedResponse::Subscribe(_))), "{r:?}");
+        }
+    }
+    assert_eq!(metric(&mut admin, "strom_subscriptions_open"), 16 * 1024);
+    let e = admin.subscribe("cl", 0, SubscribeStart::Latest, 1).unwrap().next_push().unwrap_err();
     assert_eq!(server_code(&e), Some(ErrorCode::Overloaded), "{e}");
 }
 

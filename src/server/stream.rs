@@ -178,6 +178,10 @@ impl<C: Codec> NetCore<C> {
         if self.stopping.is_some() {
             return Err(StromError::ShuttingDown.into());
         }
+        // The first push is read at once: with no credit it could only overrun it.
+        if credit_bytes == 0 {
+            return Err(StromError::InvalidArgument("a subscription's first credit must be at least 1 byte".into()).into());
+        }
         let (start, offset) = match start {
             StreamStart::Earliest => (Some(OffsetQuery::Earliest), 0),
             StreamStart::Latest => (Some(OffsetQuery::Latest), 0),

@@ -53,6 +53,8 @@ enum Scenario {
     SmallMessages,
     /// One producer, four consumers each reading every partition at the tail.
     Fanout,
+    /// As fanout, the consumers following by subscription (pushed, with credit).
+    Subscribe,
     /// Producers write for a while first; then consumers read it all from
     /// disk (READ_FIXED) while the producers go on.
     CatchUp,
@@ -196,7 +198,7 @@ fn settings(a: &Args) -> Settings {
         // take from it (millions of small records a second to check; 10,000
         // partitions to poll; latency). Their records are read back after.
         Scenario::SmallMessages => (s.msg_size, s.consumers) = (100, 0),
-        Scenario::Fanout => (s.producers, s.consumers) = (1, 4),
+        Scenario::Fanout | Scenario::Subscribe => (s.producers, s.consumers) = (1, 4),
         Scenario::CatchUp => (s.producers, s.consumers, s.prefill) = (2, 2, 4.0),
         Scenario::ManyPartitions => (s.partitions, s.consumers) = (10_000, 0),
         Scenario::LatencyAtRate => (s.rate_fraction, s.consumers) = (Some(0.5), 0),
@@ -631,7 +633,8 @@ fn drive(
     if s.prefill == 0.0 {
         read_from = ends.clone();
     }
-    let consumers: Vec<ConsumerSpec> = (0..s.consumers).flat_map(|c| subscriber_specs(c as u32, &layout, &read_from, true)).collect();
+    let consumers: Vec<ConsumerSpec> =
+        (0..s.consumers).flat_map(|c| subscriber_specs(c as u32, &layout, &read_from, true, s.scenario == Scenario::Subscribe)).collect();
     let main_ids = 2 * s.producers as u32;
     let phase = Phase { producers: producer_specs(s, &layout, rate, main_ids), consumers, warmup: s.warmup, duration: s.duration };
     let name = s.scenario.to_possible_value().expect("no skipped variants").get_name().to_string();

@@ -3,7 +3,8 @@
 //! its own connection to an embedded server on loopback, either by
 //! Subscribe (pushed as records become durable, credit 4 MiB granted back
 //! as pushes are taken) or by a loop of Fetches (1 MiB, waiting up to 1 s).
-//! One producer appends batches of 64 records of 1 KiB at a fixed pace
+//! 1,000 consumers run as 100 on each of 10 connections (100 subscriptions,
+//! or 100 Fetch loops each with one Fetch outstanding). One producer appends batches of 64 records of 1 KiB at a fixed pace
 //! (one every `PACE`), each record stamped with its send time; a consumer
 //! records, per record, the time from that stamp to its arrival (end to
 //! end: produce, fsync, ack path, read, push or fetch reply, decode). Each
@@ -96,19 +97,82 @@ fn consume(addr: std::net::SocketAddr, topic: &str, mode: Mode, want: u64, ready
     hist
 }
 
+/// 100 consumers multiplexed on one connection, by `mode`: 100
+/// subscriptions, or 100 Fetch loops each with one Fetch outstanding. Its
+/// latency histogram (µs).
+fn consume_many(addr: std::net::SocketAddr, topic: &str, mode: Mode, want: u64, ready: &Barrier, epoch: Instant) -> Histogram<u64> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let mut c = Client::connect(addr).expect("connect");
+    c.set_timeout(None).expect("timeout");
+    c.set_limits(strom::client::ClientLimits { inflight_max: 256, ..c.limits() });
+    // Per virtual consumer, by request id: its next offset and records seen.
+    let mut at: std::collections::HashMap<u64, (u64, u64)> = std::collections::HashMap::new();
+    for _ in 0..100 {
+        let req = match mode {
+            Mode::Subscribe => Request::Subscribe { topic, partition: 0, credit_bytes: CREDIT_BYTES, start: SubscribeStart::Earliest },
+            Mode::Fetch => {
+                Request::Fetch { topic, partition: 0, offset: 0, max_bytes: FETCH_BYTES, max_wait_ms: FETCH_WAIT.as_millis() as u32 }
+            }
+        };
+        at.insert(c.send(&req).expect("send"), (0, 0));
+    }
+    ready.wait();
+    let mut done = 0;
+    while done < 100 {
+        let r = c.recv().expect("reply");
+        let (next, got) = at.remove(&r.request_id).expect("a request of this consumer");
+        let (fetch, from) = match r.result.expect("served") {
+            OwnedResponse::Subscribe(p) => (p.fetch, p.from_offset),
+            OwnedResponse::Fetch(f) => (f, next),
+            other => panic!("{other:?}"),
+        };
+        let now_got = got + record(&fetch, from, epoch, &mut hist);
+        let next = fetch.next_offset.max(next);
+        if now_got >= want {
+            // This one has everything: its subscription idles, its Fetches stop.
+            done += 1;
+            continue;
+        }
+        let id = match mode {
+            Mode::Subscribe => {
+                if !fetch.batches.is_empty() {
+                    c.send(&Request::Grant { subscription: r.request_id, bytes: fetch.batches.len() as u64 }).expect("grant");
+                }
+                r.request_id
+            }
+            Mode::Fetch => {
+                let req = Request::Fetch {
+                    topic,
+                    partition: 0,
+                    offset: next,
+                    max_bytes: FETCH_BYTES,
+                    max_wait_ms: FETCH_WAIT.as_millis() as u32,
+                };
+                c.send(&req).expect("fetch")
+            }
+        };
+        at.insert(id, (next, now_got));
+    }
+    hist
+}
+
 /// One case: `consumers` of `mode`, `batches` produced at PACE. Returns
 /// the merged latency histogram and the MB/s delivered to all consumers.
-fn run_case(addr: std::net::SocketAddr, mode: Mode, consumers: usize, batches: u64, case: usize) -> (Histogram<u64>, f64) {
+/// `threads` connections, each one consumer or (`many`) 100 multiplexed.
+fn run_case(addr: std::net::SocketAddr, mode: Mode, (threads, many): (usize, bool), batches: u64, case: usize) -> (Histogram<u64>, f64) {
     let topic = format!("sub-{case}");
     let mut admin = Client::connect(addr).expect("connect");
     admin.create_topic(&topic, 1).expect("create");
     let epoch = Instant::now();
-    let ready = Arc::new(Barrier::new(consumers + 1));
+    let ready = Arc::new(Barrier::new(threads + 1));
     let want = batches * RECORDS_PER_BATCH as u64;
-    let handles: Vec<_> = (0..consumers)
+    let consumers = if many { threads * 100 } else { threads };
+    let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (topic, ready) = (topic.clone(), ready.clone());
-            std::thread::spawn(move || consume(addr, &topic, mode, want, &ready, epoch))
+            std::thread::spawn(move || {
+                if many { consume_many(addr, &topic, mode, want, &ready, epoch) } else { consume(addr, &topic, mode, want, &ready, epoch) }
+            })
         })
         .collect();
     ready.wait();
@@ -153,10 +217,12 @@ fn main() {
     );
     println!("{:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}", "mode", "consumers", "p50_us", "p99_us", "p999_us", "max_us", "MB/s");
     let mut case = 0;
-    for consumers in [1, 4, 100] {
+    // 1, 4, 100 consumers on their own connections; 1,000 as 100 on each of 10.
+    for (threads, many) in [(1, false), (4, false), (100, false), (10, true)] {
+        let consumers = if many { threads * 100 } else { threads };
         for mode in [Mode::Subscribe, Mode::Fetch, Mode::Fetch, Mode::Subscribe] {
             case += 1;
-            let (h, mb_s) = run_case(addr, mode, consumers, batches, case);
+            let (h, mb_s) = run_case(addr, mode, (threads, many), batches, case);
             let q = |p: f64| h.value_at_quantile(p);
             println!(
                 "{:>10} {consumers:>9} {:>9} {:>9} {:>9} {:>9} {mb_s:>10.1}",

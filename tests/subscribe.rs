@@ -371,3 +371,20 @@ fn the_embedded_subscription_catches_up_then_waits_for_new_batches() {
     assert!(sub.next().unwrap().is_err());
     assert!(e.subscribe("emb", 0, StreamStart::Index { name: "ts", value: 0 }, 1).is_err());
 }
+
+#[test]
+fn a_subscriber_of_a_quiet_partition_is_not_closed_as_idle() {
+    // Proves: a connection whose only business is an open subscription
+    // outlives the idle timeout (300 ms here) and still gets the next record.
+    let dir = test_dir("sub-idle");
+    let s = Serve::start(&dir, &["--idle-timeout-ms", "300"]);
+    let mut admin = s.client();
+    admin.create_topic("quiet", 1).unwrap();
+    let mut c = s.client();
+    let mut sub = c.subscribe("quiet", 0, SubscribeStart::Latest, 1 << 20).unwrap();
+    assert!(sub.next_push().unwrap().unwrap().fetch.batches.is_empty());
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut admin = s.client();
+    produce(&mut admin, "quiet", 0, "late", 1, 1);
+    assert_eq!(take_records(&mut sub, 0, 1)[0].1, "late-0-0");
+}

@@ -107,6 +107,11 @@ impl<X> Streams<X> {
     pub fn slots(&self) -> usize {
         self.slots
     }
+
+    /// Whether the connection in `slot` has a streaming request open.
+    pub fn has(&self, slot: usize) -> bool {
+        self.by_conn.contains_key(&slot)
+    }
 }
 
 /// What a stream's read brings back with its frame.

@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::broker::{Broker, Limits, OffsetQuery, Router};
+use crate::broker::{Broker, Limits, OffsetQuery, Router, StreamStart};
 use crate::buf::registration::{CoreBuffers, RegistrationPlan};
 use crate::catalog::{Catalog, IndexNames, TopicRetention};
 use crate::config::EngineConfig;
@@ -29,7 +29,7 @@ use crate::log::recovery::RecoveryReport;
 use crate::metrics::Metrics;
 use crate::partition::Pid;
 use crate::platform;
-use crate::read::ReadResult;
+use crate::read::{Fetch, ReadResult};
 
 struct CoreHandle {
     route: CoreRoute,
@@ -224,6 +224,28 @@ impl Engine {
         let (reply, wait) = pending();
         self.broker.read(topic, partition, offset, max_bytes, reply)?;
         wait.wait()
+    }
+
+    /// Subscribes to a partition from `start`: an iterator of reads that
+    /// each wait at the partition's end for new batches (woken when they
+    /// are durable, as a long poll is: nothing polls) and hold at most
+    /// `credit_bytes` of batches, or one batch if it alone is larger. Its
+    /// credit is granted again as the caller takes each read, so nothing is
+    /// read ahead of the caller: a caller that stops asking costs nothing.
+    /// The same start kinds and credit rule as the Subscribe api; an index
+    /// start is refused (no named indices yet).
+    pub fn subscribe(&self, topic: &str, partition: u32, start: StreamStart<'_>, credit_bytes: usize) -> Result<Subscription<'_>> {
+        let stat = self.partition_stat(topic, partition)?;
+        let offset = match start {
+            StreamStart::Earliest => stat.start_offset,
+            StreamStart::Latest => stat.end_offset,
+            StreamStart::Offset(o) => o,
+            StreamStart::Time(ms) => self.offset_for_time(topic, partition, ms)?.unwrap_or(stat.end_offset),
+            StreamStart::Index { .. } => {
+                return Err(StromError::InvalidArgument("a subscription from an index value needs named indices, not served yet".into()));
+            }
+        };
+        Ok(Subscription { engine: self, topic: topic.to_string(), partition, offset, credit_bytes: credit_bytes.max(1) })
     }
 
     /// The first offset whose record timestamp is at least `ts_ms`.
@@ -572,6 +594,52 @@ fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch:
     };
     if let Err(e) = Ticker::default().run(&mut core, &mut mailbox) {
         tracing::error!(core = core.spec().core_id, %e, "core stopped on a ring failure");
+    }
+}
+
+/// How long one read of a [`Subscription`] waits at the partition's end
+/// before it is asked again (the caller sees nothing of it).
+const SUBSCRIBE_WAIT_NS: u64 = 30_000_000_000;
+
+/// An in-process subscription ([`Engine::subscribe`]): each `next` reads
+/// the batches after the last read, waiting for them if there are none yet.
+pub struct Subscription<'e> {
+    engine: &'e Engine,
+    topic: String,
+    partition: u32,
+    /// Where the next read starts.
+    offset: u64,
+    credit_bytes: usize,
+}
+
+impl Subscription<'_> {
+    /// Where the next read starts: one past the last record returned.
+    pub fn next_offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl Iterator for Subscription<'_> {
+    /// Whole batches from the subscription's position, as [`Engine::read`]
+    /// returns them (the first may begin before it). An error (the topic
+    /// deleted, the offset no longer retained) is returned each time.
+    type Item = Result<ReadResult>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (reply, wait) = pending();
+            let f = Fetch { offset: self.offset, max_bytes: self.credit_bytes, max_wait_ns: SUBSCRIBE_WAIT_NS };
+            let read = self.engine.broker.read_waiting(&self.topic, self.partition, f, reply).and_then(|()| wait.wait());
+            match read {
+                Ok(r) if r.batches.len() > r.headroom_bytes => {
+                    self.offset = r.next_offset;
+                    return Some(Ok(r));
+                }
+                // The wait lapsed with nothing new: wait again.
+                Ok(_) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }
 

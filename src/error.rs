@@ -152,6 +152,8 @@ pub enum StromError {
     InvalidArgument(String),
     /// The engine is stopping and takes no new work.
     ShuttingDown,
+    /// The request was cancelled by its asker (a Cancel, or its connection closed).
+    Cancelled,
     /// The data directory or platform cannot run Strom; the text says why
     /// and how to fix it.
     Unsupported(String),
@@ -213,6 +215,7 @@ impl fmt::Display for StromError {
             }
             StromError::Overloaded(what) => write!(f, "the server is overloaded ({what}); retry later"),
             StromError::InvalidArgument(s) | StromError::Unsupported(s) | StromError::BadDataDir(s) => f.write_str(s),
+            StromError::Cancelled => f.write_str("the request was cancelled by its client"),
             StromError::ShuttingDown => f.write_str("the server is shutting down and takes no new work; retry once it is back"),
         }
     }

@@ -19,6 +19,8 @@ fn main() {
         skip::trial("query_cases", &[], query_cases),
         skip::trial("waits_for_the_end", &[], waits_for_the_end),
         skip::trial("refused_values_and_restart", &[], refused_values_and_restart),
+        skip::trial("a_waiting_query_is_cancelled", &[], a_waiting_query_is_cancelled),
+        skip::trial("a_subscription_starts_at_an_index_value", &[], a_subscription_starts_at_an_index_value),
     ]);
 }
 
@@ -131,4 +133,64 @@ fn refused_values_and_restart() {
     assert_eq!(q(s.addr, &["--from", "ts=20", "--to", "ts=30"]), ["b", "c", "d", "e"]);
     let out = run(s.addr, &["produce", "ix", "--partition", "0", "--indexed"], b"39,9\tlate\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("index ts at offset 6"), "the last values survived the restart");
+}
+
+// Proves a query waiting for its end is cancelled by its request id (api
+// 17): the Cancel is answered, the query ends with Cancelled, and the
+// connection goes on serving; a Cancel of an id nothing waits on is refused.
+fn a_waiting_query_is_cancelled() {
+    use strom::client::{ClientError, OwnedResponse};
+    use strom::proto::{ErrorCode, QueryEnd, Request};
+    let dir = test_dir("cli-query-cancel");
+    let s = Serve::start(&dir, &[]);
+    setup(s.addr);
+    let mut c = s.client();
+    let wait_ms = 25_000;
+    let query = Request::Query { topic: "ix", partition: 0, from: QueryEnd::Offset(0), to: QueryEnd::Offset(1_000), wait_ms };
+    let q = c.send(&query).unwrap();
+    let cancel = c.send(&Request::Cancel { request: q }).unwrap();
+    let (mut cancelled, mut answered) = (false, false);
+    while !(cancelled && answered) {
+        let r = c.recv().unwrap();
+        match r.result {
+            Ok(OwnedResponse::Cancel) if r.request_id == cancel => answered = true,
+            Err(ClientError::Server { code: ErrorCode::Cancelled, .. }) if r.request_id == q => cancelled = true,
+            other => panic!("request {}: {other:?}", r.request_id),
+        }
+    }
+    // Had the Cancel not reached it, the query would have answered after
+    // its wait with the range open, not with Cancelled.
+    let again = c.send(&Request::Cancel { request: q }).unwrap();
+    let r = c.recv().unwrap();
+    assert_eq!(r.request_id, again);
+    assert!(matches!(r.result, Err(ClientError::Server { code: ErrorCode::InvalidArgument, .. })), "{:?}", r.result);
+    assert_eq!(c.query("ix", 0, QueryEnd::Offset(0), QueryEnd::Offset(-1), Duration::ZERO).unwrap().count(), 6);
+}
+
+// Proves a subscription can start at a named index value: the first push
+// starts at the first record whose value reaches it (equal values kept);
+// an unknown index ends it with InvalidArgument.
+fn a_subscription_starts_at_an_index_value() {
+    use strom::proto::SubscribeStart;
+    let dir = test_dir("cli-query-subscribe");
+    let s = Serve::start(&dir, &[]);
+    setup(s.addr);
+    let mut c = s.client();
+    let mut sub = c.subscribe("ix", 0, SubscribeStart::Index { name: "ts", value: 15 }, 1 << 20).unwrap();
+    let mut from = None;
+    let mut values = Vec::new();
+    while values.len() < 5 {
+        let push = sub.next_push().unwrap().expect("pushes until cancelled");
+        from.get_or_insert(push.from_offset);
+        for r in push.fetch.records_from(push.from_offset) {
+            let (_, v) = r.unwrap();
+            values.push(String::from_utf8(v.unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(from, Some(1), "ts=15 starts at the first record of ts 20");
+    assert_eq!(values, ["b", "c", "d", "e", "f"]);
+    sub.cancel().unwrap();
+    let mut bad = c.subscribe("ix", 0, SubscribeStart::Index { name: "nope", value: 0 }, 1 << 20).unwrap();
+    let e = bad.next_push().unwrap_err().to_string();
+    assert!(e.contains("no index named"), "{e}");
 }

@@ -18,7 +18,7 @@ use strom::config::FsyncPolicy;
 use strom::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use strom::log::frame::{self, FrameHeader, FrameKind};
 use strom::partition::{IndexEntry, Span};
-use strom::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
+use strom::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, SubscribeStart, TopicMetadata};
 use strom::wire::batch::{self, BatchBuilder};
 
 // Shared with cargo-fuzz and the other fuzz test: not every item is used here.
@@ -212,7 +212,7 @@ fn write_seed_corpus() {
 fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
     match target {
         "batch_validate" => batch_seeds(),
-        "batch_values" => values_seeds(),
+        "batch_values" => strom::wire::batch::values::fuzz_seeds(),
         "frame_decode" => frame_seeds(),
         "checkpoint_decode" => checkpoint_seeds(),
         "catalog_parse" => catalog_seeds(),
@@ -226,26 +226,6 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "names" => names_seeds(),
         other => panic!("no seeds for fuzz target {other}"),
     }
-}
-
-/// Batches with index headers: valid (equal values kept), one decreasing,
-/// one missing a value, one with a short value.
-fn values_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let build = |rows: &[&[(&[u8], &[u8])]]| {
-        let mut b = BatchBuilder::new(1_700_000_000_000);
-        for headers in rows {
-            let h: Vec<(&[u8], Option<&[u8]>)> = headers.iter().map(|(k, v)| (*k, Some(*v))).collect();
-            b.push(1_700_000_000_000, None, Some(b"v"), &h);
-        }
-        b.finish()
-    };
-    let (one, two, five) = (1i64.to_le_bytes(), 2i64.to_le_bytes(), 5i64.to_le_bytes());
-    vec![
-        ("valid-ts-seq", build(&[&[(b"ts", &one), (b"seq", &one)], &[(b"seq", &two), (b"ts", &one)], &[(b"ts", &five), (b"seq", &five)]])),
-        ("decreasing", build(&[&[(b"ts", &five), (b"seq", &one)], &[(b"ts", &two), (b"seq", &two)]])),
-        ("missing", build(&[&[(b"ts", &one)]])),
-        ("short-value", build(&[&[(b"ts", &one[..3]), (b"seq", &one)]])),
-    ]
 }
 
 fn batch_seeds() -> Vec<(&'static str, Vec<u8>)> {
@@ -567,6 +547,8 @@ fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let retention = Some(strom::catalog::TopicRetention { ms: Some(604_800_000), bytes: None });
     let create_v2 = request_input(&Request::CreateTopic { topic: "orders", partitions: 4, retention, indices: vec![] });
     let metadata = Api::Metadata as u8 - 1;
+    let subscribe =
+        request_input(&Request::Subscribe { topic: "orders", partition: 3, credit_bytes: 1 << 20, start: SubscribeStart::Offset(42) });
     vec![
         ("valid-produce", request_input(&Request::Produce { topic: "orders", partition: 3, batches: &batches })),
         ("valid-fetch", fetch.clone()),
@@ -591,6 +573,19 @@ fn request_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("produce-no-batch", vec![Api::Produce as u8 - 1, 0, 1, b't', 0, 0, 0, 0]),
         ("list-offsets-spec-minus-3", [&[Api::ListOffsets as u8 - 1][..], &[0, 1, b't', 0, 0, 0, 0], &(-3i64).to_be_bytes()].concat()),
         ("delete-topic-bad-utf8", vec![Api::DeleteTopic as u8 - 1, 0, 2, 0xC3, 0x28]),
+        ("valid-subscribe-offset", subscribe.clone()),
+        (
+            "valid-subscribe-index",
+            request_input(&Request::Subscribe {
+                topic: "orders",
+                partition: 0,
+                credit_bytes: 1 << 20,
+                start: SubscribeStart::Index { name: "ts", value: -5 },
+            }),
+        ),
+        ("valid-grant", request_input(&Request::Grant { subscription: 7, bytes: 1 << 20 })),
+        ("valid-cancel", request_input(&Request::Cancel { request: 7 })),
+        ("subscribe-start-kind-5", [&subscribe[..subscribe.len() - 9], &[5]].concat()),
     ]
 }
 
@@ -605,7 +600,7 @@ fn response_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
         core_addrs: vec![String::new(), "10.0.0.1:9093".into()],
         topics: vec![TopicMetadata { name: "orders".into(), partition_cores: vec![0, 1, 0, 1] }],
     };
-    let selector = |api: Api| api as u8 - 1;
+    let selector = fuzz_checks::proto_body::selector_of;
     let described = strom::catalog::TopicDescription {
         name: "orders".into(),
         retention: strom::catalog::TopicRetention { ms: Some(3_600_000), bytes: None },
@@ -652,6 +647,18 @@ fn response_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("offset-fetch-minus-2", [&[selector(Api::OffsetFetch)][..], &(-2i64).to_be_bytes()].concat()),
         ("error-message-over-limit", [&[0x80 | selector(Api::Fetch), 5][..], &[0x04, 0x01], &[b'x'; 1025]].concat()),
         ("produce-short", vec![selector(Api::Produce), 0, 0, 0]),
+        (
+            "valid-subscribe-push",
+            response_input(
+                Api::Subscribe,
+                &Response::Subscribe { from_offset: 42, next_offset: 45, high_watermark: 45, batches: &batches },
+            ),
+        ),
+        ("valid-grant", response_input(Api::Grant, &Response::Grant)),
+        (
+            "valid-subscribe-cancelled",
+            response_input(Api::Subscribe, &Response::Error { code: ErrorCode::Cancelled, message: "cancelled" }),
+        ),
     ]
 }
 

@@ -4,9 +4,9 @@
 //! harness frames the rest correctly, and every input reaches a body decoder.
 //!
 //! ```text
-//! request input:   selector | body           api = 1 + (selector & 0x7F) % 13; version 2 when
+//! request input:   selector | body           api = APIS[(selector & 0x7F) % 16]; version 2 when
 //!                                            selector >= 0x80 and the api is CreateTopic, else 1
-//! response input:  selector | body           api = 1 + (selector & 0x7F) % 13, success
+//! response input:  selector | body           api = APIS[(selector & 0x7F) % 16], success
 //!                  selector | code | body    when selector >= 0x80: error `code` (0 still means success)
 //! ```
 
@@ -19,8 +19,28 @@ use strom::proto::{
 const REQUEST_ID: u64 = 0x0102_0304_0506_0708;
 /// Selector bit of a response input whose second byte is an error code.
 const ERROR_BIT: u8 = 0x80;
-/// The apis of this version, numbered 1..=API_COUNT (AlterTopic, DescribeTopic, ServerInfo and Query included).
-const API_COUNT: u8 = 14;
+/// The apis of this version, in selector order: 1..=13 at selectors 0..13
+/// (so saved inputs keep their apis), then the streaming ones. A new api
+/// goes at the end.
+const APIS: [Api; 17] = [
+    Api::Produce,
+    Api::Fetch,
+    Api::ListOffsets,
+    Api::Metadata,
+    Api::CreateTopic,
+    Api::DeleteTopic,
+    Api::OffsetCommit,
+    Api::OffsetFetch,
+    Api::Stats,
+    Api::Metrics,
+    Api::AlterTopic,
+    Api::DescribeTopic,
+    Api::ServerInfo,
+    Api::Subscribe,
+    Api::Grant,
+    Api::Cancel,
+    Api::Query,
+];
 /// A version no api accepts (CreateTopic takes 1 to 3, the rest 1).
 const UNSUPPORTED_VERSION: u16 = 4;
 
@@ -28,7 +48,12 @@ const UNSUPPORTED_VERSION: u16 = 4;
 pub fn api_of(selector: u8) -> Api {
     // The error bit is masked first, so a selector names the same api in a
     // request and in an error reply (and the seeds keep their apis).
-    Api::from_u16(1 + u16::from((selector & !ERROR_BIT) % API_COUNT)).expect("1..=14 are apis")
+    APIS[usize::from(selector & !ERROR_BIT) % APIS.len()]
+}
+
+/// The selector that picks `api` (without the error bit).
+pub fn selector_of(api: Api) -> u8 {
+    APIS.iter().position(|&a| a == api).expect("every api is in APIS") as u8
 }
 
 /// A whole frame (length included) around `body`.
@@ -119,7 +144,7 @@ pub fn check_response(data: &[u8]) {
 pub fn request_input(req: &Request<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     proto::encode_request(&mut out, REQUEST_ID, req);
-    let selector = (req.api() as u8 - 1) | if req.version() == VERSION { 0 } else { ERROR_BIT };
+    let selector = selector_of(req.api()) | if req.version() == VERSION { 0 } else { ERROR_BIT };
     [&[selector][..], &out[proto::LEN_BYTES + proto::HEADER_BYTES..]].concat()
 }
 
@@ -131,8 +156,8 @@ pub fn response_input(api: Api, resp: &Response<'_>) -> Vec<u8> {
     let body = &out[proto::LEN_BYTES + proto::HEADER_BYTES..];
     match resp {
         Response::Error { code, .. } => {
-            [&[ERROR_BIT | (api as u8 - 1)][..], &[u8::try_from(code.code()).expect("codes fit a byte")], body].concat()
+            [&[ERROR_BIT | selector_of(api)][..], &[u8::try_from(code.code()).expect("codes fit a byte")], body].concat()
         }
-        _ => [&[api as u8 - 1][..], body].concat(),
+        _ => [&[selector_of(api)][..], body].concat(),
     }
 }

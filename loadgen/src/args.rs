@@ -16,6 +16,8 @@ pub(crate) enum Scenario {
     SmallMessages,
     /// One producer, four consumers each reading every partition at the tail.
     Fanout,
+    /// As fanout, the consumers following by subscription (pushed, with credit).
+    Subscribe,
     /// Producers write for a while first; then consumers read it all from
     /// disk (READ_FIXED) while the producers go on.
     CatchUp,
@@ -168,7 +170,7 @@ pub(crate) fn settings(a: &Args) -> Settings {
         // take from it (millions of small records a second to check; 10,000
         // partitions to poll; latency). Their records are read back after.
         Scenario::SmallMessages => (s.msg_size, s.consumers) = (100, 0),
-        Scenario::Fanout => (s.producers, s.consumers) = (1, 4),
+        Scenario::Fanout | Scenario::Subscribe => (s.producers, s.consumers) = (1, 4),
         Scenario::CatchUp => (s.producers, s.consumers, s.prefill) = (2, 2, 4.0),
         Scenario::ManyPartitions => (s.partitions, s.consumers) = (10_000, 0),
         Scenario::LatencyAtRate => (s.rate_fraction, s.consumers) = (Some(0.5), 0),

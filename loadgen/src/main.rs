@@ -41,7 +41,7 @@ mod verdict;
 mod verify;
 mod worker;
 
-use args::{Args, Settings, check, settings};
+use args::{Args, Scenario, Settings, check, settings};
 use clock::now_ns;
 use report::Report;
 use specs::{producer_specs, subscriber_specs};
@@ -452,7 +452,8 @@ fn drive(
     if s.prefill == 0.0 {
         read_from = ends.clone();
     }
-    let consumers: Vec<ConsumerSpec> = (0..s.consumers).flat_map(|c| subscriber_specs(c as u32, &layout, &read_from, true)).collect();
+    let consumers: Vec<ConsumerSpec> =
+        (0..s.consumers).flat_map(|c| subscriber_specs(c as u32, &layout, &read_from, true, s.scenario == Scenario::Subscribe)).collect();
     let main_ids = 2 * s.producers as u32;
     let phase = Phase { producers: producer_specs(s, &layout, rate, main_ids), consumers, warmup: s.warmup, duration: s.duration };
     let name = s.scenario.to_possible_value().expect("no skipped variants").get_name().to_string();

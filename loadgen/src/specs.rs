@@ -41,12 +41,13 @@ pub(crate) fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: 
 }
 
 /// Consumer `id` reads every partition: one connection per core.
-pub(crate) fn subscriber_specs(id: u32, layout: &Layout, from: &[u64], measure: bool) -> Vec<ConsumerSpec> {
+/// (`subscribe`: by subscription, else by Fetches).
+pub(crate) fn subscriber_specs(id: u32, layout: &Layout, from: &[u64], measure: bool, subscribe: bool) -> Vec<ConsumerSpec> {
     let mut specs: Vec<ConsumerSpec> = Vec::new();
     for (p, &addr) in layout.partition_addr.iter().enumerate() {
         match specs.iter_mut().find(|c| c.addr == addr) {
             Some(c) => c.partitions.push((p as u32, from[p])),
-            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure }),
+            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure, subscribe }),
         }
     }
     specs

@@ -34,6 +34,9 @@ use crate::verify::{Check, PartitionVerifier, Ranges, add_range};
 /// default), so slots x FETCH_BYTES_MAX stays under it.
 pub const FETCH_SLOTS: usize = 8;
 pub const FETCH_BYTES_MAX: u32 = 2 << 20;
+/// A subscription's credit: a push holds at most this plus one batch, so
+/// it fits the receive buffer as a Fetch reply does.
+const SUBSCRIBE_CREDIT_BYTES: u64 = FETCH_BYTES_MAX as u64 / 2;
 /// A long poll at the tail; the server answers as soon as data arrives.
 const FETCH_WAIT_MS: u32 = 500;
 /// With more partitions than slots a long poll would hold a slot on an idle
@@ -99,6 +102,9 @@ pub struct ConsumerSpec {
     pub partitions: Vec<(u32, u64)>,
     /// Record latencies and throughput (false for the read-back after a run).
     pub measure: bool,
+    /// Follow each partition by subscription (pushed, with credit) instead
+    /// of Fetches.
+    pub subscribe: bool,
 }
 
 impl ConsumerSpec {
@@ -424,7 +430,10 @@ impl Worker {
                 let final_targets = shared.targets_final.load(Ordering::SeqCst);
                 let mut all_done = true;
                 for part in &mut c.parts {
-                    if final_targets && !part.outstanding && part.next >= shared.targets[part.partition as usize].load(Ordering::SeqCst) {
+                    if final_targets
+                        && (c.spec.subscribe || !part.outstanding)
+                        && part.next >= shared.targets[part.partition as usize].load(Ordering::SeqCst)
+                    {
                         part.done = true;
                     }
                     all_done &= part.done;
@@ -438,7 +447,8 @@ impl Worker {
                 }
                 let n = c.parts.len();
                 let mut looked = 0;
-                while c.pending.len() < FETCH_SLOTS && looked < n {
+                // A subscription stays pending for its life: no slot limit.
+                while (c.spec.subscribe || c.pending.len() < FETCH_SLOTS) && looked < n {
                     let pi = c.cursor % n;
                     c.cursor = c.cursor.wrapping_add(1);
                     looked += 1;
@@ -448,12 +458,12 @@ impl Worker {
                     }
                     let rid = conn.next_rid;
                     conn.next_rid += 1;
-                    let req = Request::Fetch {
-                        topic: &shared.topic,
-                        partition: part.partition,
-                        offset: part.next,
-                        max_bytes: FETCH_BYTES_MAX,
-                        max_wait_ms: c.wait_ms,
+                    let (topic, partition) = (&shared.topic, part.partition);
+                    let req = if c.spec.subscribe {
+                        let start = proto::SubscribeStart::Offset(part.next);
+                        Request::Subscribe { topic, partition, credit_bytes: SUBSCRIBE_CREDIT_BYTES, start }
+                    } else {
+                        Request::Fetch { topic, partition, offset: part.next, max_bytes: FETCH_BYTES_MAX, max_wait_ms: c.wait_ms }
                     };
                     proto::encode_request(&mut c.out, rid, &req);
                     part.outstanding = true;
@@ -618,16 +628,24 @@ impl Worker {
                 }
             }
             Role::C(c) => {
-                let Some((pi, sent_ns)) = c.pending.remove(&rid) else {
+                // A push keeps its subscription pending; anything else ends it.
+                let pushed = matches!(resp, Response::Subscribe { .. });
+                let found = if pushed { c.pending.get(&rid).copied() } else { c.pending.remove(&rid) };
+                let Some((pi, sent_ns)) = found else {
                     *out.errors.entry("reply to no request".into()).or_default() += 1;
                     return;
                 };
                 let measure = c.spec.measure && shared.in_window(now);
                 let part = &mut c.parts[pi];
-                part.outstanding = false;
+                part.outstanding = pushed;
                 match resp {
-                    Response::Fetch { batches, next_offset, .. } => {
-                        if measure {
+                    Response::Fetch { batches, next_offset, .. } | Response::Subscribe { batches, next_offset, .. } => {
+                        if pushed && !batches.is_empty() {
+                            let grant = Request::Grant { subscription: rid, bytes: batches.len() as u64 };
+                            proto::encode_request(&mut c.out, conn.next_rid, &grant);
+                            conn.next_rid += 1;
+                        }
+                        if measure && !pushed {
                             out.lat.fetch_us.saturating_record(ns_to_us(now.saturating_sub(sent_ns)));
                             out.consumed.requests += 1;
                         }

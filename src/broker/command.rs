@@ -93,6 +93,40 @@ pub enum Command<'a> {
         partition: u32,
         spec: crate::core::query::QuerySpec,
     },
+    /// Streaming requests: served by the server's connections
+    /// (`server/stream.rs`) over Fetch and ListOffsets, not by the broker.
+    /// Pushes of the partition's batches from `start`, within the credit.
+    Subscribe {
+        topic: &'a str,
+        partition: u32,
+        credit_bytes: u64,
+        start: StreamStart<'a>,
+    },
+    /// More credit for the subscription of request id `subscription`.
+    Grant {
+        subscription: u64,
+        bytes: u64,
+    },
+    /// Ends the connection's streaming request of id `request`.
+    Cancel {
+        request: u64,
+    },
+}
+
+/// Where a subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStart<'a> {
+    Earliest,
+    /// The partition's end when the subscription begins.
+    Latest,
+    Offset(u64),
+    /// The first record whose timestamp is at or after this (ms since the epoch).
+    Time(i64),
+    /// The first record whose value of the named index is at least `value`.
+    Index {
+        name: &'a str,
+        value: i64,
+    },
 }
 
 /// The RecordBatch v2 batches of a produce, split by their `batchLength`
@@ -203,6 +237,8 @@ pub enum Answer {
         frame_bytes_max: usize,
     },
     Queried(crate::core::query::QueryBounds),
+    /// Cancel: the streaming request is ended.
+    Cancelled,
 }
 
 /// What an engine accepts, as a client must know it before sending: the
@@ -242,6 +278,8 @@ pub enum BrokerError {
     StorageFailed(String),
     /// A broken promise of the broker itself.
     Internal(&'static str),
+    /// A streaming request its client cancelled.
+    Cancelled,
 }
 
 impl From<StromError> for BrokerError {

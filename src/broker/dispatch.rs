@@ -156,6 +156,10 @@ impl Dispatcher {
                 }
             }
             Command::ServerInfo => reply(Ok(Answer::ServerInfo { limits: self.broker.limits(), frame_bytes_max: host.frame_bytes_max() })),
+            // The server's connections serve these themselves (`server/stream.rs`).
+            Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. } => {
+                reply(Err(BrokerError::Internal("a streaming request reached the broker")))
+            }
         }
     }
 

@@ -37,7 +37,9 @@ mod produce;
 mod requests;
 pub mod router;
 
-pub use command::{Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ReplyBuf, Respond, Responder, TopicPlacement};
+pub use command::{
+    Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ReplyBuf, Respond, Responder, StreamStart, TopicPlacement,
+};
 pub use dispatch::{Dispatcher, Host};
 pub use router::Router;
 
@@ -150,6 +152,13 @@ impl Broker {
     pub(crate) fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize, reply: Reply<ReadResult>) -> Result<()> {
         let pid = self.pid(topic, partition)?;
         self.submit(pid, requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: 0 }, requests::Layout::PLAIN, reply))
+    }
+
+    /// The same, waiting at the partition's end up to `max_wait_ns` for new
+    /// batches (a long poll, woken when the partition's core retires them).
+    pub(crate) fn read_waiting(&self, topic: &str, partition: u32, f: Fetch, reply: Reply<ReadResult>) -> Result<()> {
+        let pid = self.pid(topic, partition)?;
+        self.submit(pid, requests::fetch(pid, f, requests::Layout::PLAIN, reply))
     }
 
     pub(crate) fn offset(&self, topic: &str, partition: u32, query: OffsetQuery, reply: Reply<Option<u64>>) -> Result<()> {

@@ -15,13 +15,22 @@
 //! order exactly. With `--follow`, records are printed as they arrive:
 //! ordered within what is buffered, and a late partition's record comes
 //! after earlier-printed newer ones (as kcat's does).
-use std::collections::VecDeque;
+//!
+//! `--follow` reads by subscription (Subscribe, docs/PROTOCOL.md), for up
+//! to [`SUBSCRIBED_PARTITIONS_MAX`] partitions (long polls past it): each
+//! partition is subscribed from where it stopped with a credit of its share,
+//! granted back as its pushes are buffered, so the server pushes records as
+//! they become durable and nothing polls. A push whose records overflow the
+//! share decoded ends that subscription (Cancel) and a new one starts where
+//! the buffered records end. It waits for pushes without a timeout: a closed
+//! stdout is noticed at the next record.
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufWriter, ErrorKind, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use strom::client::{Client, ClientError, FetchResult, OwnedResponse};
-use strom::proto::{OffsetSpec, Request};
+use strom::proto::{OffsetSpec, Request, SubscribeStart};
 
 use super::format::{Output, OwnedRecord};
 use super::start::StartAt;
@@ -49,6 +58,10 @@ const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// `--follow` gives up when the server stays unreachable this long.
 const RECONNECT_GIVE_UP: Duration = Duration::from_secs(600);
+/// `--follow` subscribes when it follows at most this many partitions (each
+/// subscription stays in flight on the one connection, whose client allows
+/// 256 requests in flight by default); past it, it long-polls with Fetches.
+const SUBSCRIBED_PARTITIONS_MAX: usize = 128;
 /// Bytes of output buffered before a write to stdout.
 const STDOUT_BUF_BYTES: usize = 64 << 10;
 
@@ -102,6 +115,9 @@ struct Part {
     /// What the next fetch asks for: the share, or less after a fetch
     /// whose records did not fit the share decoded.
     fetch_bytes: u32,
+    /// With `--follow`: the request id of its subscription on the current
+    /// connection, once subscribed.
+    subscription: Option<u64>,
 }
 
 /// The state that outlives a connection: a restart of the server loses
@@ -117,6 +133,9 @@ struct Consumer<'a> {
     /// When the connection was lost, while it has not served a round since:
     /// one outage is announced once, however many attempts it takes.
     lost_since: Option<Instant>,
+    /// Request ids of cancelled subscriptions and of their Cancels, whose
+    /// last replies are still to come (and to be dropped).
+    cancelled: HashSet<u64>,
 }
 
 pub fn consume(args: &ConsumeArgs) -> Result<(), String> {
@@ -151,9 +170,11 @@ pub fn consume(args: &ConsumeArgs) -> Result<(), String> {
             buffered: VecDeque::new(),
             at_end: false,
             fetch_bytes: share_bytes,
+            subscription: None,
         });
     }
-    let mut consumer = Consumer { args, output, parts, share_bytes, printed: 0, last_commit: Instant::now(), lost_since: None };
+    let mut consumer =
+        Consumer { args, output, parts, share_bytes, printed: 0, last_commit: Instant::now(), lost_since: None, cancelled: HashSet::new() };
     consumer.run(client)
 }
 
@@ -254,6 +275,9 @@ impl Consumer<'_> {
                     self.lost_since = Some(Instant::now());
                 }
                 client = self.reconnect()?;
+                // Subscriptions end with their connection.
+                self.parts.iter_mut().for_each(|p| p.subscription = None);
+                self.cancelled.clear();
                 continue;
             }
             if self.lost_since.take().is_some() {
@@ -272,6 +296,9 @@ impl Consumer<'_> {
     /// connection; with `--follow` and every partition caught up, each
     /// waits for records to arrive.
     fn fetch_round(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        if self.args.follow && self.parts.len() <= SUBSCRIBED_PARTITIONS_MAX {
+            return self.push_round(client);
+        }
         let caught_up = self.parts.iter().all(|p| p.at_end && p.buffered.is_empty());
         let wait = match (self.args.follow && caught_up, self.parts.len()) {
             (false, _) => Duration::ZERO,
@@ -305,6 +332,52 @@ impl Consumer<'_> {
             p.ingest(&fetched, self.share_bytes)?;
         }
         Ok(())
+    }
+
+    /// With `--follow`: subscribes each partition not subscribed on this
+    /// connection from where it stopped, then buffers the next push.
+    fn push_round(&mut self, client: &mut Client) -> Result<(), ClientError> {
+        client.set_timeout(None)?;
+        for p in self.parts.iter_mut().filter(|p| p.subscription.is_none()) {
+            let start = SubscribeStart::Offset(p.fetch_at);
+            let req = Request::Subscribe { topic: &self.args.topic, partition: p.partition, credit_bytes: self.share_bytes.into(), start };
+            p.subscription = Some(client.send(&req)?);
+        }
+        loop {
+            let reply = client.recv()?;
+            if self.cancelled.contains(&reply.request_id) {
+                // A cancelled subscription's pushes and end, and the Cancel's reply.
+                if reply.api == strom::proto::Api::Cancel || reply.result.is_err() {
+                    self.cancelled.remove(&reply.request_id);
+                }
+                continue;
+            }
+            let Some(p) = self.parts.iter_mut().find(|p| p.subscription == Some(reply.request_id)) else {
+                return Err(ClientError::Protocol(format!(
+                    "the server answered request {}, which this consume did not send",
+                    reply.request_id
+                )));
+            };
+            let push = match reply.result {
+                Ok(OwnedResponse::Subscribe(push)) => push,
+                Ok(other) => return Err(ClientError::Protocol(format!("the server pushed a {:?} reply", other.api()))),
+                Err(e) => {
+                    p.subscription = None;
+                    return Err(e);
+                }
+            };
+            p.ingest(&push.fetch, self.share_bytes)?;
+            let id = reply.request_id;
+            if p.fetch_at < push.fetch.next_offset {
+                // Records past the share were dropped: subscribe again from them.
+                p.subscription = None;
+                self.cancelled.insert(id);
+                self.cancelled.insert(client.send(&Request::Cancel { request: id })?);
+            } else if push.batch_bytes() > 0 {
+                client.send(&Request::Grant { subscription: id, bytes: push.batch_bytes() })?;
+            }
+            return Ok(());
+        }
     }
 
     /// Prints buffered records in (timestamp, partition, offset) order
@@ -409,6 +482,7 @@ mod tests {
             buffered: VecDeque::new(),
             at_end: false,
             fetch_bytes: FETCH_BYTES_MIN,
+            subscription: None,
         }
     }
 

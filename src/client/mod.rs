@@ -30,10 +30,12 @@ mod topic;
 pub use crate::stats::StageLatency;
 pub use error::ClientError;
 pub use fetch::{FetchedRecord, FetchedRecords, RecordsAt};
+pub use subscribe::{Push, Subscription};
 
 mod error;
 mod fetch;
 mod query;
+mod subscribe;
 
 /// The default largest reply frame: 64 MiB holds any Fetch a server with
 /// default limits sends, with room for servers configured larger.
@@ -139,6 +141,10 @@ pub enum OwnedResponse {
     ServerInfo(ServerInfo),
     /// The bounds of a queried range.
     Query(crate::core::query::QueryBounds),
+    /// A subscription's push ([`subscribe`]).
+    Subscribe(Push),
+    Grant,
+    Cancel,
 }
 
 impl OwnedResponse {
@@ -158,6 +164,9 @@ impl OwnedResponse {
             OwnedResponse::Metrics(_) => Api::Metrics,
             OwnedResponse::ServerInfo(_) => Api::ServerInfo,
             OwnedResponse::Query(_) => Api::Query,
+            OwnedResponse::Subscribe(_) => Api::Subscribe,
+            OwnedResponse::Grant => Api::Grant,
+            OwnedResponse::Cancel => Api::Cancel,
         }
     }
 }
@@ -283,7 +292,8 @@ impl Client {
     pub fn send(&mut self, req: &Request<'_>) -> Result<u64, ClientError> {
         self.usable()?;
         check_names(req)?;
-        if self.inflight() >= self.limits.inflight_max {
+        // A Grant or Cancel ends or feeds what is in flight: never refused for it.
+        if self.inflight() >= self.limits.inflight_max && !matches!(req.api(), Api::Grant | Api::Cancel) {
             return Err(ClientError::InvalidArgument(format!(
                 "{} requests are already in flight, the limit: receive replies before sending more",
                 self.inflight()
@@ -304,7 +314,10 @@ impl Client {
             return Err(self.break_on(self.io_error(e)));
         }
         self.next_request_id += 1;
-        self.inflight.insert(request_id, req.api());
+        // A Grant is not answered unless it fails (docs/PROTOCOL.md).
+        if req.api() != Api::Grant {
+            self.inflight.insert(request_id, req.api());
+        }
         Ok(request_id)
     }
 
@@ -349,13 +362,18 @@ impl Client {
             // timeout), and the server closes it next.
             return Err(self.break_on(e));
         }
-        let Some(api) = self.inflight.remove(&header.request_id) else {
+        let Some(&api) = self.inflight.get(&header.request_id) else {
             let e = ClientError::Protocol(format!("a reply to request {}, which is not in flight", header.request_id));
             return Err(self.break_on(e));
         };
         if Api::from_u16(header.api) != Some(api) {
             let e = ClientError::Protocol(format!("request {} was a {api:?}, its reply says api {}", header.request_id, header.api));
             return Err(self.break_on(e));
+        }
+        // A subscription's pushes all answer its one request, until one
+        // that is an error ends it.
+        if api != Api::Subscribe || result.is_err() {
+            self.inflight.remove(&header.request_id);
         }
         Ok(Reply { request_id: header.request_id, api, result })
     }
@@ -578,12 +596,13 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
         | Request::AlterTopic { topic, .. }
         | Request::DescribeTopic { topic }
         | Request::Query { topic, .. } => check_name(topic),
+        Request::Subscribe { topic, .. } => check_name(topic),
         Request::Metadata { topics } => topics.iter().try_for_each(|t| check_name(t)),
         Request::OffsetCommit { group, topic, .. } | Request::OffsetFetch { group, topic, .. } => {
             check_name(group)?;
             check_name(topic)
         }
-        Request::Stats { .. } | Request::Metrics | Request::ServerInfo => Ok(()),
+        Request::Stats { .. } | Request::Metrics | Request::ServerInfo | Request::Grant { .. } | Request::Cancel { .. } => Ok(()),
     }
 }
 
@@ -612,6 +631,12 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
             Ok(OwnedResponse::Metrics(cores.into_iter().map(|c| c.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).collect()))
         }
         Response::ServerInfo(info) => Ok(OwnedResponse::ServerInfo(info)),
+        Response::Subscribe { from_offset, next_offset, high_watermark, batches } => Ok(OwnedResponse::Subscribe(Push {
+            from_offset,
+            fetch: FetchResult { high_watermark, start_offset: from_offset, next_offset, batches: batches.to_vec() },
+        })),
+        Response::Grant => Ok(OwnedResponse::Grant),
+        Response::Cancel => Ok(OwnedResponse::Cancel),
         Response::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
     };
     Ok((header, result))

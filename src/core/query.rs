@@ -184,7 +184,7 @@ impl<I: Io> Core<I> {
             if gone {
                 self.queries.unpark(id);
                 let q = self.queries.live.remove(id);
-                (q.reply)(Err(StromError::ShuttingDown));
+                (q.reply)(Err(StromError::Cancelled));
             } else if stopping || now >= q.deadline_ns {
                 self.queries.unpark(id);
                 self.finish_open(id);

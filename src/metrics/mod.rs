@@ -220,6 +220,8 @@ registry! {
             "The most reply budget the core has had in use at once since it started.";
         fetches_waiting_budget => FetchesWaitingBudget, Gauge, "strom_fetches_waiting_budget",
             "Fetches of the core's connections waiting now for its reply budget (parked long polls are not).";
+        subscriptions => SubscriptionsOpen, Gauge, "strom_subscriptions_open",
+            "Subscriptions of the core's connections, with ended ones whose last read is still out (bounded per core).";
     }
 }
 

@@ -6,7 +6,7 @@ use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
     SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, ServerInfo, TopicMetadata, VERSION,
 };
-use super::{query, topic};
+use super::{query, stream, topic};
 use crate::catalog::TopicRetention;
 use crate::stats::StageLatency;
 
@@ -131,6 +131,9 @@ fn request_body<'a>(api: Api, version: u16, r: &mut Reader<'a>) -> Result<Reques
         },
         Api::Metrics => Request::Metrics,
         Api::ServerInfo => Request::ServerInfo,
+        Api::Subscribe => stream::decode_subscribe(r)?,
+        Api::Grant => Request::Grant { subscription: r.u64()?, bytes: r.u64()? },
+        Api::Cancel => Request::Cancel { request: r.u64()? },
     })
 }
 
@@ -168,6 +171,9 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
             frame_bytes_max: r.u32()?,
             partitions_per_topic_max: r.u32()?,
         }),
+        Api::Subscribe => stream::decode_push(r)?,
+        Api::Grant => Response::Grant,
+        Api::Cancel => Response::Cancel,
     })
 }
 
@@ -293,7 +299,7 @@ impl<'a> Reader<'a> {
         usize::try_from(declared).ok().filter(|&n| n <= self.rest.len() / item_bytes_min).ok_or(DecodeError::Short)
     }
 
-    fn take_rest(&mut self) -> &'a [u8] {
+    pub(super) fn take_rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.rest)
     }
 

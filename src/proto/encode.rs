@@ -5,7 +5,7 @@
 use super::query;
 use super::{
     Api, ErrorCode, HEADER_BYTES, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST, SPEC_LATEST,
-    STATS_FLAG_RESET, STRING_BYTES_MAX, topic,
+    STATS_FLAG_RESET, STRING_BYTES_MAX, stream, topic,
 };
 
 /// Appends one whole frame (length included) to `out`.
@@ -73,6 +73,14 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
         }
         Request::Stats { reset } => out.push(if *reset { STATS_FLAG_RESET } else { 0 }),
         Request::Metrics | Request::ServerInfo => {}
+        Request::Subscribe { topic, partition, credit_bytes, start } => {
+            stream::encode_subscribe(out, topic, *partition, *credit_bytes, start)
+        }
+        Request::Grant { subscription, bytes } => {
+            out.extend_from_slice(&subscription.to_be_bytes());
+            out.extend_from_slice(&bytes.to_be_bytes());
+        }
+        Request::Cancel { request } => out.extend_from_slice(&request.to_be_bytes()),
     }
     end_frame(out, start);
 }
@@ -151,7 +159,18 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
         Response::AlterTopic { retention } => topic::put_retention(out, retention),
         Response::DescribeTopic { description } => topic::put_description(out, description),
         Response::Query(b) => query::put_bounds(out, b),
-        Response::CreateTopic | Response::DeleteTopic | Response::OffsetCommit | Response::Error { .. } => {}
+        Response::Subscribe { from_offset, next_offset, high_watermark, batches } => {
+            for v in [from_offset, next_offset, high_watermark] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            out.extend_from_slice(batches);
+        }
+        Response::CreateTopic
+        | Response::DeleteTopic
+        | Response::OffsetCommit
+        | Response::Grant
+        | Response::Cancel
+        | Response::Error { .. } => {}
     }
     end_frame(out, start);
 }

@@ -16,9 +16,12 @@
 //! has exactly one encoding, so whatever decodes re-encodes to the same bytes
 //! ([`fuzz_check`] holds the codec to that).
 
+#[cfg(test)]
+mod codes_tests;
 mod decode;
 mod encode;
 mod query;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod topic;
@@ -34,6 +37,7 @@ use crate::wire::batch::BATCH_HEADER_BYTES;
 
 pub use decode::{decode_request, decode_response};
 pub use encode::{FETCH_REPLY_FRONT_BYTES, encode_error, encode_request, encode_response, put_fetch_reply_front};
+pub use stream::{PUSH_FRONT_BYTES, SubscribeStart, put_push_front};
 pub use topic::CREATE_TOPIC_RETENTION_VERSION;
 
 pub const VERSION: u16 = 1;
@@ -86,6 +90,10 @@ pub enum Api {
     AlterTopic = 11,
     DescribeTopic = 12,
     Query = 14,
+    // The streaming apis (`stream.rs`).
+    Subscribe = 15,
+    Grant = 16,
+    Cancel = 17,
 }
 
 impl Api {
@@ -105,6 +113,9 @@ impl Api {
             11 => Api::AlterTopic,
             12 => Api::DescribeTopic,
             14 => Api::Query,
+            15 => Api::Subscribe,
+            16 => Api::Grant,
+            17 => Api::Cancel,
             _ => return None,
         })
     }
@@ -135,6 +146,8 @@ pub enum ErrorCode {
     Internal,
     /// A batch's named index values are missing, malformed or decreasing.
     BadIndexValue,
+    /// A streaming request ended because its client cancelled it.
+    Cancelled,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -163,6 +176,7 @@ impl ErrorCode {
             ErrorCode::Timeout => 18,
             ErrorCode::Internal => 19,
             ErrorCode::BadIndexValue => 20,
+            ErrorCode::Cancelled => 21,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -191,6 +205,7 @@ impl ErrorCode {
             18 => ErrorCode::Timeout,
             19 => ErrorCode::Internal,
             20 => ErrorCode::BadIndexValue,
+            21 => ErrorCode::Cancelled,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -217,6 +232,7 @@ impl From<&StromError> for ErrorCode {
             StromError::Overloaded(_) => ErrorCode::Overloaded,
             StromError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             StromError::BadIndexValue { .. } => ErrorCode::BadIndexValue,
+            StromError::Cancelled => ErrorCode::Cancelled,
             StromError::ShuttingDown => ErrorCode::ShuttingDown,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }
@@ -307,6 +323,23 @@ pub enum Request<'a> {
         to: QueryEnd<'a>,
         wait_ms: u32,
     },
+    /// Pushes of the partition's batches from `start`, never past the
+    /// credit granted (`credit_bytes`, then [`Request::Grant`]s).
+    Subscribe {
+        topic: &'a str,
+        partition: u32,
+        credit_bytes: u64,
+        start: SubscribeStart<'a>,
+    },
+    /// More credit for the subscription whose Subscribe had request id `subscription`.
+    Grant {
+        subscription: u64,
+        bytes: u64,
+    },
+    /// Ends the streaming request of this connection whose id is `request`.
+    Cancel {
+        request: u64,
+    },
 }
 
 impl Request<'_> {
@@ -326,6 +359,9 @@ impl Request<'_> {
             Request::AlterTopic { .. } => Api::AlterTopic,
             Request::Query { .. } => Api::Query,
             Request::DescribeTopic { .. } => Api::DescribeTopic,
+            Request::Subscribe { .. } => Api::Subscribe,
+            Request::Grant { .. } => Api::Grant,
+            Request::Cancel { .. } => Api::Cancel,
         }
     }
 
@@ -414,6 +450,16 @@ pub enum Response<'a> {
     },
     ServerInfo(ServerInfo),
     Query(crate::core::query::QueryBounds),
+    /// A push of a subscription: the batches from `from_offset` (whole
+    /// batches: the first may begin before it) up to `next_offset`.
+    Subscribe {
+        from_offset: u64,
+        next_offset: u64,
+        high_watermark: u64,
+        batches: &'a [u8],
+    },
+    Grant,
+    Cancel,
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -440,6 +486,9 @@ impl Response<'_> {
             Response::AlterTopic { .. } => Api::AlterTopic,
             Response::DescribeTopic { .. } => Api::DescribeTopic,
             Response::Query(_) => Api::Query,
+            Response::Subscribe { .. } => Api::Subscribe,
+            Response::Grant => Api::Grant,
+            Response::Cancel => Api::Cancel,
             Response::Error { .. } => return None,
         })
     }
@@ -612,7 +661,7 @@ fn fuzz_check_one(data: &[u8]) {
             (_, None) => panic!("{resp:?} decoded under unknown api {}", header.api),
         }
         assert_eq!(again, data, "{resp:?} re-encodes to other bytes");
-        if let Response::Fetch { batches, .. } = resp {
+        if let Response::Fetch { batches, .. } | Response::Subscribe { batches, .. } = resp {
             fuzz_check_split(batches);
         }
     }

@@ -1,39 +1,14 @@
-use crate::core::query::QueryBounds;
-use crate::proto::QueryEnd;
-use std::path::PathBuf;
-
+use super::codes_tests::ALL_CODES;
 use super::*;
 use crate::catalog::{LIMIT_MAX, PartitionDescription, TopicDescription, TopicRetention, UNLIMITED};
-use crate::error::{BatchError, IoOp};
+use crate::core::query::QueryBounds;
 use crate::partition::Retention;
+use crate::proto::QueryEnd;
 use crate::wire::batch::{self, BatchBuilder};
 
 const TS_MS: i64 = 1_700_000_000_000;
 /// Where the body starts in a whole frame.
 const BODY_AT: usize = LEN_BYTES + HEADER_BYTES;
-
-const ALL_CODES: [ErrorCode; 20] = [
-    ErrorCode::Malformed,
-    ErrorCode::UnsupportedVersion,
-    ErrorCode::UnknownApi,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::UnknownTopic,
-    ErrorCode::UnknownPartition,
-    ErrorCode::InvalidName,
-    ErrorCode::TopicExists,
-    ErrorCode::InvalidBatch,
-    ErrorCode::OffsetOutOfRange,
-    ErrorCode::DiskFull,
-    ErrorCode::StorageFailed,
-    ErrorCode::Corrupt,
-    ErrorCode::Overloaded,
-    ErrorCode::ShuttingDown,
-    ErrorCode::TooManyConnections,
-    ErrorCode::InvalidArgument,
-    ErrorCode::Timeout,
-    ErrorCode::Internal,
-    ErrorCode::BadIndexValue,
-];
 
 /// A real, valid batch of `records` records.
 fn batch(records: u8) -> Vec<u8> {
@@ -84,6 +59,13 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::Stats { reset: true },
         Request::Metrics,
         Request::ServerInfo,
+        Request::Subscribe { topic: "t", partition: 1, credit_bytes: 0, start: SubscribeStart::Earliest },
+        Request::Subscribe { topic: "t", partition: 2, credit_bytes: u64::MAX, start: SubscribeStart::Latest },
+        Request::Subscribe { topic: "t", partition: 3, credit_bytes: 1 << 20, start: SubscribeStart::Offset(u64::MAX) },
+        Request::Subscribe { topic: "t", partition: 4, credit_bytes: 7, start: SubscribeStart::Time(0) },
+        Request::Subscribe { topic: "t", partition: 5, credit_bytes: 8, start: SubscribeStart::Index { name: "ts", value: i64::MIN } },
+        Request::Grant { subscription: 3, bytes: u64::MAX },
+        Request::Cancel { request: u64::MAX },
     ]
 }
 
@@ -160,6 +142,10 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::ServerInfo, Response::ServerInfo(server_info("always"))),
         (Api::ServerInfo, Response::ServerInfo(server_info("interval:5"))),
         (Api::ServerInfo, Response::ServerInfo(ServerInfo { server_version: String::new(), fsync: "é".into(), ..server_info("") })),
+        (Api::Subscribe, Response::Subscribe { from_offset: 4, next_offset: 10, high_watermark: u64::MAX, batches }),
+        (Api::Subscribe, Response::Subscribe { from_offset: 9, next_offset: 9, high_watermark: 9, batches: &[] }),
+        (Api::Grant, Response::Grant),
+        (Api::Cancel, Response::Cancel),
     ];
     for code in ALL_CODES.into_iter().chain([ErrorCode::Unknown(777)]) {
         all.push((Api::Fetch, Response::Error { code, message: "what went wrong, and é" }));
@@ -184,7 +170,9 @@ fn response_frame(api: Api, request_id: u64, resp: &Response<'_>) -> Vec<u8> {
 /// is a request and whether its body ends in a batches blob.
 fn all_frames(batches: &[u8]) -> Vec<(Vec<u8>, bool, bool)> {
     let reqs = requests(batches).into_iter().map(|r| (request_frame(1, &r), true, r.api() == Api::Produce));
-    let resps = responses(batches).into_iter().map(|(api, r)| (response_frame(api, 1, &r), false, matches!(r, Response::Fetch { .. })));
+    let resps = responses(batches)
+        .into_iter()
+        .map(|(api, r)| (response_frame(api, 1, &r), false, matches!(r, Response::Fetch { .. } | Response::Subscribe { .. })));
     reqs.chain(resps).collect()
 }
 
@@ -265,61 +253,6 @@ fn frames_append_back_to_back() {
         at += total;
     }
     assert_eq!(at, buf.len());
-}
-
-#[test]
-fn error_codes_are_numbered_as_specified() {
-    // Proves: codes 1..=20 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
-    for (i, code) in ALL_CODES.iter().enumerate() {
-        assert_eq!(code.code() as usize, i + 1, "{code:?}");
-    }
-    assert_eq!(ErrorCode::from_code(0), None);
-    for v in 1..=u16::MAX {
-        let code = ErrorCode::from_code(v).unwrap();
-        assert_eq!(code.code(), v);
-        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 20, "{v}");
-    }
-    let retriable: Vec<_> = ALL_CODES.into_iter().filter(|c| c.retriable()).collect();
-    let expected = [ErrorCode::DiskFull, ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::TooManyConnections];
-    assert_eq!(retriable, expected);
-    assert!(!ErrorCode::Unknown(500).retriable());
-}
-
-#[test]
-fn strom_errors_map_to_their_codes() {
-    // Proves: every StromError variant gets the error code the spec gives it.
-    let path = PathBuf::from("/data/log-0000");
-    let cases = [
-        (StromError::InvalidBatch(BatchError::Empty), ErrorCode::InvalidBatch),
-        (StromError::UnknownTopic("t".into()), ErrorCode::UnknownTopic),
-        (StromError::UnknownPartition { topic: "t".into(), partition: 9 }, ErrorCode::UnknownPartition),
-        (StromError::TopicExists("t".into()), ErrorCode::TopicExists),
-        (StromError::InvalidTopicName("..".into()), ErrorCode::InvalidName),
-        (StromError::OffsetOutOfRange { offset: 9, earliest: 0, end: 3 }, ErrorCode::OffsetOutOfRange),
-        (StromError::Io { op: IoOp::Write, path: path.clone(), errno: libc::EIO }, ErrorCode::StorageFailed),
-        (StromError::LogFailed { log: 0, cause: "fsync".into() }, ErrorCode::StorageFailed),
-        (StromError::DiskFull { log: 1 }, ErrorCode::DiskFull),
-        (StromError::Corrupt { path, pos: 4096, reason: "crc".into() }, ErrorCode::Corrupt),
-        (StromError::Overloaded("mailbox"), ErrorCode::Overloaded),
-        (StromError::ShuttingDown, ErrorCode::ShuttingDown),
-        (StromError::Unsupported("tmpfs".into()), ErrorCode::Internal),
-        (StromError::BadDataDir("meta".into()), ErrorCode::Internal),
-        (StromError::BadIndexValue { index: "ts".into(), offset: 3, reason: "missing".into() }, ErrorCode::BadIndexValue),
-    ];
-    for (e, code) in &cases {
-        assert_eq!(ErrorCode::from(e), *code, "{e:?}");
-    }
-}
-
-#[test]
-fn decode_errors_map_to_reply_codes() {
-    // Proves: a bad name is InvalidName, unknown api and version have their own codes, every other failure is Malformed.
-    assert_eq!(DecodeError::BadUtf8.code(), ErrorCode::InvalidName);
-    assert_eq!(DecodeError::UnknownApi(9).code(), ErrorCode::UnknownApi);
-    assert_eq!(DecodeError::UnsupportedVersion(2).code(), ErrorCode::UnsupportedVersion);
-    for e in [DecodeError::Short, DecodeError::Trailing, DecodeError::BadValue("x")] {
-        assert_eq!(e.code(), ErrorCode::Malformed);
-    }
 }
 
 #[test]

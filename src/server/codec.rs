@@ -13,12 +13,18 @@ use crate::broker::{Answer, BrokerError, Command, ReplyBuf};
 pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// What a reply needs to know of its request (the native protocol: its
     /// api and request id).
-    type Ctx: Send + 'static;
+    /// Cloned by a streaming request (a subscription), whose pushes all
+    /// repeat it.
+    type Ctx: Clone + Send + 'static;
 
     /// Bytes a Fetch's answer reserves before its batches: the reply's
     /// header and fields, written there in place ([`Codec::encode`]), so
     /// the batches are never copied again.
     fn fetch_headroom(&self) -> usize;
+
+    /// The request id of a request, as its context keeps it: a streaming
+    /// request is known by it on its connection.
+    fn request_id(&self, ctx: &Self::Ctx) -> u64;
 
     /// The length of the frame at the start of `buf`, header included,
     /// once enough of it arrived to tell (`None` before). An error means
@@ -33,6 +39,11 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// The reply frame to a request. A [`Answer::Fetched`]'s header goes
     /// into its headroom, so its buffer (registered or not) is the frame.
     fn encode(&self, ctx: Self::Ctx, reply: Result<Answer, BrokerError>) -> ReplyBuf;
+
+    /// One push of a streaming request: a Fetch's answer from `from_offset`
+    /// (its header goes into the headroom, as [`Codec::encode`] does), or
+    /// the error that ends the stream.
+    fn encode_push(&self, ctx: &Self::Ctx, from_offset: u64, reply: Result<Answer, BrokerError>) -> ReplyBuf;
 
     /// The last frame of a connection the server ends (no request is being
     /// answered).

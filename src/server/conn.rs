@@ -207,6 +207,7 @@ impl<C: Codec> NetCore<C> {
             gone.store(true, Ordering::Relaxed);
         }
         self.release_conn_budget(slot);
+        self.drop_streams(slot);
         let c = &mut self.conns[slot];
         if c.counted {
             c.counted = false;

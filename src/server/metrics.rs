@@ -28,6 +28,7 @@ impl<C: Codec> NetCore<C> {
             reply_budget_peak_bytes: self.budget.peak_bytes() as u64,
             fetches_waiting_budget: self.budget.waiting() as u64,
             budget_waits: self.budget.waits_total(),
+            subscriptions: self.streams.slots() as u64,
             ..self.metrics
         }
     }

@@ -51,6 +51,7 @@ mod reply;
 mod send;
 #[doc(hidden)]
 pub mod sim;
+mod stream;
 mod sweep;
 mod task;
 

@@ -3,15 +3,16 @@
 use std::time::Duration;
 
 use super::codec::{Codec, ConnError, ConnErrorKind};
-use crate::broker::{Answer, Batches, BrokerError, Command, Limits, OffsetQuery, ReplyBuf};
+use crate::broker::{Answer, Batches, BrokerError, Command, Limits, OffsetQuery, ReplyBuf, StreamStart};
 use crate::core::query::{QueryRef, QuerySpec};
-use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, TopicMetadata};
+use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, SubscribeStart, TopicMetadata};
 
 /// The native protocol ([`crate::proto`], docs/PROTOCOL.md).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NativeCodec;
 
 /// What a native reply repeats of its request.
+#[derive(Clone, Copy)]
 pub(crate) struct NativeCtx {
     api: Api,
     request_id: u64,
@@ -22,6 +23,10 @@ impl Codec for NativeCodec {
 
     fn fetch_headroom(&self) -> usize {
         proto::FETCH_REPLY_FRONT_BYTES
+    }
+
+    fn request_id(&self, ctx: &NativeCtx) -> u64 {
+        ctx.request_id
     }
 
     fn frame_len(&self, buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, ConnError> {
@@ -65,6 +70,17 @@ impl Codec for NativeCodec {
         ReplyBuf::Heap(out)
     }
 
+    fn encode_push(&self, ctx: &NativeCtx, from_offset: u64, reply: Result<Answer, BrokerError>) -> ReplyBuf {
+        match reply {
+            Ok(Answer::Fetched(mut f)) => {
+                debug_assert_eq!(f.headroom, proto::PUSH_FRONT_BYTES, "a push without room for its header");
+                proto::put_push_front(f.bytes.as_mut_slice(), ctx.request_id, from_offset, f.next_offset, f.high_watermark);
+                f.bytes
+            }
+            other => self.encode(*ctx, other.and(Err(BrokerError::Internal("a push that is not a fetch's answer")))),
+        }
+    }
+
     fn encode_conn_error(&self, e: &ConnError) -> Vec<u8> {
         let code = match e.kind {
             ConnErrorKind::TooManyConnections => ErrorCode::TooManyConnections,
@@ -105,6 +121,18 @@ fn command(req: Request<'_>) -> Command<'_> {
         Request::Stats { reset } => Command::Stats { reset },
         Request::Metrics => Command::Metrics,
         Request::ServerInfo => Command::ServerInfo,
+        Request::Subscribe { topic, partition, credit_bytes, start } => {
+            let start = match start {
+                SubscribeStart::Earliest => StreamStart::Earliest,
+                SubscribeStart::Latest => StreamStart::Latest,
+                SubscribeStart::Offset(o) => StreamStart::Offset(o),
+                SubscribeStart::Time(ms) => StreamStart::Time(ms),
+                SubscribeStart::Index { name, value } => StreamStart::Index { name, value },
+            };
+            Command::Subscribe { topic, partition, credit_bytes, start }
+        }
+        Request::Grant { subscription, bytes } => Command::Grant { subscription, bytes },
+        Request::Cancel { request } => Command::Cancel { request },
         Request::Query { topic, partition, from, to, wait_ms } => {
             let spec = QuerySpec { from: query_ref(from), to: query_ref(to), wait_ns: u64::from(wait_ms) * 1_000_000 };
             Command::Query { topic, partition, spec }
@@ -153,6 +181,7 @@ fn response(answer: Answer) -> Response<'static> {
         },
         Answer::ServerInfo { limits, frame_bytes_max } => Response::ServerInfo(server_info(limits, frame_bytes_max)),
         Answer::Queried(bounds) => Response::Query(bounds),
+        Answer::Cancelled => Response::Cancel,
         Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
     }
 }
@@ -179,5 +208,6 @@ fn error(e: BrokerError) -> (ErrorCode, String) {
         BrokerError::InvalidBatch(message) => (ErrorCode::InvalidBatch, message),
         BrokerError::StorageFailed(message) => (ErrorCode::StorageFailed, message),
         BrokerError::Internal(message) => (ErrorCode::Internal, message.to_string()),
+        BrokerError::Cancelled => (ErrorCode::Cancelled, "cancelled by the client".to_string()),
     }
 }

@@ -10,6 +10,7 @@
 use std::sync::mpsc;
 
 use super::codec::Codec;
+use super::stream::StreamNote;
 use crate::broker::{Answer, BrokerError, ReplyBuf};
 use crate::core::mailbox::CoreRoute;
 use crate::stats::StageTrace;
@@ -35,6 +36,9 @@ pub(crate) struct Done {
     pub budget_bytes: usize,
     /// What the connection's core records once the reply is queued or sent.
     pub trace: Option<ReplyTrace>,
+    /// Set for a streaming request's read (`stream.rs`), which is not a
+    /// request in flight: the stream takes the frame.
+    pub stream: Option<StreamNote>,
 }
 
 /// The stage times a reply brings back to its connection's core.
@@ -68,7 +72,15 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// Sends the reply frame to the connection's core.
     pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>, budget_bytes: usize) {
-        let done = Done { conn: self.conn, frame, held_bytes: self.held_bytes, reserved_bytes: self.reserved_bytes, budget_bytes, trace };
+        let done = Done {
+            conn: self.conn,
+            frame,
+            held_bytes: self.held_bytes,
+            reserved_bytes: self.reserved_bytes,
+            budget_bytes,
+            trace,
+            stream: None,
+        };
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
         if self.route.inbox.send(done).is_ok() {

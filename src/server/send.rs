@@ -43,7 +43,10 @@ impl<C: Codec> NetCore<C> {
         }
     }
 
-    fn deliver<I: Io>(&mut self, core: &mut TaskCore<'_, I>, done: Done, queued_ns: u64) {
+    fn deliver<I: Io>(&mut self, core: &mut TaskCore<'_, I>, mut done: Done, queued_ns: u64) {
+        if let Some(note) = done.stream.take() {
+            return self.on_stream_done(core, done, note);
+        }
         let slot = done.conn.slot as usize;
         self.held_bytes -= done.held_bytes - done.reserved_bytes;
         let Some(c) = self.conns.get_mut(slot).filter(|c| c.generation == done.conn.generation) else {

@@ -51,8 +51,9 @@ impl<C: Codec> NetCore<C> {
             match c.state {
                 State::Open if c.partial_since_ns.is_some_and(|t| now_ns.saturating_sub(t) > header_ns) => late.push((slot, true)),
                 // Idle: nothing asked, nothing owed, nothing sent for a while
-                // (a reader that stopped reading counts: its sends stall).
-                State::Open if c.inflight == 0 && idle_for > idle_ns => late.push((slot, false)),
+                // (a reader that stopped reading counts: its sends stall). A
+                // subscriber waiting for a quiet partition is not idle.
+                State::Open if c.inflight == 0 && !self.streams.has(slot) && idle_for > idle_ns => late.push((slot, false)),
                 State::Open if c.sending && idle_for > idle_ns => late.push((slot, false)),
                 State::Closing if idle_for > header_ns => late.push((slot, false)),
                 _ => {}

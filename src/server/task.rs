@@ -20,6 +20,7 @@ use super::control::{Control, MetricsShare};
 use super::listen::ListenSock;
 use super::recv::RecvPool;
 use super::reply::{ConnKey, Done, Replier, Ticket};
+use super::stream::Streams;
 use super::sweep::SWEEP_NS;
 use crate::broker::{Command, Dispatcher, Host, ReplyBuf};
 use crate::core::Request;
@@ -72,6 +73,8 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) metrics: ConnMetrics,
     /// Per-stage latency of the requests of this core's connections.
     pub(super) stages: StageHistograms,
+    /// The connections' subscriptions (`stream.rs`).
+    pub(super) streams: Streams<C::Ctx>,
 }
 
 /// What a core's server task is handed at start.
@@ -109,6 +112,7 @@ impl<C: Codec> NetCore<C> {
             next_sweep_ns: 0,
             metrics: ConnMetrics::default(),
             stages: StageHistograms::new(),
+            streams: Streams::default(),
         }
     }
 
@@ -147,6 +151,7 @@ impl<C: Codec> NetCore<C> {
             return self.free_if_done(slot);
         }
         self.send_next(core, slot);
+        self.advance_waiting(core, slot);
         let c = &self.conns[slot];
         if (c.state == State::Closing && c.drained()) || (c.peer_closed && c.inflight == 0 && c.drained()) {
             return self.close_and_free(core, slot);
@@ -176,7 +181,13 @@ impl<C: Codec> NetCore<C> {
     /// replier that brings the answer back to this connection.
     pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) {
         self.metrics.requests += 1;
-        let mut decoded = self.codec.decode(frame);
+        // Streaming requests are served by the connection code itself (`stream.rs`).
+        let mut decoded = match self.codec.decode(frame) {
+            Ok((ctx, cmd @ (Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. }))) => {
+                return self.stream_command(core, slot, ctx, cmd);
+            }
+            other => other,
+        };
         let reserved_bytes = match &mut decoded {
             Ok((_, cmd)) => self.bound(cmd),
             Err(_) => 0,
@@ -206,9 +217,13 @@ impl<C: Codec> NetCore<C> {
             // pipelining client than a reset over unread bytes.
             return replier.answer(Err(StromError::ShuttingDown.into()));
         }
-        // A Fetch's sink, and a Query that may wait, learn when its connection goes.
-        let waits = reserved_bytes > 0 || matches!(cmd, crate::broker::Command::Query { .. });
-        let asker_gone = waits.then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone());
+        // A Fetch's sink learns when its connection goes; a range query
+        // that may wait, when it goes or a Cancel names it.
+        let asker_gone = if matches!(cmd, crate::broker::Command::Query { .. }) {
+            Some(self.query_flag(slot, self.codec.request_id(&replier.ctx)))
+        } else {
+            (reserved_bytes > 0).then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone())
+        };
         let mut host =
             CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
@@ -217,6 +232,21 @@ impl<C: Codec> NetCore<C> {
         if let Some(share) = host.own_metrics.take() {
             share.add(self.core_id, self.metrics_now(core));
         }
+    }
+
+    /// Executes a streaming request's read (`stream.rs`) for the
+    /// connection in `slot`, which learns when the connection closes.
+    pub(super) fn execute_stream<I: Io>(
+        &mut self,
+        core: &mut TaskCore<'_, I>,
+        slot: usize,
+        cmd: Command<'_>,
+        respond: impl crate::broker::Respond,
+    ) {
+        let asker_gone = Some(self.conns[slot].gone.get_or_insert_with(Default::default).clone());
+        let mut host =
+            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
+        self.broker.execute(&mut host, cmd, respond);
     }
 
     /// Holds a command to this server's limits, and returns the bytes its

@@ -162,6 +162,29 @@ pub fn fuzz_check(data: &[u8]) {
     }
 }
 
+/// Seed inputs for the `batch_values` fuzz target (written by
+/// `tests/fuzz_replay.rs`'s `write_seed_corpus`): batches with index
+/// headers, valid (equal values kept), decreasing, missing a value, and
+/// with a short value.
+#[doc(hidden)]
+pub fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let build = |rows: &[&[(&[u8], &[u8])]]| {
+        let mut b = super::BatchBuilder::new(1_700_000_000_000);
+        for headers in rows {
+            let h: Vec<(&[u8], Option<&[u8]>)> = headers.iter().map(|(k, v)| (*k, Some(*v))).collect();
+            b.push(1_700_000_000_000, None, Some(b"v"), &h);
+        }
+        b.finish()
+    };
+    let (one, two, five) = (1i64.to_le_bytes(), 2i64.to_le_bytes(), 5i64.to_le_bytes());
+    vec![
+        ("valid-ts-seq", build(&[&[(b"ts", &one), (b"seq", &one)], &[(b"seq", &two), (b"ts", &one)], &[(b"ts", &five), (b"seq", &five)]])),
+        ("decreasing", build(&[&[(b"ts", &five), (b"seq", &one)], &[(b"ts", &two), (b"seq", &two)]])),
+        ("missing", build(&[&[(b"ts", &one)]])),
+        ("short-value", build(&[&[(b"ts", &one[..3]), (b"seq", &one)]])),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::BatchBuilder;

@@ -45,6 +45,10 @@ pub(crate) struct Chunk {
     pub buf: Option<AlignedBuf>,
     /// The disk returned fewer bytes than asked: the segment ends inside.
     pub at_end: bool,
+    /// The read's limit when it was pushed: bytes past it may not have been
+    /// written yet, so the chunk keeps none of them (a read-ahead window
+    /// handed to a later fetch, whose limit is further, must not show them).
+    valid_end: u64,
     seq: u32,
 }
 
@@ -92,11 +96,12 @@ impl Chunks {
         self.q.iter().map(|c| c.pos + c.read_len as u64).max()
     }
 
-    /// A read of `read_len` bytes at `pos` was pushed: its sequence.
-    pub fn push_in_flight(&mut self, pos: u64, read_len: usize) -> u32 {
+    /// A read of `read_len` bytes at `pos` was pushed, by a read that looks
+    /// at nothing at or past `valid_end`: its sequence.
+    pub fn push_in_flight(&mut self, pos: u64, read_len: usize, valid_end: u64) -> u32 {
         let seq = self.next_seq & SEQ_MASK;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.q.push_back(Chunk { pos, read_len, buf: None, at_end: false, seq });
+        self.q.push_back(Chunk { pos, read_len, buf: None, at_end: false, valid_end, seq });
         self.in_flight += 1;
         seq
     }
@@ -111,9 +116,10 @@ impl Chunks {
         let i = self.q.iter().position(|c| c.seq == seq).expect("a completion of a chunk in flight");
         self.in_flight -= 1;
         match buf {
-            Some(b) => {
+            Some(mut b) => {
                 let c = &mut self.q[i];
                 c.at_end = b.len() < c.read_len;
+                b.set_len(b.len().min(c.valid_end.saturating_sub(c.pos) as usize));
                 c.buf = Some(b);
             }
             None => {
@@ -135,6 +141,11 @@ impl Chunks {
             !done
         });
         spent
+    }
+
+    /// Bytes of the completed chunks, and of the reads in flight.
+    pub fn bytes(&self) -> u64 {
+        self.q.iter().map(|c| c.end_pos() - c.pos).sum()
     }
 
     /// Takes the buffers of every completed chunk (the read is over).
@@ -162,8 +173,8 @@ mod tests {
     fn chunks_cover_their_bytes_and_give_back_what_is_spent() {
         assert_eq!(split_token_slot(token_slot(63, 5)), (63, 5));
         let mut cs = Chunks::default();
-        let a = cs.push_in_flight(0, 8192);
-        let b = cs.push_in_flight(65536, 4096);
+        let a = cs.push_in_flight(0, 8192, u64::MAX);
+        let b = cs.push_in_flight(65536, 4096, u64::MAX);
         assert_eq!((cs.in_flight(), cs.holding()), (2, 2));
         assert!(cs.covering(100).is_some_and(|c| c.buf.is_none()));
         assert_eq!(cs.next_after(100), Some(65536));
@@ -175,5 +186,11 @@ mod tests {
         assert_eq!(cs.take_spent(4096, 61).len(), 1);
         cs.complete(b, None);
         assert_eq!((cs.in_flight(), cs.holding(), cs.planned_end()), (0, 0, None));
+        let c = cs.push_in_flight(8192, 8192, 10_000);
+        let mut buf = AlignedBuf::new(8192);
+        buf.set_len(8192);
+        cs.complete(c, Some(buf));
+        assert!(cs.covering(9_999).is_some() && cs.covering(10_000).is_none(), "nothing past the limit it was read under");
+        assert!(!cs.covering(9_999).unwrap().at_end, "the segment goes on past the limit");
     }
 }

@@ -32,6 +32,9 @@ pub(crate) enum ReadMode {
     },
     /// The first offset whose record timestamp is at least `ts_ms`.
     Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// A read-ahead window ([`super::ahead`]): no asker; its chunks wait
+    /// for the partition's next fetch, which takes the cursor over.
+    Ahead,
     /// Answered already: the cursor only waits for its reads in flight.
     Spent,
 }
@@ -210,7 +213,7 @@ impl Cursor {
                 self.next_offset = info.last_offset() as u64 + 1;
                 if taken + payload.len() >= self.budget_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
-            ReadMode::Spent => Step::Done(Ok(())),
+            ReadMode::Spent | ReadMode::Ahead => Step::Done(Ok(())),
             ReadMode::Time { ts_ms, .. } => {
                 if info.max_timestamp_ms < *ts_ms {
                     return Step::Continue;

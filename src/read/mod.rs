@@ -9,10 +9,13 @@
 //! headroom the sink asked for, in a registered reply buffer when the sink
 //! allows it. A Fetch at the partition's end parks as a long poll
 //! ([`poll::ParkedPolls`]) until new data is retired or its wait is over.
+//! A catch-up Fetch stopped by its size leaves its cursor reading ahead
+//! for the next one ([`ahead`]).
 //!
 //! The read path owns its state (cursors, buffers, parked polls); the core
 //! lends it the rest for one call ([`ReadCx`]): its I/O, its logs, its
 //! partitions and its table of lent registered buffers.
+mod ahead;
 mod chunks;
 pub mod cursor;
 pub mod poll;
@@ -35,6 +38,7 @@ use crate::metrics::ReadMetrics;
 use crate::partition::{Partition, Pid};
 
 use crate::log::frame::HEADER_BYTES;
+use ahead::Windows;
 use chunks::Chunks;
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
 pub use poll::PARKED_READS_MAX;
@@ -97,6 +101,8 @@ pub struct ReadPath {
     resume: ResumeHints,
     /// Sidecars written and loaded: the runs of sealed segments.
     sidecars: Sidecars,
+    /// Cursors of finished catch-up fetches reading ahead for the next.
+    windows: Windows,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
 }
@@ -116,13 +122,14 @@ impl ReadPath {
             metrics: ReadMetrics::default(),
             resume: ResumeHints::default(),
             sidecars: Sidecars::default(),
+            windows: Windows::default(),
             serve_unretired: false,
         }
     }
 
-    /// Every read slot is busy: new reads must wait.
+    /// Every read slot is busy: new reads must wait (windows take none).
     pub fn full(&self) -> bool {
-        self.cursors.len() >= self.limits.reads_inflight_max
+        self.cursors.len() - self.windows.len() >= self.limits.reads_inflight_max
     }
 
     /// No read is in progress.
@@ -132,7 +139,13 @@ impl ReadPath {
 
     /// The read path's metrics, with its free read and reply buffers now.
     pub fn metrics(&self) -> ReadMetrics {
-        ReadMetrics { read_bufs_free: self.read_bufs.len() as u64, reply_bufs_free: self.reply_bufs.len() as u64, ..self.metrics }
+        ReadMetrics {
+            read_bufs_free: self.read_bufs.len() as u64,
+            reply_bufs_free: self.reply_bufs.len() as u64,
+            ahead_windows_open: self.windows.len() as u64,
+            ahead_held_bytes: self.window_bytes(),
+            ..self.metrics
+        }
     }
 
     /// Takes back a reply buffer of this core's pool once its send
@@ -200,6 +213,7 @@ impl ReadPath {
     /// with what their partition holds now: nothing new.
     pub fn expire<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, stopping: bool) {
         let now_ns = cx.io.now_ns();
+        self.expire_windows(now_ns, stopping);
         for (pid, w) in self.parked.take_due(now_ns, stopping) {
             let offset = w.offset;
             self.start(cx, pid, w.into_read(now_ns), offset);
@@ -257,7 +271,7 @@ impl ReadPath {
                 return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
             }
             ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
-            ReadMode::Spent => unreachable!("a read starts with a request"),
+            ReadMode::Spent | ReadMode::Ahead => unreachable!("a read starts with a request"),
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
@@ -279,7 +293,7 @@ impl ReadPath {
         let log = p.log;
         let j = &cx.logs[&log];
         let limit = if self.serve_unretired { j.written_pos() } else { j.visible_pos() };
-        let slot = self.cursors.insert(Cursor {
+        let fresh = Cursor {
             pid,
             log,
             mode,
@@ -298,7 +312,14 @@ impl ReadPath {
             served_disk_bytes: 0,
             served_end_pos: 0,
             sidecar,
-        });
+        };
+        let slot = match dense.then(|| self.take_window(pid, offset, log, entry.pos)).flatten() {
+            Some(w) => {
+                self.adopt_window(w, fresh);
+                w
+            }
+            None => self.cursors.insert(fresh),
+        };
         self.advance(cx, slot);
     }
 
@@ -380,7 +401,8 @@ impl ReadPath {
         let packed = c.chunks.last_len().is_some_and(|n| c.chunk_hit_bytes * 2 >= n);
         let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
         self.read_bufs.extend(c.chunks.take_spent(c.pos, need_bytes));
-        let Some(mut buf) = self.read_bufs.pop() else { return self.waiters.push_back(slot) };
+        let Some(mut buf) = self.read_bufs.pop().or_else(|| self.reclaim_window_buf()) else { return self.waiters.push_back(slot) };
+        let c = &mut self.cursors[slot];
         let log = cx.logs.get_mut(&c.log).expect("a read's log is on its core");
         let pos = align_down(c.pos);
         let Some(seg) = log.segment_at(pos) else {
@@ -426,7 +448,7 @@ impl ReadPath {
         let fixed = buf.fixed_index();
         let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };
         // The sequence the chunk will have, known before the push.
-        let seq = c.chunks.push_in_flight(pos, len);
+        let seq = c.chunks.push_in_flight(pos, len, c.limit);
         match cx.io.push(op, Token::new(OpKind::Read, c.log, chunks::token_slot(slot, seq)).pack()) {
             Ok(()) => {
                 cx.logs.get_mut(&c.log).expect("log").pin_segment(pos, true);
@@ -513,6 +535,9 @@ impl ReadPath {
             return self.finish(cx, slot, Err(err));
         }
         r.chunks.complete(seq, Some(buf));
+        if matches!(r.mode, ReadMode::Ahead) {
+            return self.fill_window(cx, slot);
+        }
         if r.chunks.covering(r.pos).is_some_and(|k| k.pos == pos) {
             r.chunk_hit_bytes = 0;
         }
@@ -520,8 +545,15 @@ impl ReadPath {
     }
 
     fn finish<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, res: Result<()>) {
+        if matches!(self.cursors[slot].mode, ReadMode::Ahead) {
+            // A window's read failed: the fetch that would have taken it reads again.
+            self.drop_window(slot);
+            return self.drive_waiters(cx);
+        }
+        let window = res.is_ok() && self.leaves_window(cx, slot);
         let c = &mut self.cursors[slot];
-        self.read_bufs.extend(c.chunks.take_done());
+        // A window keeps the chunks ahead of where the fetch stopped.
+        self.read_bufs.extend(if window { c.chunks.take_spent(c.pos, 0) } else { c.chunks.take_done() });
         let mode = std::mem::replace(&mut c.mode, ReadMode::Spent);
         let out = std::mem::replace(&mut c.out, empty());
         let (pid, next_offset) = (c.pid, c.next_offset);
@@ -532,9 +564,12 @@ impl ReadPath {
             self.metrics.served_bytes += out.len().saturating_sub(c.headroom_bytes) as u64;
             self.metrics.served_disk_bytes += c.served_disk_bytes as u64;
         }
+        let served_bytes = out.len().saturating_sub(c.headroom_bytes);
         // Reads still in flight own their buffers: the cursor keeps its
         // slot (their tokens name it) until they complete.
-        if c.chunks.in_flight() == 0 {
+        if window {
+            self.open_window(cx, slot, next_offset, served_bytes);
+        } else if c.chunks.in_flight() == 0 {
             self.cursors.remove(slot);
         } else {
             c.spent = true;
@@ -588,7 +623,7 @@ impl ReadPath {
                 }
             }
             ReadMode::Time { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
-            ReadMode::Spent => unreachable!("a read is answered once"),
+            ReadMode::Spent | ReadMode::Ahead => unreachable!("a read is answered once, a window never"),
         }
     }
 
@@ -597,7 +632,7 @@ impl ReadPath {
     pub fn drive_waiters<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
         while !self.read_bufs.is_empty() {
             let Some(w) = self.waiters.pop_front() else { break };
-            if self.cursors.get(w).is_some_and(|c| !c.spent) {
+            if self.cursors.get(w).is_some_and(|c| !c.spent && !matches!(c.mode, ReadMode::Ahead)) {
                 self.advance(cx, w);
             }
         }
@@ -621,6 +656,7 @@ impl ReadPath {
     pub fn invariants(&self) {
         let holding: usize = self.cursors.iter().map(|(_, r)| r.chunks.holding()).sum();
         assert!(self.read_bufs.len() + holding <= self.read_bufs_total, "read buffer leaked or doubled");
+        self.window_invariants();
     }
 }
 

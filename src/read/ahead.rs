@@ -41,10 +41,11 @@
 //! dropped window read counts in `strom_read_ahead_discarded_bytes_total`.
 use super::cursor::{self, Cursor, ReadMode};
 use super::view::LogView;
-use super::{ReadCx, ReadPath, chunks};
+use super::chunks::Chunks;
+use super::{ReadCx, ReadPath};
 use crate::buf::{align_down, align_up};
 use crate::io::Io;
-use crate::log::frame::HEADER_BYTES;
+use crate::log::frame::{self, HEADER_BYTES};
 use crate::partition::Pid;
 
 /// Windows one core keeps at most (each holds at most
@@ -79,6 +80,9 @@ struct Window {
     /// The cursor it is.
     slot: usize,
     opened_ns: u64,
+    /// A frame's start at or after the cursor: where the window's last
+    /// chunk started (the cursor's position before its first).
+    frame_pos: u64,
 }
 
 /// A core's open windows, oldest first.
@@ -96,7 +100,7 @@ impl Windows {
 
     /// Adds a window, after taking out what it evicts (returned): the
     /// partition's oldest past its share, the core's oldest past the bound.
-    fn open(&mut self, pid: Pid, offset: u64, slot: usize, now_ns: u64) -> Vec<usize> {
+    fn open(&mut self, (pid, offset): (Pid, u64), slot: usize, frame_pos: u64, now_ns: u64) -> Vec<usize> {
         let mut evicted = Vec::new();
         if self.open.iter().filter(|w| w.pid == pid).count() >= WINDOWS_PER_PARTITION_MAX {
             let i = self.open.iter().position(|w| w.pid == pid).expect("a window of the partition");
@@ -105,8 +109,18 @@ impl Windows {
         if self.open.len() >= WINDOWS_MAX {
             evicted.push(self.open.remove(0).slot);
         }
-        self.open.push(Window { pid, offset, slot, opened_ns: now_ns });
+        self.open.push(Window { pid, offset, slot, opened_ns: now_ns, frame_pos });
         evicted
+    }
+
+    fn frame_pos(&self, slot: usize) -> Option<u64> {
+        self.open.iter().find(|w| w.slot == slot).map(|w| w.frame_pos)
+    }
+
+    fn set_frame_pos(&mut self, slot: usize, frame_pos: u64) {
+        if let Some(w) = self.open.iter_mut().find(|w| w.slot == slot) {
+            w.frame_pos = frame_pos;
+        }
     }
 
     fn has(&self, pid: Pid) -> bool {
@@ -162,8 +176,8 @@ impl ReadPath {
     /// Turns the finished fetch in `slot` (its mode and answer taken) into
     /// a window for the fetch of `pid` at `offset`, and starts its reads.
     pub(super) fn open_window<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, offset: u64, served_bytes: usize) {
-        let pid = self.cursors[slot].pid;
-        for evicted in self.windows.open(pid, offset, slot, cx.io.now_ns()) {
+        let (pid, frame_pos) = (self.cursors[slot].pid, self.cursors[slot].pos);
+        for evicted in self.windows.open((pid, offset), slot, frame_pos, cx.io.now_ns()) {
             self.drop_window(evicted);
         }
         let c = &mut self.cursors[slot];
@@ -174,40 +188,43 @@ impl ReadPath {
         self.fill_window(cx, slot);
     }
 
-    /// Reads the window's runs ahead, within its bytes, while buffers are
-    /// free beyond the share kept for fresh reads and no read waits for one.
+    /// Reads the window's runs ahead, one chunk after another, within its
+    /// bytes, while buffers are free beyond the share kept for fresh reads
+    /// and no read waits for one. Each chunk starts at the first frame the
+    /// chunks before it do not hold whole (found by walking their frame
+    /// headers), so a fetch never waits for a frame cut between two chunks.
     pub(super) fn fill_window<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize) {
         let free_min = (self.read_bufs_total / FREE_BUFS_SHARE_DIVISOR).max(1);
-        while self.cursors[slot].chunks.in_flight() < chunks::READS_AHEAD_MAX && self.read_bufs.len() > free_min && self.waiters.is_empty()
-        {
-            let c = &self.cursors[slot];
-            let Some(p) = cx.partitions.get(&c.pid) else { return };
-            let from = c.chunks.planned_end().unwrap_or(c.pos).max(c.pos);
-            let runs = c.runs(p);
-            let Some(&r) = runs.at_or_after(from).and_then(|i| runs.get(i)) else { return };
-            // Mid-run when the last chunk ended inside a run: a frame cut
-            // by the chunks' boundary is read again whole by the fetch.
-            let at = r.pos.max(from);
-            if at >= c.limit || at - c.pos >= c.budget_bytes as u64 {
-                return;
-            }
-            let pos = align_down(at);
-            let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
-            let mut buf = self.read_bufs.pop().expect("a free buffer");
-            let end_max = (pos + buf.capacity() as u64)
-                .min(seg.next_start_pos.unwrap_or(u64::MAX))
-                .min(c.pos + c.budget_bytes as u64)
-                .min(align_up(c.limit))
-                .max(at + HEADER_BYTES as u64);
-            let end = cursor::runs_read_end(runs, at, end_max);
-            let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
-            buf.set_len(0);
-            if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
-                self.read_bufs.push(buf);
-                return;
-            }
-            self.metrics.reads_ahead += 1;
+        let c = &self.cursors[slot];
+        if c.chunks.in_flight() > 0 || self.read_bufs.len() <= free_min || !self.waiters.is_empty() {
+            return;
         }
+        let Some(p) = cx.partitions.get(&c.pid) else { return };
+        let Some(frame_pos) = self.windows.frame_pos(slot) else { return };
+        let from = first_frame_not_held(&c.chunks, frame_pos, self.limits.batch_bytes_max as u32);
+        let runs = c.runs(p);
+        let Some(&r) = runs.at_or_after(from).and_then(|i| runs.get(i)) else { return };
+        let at = r.pos.max(from);
+        if at >= c.limit || at - c.pos >= c.budget_bytes as u64 {
+            return;
+        }
+        let pos = align_down(at);
+        let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
+        let mut buf = self.read_bufs.pop().expect("a free buffer");
+        let end_max = (pos + buf.capacity() as u64)
+            .min(seg.next_start_pos.unwrap_or(u64::MAX))
+            .min(c.pos + c.budget_bytes as u64)
+            .min(align_up(c.limit))
+            .max(at + HEADER_BYTES as u64);
+        let end = cursor::runs_read_end(runs, at, end_max);
+        let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
+        buf.set_len(0);
+        if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
+            self.read_bufs.push(buf);
+            return;
+        }
+        self.windows.set_frame_pos(slot, at);
+        self.metrics.reads_ahead += 1;
     }
 
     /// The window a dense fetch of `pid` at `offset`, starting at log
@@ -292,4 +309,20 @@ impl ReadPath {
             assert!(self.windows.slots().filter(|w| w.0 == pid).count() <= WINDOWS_PER_PARTITION_MAX);
         }
     }
+}
+
+/// The first frame from `pos` (a frame's start) that `chunks` do not hold
+/// whole: its start, or where their bytes end. Frames of every partition
+/// are walked (only their headers are read); a header that does not decode
+/// ends the walk there, for the fetch to read and judge.
+fn first_frame_not_held(chunks: &Chunks, mut pos: u64, payload_bytes_max: u32) -> u64 {
+    while let Some(k) = chunks.covering(pos) {
+        let Some(buf) = &k.buf else { return pos };
+        let bytes = &buf.as_slice()[(pos - k.pos) as usize..];
+        match frame::decode_header(bytes, pos, payload_bytes_max) {
+            Ok(h) if bytes.len() as u64 >= h.frame_bytes() => pos = h.end_pos(),
+            _ => return pos,
+        }
+    }
+    pos
 }

@@ -81,9 +81,11 @@ impl Chunks {
         self.q.iter().rev().find_map(|c| c.buf.as_ref()).map(|b| b.len())
     }
 
-    /// The first chunk holding log position `pos`.
+    /// The chunk holding log position `pos` that reaches furthest: where
+    /// two overlap (a read-ahead window starts its next chunk at the frame
+    /// the last one cut), a frame cut by one is whole in the other.
     pub fn covering(&self, pos: u64) -> Option<&Chunk> {
-        self.q.iter().find(|c| c.pos <= pos && pos < c.end_pos())
+        self.q.iter().filter(|c| c.pos <= pos && pos < c.end_pos()).max_by_key(|c| c.end_pos())
     }
 
     /// The start of the first chunk past `pos`: a read for `pos` need not go further.
@@ -106,9 +108,11 @@ impl Chunks {
         seq
     }
 
-    /// The position of chunk `seq`, in flight.
-    pub fn pos_of(&self, seq: u32) -> u64 {
-        self.q.iter().find(|c| c.seq == seq).expect("a completion of a chunk in flight").pos
+    /// The position of chunk `seq`, in flight, and where the bytes it may
+    /// keep end (what it asked of the disk, within its limit).
+    pub fn span_of(&self, seq: u32) -> (u64, u64) {
+        let c = self.q.iter().find(|c| c.seq == seq).expect("a completion of a chunk in flight");
+        (c.pos, (c.pos + c.read_len as u64).min(c.valid_end))
     }
 
     /// Chunk `seq` completed with `buf` (None: it failed, and is forgotten).

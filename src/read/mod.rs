@@ -503,7 +503,7 @@ impl ReadPath {
         cx.lent.home(buf.fixed_index());
         let r = self.cursors.get_mut(slot).expect("read completion for a live read");
         let log = cx.logs.get_mut(&r.log).expect("log");
-        let pos = r.chunks.pos_of(seq);
+        let (pos, expected_end) = r.chunks.span_of(seq);
         log.pin_segment(pos, false);
         if r.spent {
             r.chunks.complete(seq, None);
@@ -527,8 +527,9 @@ impl ReadPath {
         }
         // The log holds bytes up to the read's limit: a segment that ends
         // before (lost or misdirected writes, a truncated file) is damage,
-        // not a reason to read the same place again.
-        if pos <= r.pos && buf.len() as u64 <= r.pos - pos {
+        // not a reason to read the same place again. (A chunk the cursor
+        // has passed, or whose limit it has passed, tells nothing.)
+        if pos <= r.pos && r.pos < expected_end && buf.len() as u64 <= r.pos - pos {
             r.chunks.complete(seq, None);
             self.read_bufs.push(buf);
             let err = corrupt(&*log, r.pos, format!("the segment ends before log position {}", r.pos));

@@ -24,7 +24,7 @@ use strom::ceiling;
 use strom::config::EngineConfig;
 use strom::core::AppendAck;
 use strom::engine::{Engine, Pending};
-use strom::metrics::Metrics;
+use strom::metrics::{Metrics, ReadMetrics};
 
 const PRODUCERS: usize = 4;
 const READERS: u32 = 4;
@@ -58,6 +58,12 @@ struct CatchUp {
     elapsed: Duration,
     disk_bytes: u64,
     served_disk_bytes: u64,
+    /// Disk reads, and read-ahead windows opened, taken over by the next
+    /// fetch, and the bytes they read that nobody used.
+    reads_from_disk: u64,
+    windows: u64,
+    window_hits: u64,
+    window_discarded_bytes: u64,
 }
 
 impl CatchUp {
@@ -71,9 +77,13 @@ impl CatchUp {
     }
 }
 
-fn read_totals(engine: &Engine) -> (u64, u64) {
+/// The engine's read metrics, summed over its cores.
+fn read_totals(engine: &Engine) -> ReadMetrics {
     let cores: Vec<Metrics> = engine.metrics().expect("metrics");
-    cores.iter().fold((0, 0), |(d, s), m| (d + m.read.disk_bytes, s + m.read.served_disk_bytes))
+    cores.iter().fold(ReadMetrics::default(), |mut sum, m| {
+        sum.merge(&m.read);
+        sum
+    })
 }
 
 /// Reads every partition from offset 0 to its end, READERS threads, each
@@ -106,7 +116,16 @@ fn catch_up(engine: &Engine, partitions: u32) -> CatchUp {
     });
     let elapsed = started.elapsed();
     let after = read_totals(engine);
-    CatchUp { bytes, elapsed, disk_bytes: after.0 - before.0, served_disk_bytes: after.1 - before.1 }
+    CatchUp {
+        bytes,
+        elapsed,
+        disk_bytes: after.disk_bytes - before.disk_bytes,
+        served_disk_bytes: after.served_disk_bytes - before.served_disk_bytes,
+        reads_from_disk: after.reads_from_disk - before.reads_from_disk,
+        windows: after.ahead_windows - before.ahead_windows,
+        window_hits: after.ahead_hits - before.ahead_hits,
+        window_discarded_bytes: after.ahead_discarded_bytes - before.ahead_discarded_bytes,
+    }
 }
 
 fn cfg(full: bool) -> EngineConfig {
@@ -154,19 +173,25 @@ fn main() {
         read.latency_us(0.5),
         read.latency_us(0.99)
     );
-    println!("{:>10} {:>10} {:>9} {:>8} {:>12} {:>9}", "partitions", "when", "MB/s", "x read", "disk/served", "MB");
+    println!(
+        "{:>10} {:>10} {:>9} {:>8} {:>12} {:>9} {:>11} {:>17} {:>14}",
+        "partitions", "when", "MB/s", "x read", "disk/served", "MB", "disk reads", "windows (taken)", "unused MB"
+    );
     for partitions in [1u32, 8, 1000] {
         let (live, restarted) = run_case(&dir, partitions, log_mib << 20, full);
         for (when, c) in [("live", &live), ("restarted", &restarted)] {
             assert!(c.bytes > 0, "nothing was read back");
             println!(
-                "{:>10} {:>10} {:>9.1} {:>7.2}x {:>12.2} {:>9}",
+                "{:>10} {:>10} {:>9.1} {:>7.2}x {:>12.2} {:>9} {:>11} {:>17} {:>14.1}",
                 partitions,
                 when,
                 c.mb_per_sec(),
                 c.mb_per_sec() / read.mb_per_sec(),
                 c.amplification(),
-                c.bytes / 1_000_000
+                c.bytes / 1_000_000,
+                c.reads_from_disk,
+                format!("{} ({})", c.windows, c.window_hits),
+                c.window_discarded_bytes as f64 / 1e6
             );
         }
     }

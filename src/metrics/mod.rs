@@ -185,6 +185,8 @@ registry! {
             "Fetches of a partition with read-ahead windows that could use none (another offset or position).";
         ahead_discarded_bytes => ReadAheadDiscardedBytes, Counter, "strom_read_ahead_discarded_bytes_total",
             "Bytes read (or being read) into read-ahead windows dropped unused: idle, evicted, reclaimed or stale.";
+        shared_bytes => ReadSharedBytes, Counter, "strom_read_shared_bytes_total",
+            "Bytes a read copied from another read's chunk of the same log (done, or waited for) instead of reading them from disk.";
         ahead_windows_open => ReadAheadWindowsOpen, Gauge, "strom_read_ahead_windows",
             "Read-ahead windows open now.";
         ahead_held_bytes => ReadAheadHeldBytes, Gauge, "strom_read_ahead_held_bytes",

@@ -39,9 +39,9 @@
 //! window's; a window not taken within [`WINDOW_IDLE_NS`] is dropped (each
 //! tick looks), and every window is dropped when the core stops. What a
 //! dropped window read counts in `strom_read_ahead_discarded_bytes_total`.
+use super::chunks::{self, Chunks};
 use super::cursor::{self, Cursor, ReadMode};
 use super::view::LogView;
-use super::chunks::Chunks;
 use super::{ReadCx, ReadPath};
 use crate::buf::{align_down, align_up};
 use crate::io::Io;
@@ -80,9 +80,12 @@ struct Window {
     /// The cursor it is.
     slot: usize,
     opened_ns: u64,
-    /// A frame's start at or after the cursor: where the window's last
-    /// chunk started (the cursor's position before its first).
+    /// A frame's start at or after the cursor, from which the window's
+    /// next chunk is planned: the cursor's position before its first
+    /// chunk, then where the last ended (it read whole runs) or started...
     frame_pos: u64,
+    /// ...in which case the frames its bytes hold whole are walked first.
+    walk: bool,
 }
 
 /// A core's open windows, oldest first.
@@ -109,18 +112,22 @@ impl Windows {
         if self.open.len() >= WINDOWS_MAX {
             evicted.push(self.open.remove(0).slot);
         }
-        self.open.push(Window { pid, offset, slot, opened_ns: now_ns, frame_pos });
+        self.open.push(Window { pid, offset, slot, opened_ns: now_ns, frame_pos, walk: true });
         evicted
     }
 
-    fn frame_pos(&self, slot: usize) -> Option<u64> {
-        self.open.iter().find(|w| w.slot == slot).map(|w| w.frame_pos)
+    fn next_frame(&self, slot: usize) -> Option<(u64, bool)> {
+        self.open.iter().find(|w| w.slot == slot).map(|w| (w.frame_pos, w.walk))
     }
 
-    fn set_frame_pos(&mut self, slot: usize, frame_pos: u64) {
+    fn set_next_frame(&mut self, slot: usize, (frame_pos, walk): (u64, bool)) {
         if let Some(w) = self.open.iter_mut().find(|w| w.slot == slot) {
-            w.frame_pos = frame_pos;
+            (w.frame_pos, w.walk) = (frame_pos, walk);
         }
+    }
+
+    fn has_key(&self, pid: Pid, offset: u64) -> bool {
+        self.open.iter().any(|w| w.pid == pid && w.offset == offset)
     }
 
     fn has(&self, pid: Pid) -> bool {
@@ -170,7 +177,12 @@ impl ReadPath {
             return false;
         }
         let Some(p) = cx.partitions.get(&c.pid) else { return false };
-        c.next_offset < p.visible_end && c.runs(p).at_or_after(c.pos).is_some() && cx.logs[&c.log].cached_at(c.pos).is_none()
+        // Another reader stopped at the same offset: one window serves
+        // both (the second follows the first's reads, `read::share`).
+        !self.windows.has_key(c.pid, c.next_offset)
+            && c.next_offset < p.visible_end
+            && c.runs(p).at_or_after(c.pos).is_some()
+            && cx.logs[&c.log].cached_at(c.pos).is_none()
     }
 
     /// Turns the finished fetch in `slot` (its mode and answer taken) into
@@ -188,43 +200,56 @@ impl ReadPath {
         self.fill_window(cx, slot);
     }
 
-    /// Reads the window's runs ahead, one chunk after another, within its
-    /// bytes, while buffers are free beyond the share kept for fresh reads
-    /// and no read waits for one. Each chunk starts at the first frame the
-    /// chunks before it do not hold whole (found by walking their frame
-    /// headers), so a fetch never waits for a frame cut between two chunks.
+    /// Reads the window's runs ahead, within its bytes, while buffers are
+    /// free beyond the share kept for fresh reads and no read waits for
+    /// one. A chunk that read whole runs lets the next start at once, at
+    /// the next run; one that cut a run lets the next start only once it
+    /// completed, at the first frame it does not hold whole (found by
+    /// walking its frame headers), so a fetch never waits for a frame cut
+    /// between two chunks.
     pub(super) fn fill_window<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize) {
         let free_min = (self.read_bufs_total / FREE_BUFS_SHARE_DIVISOR).max(1);
-        let c = &self.cursors[slot];
-        if c.chunks.in_flight() > 0 || self.read_bufs.len() <= free_min || !self.waiters.is_empty() {
-            return;
+        while self.cursors[slot].chunks.in_flight() < chunks::READS_AHEAD_MAX && self.read_bufs.len() > free_min && self.waiters.is_empty()
+        {
+            let c = &self.cursors[slot];
+            let Some(p) = cx.partitions.get(&c.pid) else { return };
+            let Some((frame_pos, walk)) = self.windows.next_frame(slot) else { return };
+            let from = if walk {
+                match first_frame_not_held(&c.chunks, frame_pos, self.limits.batch_bytes_max as u32) {
+                    Some(f) => f,
+                    None => return,
+                }
+            } else {
+                frame_pos
+            };
+            let planned = c.chunks.bytes_from(c.pos);
+            let runs = c.runs(p);
+            let Some(&r) = runs.at_or_after(from).and_then(|i| runs.get(i)) else { return };
+            let at = r.pos.max(from);
+            if at >= c.limit || planned >= c.budget_bytes as u64 {
+                return;
+            }
+            let pos = align_down(at);
+            let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
+            let mut buf = self.read_bufs.pop().expect("a free buffer");
+            let end_max = (pos + buf.capacity() as u64)
+                .min(seg.next_start_pos.unwrap_or(u64::MAX))
+                .min(at + (c.budget_bytes as u64 - planned))
+                .min(align_up(c.limit))
+                .max(at + HEADER_BYTES as u64);
+            let end = cursor::runs_read_end(runs, at, end_max);
+            let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
+            buf.set_len(0);
+            if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
+                self.read_bufs.push(buf);
+                return;
+            }
+            // Short of its bound, the read ended at a run's end: the next
+            // frame of the partition starts the next run.
+            let whole = end < end_max;
+            self.windows.set_next_frame(slot, if whole { (end, false) } else { (at, true) });
+            self.metrics.reads_ahead += 1;
         }
-        let Some(p) = cx.partitions.get(&c.pid) else { return };
-        let Some(frame_pos) = self.windows.frame_pos(slot) else { return };
-        let from = first_frame_not_held(&c.chunks, frame_pos, self.limits.batch_bytes_max as u32);
-        let runs = c.runs(p);
-        let Some(&r) = runs.at_or_after(from).and_then(|i| runs.get(i)) else { return };
-        let at = r.pos.max(from);
-        if at >= c.limit || at - c.pos >= c.budget_bytes as u64 {
-            return;
-        }
-        let pos = align_down(at);
-        let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
-        let mut buf = self.read_bufs.pop().expect("a free buffer");
-        let end_max = (pos + buf.capacity() as u64)
-            .min(seg.next_start_pos.unwrap_or(u64::MAX))
-            .min(c.pos + c.budget_bytes as u64)
-            .min(align_up(c.limit))
-            .max(at + HEADER_BYTES as u64);
-        let end = cursor::runs_read_end(runs, at, end_max);
-        let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
-        buf.set_len(0);
-        if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
-            self.read_bufs.push(buf);
-            return;
-        }
-        self.windows.set_frame_pos(slot, at);
-        self.metrics.reads_ahead += 1;
     }
 
     /// The window a dense fetch of `pid` at `offset`, starting at log
@@ -312,17 +337,18 @@ impl ReadPath {
 }
 
 /// The first frame from `pos` (a frame's start) that `chunks` do not hold
-/// whole: its start, or where their bytes end. Frames of every partition
-/// are walked (only their headers are read); a header that does not decode
-/// ends the walk there, for the fetch to read and judge.
-fn first_frame_not_held(chunks: &Chunks, mut pos: u64, payload_bytes_max: u32) -> u64 {
+/// whole: its start, or where their bytes end; None while the chunk holding
+/// it is being read. Frames of every partition are walked (only their
+/// headers are read); a header that does not decode ends the walk there,
+/// for the fetch to read and judge.
+fn first_frame_not_held(chunks: &Chunks, mut pos: u64, payload_bytes_max: u32) -> Option<u64> {
     while let Some(k) = chunks.covering(pos) {
-        let Some(buf) = &k.buf else { return pos };
+        let buf = k.buf.as_ref()?;
         let bytes = &buf.as_slice()[(pos - k.pos) as usize..];
         match frame::decode_header(bytes, pos, payload_bytes_max) {
             Ok(h) if bytes.len() as u64 >= h.frame_bytes() => pos = h.end_pos(),
-            _ => return pos,
+            _ => return Some(pos),
         }
     }
-    pos
+    Some(pos)
 }

@@ -53,6 +53,11 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
+    /// Its sequence among its read's chunks (what its op's token names).
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+
     /// End of the bytes it holds (or will hold, while in flight).
     pub fn end_pos(&self) -> u64 {
         self.pos + self.buf.as_ref().map_or(self.read_len, |b| b.len()) as u64
@@ -145,6 +150,11 @@ impl Chunks {
             !done
         });
         spent
+    }
+
+    /// Bytes the chunks hold (or are reading) from log position `pos` on.
+    pub fn bytes_from(&self, pos: u64) -> u64 {
+        self.q.iter().map(|c| c.end_pos().saturating_sub(c.pos.max(pos))).sum()
     }
 
     /// Bytes of the completed chunks, and of the reads in flight.

@@ -20,6 +20,7 @@ mod chunks;
 pub mod cursor;
 pub mod poll;
 mod resume;
+mod share;
 mod sidecars;
 pub mod sink;
 pub mod view;
@@ -44,6 +45,7 @@ use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes
 pub use poll::PARKED_READS_MAX;
 use poll::{BudgetWaits, ParkedPolls};
 use resume::ResumeHints;
+use share::{Followers, Shared};
 use sidecars::Sidecars;
 pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, ReplyBudget, SinkFlow, once};
 use view::LogView;
@@ -103,6 +105,8 @@ pub struct ReadPath {
     sidecars: Sidecars,
     /// Cursors of finished catch-up fetches reading ahead for the next.
     windows: Windows,
+    /// Reads waiting for another read's chunk rather than reading it again.
+    followers: Followers,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
 }
@@ -123,6 +127,7 @@ impl ReadPath {
             resume: ResumeHints::default(),
             sidecars: Sidecars::default(),
             windows: Windows::default(),
+            followers: Followers::default(),
             serve_unretired: false,
         }
     }
@@ -385,13 +390,19 @@ impl ReadPath {
             match step {
                 Step::Continue => continue,
                 Step::Done(res) => return self.finish(cx, slot, res),
-                Step::NeedDisk { len } => return self.submit(cx, slot, len),
+                Step::NeedDisk { len } => {
+                    if !self.submit(cx, slot, len) {
+                        return;
+                    }
+                }
                 Step::Wait => return,
             }
         }
     }
 
-    fn submit<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, need_bytes: usize) {
+    /// Gets the bytes a read needs at its position: from another read's
+    /// chunk ([`share`]; true: they are here now, go on) or from the disk.
+    fn submit<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, need_bytes: usize) -> bool {
         let c = &mut self.cursors[slot];
         // A partition that filled at least half of its last chunk is dense in
         // its log: read a whole buffer. Otherwise (a first read, or a
@@ -401,14 +412,18 @@ impl ReadPath {
         let packed = c.chunks.last_len().is_some_and(|n| c.chunk_hit_bytes * 2 >= n);
         let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
         self.read_bufs.extend(c.chunks.take_spent(c.pos, need_bytes));
-        let Some(mut buf) = self.read_bufs.pop().or_else(|| self.reclaim_window_buf()) else { return self.waiters.push_back(slot) };
+        let Some(buf) = self.read_bufs.pop().or_else(|| self.reclaim_window_buf()) else {
+            self.waiters.push_back(slot);
+            return false;
+        };
         let c = &mut self.cursors[slot];
         let log = cx.logs.get_mut(&c.log).expect("a read's log is on its core");
         let pos = align_down(c.pos);
         let Some(seg) = log.segment_at(pos) else {
             let err = StromError::OffsetOutOfRange { offset: c.next_offset, earliest: 0, end: 0 };
             self.read_bufs.push(buf);
-            return self.finish(cx, slot, Err(err));
+            self.finish(cx, slot, Err(err));
+            return false;
         };
         let len = if c.dense {
             // Exactly the runs ahead (merged across small gaps), within the
@@ -423,14 +438,25 @@ impl ReadPath {
             if packed { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) }
         };
         debug_assert!((c.pos - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
+        let buf = match self.share(slot, (pos, pos + len as u64), need_bytes, buf) {
+            Shared::Copied => return true,
+            Shared::Following(buf) => {
+                self.read_bufs.push(buf);
+                return false;
+            }
+            Shared::No(buf) => buf,
+        };
+        let mut buf = buf;
         buf.set_len(0);
         if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
             self.read_bufs.push(buf);
-            return self.waiters.push_back(slot);
+            self.waiters.push_back(slot);
+            return false;
         }
         if self.cursors[slot].dense {
             self.read_ahead(cx, slot);
         }
+        false
     }
 
     /// Pushes chunk read of `len` bytes at log position `pos` for the read
@@ -499,6 +525,12 @@ impl ReadPath {
     /// A disk read of a cursor completed.
     pub fn on_complete<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, token_slot: usize, c: Completion) {
         let (slot, seq) = chunks::split_token_slot(token_slot as u32);
+        self.complete_chunk(cx, (slot, seq), c);
+        // Reads that followed it read for themselves if it is gone.
+        self.wake_followers(cx, slot, seq);
+    }
+
+    fn complete_chunk<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, (slot, seq): (usize, u32), c: Completion) {
         let mut buf = c.buf.expect("read returns its buffer");
         cx.lent.home(buf.fixed_index());
         let r = self.cursors.get_mut(slot).expect("read completion for a live read");
@@ -536,11 +568,14 @@ impl ReadPath {
             return self.finish(cx, slot, Err(err));
         }
         r.chunks.complete(seq, Some(buf));
-        if matches!(r.mode, ReadMode::Ahead) {
-            return self.fill_window(cx, slot);
-        }
         if r.chunks.covering(r.pos).is_some_and(|k| k.pos == pos) {
             r.chunk_hit_bytes = 0;
+        }
+        let window = matches!(r.mode, ReadMode::Ahead);
+        // Before the owner goes on (and may pass the chunk and give it back).
+        self.wake_followers(cx, slot, seq);
+        if window {
+            return self.fill_window(cx, slot);
         }
         self.advance(cx, slot);
     }

@@ -484,3 +484,52 @@ fn windows_stay_within_their_bound() {
     let m = read_metrics(&core);
     assert_eq!((m.ahead_windows_open, m.read_bufs_free), (0, 8), "idle windows dropped, buffers back: {m:?}");
 }
+
+// ---- one scan for several readers (read/share.rs) ----
+
+/// Two fetches of `pid` at `offset` asked together (neither answered
+/// before the other starts); their answers.
+fn fetch_pair(core: &mut Core<SimIo>, pid: u32, offset: u64, max_bytes: usize) -> [ReadResult; 2] {
+    let answers: Vec<Answers> = (0..2).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    for got in &answers {
+        let g = got.clone();
+        let fetch = Fetch { offset, max_bytes, max_wait_ns: 0 };
+        core.handle(Request::Read { pid, fetch, sink: super::once(Box::new(move |r| g.lock().unwrap().push(r))) });
+    }
+    while answers.iter().any(|a| a.lock().unwrap().is_empty()) {
+        core.tick().unwrap();
+    }
+    [0, 1].map(|i| answers[i].lock().unwrap().pop().unwrap().expect("read"))
+}
+
+// Proves: two consumers catching up on one partition in lockstep (each
+// fetch asked while the other's is in progress) get exactly its records,
+// and the disk reads its bytes about once: the second reader copies or
+// waits for the first one's chunks (counted as shared bytes), and the two
+// share one window between fetches.
+#[test]
+fn readers_in_lockstep_share_one_scan() {
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
+    interleave(&mut core, 0..ROUNDS);
+    let before = read_bytes(&core);
+    let mut round = 0;
+    loop {
+        let [a, b] = fetch_pair(&mut core, 0, round as u64, 64 << 10);
+        assert_eq!(a.batches[a.headroom_bytes..], b.batches[b.headroom_bytes..], "both readers get the same answer");
+        if a.batches.len() == a.headroom_bytes {
+            break;
+        }
+        round = check_records(0, round, &a);
+    }
+    assert_eq!(round, ROUNDS, "every record");
+    let after = read_bytes(&core);
+    let (disk, served) = (after.0 - before.0, after.1 - before.1);
+    let m = read_metrics(&core);
+    eprintln!("lockstep: {disk} disk bytes for {served} served from disk; {m:?}");
+    assert!(m.shared_bytes > served / 4, "the second reader took the first's bytes: {m:?}");
+    assert!(disk < served * 3 / 4, "read {disk} disk bytes to serve {served} to two readers: {m:?}");
+    for _ in 0..10 {
+        core.tick().unwrap();
+    }
+    assert_eq!(read_metrics(&core).read_bufs_free, 8, "every read buffer back once the reads drained");
+}

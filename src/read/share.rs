@@ -47,8 +47,10 @@ pub(crate) struct Followers {
 }
 
 impl Followers {
+    /// `follower` waits for chunk `source.1` of the cursor in `source.0`
+    /// (instead of any read it followed before: a cursor follows one).
     fn add(&mut self, source: (usize, u32), follower: usize) {
-        debug_assert!(self.waiting.iter().all(|w| w.2 != follower), "a cursor follows one read");
+        self.waiting.retain(|w| w.2 != follower);
         self.waiting.push((source.0, source.1, follower));
     }
 

@@ -13,7 +13,10 @@
 //!
 //! `cargo bench --bench catch_up` runs it full size (1 GiB of log per
 //! case); `cargo test` runs it small (48 MiB, an 8 MiB tail cache) so that
-//! it cannot rot. Environment: `STROM_BENCH_LOG_MIB`, `STROM_BENCH_DIR`.
+//! it cannot rot. Environment: `STROM_BENCH_LOG_MIB`, `STROM_BENCH_DIR`,
+//! `STROM_BENCH_READ_BUFS` (read buffers per core, default the engine's).
+//! Each line also gives the disk reads, the read-ahead windows opened (and
+//! taken over by the next fetch) and the bytes windows read unused.
 mod common;
 
 use std::collections::VecDeque;
@@ -131,7 +134,11 @@ fn catch_up(engine: &Engine, partitions: u32) -> CatchUp {
 fn cfg(full: bool) -> EngineConfig {
     // Small: an 8 MiB tail cache, so that most of 48 MiB is read from disk.
     let write_bufs_per_log = if full { EngineConfig::default().write_bufs_per_log } else { 8 };
-    EngineConfig { cores: 1, logs_on_create: 1, write_bufs_per_log, ..EngineConfig::default() }
+    // STROM_BENCH_READ_BUFS: the read buffers per core, to see what their
+    // number (the disk reads a core can have in flight) costs.
+    let read_bufs_per_core =
+        std::env::var("STROM_BENCH_READ_BUFS").ok().and_then(|s| s.parse().ok()).unwrap_or(EngineConfig::default().read_bufs_per_core);
+    EngineConfig { cores: 1, logs_on_create: 1, write_bufs_per_log, read_bufs_per_core, ..EngineConfig::default() }
 }
 
 fn run_case(dir: &Path, partitions: u32, log_bytes: u64, full: bool) -> (CatchUp, CatchUp) {

@@ -352,3 +352,32 @@ fn first_frame_not_held(chunks: &Chunks, mut pos: u64, payload_bytes_max: u32) -
     }
     Some(pos)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: a partition keeps at most WINDOWS_PER_PARTITION_MAX windows
+    // (a third evicts its oldest), the core at most WINDOWS_MAX (the oldest
+    // goes), a window is taken only at its own offset, and idle ones go
+    // after WINDOW_IDLE_NS (all of them at a stop).
+    #[test]
+    fn windows_evict_the_oldest_past_their_bounds() {
+        let mut w = Windows::default();
+        assert!(w.open((1, 10), 100, 0, 0).is_empty());
+        assert!(w.open((1, 20), 101, 0, 1).is_empty());
+        assert_eq!(w.open((1, 30), 102, 0, 2), vec![100], "the partition's oldest");
+        assert_eq!(w.take(1, 10), None, "evicted");
+        assert_eq!(w.take(1, 25), None, "another offset");
+        assert_eq!(w.take(1, 20), Some(101));
+        for i in 0..WINDOWS_MAX as u64 - 1 {
+            assert!(w.open((2 + i as u32, 0), 200 + i as usize, 0, 10).is_empty());
+        }
+        assert_eq!(w.len(), WINDOWS_MAX);
+        assert_eq!(w.open((99, 0), 999, 0, 20), vec![102], "the core's oldest");
+        assert_eq!(w.take_idle(10 + WINDOW_IDLE_NS - 1, false), Vec::<usize>::new());
+        assert_eq!(w.take_idle(10 + WINDOW_IDLE_NS, false).len(), WINDOWS_MAX - 1, "all but the newest");
+        assert_eq!(w.take_idle(20, true), vec![999]);
+        assert_eq!(w.len(), 0);
+    }
+}

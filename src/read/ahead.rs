@@ -280,6 +280,7 @@ impl ReadPath {
         let window = std::mem::replace(&mut self.cursors[slot], fresh);
         let c = &mut self.cursors[slot];
         c.chunks = window.chunks;
+        c.chunks.inherit_all();
         let before: Vec<_> = c.chunks.take_spent(c.pos, 0);
         self.metrics.ahead_discarded_bytes += before.iter().map(|b| b.len() as u64).sum::<u64>();
         self.read_bufs.extend(before);
@@ -310,14 +311,15 @@ impl ReadPath {
         }
     }
 
-    /// A free read buffer taken back from the oldest windows, for a read
-    /// that found none (None: no window holds one).
-    pub(super) fn reclaim_window_buf(&mut self) -> Option<crate::buf::AlignedBuf> {
+    /// Drops the oldest windows until a read buffer is free, for a read
+    /// that found none: whether one is (windows still reading give theirs
+    /// back when their reads complete).
+    pub(super) fn reclaim_windows(&mut self) -> bool {
         while self.read_bufs.is_empty() {
-            let slot = self.windows.oldest()?;
+            let Some(slot) = self.windows.oldest() else { return false };
             self.drop_window(slot);
         }
-        self.read_bufs.pop()
+        true
     }
 
     /// Bytes the open windows hold or are reading.

@@ -49,10 +49,21 @@ pub(crate) struct Chunk {
     /// written yet, so the chunk keeps none of them (a read-ahead window
     /// handed to a later fetch, whose limit is further, must not show them).
     valid_end: u64,
+    /// Read for another cursor (a window it took over, or a copy of
+    /// another read's chunk): a frame that fails its checks here is read
+    /// again before it is judged.
+    inherited: bool,
+    /// Inherited bytes that failed a check: no read looks at them again.
+    distrusted: bool,
     seq: u32,
 }
 
 impl Chunk {
+    /// Read for another cursor (see the field).
+    pub fn inherited(&self) -> bool {
+        self.inherited
+    }
+
     /// Its sequence among its read's chunks (what its op's token names).
     pub fn seq(&self) -> u32 {
         self.seq
@@ -90,7 +101,35 @@ impl Chunks {
     /// two overlap (a read-ahead window starts its next chunk at the frame
     /// the last one cut), a frame cut by one is whole in the other.
     pub fn covering(&self, pos: u64) -> Option<&Chunk> {
-        self.q.iter().filter(|c| c.pos <= pos && pos < c.end_pos()).max_by_key(|c| c.end_pos())
+        self.q.iter().filter(|c| !c.distrusted && c.pos <= pos && pos < c.end_pos()).max_by_key(|c| c.end_pos())
+    }
+
+    /// Marks every chunk as read for another cursor (this one takes them over).
+    pub fn inherit_all(&mut self) {
+        self.q.iter_mut().for_each(|c| c.inherited = true);
+    }
+
+    /// Marks chunk `seq` as read for another cursor.
+    pub fn inherit(&mut self, seq: u32) {
+        self.q.iter_mut().filter(|c| c.seq == seq).for_each(|c| c.inherited = true);
+    }
+
+    /// When the chunk holding `pos` was read for another cursor: stops
+    /// trusting it (true), so that the bytes are read again.
+    pub fn distrust_inherited(&mut self, pos: u64) -> bool {
+        let Some(i) = self
+            .q
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.distrusted && c.pos <= pos && pos < c.end_pos())
+            .max_by_key(|(_, c)| c.end_pos())
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let c = &mut self.q[i];
+        c.distrusted = c.inherited && c.buf.is_some();
+        c.distrusted
     }
 
     /// The start of the first chunk past `pos`: a read for `pos` need not go further.
@@ -108,7 +147,7 @@ impl Chunks {
     pub fn push_in_flight(&mut self, pos: u64, read_len: usize, valid_end: u64) -> u32 {
         let seq = self.next_seq & SEQ_MASK;
         self.next_seq = self.next_seq.wrapping_add(1);
-        self.q.push_back(Chunk { pos, read_len, buf: None, at_end: false, valid_end, seq });
+        self.q.push_back(Chunk { pos, read_len, buf: None, at_end: false, valid_end, inherited: false, distrusted: false, seq });
         self.in_flight += 1;
         seq
     }
@@ -143,7 +182,7 @@ impl Chunks {
     pub fn take_spent(&mut self, pos: u64, need_bytes: usize) -> Vec<AlignedBuf> {
         let mut spent = Vec::new();
         self.q.retain_mut(|c| {
-            let done = c.buf.is_some() && c.end_pos() <= pos + need_bytes as u64;
+            let done = c.buf.is_some() && (c.distrusted || c.end_pos() <= pos + need_bytes as u64);
             if done {
                 spent.extend(c.buf.take());
             }

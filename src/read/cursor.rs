@@ -110,6 +110,9 @@ pub(crate) struct Cursor {
     /// A dense read before the partition's in-memory runs follows the runs
     /// of one sealed segment, from its sidecar; it ends at that segment's end.
     pub sidecar: Option<Arc<SegmentRuns>>,
+    /// Inherited bytes at its position failed a check: it reads them from
+    /// disk itself (shares nothing) until that read is pushed.
+    pub reread: bool,
 }
 
 pub(crate) enum Step {
@@ -141,15 +144,15 @@ impl Cursor {
         if self.pos >= self.limit || !self.onto_next_batch(p, lim) {
             return Step::Done(Ok(()));
         }
-        let (from_disk, at_end);
+        let (from_disk, at_end, inherited);
         let bytes: &[u8] = if let Some(b) = log.cached_at(self.pos) {
-            (from_disk, at_end) = (false, false);
+            (from_disk, at_end, inherited) = (false, false, false);
             b
         } else {
             from_disk = true;
             match self.chunks.covering(self.pos) {
-                Some(Chunk { buf: Some(buf), pos: at, at_end: e, .. }) => {
-                    at_end = *e;
+                Some(k @ Chunk { buf: Some(buf), pos: at, at_end: e, .. }) => {
+                    (at_end, inherited) = (*e, k.inherited());
                     &buf.as_slice()[(self.pos - at) as usize..]
                 }
                 Some(_) => return Step::Wait,
@@ -161,9 +164,13 @@ impl Cursor {
             Err(frame::FrameError::Truncated { needed }) if from_disk && !at_end => {
                 return Step::NeedDisk { len: needed as usize };
             }
+            Err(_) if inherited => return self.read_again(self.pos),
             Err(e) => return Step::Done(Err(corrupt(log, self.pos, e.to_string()))),
         };
         if from_disk && let Err(reason) = log.frame_is_current(&h) {
+            if inherited {
+                return self.read_again(self.pos);
+            }
             return Step::Done(Err(corrupt(log, h.pos, reason)));
         }
         if self.over_budget(&h) {
@@ -172,6 +179,9 @@ impl Cursor {
         if (bytes.len() as u64) < h.frame_bytes() {
             if from_disk && !at_end {
                 return Step::NeedDisk { len: h.frame_bytes() as usize };
+            }
+            if inherited {
+                return self.read_again(self.pos);
             }
             return Step::Done(Err(corrupt(log, self.pos, "frame runs past its commit".into())));
         }
@@ -183,6 +193,7 @@ impl Cursor {
         self.last_hit = h.end_pos();
         let info = match checked_batch(&h, frame_bytes, from_disk, self.expect_base) {
             Ok(info) => info,
+            Err(_) if inherited => return self.read_again(h.pos),
             Err(reason) => return Step::Done(Err(corrupt(log, h.pos, reason))),
         };
         self.expect_base = info.last_offset() as u64 + 1;
@@ -230,6 +241,18 @@ impl Cursor {
 }
 
 impl Cursor {
+    /// A frame at `pos` failed its checks in bytes another read fetched (a
+    /// read-ahead window's, or copied from another read): they may have
+    /// been damaged on their way in long before, so the cursor reads them
+    /// from disk itself, and judges what it reads.
+    fn read_again(&mut self, pos: u64) -> Step {
+        let distrusted = self.chunks.distrust_inherited(pos);
+        debug_assert!(distrusted, "the chunk at {pos} was inherited");
+        self.pos = pos;
+        self.reread = true;
+        Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES }
+    }
+
     /// Moves the cursor onto where the partition's next batch may lie:
     /// the next run for a dense read; for a walk, the next index entry when
     /// the cursor is an interval past the last batch found. False when

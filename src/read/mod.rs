@@ -109,6 +109,8 @@ pub struct ReadPath {
     followers: Followers,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
+    /// Test hook: every read reads for itself (none shares another's chunk).
+    unshared: bool,
 }
 
 impl ReadPath {
@@ -129,6 +131,7 @@ impl ReadPath {
             windows: Windows::default(),
             followers: Followers::default(),
             serve_unretired: false,
+            unshared: false,
         }
     }
 
@@ -167,7 +170,10 @@ impl ReadPath {
     }
 
     /// Test hook: two free read buffers name the same registered index.
+    /// Reads no longer share chunks (`share.rs`), so that two reads of the
+    /// same bytes each take a buffer, as the audit needs to see the alias.
     pub fn alias_read_buffers_for_audit(&mut self) {
+        self.unshared = true;
         let i = self.read_bufs.last().and_then(|b| b.fixed_index()).expect("a free registered read buffer");
         let other = self.read_bufs.len().checked_sub(2).expect("two free read buffers");
         self.read_bufs[other].set_fixed_index(Some(i));
@@ -317,6 +323,7 @@ impl ReadPath {
             served_disk_bytes: 0,
             served_end_pos: 0,
             sidecar,
+            reread: false,
         };
         let slot = match dense.then(|| self.take_window(pid, offset, log, entry.pos)).flatten() {
             Some(w) => {
@@ -412,7 +419,7 @@ impl ReadPath {
         let packed = c.chunks.last_len().is_some_and(|n| c.chunk_hit_bytes * 2 >= n);
         let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
         self.read_bufs.extend(c.chunks.take_spent(c.pos, need_bytes));
-        let Some(buf) = self.read_bufs.pop().or_else(|| self.reclaim_window_buf()) else {
+        let Some(buf) = self.read_bufs.pop().or_else(|| self.reclaim_windows().then(|| self.read_bufs.pop()).flatten()) else {
             self.waiters.push_back(slot);
             return false;
         };
@@ -453,6 +460,7 @@ impl ReadPath {
             self.waiters.push_back(slot);
             return false;
         }
+        self.cursors[slot].reread = false;
         if self.cursors[slot].dense {
             self.read_ahead(cx, slot);
         }
@@ -666,7 +674,8 @@ impl ReadPath {
     /// Lets reads that waited for a buffer (or an op slot) go on, and
     /// subscriptions read on.
     pub fn drive_waiters<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
-        while !self.read_bufs.is_empty() {
+        // Windows give their buffers to reads that wait for one.
+        while !self.waiters.is_empty() && self.reclaim_windows() {
             let Some(w) = self.waiters.pop_front() else { break };
             if self.cursors.get(w).is_some_and(|c| !c.spent && !matches!(c.mode, ReadMode::Ahead)) {
                 self.advance(cx, w);

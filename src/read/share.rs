@@ -78,6 +78,9 @@ impl ReadPath {
     /// `end`) among the other live reads of its log.
     pub(super) fn share(&mut self, slot: usize, (pos, end): (u64, u64), need_bytes: usize, mut buf: AlignedBuf) -> Shared {
         let c = &self.cursors[slot];
+        if self.unshared || c.reread {
+            return Shared::No(buf);
+        }
         let (log, at) = (c.log, c.pos);
         let need_end = at + need_bytes as u64;
         let mut found = None;
@@ -107,6 +110,7 @@ impl ReadPath {
         let c = &mut self.cursors[slot];
         let seq = c.chunks.push_in_flight(from, copied, c.limit);
         c.chunks.complete(seq, Some(buf));
+        c.chunks.inherit(seq);
         self.metrics.shared_bytes += copied as u64;
         Shared::Copied
     }

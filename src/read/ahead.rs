@@ -35,10 +35,14 @@
 //! Bounds, per core: at most [`WINDOWS_MAX`] windows (the oldest is evicted
 //! for a new one); a window takes a read buffer only while more than
 //! `1/`[`FREE_BUFS_SHARE_DIVISOR`] of the pool stays free and no read waits
-//! for one, and a read that finds no buffer free reclaims the oldest
-//! window's; a window not taken within [`WINDOW_IDLE_NS`] is dropped (each
-//! tick looks), and every window is dropped when the core stops. What a
-//! dropped window read counts in `strom_read_ahead_discarded_bytes_total`.
+//! for one, and a read that finds no buffer free (or waits for one)
+//! reclaims the oldest window's; a window not taken within
+//! [`WINDOW_IDLE_NS`] is dropped (each tick looks), and every window is
+//! dropped when the core stops. What a dropped window read counts in
+//! `strom_read_ahead_discarded_bytes_total`. A fetch that took a window
+//! over reads again from disk any of its bytes that fail a check
+//! (`Chunk::inherited`): they were fetched before it asked, maybe damaged
+//! on their way in by a fault that has since passed.
 use super::chunks::{self, Chunks};
 use super::cursor::{self, Cursor, ReadMode};
 use super::view::LogView;

@@ -144,20 +144,9 @@ impl Cursor {
         if self.pos >= self.limit || !self.onto_next_batch(p, lim) {
             return Step::Done(Ok(()));
         }
-        let (from_disk, at_end, inherited);
-        let bytes: &[u8] = if let Some(b) = log.cached_at(self.pos) {
-            (from_disk, at_end, inherited) = (false, false, false);
-            b
-        } else {
-            from_disk = true;
-            match self.chunks.covering(self.pos) {
-                Some(k @ Chunk { buf: Some(buf), pos: at, at_end: e, .. }) => {
-                    (at_end, inherited) = (*e, k.inherited());
-                    &buf.as_slice()[(self.pos - at) as usize..]
-                }
-                Some(_) => return Step::Wait,
-                None => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
-            }
+        let (bytes, Here { from_disk, at_end, inherited }) = match bytes_here(&self.chunks, self.pos, log) {
+            Ok(here) => here,
+            Err(step) => return step,
         };
         let h = match frame::decode_header(bytes, self.pos, lim.batch_bytes_max) {
             Ok(h) => h,
@@ -238,6 +227,32 @@ impl Cursor {
             }
         }
     }
+}
+
+/// The bytes at log position `pos`, from the tail cache or a completed
+/// chunk; or the step to take while there are none (wait for a read in
+/// flight, or read).
+fn bytes_here<'a, V: LogView>(chunks: &'a Chunks, pos: u64, log: &'a V) -> std::result::Result<(&'a [u8], Here), Step> {
+    if let Some(b) = log.cached_at(pos) {
+        return Ok((b, Here { from_disk: false, at_end: false, inherited: false }));
+    }
+    match chunks.covering(pos) {
+        Some(k @ Chunk { buf: Some(buf), pos: at, at_end, .. }) => {
+            Ok((&buf.as_slice()[(pos - at) as usize..], Here { from_disk: true, at_end: *at_end, inherited: k.inherited() }))
+        }
+        Some(_) => Err(Step::Wait),
+        None => Err(Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES }),
+    }
+}
+
+/// Where the bytes under a cursor come from.
+struct Here {
+    /// A chunk read from disk, not the tail cache.
+    from_disk: bool,
+    /// The chunk ends where its segment ends.
+    at_end: bool,
+    /// The chunk was read for another cursor ([`Chunk::inherited`]).
+    inherited: bool,
 }
 
 impl Cursor {

@@ -13,7 +13,10 @@
 //!
 //! `cargo bench --bench catch_up` runs it full size (1 GiB of log per
 //! case); `cargo test` runs it small (48 MiB, an 8 MiB tail cache) so that
-//! it cannot rot. Environment: `STROM_BENCH_LOG_MIB`, `STROM_BENCH_DIR`.
+//! it cannot rot. Environment: `STROM_BENCH_LOG_MIB`, `STROM_BENCH_DIR`,
+//! `STROM_BENCH_READ_BUFS` (read buffers per core, default the engine's).
+//! Each line also gives the disk reads, the read-ahead windows opened (and
+//! taken over by the next fetch) and the bytes windows read unused.
 mod common;
 
 use std::collections::VecDeque;
@@ -24,7 +27,7 @@ use strom::ceiling;
 use strom::config::EngineConfig;
 use strom::core::AppendAck;
 use strom::engine::{Engine, Pending};
-use strom::metrics::Metrics;
+use strom::metrics::{Metrics, ReadMetrics};
 
 const PRODUCERS: usize = 4;
 const READERS: u32 = 4;
@@ -58,6 +61,12 @@ struct CatchUp {
     elapsed: Duration,
     disk_bytes: u64,
     served_disk_bytes: u64,
+    /// Disk reads, and read-ahead windows opened, taken over by the next
+    /// fetch, and the bytes they read that nobody used.
+    reads_from_disk: u64,
+    windows: u64,
+    window_hits: u64,
+    window_discarded_bytes: u64,
 }
 
 impl CatchUp {
@@ -71,9 +80,13 @@ impl CatchUp {
     }
 }
 
-fn read_totals(engine: &Engine) -> (u64, u64) {
+/// The engine's read metrics, summed over its cores.
+fn read_totals(engine: &Engine) -> ReadMetrics {
     let cores: Vec<Metrics> = engine.metrics().expect("metrics");
-    cores.iter().fold((0, 0), |(d, s), m| (d + m.read.disk_bytes, s + m.read.served_disk_bytes))
+    cores.iter().fold(ReadMetrics::default(), |mut sum, m| {
+        sum.merge(&m.read);
+        sum
+    })
 }
 
 /// Reads every partition from offset 0 to its end, READERS threads, each
@@ -106,13 +119,26 @@ fn catch_up(engine: &Engine, partitions: u32) -> CatchUp {
     });
     let elapsed = started.elapsed();
     let after = read_totals(engine);
-    CatchUp { bytes, elapsed, disk_bytes: after.0 - before.0, served_disk_bytes: after.1 - before.1 }
+    CatchUp {
+        bytes,
+        elapsed,
+        disk_bytes: after.disk_bytes - before.disk_bytes,
+        served_disk_bytes: after.served_disk_bytes - before.served_disk_bytes,
+        reads_from_disk: after.reads_from_disk - before.reads_from_disk,
+        windows: after.ahead_windows - before.ahead_windows,
+        window_hits: after.ahead_hits - before.ahead_hits,
+        window_discarded_bytes: after.ahead_discarded_bytes - before.ahead_discarded_bytes,
+    }
 }
 
 fn cfg(full: bool) -> EngineConfig {
     // Small: an 8 MiB tail cache, so that most of 48 MiB is read from disk.
     let write_bufs_per_log = if full { EngineConfig::default().write_bufs_per_log } else { 8 };
-    EngineConfig { cores: 1, logs_on_create: 1, write_bufs_per_log, ..EngineConfig::default() }
+    // STROM_BENCH_READ_BUFS: the read buffers per core, to see what their
+    // number (the disk reads a core can have in flight) costs.
+    let read_bufs_per_core =
+        std::env::var("STROM_BENCH_READ_BUFS").ok().and_then(|s| s.parse().ok()).unwrap_or(EngineConfig::default().read_bufs_per_core);
+    EngineConfig { cores: 1, logs_on_create: 1, write_bufs_per_log, read_bufs_per_core, ..EngineConfig::default() }
 }
 
 fn run_case(dir: &Path, partitions: u32, log_bytes: u64, full: bool) -> (CatchUp, CatchUp) {
@@ -154,19 +180,25 @@ fn main() {
         read.latency_us(0.5),
         read.latency_us(0.99)
     );
-    println!("{:>10} {:>10} {:>9} {:>8} {:>12} {:>9}", "partitions", "when", "MB/s", "x read", "disk/served", "MB");
+    println!(
+        "{:>10} {:>10} {:>9} {:>8} {:>12} {:>9} {:>11} {:>17} {:>14}",
+        "partitions", "when", "MB/s", "x read", "disk/served", "MB", "disk reads", "windows (taken)", "unused MB"
+    );
     for partitions in [1u32, 8, 1000] {
         let (live, restarted) = run_case(&dir, partitions, log_mib << 20, full);
         for (when, c) in [("live", &live), ("restarted", &restarted)] {
             assert!(c.bytes > 0, "nothing was read back");
             println!(
-                "{:>10} {:>10} {:>9.1} {:>7.2}x {:>12.2} {:>9}",
+                "{:>10} {:>10} {:>9.1} {:>7.2}x {:>12.2} {:>9} {:>11} {:>17} {:>14.1}",
                 partitions,
                 when,
                 c.mb_per_sec(),
                 c.mb_per_sec() / read.mb_per_sec(),
                 c.amplification(),
-                c.bytes / 1_000_000
+                c.bytes / 1_000_000,
+                c.reads_from_disk,
+                format!("{} ({})", c.windows, c.window_hits),
+                c.window_discarded_bytes as f64 / 1e6
             );
         }
     }

@@ -15,8 +15,9 @@
 //!   core's logs: bytes written, writes, fdatasyncs, disk-full rewinds and
 //!   retries, the overlapping-write audit;
 //! - [`ReadMetrics`], the read path (`src/read/`): reads, disk reads, bytes
-//!   read from disk and served (from disk), the served-beyond-durable
-//!   audit; free read and reply buffers (sampled);
+//!   read from disk and served (from disk), read-ahead windows, the
+//!   served-beyond-durable audit; free read and reply buffers and the
+//!   windows open (sampled);
 //! - [`BrokerMetrics`], the broker's part on the core
 //!   (`src/broker/dispatch.rs`): requests forwarded to another core;
 //! - [`ConnMetrics`], the core's server task (`src/server/`): connections
@@ -178,6 +179,20 @@ registry! {
             "Batch bytes fetches answered with that came from disk reads: disk bytes over these is the read amplification.";
         sidecars_rebuilt => SidecarsRebuilt, Counter, "strom_sidecars_rebuilt_total",
             "Sidecars of sealed segments rebuilt by scanning their frames (missing after a crash, lost or refused).";
+        ahead_windows => ReadAheadWindows, Counter, "strom_read_ahead_windows_total",
+            "Read-ahead windows opened: a catch-up fetch stopped by its size left its cursor reading the runs ahead.";
+        ahead_hits => ReadAheadHits, Counter, "strom_read_ahead_hits_total",
+            "Fetches that took over a read-ahead window at their offset (its disk reads done or in flight).";
+        ahead_misses => ReadAheadMisses, Counter, "strom_read_ahead_misses_total",
+            "Fetches of a partition with read-ahead windows that could use none (another offset or position).";
+        ahead_discarded_bytes => ReadAheadDiscardedBytes, Counter, "strom_read_ahead_discarded_bytes_total",
+            "Bytes read (or being read) into read-ahead windows dropped unused: idle, evicted, reclaimed or stale.";
+        shared_bytes => ReadSharedBytes, Counter, "strom_read_shared_bytes_total",
+            "Bytes a read copied from another read's chunk of the same log (done, or waited for) instead of reading them from disk.";
+        ahead_windows_open => ReadAheadWindowsOpen, Gauge, "strom_read_ahead_windows",
+            "Read-ahead windows open now.";
+        ahead_held_bytes => ReadAheadHeldBytes, Gauge, "strom_read_ahead_held_bytes",
+            "Bytes read-ahead windows hold or are reading now, in the core's read buffers.";
         read_bufs_free => ReadBufsFree, Gauge, "strom_read_bufs_free",
             "Registered read buffers free (all of them when no read runs).";
         reply_bufs_free => ReplyBufsFree, Gauge, "strom_reply_bufs_free",

@@ -35,6 +35,9 @@ pub(crate) enum ReadMode {
     /// The first offset whose value of the named index `name` is at least
     /// `value` (`strict`: above it).
     Index { name: String, value: i64, strict: bool, reply: Reply<Option<u64>> },
+    /// A read-ahead window ([`super::ahead`]): no asker; its chunks wait
+    /// for the partition's next fetch, which takes the cursor over.
+    Ahead,
     /// Answered already: the cursor only waits for its reads in flight.
     Spent,
 }
@@ -110,6 +113,9 @@ pub(crate) struct Cursor {
     /// A dense read before the partition's in-memory runs follows the runs
     /// of one sealed segment, from its sidecar; it ends at that segment's end.
     pub sidecar: Option<Arc<SegmentRuns>>,
+    /// Inherited bytes at its position failed a check: it reads them from
+    /// disk itself (shares nothing) until that read is pushed.
+    pub reread: bool,
 }
 
 pub(crate) enum Step {
@@ -141,29 +147,22 @@ impl Cursor {
         if self.pos >= self.limit || !self.onto_next_batch(p, lim) {
             return Step::Done(Ok(()));
         }
-        let (from_disk, at_end);
-        let bytes: &[u8] = if let Some(b) = log.cached_at(self.pos) {
-            (from_disk, at_end) = (false, false);
-            b
-        } else {
-            from_disk = true;
-            match self.chunks.covering(self.pos) {
-                Some(Chunk { buf: Some(buf), pos: at, at_end: e, .. }) => {
-                    at_end = *e;
-                    &buf.as_slice()[(self.pos - at) as usize..]
-                }
-                Some(_) => return Step::Wait,
-                None => return Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES },
-            }
+        let (bytes, Here { from_disk, at_end, inherited }) = match bytes_here(&self.chunks, self.pos, log) {
+            Ok(here) => here,
+            Err(step) => return step,
         };
         let h = match frame::decode_header(bytes, self.pos, lim.batch_bytes_max) {
             Ok(h) => h,
             Err(frame::FrameError::Truncated { needed }) if from_disk && !at_end => {
                 return Step::NeedDisk { len: needed as usize };
             }
+            Err(_) if inherited => return self.read_again(self.pos),
             Err(e) => return Step::Done(Err(corrupt(log, self.pos, e.to_string()))),
         };
         if from_disk && let Err(reason) = log.frame_is_current(&h) {
+            if inherited {
+                return self.read_again(self.pos);
+            }
             return Step::Done(Err(corrupt(log, h.pos, reason)));
         }
         if self.over_budget(&h) {
@@ -172,6 +171,9 @@ impl Cursor {
         if (bytes.len() as u64) < h.frame_bytes() {
             if from_disk && !at_end {
                 return Step::NeedDisk { len: h.frame_bytes() as usize };
+            }
+            if inherited {
+                return self.read_again(self.pos);
             }
             return Step::Done(Err(corrupt(log, self.pos, "frame runs past its commit".into())));
         }
@@ -183,6 +185,7 @@ impl Cursor {
         self.last_hit = h.end_pos();
         let info = match checked_batch(&h, frame_bytes, from_disk, self.expect_base) {
             Ok(info) => info,
+            Err(_) if inherited => return self.read_again(h.pos),
             Err(reason) => return Step::Done(Err(corrupt(log, h.pos, reason))),
         };
         self.expect_base = info.last_offset() as u64 + 1;
@@ -213,7 +216,7 @@ impl Cursor {
                 self.next_offset = info.last_offset() as u64 + 1;
                 if taken + payload.len() >= self.budget_bytes { Step::Done(Ok(())) } else { Step::Continue }
             }
-            ReadMode::Spent => Step::Done(Ok(())),
+            ReadMode::Spent | ReadMode::Ahead => Step::Done(Ok(())),
             ReadMode::Time { .. } | ReadMode::Index { .. } => match lookup_in(&self.mode, &info, payload) {
                 Some(found) => {
                     self.next_offset = found;
@@ -248,11 +251,49 @@ fn lookup_in(mode: &ReadMode, info: &BatchInfo, payload: &[u8]) -> Option<u64> {
                 .find(|rec| batch::values::record_value(rec.headers.clone(), name.as_bytes()).is_some_and(qualifies))
                 .map(|rec| info.base_offset as u64 + rec.offset_delta as u64)
         }
-        ReadMode::Fetch { .. } | ReadMode::Spent => None,
+        ReadMode::Fetch { .. } | ReadMode::Spent | ReadMode::Ahead => None,
     }
 }
 
+/// The bytes at log position `pos`, from the tail cache or a completed
+/// chunk; or the step to take while there are none (wait for a read in
+/// flight, or read).
+fn bytes_here<'a, V: LogView>(chunks: &'a Chunks, pos: u64, log: &'a V) -> std::result::Result<(&'a [u8], Here), Step> {
+    if let Some(b) = log.cached_at(pos) {
+        return Ok((b, Here { from_disk: false, at_end: false, inherited: false }));
+    }
+    match chunks.covering(pos) {
+        Some(k @ Chunk { buf: Some(buf), pos: at, at_end, .. }) => {
+            Ok((&buf.as_slice()[(pos - at) as usize..], Here { from_disk: true, at_end: *at_end, inherited: k.inherited() }))
+        }
+        Some(_) => Err(Step::Wait),
+        None => Err(Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES }),
+    }
+}
+
+/// Where the bytes under a cursor come from.
+struct Here {
+    /// A chunk read from disk, not the tail cache.
+    from_disk: bool,
+    /// The chunk ends where its segment ends.
+    at_end: bool,
+    /// The chunk was read for another cursor ([`Chunk::inherited`]).
+    inherited: bool,
+}
+
 impl Cursor {
+    /// A frame at `pos` failed its checks in bytes another read fetched (a
+    /// read-ahead window's, or copied from another read): they may have
+    /// been damaged on their way in long before, so the cursor reads them
+    /// from disk itself, and judges what it reads.
+    fn read_again(&mut self, pos: u64) -> Step {
+        let distrusted = self.chunks.distrust_inherited(pos);
+        debug_assert!(distrusted, "the chunk at {pos} was inherited");
+        self.pos = pos;
+        self.reread = true;
+        Step::NeedDisk { len: HEADER_BYTES + frame::BATCH_PREFIX_BYTES }
+    }
+
     /// Moves the cursor onto where the partition's next batch may lie:
     /// the next run for a dense read; for a walk, the next index entry when
     /// the cursor is an interval past the last batch found. False when

@@ -9,14 +9,18 @@
 //! headroom the sink asked for, in a registered reply buffer when the sink
 //! allows it. A Fetch at the partition's end parks as a long poll
 //! ([`poll::ParkedPolls`]) until new data is retired or its wait is over.
+//! A catch-up Fetch stopped by its size leaves its cursor reading ahead
+//! for the next one ([`ahead`]).
 //!
 //! The read path owns its state (cursors, buffers, parked polls); the core
 //! lends it the rest for one call ([`ReadCx`]): its I/O, its logs, its
 //! partitions and its table of lent registered buffers.
+mod ahead;
 mod chunks;
 pub mod cursor;
 pub mod poll;
 mod resume;
+mod share;
 mod sidecars;
 pub mod sink;
 pub mod view;
@@ -35,11 +39,13 @@ use crate::metrics::ReadMetrics;
 use crate::partition::{Partition, Pid};
 
 use crate::log::frame::HEADER_BYTES;
+use ahead::Windows;
 use chunks::Chunks;
 use cursor::{Cursor, CursorLimits, NOT_FOUND, ReadMode, ReadOut, Step, StepNotes, corrupt};
 pub use poll::PARKED_READS_MAX;
 use poll::{BudgetWaits, ParkedPolls};
 use resume::ResumeHints;
+use share::{Followers, Shared};
 use sidecars::Sidecars;
 pub use sink::{OnceSink, ReadResult, ReadSink, RegisteredBatches, ReplyBudget, SinkFlow, once};
 use view::LogView;
@@ -106,8 +112,14 @@ pub struct ReadPath {
     resume: ResumeHints,
     /// Sidecars written and loaded: the runs of sealed segments.
     sidecars: Sidecars,
+    /// Cursors of finished catch-up fetches reading ahead for the next.
+    windows: Windows,
+    /// Reads waiting for another read's chunk rather than reading it again.
+    followers: Followers,
     /// Test hook: reads look past the retired position.
     serve_unretired: bool,
+    /// Test hook: every read reads for itself (none shares another's chunk).
+    unshared: bool,
 }
 
 impl ReadPath {
@@ -125,13 +137,16 @@ impl ReadPath {
             metrics: ReadMetrics::default(),
             resume: ResumeHints::default(),
             sidecars: Sidecars::default(),
+            windows: Windows::default(),
+            followers: Followers::default(),
             serve_unretired: false,
+            unshared: false,
         }
     }
 
-    /// Every read slot is busy: new reads must wait.
+    /// Every read slot is busy: new reads must wait (windows take none).
     pub fn full(&self) -> bool {
-        self.cursors.len() >= self.limits.reads_inflight_max
+        self.cursors.len() - self.windows.len() >= self.limits.reads_inflight_max
     }
 
     /// No read is in progress.
@@ -141,7 +156,13 @@ impl ReadPath {
 
     /// The read path's metrics, with its free read and reply buffers now.
     pub fn metrics(&self) -> ReadMetrics {
-        ReadMetrics { read_bufs_free: self.read_bufs.len() as u64, reply_bufs_free: self.reply_bufs.len() as u64, ..self.metrics }
+        ReadMetrics {
+            read_bufs_free: self.read_bufs.len() as u64,
+            reply_bufs_free: self.reply_bufs.len() as u64,
+            ahead_windows_open: self.windows.len() as u64,
+            ahead_held_bytes: self.window_bytes(),
+            ..self.metrics
+        }
     }
 
     /// Takes back a reply buffer of this core's pool once its send
@@ -158,7 +179,10 @@ impl ReadPath {
     }
 
     /// Test hook: two free read buffers name the same registered index.
+    /// Reads no longer share chunks (`share.rs`), so that two reads of the
+    /// same bytes each take a buffer, as the audit needs to see the alias.
     pub fn alias_read_buffers_for_audit(&mut self) {
+        self.unshared = true;
         let i = self.read_bufs.last().and_then(|b| b.fixed_index()).expect("a free registered read buffer");
         let other = self.read_bufs.len().checked_sub(2).expect("two free read buffers");
         self.read_bufs[other].set_fixed_index(Some(i));
@@ -216,6 +240,7 @@ impl ReadPath {
     /// with what their partition holds now: nothing new.
     pub fn expire<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, stopping: bool) {
         let now_ns = cx.io.now_ns();
+        self.expire_windows(now_ns, stopping);
         for (pid, w) in self.parked.take_due(now_ns, stopping) {
             let offset = w.offset;
             self.start(cx, pid, w.into_read(now_ns), offset);
@@ -290,7 +315,7 @@ impl ReadPath {
                 let from = n.scan_from(i, *value, *strict).unwrap_or(start).max(start);
                 p.index.floor(from).or(p.index.first().copied())
             }
-            ReadMode::Spent => unreachable!("a read starts with a request"),
+            ReadMode::Spent | ReadMode::Ahead => unreachable!("a read starts with a request"),
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. } | ReadMode::Index { .. }) { NOT_FOUND } else { offset };
         let Some(entry) = entry else { return self.answer(pid, mode, Ok(()), empty(), none_yet, (end, start)) };
@@ -312,7 +337,7 @@ impl ReadPath {
         let log = p.log;
         let j = &cx.logs[&log];
         let limit = if self.serve_unretired { j.written_pos() } else { j.visible_pos() };
-        let slot = self.cursors.insert(Cursor {
+        let fresh = Cursor {
             pid,
             log,
             mode,
@@ -331,7 +356,15 @@ impl ReadPath {
             served_disk_bytes: 0,
             served_end_pos: 0,
             sidecar,
-        });
+            reread: false,
+        };
+        let slot = match dense.then(|| self.take_window(pid, offset, log, entry.pos)).flatten() {
+            Some(w) => {
+                self.adopt_window(w, fresh);
+                w
+            }
+            None => self.cursors.insert(fresh),
+        };
         self.advance(cx, slot);
     }
 
@@ -397,13 +430,19 @@ impl ReadPath {
             match step {
                 Step::Continue => continue,
                 Step::Done(res) => return self.finish(cx, slot, res),
-                Step::NeedDisk { len } => return self.submit(cx, slot, len),
+                Step::NeedDisk { len } => {
+                    if !self.submit(cx, slot, len) {
+                        return;
+                    }
+                }
                 Step::Wait => return,
             }
         }
     }
 
-    fn submit<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, need_bytes: usize) {
+    /// Gets the bytes a read needs at its position: from another read's
+    /// chunk ([`share`]; true: they are here now, go on) or from the disk.
+    fn submit<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, need_bytes: usize) -> bool {
         let c = &mut self.cursors[slot];
         // A partition that filled at least half of its last chunk is dense in
         // its log: read a whole buffer. Otherwise (a first read, or a
@@ -413,13 +452,18 @@ impl ReadPath {
         let packed = c.chunks.last_len().is_some_and(|n| c.chunk_hit_bytes * 2 >= n);
         let probe_bytes = 2 * self.limits.index_interval_bytes as usize;
         self.read_bufs.extend(c.chunks.take_spent(c.pos, need_bytes));
-        let Some(mut buf) = self.read_bufs.pop() else { return self.waiters.push_back(slot) };
+        let Some(buf) = self.read_bufs.pop().or_else(|| self.reclaim_windows().then(|| self.read_bufs.pop()).flatten()) else {
+            self.waiters.push_back(slot);
+            return false;
+        };
+        let c = &mut self.cursors[slot];
         let log = cx.logs.get_mut(&c.log).expect("a read's log is on its core");
         let pos = align_down(c.pos);
         let Some(seg) = log.segment_at(pos) else {
             let err = StromError::OffsetOutOfRange { offset: c.next_offset, earliest: 0, end: 0 };
             self.read_bufs.push(buf);
-            return self.finish(cx, slot, Err(err));
+            self.finish(cx, slot, Err(err));
+            return false;
         };
         let len = if c.dense {
             // Exactly the runs ahead (merged across small gaps), within the
@@ -434,14 +478,26 @@ impl ReadPath {
             if packed { buf.capacity() } else { (align_up(wanted as u64) as usize).min(buf.capacity()) }
         };
         debug_assert!((c.pos - pos) as usize + need_bytes <= len, "a frame must fit a read buffer");
+        let buf = match self.share(slot, (pos, pos + len as u64), need_bytes, buf) {
+            Shared::Copied => return true,
+            Shared::Following(buf) => {
+                self.read_bufs.push(buf);
+                return false;
+            }
+            Shared::No(buf) => buf,
+        };
+        let mut buf = buf;
         buf.set_len(0);
         if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
             self.read_bufs.push(buf);
-            return self.waiters.push_back(slot);
+            self.waiters.push_back(slot);
+            return false;
         }
+        self.cursors[slot].reread = false;
         if self.cursors[slot].dense {
             self.read_ahead(cx, slot);
         }
+        false
     }
 
     /// Pushes chunk read of `len` bytes at log position `pos` for the read
@@ -459,7 +515,7 @@ impl ReadPath {
         let fixed = buf.fixed_index();
         let op = Op::Read { file: seg.file, pos: pos - seg.start_pos, len, buf };
         // The sequence the chunk will have, known before the push.
-        let seq = c.chunks.push_in_flight(pos, len);
+        let seq = c.chunks.push_in_flight(pos, len, c.limit);
         match cx.io.push(op, Token::new(OpKind::Read, c.log, chunks::token_slot(slot, seq)).pack()) {
             Ok(()) => {
                 cx.logs.get_mut(&c.log).expect("log").pin_segment(pos, true);
@@ -513,11 +569,17 @@ impl ReadPath {
             return self.sidecars.on_scan_complete(cx.io, cx.logs, &mut self.metrics, c);
         }
         let (slot, seq) = chunks::split_token_slot(token_slot as u32);
+        self.complete_chunk(cx, (slot, seq), c);
+        // Reads that followed it read for themselves if it is gone.
+        self.wake_followers(cx, slot, seq);
+    }
+
+    fn complete_chunk<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, (slot, seq): (usize, u32), c: Completion) {
         let mut buf = c.buf.expect("read returns its buffer");
         cx.lent.home(buf.fixed_index());
         let r = self.cursors.get_mut(slot).expect("read completion for a live read");
         let log = cx.logs.get_mut(&r.log).expect("log");
-        let pos = r.chunks.pos_of(seq);
+        let (pos, expected_end) = r.chunks.span_of(seq);
         log.pin_segment(pos, false);
         if r.spent {
             r.chunks.complete(seq, None);
@@ -541,8 +603,9 @@ impl ReadPath {
         }
         // The log holds bytes up to the read's limit: a segment that ends
         // before (lost or misdirected writes, a truncated file) is damage,
-        // not a reason to read the same place again.
-        if pos <= r.pos && buf.len() as u64 <= r.pos - pos {
+        // not a reason to read the same place again. (A chunk the cursor
+        // has passed, or whose limit it has passed, tells nothing.)
+        if pos <= r.pos && r.pos < expected_end && buf.len() as u64 <= r.pos - pos {
             r.chunks.complete(seq, None);
             self.read_bufs.push(buf);
             let err = corrupt(&*log, r.pos, format!("the segment ends before log position {}", r.pos));
@@ -552,12 +615,25 @@ impl ReadPath {
         if r.chunks.covering(r.pos).is_some_and(|k| k.pos == pos) {
             r.chunk_hit_bytes = 0;
         }
+        let window = matches!(r.mode, ReadMode::Ahead);
+        // Before the owner goes on (and may pass the chunk and give it back).
+        self.wake_followers(cx, slot, seq);
+        if window {
+            return self.fill_window(cx, slot);
+        }
         self.advance(cx, slot);
     }
 
     fn finish<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, res: Result<()>) {
+        if matches!(self.cursors[slot].mode, ReadMode::Ahead) {
+            // A window's read failed: the fetch that would have taken it reads again.
+            self.drop_window(slot);
+            return self.drive_waiters(cx);
+        }
+        let window = res.is_ok() && self.leaves_window(cx, slot);
         let c = &mut self.cursors[slot];
-        self.read_bufs.extend(c.chunks.take_done());
+        // A window keeps the chunks ahead of where the fetch stopped.
+        self.read_bufs.extend(if window { c.chunks.take_spent(c.pos, 0) } else { c.chunks.take_done() });
         let mode = std::mem::replace(&mut c.mode, ReadMode::Spent);
         let out = std::mem::replace(&mut c.out, empty());
         let (pid, next_offset) = (c.pid, c.next_offset);
@@ -568,9 +644,12 @@ impl ReadPath {
             self.metrics.served_bytes += out.len().saturating_sub(c.headroom_bytes) as u64;
             self.metrics.served_disk_bytes += c.served_disk_bytes as u64;
         }
+        let served_bytes = out.len().saturating_sub(c.headroom_bytes);
         // Reads still in flight own their buffers: the cursor keeps its
         // slot (their tokens name it) until they complete.
-        if c.chunks.in_flight() == 0 {
+        if window {
+            self.open_window(cx, slot, next_offset, served_bytes);
+        } else if c.chunks.in_flight() == 0 {
             self.cursors.remove(slot);
         } else {
             c.spent = true;
@@ -626,16 +705,17 @@ impl ReadPath {
             ReadMode::Time { reply, .. } | ReadMode::Index { reply, .. } => {
                 reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset)))
             }
-            ReadMode::Spent => unreachable!("a read is answered once"),
+            ReadMode::Spent | ReadMode::Ahead => unreachable!("a read is answered once, a window never"),
         }
     }
 
     /// Lets reads that waited for a buffer (or an op slot) go on, and
     /// subscriptions read on.
     pub fn drive_waiters<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
-        while !self.read_bufs.is_empty() {
+        // Windows give their buffers to reads that wait for one.
+        while !self.waiters.is_empty() && self.reclaim_windows() {
             let Some(w) = self.waiters.pop_front() else { break };
-            if self.cursors.get(w).is_some_and(|c| !c.spent) {
+            if self.cursors.get(w).is_some_and(|c| !c.spent && !matches!(c.mode, ReadMode::Ahead)) {
                 self.advance(cx, w);
             }
         }
@@ -659,6 +739,7 @@ impl ReadPath {
     pub fn invariants(&self) {
         let holding: usize = self.cursors.iter().map(|(_, r)| r.chunks.holding()).sum();
         assert!(self.read_bufs.len() + holding <= self.read_bufs_total, "read buffer leaked or doubled");
+        self.window_invariants();
     }
 }
 

@@ -131,41 +131,56 @@ fn value_of(pid: u32, round: usize) -> Vec<u8> {
 }
 
 fn interleave(core: &mut Core<SimIo>, rounds: std::ops::Range<usize>) {
+    interleave_over(core, PARTITIONS, rounds);
+}
+
+fn interleave_over(core: &mut Core<SimIo>, partitions: u32, rounds: std::ops::Range<usize>) {
     for round in rounds {
-        for pid in 0..PARTITIONS {
+        for pid in 0..partitions {
             append_to(core, pid, &value_of(pid, round));
         }
     }
 }
 
+/// One fetch of `pid` at `offset`, answered at once.
+fn fetch_once(core: &mut Core<SimIo>, pid: u32, offset: u64, max_bytes: usize) -> Result<ReadResult> {
+    let got: Answers = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let fetch = Fetch { offset, max_bytes, max_wait_ns: 0 };
+    core.handle(Request::Read { pid, fetch, sink: super::once(Box::new(move |r| g.lock().unwrap().push(r))) });
+    while got.lock().unwrap().is_empty() {
+        core.tick().unwrap();
+    }
+    got.lock().unwrap().pop().unwrap()
+}
+
+/// Checks that an answer holds exactly `pid`'s records from `round` on,
+/// in order; the round after its last record.
+fn check_records(pid: u32, mut round: usize, r: &ReadResult) -> usize {
+    let mut rest = &r.batches[r.headroom_bytes..];
+    while !rest.is_empty() {
+        let info = crate::wire::batch::parse_header(rest).unwrap();
+        assert_eq!(info.base_offset as u64, round as u64, "pid {pid}: batches in offset order, none missing");
+        for rec in crate::wire::batch::records(&rest[..info.batch_bytes]) {
+            assert_eq!(rec.unwrap().value, Some(&value_of(pid, round)[..]), "pid {pid} offset {round}: its own record");
+            round += 1;
+        }
+        rest = &rest[info.batch_bytes..];
+    }
+    assert_eq!(r.next_offset, round as u64, "pid {pid}: the next offset follows the last record");
+    round
+}
+
 /// Reads `pid` from offset 0 to its end, `max_bytes` at a time, and
 /// checks each record is the partition's next one. Returns the records read.
 fn read_all(core: &mut Core<SimIo>, pid: u32, max_bytes: usize) -> usize {
-    let mut offset = 0;
     let mut round = 0;
     loop {
-        let got: Answers = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
-        let fetch = Fetch { offset, max_bytes, max_wait_ns: 0 };
-        core.handle(Request::Read { pid, fetch, sink: super::once(Box::new(move |r| g.lock().unwrap().push(r))) });
-        while got.lock().unwrap().is_empty() {
-            core.tick().unwrap();
-        }
-        let r = got.lock().unwrap().pop().unwrap().expect("read");
-        let mut rest = &r.batches[r.headroom_bytes..];
-        if rest.is_empty() {
+        let r = fetch_once(core, pid, round as u64, max_bytes).expect("read");
+        if r.batches.len() == r.headroom_bytes {
             return round;
         }
-        while !rest.is_empty() {
-            let info = crate::wire::batch::parse_header(rest).unwrap();
-            assert_eq!(info.base_offset as u64, round as u64, "pid {pid}: batches in offset order, none missing");
-            for rec in crate::wire::batch::records(&rest[..info.batch_bytes]) {
-                assert_eq!(rec.unwrap().value, Some(&value_of(pid, round)[..]), "pid {pid} offset {round}: its own record");
-                round += 1;
-            }
-            rest = &rest[info.batch_bytes..];
-        }
-        offset = r.next_offset;
+        round = check_records(pid, round, &r);
     }
 }
 
@@ -329,3 +344,194 @@ fn a_clean_stop_leaves_the_active_segments_sidecar() {
 }
 
 mod rebuild;
+// ---- read-ahead windows (read/ahead.rs) ----
+
+/// The read path's metrics now.
+fn read_metrics(core: &Core<SimIo>) -> crate::metrics::ReadMetrics {
+    core.metrics().read
+}
+
+// Proves: a catch-up fetch stopped by its size leaves a window, and the
+// consumer's next fetch at that offset takes it over (counted as a hit,
+// never a miss) and returns exactly its records; the whole catch-up still
+// reads within the merge slack of what it serves.
+#[test]
+fn a_catch_up_fetch_is_served_from_the_window_the_last_one_left() {
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
+    interleave(&mut core, 0..ROUNDS);
+    let before = read_bytes(&core);
+    assert_eq!(read_all(&mut core, 0, 64 << 10), ROUNDS, "every record");
+    let after = read_bytes(&core);
+    let m = read_metrics(&core);
+    assert!(m.ahead_windows > 0 && m.ahead_hits > 0, "windows opened and taken over: {m:?}");
+    assert_eq!(m.ahead_misses, 0, "one consumer finds its window at each offset");
+    let delta = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+    assert!(within_slack(delta), "read {} disk bytes to serve {} ({} reads)", delta.0, delta.1, delta.2);
+}
+
+// Proves: a window under which retention deleted segments is never served:
+// the fetch at its offset fails with OffsetOutOfRange (no stale bytes),
+// no window is taken over, and a catch-up from the new start returns
+// exactly the records kept.
+#[test]
+fn a_window_under_deleted_segments_is_never_served() {
+    use crate::io::Io;
+    use crate::partition::retention::Retention;
+    use std::time::Duration;
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
+    interleave(&mut core, 0..ROUNDS);
+    let keep = Retention { age_ms: None, bytes: Some(6 * VALUE_BYTES as u64) };
+    core.handle(Request::SetRetention { limits: (0..PARTITIONS).map(|p| (p, keep)).collect() });
+    // Retention runs once a second (of the simulator's time): find when,
+    // so that the window below opens just before the next pass.
+    let start_of = |core: &Core<SimIo>| core.partition(0).unwrap().start_offset;
+    while start_of(&core) == 0 {
+        core.io.advance(Duration::from_millis(10));
+        core.tick().unwrap();
+    }
+    let pass_ns = core.io.now_ns();
+    interleave(&mut core, ROUNDS..2 * ROUNDS);
+    let first = start_of(&core);
+    core.io.advance(Duration::from_nanos((pass_ns + 960_000_000).saturating_sub(core.io.now_ns())));
+    let r = fetch_once(&mut core, 0, first, 32 << 10).expect("the first fetch");
+    let next = check_records(0, first as usize, &r) as u64;
+    let m = read_metrics(&core);
+    assert_eq!(m.ahead_windows_open, 1, "the fetch left a window at offset {next}: {m:?}");
+    for _ in 0..10 {
+        core.io.advance(Duration::from_millis(10));
+        core.tick().unwrap();
+    }
+    assert!(start_of(&core) > next, "retention deleted the window's segments: start {}", start_of(&core));
+    assert_eq!(read_metrics(&core).ahead_windows_open, 1, "the window is still open");
+    let hits = read_metrics(&core).ahead_hits;
+    match fetch_once(&mut core, 0, next, 32 << 10) {
+        Err(crate::error::StromError::OffsetOutOfRange { .. }) => {}
+        other => panic!("a fetch under deleted segments: {:?}", other.map(|r| r.next_offset)),
+    }
+    let mut round = start_of(&core) as usize;
+    loop {
+        let r = fetch_once(&mut core, 0, round as u64, 64 << 10).expect("a catch-up from the new start");
+        if r.batches.len() == r.headroom_bytes {
+            break;
+        }
+        round = check_records(0, round, &r);
+    }
+    assert_eq!(round, 2 * ROUNDS, "every record kept");
+    let m = read_metrics(&core);
+    assert!(m.ahead_misses >= 1, "the catch-up's first fetch found only the stale window, and left it: {m:?}");
+    assert!(m.ahead_hits > hits, "the catch-up's later fetches took their own windows: {m:?}");
+}
+
+// Proves: two consumers of one partition at different offsets, fetching in
+// turn, each keep their own window (both are taken over, none evicts the
+// other's) and each gets exactly its records.
+#[test]
+fn two_readers_of_one_partition_keep_their_own_windows() {
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
+    interleave(&mut core, 0..ROUNDS);
+    let mut rounds = [0usize, ROUNDS / 2];
+    let mut done = [false, false];
+    while !done.iter().all(|&d| d) {
+        for (reader, round) in rounds.iter_mut().enumerate() {
+            if done[reader] {
+                continue;
+            }
+            let r = fetch_once(&mut core, 0, *round as u64, 64 << 10).expect("read");
+            done[reader] = r.batches.len() == r.headroom_bytes;
+            if !done[reader] {
+                *round = check_records(0, *round, &r);
+            }
+        }
+    }
+    assert_eq!(rounds, [ROUNDS, ROUNDS], "both readers read to the end");
+    let m = read_metrics(&core);
+    assert!(m.ahead_hits >= 4, "both readers' fetches took their windows over: {m:?}");
+    // The one miss: the second reader's first fetch, which found only the first's window.
+    assert_eq!(m.ahead_misses, 1, "neither evicted the other's window: {m:?}");
+}
+
+// Proves: with more partitions catching up than windows a core keeps, the
+// windows open never exceed WINDOWS_MAX nor the bytes the read buffers
+// hold, every partition still reads exactly its records, and windows left
+// unused are dropped once idle, giving every read buffer back.
+#[test]
+fn windows_stay_within_their_bound() {
+    use super::ahead::{WINDOW_IDLE_NS, WINDOWS_MAX};
+    const MANY: u32 = WINDOWS_MAX as u32 + 8;
+    let cfg = EngineConfig { read_bufs_per_core: 8, ..EngineConfig::small_for_tests() };
+    let pool_bytes = 8 * cfg.write_buf_bytes as u64;
+    let mut core = core_on(SimDisk::new(), MANY, cfg);
+    interleave_over(&mut core, MANY, 0..3);
+    let check = |core: &Core<SimIo>| {
+        let m = read_metrics(core);
+        assert!(m.ahead_windows_open <= WINDOWS_MAX as u64, "{} windows open", m.ahead_windows_open);
+        assert!(m.ahead_held_bytes <= pool_bytes, "windows hold {} bytes", m.ahead_held_bytes);
+    };
+    for pid in 0..MANY {
+        let r = fetch_once(&mut core, pid, 0, 32 << 10).expect("read");
+        assert_eq!(check_records(pid, 0, &r), 1, "pid {pid}: one batch");
+        check(&core);
+    }
+    assert!(read_metrics(&core).ahead_windows >= MANY as u64 - 1, "a window per partition, the oldest evicted");
+    for pid in 0..MANY {
+        assert_eq!(read_all(&mut core, pid, 32 << 10), 3, "pid {pid}: every record");
+        check(&core);
+    }
+    for pid in 0..MANY {
+        let r = fetch_once(&mut core, pid, 0, 32 << 10).expect("read");
+        assert_eq!(check_records(pid, 0, &r), 1);
+    }
+    core.io.advance(std::time::Duration::from_nanos(WINDOW_IDLE_NS));
+    core.tick().unwrap();
+    let m = read_metrics(&core);
+    assert_eq!((m.ahead_windows_open, m.read_bufs_free), (0, 8), "idle windows dropped, buffers back: {m:?}");
+}
+
+// ---- one scan for several readers (read/share.rs) ----
+
+/// Two fetches of `pid` at `offset` asked together (neither answered
+/// before the other starts); their answers.
+fn fetch_pair(core: &mut Core<SimIo>, pid: u32, offset: u64, max_bytes: usize) -> [ReadResult; 2] {
+    let answers: Vec<Answers> = (0..2).map(|_| Arc::new(Mutex::new(Vec::new()))).collect();
+    for got in &answers {
+        let g = got.clone();
+        let fetch = Fetch { offset, max_bytes, max_wait_ns: 0 };
+        core.handle(Request::Read { pid, fetch, sink: super::once(Box::new(move |r| g.lock().unwrap().push(r))) });
+    }
+    while answers.iter().any(|a| a.lock().unwrap().is_empty()) {
+        core.tick().unwrap();
+    }
+    [0, 1].map(|i| answers[i].lock().unwrap().pop().unwrap().expect("read"))
+}
+
+// Proves: two consumers catching up on one partition in lockstep (each
+// fetch asked while the other's is in progress) get exactly its records,
+// and the disk reads its bytes about once: the second reader copies or
+// waits for the first one's chunks (counted as shared bytes), and the two
+// share one window between fetches.
+#[test]
+fn readers_in_lockstep_share_one_scan() {
+    let mut core = core_of(SimDisk::new(), PARTITIONS);
+    interleave(&mut core, 0..ROUNDS);
+    let before = read_bytes(&core);
+    let mut round = 0;
+    loop {
+        let [a, b] = fetch_pair(&mut core, 0, round as u64, 64 << 10);
+        assert_eq!(a.batches[a.headroom_bytes..], b.batches[b.headroom_bytes..], "both readers get the same answer");
+        if a.batches.len() == a.headroom_bytes {
+            break;
+        }
+        round = check_records(0, round, &a);
+    }
+    assert_eq!(round, ROUNDS, "every record");
+    let after = read_bytes(&core);
+    let (disk, served) = (after.0 - before.0, after.1 - before.1);
+    let m = read_metrics(&core);
+    eprintln!("lockstep: {disk} disk bytes for {served} served from disk; {m:?}");
+    assert!(m.shared_bytes > served / 4, "the second reader took the first's bytes: {m:?}");
+    assert!(disk < served * 3 / 4, "read {disk} disk bytes to serve {served} to two readers: {m:?}");
+    for _ in 0..10 {
+        core.tick().unwrap();
+    }
+    assert_eq!(read_metrics(&core).read_bufs_free, 8, "every read buffer back once the reads drained");
+}

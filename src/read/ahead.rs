@@ -213,9 +213,13 @@ impl ReadPath {
     /// between two chunks.
     pub(super) fn fill_window<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize) {
         let free_min = (self.read_bufs_total / FREE_BUFS_SHARE_DIVISOR).max(1);
-        while self.cursors[slot].chunks.in_flight() < chunks::READS_AHEAD_MAX && self.read_bufs.len() > free_min && self.waiters.is_empty()
-        {
-            let c = &self.cursors[slot];
+        loop {
+            // Still a window: what ran since it was asked to fill (the
+            // followers of its chunk, a reclaim) may have dropped it.
+            let Some(c) = self.cursors.get(slot).filter(|c| matches!(c.mode, ReadMode::Ahead) && !c.spent) else { return };
+            if c.chunks.in_flight() >= chunks::READS_AHEAD_MAX || self.read_bufs.len() <= free_min || !self.waiters.is_empty() {
+                return;
+            }
             let Some(p) = cx.partitions.get(&c.pid) else { return };
             let Some((frame_pos, walk)) = self.windows.next_frame(slot) else { return };
             let from = if walk {

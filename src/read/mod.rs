@@ -298,23 +298,11 @@ impl ReadPath {
                 return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
             }
             ReadMode::Time { ts_ms, .. } => p.index.scan_start_for_time(*ts_ms),
-            ReadMode::Index { name, value, strict, .. } => {
-                let Some((n, i)) = p.named.as_ref().and_then(|n| n.names().iter().position(|x| x == name).map(|i| (n, i))) else {
-                    let e = StromError::InvalidArgument(format!(
-                        "the topic has no index named {:?}",
-                        name.escape_debug().take(300).collect::<String>()
-                    ));
-                    return self.answer(pid, mode, Err(e), empty(), 0, (end, start));
-                };
-                let reached = n.visible_last(i).is_some_and(|l| if *strict { l > *value } else { l >= *value });
-                if !reached {
-                    return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start));
-                }
-                // From the last entry that does not qualify (the answer
-                // lies at or after it), by the sparse index's floor.
-                let from = n.scan_from(i, *value, *strict).unwrap_or(start).max(start);
-                p.index.floor(from).or(p.index.first().copied())
-            }
+            ReadMode::Index { name, value, strict, .. } => match index_scan_start(p, name, *value, *strict) {
+                Err(e) => return self.answer(pid, mode, Err(e), empty(), 0, (end, start)),
+                Ok(None) => return self.answer(pid, mode, Ok(()), empty(), NOT_FOUND, (end, start)),
+                Ok(Some(entry)) => entry,
+            },
             ReadMode::Spent | ReadMode::Ahead => unreachable!("a read starts with a request"),
         };
         let none_yet = if matches!(mode, ReadMode::Time { .. } | ReadMode::Index { .. }) { NOT_FOUND } else { offset };
@@ -617,11 +605,15 @@ impl ReadPath {
         }
         let window = matches!(r.mode, ReadMode::Ahead);
         // Before the owner goes on (and may pass the chunk and give it back).
+        // A follower that goes on may open a window that evicts this one
+        // (dropped or spent): the owner goes on only if it is still live.
         self.wake_followers(cx, slot, seq);
         if window {
             return self.fill_window(cx, slot);
         }
-        self.advance(cx, slot);
+        if self.cursors.get(slot).is_some_and(|c| !c.spent) {
+            self.advance(cx, slot);
+        }
     }
 
     fn finish<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, slot: usize, res: Result<()>) {
@@ -769,3 +761,20 @@ fn unknown(pid: Pid) -> StromError {
 
 #[cfg(test)]
 mod tests;
+
+/// Where an index lookup of partition `p` starts its walk: Ok(None) when no
+/// durable record reaches the value yet; an error if the topic has no index
+/// named `name`.
+fn index_scan_start(p: &Partition, name: &str, value: i64, strict: bool) -> Result<Option<Option<crate::partition::IndexEntry>>> {
+    let Some((n, i)) = p.named.as_ref().and_then(|n| n.names().iter().position(|x| x == name).map(|i| (n, i))) else {
+        let shown = name.escape_debug().take(300).collect::<String>();
+        return Err(StromError::InvalidArgument(format!("the topic has no index named {shown:?}")));
+    };
+    if !n.visible_last(i).is_some_and(|l| if strict { l > value } else { l >= value }) {
+        return Ok(None);
+    }
+    // From the last entry that does not qualify (the answer lies at or
+    // after it), by the sparse index's floor.
+    let from = n.scan_from(i, value, strict).unwrap_or(p.start_offset).max(p.start_offset);
+    Ok(Some(p.index.floor(from).or(p.index.first().copied())))
+}

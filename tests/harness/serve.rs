@@ -272,7 +272,12 @@ impl Serve {
         assert_eq!(cores.len(), self.cores, "metrics of {} cores from a server of {}", cores.len(), self.cores);
         let typed = cores.iter().map(|pairs| {
             let (m, unknown) = Metrics::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), *v)));
-            assert!(unknown.is_empty() && pairs.len() == strom::metrics::Metric::ALL.len(), "metrics of another build: {pairs:?}");
+            // An empty registry is a core whose server task is gone: its stderr says why.
+            assert!(
+                unknown.is_empty() && pairs.len() == strom::metrics::Metric::ALL.len(),
+                "metrics of another build: {pairs:?}; server stderr:\n{}",
+                self.stderr_text()
+            );
             m
         });
         typed.collect()

@@ -122,7 +122,11 @@ impl ReadPath {
             return;
         }
         for f in self.followers.take(slot, seq) {
-            if self.cursors.get(f).is_some_and(|c| !c.spent && matches!(c.mode, ReadMode::Fetch { .. } | ReadMode::Time { .. } | ReadMode::Index { .. })) {
+            if self
+                .cursors
+                .get(f)
+                .is_some_and(|c| !c.spent && matches!(c.mode, ReadMode::Fetch { .. } | ReadMode::Time { .. } | ReadMode::Index { .. }))
+            {
                 self.advance(cx, f);
             }
         }

@@ -77,6 +77,12 @@ pub(super) fn put_indices(out: &mut Vec<u8>, names: &[&str]) {
 
 pub(super) fn indices<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>, DecodeError> {
     let declared = r.u8()?;
+    // Version 3 is the one with indices: with none, it would be the same
+    // request as version 2 or 1, and a value has one encoding (found by
+    // the proto_decode fuzz target).
+    if declared == 0 {
+        return Err(DecodeError::BadValue("a CreateTopic of version 3 names at least one index"));
+    }
     let n = r.count(declared.into(), STRING_BYTES_MIN)?;
     (0..n).map(|_| r.str()).collect()
 }

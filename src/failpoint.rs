@@ -16,7 +16,9 @@
 //! `STROM_FAILPOINT=NAME:NTH:pause` the thread that hit it prints
 //! `strom: failpoint NAME hit NTH, pausing` and stops there for good instead
 //! (its core does nothing more), so that a test can cut the power at exactly
-//! that moment and then kill the process.
+//! that moment and then kill the process. With `STROM_FAILPOINT=NAME:NTH:panic`
+//! the thread panics there instead, as a bug would (`strom serve` must then
+//! stop the whole process rather than run on with a dead core).
 //!
 //! The failpoints (see docs/TESTING.md, "Process crashes and failpoints"):
 //! - `write_in_flight`: a commit's write was submitted in an earlier tick and
@@ -67,8 +69,16 @@ mod armed {
     const ARMED: u8 = 2;
 
     static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
-    /// The armed name, the hit to act on, and whether to pause (else kill).
-    static TARGET: OnceLock<Option<(String, u64, bool)>> = OnceLock::new();
+    /// What the armed failpoint does on its hit.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Action {
+        Kill,
+        Pause,
+        Panic,
+    }
+
+    /// The armed name, the hit to act on, and what to do then.
+    static TARGET: OnceLock<Option<(String, u64, Action)>> = OnceLock::new();
     static HITS: AtomicU64 = AtomicU64::new(0);
 
     /// The fast path: one relaxed load once the environment was read.
@@ -89,14 +99,15 @@ mod armed {
             let name = parts.next().unwrap_or_default();
             let nth =
                 parts.next().map_or(1, |n| n.parse::<u64>().unwrap_or_else(|_| panic!("STROM_FAILPOINT={spec}: NTH is not a number")));
-            let pause = match parts.next() {
-                None | Some("kill") => false,
-                Some("pause") => true,
-                Some(other) => panic!("STROM_FAILPOINT={spec}: the action {other:?} is neither kill nor pause"),
+            let action = match parts.next() {
+                None | Some("kill") => Action::Kill,
+                Some("pause") => Action::Pause,
+                Some("panic") => Action::Panic,
+                Some(other) => panic!("STROM_FAILPOINT={spec}: the action {other:?} is not kill, pause or panic"),
             };
             assert!(super::NAMES.contains(&name), "STROM_FAILPOINT={spec}: no failpoint is named {name}; the names: {:?}", super::NAMES);
             eprintln!("strom: failpoint {name} armed for hit {nth}");
-            Some((name.to_string(), nth.max(1), pause))
+            Some((name.to_string(), nth.max(1), action))
         });
         let armed = target.is_some();
         STATE.store(if armed { ARMED } else { DISARMED }, Ordering::Relaxed);
@@ -106,12 +117,15 @@ mod armed {
     /// A failpoint whose condition held: dies on the armed name's nth hit.
     #[cold]
     pub fn hit(name: &'static str) {
-        let Some(Some((target, nth, pause))) = TARGET.get() else { return };
+        let Some(Some((target, nth, action))) = TARGET.get() else { return };
         if target != name {
             return;
         }
         let n = HITS.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == *nth && *pause {
+        if n == *nth && *action == Action::Panic {
+            panic!("strom: failpoint {name} hit {n}, panicking");
+        }
+        if n == *nth && *action == Action::Pause {
             eprintln!("strom: failpoint {name} hit {n}, pausing");
             loop {
                 std::thread::park();

@@ -197,6 +197,16 @@ fn recover(dir: &Path, cores: Option<usize>) -> strom::Result<()> {
 /// pending until this thread takes it with sigwait: no handler runs on an
 /// arbitrary thread, and the shutdown runs here, in order.
 fn serve(args: &ServeArgs) -> Result<(), String> {
+    // A panic is a bug; on a core thread it would leave that core's
+    // partitions dead while the rest serves on, their clients waiting. The
+    // whole process stops instead, as a `kill -9` would: a restart recovers
+    // every acknowledged write (DURABILITY.md).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("strom serve: a thread panicked; aborting the process (a restart recovers every acknowledged write)");
+        std::process::abort();
+    }));
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);

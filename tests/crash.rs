@@ -58,6 +58,7 @@ fn main() {
         skip::trial("failpoint_write_done_before_fsync", &[Need::Failpoints], failpoint_write_done_before_fsync),
         skip::trial("failpoint_fsync_done_before_ack", &[Need::Failpoints], failpoint_fsync_done_before_ack),
         skip::trial("failpoint_roll_before_dir_sync", &[Need::Failpoints], failpoint_roll_before_dir_sync),
+        skip::trial("a_panicking_core_stops_the_process", &[Need::Failpoints], a_panicking_core_stops_the_process),
         skip::trial("failpoint_checkpoint_before_rename", &[Need::Failpoints], failpoint_checkpoint_before_rename),
         skip::trial("power_cut_at_write_done_before_fsync", &[Need::Failpoints, Need::LoopFs], power_cut_at_write_done_before_fsync),
         skip::trial("power_cut_at_fsync_done_before_ack", &[Need::Failpoints, Need::LoopFs], power_cut_at_fsync_done_before_ack),
@@ -492,7 +493,12 @@ fn crash_at(failpoint: &str, extra: &[&str]) {
     let stderr = serve.stderr_text();
     assert!(status.is_some(), "the server did not reach failpoint {failpoint} within 60 s; stderr:\n{stderr}");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.unwrap().signal(), Some(libc::SIGKILL), "the server did not die of SIGKILL; stderr:\n{stderr}");
+    // A panic there (`:panic`) must stop the process as a kill does: abort.
+    let (signal, why) = if failpoint.ends_with(":panic") { (libc::SIGABRT, "SIGABRT") } else { (libc::SIGKILL, "SIGKILL") };
+    assert_eq!(status.unwrap().signal(), Some(signal), "the server did not die of {why}; stderr:\n{stderr}");
+    if signal == libc::SIGABRT {
+        assert!(stderr.contains("a thread panicked; aborting the process"), "no abort line in stderr:\n{stderr}");
+    }
     assert!(stderr.contains(&format!("strom: failpoint {name} hit")), "no failpoint line in stderr:\n{stderr}");
     let acked_before = load.checker().acked_count();
     serve = start(&dir, serve.addr.port(), &extra, None);
@@ -529,6 +535,14 @@ fn failpoint_write_done_before_fsync() {
 // survive) and loses nothing acknowledged; their resend is the only duplicate.
 fn failpoint_fsync_done_before_ack() {
     crash_at("fsync_done_before_ack:300", &[]);
+}
+
+// Proves: a core thread that panics (a bug, here at the moment an fdatasync
+// completed and its commits are not yet acknowledged) stops the whole
+// server (SIGABRT) instead of leaving that core's partitions dead while the
+// rest serves on; the restart loses nothing acknowledged, as after a kill.
+fn a_panicking_core_stops_the_process() {
+    crash_at("fsync_done_before_ack:300:panic", &[]);
 }
 
 // Proves: a crash right after a new segment file is created and before its

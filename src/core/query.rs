@@ -292,10 +292,10 @@ impl<I: Io> Core<I> {
                 let from = if *o >= 0 { *o as u64 } else { q.end_at_start.saturating_sub(o.unsigned_abs()) };
                 Next::Done(Ok(bounds(from.max(start), end, open, p)))
             }
-            (Stage::From { .. }, _, QueryRef::Index { name, value }) => match index_reached(p, name, i64::MIN) {
-                Err(e) => Next::Done(Err(e)),
-                Ok(_) => Next::Seek(IndexSeek { name: name.clone(), value: *value, strict: false }),
-            },
+            // The lookup answers InvalidArgument for an index the topic lacks.
+            (Stage::From { .. }, _, QueryRef::Index { name, value }) => {
+                Next::Seek(IndexSeek { name: name.clone(), value: *value, strict: false })
+            }
             (Stage::ToSeek | Stage::FromSeek { .. }, ..) => unreachable!("a query steps only between lookups"),
         }
     }
@@ -324,13 +324,6 @@ fn bounds(from: u64, end: u64, open: bool, p: &crate::partition::Partition) -> Q
 /// Whether a durable record of partition `p` has a value of index `name`
 /// above `value`; an error if the partition has no such index.
 fn index_reached(p: &crate::partition::Partition, name: &str, value: i64) -> Result<bool> {
-    let n = p.named.as_ref();
-    let i = n.and_then(|n| n.names().iter().position(|x| x == name));
-    match (n, i) {
-        (Some(n), Some(i)) => Ok(n.visible_last(i).is_some_and(|l| l > value)),
-        _ => Err(StromError::InvalidArgument(format!(
-            "the topic has no index named {:?}",
-            name.escape_debug().take(300).collect::<String>()
-        ))),
-    }
+    let (n, i) = p.named_index(name)?;
+    Ok(n.visible_last(i).is_some_and(|l| l > value))
 }

@@ -204,6 +204,16 @@ impl Partition {
         }
     }
 
+    /// The partition's named index and the position of index `name` in it;
+    /// InvalidArgument if its topic declared no index of that name.
+    pub fn named_index(&self, name: &str) -> crate::error::Result<(&NamedIndex, usize)> {
+        let found = self.named.as_ref().and_then(|n| n.names().iter().position(|x| x == name).map(|i| (n, i)));
+        found.ok_or_else(|| {
+            let shown = name.escape_debug().take(300).collect::<String>();
+            crate::error::StromError::InvalidArgument(format!("the topic has no index named {shown:?}"))
+        })
+    }
+
     /// Drops everything stored before log position `log_start` (retention).
     pub fn forget_before(&mut self, log_start: u64) {
         self.index.drop_before(log_start);

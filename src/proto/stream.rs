@@ -36,8 +36,8 @@ pub enum SubscribeStart<'a> {
     /// The first record whose timestamp is at or after this many ms since
     /// the epoch (the end, when none is yet).
     Time(i64),
-    /// The first record whose value of the named index is >= `value`.
-    /// Decoded, but refused by servers until named indices exist.
+    /// The first record whose value of the named index is >= `value` (the
+    /// end, when none is yet).
     Index {
         name: &'a str,
         value: i64,

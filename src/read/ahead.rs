@@ -44,10 +44,10 @@
 //! (`Chunk::inherited`): they were fetched before it asked, maybe damaged
 //! on their way in by a fault that has since passed.
 use super::chunks::{self, Chunks};
-use super::cursor::{self, Cursor, ReadMode};
+use super::cursor::{Cursor, ReadMode};
 use super::view::LogView;
 use super::{ReadCx, ReadPath};
-use crate::buf::{align_down, align_up};
+use crate::buf::align_up;
 use crate::io::Io;
 use crate::log::frame::{self, HEADER_BYTES};
 use crate::partition::Pid;
@@ -237,21 +237,14 @@ impl ReadPath {
             if at >= c.limit || planned >= c.budget_bytes as u64 {
                 return;
             }
-            let pos = align_down(at);
-            let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
-            let mut buf = self.read_bufs.pop().expect("a free buffer");
-            let end_max = (pos + buf.capacity() as u64)
-                .min(seg.next_start_pos.unwrap_or(u64::MAX))
-                .min(at + (c.budget_bytes as u64 - planned))
-                .min(align_up(c.limit))
-                .max(at + HEADER_BYTES as u64);
-            let end = cursor::runs_read_end(runs, at, end_max);
-            let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
-            buf.set_len(0);
-            if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
-                self.read_bufs.push(buf);
-                return;
-            }
+            let bound = |c: &Cursor, pos: u64, cap_bytes: usize, seg_end: Option<u64>| {
+                (pos + cap_bytes as u64)
+                    .min(seg_end.unwrap_or(u64::MAX))
+                    .min(at + (c.budget_bytes as u64 - planned))
+                    .min(align_up(c.limit))
+                    .max(at + HEADER_BYTES as u64)
+            };
+            let Some((end, end_max)) = self.push_runs_read(cx, slot, at, bound) else { return };
             // Short of its bound, the read ended at a run's end: the next
             // frame of the partition starts the next run.
             let whole = end < end_max;

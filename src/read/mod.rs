@@ -536,19 +536,42 @@ impl ReadPath {
             if r.pos < from || at >= c.limit || taken + planned >= c.budget_bytes as u64 {
                 return;
             }
-            let pos = align_down(at);
-            let Some(seg) = cx.logs[&c.log].segment_at(pos) else { return };
-            let mut buf = self.read_bufs.pop().expect("a free buffer");
-            let end_max = dense_end_max(c, (pos, at), buf.capacity(), seg.next_start_pos, HEADER_BYTES);
-            let end = cursor::runs_read_end(runs, at, end_max);
-            let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
-            buf.set_len(0);
-            if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
-                self.read_bufs.push(buf);
+            let bound = |c: &Cursor, pos, cap_bytes, seg_end| dense_end_max(c, (pos, at), cap_bytes, seg_end, HEADER_BYTES);
+            if self.push_runs_read(cx, slot, at, bound).is_none() {
                 return;
             }
             self.metrics.reads_ahead += 1;
         }
+    }
+
+    /// Pushes a read of the runs of the cursor in `slot` from log position
+    /// `at`, into a free buffer: from the block holding `at` up to the bound
+    /// `bound` gives (from the block's position, the buffer's capacity and
+    /// where the segment ends), cut at the end of the last run it reaches.
+    /// Returns the read's end and its bound; None when nothing was pushed
+    /// (no partition or segment there, or the push failed: its buffer is
+    /// back in the pool).
+    fn push_runs_read<I: Io, V: LogView>(
+        &mut self,
+        cx: &mut ReadCx<'_, I, V>,
+        slot: usize,
+        at: u64,
+        bound: impl FnOnce(&Cursor, u64, usize, Option<u64>) -> u64,
+    ) -> Option<(u64, u64)> {
+        let c = &self.cursors[slot];
+        let p = cx.partitions.get(&c.pid)?;
+        let pos = align_down(at);
+        let seg = cx.logs[&c.log].segment_at(pos)?;
+        let mut buf = self.read_bufs.pop().expect("a free buffer");
+        let end_max = bound(c, pos, buf.capacity(), seg.next_start_pos);
+        let end = cursor::runs_read_end(c.runs(p), at, end_max);
+        let len = (align_up((end - pos).max((at - pos) + HEADER_BYTES as u64)) as usize).min(buf.capacity());
+        buf.set_len(0);
+        if let Some(buf) = self.push_read(cx, slot, pos, seg, len, buf) {
+            self.read_bufs.push(buf);
+            return None;
+        }
+        Some((end, end_max))
     }
 
     /// A disk read of a cursor completed.
@@ -766,10 +789,7 @@ mod tests;
 /// durable record reaches the value yet; an error if the topic has no index
 /// named `name`.
 fn index_scan_start(p: &Partition, name: &str, value: i64, strict: bool) -> Result<Option<Option<crate::partition::IndexEntry>>> {
-    let Some((n, i)) = p.named.as_ref().and_then(|n| n.names().iter().position(|x| x == name).map(|i| (n, i))) else {
-        let shown = name.escape_debug().take(300).collect::<String>();
-        return Err(StromError::InvalidArgument(format!("the topic has no index named {shown:?}")));
-    };
+    let (n, i) = p.named_index(name)?;
     if !n.visible_last(i).is_some_and(|l| if strict { l > value } else { l >= value }) {
         return Ok(None);
     }

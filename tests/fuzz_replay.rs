@@ -749,9 +749,9 @@ fn offsets_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     let mut store = strom::broker::offsets::OffsetStore::open(&dir).unwrap();
-    store.set("billing", "orders.v1", 0, 42).unwrap();
-    store.set("billing", "orders.v1", 3, u64::MAX).unwrap();
-    store.set("audit-2", "A-b_c", 7, 0).unwrap();
+    store.set("billing", "orders.v1", 0, 42, "a Kafka client's metadata").unwrap();
+    store.set("billing", "orders.v1", 3, u64::MAX, "").unwrap();
+    store.set("audit-2", "A-b_c", 7, 0, "").unwrap();
     store.persist().unwrap();
     let file = fs::read(dir.join(strom::broker::offsets::OFFSETS_FILE)).unwrap();
     fs::remove_dir_all(&dir).unwrap();

@@ -21,7 +21,7 @@ pub(crate) enum Job {
     DeleteTopic { name: String, reply: Responder },
     AlterTopic { name: String, ms: Option<Option<u64>>, bytes: Option<Option<u64>>, reply: Responder },
     DescribeTopic { name: String, reply: Responder },
-    Commit { group: String, topic: String, partition: u32, offset: u64, reply: Responder },
+    Commit { group: String, topic: String, partition: u32, offset: u64, metadata: String, reply: Responder },
     Fetch { group: String, topic: String, partition: u32, reply: Responder },
 }
 
@@ -121,10 +121,10 @@ fn handle(broker: &Broker, store: &mut OffsetStore, job: Job, committed: &mut Ve
         }
         // Waits for each partition's core: the admin thread may block.
         Job::DescribeTopic { name, reply } => reply(broker.describe_topic(&name).map(Answer::TopicDescribed).map_err(Into::into)),
-        Job::Commit { group, topic, partition, offset, reply } => {
+        Job::Commit { group, topic, partition, offset, metadata, reply } => {
             let checked = validate_topic_name(&group)
                 .and_then(|()| pid_in(&broker.topics(), &topic, partition))
-                .and_then(|_| store.set(&group, &topic, partition, offset));
+                .and_then(|_| store.set(&group, &topic, partition, offset, &metadata));
             match checked {
                 Ok(()) => {
                     committed.push(reply);
@@ -133,9 +133,11 @@ fn handle(broker: &Broker, store: &mut OffsetStore, job: Job, committed: &mut Ve
                 Err(e) => reply(Err(e.into())),
             }
         }
-        Job::Fetch { group, topic, partition, reply } => {
-            reply(validate_topic_name(&group).map(|()| Answer::CommittedOffset(store.get(&group, &topic, partition))).map_err(Into::into))
-        }
+        Job::Fetch { group, topic, partition, reply } => reply(
+            validate_topic_name(&group)
+                .map(|()| Answer::CommittedOffset(store.get(&group, &topic, partition).cloned()))
+                .map_err(Into::into),
+        ),
     }
     false
 }

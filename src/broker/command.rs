@@ -71,6 +71,8 @@ pub enum Command<'a> {
         topic: &'a str,
         partition: u32,
         offset: u64,
+        /// The client's string kept with it (Kafka's; "" for none).
+        metadata: &'a str,
     },
     FetchOffset {
         group: &'a str,
@@ -270,7 +272,7 @@ pub enum Answer {
     TopicDescribed(TopicDescription),
     OffsetCommitted,
     /// FetchOffset: None when the group committed nothing for the partition.
-    CommittedOffset(Option<u64>),
+    CommittedOffset(Option<super::offsets::Committed>),
     Stats(Vec<StageLatency>),
     /// Each core's registry, in core order: its server's sections with its
     /// own. None for a core whose server task has stopped.

@@ -142,9 +142,14 @@ impl Dispatcher {
             }
             Command::DescribeTopic { topic } => self.admin(Job::DescribeTopic { name: topic.to_string(), reply: Box::new(reply) }),
             Command::DeleteTopic { topic } => self.admin(Job::DeleteTopic { name: topic.to_string(), reply: Box::new(reply) }),
-            Command::CommitOffset { group, topic, partition, offset } => {
-                self.admin(Job::Commit { group: group.to_string(), topic: topic.to_string(), partition, offset, reply: Box::new(reply) })
-            }
+            Command::CommitOffset { group, topic, partition, offset, metadata } => self.admin(Job::Commit {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                partition,
+                offset,
+                metadata: metadata.to_string(),
+                reply: Box::new(reply),
+            }),
             Command::FetchOffset { group, topic, partition } => {
                 self.admin(Job::Fetch { group: group.to_string(), topic: topic.to_string(), partition, reply: Box::new(reply) })
             }

@@ -19,10 +19,23 @@ pub const OFFSETS_MAX: usize = 1 << 20;
 
 type Key = (String, String, u32);
 
+/// Bytes of a commit's metadata string at most (Kafka's default
+/// `offset.metadata.max.bytes`): the file stays bounded by
+/// [`OFFSETS_MAX`] entries of this.
+pub const METADATA_BYTES_MAX: usize = 4096;
+
+/// A committed offset and the client's metadata string with it (Kafka
+/// clients keep one; the native protocol's commits have none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Committed {
+    pub offset: u64,
+    pub metadata: String,
+}
+
 /// Committed consumer offsets, durable in one file.
 pub struct OffsetStore {
     path: PathBuf,
-    offsets: BTreeMap<Key, u64>,
+    offsets: BTreeMap<Key, Committed>,
 }
 
 impl OffsetStore {
@@ -37,17 +50,23 @@ impl OffsetStore {
         Ok(OffsetStore { path, offsets })
     }
 
-    pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<u64> {
-        self.offsets.get(&(group.to_string(), topic.to_string(), partition)).copied()
+    pub fn get(&self, group: &str, topic: &str, partition: u32) -> Option<&Committed> {
+        self.offsets.get(&(group.to_string(), topic.to_string(), partition))
     }
 
-    /// Sets an offset in memory; `persist` makes it durable.
-    pub fn set(&mut self, group: &str, topic: &str, partition: u32, offset: u64) -> Result<()> {
+    /// Sets an offset (and its metadata) in memory; `persist` makes it durable.
+    pub fn set(&mut self, group: &str, topic: &str, partition: u32, offset: u64, metadata: &str) -> Result<()> {
+        if metadata.len() > METADATA_BYTES_MAX {
+            return Err(StromError::InvalidArgument(format!(
+                "a commit's metadata of {} bytes is over the limit of {METADATA_BYTES_MAX}",
+                metadata.len()
+            )));
+        }
         let key = (group.to_string(), topic.to_string(), partition);
         if !self.offsets.contains_key(&key) && self.offsets.len() >= OFFSETS_MAX {
             return Err(StromError::Overloaded("committed offsets store is full"));
         }
-        self.offsets.insert(key, offset);
+        self.offsets.insert(key, Committed { offset, metadata: metadata.to_string() });
         Ok(())
     }
 
@@ -63,30 +82,63 @@ impl OffsetStore {
     }
 }
 
-/// The file's text for `offsets`, checksum line included.
-fn render(offsets: &BTreeMap<Key, u64>) -> String {
-    let mut body = String::from("strom-offsets 1\n");
-    for ((g, t, p), o) in offsets {
-        body.push_str(&format!("{g} {t} {p} {o}\n"));
+/// The file's text for `offsets`, checksum line included: version 1
+/// (`GROUP TOPIC PARTITION OFFSET`) while no commit has metadata, so that
+/// the binaries before metadata still read it; version 2 adds the
+/// metadata as a fifth field, hex-encoded (`-` for none).
+fn render(offsets: &BTreeMap<Key, Committed>) -> String {
+    let v2 = offsets.values().any(|c| !c.metadata.is_empty());
+    let mut body = String::from(if v2 { "strom-offsets 2\n" } else { "strom-offsets 1\n" });
+    for ((g, t, p), c) in offsets {
+        let o = c.offset;
+        if v2 {
+            let meta = if c.metadata.is_empty() { "-".to_string() } else { c.metadata.bytes().map(|b| format!("{b:02x}")).collect() };
+            body.push_str(&format!("{g} {t} {p} {o} {meta}\n"));
+        } else {
+            body.push_str(&format!("{g} {t} {p} {o}\n"));
+        }
     }
     with_crc(body)
 }
 
-fn parse(body: &str) -> Option<BTreeMap<Key, u64>> {
+fn parse(body: &str) -> Option<BTreeMap<Key, Committed>> {
     let mut lines = body.lines();
-    if lines.next()? != "strom-offsets 1" {
-        return None;
-    }
+    let v2 = match lines.next()? {
+        "strom-offsets 1" => false,
+        "strom-offsets 2" => true,
+        _ => return None,
+    };
     let mut out = BTreeMap::new();
     for line in lines {
         let mut f = line.split(' ');
         let (g, t, p, o) = (f.next()?, f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+        let metadata = if v2 { unhex(f.next()?)? } else { String::new() };
         if f.next().is_some() || validate_topic_name(g).is_err() || validate_topic_name(t).is_err() {
             return None;
         }
-        out.insert((g.to_string(), t.to_string(), p), o);
+        out.insert((g.to_string(), t.to_string(), p), Committed { offset: o, metadata });
     }
     Some(out)
+}
+
+/// A metadata field: `-`, or UTF-8 in lowercase hex, within the limit.
+fn unhex(field: &str) -> Option<String> {
+    if field == "-" {
+        return Some(String::new());
+    }
+    if field.is_empty() || field.len() % 2 != 0 || field.len() / 2 > METADATA_BYTES_MAX {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..field.len())
+        .step_by(2)
+        .map(|i| {
+            field
+                .get(i..i + 2)
+                .filter(|h| h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok().filter(|s| !s.is_empty())
 }
 
 /// Runs the offsets file's loader (checksum line, then `parse`) on
@@ -127,12 +179,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut s = OffsetStore::open(&dir).unwrap();
-        s.set("g1", "t", 0, 42).unwrap();
-        s.set("g1", "u", 3, 7).unwrap();
+        s.set("g1", "t", 0, 42, "").unwrap();
+        s.set("g1", "u", 3, 7, "").unwrap();
         s.persist().unwrap();
+        assert!(std::fs::read_to_string(dir.join(OFFSETS_FILE)).unwrap().starts_with("strom-offsets 1\n"), "no metadata: version 1");
         let mut s = OffsetStore::open(&dir).unwrap();
-        assert_eq!(s.get("g1", "t", 0), Some(42));
-        assert_eq!(s.get("g1", "u", 3), Some(7));
+        assert_eq!(s.get("g1", "t", 0).map(|c| c.offset), Some(42));
+        assert_eq!(s.get("g1", "u", 3).map(|c| c.offset), Some(7));
         assert_eq!(s.get("g2", "t", 0), None);
         assert!(s.forget_topic("t"));
         s.persist().unwrap();
@@ -141,5 +194,26 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap().replace("7", "8");
         std::fs::write(&path, text).unwrap();
         assert!(matches!(OffsetStore::open(&dir), Err(StromError::BadDataDir(_))));
+    }
+
+    // Proves: a commit's metadata (any UTF-8, spaces and newlines
+    // included) survives a reopen in version 2, and one over the limit is
+    // refused before it is kept.
+    #[test]
+    fn metadata_survives_a_reopen_and_is_bounded() {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp-unit").join(format!("offsets-meta-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = OffsetStore::open(&dir).unwrap();
+        let meta = "consumer 1\nhost é";
+        s.set("g", "t", 1, 9, meta).unwrap();
+        s.set("g", "t", 2, 3, "").unwrap();
+        assert!(s.set("g", "t", 3, 1, &"x".repeat(METADATA_BYTES_MAX + 1)).is_err());
+        s.persist().unwrap();
+        assert!(std::fs::read_to_string(dir.join(OFFSETS_FILE)).unwrap().starts_with("strom-offsets 2\n"));
+        let s = OffsetStore::open(&dir).unwrap();
+        assert_eq!(s.get("g", "t", 1), Some(&Committed { offset: 9, metadata: meta.to_string() }));
+        assert_eq!(s.get("g", "t", 2), Some(&Committed { offset: 3, metadata: String::new() }));
+        assert_eq!(s.get("g", "t", 3), None);
     }
 }

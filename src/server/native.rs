@@ -127,7 +127,9 @@ fn command(req: Request<'_>) -> Command<'_> {
         Request::AlterTopic { topic, ms, bytes } => Command::AlterTopic { topic, ms, bytes },
         Request::DescribeTopic { topic } => Command::DescribeTopic { topic },
         Request::DeleteTopic { topic } => Command::DeleteTopic { topic },
-        Request::OffsetCommit { group, topic, partition, offset } => Command::CommitOffset { group, topic, partition, offset },
+        Request::OffsetCommit { group, topic, partition, offset } => {
+            Command::CommitOffset { group, topic, partition, offset, metadata: "" }
+        }
         Request::OffsetFetch { group, topic, partition } => Command::FetchOffset { group, topic, partition },
         Request::Stats { reset } => Command::Stats { reset },
         Request::Metrics => Command::Metrics,
@@ -171,7 +173,7 @@ fn response(answer: Answer) -> Response<'static> {
         Answer::TopicAltered(retention) => Response::AlterTopic { retention },
         Answer::TopicDescribed(description) => Response::DescribeTopic { description },
         Answer::OffsetCommitted => Response::OffsetCommit,
-        Answer::CommittedOffset(offset) => Response::OffsetFetch { offset },
+        Answer::CommittedOffset(committed) => Response::OffsetFetch { offset: committed.map(|c| c.offset) },
         Answer::Stats(stages) => Response::Stats { stages },
         // A core whose server task stopped answers with no metrics.
         Answer::Metrics(cores) => Response::Metrics {

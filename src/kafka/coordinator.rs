@@ -64,6 +64,12 @@ pub(crate) struct Coordinator {
     inner: Arc<Inner>,
 }
 
+// Every core thread holds a handle.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Coordinator>();
+};
+
 struct Inner {
     tx: Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -282,6 +288,10 @@ impl Worker {
 mod tests {
     use super::*;
 
+    fn coordinator_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp-unit/kafka-coordinator-two")
+    }
+
     fn config(name: &str) -> CoordinatorConfig {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp-unit").join(name);
         let _ = std::fs::remove_dir_all(&dir);
@@ -312,8 +322,9 @@ mod tests {
 
     // Proves: two joins sent from two threads are both answered by the
     // coordinator thread with one generation and one leader (the initial
-    // delay gathers them), producer ids are distinct, and after stop every
-    // request is answered COORDINATOR_NOT_AVAILABLE rather than dropped.
+    // delay gathers them), producer ids are distinct and stay above those
+    // handed out after a restart on the same directory, and after stop
+    // every request is answered COORDINATOR_NOT_AVAILABLE, not dropped.
     #[test]
     fn joins_from_two_threads_share_a_generation() {
         let coordinator = Coordinator::start(config("kafka-coordinator-two")).unwrap();
@@ -341,5 +352,17 @@ mod tests {
         let (etx, erx) = mpsc::channel();
         coordinator.join(join_req("c"), Box::new(move |r| etx.send(r.error).unwrap()));
         assert_eq!(erx.recv().unwrap(), GroupError::CoordinatorNotAvailable);
+        let (ptx, prx) = mpsc::channel();
+        coordinator.init_producer_id(None, Box::new(move |r| ptx.send(r).unwrap()));
+        assert_eq!(prx.recv().unwrap(), Err(GroupError::CoordinatorNotAvailable));
+        let cfg = CoordinatorConfig { data_dir: coordinator_dir(), ..config("kafka-coordinator-unused") };
+        let restarted = Coordinator::start(cfg).unwrap();
+        let (ptx, prx) = mpsc::channel();
+        restarted.init_producer_id(Some((p2.0, 0)), Box::new(move |r| ptx.send(r).unwrap()));
+        assert_eq!(prx.recv().unwrap(), Ok((p2.0, 1)), "an id handed out before the restart is bumped, not replaced");
+        let (ptx, prx) = mpsc::channel();
+        restarted.init_producer_id(None, Box::new(move |r| ptx.send(r).unwrap()));
+        let p3 = prx.recv().unwrap().unwrap();
+        assert!(p3.0 > p1.0.max(p2.0), "{p3:?} after a restart repeats or goes below {p1:?} {p2:?}");
     }
 }

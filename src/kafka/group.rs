@@ -22,7 +22,7 @@ use std::collections::HashMap;
 /// INVALID_GROUP_ID; Kafka sets no limit, but every id is kept in memory.
 pub(crate) const GROUP_ID_BYTES_MAX: usize = 255;
 /// The client id's share of a member id this coordinator makes: the ids it
-/// makes are at most 39 bytes longer, and any longer one is unknown.
+/// makes are at most 38 bytes longer, and any longer one is unknown.
 const CLIENT_ID_IN_MEMBER_ID_BYTES_MAX: usize = 128;
 /// The protocol type of Kafka's consumers, whose assignment has a format.
 pub(crate) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
@@ -31,6 +31,7 @@ pub(crate) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 /// kafka-python fails to decode.
 pub(crate) const EMPTY_CONSUMER_ASSIGNMENT: [u8; 10] = [0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
 
+#[derive(Debug, Clone)]
 pub(crate) struct JoinGroup {
     pub group: String,
     pub member_id: String,
@@ -65,6 +66,7 @@ pub(crate) struct JoinedMember {
     pub metadata: Vec<u8>,
 }
 
+#[derive(Debug, Clone)]
 pub(crate) struct SyncGroup {
     pub group: String,
     pub generation_id: i32,
@@ -83,6 +85,7 @@ pub(crate) struct SyncResult {
     pub assignment: Vec<u8>,
 }
 
+#[derive(Debug, Clone)]
 pub(crate) struct Heartbeat {
     pub group: String,
     pub generation_id: i32,
@@ -90,6 +93,7 @@ pub(crate) struct Heartbeat {
     pub group_instance_id: Option<String>,
 }
 
+#[derive(Debug, Clone)]
 pub(crate) struct LeavingMember {
     pub member_id: String,
     pub group_instance_id: Option<String>,
@@ -328,6 +332,8 @@ impl Groups {
 
     /// LeaveGroup: each member named is removed (by member id, or by group
     /// instance id when the member id is empty) and the rest rebalance.
+    /// The top-level error is NONE as in Kafka; before v3 a request names
+    /// one member, whose error is the one to answer.
     pub(crate) fn leave(&mut self, ticket: Ticket, group: &str, leaving: Vec<LeavingMember>, now_ms: u64) -> Replies {
         let mut out = Vec::new();
         let mut members = Vec::with_capacity(leaving.len());

@@ -182,6 +182,9 @@ impl Group {
     /// generation advances, and every join is answered (the leader's with
     /// the members and their metadata for the chosen protocol).
     fn complete_join(&mut self, now_ms: u64, out: &mut Replies) {
+        for m in self.members.iter().filter(|m| m.awaiting_join.is_none()) {
+            tracing::info!(member = %m.member_id, "kafka group member removed: it did not rejoin within the rebalance timeout");
+        }
         self.members.retain(|m| m.awaiting_join.is_some());
         self.initial_remaining_ms = None;
         self.new_member_added = false;
@@ -257,6 +260,8 @@ impl Group {
                     self.state = GroupState::Stable;
                     for j in 0..self.members.len() {
                         if let Some(t) = self.members[j].awaiting_sync.take() {
+                            // Its session did not run while it waited.
+                            self.members[j].renew(now_ms);
                             out.push((t, self.sync_result(j)));
                         }
                     }

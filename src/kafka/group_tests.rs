@@ -258,6 +258,30 @@ fn a_silent_member_is_removed_after_its_session_timeout() {
     assert!(h.open.is_empty());
 }
 
+// Proves: a member that keeps heartbeating but does not rejoin holds the
+// rebalance only until the rebalance timeout; then it is removed and the
+// members that rejoined get the next generation.
+#[test]
+fn a_member_that_does_not_rejoin_is_removed_after_the_rebalance_timeout() {
+    let mut h = H::new();
+    let (generation, ids) = stable(&mut h, &["a", "b"]);
+    let (tc, _) = h.join(req("c", ""));
+    let (ta, r) = h.join(req("a", &ids[0]));
+    assert!(r.is_empty());
+    let started_ms = h.now_ms;
+    for step in 1..REBALANCE_MS / 4_000 {
+        h.now_ms = started_ms + step * 4_000;
+        assert_eq!(h.heartbeat(&ids[1], generation), GroupError::RebalanceInProgress);
+        assert!(h.advance_to(h.now_ms).is_empty(), "b's heartbeats keep its session; the rebalance waits");
+    }
+    let r = h.run_until(answered(&[ta, tc]));
+    assert_eq!(h.now_ms, started_ms + REBALANCE_MS);
+    let a = join_of(&r, ta);
+    assert_eq!((a.generation_id, a.members.len(), join_of(&r, tc).generation_id), (generation + 1, 2, generation + 1));
+    assert_eq!(h.heartbeat(&ids[1], generation), GroupError::UnknownMemberId);
+    assert!(h.open.is_empty());
+}
+
 // Proves: LeaveGroup removes the members named (unknown ones answered
 // UNKNOWN_MEMBER_ID each), the rest rebalance, and the group is forgotten
 // when its last member leaves.

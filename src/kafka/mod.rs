@@ -12,12 +12,18 @@
 //! - [`codec`]: framing, request headers, the [`KafkaCodec`] itself;
 //! - [`data`]: Produce, Fetch, ListOffsets;
 //! - [`admin`]: Metadata, topics, configs, the coordinator's address;
+//! - [`groups`]: consumer groups, committed offsets, producer ids, served
+//!   by the [`coordinator`] thread ([`group`]: its state machine;
+//!   [`producer_ids`]: durable ids) and the broker's admin thread;
 //! - [`errors`]: Strom's errors as Kafka error codes.
 pub(crate) mod admin;
 pub(crate) mod apis;
 pub(crate) mod codec;
+pub(crate) mod coordinator;
 pub(crate) mod data;
 pub(crate) mod errors;
+pub(crate) mod group;
+pub(crate) mod producer_ids;
 
 use std::sync::Arc;
 

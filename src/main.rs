@@ -90,6 +90,9 @@ struct ServeArgs {
     /// The host:port Kafka clients are told to connect to (default: the Kafka listener's address).
     #[arg(long, requires = "kafka_listen")]
     kafka_advertise: Option<String>,
+    /// How long a new Kafka consumer group waits for more members before its first rebalance completes.
+    #[arg(long, default_value_t = duration_ms(ServerConfig::default().kafka_initial_rebalance_delay))]
+    kafka_initial_rebalance_delay_ms: u64,
     /// Core threads (default: all online CPUs); a new data directory gets one log per core.
     #[arg(long)]
     cores: Option<usize>,
@@ -239,6 +242,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         listen: args.listen,
         kafka_listen: args.kafka_listen,
         kafka_advertise: args.kafka_advertise.clone(),
+        kafka_initial_rebalance_delay: Duration::from_millis(args.kafka_initial_rebalance_delay_ms),
         frame_bytes_max: args.frame_bytes_max,
         connections_max: args.connections_max,
         inflight_per_conn_max: args.inflight_per_conn_max,

@@ -32,7 +32,7 @@ pub(crate) mod admin;
 pub mod command;
 mod dispatch;
 mod forward;
-mod many;
+pub(crate) mod many;
 pub mod offsets;
 mod produce;
 mod requests;

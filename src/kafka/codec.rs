@@ -18,7 +18,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::apis::{self, PRODUCE_MIN_DECODED};
-use super::{KafkaShared, admin, data};
+use super::{KafkaShared, admin, data, groups};
 use crate::broker::{Answer, BrokerError, Command, ReplyBuf};
 use crate::server::codec::{Codec, ConnError, ConnErrorKind, Refusal};
 
@@ -54,6 +54,7 @@ pub(crate) enum Shape {
     Produce(data::ProduceShape),
     Fetch(data::FetchShape),
     ListOffsets(data::ListOffsetsShape),
+    Group(groups::GroupShape),
 }
 
 /// A slot of a response: the answer of command `i` of the request's Many,
@@ -139,6 +140,13 @@ impl Codec for KafkaCodec {
             ApiKey::Produce => data::produce(base, decode(&mut buf, version).map_err(malformed)?, run),
             ApiKey::Fetch => data::fetch(base, decode(&mut buf, version).map_err(malformed)?, run),
             ApiKey::ListOffsets => data::list_offsets(base, decode(&mut buf, version).map_err(malformed)?, run),
+            ApiKey::JoinGroup => groups::join(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::SyncGroup => groups::sync(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::Heartbeat => groups::heartbeat(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::LeaveGroup => groups::leave(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::OffsetCommit => groups::offset_commit(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::OffsetFetch => groups::offset_fetch(base, decode(&mut buf, version).map_err(malformed)?, run),
+            ApiKey::InitProducerId => groups::init_producer_id(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
             _ => return Err(close(format!("Kafka api {key:?} is not served yet"))),
         }
         Ok(())
@@ -147,6 +155,8 @@ impl Codec for KafkaCodec {
     fn encode(&self, ctx: KafkaCtx, reply: Result<Answer, BrokerError>) -> ReplyBuf {
         let answers = match reply {
             Ok(Answer::Many(answers)) => Ok(answers),
+            // A protocol job's answer: its one reply.
+            Ok(a @ Answer::Protocol(_)) => Ok(vec![Ok(a)]),
             Ok(_) => Err(BrokerError::Internal("a Kafka request answered without its commands' answers")),
             Err(e) => Err(e),
         };
@@ -160,6 +170,7 @@ impl Codec for KafkaCodec {
             Shape::Produce(s) => data::produce_response(&ctx, s, answers),
             Shape::Fetch(s) => data::fetch_response(&ctx, s, answers),
             Shape::ListOffsets(s) => data::list_offsets_response(&ctx, s, answers),
+            Shape::Group(s) => groups::response(&ctx, s, answers),
         };
         ReplyBuf::Heap(frame)
     }

@@ -23,11 +23,15 @@ pub(crate) mod coordinator;
 pub(crate) mod data;
 pub(crate) mod errors;
 pub(crate) mod group;
+pub(crate) mod groups;
 pub(crate) mod producer_ids;
 
 use std::sync::Arc;
 
 pub(crate) use codec::{KafkaCodec, KafkaCtx};
+
+use crate::broker::admin::Admin;
+use coordinator::Coordinator;
 
 /// What every Kafka connection of a server shares.
 pub(crate) struct KafkaShared {
@@ -35,11 +39,15 @@ pub(crate) struct KafkaShared {
     /// (node 0) that leads every partition and coordinates every group.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Consumer groups and producer ids.
+    pub groups: Coordinator,
+    /// Committed offsets go through the broker's admin thread.
+    pub admin: Arc<Admin>,
 }
 
 impl KafkaShared {
-    pub(crate) fn new(advertised_host: String, advertised_port: u16) -> Arc<KafkaShared> {
-        Arc::new(KafkaShared { advertised_host, advertised_port: i32::from(advertised_port) })
+    pub(crate) fn new(advertised_host: String, advertised_port: u16, groups: Coordinator, admin: Arc<Admin>) -> Arc<KafkaShared> {
+        Arc::new(KafkaShared { advertised_host, advertised_port: i32::from(advertised_port), groups, admin })
     }
 }
 
@@ -55,6 +63,15 @@ pub(crate) fn split_host_port(addr: &str) -> crate::error::Result<(String, u16)>
     }
     Ok((host.to_string(), port))
 }
+
+/// Consumer groups kept at most (past it a join is told to retry).
+pub(crate) const GROUPS_MAX: usize = 10_000;
+/// Members of one group at most (Kafka's group.max.size is unbounded by
+/// default; a bound is ours).
+pub(crate) const MEMBERS_PER_GROUP_MAX: usize = 1_000;
+/// Kafka's group.min.session.timeout.ms and group.max.session.timeout.ms.
+pub(crate) const SESSION_TIMEOUT_MIN_MS: u32 = 6_000;
+pub(crate) const SESSION_TIMEOUT_MAX_MS: u32 = 1_800_000;
 
 /// The broker id Strom answers as.
 pub(crate) const NODE_ID: i32 = 0;

@@ -16,6 +16,11 @@ pub struct ServerConfig {
     /// The `host:port` Kafka clients are told to connect to (Metadata,
     /// FindCoordinator); None: the Kafka listener's own address.
     pub kafka_advertise: Option<String>,
+    /// How long a new Kafka consumer group waits for more members before
+    /// its first rebalance completes (Kafka's
+    /// group.initial.rebalance.delay.ms), so that members starting
+    /// together land in one generation.
+    pub kafka_initial_rebalance_delay: Duration,
     /// Largest frame `length` accepted (the bytes after the 4-byte length
     /// prefix). A longer one is refused before any of its body is read or
     /// allocated, and the connection is closed (framing is lost).
@@ -65,6 +70,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:7070".parse().expect("literal address"),
             kafka_listen: None,
             kafka_advertise: None,
+            kafka_initial_rebalance_delay: Duration::from_secs(3),
             frame_bytes_max: proto::FRAME_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             inflight_per_conn_max: 256,

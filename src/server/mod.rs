@@ -111,6 +111,8 @@ pub struct Server {
     local_addr: SocketAddr,
     /// The Kafka listener's address, when there is one.
     kafka_addr: Option<SocketAddr>,
+    /// The Kafka listener's group coordinator thread, stopped with the server.
+    kafka_groups: Option<crate::kafka::coordinator::Coordinator>,
     core_addrs: Vec<String>,
     admin: Arc<Admin>,
     shared: Arc<Shared>,
@@ -138,11 +140,22 @@ impl Server {
         let shared = Arc::new(Shared { cfg, broker: broker.clone(), inboxes, connections: AtomicUsize::new(0), controls });
         let core_addrs: Arc<[String]> = bound.core_addrs.clone().into();
         let mut codecs = vec![AnyCodec::Native(NativeCodec)];
+        let mut kafka_groups = None;
         let (mut kafka_socks, kafka_addr) = match kafka_bound {
             Some((socks, addr)) => {
                 let advertised = shared.cfg.kafka_advertise.clone().unwrap_or_else(|| addr.to_string());
                 let (host, port) = crate::kafka::split_host_port(&advertised)?;
-                codecs.push(AnyCodec::Kafka(crate::kafka::KafkaCodec { shared: crate::kafka::KafkaShared::new(host, port) }));
+                let groups = crate::kafka::coordinator::Coordinator::start(crate::kafka::coordinator::CoordinatorConfig {
+                    data_dir: engine.dir().to_path_buf(),
+                    groups_max: crate::kafka::GROUPS_MAX,
+                    members_per_group_max: crate::kafka::MEMBERS_PER_GROUP_MAX,
+                    session_timeout_min_ms: crate::kafka::SESSION_TIMEOUT_MIN_MS,
+                    session_timeout_max_ms: crate::kafka::SESSION_TIMEOUT_MAX_MS,
+                    initial_rebalance_delay_ms: u32::try_from(shared.cfg.kafka_initial_rebalance_delay.as_millis()).unwrap_or(u32::MAX),
+                })?;
+                let kafka = crate::kafka::KafkaShared::new(host, port, groups.clone(), admin.clone());
+                kafka_groups = Some(groups);
+                codecs.push(AnyCodec::Kafka(crate::kafka::KafkaCodec { shared: kafka }));
                 (socks.into_iter().map(Some).collect(), Some(addr))
             }
             None => (Vec::new(), None),
@@ -160,7 +173,15 @@ impl Server {
             let parts = TaskParts { inbox, control, listeners, broker: dispatcher, budget };
             engine.attach(core_id, Box::new(NetCore::new(core_id, codecs.clone(), shared.clone(), parts)))?;
         }
-        Ok(Server { engine: Some(Box::new(engine)), local_addr: bound.local_addr, kafka_addr, core_addrs: bound.core_addrs, admin, shared })
+        Ok(Server {
+            engine: Some(Box::new(engine)),
+            local_addr: bound.local_addr,
+            kafka_addr,
+            kafka_groups,
+            core_addrs: bound.core_addrs,
+            admin,
+            shared,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -227,6 +248,9 @@ impl Server {
         for w in self.shared.stop_tasks(STOP_DRAIN) {
             // An Err means the core's task is gone already: nothing to wait for.
             let _ = w.recv();
+        }
+        if let Some(groups) = &self.kafka_groups {
+            groups.stop();
         }
         self.admin.stop();
         engine.shutdown()

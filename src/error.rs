@@ -69,9 +69,13 @@ impl fmt::Display for BatchError {
                 write!(f, "the batch's lastOffsetDelta is {delta} but it holds {records} records (it must be records - 1)")
             }
             BatchError::Empty => f.write_str("the batch holds no records; a batch needs at least one"),
-            BatchError::UnsupportedCompression(c) => {
-                write!(f, "the batch is compressed (codec {c}); Strom stores only uncompressed batches, so send it uncompressed")
-            }
+            BatchError::UnsupportedCompression(c @ 1..=4) => write!(
+                f,
+                "the batch is compressed ({}); Strom stores it as it came but does not decompress it: read it with a Kafka client, \
+                 and send uncompressed batches to a topic with named indices",
+                ["gzip", "snappy", "lz4", "zstd"][usize::from(*c) - 1]
+            ),
+            BatchError::UnsupportedCompression(c) => write!(f, "the batch names compression codec {c}, which does not exist (Kafka's are 1 to 4)"),
             BatchError::TooLarge { bytes, max_bytes } => {
                 write!(f, "the batch is {bytes} bytes, over the broker's limit of {max_bytes} bytes; send smaller batches")
             }

@@ -195,14 +195,24 @@ fn records_count_mismatch_is_detected() {
 }
 
 #[test]
-fn compressed_batches_are_refused() {
-    // Proves: any compression codec in the attributes is UnsupportedCompression, in validate and in records().
+fn compressed_batches_are_stored_as_they_came_and_unknown_codecs_refused() {
+    // Proves: Kafka's codecs (1-4) pass validation on their header, CRC
+    // and counts alone (their records are not walked), records() says it
+    // cannot read them, and codecs 5-7 are UnsupportedCompression.
     for codec in 1..=7u8 {
         let mut bytes = sample();
         bytes[ATTRIBUTES_AT + 1] |= codec;
         recompute_crc(&mut bytes);
         let err = BatchError::UnsupportedCompression(codec);
-        assert_eq!(validate(&bytes, 1 << 20), Err(err.clone()));
+        if codec <= COMPRESSION_MAX {
+            assert_eq!(validate(&bytes, 1 << 20).map(|i| i.compression()), Ok(codec));
+            // The CRC still covers it.
+            bytes[BATCH_HEADER_BYTES] ^= 1;
+            assert!(matches!(validate(&bytes, 1 << 20), Err(BatchError::BadCrc { .. })));
+            bytes[BATCH_HEADER_BYTES] ^= 1;
+        } else {
+            assert_eq!(validate(&bytes, 1 << 20), Err(err.clone()));
+        }
         assert_eq!(records(&bytes).collect::<Vec<_>>(), vec![Err(err)]);
     }
     // Other attribute bits (timestamp type, transactional) are accepted.

@@ -477,3 +477,94 @@ fn a_leader_that_never_syncs_is_removed() {
     let again = join_of(&r, t);
     assert_eq!((again.error, again.generation_id, again.leader.as_str()), (GroupError::None, 2, b.member_id.as_str()));
 }
+
+/// A seeded xorshift64 draw in 0..n: the random tests replay exactly.
+fn draw(state: &mut u64, n: u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state % n
+}
+
+/// One random request to group `group` from what has been seen so far.
+fn random_request(h: &mut H, rng: &mut u64, group: &str, seen: &mut Vec<(String, i32)>) {
+    // A known member mostly; now and then no member id at all.
+    let known = if draw(rng, 8) == 0 { None } else { seen.get(draw(rng, seen.len().max(1) as u64) as usize) };
+    let (member_id, generation_id) = known.cloned().unwrap_or_default();
+    let instance = [None, None, None, None, Some("i-1".to_string()), Some("i-2".to_string())][draw(rng, 6) as usize].clone();
+    let t = h.ticket();
+    let out = match draw(rng, 6) {
+        0 | 1 => {
+            let mut r = JoinGroup { group: group.into(), group_instance_id: instance, ..req("r", &member_id) };
+            r.requires_known_member_id = draw(rng, 2) == 0;
+            if draw(rng, 2) == 0 {
+                r.protocols.reverse();
+            }
+            h.g.join(t, r, h.now_ms)
+        }
+        2 => {
+            let assignments = seen.iter().filter(|_| draw(rng, 2) == 0).map(|(m, _)| (m.clone(), b"x".to_vec())).collect();
+            h.g.sync(
+                t,
+                SyncGroup { group: group.into(), group_instance_id: instance, ..sync_req(&member_id, generation_id, assignments) },
+                h.now_ms,
+            )
+        }
+        3 => h.g.heartbeat(t, Heartbeat { group: group.into(), group_instance_id: instance, ..beat(&member_id, generation_id) }, h.now_ms),
+        4 => h.g.leave(t, group, vec![LeavingMember { member_id: member_id.clone(), group_instance_id: instance }], h.now_ms),
+        _ => h.g.check_commit(t, group, generation_id, &member_id),
+    };
+    // The few most recent member ids, each with its latest generation, so
+    // that most requests come from members the group still knows.
+    for (got, reply) in h.take(out) {
+        let gone = match &reply {
+            Reply::Leave(r) => r.members[0].2 == GroupError::None,
+            Reply::Heartbeat(e) | Reply::Commit(e) => *e == GroupError::UnknownMemberId,
+            Reply::Sync(r) => r.error == GroupError::UnknownMemberId,
+            Reply::Join(r) => r.error == GroupError::UnknownMemberId,
+        };
+        if got == t && gone {
+            seen.retain(|(m, _)| *m != member_id);
+        }
+        if let Reply::Join(r) = reply {
+            seen.retain(|(m, _)| *m != r.member_id);
+            if !r.member_id.is_empty() && r.error != GroupError::UnknownMemberId {
+                seen.push((r.member_id, r.generation_id));
+            }
+            if seen.len() > 6 {
+                seen.remove(0);
+            }
+        }
+    }
+}
+
+// Proves: under seeded random mixes of joins (dynamic, KIP-394 and static),
+// syncs, heartbeats, leaves, commit checks and time steps over two groups,
+// the invariants (asserted after every transition) hold and no ticket is
+// answered twice; and once the clients fall silent, every waiting join and
+// sync is answered by the deadlines alone and every group is forgotten.
+#[test]
+fn random_operations_keep_the_invariants_and_answer_every_ticket() {
+    for seed in 1..=100u64 {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut h = H::new();
+        let mut seen = [Vec::new(), Vec::new()];
+        for _ in 0..400 {
+            if draw(&mut rng, 4) == 0 {
+                // Mostly steps within a session, now and then past one.
+                let step_ms = if draw(&mut rng, 16) == 0 { 15_000 } else { 600 };
+                let now_ms = h.now_ms + draw(&mut rng, step_ms);
+                h.advance_to(now_ms);
+            } else {
+                let g = draw(&mut rng, 2) as usize;
+                random_request(&mut h, &mut rng, ["g", "h"][g], &mut seen[g]);
+            }
+        }
+        for _ in 0..1_000 {
+            let Some(next) = h.g.next_deadline_ms() else { break };
+            h.advance_to(next.max(h.now_ms));
+        }
+        assert!(h.open.is_empty(), "seed {seed}: tickets never answered: {:?}", h.open);
+        assert!(h.g.groups.is_empty(), "seed {seed}: groups left with no client: {:?}", h.g.groups.keys());
+    }
+}

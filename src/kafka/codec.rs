@@ -140,7 +140,10 @@ impl Codec for KafkaCodec {
             ApiKey::Produce => data::produce(base, decode(&mut buf, version).map_err(malformed)?, run),
             ApiKey::Fetch => data::fetch(base, decode(&mut buf, version).map_err(malformed)?, run),
             ApiKey::ListOffsets => data::list_offsets(base, decode(&mut buf, version).map_err(malformed)?, run),
-            ApiKey::JoinGroup => groups::join(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::JoinGroup => {
+                let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
+                groups::join(base, client_id, decode(&mut buf, version).map_err(malformed)?, &self.shared, run)
+            }
             ApiKey::SyncGroup => groups::sync(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
             ApiKey::Heartbeat => groups::heartbeat(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
             ApiKey::LeaveGroup => groups::leave(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),

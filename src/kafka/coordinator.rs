@@ -45,6 +45,23 @@ pub(crate) struct CoordinatorConfig {
     pub initial_rebalance_delay_ms: u32,
 }
 
+impl CoordinatorConfig {
+    /// The listener's bounds (src/kafka/mod.rs) and Kafka's default
+    /// initial rebalance delay. What a member keeps is its JoinGroup's
+    /// protocol metadata, bounded by the request size limit the codec
+    /// enforces.
+    pub(crate) fn new(data_dir: PathBuf) -> CoordinatorConfig {
+        CoordinatorConfig {
+            data_dir,
+            groups_max: crate::kafka::GROUPS_MAX,
+            members_per_group_max: crate::kafka::MEMBERS_PER_GROUP_MAX,
+            session_timeout_min_ms: crate::kafka::SESSION_TIMEOUT_MIN_MS,
+            session_timeout_max_ms: crate::kafka::SESSION_TIMEOUT_MAX_MS,
+            initial_rebalance_delay_ms: 3_000,
+        }
+    }
+}
+
 type ReplyFn<T> = Box<dyn FnOnce(T) + Send>;
 
 enum Msg {
@@ -295,14 +312,7 @@ mod tests {
     fn config(name: &str) -> CoordinatorConfig {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tmp-unit").join(name);
         let _ = std::fs::remove_dir_all(&dir);
-        CoordinatorConfig {
-            data_dir: dir,
-            groups_max: 4,
-            members_per_group_max: 4,
-            session_timeout_min_ms: 10,
-            session_timeout_max_ms: 1_800_000,
-            initial_rebalance_delay_ms: 20,
-        }
+        CoordinatorConfig { groups_max: 4, members_per_group_max: 4, initial_rebalance_delay_ms: 20, ..CoordinatorConfig::new(dir) }
     }
 
     fn join_req(client: &str) -> JoinGroup {
@@ -311,7 +321,6 @@ mod tests {
             member_id: String::new(),
             group_instance_id: None,
             client_id: client.into(),
-            client_host: "/127.0.0.1".into(),
             session_timeout_ms: 45_000,
             rebalance_timeout_ms: 60_000,
             protocol_type: "consumer".into(),

@@ -16,7 +16,7 @@
 //!
 //! Group state is in memory only: after a restart every member gets
 //! UNKNOWN_MEMBER_ID and rejoins, and generation ids start again at 1.
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Group ids and group instance ids longer than this are refused with
 /// INVALID_GROUP_ID; Kafka sets no limit, but every id is kept in memory.
@@ -37,7 +37,6 @@ pub(crate) struct JoinGroup {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
-    pub client_host: String,
     pub session_timeout_ms: i32,
     /// -1 before JoinGroup v1: the session timeout is used.
     pub rebalance_timeout_ms: i32,
@@ -229,6 +228,11 @@ struct Group {
 pub(crate) struct Groups {
     limits: GroupLimits,
     groups: HashMap<String, Group>,
+    /// Each group's next deadline, ordered, so that finding the next one
+    /// does not scan every member of every group at each request; kept by
+    /// [`Groups::after`], which runs after every change to a group.
+    deadlines: BTreeSet<(u64, String)>,
+    queued_ms: HashMap<String, u64>,
     member_ids_made: u64,
 }
 
@@ -258,7 +262,7 @@ impl SyncResult {
 
 impl Groups {
     pub(crate) fn new(limits: GroupLimits) -> Groups {
-        Groups { limits, groups: HashMap::new(), member_ids_made: 0 }
+        Groups { limits, groups: HashMap::new(), deadlines: BTreeSet::new(), queued_ms: HashMap::new(), member_ids_made: 0 }
     }
 
     pub(crate) fn join(&mut self, ticket: Ticket, req: JoinGroup, now_ms: u64) -> Replies {
@@ -267,7 +271,7 @@ impl Groups {
         if let Err((error, member_id)) = self.join_checked(ticket, req, now_ms, &mut out) {
             out.push((ticket, join_error(error, member_id)));
         }
-        self.settle(&name);
+        self.after(&name);
         out
     }
 
@@ -298,7 +302,6 @@ impl Groups {
             Some(id) => group.join_new(ticket, req, id, now_ms, &limits, out),
             None => group.join_known(ticket, req, now_ms, &limits, out),
         };
-        group.invariants(&limits);
         result
     }
 
@@ -313,12 +316,14 @@ impl Groups {
 
     pub(crate) fn sync(&mut self, ticket: Ticket, req: SyncGroup, now_ms: u64) -> Replies {
         let mut out = Vec::new();
+        let req_group = req.group.clone();
         let Some(group) = self.groups.get_mut(&req.group) else {
             return vec![(ticket, sync_error(GroupError::UnknownMemberId))];
         };
         if let Err(error) = group.sync(ticket, req, now_ms, &mut out) {
             out.push((ticket, sync_error(error)));
         }
+        self.after(&req_group);
         out
     }
 
@@ -327,6 +332,7 @@ impl Groups {
             None => GroupError::UnknownMemberId,
             Some(group) => group.heartbeat(&req, now_ms),
         };
+        self.after(&req.group);
         vec![(ticket, Reply::Heartbeat(error))]
     }
 
@@ -344,10 +350,7 @@ impl Groups {
             };
             members.push((m.member_id, m.group_instance_id, error));
         }
-        if let Some(g) = self.groups.get(group) {
-            g.invariants(&self.limits);
-        }
-        self.settle(group);
+        self.after(group);
         out.push((ticket, Reply::Leave(LeaveResult { error: GroupError::None, members })));
         out
     }
@@ -373,21 +376,19 @@ impl Groups {
     /// The earliest time something is due: a rebalance's end, a session's
     /// end, a pending member id's end. None: nothing until a request.
     pub(crate) fn next_deadline_ms(&self) -> Option<u64> {
-        self.groups.values().filter_map(Group::next_deadline_ms).min()
+        self.deadlines.first().map(|(deadline_ms, _)| *deadline_ms)
     }
 
     /// Does what is due at `now_ms`: expired sessions and pending ids are
     /// removed, rebalances whose time is up complete.
     pub(crate) fn expire(&mut self, now_ms: u64) -> Replies {
         let mut out = Vec::new();
-        let due: Vec<String> =
-            self.groups.iter().filter(|(_, g)| g.next_deadline_ms().is_some_and(|d| d <= now_ms)).map(|(n, _)| n.clone()).collect();
+        let due: Vec<String> = self.deadlines.iter().take_while(|(d, _)| *d <= now_ms).map(|(_, name)| name.clone()).collect();
         for name in due {
             if let Some(g) = self.groups.get_mut(&name) {
                 g.expire(now_ms, u64::from(self.limits.initial_rebalance_delay_ms), &mut out);
-                g.invariants(&self.limits);
             }
-            self.settle(&name);
+            self.after(&name);
         }
         out
     }
@@ -407,13 +408,26 @@ impl Groups {
             }
         }
         self.groups.clear();
+        self.deadlines.clear();
+        self.queued_ms.clear();
         out
     }
 
-    /// Forgets the group if nothing is left of it.
-    fn settle(&mut self, name: &str) {
-        if self.groups.get(name).is_some_and(|g| g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty()) {
-            self.groups.remove(name);
+    /// After every change to a group: its invariants are checked, it is
+    /// forgotten if nothing is left of it, and its deadline is requeued.
+    fn after(&mut self, name: &str) {
+        if let Some(g) = self.groups.get(name) {
+            g.invariants(&self.limits);
+            if g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty() {
+                self.groups.remove(name);
+            }
+        }
+        if let Some(old_ms) = self.queued_ms.remove(name) {
+            self.deadlines.remove(&(old_ms, name.to_string()));
+        }
+        if let Some(deadline_ms) = self.groups.get(name).and_then(Group::next_deadline_ms) {
+            self.deadlines.insert((deadline_ms, name.to_string()));
+            self.queued_ms.insert(name.to_string(), deadline_ms);
         }
     }
 }

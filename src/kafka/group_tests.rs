@@ -26,7 +26,6 @@ fn req(client: &str, member_id: &str) -> JoinGroup {
         member_id: member_id.into(),
         group_instance_id: None,
         client_id: client.into(),
-        client_host: "/127.0.0.1".into(),
         session_timeout_ms: SESSION_MS as i32,
         rebalance_timeout_ms: REBALANCE_MS as i32,
         protocol_type: "consumer".into(),
@@ -70,10 +69,15 @@ impl H {
         self.tickets_issued
     }
 
+    /// Checks each reply's ticket, and that the ordered deadlines agree
+    /// with a scan of every group (what they spare the coordinator).
     fn take(&mut self, replies: Replies) -> Replies {
         for (t, _) in &replies {
             assert!(self.open.remove(t), "ticket {t} answered twice or never issued");
         }
+        let scanned: Vec<u64> = self.g.groups.values().filter_map(Group::next_deadline_ms).collect();
+        assert_eq!(self.g.next_deadline_ms(), scanned.iter().min().copied(), "the ordered deadlines went stale");
+        assert_eq!(self.g.deadlines.len(), scanned.len());
         replies
     }
 

@@ -163,13 +163,12 @@ fn opt(v: &Option<StrBytes>) -> Option<String> {
 }
 
 /// Runs a group request as a protocol job.
-pub(crate) fn join(base: Base, r: JoinGroupRequest, shared: &KafkaShared, run: &mut dyn FnMut(KafkaCtx, Command<'_>)) {
+pub(crate) fn join(base: Base, client_id: &str, r: JoinGroupRequest, shared: &KafkaShared, run: &mut dyn FnMut(KafkaCtx, Command<'_>)) {
     let op = Op::Join(JoinGroup {
         group: r.group_id.to_string(),
         member_id: s(&r.member_id),
         group_instance_id: opt(&r.group_instance_id),
-        client_id: String::new(),
-        client_host: String::new(),
+        client_id: client_id.to_string(),
         session_timeout_ms: r.session_timeout_ms,
         rebalance_timeout_ms: if base.version >= 1 { r.rebalance_timeout_ms } else { -1 },
         protocol_type: s(&r.protocol_type),

@@ -146,12 +146,8 @@ impl Server {
                 let advertised = shared.cfg.kafka_advertise.clone().unwrap_or_else(|| addr.to_string());
                 let (host, port) = crate::kafka::split_host_port(&advertised)?;
                 let groups = crate::kafka::coordinator::Coordinator::start(crate::kafka::coordinator::CoordinatorConfig {
-                    data_dir: engine.dir().to_path_buf(),
-                    groups_max: crate::kafka::GROUPS_MAX,
-                    members_per_group_max: crate::kafka::MEMBERS_PER_GROUP_MAX,
-                    session_timeout_min_ms: crate::kafka::SESSION_TIMEOUT_MIN_MS,
-                    session_timeout_max_ms: crate::kafka::SESSION_TIMEOUT_MAX_MS,
                     initial_rebalance_delay_ms: u32::try_from(shared.cfg.kafka_initial_rebalance_delay.as_millis()).unwrap_or(u32::MAX),
+                    ..crate::kafka::coordinator::CoordinatorConfig::new(engine.dir().to_path_buf())
                 })?;
                 let kafka = crate::kafka::KafkaShared::new(host, port, groups.clone(), admin.clone());
                 kafka_groups = Some(groups);

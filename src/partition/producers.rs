@@ -179,7 +179,7 @@ impl Producers {
             .into_iter()
             .filter_map(|(s, _)| {
                 let batches: VecDeque<KeptBatch> = s.batches.iter().filter(|k| k.end_offset <= visible_end).copied().collect();
-                (!batches.is_empty()).then(|| ProducerState { producer_id: s.producer_id, epoch: s.epoch, batches })
+                (!batches.is_empty()).then_some(ProducerState { producer_id: s.producer_id, epoch: s.epoch, batches })
             })
             .collect()
     }

@@ -401,6 +401,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-v1-empty", v1(&empty)),
         ("valid-v1-one-partition", v1(&one)),
         ("valid-v1-three-partitions", v1(&three)),
+        ("valid-v3-one-partition", checkpoint::encode(&Checkpoint { version: 3, ..one.clone() })),
         ("valid-v4-producers", checkpoint::encode(&with_producers)),
         ("bad-crc", bad_crc),
         ("index-backwards", backwards),

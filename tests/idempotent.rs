@@ -227,3 +227,52 @@ fn power_cuts_never_store_a_batch_twice() {
     }
     assert!(cut_with_acks > 0, "no seed cut after an acknowledgement");
 }
+
+// Proves a disk that fills under a producer with 5 batches in flight:
+// the batches the log refused and rewound are forgotten by the table too,
+// so once space is back they are stored when sent again (not answered
+// with offsets they never kept), the last acknowledged one sent again gets
+// its offsets, and every record is stored exactly once.
+#[test]
+fn disk_full_rewind_forgets_what_it_refused() {
+    const BATCHES: usize = 200;
+    const IN_FLIGHT_MAX: usize = 5;
+    let batch = |i: usize| pbatch(&format!("{i:0>2000}"), 8, 0, i as i32 * 3, 3);
+    for seed in 0..6u64 {
+        let disk_bytes_max = (96 << 10) + SimRng::new(seed).below(400 << 10);
+        let faults = SimFaults { disk_bytes_max: Some(disk_bytes_max), ..SimFaults::default() };
+        let mut core = Core::open(SimIo::new(SimDisk::new(), seed, faults), sim_cfg(), spec()).unwrap().0;
+        let (mut sent, mut acked, mut refused): (Vec<Slot<AppendAck>>, Vec<(u64, u64)>, bool) = (Vec::new(), Vec::new(), false);
+        while !refused || sent.len() > acked.len() {
+            while !refused && sent.len() < BATCHES && sent.len() - acked.len() < IN_FLIGHT_MAX {
+                let b = batch(sent.len());
+                sent.push(send(&mut core, b));
+            }
+            core.tick().unwrap();
+            while let Some(r) = sent.get(acked.len()).and_then(|s| s.lock().unwrap().take()) {
+                match r {
+                    Ok(a) if !refused => acked.push(offsets(&a)),
+                    Ok(a) => panic!("seed {seed}: batch {} stored after an earlier one was refused: {a:?}", acked.len()),
+                    Err(StromError::DiskFull { .. } | StromError::OutOfOrderSequence { .. }) => {
+                        refused = true;
+                        // What follows the refused batch is refused too (or is a gap).
+                        sent.truncate(acked.len());
+                    }
+                    Err(e) => panic!("seed {seed}: {e}"),
+                }
+            }
+            assert!(refused || sent.len() < BATCHES, "seed {seed}: the disk never filled");
+        }
+        core.io.faults_mut().disk_bytes_max = None;
+        let last = *acked.last().expect("some batch fits");
+        assert_eq!(append(&mut core, batch(acked.len() - 1)).unwrap(), last, "seed {seed}");
+        for i in acked.len()..acked.len() + 10 {
+            append(&mut core, batch(i)).unwrap_or_else(|e| panic!("seed {seed}: batch {i} after space came back: {e}"));
+        }
+        let got: Vec<String> = stored(&mut core).into_values().collect();
+        let want: Vec<String> = (0..acked.len() + 10).flat_map(|i| (0..3).map(move |r| format!("{i:0>2000}-{}", i * 3 + r))).collect();
+        assert_eq!(got.len(), want.len(), "seed {seed}");
+        assert!(got == want, "seed {seed}: records lost or stored twice");
+        core.invariants();
+    }
+}

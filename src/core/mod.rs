@@ -467,7 +467,7 @@ impl<I: Io> Core<I> {
                     n.observe(base, base + records, frame_bytes, &v);
                 }
                 if let Some(b) = &producer
-                    && p.producers.record(b, base, base + records)
+                    && p.producers.record(b, base, base + records, p.visible_end)
                 {
                     self.metrics.producers_forgotten += 1;
                 }

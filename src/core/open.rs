@@ -176,7 +176,7 @@ impl<I: Io> Core<I> {
             }
             if let Some(b) = ProducerBatch::of(info) {
                 // The log is the truth: its batches are kept unchecked.
-                p.producers.record(&b, base, base + records);
+                p.producers.record(&b, base, base + records, base + records);
             }
             p.make_visible(base + records, ts);
             Ok(())

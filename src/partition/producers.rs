@@ -18,7 +18,10 @@
 //!   here (a new producer), and refusing it would stop that producer for good.
 //!
 //! Bounded: at most [`PRODUCERS_MAX`] producer ids per partition, each with
-//! its last [`BATCHES_KEPT`] batches. Past the bound the least recently
+//! its last [`BATCHES_KEPT`] visible (durable) batches and those after them
+//! still in commits in flight (which the log's write buffers bound): a
+//! rewind for a full disk takes those back, and the producer must then
+//! still know the batches before them. Past the bound the least recently
 //! used producer is forgotten (its next batch is then taken whatever its
 //! sequence: a retry of its last batch could be stored twice). A batch
 //! whose header has producer id -1 (every native client) or a negative
@@ -77,7 +80,8 @@ pub struct KeptBatch {
 pub struct ProducerState {
     pub producer_id: i64,
     pub epoch: i16,
-    /// Its last batches of `epoch`, oldest first, at most [`BATCHES_KEPT`].
+    /// Its last batches of `epoch`, oldest first: at most [`BATCHES_KEPT`]
+    /// visible ones, then those not yet visible.
     pub batches: VecDeque<KeptBatch>,
 }
 
@@ -131,10 +135,11 @@ impl Producers {
         }
     }
 
-    /// Keeps `b`, stored at `base_offset..end_offset`: after a [`Verdict::Append`],
+    /// Keeps `b`, stored at `base_offset..end_offset`, when the partition's
+    /// offsets below `visible_end` are visible: after a [`Verdict::Append`],
     /// and for each batch recovery reads back (which the log holds, so it is
     /// not checked). Returns whether a producer was forgotten for the bound.
-    pub fn record(&mut self, b: &ProducerBatch, base_offset: u64, end_offset: u64) -> bool {
+    pub fn record(&mut self, b: &ProducerBatch, base_offset: u64, end_offset: u64, visible_end: u64) -> bool {
         self.clock += 1;
         let forgot = !self.states.contains_key(&b.producer_id) && self.states.len() >= PRODUCERS_MAX && self.forget_oldest();
         let fresh = ProducerState { producer_id: b.producer_id, epoch: b.epoch, batches: VecDeque::new() };
@@ -146,10 +151,10 @@ impl Producers {
             s.epoch = b.epoch;
             s.batches.clear();
         }
-        if s.batches.len() == BATCHES_KEPT {
-            s.batches.pop_front();
-        }
         s.batches.push_back(KeptBatch { first_seq: b.first_seq, last_seq: b.last_seq, base_offset, end_offset });
+        // Offsets only grow, so the visible batches are a prefix.
+        let visible = s.batches.iter().take_while(|k| k.end_offset <= visible_end).count();
+        s.batches.drain(..visible.saturating_sub(BATCHES_KEPT));
         forgot
     }
 
@@ -170,15 +175,17 @@ impl Producers {
         });
     }
 
-    /// The producers as of offset `visible_end` (batches past it left out,
-    /// and producers with none), least recently used first: a checkpoint's.
+    /// The producers as of offset `visible_end` (their last [`BATCHES_KEPT`]
+    /// batches below it; producers with none left out), least recently used
+    /// first: a checkpoint's.
     pub fn durable(&self, visible_end: u64) -> Vec<ProducerState> {
         let mut by_use: Vec<&(ProducerState, u64)> = self.states.values().collect();
         by_use.sort_by_key(|(_, used)| *used);
         by_use
             .into_iter()
             .filter_map(|(s, _)| {
-                let batches: VecDeque<KeptBatch> = s.batches.iter().filter(|k| k.end_offset <= visible_end).copied().collect();
+                let visible = s.batches.iter().take_while(|k| k.end_offset <= visible_end).count();
+                let batches: VecDeque<KeptBatch> = s.batches.range(visible.saturating_sub(BATCHES_KEPT)..visible).copied().collect();
                 (!batches.is_empty()).then_some(ProducerState { producer_id: s.producer_id, epoch: s.epoch, batches })
             })
             .collect()
@@ -198,7 +205,7 @@ impl Producers {
         for (id, (s, used)) in &self.states {
             assert_eq!(*id, s.producer_id);
             assert!(*used <= self.clock);
-            assert!((1..=BATCHES_KEPT).contains(&s.batches.len()), "producer {id}: {} batches", s.batches.len());
+            assert!(!s.batches.is_empty(), "producer {id}: no batches");
             assert!(s.batches.iter().zip(s.batches.iter().skip(1)).all(|(a, b)| a.end_offset <= b.base_offset), "producer {id}");
         }
     }
@@ -217,7 +224,8 @@ mod tests {
         assert_eq!(t.check(&b), Ok(Verdict::Append), "{b:?}");
         let n = (i64::from(b.last_seq) - i64::from(b.first_seq)).rem_euclid(i64::from(i32::MAX) + 1) as u64 + 1;
         let (base, end) = (*next, *next + n);
-        t.record(&b, base, end);
+        // Visible at once: durable before the next is sent.
+        t.record(&b, base, end, end);
         *next = end;
         t.invariants();
         (base, end)
@@ -289,7 +297,7 @@ mod tests {
         // Producer 0 is used again: producer 1 is now the oldest.
         store(&mut t, pb(0, 0, 1, 1), &mut next);
         assert_eq!(t.forgotten, 0);
-        assert!(t.record(&pb(5000, 0, 0, 1), next, next + 1));
+        assert!(t.record(&pb(5000, 0, 0, 1), next, next + 1, next + 1));
         t.invariants();
         assert_eq!((t.len(), t.forgotten), (PRODUCERS_MAX, 1));
         assert!(matches!(t.check(&pb(0, 0, 0, 1)), Ok(Verdict::Duplicate(_))));
@@ -318,5 +326,28 @@ mod tests {
         t.invariants();
         assert_eq!(t.len(), 1);
         assert_eq!(t.check(&pb(1, 0, 2, 1)), Ok(Verdict::Append));
+    }
+
+    // Proves batches not yet visible are kept beyond the last 5, so a
+    // rewind that takes all of them back leaves the producer its last 5
+    // visible batches (a retry of the last acknowledged one is still a
+    // duplicate), and once visible only the last 5 stay.
+    #[test]
+    fn batches_in_flight_are_kept_until_visible() {
+        let mut t = Producers::default();
+        for i in 0..6 {
+            t.record(&pb(4, 0, i, 1), i as u64, i as u64 + 1, 6);
+        }
+        for i in 6..12 {
+            t.record(&pb(4, 0, i, 1), i as u64, i as u64 + 1, 6);
+        }
+        t.invariants();
+        assert_eq!(t.durable(6)[0].batches.iter().map(|k| k.first_seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        t.truncate_to(6);
+        assert!(matches!(t.check(&pb(4, 0, 5, 1)), Ok(Verdict::Duplicate(k)) if k.base_offset == 5));
+        assert_eq!(t.check(&pb(4, 0, 6, 1)), Ok(Verdict::Append));
+        t.record(&pb(4, 0, 6, 1), 6, 7, 7);
+        assert_eq!(t.durable(7)[0].batches.len(), BATCHES_KEPT);
+        assert_eq!(t.check(&pb(4, 0, 1, 1)), Err(StromError::OutOfOrderSequence { producer_id: 4, expected: 7, got: 1 }));
     }
 }

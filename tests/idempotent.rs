@@ -276,3 +276,33 @@ fn disk_full_rewind_forgets_what_it_refused() {
         core.invariants();
     }
 }
+
+// Proves the native protocol answers the same way through a real socket:
+// a batch sent again gets its first offsets, a gap the OutOfOrderSequence
+// code with the expected and received sequences in its message, and an
+// older epoch the InvalidProducerEpoch code.
+#[test]
+fn native_protocol_answers_duplicates_and_gaps() {
+    use strom::client::{Client, ClientError};
+    use strom::proto::ErrorCode;
+    use strom::server::{Server, ServerConfig};
+    let dir = test_dir("idempotent-native");
+    let scfg = ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), ..ServerConfig::default() };
+    let server = Server::start(&dir, cfg(), scfg).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.create_topic("t", 1).unwrap();
+    let ack = c.produce("t", 0, &pbatch("a", 21, 1, 0, 4)).unwrap();
+    assert_eq!((ack.base_offset, ack.last_offset), (0, 3));
+    let again = c.produce("t", 0, &pbatch("a", 21, 1, 0, 4)).unwrap();
+    assert_eq!((again.base_offset, again.last_offset), (0, 3));
+    match c.produce("t", 0, &pbatch("a", 21, 1, 6, 1)) {
+        Err(ClientError::Server { code: ErrorCode::OutOfOrderSequence, message }) => {
+            assert!(message.contains("sequence 6 where 4 was expected"), "{message}");
+        }
+        other => panic!("expected OutOfOrderSequence, got {other:?}"),
+    }
+    let fenced = c.produce("t", 0, &pbatch("a", 21, 0, 4, 1));
+    assert!(matches!(fenced, Err(ClientError::Server { code: ErrorCode::InvalidProducerEpoch, .. })), "{fenced:?}");
+    assert_eq!(c.produce("t", 0, &pbatch("a", 21, 1, 4, 1)).unwrap().base_offset, 4);
+    server.shutdown().unwrap();
+}

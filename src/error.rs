@@ -149,6 +149,22 @@ pub enum StromError {
         offset: u64,
         reason: String,
     },
+    /// An idempotent producer's batch does not follow the last one the
+    /// partition stored for it (a gap: a batch was lost in between), or
+    /// starts a newer epoch at another sequence than 0. Nothing was stored.
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    /// An idempotent producer's batch carries an epoch older than the
+    /// partition's for that producer id: a newer instance of the producer
+    /// took over (fenced). Nothing was stored.
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     /// A limit was reached; retry later.
     Overloaded(&'static str),
     /// A well-formed request asks for what cannot be (0 partitions, more
@@ -217,6 +233,14 @@ impl fmt::Display for StromError {
             StromError::BadIndexValue { index, offset, reason } => {
                 write!(f, "batch refused: index {index} at offset {offset}: {reason}; nothing of it was stored")
             }
+            StromError::OutOfOrderSequence { producer_id, expected, got } => write!(
+                f,
+                "batch refused: producer {producer_id} sent sequence {got} where {expected} was expected (a batch is missing); nothing of it was stored"
+            ),
+            StromError::InvalidProducerEpoch { producer_id, epoch, current } => write!(
+                f,
+                "batch refused: producer {producer_id} has epoch {epoch}, older than the partition's {current} (a newer producer took over); nothing of it was stored"
+            ),
             StromError::Overloaded(what) => write!(f, "the server is overloaded ({what}); retry later"),
             StromError::InvalidArgument(s) | StromError::Unsupported(s) | StromError::BadDataDir(s) => f.write_str(s),
             StromError::Cancelled => f.write_str("the request was cancelled by its client"),

@@ -17,6 +17,7 @@ use strom::catalog::{self, Catalog};
 use strom::config::FsyncPolicy;
 use strom::log::checkpoint::{self, Checkpoint, PartitionCheckpoint};
 use strom::log::frame::{self, FrameHeader, FrameKind};
+use strom::partition::producers::{KeptBatch, ProducerState};
 use strom::partition::{IndexEntry, Span};
 use strom::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, SubscribeStart, TopicMetadata};
 use strom::wire::batch::{self, BatchBuilder};
@@ -320,6 +321,7 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         entries,
         spans,
         named: None,
+        producers: vec![],
     };
     let empty = Checkpoint { version: checkpoint::VERSION, log: 0, epoch: 1, covered_pos: 0, log_start: 0, partitions: vec![] };
     let one = Checkpoint {
@@ -384,7 +386,14 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let crc = crc32c::crc32c(&trailing[12..]);
     trailing[8..12].copy_from_slice(&crc.to_le_bytes());
     let mut newer = checkpoint::encode(&one);
-    newer[7] = b'4';
+    newer[7] = b'5';
+    // Version 4: a partition's idempotent producers.
+    let kept = |first_seq, last_seq, base_offset, end_offset| KeptBatch { first_seq, last_seq, base_offset, end_offset };
+    let mut with_producers = one.clone();
+    with_producers.partitions[0].producers = vec![
+        ProducerState { producer_id: 3, epoch: 0, batches: [kept(0, 4, 10, 15), kept(5, 5, 40, 41)].into() },
+        ProducerState { producer_id: i64::MAX, epoch: i16::MAX, batches: [kept(i32::MAX, 0, 50, 52)].into() },
+    ];
     vec![
         ("valid-empty", checkpoint::encode(&empty)),
         ("valid-one-partition", checkpoint::encode(&one)),
@@ -392,6 +401,8 @@ fn checkpoint_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("valid-v1-empty", v1(&empty)),
         ("valid-v1-one-partition", v1(&one)),
         ("valid-v1-three-partitions", v1(&three)),
+        ("valid-v3-one-partition", checkpoint::encode(&Checkpoint { version: 3, ..one.clone() })),
+        ("valid-v4-producers", checkpoint::encode(&with_producers)),
         ("bad-crc", bad_crc),
         ("index-backwards", backwards),
         ("spans-overlap", overlapping),

@@ -441,8 +441,10 @@ fn sim_newer_checkpoint_refused() {
         log_start: 0,
         partitions: vec![],
     });
-    newer[7] = b'4';
+    let version = strom::log::checkpoint::VERSION;
+    newer[7] = b'0' + version + 1;
     io.write_file_atomic(path, &newer).unwrap();
     let err = sim_core(io.process_exit(), 1, 1).err().expect("a newer checkpoint was accepted").to_string();
-    assert!(err.contains("checkpoint format version 4, newer than this strom reads (1 to 3)") && err.contains("remove the file"), "{err}");
+    let said = format!("checkpoint format version {}, newer than this strom reads (1 to {version})", version + 1);
+    assert!(err.contains(&said) && err.contains("remove the file"), "{err}");
 }

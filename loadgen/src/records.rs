@@ -191,7 +191,10 @@ struct Fill {
 
 impl BatchTemplate {
     pub fn new(run_id: u32, producer: u32, shape: &BatchShape) -> BatchTemplate {
-        let mut b = BatchBuilder::new(0).producer(i64::from(producer), 0, 0);
+        // No producer id (-1, as native clients send): a producer id of 0
+        // or more makes the batch idempotent, and every send of a template
+        // carries the same sequence, so each would be taken for the first's retry.
+        let mut b = BatchBuilder::new(0);
         for &value_bytes in &shape.value_bytes {
             assert!(value_bytes >= VALUE_HEADER_BYTES, "msg_size is checked against VALUE_HEADER_BYTES by the caller");
             let mut value = vec![0u8; value_bytes];

@@ -8,6 +8,7 @@ use crate::error::StromError;
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io};
 use crate::log::journal::{Journal, PendingAck};
+use crate::partition::producers::KeptBatch;
 use crate::partition::{Partition, Pid};
 use crate::stats::StageTrace;
 
@@ -98,7 +99,9 @@ impl<I: Io> Core<I> {
         let mut grown = Vec::new();
         let now_ns = if self.retired.is_empty() { 0 } else { self.clock_ns() };
         for ack in self.retired.drain(..) {
-            if let Some(p) = self.partitions.get_mut(&ack.pid) {
+            // A duplicate's answer rides behind its first copy's, already
+            // made visible (perhaps past it, by a later batch of the commit).
+            if let Some(p) = self.partitions.get_mut(&ack.pid).filter(|p| ack.end_offset > p.visible_end) {
                 p.make_visible(ack.end_offset, ack.max_ts_ms);
             }
             if self.reads.parked_on(ack.pid) || self.queries.waits_on(ack.pid) {
@@ -122,6 +125,45 @@ impl<I: Io> Core<I> {
         for (ack, err) in self.refused.drain(..) {
             self.metrics.appends_refused += 1;
             (ack.reply.reply)(Err(err));
+        }
+    }
+}
+
+impl<I: Io> Core<I> {
+    /// Answers a batch an idempotent producer sent again with the offsets
+    /// its first copy was given, storing nothing. A first copy already
+    /// visible is answered now; one still in a commit in flight is answered
+    /// when that commit retires, so this answer too means durable under the
+    /// active policy (and if that commit is refused, so is this).
+    pub(super) fn answer_duplicate(&mut self, pid: Pid, first: KeptBatch, arrived_ns: u64, reply: Reply<AppendAck>) {
+        self.metrics.appends_duplicate += 1;
+        let now_ns = self.clock_ns();
+        // Nothing is written for it: it is staged, written and durable (as
+        // far as this answer goes) when its first copy is.
+        let trace = StageTrace { arrived_ns, staged_ns: now_ns, ..StageTrace::default() };
+        let p = &self.partitions[&pid];
+        if first.end_offset <= p.visible_end {
+            let trace = StageTrace { written_ns: now_ns, ..trace };
+            return reply(Ok(AppendAck { base_offset: first.base_offset, last_offset: first.end_offset - 1, trace }));
+        }
+        let j = self.journals.get_mut(&p.log).expect("partition's log is on its core");
+        let ack = PendingAck {
+            pid,
+            base_offset: first.base_offset,
+            end_offset: first.end_offset,
+            max_ts_ms: p.staged_max_ts_ms,
+            reply: AppendWait { reply, trace, pos: 0 },
+        };
+        let adopt = |a: &PendingAck<AppendWait>, ack: &mut PendingAck<AppendWait>| {
+            ack.max_ts_ms = a.max_ts_ms;
+            ack.reply.pos = a.reply.pos;
+        };
+        if let Err(ack) = j.attach_beside(pid, first.base_offset, ack, adopt) {
+            // Neither visible nor in a commit in flight: its commit was
+            // refused (a failed log) and the refusal is not yet delivered.
+            let e = j.failed().cloned().unwrap_or(StromError::Overloaded("the first copy of this batch is still being written"));
+            self.metrics.appends_refused += 1;
+            (ack.reply.reply)(Err(e));
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::error::{Result, StromError};
 use crate::io::{Completion, Io};
 use crate::log::journal::{Journal, PendingAck, StageError};
 use crate::metrics::{CoreMetrics, Metrics};
+use crate::partition::producers::{ProducerBatch, Verdict};
 use crate::partition::{ObservedBatch, Partition, Pid, Retention};
 use crate::read::{Fetch, ReadCx, ReadPath, ReadResult, ReadSink};
 use crate::stats::StageTrace;
@@ -428,6 +429,19 @@ impl<I: Io> Core<I> {
         let Some(p) = self.partitions.get_mut(&pid) else {
             return reply(Err(StromError::UnknownPartition { topic: String::new(), partition: pid }));
         };
+        let producer = ProducerBatch::of(&batch.info);
+        if let Some(b) = &producer {
+            match p.producers.check(b) {
+                Ok(Verdict::Append) => {}
+                Ok(Verdict::Duplicate(first)) => return self.answer_duplicate(pid, first, batch.arrived_ns, reply),
+                Err(e) => {
+                    // Like a refused index value: nothing is stored, and
+                    // the other batches of its request go on as they would.
+                    self.metrics.appends_refused += 1;
+                    return reply(Err(e));
+                }
+            }
+        }
         let base = p.next_offset;
         let values = match index_values(p, &batch, base) {
             Ok(v) => v,
@@ -451,6 +465,11 @@ impl<I: Io> Core<I> {
                 let max_ts_ms = p.observe_batch(seen, seg_start, self.cfg.index_interval_bytes);
                 if let (Some(n), Some(v)) = (&mut p.named, values) {
                     n.observe(base, base + records, frame_bytes, &v);
+                }
+                if let Some(b) = &producer
+                    && p.producers.record(b, base, base + records, p.visible_end)
+                {
+                    self.metrics.producers_forgotten += 1;
                 }
                 let staged_ns = self.io.now_ns() + self.clock_offset_ns;
                 let trace = StageTrace { arrived_ns: batch.arrived_ns, staged_ns, ..StageTrace::default() };

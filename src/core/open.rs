@@ -15,6 +15,7 @@ use crate::log::journal::{self, Journal, JournalLimits};
 use crate::log::recovery::{self, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
 use crate::metrics::CoreMetrics;
+use crate::partition::producers::ProducerBatch;
 use crate::partition::{ObservedBatch, Partition, Pid, log_of};
 use crate::read::{ReadLimits, ReadPath};
 use crate::wire::batch::BatchInfo;
@@ -112,6 +113,7 @@ impl<I: Io> Core<I> {
                 p.visible_max_ts_ms = pc.max_ts_ms;
                 p.staged_max_ts_ms = pc.max_ts_ms;
                 p.restore(pc.entries.clone(), pc.max_ts_ms, ckpt.filter(|c| c.has_spans()).map(|_| pc.spans.as_slice()));
+                p.producers.restore(&pc.producers);
             }
         }
         for (pid, names) in &self.spec.indexed {
@@ -171,6 +173,10 @@ impl<I: Io> Core<I> {
                     Ok(v) if n.would_decrease(v.first()).is_none() => n.observe(base, base + records, h.frame_bytes(), &v),
                     other => tracing::warn!(pid = h.pid, offset = base, ?other, "a recovered batch's index values are not usable"),
                 }
+            }
+            if let Some(b) = ProducerBatch::of(info) {
+                // The log is the truth: its batches are kept unchecked.
+                p.producers.record(&b, base, base + records, base + records);
             }
             p.make_visible(base + records, ts);
             Ok(())

@@ -164,11 +164,18 @@ impl<I: Io> Core<I> {
                 entries: p.index.entries().iter().filter(|e| e.pos < covered_pos && e.offset < p.visible_end).copied().collect(),
                 spans: p.durable_spans(covered_pos),
                 named: p.named.as_ref().map(|n| (n.names().len() as u8, n.durable(p.visible_end))),
+                producers: p.producers.durable(p.visible_end),
             })
             .collect();
         partitions.sort_by_key(|p| p.pid);
-        // Version 3 only when it is needed: older binaries read version 2.
-        let version = if partitions.iter().any(|p| p.named.is_some()) { checkpoint::VERSION } else { 2 };
+        // Versions 3 and 4 only when needed: older binaries read version 2.
+        let version = if partitions.iter().any(|p| !p.producers.is_empty()) {
+            4
+        } else if partitions.iter().any(|p| p.named.is_some()) {
+            3
+        } else {
+            2
+        };
         Checkpoint { version, log, epoch: j.epoch(), covered_pos, log_start: j.log_start(), partitions }
     }
 

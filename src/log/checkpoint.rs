@@ -16,6 +16,10 @@
 //!         has_last u8 (0 or 1) | last values k x i64 if has_last |
 //!         stride_bytes u64 | entry count u32 |
 //!         entries: offset u64 | k x value i64     (8 + 8k bytes each)
+//!         version 4 only: producer count u32, then per producer:
+//!         producer_id i64 | epoch i16 | batch count u8 (1 to 5) |
+//!         batches: first_seq i32 | last_seq i32 | base_offset u64 | end_offset u64
+//!                  (24 bytes each, oldest first)
 //! ```
 //! Little-endian. Decoding is pure and bounds every count by the bytes left.
 //!
@@ -26,15 +30,19 @@
 //! without bytes). Version 3 added each partition's named index
 //! ([`crate::partition::named`]); it is written only when a partition of
 //! the log has one, so a directory without named indices stays readable by
-//! the binaries before them. A version newer than [`VERSION`] is refused by name, so
+//! the binaries before them. Version 4 added each partition's idempotent
+//! producers ([`crate::partition::producers`]: their last batches below
+//! `covered_pos`, least recently used first); it is likewise written only
+//! when a partition of the log has one. A version newer than [`VERSION`] is refused by name, so
 //! this binary never takes a later layout for damage, nor misreads it.
 use crate::partition::named::NamedCheckpoint;
+use crate::partition::producers::{BATCHES_KEPT, KeptBatch, PRODUCERS_MAX, ProducerState};
 use crate::partition::{IndexEntry, Pid, Span};
 use crate::wire::batch::values::INDICES_MAX;
 
 pub const FILE_NAME: &str = "checkpoint";
 /// The version this binary writes; it reads this one and every older one.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// The magic without its last byte, the version as an ASCII digit.
 const MAGIC_PREFIX: &[u8; 7] = b"STRMCKP";
 const FIXED_BYTES: usize = 40;
@@ -43,6 +51,9 @@ const PARTITION_V1_BYTES: usize = 32;
 const SPAN_COUNT_BYTES: usize = 4;
 const ENTRY_BYTES: usize = 24;
 const SPAN_BYTES: usize = 24;
+/// A producer's fixed part (id, epoch, batch count) and each kept batch.
+const PRODUCER_BYTES: usize = 11;
+const KEPT_BATCH_BYTES: usize = 24;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionCheckpoint {
@@ -57,6 +68,8 @@ pub struct PartitionCheckpoint {
     /// The named index (version 3; None before it, and for a partition
     /// without one).
     pub named: Option<(u8, NamedCheckpoint)>,
+    /// The idempotent producers (version 4; empty before it).
+    pub producers: Vec<ProducerState>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +98,9 @@ fn partition_bytes(version: u8) -> usize {
         1 => PARTITION_V1_BYTES,
         2 => PARTITION_V1_BYTES + SPAN_COUNT_BYTES,
         // The named index count byte.
-        _ => PARTITION_V1_BYTES + SPAN_COUNT_BYTES + 1,
+        3 => PARTITION_V1_BYTES + SPAN_COUNT_BYTES + 1,
+        // And the producer count.
+        _ => PARTITION_V1_BYTES + SPAN_COUNT_BYTES + 1 + 4,
     }
 }
 
@@ -128,6 +143,11 @@ pub fn encode(c: &Checkpoint) -> Vec<u8> {
         } else {
             debug_assert!(p.named.is_none(), "versions 1 and 2 have no named index");
         }
+        if c.version >= 4 {
+            encode_producers(&mut out, &p.producers);
+        } else {
+            debug_assert!(p.producers.is_empty(), "versions 1 to 3 have no producers");
+        }
     }
     let crc = crc32c::crc32c(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -153,6 +173,52 @@ fn encode_named(out: &mut Vec<u8>, named: Option<&(u8, NamedCheckpoint)>) {
         out.extend_from_slice(&o.to_le_bytes());
         n.values[i * *k as usize..(i + 1) * *k as usize].iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     }
+}
+
+fn encode_producers(out: &mut Vec<u8>, producers: &[ProducerState]) {
+    out.extend_from_slice(&(producers.len() as u32).to_le_bytes());
+    for s in producers {
+        out.extend_from_slice(&s.producer_id.to_le_bytes());
+        out.extend_from_slice(&s.epoch.to_le_bytes());
+        out.push(s.batches.len() as u8);
+        for k in &s.batches {
+            out.extend_from_slice(&k.first_seq.to_le_bytes());
+            out.extend_from_slice(&k.last_seq.to_le_bytes());
+            out.extend_from_slice(&k.base_offset.to_le_bytes());
+            out.extend_from_slice(&k.end_offset.to_le_bytes());
+        }
+    }
+}
+
+fn decode_producers(r: &mut Reader<'_>, pid: Pid, next_offset: u64) -> Result<Vec<ProducerState>, String> {
+    let n = r.count(PRODUCER_BYTES + KEPT_BATCH_BYTES)?;
+    if n > PRODUCERS_MAX {
+        return Err(format!("checkpoint of partition {pid} declares {n} producers, over {PRODUCERS_MAX}"));
+    }
+    let mut producers = Vec::with_capacity(n);
+    let mut ids = std::collections::HashSet::with_capacity(n);
+    for _ in 0..n {
+        let producer_id = r.i64()?;
+        let epoch = i16::from_le_bytes(r.take::<2>()?);
+        let m = r.take::<1>()?[0] as usize;
+        if !(1..=BATCHES_KEPT).contains(&m) || producer_id < 0 || !ids.insert(producer_id) {
+            return Err(format!("checkpoint producer {producer_id} of partition {pid} is inconsistent"));
+        }
+        let mut batches = std::collections::VecDeque::with_capacity(m);
+        for _ in 0..m {
+            let first_seq = i32::from_le_bytes(r.take::<4>()?);
+            let last_seq = i32::from_le_bytes(r.take::<4>()?);
+            batches.push_back(KeptBatch { first_seq, last_seq, base_offset: r.u64()?, end_offset: r.u64()? });
+        }
+        let each_sound =
+            batches.iter().all(|k| k.first_seq >= 0 && k.last_seq >= 0 && k.base_offset < k.end_offset && k.end_offset <= next_offset);
+        let in_order = batches.iter().zip(batches.iter().skip(1)).all(|(a, b)| a.end_offset <= b.base_offset);
+        if !each_sound || !in_order {
+            return Err(format!("checkpoint producer {producer_id} of partition {pid} is inconsistent"));
+        }
+        producers.push(ProducerState { producer_id, epoch, batches });
+    }
+    Ok(producers)
 }
 
 fn decode_named(r: &mut Reader<'_>, pid: Pid, next_offset: u64) -> Result<Option<(u8, NamedCheckpoint)>, String> {
@@ -292,7 +358,8 @@ fn decode_partition(r: &mut Reader<'_>, version: u8, covered_pos: u64) -> Result
         return Err(format!("checkpoint spans of partition {pid} overlap, run backwards or pass the covered position"));
     }
     let named = if version >= 3 { decode_named(r, pid, next_offset)? } else { None };
-    Ok(PartitionCheckpoint { pid, next_offset, start_offset, max_ts_ms, entries, spans, named })
+    let producers = if version >= 4 { decode_producers(r, pid, next_offset)? } else { Vec::new() };
+    Ok(PartitionCheckpoint { pid, next_offset, start_offset, max_ts_ms, entries, spans, named, producers })
 }
 
 /// Checks this module's promises on arbitrary bytes and panics if one is
@@ -326,8 +393,10 @@ fn fuzz_check_one(data: &[u8]) {
         .filter_map(|p| p.named.as_ref())
         .map(|(k, n)| 1 + n.last.as_ref().map_or(0, |l| 8 * l.len()) + 12 + n.offsets.len() * (8 + 8 * *k as usize))
         .sum();
+    let producers: usize =
+        c.partitions.iter().flat_map(|p| &p.producers).map(|s| PRODUCER_BYTES + s.batches.len() * KEPT_BATCH_BYTES).sum();
     let fixed = FIXED_BYTES + c.partitions.len() * partition_bytes(c.version);
-    assert_eq!(fixed + entries * ENTRY_BYTES + spans * SPAN_BYTES + named, data.len());
+    assert_eq!(fixed + entries * ENTRY_BYTES + spans * SPAN_BYTES + named + producers, data.len());
     assert!(c.has_spans() || spans == 0, "a version 1 checkpoint has no spans");
     let encoded = encode(&c);
     assert_eq!(decode(&encoded).as_ref(), Ok(&c));
@@ -338,6 +407,10 @@ fn fuzz_check_one(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kept(first_seq: i32, last_seq: i32, base_offset: u64, end_offset: u64) -> KeptBatch {
+        KeptBatch { first_seq, last_seq, base_offset, end_offset }
+    }
 
     fn sample() -> Checkpoint {
         Checkpoint {
@@ -357,6 +430,10 @@ mod tests {
                     2,
                     NamedCheckpoint { last: Some(vec![9, -1]), stride_bytes: 1 << 18, offsets: vec![10, 60], values: vec![1, -5, 3, -5] },
                 )),
+                producers: vec![
+                    ProducerState { producer_id: 5, epoch: 2, batches: [kept(0, 1, 10, 12)].into() },
+                    ProducerState { producer_id: 1, epoch: 0, batches: [kept(7, 7, 20, 21), kept(8, 9, 30, 32)].into() },
+                ],
             }],
         }
     }
@@ -366,7 +443,7 @@ mod tests {
     fn round_trip_and_damage() {
         let c = sample();
         let bytes = encode(&c);
-        assert_eq!(&bytes[..8], b"STRMCKP3");
+        assert_eq!(&bytes[..8], b"STRMCKP4");
         assert_eq!(decode(&bytes).unwrap(), c);
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err(), "prefix {n} accepted");
@@ -386,6 +463,7 @@ mod tests {
         c.version = 1;
         c.partitions[0].spans.clear();
         c.partitions[0].named = None;
+        c.partitions[0].producers.clear();
         let bytes = encode(&c);
         assert_eq!(&bytes[..8], b"STRMCKP1");
         assert_eq!(bytes.len(), FIXED_BYTES + PARTITION_V1_BYTES + 2 * ENTRY_BYTES, "the version 1 layout, byte for byte");
@@ -399,9 +477,9 @@ mod tests {
     #[test]
     fn newer_version_refused_by_name() {
         let mut bytes = encode(&sample());
-        bytes[7] = b'4';
-        assert_eq!(version_of(&bytes), Some(4));
-        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format version 4 is newer than this binary reads (1 to 3)");
+        bytes[7] = b'5';
+        assert_eq!(version_of(&bytes), Some(5));
+        assert_eq!(decode(&bytes).unwrap_err(), "checkpoint format version 5 is newer than this binary reads (1 to 4)");
         assert_eq!(version_of(b"STRMCKPX"), None);
         assert_eq!(decode(b"NOTACKPT").unwrap_err(), "not a Strom checkpoint");
     }
@@ -430,6 +508,7 @@ mod tests {
         let mut c = sample();
         c.version = 2;
         c.partitions[0].named = None;
+        c.partitions[0].producers.clear();
         let bytes = encode(&c);
         assert_eq!(&bytes[..8], b"STRMCKP2");
         assert_eq!(decode(&bytes).unwrap(), c);
@@ -441,5 +520,29 @@ mod tests {
         assert!(bad(&|n| n.offsets.swap(0, 1)).contains("inconsistent"));
         assert!(bad(&|n| n.values[2] = 0).contains("inconsistent"));
         assert!(bad(&|n| n.offsets[1] = 100).contains("inconsistent"));
+    }
+
+    // Proves a version 3 file (no producers) still reads and re-encodes to
+    // its own bytes, and producers whose batches run backwards, pass the
+    // partition's end, number more than 5, or repeat an id are refused.
+    #[test]
+    fn producers_versions_and_checks() {
+        let mut c = sample();
+        c.version = 3;
+        c.partitions[0].producers.clear();
+        let bytes = encode(&c);
+        assert_eq!(&bytes[..8], b"STRMCKP3");
+        assert_eq!(decode(&bytes).unwrap(), c);
+        let bad = |edit: &dyn Fn(&mut Vec<ProducerState>)| {
+            let mut c = sample();
+            edit(&mut c.partitions[0].producers);
+            decode(&encode(&c)).unwrap_err()
+        };
+        assert!(bad(&|p| p[1].batches.swap(0, 1)).contains("inconsistent"));
+        assert!(bad(&|p| p[1].batches[1].end_offset = 101).contains("inconsistent"));
+        assert!(bad(&|p| p[0].batches[0].end_offset = 10).contains("inconsistent"));
+        assert!(bad(&|p| p[0].batches = (0..6).map(|i| kept(i, i, i as u64, i as u64 + 1)).collect()).contains("inconsistent"));
+        assert!(bad(&|p| p[0].producer_id = 1).contains("inconsistent"));
+        assert!(bad(&|p| p[0].producer_id = -1).contains("inconsistent"));
     }
 }

@@ -129,6 +129,10 @@ registry! {
             "Batches staged into a log's commit buffer (each acknowledged once durable).";
         appends_refused => AppendsRefused, Counter, "strom_appends_refused_total",
             "Batches refused on their core after routing: a failed log, a full disk, a stop.";
+        appends_duplicate => AppendsDuplicate, Counter, "strom_appends_duplicate_total",
+            "Batches an idempotent producer sent again, answered with their first offsets and not stored.";
+        producers_forgotten => ProducersForgotten, Counter, "strom_producers_forgotten_total",
+            "Idempotent producer ids a partition forgot, its least recently used, to stay within 1,024.";
         deferred => RequestsDeferred, Counter, "strom_requests_deferred_total",
             "Requests a core held back until a write buffer or read slot was free.";
         checkpoints => Checkpoints, Counter, "strom_checkpoints_total",

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 pub mod index;
 pub mod named;
+pub mod producers;
 pub mod retention;
 pub mod runs;
 
@@ -68,6 +69,8 @@ pub struct Partition {
     pub unvisible: VecDeque<UnvisibleBatch>,
     /// The topic's named indices, if it declared any ([`named`]).
     pub named: Option<NamedIndex>,
+    /// Its idempotent producers' last batches ([`producers`]).
+    pub producers: producers::Producers,
 }
 
 /// A staged batch's end offset and frame, until its commit is visible.
@@ -95,6 +98,7 @@ impl Partition {
             span_bytes: 0,
             unvisible: VecDeque::new(),
             named: None,
+            producers: producers::Producers::default(),
         }
     }
 
@@ -184,6 +188,7 @@ impl Partition {
         if let Some(n) = &mut self.named {
             n.truncate_to(kept_end);
         }
+        self.producers.truncate_to(kept_end);
         while self.spans.back().is_some_and(|s| s.first_pos >= pos) {
             let s = self.spans.pop_back().expect("span");
             debug_assert_eq!(s.bytes, 0, "pid {}: a span past a rewind held bytes of no unvisible batch", self.pid);
@@ -239,6 +244,7 @@ impl Partition {
         if let Some(n) = &self.named {
             n.invariants();
         }
+        self.producers.invariants();
         assert!(self.runs.first().is_none_or(|r| r.first_offset >= self.start_offset), "pid {}: a run before the start", self.pid);
         assert!(
             self.runs.get(self.runs.len().wrapping_sub(1)).is_none_or(|r| r.end_offset == self.next_offset),

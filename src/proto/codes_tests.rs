@@ -5,7 +5,7 @@ use super::*;
 use crate::error::{BatchError, IoOp};
 
 /// Every code of this version, in number order (code i + 1 at index i).
-pub(super) const ALL_CODES: [ErrorCode; 21] = [
+pub(super) const ALL_CODES: [ErrorCode; 23] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::UnknownApi,
@@ -27,11 +27,13 @@ pub(super) const ALL_CODES: [ErrorCode; 21] = [
     ErrorCode::Internal,
     ErrorCode::BadIndexValue,
     ErrorCode::Cancelled,
+    ErrorCode::OutOfOrderSequence,
+    ErrorCode::InvalidProducerEpoch,
 ];
 
 #[test]
 fn error_codes_are_numbered_as_specified() {
-    // Proves: codes 1..=21 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
+    // Proves: codes 1..=23 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
     for (i, code) in ALL_CODES.iter().enumerate() {
         assert_eq!(code.code() as usize, i + 1, "{code:?}");
     }
@@ -39,7 +41,7 @@ fn error_codes_are_numbered_as_specified() {
     for v in 1..=u16::MAX {
         let code = ErrorCode::from_code(v).unwrap();
         assert_eq!(code.code(), v);
-        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 21, "{v}");
+        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 23, "{v}");
     }
     let retriable: Vec<_> = ALL_CODES.into_iter().filter(|c| c.retriable()).collect();
     let expected = [ErrorCode::DiskFull, ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::TooManyConnections];
@@ -68,6 +70,8 @@ fn strom_errors_map_to_their_codes() {
         (StromError::BadDataDir("meta".into()), ErrorCode::Internal),
         (StromError::BadIndexValue { index: "ts".into(), offset: 3, reason: "missing".into() }, ErrorCode::BadIndexValue),
         (StromError::Cancelled, ErrorCode::Cancelled),
+        (StromError::OutOfOrderSequence { producer_id: 4, expected: 2, got: 5 }, ErrorCode::OutOfOrderSequence),
+        (StromError::InvalidProducerEpoch { producer_id: 4, epoch: 0, current: 1 }, ErrorCode::InvalidProducerEpoch),
     ];
     for (e, code) in &cases {
         assert_eq!(ErrorCode::from(e), *code, "{e:?}");

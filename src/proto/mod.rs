@@ -148,6 +148,10 @@ pub enum ErrorCode {
     BadIndexValue,
     /// A streaming request ended because its client cancelled it.
     Cancelled,
+    /// An idempotent producer's batch after a gap in its sequence numbers.
+    OutOfOrderSequence,
+    /// An idempotent producer's batch from an older (fenced) epoch.
+    InvalidProducerEpoch,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -177,6 +181,8 @@ impl ErrorCode {
             ErrorCode::Internal => 19,
             ErrorCode::BadIndexValue => 20,
             ErrorCode::Cancelled => 21,
+            ErrorCode::OutOfOrderSequence => 22,
+            ErrorCode::InvalidProducerEpoch => 23,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -206,6 +212,8 @@ impl ErrorCode {
             19 => ErrorCode::Internal,
             20 => ErrorCode::BadIndexValue,
             21 => ErrorCode::Cancelled,
+            22 => ErrorCode::OutOfOrderSequence,
+            23 => ErrorCode::InvalidProducerEpoch,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -233,6 +241,8 @@ impl From<&StromError> for ErrorCode {
             StromError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             StromError::BadIndexValue { .. } => ErrorCode::BadIndexValue,
             StromError::Cancelled => ErrorCode::Cancelled,
+            StromError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+            StromError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
             StromError::ShuttingDown => ErrorCode::ShuttingDown,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }

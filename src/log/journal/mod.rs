@@ -383,6 +383,28 @@ impl<R> Journal<R> {
         self.staging.as_mut().expect("attach without a staged frame").acks.push(ack);
     }
 
+    /// Attaches `ack` to the commit holding partition `pid`'s append at
+    /// `base_offset`, after `adopt` copied what it needs of that append's,
+    /// so it is given when that commit retires (or refused with it). Gives
+    /// `ack` back when no commit in flight holds that append.
+    pub fn attach_beside(
+        &mut self,
+        pid: Pid,
+        base_offset: u64,
+        mut ack: PendingAck<R>,
+        adopt: impl FnOnce(&PendingAck<R>, &mut PendingAck<R>),
+    ) -> Result<(), PendingAck<R>> {
+        let commits = self.staging.iter_mut().chain(self.sealed.iter_mut()).chain(self.writing.iter_mut());
+        for c in commits {
+            if let Some(first) = c.acks.iter().find(|a| a.pid == pid && a.base_offset == base_offset) {
+                adopt(first, &mut ack);
+                c.acks.push(ack);
+                return Ok(());
+            }
+        }
+        Err(ack)
+    }
+
     /// Whether a frame of `frame_bytes` may join the filling commit `c`: it
     /// fits in the buffer (with the largest padding frame) and keeps the
     /// commit within `commit_bytes_max`. An empty commit takes any frame

@@ -31,6 +31,11 @@ fn strom_code(e: &StromError) -> i16 {
             K::KafkaStorageError.code()
         }
         StromError::BadIndexValue { .. } => K::InvalidRecord.code(),
+        // An idempotent producer's gap: librdkafka and the Java client
+        // treat it as fatal for the producer (records may be lost).
+        StromError::OutOfOrderSequence { .. } => K::OutOfOrderSequenceNumber.code(),
+        // A fenced, older instance of the producer.
+        StromError::InvalidProducerEpoch { .. } => K::InvalidProducerEpoch.code(),
         // Pushed back: retriable.
         StromError::Overloaded(_) => K::RequestTimedOut.code(),
         StromError::InvalidArgument(_) | StromError::Unsupported(_) => K::InvalidRequest.code(),
@@ -39,8 +44,6 @@ fn strom_code(e: &StromError) -> i16 {
         StromError::ShuttingDown => K::NotLeaderOrFollower.code(),
         StromError::Cancelled => K::RequestTimedOut.code(),
         StromError::BadDataDir(_) => K::KafkaStorageError.code(),
-        #[allow(unreachable_patterns)]
-        _ => K::UnknownServerError.code(),
     }
 }
 

@@ -474,7 +474,8 @@ fn follow(r: impl Read + Send + 'static) -> (Arc<Mutex<Vec<String>>>, std::threa
 }
 
 /// Waits until `count(lines)` reaches `at_least` (the server is then
-/// killed mid-produce), or the producer has stopped.
+/// killed mid-produce); the producer is held (it waits for more input)
+/// until the test lets it go on, so it cannot have finished first.
 fn wait_for(lines: &Mutex<Vec<String>>, child: &mut Child, at_least: usize, count: impl Fn(&[String]) -> usize) {
     let deadline = Instant::now() + HANG;
     while count(&lines.lock().unwrap()) < at_least {
@@ -484,42 +485,9 @@ fn wait_for(lines: &Mutex<Vec<String>>, child: &mut Child, at_least: usize, coun
     }
 }
 
-// Proves a kill -9 of the server in the middle of an idempotent
-// confluent-kafka produce loses no record the client was told was
-// delivered, and stores none twice: the producer carries on against the
-// restarted server (same ports) and finishes.
-fn kill9_during_confluent_produce() {
-    let dir = test_dir("kafka-kill-confluent");
-    let mut b = Broker::start(&dir);
-    b.topic("crash", 2);
-    let total = 200_000;
-    let mut child = py_cmd("ck.py", "produce", &b, &["crash", &total.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, reader) = follow(child.stdout.take().unwrap());
-    let (err, err_reader) = follow(child.stderr.take().unwrap());
-    wait_for(&out, &mut child, 20_000, |l| l.iter().filter(|l| l.starts_with("delivered ")).count());
-    b.serve.kill();
-    let (native, kafka) = (b.native, b.kafka);
-    let b = Broker::restart(&dir, native, kafka);
-    let status = collect_status(&mut child, "ck.py produce after the restart", &err);
-    reader.join().unwrap();
-    err_reader.join().unwrap();
-    let out = out.lock().unwrap().join("\n");
-    assert!(status.success() && out.ends_with("done 0 left"), "the producer did not finish: {}", tail(&out));
-    let acked = delivered(&out);
-    let failed = out.lines().filter(|l| l.starts_with("failed ")).count();
-    let (stored, twice) = stored_seqs(&b, "crash");
-    let lost: Vec<&u64> = acked.keys().filter(|s| !stored.contains(s)).take(10).collect();
-    assert!(lost.is_empty(), "delivered but not stored (first 10): {lost:?}");
-    assert!(twice.is_empty(), "stored twice (first 10): {:?}", &twice[..twice.len().min(10)]);
-    eprintln!("kill9_during_confluent_produce: {} delivered, {failed} failed, {} stored", acked.len(), stored.len());
-}
-
-fn collect_status(child: &mut Child, what: &str, stderr: &Mutex<Vec<String>>) -> std::process::ExitStatus {
+/// Waits for `child` (a producer finishing against the restarted server),
+/// up to three [`HANG`]s: its default delivery timeout is 300 s.
+fn wait_status(child: &mut Child, what: &str, stderr: &Mutex<Vec<String>>) -> std::process::ExitStatus {
     let deadline = Instant::now() + HANG * 3;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -533,39 +501,88 @@ fn collect_status(child: &mut Child, what: &str, stderr: &Mutex<Vec<String>>) ->
     }
 }
 
+/// Kills the server with SIGKILL and starts it again on the same
+/// directory and ports.
+fn kill_and_restart(dir: &Path, mut b: Broker) -> Broker {
+    b.serve.kill();
+    Broker::restart(dir, b.native, b.kafka)
+}
+
+/// Checks that every sequence number in `acked` is stored in `topic`
+/// and none is stored twice; returns how many are stored.
+fn nothing_lost_nothing_twice(b: &Broker, topic: &str, acked: impl Iterator<Item = u64>) -> usize {
+    let (stored, twice) = stored_seqs(b, topic);
+    let lost: Vec<u64> = acked.filter(|s| !stored.contains(s)).take(10).collect();
+    assert!(lost.is_empty(), "delivered but not stored (first 10): {lost:?}");
+    assert!(twice.is_empty(), "stored twice (first 10): {:?}", &twice[..twice.len().min(10)]);
+    stored.len()
+}
+
+// Proves a kill -9 of the server in the middle of an idempotent
+// confluent-kafka produce loses no record the client was told was
+// delivered, and stores none twice: the producer carries on against the
+// restarted server (same ports) and finishes.
+fn kill9_during_confluent_produce() {
+    let dir = test_dir("kafka-kill-confluent");
+    let b = Broker::start(&dir);
+    b.topic("crash", 2);
+    let (total, pause_at) = (200_000, 100_000);
+    let mut child = py_cmd("ck.py", "produce", &b, &["crash", &total.to_string(), &pause_at.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, reader) = follow(child.stdout.take().unwrap());
+    let (err, err_reader) = follow(child.stderr.take().unwrap());
+    wait_for(&out, &mut child, 20_000, |l| l.iter().filter(|l| l.starts_with("delivered ")).count());
+    let b = kill_and_restart(&dir, b);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = wait_status(&mut child, "ck.py produce after the restart", &err);
+    reader.join().unwrap();
+    err_reader.join().unwrap();
+    let out = out.lock().unwrap().join("\n");
+    assert!(status.success() && out.ends_with("done 0 left"), "the producer did not finish: {}", tail(&out));
+    let acked = delivered(&out);
+    let failed = out.lines().filter(|l| l.starts_with("failed ")).count();
+    let stored = nothing_lost_nothing_twice(&b, "crash", acked.keys().copied());
+    eprintln!("kill9_during_confluent_produce: {} delivered, {failed} failed, {stored} stored", acked.len());
+}
+
 // Proves the same for kcat with `enable.idempotence` (without it a retry
 // after a lost ack may store a line twice, as on Kafka): one partition, so
 // deliveries are in line order and the first N delivered lines are
 // lines 0..N; kcat reports each delivery on stderr at `-vv`, and `-E` keeps
-// it from exiting when it finds every broker down.
+// it from exiting when it finds every broker down. Its stdin is written in
+// two halves, the second after the restart.
 fn kill9_during_kcat_produce() {
     let dir = test_dir("kafka-kill-kcat");
-    let mut b = Broker::start(&dir);
+    let b = Broker::start(&dir);
     b.topic("crash", 1);
-    let total = 300_000;
-    let text: String = (0..total).map(|i| format!("{i} line\n")).collect();
-    let path = file(&dir, "seq.txt", &text);
+    let (total, half) = (300_000_u64, 150_000);
+    let text = |r: std::ops::Range<u64>| r.map(|i| format!("{i} line\n")).collect::<String>();
     let mut child = Command::new("kcat")
-        .args(["-b", &b.bootstrap(), "-P", "-t", "crash", "-l", &path, "-vv", "-E", "-X", "enable.idempotence=true"])
-        .stdin(Stdio::null())
+        .args(["-b", &b.bootstrap(), "-P", "-t", "crash", "-vv", "-E", "-X", "enable.idempotence=true"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its stderr is read before its stdin is written: at -vv a full stderr
+    // pipe would stop it reading.
     let (err, reader) = follow(child.stderr.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text(0..half).as_bytes()).unwrap();
     let is_delivery = |l: &String| l.contains("Message delivered to partition");
     wait_for(&err, &mut child, 20_000, |l| l.iter().filter(|l| is_delivery(l)).count());
-    b.serve.kill();
-    let (native, kafka) = (b.native, b.kafka);
-    let b = Broker::restart(&dir, native, kafka);
-    let status = collect_status(&mut child, "kcat -P after the restart", &err);
+    let b = kill_and_restart(&dir, b);
+    stdin.write_all(text(half..total).as_bytes()).unwrap();
+    drop(stdin);
+    let status = wait_status(&mut child, "kcat -P after the restart", &err);
     reader.join().unwrap();
     let err = err.lock().unwrap();
     let acked = err.iter().filter(|l| is_delivery(l)).count() as u64;
     assert!(status.success(), "kcat failed ({status}): {}", tail(&err.join("\n")));
-    let (stored, twice) = stored_seqs(&b, "crash");
-    let lost: Vec<u64> = (0..acked).filter(|s| !stored.contains(s)).take(10).collect();
-    assert!(lost.is_empty(), "delivered but not stored (first 10 of lines 0..{acked}): {lost:?}");
-    assert!(twice.is_empty(), "stored twice (first 10): {:?}", &twice[..twice.len().min(10)]);
-    eprintln!("kill9_during_kcat_produce: {acked} delivered of {total}, {} stored", stored.len());
+    let stored = nothing_lost_nothing_twice(&b, "crash", 0..acked);
+    eprintln!("kill9_during_kcat_produce: {acked} delivered of {total}, {stored} stored");
 }

@@ -4,6 +4,7 @@ Run by tests/kafka_clients.rs: `python ck.py COMMAND BOOTSTRAP ARGS...`.
 Prints what it saw on stdout, one fact a line, flushed at once (the crash
 test reads deliveries while the script runs); the Rust test checks it.
 """
+import select
 import sys
 import time
 
@@ -14,10 +15,13 @@ from confluent_kafka import Consumer, Producer
 DEADLINE_S = 120
 
 
-def produce(bootstrap, topic, count):
+def produce(bootstrap, topic, count, pause_at=None):
     """COUNT records, value `SEQ` and key k{SEQ}, with enable.idempotence:
     prints `delivered SEQ PARTITION OFFSET` per successful delivery report and
-    `failed SEQ ERROR` per failed one, then `done`."""
+    `failed SEQ ERROR` per failed one, then `done N left`. With PAUSE_AT, it
+    stops handing records over after that many (serving delivery reports)
+    until a line arrives on stdin: the crash test kills the server then, so
+    the kill always falls in the middle of the run."""
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
 
     def report(err, msg):
@@ -28,6 +32,10 @@ def produce(bootstrap, topic, count):
             print("failed %s %s" % (seq, err), flush=True)
 
     for i in range(int(count)):
+        if pause_at is not None and i == int(pause_at):
+            while not select.select([sys.stdin], [], [], 0)[0]:
+                p.poll(0.1)
+            sys.stdin.readline()
         while True:
             try:
                 p.produce(topic, value=b"%d" % i, key=b"k%d" % i, on_delivery=report)

@@ -411,7 +411,7 @@ fn kafka_python_admin() {
     let dir = test_dir("kafka-python-admin");
     let b = Broker::start(&dir);
     let out = py_ok("kp.py", "admin", &b, &["made"]);
-    let want = ["created", "exists", "listed True", "partitions 3", "configs list", "deleted", "listed False"];
+    let want = ["created", "exists", "listed True", "partitions 3", "configs True", "deleted", "listed False"];
     assert_eq!(out.lines().collect::<Vec<_>>(), want);
     let listed = strom_ok(b.native, &["topic", "list"], b"");
     assert!(!listed.contains("made"), "deleted natively too: {listed}");

@@ -125,8 +125,11 @@ def admin(bootstrap, topic):
     print("listed %s" % (topic in a.list_topics()))
     described = a.describe_topics([topic])
     print("partitions %d" % len(described[0]["partitions"]))
+    # {resource type: {resource name: {config key: data}}}
     configs = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-    print("configs %s" % type(configs).__name__)
+    named = [byname[topic] for byname in configs.values() if topic in byname]
+    print("configs %s" % bool(named))
+    print("keys %s" % ",".join(sorted(k for c in named for k in c)), file=sys.stderr)
     a.delete_topics([topic])
     print("deleted")
     print("listed %s" % (topic in a.list_topics()))

@@ -27,6 +27,7 @@ const VENV: Need = Need::KafkaVenv;
 fn main() {
     skip::main(vec![
         skip::trial("kcat_round_trips_100000_lines", &[KCAT], kcat_round_trips_100000_lines),
+        skip::trial("kcat_compressed_batches_round_trip", &[KCAT], kcat_compressed_batches_round_trip),
         skip::trial("kcat_seeks_by_time", &[KCAT], kcat_seeks_by_time),
         skip::trial("kcat_lists_metadata", &[KCAT], kcat_lists_metadata),
         skip::trial("kcat_group_commits_and_resumes", &[KCAT], kcat_group_commits_and_resumes),
@@ -200,6 +201,22 @@ fn kcat_round_trips_100000_lines() {
     }
     let listed = strom_ok(b.native, &["topic", "list"], b"");
     assert!(listed.contains("one 1") && listed.contains("three 3"), "{listed}");
+}
+
+// Proves batches compressed with each codec Kafka has (gzip, snappy, lz4,
+// zstd) are accepted, stored as they came and read back byte for byte.
+fn kcat_compressed_batches_round_trip() {
+    let dir = test_dir("kafka-kcat-compressed");
+    let b = Broker::start(&dir);
+    let text = lines("zipped", 20_000);
+    let path = file(&dir, "lines.txt", &text);
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = format!("z-{codec}");
+        b.topic(&topic, 1);
+        kcat_ok(&b, &["-P", "-t", &topic, "-X", &format!("compression.codec={codec}"), "-l", &path], b"");
+        let got = kcat_ok(&b, &["-C", "-t", &topic, "-o", "beginning", "-e"], b"");
+        assert!(got == text, "{codec}: {} bytes read back, {} produced, or they differ", got.len(), text.len());
+    }
 }
 
 // Proves `-o s@MS` starts at the first record stamped at or after MS (the

@@ -111,6 +111,36 @@ pub enum Command<'a> {
     Cancel {
         request: u64,
     },
+    /// Several commands run at once and answered together, in order
+    /// ([`Answer::Many`]): one request of a protocol that names many
+    /// partitions (Kafka's Produce, Fetch, ListOffsets...). Not nested.
+    Many {
+        commands: Vec<Command<'a>>,
+        /// For the Fetches among them: a Fetch at its partition's end waits
+        /// (up to its `max_wait`) only until the answers so far hold this
+        /// many bytes of batches (Kafka's `min_bytes`). None: each waits
+        /// its own wait.
+        release_at_bytes: Option<usize>,
+    },
+    /// A request its protocol serves itself, beside the data path (Kafka's
+    /// consumer groups and producer ids): started on the core that decoded
+    /// it, answered later with [`Answer::Protocol`].
+    Protocol(Box<dyn ProtocolJob>),
+}
+
+/// A protocol's own request ([`Command::Protocol`]). `run` must not block
+/// (it runs on a core): it hands the work to a thread of the protocol's,
+/// which calls `reply` exactly once.
+pub trait ProtocolJob: Send {
+    /// What it is, for logs and debug output.
+    fn name(&self) -> &'static str;
+    fn run(self: Box<Self>, reply: Responder);
+}
+
+impl std::fmt::Debug for dyn ProtocolJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProtocolJob({})", self.name())
+    }
 }
 
 /// Where a subscription starts.
@@ -137,6 +167,21 @@ pub enum StreamStart<'a> {
 pub struct Batches<'a> {
     pub whole: Vec<&'a [u8]>,
     pub split_error: Option<String>,
+}
+
+impl<'a> Batches<'a> {
+    /// Concatenated batches (a Produce body, native or Kafka), split by
+    /// their `batchLength` (validated later, by the broker).
+    pub fn split(body: &'a [u8]) -> Batches<'a> {
+        let mut batches = Batches::default();
+        for b in crate::proto::split_batches(body) {
+            match b {
+                Ok(b) => batches.whole.push(b),
+                Err(e) => batches.split_error = Some(e.to_string()),
+            }
+        }
+        batches
+    }
 }
 
 /// Which offset a ListOffsets asks for.
@@ -239,6 +284,10 @@ pub enum Answer {
     Queried(crate::core::query::QueryBounds),
     /// Cancel: the streaming request is ended.
     Cancelled,
+    /// [`Command::Many`]: each command's reply, in the commands' order.
+    Many(Vec<Result<Answer, BrokerError>>),
+    /// [`Command::Protocol`]: the protocol's own value, for its codec.
+    Protocol(Box<dyn std::any::Any + Send>),
 }
 
 /// What an engine accepts, as a client must know it before sending: the

@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use super::Broker;
 use super::admin::{Admin, Job};
-use super::command::{Answer, Batches, BrokerError, Command, OffsetQuery, Respond, TopicPlacement};
+use super::command::{Answer, Batches, BrokerError, Command, OffsetQuery, Respond, Responder, TopicPlacement};
 use super::forward::{OUTBOX_RETRY_NS, Outbox};
+use super::many::Gather;
 use super::requests::{self, Layout};
 use crate::catalog::{TopicMeta, pid_in};
 use crate::core::{Request, ValidBatch};
@@ -119,9 +119,14 @@ impl Dispatcher {
             }
             Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
                 if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
-                    self.fetch(host, pid, offset, max_bytes, max_wait, reply)
+                    // Only the asker's own core may send from its registered buffers.
+                    let registered = self.broker.router().core_of(pid) == self.core_id;
+                    let how = FetchHow { registered, gone: host.asker_gone(), released: None };
+                    self.fetch(host, pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, how, reply)
                 }
             }
+            Command::Many { commands, release_at_bytes } => self.many(host, commands, release_at_bytes, Box::new(reply)),
+            Command::Protocol(job) => job.run(Box::new(reply)),
             Command::ListOffsets { topic, partition, query } => {
                 if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
                     self.list_offsets(host, pid, query, reply)
@@ -194,13 +199,48 @@ impl Dispatcher {
         self.route(host, pid, req);
     }
 
-    fn fetch(&mut self, host: &mut impl Host, pid: Pid, offset: u64, max_bytes: usize, max_wait: Duration, reply: impl Respond) {
-        // Only the asker's own core may send from its registered buffers.
-        let registered = self.broker.router().core_of(pid) == self.core_id;
-        let layout = Layout { headroom: self.fetch_headroom, registered, budget: self.reply_budget.clone(), gone: host.asker_gone() };
+    fn fetch(&mut self, host: &mut impl Host, pid: Pid, f: Fetch, how: FetchHow, reply: impl Respond) {
+        let FetchHow { registered, gone, released } = how;
+        let layout = Layout { headroom: self.fetch_headroom, registered, budget: self.reply_budget.clone(), gone, released };
         let done = Box::new(move |res: Result<_>| reply(res.map(|rr| Answer::Fetched(requests::fetched(rr))).map_err(BrokerError::Failed)));
-        let req = requests::fetch(pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, layout, done);
+        let req = requests::fetch(pid, f, layout, done);
         self.route(host, pid, req);
+    }
+
+    /// Runs the commands of a [`Command::Many`] at once and answers them
+    /// together ([`Gather`]). Its Fetches are built on the heap (their
+    /// answers are copied into one reply, possibly off this core), and
+    /// released together once the answers hold `release_at_bytes`.
+    fn many(&mut self, host: &mut impl Host, commands: Vec<Command<'_>>, release_at_bytes: Option<usize>, reply: Responder) {
+        let mut fetch_cores: Vec<usize> = Vec::new();
+        for c in &commands {
+            if let Command::Fetch { topic, partition, .. } = c
+                && let Ok(pid) = pid_in(self.topics(), topic, *partition)
+            {
+                let core = self.broker.router().core_of(pid);
+                if !fetch_cores.contains(&core) {
+                    fetch_cores.push(core);
+                }
+            }
+        }
+        let routes = fetch_cores.into_iter().map(|core| self.broker.route(core).clone()).collect();
+        let gather = Gather::new(commands.len(), release_at_bytes, routes, reply);
+        let gone = host.asker_gone();
+        let released = release_at_bytes.map(|_| gather.released.clone());
+        for (i, cmd) in commands.into_iter().enumerate() {
+            let g = gather.clone();
+            let respond = move |res| g.put(i, res);
+            match cmd {
+                Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
+                    if let Some((pid, respond)) = self.resolve(topic, partition, respond) {
+                        let how = FetchHow { registered: false, gone: gone.clone(), released: released.clone() };
+                        self.fetch(host, pid, Fetch { offset, max_bytes, max_wait_ns: max_wait.as_nanos() as u64 }, how, respond)
+                    }
+                }
+                Command::Many { .. } => respond(Err(BrokerError::Internal("a Many inside a Many"))),
+                other => self.execute(host, other, respond),
+            }
+        }
     }
 
     fn list_offsets(&mut self, host: &mut impl Host, pid: Pid, query: OffsetQuery, reply: impl Respond) {
@@ -238,6 +278,16 @@ impl Dispatcher {
         self.metrics.forwarded += 1;
         self.outbox.send(self.broker.route(target), target, req);
     }
+}
+
+/// How a Fetch's answer is built and waits.
+struct FetchHow {
+    /// In one of this core's registered reply buffers, if one is free.
+    registered: bool,
+    /// Set when the asker goes away.
+    gone: Option<Arc<AtomicBool>>,
+    /// Set when a parked poll should answer now.
+    released: Option<Arc<AtomicBool>>,
 }
 
 /// A produce's batches, validated in order: the first failure answers.

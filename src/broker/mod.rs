@@ -32,13 +32,15 @@ pub(crate) mod admin;
 pub mod command;
 mod dispatch;
 mod forward;
+mod many;
 pub mod offsets;
 mod produce;
 mod requests;
 pub mod router;
 
 pub use command::{
-    Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ReplyBuf, Respond, Responder, StreamStart, TopicPlacement,
+    Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ProtocolJob, ReplyBuf, Respond, Responder, StreamStart,
+    TopicPlacement,
 };
 pub use dispatch::{Dispatcher, Host};
 pub use router::Router;

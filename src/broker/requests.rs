@@ -55,11 +55,14 @@ pub(crate) struct Layout {
     pub registered: bool,
     pub budget: Option<Arc<ReplyBudget>>,
     pub gone: Option<Arc<AtomicBool>>,
+    /// Set by the asker when a parked read should answer now
+    /// ([`crate::read::ReadSink::release_flag`]).
+    pub released: Option<Arc<AtomicBool>>,
 }
 
 impl Layout {
     /// A heap buffer holding the batches alone (the embedded API).
-    pub(crate) const PLAIN: Layout = Layout { headroom: 0, registered: false, budget: None, gone: None };
+    pub(crate) const PLAIN: Layout = Layout { headroom: 0, registered: false, budget: None, gone: None, released: None };
 }
 
 /// Whole batches of `pid` from `offset`, up to about `max_bytes`; at the
@@ -68,7 +71,9 @@ pub(crate) fn fetch(pid: Pid, fetch: Fetch, layout: Layout, reply: Reply<ReadRes
     Request::Read {
         pid,
         fetch,
-        sink: Box::new(OnceSink::new(layout.headroom, layout.registered, reply).budgeted(layout.budget, layout.gone)),
+        sink: Box::new(
+            OnceSink::new(layout.headroom, layout.registered, reply).budgeted(layout.budget, layout.gone).releasable(layout.released),
+        ),
     }
 }
 

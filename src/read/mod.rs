@@ -18,6 +18,7 @@
 mod ahead;
 mod chunks;
 pub mod cursor;
+mod longpoll;
 pub mod poll;
 mod resume;
 mod share;
@@ -195,9 +196,10 @@ impl ReadPath {
     /// while the core stops.
     pub fn fetch<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, f: Fetch, sink: Box<dyn ReadSink>, may_wait: bool) {
         let Fetch { offset, max_bytes, max_wait_ns } = f;
+        let released = sink.release_flag().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
         let mode = ReadMode::Fetch { offset, max_bytes, max_wait_ns, parked_ns: 0, sink };
         let at_end = cx.partitions.get(&pid).is_some_and(|p| p.visible_end == offset);
-        if at_end && max_wait_ns > 0 && may_wait && self.parked.may_park() {
+        if at_end && max_wait_ns > 0 && may_wait && !released && self.parked.may_park() {
             self.parked.park(pid, offset, mode, cx.io.now_ns(), max_wait_ns);
         } else {
             self.start(cx, pid, mode, offset);
@@ -214,54 +216,6 @@ impl ReadPath {
     pub fn offset_for_index<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, seek: IndexSeek, reply: Reply<Option<u64>>) {
         let IndexSeek { name, value, strict } = seek;
         self.start(cx, pid, ReadMode::Index { name, value, strict, reply }, 0);
-    }
-
-    // ---- long polls ----
-
-    /// Answers every poll parked on `pid` by reading now: its partition
-    /// grew, or was removed (the read fails with `UnknownPartition`).
-    pub fn unpark<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid) {
-        if !self.parked.has(pid) {
-            return;
-        }
-        let now_ns = cx.io.now_ns();
-        for w in self.parked.take(pid) {
-            let offset = w.offset;
-            self.start(cx, pid, w.into_read(now_ns), offset);
-        }
-    }
-
-    /// Whether polls wait on `pid` (its growth must wake them).
-    pub fn parked_on(&self, pid: Pid) -> bool {
-        self.parked.has(pid)
-    }
-
-    /// Answers the polls whose wait is over (all of them when `stopping`)
-    /// with what their partition holds now: nothing new.
-    pub fn expire<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, stopping: bool) {
-        let now_ns = cx.io.now_ns();
-        self.expire_windows(now_ns, stopping);
-        for (pid, w) in self.parked.take_due(now_ns, stopping) {
-            let offset = w.offset;
-            self.start(cx, pid, w.into_read(now_ns), offset);
-        }
-    }
-
-    /// Answers every poll now and parks no more: a stopping server must
-    /// not wait out their waits before it can stop.
-    pub fn close_parking<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>) {
-        self.parked.close();
-        self.expire(cx, true);
-        // Nor wait for reply budget, which only the stopping server's
-        // connections can return.
-        for (pid, _, mode) in self.budget_waits.close() {
-            self.answer(pid, mode, Err(StromError::ShuttingDown), empty(), 0, (0, 0));
-        }
-    }
-
-    /// Nanoseconds until the earliest parked poll's deadline.
-    pub fn due_in_ns(&self, now_ns: u64) -> Option<u64> {
-        self.parked.due_in_ns(now_ns)
     }
 
     // ---- the cursor's life ----
@@ -315,6 +269,12 @@ impl ReadPath {
             let gone = matches!(&mode, ReadMode::Fetch { sink, .. } if sink.asker_gone());
             if self.budget_waits.closed() || gone {
                 return self.answer(pid, mode, Err(StromError::ShuttingDown), empty(), 0, (end, start));
+            }
+            // Released by its asker: answered now, with nothing, rather
+            // than wait for room its own request may be holding.
+            if matches!(&mode, ReadMode::Fetch { sink, .. } if sink.release_flag().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed)))
+            {
+                return self.answer(pid, mode, Ok(()), empty(), offset, (end, start));
             }
             return self.budget_waits.push(pid, offset, mode);
         }

@@ -1,6 +1,8 @@
 //! Long polls parked at the end of their partition, waiting for new data
 //! or their deadline, whichever comes first.
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::partition::Pid;
 
@@ -38,6 +40,11 @@ pub(crate) struct ParkedPolls {
     next_deadline_ns: u64,
     /// Set when the server stops: no more long polls wait.
     closed: bool,
+    /// The release flags of parked polls that have one, by partition
+    /// ([`super::sink::ReadSink::release_flag`]): looked at every tick,
+    /// forgotten once set (an asker sets its flag when its request is
+    /// answered, so none stays here longer than its request).
+    releasable: Vec<(Pid, Arc<AtomicBool>)>,
 }
 
 impl ParkedPolls {
@@ -51,6 +58,11 @@ impl ParkedPolls {
     }
 
     pub fn park(&mut self, pid: Pid, offset: u64, mode: ReadMode, now_ns: u64, wait_ns: u64) {
+        if let ReadMode::Fetch { sink, .. } = &mode
+            && let Some(flag) = sink.release_flag()
+        {
+            self.releasable.push((pid, flag.clone()));
+        }
         let deadline_ns = now_ns.saturating_add(wait_ns);
         self.next_deadline_ns = self.next_deadline_ns.min(deadline_ns);
         self.by_pid.entry(pid).or_default().push(Parked { offset, parked_at_ns: now_ns, deadline_ns, mode });
@@ -79,8 +91,48 @@ impl ParkedPolls {
         (self.count > 0).then(|| self.next_deadline_ns.saturating_sub(now_ns))
     }
 
-    /// The polls whose wait is over at `now_ns` (all of them when `all`).
+    /// The polls whose asker released them (see `releasable`).
+    fn take_released(&mut self) -> Vec<(Pid, Parked)> {
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.releasable.len() {
+            if !self.releasable[i].1.load(Ordering::Relaxed) {
+                i += 1;
+                continue;
+            }
+            let (pid, flag) = self.releasable.swap_remove(i);
+            let Some(waits) = self.by_pid.get_mut(&pid) else { continue };
+            let mut j = 0;
+            while j < waits.len() {
+                let mine =
+                    matches!(&waits[j].mode, ReadMode::Fetch { sink, .. } if sink.release_flag().is_some_and(|f| Arc::ptr_eq(f, &flag)));
+                if mine {
+                    due.push((pid, waits.swap_remove(j)));
+                } else {
+                    j += 1;
+                }
+            }
+            if waits.is_empty() {
+                self.by_pid.remove(&pid);
+            }
+        }
+        self.count -= due.len();
+        due
+    }
+
+    /// The polls whose wait is over at `now_ns` (all of them when `all`),
+    /// or whose asker released them.
     pub fn take_due(&mut self, now_ns: u64, all: bool) -> Vec<(Pid, Parked)> {
+        let mut released = if self.releasable.is_empty() { Vec::new() } else { self.take_released() };
+        let mut due = self.take_expired(now_ns, all);
+        if due.is_empty() {
+            return released;
+        }
+        due.append(&mut released);
+        due
+    }
+
+    fn take_expired(&mut self, now_ns: u64, all: bool) -> Vec<(Pid, Parked)> {
         let all = all || self.closed;
         if self.count == 0 || (now_ns < self.next_deadline_ns && !all) {
             return Vec::new();
@@ -142,6 +194,20 @@ impl BudgetWaits {
     /// tried without room, which were ahead of them.
     pub fn untried(&mut self, mut untried: VecDeque<(Pid, u64, ReadMode)>) {
         self.waits.append(&mut untried);
+    }
+
+    /// The waiting fetches whose asker released them
+    /// ([`super::sink::ReadSink::release_flag`]): they answer now with
+    /// nothing rather than wait for room their own request may hold.
+    pub fn take_released(&mut self) -> Vec<(Pid, u64, ReadMode)> {
+        if self.waits.is_empty() {
+            return Vec::new();
+        }
+        let (released, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.waits).into_iter().partition(
+            |(_, _, mode)| matches!(mode, ReadMode::Fetch { sink, .. } if sink.release_flag().is_some_and(|f| f.load(Ordering::Relaxed))),
+        );
+        self.waits = kept;
+        released.into()
     }
 
     /// Waits no more: every waiting fetch is handed back to be refused.

@@ -106,6 +106,12 @@ pub trait ReadSink: Send {
     fn asker_gone(&self) -> bool {
         false
     }
+    /// Set when the asker wants the answer now, whatever it holds: a long
+    /// poll that is one of several partitions of one request (a Kafka
+    /// Fetch) stops waiting once another of them answered with enough.
+    fn release_flag(&self) -> Option<&Arc<AtomicBool>> {
+        None
+    }
 }
 
 /// A sink answered once, through a reply closure: the embedded API,
@@ -117,11 +123,13 @@ pub struct OnceSink {
     claim: Option<BudgetClaim>,
     /// Set by the asker's core when the asker goes away.
     gone: Option<Arc<AtomicBool>>,
+    /// Set by the asker when waiting is over ([`ReadSink::release_flag`]).
+    released: Option<Arc<AtomicBool>>,
 }
 
 impl OnceSink {
     pub fn new(headroom_bytes: usize, registered_ok: bool, reply: Reply<ReadResult>) -> OnceSink {
-        OnceSink { headroom_bytes, registered_ok, reply: Some(reply), claim: None, gone: None }
+        OnceSink { headroom_bytes, registered_ok, reply: Some(reply), claim: None, gone: None, released: None }
     }
 
     /// The same, answered under `budget` (the asker's core's), for an
@@ -129,6 +137,12 @@ impl OnceSink {
     pub fn budgeted(mut self, budget: Option<Arc<ReplyBudget>>, gone: Option<Arc<AtomicBool>>) -> OnceSink {
         self.claim = budget.map(|budget| BudgetClaim { budget, reserved_bytes: 0, waiting: false });
         self.gone = gone;
+        self
+    }
+
+    /// The same, parked only until `released` is set.
+    pub fn releasable(mut self, released: Option<Arc<AtomicBool>>) -> OnceSink {
+        self.released = released;
         self
     }
 }
@@ -161,6 +175,10 @@ impl ReadSink for OnceSink {
 
     fn asker_gone(&self) -> bool {
         self.gone.as_ref().is_some_and(|g| g.load(Ordering::Relaxed))
+    }
+
+    fn release_flag(&self) -> Option<&Arc<AtomicBool>> {
+        self.released.as_ref()
     }
 }
 

@@ -17,6 +17,15 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// repeat it.
     type Ctx: Clone + Send + 'static;
 
+    /// Whether a connection's requests are taken one at a time, the next
+    /// read only once the last is answered: for a protocol whose clients
+    /// expect replies in request order (Kafka's) when answers may
+    /// complete out of order (a long poll behind a produce). The native
+    /// protocol matches replies by request id and pipelines.
+    fn one_at_a_time(&self) -> bool {
+        false
+    }
+
     /// Bytes a Fetch's answer reserves before its batches: the reply's
     /// header and fields, written there in place ([`Codec::encode`]), so
     /// the batches are never copied again.
@@ -31,10 +40,11 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// framing is lost: the connection gets it and is closed.
     fn frame_len(&self, buf: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, ConnError>;
 
-    /// Decodes one whole frame, as [`Codec::frame_len`] delimited it. One
-    /// that does not decode is answered with the returned bytes: an error
-    /// reply frame the codec encoded.
-    fn decode<'a>(&self, frame: &'a [u8]) -> Result<(Self::Ctx, Command<'a>), Vec<u8>>;
+    /// Decodes one whole frame, as [`Codec::frame_len`] delimited it, and
+    /// hands its command to `run` (borrowed from what the codec decoded,
+    /// which lives only for the call). One that does not decode is
+    /// answered with the refusal the codec encoded.
+    fn decode(&self, frame: &[u8], run: &mut dyn FnMut(Self::Ctx, Command<'_>)) -> Result<(), Refusal>;
 
     /// The reply frame to a request. A [`Answer::Fetched`]'s header goes
     /// into its headroom, so its buffer (registered or not) is the frame.
@@ -48,6 +58,16 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// The last frame of a connection the server ends (no request is being
     /// answered).
     fn encode_conn_error(&self, e: &ConnError) -> Vec<u8>;
+}
+
+/// A frame that did not decode: the reply it gets, and whether the
+/// connection ends after it (a protocol whose requests cannot be answered
+/// with an error once their header is not understood, as Kafka's, closes;
+/// the close is logged with the reason).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub reply: Vec<u8>,
+    pub close: Option<ConnError>,
 }
 
 /// Why the server ends a connection.

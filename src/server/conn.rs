@@ -34,6 +34,8 @@ pub(super) enum State {
 
 pub(super) struct Conn {
     pub sock: FileId,
+    /// The index of the protocol it speaks, in the task's codecs.
+    pub codec: u8,
     pub generation: u32,
     pub state: State,
     /// Received bytes not yet decoded; no capacity while idle.
@@ -87,6 +89,7 @@ impl Conn {
     pub fn new(sock: FileId, generation: u32, counted: bool, now_ns: u64) -> Conn {
         Conn {
             sock,
+            codec: 0,
             generation,
             state: State::Open,
             rbuf: Vec::new(),
@@ -123,6 +126,8 @@ impl Conn {
 
 pub(super) struct Listener {
     pub file: FileId,
+    /// The index of the protocol its connections speak, in the task's codecs.
+    pub codec: u8,
     pub accepting: bool,
     pub paused_until_ns: u64,
     pub closed: bool,
@@ -176,12 +181,19 @@ impl<C: Codec> NetCore<C> {
 
     /// Queues the codec's error frame and closes the connection once it is sent.
     pub(super) fn fail_conn(&mut self, slot: usize, e: ConnError) {
-        let frame = self.codec.encode_conn_error(&e);
+        let frame = self.codec_of(slot).encode_conn_error(&e);
+        self.fail_conn_with(slot, frame);
+    }
+
+    /// Queues `frame` (if any) and closes the connection once it is sent.
+    pub(super) fn fail_conn_with(&mut self, slot: usize, frame: Vec<u8>) {
         let c = &mut self.conns[slot];
-        c.reply_bytes += frame.len();
-        c.queued_pos += frame.len() as u64;
-        self.held_bytes += frame.len();
-        c.sendq.push_back(ReplyBuf::Heap(frame));
+        if !frame.is_empty() {
+            c.reply_bytes += frame.len();
+            c.queued_pos += frame.len() as u64;
+            self.held_bytes += frame.len();
+            c.sendq.push_back(ReplyBuf::Heap(frame));
+        }
         c.state = State::Closing;
         c.last_active_ns = c.last_active_ns.max(1);
     }

@@ -114,13 +114,13 @@ pub(super) fn raise_open_files_limit(connections_max: usize) {
 impl<C: Codec> NetCore<C> {
     /// Takes the sockets handed over at start into the ring (first tick).
     pub(super) fn adopt_listeners<I: Io>(&mut self, core: &mut TaskCore<'_, I>) {
-        for sock in self.unadopted.drain(..) {
+        for (sock, codec) in self.unadopted.drain(..) {
             let adopted = match sock {
                 ListenSock::Os(fd) => core.adopt_socket(fd),
                 ListenSock::InRing(file) => Ok(file),
             };
             match adopted {
-                Ok(file) => self.listeners.push(Listener { file, accepting: false, paused_until_ns: 0, closed: false }),
+                Ok(file) => self.listeners.push(Listener { file, codec, accepting: false, paused_until_ns: 0, closed: false }),
                 Err(e) => tracing::error!(core = self.core_id, %e, "could not adopt a listener"),
             }
         }
@@ -148,6 +148,7 @@ impl<C: Codec> NetCore<C> {
         now_ns: u64,
     ) {
         let l = &mut self.listeners[index];
+        let codec = l.codec;
         // The multishot accept stays armed until a completion says otherwise.
         l.accepting = more;
         let sock = match result {
@@ -170,6 +171,7 @@ impl<C: Codec> NetCore<C> {
         }
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = self.conns.insert(Conn::new(sock, self.next_generation & OWNER_MASK, counted, now_ns));
+        self.conns[slot].codec = codec;
         if counted {
             self.metrics.accepted += 1;
         } else {

@@ -39,7 +39,7 @@ pub use config::ServerConfig;
 pub use native::server_info;
 
 mod budget;
-mod codec;
+pub(crate) mod codec;
 pub mod config;
 mod conn;
 mod control;
@@ -141,11 +141,11 @@ impl Server {
             let parts = TaskParts {
                 inbox,
                 control,
-                listeners: listeners.into_iter().map(|l| ListenSock::Os(l.into())).collect(),
+                listeners: listeners.into_iter().map(|l| (ListenSock::Os(l.into()), 0)).collect(),
                 broker: dispatcher,
                 budget,
             };
-            engine.attach(core_id, Box::new(NetCore::new(core_id, codec, shared.clone(), parts)))?;
+            engine.attach(core_id, Box::new(NetCore::new(core_id, vec![codec], shared.clone(), parts)))?;
         }
         Ok(Server { engine: Some(Box::new(engine)), local_addr: bound.local_addr, core_addrs: bound.core_addrs, admin, shared })
     }

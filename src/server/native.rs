@@ -2,7 +2,7 @@
 //! [`crate::proto`] mapped onto broker commands and replies.
 use std::time::Duration;
 
-use super::codec::{Codec, ConnError, ConnErrorKind};
+use super::codec::{Codec, ConnError, ConnErrorKind, Refusal};
 use crate::broker::{Answer, Batches, BrokerError, Command, Limits, OffsetQuery, ReplyBuf, StreamStart};
 use crate::core::query::{QueryRef, QuerySpec};
 use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, SubscribeStart, TopicMetadata};
@@ -39,14 +39,17 @@ impl Codec for NativeCodec {
         })
     }
 
-    fn decode<'a>(&self, frame: &'a [u8]) -> Result<(NativeCtx, Command<'a>), Vec<u8>> {
+    fn decode(&self, frame: &[u8], run: &mut dyn FnMut(NativeCtx, Command<'_>)) -> Result<(), Refusal> {
         match proto::decode_request(frame) {
-            Ok((h, req)) => Ok((NativeCtx { api: req.api(), request_id: h.request_id }, command(req))),
+            Ok((h, req)) => {
+                run(NativeCtx { api: req.api(), request_id: h.request_id }, command(req));
+                Ok(())
+            }
             Err((h, e)) => {
                 let (api, id) = h.map_or((0, 0), |h| (h.api, h.request_id));
                 let mut out = Vec::new();
                 proto::encode_error(&mut out, api, id, e.code(), &e.to_string());
-                Err(out)
+                Err(Refusal { reply: out, close: None })
             }
         }
     }
@@ -61,6 +64,14 @@ impl Codec for NativeCodec {
                 proto::put_fetch_reply_front(f.bytes.as_mut_slice(), ctx.request_id, f.high_watermark, f.start_offset, f.next_offset);
                 return f.bytes;
             }
+            // The native protocol sends neither command (decode never makes them).
+            Ok(Answer::Many(_) | Answer::Protocol(_)) => proto::encode_error(
+                &mut out,
+                ctx.api as u16,
+                ctx.request_id,
+                ErrorCode::Internal,
+                "an answer the native protocol has no reply for",
+            ),
             Ok(answer) => proto::encode_response(&mut out, ctx.api, ctx.request_id, &response(answer)),
             Err(e) => {
                 let (code, message) = error(e);
@@ -97,7 +108,7 @@ impl Codec for NativeCodec {
 
 fn command(req: Request<'_>) -> Command<'_> {
     match req {
-        Request::Produce { topic, partition, batches } => Command::Produce { topic, partition, batches: split(batches) },
+        Request::Produce { topic, partition, batches } => Command::Produce { topic, partition, batches: Batches::split(batches) },
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             Command::Fetch { topic, partition, offset, max_bytes: max_bytes as usize, max_wait: Duration::from_millis(max_wait_ms as u64) }
         }
@@ -147,19 +158,6 @@ fn query_ref(end: proto::QueryEnd<'_>) -> QueryRef {
     }
 }
 
-/// A Produce body's batches, split by their `batchLength` (validated later,
-/// by the broker).
-fn split(body: &[u8]) -> Batches<'_> {
-    let mut batches = Batches::default();
-    for b in proto::split_batches(body) {
-        match b {
-            Ok(b) => batches.whole.push(b),
-            Err(e) => batches.split_error = Some(e.to_string()),
-        }
-    }
-    batches
-}
-
 fn response(answer: Answer) -> Response<'static> {
     match answer {
         Answer::Produced(a) => Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset },
@@ -183,6 +181,7 @@ fn response(answer: Answer) -> Response<'static> {
         Answer::Queried(bounds) => Response::Query(bounds),
         Answer::Cancelled => Response::Cancel,
         Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
+        Answer::Many(_) | Answer::Protocol(_) => unreachable!("answered as an error by encode"),
     }
 }
 

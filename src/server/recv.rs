@@ -129,7 +129,9 @@ impl<C: Codec> NetCore<C> {
 
     /// True when the connection may parse what it holds now.
     pub(super) fn may_parse<I: Io>(&self, core: &TaskCore<'_, I>, slot: usize) -> bool {
-        self.conns[slot].state == State::Open && self.under_conn_limits(slot) && !self.blocked(core)
+        let c = &self.conns[slot];
+        let turn = c.inflight == 0 || !self.codec_of(slot).one_at_a_time();
+        c.state == State::Open && turn && self.under_conn_limits(slot) && !self.blocked(core)
     }
 
     /// Dispatches every whole frame in the connection's buffer that its
@@ -139,7 +141,7 @@ impl<C: Codec> NetCore<C> {
         let mut pos = 0;
         let frame_max = self.shared.cfg.frame_bytes_max;
         while self.may_parse(core, slot) {
-            match self.codec.frame_len(&rbuf[pos..], frame_max) {
+            match self.codec_of(slot).frame_len(&rbuf[pos..], frame_max) {
                 Ok(None) => break,
                 Ok(Some(total)) if rbuf.len() - pos < total => {
                     if pos > 0 {

@@ -104,14 +104,25 @@ impl<C: Codec> Replier<C> {
         let received_ns = self.ticket.received_ns;
         let budget_bytes = match &reply {
             Ok(Answer::Fetched(f)) => f.budget_bytes,
+            // A Many's reply holds its Fetches' room.
+            Ok(Answer::Many(all)) => all.iter().map(|r| if let Ok(Answer::Fetched(f)) = r { f.budget_bytes } else { 0 }).sum(),
             _ => 0,
         };
         let trace = match &reply {
             Ok(Answer::Produced(a)) => Some(ReplyTrace::Produce(StageTrace { received_ns, ..a.trace })),
             Ok(Answer::Fetched(f)) => Some(ReplyTrace::Fetch { received_ns, parked_ns: f.parked_ns }),
+            // A Many is traced as its first Produce or Fetch: the stages of
+            // one request, as the native protocol's are.
+            Ok(Answer::Many(all)) => all.iter().find_map(|r| match r {
+                Ok(Answer::Produced(a)) => Some(ReplyTrace::Produce(StageTrace { received_ns, ..a.trace })),
+                Ok(Answer::Fetched(f)) => Some(ReplyTrace::Fetch { received_ns, parked_ns: f.parked_ns }),
+                _ => None,
+            }),
             _ => None,
         };
         let frame = self.codec.encode(self.ctx, reply);
+        // Nothing is sent for an empty reply, so nothing would record it.
+        let trace = trace.filter(|_| !frame.is_empty());
         self.ticket.send(frame, trace, budget_bytes);
     }
 }

@@ -74,7 +74,10 @@ impl<C: Codec> NetCore<C> {
             Some(ReplyTrace::Fetch { received_ns, parked_ns }) => self.stages.record_fetch(received_ns, parked_ns, queued_ns),
             None => {}
         }
-        c.sendq.push_back(done.frame);
+        // A request answered with nothing (Kafka's acks=0 produce) sends nothing.
+        if !done.frame.is_empty() {
+            c.sendq.push_back(done.frame);
+        }
         self.mark(slot);
     }
 

@@ -116,8 +116,8 @@ impl SimServer {
             let budget = shared.reply_budget();
             let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom())
                 .with_reply_budget(budget.clone());
-            let parts = TaskParts { inbox, control, listeners: vec![ListenSock::InRing(listener)], broker: dispatcher, budget };
-            let task = NetCore::new(core_id, codec, shared.clone(), parts);
+            let parts = TaskParts { inbox, control, listeners: vec![(ListenSock::InRing(listener), 0)], broker: dispatcher, budget };
+            let task = NetCore::new(core_id, vec![codec], shared.clone(), parts);
             sim_cores.push(SimCore { core, ticker: Ticker { task: Some(Box::new(task)) }, mailbox });
         }
         Ok((SimServer { cores: sim_cores, net, admin, shared }, reports))

@@ -151,10 +151,10 @@ impl<C: Codec> NetCore<C> {
         match cmd {
             Command::Subscribe { topic, partition, credit_bytes, start } => {
                 if let Err(e) = self.subscribe(slot, &ctx, topic, partition, credit_bytes, start) {
-                    let frame = self.codec.encode(ctx, Err(e));
+                    let frame = self.codec_of(slot).encode(ctx, Err(e));
                     return self.queue_frame(slot, frame, 0);
                 }
-                self.advance(core, slot, self.codec.request_id(&ctx));
+                self.advance(core, slot, self.codec_of(slot).request_id(&ctx));
             }
             Command::Grant { subscription, bytes } => {
                 // A Grant is never answered: one for a subscription that
@@ -170,17 +170,17 @@ impl<C: Codec> NetCore<C> {
                 let query = self.streams.queries.get_mut(&slot).and_then(|q| q.remove(&request));
                 if let Some(flag) = query.filter(|f| Arc::strong_count(f) > 1) {
                     flag.store(true, Ordering::Relaxed);
-                    let frame = self.codec.encode(ctx, Ok(Answer::Cancelled));
+                    let frame = self.codec_of(slot).encode(ctx, Ok(Answer::Cancelled));
                     return self.queue_frame(slot, frame, 0);
                 }
                 let Some(s) = self.remove_stream(slot, request) else {
                     let e = StromError::InvalidArgument(format!("no streaming request {request} is open on this connection"));
-                    let frame = self.codec.encode(ctx, Err(e.into()));
+                    let frame = self.codec_of(slot).encode(ctx, Err(e.into()));
                     return self.queue_frame(slot, frame, 0);
                 };
-                let end = self.codec.encode_push(&s.ctx, s.offset, Err(BrokerError::Cancelled));
+                let end = self.codec_of(slot).encode_push(&s.ctx, s.offset, Err(BrokerError::Cancelled));
                 self.queue_frame(slot, end, 0);
-                let frame = self.codec.encode(ctx, Ok(Answer::Cancelled));
+                let frame = self.codec_of(slot).encode(ctx, Ok(Answer::Cancelled));
                 self.queue_frame(slot, frame, 0);
             }
             _ => unreachable!("not a streaming command"),
@@ -197,7 +197,7 @@ impl<C: Codec> NetCore<C> {
         credit_bytes: u64,
         start: StreamStart<'_>,
     ) -> Result<(), BrokerError> {
-        let request_id = self.codec.request_id(ctx);
+        let request_id = self.codec_of(slot).request_id(ctx);
         if self.stopping.is_some() {
             return Err(StromError::ShuttingDown.into());
         }
@@ -293,7 +293,7 @@ impl<C: Codec> NetCore<C> {
         let cfg = &self.shared.cfg;
         let Some(c) = self.conns.get(slot).filter(|c| c.state == State::Open) else { return };
         let has_room = c.reply_bytes + c.request_bytes < cfg.conn_buffered_bytes_max;
-        let (frame_max, wait_max, headroom) = (cfg.frame_bytes_max, cfg.fetch_wait_max, self.codec.fetch_headroom());
+        let (frame_max, wait_max, headroom) = (cfg.frame_bytes_max, cfg.fetch_wait_max, self.codec_of(slot).fetch_headroom());
         let stopping = self.stopping.is_some();
         let Some(conn) = self.streams.by_conn.get_mut(&slot) else { return };
         let Some(s) = conn.by_id.get_mut(&request_id) else { return };
@@ -321,7 +321,7 @@ impl<C: Codec> NetCore<C> {
         s.busy = true;
         let note = StreamNote { request_id, serial, event: StreamEvent::Ended };
         let conn_key = ConnKey { slot: slot as u32, generation: self.conns[slot].generation };
-        let (codec, route) = (self.codec.clone(), self.shared.reply_route(self.core_id));
+        let (codec, route) = (self.codec_of(slot).clone(), self.shared.reply_route(self.core_id));
         let respond = move |reply: Result<Answer, BrokerError>| {
             let (event, budget_bytes) = match &reply {
                 Ok(Answer::Offset(o)) => (StreamEvent::Resolved(*o), 0),
@@ -402,7 +402,7 @@ impl<C: Codec> NetCore<C> {
     /// Ends a stream that has no read out with `why`, its last push.
     fn end_stream(&mut self, slot: usize, request_id: u64, why: Result<Answer, BrokerError>) {
         if let Some(s) = self.remove_stream(slot, request_id) {
-            let frame = self.codec.encode_push(&s.ctx, s.offset, why);
+            let frame = self.codec_of(slot).encode_push(&s.ctx, s.offset, why);
             self.queue_frame(slot, frame, 0);
         }
     }

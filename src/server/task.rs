@@ -35,14 +35,17 @@ use crate::stats::{StageHistograms, StageLatency};
 /// One core's connections, listeners and their budgets, speaking `C`.
 pub(crate) struct NetCore<C: Codec> {
     pub(super) core_id: usize,
-    pub(super) codec: C,
+    /// The protocols of this core's listeners; a connection speaks its
+    /// listener's ([`Conn::codec`]).
+    pub(super) codecs: Vec<C>,
     pub(super) shared: Arc<Shared>,
     pub(super) inbox: Receiver<Done>,
     pub(super) control: Receiver<Control>,
     /// The broker's part on this core: where decoded commands go.
     pub(super) broker: Dispatcher,
-    /// Sockets handed over at start, adopted by the ring on the first tick.
-    pub(super) unadopted: Vec<ListenSock>,
+    /// Sockets handed over at start, with the index of their protocol in
+    /// `codecs`, adopted by the ring on the first tick.
+    pub(super) unadopted: Vec<(ListenSock, u8)>,
     pub(super) listeners: Vec<Listener>,
     pub(super) conns: Slab<Conn>,
     pub(super) next_generation: u32,
@@ -81,16 +84,18 @@ pub(crate) struct NetCore<C: Codec> {
 pub(crate) struct TaskParts {
     pub inbox: Receiver<Done>,
     pub control: Receiver<Control>,
-    pub listeners: Vec<ListenSock>,
+    /// Each with the index of its protocol among the task's codecs.
+    pub listeners: Vec<(ListenSock, u8)>,
     pub broker: Dispatcher,
     pub budget: Arc<ReplyBudget>,
 }
 
 impl<C: Codec> NetCore<C> {
-    pub(crate) fn new(core_id: usize, codec: C, shared: Arc<Shared>, parts: TaskParts) -> Self {
+    pub(crate) fn new(core_id: usize, codecs: Vec<C>, shared: Arc<Shared>, parts: TaskParts) -> Self {
+        assert!(!codecs.is_empty() && codecs.len() <= usize::from(u8::MAX), "a server task speaks 1 to 255 protocols");
         NetCore {
             core_id,
-            codec,
+            codecs,
             shared,
             inbox: parts.inbox,
             control: parts.control,
@@ -114,6 +119,11 @@ impl<C: Codec> NetCore<C> {
             stages: StageHistograms::new(),
             streams: Streams::default(),
         }
+    }
+
+    /// The protocol the connection in `slot` speaks.
+    pub(super) fn codec_of(&self, slot: usize) -> &C {
+        &self.codecs[usize::from(self.conns[slot].codec)]
     }
 
     fn on_completion<I: Io>(&mut self, core: &mut TaskCore<'_, I>, c: Completion, now_ns: u64) {
@@ -181,19 +191,27 @@ impl<C: Codec> NetCore<C> {
     /// replier that brings the answer back to this connection.
     pub(super) fn dispatch<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame: &[u8]) {
         self.metrics.requests += 1;
-        // Streaming requests are served by the connection code itself (`stream.rs`).
-        let mut decoded = match self.codec.decode(frame) {
-            Ok((ctx, cmd @ (Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. }))) => {
-                return self.stream_command(core, slot, ctx, cmd);
+        // A clone (a protocol's codec is small): the command it decodes is
+        // run while `self` is borrowed mutably.
+        let codec = self.codec_of(slot).clone();
+        let decoded = codec.decode(frame, &mut |ctx, cmd| self.run_decoded(core, slot, frame.len(), ctx, cmd));
+        if let Err(refusal) = decoded {
+            self.metrics.frame_errors += 1;
+            match refusal.close {
+                Some(why) => {
+                    tracing::info!(core = self.core_id, slot, kind = ?why.kind, "closing a connection: {}", why.message);
+                    self.fail_conn_with(slot, refusal.reply);
+                }
+                None => self.ticket(slot, frame.len(), 0).send(ReplyBuf::Heap(refusal.reply), None, 0),
             }
-            other => other,
-        };
-        let reserved_bytes = match &mut decoded {
-            Ok((_, cmd)) => self.bound(cmd),
-            Err(_) => 0,
-        };
+        }
+    }
+
+    /// Charges the connection in `slot` for a request of `frame_bytes`
+    /// whose reply may take `reserved_bytes`, and returns its ticket.
+    fn ticket(&mut self, slot: usize, frame_bytes: usize, reserved_bytes: usize) -> Ticket {
         let c = &mut self.conns[slot];
-        let held_bytes = frame.len() + reserved_bytes;
+        let held_bytes = frame_bytes + reserved_bytes;
         let ticket = Ticket {
             route: self.shared.reply_route(self.core_id),
             conn: ConnKey { slot: slot as u32, generation: c.generation },
@@ -203,15 +221,19 @@ impl<C: Codec> NetCore<C> {
         };
         c.inflight += 1;
         c.request_bytes += held_bytes;
-        self.held_bytes += frame.len();
-        let (ctx, cmd) = match decoded {
-            Ok(d) => d,
-            Err(refusal) => {
-                self.metrics.frame_errors += 1;
-                return ticket.send(ReplyBuf::Heap(refusal), None, 0);
-            }
-        };
-        let replier = Replier { codec: self.codec.clone(), ctx, ticket };
+        self.held_bytes += frame_bytes;
+        ticket
+    }
+
+    /// Runs the command a frame of `frame_bytes` decoded into.
+    fn run_decoded<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame_bytes: usize, ctx: C::Ctx, mut cmd: Command<'_>) {
+        // Streaming requests are served by the connection code itself (`stream.rs`).
+        if matches!(cmd, Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. }) {
+            return self.stream_command(core, slot, ctx, cmd);
+        }
+        let reserved_bytes = self.bound(slot, &mut cmd);
+        let ticket = self.ticket(slot, frame_bytes, reserved_bytes);
+        let replier = Replier { codec: self.codec_of(slot).clone(), ctx, ticket };
         if self.stopping.is_some() {
             // Read and refused with a typed, retriable error: better for a
             // pipelining client than a reset over unread bytes.
@@ -220,7 +242,7 @@ impl<C: Codec> NetCore<C> {
         // A Fetch's sink learns when its connection goes; a range query
         // that may wait, when it goes or a Cancel names it.
         let asker_gone = if matches!(cmd, crate::broker::Command::Query { .. }) {
-            Some(self.query_flag(slot, self.codec.request_id(&replier.ctx)))
+            Some(self.query_flag(slot, self.codec_of(slot).request_id(&replier.ctx)))
         } else {
             (reserved_bytes > 0).then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone())
         };
@@ -256,9 +278,19 @@ impl<C: Codec> NetCore<C> {
     /// server hold is then bounded before the replies exist. The core
     /// counts only bytes that exist, so parked long polls do not stop it
     /// reading producers.
-    fn bound(&self, cmd: &mut Command<'_>) -> usize {
+    fn bound(&self, slot: usize, cmd: &mut Command<'_>) -> usize {
+        match cmd {
+            Command::Fetch { .. } => self.bound_fetch(cmd, self.codec_of(slot).fetch_headroom()),
+            // A Many's Fetches are built without headroom: their codec
+            // writes one reply around all of them, whose own bytes come
+            // from its request (names, numbers) and are not counted here.
+            Command::Many { commands, .. } => commands.iter_mut().map(|c| self.bound_fetch(c, 0)).sum(),
+            _ => 0,
+        }
+    }
+
+    fn bound_fetch(&self, cmd: &mut Command<'_>, headroom: usize) -> usize {
         let Command::Fetch { max_bytes, max_wait, .. } = cmd else { return 0 };
-        let headroom = self.codec.fetch_headroom();
         // At least 1, and small enough that the reply (header and fields
         // included) fits a frame. A reply holds at most this, or one batch
         // if the first batch alone is larger.

@@ -24,6 +24,7 @@ pub mod error;
 pub mod failpoint;
 pub mod inspect;
 pub mod io;
+pub(crate) mod kafka;
 pub mod log;
 pub mod metrics;
 pub mod partition;

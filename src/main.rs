@@ -84,6 +84,12 @@ struct ServeArgs {
     /// Address to accept connections on; port 0 picks a free one.
     #[arg(long, default_value_t = ServerConfig::default().listen)]
     listen: SocketAddr,
+    /// Also speak Kafka's protocol on this address (docs/KAFKA.md); port 0 picks a free one.
+    #[arg(long)]
+    kafka_listen: Option<SocketAddr>,
+    /// The host:port Kafka clients are told to connect to (default: the Kafka listener's address).
+    #[arg(long, requires = "kafka_listen")]
+    kafka_advertise: Option<String>,
     /// Core threads (default: all online CPUs); a new data directory gets one log per core.
     #[arg(long)]
     cores: Option<usize>,
@@ -231,6 +237,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     let server_cfg = ServerConfig {
         listen: args.listen,
+        kafka_listen: args.kafka_listen,
+        kafka_advertise: args.kafka_advertise.clone(),
         frame_bytes_max: args.frame_bytes_max,
         connections_max: args.connections_max,
         inflight_per_conn_max: args.inflight_per_conn_max,
@@ -254,6 +262,9 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let registration = server.engine().registration();
     // The registration is told only when it was cut short: it then costs something.
     let cut = if registration.is_cut() { format!("; {registration}") } else { String::new() };
+    if let Some(addr) = server.kafka_addr() {
+        eprintln!("strom: kafka listener on {addr}");
+    }
     eprintln!("strom: serving on {}, data dir {}{cut}", server.local_addr(), args.data_dir.display());
     let waited = loop {
         match signals.wait() {

@@ -212,6 +212,10 @@ impl Dispatcher {
     /// answers are copied into one reply, possibly off this core), and
     /// released together once the answers hold `release_at_bytes`.
     fn many(&mut self, host: &mut impl Host, commands: Vec<Command<'_>>, release_at_bytes: Option<usize>, reply: Responder) {
+        if commands.is_empty() {
+            // Nothing to gather (a request its codec answers alone).
+            return reply(Ok(Answer::Many(Vec::new())));
+        }
         let mut fetch_cores: Vec<usize> = Vec::new();
         for c in &commands {
             if let Command::Fetch { topic, partition, .. } = c

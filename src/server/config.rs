@@ -10,6 +10,12 @@ use crate::proto;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Also speak Kafka's protocol on this address (docs/KAFKA.md), every
+    /// core listening on it as on `listen`.
+    pub kafka_listen: Option<SocketAddr>,
+    /// The `host:port` Kafka clients are told to connect to (Metadata,
+    /// FindCoordinator); None: the Kafka listener's own address.
+    pub kafka_advertise: Option<String>,
     /// Largest frame `length` accepted (the bytes after the 4-byte length
     /// prefix). A longer one is refused before any of its body is read or
     /// allocated, and the connection is closed (framing is lost).
@@ -57,6 +63,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:7070".parse().expect("literal address"),
+            kafka_listen: None,
+            kafka_advertise: None,
             frame_bytes_max: proto::FRAME_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             inflight_per_conn_max: 256,

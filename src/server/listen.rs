@@ -67,6 +67,23 @@ pub(super) fn bind(addr: SocketAddr, cores: usize, direct_ports: bool) -> Result
     Ok(Bound { per_core, local_addr, core_addrs })
 }
 
+/// One SO_REUSEPORT listener per core on `addr` (a second protocol's),
+/// and the address they share (port 0 resolved).
+pub(super) fn bind_shared(addr: SocketAddr, cores: usize) -> Result<(Vec<Socket>, SocketAddr)> {
+    if addr.port() != 0 {
+        // As in `bind`: an address in use is refused, loudly.
+        drop(bound_socket(addr, false)?);
+    }
+    let mut out = Vec::with_capacity(cores);
+    let mut local_addr = addr;
+    for _ in 0..cores {
+        let l = listen(local_addr, true)?;
+        local_addr = l.local_addr().ok().and_then(|a| a.as_socket()).unwrap_or(local_addr);
+        out.push(l);
+    }
+    Ok((out, local_addr))
+}
+
 /// A listening TCP socket; `shared` ones use SO_REUSEPORT so that every
 /// core can listen on the same address.
 fn listen(addr: SocketAddr, shared: bool) -> Result<Socket> {

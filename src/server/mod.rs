@@ -46,6 +46,7 @@ mod control;
 mod listen;
 mod metrics;
 mod native;
+mod protocols;
 mod recv;
 mod reply;
 mod send;
@@ -59,6 +60,7 @@ use codec::Codec;
 use control::Control;
 use listen::ListenSock;
 use native::NativeCodec;
+use protocols::AnyCodec;
 use reply::{Done, ReplyRoute};
 use task::{NetCore, TaskParts};
 
@@ -107,6 +109,8 @@ pub struct Server {
     /// Boxed: a `Server` stays small to move (callers keep it in enums).
     engine: Option<Box<Engine>>,
     local_addr: SocketAddr,
+    /// The Kafka listener's address, when there is one.
+    kafka_addr: Option<SocketAddr>,
     core_addrs: Vec<String>,
     admin: Arc<Admin>,
     shared: Arc<Shared>,
@@ -125,6 +129,7 @@ impl Server {
         // Bound before the engine opens: an address in use must refuse the
         // start before the data directory is created or written.
         let bound = listen::bind(cfg.listen, cores, cfg.direct_ports)?;
+        let kafka_bound = cfg.kafka_listen.map(|addr| listen::bind_shared(addr, cores)).transpose()?;
         let engine = Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?;
         let broker = engine.broker().clone();
         let admin = Admin::start(broker.clone(), engine.dir())?;
@@ -132,26 +137,39 @@ impl Server {
         let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
         let shared = Arc::new(Shared { cfg, broker: broker.clone(), inboxes, connections: AtomicUsize::new(0), controls });
         let core_addrs: Arc<[String]> = bound.core_addrs.clone().into();
+        let mut codecs = vec![AnyCodec::Native(NativeCodec)];
+        let (mut kafka_socks, kafka_addr) = match kafka_bound {
+            Some((socks, addr)) => {
+                let advertised = shared.cfg.kafka_advertise.clone().unwrap_or_else(|| addr.to_string());
+                let (host, port) = crate::kafka::split_host_port(&advertised)?;
+                codecs.push(AnyCodec::Kafka(crate::kafka::KafkaCodec { shared: crate::kafka::KafkaShared::new(host, port) }));
+                (socks.into_iter().map(Some).collect(), Some(addr))
+            }
+            None => (Vec::new(), None),
+        };
         let per_core = inbox_rxs.into_iter().zip(control_rxs).zip(bound.per_core);
         for (core_id, ((inbox, control), listeners)) in per_core.enumerate() {
-            let codec = NativeCodec;
             let budget = shared.reply_budget();
-            let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), codec.fetch_headroom())
-                .with_reply_budget(budget.clone());
-            let parts = TaskParts {
-                inbox,
-                control,
-                listeners: listeners.into_iter().map(|l| (ListenSock::Os(l.into()), 0)).collect(),
-                broker: dispatcher,
-                budget,
-            };
-            engine.attach(core_id, Box::new(NetCore::new(core_id, vec![codec], shared.clone(), parts)))?;
+            let headroom = NativeCodec.fetch_headroom();
+            let dispatcher =
+                Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), headroom).with_reply_budget(budget.clone());
+            let mut listeners: Vec<(ListenSock, u8)> = listeners.into_iter().map(|l| (ListenSock::Os(l.into()), 0)).collect();
+            if let Some(sock) = kafka_socks.get_mut(core_id).and_then(Option::take) {
+                listeners.push((ListenSock::Os(sock.into()), 1));
+            }
+            let parts = TaskParts { inbox, control, listeners, broker: dispatcher, budget };
+            engine.attach(core_id, Box::new(NetCore::new(core_id, codecs.clone(), shared.clone(), parts)))?;
         }
-        Ok(Server { engine: Some(Box::new(engine)), local_addr: bound.local_addr, core_addrs: bound.core_addrs, admin, shared })
+        Ok(Server { engine: Some(Box::new(engine)), local_addr: bound.local_addr, kafka_addr, core_addrs: bound.core_addrs, admin, shared })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The Kafka listener's address (`kafka_listen`, port 0 resolved).
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka_addr
     }
 
     /// Each core's own address (empty strings when direct ports are off).

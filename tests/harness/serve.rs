@@ -32,6 +32,8 @@ pub const STATS_CONNECTIONS: u64 = 1;
 pub const STATS_HELD_BYTES: u64 = (strom::proto::LEN_BYTES + strom::proto::HEADER_BYTES) as u64;
 
 const SERVING: &str = "strom: serving on ";
+/// What the server prints before [`SERVING`] when it has a Kafka listener.
+const KAFKA_LISTENER: &str = "strom: kafka listener on ";
 
 /// How to start a `strom serve`; see [`Serve::on`].
 #[derive(Clone)]
@@ -43,9 +45,23 @@ pub struct ServeCmd {
     envs: Vec<(String, String)>,
     cgroup_procs: Vec<PathBuf>,
     failpoint: Option<String>,
+    /// `--kafka-listen 127.0.0.1:PORT` when set.
+    kafka_port: Option<u16>,
 }
 
 impl ServeCmd {
+    /// A Kafka listener on 127.0.0.1, any free port ([`Serve::kafka_addr`]).
+    pub fn kafka(self) -> ServeCmd {
+        self.kafka_port(0)
+    }
+
+    /// A Kafka listener on 127.0.0.1:`port` (a restart keeps the clients'
+    /// address).
+    pub fn kafka_port(mut self, port: u16) -> ServeCmd {
+        self.kafka_port = Some(port);
+        self
+    }
+
     /// `--cores N` (default 2, the cores of the development and CI machines).
     pub fn cores(mut self, n: usize) -> ServeCmd {
         self.cores = n;
@@ -90,6 +106,10 @@ impl ServeCmd {
         let bin = env!("CARGO_BIN_EXE_strom");
         let (dir, listen, cores) = (self.dir.to_str().unwrap(), format!("127.0.0.1:{}", self.port), self.cores.to_string());
         let mut args: Vec<&str> = vec!["serve", "--data-dir", dir, "--listen", &listen, "--cores", &cores];
+        let kafka = self.kafka_port.map(|p| format!("127.0.0.1:{p}"));
+        if let Some(k) = &kafka {
+            args.extend(["--kafka-listen", k.as_str()]);
+        }
         args.extend(self.args.iter().map(String::as_str));
         let mut cmd = if self.cgroup_procs.is_empty() {
             let mut c = Command::new(bin);
@@ -164,6 +184,7 @@ impl Serve {
             envs: Vec::new(),
             cgroup_procs: Vec::new(),
             failpoint: None,
+            kafka_port: None,
         }
     }
 
@@ -186,6 +207,16 @@ impl Serve {
         let mut c = Client::connect_timeout(self.addr, Duration::from_secs(10)).unwrap();
         c.set_timeout(Some(Duration::from_secs(30))).unwrap();
         c
+    }
+
+    /// The Kafka listener's address, from the line the server prints
+    /// before it serves (see [`ServeCmd::kafka`]).
+    pub fn kafka_addr(&self) -> SocketAddr {
+        let lines = self.stderr();
+        let line = lines.iter().find_map(|l| l.strip_prefix(KAFKA_LISTENER));
+        let line = line.unwrap_or_else(|| panic!("no \"{KAFKA_LISTENER}ADDR\" line; stderr:\n{}", lines.join("\n")));
+        let addr = line.split([' ', ',']).next().unwrap();
+        addr.parse().unwrap_or_else(|e| panic!("bad address in {KAFKA_LISTENER}{line}: {e}"))
     }
 
     /// What the server printed so far.

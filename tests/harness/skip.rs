@@ -35,7 +35,13 @@ pub enum Need {
     Tools(&'static [&'static str], &'static str),
     /// A tmpfs at /dev/shm, to show that one is refused as a data directory.
     Tmpfs,
+    /// The Python virtual environment .ci/run makes at [`KAFKA_VENV_PYTHON`],
+    /// with kafka-python and confluent-kafka.
+    KafkaVenv,
 }
+
+/// The Python of the Kafka clients' virtual environment (see .ci/run).
+pub const KAFKA_VENV_PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/kafka-venv/bin/python");
 
 impl Need {
     /// Why this need cannot be met here, if it cannot.
@@ -55,6 +61,11 @@ impl Need {
                 .map(|t| format!("needs {t} (package {package})")),
             Need::Tmpfs => (strom::platform::fs_type_name(std::path::Path::new("/dev/shm")).ok().as_deref() != Some("tmpfs"))
                 .then(|| "needs a tmpfs at /dev/shm".to_string()),
+            Need::KafkaVenv => {
+                let probe = std::process::Command::new(KAFKA_VENV_PYTHON).args(["-c", "import kafka, confluent_kafka"]).output();
+                (!probe.is_ok_and(|o| o.status.success()))
+                    .then(|| "needs target/kafka-venv with kafka-python and confluent-kafka (.ci/run installs them)".to_string())
+            }
         }
     }
 }

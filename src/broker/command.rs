@@ -260,6 +260,9 @@ pub enum Answer {
     Fetched(Fetched),
     /// ListOffsets: None when no record matches (a time past the end).
     Offset(Option<u64>),
+    /// ListOffsets by time: the offset and that record's own timestamp
+    /// (Kafka answers both); None when no record is stamped that late.
+    OffsetAtTime(Option<(u64, i64)>),
     /// `core_addrs[i]` is where core `i` listens directly ("": only through
     /// the shared listener).
     Metadata {

@@ -253,7 +253,12 @@ impl Dispatcher {
     }
 
     fn list_offsets(&mut self, host: &mut impl Host, pid: Pid, query: OffsetQuery, reply: impl Respond) {
-        let req = requests::offset(pid, query, move |res| reply(res.map(Answer::Offset).map_err(BrokerError::Failed)));
+        let req = match query {
+            OffsetQuery::AtTime(ts_ms) => {
+                requests::offset_at_time(pid, ts_ms, move |res| reply(res.map(Answer::OffsetAtTime).map_err(BrokerError::Failed)))
+            }
+            query => requests::offset(pid, query, move |res| reply(res.map(Answer::Offset).map_err(BrokerError::Failed))),
+        };
         self.route(host, pid, req);
     }
 

@@ -101,9 +101,15 @@ pub(crate) fn offset(pid: Pid, query: OffsetQuery, reply: impl FnOnce(Result<Opt
     match query {
         OffsetQuery::Earliest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.start_offset))))),
         OffsetQuery::Latest => stat(pid, Box::new(move |res| reply(res.map(|s| Some(s.end_offset))))),
-        OffsetQuery::AtTime(ts_ms) => Request::OffsetForTime { pid, ts_ms, reply: Box::new(reply) },
+        OffsetQuery::AtTime(ts_ms) => offset_at_time(pid, ts_ms, move |res| reply(res.map(|found| found.map(|(offset, _)| offset)))),
         OffsetQuery::AtIndex(seek) => Request::OffsetForIndex { pid, seek, reply: Box::new(reply) },
     }
+}
+
+/// The first offset whose record is stamped `ts_ms` or later, and that
+/// record's timestamp.
+pub(crate) fn offset_at_time(pid: Pid, ts_ms: i64, reply: impl FnOnce(Result<Option<(u64, i64)>>) + Send + 'static) -> Request {
+    Request::OffsetForTime { pid, ts_ms, reply: Box::new(reply) }
 }
 
 /// The bounds of a range of `pid`'s records; `gone` says the asker left.

@@ -123,7 +123,8 @@ pub enum Request {
     OffsetForTime {
         pid: Pid,
         ts_ms: i64,
-        reply: Reply<Option<u64>>,
+        /// The offset and that record's timestamp.
+        reply: Reply<Option<(u64, i64)>>,
     },
     /// The first offset whose value of a named index reaches a value
     /// (None: no durable record does yet).
@@ -186,7 +187,8 @@ impl Request {
             Request::Read { mut sink, .. } => {
                 sink.deliver(Err(e));
             }
-            Request::OffsetForTime { reply, .. } | Request::OffsetForIndex { reply, .. } => reply(Err(e)),
+            Request::OffsetForTime { reply, .. } => reply(Err(e)),
+            Request::OffsetForIndex { reply, .. } => reply(Err(e)),
             Request::Stat { reply, .. } => reply(Err(e)),
             Request::Query { reply, .. } => reply(Err(e)),
             Request::Metrics { reply } => reply(Err(e)),

@@ -259,11 +259,16 @@ pub(crate) fn describe_configs(base: Base, r: DescribeConfigsRequest, run: &mut 
 }
 
 pub(crate) fn describe_configs_response(ctx: &KafkaCtx, s: &ConfigsShape, answers: Answers) -> Vec<u8> {
-    let config = |name: &'static str, value: String| {
+    // Kafka's ConfigSource: 1 a topic's own setting, 5 the broker's
+    // default. The field's default (-1) is not a source kafka-python knows.
+    const SOURCE_TOPIC: i8 = 1;
+    const SOURCE_DEFAULT: i8 = 5;
+    let config = |name: &'static str, value: String, own: bool| {
         DescribeConfigsResourceResult::default()
             .with_name(StrBytes::from_static_str(name))
             .with_value(Some(StrBytes::from_string(value)))
             .with_read_only(false)
+            .with_config_source(if own { SOURCE_TOPIC } else { SOURCE_DEFAULT })
     };
     let results = s
         .resources
@@ -275,9 +280,9 @@ pub(crate) fn describe_configs_response(ctx: &KafkaCtx, s: &ConfigsShape, answer
                     let ms = d.effective.age_ms.map_or(-1, |v| v as i64);
                     let bytes = d.effective.bytes.map_or(-1, |v| v as i64);
                     r.configs = vec![
-                        config("retention.ms", ms.to_string()),
-                        config("retention.bytes", bytes.to_string()),
-                        config("cleanup.policy", "delete".to_string()),
+                        config("retention.ms", ms.to_string(), d.retention.ms.is_some()),
+                        config("retention.bytes", bytes.to_string(), d.retention.bytes.is_some()),
+                        config("cleanup.policy", "delete".to_string(), false),
                     ];
                 }
                 Ok(_) => r.error_code = K::UnknownServerError.code(),

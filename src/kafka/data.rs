@@ -34,8 +34,8 @@ pub(crate) struct FetchShape {
 
 #[derive(Clone)]
 pub(crate) struct ListOffsetsShape {
-    /// Per partition: its slot and the timestamp asked for.
-    topics: Vec<(String, Vec<(i32, Slot, i64)>)>,
+    /// Per partition: its index and slot.
+    topics: Vec<(String, Vec<(i32, Slot)>)>,
 }
 
 /// Kafka's ListOffsets timestamps that name a position, not a time.
@@ -279,7 +279,7 @@ pub(crate) fn list_offsets(base: Base, r: ListOffsetsRequest, run: &mut dyn FnMu
                 (Err(_), _) => Slot::Err(K::UnknownTopicOrPartition.code()),
                 (_, None) => Slot::Err(K::InvalidRequest.code()),
             };
-            parts.push((p.partition_index, slot, p.timestamp));
+            parts.push((p.partition_index, slot));
         }
         topics.push((t.name.to_string(), parts));
     }
@@ -290,19 +290,17 @@ pub(crate) fn list_offsets_response(ctx: &KafkaCtx, s: &ListOffsetsShape, answer
     let mut topics = Vec::with_capacity(s.topics.len());
     for (name, parts) in &s.topics {
         let mut partitions = Vec::with_capacity(parts.len());
-        for &(index, slot, ts) in parts {
+        for &(index, slot) in parts {
             let mut p = ListOffsetsPartitionResponse::default().with_partition_index(index).with_timestamp(-1).with_offset(-1);
             match slot_answer(slot, &answers) {
-                Ok(Answer::Offset(Some(offset))) => {
+                Ok(Answer::Offset(Some(offset))) => p.offset = *offset as i64,
+                // By time: the record found and its own timestamp.
+                Ok(Answer::OffsetAtTime(Some((offset, ts_ms)))) => {
                     p.offset = *offset as i64;
-                    // By time: the time asked (the matched record's own is
-                    // not looked up; docs/KAFKA.md).
-                    if ts >= 0 {
-                        p.timestamp = ts;
-                    }
+                    p.timestamp = *ts_ms;
                 }
                 // No record at or after that time: offset -1, as Kafka.
-                Ok(Answer::Offset(None)) => {}
+                Ok(Answer::Offset(None) | Answer::OffsetAtTime(None)) => {}
                 Ok(_) => p.error_code = K::UnknownServerError.code(),
                 Err(code) => p.error_code = code,
             }

@@ -30,8 +30,10 @@ pub(crate) enum ReadMode {
         parked_ns: u64,
         sink: Box<dyn ReadSink>,
     },
-    /// The first offset whose record timestamp is at least `ts_ms`.
-    Time { ts_ms: i64, reply: Reply<Option<u64>> },
+    /// The first offset whose record timestamp is at least `ts_ms`, and
+    /// that record's timestamp (`found_ts_ms`, once found: Kafka's
+    /// ListOffsets answers it).
+    Time { ts_ms: i64, found_ts_ms: i64, reply: Reply<Option<(u64, i64)>> },
     /// The first offset whose value of the named index `name` is at least
     /// `value` (`strict`: above it).
     Index { name: String, value: i64, strict: bool, reply: Reply<Option<u64>> },
@@ -218,8 +220,11 @@ impl Cursor {
             }
             ReadMode::Spent | ReadMode::Ahead => Step::Done(Ok(())),
             ReadMode::Time { .. } | ReadMode::Index { .. } => match lookup_in(&self.mode, &info, payload) {
-                Some(found) => {
+                Some((found, ts_ms)) => {
                     self.next_offset = found;
+                    if let ReadMode::Time { found_ts_ms, .. } = &mut self.mode {
+                        *found_ts_ms = ts_ms;
+                    }
                     Step::Done(Ok(()))
                 }
                 None => Step::Continue,
@@ -229,8 +234,8 @@ impl Cursor {
 }
 
 /// A lookup's verdict on one of its partition's batches: the offset it
-/// found, or None to look on at the next batch.
-fn lookup_in(mode: &ReadMode, info: &BatchInfo, payload: &[u8]) -> Option<u64> {
+/// found and that record's timestamp, or None to look on at the next batch.
+fn lookup_in(mode: &ReadMode, info: &BatchInfo, payload: &[u8]) -> Option<(u64, i64)> {
     match mode {
         ReadMode::Time { ts_ms, .. } => {
             if info.max_timestamp_ms < *ts_ms {
@@ -238,9 +243,11 @@ fn lookup_in(mode: &ReadMode, info: &BatchInfo, payload: &[u8]) -> Option<u64> {
             }
             let found = batch::records(payload)
                 .filter_map(|rec| rec.ok())
-                .find(|rec| info.base_timestamp_ms + rec.timestamp_delta_ms >= *ts_ms)
-                .map(|rec| info.base_offset as u64 + rec.offset_delta as u64);
-            Some(found.unwrap_or(info.base_offset as u64))
+                .map(|rec| (info.base_offset as u64 + rec.offset_delta as u64, info.base_timestamp_ms + rec.timestamp_delta_ms))
+                .find(|&(_, rec_ts_ms)| rec_ts_ms >= *ts_ms);
+            // A compressed batch's records are not walked: the answer is
+            // the whole batch, from its first offset and time.
+            Some(found.unwrap_or((info.base_offset as u64, info.base_timestamp_ms)))
         }
         ReadMode::Index { name, value, strict, .. } => {
             let qualifies = |v: i64| if *strict { v > *value } else { v >= *value };
@@ -249,7 +256,7 @@ fn lookup_in(mode: &ReadMode, info: &BatchInfo, payload: &[u8]) -> Option<u64> {
             batch::records(payload)
                 .filter_map(|rec| rec.ok())
                 .find(|rec| batch::values::record_value(rec.headers.clone(), name.as_bytes()).is_some_and(qualifies))
-                .map(|rec| info.base_offset as u64 + rec.offset_delta as u64)
+                .map(|rec| (info.base_offset as u64 + rec.offset_delta as u64, info.base_timestamp_ms + rec.timestamp_delta_ms))
         }
         ReadMode::Fetch { .. } | ReadMode::Spent | ReadMode::Ahead => None,
     }

@@ -164,6 +164,7 @@ fn response(answer: Answer) -> Response<'static> {
     match answer {
         Answer::Produced(a) => Response::Produce { base_offset: a.base_offset, last_offset: a.last_offset },
         Answer::Offset(offset) => Response::ListOffsets { offset },
+        Answer::OffsetAtTime(found) => Response::ListOffsets { offset: found.map(|(offset, _)| offset) },
         Answer::Metadata { core_addrs, topics } => Response::Metadata {
             core_addrs,
             topics: topics.into_iter().map(|t| TopicMetadata { name: t.name, partition_cores: t.partition_cores }).collect(),

@@ -325,6 +325,7 @@ impl<C: Codec> NetCore<C> {
         let respond = move |reply: Result<Answer, BrokerError>| {
             let (event, budget_bytes) = match &reply {
                 Ok(Answer::Offset(o)) => (StreamEvent::Resolved(*o), 0),
+                Ok(Answer::OffsetAtTime(found)) => (StreamEvent::Resolved(found.map(|(offset, _)| offset)), 0),
                 Ok(Answer::Fetched(f)) => {
                     let batch_bytes = f.bytes.len().saturating_sub(f.headroom);
                     (StreamEvent::Pushed { next_offset: f.next_offset, batch_bytes, waited: f.parked_ns > 0 }, f.budget_bytes)

@@ -23,6 +23,7 @@ DEADLINE_S = 120
 def produce(bootstrap, topic, count):
     """COUNT records keyed k{i} with value v{i}; prints the producer's
     effective settings, then `PARTITION OFFSET KEY VALUE` per record."""
+    count = int(count)
     p = KafkaProducer(bootstrap_servers=bootstrap)
     print("config acks=%s enable_idempotence=%s api_version=%s"
           % (p.config["acks"], p.config["enable_idempotence"], ".".join(map(str, p.config["api_version"]))))

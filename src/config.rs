@@ -60,7 +60,9 @@ pub struct EngineConfig {
     pub logs_on_create: u32,
     pub fsync: FsyncPolicy,
     /// Largest single O_DIRECT write, and size of each log write buffer.
-    /// 1 MiB: past this, group-commit throughput stops improving.
+    /// 1 MiB: past this, group-commit throughput stops improving; and 8 KiB
+    /// more, so that Kafka's largest default batch (`batch_bytes_max`)
+    /// fits with its frame header and the largest padding.
     pub write_buf_bytes: usize,
     /// Write buffers per log: one filling, `write_depth` in flight, and
     /// the rest keep the newest data for tail reads. 64 (64 MiB) keeps
@@ -118,6 +120,15 @@ pub struct EngineConfig {
     pub registered_bytes_max: Option<usize>,
 }
 
+/// Kafka's default `message.max.bytes`, the largest batch its brokers
+/// take: Kafka clients size their batches and requests around it, so
+/// Strom takes as much by default.
+pub const KAFKA_MESSAGE_MAX_BYTES: usize = 1_048_588;
+
+// A batch that large fits a write buffer with its frame header and the
+// largest padding frame (what `EngineConfig::validate` checks).
+const _: () = assert!(KAFKA_MESSAGE_MAX_BYTES + crate::log::frame::HEADER_BYTES + crate::log::frame::PAD_BYTES_MAX <= (1 << 20) + 2 * BLOCK_BYTES);
+
 impl Default for EngineConfig {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -126,14 +137,13 @@ impl Default for EngineConfig {
             pin_cores: true,
             logs_on_create: cpus as u32,
             fsync: FsyncPolicy::Always,
-            write_buf_bytes: 1 << 20,
+            write_buf_bytes: (1 << 20) + 2 * BLOCK_BYTES,
             write_bufs_per_log: 64,
             write_depth: 2,
             commit_bytes_max: 1 << 20,
             fsync_depth: 2,
             read_bufs_per_core: 8,
-            // Leaves room for a frame header and the largest padding frame.
-            batch_bytes_max: (1 << 20) - 2 * BLOCK_BYTES,
+            batch_bytes_max: KAFKA_MESSAGE_MAX_BYTES,
             segment_bytes: 1 << 30,
             index_interval_bytes: 64 << 10,
             checkpoint_interval_bytes: 256 << 20,

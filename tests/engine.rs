@@ -220,3 +220,49 @@ fn damaged_checkpoint_falls_back_to_full_scan() {
     }
     e.shutdown().unwrap();
 }
+
+/// One batch of exactly `bytes` bytes: a single record whose value fills it.
+fn batch_of_bytes(bytes: usize) -> Vec<u8> {
+    let one = |value_len: usize| {
+        let mut b = strom::wire::batch::BatchBuilder::new(1_000);
+        b.push(1_000, None, Some(&vec![7u8; value_len]), &[]);
+        b.finish()
+    };
+    // The value's length varints grow with it: settle on the exact size.
+    let mut value_len = bytes - 80;
+    for _ in 0..8 {
+        let got = one(value_len).len();
+        match got.cmp(&bytes) {
+            std::cmp::Ordering::Equal => return one(value_len),
+            std::cmp::Ordering::Less => value_len += bytes - got,
+            std::cmp::Ordering::Greater => value_len -= got - bytes,
+        }
+    }
+    panic!("no single-record batch of {bytes} bytes");
+}
+
+// Proves the default largest batch is Kafka's default message.max.bytes
+// (1,048,588): Kafka clients size their batches by it, so one that large is
+// stored and read back whole, and one byte more is refused as too large.
+#[test]
+fn kafka_sized_batches_fit_the_default_limit() {
+    let d = EngineConfig::default();
+    assert_eq!(d.batch_bytes_max, 1_048_588);
+    let dir = test_dir("engine-kafka-sized");
+    let sized = EngineConfig { write_buf_bytes: d.write_buf_bytes, batch_bytes_max: d.batch_bytes_max, segment_bytes: 8 << 20, ..cfg(1) };
+    let e = Engine::open(&dir, sized).unwrap();
+    e.create_topic("t", 1).unwrap();
+    let big = batch_of_bytes(d.batch_bytes_max);
+    assert_eq!(big.len(), 1_048_588);
+    assert_eq!(e.append("t", 0, big.clone()).unwrap().base_offset, 0);
+    match e.append("t", 0, batch_of_bytes(d.batch_bytes_max + 1)) {
+        Err(StromError::InvalidBatch(strom::error::BatchError::TooLarge { bytes, max_bytes })) => {
+            assert_eq!((bytes, max_bytes), (1_048_589, 1_048_588));
+        }
+        other => panic!("a batch one byte over the limit: {other:?}"),
+    }
+    let r = e.read("t", 0, 0, 1).unwrap();
+    assert_eq!(r.batches, big);
+    assert_eq!(r.next_offset, 1);
+    e.shutdown().unwrap();
+}

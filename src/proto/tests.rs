@@ -76,7 +76,7 @@ fn server_info(fsync: &str) -> ServerInfo {
         server_version: "0.1.0".into(),
         cores: 2,
         fsync: fsync.into(),
-        batch_bytes_max: 1_040_384,
+        batch_bytes_max: 1_048_588,
         frame_bytes_max: (8 << 20) + 1024,
         partitions_per_topic_max: 65_536,
     }
@@ -713,7 +713,7 @@ fn server_info_has_its_documented_layout() {
         &[0, 2], // cores = 2
         &[0, 6], // fsync: 6 bytes
         b"always",
-        &1_040_384u32.to_be_bytes(), // batch_bytes_max
+        &1_048_588u32.to_be_bytes(), // batch_bytes_max
         &8_389_632u32.to_be_bytes(), // frame_bytes_max
         &65_536u32.to_be_bytes(),    // partitions_per_topic_max
     ]

@@ -40,6 +40,7 @@ fn main() {
         skip::trial("confluent_idempotent_produce_and_group", &[VENV], confluent_idempotent_produce_and_group),
         skip::trial("kill9_during_confluent_produce", &[VENV], kill9_during_confluent_produce),
         skip::trial("kill9_during_kcat_produce", &[KCAT], kill9_during_kcat_produce),
+        skip::trial("a_wildcard_kafka_listener_needs_an_advertised_address", &[], a_wildcard_kafka_listener_needs_an_advertised_address),
     ]);
 }
 
@@ -275,6 +276,11 @@ fn kcat_group_commits_and_resumes() {
     kcat_ok(&b, &["-P", "-t", "g", "-l", &file(&dir, "old.txt", &old)], b"");
     assert_eq!(sorted(&kcat_group(&b, "readers", "g")), sorted(&old), "the first run reads everything");
     assert_eq!(kcat_group(&b, "readers", "g"), "", "a second run of the group resumes at its commits: nothing new");
+    // The commits are Strom's own: the native CLI shows them, lag 0.
+    let described = strom_ok(b.native, &["group", "describe", "readers", "--topic", "g", "--json"], b"");
+    let rows: Vec<serde_json::Value> = described.lines().map(|l| serde_json::from_str(l).expect("a JSON row")).collect();
+    assert_eq!(rows.len(), 2, "{described}");
+    assert!(rows.iter().all(|r| r["lag"] == 0 && r["committed"] == r["end"]), "{described}");
     let new = lines("new", 500);
     kcat_ok(&b, &["-P", "-t", "g", "-l", &file(&dir, "new.txt", &new)], b"");
     assert_eq!(sorted(&kcat_group(&b, "readers", "g")), sorted(&new), "a third run reads only the new lines");
@@ -602,4 +608,19 @@ fn kill9_during_kcat_produce() {
     assert!(status.success(), "kcat failed ({status}): {}", tail(&err.join("\n")));
     let stored = nothing_lost_nothing_twice(&b, "crash", 0..acked);
     eprintln!("kill9_during_kcat_produce: {acked} delivered of {total}, {stored} stored");
+}
+
+// Proves a Kafka listener on a wildcard address is refused at start unless
+// an address to advertise is given (clients connect to what Metadata
+// advertises, and 0.0.0.0 is not an address to connect to), saying why.
+fn a_wildcard_kafka_listener_needs_an_advertised_address() {
+    let dir = test_dir("kafka-wildcard");
+    let data = dir.join("data");
+    let out = run(
+        Command::new(env!("CARGO_BIN_EXE_strom")).args(["serve", "--listen", "127.0.0.1:0", "--kafka-listen", "0.0.0.0:0", "--data-dir"]).arg(&data),
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wildcard Kafka listener without --kafka-advertise started");
+    assert!(stderr.contains("wildcard") && stderr.contains("--kafka-advertise"), "{stderr}");
 }

@@ -258,7 +258,7 @@ pub(crate) fn describe_configs(base: Base, r: DescribeConfigsRequest, run: &mut 
     run(base.ctx(Shape::DescribeConfigs(ConfigsShape { resources })), Command::Many { commands, release_at_bytes: None });
 }
 
-pub(crate) fn describe_configs_response(ctx: &KafkaCtx, s: &ConfigsShape, answers: Answers) -> Vec<u8> {
+pub(crate) fn describe_configs_response(ctx: &KafkaCtx, s: &ConfigsShape, answers: Answers, batch_bytes_max: usize) -> Vec<u8> {
     // Kafka's ConfigSource: 1 a topic's own setting, 5 the broker's
     // default. The field's default (-1) is not a source kafka-python knows.
     const SOURCE_TOPIC: i8 = 1;
@@ -283,6 +283,8 @@ pub(crate) fn describe_configs_response(ctx: &KafkaCtx, s: &ConfigsShape, answer
                         config("retention.ms", ms.to_string(), d.retention.ms.is_some()),
                         config("retention.bytes", bytes.to_string(), d.retention.bytes.is_some()),
                         config("cleanup.policy", "delete".to_string(), false),
+                        config("message.timestamp.type", "CreateTime".to_string(), false),
+                        config("max.message.bytes", batch_bytes_max.to_string(), false),
                     ];
                 }
                 Ok(_) => r.error_code = K::UnknownServerError.code(),

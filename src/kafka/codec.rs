@@ -169,7 +169,7 @@ impl Codec for KafkaCodec {
             Shape::Metadata(s) => admin::metadata_response(&ctx, s, answers, &self.shared),
             Shape::CreateTopics(s) => admin::create_topics_response(&ctx, s, answers),
             Shape::DeleteTopics(s) => admin::delete_topics_response(&ctx, s, answers),
-            Shape::DescribeConfigs(s) => admin::describe_configs_response(&ctx, s, answers),
+            Shape::DescribeConfigs(s) => admin::describe_configs_response(&ctx, s, answers, self.shared.batch_bytes_max),
             Shape::Produce(s) => data::produce_response(&ctx, s, answers),
             Shape::Fetch(s) => data::fetch_response(&ctx, s, answers),
             Shape::ListOffsets(s) => data::list_offsets_response(&ctx, s, answers),

@@ -43,11 +43,19 @@ pub(crate) struct KafkaShared {
     pub groups: Coordinator,
     /// Committed offsets go through the broker's admin thread.
     pub admin: Arc<Admin>,
+    /// The engine's largest batch (DescribeConfigs' `max.message.bytes`).
+    pub batch_bytes_max: usize,
 }
 
 impl KafkaShared {
-    pub(crate) fn new(advertised_host: String, advertised_port: u16, groups: Coordinator, admin: Arc<Admin>) -> Arc<KafkaShared> {
-        Arc::new(KafkaShared { advertised_host, advertised_port: i32::from(advertised_port), groups, admin })
+    pub(crate) fn new(
+        advertised_host: String,
+        advertised_port: u16,
+        groups: Coordinator,
+        admin: Arc<Admin>,
+        batch_bytes_max: usize,
+    ) -> Arc<KafkaShared> {
+        Arc::new(KafkaShared { advertised_host, advertised_port: i32::from(advertised_port), groups, admin, batch_bytes_max })
     }
 }
 

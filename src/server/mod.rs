@@ -143,13 +143,21 @@ impl Server {
         let mut kafka_groups = None;
         let (mut kafka_socks, kafka_addr) = match kafka_bound {
             Some((socks, addr)) => {
+                // A wildcard address is where the server listens, not an
+                // address a client can connect to: clients connect to what
+                // Metadata advertises, so one must be given.
+                if shared.cfg.kafka_advertise.is_none() && addr.ip().is_unspecified() {
+                    return Err(crate::StromError::InvalidArgument(format!(
+                        "--kafka-listen {addr} is a wildcard address, which Kafka clients cannot connect to: give --kafka-advertise HOST:PORT, the address clients should use"
+                    )));
+                }
                 let advertised = shared.cfg.kafka_advertise.clone().unwrap_or_else(|| addr.to_string());
                 let (host, port) = crate::kafka::split_host_port(&advertised)?;
                 let groups = crate::kafka::coordinator::Coordinator::start(crate::kafka::coordinator::CoordinatorConfig {
                     initial_rebalance_delay_ms: u32::try_from(shared.cfg.kafka_initial_rebalance_delay.as_millis()).unwrap_or(u32::MAX),
                     ..crate::kafka::coordinator::CoordinatorConfig::new(engine.dir().to_path_buf())
                 })?;
-                let kafka = crate::kafka::KafkaShared::new(host, port, groups.clone(), admin.clone());
+                let kafka = crate::kafka::KafkaShared::new(host, port, groups.clone(), admin.clone(), engine.config().batch_bytes_max);
                 kafka_groups = Some(groups);
                 codecs.push(AnyCodec::Kafka(crate::kafka::KafkaCodec { shared: kafka }));
                 (socks.into_iter().map(Some).collect(), Some(addr))

@@ -71,8 +71,8 @@ fn open_dir(name: &str) -> PathBuf {
 }
 
 /// Bytes of buffers a default 2-core engine with one log per core allocates
-/// (64 write buffers of 1 MiB per log, 8 read buffers of 1 MiB + 4 KiB).
-const ENGINE_BUFFER_BYTES: usize = 2 * (64 * (1 << 20) + 8 * ((1 << 20) + 4096));
+/// (64 write buffers of 1 MiB + 8 KiB per log, 8 read buffers of 4 KiB more).
+const ENGINE_BUFFER_BYTES: usize = 2 * (64 * ((1 << 20) + 8192) + 8 * ((1 << 20) + 8192 + 4096));
 
 // Proves: an engine with nothing registered, and one with part registered,
 // write through plain WRITE, read old data from disk through plain READ,

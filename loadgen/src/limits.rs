@@ -39,15 +39,15 @@ pub fn check_batch_bytes(batch_bytes: usize, info: &ServerInfo) -> Result<(), St
 mod tests {
     use super::*;
 
-    // Proves the default engine's limit is the 1 MiB - 8 KiB, that
+    // Proves the default engine's limit is Kafka's message.max.bytes, that
     // the limit itself passes and one byte more is refused with the limit named.
     #[test]
     fn the_default_broker_limit_is_named() {
         let info = embedded(&EngineConfig::default());
-        assert_eq!(info.batch_bytes_max, 1_040_384);
-        assert_eq!(check_batch_bytes(1_040_384, &info), Ok(()));
-        let e = check_batch_bytes(1_048_576, &info).unwrap_err();
-        assert!(e.starts_with("--batch-bytes 1048576 is over the broker's largest batch, 1040384 bytes"), "{e}");
+        assert_eq!(info.batch_bytes_max, 1_048_588);
+        assert_eq!(check_batch_bytes(1_048_588, &info), Ok(()));
+        let e = check_batch_bytes(1_048_589, &info).unwrap_err();
+        assert!(e.starts_with("--batch-bytes 1048589 is over the broker's largest batch, 1048588 bytes"), "{e}");
         let small_frame = ServerInfo { frame_bytes_max: 70_000, ..info };
         assert!(check_batch_bytes(70_000, &small_frame).unwrap_err().contains("largest request frame, 70000 bytes"));
     }

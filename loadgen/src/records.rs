@@ -338,7 +338,7 @@ mod tests {
     fn batches_are_exactly_the_bytes_asked_for() {
         let mut built = 0;
         for msg_size in [28usize, 63, 64, 100, 1000, 1024, 8191, 8192, 65_536] {
-            for batch_bytes in [4096usize, 16_384, 65_536, 65_537, 100_000, 1_040_384] {
+            for batch_bytes in [4096usize, 16_384, 65_536, 65_537, 100_000, 1_048_588] {
                 let shape = match BatchShape::exact(batch_bytes, msg_size) {
                     Ok(s) => s,
                     Err(e) => {

@@ -29,15 +29,15 @@ fn loadgen(args: &[&str]) -> (std::process::Output, String, String) {
     (out, stdout, stderr)
 }
 
-// Proves the embedded broker's limit refuses --batch-bytes 1048576 (the
-// issue's case) with exit code 2 before any data directory is made.
+// Proves the embedded broker's limit refuses --batch-bytes 1048589 (one
+// over Kafka's message.max.bytes) with exit code 2 before any data directory is made.
 #[test]
 fn embedded_refuses_an_over_limit_batch_before_starting() {
     let dir = scratch("loadgen-limit-embedded");
     let data = dir.join("data");
-    let (out, _, stderr) = loadgen(&["--embedded", "--batch-bytes", "1048576", "--data-dir", data.to_str().unwrap()]);
+    let (out, _, stderr) = loadgen(&["--embedded", "--batch-bytes", "1048589", "--data-dir", data.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("--batch-bytes 1048576 is over the broker's largest batch, 1040384 bytes"), "{stderr}");
+    assert!(stderr.contains("--batch-bytes 1048589 is over the broker's largest batch, 1048588 bytes"), "{stderr}");
     assert!(!data.exists(), "a refused run made its data directory");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -82,7 +82,7 @@ fn a_batch_at_the_limit_runs_and_the_report_says_what_it_means() {
     let (out, stdout, stderr) = loadgen(&[
         "--embedded",
         "--batch-bytes",
-        "1040384",
+        "1048588",
         "--consumers",
         "0",
         "--duration",
@@ -97,7 +97,7 @@ fn a_batch_at_the_limit_runs_and_the_report_says_what_it_means() {
     assert!(out.status.success(), "loadgen failed: {:?}", out.status);
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["errors"]["total"], 0);
-    assert_eq!(report["config"]["batch_bytes"], 1_040_384);
+    assert_eq!(report["config"]["batch_bytes"], 1_048_588);
     assert!(report["consume"].is_null() && report["e2e_latency_us"].is_null(), "no consumers, no consume figures: {report:#}");
     assert!(report["ceilings"].get("consume_ratio_to_loopback").is_none());
     let verdicts = report["verdicts"].as_array().unwrap();

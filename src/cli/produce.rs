@@ -27,10 +27,10 @@ const STDIN_BUF_BYTES: usize = 64 << 10;
 /// count (1). Its headers add their own (see [`headers_bytes_max`]).
 pub const RECORD_OVERHEAD_BYTES_MAX: usize = 32;
 /// `--batch-bytes` at most: the largest batch a broker with default
-/// settings accepts (`EngineConfig::batch_bytes_max`, 1 MiB less two 4 KiB
-/// blocks of framing room); a larger one would be refused whole. A unit
-/// test keeps the two equal.
-pub const PRODUCE_BATCH_BYTES_MAX: u64 = (1 << 20) - (8 << 10);
+/// settings accepts (`EngineConfig::batch_bytes_max`, Kafka's
+/// `message.max.bytes`); a larger one would be refused whole. A unit test
+/// keeps the two equal.
+pub const PRODUCE_BATCH_BYTES_MAX: u64 = strom::config::KAFKA_MESSAGE_MAX_BYTES as u64;
 /// `--inflight` at most: the client's (and the server's default) limit of
 /// requests in flight on one connection.
 const PRODUCE_INFLIGHT_MAX: u64 = strom::client::INFLIGHT_MAX_DEFAULT as u64;

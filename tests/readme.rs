@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | `target/release/strom`, `cargo run --release --bin strom --` | the binary cargo built for this test | no second build |
 //! | `127.0.0.1:7070` (and `STROM_ADDR` for every command) | `127.0.0.1:PORT`, a free port | tests run side by side |
+//! | `127.0.0.1:9092` (the Kafka listener) | `127.0.0.1:PORT2`, another free port | the same |
 //! | the serve line's `--data-dir` value, `/path/to/data` | a fresh directory under target/tmp | never outside target/, never tmpfs |
 //! | a trailing `# comment` | dropped | |
 //!
@@ -22,7 +23,8 @@
 //! SIGTERM (exit 0) before the first command that opens the data directory
 //! itself (`inspect`, `recover`) or at the end. A `--follow` line runs in the
 //! background until it prints a record this test produces after it started.
-//! Every other line must exit 0 within [`COMMAND_TIMEOUT`]; `--count N` must
+//! A `kcat` line runs when kcat is installed (`.ci/run` installs it) and is
+//! skipped, saying so, when not. Every other line must exit 0 within [`COMMAND_TIMEOUT`]; `--count N` must
 //! print N lines; `topic list` must show every topic created and not yet
 //! deleted, and none deleted; expected `# ` lines must be in the output.
 mod harness;
@@ -48,6 +50,7 @@ const SKIPS: &[(&str, &str)] = &[
 const STROM_PREFIXES: [&str; 2] = ["cargo run --release --bin strom --", "target/release/strom"];
 /// README's address, and the data directory its inspect/recover examples name.
 const README_ADDR: &str = "127.0.0.1:7070";
+const README_KAFKA_ADDR: &str = "127.0.0.1:9092";
 const README_PLACEHOLDER_DIR: &str = "/path/to/data";
 /// Long enough for `seq 1 100000 | strom produce` on a loaded 2-core box; a
 /// hang (a consume that never ends) fails instead of stalling the suite.
@@ -99,6 +102,8 @@ fn sh_lines(readme: &str) -> Vec<ShLine> {
 enum Kind {
     /// Run it; the rewritten `strom` arguments are for the checks.
     Strom(Vec<String>),
+    /// A kcat line, against the server's Kafka listener.
+    Kcat,
     Skip(&'static str),
 }
 
@@ -111,6 +116,9 @@ fn classify(text: &str) -> Result<Kind, String> {
             let rest = strip_comment(&text[at + prefix.len()..]);
             return Ok(Kind::Strom(rest.split_whitespace().map(str::to_string).collect()));
         }
+    }
+    if text.split_whitespace().any(|w| w == "kcat") {
+        return Ok(Kind::Kcat);
     }
     Err(format!("README line {text:?} is neither a strom command nor in SKIPS (tests/readme.rs): run it or say why not"))
 }
@@ -129,6 +137,7 @@ fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 struct Rewrite {
     bin: String,
     addr: String,
+    kafka_addr: String,
     readme_dirs: Vec<String>,
     dir: PathBuf,
 }
@@ -140,7 +149,7 @@ impl Rewrite {
         if let Some((at, prefix)) = STROM_PREFIXES.iter().find_map(|p| s.find(p).map(|at| (at, p))) {
             s.replace_range(at..at + prefix.len(), &self.bin);
         }
-        s = s.replace(README_ADDR, &self.addr);
+        s = s.replace(README_ADDR, &self.addr).replace(README_KAFKA_ADDR, &self.kafka_addr);
         for d in &self.readme_dirs {
             s = s.replace(d.as_str(), self.dir.to_str().unwrap());
         }
@@ -148,7 +157,7 @@ impl Rewrite {
     }
 
     fn expected(&self, line: &str) -> String {
-        let mut s = line.replace(README_ADDR, &self.addr);
+        let mut s = line.replace(README_ADDR, &self.addr).replace(README_KAFKA_ADDR, &self.kafka_addr);
         for d in &self.readme_dirs {
             s = s.replace(d.as_str(), self.dir.to_str().unwrap());
         }
@@ -291,6 +300,18 @@ impl Walk {
         self.check(line, args, &out, &err);
     }
 
+    /// A kcat line: exit 0, and its expected lines printed.
+    fn kcat(&mut self, line: &ShLine) {
+        let cmd = self.rw.apply(&line.text);
+        println!("$ {}\n  runs as: {cmd}", line.text);
+        let (ok, out, err) = run_to_end(&cmd, &self.rw.addr);
+        assert!(ok, "README command failed: {}\nstdout:\n{}\nstderr:\n{}", line.text, out.join("\n"), err.join("\n"));
+        for want in &line.expect {
+            let want = self.rw.expected(want);
+            assert!(out.iter().any(|l| l.contains(&want)), "{} did not print {want:?}:\n{}", line.text, out.join("\n"));
+        }
+    }
+
     /// The shape checks of the module doc.
     fn check(&mut self, line: &ShLine, args: &[String], out: &[String], err: &[String]) {
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -356,7 +377,9 @@ fn readme_shell_blocks_run() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let lines = sh_lines(&readme);
     let kinds: Vec<Kind> = lines.iter().map(|l| classify(&l.text).unwrap_or_else(|e| panic!("{e}"))).collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free_port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, kafka_port) = (free_port(), free_port());
+    let kcat = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     let serve_dirs = kinds.iter().filter_map(|k| match k {
         Kind::Strom(args) if args.first().is_some_and(|a| a == "serve") => flag(args, "--data-dir").map(str::to_string),
         _ => None,
@@ -364,6 +387,7 @@ fn readme_shell_blocks_run() {
     let rw = Rewrite {
         bin: env!("CARGO_BIN_EXE_strom").to_string(),
         addr: format!("127.0.0.1:{port}"),
+        kafka_addr: format!("127.0.0.1:{kafka_port}"),
         readme_dirs: serve_dirs.chain([README_PLACEHOLDER_DIR.to_string()]).collect(),
         // A fresh, not yet existing directory: serve makes it, as for a newcomer.
         dir: harness::test_dir("readme").join("data"),
@@ -379,6 +403,14 @@ fn readme_shell_blocks_run() {
             Kind::Strom(args) => {
                 let args: Vec<String> = args.iter().map(|a| walk.rw.apply(a)).collect();
                 walk.line(line, &args);
+                ran += 1;
+            }
+            Kind::Kcat if !kcat => {
+                println!("$ {}\n  skipped: kcat is not installed (.ci/run installs it)", line.text);
+                skipped += 1;
+            }
+            Kind::Kcat => {
+                walk.kcat(line);
                 ran += 1;
             }
         }

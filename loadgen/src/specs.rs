@@ -7,10 +7,13 @@ use crate::args::Settings;
 use crate::worker::{ConsumerSpec, ProducerSpec};
 
 /// Producers spread over the partitions' cores; each producer writes only
-/// partitions of one core, so it talks to that core directly.
+/// partitions of one core, so it talks to that core directly. With a Kafka
+/// listener (`--kafka`'s run) every producer talks to the listener's one
+/// address, whatever core owns its partitions, as Kafka clients do.
 pub(crate) fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: u32) -> Vec<ProducerSpec> {
     let mut by_addr: Vec<(SocketAddr, Vec<u32>)> = Vec::new();
     for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        let addr = layout.kafka_addr.unwrap_or(addr);
         match by_addr.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, parts)) => parts.push(p as u32),
             None => by_addr.push((addr, vec![p as u32])),
@@ -35,6 +38,7 @@ pub(crate) fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: 
                 inflight: s.inflight,
                 records_per_sec: rate / s.producers as f64,
                 records_per_batch,
+                kafka: layout.kafka_addr.is_some(),
             }
         })
         .collect()

@@ -1,8 +1,8 @@
 //! `--kafka`: the native run and the run through the Kafka listener side by
 //! side, in the table's last section. Each run's own section (above it)
 //! has every figure; this one puts the ones that compare the two paths on
-//! one line each: throughput, its ratio to the disk's ceiling, and the
-//! produce ack latency percentiles.
+//! one line each: throughput, its ratio to the disk's ceiling, the produce
+//! ack latency percentiles, and with consumers what they read and when.
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
@@ -36,6 +36,14 @@ fn rows(native: &Report, kafka: &Report) -> String {
     for (name, q) in [("ack p50", 0.5), ("ack p99", 0.99), ("ack p99.9", 0.999), ("ack max", 1.0)] {
         let (n, k) = (at(&native.lat.ack_us, q), at(&kafka.lat.ack_us, q));
         row(name, lat_text(n), lat_text(k), k as f64 / n.max(1) as f64);
+    }
+    if native.consumers > 0 {
+        let (nc, kc) = (native.consume_mb_per_sec(), kafka.consume_mb_per_sec());
+        row("consume MB/s", format!("{nc:.1}"), format!("{kc:.1}"), kc / nc);
+        for (name, q) in [("end-to-end p50", 0.5), ("end-to-end p99", 0.99)] {
+            let (n, k) = (at(&native.lat.e2e_us, q), at(&kafka.lat.e2e_us, q));
+            row(name, lat_text(n), lat_text(k), k as f64 / n.max(1) as f64);
+        }
     }
     if native.disk_best.is_some() {
         let _ = writeln!(t, "  (disk best: the {DISK_BEST_WHAT}, measured once for both runs)");

@@ -139,7 +139,7 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
         // The same workload again, its producers speaking Kafka: the two
         // runs share the broker, the ceilings and this process.
         let mut kafka_notes = vec![format!(
-            "producers speak Kafka Produce v7 (acks=-1) to the Kafka listener at {kafka_addr}; consumers and the read-back stay native"
+            "producers speak Kafka Produce v7 (acks=-1) to the Kafka listener at {kafka_addr}; tail consumers Fetch v11 from it; the read-back (if any) stays native"
         )];
         let kafka = drive(a, &s.kafka_run(), &target, (addr, Some(kafka_addr)), threads, &loadgen_cpus, tcp, &mut kafka_notes);
         result = match (result, kafka) {

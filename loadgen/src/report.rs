@@ -202,7 +202,7 @@ pub fn to_json(r: &Report) -> Value {
     let verdicts: Vec<Value> =
         verdicts(r).iter().map(|v| json!({"figure": v.figure, "value": v.value, "target": v.target, "ok": v.ok, "text": v.text})).collect();
     json!({
-        "schema": "strom-loadgen/3",
+        "schema": "strom-loadgen/4",
         "config": r.config,
         "window_secs": secs,
         "warmup_secs": r.warmup_secs,
@@ -755,7 +755,7 @@ mod tests {
             ..Default::default()
         };
         let j = to_json(&r);
-        assert_eq!(j["schema"], "strom-loadgen/3");
+        assert_eq!(j["schema"], "strom-loadgen/4");
         assert_eq!(j["ceilings"]["disk_best_write"]["write_bytes"], 1_000_000);
         assert_eq!(j["ceilings"]["disk_best_write"]["prewritten_file_bytes"], 256 << 20);
         assert_eq!(j["ceilings"]["disk_best_write"]["mb_per_sec"], 1000.0);

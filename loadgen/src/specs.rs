@@ -44,14 +44,18 @@ pub(crate) fn producer_specs(s: &Settings, layout: &Layout, rate: f64, id_base: 
         .collect()
 }
 
-/// Consumer `id` reads every partition: one connection per core.
-/// (`subscribe`: by subscription, else by Fetches).
+/// Consumer `id` reads every partition: one connection per core
+/// (`subscribe`: by subscription, else by Fetches). With a Kafka listener,
+/// one connection to it, by Kafka Fetches (Kafka has no subscription).
 pub(crate) fn subscriber_specs(id: u32, layout: &Layout, from: &[u64], measure: bool, subscribe: bool) -> Vec<ConsumerSpec> {
     let mut specs: Vec<ConsumerSpec> = Vec::new();
+    let kafka = layout.kafka_addr.is_some();
+    let subscribe = subscribe && !kafka;
     for (p, &addr) in layout.partition_addr.iter().enumerate() {
+        let addr = layout.kafka_addr.unwrap_or(addr);
         match specs.iter_mut().find(|c| c.addr == addr) {
             Some(c) => c.partitions.push((p as u32, from[p])),
-            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure, subscribe }),
+            None => specs.push(ConsumerSpec { id, addr, partitions: vec![(p as u32, from[p])], measure, subscribe, kafka }),
         }
     }
     specs

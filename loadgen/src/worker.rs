@@ -30,6 +30,7 @@ use crate::schedule::Schedule;
 use crate::verify::{Check, PartitionVerifier, Ranges};
 
 mod ack;
+mod kafka_fetch;
 use ack::{Ack, kafka_ack, kafka_rid, native_rid};
 
 /// Fetches outstanding per consumer connection. The server reserves each
@@ -111,6 +112,9 @@ pub struct ConsumerSpec {
     /// Follow each partition by subscription (pushed, with credit) instead
     /// of Fetches.
     pub subscribe: bool,
+    /// Fetch over Kafka (v11, all its partitions in one request) from the
+    /// Kafka listener at `addr` instead ([`crate::kafka`]).
+    pub kafka: bool,
 }
 
 impl ConsumerSpec {
@@ -458,6 +462,13 @@ impl Worker {
                 if now < c.pause_until_ns {
                     return Some(c.pause_until_ns);
                 }
+                if c.spec.kafka {
+                    kafka_fetch::plan(c, &mut conn.next_rid, &shared.topic, now);
+                    if !c.out.is_empty() {
+                        conn.send_q.push_back(std::mem::take(&mut c.out));
+                    }
+                    return None;
+                }
                 let n = c.parts.len();
                 let mut looked = 0;
                 // A subscription stays pending for its life: no slot limit.
@@ -593,13 +604,20 @@ impl Worker {
             if end > buf.len() {
                 break;
             }
-            if matches!(&self.conns[i].role, Role::P(p) if p.spec.kafka) {
-                match crate::kafka::decode_produce_response(&buf[at..end]) {
-                    Ok(a) => self.acked(i, a.correlation_id as u64, kafka_ack(a)),
-                    Err(e) => {
-                        self.lose(i, &format!("undecodable Kafka reply: {e}"));
-                        return buf.len();
+            let kafka = match &self.conns[i].role {
+                Role::P(p) => p.spec.kafka,
+                Role::C(c) => c.spec.kafka,
+            };
+            if kafka {
+                let answered = match &self.conns[i].role {
+                    Role::P(_) => {
+                        crate::kafka::decode_produce_response(&buf[at..end]).map(|a| self.acked(i, a.correlation_id as u64, kafka_ack(a)))
                     }
+                    Role::C(_) => self.kafka_fetched(i, &buf[at..end]),
+                };
+                if let Err(e) = answered {
+                    self.lose(i, &format!("undecodable Kafka reply: {e}"));
+                    return buf.len();
                 }
             } else {
                 match proto::decode_response(&buf[at..end]) {
@@ -662,25 +680,7 @@ impl Worker {
                             return;
                         }
                         c.empty_replies = 0;
-                        let before = part.v.counts.checked;
-                        let e2e = &mut out.lat.e2e_us;
-                        let walked = part.v.batches(batches, part.next, |b| {
-                            if let (true, Some(send_ns)) = (measure, b.send_ns) {
-                                e2e.saturating_record_n(ns_to_us(now.saturating_sub(send_ns)), b.records);
-                            }
-                        });
-                        let records = part.v.counts.checked - before;
-                        shared.live_consumed_records.fetch_add(records, Ordering::Relaxed);
-                        if measure {
-                            out.consumed.records += records;
-                        }
-                        part.next = match walked {
-                            Ok(next) => next,
-                            Err(e) => {
-                                *out.errors.entry(format!("fetch reply: {e}")).or_default() += 1;
-                                next_offset.max(part.next)
-                            }
-                        };
+                        take_batches(out, &shared, part, batches, next_offset, (measure, now));
                     }
                     Response::Error { code, .. } => {
                         *out.errors.entry(format!("{code:?}")).or_default() += 1;
@@ -746,6 +746,31 @@ impl Worker {
         }
         self.out
     }
+}
+
+/// Checks the batches a reply brought `part` and moves it past them; on
+/// bytes that cannot be walked, to `next_offset` (the server's next).
+/// `measure`: inside the window, timed at `now`.
+fn take_batches(out: &mut WorkerOutcome, shared: &Shared, part: &mut Part, batches: &[u8], next_offset: u64, (measure, now): (bool, u64)) {
+    let before = part.v.counts.checked;
+    let e2e = &mut out.lat.e2e_us;
+    let walked = part.v.batches(batches, part.next, |b| {
+        if let (true, Some(send_ns)) = (measure, b.send_ns) {
+            e2e.saturating_record_n(ns_to_us(now.saturating_sub(send_ns)), b.records);
+        }
+    });
+    let records = part.v.counts.checked - before;
+    shared.live_consumed_records.fetch_add(records, Ordering::Relaxed);
+    if measure {
+        out.consumed.records += records;
+    }
+    part.next = match walked {
+        Ok(next) => next,
+        Err(e) => {
+            *out.errors.entry(format!("fetch reply: {e}")).or_default() += 1;
+            next_offset.max(part.next)
+        }
+    };
 }
 
 fn take_net_buf(op: Op) -> Vec<u8> {

@@ -93,7 +93,7 @@ fn short_embedded_run_reports_and_verifies() {
     let figures: Vec<&str> = report["verdicts"].as_array().unwrap().iter().map(|v| v["figure"].as_str().unwrap()).collect();
     assert_eq!(figures, ["produce_to_disk_best", "consume_per_consumer"], "a verdict per figure measured");
     assert_eq!(n("/errors/total"), 0);
-    assert_eq!(report["schema"], "strom-loadgen/3");
+    assert_eq!(report["schema"], "strom-loadgen/4");
     assert_eq!((n("/ceilings/disk_best_write/write_bytes"), n("/ceilings/disk_read/read_bytes")), (1 << 20, 1 << 20));
     assert!(report["read_back"].is_null(), "a consumer checked every record: no read-back");
     assert!(std::fs::read_to_string(hgrm.join("produce_ack.hgrm")).unwrap().contains("Total count"));

@@ -563,7 +563,7 @@ fn drive(
         Target::Remote => format!("broker at {addr}"),
     };
     let target_text = match kafka_addr {
-        Some(k) => format!("{target_text}, producing through its Kafka listener at {k}"),
+        Some(k) => format!("{target_text}, speaking Kafka to its listener at {k}"),
         None => target_text,
     };
     report.headline = format!(

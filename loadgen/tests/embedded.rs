@@ -111,6 +111,10 @@ fn bad_flags_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--msg-size must be at least 28"));
     let out = loadgen(&["--embedded", "--rate", "-1"]);
     assert_eq!(out.status.code(), Some(2));
+    // A running broker's Kafka listener cannot be guessed from --addr.
+    let out = loadgen(&["--addr", "127.0.0.1:1", "--kafka"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kafka with --addr needs --kafka-addr"));
 }
 
 // Proves `--kafka` runs the workload twice in one invocation, natively and

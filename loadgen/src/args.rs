@@ -37,6 +37,14 @@ pub(crate) struct Args {
     /// Drive a running `strom serve` at HOST:PORT instead.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) addr: Option<String>,
+    /// Run the workload twice in one invocation: over the native protocol,
+    /// then with the producers speaking Kafka's Produce (v7, acks=-1) to the
+    /// broker's Kafka listener, on a topic of its own; report both side by side.
+    #[arg(long)]
+    pub(crate) kafka: bool,
+    /// With --addr and --kafka: the running broker's Kafka listener (its --kafka-listen).
+    #[arg(long, value_name = "HOST:PORT", requires = "kafka", requires = "addr")]
+    pub(crate) kafka_addr: Option<String>,
     /// A preset; flags given explicitly override its values.
     #[arg(long, value_enum)]
     pub(crate) scenario: Option<Scenario>,
@@ -211,6 +219,9 @@ pub(crate) fn check(s: &Settings, a: &Args) -> Result<(), String> {
     if s.rate_fraction.is_some() && a.rate.is_some() {
         return Err("--rate and latency-at-rate's --rate-fraction both set the rate: choose one".into());
     }
+    if a.kafka && a.addr.is_some() && a.kafka_addr.is_none() {
+        return Err("--kafka with --addr needs --kafka-addr HOST:PORT, the broker's Kafka listener".into());
+    }
     if let Some(bytes) = s.retention_bytes {
         if a.addr.is_some() {
             return Err("--retention-bytes needs the embedded broker: its fill phase watches the log's recycling counters".into());
@@ -232,6 +243,12 @@ pub(crate) fn check(s: &Settings, a: &Args) -> Result<(), String> {
 }
 
 impl Settings {
+    /// The settings of `--kafka`'s second run: the same workload on a topic
+    /// of its own, so that neither run's records mix with the other's.
+    pub(crate) fn kafka_run(&self) -> Settings {
+        Settings { topic: format!("{}-kafka", self.topic), ..self.clone() }
+    }
+
     /// Every batch's records; `check` refused the sizes it cannot build.
     pub(crate) fn shape(&self) -> records::BatchShape {
         records::BatchShape::exact(self.batch_bytes, self.msg_size).expect("check() refused shapes that cannot be built")

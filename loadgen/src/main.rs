@@ -26,8 +26,10 @@ use strom::server::{Server, ServerConfig};
 mod args;
 mod ceiling;
 mod clock;
+mod compare;
 mod cpu;
 mod hist;
+mod kafka;
 mod limits;
 mod outside;
 mod records;
@@ -114,7 +116,8 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
             registered_bytes_max: a.registered_bytes_max,
             ..EngineConfig::default()
         };
-        let server_cfg = ServerConfig { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..ServerConfig::default() };
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server_cfg = ServerConfig { listen: loopback, kafka_listen: a.kafka.then_some(loopback), ..ServerConfig::default() };
         let server = Server::start(&dir, engine_cfg, server_cfg).map_err(|e| format!("embedded broker in {}: {e}", dir.display()))?;
         if server.engine().registration().is_cut() {
             notes.push(format!("embedded broker {}", server.engine().registration()));
@@ -122,16 +125,32 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
         let addr = server.local_addr();
         (Target::Embedded { server, dir, remove }, addr)
     } else {
-        let text = a.addr.as_deref().expect("not embedded");
-        let addr = text
-            .to_socket_addrs()
-            .map_err(|e| format!("--addr {text}: {e}"))?
-            .next()
-            .ok_or(format!("--addr {text} resolves to nothing"))?;
         scratch = None;
-        (Target::Remote, addr)
+        (Target::Remote, resolve("--addr", a.addr.as_deref().expect("not embedded"))?)
     };
-    let mut result = drive(a, s, &target, addr, threads, &loadgen_cpus, tcp, &mut notes);
+    let kafka_addr = match (&target, &a.kafka_addr) {
+        (_, _) if !a.kafka => None,
+        (Target::Embedded { server, .. }, _) => Some(server.kafka_addr().ok_or("the embedded broker has no Kafka listener")?),
+        (Target::Remote, Some(text)) => Some(resolve("--kafka-addr", text)?),
+        (Target::Remote, None) => unreachable!("check() asks for --kafka-addr"),
+    };
+    let mut result = drive(a, s, &target, (addr, None), threads, &loadgen_cpus, tcp.clone(), &mut notes);
+    if let (Some(kafka_addr), true) = (kafka_addr, result.is_ok()) {
+        // The same workload again, its producers speaking Kafka: the two
+        // runs share the broker, the ceilings and this process.
+        let mut kafka_notes = vec![format!(
+            "producers speak Kafka Produce v7 (acks=-1) to the Kafka listener at {kafka_addr}; tail consumers Fetch v11 from it; the read-back (if any) stays native"
+        )];
+        let kafka = drive(a, &s.kafka_run(), &target, (addr, Some(kafka_addr)), threads, &loadgen_cpus, tcp, &mut kafka_notes);
+        result = match (result, kafka) {
+            (Ok(mut native), Ok(kafka)) => {
+                native.kafka = Some(Box::new(kafka));
+                Ok(native)
+            }
+            (_, Err(e)) => Err(format!("the --kafka run: {e}")),
+            (Err(e), _) => Err(e),
+        };
+    }
     // The disk's ceilings are measured with the embedded broker stopped, so
     // that nothing of its own (a spare segment's preparation) shares the disk.
     let (disk_dir, remove) = match target {
@@ -144,6 +163,9 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
     if let (Ok(report), true, Some(dir)) = (&mut result, ceiling, &disk_dir) {
         let write_bytes = report.avg_write_bytes().map_or(s.batch_bytes, |b| b as usize).div_ceil(4096) * 4096;
         let d = ceiling::disks(dir, write_bytes, s.duration)?;
+        if let Some(k) = report.kafka.as_deref_mut() {
+            (k.disk, k.disk_best, k.disk_read) = (Some(d.loop_at_write_size.clone()), Some(d.best.clone()), Some(d.read.clone()));
+        }
         (report.disk, report.disk_best, report.disk_read) = (Some(d.loop_at_write_size), Some(d.best), Some(d.read));
     }
     if let Ok(report) = &result {
@@ -156,6 +178,10 @@ fn run(a: &Args, s: &Settings) -> Result<Report, String> {
     result
 }
 
+fn resolve(flag: &str, text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs().map_err(|e| format!("{flag} {text}: {e}"))?.next().ok_or(format!("{flag} {text} resolves to nothing"))
+}
+
 /// Where each partition lives: its core's direct address.
 struct Layout {
     main_addr: SocketAddr,
@@ -163,6 +189,8 @@ struct Layout {
     info: strom::proto::ServerInfo,
     partition_addr: Vec<SocketAddr>,
     start_offsets: Vec<u64>,
+    /// `--kafka`'s second run: the Kafka listener every producer talks to.
+    kafka_addr: Option<SocketAddr>,
 }
 
 fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
@@ -205,7 +233,7 @@ fn setup(addr: SocketAddr, s: &Settings) -> Result<Layout, String> {
             *start = client.list_offsets(&s.topic, p as u32, OffsetSpec::Latest).map_err(ctx)?.unwrap_or(0);
         }
     }
-    Ok(Layout { main_addr: addr, info, partition_addr, start_offsets })
+    Ok(Layout { main_addr: addr, info, partition_addr, start_offsets, kafka_addr: None })
 }
 
 struct Phase {
@@ -389,13 +417,15 @@ fn drive(
     a: &Args,
     s: &Settings,
     target: &Target,
-    addr: SocketAddr,
+    (addr, kafka_addr): (SocketAddr, Option<SocketAddr>),
     threads: usize,
     cpus: &[Option<usize>],
     tcp: Option<ceiling::TcpCeiling>,
     notes: &mut Vec<String>,
 ) -> Result<Report, String> {
-    let layout = setup(addr, s)?;
+    // The topic is made and its layout read natively, whoever produces.
+    let mut layout = setup(addr, s)?;
+    layout.kafka_addr = kafka_addr;
     let run_id = (now_ns() as u32) ^ std::process::id().rotate_left(16);
     let mut rate = s.rate;
     let base = || (run_id, layout.start_offsets.clone());
@@ -532,6 +562,10 @@ fn drive(
         Target::Embedded { dir, .. } => format!("embedded broker ({broker_cores} core(s), fsync {fsync}, data dir {})", dir.display()),
         Target::Remote => format!("broker at {addr}"),
     };
+    let target_text = match kafka_addr {
+        Some(k) => format!("{target_text}, speaking Kafka to its listener at {k}"),
+        None => target_text,
+    };
     report.headline = format!(
         "loadgen {}: {}; {} producer(s) x {} in flight, {} consumer(s), {} partition(s), batches of exactly {} bytes ({}){}; {} loadgen thread(s)",
         s.scenario.to_possible_value().unwrap().get_name(),
@@ -547,6 +581,7 @@ fn drive(
     );
     report.config = json!({
         "scenario": s.scenario.to_possible_value().unwrap().get_name(),
+        "protocol": if kafka_addr.is_some() { "kafka" } else { "native" },
         "target": if matches!(target, Target::Embedded { .. }) { "embedded".to_string() } else { addr.to_string() },
         "producers": s.producers, "consumers": s.consumers, "topic": s.topic, "partitions": s.partitions,
         "msg_size": s.msg_size, "batch_bytes": s.batch_bytes, "records_per_batch": s.shape().records(), "batch_values": s.shape().describe(),

@@ -75,6 +75,8 @@ pub struct Report {
     pub steady: Option<crate::steady::SteadyState>,
     /// Lines about phases before the window (prefill, rate probe).
     pub notes: Vec<String>,
+    /// `--kafka`: the same workload produced through the Kafka listener.
+    pub kafka: Option<Box<Report>>,
 }
 
 /// The read-back: records checked from the broker after the run, and how long it took.
@@ -105,6 +107,10 @@ impl Report {
     /// Whether the run is a failure: anything lost, duplicated, reordered or
     /// corrupt, or any error.
     pub fn failed(&self) -> bool {
+        self.run_failed() || self.kafka.as_ref().is_some_and(|k| k.failed())
+    }
+    /// Whether this run alone failed (not `--kafka`'s second run).
+    fn run_failed(&self) -> bool {
         !self.verify.is_clean() || self.errors_total() > 0
     }
     /// loadgen's own threads were nearly always on a CPU: the broker may not have been the limit.
@@ -196,7 +202,7 @@ pub fn to_json(r: &Report) -> Value {
     let verdicts: Vec<Value> =
         verdicts(r).iter().map(|v| json!({"figure": v.figure, "value": v.value, "target": v.target, "ok": v.ok, "text": v.text})).collect();
     json!({
-        "schema": "strom-loadgen/3",
+        "schema": "strom-loadgen/4",
         "config": r.config,
         "window_secs": secs,
         "warmup_secs": r.warmup_secs,
@@ -237,10 +243,12 @@ pub fn to_json(r: &Report) -> Value {
         "steady_state": r.steady.map(|st| json!({
             "retention_bytes": st.retention_bytes, "fill_secs": st.fill_secs, "fill_records": st.fill_records,
         })),
+        // --kafka: the run through the Kafka listener, a report of this schema.
+        "kafka": r.kafka.as_deref().map(to_json),
     })
 }
 
-fn group(n: f64) -> String {
+pub fn group(n: f64) -> String {
     let s = format!("{:.0}", n);
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -280,7 +288,18 @@ fn lat_row(name: &str, h: &Histogram<u64>) -> String {
     )
 }
 
+/// The table: the run's section, and with `--kafka` the Kafka run's
+/// section and the two side by side.
 pub fn table(r: &Report) -> String {
+    let mut t = section(r);
+    if let Some(k) = &r.kafka {
+        t += &crate::compare::after(r, k);
+    }
+    t
+}
+
+/// One run's figures, ending with its own result.
+pub fn section(r: &Report) -> String {
     let mut t = String::new();
     let secs = r.window_secs;
     let _ = writeln!(t, "{}", r.headline);
@@ -327,7 +346,7 @@ pub fn table(r: &Report) -> String {
             let _ = writeln!(t, "  {:<6} {}", if v.ok { "ok" } else { "below" }, v.text);
         }
     }
-    let _ = writeln!(t, "result   {}", if r.failed() { "FAILED" } else { "ok" });
+    let _ = writeln!(t, "result   {}", if r.run_failed() { "FAILED" } else { "ok" });
     t
 }
 
@@ -736,7 +755,7 @@ mod tests {
             ..Default::default()
         };
         let j = to_json(&r);
-        assert_eq!(j["schema"], "strom-loadgen/3");
+        assert_eq!(j["schema"], "strom-loadgen/4");
         assert_eq!(j["ceilings"]["disk_best_write"]["write_bytes"], 1_000_000);
         assert_eq!(j["ceilings"]["disk_best_write"]["prewritten_file_bytes"], 256 << 20);
         assert_eq!(j["ceilings"]["disk_best_write"]["mb_per_sec"], 1000.0);

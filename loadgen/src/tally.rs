@@ -55,7 +55,14 @@ pub(crate) fn spread_readers(layout: &Layout, from: &[u64], threads: usize) -> V
         let reader = (p % (threads.max(1) * READ_BACK_CONNS_PER_THREAD)) as u32;
         match specs.iter_mut().find(|c| c.addr == addr && c.id == reader) {
             Some(c) => c.partitions.push((p as u32, from[p])),
-            None => specs.push(ConsumerSpec { id: reader, addr, partitions: vec![(p as u32, from[p])], measure: false, subscribe: false }),
+            None => specs.push(ConsumerSpec {
+                id: reader,
+                addr,
+                partitions: vec![(p as u32, from[p])],
+                measure: false,
+                subscribe: false,
+                kafka: false,
+            }),
         }
     }
     specs

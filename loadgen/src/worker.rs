@@ -27,7 +27,11 @@ use crate::clock::{now_ns, wall_ms};
 use crate::hist::{Latencies, ns_to_us};
 use crate::records::{BatchShape, BatchTemplate};
 use crate::schedule::Schedule;
-use crate::verify::{Check, PartitionVerifier, Ranges, add_range};
+use crate::verify::{Check, PartitionVerifier, Ranges};
+
+mod ack;
+mod kafka_fetch;
+use ack::{Ack, kafka_ack, kafka_rid, native_rid};
 
 /// Fetches outstanding per consumer connection. The server reserves each
 /// Fetch's largest reply against the connection's buffer cap (32 MiB by
@@ -92,6 +96,9 @@ pub struct ProducerSpec {
     /// 0: closed loop.
     pub records_per_sec: f64,
     pub records_per_batch: usize,
+    /// Speak Kafka's Produce (v7, acks=-1) to the Kafka listener at `addr`
+    /// instead of the native protocol ([`crate::kafka`]).
+    pub kafka: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +112,9 @@ pub struct ConsumerSpec {
     /// Follow each partition by subscription (pushed, with credit) instead
     /// of Fetches.
     pub subscribe: bool,
+    /// Fetch over Kafka (v11, all its partitions in one request) from the
+    /// Kafka listener at `addr` instead ([`crate::kafka`]).
+    pub kafka: bool,
 }
 
 impl ConsumerSpec {
@@ -167,6 +177,8 @@ struct Producer {
     /// Where the batch starts in a frame, and where the partition field is.
     batch_at: usize,
     partition_at: usize,
+    /// Stamps request `rid`'s id into a frame: native or Kafka's place and width.
+    stamp_rid: fn(&mut [u8], u64),
     free: Vec<Vec<u8>>,
     next_seq: Vec<u64>,
     rr: usize,
@@ -237,9 +249,12 @@ fn connect(addr: SocketAddr) -> Result<OwnedFd, String> {
     Ok(OwnedFd::from(s))
 }
 
-/// The frame of a Produce of `template` to `topic`, and where its batch and
-/// partition field are.
-fn produce_frame(topic: &str, template: &BatchTemplate) -> (Vec<u8>, usize, usize) {
+/// The frame of a Produce of `template` to `topic` (native, or Kafka's),
+/// and where its batch and partition field are.
+fn produce_frame(topic: &str, template: &BatchTemplate, kafka: bool) -> (Vec<u8>, usize, usize) {
+    if kafka {
+        return crate::kafka::produce_frame(topic, &template.bytes);
+    }
     let mut frame = Vec::with_capacity(64 + topic.len() + template.bytes.len());
     proto::encode_request(&mut frame, 0, &Request::Produce { topic, partition: 0, batches: &template.bytes });
     let batch_at = frame.len() - template.bytes.len();
@@ -260,7 +275,8 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
     let mut conns = Vec::with_capacity(conns_total);
     for p in spec.producers {
         let template = BatchTemplate::new(shared.run_id, p.id, &shared.shape);
-        let (frame, batch_at, partition_at) = produce_frame(&shared.topic, &template);
+        let (frame, batch_at, partition_at) = produce_frame(&shared.topic, &template, p.kafka);
+        let stamp_rid: fn(&mut [u8], u64) = if p.kafka { kafka_rid } else { native_rid };
         let sock = io.adopt_socket(connect(p.addr)?).map_err(|e| e.to_string())?;
         let schedule = Schedule::new(now_ns(), p.records_per_sec, p.records_per_batch);
         let producer = Producer {
@@ -269,6 +285,7 @@ pub fn run(spec: WorkerSpec, shared: Arc<Shared>) -> Result<WorkerOutcome, Strin
             template,
             batch_at,
             partition_at,
+            stamp_rid,
             rr: p.id as usize % p.partitions.len(),
             schedule,
             pending: HashMap::new(),
@@ -406,7 +423,7 @@ impl Worker {
                     let mut frame = p.free.pop().expect("checked non-empty");
                     let rid = conn.next_rid;
                     conn.next_rid += 1;
-                    frame[REQUEST_ID_AT..REQUEST_ID_AT + 8].copy_from_slice(&rid.to_be_bytes());
+                    (p.stamp_rid)(&mut frame, rid);
                     frame[p.partition_at..p.partition_at + 4].copy_from_slice(&p.spec.partitions[part].to_be_bytes());
                     let first_seq = p.next_seq[part];
                     p.template.stamp(&mut frame[p.batch_at..], first_seq, from_ns, wall_ms());
@@ -444,6 +461,13 @@ impl Worker {
                 }
                 if now < c.pause_until_ns {
                     return Some(c.pause_until_ns);
+                }
+                if c.spec.kafka {
+                    kafka_fetch::plan(c, &mut conn.next_rid, &shared.topic, now);
+                    if !c.out.is_empty() {
+                        conn.send_q.push_back(std::mem::take(&mut c.out));
+                    }
+                    return None;
                 }
                 let n = c.parts.len();
                 let mut looked = 0;
@@ -580,11 +604,28 @@ impl Worker {
             if end > buf.len() {
                 break;
             }
-            match proto::decode_response(&buf[at..end]) {
-                Ok((header, resp)) => self.reply(i, header.request_id, resp),
-                Err((_, e)) => {
-                    self.lose(i, &format!("undecodable reply: {e}"));
+            let kafka = match &self.conns[i].role {
+                Role::P(p) => p.spec.kafka,
+                Role::C(c) => c.spec.kafka,
+            };
+            if kafka {
+                let answered = match &self.conns[i].role {
+                    Role::P(_) => {
+                        crate::kafka::decode_produce_response(&buf[at..end]).map(|a| self.acked(i, a.correlation_id as u64, kafka_ack(a)))
+                    }
+                    Role::C(_) => self.kafka_fetched(i, &buf[at..end]),
+                };
+                if let Err(e) = answered {
+                    self.lose(i, &format!("undecodable Kafka reply: {e}"));
                     return buf.len();
+                }
+            } else {
+                match proto::decode_response(&buf[at..end]) {
+                    Ok((header, resp)) => self.reply(i, header.request_id, resp),
+                    Err((_, e)) => {
+                        self.lose(i, &format!("undecodable reply: {e}"));
+                        return buf.len();
+                    }
                 }
             }
             at = end;
@@ -593,40 +634,21 @@ impl Worker {
     }
 
     fn reply(&mut self, i: usize, rid: u64, resp: Response<'_>) {
+        if matches!(self.conns[i].role, Role::P(_)) {
+            let ack = match resp {
+                Response::Produce { base_offset, last_offset } => Ok(Ack { partition: None, base_offset, last_offset: Some(last_offset) }),
+                Response::Error { code, .. } => Err(format!("{code:?}")),
+                _ => Err("produce answered with another api".into()),
+            };
+            return self.acked(i, rid, ack);
+        }
         let now = now_ns();
         self.last_reply_ns = now;
         let shared = self.shared.clone();
         let out = &mut self.out;
         let conn = &mut self.conns[i];
         match &mut conn.role {
-            Role::P(p) => {
-                let Some(pending) = p.pending.remove(&rid) else {
-                    *out.errors.entry("reply to no request".into()).or_default() += 1;
-                    return;
-                };
-                let partition = p.spec.partitions[pending.part];
-                let records = p.template.records() as u64;
-                match resp {
-                    Response::Produce { base_offset, last_offset } => {
-                        if last_offset + 1 - base_offset != records {
-                            *out.errors.entry("ack with the wrong record count".into()).or_default() += 1;
-                            return;
-                        }
-                        add_range(out.acked.entry((partition, p.spec.id)).or_default(), pending.first_seq, pending.first_seq + records);
-                        shared.targets[partition as usize].fetch_max(last_offset + 1, Ordering::SeqCst);
-                        let end = out.partition_ends.entry(partition).or_default();
-                        *end = (*end).max(last_offset + 1);
-                        shared.live_acked_records.fetch_add(records, Ordering::Relaxed);
-                        if shared.in_window(now) {
-                            out.lat.ack_us.saturating_record(ns_to_us(now.saturating_sub(pending.from_ns)));
-                            out.produced.records += records;
-                            out.produced.requests += 1;
-                        }
-                    }
-                    Response::Error { code, .. } => *out.errors.entry(format!("{code:?}")).or_default() += 1,
-                    _ => *out.errors.entry("produce answered with another api".into()).or_default() += 1,
-                }
-            }
+            Role::P(_) => unreachable!("answered above"),
             Role::C(c) => {
                 // A push keeps its subscription pending; anything else ends it.
                 let pushed = matches!(resp, Response::Subscribe { .. });
@@ -658,25 +680,7 @@ impl Worker {
                             return;
                         }
                         c.empty_replies = 0;
-                        let before = part.v.counts.checked;
-                        let e2e = &mut out.lat.e2e_us;
-                        let walked = part.v.batches(batches, part.next, |b| {
-                            if let (true, Some(send_ns)) = (measure, b.send_ns) {
-                                e2e.saturating_record_n(ns_to_us(now.saturating_sub(send_ns)), b.records);
-                            }
-                        });
-                        let records = part.v.counts.checked - before;
-                        shared.live_consumed_records.fetch_add(records, Ordering::Relaxed);
-                        if measure {
-                            out.consumed.records += records;
-                        }
-                        part.next = match walked {
-                            Ok(next) => next,
-                            Err(e) => {
-                                *out.errors.entry(format!("fetch reply: {e}")).or_default() += 1;
-                                next_offset.max(part.next)
-                            }
-                        };
+                        take_batches(out, &shared, part, batches, next_offset, (measure, now));
                     }
                     Response::Error { code, .. } => {
                         *out.errors.entry(format!("{code:?}")).or_default() += 1;
@@ -742,6 +746,31 @@ impl Worker {
         }
         self.out
     }
+}
+
+/// Checks the batches a reply brought `part` and moves it past them; on
+/// bytes that cannot be walked, to `next_offset` (the server's next).
+/// `measure`: inside the window, timed at `now`.
+fn take_batches(out: &mut WorkerOutcome, shared: &Shared, part: &mut Part, batches: &[u8], next_offset: u64, (measure, now): (bool, u64)) {
+    let before = part.v.counts.checked;
+    let e2e = &mut out.lat.e2e_us;
+    let walked = part.v.batches(batches, part.next, |b| {
+        if let (true, Some(send_ns)) = (measure, b.send_ns) {
+            e2e.saturating_record_n(ns_to_us(now.saturating_sub(send_ns)), b.records);
+        }
+    });
+    let records = part.v.counts.checked - before;
+    shared.live_consumed_records.fetch_add(records, Ordering::Relaxed);
+    if measure {
+        out.consumed.records += records;
+    }
+    part.next = match walked {
+        Ok(next) => next,
+        Err(e) => {
+            *out.errors.entry(format!("fetch reply: {e}")).or_default() += 1;
+            next_offset.max(part.next)
+        }
+    };
 }
 
 fn take_net_buf(op: Op) -> Vec<u8> {

@@ -93,7 +93,7 @@ fn short_embedded_run_reports_and_verifies() {
     let figures: Vec<&str> = report["verdicts"].as_array().unwrap().iter().map(|v| v["figure"].as_str().unwrap()).collect();
     assert_eq!(figures, ["produce_to_disk_best", "consume_per_consumer"], "a verdict per figure measured");
     assert_eq!(n("/errors/total"), 0);
-    assert_eq!(report["schema"], "strom-loadgen/3");
+    assert_eq!(report["schema"], "strom-loadgen/4");
     assert_eq!((n("/ceilings/disk_best_write/write_bytes"), n("/ceilings/disk_read/read_bytes")), (1 << 20, 1 << 20));
     assert!(report["read_back"].is_null(), "a consumer checked every record: no read-back");
     assert!(std::fs::read_to_string(hgrm.join("produce_ack.hgrm")).unwrap().contains("Total count"));
@@ -111,4 +111,57 @@ fn bad_flags_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--msg-size must be at least 28"));
     let out = loadgen(&["--embedded", "--rate", "-1"]);
     assert_eq!(out.status.code(), Some(2));
+    // A running broker's Kafka listener cannot be guessed from --addr.
+    let out = loadgen(&["--addr", "127.0.0.1:1", "--kafka"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--kafka with --addr needs --kafka-addr"));
+}
+
+// Proves `--kafka` runs the workload twice in one invocation, natively and
+// through the Kafka listener, each on its own topic, and that both runs
+// appear in the JSON and the table with every acknowledged record verified.
+#[test]
+fn kafka_run_beside_the_native_one_verifies_every_record() {
+    let dir = scratch("loadgen-kafka");
+    let json = dir.join("report.json");
+    let data = dir.join("data");
+    let out = loadgen(&[
+        "--embedded",
+        "--kafka",
+        "--no-ceiling",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--consumers",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "loadgen --kafka failed: {:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("native vs Kafka listener"), "the table shows the two runs side by side");
+    assert!(stdout.contains("result   both runs: ok"));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let kafka = &report["kafka"];
+    assert!(kafka.is_object(), "the JSON has the Kafka run: {report:#}");
+    assert!(kafka["kafka"].is_null(), "the Kafka run has no run of its own");
+    assert_eq!((report["config"]["protocol"].as_str(), kafka["config"]["protocol"].as_str()), (Some("native"), Some("kafka")));
+    assert_eq!((report["config"]["topic"].as_str(), kafka["config"]["topic"].as_str()), (Some("loadgen"), Some("loadgen-kafka")));
+    for (name, run) in [("native", &report), ("kafka", kafka)] {
+        let n = |p: &str| run.pointer(p).and_then(serde_json::Value::as_u64).unwrap_or_else(|| panic!("{name}: no {p}"));
+        assert!(n("/produce/records") > 0, "{name}: nothing was acknowledged in the window");
+        assert!(n("/consume/records") > 0, "{name}: the consumer read nothing in the window");
+        assert!(n("/produce/ack_latency_us/count") > 0, "{name}: no ack latencies");
+        assert!(n("/verify/checked") >= n("/verify/acked_run_records"), "{name}: every acknowledged record is checked");
+        for kind in ["lost", "duplicated", "reordered", "corrupt", "foreign"] {
+            assert_eq!(n(&format!("/verify/{kind}")), 0, "{name}: verify/{kind}");
+        }
+        assert_eq!(run["verify"]["clean"], true, "{name}");
+        assert_eq!(n("/errors/total"), 0, "{name}: errors {}", run["errors"]);
+        assert_eq!(n("/errors/indeterminate"), 0, "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -127,7 +127,8 @@ pub const KAFKA_MESSAGE_MAX_BYTES: usize = 1_048_588;
 
 // A batch that large fits a write buffer with its frame header and the
 // largest padding frame (what `EngineConfig::validate` checks).
-const _: () = assert!(KAFKA_MESSAGE_MAX_BYTES + crate::log::frame::HEADER_BYTES + crate::log::frame::PAD_BYTES_MAX <= (1 << 20) + 2 * BLOCK_BYTES);
+const _: () =
+    assert!(KAFKA_MESSAGE_MAX_BYTES + crate::log::frame::HEADER_BYTES + crate::log::frame::PAD_BYTES_MAX <= (1 << 20) + 2 * BLOCK_BYTES);
 
 impl Default for EngineConfig {
     fn default() -> Self {

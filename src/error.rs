@@ -75,7 +75,9 @@ impl fmt::Display for BatchError {
                  and send uncompressed batches to a topic with named indices",
                 ["gzip", "snappy", "lz4", "zstd"][usize::from(*c) - 1]
             ),
-            BatchError::UnsupportedCompression(c) => write!(f, "the batch names compression codec {c}, which does not exist (Kafka's are 1 to 4)"),
+            BatchError::UnsupportedCompression(c) => {
+                write!(f, "the batch names compression codec {c}, which does not exist (Kafka's are 1 to 4)")
+            }
             BatchError::TooLarge { bytes, max_bytes } => {
                 write!(f, "the batch is {bytes} bytes, over the broker's limit of {max_bytes} bytes; send smaller batches")
             }

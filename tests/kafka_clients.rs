@@ -617,7 +617,9 @@ fn a_wildcard_kafka_listener_needs_an_advertised_address() {
     let dir = test_dir("kafka-wildcard");
     let data = dir.join("data");
     let out = run(
-        Command::new(env!("CARGO_BIN_EXE_strom")).args(["serve", "--listen", "127.0.0.1:0", "--kafka-listen", "0.0.0.0:0", "--data-dir"]).arg(&data),
+        Command::new(env!("CARGO_BIN_EXE_strom"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--kafka-listen", "0.0.0.0:0", "--data-dir"])
+            .arg(&data),
         b"",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

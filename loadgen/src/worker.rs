@@ -440,64 +440,7 @@ impl Worker {
                 }
                 (p.schedule.is_open_loop() && p.pending.len() < p.spec.inflight).then(|| p.schedule.next_due_ns())
             }
-            Role::C(c) => {
-                if c.done {
-                    return None;
-                }
-                let final_targets = shared.targets_final.load(Ordering::SeqCst);
-                let mut all_done = true;
-                for part in &mut c.parts {
-                    if final_targets
-                        && (c.spec.subscribe || !part.outstanding)
-                        && part.next >= shared.targets[part.partition as usize].load(Ordering::SeqCst)
-                    {
-                        part.done = true;
-                    }
-                    all_done &= part.done;
-                }
-                if all_done {
-                    c.done = true;
-                    return None;
-                }
-                if now < c.pause_until_ns {
-                    return Some(c.pause_until_ns);
-                }
-                if c.spec.kafka {
-                    kafka_fetch::plan(c, &mut conn.next_rid, &shared.topic, now);
-                    if !c.out.is_empty() {
-                        conn.send_q.push_back(std::mem::take(&mut c.out));
-                    }
-                    return None;
-                }
-                let n = c.parts.len();
-                let mut looked = 0;
-                // A subscription stays pending for its life: no slot limit.
-                while (c.spec.subscribe || c.pending.len() < FETCH_SLOTS) && looked < n {
-                    let pi = c.cursor % n;
-                    c.cursor = c.cursor.wrapping_add(1);
-                    looked += 1;
-                    let part = &mut c.parts[pi];
-                    if part.outstanding || part.done {
-                        continue;
-                    }
-                    let rid = conn.next_rid;
-                    conn.next_rid += 1;
-                    let (topic, partition) = (&shared.topic, part.partition);
-                    let req = if c.spec.subscribe {
-                        let start = proto::SubscribeStart::Offset(part.next);
-                        Request::Subscribe { topic, partition, credit_bytes: SUBSCRIBE_CREDIT_BYTES, start }
-                    } else {
-                        Request::Fetch { topic, partition, offset: part.next, max_bytes: FETCH_BYTES_MAX, max_wait_ms: c.wait_ms }
-                    };
-                    proto::encode_request(&mut c.out, rid, &req);
-                    part.outstanding = true;
-                    c.pending.insert(rid, (pi, now));
-                }
-                if !c.out.is_empty() {
-                    conn.send_q.push_back(std::mem::take(&mut c.out));
-                }
-                None
-            }
+            Role::C(c) => plan_consumer(c, &mut conn.next_rid, &mut conn.send_q, &shared, now),
         }
     }
 
@@ -751,6 +694,67 @@ impl Worker {
 /// Checks the batches a reply brought `part` and moves it past them; on
 /// bytes that cannot be walked, to `next_offset` (the server's next).
 /// `measure`: inside the window, timed at `now`.
+/// Queues a consumer's next Fetches (or subscriptions) on its connection's
+/// send queue; returns when it next wants to wake.
+fn plan_consumer(c: &mut Consumer, next_rid: &mut u64, send_q: &mut VecDeque<Vec<u8>>, shared: &Shared, now: u64) -> Option<u64> {
+    if c.done {
+        return None;
+    }
+    let final_targets = shared.targets_final.load(Ordering::SeqCst);
+    let mut all_done = true;
+    for part in &mut c.parts {
+        if final_targets
+            && (c.spec.subscribe || !part.outstanding)
+            && part.next >= shared.targets[part.partition as usize].load(Ordering::SeqCst)
+        {
+            part.done = true;
+        }
+        all_done &= part.done;
+    }
+    if all_done {
+        c.done = true;
+        return None;
+    }
+    if now < c.pause_until_ns {
+        return Some(c.pause_until_ns);
+    }
+    if c.spec.kafka {
+        kafka_fetch::plan(c, next_rid, &shared.topic, now);
+        if !c.out.is_empty() {
+            send_q.push_back(std::mem::take(&mut c.out));
+        }
+        return None;
+    }
+    let n = c.parts.len();
+    let mut looked = 0;
+    // A subscription stays pending for its life: no slot limit.
+    while (c.spec.subscribe || c.pending.len() < FETCH_SLOTS) && looked < n {
+        let pi = c.cursor % n;
+        c.cursor = c.cursor.wrapping_add(1);
+        looked += 1;
+        let part = &mut c.parts[pi];
+        if part.outstanding || part.done {
+            continue;
+        }
+        let rid = *next_rid;
+        *next_rid += 1;
+        let (topic, partition) = (&shared.topic, part.partition);
+        let req = if c.spec.subscribe {
+            let start = proto::SubscribeStart::Offset(part.next);
+            Request::Subscribe { topic, partition, credit_bytes: SUBSCRIBE_CREDIT_BYTES, start }
+        } else {
+            Request::Fetch { topic, partition, offset: part.next, max_bytes: FETCH_BYTES_MAX, max_wait_ms: c.wait_ms }
+        };
+        proto::encode_request(&mut c.out, rid, &req);
+        part.outstanding = true;
+        c.pending.insert(rid, (pi, now));
+    }
+    if !c.out.is_empty() {
+        send_q.push_back(std::mem::take(&mut c.out));
+    }
+    None
+}
+
 fn take_batches(out: &mut WorkerOutcome, shared: &Shared, part: &mut Part, batches: &[u8], next_offset: u64, (measure, now): (bool, u64)) {
     let before = part.v.counts.checked;
     let e2e = &mut out.lat.e2e_us;

@@ -126,7 +126,7 @@ fn unhex(field: &str) -> Option<String> {
     if field == "-" {
         return Some(String::new());
     }
-    if field.is_empty() || field.len() % 2 != 0 || field.len() / 2 > METADATA_BYTES_MAX {
+    if field.is_empty() || !field.len().is_multiple_of(2) || field.len() / 2 > METADATA_BYTES_MAX {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..field.len())

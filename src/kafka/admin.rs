@@ -102,10 +102,9 @@ pub(crate) fn metadata_response(ctx: &KafkaCtx, s: &MetadataShape, answers: Answ
         MetadataResponseTopic::default().with_name(Some(topic_name(&t.name))).with_partitions(partitions)
     };
     if s.all {
-        match slot_answer(Slot::Cmd(0), &answers) {
-            Ok(Answer::Metadata { topics: all, .. }) => topics.extend(all.iter().map(placed)),
-            // The request's own failure (a stopping server): no topics.
-            _ => {}
+        // On the request's own failure (a stopping server): no topics.
+        if let Ok(Answer::Metadata { topics: all, .. }) = slot_answer(Slot::Cmd(0), &answers) {
+            topics.extend(all.iter().map(placed));
         }
     } else {
         for (i, name) in s.names.iter().enumerate() {

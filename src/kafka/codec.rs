@@ -239,7 +239,7 @@ pub(crate) fn frame(ctx: &KafkaCtx, body: &impl Encodable) -> Vec<u8> {
 }
 
 /// The answer in `slot`: its command's, or the error found at decode.
-pub(crate) fn slot_answer<'a>(slot: Slot, answers: &'a Result<Vec<Result<Answer, BrokerError>>, BrokerError>) -> Result<&'a Answer, i16> {
+pub(crate) fn slot_answer(slot: Slot, answers: &Result<Vec<Result<Answer, BrokerError>>, BrokerError>) -> Result<&Answer, i16> {
     match (slot, answers) {
         (Slot::Err(code), _) => Err(code),
         (Slot::Cmd(_), Err(e)) => Err(super::errors::code(e)),

@@ -298,11 +298,10 @@ impl Groups {
         let new_id = if req.member_id.is_empty() { Some(self.make_member_id(&req.client_id)) } else { None };
         let limits = self.limits.clone();
         let group = self.groups.entry(req.group.clone()).or_insert_with(|| Group::new(&req.protocol_type));
-        let result = match new_id {
+        match new_id {
             Some(id) => group.join_new(ticket, req, id, now_ms, &limits, out),
             None => group.join_known(ticket, req, now_ms, &limits, out),
-        };
-        result
+        }
     }
 
     fn make_member_id(&mut self, client_id: &str) -> String {

@@ -47,8 +47,13 @@ pub(crate) enum GroupShape {
     /// (0: committed, in the order of the job's entries).
     Commit(Vec<(String, Vec<(i32, i16)>)>),
     /// v8 names groups; before, one group (`None`).
-    Fetch(Vec<(Option<String>, Vec<(String, Vec<i32>)>)>),
+    Fetch(Vec<FetchGroup>),
 }
+
+/// An OffsetFetch's group (None before v8) and its topics' partitions.
+type FetchGroup = (Option<String>, Vec<(String, Vec<i32>)>);
+/// The same, borrowed from the request.
+type FetchGroupRef<'r> = (Option<&'r GroupId>, Vec<(&'r str, &'r [i32])>);
 
 /// The coordinator's answer to a group request.
 enum Outcome {
@@ -280,7 +285,7 @@ pub(crate) fn offset_fetch(base: Base, r: OffsetFetchRequest, run: &mut dyn FnMu
     // Version 8 names groups, each with its topics; before, one group.
     // A null topic list (every committed partition) is answered empty
     // (docs/KAFKA.md): the clients here always name their partitions.
-    let groups: Vec<(Option<&GroupId>, Vec<(&str, &[i32])>)> = if base.version >= 8 {
+    let groups: Vec<FetchGroupRef<'_>> = if base.version >= 8 {
         r.groups
             .iter()
             .map(|g| (Some(&g.group_id), g.topics.iter().flatten().map(|t| (t.name.as_str(), t.partition_indexes.as_slice())).collect()))
@@ -440,7 +445,7 @@ fn commit_response(ctx: &KafkaCtx, topics: &[(String, Vec<(i32, i16)>)], res: Re
     frame(ctx, &OffsetCommitResponse::default().with_topics(out_topics))
 }
 
-fn fetch_response(ctx: &KafkaCtx, groups: &[(Option<String>, Vec<(String, Vec<i32>)>)], answers: Answers) -> Vec<u8> {
+fn fetch_response(ctx: &KafkaCtx, groups: &[FetchGroup], answers: Answers) -> Vec<u8> {
     let mut i = 0;
     let committed = |i: usize| -> (i64, Option<StrBytes>, i16) {
         let a = match &answers {

@@ -208,7 +208,13 @@ impl ReadPath {
 
     /// The first offset whose record timestamp is at least `ts_ms`.
     /// Answers the offset and that record's timestamp.
-    pub fn offset_for_time<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, pid: Pid, ts_ms: i64, reply: Reply<Option<(u64, i64)>>) {
+    pub fn offset_for_time<I: Io, V: LogView>(
+        &mut self,
+        cx: &mut ReadCx<'_, I, V>,
+        pid: Pid,
+        ts_ms: i64,
+        reply: Reply<Option<(u64, i64)>>,
+    ) {
         self.start(cx, pid, ReadMode::Time { ts_ms, found_ts_ms: ts_ms, reply }, 0);
     }
 
@@ -678,7 +684,9 @@ impl ReadPath {
                     self.resumed.push_back((pid, mode));
                 }
             }
-            ReadMode::Time { reply, found_ts_ms, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some((next_offset, found_ts_ms)))),
+            ReadMode::Time { reply, found_ts_ms, .. } => {
+                reply(res.map(|()| (next_offset != NOT_FOUND).then_some((next_offset, found_ts_ms))))
+            }
             ReadMode::Index { reply, .. } => reply(res.map(|()| (next_offset != NOT_FOUND).then_some(next_offset))),
             ReadMode::Spent | ReadMode::Ahead => unreachable!("a read is answered once, a window never"),
         }

@@ -1,0 +1,247 @@
+//! The `--config` file of `strom serve`, and `strom config check|default`.
+//!
+//! There is one table of settings: the fields of [`ServeArgs`]. A key of
+//! the file is a field's id (the flag's name with `_`), and its value is
+//! parsed by that flag's own parser, so a file, a flag and a `STROM_*`
+//! variable can never mean different things. The file's values become the
+//! flags' defaults before the command line is parsed again, which gives the
+//! precedence flag > environment > file > built-in default from clap
+//! itself. Other sections (`[auth]`) can be added beside these keys later:
+//! the file is a table, and only unknown keys are refused.
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches, Subcommand};
+
+use super::serve::{ServeArgs, configs};
+
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a config file and print the effective configuration as TOML:
+    /// the file, overridden by STROM_* variables, overridden by any `strom
+    /// serve` flags given after FILE.
+    Check {
+        file: PathBuf,
+        /// `strom serve` flags, as they would be given to it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "SERVE_FLAGS")]
+        serve_flags: Vec<OsString>,
+    },
+    /// Print every setting with its default and a one-line comment: a
+    /// config file to start from (deploy/strom.toml is its output).
+    Default,
+}
+
+/// Examples for the settings that have no default, printed commented out
+/// by `config default` (a test uncomments them and loads them).
+const EXAMPLES: &[(&str, &str)] = &[
+    ("data_dir", "/var/lib/strom"),
+    ("kafka_listen", "127.0.0.1:9092"),
+    ("kafka_advertise", "broker1.example.com:9092"),
+    ("cores", "4"),
+    ("registered_bytes_max", "1073741824"),
+];
+
+pub fn run(cmd: &ConfigCmd) -> Result<(), String> {
+    match cmd {
+        ConfigCmd::Check { file, serve_flags } => check(file, serve_flags).map(|text| print!("{text}")),
+        ConfigCmd::Default => {
+            print!("{}", default_text());
+            Ok(())
+        }
+    }
+}
+
+/// Parses the command line as clap does, except that `serve --config FILE`
+/// (or STROM_CONFIG) first reads FILE into serve's defaults. A bad file
+/// stops the process with exit code 2, as a bad flag does.
+pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
+    let cmd = C::command();
+    let matches = cmd.clone().get_matches();
+    let matches = match matches.subcommand() {
+        Some(("serve", serve)) => match serve.get_one::<PathBuf>("config") {
+            Some(path) => match load(&serve_command(), path) {
+                Ok(file) => cmd.mut_subcommand("serve", |s| with_file(s, &file)).get_matches(),
+                Err(e) => {
+                    eprintln!("strom serve: {e}");
+                    std::process::exit(2);
+                }
+            },
+            None => matches,
+        },
+        _ => matches,
+    };
+    C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn serve_command() -> Command {
+    ServeArgs::augment_args(Command::new("serve"))
+}
+
+/// The settings: every flag of `serve` but `--config` itself.
+fn settings(serve: &Command) -> impl Iterator<Item = &Arg> {
+    serve.get_arguments().filter(|a| a.get_long().is_some() && !matches!(a.get_id().as_str(), "config" | "help" | "version"))
+}
+
+/// The file's settings as (key, value as a flag would take it), each key
+/// known and each value accepted by its flag's parser; errors name the file
+/// and the key.
+fn load(serve: &Command, path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut file = Vec::with_capacity(table.len());
+    for (key, value) in table {
+        let Some(arg) = settings(serve).find(|a| a.get_id().as_str() == key) else {
+            return Err(format!("{}: unknown key `{key}` (`strom config default` prints every key)", path.display()));
+        };
+        let raw = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(format!("{}: `{key}` must be a string or an integer, not {}", path.display(), other.type_str())),
+        };
+        check_value(serve, arg, &raw).map_err(|why| format!("{}: `{key}` = {raw:?} is invalid: {why}", path.display()))?;
+        file.push((key, raw));
+    }
+    Ok(file)
+}
+
+/// Runs `raw` through `arg`'s own parser, as `--flag=raw` on the command
+/// line, and returns why it is refused. Only an error about this flag's
+/// value counts: whatever else is wrong (a bad STROM_* variable) is
+/// reported by the real parse.
+fn check_value(serve: &Command, arg: &Arg, raw: &str) -> Result<(), String> {
+    let long = arg.get_long().expect("a setting has a long flag");
+    let argv = [OsString::from("serve"), OsString::from(format!("--{long}={raw}"))];
+    let Err(e) = serve.clone().try_get_matches_from(argv) else {
+        return Ok(());
+    };
+    let about_this = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s == &format!("--{long}") || s.starts_with(&format!("--{long} ")),
+        _ => false,
+    };
+    if !about_this || !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return Ok(());
+    }
+    Err(std::error::Error::source(&e).map_or_else(|| e.kind().to_string(), ToString::to_string))
+}
+
+/// `serve` with the file's values as its defaults: clap then takes a flag
+/// first, its STROM_* variable next, the file's value next and the
+/// built-in default last.
+fn with_file(serve: Command, file: &[(String, String)]) -> Command {
+    file.iter().fold(serve, |cmd, (key, raw)| cmd.mut_arg(key, |a| a.default_value(raw.clone())))
+}
+
+/// `strom config check FILE [SERVE_FLAGS]`: the effective configuration as
+/// TOML, once the file, the environment and the flags all parse and the
+/// engine and the server accept what they make.
+fn check(path: &Path, serve_flags: &[OsString]) -> Result<String, String> {
+    let serve = serve_command();
+    let file = load(&serve, path)?;
+    let argv = std::iter::once(OsString::from("serve")).chain(serve_flags.iter().cloned());
+    let matches = with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| e.to_string())?;
+    let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    configs(&args)?;
+    Ok(effective_text(&serve, &matches, &file))
+}
+
+/// Each setting as a TOML line with where its value came from, or a
+/// comment for one that is not set.
+fn effective_text(serve: &Command, matches: &ArgMatches, file: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for arg in settings(serve) {
+        let key = arg.get_id().as_str();
+        let source = match matches.value_source(key) {
+            None => {
+                let _ = writeln!(out, "# {key} is not set");
+                continue;
+            }
+            Some(ValueSource::CommandLine) => format!("--{}", arg.get_long().unwrap_or(key)),
+            Some(ValueSource::EnvVariable) => arg.get_env().map_or_else(|| "environment".into(), |v| v.to_string_lossy().into_owned()),
+            Some(_) if file.iter().any(|(k, _)| k == key) => "file".into(),
+            Some(_) => "default".into(),
+        };
+        let raw = matches.get_raw(key).and_then(|mut v| v.next()).map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = writeln!(out, "{key} = {}  # {source}", toml_value(&raw));
+    }
+    out
+}
+
+/// `strom config default`: every setting, its comment, flag and variable,
+/// and its default (commented out, with an example, when it has none).
+pub fn default_text() -> String {
+    let serve = serve_command();
+    let mut out = String::from(
+        "# strom serve settings (`strom config default` prints this file).\n\
+         # Precedence: a flag, then its STROM_* variable, then this file, then the default.\n",
+    );
+    for arg in settings(&serve) {
+        let key = arg.get_id().as_str();
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        let env = arg.get_env().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+        let _ = writeln!(out, "\n# {help} [--{}, {env}]", arg.get_long().unwrap_or(key));
+        match arg.get_default_values().first() {
+            Some(default) => {
+                let _ = writeln!(out, "{key} = {}", toml_value(&default.to_string_lossy()));
+            }
+            None => {
+                let example = EXAMPLES.iter().find(|(k, _)| *k == key).map_or("", |(_, v)| v);
+                let _ = writeln!(out, "#{key} = {}  # not set by default; for example", toml_value(example));
+            }
+        }
+    }
+    out
+}
+
+/// A value as TOML: an integer when it is one, else a quoted string (a
+/// file's integers and strings both reach the flag's parser as text, so
+/// either reads back the same).
+fn toml_value(raw: &str) -> String {
+    match raw.parse::<i64>() {
+        Ok(_) => raw.to_string(),
+        Err(_) => toml::Value::String(raw.to_string()).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves: every setting without a default has an example, and each
+    // example, uncommented, is a value its flag accepts.
+    #[test]
+    fn examples_cover_the_unset_settings_and_parse() {
+        let serve = serve_command();
+        for arg in settings(&serve).filter(|a| a.get_default_values().is_empty()) {
+            let key = arg.get_id().as_str();
+            let (_, example) = EXAMPLES.iter().find(|(k, _)| *k == key).unwrap_or_else(|| panic!("no example for {key}"));
+            assert_eq!(check_value(&serve, arg, example), Ok(()), "{key}");
+        }
+        assert!(EXAMPLES.iter().all(|(k, _)| settings(&serve).any(|a| a.get_id().as_str() == *k)), "an example for no setting");
+    }
+
+    // Proves: a value is refused by its flag's parser, with its reason,
+    // and a well-formed one is not.
+    #[test]
+    fn values_go_through_the_flags_parsers() {
+        let serve = serve_command();
+        let arg = |key: &str| settings(&serve).find(|a| a.get_id().as_str() == key).unwrap().clone();
+        assert_eq!(check_value(&serve, &arg("fsync"), "interval:5"), Ok(()));
+        assert!(check_value(&serve, &arg("fsync"), "sometimes").unwrap_err().contains("always, never or interval"));
+        assert!(check_value(&serve, &arg("listen"), "nowhere").is_err());
+        assert!(check_value(&serve, &arg("retention_ms"), "-2").unwrap_err().contains("-1 for no limit"));
+        assert_eq!(check_value(&serve, &arg("retention_bytes"), "10GiB"), Ok(()));
+    }
+
+    // Proves: integers print bare and everything else quoted, so the text
+    // is TOML whatever the value.
+    #[test]
+    fn values_print_as_toml() {
+        assert_eq!(toml_value("-1"), "-1");
+        assert_eq!(toml_value("127.0.0.1:7070"), "\"127.0.0.1:7070\"");
+        assert_eq!(toml_value("a \"b\""), "'a \"b\"'");
+    }
+}

@@ -1,0 +1,202 @@
+//! `strom serve`: its settings (each a flag, a `STROM_*` environment
+//! variable and a key of the `--config` file: `cli/config.rs`), what they
+//! become (`EngineConfig`, `ServerConfig`), and the serving loop.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use nix::sys::signal::{SigSet, Signal};
+use strom::config::{EngineConfig, FsyncPolicy};
+use strom::server::{Server, ServerConfig};
+
+use super::topic::{Setting, parse_bytes_setting, parse_ms_setting};
+
+/// The settings of `strom serve`. This struct is the one table of them:
+/// each field's id is its key in the `--config` file, its doc comment the
+/// comment `strom config default` prints, its default the default there.
+/// A setting without a default is unset unless given.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A TOML file of settings (keys as the flags, with `_`: `strom config
+    /// default` prints them all); flags and STROM_* variables override it.
+    #[arg(long, env = "STROM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The data directory (created if new).
+    #[arg(long, env = "STROM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to accept connections on; port 0 picks a free one.
+    #[arg(long, env = "STROM_LISTEN", default_value_t = ServerConfig::default().listen)]
+    pub listen: SocketAddr,
+    /// Also speak Kafka's protocol on this address (docs/KAFKA.md); port 0 picks a free one.
+    #[arg(long, env = "STROM_KAFKA_LISTEN")]
+    pub kafka_listen: Option<SocketAddr>,
+    /// The host:port Kafka clients are told to connect to (default: the Kafka listener's address).
+    #[arg(long, env = "STROM_KAFKA_ADVERTISE")]
+    pub kafka_advertise: Option<String>,
+    /// How long a new Kafka consumer group waits for more members before its first rebalance completes.
+    #[arg(long, env = "STROM_KAFKA_INITIAL_REBALANCE_DELAY_MS", default_value_t = duration_ms(ServerConfig::default().kafka_initial_rebalance_delay))]
+    pub kafka_initial_rebalance_delay_ms: u64,
+    /// Core threads (default: all online CPUs); a new data directory gets one log per core.
+    #[arg(long, env = "STROM_CORES")]
+    pub cores: Option<usize>,
+    /// When writes are acknowledged: always, interval:MS or never.
+    #[arg(long, env = "STROM_FSYNC", default_value_t = EngineConfig::default().fsync)]
+    pub fsync: FsyncPolicy,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, env = "STROM_FRAME_BYTES_MAX", default_value_t = ServerConfig::default().frame_bytes_max)]
+    pub frame_bytes_max: usize,
+    /// Open connections at most.
+    #[arg(long, env = "STROM_CONNECTIONS_MAX", default_value_t = ServerConfig::default().connections_max)]
+    pub connections_max: usize,
+    /// Requests in flight per connection at most.
+    #[arg(long, env = "STROM_INFLIGHT_PER_CONN_MAX", default_value_t = ServerConfig::default().inflight_per_conn_max)]
+    pub inflight_per_conn_max: usize,
+    /// A connection with no request for this long is closed.
+    #[arg(long, env = "STROM_IDLE_TIMEOUT_MS", default_value_t = duration_ms(ServerConfig::default().idle_timeout))]
+    pub idle_timeout_ms: u64,
+    /// A request whose frame is not complete this long after it began is refused.
+    #[arg(long, env = "STROM_HEADER_TIMEOUT_MS", default_value_t = duration_ms(ServerConfig::default().header_timeout))]
+    pub header_timeout_ms: u64,
+    /// Request and reply bytes one core may hold for all its connections; past it no socket of the core is read.
+    #[arg(long, env = "STROM_CORE_BUFFERED_BYTES_MAX", default_value_t = ServerConfig::default().core_buffered_bytes_max)]
+    pub core_buffered_bytes_max: usize,
+    /// Fetch reply bytes being built or unsent for one core's connections; a Fetch past it waits.
+    #[arg(long, env = "STROM_REPLY_BUDGET_BYTES", default_value_t = ServerConfig::default().reply_budget_bytes)]
+    pub reply_budget_bytes: usize,
+    /// Bytes per log segment file (a block multiple of at least two write buffers).
+    #[arg(long, env = "STROM_SEGMENT_BYTES", default_value_t = EngineConfig::default().segment_bytes)]
+    pub segment_bytes: u64,
+    /// Bytes logged between checkpoints (each bounds the scan at the next start).
+    #[arg(long, env = "STROM_CHECKPOINT_INTERVAL_BYTES", default_value_t = EngineConfig::default().checkpoint_interval_bytes)]
+    pub checkpoint_interval_bytes: u64,
+    /// Buffer bytes all cores together register with io_uring, at most
+    /// (default: all, or what RLIMIT_MEMLOCK allows); the rest use plain I/O.
+    #[arg(long, env = "STROM_REGISTERED_BYTES_MAX", value_name = "BYTES")]
+    pub registered_bytes_max: Option<usize>,
+    /// Retention for topics without their own (Kafka's log.retention.ms): keep
+    /// records whose batch is younger than this (ms, or 30s, 12h, 7d; -1: no limit).
+    #[arg(long, env = "STROM_RETENTION_MS", value_parser = parse_ms_setting, allow_hyphen_values = true, default_value = "-1")]
+    pub retention_ms: Setting,
+    /// Retention for topics without their own (Kafka's log.retention.bytes):
+    /// keep at most this many bytes per partition (bytes, or 512MiB, 10GiB; -1: no limit).
+    #[arg(long, env = "STROM_RETENTION_BYTES", value_parser = parse_bytes_setting, allow_hyphen_values = true, default_value = "-1")]
+    pub retention_bytes: Setting,
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the settings make: the data directory and the two configurations,
+/// each validated as the engine and the server will (so `strom config
+/// check` refuses what `strom serve` would).
+pub fn configs(args: &ServeArgs) -> Result<(Option<PathBuf>, EngineConfig, ServerConfig), String> {
+    let mut engine_cfg = EngineConfig {
+        fsync: args.fsync,
+        segment_bytes: args.segment_bytes,
+        checkpoint_interval_bytes: args.checkpoint_interval_bytes,
+        retention_age: server_limit(args.retention_ms).map(Duration::from_millis),
+        retention_bytes: server_limit(args.retention_bytes),
+        registered_bytes_max: args.registered_bytes_max,
+        ..EngineConfig::default()
+    };
+    if let Some(cores) = args.cores {
+        engine_cfg.cores = cores;
+        // A new directory gets a log per core, so every core has work; an
+        // existing one keeps its log count whatever --cores says.
+        engine_cfg.logs_on_create = cores as u32;
+    }
+    // Checked here rather than by clap's `requires`, which does not see a
+    // value that came from the file.
+    if args.kafka_advertise.is_some() && args.kafka_listen.is_none() {
+        return Err("kafka_advertise (--kafka-advertise) needs kafka_listen (--kafka-listen): it is what Kafka clients are told to connect to".into());
+    }
+    let server_cfg = ServerConfig {
+        listen: args.listen,
+        kafka_listen: args.kafka_listen,
+        kafka_advertise: args.kafka_advertise.clone(),
+        kafka_initial_rebalance_delay: Duration::from_millis(args.kafka_initial_rebalance_delay_ms),
+        frame_bytes_max: args.frame_bytes_max,
+        connections_max: args.connections_max,
+        inflight_per_conn_max: args.inflight_per_conn_max,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+        core_buffered_bytes_max: args.core_buffered_bytes_max,
+        reply_budget_bytes: args.reply_budget_bytes,
+        ..ServerConfig::default()
+    };
+    engine_cfg.validate().map_err(|e| e.to_string())?;
+    server_cfg.validate().map_err(|e| format!("invalid configuration: {e}"))?;
+    Ok((args.data_dir.clone(), engine_cfg, server_cfg))
+}
+
+/// A server-wide limit: `default`, `-1` and `unlimited` are all no limit.
+fn server_limit(setting: Setting) -> Option<u64> {
+    setting.0.filter(|&v| v != strom::catalog::UNLIMITED)
+}
+
+/// Serves until SIGINT or SIGTERM (SIGUSR1 prints metrics). The signals are blocked before any
+/// thread starts, so every thread inherits the mask and the signal stays
+/// pending until this thread takes it with sigwait: no handler runs on an
+/// arbitrary thread, and the shutdown runs here, in order.
+pub fn serve(args: &ServeArgs) -> Result<(), String> {
+    let (data_dir, engine_cfg, server_cfg) = configs(args)?;
+    let data_dir = data_dir.ok_or("no data directory: give --data-dir DIR, STROM_DATA_DIR or data_dir in the --config file")?;
+    // A panic is a bug; on a core thread it would leave that core's
+    // partitions dead while the rest serves on, their clients waiting. The
+    // whole process stops instead, as a `kill -9` would: a restart recovers
+    // every acknowledged write (DURABILITY.md).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("strom serve: a thread panicked; aborting the process (a restart recovers every acknowledged write)");
+        std::process::abort();
+    }));
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    // SIGUSR1 prints each core's metrics, one line each, for an operator at
+    // a terminal (programs and tests ask the Metrics api).
+    signals.add(Signal::SIGUSR1);
+    signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGUSR1: {e}"))?;
+    strom::failpoint::init();
+    let server = Server::start(&data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
+    announce(&server, &data_dir);
+    let waited = loop {
+        match signals.wait() {
+            Ok(Signal::SIGUSR1) => {
+                for (core, metrics) in server.metrics().iter().enumerate() {
+                    eprintln!("strom: metrics core {core}: {metrics}");
+                }
+            }
+            other => break other,
+        }
+    };
+    match waited {
+        Ok(signal) => eprintln!("strom: stopping ({signal})"),
+        Err(e) => eprintln!("strom: stopping (waiting for a signal failed: {e})"),
+    }
+    server.shutdown().map_err(|e| e.to_string())?;
+    waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
+}
+
+/// The start-up lines: what recovery did, where the server listens.
+fn announce(server: &Server, data_dir: &std::path::Path) {
+    // One line for a normal start (a new directory, or a clean restart that
+    // scans nothing past its checkpoints). A log whose recovery scanned,
+    // cut or removed anything gets its own line first: that is news.
+    for r in server.engine().recovery_reports().iter().filter(|r| r.bytes_scanned > 0 || r.bytes_cut > 0 || r.segments_removed > 0) {
+        eprintln!(
+            "strom: recovered log {}: scanned {} bytes ({} frames) from position {} to {}, cut {} bytes, removed {} segments, {} us",
+            r.log, r.bytes_scanned, r.frames_scanned, r.scanned_from, r.end_pos, r.bytes_cut, r.segments_removed, r.elapsed_us
+        );
+    }
+    let registration = server.engine().registration();
+    // The registration is told only when it was cut short: it then costs something.
+    let cut = if registration.is_cut() { format!("; {registration}") } else { String::new() };
+    if let Some(addr) = server.kafka_addr() {
+        eprintln!("strom: kafka listener on {addr}");
+    }
+    eprintln!("strom: serving on {}, data dir {}{cut}", server.local_addr(), data_dir.display());
+}

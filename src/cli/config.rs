@@ -56,7 +56,8 @@ pub fn run(cmd: &ConfigCmd) -> Result<(), String> {
 
 /// Parses the command line as clap does, except that `serve --config FILE`
 /// (or STROM_CONFIG) first reads FILE into serve's defaults. A bad file
-/// stops the process with exit code 2, as a bad flag does.
+/// stops the process with one line and exit status 1, as other errors of
+/// the commands do (docs/CLI.md).
 pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
     let cmd = C::command();
     let matches = cmd.clone().get_matches();
@@ -66,7 +67,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
                 Ok(file) => cmd.mut_subcommand("serve", |s| with_file(s, &file)).get_matches(),
                 Err(e) => {
                     eprintln!("strom serve: {e}");
-                    std::process::exit(2);
+                    std::process::exit(1);
                 }
             },
             None => matches,

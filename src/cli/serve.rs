@@ -110,7 +110,10 @@ pub fn configs(args: &ServeArgs) -> Result<(Option<PathBuf>, EngineConfig, Serve
     // Checked here rather than by clap's `requires`, which does not see a
     // value that came from the file.
     if args.kafka_advertise.is_some() && args.kafka_listen.is_none() {
-        return Err("kafka_advertise (--kafka-advertise) needs kafka_listen (--kafka-listen): it is what Kafka clients are told to connect to".into());
+        return Err(
+            "kafka_advertise (--kafka-advertise) needs kafka_listen (--kafka-listen): it is what Kafka clients are told to connect to"
+                .into(),
+        );
     }
     let server_cfg = ServerConfig {
         listen: args.listen,

@@ -104,6 +104,24 @@ fn bad_values_are_refused_naming_the_key() {
     }
 }
 
+// Proves: a bad value in a STROM_* variable is refused naming the
+// variable, by serve and by config check, and the same value given as the
+// flag is refused naming the flag.
+#[test]
+fn bad_variables_are_refused_naming_them() {
+    let dir = test_dir("config-bad-env");
+    let data = dir.join("data");
+    let path = write(&dir, "strom.toml", "");
+    let env = [("STROM_FSYNC", "sometimes")];
+    let (ok, _, err) = strom(&["serve", "--data-dir", data.to_str().unwrap()], &env);
+    assert!(!ok && err.contains("STROM_FSYNC=\"sometimes\" is invalid") && err.contains("interval:MS"), "serve: {err}");
+    let (ok, _, err) = strom(&["config", "check", path.to_str().unwrap()], &env);
+    assert!(!ok && err.contains("STROM_FSYNC=\"sometimes\" is invalid"), "config check: {err}");
+    let (ok, _, err) = strom(&["serve", "--data-dir", data.to_str().unwrap(), "--fsync", "sometimes"], &[]);
+    assert!(!ok && err.contains("--fsync") && !err.contains("STROM_FSYNC"), "serve --fsync: {err}");
+    assert!(!data.exists(), "serve started with a bad value");
+}
+
 // Proves: what `config default` prints is a file `config check` accepts,
 // whose every uncommented value is the effective one; and what `config
 // check` prints is itself a file that checks to the same settings.

@@ -60,11 +60,11 @@ pub fn run(cmd: &ConfigCmd) -> Result<(), String> {
 /// the commands do (docs/CLI.md).
 pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
     let cmd = C::command();
-    let matches = cmd.clone().get_matches();
+    let matches = cmd.clone().try_get_matches().unwrap_or_else(|e| exit(&e));
     let matches = match matches.subcommand() {
         Some(("serve", serve)) => match serve.get_one::<PathBuf>("config") {
             Some(path) => match load(&serve_command(), path) {
-                Ok(file) => cmd.mut_subcommand("serve", |s| with_file(s, &file)).get_matches(),
+                Ok(file) => cmd.mut_subcommand("serve", |s| with_file(s, &file)).try_get_matches().unwrap_or_else(|e| exit(&e)),
                 Err(e) => {
                     eprintln!("strom serve: {e}");
                     std::process::exit(1);
@@ -75,6 +75,37 @@ pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
         _ => matches,
     };
     C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Exits as clap does on `e`, except that a bad value that came from a
+/// STROM_* variable is told as that variable (clap names only the flag,
+/// which the operator did not give).
+fn exit(e: &clap::Error) -> ! {
+    if let Some(message) = from_variable(e) {
+        eprintln!("strom serve: {message}");
+        std::process::exit(2);
+    }
+    e.exit()
+}
+
+/// `STROM_X="value" is invalid: why` when `e` refuses a serve setting's
+/// value and that value is what the setting's variable holds.
+fn from_variable(e: &clap::Error) -> Option<String> {
+    if !matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) {
+        return None;
+    }
+    let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) =
+        (e.get(ContextKind::InvalidArg), e.get(ContextKind::InvalidValue))
+    else {
+        return None;
+    };
+    let serve = serve_command();
+    let arg = settings(&serve).find(|a| a.get_long().is_some_and(|long| flag.split(' ').next() == Some(&format!("--{long}"))))?;
+    let var = arg.get_env()?;
+    (std::env::var_os(var)?.to_str() == Some(value.as_str())).then(|| {
+        let why = std::error::Error::source(e).map_or_else(|| e.kind().to_string(), ToString::to_string);
+        format!("{}={value:?} is invalid: {why}", var.to_string_lossy())
+    })
 }
 
 fn serve_command() -> Command {
@@ -143,7 +174,8 @@ fn check(path: &Path, serve_flags: &[OsString]) -> Result<String, String> {
     let serve = serve_command();
     let file = load(&serve, path)?;
     let argv = std::iter::once(OsString::from("serve")).chain(serve_flags.iter().cloned());
-    let matches = with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| e.to_string())?;
+    let matches =
+        with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
     let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
     configs(&args)?;
     Ok(effective_text(&serve, &matches, &file))

@@ -1,11 +1,13 @@
 //! The client commands of the `strom` binary: produce, consume, group and
 //! topic, and what they share (the address, the topic's partition count,
-//! the clock). Each file is one concept: `addr` (--addr to a connection),
-//! `partitioner` (Kafka's murmur2), `produce`, `start` (consume --from),
-//! `format` (how a record prints), `consume`, `group`, `topic` (create,
-//! alter, describe, list, delete, and the retention settings they take).
+//! the clock); and `doctor`, which checks the machine for serve. Each file
+//! is one concept: `addr` (--addr to a connection), `partitioner` (Kafka's
+//! murmur2), `produce`, `start` (consume --from), `format` (how a record
+//! prints), `consume`, `group`, `topic` (create, alter, describe, list,
+//! delete, and the retention settings they take), `doctor/` (its checks).
 pub mod addr;
 pub mod consume;
+pub mod doctor;
 pub mod format;
 pub mod group;
 pub mod partitioner;

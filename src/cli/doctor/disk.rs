@@ -79,7 +79,10 @@ fn disk(dir: &Path, seconds: u64) -> Check {
         Err(e) => Check::fail(
             "disk",
             format!("the measurement failed: {e}"),
-            format!("free {} in the data directory's filesystem, or look for device errors (dmesg)", platform::human_bytes(PREWRITTEN_FILE_BYTES)),
+            format!(
+                "free {} in the data directory's filesystem, or look for device errors (dmesg)",
+                platform::human_bytes(PREWRITTEN_FILE_BYTES)
+            ),
         ),
     }
 }

@@ -93,7 +93,11 @@ pub fn io_uring(ring: &Result<(), String>) -> Check {
     match ring {
         Ok(()) => Check::ok(
             "io_uring",
-            format!("io_uring_setup and IORING_REGISTER_PROBE pass; all {} opcodes Strom submits are supported: {}", names.len(), names.join(" ")),
+            format!(
+                "io_uring_setup and IORING_REGISTER_PROBE pass; all {} opcodes Strom submits are supported: {}",
+                names.len(),
+                names.join(" ")
+            ),
         )
         .with_figures(json!({ "opcodes": names })),
         Err(message) => Check::fail("io_uring", message.clone(), IO_URING_FIX),

@@ -10,10 +10,15 @@ fn main() {
     skip::main(vec![
         skip::trial("every_check_prints_one_line_with_its_fix", &[], every_check_prints_one_line_with_its_fix),
         skip::trial("json_has_every_check_and_the_disk_figures", &[], json_has_every_check_and_the_disk_figures),
+        skip::trial("low_limits_warn_with_the_setting_and_exit_0", &[LIMIT_TOOLS], low_limits_warn_with_the_setting_and_exit_0),
         skip::trial("tmpfs_data_dir_fails_o_direct", &[Need::Tmpfs], tmpfs_data_dir_fails_o_direct),
         skip::trial("systemd_unit_verifies", &[Need::Tools(&["systemd-analyze"], "systemd")], systemd_unit_verifies),
     ]);
 }
+
+/// What running doctor under low limits as a user without CAP_IPC_LOCK takes
+/// (as root: setpriv too), as in tests/any_user.rs.
+const LIMIT_TOOLS: Need = Need::Tools(&["prlimit", "setpriv"], "util-linux");
 
 /// Every check, in the order doctor prints them (src/cli/doctor/mod.rs).
 const CHECKS: [&str; 10] =
@@ -101,6 +106,44 @@ fn json_has_every_check_and_the_disk_figures() {
     let memlock = &checks[CHECKS.iter().position(|&c| c == "memlock").unwrap()]["figures"];
     assert!(memlock["needed_bytes"].as_u64().unwrap() > memlock["buffer_bytes"].as_u64().unwrap(), "{memlock}");
     assert!(!dir.exists(), "doctor left the directory it created");
+}
+
+// Proves: under an 8 MiB RLIMIT_MEMLOCK, without CAP_IPC_LOCK, and a hard
+// RLIMIT_NOFILE of 4096, the memlock and open_files lines warn and name the
+// systemd setting and the ulimit command to change; warnings alone leave
+// the exit code 0.
+fn low_limits_warn_with_the_setting_and_exit_0() {
+    let dir = fresh_dir("limits");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--memlock=8388608:8388608", "--nofile=1024:4096"]);
+    if harness::skip::is_root() {
+        cmd.args(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]);
+    } else {
+        cmd.arg("--");
+    }
+    let out = cmd
+        .arg(env!("CARGO_BIN_EXE_strom"))
+        .args(["doctor", "--seconds", "1", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run strom doctor under prlimit");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    let line = |name: &str| stdout.lines().find(|l| fields(l).1 == name).unwrap_or_else(|| panic!("no {name} line: {stdout}"));
+    let memlock = line("memlock");
+    assert_eq!(fields(memlock).0, "warn", "{stdout}");
+    assert!(
+        memlock.contains("RLIMIT_MEMLOCK 8 MiB") && memlock.contains("-- fix: LimitMEMLOCK=") && memlock.contains("ulimit -l "),
+        "{memlock}"
+    );
+    let open_files = line("open_files");
+    assert_eq!(fields(open_files).0, "warn", "{stdout}");
+    assert!(open_files.contains("hard 4096") && open_files.contains("LimitNOFILE=65536"), "{open_files}");
+    if !stdout.lines().any(|l| l.starts_with("fail")) {
+        assert_eq!(out.status.code(), Some(0), "warnings alone fail nothing: {stdout}");
+    }
 }
 
 // Proves: a data directory on tmpfs is reported `fail` for its filesystem

@@ -68,6 +68,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cli::group::GroupCmd,
     },
+    /// Check this machine and a data directory for what serve needs (kernel,
+    /// io_uring, seccomp, filesystem, O_DIRECT, memlock, open files, CPUs, the
+    /// disk's speed): one line per check with what to change; exit 1 if any fails.
+    Doctor(cli::doctor::DoctorArgs),
 }
 
 #[derive(Args)]
@@ -92,6 +96,8 @@ fn main() -> ExitCode {
         Cmd::Produce(args) => ("produce", cli::produce::produce(&args)),
         Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
         Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
+        // A failed check is a finding, printed with the rest, not an error line.
+        Cmd::Doctor(args) => return if cli::doctor::doctor(&args) { ExitCode::FAILURE } else { ExitCode::SUCCESS },
         Cmd::Query(args) => match cli::query::query(&args) {
             Ok(true) => return ExitCode::from(cli::query::EXIT_OPEN),
             Ok(false) => ("query", Ok(())),

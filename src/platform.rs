@@ -23,11 +23,11 @@ use crate::error::{Result, StromError};
 
 /// The oldest kernel with every opcode below (SendZc arrived in 6.0) and the
 /// io_uring fixes we rely on.
-const KERNEL_NEEDED: &str = "Linux >= 6.1";
+pub const KERNEL_NEEDED: &str = "Linux >= 6.1";
 
 /// Every opcode Strom submits, by the kernel's name for it. AcceptMulti and
 /// RecvMulti are flags on Accept and Recv, so their opcodes cover them.
-const OPCODES_USED: [(u8, &str); 15] = [
+pub const OPCODES_USED: [(u8, &str); 15] = [
     (opcode::WriteFixed::CODE, "WRITE_FIXED"),
     (opcode::ReadFixed::CODE, "READ_FIXED"),
     (opcode::Fsync::CODE, "FSYNC"),
@@ -181,7 +181,7 @@ pub fn probe_data_dir(dir: &Path) -> Result<()> {
 
 /// Checks the filesystem `on` (the data directory `dir`, or the nearest
 /// directory above it that exists) is one Strom trusts.
-fn check_fs_type(on: &Path, dir: &Path) -> Result<()> {
+pub fn check_fs_type(on: &Path, dir: &Path) -> Result<()> {
     let magic = fs_magic(on)?;
     match classify_fs(magic) {
         Some((_, Verdict::Trusted)) => Ok(()),

@@ -1,13 +1,16 @@
 //! The commands of the `strom` binary: `serve` (its settings and the
 //! serving loop) and `config` (its file: check, default); the clients
 //! produce, consume, group and topic, and what they share (the address, the
-//! topic's partition count, the clock). Each file is one concept: `addr` (--addr to a connection),
-//! `partitioner` (Kafka's murmur2), `produce`, `start` (consume --from),
-//! `format` (how a record prints), `consume`, `group`, `topic` (create,
-//! alter, describe, list, delete, and the retention settings they take).
+//! topic's partition count, the clock); and `doctor`, which checks the
+//! machine for serve. Each file is one concept: `addr` (--addr to a
+//! connection), `partitioner` (Kafka's murmur2), `produce`, `start`
+//! (consume --from), `format` (how a record prints), `consume`, `group`,
+//! `topic` (create, alter, describe, list, delete, and the retention
+//! settings they take), `doctor/` (its checks).
 pub mod addr;
 pub mod config;
 pub mod consume;
+pub mod doctor;
 pub mod format;
 pub mod group;
 pub mod partitioner;

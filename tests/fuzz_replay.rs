@@ -54,6 +54,7 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
             proto::decode_request(&fuzz_checks::proto_body::frame(api as u16, version, body)).is_ok()
         })),
         "recovery_scan" => Some(recovery_input::recovers(data)),
+        "kafka_request" => Some(strom::kafka_fuzz::accepts(data)),
         _ => None,
     }
 }
@@ -221,6 +222,7 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "proto_decode" => proto_seeds(),
         "proto_request_body" => request_body_seeds(),
         "proto_response_body" => response_body_seeds(),
+        "kafka_request" => fuzz_checks::kafka_request::seeds(),
         "recovery_scan" => recovery_seeds(),
         "index_lookup" => index_seeds(),
         "offsets_parse" => offsets_seeds(),

@@ -300,6 +300,7 @@ fn bad_requests_are_refused_while_a_good_client_is_served() {
     refused_with_close(&serve, kafka, &fetch_v3, "Kafka api Fetch version 3 is not served");
 
     unsupported_api_versions_is_answered(kafka);
+    old_produce_is_answered_unsupported(kafka);
     native_client_on_the_kafka_port(&serve, kafka);
     kafka_bytes_on_the_native_port(&serve);
 
@@ -325,6 +326,32 @@ fn unsupported_api_versions_is_answered(kafka: SocketAddr) {
     let again: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, v.max_version, &ApiVersionsRequest::default());
     assert_eq!(again.error_code, 0);
     assert!(again.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16), "{again:?}");
+}
+
+/// Produce v2 (advertised for old clients, whose message formats Strom
+/// does not store): each partition is answered UNSUPPORTED_VERSION in
+/// version 2's layout, nothing is stored, and the connection stays.
+fn old_produce_is_answered_unsupported(kafka: SocketAddr) {
+    // The crate encodes Produce from version 3: header v1 and body by hand.
+    let batch = harness::batch("old", 1, 0);
+    let mut f = vec![0u8; 4];
+    f.extend_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
+    f.extend_from_slice(&2i16.to_be_bytes());
+    f.extend_from_slice(&51i32.to_be_bytes());
+    f.extend_from_slice(&[&(-1i16).to_be_bytes()[..], &(-1i16).to_be_bytes(), &30_000i32.to_be_bytes(), &1i32.to_be_bytes()].concat());
+    f.extend_from_slice(&[&(TOPIC.len() as i16).to_be_bytes()[..], TOPIC.as_bytes(), &1i32.to_be_bytes(), &0i32.to_be_bytes()].concat());
+    f.extend_from_slice(&[&(batch.len() as i32).to_be_bytes()[..], &batch].concat());
+    let len = (f.len() - 4) as u32;
+    f[..4].copy_from_slice(&len.to_be_bytes());
+    let mut conn = KafkaConn::open(kafka);
+    conn.stream.write_all(&f).unwrap();
+    let reply = read_frame(&mut conn.stream).expect("a Produce v2 response");
+    // correlation id, 1 topic, its name, 1 partition, partition 0, its error.
+    let mut expected = [&51i32.to_be_bytes()[..], &1i32.to_be_bytes(), &(TOPIC.len() as i16).to_be_bytes(), TOPIC.as_bytes()].concat();
+    expected.extend_from_slice(&[&1i32.to_be_bytes()[..], &0i32.to_be_bytes(), &UNSUPPORTED_VERSION.to_be_bytes()].concat());
+    assert!(reply[4..].starts_with(&expected), "Produce v2 answered {reply:?}");
+    let again: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(again.error_code, 0);
 }
 
 /// Strom's own client pointed at the Kafka port: its Metadata frame reads

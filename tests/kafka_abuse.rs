@@ -280,14 +280,21 @@ fn bad_requests_are_refused_while_a_good_client_is_served() {
     refused_with_close(&serve, kafka, b"GET / HTTP/1.1\r\nHost: strom\r\n\r\n", &get_reason);
     refused_with_close(&serve, kafka, &[&[0, 0, 0, 16][..], &[0xFF; 16]].concat(), "unknown Kafka api key -1");
     refused_with_close(&serve, kafka, &[0, 0, 0, 3, 1, 2, 3], "cannot hold a request header");
-    // A lying count: Metadata v4 declaring 2^31 topics in 1 byte.
+    // A lying count: Metadata v4 declaring 2^31 - 1 topics in 1 byte.
     let mut lying = metadata_v4();
     let count_at = 4 + 8 + 2 + "kafka-abuse".len();
-    lying[count_at..count_at + 4].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+    lying[count_at..count_at + 4].copy_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
     lying.truncate(count_at + 5);
     let len = (lying.len() - 4) as u32;
     lying[..4].copy_from_slice(&len.to_be_bytes());
-    refused_with_close(&serve, kafka, &lying, "a malformed Kafka Metadata v4 request");
+    refused_with_close(&serve, kafka, &lying, "a malformed Kafka Metadata v4 request: Array length 2147483647 exceeds the 1 bytes left");
+    // The same in a flexible version: Metadata v9's compact count is a
+    // varint of count + 1, after the header's tagged fields.
+    let v9 = request_frame(ApiKey::Metadata, 9, 10, &MetadataRequest::default());
+    let mut lying = [&v9[..count_at + 1], &[0x80, 0x80, 0x80, 0x80, 0x08, 0]].concat();
+    let len = (lying.len() - 4) as u32;
+    lying[..4].copy_from_slice(&len.to_be_bytes());
+    refused_with_close(&serve, kafka, &lying, "Metadata v9 request: Compact array length 2147483647 exceeds the 1 bytes left");
     // An api key Kafka does not have, and one it has that Strom does not serve.
     let mut unknown = metadata_v4();
     unknown[4..6].copy_from_slice(&1000i16.to_be_bytes());

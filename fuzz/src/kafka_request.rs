@@ -188,14 +188,21 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let metadata = request(ApiKey::Metadata, 4);
     // Metadata v4 after the fixed header: client id (2 + 9 bytes), the
     // topics' count (4), the first topic's name length (2).
+    // 2^31 - 1 topics in one byte (a negative count is refused as such,
+    // before any lie about sizes).
     let mut lying_count = metadata.clone();
-    lying_count[11..15].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+    lying_count[11..15].copy_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
     lying_count.truncate(15 + 1);
+    // Metadata v9 (flexible): client id (2 + 9), tagged fields (1), then
+    // the topics' compact count, a varint of count + 1: 2^31 - 1 again.
+    let mut lying_compact = request(ApiKey::Metadata, 9)[..12].to_vec();
+    lying_compact.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x08, 0]);
     let mut huge_string = metadata.clone();
     huge_string[15..17].copy_from_slice(&0x7FFFu16.to_be_bytes());
     let produce = request(ApiKey::Produce, 9);
     out.extend([
         ("lying-array-count", kafka_fuzz::chosen_input(ApiKey::Metadata, 4, &lying_count)),
+        ("lying-compact-array-count", kafka_fuzz::chosen_input(ApiKey::Metadata, 9, &lying_compact)),
         ("huge-string-length", kafka_fuzz::chosen_input(ApiKey::Metadata, 4, &huge_string)),
         ("truncated-produce", kafka_fuzz::chosen_input(ApiKey::Produce, 9, &produce[..produce.len() - 7])),
         ("old-produce-v2", kafka_fuzz::chosen_input(ApiKey::Produce, 2, &request(ApiKey::Produce, 3)[..])),

@@ -174,6 +174,26 @@ fn join_group() -> JoinGroupRequest {
         .with_protocols(vec![p])
 }
 
+/// Inputs whose only fault is an array count of `count`, in a chosen
+/// Metadata v4 (an i32) and v9 (a compact varint of count + 1), for the
+/// allocation test of tests/fuzz_replay.rs.
+pub fn lying_counts(count: u32) -> Vec<(&'static str, Vec<u8>)> {
+    let mut v4 = request(ApiKey::Metadata, 4)[..11].to_vec();
+    v4.extend_from_slice(&count.to_be_bytes());
+    v4.push(0);
+    let mut v9 = request(ApiKey::Metadata, 9)[..12].to_vec();
+    let mut n = u64::from(count) + 1;
+    while n >= 0x80 {
+        v9.push(n as u8 | 0x80);
+        n >>= 7;
+    }
+    v9.extend_from_slice(&[n as u8, 0]);
+    vec![
+        ("kafka_request", kafka_fuzz::chosen_input(ApiKey::Metadata, 4, &v4)),
+        ("kafka_request", kafka_fuzz::chosen_input(ApiKey::Metadata, 9, &v9)),
+    ]
+}
+
 /// Every seed: each served api at a few versions (valid), then inputs that
 /// must be refused, each for the reason its name says.
 pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {

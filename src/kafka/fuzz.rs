@@ -89,6 +89,8 @@ fn framed(data: &[u8]) -> Option<Vec<u8>> {
     Some(frame(key as i16, version, CORRELATION_ID, rest))
 }
 
+/// The check: never panics, and asserts what the listener promises of the
+/// input's frame (see [`check_raw`] and [`check_chosen`]).
 pub fn check(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else { return };
     if selector & RAW_BIT != 0 {

@@ -81,6 +81,8 @@ timeout "$build_secs" bash -c build_targets >/dev/null 2>"$logs/build.log" || {
 echo "== fuzz: built after $(elapsed) s"
 
 jobs=${STROM_FUZZ_JOBS:-2}
+# Fewer targets than jobs: each target still gets only its share of the budget.
+((jobs > n_targets)) && jobs=$n_targets
 target_secs=${STROM_FUZZ_TARGET_SECS:-$(($(left) * jobs / n_targets - 2))}
 ((target_secs < min_target_secs)) && stable_fallback "only ${target_secs} s per target left"
 echo "== fuzz: libFuzzer, ${target_secs} s per target, ${jobs} at a time"

@@ -25,6 +25,8 @@ pub mod failpoint;
 pub mod inspect;
 pub mod io;
 pub(crate) mod kafka;
+#[doc(hidden)]
+pub use kafka::fuzz as kafka_fuzz;
 pub mod log;
 pub mod metrics;
 pub mod partition;

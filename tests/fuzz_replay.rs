@@ -36,8 +36,7 @@ use fuzz_checks::recovery_scan::{self as recovery_input, LogBuilder};
 #[global_allocator]
 static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 
-const INPUT_ROOTS: [&str; 2] = ["fuzz/corpus", "fuzz/regressions"];
-const CORPUS_ROOT: &str = "fuzz/corpus";
+const INPUT_ROOTS: [&str; 2] = ["fuzz/corpus", "fuzz/regressions"]; // [0]: the seeds' corpora
 
 /// Whether the target's decoder accepts `data`, for checking seed names;
 /// `None` where no single decoder decides (the catalog, names, the index).
@@ -54,6 +53,7 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
             proto::decode_request(&fuzz_checks::proto_body::frame(api as u16, version, body)).is_ok()
         })),
         "recovery_scan" => Some(recovery_input::recovers(data)),
+        "kafka_request" => Some(strom::kafka_fuzz::accepts(data)),
         _ => None,
     }
 }
@@ -137,6 +137,7 @@ fn a_declared_length_cannot_size_an_allocation() {
         lying.push(("proto_response_body", [&[3u8, 0, 2][..], &[0, 0], &c, &[0, 1, b'a']].concat()));
         lying.push(("proto_response_body", [&[3u8, 0, 0][..], &c[2..], &[0, 1, b'a']].concat()));
         lying.push(("proto_decode", [&c[..], &[0, 4, 0, 1], &[0; 8], &c].concat()));
+        lying.extend(fuzz_checks::kafka_request::lying_counts(count));
         let mut ckpt = checkpoint::encode(&Checkpoint {
             version: checkpoint::VERSION,
             log: 0,
@@ -182,7 +183,7 @@ fn a_declared_length_cannot_size_an_allocation() {
 fn seeds_are_what_their_names_say() {
     // Proves: seeds named valid-* are still accepted and the others still refused, so fuzzing starts on both sides of the line.
     for target in fuzz_checks::TARGETS.iter().map(|t| t.name) {
-        let seeds = files_in(&crate_path(CORPUS_ROOT).join(target));
+        let seeds = files_in(&crate_path(INPUT_ROOTS[0]).join(target));
         let named: Vec<_> = seeds.iter().filter_map(|p| Some((p, p.file_name()?.to_str()?.strip_prefix("seed-")?))).collect();
         assert!(!named.is_empty(), "{target} has no seeds");
         if accepts(target, &[]).is_none() {
@@ -202,7 +203,7 @@ fn seeds_are_what_their_names_say() {
 fn write_seed_corpus() {
     // Proves: nothing; it (re)writes the seed-* files that the two tests above read.
     for target in fuzz_checks::TARGETS.iter().map(|t| t.name) {
-        let dir = crate_path(CORPUS_ROOT).join(target);
+        let dir = crate_path(INPUT_ROOTS[0]).join(target);
         fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in seeds(target) {
             fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
@@ -221,6 +222,7 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "proto_decode" => proto_seeds(),
         "proto_request_body" => request_body_seeds(),
         "proto_response_body" => response_body_seeds(),
+        "kafka_request" => fuzz_checks::kafka_request::seeds(),
         "recovery_scan" => recovery_seeds(),
         "index_lookup" => index_seeds(),
         "offsets_parse" => offsets_seeds(),

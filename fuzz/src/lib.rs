@@ -13,6 +13,8 @@
 
 #[path = "index_lookup.rs"]
 pub mod index_lookup;
+#[path = "kafka_request.rs"]
+pub mod kafka_request;
 #[path = "names.rs"]
 pub mod names;
 #[path = "proto_body.rs"]
@@ -33,6 +35,8 @@ pub const TARGETS: &[Target] = &[
     Target { name: "proto_decode", check: strom::proto::fuzz_check },
     Target { name: "proto_request_body", check: proto_body::check_request },
     Target { name: "proto_response_body", check: proto_body::check_response },
+    // The Kafka listener's requests: framing, header and every served api's body.
+    Target { name: "kafka_request", check: strom::kafka_fuzz::check },
     // Records and the log.
     Target { name: "batch_validate", check: strom::wire::batch::fuzz_check },
     Target { name: "batch_values", check: strom::wire::batch::values::fuzz_check },

@@ -22,6 +22,7 @@ pub(crate) mod codec;
 pub(crate) mod coordinator;
 pub(crate) mod data;
 pub(crate) mod errors;
+pub mod fuzz;
 pub(crate) mod group;
 pub(crate) mod groups;
 pub(crate) mod producer_ids;

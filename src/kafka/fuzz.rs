@@ -264,6 +264,6 @@ fn codec() -> &'static KafkaCodec {
         let groups = Coordinator::start(CoordinatorConfig::new(dir.clone())).expect("the coordinator thread");
         // Nothing is written there again: no command runs.
         let _ = std::fs::remove_dir_all(&dir);
-        KafkaCodec { shared: KafkaShared::new("localhost".into(), 9092, groups, admin) }
+        KafkaCodec { shared: KafkaShared::new("localhost".into(), 9092, groups, admin, crate::config::KAFKA_MESSAGE_MAX_BYTES) }
     })
 }

@@ -450,3 +450,43 @@ fn produce_acks_fetch_inside_a_batch_and_list_offsets() {
     assert_eq!((none.len(), high_watermark), (0, 12));
     serve.assert_alive();
 }
+
+// Proves: a connection's pipelined requests are answered in request order
+// whatever order they complete in. Produces overlap (a refused one, answered
+// at once, waits behind a durable one still being written; an acks=0 one in
+// between sends nothing), a Metadata behind them waits its turn, and the
+// Produce after it sees every batch before it stored, in order.
+#[test]
+fn pipelined_requests_are_answered_in_request_order() {
+    let (mut serve, kafka) = start("kafka-abuse-pipelined");
+    let mut conn = KafkaConn::open(kafka);
+    let batches: Vec<Vec<u8>> = (0..4).map(|i| harness::batch(&format!("p{i}"), 4, 1_700_000_000_000 + i * 10)).collect();
+    let unknown = {
+        let mut r = produce(-1, &batches[1]);
+        r.topic_data[0].name = TopicName(StrBytes::from_static_str("no-such-topic"));
+        r
+    };
+    let first = conn.send(ApiKey::Produce, 9, &produce(-1, &batches[0]));
+    let refused = conn.send(ApiKey::Produce, 9, &unknown);
+    conn.send(ApiKey::Produce, 9, &produce(0, &batches[1]));
+    let third = conn.send(ApiKey::Produce, 9, &produce(1, &batches[2]));
+    let t = MetadataRequestTopic::default().with_name(Some(topic_name()));
+    let metadata = conn.send(ApiKey::Metadata, 9, &MetadataRequest::default().with_topics(Some(vec![t])));
+    let last = conn.send(ApiKey::Produce, 9, &produce(-1, &batches[3]));
+
+    // `receive` asserts each response's correlation id: request order.
+    let base = |r: &ProduceResponse| (r.responses[0].partition_responses[0].error_code, r.responses[0].partition_responses[0].base_offset);
+    assert_eq!(base(&conn.receive::<ProduceResponse>(ApiKey::Produce, 9, first)), (0, 0));
+    let r: ProduceResponse = conn.receive(ApiKey::Produce, 9, refused);
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION: {r:?}");
+    assert_eq!(base(&conn.receive::<ProduceResponse>(ApiKey::Produce, 9, third)), (0, 8), "after the acks=0 batch at 4");
+    let m: MetadataResponse = conn.receive(ApiKey::Metadata, 9, metadata);
+    assert_eq!((m.topics.len(), m.topics[0].error_code), (1, 0));
+    assert_eq!(base(&conn.receive::<ProduceResponse>(ApiKey::Produce, 9, last)), (0, 12));
+    let (all, high_watermark, _) = fetch_ok(&mut conn, 0);
+    assert_eq!((all.len(), high_watermark), (4, 16));
+    for (i, (s, p)) in all.iter().zip(&batches).enumerate() {
+        assert_same_batch(s, p, 4 * i as i64);
+    }
+    serve.assert_alive();
+}

@@ -280,7 +280,11 @@ fn kcat_group_commits_and_resumes() {
     let described = strom_ok(b.native, &["group", "describe", "readers", "--topic", "g", "--json"], b"");
     let rows: Vec<serde_json::Value> = described.lines().map(|l| serde_json::from_str(l).expect("a JSON row")).collect();
     assert_eq!(rows.len(), 2, "{described}");
-    assert!(rows.iter().all(|r| r["lag"] == 0 && r["committed"] == r["end"]), "{described}");
+    // kcat's keyless lines may all go to one partition: the other has no
+    // record, so nothing to commit.
+    assert!(rows.iter().all(|r| r["lag"] == 0), "{described}");
+    assert!(rows.iter().filter(|r| r["end"] != 0).all(|r| r["committed"] == r["end"]), "{described}");
+    assert_eq!(rows.iter().map(|r| r["end"].as_u64().unwrap()).sum::<u64>(), 1000, "{described}");
     let new = lines("new", 500);
     kcat_ok(&b, &["-P", "-t", "g", "-l", &file(&dir, "new.txt", &new)], b"");
     assert_eq!(sorted(&kcat_group(&b, "readers", "g")), sorted(&new), "a third run reads only the new lines");

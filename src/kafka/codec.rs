@@ -69,8 +69,14 @@ impl Codec for KafkaCodec {
     type Ctx = KafkaCtx;
 
     /// Clients pipeline, and expect responses in request order.
-    fn one_at_a_time(&self) -> bool {
+    fn replies_in_order(&self) -> bool {
         true
+    }
+
+    /// A Produce behind Produces starts at once; anything else waits for
+    /// the connection's requests before it (see [`Codec::pipelines`]).
+    fn pipelines(&self, frame: &[u8]) -> bool {
+        frame.get(LEN_BYTES..LEN_BYTES + 2) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
     }
 
     /// A Kafka Fetch answer is one response around many partitions'

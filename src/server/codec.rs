@@ -17,13 +17,26 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// repeat it.
     type Ctx: Clone + Send + 'static;
 
-    /// Whether a connection's requests are taken one at a time, the next
-    /// read only once the last is answered: for a protocol whose clients
-    /// expect replies in request order (Kafka's) when answers may
-    /// complete out of order (a long poll behind a produce). The native
-    /// protocol matches replies by request id and pipelines.
-    fn one_at_a_time(&self) -> bool {
+    /// Whether a connection's replies go out in request order: for a
+    /// protocol whose clients match replies to requests by order (Kafka's),
+    /// while answers may complete out of order (a long poll behind a
+    /// produce). A reply that completes before an earlier request's waits
+    /// on its connection until that one is queued. The native protocol
+    /// matches replies by request id.
+    fn replies_in_order(&self) -> bool {
         false
+    }
+
+    /// With replies in order: whether the request in `frame` may start
+    /// while the connection's earlier requests are still in flight, all of
+    /// which could (else it waits for them to be answered). Kafka's broker
+    /// takes a connection's requests one at a time; Strom lets a Produce
+    /// behind Produces start at once, so that a producer's pipelined
+    /// batches share group commits (their order per partition is kept:
+    /// they reach each partition's core in order), and keeps every other
+    /// request behind what came before it, as Kafka does.
+    fn pipelines(&self, _frame: &[u8]) -> bool {
+        true
     }
 
     /// Bytes a Fetch's answer reserves before its batches: the reply's

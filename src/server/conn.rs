@@ -11,11 +11,12 @@
 //! of the core stop being read while the core holds
 //! `core_buffered_bytes_max`, while its log is out of write buffers, or
 //! while a request waits for room in another core's mailbox.
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::codec::{Codec, ConnError};
+use super::reply::Done;
 use super::send::release_frame;
 use super::task::NetCore;
 use crate::broker::ReplyBuf;
@@ -50,6 +51,14 @@ pub(super) struct Conn {
     pub sendq: VecDeque<ReplyBuf>,
     /// Requests dispatched and not yet answered.
     pub inflight: usize,
+    /// With a codec whose replies go in request order: every request in
+    /// flight may be overlapped ([`Codec::pipelines`]); the sequence number
+    /// the next request gets and the next reply to queue; and replies that
+    /// completed before their turn, by sequence number (at most `inflight`).
+    pub overlapping: bool,
+    pub next_seq: u64,
+    pub send_seq: u64,
+    pub early: BTreeMap<u64, Done>,
     /// Frame bytes of the requests in flight (released by their replies,
     /// even after the connection closed).
     pub request_bytes: usize,
@@ -99,6 +108,10 @@ impl Conn {
             send_off: 0,
             sendq: VecDeque::new(),
             inflight: 0,
+            overlapping: false,
+            next_seq: 0,
+            send_seq: 0,
+            early: BTreeMap::new(),
             request_bytes: 0,
             reply_bytes: 0,
             last_active_ns: now_ns,
@@ -220,6 +233,10 @@ impl<C: Codec> NetCore<C> {
         }
         self.release_conn_budget(slot);
         self.drop_streams(slot);
+        // Replies that waited for their turn go as a closed connection's do.
+        for (_, done) in std::mem::take(&mut self.conns[slot].early) {
+            self.queue_reply(core, done, 0);
+        }
         let c = &mut self.conns[slot];
         if c.counted {
             c.counted = false;

@@ -22,10 +22,17 @@ pub(crate) enum AnyCtx {
 impl Codec for AnyCodec {
     type Ctx = AnyCtx;
 
-    fn one_at_a_time(&self) -> bool {
+    fn replies_in_order(&self) -> bool {
         match self {
-            AnyCodec::Native(c) => c.one_at_a_time(),
-            AnyCodec::Kafka(c) => c.one_at_a_time(),
+            AnyCodec::Native(c) => c.replies_in_order(),
+            AnyCodec::Kafka(c) => c.replies_in_order(),
+        }
+    }
+
+    fn pipelines(&self, frame: &[u8]) -> bool {
+        match self {
+            AnyCodec::Native(c) => c.pipelines(frame),
+            AnyCodec::Kafka(c) => c.pipelines(frame),
         }
     }
 

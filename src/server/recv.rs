@@ -130,7 +130,9 @@ impl<C: Codec> NetCore<C> {
     /// True when the connection may parse what it holds now.
     pub(super) fn may_parse<I: Io>(&self, core: &TaskCore<'_, I>, slot: usize) -> bool {
         let c = &self.conns[slot];
-        let turn = c.inflight == 0 || !self.codec_of(slot).one_at_a_time();
+        // Where replies go in order, a request that may not overlap those in
+        // flight waits for them (checked frame by frame in `parse`).
+        let turn = c.inflight == 0 || c.overlapping || !self.codec_of(slot).replies_in_order();
         c.state == State::Open && turn && self.under_conn_limits(slot) && !self.blocked(core)
     }
 
@@ -152,7 +154,18 @@ impl<C: Codec> NetCore<C> {
                     break;
                 }
                 Ok(Some(total)) => {
-                    self.dispatch(core, slot, &rbuf[pos..pos + total]);
+                    let frame = &rbuf[pos..pos + total];
+                    if self.codec_of(slot).replies_in_order() {
+                        let overlaps = self.codec_of(slot).pipelines(frame);
+                        let c = &mut self.conns[slot];
+                        if c.inflight > 0 && !overlaps {
+                            // Its turn comes when those in flight are answered.
+                            c.overlapping = false;
+                            break;
+                        }
+                        c.overlapping = overlaps;
+                    }
+                    self.dispatch(core, slot, frame);
                     pos += total;
                 }
                 Err(e) => {

@@ -39,6 +39,9 @@ pub(crate) struct Done {
     /// Set for a streaming request's read (`stream.rs`), which is not a
     /// request in flight: the stream takes the frame.
     pub stream: Option<StreamNote>,
+    /// The request's sequence number on its connection (its turn, where
+    /// replies go in request order).
+    pub seq: u64,
 }
 
 /// The stage times a reply brings back to its connection's core.
@@ -67,6 +70,8 @@ pub(crate) struct Ticket {
     pub reserved_bytes: usize,
     /// When the receive that finished the request's frame completed (stage clock).
     pub received_ns: u64,
+    /// Its sequence number on the connection.
+    pub seq: u64,
 }
 
 impl Ticket {
@@ -80,6 +85,7 @@ impl Ticket {
             budget_bytes,
             trace,
             stream: None,
+            seq: self.seq,
         };
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.

@@ -48,6 +48,31 @@ impl<C: Codec> NetCore<C> {
             return self.on_stream_done(core, done, note);
         }
         let slot = done.conn.slot as usize;
+        let live = self.conns.get(slot).is_some_and(|c| c.generation == done.conn.generation && c.state != State::Closed);
+        if !live || !self.codec_of(slot).replies_in_order() {
+            return self.queue_reply(core, done, queued_ns);
+        }
+        // In request order: a reply before its turn waits for the earlier
+        // ones; the one whose turn it is goes, then those it held up.
+        let c = &mut self.conns[slot];
+        if done.seq != c.send_seq {
+            debug_assert!(done.seq > c.send_seq, "a reply whose turn has passed");
+            c.early.insert(done.seq, done);
+            return;
+        }
+        let mut next = Some(done);
+        while let Some(done) = next {
+            self.conns[slot].send_seq += 1;
+            self.queue_reply(core, done, queued_ns);
+            let c = &mut self.conns[slot];
+            next = c.early.remove(&c.send_seq);
+        }
+    }
+
+    /// Queues a request's reply on its connection (in its turn), or
+    /// releases it if the connection is gone.
+    pub(super) fn queue_reply<I: Io>(&mut self, core: &mut TaskCore<'_, I>, done: Done, queued_ns: u64) {
+        let slot = done.conn.slot as usize;
         self.held_bytes -= done.held_bytes - done.reserved_bytes;
         let Some(c) = self.conns.get_mut(slot).filter(|c| c.generation == done.conn.generation) else {
             // The connection is gone; its request's bytes are released

@@ -344,6 +344,8 @@ impl<C: Codec> NetCore<C> {
                 budget_bytes,
                 trace: None,
                 stream: Some(StreamNote { event, ..note }),
+                // Not a request in flight: it has no turn.
+                seq: 0,
             };
             if route.inbox.send(done).is_ok() {
                 route.core.ring();

@@ -218,7 +218,9 @@ impl<C: Codec> NetCore<C> {
             held_bytes,
             reserved_bytes,
             received_ns: c.recv_done_ns,
+            seq: c.next_seq,
         };
+        c.next_seq += 1;
         c.inflight += 1;
         c.request_bytes += held_bytes;
         self.held_bytes += frame_bytes;

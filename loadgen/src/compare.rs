@@ -50,7 +50,7 @@ fn rows(native: &Report, kafka: &Report) -> String {
     }
     let _ = writeln!(
         t,
-        "  (the listener answers a connection's requests one at a time, in order: a Kafka producer's {} in-flight batches queue at the broker)",
+        "  (the listener runs a connection's {} in-flight Produces at once and answers them in request order, as Kafka clients expect)",
         native.config["inflight"]
     );
     t

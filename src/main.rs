@@ -82,11 +82,13 @@ struct ConnArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli: Cli = cli::config::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match &cli.cmd {
+        Cmd::Serve(args) if args.log_format == "json" => log.json().init(),
+        _ => log.init(),
+    }
     let (cmd, result) = match cli.cmd {
         Cmd::Inspect { dir } => ("inspect", inspect(&dir)),
         Cmd::Recover { dir, cores } => ("recover", recover(&dir, cores).map_err(|e| e.to_string())),

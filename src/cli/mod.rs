@@ -6,13 +6,15 @@
 //! connection), `partitioner` (Kafka's murmur2), `produce`, `start`
 //! (consume --from), `format` (how a record prints), `consume`, `group`,
 //! `topic` (create, alter, describe, list, delete, and the retention
-//! settings they take), `doctor/` (its checks).
+//! settings they take), `doctor/` (its checks), `notify` (systemd's
+//! readiness protocol, for serve).
 pub mod addr;
 pub mod config;
 pub mod consume;
 pub mod doctor;
 pub mod format;
 pub mod group;
+pub mod notify;
 pub mod partitioner;
 pub mod produce;
 pub mod query;

@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// The data directory (created if new).
     #[arg(long, env = "STROM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// How log lines are written to stderr: text, for people, or json, one object a line, for machines (RUST_LOG filters them).
+    #[arg(long, env = "STROM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
     /// Address to accept connections on; port 0 picks a free one.
     #[arg(long, env = "STROM_LISTEN", default_value_t = ServerConfig::default().listen)]
     pub listen: SocketAddr,
@@ -166,6 +169,8 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     strom::failpoint::init();
     let server = Server::start(&data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
     announce(&server, &data_dir);
+    // Under a systemd `Type=notify` unit: ready once every listener accepts.
+    super::notify::tell(&format!("READY=1\nSTATUS=serving on {}\nMAINPID={}", server.local_addr(), std::process::id()));
     let waited = loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => {
@@ -180,6 +185,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         Ok(signal) => eprintln!("strom: stopping ({signal})"),
         Err(e) => eprintln!("strom: stopping (waiting for a signal failed: {e})"),
     }
+    super::notify::tell("STOPPING=1");
     server.shutdown().map_err(|e| e.to_string())?;
     waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
 }

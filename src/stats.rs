@@ -146,6 +146,12 @@ impl StageHistograms {
         }
     }
 
+    /// Each stage's histogram (microseconds), in [`STAGES`] order, for an
+    /// exporter that needs the distribution rather than its percentiles.
+    pub fn histograms(&self) -> impl Iterator<Item = (&'static str, &Histogram<u64>)> {
+        STAGES.iter().copied().zip(&self.hists)
+    }
+
     pub fn reset(&mut self) {
         self.hists.iter_mut().for_each(Histogram::reset);
     }

@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// How long a new Kafka consumer group waits for more members before its first rebalance completes.
     #[arg(long, env = "STROM_KAFKA_INITIAL_REBALANCE_DELAY_MS", default_value_t = duration_ms(ServerConfig::default().kafka_initial_rebalance_delay))]
     pub kafka_initial_rebalance_delay_ms: u64,
+    /// Serve /metrics (Prometheus text format) and /health over HTTP on this address; port 0 picks a free one.
+    #[arg(long, env = "STROM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Core threads (default: all online CPUs); a new data directory gets one log per core.
     #[arg(long, env = "STROM_CORES")]
     pub cores: Option<usize>,
@@ -123,6 +126,7 @@ pub fn configs(args: &ServeArgs) -> Result<(Option<PathBuf>, EngineConfig, Serve
         kafka_listen: args.kafka_listen,
         kafka_advertise: args.kafka_advertise.clone(),
         kafka_initial_rebalance_delay: Duration::from_millis(args.kafka_initial_rebalance_delay_ms),
+        metrics_listen: args.metrics_listen,
         frame_bytes_max: args.frame_bytes_max,
         connections_max: args.connections_max,
         inflight_per_conn_max: args.inflight_per_conn_max,
@@ -206,6 +210,9 @@ fn announce(server: &Server, data_dir: &std::path::Path) {
     let cut = if registration.is_cut() { format!("; {registration}") } else { String::new() };
     if let Some(addr) = server.kafka_addr() {
         eprintln!("strom: kafka listener on {addr}");
+    }
+    if let Some(addr) = server.metrics_addr() {
+        eprintln!("strom: metrics on {addr}");
     }
     eprintln!("strom: serving on {}, data dir {}{cut}", server.local_addr(), data_dir.display());
 }

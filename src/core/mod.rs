@@ -538,6 +538,10 @@ impl<I: Io> Core<I> {
         m.core.audit_buffer_reuse = self.lent.reuse_violations;
         for j in self.journals.values() {
             m.log.merge(&j.metrics);
+            // Sampled here, not counted: a full disk frees and a restart
+            // clears a failure, and `/health` reads them as a state.
+            m.log.failed += u64::from(j.failed().is_some());
+            m.log.disk_full += u64::from(j.disk_full());
         }
         m
     }

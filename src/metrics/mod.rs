@@ -29,10 +29,12 @@
 //! `strom_` first, `_total` for a counter, a unit such as `_bytes` where
 //! there is one), a kind and one line of help. Registries merge by summing
 //! ([`Metrics::merge`]), iterate in one fixed order ([`Metrics::iter`]), and
-//! print as one line of `name=value` pairs (`Display`).
+//! print as one line of `name=value` pairs (`Display`). [`prometheus`]
+//! renders them, with the stage histograms, for a Prometheus scrape.
 use std::fmt;
 use std::ops::Index;
 
+pub mod prometheus;
 #[cfg(test)]
 mod tests;
 
@@ -166,6 +168,10 @@ registry! {
             "Log bytes in segments holding data some topic keeps (as of the last retention pass).";
         reclaimable_bytes => LogReclaimableBytes, Gauge, "strom_log_reclaimable_bytes",
             "Log bytes in segments whose data no topic keeps, not yet deleted (active, read, checkpoint, older live).";
+        failed => LogsFailed, Gauge, "strom_logs_failed",
+            "Logs that stopped accepting writes after a failed write or fsync (until restarted).";
+        disk_full => LogsDiskFull, Gauge, "strom_logs_disk_full",
+            "Logs whose last write found their disk full, none completed since (appends are refused until space frees).";
     }
     /// Counted by the read path (`src/read/`).
     read: ReadMetrics {

@@ -21,6 +21,9 @@ pub struct ServerConfig {
     /// group.initial.rebalance.delay.ms), so that members starting
     /// together land in one generation.
     pub kafka_initial_rebalance_delay: Duration,
+    /// Serve `/metrics` (Prometheus) and `/health` over HTTP on this
+    /// address, from a thread of its own (`metrics_http.rs`).
+    pub metrics_listen: Option<SocketAddr>,
     /// Largest frame `length` accepted (the bytes after the 4-byte length
     /// prefix). A longer one is refused before any of its body is read or
     /// allocated, and the connection is closed (framing is lost).
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             kafka_listen: None,
             kafka_advertise: None,
             kafka_initial_rebalance_delay: Duration::from_secs(3),
+            metrics_listen: None,
             frame_bytes_max: proto::FRAME_BYTES_MAX_DEFAULT,
             connections_max: 10_000,
             inflight_per_conn_max: 256,

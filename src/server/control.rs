@@ -28,12 +28,16 @@ pub(crate) enum Control {
     Metrics { share: MetricsShare },
     /// Add the core's stage histograms to a report (then reset them if asked).
     Stages { share: StageShare, reset: bool },
+    /// Put a copy of the core's stage histograms in its place in a report.
+    StagesByCore { share: StagesByCoreShare },
 }
 
 /// One core's part in a stage report: the histograms merged across cores.
 pub(crate) type StageShare = Share<StageHistograms>;
 /// One core's part in a metrics report: each core's registry in its place.
 pub(crate) type MetricsShare = Share<Vec<Option<Metrics>>>;
+/// One core's part in a report of each core's stage histograms (a scrape).
+pub(crate) type StagesByCoreShare = Share<Vec<Option<StageHistograms>>>;
 
 impl Shared {
     /// Asks every core's server task for its stage histograms (and to reset
@@ -59,6 +63,14 @@ impl Shared {
         done: impl FnOnce(Vec<Option<Metrics>>) + Send + 'static,
     ) -> Option<MetricsShare> {
         self.gather(vec![None; self.controls.len()], own, done, |share| Control::Metrics { share })
+    }
+
+    /// Asks every core's server task for a copy of its stage histograms,
+    /// unmerged and unreset; `done` gets them in core order (None for a core
+    /// whose task is gone) once every core added its own.
+    pub(crate) fn gather_stages_by_core(&self, done: impl FnOnce(Vec<Option<StageHistograms>>) + Send + 'static) {
+        let own = self.gather(vec![None; self.controls.len()], None, done, |share| Control::StagesByCore { share });
+        debug_assert!(own.is_none());
     }
 
     fn gather<A: Send + 'static>(
@@ -124,6 +136,13 @@ impl MetricsShare {
     }
 }
 
+impl StagesByCoreShare {
+    /// Puts a copy of core `core`'s histograms in its place in the report.
+    pub fn add(self, core: usize, hists: &StageHistograms) {
+        self.contribute(|cores| cores[core] = Some(hists.clone()));
+    }
+}
+
 impl<A> Drop for Share<A> {
     fn drop(&mut self) {
         // Exactly one share's drop gets the last reference.
@@ -143,6 +162,7 @@ impl<C: Codec> NetCore<C> {
                 Control::Stop { drain, done } => self.begin_stop(core, now_ns + drain.as_nanos() as u64, done),
                 Control::Stages { share, reset } => share.add(&mut self.stages, reset),
                 Control::Metrics { share } => share.add(self.core_id, self.metrics_now(core)),
+                Control::StagesByCore { share } => share.add(self.core_id, &self.stages),
             }
         }
     }

@@ -17,6 +17,7 @@
 //! - [`reply`]: replies on their way back to their connection's core;
 //! - [`control`]: stop, and metrics and stage reports gathered across cores;
 //! - [`metrics`]: the task's connection metrics beside its core's;
+//! - [`metrics_http`]: `/metrics` and `/health` for Prometheus, on a thread of its own;
 //! - [`config`]: the server's settings, [`ServerConfig`].
 use std::net::SocketAddr;
 use std::path::Path;
@@ -45,6 +46,7 @@ mod conn;
 mod control;
 mod listen;
 mod metrics;
+mod metrics_http;
 mod native;
 mod protocols;
 mod recv;
@@ -113,6 +115,8 @@ pub struct Server {
     kafka_addr: Option<SocketAddr>,
     /// The Kafka listener's group coordinator thread, stopped with the server.
     kafka_groups: Option<crate::kafka::coordinator::Coordinator>,
+    /// The metrics listener, when there is one; stopped first.
+    metrics_http: Option<metrics_http::MetricsHttp>,
     core_addrs: Vec<String>,
     admin: Arc<Admin>,
     shared: Arc<Shared>,
@@ -132,6 +136,7 @@ impl Server {
         // start before the data directory is created or written.
         let bound = listen::bind(cfg.listen, cores, cfg.direct_ports)?;
         let kafka_bound = cfg.kafka_listen.map(|addr| listen::bind_shared(addr, cores)).transpose()?;
+        let metrics_bound = cfg.metrics_listen.map(metrics_http::MetricsHttp::bind).transpose()?;
         let engine = Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?;
         let broker = engine.broker().clone();
         let admin = Admin::start(broker.clone(), engine.dir())?;
@@ -177,11 +182,14 @@ impl Server {
             let parts = TaskParts { inbox, control, listeners, broker: dispatcher, budget };
             engine.attach(core_id, Box::new(NetCore::new(core_id, codecs.clone(), shared.clone(), parts)))?;
         }
+        // Started last: a scrape asks every core's task, which exist now.
+        let metrics_http = metrics_bound.map(|l| metrics_http::MetricsHttp::start(l, shared.clone())).transpose()?;
         Ok(Server {
             engine: Some(Box::new(engine)),
             local_addr: bound.local_addr,
             kafka_addr,
             kafka_groups,
+            metrics_http,
             core_addrs: bound.core_addrs,
             admin,
             shared,
@@ -195,6 +203,11 @@ impl Server {
     /// The Kafka listener's address (`kafka_listen`, port 0 resolved).
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka_addr
+    }
+
+    /// The metrics listener's address (`metrics_listen`, port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_http.as_ref().map(metrics_http::MetricsHttp::addr)
     }
 
     /// Each core's own address (empty strings when direct ports are off).
@@ -249,6 +262,9 @@ impl Server {
             tracing::debug!("per-stage latency of produce requests:\n{}", crate::stats::format_table(&self.stage_latency(false)));
         }
         let Some(engine) = self.engine.take() else { return Ok(()) };
+        if let Some(http) = &mut self.metrics_http {
+            http.stop();
+        }
         for w in self.shared.stop_tasks(STOP_DRAIN) {
             // An Err means the core's task is gone already: nothing to wait for.
             let _ = w.recv();

@@ -142,6 +142,10 @@ pub struct Journal<R> {
     /// the writes in flight finish before the log rewinds to it (see
     /// [`Journal::rewind_if_settled`]). New appends are refused meanwhile.
     full_from: Option<u64>,
+    /// The last write (or segment creation) found the disk full, and no
+    /// write has completed since: what `/health` reports, since a rewound
+    /// log refuses appends one by one rather than staying in a state.
+    full_last: bool,
     /// The lowest position the log rewound to since the owner last asked
     /// ([`Journal::take_rewind`]): partitions must forget what they staged there.
     rewound_to: Option<u64>,
@@ -213,6 +217,7 @@ impl<R> Journal<R> {
             cache: VecDeque::new(),
             failed: None,
             full_from: None,
+            full_last: false,
             rewound_to: None,
             orphans: Vec::new(),
             retry_in_place: false,
@@ -270,6 +275,13 @@ impl<R> Journal<R> {
     }
     pub fn failed(&self) -> Option<&StromError> {
         self.failed.as_ref()
+    }
+
+    /// Whether the log refuses writes now because its disk is full: it is
+    /// rewinding or retrying after a write found it so, or its last write
+    /// did and none has completed since.
+    pub fn disk_full(&self) -> bool {
+        self.full_from.is_some() || self.full_last
     }
     pub fn segments(&self) -> &VecDeque<Segment> {
         &self.segments
@@ -459,6 +471,7 @@ impl<R> Journal<R> {
                 // (the next append tries the roll again).
                 Err(StromError::Io { errno, .. }) if classify_errno(errno) == Errno::NoSpace => {
                     tracing::warn!(log = self.id, path = %path.display(), "disk full: cannot create the next segment");
+                    self.full_last = true;
                     return Err(StromError::DiskFull { log: self.id });
                 }
                 Err(e) => {
@@ -614,12 +627,14 @@ impl<R> Journal<R> {
             Err(errno) if classify_errno(errno) == Errno::NoSpace => {
                 // Nothing of it was written; decide once no write is in flight.
                 let start = self.writing[i].start_pos;
+                self.full_last = true;
                 self.full_from = Some(self.full_from.map_or(start, |at| at.min(start)));
                 self.retry_after_ns = now_ns + FULL_RETRY_NS;
                 return self.rewind_if_settled();
             }
             Err(errno) => return self.fail_op(IoOp::Write, errno, "write failed"),
         }
+        self.full_last = false;
         let commit = &mut self.writing[i];
         commit.written = true;
         let file = commit.file;

@@ -39,7 +39,8 @@ enum Cmd {
     /// Run the broker on a data directory until SIGINT or SIGTERM, then stop
     /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
     /// prints each core's metrics to stderr (the Metrics api serves them too).
-    Serve(cli::serve::ServeArgs),
+    // Boxed: its settings make it by far the largest command.
+    Serve(Box<cli::serve::ServeArgs>),
     /// Check a `strom serve` config file, or print one with every default.
     Config {
         #[command(subcommand)]

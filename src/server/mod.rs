@@ -115,8 +115,9 @@ pub struct Server {
     kafka_addr: Option<SocketAddr>,
     /// The Kafka listener's group coordinator thread, stopped with the server.
     kafka_groups: Option<crate::kafka::coordinator::Coordinator>,
-    /// The metrics listener, when there is one; stopped first.
-    metrics_http: Option<metrics_http::MetricsHttp>,
+    /// The metrics listener, when there is one; stopped first. Boxed, as
+    /// the engine is, to keep a `Server` small.
+    metrics_http: Option<Box<metrics_http::MetricsHttp>>,
     core_addrs: Vec<String>,
     admin: Arc<Admin>,
     shared: Arc<Shared>,
@@ -183,7 +184,7 @@ impl Server {
             engine.attach(core_id, Box::new(NetCore::new(core_id, codecs.clone(), shared.clone(), parts)))?;
         }
         // Started last: a scrape asks every core's task, which exist now.
-        let metrics_http = metrics_bound.map(|l| metrics_http::MetricsHttp::start(l, shared.clone())).transpose()?;
+        let metrics_http = metrics_bound.map(|l| metrics_http::MetricsHttp::start(l, shared.clone()).map(Box::new)).transpose()?;
         Ok(Server {
             engine: Some(Box::new(engine)),
             local_addr: bound.local_addr,
@@ -207,7 +208,7 @@ impl Server {
 
     /// The metrics listener's address (`metrics_listen`, port 0 resolved).
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_http.as_ref().map(metrics_http::MetricsHttp::addr)
+        self.metrics_http.as_ref().map(|m| m.addr())
     }
 
     /// Each core's own address (empty strings when direct ports are off).

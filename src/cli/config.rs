@@ -40,6 +40,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("data_dir", "/var/lib/strom"),
     ("kafka_listen", "127.0.0.1:9092"),
     ("kafka_advertise", "broker1.example.com:9092"),
+    ("metrics_listen", "127.0.0.1:9464"),
     ("cores", "4"),
     ("registered_bytes_max", "1073741824"),
 ];

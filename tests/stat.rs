@@ -67,7 +67,7 @@ fn once_shows_cores_total_and_stages_under_load() {
     let stop = Arc::new(AtomicBool::new(false));
     let loader = load(&serve, stop.clone());
     let addr = serve.addr.to_string();
-    let (ok, text, err) = strom(&["stat", "--once", "--interval", "500", "--addr", &addr]);
+    let (ok, text, err) = strom(&["stat", "--once", "--interval", "1000", "--addr", &addr]);
     stop.store(true, Ordering::Relaxed);
     assert!(loader.join().unwrap() > 0, "the load ran");
     assert!(ok, "stat failed: {err}");

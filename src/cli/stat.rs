@@ -155,6 +155,11 @@ pub fn stat(args: &StatArgs) -> Result<(), String> {
     // The first reading only starts the interval (and, resetting, empties the histograms).
     let mut before = read(&mut client, reset)?;
     let mut stdout = std::io::stdout().lock();
+    if live {
+        // The first screen needs a whole interval; say so rather than show nothing.
+        let _ = writeln!(stdout, "{CLEAR_HOME}strom stat {}: measuring the first {} ms", args.conn.addr, args.interval);
+        let _ = stdout.flush();
+    }
     loop {
         std::thread::sleep(interval);
         let after = read(&mut client, reset)?;

@@ -73,6 +73,10 @@ enum Cmd {
     /// io_uring, seccomp, filesystem, O_DIRECT, memlock, open files, CPUs, the
     /// disk's speed): one line per check with what to change; exit 1 if any fails.
     Doctor(cli::doctor::DoctorArgs),
+    /// A live view of a running broker, like top: per core and in total,
+    /// requests/s, MB/s in and out; per stage, latency percentiles over the
+    /// last interval. --once (or stdout not a terminal) prints one snapshot.
+    Stat(cli::stat::StatArgs),
 }
 
 #[derive(Args)]
@@ -99,6 +103,7 @@ fn main() -> ExitCode {
         Cmd::Produce(args) => ("produce", cli::produce::produce(&args)),
         Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
         Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
+        Cmd::Stat(args) => ("stat", cli::stat::stat(&args)),
         // A failed check is a finding, printed with the rest, not an error line.
         Cmd::Doctor(args) => return if cli::doctor::doctor(&args) { ExitCode::FAILURE } else { ExitCode::SUCCESS },
         Cmd::Query(args) => match cli::query::query(&args) {

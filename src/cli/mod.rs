@@ -7,7 +7,8 @@
 //! (consume --from), `format` (how a record prints), `consume`, `group`,
 //! `topic` (create, alter, describe, list, delete, and the retention
 //! settings they take), `doctor/` (its checks), `notify` (systemd's
-//! readiness protocol, for serve).
+//! readiness protocol, for serve), `stat` (a live view of a running
+//! broker's rates and stage latency).
 pub mod addr;
 pub mod config;
 pub mod consume;
@@ -20,6 +21,7 @@ pub mod produce;
 pub mod query;
 pub mod serve;
 pub mod start;
+pub mod stat;
 pub mod topic;
 
 use strom::client::Client;

@@ -26,7 +26,9 @@ fn received(sock: &UnixDatagram, n: usize) -> Vec<String> {
 // sends READY=1 naming its own pid and address once it serves, and
 // STOPPING=1 when SIGTERM stops it (exit 0); with --log-format json and
 // RUST_LOG=info, a logged event (a Kafka connection closed for garbage) is
-// one JSON object on its own line, with its level and message.
+// one JSON object on its own line, with its level and message, and so are
+// the notable events: the start with its settings, ready, a topic created
+// and deleted, the clean stop.
 #[test]
 fn notifies_systemd_and_logs_json() {
     let dir = test_dir("lifecycle-notify");
@@ -45,6 +47,21 @@ fn notifies_systemd_and_logs_json() {
     assert!(ready.lines().any(|l| l == format!("MAINPID={}", serve.pid())), "{ready:?}");
     assert!(ready.contains(&format!("STATUS=serving on {}", serve.addr)), "{ready:?}");
 
+    // The notable events, one JSON line each.
+    let event = |serve: &Serve, message: &str| -> serde_json::Value {
+        assert!(serve.wait_line(message, HANG), "no {message:?} line:\n{}", serve.stderr_text());
+        let line = serve.stderr().into_iter().find(|l| l.contains(message)).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    assert!(event(&serve, "starting with these settings")["fields"]["engine"].as_str().is_some_and(|e| e.contains("fsync")));
+    assert_eq!(event(&serve, "\"ready\"")["fields"]["addr"], serve.addr.to_string());
+    let mut client = serve.client();
+    client.create_topic("events", 3).unwrap();
+    let created = event(&serve, "topic created");
+    assert_eq!((&created["fields"]["topic"], &created["fields"]["partitions"]), (&serde_json::json!("events"), &serde_json::json!(3)));
+    client.delete_topic("events").unwrap();
+    assert_eq!(event(&serve, "topic deleted")["fields"]["topic"], "events");
+
     let mut garbage = TcpStream::connect(serve.kafka_addr()).unwrap();
     garbage.write_all(&[0xff; 16]).unwrap();
     assert!(serve.wait_line("closing a Kafka connection", HANG), "no log line:\n{}", serve.stderr_text());
@@ -55,6 +72,7 @@ fn notifies_systemd_and_logs_json() {
 
     let (status, lines) = serve.stop(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with('{') && l.contains("stopped cleanly")), "{lines:?}");
     assert_eq!(received(&sock, 1), vec!["STOPPING=1".to_string()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

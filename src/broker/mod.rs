@@ -208,6 +208,7 @@ impl Broker {
         let add = (t.retention.effective(self.default_retention), t.indices.clone());
         let res = self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, Some(add));
         self.directory.publish(cat.topics());
+        tracing::info!(topic = name, partitions, indices = ?t.indices, "topic created");
         res
     }
 
@@ -217,6 +218,7 @@ impl Broker {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.alter_topic(name, ms, bytes)?;
         self.directory.publish(cat.topics());
+        tracing::info!(topic = name, retention_ms = ?t.retention.ms, retention_bytes = ?t.retention.bytes, "topic altered");
         self.send_retention(std::slice::from_ref(&t))?;
         Ok(t)
     }
@@ -278,6 +280,7 @@ impl Broker {
         // No new request finds the topic once this is published.
         self.directory.publish(cat.topics());
         self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, None)?;
+        tracing::info!(topic = name, partitions = t.partitions, "topic deleted");
         Ok(t)
     }
 

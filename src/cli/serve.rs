@@ -171,8 +171,10 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     signals.add(Signal::SIGUSR1);
     signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGUSR1: {e}"))?;
     strom::failpoint::init();
+    tracing::info!(data_dir = %data_dir.display(), engine = ?engine_cfg, server = ?server_cfg, "starting with these settings");
     let server = Server::start(&data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
     announce(&server, &data_dir);
+    tracing::info!(addr = %server.local_addr(), kafka = ?server.kafka_addr(), "ready");
     // Under a systemd `Type=notify` unit: ready once every listener accepts.
     super::notify::tell(&format!("READY=1\nSTATUS=serving on {}\nMAINPID={}", server.local_addr(), std::process::id()));
     let waited = loop {
@@ -191,6 +193,7 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     super::notify::tell("STOPPING=1");
     server.shutdown().map_err(|e| e.to_string())?;
+    tracing::info!("stopped cleanly: in-flight writes acknowledged, every log checkpointed");
     waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
 }
 

@@ -483,6 +483,7 @@ impl<R> Journal<R> {
         crate::failpoint!("roll_before_dir_sync");
         match io.sync_dir(&self.dir) {
             Ok(()) => {
+                tracing::info!(log = self.id, path = %path.display(), start_pos = start, "segment rolled");
                 self.segments.push_back(Segment { start_pos: start, path, file, reads_in_flight: 0 });
                 Ok(())
             }

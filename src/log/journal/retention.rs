@@ -85,6 +85,7 @@ impl<R> Journal<R> {
             crate::log::sidecar::remove(io, &oldest.path);
             let seg = self.segments.pop_front().expect("oldest");
             pass.deleted_bytes += next_start - seg.start_pos;
+            tracing::info!(log = self.id, path = %seg.path.display(), bytes = next_start - seg.start_pos, recycled, "retention deleted a segment");
             self.log_start = next_start;
             pass.moved = Some(next_start);
             k += 1;

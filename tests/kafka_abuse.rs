@@ -29,7 +29,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use strom::proto::{self, ErrorCode, Response};
 
 use harness::serve::{HANG, Serve};
-use harness::test_dir;
+use harness::{read_frame, test_dir};
 
 const TOPIC: &str = "orders";
 /// The server's request limit (`--frame-bytes-max` left at its default).
@@ -115,16 +115,6 @@ fn request_frame(key: ApiKey, version: i16, correlation_id: i32, body: &impl Enc
 fn relabelled(mut frame: Vec<u8>, version: i16) -> Vec<u8> {
     frame[6..8].copy_from_slice(&version.to_be_bytes());
     frame
-}
-
-/// A whole length-prefixed frame, or None once the connection is closed.
-fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut frame = len.to_vec();
-    frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
-    s.read_exact(&mut frame[4..]).ok()?;
-    Some(frame)
 }
 
 /// True when the server closed the connection (EOF or reset) rather than

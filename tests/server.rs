@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use harness::serve::{HANG, Serve};
-use harness::test_dir;
+use harness::{read_frame, test_dir};
 use strom::client::{Client, ClientError, OwnedResponse};
 use strom::proto::{self, ErrorCode, OffsetSpec, Request, Response};
 
@@ -347,16 +347,6 @@ fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (TcpStream, Option<Vec<u8>>) 
     s.write_all(bytes).unwrap();
     let reply = read_frame(&mut s);
     (s, reply)
-}
-
-fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let n = u32::from_be_bytes(len) as usize;
-    let mut frame = len.to_vec();
-    frame.resize(4 + n, 0);
-    s.read_exact(&mut frame[4..]).ok()?;
-    Some(frame)
 }
 
 fn error_code(frame: &[u8]) -> ErrorCode {

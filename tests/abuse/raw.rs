@@ -17,14 +17,7 @@ pub fn connect_raw(addr: SocketAddr) -> TcpStream {
     s
 }
 
-pub fn read_frame(s: &mut impl Read) -> Option<Vec<u8>> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut frame = len.to_vec();
-    frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
-    s.read_exact(&mut frame[4..]).ok()?;
-    Some(frame)
-}
+pub use crate::harness::read_frame;
 
 /// The error code of a reply, or None for a success.
 pub fn reply_code(frame: &[u8]) -> Option<ErrorCode> {

@@ -36,6 +36,18 @@ use strom::wire::batch::BatchBuilder;
 
 /// A fresh directory on a real filesystem (cargo's target/tmp), never tmpfs:
 /// O_DIRECT means nothing on tmpfs, so tests of direct I/O must not run there.
+/// One whole frame of a 4-byte big-endian length and that many bytes (the
+/// native protocol's and Kafka's framing alike), length included; None once
+/// the connection is closed.
+pub fn read_frame(s: &mut impl std::io::Read) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut frame = len.to_vec();
+    frame.resize(4 + u32::from_be_bytes(len) as usize, 0);
+    s.read_exact(&mut frame[4..]).ok()?;
+    Some(frame)
+}
+
 pub fn test_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -174,6 +174,19 @@ pub enum StromError {
     InvalidArgument(String),
     /// The engine is stopping and takes no new work.
     ShuttingDown,
+    /// Authentication is on and the connection has not authenticated: it
+    /// must authenticate first (the native Authenticate request, or SASL).
+    AuthRequired,
+    /// The token (or SASL user and password) names no configured user.
+    /// The text never holds the token.
+    AuthFailed,
+    /// The authenticated user has no permission for this (`topic` is `*`
+    /// for what concerns every topic).
+    NotAuthorized {
+        user: String,
+        topic: String,
+        access: crate::auth::Access,
+    },
     /// The request was cancelled by its asker (a Cancel, or its connection closed).
     Cancelled,
     /// The data directory or platform cannot run Strom; the text says why
@@ -247,6 +260,14 @@ impl fmt::Display for StromError {
             StromError::InvalidArgument(s) | StromError::Unsupported(s) | StromError::BadDataDir(s) => f.write_str(s),
             StromError::Cancelled => f.write_str("the request was cancelled by its client"),
             StromError::ShuttingDown => f.write_str("the server is shutting down and takes no new work; retry once it is back"),
+            StromError::AuthRequired => f.write_str("authentication is required: authenticate with a token first (--token or STROM_TOKEN)"),
+            StromError::AuthFailed => f.write_str("authentication failed: the token names no user of this server"),
+            StromError::NotAuthorized { user, topic, access } if topic == "*" => {
+                write!(f, "user {user:?} may not do this: it needs `{access}` on every topic (a permission on \"*\")")
+            }
+            StromError::NotAuthorized { user, topic, access } => {
+                write!(f, "user {user:?} has no `{access}` permission on topic {topic:?}")
+            }
         }
     }
 }

@@ -84,6 +84,9 @@ struct ConnArgs {
     /// The broker's address: HOST[:PORT] (port 7070 if none), such as localhost or 127.0.0.1:7070.
     #[arg(long, env = "STROM_ADDR", default_value = ADDR_DEFAULT, global = true)]
     addr: String,
+    /// The token to authenticate with, for a server with authentication on (prefer STROM_TOKEN: a flag shows in `ps`).
+    #[arg(long, env = "STROM_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {

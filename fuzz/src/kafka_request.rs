@@ -38,6 +38,7 @@ const SEEDED: &[(ApiKey, &[i16])] = &[
     (ApiKey::DeleteTopics, &[1, 6]),
     (ApiKey::InitProducerId, &[0, 4]),
     (ApiKey::DescribeConfigs, &[1, 4]),
+    (ApiKey::SaslHandshake, &[0, 1]),
 ];
 
 fn s(v: &'static str) -> StrBytes {
@@ -125,6 +126,11 @@ pub fn request(key: ApiKey, v: i16) -> Vec<u8> {
         ApiKey::DescribeConfigs => {
             let r = DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("orders"));
             header_rest_and_body(key, v, &DescribeConfigsRequest::default().with_resources(vec![r]))
+        }
+        ApiKey::SaslHandshake => header_rest_and_body(key, v, &SaslHandshakeRequest::default().with_mechanism(s("PLAIN"))),
+        ApiKey::SaslAuthenticate => {
+            let token = Bytes::from_static(b"\0ops\0ops-token-0123456789");
+            header_rest_and_body(key, v, &SaslAuthenticateRequest::default().with_auth_bytes(token))
         }
         other => panic!("{other:?} is not served"),
     }
@@ -225,6 +231,11 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("lying-compact-array-count", kafka_fuzz::chosen_input(ApiKey::Metadata, 9, &lying_compact)),
         ("huge-string-length", kafka_fuzz::chosen_input(ApiKey::Metadata, 4, &huge_string)),
         ("truncated-produce", kafka_fuzz::chosen_input(ApiKey::Produce, 9, &produce[..produce.len() - 7])),
+        // Well formed, but a fresh connection has had no handshake: closed.
+        (
+            "sasl-authenticate-without-handshake",
+            kafka_fuzz::chosen_input(ApiKey::SaslAuthenticate, 2, &request(ApiKey::SaslAuthenticate, 2)),
+        ),
         ("old-produce-v2", kafka_fuzz::chosen_input(ApiKey::Produce, 2, &request(ApiKey::Produce, 3)[..])),
         ("valid-raw-metadata", raw(kafka_fuzz::frame(ApiKey::Metadata as i16, 4, 7, &metadata))),
         ("raw-unknown-api-key", raw(kafka_fuzz::frame(1000, 0, 7, &metadata))),

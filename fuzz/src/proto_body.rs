@@ -22,7 +22,7 @@ const ERROR_BIT: u8 = 0x80;
 /// The apis of this version, in selector order: 1..=13 at selectors 0..13
 /// (so saved inputs keep their apis), then the streaming ones. A new api
 /// goes at the end.
-const APIS: [Api; 17] = [
+const APIS: [Api; 18] = [
     Api::Produce,
     Api::Fetch,
     Api::ListOffsets,
@@ -40,6 +40,7 @@ const APIS: [Api; 17] = [
     Api::Grant,
     Api::Cancel,
     Api::Query,
+    Api::Authenticate,
 ];
 /// A version no api accepts (CreateTopic takes 1 to 3, the rest 1).
 const UNSUPPORTED_VERSION: u16 = 4;

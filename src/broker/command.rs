@@ -113,6 +113,11 @@ pub enum Command<'a> {
     Cancel {
         request: u64,
     },
+    /// Authenticates the connection (served by the server's connections,
+    /// which keep who it is: `server/auth.rs`), never by the broker.
+    Authenticate {
+        credentials: Credentials<'a>,
+    },
     /// Several commands run at once and answered together, in order
     /// ([`Answer::Many`]): one request of a protocol that names many
     /// partitions (Kafka's Produce, Fetch, ListOffsets...). Not nested.
@@ -137,6 +142,20 @@ pub trait ProtocolJob: Send {
     /// What it is, for logs and debug output.
     fn name(&self) -> &'static str;
     fn run(self: Box<Self>, reply: Responder);
+    /// The topics it touches and the access each needs, for the
+    /// permission check made before it runs ([`crate::auth::check`]).
+    fn topics(&self) -> Vec<(&str, crate::auth::Access)> {
+        Vec::new()
+    }
+}
+
+/// What a connection authenticates with.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// The native protocol's: a token.
+    Token(&'a str),
+    /// SASL/PLAIN's: a user name and its token as the password.
+    Plain { user: &'a str, password: &'a [u8] },
 }
 
 impl std::fmt::Debug for dyn ProtocolJob {
@@ -289,6 +308,9 @@ pub enum Answer {
     Queried(crate::core::query::QueryBounds),
     /// Cancel: the streaming request is ended.
     Cancelled,
+    /// Authenticate: the connection is now this user's (None: the server
+    /// has authentication off, and took the credentials unchecked).
+    Authenticated(Option<String>),
     /// [`Command::Many`]: each command's reply, in the commands' order.
     Many(Vec<Result<Answer, BrokerError>>),
     /// [`Command::Protocol`]: the protocol's own value, for its codec.
@@ -334,6 +356,18 @@ pub enum BrokerError {
     Internal(&'static str),
     /// A streaming request its client cancelled.
     Cancelled,
+}
+
+/// The sentence a client is told (Kafka's error_message, the native error frame's).
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerError::Failed(e) => e.fmt(f),
+            BrokerError::InvalidBatch(m) | BrokerError::StorageFailed(m) => f.write_str(m),
+            BrokerError::Internal(m) => f.write_str(m),
+            BrokerError::Cancelled => f.write_str("cancelled"),
+        }
+    }
 }
 
 impl From<StromError> for BrokerError {

@@ -41,6 +41,16 @@ pub trait Host {
     fn asker_gone(&mut self) -> Option<Arc<AtomicBool>> {
         None
     }
+    /// Whether the asker may run `cmd` ([`crate::auth::check`]; each of a
+    /// Many's commands is asked alone). Everything, unless authentication
+    /// is on.
+    fn authorize(&self, _cmd: &Command<'_>) -> std::result::Result<(), BrokerError> {
+        Ok(())
+    }
+    /// Whether a Metadata of every topic lists `topic` to the asker.
+    fn sees(&self, _topic: &str) -> bool {
+        true
+    }
 }
 
 /// Turns the commands that arrive on one core into requests.
@@ -60,6 +70,8 @@ pub struct Dispatcher {
     outbox: Outbox,
     /// The broker's section of its core's metrics.
     metrics: BrokerMetrics,
+    /// Permission refusals logged.
+    denied_log: crate::server::LogLimit,
 }
 
 impl Dispatcher {
@@ -77,6 +89,7 @@ impl Dispatcher {
             topics,
             outbox: Outbox::default(),
             metrics: BrokerMetrics::default(),
+            denied_log: Default::default(),
         }
     }
 
@@ -110,6 +123,10 @@ impl Dispatcher {
 
     /// Executes one command; `reply` gets its answer, exactly once.
     pub fn execute(&mut self, host: &mut impl Host, cmd: Command<'_>, reply: impl Respond) {
+        if let Err(e) = host.authorize(&cmd) {
+            self.denied(&e);
+            return reply(Err(e));
+        }
         match cmd {
             Command::Produce { topic, partition, batches } => {
                 if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
@@ -132,7 +149,7 @@ impl Dispatcher {
                     self.list_offsets(host, pid, query, reply)
                 }
             }
-            Command::Metadata { topics } => reply(self.metadata(&topics)),
+            Command::Metadata { topics } => reply(self.metadata(&topics, |t| host.sees(t))),
             Command::CreateTopic { topic, partitions, retention, indices } => {
                 let indices = indices.iter().map(|s| s.to_string()).collect();
                 self.admin(Job::CreateTopic { name: topic.to_string(), partitions, retention, indices, reply: Box::new(reply) })
@@ -170,6 +187,20 @@ impl Dispatcher {
             Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. } => {
                 reply(Err(BrokerError::Internal("a streaming request reached the broker")))
             }
+            Command::Authenticate { .. } => reply(Err(BrokerError::Internal("an Authenticate reached the broker"))),
+        }
+    }
+
+    /// Counts a request refused for a missing permission (a Subscribe's
+    /// is checked by the server: it counts here too).
+    pub fn count_denied(&mut self) {
+        self.metrics.denied += 1;
+    }
+
+    fn denied(&mut self, e: &BrokerError) {
+        self.count_denied();
+        if let Some(suppressed) = self.denied_log.allow() {
+            tracing::info!(core = self.core_id, suppressed, "request refused: {e}");
         }
     }
 
@@ -239,6 +270,11 @@ impl Dispatcher {
         for (i, cmd) in commands.into_iter().enumerate() {
             let g = gather.clone();
             let respond = move |res| g.put(i, res);
+            if let Err(e) = host.authorize(&cmd) {
+                self.denied(&e);
+                respond(Err(e));
+                continue;
+            }
             match cmd {
                 Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
                     if let Some((pid, respond)) = self.resolve(topic, partition, respond) {
@@ -262,10 +298,12 @@ impl Dispatcher {
         self.route(host, pid, req);
     }
 
-    fn metadata(&mut self, names: &[&str]) -> std::result::Result<Answer, BrokerError> {
+    /// A Metadata of every topic lists those the asker `sees`; one naming
+    /// topics answers for each.
+    fn metadata(&mut self, names: &[&str], sees: impl Fn(&str) -> bool) -> std::result::Result<Answer, BrokerError> {
         let router = self.broker.router();
         let all = self.topics().clone();
-        let names: Vec<&str> = if names.is_empty() { all.keys().map(String::as_str).collect() } else { names.to_vec() };
+        let names: Vec<&str> = if names.is_empty() { all.keys().map(String::as_str).filter(|t| sees(t)).collect() } else { names.to_vec() };
         let mut topics = Vec::new();
         for name in names {
             let Some(t) = all.get(name) else {

@@ -39,8 +39,8 @@ mod requests;
 pub mod router;
 
 pub use command::{
-    Answer, Batches, BrokerError, Command, Fetched, Limits, OffsetQuery, ProtocolJob, ReplyBuf, Respond, Responder, StreamStart,
-    TopicPlacement,
+    Answer, Batches, BrokerError, Command, Credentials, Fetched, Limits, OffsetQuery, ProtocolJob, ReplyBuf, Respond, Responder,
+    StreamStart, TopicPlacement,
 };
 pub use dispatch::{Dispatcher, Host};
 pub use router::Router;

@@ -126,6 +126,12 @@ fn load(serve: &Command, path: &Path) -> Result<Vec<(String, String)>, String> {
     let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
     let mut file = Vec::with_capacity(table.len());
     for (key, value) in table {
+        if key == AUTH_KEY {
+            // Its own section, read by `auth_section`; checked here so a
+            // bad one is refused with the rest.
+            strom::auth::AuthConfig::from_toml(&value).map_err(|e| format!("{}: {e}", path.display()))?;
+            continue;
+        }
         let Some(arg) = settings(serve).find(|a| a.get_id().as_str() == key) else {
             return Err(format!("{}: unknown key `{key}` (`strom config default` prints every key)", path.display()));
         };
@@ -139,6 +145,22 @@ fn load(serve: &Command, path: &Path) -> Result<Vec<(String, String)>, String> {
         file.push((key, raw));
     }
     Ok(file)
+}
+
+/// The file's authentication section (`[auth]`, docs/DEPLOY.md): not a
+/// flag, since users and tokens do not belong on a command line.
+const AUTH_KEY: &str = "auth";
+
+/// The `[auth]` section of the config file, if there is one (off when
+/// there is no file or no section).
+pub fn auth_section(path: Option<&Path>) -> Result<strom::auth::AuthConfig, String> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
+    match table.get(AUTH_KEY) {
+        Some(v) => strom::auth::AuthConfig::from_toml(v).map_err(|e| format!("{}: {e}", path.display())),
+        None => Ok(Default::default()),
+    }
 }
 
 /// Runs `raw` through `arg`'s own parser, as `--flag=raw` on the command
@@ -179,7 +201,18 @@ fn check(path: &Path, serve_flags: &[OsString]) -> Result<String, String> {
         with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
     let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
     configs(&args)?;
-    Ok(effective_text(&serve, &matches, &file))
+    let mut text = effective_text(&serve, &matches, &file);
+    let auth = auth_section(Some(path))?;
+    let users: Vec<&str> = auth.users.iter().map(|u| u.name.as_str()).collect();
+    let _ = writeln!(
+        text,
+        "# [auth] {} with {} users{}{}  # file (tokens are not shown)",
+        if auth.enabled { "enabled" } else { "disabled" },
+        users.len(),
+        if users.is_empty() { "" } else { ": " },
+        users.join(", ")
+    );
+    Ok(text)
 }
 
 /// Each setting as a TOML line with where its value came from, or a

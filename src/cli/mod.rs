@@ -26,9 +26,14 @@ pub mod topic;
 
 use strom::client::Client;
 
-/// A connection to the broker `--addr` names.
+/// A connection to the broker `--addr` names, authenticated with
+/// `--token` (STROM_TOKEN) when one is given.
 pub fn connect(conn: &crate::ConnArgs) -> Result<Client, String> {
-    addr::connect(&conn.addr)
+    let mut client = addr::connect(&conn.addr)?;
+    if let Some(token) = &conn.token {
+        client.authenticate(token).map_err(|e| format!("cannot authenticate to {}: {e}", conn.addr))?;
+    }
+    Ok(client)
 }
 
 /// The number of partitions of `topic`, from the server's metadata.

@@ -134,6 +134,7 @@ pub fn configs(args: &ServeArgs) -> Result<(Option<PathBuf>, EngineConfig, Serve
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         core_buffered_bytes_max: args.core_buffered_bytes_max,
         reply_budget_bytes: args.reply_budget_bytes,
+        auth: super::config::auth_section(args.config.as_deref())?,
         ..ServerConfig::default()
     };
     engine_cfg.validate().map_err(|e| e.to_string())?;

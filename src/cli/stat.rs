@@ -151,7 +151,7 @@ pub fn stat(args: &StatArgs) -> Result<(), String> {
     let live = !args.once && std::io::stdout().is_terminal();
     let reset = !args.no_reset;
     let interval = Duration::from_millis(args.interval);
-    let mut client = super::addr::connect(&args.conn.addr)?;
+    let mut client = super::connect(&args.conn)?;
     // The first reading only starts the interval (and, resetting, empties the histograms).
     let mut before = read(&mut client, reset)?;
     let mut stdout = std::io::stdout().lock();

@@ -145,6 +145,8 @@ pub enum OwnedResponse {
     Subscribe(Push),
     Grant,
     Cancel,
+    /// The user the connection authenticated as ("" with authentication off).
+    Authenticate(String),
 }
 
 impl OwnedResponse {
@@ -167,6 +169,7 @@ impl OwnedResponse {
             OwnedResponse::Subscribe(_) => Api::Subscribe,
             OwnedResponse::Grant => Api::Grant,
             OwnedResponse::Cancel => Api::Cancel,
+            OwnedResponse::Authenticate(_) => Api::Authenticate,
         }
     }
 }
@@ -200,6 +203,8 @@ pub struct Client {
     /// Reused for each reply frame; grows to the largest reply read, which
     /// `reply_frame_bytes_max` bounds.
     recv_buf: Vec<u8>,
+    /// The token it authenticated with, for [`Client::for_partition`].
+    token: Option<String>,
 }
 
 impl Client {
@@ -239,6 +244,9 @@ impl Client {
         let mut c = Client::over(TcpStream::connect_timeout(&direct, DIRECT_CONNECT_TIMEOUT)?)?;
         c.set_timeout(self.timeout)?;
         c.limits = self.limits;
+        if let Some(token) = self.token.take() {
+            c.authenticate(&token)?;
+        }
         Ok(c)
     }
 
@@ -256,7 +264,24 @@ impl Client {
             broken: None,
             send_buf: Vec::new(),
             recv_buf: Vec::new(),
+            token: None,
         })
+    }
+
+    /// Authenticates the connection with `token` (a server with
+    /// authentication on serves nothing before it; one with it off takes
+    /// any token). Returns the user the server names ("" with it off); a
+    /// wrong token is `AuthFailed`, and the server closes the connection.
+    /// Kept, so that [`Client::for_partition`] authenticates its direct
+    /// connection too.
+    pub fn authenticate(&mut self, token: &str) -> Result<String, ClientError> {
+        match self.call(&Request::Authenticate { token })? {
+            OwnedResponse::Authenticate(user) => {
+                self.token = Some(token.to_string());
+                Ok(user)
+            }
+            other => Err(unexpected(Api::Authenticate, &other)),
+        }
     }
 
     /// The server address this connection reached.
@@ -602,7 +627,12 @@ fn check_names(req: &Request<'_>) -> Result<(), ClientError> {
             check_name(group)?;
             check_name(topic)
         }
-        Request::Stats { .. } | Request::Metrics | Request::ServerInfo | Request::Grant { .. } | Request::Cancel { .. } => Ok(()),
+        Request::Stats { .. }
+        | Request::Metrics
+        | Request::ServerInfo
+        | Request::Grant { .. }
+        | Request::Cancel { .. }
+        | Request::Authenticate { .. } => Ok(()),
     }
 }
 
@@ -637,6 +667,7 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
         })),
         Response::Grant => Ok(OwnedResponse::Grant),
         Response::Cancel => Ok(OwnedResponse::Cancel),
+        Response::Authenticate { user } => Ok(OwnedResponse::Authenticate(user)),
         Response::Error { code, message } => Err(ClientError::Server { code, message: message.to_string() }),
     };
     Ok((header, result))

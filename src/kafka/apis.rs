@@ -37,11 +37,15 @@ pub(crate) const SERVED: &[Served] = &[
     served(ApiKey::Heartbeat, 0, 4),
     served(ApiKey::LeaveGroup, 0, 4),
     served(ApiKey::SyncGroup, 0, 5),
+    // SASL/PLAIN (`sasl.rs`): version 0's handshake is followed by a bare
+    // token, version 1's by SaslAuthenticate.
+    served(ApiKey::SaslHandshake, 0, 1),
     served(ApiKey::ApiVersions, 0, 3),
     served(ApiKey::CreateTopics, 2, 7),
     served(ApiKey::DeleteTopics, 1, 6),
     served(ApiKey::InitProducerId, 0, 4),
     served(ApiKey::DescribeConfigs, 1, 4),
+    served(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Produce versions below this are advertised but refused.
@@ -67,7 +71,9 @@ mod tests {
         }
         assert_eq!(serves(ApiKey::Fetch, 3), Some(false));
         assert_eq!(serves(ApiKey::Fetch, 12), Some(true));
-        assert_eq!(serves(ApiKey::SaslHandshake, 0), None);
+        assert_eq!(serves(ApiKey::SaslHandshake, 0), Some(true));
+        assert_eq!(serves(ApiKey::SaslHandshake, 2), Some(false));
+        assert_eq!(serves(ApiKey::DescribeGroups, 0), None);
     }
 
     #[test]

@@ -18,9 +18,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::apis::{self, PRODUCE_MIN_DECODED};
-use super::{KafkaShared, admin, data, groups};
+use super::{KafkaShared, admin, data, groups, sasl};
 use crate::broker::{Answer, BrokerError, Command, ReplyBuf};
-use crate::server::codec::{Codec, ConnError, ConnErrorKind, Refusal};
+use crate::server::codec::{Codec, ConnError, ConnErrorKind, ConnState, Refusal};
 
 /// Bytes of a frame's length prefix.
 const LEN_BYTES: usize = 4;
@@ -45,8 +45,12 @@ pub(crate) struct KafkaCtx {
 /// How the answers of a request's commands map back onto its response.
 #[derive(Clone)]
 pub(crate) enum Shape {
-    ApiVersions { error: i16 },
-    FindCoordinator { key: String },
+    ApiVersions {
+        error: i16,
+    },
+    FindCoordinator {
+        key: String,
+    },
     Metadata(admin::MetadataShape),
     CreateTopics(admin::TopicsShape),
     DeleteTopics(admin::TopicsShape),
@@ -55,6 +59,12 @@ pub(crate) enum Shape {
     Fetch(data::FetchShape),
     ListOffsets(data::ListOffsetsShape),
     Group(groups::GroupShape),
+    SaslHandshake {
+        error: i16,
+    },
+    SaslAuthenticate,
+    /// A version 0 handshake's bare token (`sasl.rs`).
+    SaslRaw,
 }
 
 /// A slot of a response: the answer of command `i` of the request's Many,
@@ -107,7 +117,16 @@ impl Codec for KafkaCodec {
         }
     }
 
-    fn decode(&self, frame: &[u8], run: &mut dyn FnMut(KafkaCtx, Command<'_>)) -> Result<(), Refusal> {
+    /// Kafka's broker closes a connection that sends anything but
+    /// ApiVersions and SASL before authenticating.
+    fn closes_unauthenticated(&self) -> bool {
+        true
+    }
+
+    fn decode(&self, frame: &[u8], state: &mut ConnState, run: &mut dyn FnMut(KafkaCtx, Command<'_>)) -> Result<(), Refusal> {
+        if sasl::raw_next(*state) {
+            return sasl::raw_token(frame, state, run);
+        }
         let body = &frame[LEN_BYTES..];
         let api = i16::from_be_bytes([body[0], body[1]]);
         let version = i16::from_be_bytes([body[2], body[3]]);
@@ -156,12 +175,21 @@ impl Codec for KafkaCodec {
             ApiKey::OffsetCommit => groups::offset_commit(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
             ApiKey::OffsetFetch => groups::offset_fetch(base, decode(&mut buf, version).map_err(malformed)?, run),
             ApiKey::InitProducerId => groups::init_producer_id(base, decode(&mut buf, version).map_err(malformed)?, &self.shared, run),
+            ApiKey::SaslHandshake => {
+                sasl::handshake(base, decode(&mut buf, version).map_err(malformed)?, self.shared.auth.enabled(), state, run)
+            }
+            ApiKey::SaslAuthenticate => sasl::authenticate(base, decode(&mut buf, version).map_err(malformed)?, state, run)?,
             _ => return Err(close(format!("Kafka api {key:?} is not served yet"))),
         }
         Ok(())
     }
 
     fn encode(&self, ctx: KafkaCtx, reply: Result<Answer, BrokerError>) -> ReplyBuf {
+        match ctx.shape {
+            Shape::SaslHandshake { error } => return ReplyBuf::Heap(sasl::handshake_response(&ctx, error)),
+            Shape::SaslAuthenticate | Shape::SaslRaw => return ReplyBuf::Heap(sasl::authenticate_response(&ctx, reply)),
+            _ => {}
+        }
         let answers = match reply {
             Ok(Answer::Many(answers)) => Ok(answers),
             // A protocol job's answer: its one reply.
@@ -180,6 +208,7 @@ impl Codec for KafkaCodec {
             Shape::Fetch(s) => data::fetch_response(&ctx, s, answers),
             Shape::ListOffsets(s) => data::list_offsets_response(&ctx, s, answers),
             Shape::Group(s) => groups::response(&ctx, s, answers),
+            Shape::SaslHandshake { .. } | Shape::SaslAuthenticate | Shape::SaslRaw => unreachable!("answered above"),
         };
         ReplyBuf::Heap(frame)
     }
@@ -221,7 +250,7 @@ fn decode<T: Decodable>(buf: &mut Bytes, version: i16) -> Result<T, String> {
     T::decode(buf, version).map_err(|e| e.to_string())
 }
 
-fn close(message: String) -> Refusal {
+pub(crate) fn close(message: String) -> Refusal {
     Refusal { reply: Vec::new(), close: Some(ConnError { kind: ConnErrorKind::Malformed, message }) }
 }
 

@@ -44,6 +44,9 @@ fn strom_code(e: &StromError) -> i16 {
         StromError::ShuttingDown => K::NotLeaderOrFollower.code(),
         StromError::Cancelled => K::RequestTimedOut.code(),
         StromError::BadDataDir(_) => K::KafkaStorageError.code(),
+        StromError::AuthRequired | StromError::AuthFailed => K::SaslAuthenticationFailed.code(),
+        StromError::NotAuthorized { topic, .. } if topic == "*" => K::ClusterAuthorizationFailed.code(),
+        StromError::NotAuthorized { .. } => K::TopicAuthorizationFailed.code(),
     }
 }
 
@@ -60,11 +63,5 @@ fn batch_code(e: &BatchError) -> i16 {
 
 /// A message for a client (Kafka's error_message fields), bounded.
 pub(crate) fn message(e: &BrokerError) -> String {
-    let text = match e {
-        BrokerError::Failed(e) => e.to_string(),
-        BrokerError::InvalidBatch(m) | BrokerError::StorageFailed(m) => m.clone(),
-        BrokerError::Internal(m) => m.to_string(),
-        BrokerError::Cancelled => "cancelled".to_string(),
-    };
-    text.chars().take(500).collect()
+    e.to_string().chars().take(500).collect()
 }

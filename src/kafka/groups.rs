@@ -103,6 +103,15 @@ impl ProtocolJob for GroupJob {
         }
     }
 
+    /// Committing a partition's offset needs `read` on its topic, as
+    /// Kafka's ACLs ask; group membership needs only a user.
+    fn topics(&self) -> Vec<(&str, crate::auth::Access)> {
+        match &self.op {
+            Op::Commit { entries, .. } => entries.iter().map(|e| (e.topic.as_str(), crate::auth::Access::Read)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     fn run(self: Box<Self>, reply: Responder) {
         let c = self.coordinator;
         match self.op {

@@ -26,6 +26,7 @@ pub mod fuzz;
 pub(crate) mod group;
 pub(crate) mod groups;
 pub(crate) mod producer_ids;
+pub(crate) mod sasl;
 
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub(crate) struct KafkaShared {
     pub admin: Arc<Admin>,
     /// The engine's largest batch (DescribeConfigs' `max.message.bytes`).
     pub batch_bytes_max: usize,
+    /// Whether SASL is on, and its users (shared with the native listener).
+    pub auth: Arc<crate::auth::LiveAuth>,
 }
 
 impl KafkaShared {
@@ -55,8 +58,9 @@ impl KafkaShared {
         groups: Coordinator,
         admin: Arc<Admin>,
         batch_bytes_max: usize,
+        auth: Arc<crate::auth::LiveAuth>,
     ) -> Arc<KafkaShared> {
-        Arc::new(KafkaShared { advertised_host, advertised_port: i32::from(advertised_port), groups, admin, batch_bytes_max })
+        Arc::new(KafkaShared { advertised_host, advertised_port: i32::from(advertised_port), groups, admin, batch_bytes_max, auth })
     }
 }
 

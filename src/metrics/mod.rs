@@ -214,6 +214,8 @@ registry! {
     broker: BrokerMetrics {
         forwarded => RequestsForwarded, Counter, "strom_requests_forwarded_total",
             "Requests sent to the mailbox of the core owning their partition.";
+        denied => AuthDenied, Counter, "strom_auth_denied_total",
+            "Requests (or parts of a Kafka request) refused because the user lacks the permission (NotAuthorized).";
     }
     /// Counted by the core's server task (`src/server/`): its connections.
     conn: ConnMetrics {
@@ -247,6 +249,12 @@ registry! {
             "Fetches of the core's connections waiting now for its reply budget (parked long polls are not).";
         subscriptions => SubscriptionsOpen, Gauge, "strom_subscriptions_open",
             "Subscriptions of the core's connections, with ended ones whose last read is still out (bounded per core).";
+        auth_successes => AuthSuccesses, Counter, "strom_auth_successes_total",
+            "Connections that authenticated (a token, or SASL/PLAIN).";
+        auth_failures => AuthFailures, Counter, "strom_auth_failures_total",
+            "Authentications refused: the token, or SASL user and password, name no user (the connection is closed).";
+        auth_required => AuthRequired, Counter, "strom_auth_required_total",
+            "Requests refused because their connection had not authenticated (AuthRequired, or a Kafka connection closed).";
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 use crate::error::{BatchError, IoOp};
 
 /// Every code of this version, in number order (code i + 1 at index i).
-pub(super) const ALL_CODES: [ErrorCode; 23] = [
+pub(super) const ALL_CODES: [ErrorCode; 26] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::UnknownApi,
@@ -29,11 +29,14 @@ pub(super) const ALL_CODES: [ErrorCode; 23] = [
     ErrorCode::Cancelled,
     ErrorCode::OutOfOrderSequence,
     ErrorCode::InvalidProducerEpoch,
+    ErrorCode::AuthRequired,
+    ErrorCode::AuthFailed,
+    ErrorCode::NotAuthorized,
 ];
 
 #[test]
 fn error_codes_are_numbered_as_specified() {
-    // Proves: codes 1..=23 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
+    // Proves: codes 1..=26 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
     for (i, code) in ALL_CODES.iter().enumerate() {
         assert_eq!(code.code() as usize, i + 1, "{code:?}");
     }
@@ -41,7 +44,7 @@ fn error_codes_are_numbered_as_specified() {
     for v in 1..=u16::MAX {
         let code = ErrorCode::from_code(v).unwrap();
         assert_eq!(code.code(), v);
-        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 23, "{v}");
+        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 26, "{v}");
     }
     let retriable: Vec<_> = ALL_CODES.into_iter().filter(|c| c.retriable()).collect();
     let expected = [ErrorCode::DiskFull, ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::TooManyConnections];
@@ -72,6 +75,9 @@ fn strom_errors_map_to_their_codes() {
         (StromError::Cancelled, ErrorCode::Cancelled),
         (StromError::OutOfOrderSequence { producer_id: 4, expected: 2, got: 5 }, ErrorCode::OutOfOrderSequence),
         (StromError::InvalidProducerEpoch { producer_id: 4, epoch: 0, current: 1 }, ErrorCode::InvalidProducerEpoch),
+        (StromError::AuthRequired, ErrorCode::AuthRequired),
+        (StromError::AuthFailed, ErrorCode::AuthFailed),
+        (StromError::NotAuthorized { user: "u".into(), topic: "t".into(), access: crate::auth::Access::Write }, ErrorCode::NotAuthorized),
     ];
     for (e, code) in &cases {
         assert_eq!(ErrorCode::from(e), *code, "{e:?}");

@@ -134,6 +134,7 @@ fn request_body<'a>(api: Api, version: u16, r: &mut Reader<'a>) -> Result<Reques
         Api::Subscribe => stream::decode_subscribe(r)?,
         Api::Grant => Request::Grant { subscription: r.u64()?, bytes: r.u64()? },
         Api::Cancel => Request::Cancel { request: r.u64()? },
+        Api::Authenticate => Request::Authenticate { token: r.str()? },
     })
 }
 
@@ -174,6 +175,7 @@ fn response_body<'a>(api: Api, r: &mut Reader<'a>) -> Result<Response<'a>, Decod
         Api::Subscribe => stream::decode_push(r)?,
         Api::Grant => Response::Grant,
         Api::Cancel => Response::Cancel,
+        Api::Authenticate => Response::Authenticate { user: r.str()?.to_owned() },
     })
 }
 

@@ -81,6 +81,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
             out.extend_from_slice(&bytes.to_be_bytes());
         }
         Request::Cancel { request } => out.extend_from_slice(&request.to_be_bytes()),
+        Request::Authenticate { token } => put_str(out, token, STRING_BYTES_MAX),
     }
     end_frame(out, start);
 }
@@ -165,6 +166,7 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
             }
             out.extend_from_slice(batches);
         }
+        Response::Authenticate { user } => put_str(out, user, STRING_BYTES_MAX),
         Response::CreateTopic
         | Response::DeleteTopic
         | Response::OffsetCommit

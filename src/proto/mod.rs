@@ -94,6 +94,8 @@ pub enum Api {
     Subscribe = 15,
     Grant = 16,
     Cancel = 17,
+    /// Authenticates the connection with a token (docs/PROTOCOL.md).
+    Authenticate = 18,
 }
 
 impl Api {
@@ -116,6 +118,7 @@ impl Api {
             15 => Api::Subscribe,
             16 => Api::Grant,
             17 => Api::Cancel,
+            18 => Api::Authenticate,
             _ => return None,
         })
     }
@@ -152,6 +155,12 @@ pub enum ErrorCode {
     OutOfOrderSequence,
     /// An idempotent producer's batch from an older (fenced) epoch.
     InvalidProducerEpoch,
+    /// Authentication is on and the connection has not authenticated.
+    AuthRequired,
+    /// The token names no user; the connection is closed after the reply.
+    AuthFailed,
+    /// The user lacks the permission the request needs.
+    NotAuthorized,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -183,6 +192,9 @@ impl ErrorCode {
             ErrorCode::Cancelled => 21,
             ErrorCode::OutOfOrderSequence => 22,
             ErrorCode::InvalidProducerEpoch => 23,
+            ErrorCode::AuthRequired => 24,
+            ErrorCode::AuthFailed => 25,
+            ErrorCode::NotAuthorized => 26,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -214,6 +226,9 @@ impl ErrorCode {
             21 => ErrorCode::Cancelled,
             22 => ErrorCode::OutOfOrderSequence,
             23 => ErrorCode::InvalidProducerEpoch,
+            24 => ErrorCode::AuthRequired,
+            25 => ErrorCode::AuthFailed,
+            26 => ErrorCode::NotAuthorized,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -244,6 +259,9 @@ impl From<&StromError> for ErrorCode {
             StromError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
             StromError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
             StromError::ShuttingDown => ErrorCode::ShuttingDown,
+            StromError::AuthRequired => ErrorCode::AuthRequired,
+            StromError::AuthFailed => ErrorCode::AuthFailed,
+            StromError::NotAuthorized { .. } => ErrorCode::NotAuthorized,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }
     }
@@ -350,6 +368,11 @@ pub enum Request<'a> {
     Cancel {
         request: u64,
     },
+    /// Authenticates the connection as the user whose token this is; with
+    /// authentication on, nothing else is served before it.
+    Authenticate {
+        token: &'a str,
+    },
 }
 
 impl Request<'_> {
@@ -372,6 +395,7 @@ impl Request<'_> {
             Request::Subscribe { .. } => Api::Subscribe,
             Request::Grant { .. } => Api::Grant,
             Request::Cancel { .. } => Api::Cancel,
+            Request::Authenticate { .. } => Api::Authenticate,
         }
     }
 
@@ -470,6 +494,11 @@ pub enum Response<'a> {
     },
     Grant,
     Cancel,
+    /// The user the connection is now authenticated as ("" when the
+    /// server has authentication off: any token is taken).
+    Authenticate {
+        user: String,
+    },
     /// The reply to a failed request of any api.
     Error {
         code: ErrorCode,
@@ -499,6 +528,7 @@ impl Response<'_> {
             Response::Subscribe { .. } => Api::Subscribe,
             Response::Grant => Api::Grant,
             Response::Cancel => Api::Cancel,
+            Response::Authenticate { .. } => Api::Authenticate,
             Response::Error { .. } => return None,
         })
     }

@@ -66,6 +66,8 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::Subscribe { topic: "t", partition: 5, credit_bytes: 8, start: SubscribeStart::Index { name: "ts", value: i64::MIN } },
         Request::Grant { subscription: 3, bytes: u64::MAX },
         Request::Cancel { request: u64::MAX },
+        Request::Authenticate { token: "0123456789abcdef" },
+        Request::Authenticate { token: "" },
     ]
 }
 
@@ -146,6 +148,8 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::Subscribe, Response::Subscribe { from_offset: 9, next_offset: 9, high_watermark: 9, batches: &[] }),
         (Api::Grant, Response::Grant),
         (Api::Cancel, Response::Cancel),
+        (Api::Authenticate, Response::Authenticate { user: "reader".into() }),
+        (Api::Authenticate, Response::Authenticate { user: String::new() }),
     ];
     for code in ALL_CODES.into_iter().chain([ErrorCode::Unknown(777)]) {
         all.push((Api::Fetch, Response::Error { code, message: "what went wrong, and é" }));

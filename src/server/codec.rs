@@ -56,8 +56,16 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// Decodes one whole frame, as [`Codec::frame_len`] delimited it, and
     /// hands its command to `run` (borrowed from what the codec decoded,
     /// which lives only for the call). One that does not decode is
-    /// answered with the refusal the codec encoded.
-    fn decode(&self, frame: &[u8], run: &mut dyn FnMut(Self::Ctx, Command<'_>)) -> Result<(), Refusal>;
+    /// answered with the refusal the codec encoded. `state` is what the
+    /// codec keeps of the connection between frames.
+    fn decode(&self, frame: &[u8], state: &mut ConnState, run: &mut dyn FnMut(Self::Ctx, Command<'_>)) -> Result<(), Refusal>;
+
+    /// Whether a request before authentication (with authentication on)
+    /// closes the connection, as Kafka's broker does, rather than being
+    /// answered with `AuthRequired` and the connection kept.
+    fn closes_unauthenticated(&self) -> bool {
+        false
+    }
 
     /// The reply frame to a request. A [`Answer::Fetched`]'s header goes
     /// into its headroom, so its buffer (registered or not) is the frame.
@@ -72,6 +80,12 @@ pub(crate) trait Codec: Clone + Send + Sync + 'static {
     /// answered).
     fn encode_conn_error(&self, e: &ConnError) -> Vec<u8>;
 }
+
+/// What a codec keeps of one connection between its frames: a few bits,
+/// protocol-neutral to the connection code (Kafka's: a SaslHandshake v0
+/// was answered, so the next frame is a bare SASL token).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnState(pub u8);
 
 /// A frame that did not decode: the reply it gets, and whether the
 /// connection ends after it (a protocol whose requests cannot be answered
@@ -100,4 +114,6 @@ pub(crate) enum ConnErrorKind {
     FrameTooLarge,
     /// A frame's length cannot be right (shorter than its header).
     Malformed,
+    /// A request before authenticating, on a protocol that closes for it.
+    Unauthenticated,
 }

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// server sends from them, so this is the one place they are set: the
     /// engine registers what the server asks for ([`TaskNeeds`]).
     pub reply_bufs_per_core: usize,
+    /// Who may connect and what each user may do (`[auth]`; off by
+    /// default). A reload replaces it: [`super::Server::set_auth`].
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             fetch_wait_max: Duration::from_secs(30),
             direct_ports: true,
             reply_bufs_per_core: 16,
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }

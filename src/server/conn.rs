@@ -92,6 +92,15 @@ pub(super) struct Conn {
     /// Set when the connection closes, so that its Fetches not yet built
     /// are not (made at its first Fetch: most connections never fetch).
     pub gone: Option<Arc<AtomicBool>>,
+    /// What the codec keeps of the connection between frames.
+    pub codec_state: super::codec::ConnState,
+    /// The user it authenticated as, and the auth version it was looked
+    /// up in (`auth.rs`).
+    pub user: Option<Arc<crate::auth::User>>,
+    pub auth_version: u64,
+    /// The connection closes once the reply to this request is queued (a
+    /// failed authentication); nothing more is read from it.
+    pub close_after_seq: Option<u64>,
 }
 
 impl Conn {
@@ -128,6 +137,10 @@ impl Conn {
             budget_bytes: 0,
             budgeted: VecDeque::new(),
             gone: None,
+            codec_state: Default::default(),
+            user: None,
+            auth_version: 0,
+            close_after_seq: None,
         }
     }
 

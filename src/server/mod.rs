@@ -36,9 +36,11 @@ use crate::read::ReplyBudget;
 use crate::stats::StageHistograms;
 
 pub use crate::stats::StageLatency;
+pub(crate) use auth::LogLimit;
 pub use config::ServerConfig;
 pub use native::server_info;
 
+mod auth;
 mod budget;
 pub(crate) mod codec;
 pub mod config;
@@ -75,6 +77,8 @@ pub(crate) struct Shared {
     pub connections: AtomicUsize,
     /// Each core's server task's control channel, in core order.
     pub controls: Vec<mpsc::Sender<Control>>,
+    /// Authentication: whether it is on, and the users (`auth.rs`).
+    pub auth: Arc<crate::auth::LiveAuth>,
 }
 
 impl Shared {
@@ -143,7 +147,8 @@ impl Server {
         let admin = Admin::start(broker.clone(), engine.dir())?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
         let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
-        let shared = Arc::new(Shared { cfg, broker: broker.clone(), inboxes, connections: AtomicUsize::new(0), controls });
+        let auth = Arc::new(crate::auth::LiveAuth::new(cfg.auth.clone()));
+        let shared = Arc::new(Shared { cfg, broker: broker.clone(), inboxes, connections: AtomicUsize::new(0), controls, auth });
         let core_addrs: Arc<[String]> = bound.core_addrs.clone().into();
         let mut codecs = vec![AnyCodec::Native(NativeCodec)];
         let mut kafka_groups = None;
@@ -163,7 +168,14 @@ impl Server {
                     initial_rebalance_delay_ms: u32::try_from(shared.cfg.kafka_initial_rebalance_delay.as_millis()).unwrap_or(u32::MAX),
                     ..crate::kafka::coordinator::CoordinatorConfig::new(engine.dir().to_path_buf())
                 })?;
-                let kafka = crate::kafka::KafkaShared::new(host, port, groups.clone(), admin.clone(), engine.config().batch_bytes_max);
+                let kafka = crate::kafka::KafkaShared::new(
+                    host,
+                    port,
+                    groups.clone(),
+                    admin.clone(),
+                    engine.config().batch_bytes_max,
+                    shared.auth.clone(),
+                );
                 kafka_groups = Some(groups);
                 codecs.push(AnyCodec::Kafka(crate::kafka::KafkaCodec { shared: kafka }));
                 (socks.into_iter().map(Some).collect(), Some(addr))
@@ -195,6 +207,17 @@ impl Server {
             admin,
             shared,
         })
+    }
+
+    /// Puts a new `[auth]` section in force (a reload): connections look
+    /// their user up again at their next request.
+    pub fn set_auth(&self, auth: crate::auth::AuthConfig) {
+        self.shared.auth.replace(auth);
+    }
+
+    /// The `[auth]` section in force.
+    pub fn auth(&self) -> Arc<crate::auth::AuthConfig> {
+        self.shared.auth.config()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

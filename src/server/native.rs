@@ -2,8 +2,8 @@
 //! [`crate::proto`] mapped onto broker commands and replies.
 use std::time::Duration;
 
-use super::codec::{Codec, ConnError, ConnErrorKind, Refusal};
-use crate::broker::{Answer, Batches, BrokerError, Command, Limits, OffsetQuery, ReplyBuf, StreamStart};
+use super::codec::{Codec, ConnError, ConnErrorKind, ConnState, Refusal};
+use crate::broker::{Answer, Batches, BrokerError, Command, Credentials, Limits, OffsetQuery, ReplyBuf, StreamStart};
 use crate::core::query::{QueryRef, QuerySpec};
 use crate::proto::{self, Api, ErrorCode, OffsetSpec, Request, Response, SubscribeStart, TopicMetadata};
 
@@ -39,7 +39,7 @@ impl Codec for NativeCodec {
         })
     }
 
-    fn decode(&self, frame: &[u8], run: &mut dyn FnMut(NativeCtx, Command<'_>)) -> Result<(), Refusal> {
+    fn decode(&self, frame: &[u8], _state: &mut ConnState, run: &mut dyn FnMut(NativeCtx, Command<'_>)) -> Result<(), Refusal> {
         match proto::decode_request(frame) {
             Ok((h, req)) => {
                 run(NativeCtx { api: req.api(), request_id: h.request_id }, command(req));
@@ -98,6 +98,7 @@ impl Codec for NativeCodec {
             ConnErrorKind::Timeout => ErrorCode::Timeout,
             ConnErrorKind::FrameTooLarge => ErrorCode::FrameTooLarge,
             ConnErrorKind::Malformed => ErrorCode::Malformed,
+            ConnErrorKind::Unauthenticated => ErrorCode::AuthRequired,
         };
         let mut out = Vec::new();
         // Request id 0: no request is being answered.
@@ -146,6 +147,7 @@ fn command(req: Request<'_>) -> Command<'_> {
         }
         Request::Grant { subscription, bytes } => Command::Grant { subscription, bytes },
         Request::Cancel { request } => Command::Cancel { request },
+        Request::Authenticate { token } => Command::Authenticate { credentials: Credentials::Token(token) },
         Request::Query { topic, partition, from, to, wait_ms } => {
             let spec = QuerySpec { from: query_ref(from), to: query_ref(to), wait_ns: u64::from(wait_ms) * 1_000_000 };
             Command::Query { topic, partition, spec }
@@ -183,6 +185,7 @@ fn response(answer: Answer) -> Response<'static> {
         Answer::ServerInfo { limits, frame_bytes_max } => Response::ServerInfo(server_info(limits, frame_bytes_max)),
         Answer::Queried(bounds) => Response::Query(bounds),
         Answer::Cancelled => Response::Cancel,
+        Answer::Authenticated(user) => Response::Authenticate { user: user.unwrap_or_default() },
         Answer::Fetched(_) => unreachable!("fetch answers are written into their own buffer"),
         Answer::Many(_) | Answer::Protocol(_) => unreachable!("answered as an error by encode"),
     }

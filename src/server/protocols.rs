@@ -1,7 +1,7 @@
 //! The protocols one server speaks, as one [`Codec`]: each listener's
 //! connections use one of them (the native one, and Kafka's when
 //! `kafka_listen` is set).
-use super::codec::{Codec, ConnError, Refusal};
+use super::codec::{Codec, ConnError, ConnState, Refusal};
 use super::native::{NativeCodec, NativeCtx};
 use crate::broker::{Answer, BrokerError, Command, ReplyBuf};
 use crate::kafka::{KafkaCodec, KafkaCtx};
@@ -58,10 +58,17 @@ impl Codec for AnyCodec {
         }
     }
 
-    fn decode(&self, frame: &[u8], run: &mut dyn FnMut(AnyCtx, Command<'_>)) -> Result<(), Refusal> {
+    fn decode(&self, frame: &[u8], state: &mut ConnState, run: &mut dyn FnMut(AnyCtx, Command<'_>)) -> Result<(), Refusal> {
         match self {
-            AnyCodec::Native(c) => c.decode(frame, &mut |ctx, cmd| run(AnyCtx::Native(ctx), cmd)),
-            AnyCodec::Kafka(c) => c.decode(frame, &mut |ctx, cmd| run(AnyCtx::Kafka(Box::new(ctx)), cmd)),
+            AnyCodec::Native(c) => c.decode(frame, state, &mut |ctx, cmd| run(AnyCtx::Native(ctx), cmd)),
+            AnyCodec::Kafka(c) => c.decode(frame, state, &mut |ctx, cmd| run(AnyCtx::Kafka(Box::new(ctx)), cmd)),
+        }
+    }
+
+    fn closes_unauthenticated(&self) -> bool {
+        match self {
+            AnyCodec::Native(c) => c.closes_unauthenticated(),
+            AnyCodec::Kafka(c) => c.closes_unauthenticated(),
         }
     }
 

@@ -133,7 +133,7 @@ impl<C: Codec> NetCore<C> {
         // Where replies go in order, a request that may not overlap those in
         // flight waits for them (checked frame by frame in `parse`).
         let turn = c.inflight == 0 || c.overlapping || !self.codec_of(slot).replies_in_order();
-        c.state == State::Open && turn && self.under_conn_limits(slot) && !self.blocked(core)
+        c.state == State::Open && c.close_after_seq.is_none() && turn && self.under_conn_limits(slot) && !self.blocked(core)
     }
 
     /// Dispatches every whole frame in the connection's buffer that its

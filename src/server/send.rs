@@ -103,6 +103,9 @@ impl<C: Codec> NetCore<C> {
         if !done.frame.is_empty() {
             c.sendq.push_back(done.frame);
         }
+        if c.close_after_seq == Some(done.seq) {
+            c.state = State::Closing;
+        }
         self.mark(slot);
     }
 

@@ -78,6 +78,8 @@ pub(crate) struct NetCore<C: Codec> {
     pub(super) stages: StageHistograms,
     /// The connections' subscriptions (`stream.rs`).
     pub(super) streams: Streams<C::Ctx>,
+    /// Authentication refusals logged (`auth.rs`).
+    pub(super) refusal_log: super::auth::LogLimit,
 }
 
 /// What a core's server task is handed at start.
@@ -118,6 +120,7 @@ impl<C: Codec> NetCore<C> {
             metrics: ConnMetrics::default(),
             stages: StageHistograms::new(),
             streams: Streams::default(),
+            refusal_log: Default::default(),
         }
     }
 
@@ -194,7 +197,9 @@ impl<C: Codec> NetCore<C> {
         // A clone (a protocol's codec is small): the command it decodes is
         // run while `self` is borrowed mutably.
         let codec = self.codec_of(slot).clone();
-        let decoded = codec.decode(frame, &mut |ctx, cmd| self.run_decoded(core, slot, frame.len(), ctx, cmd));
+        let mut state = self.conns[slot].codec_state;
+        let decoded = codec.decode(frame, &mut state, &mut |ctx, cmd| self.run_decoded(core, slot, frame.len(), ctx, cmd));
+        self.conns[slot].codec_state = state;
         if let Err(refusal) = decoded {
             self.metrics.frame_errors += 1;
             match refusal.close {
@@ -209,7 +214,7 @@ impl<C: Codec> NetCore<C> {
 
     /// Charges the connection in `slot` for a request of `frame_bytes`
     /// whose reply may take `reserved_bytes`, and returns its ticket.
-    fn ticket(&mut self, slot: usize, frame_bytes: usize, reserved_bytes: usize) -> Ticket {
+    pub(super) fn ticket(&mut self, slot: usize, frame_bytes: usize, reserved_bytes: usize) -> Ticket {
         let c = &mut self.conns[slot];
         let held_bytes = frame_bytes + reserved_bytes;
         let ticket = Ticket {
@@ -229,8 +234,19 @@ impl<C: Codec> NetCore<C> {
 
     /// Runs the command a frame of `frame_bytes` decoded into.
     fn run_decoded<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame_bytes: usize, ctx: C::Ctx, mut cmd: Command<'_>) {
-        // Streaming requests are served by the connection code itself (`stream.rs`).
+        if let Command::Authenticate { credentials } = cmd {
+            return self.authenticate(slot, frame_bytes, ctx, credentials);
+        }
+        let Some((user, ctx)) = self.gate(slot, frame_bytes, ctx, &cmd) else { return };
+        // Streaming requests are served by the connection code itself
+        // (`stream.rs`); a Subscribe's permission is checked here, the
+        // broker's commands' by the broker (`CoreHost::authorize`).
         if matches!(cmd, Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. }) {
+            if let Some(e) = user.as_ref().and_then(|u| crate::auth::check(u, &cmd).err()) {
+                self.broker.count_denied();
+                let ticket = self.ticket(slot, frame_bytes, 0);
+                return Replier { codec: self.codec_of(slot).clone(), ctx, ticket }.answer(Err(e.into()));
+            }
             return self.stream_command(core, slot, ctx, cmd);
         }
         let reserved_bytes = self.bound(slot, &mut cmd);
@@ -249,7 +265,7 @@ impl<C: Codec> NetCore<C> {
             (reserved_bytes > 0).then(|| self.conns[slot].gone.get_or_insert_with(Default::default).clone())
         };
         let mut host =
-            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
+            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone, user };
         self.broker.execute(&mut host, cmd, move |reply| replier.answer(reply));
         // This core's registry goes in once the broker is done with the
         // command, since it holds the broker's own section.
@@ -268,8 +284,16 @@ impl<C: Codec> NetCore<C> {
         respond: impl crate::broker::Respond,
     ) {
         let asker_gone = Some(self.conns[slot].gone.get_or_insert_with(Default::default).clone());
-        let mut host =
-            CoreHost { core, shared: &self.shared, core_id: self.core_id, stages: &mut self.stages, own_metrics: None, asker_gone };
+        // Its Subscribe was checked when it came.
+        let mut host = CoreHost {
+            core,
+            shared: &self.shared,
+            core_id: self.core_id,
+            stages: &mut self.stages,
+            own_metrics: None,
+            asker_gone,
+            user: None,
+        };
         self.broker.execute(&mut host, cmd, respond);
     }
 
@@ -312,6 +336,8 @@ struct CoreHost<'a, 'b, I: Io> {
     own_metrics: Option<MetricsShare>,
     /// Set when the connection that sent the command closes.
     asker_gone: Option<Arc<AtomicBool>>,
+    /// Who sent it, when authentication is on.
+    user: Option<Arc<crate::auth::User>>,
 }
 
 impl<I: Io> Host for CoreHost<'_, '_, I> {
@@ -340,6 +366,17 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
 
     fn asker_gone(&mut self) -> Option<Arc<AtomicBool>> {
         self.asker_gone.take()
+    }
+
+    fn authorize(&self, cmd: &Command<'_>) -> Result<(), crate::broker::BrokerError> {
+        match &self.user {
+            Some(u) => crate::auth::check(u, cmd).map_err(Into::into),
+            None => Ok(()),
+        }
+    }
+
+    fn sees(&self, topic: &str) -> bool {
+        self.user.as_ref().is_none_or(|u| u.sees(topic))
     }
 }
 

@@ -11,6 +11,8 @@ use crate::partition::Retention;
 use crate::proto;
 
 /// Limits and addresses of the server. `Default` gives the production defaults.
+/// The fields [`LiveSettings`] names can change on a running server
+/// (`Server::apply`): the cores read those from `LiveLimits`, not from here.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,

@@ -82,8 +82,9 @@ pub struct Broker {
     routes: Vec<CoreRoute>,
     /// What it accepts; `cores` is the cores it routes to.
     limits: Limits,
-    /// The server-wide retention, for topics without their own.
-    default_retention: Retention,
+    /// The server-wide retention, for topics without their own; a reload
+    /// changes it ([`Broker::set_default_retention`]).
+    default_retention: RwLock<Retention>,
 }
 
 impl Broker {
@@ -96,7 +97,7 @@ impl Broker {
             catalog: Mutex::new(catalog),
             limits: Limits { cores: routes.len(), ..Limits::of(cfg) },
             routes,
-            default_retention: cfg.default_retention(),
+            default_retention: RwLock::new(cfg.default_retention()),
         };
         // One request per core, whatever the number of topics: a mailbox
         // send blocks when full, and a simulated core runs only when its
@@ -205,7 +206,7 @@ impl Broker {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.create_topic(name, partitions, self.limits.partitions_per_topic_max, retention, indices)?;
         // The cores know the partitions before any request can name them.
-        let add = (t.retention.effective(self.default_retention), t.indices.clone());
+        let add = (t.retention.effective(self.default_retention()), t.indices.clone());
         let res = self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, Some(add));
         self.directory.publish(cat.topics());
         tracing::info!(topic = name, partitions, indices = ?t.indices, "topic created");
@@ -228,7 +229,7 @@ impl Broker {
     fn send_retention(&self, topics: &[TopicMeta]) -> Result<()> {
         let mut per_core: Vec<Vec<(Pid, Retention)>> = vec![Vec::new(); self.routes.len()];
         for t in topics {
-            let retention = t.retention.effective(self.default_retention);
+            let retention = t.retention.effective(self.default_retention());
             for pid in t.first_pid..t.first_pid + t.partitions {
                 // An engine whose cores failed to start has fewer routes (none).
                 if let Some(limits) = per_core.get_mut(self.router.core_of(pid)) {
@@ -262,13 +263,30 @@ impl Broker {
             let core = u16::try_from(self.router.core_of(pid)).unwrap_or(u16::MAX);
             partitions.push(PartitionDescription { start_offset: s.start_offset, end_offset: s.end_offset, bytes: s.bytes, core });
         }
-        let effective = t.retention.effective(self.default_retention);
+        let effective = t.retention.effective(self.default_retention());
         Ok(TopicDescription { name: name.to_string(), retention: t.retention, effective, partitions, indices: t.indices.to_vec() })
+    }
+
+    /// The retention of topics without their own, now.
+    pub fn default_retention(&self) -> Retention {
+        *self.default_retention.read().expect("default retention lock")
+    }
+
+    /// Changes the retention of topics without their own and tells every
+    /// core its partitions' limits again, in one request per core; the next
+    /// retention pass applies them. Under the catalog lock, so that a topic
+    /// created or altered meanwhile is told the new default, not the old.
+    pub(crate) fn set_default_retention(&self, retention: Retention) -> Result<()> {
+        let _catalog = self.catalog.lock().expect("catalog lock");
+        *self.default_retention.write().expect("default retention lock") = retention;
+        let topics: Vec<TopicMeta> = self.directory.snapshot().values().cloned().collect();
+        tracing::debug!(?retention, topics = topics.len(), "default retention changed");
+        self.send_retention(&topics)
     }
 
     /// The limits partitions of a topic with these settings run with.
     pub fn effective_retention(&self, own: TopicRetention) -> Retention {
-        own.effective(self.default_retention)
+        own.effective(self.default_retention())
     }
 
     /// Deletes a topic. Readers in progress (long polls among them) get

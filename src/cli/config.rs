@@ -118,10 +118,13 @@ fn settings(serve: &Command) -> impl Iterator<Item = &Arg> {
     serve.get_arguments().filter(|a| a.get_long().is_some() && !matches!(a.get_id().as_str(), "config" | "help" | "version"))
 }
 
+/// A file's settings: (key, value as its flag would take it).
+type FileSettings = Vec<(String, String)>;
+
 /// The file's settings as (key, value as a flag would take it), each key
 /// known and each value accepted by its flag's parser; errors name the file
 /// and the key.
-fn load(serve: &Command, path: &Path) -> Result<Vec<(String, String)>, String> {
+fn load(serve: &Command, path: &Path) -> Result<FileSettings, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
     let mut file = Vec::with_capacity(table.len());
@@ -195,11 +198,8 @@ fn with_file(serve: Command, file: &[(String, String)]) -> Command {
 /// engine and the server accept what they make.
 fn check(path: &Path, serve_flags: &[OsString]) -> Result<String, String> {
     let serve = serve_command();
-    let file = load(&serve, path)?;
     let argv = std::iter::once(OsString::from("serve")).chain(serve_flags.iter().cloned());
-    let matches =
-        with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
-    let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    let (args, matches, file) = with_flags(&serve, path, argv)?;
     configs(&args)?;
     let mut text = effective_text(&serve, &matches, &file);
     let auth = auth_section(Some(path))?;
@@ -213,6 +213,30 @@ fn check(path: &Path, serve_flags: &[OsString]) -> Result<String, String> {
         users.join(", ")
     );
     Ok(text)
+}
+
+/// The settings of this `strom serve` again, with `path` read anew: the
+/// same flags (this process's own) and STROM_* variables over the file, as
+/// at start. What a reload (SIGHUP) applies; errors name the file and key.
+pub fn reread(path: &Path) -> Result<ServeArgs, String> {
+    // `strom` takes no option before its command, so the arguments after
+    // the program's name are `serve` and its flags.
+    let argv = std::env::args_os().skip(1);
+    with_flags(&serve_command(), path, argv).map(|(args, _, _)| args)
+}
+
+/// `argv` (`serve` and its flags) parsed with `path`'s settings as the
+/// defaults: the settings, the matches they came from, and the file.
+fn with_flags(
+    serve: &Command,
+    path: &Path,
+    argv: impl IntoIterator<Item = OsString>,
+) -> Result<(ServeArgs, ArgMatches, FileSettings), String> {
+    let file = load(serve, path)?;
+    let matches =
+        with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
+    let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    Ok((args, matches, file))
 }
 
 /// Each setting as a TOML line with where its value came from, or a

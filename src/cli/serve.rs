@@ -2,13 +2,13 @@
 //! variable and a key of the `--config` file: `cli/config.rs`), what they
 //! become (`EngineConfig`, `ServerConfig`), and the serving loop.
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use nix::sys::signal::{SigSet, Signal};
 use strom::config::{EngineConfig, FsyncPolicy};
-use strom::server::{Server, ServerConfig};
+use strom::server::{LiveSettings, Server, ServerConfig};
 
 use super::topic::{Setting, parse_bytes_setting, parse_ms_setting};
 
@@ -147,13 +147,14 @@ fn server_limit(setting: Setting) -> Option<u64> {
     setting.0.filter(|&v| v != strom::catalog::UNLIMITED)
 }
 
-/// Serves until SIGINT or SIGTERM (SIGUSR1 prints metrics). The signals are blocked before any
+/// Serves until SIGINT or SIGTERM (SIGUSR1 prints metrics, SIGHUP reloads the config file). The signals are blocked before any
 /// thread starts, so every thread inherits the mask and the signal stays
 /// pending until this thread takes it with sigwait: no handler runs on an
-/// arbitrary thread, and the shutdown runs here, in order.
+/// arbitrary thread, and the shutdown and reloads run here, in order.
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
-    let (data_dir, engine_cfg, server_cfg) = configs(args)?;
-    let data_dir = data_dir.ok_or("no data directory: give --data-dir DIR, STROM_DATA_DIR or data_dir in the --config file")?;
+    let started = Settings::of(args)?;
+    let data_dir =
+        started.data_dir.clone().ok_or("no data directory: give --data-dir DIR, STROM_DATA_DIR or data_dir in the --config file")?;
     // A panic is a bug; on a core thread it would leave that core's
     // partitions dead while the rest serves on, their clients waiting. The
     // whole process stops instead, as a `kill -9` would: a restart recovers
@@ -170,20 +171,28 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     // SIGUSR1 prints each core's metrics, one line each, for an operator at
     // a terminal (programs and tests ask the Metrics api).
     signals.add(Signal::SIGUSR1);
-    signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM and SIGUSR1: {e}"))?;
+    // SIGHUP reads the config file again (`systemctl reload`).
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM, SIGUSR1 and SIGHUP: {e}"))?;
     strom::failpoint::init();
-    tracing::info!(data_dir = %data_dir.display(), engine = ?engine_cfg, server = ?server_cfg, "starting with these settings");
-    let server = Server::start(&data_dir, engine_cfg, server_cfg).map_err(|e| e.to_string())?;
+    tracing::info!(data_dir = %data_dir.display(), engine = ?started.engine, server = ?started.server, "starting with these settings");
+    let server = Server::start(&data_dir, started.engine.clone(), started.server.clone()).map_err(|e| e.to_string())?;
     announce(&server, &data_dir);
     tracing::info!(addr = %server.local_addr(), kafka = ?server.kafka_addr(), "ready");
     // Under a systemd `Type=notify` unit: ready once every listener accepts.
     super::notify::tell(&format!("READY=1\nSTATUS=serving on {}\nMAINPID={}", server.local_addr(), std::process::id()));
+    let mut running = started.clone();
     let waited = loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => {
                 for (core, metrics) in server.metrics().iter().enumerate() {
                     eprintln!("strom: metrics core {core}: {metrics}");
                 }
+            }
+            Ok(Signal::SIGHUP) => {
+                super::notify::tell("RELOADING=1");
+                reload(&server, args.config.as_deref(), &started, &mut running);
+                super::notify::tell("READY=1");
             }
             other => break other,
         }
@@ -196,6 +205,122 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     server.shutdown().map_err(|e| e.to_string())?;
     tracing::info!("stopped cleanly: in-flight writes acknowledged, every log checkpointed");
     waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
+}
+
+/// A running server's settings: what [`configs`] made of the flags, the
+/// variables and the file, kept to compare a reload with.
+#[derive(Clone)]
+struct Settings {
+    data_dir: Option<PathBuf>,
+    log_format: String,
+    engine: EngineConfig,
+    server: ServerConfig,
+}
+
+impl Settings {
+    fn of(args: &ServeArgs) -> Result<Settings, String> {
+        let (data_dir, engine, server) = configs(args)?;
+        Ok(Settings { data_dir, log_format: args.log_format.clone(), engine, server })
+    }
+
+    /// Every setting by its key (a test checks that none is missing),
+    /// whether a reload applies it live ([`LiveSettings`]), and its value
+    /// as the log tells it.
+    fn compared(&self) -> [(&'static str, bool, String); 21] {
+        let (e, s) = (&self.engine, &self.server);
+        let ms = |d: Duration| duration_ms(d).to_string();
+        let limit = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
+        [
+            ("connections_max", true, s.connections_max.to_string()),
+            ("inflight_per_conn_max", true, s.inflight_per_conn_max.to_string()),
+            ("core_buffered_bytes_max", true, s.core_buffered_bytes_max.to_string()),
+            ("idle_timeout_ms", true, ms(s.idle_timeout)),
+            ("header_timeout_ms", true, ms(s.header_timeout)),
+            ("retention_ms", true, limit(e.retention_age.map(duration_ms))),
+            ("retention_bytes", true, limit(e.retention_bytes)),
+            ("data_dir", false, unset_or(self.data_dir.as_ref().map(|d| d.display()))),
+            ("log_format", false, self.log_format.clone()),
+            ("listen", false, s.listen.to_string()),
+            ("kafka_listen", false, unset_or(s.kafka_listen)),
+            ("kafka_advertise", false, unset_or(s.kafka_advertise.as_ref())),
+            ("kafka_initial_rebalance_delay_ms", false, ms(s.kafka_initial_rebalance_delay)),
+            ("metrics_listen", false, unset_or(s.metrics_listen)),
+            ("cores", false, e.cores.to_string()),
+            ("fsync", false, e.fsync.to_string()),
+            ("frame_bytes_max", false, s.frame_bytes_max.to_string()),
+            ("reply_budget_bytes", false, s.reply_budget_bytes.to_string()),
+            ("segment_bytes", false, e.segment_bytes.to_string()),
+            ("checkpoint_interval_bytes", false, e.checkpoint_interval_bytes.to_string()),
+            ("registered_bytes_max", false, unset_or(e.registered_bytes_max)),
+        ]
+    }
+}
+
+fn unset_or(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "unset".to_string(), |v| v.to_string())
+}
+
+/// `key old -> new` for each setting, live or not as `live` says, whose
+/// value differs between `old` and `new`.
+fn changes(old: &Settings, new: &Settings, live: bool) -> Vec<String> {
+    let pairs = old.compared().into_iter().zip(new.compared());
+    pairs
+        .filter(|((_, is_live, a), (_, _, b))| *is_live == live && a != b)
+        .map(|((key, _, a), (_, _, b))| format!("{key} {a} -> {b}"))
+        .collect()
+}
+
+/// SIGHUP: reads the config file again under the same flags and STROM_*
+/// variables, and puts the live settings in force (`Server::apply`); the
+/// others are logged as needing a restart, compared with what the server
+/// started with. A file that does not parse or validate is refused whole,
+/// and the server serves on as it was. The one place a reload compares
+/// and applies: a new live setting gets its line here.
+fn reload(server: &Server, path: Option<&Path>, started: &Settings, running: &mut Settings) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP, but there is no config file (--config, STROM_CONFIG) to read again; nothing changed");
+        return;
+    };
+    let file = path.display();
+    // The file's own errors name it; the settings' checks are told with it.
+    let new = match super::config::reread(path).and_then(|args| Settings::of(&args).map_err(|e| format!("{file}: {e}"))) {
+        Ok(new) => new,
+        Err(error) => {
+            tracing::error!(%file, %error, "reload refused, nothing changed");
+            return;
+        }
+    };
+    if let Err(e) = server.apply(&LiveSettings::of(&new.engine, &new.server)) {
+        tracing::error!(%file, error = %format!("{file}: {e}"), "reload refused, nothing changed");
+        return;
+    }
+    let mut applied = changes(running, &new, true);
+    if new.server.auth != running.server.auth {
+        server.set_auth(new.server.auth.clone());
+        applied.push(auth_change(&running.server.auth, &new.server.auth));
+    }
+    let restart = changes(started, &new, false);
+    if !applied.is_empty() {
+        tracing::info!(%file, applied = %applied.join(", "), "reload applied");
+    }
+    if !restart.is_empty() {
+        tracing::warn!(%file, needs_restart = %restart.join(", "), "reload: these settings changed but need a restart");
+    }
+    if applied.is_empty() && restart.is_empty() {
+        tracing::info!(%file, "reload: nothing changed");
+    }
+    *running = new;
+}
+
+/// How the `[auth]` section changed, as the log tells it: whether it is
+/// on and its users, never a token.
+fn auth_change(old: &strom::auth::AuthConfig, new: &strom::auth::AuthConfig) -> String {
+    let tell = |a: &strom::auth::AuthConfig| {
+        let users: Vec<&str> = a.users.iter().map(|u| u.name.as_str()).collect();
+        format!("{} [{}]", if a.enabled { "on" } else { "off" }, users.join(" "))
+    };
+    let (before, after) = (tell(old), tell(new));
+    if before == after { format!("auth {after}: tokens or permissions changed") } else { format!("auth {before} -> {after}") }
 }
 
 /// The start-up lines: what recovery did, where the server listens.
@@ -219,4 +344,42 @@ fn announce(server: &Server, data_dir: &std::path::Path) {
         eprintln!("strom: metrics on {addr}");
     }
     eprintln!("strom: serving on {}, data dir {}{cut}", server.local_addr(), data_dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command, FromArgMatches};
+
+    use super::*;
+
+    fn settings(argv: &[&str]) -> Settings {
+        let serve = ServeArgs::augment_args(Command::new("serve"));
+        let matches = serve.try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
+        Settings::of(&ServeArgs::from_arg_matches(&matches).unwrap()).unwrap()
+    }
+
+    // Proves: a reload compares every setting of `strom serve`, each once,
+    // so a new setting must say whether it changes live.
+    #[test]
+    fn reload_compares_every_setting() {
+        let serve = ServeArgs::augment_args(Command::new("serve"));
+        let mut keys: Vec<&str> =
+            serve.get_arguments().map(|a| a.get_id().as_str()).filter(|k| !matches!(*k, "config" | "help" | "version")).collect();
+        let mut compared: Vec<&str> = settings(&[]).compared().iter().map(|(k, _, _)| *k).collect();
+        keys.sort_unstable();
+        compared.sort_unstable();
+        assert_eq!(compared, keys);
+    }
+
+    // Proves: a changed live setting is told as applied with its old and
+    // new values, a changed fixed one as needing a restart, and an
+    // unchanged one not at all.
+    #[test]
+    fn changes_split_live_from_restart() {
+        let old = settings(&["--connections-max", "50", "--retention-bytes", "-1"]);
+        let new = settings(&["--connections-max", "2", "--retention-bytes", "1MiB", "--listen", "127.0.0.1:7171"]);
+        assert_eq!(changes(&old, &new, true), ["connections_max 50 -> 2", "retention_bytes -1 -> 1048576"]);
+        assert_eq!(changes(&old, &new, false), ["listen 127.0.0.1:7070 -> 127.0.0.1:7171"]);
+        assert!(changes(&old, &old, true).is_empty() && changes(&old, &old, false).is_empty());
+    }
 }

@@ -90,7 +90,7 @@ impl<C: Codec> NetCore<C> {
             return;
         }
         let need_bytes = self.shared.cfg.frame_bytes_max;
-        let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
+        let header_ns = self.shared.live.header_timeout_ns();
         let mut stuck: Vec<(usize, usize)> = self
             .conns
             .iter()

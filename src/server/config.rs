@@ -1,12 +1,18 @@
 //! The server's limits and addresses, with their reasons (docs/ARCHITECTURE.md, Bounds).
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
+use crate::config::EngineConfig;
 use crate::core::task::TaskNeeds;
 use crate::error::{Result, StromError};
+use crate::partition::Retention;
 use crate::proto;
 
 /// Limits and addresses of the server. `Default` gives the production defaults.
+/// The fields [`LiveSettings`] names can change on a running server
+/// (`Server::apply`): the cores read those from `LiveLimits`, not from here.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -124,5 +130,105 @@ impl ServerConfig {
     /// unevenly, so any core may get them all).
     pub(crate) fn task_needs(&self, cores: usize) -> TaskNeeds {
         TaskNeeds { reply_bufs: self.reply_bufs_per_core, net_ops: 2 * self.connections_max + 4 * cores + 64 }
+    }
+}
+
+/// The settings a running server changes in place ([`Server::apply`](super::Server::apply),
+/// which `strom serve` calls on SIGHUP): its connection limits and timeouts,
+/// and the engine's retention for topics without their own. Everything
+/// else in [`ServerConfig`] and `EngineConfig` is fixed at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSettings {
+    pub connections_max: usize,
+    pub inflight_per_conn_max: usize,
+    pub core_buffered_bytes_max: usize,
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    /// `EngineConfig::default_retention`.
+    pub default_retention: Retention,
+}
+
+impl LiveSettings {
+    /// The live part of a configuration.
+    pub fn of(engine: &EngineConfig, server: &ServerConfig) -> LiveSettings {
+        LiveSettings {
+            connections_max: server.connections_max,
+            inflight_per_conn_max: server.inflight_per_conn_max,
+            core_buffered_bytes_max: server.core_buffered_bytes_max,
+            idle_timeout: server.idle_timeout,
+            header_timeout: server.header_timeout,
+            default_retention: engine.default_retention(),
+        }
+    }
+
+    /// `cfg` with these limits in place of its own, to validate them
+    /// together with the settings they must agree with.
+    pub(crate) fn over(&self, cfg: &ServerConfig) -> ServerConfig {
+        ServerConfig {
+            connections_max: self.connections_max,
+            inflight_per_conn_max: self.inflight_per_conn_max,
+            core_buffered_bytes_max: self.core_buffered_bytes_max,
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
+            ..cfg.clone()
+        }
+    }
+}
+
+/// The server's live limits where every core reads them on its hot path.
+/// Each is loaded `Relaxed` and no two are read as a pair: a core that sees
+/// a new limit a tick late, or one before another, does what the old limit
+/// allowed for one more tick, which is what it did a moment before. A
+/// lowered limit stops new accepts and reads past it; it never closes a
+/// connection or drops a request that is already in.
+pub(crate) struct LiveLimits {
+    connections_max: AtomicUsize,
+    inflight_per_conn_max: AtomicUsize,
+    core_buffered_bytes_max: AtomicUsize,
+    idle_timeout_ns: AtomicU64,
+    header_timeout_ns: AtomicU64,
+}
+
+impl LiveLimits {
+    pub fn new(cfg: &ServerConfig) -> LiveLimits {
+        let limits = LiveLimits {
+            connections_max: AtomicUsize::new(0),
+            inflight_per_conn_max: AtomicUsize::new(0),
+            core_buffered_bytes_max: AtomicUsize::new(0),
+            idle_timeout_ns: AtomicU64::new(0),
+            header_timeout_ns: AtomicU64::new(0),
+        };
+        limits.store(cfg);
+        limits
+    }
+
+    /// Takes `cfg`'s live limits (validated by the caller).
+    pub fn store(&self, cfg: &ServerConfig) {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.connections_max.store(cfg.connections_max, Relaxed);
+        self.inflight_per_conn_max.store(cfg.inflight_per_conn_max, Relaxed);
+        self.core_buffered_bytes_max.store(cfg.core_buffered_bytes_max, Relaxed);
+        self.idle_timeout_ns.store(ns(cfg.idle_timeout), Relaxed);
+        self.header_timeout_ns.store(ns(cfg.header_timeout), Relaxed);
+    }
+
+    pub fn connections_max(&self) -> usize {
+        self.connections_max.load(Relaxed)
+    }
+
+    pub fn inflight_per_conn_max(&self) -> usize {
+        self.inflight_per_conn_max.load(Relaxed)
+    }
+
+    pub fn core_buffered_bytes_max(&self) -> usize {
+        self.core_buffered_bytes_max.load(Relaxed)
+    }
+
+    pub fn idle_timeout_ns(&self) -> u64 {
+        self.idle_timeout_ns.load(Relaxed)
+    }
+
+    pub fn header_timeout_ns(&self) -> u64 {
+        self.header_timeout_ns.load(Relaxed)
     }
 }

@@ -186,13 +186,13 @@ impl<C: Codec> NetCore<C> {
     /// another core's mailbox, the core defers requests, or its connections
     /// hold `core_buffered_bytes_max`.
     pub(super) fn blocked<I: Io>(&self, core: &TaskCore<'_, I>) -> bool {
-        self.broker.waiting() || core.backpressured() || self.held_bytes + self.rbuf_bytes >= self.shared.cfg.core_buffered_bytes_max
+        self.broker.waiting() || core.backpressured() || self.held_bytes + self.rbuf_bytes >= self.shared.live.core_buffered_bytes_max()
     }
 
     /// True while this connection's own limits allow reading it.
     pub(super) fn under_conn_limits(&self, slot: usize) -> bool {
-        let (c, cfg) = (&self.conns[slot], &self.shared.cfg);
-        c.inflight < cfg.inflight_per_conn_max && c.request_bytes + c.reply_bytes < cfg.conn_buffered_bytes_max
+        let c = &self.conns[slot];
+        c.inflight < self.shared.live.inflight_per_conn_max() && c.request_bytes + c.reply_bytes < self.shared.cfg.conn_buffered_bytes_max
     }
 
     /// A socket error ends its connection; every errno means the same here

@@ -182,7 +182,8 @@ impl<C: Codec> NetCore<C> {
             core.close_socket(sock);
             return;
         }
-        let counted = self.shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < self.shared.cfg.connections_max;
+        let connections_max = self.shared.live.connections_max();
+        let counted = self.shared.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < connections_max;
         if !counted {
             self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -193,7 +194,7 @@ impl<C: Codec> NetCore<C> {
             self.metrics.accepted += 1;
         } else {
             self.metrics.refused_connections += 1;
-            let message = format!("more than {} connections", self.shared.cfg.connections_max);
+            let message = format!("more than {connections_max} connections");
             self.fail_conn(slot, ConnError { kind: ConnErrorKind::TooManyConnections, message });
         }
         self.mark(slot);

@@ -37,7 +37,8 @@ use crate::stats::StageHistograms;
 
 pub use crate::stats::StageLatency;
 pub(crate) use auth::LogLimit;
-pub use config::ServerConfig;
+use config::LiveLimits;
+pub use config::{LiveSettings, ServerConfig};
 pub use native::server_info;
 
 mod auth;
@@ -70,7 +71,10 @@ use task::{NetCore, TaskParts};
 
 /// What every core's server task shares.
 pub(crate) struct Shared {
+    /// The settings the server started with. The live limits among them
+    /// are read from `live`, which a reload changes.
     pub cfg: ServerConfig,
+    pub live: LiveLimits,
     pub broker: Arc<Broker>,
     pub inboxes: Vec<mpsc::Sender<Done>>,
     /// Connections open across all cores (the `connections_max` cap).
@@ -82,6 +86,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub fn new(cfg: ServerConfig, broker: Arc<Broker>, inboxes: Vec<mpsc::Sender<Done>>, controls: Vec<mpsc::Sender<Control>>) -> Shared {
+        let live = LiveLimits::new(&cfg);
+        let auth = Arc::new(crate::auth::LiveAuth::new(cfg.auth.clone()));
+        Shared { cfg, live, broker, inboxes, connections: AtomicUsize::new(0), controls, auth }
+    }
+
     /// The way back to core `core`'s connections.
     pub fn reply_route(&self, core: usize) -> ReplyRoute {
         ReplyRoute { inbox: self.inboxes[core].clone(), core: self.broker.route(core).clone() }
@@ -147,8 +157,7 @@ impl Server {
         let admin = Admin::start(broker.clone(), engine.dir())?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
         let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
-        let auth = Arc::new(crate::auth::LiveAuth::new(cfg.auth.clone()));
-        let shared = Arc::new(Shared { cfg, broker: broker.clone(), inboxes, connections: AtomicUsize::new(0), controls, auth });
+        let shared = Arc::new(Shared::new(cfg, broker.clone(), inboxes, controls));
         let core_addrs: Arc<[String]> = bound.core_addrs.clone().into();
         let mut codecs = vec![AnyCodec::Native(NativeCodec)];
         let mut kafka_groups = None;
@@ -247,6 +256,44 @@ impl Server {
     /// Connections open now, across all cores.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// The live settings in force now.
+    pub fn live_settings(&self) -> LiveSettings {
+        let live = &self.shared.live;
+        LiveSettings {
+            connections_max: live.connections_max(),
+            inflight_per_conn_max: live.inflight_per_conn_max(),
+            core_buffered_bytes_max: live.core_buffered_bytes_max(),
+            idle_timeout: Duration::from_nanos(live.idle_timeout_ns()),
+            header_timeout: Duration::from_nanos(live.header_timeout_ns()),
+            default_retention: self.shared.broker.default_retention(),
+        }
+    }
+
+    /// Puts `live` in force (a reload): each core reads its new limits from
+    /// its next tick on, and topics without their own retention follow the
+    /// new default from their next retention pass. Validated first by the
+    /// rules of [`ServerConfig::validate`]; refused, with nothing changed,
+    /// when they fail or `connections_max` is over what the server started
+    /// with (each core's op table and the open-file limit were sized for
+    /// that many). Lowering a limit closes nothing and drops nothing: it
+    /// only stops accepting and reading past it.
+    pub fn apply(&self, live: &LiveSettings) -> Result<()> {
+        let cfg = live.over(&self.shared.cfg);
+        cfg.validate()?;
+        if live.connections_max > self.shared.cfg.connections_max {
+            return Err(crate::StromError::Unsupported(format!(
+                "connections_max {} is over {}, what the server started with (its op tables and open-file limit are sized for that): raising it needs a restart",
+                live.connections_max, self.shared.cfg.connections_max
+            )));
+        }
+        crate::catalog::TopicRetention { ms: live.default_retention.age_ms, bytes: live.default_retention.bytes }.validate()?;
+        self.shared.live.store(&cfg);
+        if live.default_retention != self.shared.broker.default_retention() {
+            self.shared.broker.set_default_retention(live.default_retention)?;
+        }
+        Ok(())
     }
 
     /// Each core's metrics registry, in core order: the core's own (its

@@ -10,7 +10,6 @@
 //! production. Topic administration runs on the admin thread as in
 //! production, so seeds create their topics in the catalog before start.
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, mpsc};
 
 use super::codec::Codec;
@@ -107,8 +106,7 @@ impl SimServer {
         let admin = Admin::start(broker.clone(), catalog_dir)?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
         let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
-        let auth = Arc::new(crate::auth::LiveAuth::new(cfg.auth.clone()));
-        let shared = Arc::new(Shared { cfg, broker: broker.clone(), inboxes, connections: AtomicUsize::new(0), controls, auth });
+        let shared = Arc::new(Shared::new(cfg, broker.clone(), inboxes, controls));
         let core_addrs: Arc<[String]> = (0..cores).map(|c| format!("sim:{}", SimServer::port(c))).collect::<Vec<_>>().into();
         let mut sim_cores = Vec::new();
         let per_core = opened.into_iter().zip(mailboxes).zip(inbox_rxs.into_iter().zip(control_rxs));

@@ -34,9 +34,8 @@ impl<C: Codec> NetCore<C> {
     /// The connections past a timeout, each with whether to tell the peer
     /// (a frame too slow to arrive) or just close (idle, stuck sends).
     fn late<I: Io>(&mut self, core: &TaskCore<'_, I>, now_ns: u64) -> Vec<(usize, bool)> {
-        let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
-        let idle_ns = self.shared.cfg.idle_timeout.as_nanos() as u64;
-        let (inflight_max, held_max) = (self.shared.cfg.inflight_per_conn_max, self.shared.cfg.conn_buffered_bytes_max);
+        let (header_ns, idle_ns) = (self.shared.live.header_timeout_ns(), self.shared.live.idle_timeout_ns());
+        let (inflight_max, held_max) = (self.shared.live.inflight_per_conn_max(), self.shared.cfg.conn_buffered_bytes_max);
         let blocked = self.blocked(core);
         let mut late = Vec::new();
         for (slot, c) in self.conns.iter_mut() {
@@ -69,11 +68,11 @@ impl<C: Codec> NetCore<C> {
     /// header timeout are closed, the largest holders first, until the core
     /// is under its budget (like Redis's client output buffer limits).
     fn evict_stuck_readers<I: Io>(&mut self, core: &mut TaskCore<'_, I>, now_ns: u64) {
-        let budget = self.shared.cfg.core_buffered_bytes_max;
+        let budget = self.shared.live.core_buffered_bytes_max();
         if self.held_bytes + self.rbuf_bytes < budget {
             return;
         }
-        let header_ns = self.shared.cfg.header_timeout.as_nanos() as u64;
+        let header_ns = self.shared.live.header_timeout_ns();
         let mut stuck: Vec<(usize, usize)> = self
             .conns
             .iter()

@@ -54,6 +54,10 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
         })),
         "recovery_scan" => Some(recovery_input::recovers(data)),
         "kafka_request" => Some(strom::kafka_fuzz::accepts(data)),
+        "franz_decode" => {
+            let (indices, offsets, payloads) = strom::franz::fuzz_split(data);
+            Some(strom::franz::decode(indices, offsets, payloads).is_ok())
+        }
         _ => None,
     }
 }
@@ -227,6 +231,7 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "index_lookup" => index_seeds(),
         "offsets_parse" => offsets_seeds(),
         "names" => names_seeds(),
+        "franz_decode" => strom::franz::fuzz_seeds(),
         other => panic!("no seeds for fuzz target {other}"),
     }
 }

@@ -301,10 +301,13 @@ fn entry_bytes(index_count: usize) -> usize {
     (index_count + 1) * INTEGER_BYTES
 }
 
+/// Items in memory: each one's index values and payload.
+pub type Items<'a> = Vec<(Vec<i64>, &'a [u8])>;
+
 /// A whole stream decoded from its three files in memory: the index names
 /// and each item's values and payload. For tests and the fuzzer; the
 /// import streams the files through [`OffsetsCheck`] instead.
-pub fn decode<'a>(indices: &[u8], offsets: &[u8], payloads: &'a [u8]) -> Result<(Vec<String>, Vec<(Vec<i64>, &'a [u8])>), FranzError> {
+pub fn decode<'a>(indices: &[u8], offsets: &[u8], payloads: &'a [u8]) -> Result<(Vec<String>, Items<'a>), FranzError> {
     let names = decode_indices(indices)?;
     let mut check = OffsetsCheck::new(&names, offsets.len() as u64, payloads.len() as u64)?;
     let mut items = Vec::new();

@@ -297,3 +297,32 @@ fn export_refusals_leave_nothing() {
     assert_eq!(read_stream(&out), (b"ts\n".to_vec(), vec![], vec![]));
     assert_eq!(ok(a, &["import", "--franz", path(&out), "t2"]).trim(), "imported 0 records into t2/0 (the stream is empty)");
 }
+
+// Proves the checks that need the server: an item larger than one record
+// of the server's largest batch is refused naming its entry (no topic
+// created) while a 1,000,000-byte item round trips, and a stream whose
+// first index values are below the partition's last record is refused
+// with nothing appended.
+#[test]
+fn server_side_checks() {
+    let dir = test_dir("franz-server-checks");
+    let s = Serve::on(&dir.join("data")).cores(1).start();
+    let a = s.addr;
+    let too_big = dir.join("too-big");
+    write_stream(&too_big, &franz_files(&["ts"], &[(vec![1], b"small".to_vec()), (vec![2], vec![7; 1_048_576])]));
+    let err = refused(a, &["import", "--franz", path(&too_big), "big"]);
+    assert!(err.contains("offsets: byte 16: item 1 is 1048576 bytes, more than one record can hold on this server"), "{err}");
+    assert_eq!(ok(a, &["topic", "list"]), "", "no topic was created");
+
+    let big = dir.join("big");
+    write_stream(&big, &franz_files(&["ts"], &[(vec![1], vec![1; 1_000_000]), (vec![2], vec![]), (vec![2], vec![2; 1_000_000])]));
+    ok(a, &["import", "--franz", path(&big), "big"]);
+    ok(a, &["export", "big", "--franz", path(&dir.join("big-again"))]);
+    assert!(read_stream(&dir.join("big-again")) == read_stream(&big), "1 MB items round trip");
+
+    let low = dir.join("low");
+    write_stream(&low, &franz_files(&["ts"], &[(vec![1], b"x".to_vec())]));
+    let err = refused(a, &["import", "--franz", path(&low), "big"]);
+    assert!(err.contains("partition 0 of \"big\" ends with index ts value 2, above the stream's first item's 1"), "{err}");
+    assert_eq!(ok(a, &["query", "big", "--count"]), "3\n", "nothing was appended");
+}

@@ -23,6 +23,7 @@ pub mod core;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod franz;
 pub mod inspect;
 pub mod io;
 pub(crate) mod kafka;

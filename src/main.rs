@@ -77,6 +77,12 @@ enum Cmd {
     /// requests/s, MB/s in and out; per stage, latency percentiles over the
     /// last interval. --once (or stdout not a terminal) prints one snapshot.
     Stat(cli::stat::StatArgs),
+    /// Write one partition's records, in offset order, as a Franz stream
+    /// directory (payloads, offsets, indices); keys, headers and timestamps are dropped.
+    Export(cli::export::ExportArgs),
+    /// Append a Franz stream directory to a partition, checked whole first
+    /// (creating the topic with the stream's indices if it does not exist).
+    Import(cli::import::ImportArgs),
 }
 
 #[derive(Args)]
@@ -107,6 +113,8 @@ fn main() -> ExitCode {
         Cmd::Consume(args) => ("consume", cli::consume::consume(&args)),
         Cmd::Group { conn, cmd } => ("group", cli::group::run(&conn, &cmd)),
         Cmd::Stat(args) => ("stat", cli::stat::stat(&args)),
+        Cmd::Export(args) => ("export", cli::export::export(&args)),
+        Cmd::Import(args) => ("import", cli::import::import(&args)),
         // A failed check is a finding, printed with the rest, not an error line.
         Cmd::Doctor(args) => return if cli::doctor::doctor(&args) { ExitCode::FAILURE } else { ExitCode::SUCCESS },
         Cmd::Query(args) => match cli::query::query(&args) {

@@ -39,7 +39,7 @@ static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 const INPUT_ROOTS: [&str; 2] = ["fuzz/corpus", "fuzz/regressions"]; // [0]: the seeds' corpora
 
 /// Whether the target's decoder accepts `data`, for checking seed names;
-/// `None` where no single decoder decides (the catalog, names, the index).
+/// `None` where no single decoder decides (the catalog, names, the index) or a unit test checks (`franz_decode`).
 fn accepts(target: &str, data: &[u8]) -> Option<bool> {
     match target {
         "batch_validate" => Some(batch::validate(data, data.len()).is_ok()),
@@ -227,6 +227,7 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "index_lookup" => index_seeds(),
         "offsets_parse" => offsets_seeds(),
         "names" => names_seeds(),
+        "franz_decode" => strom::franz::fuzz_seeds(),
         other => panic!("no seeds for fuzz target {other}"),
     }
 }
@@ -235,7 +236,6 @@ fn batch_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let mut one = BatchBuilder::new(1_700_000_000_000);
     one.push(1_700_000_000_000, None, Some(b"hello"), &[]);
     let one = one.finish();
-
     let mut mixed = BatchBuilder::new(1_700_000_000_000).producer(7, 1, 42);
     mixed.push(1_700_000_000_000, Some(b"k"), Some(b"v"), &[(b"h", Some(b"x"))]);
     mixed.push(1_700_000_000_009, None, None, &[(b"", None)]);

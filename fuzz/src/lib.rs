@@ -47,6 +47,8 @@ pub const TARGETS: &[Target] = &[
     Target { name: "index_lookup", check: index_lookup::check },
     Target { name: "catalog_parse", check: strom::catalog::fuzz_check },
     Target { name: "offsets_parse", check: strom::broker::offsets::fuzz_check },
+    // Files read from elsewhere: a Franz stream's three files, for `strom import --franz`.
+    Target { name: "franz_decode", check: strom::franz::fuzz_check },
     // Configuration and names.
     Target { name: "fsync_policy_parse", check: strom::config::fuzz_check },
     Target { name: "names", check: names::check },

@@ -8,13 +8,16 @@
 //! `topic` (create, alter, describe, list, delete, and the retention
 //! settings they take), `doctor/` (its checks), `notify` (systemd's
 //! readiness protocol, for serve), `stat` (a live view of a running
-//! broker's rates and stage latency).
+//! broker's rates and stage latency), `export` and `import` (a partition
+//! to and from a Franz stream directory, [`strom::franz`]).
 pub mod addr;
 pub mod config;
 pub mod consume;
 pub mod doctor;
+pub mod export;
 pub mod format;
 pub mod group;
+pub mod import;
 pub mod notify;
 pub mod partitioner;
 pub mod produce;

@@ -115,7 +115,10 @@ pub fn resume(last: Option<LastRecord<'_>>, dest_end: u64) -> Result<Resume, Str
             ));
         }
         Some(v) => v.and_then(|v| <[u8; FROM_VALUE_BYTES]>::try_from(v).ok()).map(u64::from_le_bytes).ok_or_else(|| {
-            format!("the destination's last record (offset {}) has a {FROM_HEADER} header that is not {FROM_VALUE_BYTES} bytes", last.offset)
+            format!(
+                "the destination's last record (offset {}) has a {FROM_HEADER} header that is not {FROM_VALUE_BYTES} bytes",
+                last.offset
+            )
         })?,
     };
     let b = last.batch;

@@ -25,6 +25,10 @@ use strom::client::{Client, ClientError};
 use strom::proto::{ErrorCode, QueryEnd};
 use strom::wire::batch::BatchBuilder;
 
+const SOURCE_TOKEN: &str = "source-reader-0123456789";
+const DEST_TOKEN: &str = "dest-writer-0123456789";
+const OPS_TOKEN: &str = "source-ops-0123456789";
+
 const TOPIC: &str = "ticks";
 const PARTITIONS: u32 = 2;
 const FROM_HEADER: &[u8] = b"strom.mirror.from";
@@ -110,8 +114,14 @@ struct Mirror {
 
 impl Mirror {
     fn start(from: SocketAddr, to: SocketAddr, rule: Rule) -> Mirror {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
-        cmd.args(["mirror", "--from", &from.to_string(), "--topic", TOPIC, "--to", &to.to_string(), "--as", "copy"]).args(rule.args());
+        Mirror::start_with(from, to, rule, &[])
+    }
+
+    /// With `envs` set (the tokens, for one) and any token variable of the
+    /// test's own environment removed.
+    fn start_with(from: SocketAddr, to: SocketAddr, rule: Rule, envs: &[(&str, &str)]) -> Mirror {
+        let mut cmd = mirror_cmd(from, to, rule);
+        cmd.envs(envs.iter().copied());
         let c = child::spawn_until(&mut cmd, "strom mirror: ").unwrap_or_else(|lines| panic!("strom mirror ended: {lines:?}"));
         Mirror { child: c.child, lines: c.lines }
     }
@@ -139,6 +149,16 @@ impl Drop for Mirror {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `strom mirror` from `from` to `to` (topic `ticks` as `copy`), no token.
+fn mirror_cmd(from: SocketAddr, to: SocketAddr, rule: Rule) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
+    cmd.args(["mirror", "--from", &from.to_string(), "--topic", TOPIC, "--to", &to.to_string(), "--as", "copy"]).args(rule.args());
+    for var in ["STROM_TOKEN", "STROM_FROM_TOKEN", "STROM_TO_TOKEN"] {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// A deterministic generator (xorshift64*), so a failure replays.
@@ -478,4 +498,70 @@ fn a_late_batch_of_a_killed_run_is_never_stored_beside_the_next_runs() {
         .collect();
     assert_eq!(froms, (0..9).collect::<Vec<u64>>(), "each source offset once, in order");
     assert_eq!(next.last_offset, 8);
+}
+
+/// A server with authentication on, its users `(name, token, topic pattern, permissions)`.
+fn auth_serve(dir: &Path, users: &[(&str, &str, &str, &str)]) -> Serve {
+    let mut text = String::from("[auth]\nenabled = true\n");
+    for (name, token, topic, allow) in users {
+        text += &format!(
+            "[[auth.users]]\nname = \"{name}\"\ntoken = \"{token}\"\npermissions = [{{ topic = \"{topic}\", allow = [{allow}] }}]\n"
+        );
+    }
+    let config = dir.join("strom.toml");
+    std::fs::write(&config, text).unwrap();
+    Serve::on(&dir.join("data")).args(&["--config", config.to_str().unwrap()]).start()
+}
+
+#[test]
+fn each_side_takes_its_own_token() {
+    // Proves: with authentication on both servers, STROM_FROM_TOKEN and
+    // STROM_TO_TOKEN (--from-token, --to-token) authenticate each side with
+    // its own token, read permission on the source being enough; a source
+    // record's own strom.mirror.from gives way to the copy's; a wrong
+    // destination token ends the mirror with one line, not a retry loop.
+    let (sd, dd) = (test_dir("mirror-auth-src"), test_dir("mirror-auth-dst"));
+    let all = "\"read\", \"write\", \"admin\"";
+    let src = auth_serve(&sd, &[("reader", SOURCE_TOKEN, TOPIC, "\"read\""), ("ops", OPS_TOKEN, "*", all)]);
+    let dst = auth_serve(&dd, &[("writer", DEST_TOKEN, "*", all)]);
+    let mut ops = client(src.addr).unwrap();
+    ops.authenticate(OPS_TOKEN).unwrap();
+    ops.create_topic_indexed(TOPIC, PARTITIONS, TopicRetention::default(), &["ts".into(), "seq".into()]).unwrap();
+    for p in 0..PARTITIONS {
+        // Records that already name a source, as a mirror's copies do.
+        ops.produce(TOPIC, p, &mirror_batch(100, 3, -1)).unwrap();
+    }
+    let envs = [("STROM_FROM_TOKEN", SOURCE_TOKEN), ("STROM_TO_TOKEN", DEST_TOKEN)];
+    let mut m = Mirror::start_with(src.addr, dst.addr, Rule::Every(1), &envs);
+    let mut d = client(dst.addr).unwrap();
+    d.authenticate(DEST_TOKEN).unwrap();
+    let deadline = Instant::now() + HANG;
+    while d.describe_topic("copy").map_or(0, |t| t.partitions.iter().map(|p| p.end_offset).sum::<u64>()) < 6 {
+        m.assert_alive();
+        assert!(Instant::now() < deadline, "nothing copied in {HANG:?}: {:?}", m.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.kill();
+    for p in 0..PARTITIONS {
+        let f = d.fetch("copy", p, 0, 1 << 20, Duration::ZERO).unwrap();
+        let froms: Vec<Vec<u64>> = f
+            .records_at(0)
+            .map(|r| {
+                r.unwrap()
+                    .headers
+                    .filter(|(k, _)| *k == FROM_HEADER)
+                    .map(|(_, v)| u64::from_le_bytes(v.unwrap().try_into().unwrap()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(froms, vec![vec![0], vec![1], vec![2]], "one strom.mirror.from each, naming this copy's source");
+    }
+    let out = mirror_cmd(src.addr, dst.addr, Rule::Every(1))
+        .env("STROM_TOKEN", SOURCE_TOKEN)
+        .env("STROM_TO_TOKEN", "wrong-token-0123456789")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("strom mirror: the destination") && err.lines().count() == 1, "{err}");
 }

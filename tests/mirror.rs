@@ -374,7 +374,8 @@ fn refused(args: &[&str], code: i32) -> String {
 #[test]
 fn refuses_a_destination_of_another_shape_and_a_rule_not_given_once() {
     // Proves: a destination topic with other partitions or other indices is
-    // refused, naming both, and writes nothing into it; a command with
+    // refused, naming both, and writes nothing into it; so is one whose
+    // partition another writer appended to (the mirror exits, not hangs); a command with
     // neither or both of --every and --per-ms is refused before connecting;
     // `strom --help` lists the command.
     let (_sd, src, _dd, dst) = servers("mirror-refuse");
@@ -390,6 +391,15 @@ fn refuses_a_destination_of_another_shape_and_a_rule_not_given_once() {
     assert!(err.contains("has indices [seq, ts]") && err.contains("[ts, seq]"), "{err}");
     let err = refused(&[&base[..], &["plain"]].concat(), 1);
     assert!(err.contains("has indices []"), "{err}");
+    // A destination partition another writer appended to: the position is
+    // not known, and the mirror stops (all of it) rather than guess.
+    c.create_topic_indexed("foreign", 2, TopicRetention::default(), &["ts".into(), "seq".into()]).unwrap();
+    let mut b = BatchBuilder::new(TS_BASE_MS);
+    b.push(TS_BASE_MS, None, Some(b"x"), &[(b"ts", Some(&1i64.to_le_bytes())), (b"seq", Some(&1i64.to_le_bytes()))]);
+    c.produce("foreign", 1, &b.finish()).unwrap();
+    let err = refused(&[&base[..], &["foreign"]].concat(), 1);
+    assert!(err.contains("partition 1: ") && err.contains("has no strom.mirror.from header"), "{err}");
+    assert_eq!(c.describe_topic("foreign").unwrap().partitions.iter().map(|p| p.end_offset).sum::<u64>(), 1, "nothing written");
     for t in ["three", "other", "plain"] {
         let described = c.describe_topic(t).unwrap();
         assert!(described.partitions.iter().all(|p| p.end_offset == 0), "{t} was written to");

@@ -13,7 +13,7 @@ mod rule;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
@@ -213,22 +213,22 @@ pub fn mirror(args: &MirrorArgs) -> Result<(), String> {
         m.dest_topic,
         m.rule.describe()
     );
+    let m = Arc::new(m);
     let (failed_tx, failed_rx) = mpsc::channel();
-    std::thread::scope(|scope| {
-        for partition in 0..partitions {
-            let (m, failed) = (&m, failed_tx.clone());
-            scope.spawn(move || {
-                let why = copy::follow(m, partition);
+    for partition in 0..partitions {
+        let (m, failed) = (m.clone(), failed_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("mirror-{partition}"))
+            .spawn(move || {
+                let why = copy::follow(&m, partition);
                 let _ = failed.send(format!("partition {partition}: {why}"));
-            });
-        }
-        // Threads end only on a fatal error; the first one ends the command
-        // (exiting stops the others: whatever they had in flight is either
-        // acknowledged or not, and the next run reads which).
-        let why = failed_rx.recv().unwrap_or_else(|_| "every partition's thread ended".into());
-        Err::<(), String>(why)
-    })?;
-    Ok(())
+            })
+            .map_err(|e| format!("cannot start the thread of partition {partition}: {e}"))?;
+    }
+    // Threads end only on a fatal error; the first one ends the command, not
+    // joining the others: exiting stops them, and whatever they had in
+    // flight is either acknowledged or not, which the next run reads.
+    Err(failed_rx.recv().unwrap_or_else(|_| "every partition's thread ended".into()))
 }
 
 /// Runs `step` until it succeeds or fails for good, waiting between

@@ -575,3 +575,34 @@ fn each_side_takes_its_own_token() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("strom mirror: the destination") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn a_source_that_no_longer_holds_the_next_offset_is_refused() {
+    // Proves: when the source partition does not hold the offset after the
+    // last one mirrored (here the topic was deleted and made again,
+    // shorter), the mirror exits saying so, instead of skipping to what
+    // the source has or copying records twice.
+    let (_sd, src, _dd, dst) = servers("mirror-gone");
+    let mut c = src.client();
+    for p in 0..PARTITIONS {
+        c.produce(TOPIC, p, &mirror_batch(0, 3, -1)).unwrap();
+    }
+    let mut m = Mirror::start(src.addr, dst.addr, Rule::Every(1));
+    let deadline = Instant::now() + HANG;
+    while dest_total(dst.addr).unwrap_or(0) < 6 {
+        m.assert_alive();
+        assert!(Instant::now() < deadline, "nothing copied in {HANG:?}: {:?}", m.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.kill();
+    c.delete_topic(TOPIC).unwrap();
+    c.create_topic_indexed(TOPIC, PARTITIONS, TopicRetention::default(), &["ts".into(), "seq".into()]).unwrap();
+    for p in 0..PARTITIONS {
+        c.produce(TOPIC, p, &mirror_batch(0, 1, -1)).unwrap();
+    }
+    let out = mirror_cmd(src.addr, dst.addr, Rule::Every(1)).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no longer holds or never held offset 3"), "{err}");
+    assert_eq!(dest_total(dst.addr), Some(6), "nothing more was copied");
+}

@@ -72,7 +72,11 @@ fn session(m: &Mirror, partition: u32, backoff: &mut Backoff) -> Result<Infallib
     let mut reader = Reader { rule: m.rule, next_offset: first.from_offset, held: None };
     reader.take(&first, &mut w)?;
     loop {
-        let push = next_push(&mut sub).map_err(|e| e.map_or_else(|| Stop::Lost(Side::Source, ended()), src_err))?;
+        let push = next_push(&mut sub).map_err(|e| match e {
+            // Retention may remove the next offset while the mirror lags.
+            Some(e) => out_of_range(m, Some(reader.next_offset), e),
+            None => Stop::Lost(Side::Source, ended()),
+        })?;
         reader.take(&push, &mut w)?;
     }
 }
@@ -86,13 +90,13 @@ fn next_push(sub: &mut Subscription<'_>) -> Result<Push, Option<ClientError>> {
     sub.next_push().map_err(Some)?.ok_or(None)
 }
 
-/// Words a refused start: the source no longer holds the offset after the
-/// mirror's last (retention ran ahead of it), or never held it (the source
-/// topic was made again, shorter).
+/// Words an OffsetOutOfRange from the source: it no longer holds the
+/// offset after the mirror's last (retention ran ahead of the mirror), or
+/// never held it (the source topic was made again, shorter).
 fn out_of_range(m: &Mirror, asked: Option<u64>, e: ClientError) -> Stop {
     match (&e, asked) {
-        (ClientError::Server { code: strom::proto::ErrorCode::OffsetOutOfRange, .. }, Some(asked)) => Stop::Fatal(format!(
-            "the source {} no longer holds or never held offset {asked}, where the mirror goes on (retention removed records before they were mirrored, or the topic was made again): {e}; mirror into a new topic",
+        (ClientError::Server { code: strom::proto::ErrorCode::OffsetOutOfRange, message }, Some(asked)) => Stop::Fatal(format!(
+            "the source {} no longer holds or never held offset {asked}, where the mirror goes on (retention removed records before they were mirrored, or the topic was made again): {message}; mirror into a new topic",
             m.source.addr
         )),
         _ => stop(Side::Source, &m.source, e),

@@ -83,6 +83,10 @@ enum Cmd {
     /// Append a Franz stream directory to a partition, checked whole first
     /// (creating the topic with the stream's indices if it does not exist).
     Import(cli::import::ImportArgs),
+    /// Follow a topic on one server live and keep a downsampled copy on
+    /// another (every Nth record, or the last of each time bucket),
+    /// resuming exactly where it stopped after any restart.
+    Mirror(cli::mirror::MirrorArgs),
 }
 
 #[derive(Args)]
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
         Cmd::Stat(args) => ("stat", cli::stat::stat(&args)),
         Cmd::Export(args) => ("export", cli::export::export(&args)),
         Cmd::Import(args) => ("import", cli::import::import(&args)),
+        Cmd::Mirror(args) => ("mirror", cli::mirror::mirror(&args)),
         // A failed check is a finding, printed with the rest, not an error line.
         Cmd::Doctor(args) => return if cli::doctor::doctor(&args) { ExitCode::FAILURE } else { ExitCode::SUCCESS },
         Cmd::Query(args) => match cli::query::query(&args) {

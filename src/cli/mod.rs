@@ -9,7 +9,8 @@
 //! settings they take), `doctor/` (its checks), `notify` (systemd's
 //! readiness protocol, for serve), `stat` (a live view of a running
 //! broker's rates and stage latency), `export` and `import` (a partition
-//! to and from a Franz stream directory, [`strom::franz`]).
+//! to and from a Franz stream directory, [`strom::franz`]), `mirror` (a
+//! downsampled live copy of a topic on another server).
 pub mod addr;
 pub mod config;
 pub mod consume;
@@ -18,6 +19,7 @@ pub mod export;
 pub mod format;
 pub mod group;
 pub mod import;
+pub mod mirror;
 pub mod notify;
 pub mod partitioner;
 pub mod produce;

@@ -98,8 +98,8 @@ pub struct TopicDescription {
     pub retention: TopicRetention,
     pub effective: Retention,
     pub partitions: Vec<PartitionDescription>,
-    /// Named indices of the topic (none exist yet; the room is kept so
-    /// that clients written now read the field when they come).
+    /// The topic's named indices, in the order its records carry them
+    /// (none: a plain topic).
     pub indices: Vec<String>,
 }
 

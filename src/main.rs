@@ -37,8 +37,10 @@ enum Cmd {
         cores: Option<usize>,
     },
     /// Run the broker on a data directory until SIGINT or SIGTERM, then stop
-    /// cleanly (acknowledging in-flight writes and checkpointing). SIGUSR1
-    /// prints each core's metrics to stderr (the Metrics api serves them too).
+    /// cleanly (acknowledging in-flight writes and checkpointing). SIGHUP
+    /// reads the --config file again and applies what can change live;
+    /// SIGUSR1 prints each core's metrics to stderr (the Metrics api serves
+    /// them too).
     // Boxed: its settings make it by far the largest command.
     Serve(Box<cli::serve::ServeArgs>),
     /// Check a `strom serve` config file, or print one with every default.

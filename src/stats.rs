@@ -177,6 +177,41 @@ impl StageHistograms {
     }
 }
 
+/// A core's stage histograms in two parts: since the last reset (what the
+/// `Stats` api reads, and resets), and everything before it. `/metrics`
+/// exports their sum, so a `strom stat` reading with its reset never makes
+/// Prometheus see a counter go down. A reset folds the first part into the
+/// second (a merge of the core's histograms, off the hot path, at most once
+/// per Stats request); recording touches the first part only, as before.
+#[derive(Debug, Clone, Default)]
+pub struct CoreStages {
+    pub since_reset: StageHistograms,
+    before_reset: StageHistograms,
+}
+
+impl CoreStages {
+    pub fn record_produce(&mut self, t: &StageTrace, sent_ns: u64) {
+        self.since_reset.record_produce(t, sent_ns);
+    }
+
+    pub fn record_fetch(&mut self, received_ns: u64, parked_ns: u64, queued_ns: u64) {
+        self.since_reset.record_fetch(received_ns, parked_ns, queued_ns);
+    }
+
+    /// Starts a new interval for the `Stats` api; the cumulative sum is unchanged.
+    pub fn reset(&mut self) {
+        self.before_reset.merge(&self.since_reset);
+        self.since_reset.reset();
+    }
+
+    /// Every sample since the core started (what `/metrics` exports).
+    pub fn cumulative(&self) -> StageHistograms {
+        let mut all = self.before_reset.clone();
+        all.merge(&self.since_reset);
+        all
+    }
+}
+
 /// The rows as a table, one line per stage, for logs and reports.
 pub fn format_table(rows: &[StageLatency]) -> String {
     let mut out =
@@ -226,6 +261,22 @@ mod tests {
         assert_eq!(rows[FETCH].max_us, 100, "the parked time is left out");
         a.reset();
         assert!(a.summary().iter().all(|r| r.count == 0 && r.max_us == 0 && r.p50_us == 0));
+    }
+
+    #[test]
+    fn a_reset_leaves_the_cumulative_histograms_whole() {
+        // Proves: a core's reset empties what the Stats api reads but not the cumulative sum /metrics exports,
+        // which keeps counting across resets.
+        let mut c = CoreStages::default();
+        c.record_produce(&trace(0), 1_110_000);
+        c.reset();
+        assert_eq!(c.since_reset.summary()[TOTAL].count, 0);
+        c.record_produce(&trace(0), 1_110_000);
+        c.record_fetch(0, 0, 5_000);
+        assert_eq!(c.since_reset.summary()[TOTAL].count, 1);
+        let all = c.cumulative().summary();
+        assert_eq!([all[TOTAL].count, all[FSYNC].count, all[FETCH].count], [2, 2, 1]);
+        assert_eq!(all[TOTAL].max_us, 1110);
     }
 
     #[test]

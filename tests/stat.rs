@@ -53,7 +53,8 @@ fn load(serve: &Serve, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
 }
 
 // Proves: `strom stat --once` against a loaded server prints a row for
-// every core and a total, with requests/s, MB/s in and MB/s out above zero
+// every core and a total, with requests/s, network MB/s in and out, log
+// MB/s and served MB/s above zero
 // in the total while loaded, and every stage row with its numbers in order
 // (p50 <= p99 <= p99.9 <= max), produce stages having recorded requests in
 // the interval (they were reset at its start, so the counts are the
@@ -74,17 +75,21 @@ fn once_shows_cores_total_and_stages_under_load() {
     assert!(!text.contains('\x1b'), "plain text, no ANSI, for a script:\n{text}");
 
     let header = row(&text, false, "core");
-    assert_eq!(header, ["core", "req/s", "in_MB/s", "out_MB/s", "appends/s", "conns"]);
+    assert_eq!(header, ["core", "req/s", "net_in", "net_out", "log_in", "served", "appends/s", "conns"]);
     for core in 0..CORES {
         let r = row(&text, false, &core.to_string());
         assert_eq!(r.len(), header.len(), "{text}");
         assert!(r[1..].iter().all(|f| num(&text, f) >= 0.0), "{text}");
     }
     let total = row(&text, false, "total");
-    for (i, what) in [(1, "requests/s"), (2, "MB/s in"), (3, "MB/s out"), (4, "appends/s")] {
+    for (i, what) in
+        [(1, "requests/s"), (2, "network MB/s in"), (3, "network MB/s out"), (4, "log MB/s"), (5, "served MB/s"), (6, "appends/s")]
+    {
         assert!(num(&text, total[i]) > 0.0, "{what} should be above zero under load:\n{text}");
     }
-    assert!(num(&text, total[5]) >= 2.0, "the loader's and stat's connections are open:\n{text}");
+    // Each produce carries 4 KB of values and each fetch returns at least that: the network figures are not the log's.
+    assert!(num(&text, total[2]) >= num(&text, total[4]) * 0.5, "network in is about the log's bytes:\n{text}");
+    assert!(num(&text, total[7]) >= 2.0, "the loader's and stat's connections are open:\n{text}");
 
     assert_eq!(row(&text, true, "stage"), ["stage", "count", "p50_us", "p99_us", "p999_us", "max_us"]);
     for stage in STAGES {
@@ -100,7 +105,7 @@ fn once_shows_cores_total_and_stages_under_load() {
     // Unloaded, the next interval's rows are empty: each reading reset them.
     let (ok, idle, err) = strom(&["stat", "--once", "--interval", "200", "--addr", &addr]);
     assert!(ok, "stat failed: {err}");
-    assert_eq!(row(&idle, false, "total")[4], "0.0", "no appends/s unloaded:\n{idle}");
+    assert_eq!(row(&idle, false, "total")[6], "0.0", "no appends/s unloaded:\n{idle}");
     for stage in ["send", "total"] {
         assert_eq!(row(&idle, true, stage)[1], "0", "{stage}: no produce in the interval:\n{idle}");
     }

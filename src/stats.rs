@@ -56,6 +56,14 @@ pub struct StageLatency {
     pub max_us: u64,
 }
 
+/// A Stats answer: the rows merged across cores, and, when asked for, each
+/// core's own rows in core order (empty for a core that did not answer).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageReport {
+    pub total: Vec<StageLatency>,
+    pub cores: Vec<Vec<StageLatency>>,
+}
+
 /// When a produce request crossed each stage boundary, in ns on the
 /// engine's stage clock. The core fills in `arrived_ns` to `durable_ns`; the
 /// server the rest.

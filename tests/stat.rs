@@ -57,7 +57,7 @@ fn load(serve: &Serve, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
 // MB/s and served MB/s above zero
 // in the total while loaded, and every stage row with its numbers in order
 // (p50 <= p99 <= p99.9 <= max), produce stages having recorded requests in
-// the interval (they were reset at its start, so the counts are the
+// the interval, each core's rows summing to the server's (they were reset at its start, so the counts are the
 // interval's: a second snapshot with the load stopped shows none; its own
 // Metrics and Stats requests are requests, so req/s is not checked there).
 #[test]
@@ -101,6 +101,16 @@ fn once_shows_cores_total_and_stages_under_load() {
             assert!(n[0] > 0, "{stage} recorded requests in the interval:\n{text}");
         }
     }
+
+    // Each core's rows (Stats version 2) add up to the server's: both were read at the same moment on each core.
+    let stage_part = &text[text.find("\nstage ").unwrap()..];
+    let per_core: Vec<Vec<&str>> =
+        stage_part.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|f| f.len() == 7 && f[1] != "stage").collect();
+    for stage in ["total", "fetch"] {
+        let cores: u64 = per_core.iter().filter(|f| f[1] == stage).map(|f| f[2].parse::<u64>().unwrap()).sum();
+        assert_eq!(cores, row(&text, true, stage)[1].parse::<u64>().unwrap(), "{stage}: the cores' counts sum to the server's:\n{text}");
+    }
+    assert!(per_core.iter().all(|f| f[0].parse::<usize>().is_ok_and(|c| c < CORES)), "{text}");
 
     // Unloaded, the next interval's rows are empty: each reading reset them.
     let (ok, idle, err) = strom(&["stat", "--once", "--interval", "200", "--addr", &addr]);

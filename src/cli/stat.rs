@@ -18,15 +18,15 @@
 //! loses what it had gathered); `--no-reset` leaves the histograms alone,
 //! and the rows then cover everything since the server started or was last
 //! reset. The reset leaves the histograms `/metrics` exports alone (they
-//! stay cumulative: `stats::CoreStages`). The `Stats` api merges every
-//! core's histograms, so the stage rows are for the whole server, not per
-//! core.
+//! stay cumulative: `stats::CoreStages`). Below the server's stage rows,
+//! each core's (Stats version 2, per core), those that recorded requests.
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use strom::client::Client;
+use strom::client::{Client, ClientError, StageReport};
 use strom::metrics::{Metric, Metrics};
+use strom::proto::ErrorCode;
 use strom::server::StageLatency;
 
 /// Shortest interval: readings closer than this measure the polling more than the broker.
@@ -58,6 +58,8 @@ struct Reading {
     at: Instant,
     cores: Vec<Metrics>,
     stages: Vec<StageLatency>,
+    /// Each core's stage rows (empty from a server without Stats version 2).
+    core_stages: Vec<Vec<StageLatency>>,
 }
 
 /// One core's (or the total's) rates between two readings.
@@ -109,6 +111,8 @@ pub struct View {
     pub reset: bool,
     pub cores: Vec<Rates>,
     pub stages: Vec<StageLatency>,
+    /// Each core's rows of the stages that recorded requests, in core order.
+    pub core_stages: Vec<Vec<StageLatency>>,
 }
 
 impl View {
@@ -117,7 +121,7 @@ impl View {
         // A core missing from the earlier reading (a restart with more cores) starts from 0.
         let zero = Metrics::default();
         let cores = after.cores.iter().enumerate().map(|(i, m)| Rates::between(before.cores.get(i).unwrap_or(&zero), m, secs)).collect();
-        View { addr: addr.to_string(), secs, reset, cores, stages: after.stages.clone() }
+        View { addr: addr.to_string(), secs, reset, cores, stages: after.stages.clone(), core_stages: after.core_stages.clone() }
     }
 
     /// The view as plain text: a header, a row per core and a total, then a row per stage.
@@ -147,17 +151,45 @@ impl View {
         for s in &self.stages {
             out.push_str(&format!("{:<8} {:>10} {:>9} {:>9} {:>9} {:>9}\n", s.stage, s.count, s.p50_us, s.p99_us, s.p999_us, s.max_us));
         }
+        self.render_core_stages(&mut out);
         out
+    }
+
+    /// Each core's stage rows, those that recorded requests only (a core
+    /// serving only fetches has no produce stages to show).
+    fn render_core_stages(&self, out: &mut String) {
+        if self.core_stages.is_empty() {
+            return;
+        }
+        out.push_str(&format!(
+            "\n{:<6} {:<8} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
+            "core", "stage", "count", "p50_us", "p99_us", "p999_us", "max_us"
+        ));
+        for (core, rows) in self.core_stages.iter().enumerate() {
+            for s in rows.iter().filter(|s| s.count > 0) {
+                out.push_str(&format!(
+                    "{core:<6} {:<8} {:>10} {:>9} {:>9} {:>9} {:>9}\n",
+                    s.stage, s.count, s.p50_us, s.p99_us, s.p999_us, s.max_us
+                ));
+            }
+        }
     }
 }
 
 /// Reads every core's registry, then the stage rows (resetting them if `reset`).
 fn read(client: &mut Client, reset: bool) -> Result<Reading, String> {
     let cores = client.metrics().map_err(|e| format!("the Metrics request failed: {e}"))?;
-    let stages = client.stage_latency(reset).map_err(|e| format!("the Stats request failed: {e}"))?;
+    // Per core (Stats version 2); a server older than that refuses the version, and stat shows its totals only.
+    let report = match client.stage_latency_by_core(reset) {
+        Err(ClientError::Server { code: ErrorCode::UnsupportedVersion, .. }) => {
+            client.stage_latency(reset).map(|total| StageReport { total, cores: Vec::new() })
+        }
+        other => other,
+    };
+    let report = report.map_err(|e| format!("the Stats request failed: {e}"))?;
     // Names this build does not know (a newer server) are left out of the view, not an error.
     let cores = cores.iter().map(|pairs| Metrics::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), *v))).0).collect();
-    Ok(Reading { at: Instant::now(), cores, stages })
+    Ok(Reading { at: Instant::now(), cores, stages: report.total, core_stages: report.cores })
 }
 
 /// Runs `strom stat`: one snapshot (`--once`, or stdout not a terminal), or
@@ -236,7 +268,9 @@ mod tests {
             connections,
         };
         let cores = vec![rates(10.0, 1.75, 1.5, 0.0, 10.0, 1), rates(30.0, 0.5, 0.5, 2.0, 5.0, 2)];
-        let text = View { addr: "h:1".into(), secs: 1.0, reset: true, cores, stages: vec![stage] }.render();
+        let quiet = StageLatency { stage: "append".into(), count: 0, p50_us: 0, p90_us: 0, p99_us: 0, p999_us: 0, max_us: 0 };
+        let core_stages = vec![vec![quiet.clone()], vec![StageLatency { count: 3, ..stage.clone() }, quiet]];
+        let text = View { addr: "h:1".into(), secs: 1.0, reset: true, cores, stages: vec![stage], core_stages }.render();
         let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
         let row =
             |first: &str| rows.iter().find(|r| r.first() == Some(&first)).unwrap_or_else(|| panic!("no {first} row:\n{text}")).clone();
@@ -244,6 +278,8 @@ mod tests {
         assert_eq!(row("1"), ["1", "30.0", "0.50", "0.25", "0.50", "2.00", "5.0", "2"]);
         assert_eq!(row("total"), ["total", "40.0", "2.25", "0.50", "2.00", "2.00", "15.0", "3"]);
         assert_eq!(row("fsync"), ["fsync", "7", "90", "190", "400", "401"]);
+        let per_core: Vec<&Vec<&str>> = rows.iter().filter(|r| r.len() == 7 && r[1] != "stage").collect();
+        assert_eq!(per_core, [&vec!["1", "fsync", "3", "90", "190", "400", "401"]], "only rows with requests:\n{text}");
         assert!(text.contains("over the last interval"), "{text}");
     }
 }

@@ -18,7 +18,7 @@ use crate::core::task::TaskCore;
 use crate::io::Io;
 use crate::metrics::Metrics;
 use crate::metrics::requests::RequestCounts;
-use crate::stats::{CoreStages, StageHistograms};
+use crate::stats::{CoreStages, StageHistograms, StageLatency};
 
 /// Control messages from [`Server`](super::Server) to each core's server task.
 pub(crate) enum Control {
@@ -27,14 +27,16 @@ pub(crate) enum Control {
     Stop { drain: Duration, done: mpsc::SyncSender<()> },
     /// Add the core's metrics registry to a report.
     Metrics { share: MetricsShare },
-    /// Add the core's stage histograms to a report (then reset them if asked).
+    /// Add the core's stage histograms to a report (with its own rows if
+    /// the report has room for them), then reset them if asked.
     Stages { share: StageShare, reset: bool },
     /// Put a copy of the core's stage histograms in its place in a report.
     StagesByCore { share: StagesByCoreShare },
 }
 
-/// One core's part in a stage report: the histograms merged across cores.
-pub(crate) type StageShare = Share<StageHistograms>;
+/// One core's part in a stage report: the histograms merged across cores,
+/// and each core's rows in its place when they were asked for.
+pub(crate) type StageShare = Share<(StageHistograms, Vec<Vec<StageLatency>>)>;
 /// One core's part in a metrics report: each core's registry in its place.
 pub(crate) type MetricsShare = Share<Vec<Option<Metrics>>>;
 /// One core's part in a report of each core's stage histograms and request
@@ -49,10 +51,12 @@ impl Shared {
     pub(crate) fn gather_stages(
         &self,
         reset: bool,
+        per_core: bool,
         own: Option<usize>,
-        done: impl FnOnce(StageHistograms) + Send + 'static,
+        done: impl FnOnce((StageHistograms, Vec<Vec<StageLatency>>)) + Send + 'static,
     ) -> Option<StageShare> {
-        self.gather(StageHistograms::new(), own, done, |share| Control::Stages { share, reset })
+        let cores = if per_core { vec![Vec::new(); self.controls.len()] } else { Vec::new() };
+        self.gather((StageHistograms::new(), cores), own, done, |share| Control::Stages { share, reset })
     }
 
     /// Asks every core's server task for its core's metrics registry;
@@ -122,10 +126,16 @@ impl<A: Send + 'static> Share<A> {
 }
 
 impl StageShare {
-    /// Adds a core's histograms since their last reset to the report, then
-    /// resets them if asked (the cumulative ones, exported, never are).
-    pub fn add(self, hists: &mut CoreStages, reset: bool) {
-        self.contribute(|merged| merged.merge(&hists.since_reset));
+    /// Adds core `core`'s histograms since their last reset to the report
+    /// (and its own rows where they were asked for), then resets them if
+    /// asked (the cumulative ones, exported, never are).
+    pub fn add(self, core: usize, hists: &mut CoreStages, reset: bool) {
+        self.contribute(|(merged, cores)| {
+            merged.merge(&hists.since_reset);
+            if let Some(rows) = cores.get_mut(core) {
+                *rows = hists.since_reset.summary();
+            }
+        });
         if reset {
             hists.reset();
         }
@@ -164,7 +174,7 @@ impl<C: Codec> NetCore<C> {
         while let Ok(control) = self.control.try_recv() {
             match control {
                 Control::Stop { drain, done } => self.begin_stop(core, now_ns + drain.as_nanos() as u64, done),
-                Control::Stages { share, reset } => share.add(&mut self.stages, reset),
+                Control::Stages { share, reset } => share.add(self.core_id, &mut self.stages, reset),
                 Control::Metrics { share } => share.add(self.core_id, self.metrics_now(core)),
                 Control::StagesByCore { share } => share.add(self.core_id, &self.stages, &self.requests),
             }

@@ -246,7 +246,7 @@ impl Server {
     /// histograms after reading them (a load generator drops its warm-up so).
     pub fn stage_latency(&self, reset: bool) -> Vec<StageLatency> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let own = self.shared.gather_stages(reset, None, move |h| drop(tx.send(h.summary())));
+        let own = self.shared.gather_stages(reset, false, None, move |(h, _)| drop(tx.send(h.summary())));
         debug_assert!(own.is_none());
         rx.recv().unwrap_or_else(|_| StageHistograms::new().summary())
     }

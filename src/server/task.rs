@@ -32,7 +32,7 @@ use crate::io::{Completion, Io};
 use crate::metrics::requests::{API_UNDECODABLE, Api, CODE_UNDECODABLE, RequestCounts};
 use crate::metrics::{ConnMetrics, Metrics};
 use crate::read::ReplyBudget;
-use crate::stats::{CoreStages, StageHistograms, StageLatency};
+use crate::stats::{CoreStages, StageHistograms, StageLatency, StageReport};
 
 /// One core's connections, listeners and their budgets, speaking `C`.
 pub(crate) struct NetCore<C: Codec> {
@@ -339,12 +339,12 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
         self.core.handle(req)
     }
 
-    fn gather_stages(&mut self, reset: bool, done: Box<dyn FnOnce(Vec<StageLatency>) + Send>) {
+    fn gather_stages(&mut self, reset: bool, per_core: bool, done: Box<dyn FnOnce(StageReport) + Send>) {
         // Every core adds its histograms when it next ticks; this core's go
         // in now. The last to add sends the reply.
-        let done = move |h: StageHistograms| done(h.summary());
-        if let Some(own) = self.shared.gather_stages(reset, Some(self.core_id), done) {
-            own.add(self.stages, reset);
+        let done = move |(h, cores): (StageHistograms, Vec<Vec<StageLatency>>)| done(StageReport { total: h.summary(), cores });
+        if let Some(own) = self.shared.gather_stages(reset, per_core, Some(self.core_id), done) {
+            own.add(self.core_id, self.stages, reset);
         }
     }
 

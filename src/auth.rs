@@ -351,8 +351,8 @@ pub fn need<'a>(cmd: &'a Command<'_>) -> Need<'a> {
         Command::CreateTopic { topic, .. } | Command::AlterTopic { topic, .. } | Command::DeleteTopic { topic } => {
             Need::Topic(topic, Access::Admin)
         }
-        Command::Stats { reset: true } => Need::All(Access::Admin),
-        Command::Stats { reset: false }
+        Command::Stats { reset: true, .. } => Need::All(Access::Admin),
+        Command::Stats { reset: false, .. }
         | Command::Metrics
         | Command::ServerInfo
         | Command::Metadata { .. }

@@ -92,14 +92,14 @@ fn commands_need() {
     assert_eq!(need(&produce), Need::Topic("pub1", Access::Write));
     assert_eq!(need(&fetch), Need::Topic("pub1", Access::Read));
     assert_eq!(need(&create), Need::Topic("pub2", Access::Admin));
-    assert_eq!(need(&Command::Stats { reset: true }), Need::All(Access::Admin));
+    assert_eq!(need(&Command::Stats { reset: true, per_core: false }), Need::All(Access::Admin));
     assert_eq!(need(&Command::Metadata { topics: vec![] }), Need::Nothing);
     assert!(check(&reader, &fetch).is_ok());
     let e = check(&reader, &produce).unwrap_err();
     assert_eq!(e, crate::error::StromError::NotAuthorized { user: "reader".into(), topic: "pub1".into(), access: Access::Write });
     assert!(check(&reader, &create).is_err());
-    assert!(check(&reader, &Command::Stats { reset: true }).is_err());
-    assert!(check(&reader, &Command::Stats { reset: false }).is_ok());
+    assert!(check(&reader, &Command::Stats { reset: true, per_core: false }).is_err());
+    assert!(check(&reader, &Command::Stats { reset: false, per_core: true }).is_ok());
 }
 
 // Proves: every bad [auth] section is refused with a sentence naming the

@@ -34,7 +34,7 @@ use crate::read::{Fetch, ReadResult};
 struct CoreHandle {
     route: CoreRoute,
     tasks: TaskSender<UringIo>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<Option<Metrics>>>,
 }
 
 /// An answer that will arrive later (a pipelined append, for one).
@@ -120,7 +120,7 @@ impl Engine {
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
         let mut engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: lock };
         if let Some(e) = first_err {
-            if let Err(stop) = engine.stop_cores() {
+            if let Err(stop) = engine.stop_cores(&mut Vec::new()) {
                 tracing::warn!(%stop, "stopping the cores that started");
             }
             before.undo(dir);
@@ -298,11 +298,26 @@ impl Engine {
 
     /// Stops every core after its in-flight appends are durable and
     /// acknowledged, and checkpoints every log, so the next open scans nothing.
-    pub fn shutdown(mut self) -> Result<()> {
-        self.stop_cores()
+    pub fn shutdown(self) -> Result<()> {
+        self.shutdown_report().map(|_| ())
     }
 
-    fn stop_cores(&mut self) -> Result<()> {
+    /// [`Engine::shutdown`], and what the stop flushed: the log bytes
+    /// written, records staged and checkpoints written from the moment it
+    /// was asked until every core stopped.
+    pub fn shutdown_report(mut self) -> Result<ShutdownReport> {
+        // Read before the stop: the cores answer no more once stopped.
+        let before = self.metrics().unwrap_or_default();
+        let mut after = Vec::new();
+        self.stop_cores(&mut after)?;
+        let sum = |cores: &[Metrics], m: crate::metrics::Metric| cores.iter().map(|c| c.get(m)).sum::<u64>();
+        use crate::metrics::Metric::{Checkpoints, LogBytesWritten, RecordsAppended};
+        let delta = |m| sum(&after, m).saturating_sub(sum(&before, m));
+        let (log_bytes_written, records, checkpoints) = (delta(LogBytesWritten), delta(RecordsAppended), delta(Checkpoints));
+        Ok(ShutdownReport { log_bytes_written, records, checkpoints, connections_closed: 0 })
+    }
+
+    fn stop_cores(&mut self, stopped: &mut Vec<Metrics>) -> Result<()> {
         let mut result = Ok(());
         let mut waits = Vec::new();
         for core in &self.cores {
@@ -317,20 +332,33 @@ impl Engine {
             }
         }
         for core in &mut self.cores {
-            if let Some(t) = core.thread.take()
-                && t.join().is_err()
-            {
-                result = Err(StromError::Unsupported("a core thread panicked".into()));
+            match core.thread.take().map(JoinHandle::join) {
+                Some(Ok(metrics)) => stopped.extend(metrics),
+                Some(Err(_)) => result = Err(StromError::Unsupported("a core thread panicked".into())),
+                None => {}
             }
         }
         result
     }
 }
 
+/// What a clean stop flushed ([`Engine::shutdown_report`]), for its log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Log bytes written (and made durable) from the stop until the cores stopped.
+    pub log_bytes_written: u64,
+    /// Records staged in that time (requests that were in flight).
+    pub records: u64,
+    /// Checkpoints written then (each log's final one).
+    pub checkpoints: u64,
+    /// Connections a server's stop closed (0 for an engine alone).
+    pub connections_closed: u64,
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
         if self.cores.iter().any(|c| c.thread.is_some())
-            && let Err(e) = self.stop_cores()
+            && let Err(e) = self.stop_cores(&mut Vec::new())
         {
             tracing::error!(%e, "engine stop");
         }
@@ -542,7 +570,7 @@ type Ready = Result<(CoreRoute, TaskSender<UringIo>, Vec<RecoveryReport>)>;
 
 /// A core thread that is recovering its logs.
 struct StartingCore {
-    thread: std::thread::JoinHandle<()>,
+    thread: std::thread::JoinHandle<Option<Metrics>>,
     ready_rx: Receiver<Ready>,
 }
 
@@ -565,7 +593,9 @@ fn spawn_core(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch
     Ok(StartingCore { thread, ready_rx })
 }
 
-fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch: Instant, ready: SyncSender<Ready>) {
+/// Runs a core until it stops; returns its registry as it stopped (None if
+/// it never opened), from which the shutdown tells what the stop flushed.
+fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch: Instant, ready: SyncSender<Ready>) -> Option<Metrics> {
     if let Some(cpu) = cpu
         && let Err(e) = platform::pin_current_thread(cpu)
     {
@@ -589,12 +619,13 @@ fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch:
         }
         Err(e) => {
             let _ = ready.send(Err(e));
-            return;
+            return None;
         }
     };
     if let Err(e) = Ticker::default().run(&mut core, &mut mailbox) {
         tracing::error!(core = core.spec().core_id, %e, "core stopped on a ring failure");
     }
+    Some(core.metrics())
 }
 
 /// How long one read of a [`Subscription`] waits at the partition's end

@@ -30,11 +30,23 @@
 //! - `roll_before_dir_sync`: a new segment file was created, its directory
 //!   not yet fsynced (`Journal::roll`);
 //! - `checkpoint_before_rename`: a checkpoint's temp file was written and
-//!   fsynced, not yet renamed over `checkpoint` (`fs::write_file_atomic`).
+//!   fsynced, not yet renamed over `checkpoint` (`fs::write_file_atomic`);
+//! - `journal_write_result`, `journal_fsync_result`: a log's write or
+//!   fdatasync completed (`Journal::on_completion`). With the action `eio`
+//!   (`STROM_FAILPOINT=journal_fsync_result:1:eio`) the process lives on and
+//!   that completion is taken as failed with EIO, as a dying disk would
+//!   fail it: the log fails (stops acknowledging, `/health` says 503).
 
 /// The names a test may arm; arming any other name is refused at the first hit.
-pub const NAMES: [&str; 5] =
-    ["write_in_flight", "write_done_before_fsync", "fsync_done_before_ack", "roll_before_dir_sync", "checkpoint_before_rename"];
+pub const NAMES: [&str; 7] = [
+    "write_in_flight",
+    "write_done_before_fsync",
+    "fsync_done_before_ack",
+    "roll_before_dir_sync",
+    "checkpoint_before_rename",
+    "journal_write_result",
+    "journal_fsync_result",
+];
 
 /// Marks a failpoint: `failpoint!("name")`, or `failpoint!("name", cond)`
 /// where `cond` is evaluated only when a failpoint is armed.
@@ -59,6 +71,26 @@ macro_rules! failpoint {
     ($name:literal, $cond:expr) => {};
 }
 
+/// An I/O result a failpoint may fail: `failpoint_result!("name", result)`
+/// is `result`, or `Err(EIO)` on the armed hit of `name` with the action
+/// `eio` (any other action acts as [`failpoint!`] does).
+#[cfg(feature = "failpoints")]
+#[macro_export]
+macro_rules! failpoint_result {
+    ($name:literal, $result:expr) => {
+        if $crate::failpoint::armed() && $crate::failpoint::fails($name) { Err(libc::EIO) } else { $result }
+    };
+}
+
+/// Without the `failpoints` feature the result as it is.
+#[cfg(not(feature = "failpoints"))]
+#[macro_export]
+macro_rules! failpoint_result {
+    ($name:literal, $result:expr) => {
+        $result
+    };
+}
+
 #[cfg(feature = "failpoints")]
 mod armed {
     use std::sync::OnceLock;
@@ -75,6 +107,8 @@ mod armed {
         Kill,
         Pause,
         Panic,
+        /// Live on; the I/O result at the failpoint becomes EIO.
+        Eio,
     }
 
     /// The armed name, the hit to act on, and what to do then.
@@ -103,7 +137,8 @@ mod armed {
                 None | Some("kill") => Action::Kill,
                 Some("pause") => Action::Pause,
                 Some("panic") => Action::Panic,
-                Some(other) => panic!("STROM_FAILPOINT={spec}: the action {other:?} is not kill, pause or panic"),
+                Some("eio") => Action::Eio,
+                Some(other) => panic!("STROM_FAILPOINT={spec}: the action {other:?} is not kill, pause, panic or eio"),
             };
             assert!(super::NAMES.contains(&name), "STROM_FAILPOINT={spec}: no failpoint is named {name}; the names: {:?}", super::NAMES);
             eprintln!("strom: failpoint {name} armed for hit {nth}");
@@ -114,11 +149,31 @@ mod armed {
         armed
     }
 
+    /// A failpoint on an I/O result: true on the armed name's nth hit with
+    /// the action `eio` (that result is then EIO); any other action is taken
+    /// as at [`hit`].
+    #[cold]
+    pub fn fails(name: &'static str) -> bool {
+        match TARGET.get() {
+            Some(Some((target, nth, Action::Eio))) if target == name => {
+                let n = HITS.fetch_add(1, Ordering::Relaxed) + 1;
+                if n == *nth {
+                    eprintln!("strom: failpoint {name} hit {n}, failing it with EIO");
+                }
+                n == *nth
+            }
+            _ => {
+                hit(name);
+                false
+            }
+        }
+    }
+
     /// A failpoint whose condition held: dies on the armed name's nth hit.
     #[cold]
     pub fn hit(name: &'static str) {
         let Some(Some((target, nth, action))) = TARGET.get() else { return };
-        if target != name {
+        if target != name || *action == Action::Eio {
             return;
         }
         let n = HITS.fetch_add(1, Ordering::Relaxed) + 1;
@@ -142,7 +197,7 @@ mod armed {
 }
 
 #[cfg(feature = "failpoints")]
-pub use armed::{armed, hit};
+pub use armed::{armed, fails, hit};
 
 /// Reads `STROM_FAILPOINT` now, so that an armed process says so before it
 /// serves. Without the feature it warns when the variable is set, since

@@ -123,7 +123,21 @@ fn main() -> ExitCode {
         Cmd::Import(args) => ("import", cli::import::import(&args)),
         Cmd::Mirror(args) => ("mirror", cli::mirror::mirror(&args)),
         // A failed check is a finding, printed with the rest, not an error line.
-        Cmd::Doctor(args) => return if cli::doctor::doctor(&args) { ExitCode::FAILURE } else { ExitCode::SUCCESS },
+        Cmd::Doctor(args) => {
+            return match cli::doctor::doctor(&args) {
+                Ok(failed) => {
+                    if failed {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => {
+                    eprintln!("strom doctor: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Cmd::Query(args) => match cli::query::query(&args) {
             Ok(true) => return ExitCode::from(cli::query::EXIT_OPEN),
             Ok(false) => ("query", Ok(())),

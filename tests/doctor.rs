@@ -11,6 +11,7 @@ fn main() {
         skip::trial("every_check_prints_one_line_with_its_fix", &[], every_check_prints_one_line_with_its_fix),
         skip::trial("json_has_every_check_and_the_disk_figures", &[], json_has_every_check_and_the_disk_figures),
         skip::trial("low_limits_warn_with_the_setting_and_exit_0", &[LIMIT_TOOLS], low_limits_warn_with_the_setting_and_exit_0),
+        skip::trial("memlock_follows_the_config_file_and_variables", &[], memlock_follows_the_config_file_and_variables),
         skip::trial("tmpfs_data_dir_fails_o_direct", &[Need::Tmpfs], tmpfs_data_dir_fails_o_direct),
         skip::trial("systemd_unit_verifies", &[Need::Tools(&["systemd-analyze"], "systemd")], systemd_unit_verifies),
     ]);
@@ -179,4 +180,50 @@ fn systemd_unit_verifies() {
     // those lines names the file.
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("strom.service"), "systemd-analyze objects: {stderr}");
+}
+
+/// The memlock check's figures from `strom doctor --json` run with `extra`
+/// and the environment `envs` (every other STROM_* variable removed).
+fn memlock_figures(dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Result<serde_json::Value, String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STROM_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .args(["doctor", "--json", "--seconds", "1", "--data-dir", dir.to_str().unwrap()])
+        .args(extra)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run strom doctor");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    if stdout.is_empty() {
+        return Err(String::from_utf8(out.stderr).unwrap());
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let memlock = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "memlock").expect("a memlock check");
+    Ok(memlock["figures"].clone())
+}
+
+// Proves: the memlock check counts what the configuration doctor is given
+// registers: `--config FILE` sets its cores and caps its buffers with
+// registered_bytes_max; a STROM_* variable overrides the file as it does for
+// serve; a file with an unknown key stops doctor with exit 1 naming the key.
+fn memlock_follows_the_config_file_and_variables() {
+    let dir = fresh_dir("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("strom.toml");
+    std::fs::write(&file, "cores = 1\nregistered_bytes_max = 8388608\n").unwrap();
+    let config = ["--config", file.to_str().unwrap()];
+    let capped = memlock_figures(&dir, &config, &[]).unwrap();
+    assert_eq!(capped["cores"], 1, "{capped}");
+    assert!(capped["buffer_bytes"].as_u64().unwrap() <= 8 << 20, "{capped}");
+    let two = memlock_figures(&dir, &config, &[("STROM_CORES", "2")]).unwrap();
+    assert_eq!(two["cores"], 2, "the variable is over the file: {two}");
+    assert!(two["ring_bytes"].as_u64().unwrap() > capped["ring_bytes"].as_u64().unwrap(), "{two} {capped}");
+    let defaults = memlock_figures(&dir, &[], &[("STROM_CORES", "1")]).unwrap();
+    assert!(defaults["buffer_bytes"].as_u64().unwrap() > 8 << 20, "without the cap every buffer registers: {defaults}");
+    std::fs::write(&file, "cores = 1\nno_such_key = 3\n").unwrap();
+    let err = memlock_figures(&dir, &config, &[]).unwrap_err();
+    assert!(err.contains("unknown key `no_such_key`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -290,8 +290,8 @@ fn bad_requests_are_refused_while_a_good_client_is_served() {
     unknown[4..6].copy_from_slice(&1000i16.to_be_bytes());
     refused_with_close(&serve, kafka, &unknown, "unknown Kafka api key 1000");
     let mut not_served = metadata_v4();
-    not_served[4..6].copy_from_slice(&(ApiKey::SaslHandshake as i16).to_be_bytes());
-    refused_with_close(&serve, kafka, &not_served, "SaslHandshake (key 17) is not served");
+    not_served[4..6].copy_from_slice(&(ApiKey::DescribeGroups as i16).to_be_bytes());
+    refused_with_close(&serve, kafka, &not_served, "DescribeGroups (key 15) is not served");
     // A served api at a version it does not serve.
     let fetch_v3 = relabelled(request_frame(ApiKey::Fetch, 4, 5, &fetch(0)), 3);
     refused_with_close(&serve, kafka, &fetch_v3, "Kafka api Fetch version 3 is not served");
@@ -362,16 +362,17 @@ fn native_client_on_the_kafka_port(serve: &Serve, kafka: SocketAddr) {
     assert_logged_close(serve, "unknown Kafka api key 4");
 }
 
-/// A Kafka ApiVersions v3 frame on the native port reads as native api 18,
-/// which does not exist: answered with the native UnknownApi error, and the
-/// connection, whose framing held, still serves native requests.
+/// A Kafka ApiVersions v3 frame on the native port reads as native api 18
+/// (Authenticate) at version 3, which the native protocol does not speak:
+/// answered with the native UnsupportedVersion error, and the connection,
+/// whose framing held, still serves native requests.
 fn kafka_bytes_on_the_native_port(serve: &Serve) {
     let mut s = connect(serve.addr);
     s.write_all(&request_frame(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default())).unwrap();
     let reply = read_frame(&mut s).expect("a native error reply");
     match proto::decode_response(&reply) {
         Ok((h, Response::Error { code, message })) => {
-            assert_eq!((h.api, code), (ApiKey::ApiVersions as u16, ErrorCode::UnknownApi), "{message}");
+            assert_eq!((h.api, code), (ApiKey::ApiVersions as u16, ErrorCode::UnsupportedVersion), "{message}");
         }
         other => panic!("Kafka bytes on the native port answered with {other:?}"),
     }

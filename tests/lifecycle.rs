@@ -26,9 +26,10 @@ fn received(sock: &UnixDatagram, n: usize) -> Vec<String> {
 // sends READY=1 naming its own pid and address once it serves, and
 // STOPPING=1 when SIGTERM stops it (exit 0); with --log-format json and
 // RUST_LOG=info, a logged event (a Kafka connection closed for garbage) is
-// one JSON object on its own line, with its level and message, and so are
-// the notable events: the start with its settings, ready, a topic created
-// and deleted, the clean stop.
+// one JSON object on its own line, with its level, message and the client's
+// address, and so are the notable events: the start with its settings,
+// ready, a topic created and deleted, the clean stop with what it flushed
+// (a checkpoint per log at least, the connection still open closed).
 #[test]
 fn notifies_systemd_and_logs_json() {
     let dir = test_dir("lifecycle-notify");
@@ -62,6 +63,8 @@ fn notifies_systemd_and_logs_json() {
     client.delete_topic("events").unwrap();
     assert_eq!(event(&serve, "topic deleted")["fields"]["topic"], "events");
 
+    client.create_topic("kept", 1).unwrap();
+    client.produce_values("kept", 0, &[b"flushed at the stop"]).unwrap();
     let mut garbage = TcpStream::connect(serve.kafka_addr()).unwrap();
     garbage.write_all(&[0xff; 16]).unwrap();
     assert!(serve.wait_line("closing a Kafka connection", HANG), "no log line:\n{}", serve.stderr_text());
@@ -69,10 +72,18 @@ fn notifies_systemd_and_logs_json() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     assert_eq!(v["level"], "INFO", "{line}");
     assert!(v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("closing a Kafka connection")), "{line}");
+    assert_eq!(v["fields"]["peer"], garbage.local_addr().unwrap().to_string(), "the client's address: {line}");
 
+    // `client` stays connected: the stop closes it.
     let (status, lines) = serve.stop(Duration::from_secs(30));
     assert!(status.is_some_and(|s| s.success()), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with('{') && l.contains("stopped cleanly")), "{lines:?}");
+    let stopped = lines.iter().find(|l| l.starts_with('{') && l.contains("stopped cleanly")).unwrap_or_else(|| panic!("{lines:?}"));
+    let stopped: serde_json::Value = serde_json::from_str(stopped).unwrap();
+    let field = |name: &str| stopped["fields"][name].as_u64().unwrap_or_else(|| panic!("no {name} in {stopped}"));
+    assert!(field("checkpoints") >= 1, "every log checkpointed: {stopped}");
+    assert!(field("connections_closed") >= 1, "{stopped}");
+    assert!(field("log_bytes_written") >= field("records"), "{stopped}");
+    drop(client);
     assert_eq!(received(&sock, 1), vec!["STOPPING=1".to_string()]);
     std::fs::remove_dir_all(&dir).unwrap();
 }

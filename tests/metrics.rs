@@ -27,6 +27,7 @@ fn main() {
         skip::trial("other_paths_methods_and_huge_requests_are_refused", &[], other_paths_methods_and_huge_requests_are_refused),
         skip::trial("prometheus_scrapes_and_queries_it", &[Need::Tools(&["prometheus"], "prometheus")], prometheus_scrapes_and_queries_it),
         skip::trial("health_is_503_while_the_disk_is_full", &[Need::LoopFs], health_is_503_while_the_disk_is_full),
+        skip::trial("health_is_503_after_an_fsync_eio_until_restart", &[Need::Failpoints], health_is_503_after_an_fsync_eio_until_restart),
     ]);
 }
 
@@ -78,6 +79,14 @@ fn total(s: &Scrape, name: &str) -> f64 {
         .sum()
 }
 
+/// A counter's or gauge's value.
+fn total_of(v: &Value) -> f64 {
+    match v {
+        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+        v => panic!("not a plain value: {v:?}"),
+    }
+}
+
 /// The `_count` of a stage's latency histogram, summed over cores (the
 /// reference parser keeps `_sum` and `_count` as plain samples).
 fn stage_count(s: &Scrape, stage: &str) -> f64 {
@@ -100,16 +109,24 @@ fn produce(serve: &Serve, topic: &str, partitions: u32, n: u32) {
 }
 
 // Proves: /metrics parses with the reference parser; every registry metric
-// is a family with HELP, its TYPE and a sample per core; under a produce
-// load the appends, fsync and stage-latency families move by at least what
-// was produced; the stage histograms' buckets are cumulative up to +Inf,
-// which equals their count; partitions are counted; /health is 200.
+// is a family with HELP, its TYPE and a sample per core (requests: one per
+// core, protocol and api seen); under a produce load the appends, records,
+// network bytes, fsync and stage-latency families move by at least what was
+// produced, and the requests by api count the produces and the topic's
+// creation; the log sizes and start-up scan gauges are there; the stage
+// histograms' buckets are cumulative up to +Inf, which equals their count;
+// a Stats reset (what `strom stat` does) leaves them cumulative; partitions
+// are counted; /health is 200.
 fn families_parse_and_move_under_load() {
     let dir = test_dir("metrics-families");
     let (serve, addr) = serve_with_metrics(&dir);
     let before = scrape(addr);
     for &m in Metric::ALL {
         assert!(before.docs.contains_key(m.name()), "no HELP for {}", m.name());
+        if m == Metric::Requests {
+            // By api: a sample per api seen (none yet).
+            continue;
+        }
         let cores: Vec<&str> = before.samples.iter().filter(|x| x.metric == m.name()).filter_map(|x| x.labels.get("core")).collect();
         assert_eq!(cores.len(), 2, "{}: one sample per core: {cores:?}", m.name());
         total(&before, m.name());
@@ -122,6 +139,17 @@ fn families_parse_and_move_under_load() {
     assert!(moved("strom_appends_total") >= f64::from(N), "appends moved {}", moved("strom_appends_total"));
     assert!(moved("strom_log_fsyncs_total") >= 1.0 && moved("strom_log_bytes_written_total") > 0.0);
     assert!(moved("strom_requests_total") >= f64::from(N));
+    let by_api = |s: &Scrape, api: &str| -> f64 {
+        let samples = s.samples.iter().filter(|x| x.metric == "strom_requests_total" && x.labels.get("api") == Some(api));
+        samples.inspect(|x| assert_eq!(x.labels.get("protocol"), Some("native"))).map(|x| total_of(&x.value)).sum()
+    };
+    assert_eq!(by_api(&after, "produce") - by_api(&before, "produce"), f64::from(N));
+    assert_eq!(by_api(&after, "create_topic"), 1.0);
+    assert!(moved("strom_records_appended_total") >= f64::from(N) && moved("strom_appended_bytes_total") > 0.0);
+    assert!(moved("strom_network_received_bytes_total") > moved("strom_appended_bytes_total"), "a request is more than its batch");
+    assert!(moved("strom_network_sent_bytes_total") > 0.0);
+    assert!(total(&after, "strom_log_segments") >= 2.0 && total(&after, "strom_log_bytes") > 0.0, "a segment per core's log");
+    assert!(after.samples.iter().any(|x| x.metric == "strom_startup_scan_microseconds"));
     assert_eq!(total(&after, "strom_partitions"), 3.0);
     assert_eq!(total(&after, "strom_logs_failed") + total(&after, "strom_logs_disk_full"), 0.0);
     for stage in ["receive", "fsync", "total"] {
@@ -142,6 +170,11 @@ fn families_parse_and_move_under_load() {
         assert!(matches!(count.unwrap().value, Value::Untyped(c) | Value::Counter(c) if c == inf.count), "{stage} {core}");
     }
     assert_eq!(get(addr, "/health"), (200, "ok: every log accepts writes\n".to_string()));
+    serve.client().stage_latency(true).unwrap();
+    let reset = scrape(addr);
+    for stage in ["receive", "fsync", "total"] {
+        assert!(stage_count(&reset, stage) >= stage_count(&after, stage), "{stage}: a Stats reset lowered the exported count");
+    }
     let (status, lines) = serve.stop(HANG);
     assert!(status.is_some_and(|s| s.success()), "{lines:?}");
     assert!(TcpStream::connect(addr).is_err(), "the metrics listener stops with the server");
@@ -200,8 +233,8 @@ fn query(prom: SocketAddr, q: &str) -> Option<f64> {
 
 // Proves: a real Prometheus server scrapes /metrics (its parser, stricter
 // than the reference crate's, takes every line) and its query API then has
-// the appends counter, the fsync latency histogram's count and the
-// partitions gauge at the values the load made.
+// the appends counter, the produce requests by api, the fsync latency
+// histogram's count and the partitions gauge at the values the load made.
 fn prometheus_scrapes_and_queries_it() {
     let dir = test_dir("metrics-prometheus");
     let (serve, addr) = serve_with_metrics(&dir);
@@ -229,6 +262,7 @@ fn prometheus_scrapes_and_queries_it() {
     let deadline = Instant::now() + HANG;
     let want = [
         ("sum(strom_appends_total)", f64::from(N)),
+        ("sum(strom_requests_total{api=\"produce\",protocol=\"native\"})", f64::from(N)),
         ("sum(strom_stage_latency_seconds_count{stage=\"fsync\"})", f64::from(N)),
         ("strom_partitions", 2.0),
         ("up{job=\"strom\"}", 1.0),
@@ -298,4 +332,64 @@ fn health_is_503_while_the_disk_is_full() {
     assert_eq!(get(addr, "/health").0, 200);
     assert_eq!(total(&scrape(addr), "strom_logs_disk_full"), 0.0);
     drop(serve);
+}
+
+// Proves: an EIO on a log's fdatasync (failpoint `journal_fsync_result`,
+// action `eio`) fails that log: produces to it are refused, /health answers
+// 503 naming the core, and the failed-logs gauge is 1; after a restart
+// without the failpoint /health is 200 again and every record acknowledged
+// before the failure reads back.
+fn health_is_503_after_an_fsync_eio_until_restart() {
+    let dir = test_dir("metrics-health-eio");
+    // One core: the failing fsync is that core's log, whatever the partition.
+    const FAIL_AT: u32 = 6;
+    let armed = format!("journal_fsync_result:{FAIL_AT}:eio");
+    let serve = Serve::on(&dir).cores(1).args(&["--metrics-listen", "127.0.0.1:0"]).failpoint(Some(&armed)).start();
+    let addr = metrics_addr(&serve);
+    let mut c = serve.client();
+    c.create_topic("eio", 1).unwrap();
+    let mut acked = Vec::new();
+    let refused = (0..FAIL_AT * 4).find_map(|i| {
+        let value = format!("before {i}");
+        match c.produce_values("eio", 0, &[value.as_bytes()]) {
+            Ok(ack) => {
+                acked.push((ack.base_offset, value));
+                None
+            }
+            Err(ClientError::Server { code, .. }) => Some(code),
+            Err(e) => panic!("{e}"),
+        }
+    });
+    assert_eq!(refused, Some(ErrorCode::StorageFailed), "a produce is refused once the fsync failed");
+    assert!(!acked.is_empty(), "the failpoint fired before any acknowledgement: nothing to check after the restart");
+    let (status, body) = get(addr, "/health");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("core 0: 1 log(s) failed a write or fsync"), "{body}");
+    let s = scrape(addr);
+    assert_eq!(total(&s, "strom_logs_failed"), 1.0);
+    let storage_failed = s.samples.iter().any(|x| {
+        x.metric == "strom_request_errors_total" && x.labels.get("api") == Some("produce") && x.labels.get("code") == Some("storage_failed")
+    });
+    assert!(storage_failed, "the refused produce is counted by api and code");
+    drop(c);
+    drop(serve);
+    let serve = Serve::on(&dir).cores(1).args(&["--metrics-listen", "127.0.0.1:0"]).start();
+    let addr = metrics_addr(&serve);
+    assert_eq!(get(addr, "/health"), (200, "ok: every log accepts writes\n".to_string()));
+    let mut c = serve.client();
+    for (offset, value) in &acked {
+        let f = c.fetch("eio", 0, *offset, 1 << 20, Duration::ZERO).unwrap();
+        let first = f.records_from(*offset).next().unwrap_or_else(|| panic!("offset {offset} is gone")).unwrap();
+        assert_eq!((first.0, first.1), (*offset, Some(value.as_bytes())));
+    }
+    c.produce_values("eio", 0, &[b"after"]).unwrap();
+    drop(serve);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The metrics listener's address, from the line the server printed.
+fn metrics_addr(serve: &Serve) -> SocketAddr {
+    let lines = serve.stderr();
+    let line = lines.iter().find_map(|l| l.strip_prefix(METRICS_LINE));
+    line.unwrap_or_else(|| panic!("no \"{METRICS_LINE}ADDR\" line:\n{}", lines.join("\n"))).parse().unwrap()
 }

@@ -53,10 +53,11 @@ fn load(serve: &Serve, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
 }
 
 // Proves: `strom stat --once` against a loaded server prints a row for
-// every core and a total, with requests/s, MB/s in and MB/s out above zero
+// every core and a total, with requests/s, network MB/s in and out, log
+// MB/s and served MB/s above zero
 // in the total while loaded, and every stage row with its numbers in order
 // (p50 <= p99 <= p99.9 <= max), produce stages having recorded requests in
-// the interval (they were reset at its start, so the counts are the
+// the interval, each core's rows summing to the server's (they were reset at its start, so the counts are the
 // interval's: a second snapshot with the load stopped shows none; its own
 // Metrics and Stats requests are requests, so req/s is not checked there).
 #[test]
@@ -74,17 +75,21 @@ fn once_shows_cores_total_and_stages_under_load() {
     assert!(!text.contains('\x1b'), "plain text, no ANSI, for a script:\n{text}");
 
     let header = row(&text, false, "core");
-    assert_eq!(header, ["core", "req/s", "in_MB/s", "out_MB/s", "appends/s", "conns"]);
+    assert_eq!(header, ["core", "req/s", "net_in", "net_out", "log_in", "served", "appends/s", "conns"]);
     for core in 0..CORES {
         let r = row(&text, false, &core.to_string());
         assert_eq!(r.len(), header.len(), "{text}");
         assert!(r[1..].iter().all(|f| num(&text, f) >= 0.0), "{text}");
     }
     let total = row(&text, false, "total");
-    for (i, what) in [(1, "requests/s"), (2, "MB/s in"), (3, "MB/s out"), (4, "appends/s")] {
+    for (i, what) in
+        [(1, "requests/s"), (2, "network MB/s in"), (3, "network MB/s out"), (4, "log MB/s"), (5, "served MB/s"), (6, "appends/s")]
+    {
         assert!(num(&text, total[i]) > 0.0, "{what} should be above zero under load:\n{text}");
     }
-    assert!(num(&text, total[5]) >= 2.0, "the loader's and stat's connections are open:\n{text}");
+    // Each produce carries 4 KB of values and each fetch returns at least that: the network figures are not the log's.
+    assert!(num(&text, total[2]) >= num(&text, total[4]) * 0.5, "network in is about the log's bytes:\n{text}");
+    assert!(num(&text, total[7]) >= 2.0, "the loader's and stat's connections are open:\n{text}");
 
     assert_eq!(row(&text, true, "stage"), ["stage", "count", "p50_us", "p99_us", "p999_us", "max_us"]);
     for stage in STAGES {
@@ -97,10 +102,20 @@ fn once_shows_cores_total_and_stages_under_load() {
         }
     }
 
+    // Each core's rows (Stats version 2) add up to the server's: both were read at the same moment on each core.
+    let stage_part = &text[text.find("\nstage ").unwrap()..];
+    let per_core: Vec<Vec<&str>> =
+        stage_part.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).filter(|f| f.len() == 7 && f[1] != "stage").collect();
+    for stage in ["total", "fetch"] {
+        let cores: u64 = per_core.iter().filter(|f| f[1] == stage).map(|f| f[2].parse::<u64>().unwrap()).sum();
+        assert_eq!(cores, row(&text, true, stage)[1].parse::<u64>().unwrap(), "{stage}: the cores' counts sum to the server's:\n{text}");
+    }
+    assert!(per_core.iter().all(|f| f[0].parse::<usize>().is_ok_and(|c| c < CORES)), "{text}");
+
     // Unloaded, the next interval's rows are empty: each reading reset them.
     let (ok, idle, err) = strom(&["stat", "--once", "--interval", "200", "--addr", &addr]);
     assert!(ok, "stat failed: {err}");
-    assert_eq!(row(&idle, false, "total")[4], "0.0", "no appends/s unloaded:\n{idle}");
+    assert_eq!(row(&idle, false, "total")[6], "0.0", "no appends/s unloaded:\n{idle}");
     for stage in ["send", "total"] {
         assert_eq!(row(&idle, true, stage)[1], "0", "{stage}: no produce in the interval:\n{idle}");
     }

@@ -12,7 +12,7 @@ use crate::config::FsyncPolicy;
 use crate::core::AppendAck;
 use crate::error::StromError;
 use crate::metrics::Metrics;
-use crate::stats::StageLatency;
+use crate::stats::StageReport;
 
 /// One request of a client, decoded. Borrowed from the frame it came in,
 /// which lives until the command is executed.
@@ -79,10 +79,11 @@ pub enum Command<'a> {
         topic: &'a str,
         partition: u32,
     },
-    /// The per-stage latency of the requests served so far, across cores;
-    /// `reset` clears it after reading.
+    /// The per-stage latency of the requests served so far, across cores
+    /// (and per core with `per_core`); `reset` clears it after reading.
     Stats {
         reset: bool,
+        per_core: bool,
     },
     /// Every core's metrics registry ([`crate::metrics`]), in core order.
     Metrics,
@@ -295,7 +296,7 @@ pub enum Answer {
     OffsetCommitted,
     /// FetchOffset: None when the group committed nothing for the partition.
     CommittedOffset(Option<super::offsets::Committed>),
-    Stats(Vec<StageLatency>),
+    Stats(StageReport),
     /// Each core's registry, in core order: its server's sections with its
     /// own. None for a core whose server task has stopped.
     Metrics(Vec<Option<Metrics>>),

@@ -22,7 +22,7 @@ use crate::error::{Result, StromError};
 use crate::metrics::{BrokerMetrics, Metrics};
 use crate::partition::Pid;
 use crate::read::{Fetch, ReplyBudget};
-use crate::stats::StageLatency;
+use crate::stats::StageReport;
 
 /// What the broker needs from the core it runs on.
 pub trait Host {
@@ -30,7 +30,7 @@ pub trait Host {
     fn handle(&mut self, req: Request);
     /// Gathers the per-stage latency of the requests served on every core
     /// (and resets it if `reset`); `done` gets the merged rows.
-    fn gather_stages(&mut self, reset: bool, done: Box<dyn FnOnce(Vec<StageLatency>) + Send>);
+    fn gather_stages(&mut self, reset: bool, per_core: bool, done: Box<dyn FnOnce(StageReport) + Send>);
     /// Gathers every core's metrics registry (its server's sections, this
     /// dispatcher's among them, with its core's); `done` gets them in core
     /// order.
@@ -172,7 +172,7 @@ impl Dispatcher {
             }
             // Every core adds its histograms when it next ticks; the last
             // to add sends the reply.
-            Command::Stats { reset } => host.gather_stages(reset, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
+            Command::Stats { reset, per_core } => host.gather_stages(reset, per_core, Box::new(move |rows| reply(Ok(Answer::Stats(rows))))),
             // The same way: every core adds its registry when it next ticks.
             Command::Metrics => host.gather_metrics(Box::new(move |cores| reply(Ok(Answer::Metrics(cores))))),
             Command::Query { topic, partition, spec } => {

@@ -17,6 +17,8 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches, Subcommand};
 
 use super::serve::{ServeArgs, configs};
+use strom::config::EngineConfig;
+use strom::server::ServerConfig;
 
 #[derive(Subcommand)]
 pub enum ConfigCmd {
@@ -184,6 +186,20 @@ fn check_value(serve: &Command, arg: &Arg, raw: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(std::error::Error::source(&e).map_or_else(|| e.kind().to_string(), ToString::to_string))
+}
+
+/// The data directory and configurations `strom serve --config FILE` (or
+/// without a file) would run with, given no flags: its STROM_* variables
+/// first, then the file, then the defaults. What `strom doctor` checks.
+pub fn serve_configs(file: Option<&Path>) -> Result<(Option<PathBuf>, EngineConfig, ServerConfig), String> {
+    let serve = serve_command();
+    let file = match file {
+        Some(path) => load(&serve, path)?,
+        None => Vec::new(),
+    };
+    let matches =
+        with_file(serve, &file).try_get_matches_from(["serve"]).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
+    configs(&ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?)
 }
 
 /// `serve` with the file's values as its defaults: clap then takes a flag

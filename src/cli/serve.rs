@@ -202,8 +202,14 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
         Err(e) => eprintln!("strom: stopping (waiting for a signal failed: {e})"),
     }
     super::notify::tell("STOPPING=1");
-    server.shutdown().map_err(|e| e.to_string())?;
-    tracing::info!("stopped cleanly: in-flight writes acknowledged, every log checkpointed");
+    let flushed = server.shutdown().map_err(|e| e.to_string())?;
+    tracing::info!(
+        log_bytes_written = flushed.log_bytes_written,
+        records = flushed.records,
+        checkpoints = flushed.checkpoints,
+        connections_closed = flushed.connections_closed,
+        "stopped cleanly: in-flight writes acknowledged, every log checkpointed"
+    );
     waited.map(|_| ()).map_err(|e| format!("waiting for SIGINT or SIGTERM: {e}"))
 }
 

@@ -27,7 +27,7 @@ use crate::wire::batch::BatchBuilder;
 
 mod topic;
 
-pub use crate::stats::StageLatency;
+pub use crate::stats::{StageLatency, StageReport};
 pub use error::ClientError;
 pub use fetch::{FetchedRecord, FetchedRecords, RecordsAt};
 pub use subscribe::{Push, Subscription};
@@ -134,8 +134,9 @@ pub enum OwnedResponse {
     OffsetCommit,
     /// `None`: the group committed nothing for the partition.
     OffsetFetch(Option<u64>),
-    /// The server's per-stage latency, one row per stage.
-    Stats(Vec<StageLatency>),
+    /// The server's per-stage latency, one row per stage (and each core's
+    /// rows, when asked for).
+    Stats(StageReport),
     /// Per core, its metrics as (name, value).
     Metrics(Vec<Vec<(String, u64)>>),
     ServerInfo(ServerInfo),
@@ -579,8 +580,17 @@ impl Client {
     /// merged across its cores; `reset` clears it after reading (to drop a
     /// warm-up). See [`crate::stats`] for what each stage covers.
     pub fn stage_latency(&mut self, reset: bool) -> Result<Vec<StageLatency>, ClientError> {
-        match self.call(&Request::Stats { reset })? {
-            OwnedResponse::Stats(stages) => Ok(stages),
+        match self.call(&Request::Stats { reset, per_core: false })? {
+            OwnedResponse::Stats(report) => Ok(report.total),
+            other => Err(unexpected(Api::Stats, &other)),
+        }
+    }
+
+    /// [`Client::stage_latency`] and each core's own rows, in core order
+    /// (Stats version 2: a server older than it answers UnsupportedVersion).
+    pub fn stage_latency_by_core(&mut self, reset: bool) -> Result<StageReport, ClientError> {
+        match self.call(&Request::Stats { reset, per_core: true })? {
+            OwnedResponse::Stats(report) => Ok(report),
             other => Err(unexpected(Api::Stats, &other)),
         }
     }
@@ -656,7 +666,7 @@ fn decode_reply(frame: &[u8]) -> Result<(Header, Result<OwnedResponse, ClientErr
         Response::DescribeTopic { description } => Ok(OwnedResponse::DescribeTopic(description)),
         Response::OffsetCommit => Ok(OwnedResponse::OffsetCommit),
         Response::OffsetFetch { offset } => Ok(OwnedResponse::OffsetFetch(offset)),
-        Response::Stats { stages } => Ok(OwnedResponse::Stats(stages)),
+        Response::Stats { stages, cores } => Ok(OwnedResponse::Stats(StageReport { total: stages, cores })),
         Response::Metrics { cores } => {
             Ok(OwnedResponse::Metrics(cores.into_iter().map(|c| c.into_iter().map(|(k, v)| (k.to_string(), v)).collect()).collect()))
         }

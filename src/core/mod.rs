@@ -478,6 +478,8 @@ impl<I: Io> Core<I> {
                 let wait = AppendWait { reply, trace, pos };
                 journal.attach(PendingAck { pid, base_offset: base, end_offset: base + records, max_ts_ms, reply: wait });
                 self.metrics.appends += 1;
+                self.metrics.records += records;
+                self.metrics.appended_bytes += bytes.len() as u64;
             }
             Err(StageError::NoBuffer) => {
                 self.metrics.deferred += 1;
@@ -542,6 +544,8 @@ impl<I: Io> Core<I> {
             // clears a failure, and `/health` reads them as a state.
             m.log.failed += u64::from(j.failed().is_some());
             m.log.disk_full += u64::from(j.disk_full());
+            m.log.segments += j.segments().len() as u64;
+            m.log.log_bytes += j.written_pos().saturating_sub(j.segments().front().map_or(j.written_pos(), |s| s.start_pos));
         }
         m
     }

@@ -62,6 +62,9 @@ impl<I: Io> Core<I> {
         for (&log, log_bufs) in spec.logs.iter().zip(write_bufs.drain(..)) {
             reports.push(core.open_log(log, log_bufs)?);
         }
+        // Gauges set once: what this start cost, for an operator sizing checkpoints.
+        core.metrics.startup_scan_us = reports.iter().map(|r| r.elapsed_us).sum();
+        core.metrics.startup_scan_bytes = reports.iter().map(|r| r.bytes_scanned).sum();
         core.share_runs();
         core.last_retention_ns = core.io.now_ns();
         Ok((core, reports))

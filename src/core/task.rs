@@ -87,6 +87,11 @@ impl<'a, I: Io> TaskCore<'a, I> {
         self.core.io.close_socket(sock)
     }
 
+    /// A connection's remote address, as its accept gave it.
+    pub fn peer_addr(&self, sock: FileId) -> Option<std::net::SocketAddr> {
+        self.core.io.peer_addr(sock)
+    }
+
     /// The completions of the task's ops reaped this tick.
     pub fn take_net_completions(&mut self) -> Vec<Completion> {
         std::mem::take(&mut self.core.net_completions)

@@ -154,6 +154,12 @@ pub trait Io {
     /// arrive, with ECANCELED or what they had done), then closes it once
     /// the last one is reaped.
     fn close_socket(&mut self, sock: FileId);
+    /// The remote address of a connected socket (getpeername: the server
+    /// asks once, at accept, for log lines naming a client); None where
+    /// unknown (the simulator's network has no addresses).
+    fn peer_addr(&self, _sock: FileId) -> Option<std::net::SocketAddr> {
+        None
+    }
     fn file_len(&mut self, file: FileId) -> Result<u64>;
     /// Blocking aligned read, for recovery: like [`Op::Read`].
     fn read_at(&mut self, file: FileId, pos: u64, len: usize, buf: &mut AlignedBuf) -> Result<usize>;

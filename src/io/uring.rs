@@ -38,6 +38,8 @@ const TRANSIENT_RETRIES_MAX: u8 = 8;
 /// SQE per this many; the rest are taken when it is pushed again).
 const ACCEPTS_PER_POLL_MAX: usize = 64;
 
+mod accept;
+
 struct Slot {
     generation: u32,
     token: u64,
@@ -395,33 +397,6 @@ impl UringIo {
         self.ready.push(Completion { token: slot.token, result, buf, net_buf, more: false });
     }
 
-    /// Accepts the connections waiting on a listener (non-blocking since
-    /// its adoption), at most `ACCEPTS_PER_POLL_MAX`, one completion each
-    /// (with `more`), each socket adopted into the file table; returns the
-    /// errno that stopped it (EAGAIN: none left for now).
-    fn accept_waiting(&mut self, listener: FileId, token: u64) -> i32 {
-        for _ in 0..ACCEPTS_PER_POLL_MAX {
-            let f = &self.files[listener.0 as usize];
-            if f.closing {
-                return libc::ECANCELED;
-            }
-            // Accepted sockets stay blocking (accept4 does not pass
-            // O_NONBLOCK on): io_uring then waits for readiness itself.
-            match socket2::SockRef::from(&f.file).accept() {
-                Ok((sock, _)) => {
-                    let peer_local = crate::platform::peer_is_local(&sock);
-                    let file = self.add_socket(sock.into());
-                    self.files[file.0 as usize].peer_local = peer_local;
-                    self.ready.push(Completion { token, result: Ok(file.0), buf: None, net_buf: None, more: true });
-                }
-                // That one peer gave up before it was accepted.
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
-                Err(e) => return e.raw_os_error().unwrap_or(libc::EIO),
-            }
-        }
-        libc::EAGAIN
-    }
-
     fn add_socket(&mut self, sock: std::os::fd::OwnedFd) -> FileId {
         self.add_file(File::from(sock), Path::new(SOCKET_PATH))
     }
@@ -570,6 +545,10 @@ impl Io for UringIo {
         self.files[id.0 as usize].accept_epoll = accept_epoll;
         self.files[id.0 as usize].peer_local = peer_local;
         Ok(id)
+    }
+
+    fn peer_addr(&self, sock: FileId) -> Option<std::net::SocketAddr> {
+        socket2::SockRef::from(&self.files.get(sock.0 as usize)?.file).peer_addr().ok()?.as_socket()
     }
 
     fn close_socket(&mut self, sock: FileId) {

@@ -220,9 +220,8 @@ impl Codec for KafkaCodec {
     }
 
     /// Kafka has no error frame outside a response: the connection just
-    /// closes (the server logs why).
-    fn encode_conn_error(&self, e: &ConnError) -> Vec<u8> {
-        tracing::info!(kind = ?e.kind, "closing a Kafka connection: {}", e.message);
+    /// closes (the server logs why, with the client's address).
+    fn encode_conn_error(&self, _e: &ConnError) -> Vec<u8> {
         Vec::new()
     }
 }

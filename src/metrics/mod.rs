@@ -35,6 +35,7 @@ use std::fmt;
 use std::ops::Index;
 
 pub mod prometheus;
+pub mod requests;
 #[cfg(test)]
 mod tests;
 
@@ -129,6 +130,10 @@ registry! {
     core: CoreMetrics {
         appends => Appends, Counter, "strom_appends_total",
             "Batches staged into a log's commit buffer (each acknowledged once durable).";
+        records => RecordsAppended, Counter, "strom_records_appended_total",
+            "Records in the batches staged: over strom_log_fsyncs_total, the records each fdatasync made durable.";
+        appended_bytes => AppendedBytes, Counter, "strom_appended_bytes_total",
+            "Batch bytes staged (record batches as the producers sent them, frames not counted).";
         appends_refused => AppendsRefused, Counter, "strom_appends_refused_total",
             "Batches refused on their core after routing: a failed log, a full disk, a stop.";
         appends_duplicate => AppendsDuplicate, Counter, "strom_appends_duplicate_total",
@@ -141,6 +146,10 @@ registry! {
             "Checkpoints written.";
         ops_in_flight => RingOpsInFlight, Gauge, "strom_ring_ops_in_flight",
             "Ops in flight on the core's ring, logs and network together.";
+        startup_scan_us => StartupScanMicroseconds, Gauge, "strom_startup_scan_microseconds",
+            "Time the core's logs took to recover at start (the scan after their checkpoints), summed over its logs.";
+        startup_scan_bytes => StartupScanBytes, Gauge, "strom_startup_scan_bytes",
+            "Log bytes read by the core's start-up recovery scans.";
         audit_buffer_reuse => AuditBufferReuse, Counter, "strom_audit_buffer_reuse_total",
             "Audit, must stay 0: registered buffers handed out while an op still owned them.";
     }
@@ -168,6 +177,10 @@ registry! {
             "Log bytes in segments holding data some topic keeps (as of the last retention pass).";
         reclaimable_bytes => LogReclaimableBytes, Gauge, "strom_log_reclaimable_bytes",
             "Log bytes in segments whose data no topic keeps, not yet deleted (active, read, checkpoint, older live).";
+        segments => LogSegments, Gauge, "strom_log_segments",
+            "Segment files the core's logs have now (the spare not counted).";
+        log_bytes => LogBytes, Gauge, "strom_log_bytes",
+            "Log bytes the core's segments hold now, from the oldest segment's start to the written end.";
         failed => LogsFailed, Gauge, "strom_logs_failed",
             "Logs that stopped accepting writes after a failed write or fsync (until restarted).";
         disk_full => LogsDiskFull, Gauge, "strom_logs_disk_full",
@@ -231,6 +244,10 @@ registry! {
             "Request frames read and dispatched, the undecodable ones included.";
         frame_errors => FrameErrors, Counter, "strom_frame_errors_total",
             "Frames refused: undecodable, an unknown api or version, a length out of range.";
+        received_bytes => NetReceivedBytes, Counter, "strom_network_received_bytes_total",
+            "Bytes received from the core's connections.";
+        sent_bytes => NetSentBytes, Counter, "strom_network_sent_bytes_total",
+            "Bytes sent to the core's connections.";
         fixed_sends => ZeroCopySends, Counter, "strom_zero_copy_sends_total",
             "Replies sent straight from a registered reply buffer (SEND_ZC).";
         connections => ConnectionsOpen, Gauge, "strom_connections_open",

@@ -11,7 +11,9 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
+use super::requests::{self, RequestCounts};
 use super::{Kind, Metric, Metrics};
+use crate::proto::ErrorCode;
 use crate::stats::StageHistograms;
 
 /// The `Content-Type` of what [`render`] writes.
@@ -32,6 +34,7 @@ pub const BUCKET_BOUNDS_US: [u64; 20] = [
 pub struct Scrape {
     pub metrics: Vec<Option<Metrics>>,
     pub stages: Vec<Option<StageHistograms>>,
+    pub requests: Vec<Option<RequestCounts>>,
     pub topics: u64,
     pub partitions: u64,
 }
@@ -40,6 +43,10 @@ pub struct Scrape {
 pub fn render(scrape: &Scrape) -> String {
     let mut out = String::new();
     for &m in Metric::ALL {
+        if m == Metric::Requests {
+            // Rendered by api and protocol instead (its labels sum to it): `render_requests`.
+            continue;
+        }
         let kind = match m.kind() {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
@@ -56,6 +63,58 @@ pub fn render(scrape: &Scrape) -> String {
     family_head(&mut out, "strom_partitions", "Partitions of all topics together.", "gauge");
     let _ = writeln!(out, "strom_partitions {}", scrape.partitions);
     render_stages(&mut out, &scrape.stages);
+    render_requests(&mut out, &scrape.requests);
+    out
+}
+
+/// Requests by protocol and api, and error replies by api and code: only
+/// the nonzero cells (the full cross product would be thousands of lines of 0).
+fn render_requests(out: &mut String, cores: &[Option<RequestCounts>]) {
+    const REQUESTS: &str = "strom_requests_total";
+    debug_assert_eq!(Metric::Requests.name(), REQUESTS);
+    const ERRORS: &str = "strom_request_errors_total";
+    family_head(
+        out,
+        REQUESTS,
+        "Requests by protocol and api (the broker command they decoded into), by the core of the connection.",
+        "counter",
+    );
+    for (core, counts) in cores.iter().enumerate() {
+        let Some(counts) = counts else { continue };
+        for (protocol, api, n) in counts.requests_nonzero() {
+            let _ = writeln!(out, "{REQUESTS}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\"}} {n}");
+        }
+    }
+    family_head(out, ERRORS, "Error replies by protocol, api and error code (the native protocol's, docs/PROTOCOL.md).", "counter");
+    for (core, counts) in cores.iter().enumerate() {
+        let Some(counts) = counts else { continue };
+        for (protocol, api, code, n) in counts.errors_nonzero() {
+            let code = code_label(code);
+            let _ = writeln!(out, "{ERRORS}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\",code=\"{code}\"}} {n}");
+        }
+    }
+}
+
+/// An error code's label: the native code's name in snake case ("unknown_topic").
+fn code_label(code: usize) -> String {
+    match code {
+        requests::CODE_UNDECODABLE => "undecodable".into(),
+        requests::CODE_OTHER => "other".into(),
+        c => match ErrorCode::from_code(c as u16) {
+            Some(e) => snake(&format!("{e:?}")),
+            None => "other".into(),
+        },
+    }
+}
+
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_lowercase());
+    }
     out
 }
 
@@ -150,14 +209,26 @@ mod tests {
         let mut h = StageHistograms::new();
         let t = StageTrace { received_ns: 0, arrived_ns: 0, staged_ns: 0, written_ns: 0, durable_ns: Some(90_000), queued_ns: 90_000 };
         h.record_produce(&t, 3_090_000);
-        let text = render(&Scrape { metrics: vec![Some(m), None], stages: vec![Some(h), None], topics: 2, partitions: 5 });
+        let mut r = RequestCounts::default();
+        r.request(1, 0);
+        r.error(1, 0, 5);
+        let text = render(&Scrape {
+            metrics: vec![Some(m), None],
+            stages: vec![Some(h), None],
+            requests: vec![Some(r), None],
+            topics: 2,
+            partitions: 5,
+        });
         for &metric in Metric::ALL {
+            // Every family once: strom_requests_total by api instead of by core only.
             assert_eq!(text.matches(&format!("# TYPE {} ", metric.name())).count(), 1, "{}", metric.name());
         }
         assert!(text.contains("strom_appends_total{core=\"0\"} 7\n"));
         assert!(!text.contains("core=\"1\""), "a core that did not answer has no samples");
         assert!(text.contains("# TYPE strom_appends_total counter\n") && text.contains("# TYPE strom_logs_failed gauge\n"));
         assert!(text.contains("strom_partitions 5\n"));
+        assert!(text.contains("strom_requests_total{core=\"0\",protocol=\"kafka\",api=\"produce\"} 1\n"), "{text}");
+        assert!(text.contains("strom_request_errors_total{core=\"0\",protocol=\"kafka\",api=\"produce\",code=\"unknown_topic\"} 1\n"));
         let fsync = |suffix: &str| {
             let key = format!("strom_stage_latency_seconds{suffix}");
             text.lines().find(|l| l.starts_with(&key)).unwrap_or_else(|| panic!("{key}")).rsplit(' ').next().unwrap().to_string()

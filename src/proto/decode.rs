@@ -4,7 +4,7 @@
 
 use super::{
     Api, DecodeError, ErrorCode, HEADER_BYTES, Header, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response,
-    SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_RESET, ServerInfo, TopicMetadata, VERSION,
+    SPEC_EARLIEST, SPEC_LATEST, STATS_FLAG_PER_CORE, STATS_FLAG_RESET, STATS_PER_CORE_VERSION, ServerInfo, TopicMetadata, VERSION,
 };
 use super::{query, stream, topic};
 use crate::catalog::TopicRetention;
@@ -37,7 +37,8 @@ pub fn decode_request(frame: &[u8]) -> Result<(Header, Request<'_>), (Option<Hea
     let version = header.version_or_error;
     let create_topic_later =
         api == Api::CreateTopic && (version == topic::CREATE_TOPIC_RETENTION_VERSION || version == topic::CREATE_TOPIC_INDICES_VERSION);
-    if version != VERSION && !create_topic_later {
+    let stats_per_core = api == Api::Stats && version == STATS_PER_CORE_VERSION;
+    if version != VERSION && !create_topic_later && !stats_per_core {
         return Err(fail(DecodeError::UnsupportedVersion(version)));
     }
     let mut r = Reader { rest: body };
@@ -124,11 +125,15 @@ fn request_body<'a>(api: Api, version: u16, r: &mut Reader<'a>) -> Result<Reques
         Api::DeleteTopic => Request::DeleteTopic { topic: r.str()? },
         Api::OffsetCommit => Request::OffsetCommit { group: r.str()?, topic: r.str()?, partition: r.u32()?, offset: r.u64()? },
         Api::OffsetFetch => Request::OffsetFetch { group: r.str()?, topic: r.str()?, partition: r.u32()? },
-        Api::Stats => match r.u8()? {
-            0 => Request::Stats { reset: false },
-            STATS_FLAG_RESET => Request::Stats { reset: true },
-            _ => return Err(DecodeError::BadValue("stats flags other than bit 0 (reset) are set")),
-        },
+        Api::Stats => {
+            let flags = r.u8()?;
+            // Version 1 knows bit 0; version 2 bits 0 and 1, and must set bit 1 (else it is version 1).
+            let allowed = if version == STATS_PER_CORE_VERSION { STATS_FLAG_RESET | STATS_FLAG_PER_CORE } else { STATS_FLAG_RESET };
+            if flags & !allowed != 0 || (version == STATS_PER_CORE_VERSION && flags & STATS_FLAG_PER_CORE == 0) {
+                return Err(DecodeError::BadValue("stats flags other than those of its version are set"));
+            }
+            Request::Stats { reset: flags & STATS_FLAG_RESET != 0, per_core: flags & STATS_FLAG_PER_CORE != 0 }
+        }
         Api::Metrics => Request::Metrics,
         Api::ServerInfo => Request::ServerInfo,
         Api::Subscribe => stream::decode_subscribe(r)?,
@@ -196,6 +201,25 @@ fn metrics_body<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {
 }
 
 fn stats_body<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {
+    let stages = stage_rows(r)?;
+    // A reply to version 2 (per core): each core's rows follow, at least one
+    // core's (a server never writes an empty trailer: it would be a second
+    // encoding of the version 1 reply).
+    let mut cores = Vec::new();
+    if !r.is_empty() {
+        let declared = r.u16()?;
+        if declared == 0 {
+            return Err(DecodeError::BadValue("a per-core Stats trailer of no cores"));
+        }
+        let count = r.count(declared.into(), 2)?;
+        for _ in 0..count {
+            cores.push(stage_rows(r)?);
+        }
+    }
+    Ok(Response::Stats { stages, cores })
+}
+
+fn stage_rows(r: &mut Reader<'_>) -> Result<Vec<StageLatency>, DecodeError> {
     let declared = r.u16()?;
     let count = r.count(declared.into(), STAGE_BYTES_MIN)?;
     let mut stages = Vec::with_capacity(count);
@@ -210,7 +234,7 @@ fn stats_body<'a>(r: &mut Reader<'a>) -> Result<Response<'a>, DecodeError> {
             max_us: r.u64()?,
         });
     }
-    Ok(Response::Stats { stages })
+    Ok(stages)
 }
 
 fn optional_offset(offset: i64) -> Result<Option<u64>, DecodeError> {
@@ -262,6 +286,11 @@ impl<'a> Reader<'a> {
         let (head, tail) = self.rest.split_first_chunk::<N>().ok_or(DecodeError::Short)?;
         self.rest = tail;
         Ok(*head)
+    }
+
+    /// Nothing is left to read.
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
     }
 
     pub(super) fn u8(&mut self) -> Result<u8, DecodeError> {

@@ -5,7 +5,7 @@
 use super::query;
 use super::{
     Api, ErrorCode, HEADER_BYTES, LEN_BYTES, MESSAGE_BYTES_MAX, NO_OFFSET, OffsetSpec, Request, Response, SPEC_EARLIEST, SPEC_LATEST,
-    STATS_FLAG_RESET, STRING_BYTES_MAX, stream, topic,
+    STATS_FLAG_PER_CORE, STATS_FLAG_RESET, STRING_BYTES_MAX, stream, topic,
 };
 
 /// Appends one whole frame (length included) to `out`.
@@ -71,7 +71,9 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, req: &Request<'_>) {
             put_str(out, topic, STRING_BYTES_MAX);
             out.extend_from_slice(&partition.to_be_bytes());
         }
-        Request::Stats { reset } => out.push(if *reset { STATS_FLAG_RESET } else { 0 }),
+        Request::Stats { reset, per_core } => {
+            out.push(if *reset { STATS_FLAG_RESET } else { 0 } | if *per_core { STATS_FLAG_PER_CORE } else { 0 })
+        }
         Request::Metrics | Request::ServerInfo => {}
         Request::Subscribe { topic, partition, credit_bytes, start } => {
             stream::encode_subscribe(out, topic, *partition, *credit_bytes, start)
@@ -126,14 +128,13 @@ pub fn encode_response(out: &mut Vec<u8>, api: Api, request_id: u64, resp: &Resp
                 }
             }
         }
-        Response::Stats { stages } => {
-            let count = u16::try_from(stages.len()).unwrap_or(u16::MAX);
-            out.extend_from_slice(&count.to_be_bytes());
-            for s in stages.iter().take(count.into()) {
-                put_str(out, &s.stage, STRING_BYTES_MAX);
-                for v in [s.count, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us] {
-                    out.extend_from_slice(&v.to_be_bytes());
-                }
+        Response::Stats { stages, cores } => {
+            put_stage_rows(out, stages);
+            // Only a version 2 request gets cores, and its reply the trailer.
+            if !cores.is_empty() {
+                let count = u16::try_from(cores.len()).unwrap_or(u16::MAX);
+                out.extend_from_slice(&count.to_be_bytes());
+                cores.iter().take(count.into()).for_each(|rows| put_stage_rows(out, rows));
             }
         }
         Response::Metrics { cores } => {
@@ -204,6 +205,18 @@ pub fn put_fetch_reply_front(frame: &mut [u8], request_id: u64, high_watermark: 
     front.extend_from_slice(&next_offset.to_be_bytes());
     frame[..FETCH_REPLY_FRONT_BYTES].copy_from_slice(&front);
     end_frame(frame, 0);
+}
+
+/// A Stats block: a u16 count, then each row's name and six figures.
+fn put_stage_rows(out: &mut Vec<u8>, stages: &[crate::stats::StageLatency]) {
+    let count = u16::try_from(stages.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for s in stages.iter().take(count.into()) {
+        put_str(out, &s.stage, STRING_BYTES_MAX);
+        for v in [s.count, s.p50_us, s.p90_us, s.p99_us, s.p999_us, s.max_us] {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+    }
 }
 
 fn begin_frame(out: &mut Vec<u8>, api: u16, version_or_error: u16, request_id: u64) -> usize {

@@ -56,9 +56,13 @@ pub const MESSAGE_BYTES_MAX: usize = 1024;
 
 /// The wire's "no offset" in ListOffsets and OffsetFetch replies.
 const NO_OFFSET: i64 = -1;
-/// The Stats request's flags: bit 0 asks for a reset after reading; the
-/// other bits must be 0 (so every request has one encoding).
+/// The Stats request's flags: bit 0 asks for a reset after reading; bit 1
+/// (version 2 only) for each core's rows as well; the other bits must be 0
+/// (so every request has one encoding).
 const STATS_FLAG_RESET: u8 = 1;
+const STATS_FLAG_PER_CORE: u8 = 2;
+/// The Stats version that may ask for each core's rows.
+const STATS_PER_CORE_VERSION: u16 = 2;
 /// ListOffsets specs; timestamps are the values >= 0.
 const SPEC_EARLIEST: i64 = -2;
 const SPEC_LATEST: i64 = -1;
@@ -334,9 +338,11 @@ pub enum Request<'a> {
         topic: &'a str,
         partition: u32,
     },
-    /// The server's per-stage latency; `reset` clears it after reading.
+    /// The server's per-stage latency; `reset` clears it after reading;
+    /// `per_core` (version 2) asks for each core's rows too.
     Stats {
         reset: bool,
+        per_core: bool,
     },
     /// Every core's metrics registry ([`crate::metrics`]); the body is empty.
     Metrics,
@@ -404,6 +410,7 @@ impl Request<'_> {
         match self {
             Request::CreateTopic { indices, .. } if !indices.is_empty() => topic::CREATE_TOPIC_INDICES_VERSION,
             Request::CreateTopic { retention: Some(_), .. } => topic::CREATE_TOPIC_RETENTION_VERSION,
+            Request::Stats { per_core: true, .. } => STATS_PER_CORE_VERSION,
             _ => VERSION,
         }
     }
@@ -473,9 +480,11 @@ pub enum Response<'a> {
     OffsetFetch {
         offset: Option<u64>,
     },
-    /// One row per stage, merged across the server's cores.
+    /// One row per stage, merged across the server's cores, and (to a
+    /// version 2 request with `per_core`) each core's rows, in core order.
     Stats {
         stages: Vec<StageLatency>,
+        cores: Vec<Vec<StageLatency>>,
     },
     /// Per core, in core order: its metrics as (name, value), in the
     /// server's order. A client must accept names it does not know.

@@ -55,8 +55,10 @@ fn requests(batches: &[u8]) -> Vec<Request<'_>> {
         Request::DeleteTopic { topic: "" },
         Request::OffsetCommit { group: "g", topic: "orders", partition: 1, offset: 12345 },
         Request::OffsetFetch { group: "group-1", topic: "orders", partition: 1 },
-        Request::Stats { reset: false },
-        Request::Stats { reset: true },
+        Request::Stats { reset: false, per_core: false },
+        Request::Stats { reset: true, per_core: false },
+        Request::Stats { reset: false, per_core: true },
+        Request::Stats { reset: true, per_core: true },
         Request::Metrics,
         Request::ServerInfo,
         Request::Subscribe { topic: "t", partition: 1, credit_bytes: 0, start: SubscribeStart::Earliest },
@@ -137,8 +139,18 @@ fn responses(batches: &[u8]) -> Vec<(Api, Response<'_>)> {
         (Api::OffsetCommit, Response::OffsetCommit),
         (Api::OffsetFetch, Response::OffsetFetch { offset: None }),
         (Api::OffsetFetch, Response::OffsetFetch { offset: Some(7) }),
-        (Api::Stats, Response::Stats { stages: vec![] }),
-        (Api::Stats, Response::Stats { stages: vec![stage_row("receive", 10), stage_row("", 0), stage_row("é-stage", 1 << 40)] }),
+        (Api::Stats, Response::Stats { stages: vec![], cores: vec![] }),
+        (
+            Api::Stats,
+            Response::Stats { stages: vec![stage_row("receive", 10), stage_row("", 0), stage_row("é-stage", 1 << 40)], cores: vec![] },
+        ),
+        (
+            Api::Stats,
+            Response::Stats {
+                stages: vec![stage_row("fsync", 3)],
+                cores: vec![vec![stage_row("fsync", 1)], vec![], vec![stage_row("fsync", 2)]],
+            },
+        ),
         (Api::Metrics, Response::Metrics { cores: vec![] }),
         (Api::Metrics, Response::Metrics { cores: vec![vec![("strom_appends_total", 3), ("", 0), ("é", u64::MAX)], vec![]] }),
         (Api::ServerInfo, Response::ServerInfo(server_info("always"))),
@@ -296,7 +308,8 @@ fn every_truncation_is_an_error() {
             let cut = with_length_fixed(frame[..n].to_vec());
             fuzz_check(&cut);
             match decode_either(&cut, is_request) {
-                Ok(decoded) => assert!(has_blob, "cut at {n} decodes as {decoded}"),
+                // A Stats reply cut after the server's rows is a whole version 1 reply (the cores' rows are a trailer).
+                Ok(decoded) => assert!(has_blob || decoded.contains(" Stats {"), "cut at {n} decodes as {decoded}"),
                 Err((h, e)) => {
                     assert_eq!(h, header);
                     // An empty Produce is refused as a bad value; everything else ran out of bytes.
@@ -327,7 +340,11 @@ fn trailing_bytes_are_refused() {
         let longer = [&frame[..], &[0]].concat();
         assert_eq!(decode_either(&longer, is_request), Err((header, DecodeError::Trailing)));
         let fixed = with_length_fixed(longer);
-        if has_blob {
+        let stats_reply = !is_request && header.is_some_and(|h| h.api == Api::Stats as u16);
+        if stats_reply {
+            // A byte after a Stats reply's rows starts the per-core trailer (version 2), which it cannot hold.
+            assert!(decode_either(&fixed, is_request).is_err());
+        } else if has_blob {
             assert!(decode_either(&fixed, is_request).is_ok());
         } else {
             assert_eq!(decode_either(&fixed, is_request), Err((header, DecodeError::Trailing)));
@@ -452,6 +469,12 @@ fn values_outside_the_protocol_are_refused() {
         assert!(matches!(decode_request(&stats), Err((Some(_), DecodeError::BadValue(_)))), "flags {flags:#x}");
         fuzz_check(&stats);
     }
+    // Version 2 must ask for per-core rows (bit 1), and knows no other bit than reset.
+    for flags in [0u8, 1, 4, 6, 0x80] {
+        let stats = raw_frame(Api::Stats as u16, 2, 1, &[flags]);
+        assert!(matches!(decode_request(&stats), Err((Some(_), DecodeError::BadValue(_)))), "v2 flags {flags:#x}");
+    }
+    assert!(matches!(decode_request(&raw_frame(Api::Stats as u16, 3, 1, &[2])), Err((Some(_), DecodeError::UnsupportedVersion(3)))));
     for (message_bytes, ok) in [(MESSAGE_BYTES_MAX, true), (MESSAGE_BYTES_MAX + 1, false)] {
         let body = [&(message_bytes as u16).to_be_bytes()[..], &vec![b'x'; message_bytes]].concat();
         let frame = raw_frame(1, ErrorCode::Internal.code(), 1, &body);
@@ -611,7 +634,7 @@ fn protocol_doc_example_is_what_the_codec_writes() {
 
 /// The Stats example of docs/PROTOCOL.md: a request that resets, and a reply of one row.
 fn stats_dumps() -> (String, String) {
-    let request = request_frame(9, &Request::Stats { reset: true });
+    let request = request_frame(9, &Request::Stats { reset: true, per_core: false });
     let request_dump = annotated(
         &request,
         &[(4, "length = 13"), (2, "api = 9 (Stats)"), (2, "version = 1"), (8, "request_id = 9"), (1, "flags = 1: reset after reading")],
@@ -625,7 +648,7 @@ fn stats_dumps() -> (String, String) {
         p999_us: 1203,
         max_us: 1340,
     };
-    let reply = response_frame(Api::Stats, 9, &Response::Stats { stages: vec![row] });
+    let reply = response_frame(Api::Stats, 9, &Response::Stats { stages: vec![row], cores: vec![] });
     let reply_dump = annotated(
         &reply,
         &[
@@ -644,7 +667,7 @@ fn stats_dumps() -> (String, String) {
             (8, "max_us = 1340"),
         ],
     );
-    assert_eq!(decode_request(&request).unwrap().1, Request::Stats { reset: true });
+    assert_eq!(decode_request(&request).unwrap().1, Request::Stats { reset: true, per_core: false });
     (request_dump, reply_dump)
 }
 

@@ -53,7 +53,7 @@ impl<C: Codec> NetCore<C> {
     /// Serves an Authenticate: the connection becomes the user's, or is
     /// answered `AuthFailed` and closed once that is sent.
     pub(super) fn authenticate(&mut self, slot: usize, frame_bytes: usize, ctx: C::Ctx, credentials: Credentials<'_>) {
-        let ticket = self.ticket(slot, frame_bytes, 0);
+        let ticket = self.ticket(slot, frame_bytes, 0, self.decoded_api.unwrap_or(crate::metrics::requests::API_OTHER));
         let seq = ticket.seq;
         let replier = Replier { codec: self.codec_of(slot).clone(), ctx, ticket };
         let live = self.shared.auth.clone();
@@ -118,7 +118,7 @@ impl<C: Codec> NetCore<C> {
             if let Some(suppressed) = logged {
                 tracing::info!(core, slot, suppressed, "a request before authenticating refused (AuthRequired)");
             }
-            let ticket = self.ticket(slot, frame_bytes, 0);
+            let ticket = self.ticket(slot, frame_bytes, 0, self.decoded_api.unwrap_or(crate::metrics::requests::API_OTHER));
             Replier { codec: self.codec_of(slot).clone(), ctx, ticket }.answer(Err(StromError::AuthRequired.into()));
         }
         None

@@ -101,6 +101,8 @@ pub(super) struct Conn {
     /// The connection closes once the reply to this request is queued (a
     /// failed authentication); nothing more is read from it.
     pub close_after_seq: Option<u64>,
+    /// The client's address, for the log lines that name it.
+    pub peer: Peer,
 }
 
 impl Conn {
@@ -141,6 +143,7 @@ impl Conn {
             user: None,
             auth_version: 0,
             close_after_seq: None,
+            peer: Peer(None),
         }
     }
 
@@ -199,7 +202,7 @@ impl<C: Codec> NetCore<C> {
     /// (reset, broken pipe, cancelled by our own close).
     pub(super) fn on_net_error<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, errno: i32) {
         if errno != libc::ECANCELED {
-            tracing::debug!(core = self.core_id, slot, errno, "connection error");
+            tracing::debug!(core = self.core_id, slot, peer = %self.conns[slot].peer, errno, "connection error");
         }
         self.close_conn(core, slot);
         self.mark(slot);
@@ -207,6 +210,10 @@ impl<C: Codec> NetCore<C> {
 
     /// Queues the codec's error frame and closes the connection once it is sent.
     pub(super) fn fail_conn(&mut self, slot: usize, e: ConnError) {
+        // A refusal that ends a connection is rare and an operator's business (info); ordinary typed errors are debug.
+        let kafka = crate::metrics::requests::PROTOCOLS.get(usize::from(self.conns[slot].codec)) == Some(&"kafka");
+        let protocol = if kafka { "Kafka " } else { "" };
+        tracing::info!(core = self.core_id, slot, peer = %self.conns[slot].peer, kind = ?e.kind, "closing a {protocol}connection: {}", e.message);
         let frame = self.codec_of(slot).encode_conn_error(&e);
         self.fail_conn_with(slot, frame);
     }
@@ -275,5 +282,19 @@ impl<C: Codec> NetCore<C> {
         }
         let c = self.conns.remove(slot);
         debug_assert!(c.state == State::Closed && c.rbuf_charged == 0 && c.reply_bytes == 0, "a freed connection still holds bytes");
+    }
+}
+
+/// A connection's remote address as log lines print it ("unknown" where
+/// the ring could not tell).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer(pub Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
     }
 }

@@ -17,7 +17,8 @@ use super::task::NetCore;
 use crate::core::task::TaskCore;
 use crate::io::Io;
 use crate::metrics::Metrics;
-use crate::stats::StageHistograms;
+use crate::metrics::requests::RequestCounts;
+use crate::stats::{CoreStages, StageHistograms, StageLatency};
 
 /// Control messages from [`Server`](super::Server) to each core's server task.
 pub(crate) enum Control {
@@ -26,18 +27,21 @@ pub(crate) enum Control {
     Stop { drain: Duration, done: mpsc::SyncSender<()> },
     /// Add the core's metrics registry to a report.
     Metrics { share: MetricsShare },
-    /// Add the core's stage histograms to a report (then reset them if asked).
+    /// Add the core's stage histograms to a report (with its own rows if
+    /// the report has room for them), then reset them if asked.
     Stages { share: StageShare, reset: bool },
     /// Put a copy of the core's stage histograms in its place in a report.
     StagesByCore { share: StagesByCoreShare },
 }
 
-/// One core's part in a stage report: the histograms merged across cores.
-pub(crate) type StageShare = Share<StageHistograms>;
+/// One core's part in a stage report: the histograms merged across cores,
+/// and each core's rows in its place when they were asked for.
+pub(crate) type StageShare = Share<(StageHistograms, Vec<Vec<StageLatency>>)>;
 /// One core's part in a metrics report: each core's registry in its place.
 pub(crate) type MetricsShare = Share<Vec<Option<Metrics>>>;
-/// One core's part in a report of each core's stage histograms (a scrape).
-pub(crate) type StagesByCoreShare = Share<Vec<Option<StageHistograms>>>;
+/// One core's part in a report of each core's stage histograms and request
+/// counts (a scrape).
+pub(crate) type StagesByCoreShare = Share<Vec<Option<(StageHistograms, Box<RequestCounts>)>>>;
 
 impl Shared {
     /// Asks every core's server task for its stage histograms (and to reset
@@ -47,10 +51,12 @@ impl Shared {
     pub(crate) fn gather_stages(
         &self,
         reset: bool,
+        per_core: bool,
         own: Option<usize>,
-        done: impl FnOnce(StageHistograms) + Send + 'static,
+        done: impl FnOnce((StageHistograms, Vec<Vec<StageLatency>>)) + Send + 'static,
     ) -> Option<StageShare> {
-        self.gather(StageHistograms::new(), own, done, |share| Control::Stages { share, reset })
+        let cores = if per_core { vec![Vec::new(); self.controls.len()] } else { Vec::new() };
+        self.gather((StageHistograms::new(), cores), own, done, |share| Control::Stages { share, reset })
     }
 
     /// Asks every core's server task for its core's metrics registry;
@@ -68,7 +74,7 @@ impl Shared {
     /// Asks every core's server task for a copy of its stage histograms,
     /// unmerged and unreset; `done` gets them in core order (None for a core
     /// whose task is gone) once every core added its own.
-    pub(crate) fn gather_stages_by_core(&self, done: impl FnOnce(Vec<Option<StageHistograms>>) + Send + 'static) {
+    pub(crate) fn gather_stages_by_core(&self, done: impl FnOnce(Vec<Option<(StageHistograms, Box<RequestCounts>)>>) + Send + 'static) {
         let own = self.gather(vec![None; self.controls.len()], None, done, |share| Control::StagesByCore { share });
         debug_assert!(own.is_none());
     }
@@ -120,9 +126,16 @@ impl<A: Send + 'static> Share<A> {
 }
 
 impl StageShare {
-    /// Adds a core's histograms to the report, then resets them if asked.
-    pub fn add(self, hists: &mut StageHistograms, reset: bool) {
-        self.contribute(|merged| merged.merge(hists));
+    /// Adds core `core`'s histograms since their last reset to the report
+    /// (and its own rows where they were asked for), then resets them if
+    /// asked (the cumulative ones, exported, never are).
+    pub fn add(self, core: usize, hists: &mut CoreStages, reset: bool) {
+        self.contribute(|(merged, cores)| {
+            merged.merge(&hists.since_reset);
+            if let Some(rows) = cores.get_mut(core) {
+                *rows = hists.since_reset.summary();
+            }
+        });
         if reset {
             hists.reset();
         }
@@ -137,9 +150,10 @@ impl MetricsShare {
 }
 
 impl StagesByCoreShare {
-    /// Puts a copy of core `core`'s histograms in its place in the report.
-    pub fn add(self, core: usize, hists: &StageHistograms) {
-        self.contribute(|cores| cores[core] = Some(hists.clone()));
+    /// Puts core `core`'s cumulative histograms and a copy of its counts in its place in the report.
+    pub fn add(self, core: usize, hists: &CoreStages, requests: &RequestCounts) {
+        let cumulative = hists.cumulative();
+        self.contribute(|cores| cores[core] = Some((cumulative, Box::new(requests.clone()))));
     }
 }
 
@@ -160,9 +174,9 @@ impl<C: Codec> NetCore<C> {
         while let Ok(control) = self.control.try_recv() {
             match control {
                 Control::Stop { drain, done } => self.begin_stop(core, now_ns + drain.as_nanos() as u64, done),
-                Control::Stages { share, reset } => share.add(&mut self.stages, reset),
+                Control::Stages { share, reset } => share.add(self.core_id, &mut self.stages, reset),
                 Control::Metrics { share } => share.add(self.core_id, self.metrics_now(core)),
-                Control::StagesByCore { share } => share.add(self.core_id, &self.stages),
+                Control::StagesByCore { share } => share.add(self.core_id, &self.stages, &self.requests),
             }
         }
     }

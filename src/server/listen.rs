@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::codec::{Codec, ConnError, ConnErrorKind};
-use super::conn::{ACCEPT_BACKOFF_NS, Conn, Listener};
+use super::conn::{ACCEPT_BACKOFF_NS, Conn, Listener, Peer};
 use super::task::NetCore;
 use crate::core::task::TaskCore;
 use crate::error::{IoOp, Result, StromError};
@@ -190,6 +190,7 @@ impl<C: Codec> NetCore<C> {
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = self.conns.insert(Conn::new(sock, self.next_generation & OWNER_MASK, counted, now_ns));
         self.conns[slot].codec = codec;
+        self.conns[slot].peer = Peer(core.peer_addr(sock));
         if counted {
             self.metrics.accepted += 1;
         } else {

@@ -4,8 +4,10 @@
 //! runs on ([`crate::metrics`]).
 use super::codec::Codec;
 use super::task::NetCore;
+use crate::broker::Command;
 use crate::core::task::TaskCore;
 use crate::io::Io;
+use crate::metrics::requests::{API_OTHER, APIS, Api};
 use crate::metrics::{ConnMetrics, Metrics};
 
 impl<C: Codec> NetCore<C> {
@@ -32,4 +34,32 @@ impl<C: Codec> NetCore<C> {
             ..self.metrics
         }
     }
+}
+
+/// The api a command is counted under ([`APIS`]). A Many (one request of a
+/// protocol that names many partitions) counts as its first command's.
+pub(super) fn api_of(cmd: &Command<'_>) -> Api {
+    let name = match cmd {
+        Command::Produce { .. } => "produce",
+        Command::Fetch { .. } => "fetch",
+        Command::ListOffsets { .. } => "list_offsets",
+        Command::Metadata { .. } => "metadata",
+        Command::CreateTopic { .. } => "create_topic",
+        Command::AlterTopic { .. } => "alter_topic",
+        Command::DescribeTopic { .. } => "describe_topic",
+        Command::DeleteTopic { .. } => "delete_topic",
+        Command::CommitOffset { .. } => "commit_offset",
+        Command::FetchOffset { .. } => "fetch_offset",
+        Command::Stats { .. } => "stats",
+        Command::Metrics => "metrics",
+        Command::ServerInfo => "server_info",
+        Command::Query { .. } => "query",
+        Command::Subscribe { .. } => "subscribe",
+        Command::Protocol(_) => "protocol",
+        Command::Authenticate { .. } => "authenticate",
+        Command::Many { commands, .. } => return commands.first().map_or(API_OTHER, api_of),
+        Command::Grant { .. } | Command::Cancel { .. } => return API_OTHER,
+    };
+    // A match on a constant table: the compiler folds it to the index.
+    APIS.iter().position(|a| *a == name).map_or(API_OTHER, |i| i as Api)
 }

@@ -204,8 +204,9 @@ fn gather(shared: &Shared) -> Scrape {
     let metrics = gather_metrics(shared);
     let (tx, rx) = mpsc::sync_channel(1);
     shared.gather_stages_by_core(move |cores| drop(tx.send(cores)));
-    let stages = rx.recv_timeout(GATHER_TIMEOUT).unwrap_or_else(|_| vec![None; shared.controls.len()]);
+    let by_core = rx.recv_timeout(GATHER_TIMEOUT).unwrap_or_else(|_| vec![None; shared.controls.len()]);
+    let (stages, requests) = by_core.into_iter().map(|c| c.map_or((None, None), |(s, r)| (Some(s), Some(*r)))).unzip();
     let topics = shared.broker.topics();
     let partitions = topics.values().map(|t| u64::from(t.partitions)).sum();
-    Scrape { metrics, stages, topics: topics.len() as u64, partitions }
+    Scrape { metrics, stages, requests, topics: topics.len() as u64, partitions }
 }

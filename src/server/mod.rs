@@ -29,7 +29,7 @@ use std::time::Duration;
 use crate::broker::admin::Admin;
 use crate::broker::{Broker, Dispatcher};
 use crate::config::EngineConfig;
-use crate::engine::Engine;
+use crate::engine::{Engine, ShutdownReport};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::read::ReplyBudget;
@@ -316,7 +316,7 @@ impl Server {
     /// histograms after reading them (a load generator drops its warm-up so).
     pub fn stage_latency(&self, reset: bool) -> Vec<StageLatency> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let own = self.shared.gather_stages(reset, None, move |h| drop(tx.send(h.summary())));
+        let own = self.shared.gather_stages(reset, false, None, move |(h, _)| drop(tx.send(h.summary())));
         debug_assert!(own.is_none());
         rx.recv().unwrap_or_else(|_| StageHistograms::new().summary())
     }
@@ -324,18 +324,21 @@ impl Server {
     /// Stops accepting, answers in-flight requests (durable appends are
     /// acknowledged), closes every connection, checkpoints every log and
     /// stops the cores, so the next start scans nothing.
-    pub fn shutdown(mut self) -> Result<()> {
+    /// Returns what the stop flushed and closed, for the log line that says so.
+    pub fn shutdown(mut self) -> Result<ShutdownReport> {
         self.stop()
     }
 
-    fn stop(&mut self) -> Result<()> {
+    fn stop(&mut self) -> Result<ShutdownReport> {
         if self.engine.is_some() && tracing::enabled!(tracing::Level::DEBUG) {
             tracing::debug!("per-stage latency of produce requests:\n{}", crate::stats::format_table(&self.stage_latency(false)));
         }
-        let Some(engine) = self.engine.take() else { return Ok(()) };
+        let Some(engine) = self.engine.take() else { return Ok(ShutdownReport::default()) };
         if let Some(http) = &mut self.metrics_http {
             http.stop();
         }
+        // Every connection open now is closed by the stop (new ones are refused from here on).
+        let connections_closed = self.metrics().iter().map(|m| m.conn.connections).sum();
         for w in self.shared.stop_tasks(STOP_DRAIN) {
             // An Err means the core's task is gone already: nothing to wait for.
             let _ = w.recv();
@@ -344,7 +347,7 @@ impl Server {
             groups.stop();
         }
         self.admin.stop();
-        engine.shutdown()
+        engine.shutdown_report().map(|r| ShutdownReport { connections_closed, ..r })
     }
 }
 

@@ -132,7 +132,7 @@ fn command(req: Request<'_>) -> Command<'_> {
             Command::CommitOffset { group, topic, partition, offset, metadata: "" }
         }
         Request::OffsetFetch { group, topic, partition } => Command::FetchOffset { group, topic, partition },
-        Request::Stats { reset } => Command::Stats { reset },
+        Request::Stats { reset, per_core } => Command::Stats { reset, per_core },
         Request::Metrics => Command::Metrics,
         Request::ServerInfo => Command::ServerInfo,
         Request::Subscribe { topic, partition, credit_bytes, start } => {
@@ -177,7 +177,7 @@ fn response(answer: Answer) -> Response<'static> {
         Answer::TopicDescribed(description) => Response::DescribeTopic { description },
         Answer::OffsetCommitted => Response::OffsetCommit,
         Answer::CommittedOffset(committed) => Response::OffsetFetch { offset: committed.map(|c| c.offset) },
-        Answer::Stats(stages) => Response::Stats { stages },
+        Answer::Stats(r) => Response::Stats { stages: r.total, cores: r.cores },
         // A core whose server task stopped answers with no metrics.
         Answer::Metrics(cores) => Response::Metrics {
             cores: cores.iter().map(|c| c.map_or_else(Vec::new, |m| m.iter().map(|(metric, v)| (metric.name(), v)).collect())).collect(),

@@ -111,7 +111,8 @@ impl<C: Codec> NetCore<C> {
                 conn.peer_closed = true;
                 self.put_rbuf(slot, buf);
             }
-            Ok(_) => {
+            Ok(n) => {
+                self.metrics.received_bytes += u64::from(n);
                 // A receive that filled its buffer probably left more behind.
                 conn.readable = buf.len() == buf.capacity();
                 conn.last_active_ns = now_ns;

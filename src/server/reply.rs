@@ -13,6 +13,8 @@ use super::codec::Codec;
 use super::stream::StreamNote;
 use crate::broker::{Answer, BrokerError, ReplyBuf};
 use crate::core::mailbox::CoreRoute;
+use crate::metrics::requests::Api;
+use crate::proto::ErrorCode;
 use crate::stats::StageTrace;
 
 /// Where a reply goes: a connection (slot and generation) on a core.
@@ -42,6 +44,18 @@ pub(crate) struct Done {
     /// The request's sequence number on its connection (its turn, where
     /// replies go in request order).
     pub seq: u64,
+    /// What the connection's core counts for the request once its reply is
+    /// back (None for a stream's push, which is not a request).
+    pub outcome: Option<Outcome>,
+}
+
+/// A request's protocol and api, and the error code of its reply (0 for
+/// none): counted into the core's [`crate::metrics::requests::RequestCounts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub protocol: u8,
+    pub api: Api,
+    pub error_code: u16,
 }
 
 /// The stage times a reply brings back to its connection's core.
@@ -72,11 +86,14 @@ pub(crate) struct Ticket {
     pub received_ns: u64,
     /// Its sequence number on the connection.
     pub seq: u64,
+    /// The protocol and api it is counted under ([`Outcome`]).
+    pub protocol: u8,
+    pub api: Api,
 }
 
 impl Ticket {
     /// Sends the reply frame to the connection's core.
-    pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>, budget_bytes: usize) {
+    pub fn send(self, frame: ReplyBuf, trace: Option<ReplyTrace>, budget_bytes: usize, error_code: u16) {
         let done = Done {
             conn: self.conn,
             frame,
@@ -86,6 +103,7 @@ impl Ticket {
             trace,
             stream: None,
             seq: self.seq,
+            outcome: Some(Outcome { protocol: self.protocol, api: self.api, error_code }),
         };
         // The receiver lives as long as its core's server task; once that is
         // gone nobody is left to answer, and dropping the reply is right.
@@ -126,9 +144,27 @@ impl<C: Codec> Replier<C> {
             }),
             _ => None,
         };
+        let error_code = error_code(&reply);
         let frame = self.codec.encode(self.ctx, reply);
         // Nothing is sent for an empty reply, so nothing would record it.
         let trace = trace.filter(|_| !frame.is_empty());
-        self.ticket.send(frame, trace, budget_bytes);
+        self.ticket.send(frame, trace, budget_bytes, error_code);
+    }
+}
+
+/// The error code a reply is counted under: the native protocol's code of
+/// its error, or of the first error among a Many's answers; 0 if none.
+fn error_code(reply: &Result<Answer, BrokerError>) -> u16 {
+    let code = |e: &BrokerError| match e {
+        BrokerError::Failed(e) => ErrorCode::from(e),
+        BrokerError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+        BrokerError::StorageFailed(_) => ErrorCode::StorageFailed,
+        BrokerError::Internal(_) => ErrorCode::Internal,
+        BrokerError::Cancelled => ErrorCode::Cancelled,
+    };
+    match reply {
+        Err(e) => code(e).code(),
+        Ok(Answer::Many(all)) => all.iter().find_map(|r| r.as_ref().err()).map_or(0, |e| code(e).code()),
+        Ok(_) => 0,
     }
 }

@@ -9,8 +9,8 @@
 use std::sync::mpsc::TryRecvError;
 
 use super::codec::Codec;
-use super::conn::State;
-use super::reply::{Done, ReplyTrace};
+use super::conn::{Peer, State};
+use super::reply::{Done, Outcome, ReplyTrace};
 use super::task::NetCore;
 use crate::broker::ReplyBuf;
 use crate::core::task::TaskCore;
@@ -48,6 +48,9 @@ impl<C: Codec> NetCore<C> {
             return self.on_stream_done(core, done, note);
         }
         let slot = done.conn.slot as usize;
+        if let Some(o) = done.outcome.filter(|o| o.error_code != 0) {
+            self.count_error(slot, done.conn.generation, o);
+        }
         let live = self.conns.get(slot).is_some_and(|c| c.generation == done.conn.generation && c.state != State::Closed);
         if !live || !self.codec_of(slot).replies_in_order() {
             return self.queue_reply(core, done, queued_ns);
@@ -66,6 +69,17 @@ impl<C: Codec> NetCore<C> {
             self.queue_reply(core, done, queued_ns);
             let c = &mut self.conns[slot];
             next = c.early.remove(&c.send_seq);
+        }
+    }
+
+    /// Counts an error reply; logged at debug with the client's address (a
+    /// typed error is the client's business, not an operator's).
+    fn count_error(&mut self, slot: usize, generation: u32, o: Outcome) {
+        self.requests.error(o.protocol, o.api, usize::from(o.error_code));
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let peer = self.conns.get(slot).filter(|c| c.generation == generation).map_or(Peer(None), |c| c.peer);
+            let api = crate::metrics::requests::APIS[usize::from(o.api).min(crate::metrics::requests::APIS.len() - 1)];
+            tracing::debug!(core = self.core_id, slot, %peer, api, code = o.error_code, "error reply");
         }
     }
 
@@ -175,6 +189,7 @@ impl<C: Codec> NetCore<C> {
         };
         conn.reply_bytes -= n;
         self.held_bytes -= n;
+        self.metrics.sent_bytes += n as u64;
         conn.last_active_ns = now_ns;
         conn.send_off += n;
         conn.sent_pos += n as u64;

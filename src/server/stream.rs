@@ -346,6 +346,7 @@ impl<C: Codec> NetCore<C> {
                 stream: Some(StreamNote { event, ..note }),
                 // Not a request in flight: it has no turn.
                 seq: 0,
+                outcome: None,
             };
             if route.inbox.send(done).is_ok() {
                 route.core.ring();

@@ -18,6 +18,7 @@ use super::codec::Codec;
 use super::conn::{Conn, Listener, State};
 use super::control::{Control, MetricsShare};
 use super::listen::ListenSock;
+use super::metrics::api_of;
 use super::recv::RecvPool;
 use super::reply::{ConnKey, Done, Replier, Ticket};
 use super::stream::Streams;
@@ -28,9 +29,10 @@ use crate::core::task::{CoreTask, TaskCore};
 use crate::error::StromError;
 use crate::io::token::{OpKind, Token};
 use crate::io::{Completion, Io};
+use crate::metrics::requests::{API_UNDECODABLE, Api, CODE_UNDECODABLE, RequestCounts};
 use crate::metrics::{ConnMetrics, Metrics};
 use crate::read::ReplyBudget;
-use crate::stats::{StageHistograms, StageLatency};
+use crate::stats::{CoreStages, StageHistograms, StageLatency, StageReport};
 
 /// One core's connections, listeners and their budgets, speaking `C`.
 pub(crate) struct NetCore<C: Codec> {
@@ -75,7 +77,11 @@ pub(crate) struct NetCore<C: Codec> {
     /// the connection code counts into; see `metrics.rs`.
     pub(super) metrics: ConnMetrics,
     /// Per-stage latency of the requests of this core's connections.
-    pub(super) stages: StageHistograms,
+    pub(super) stages: CoreStages,
+    /// Requests and error replies by protocol, api and code (`metrics.rs`).
+    pub(super) requests: RequestCounts,
+    /// The api of the frame being dispatched, once it decoded.
+    pub(super) decoded_api: Option<Api>,
     /// The connections' subscriptions (`stream.rs`).
     pub(super) streams: Streams<C::Ctx>,
     /// Authentication refusals logged (`auth.rs`).
@@ -118,7 +124,9 @@ impl<C: Codec> NetCore<C> {
             finished: false,
             next_sweep_ns: 0,
             metrics: ConnMetrics::default(),
-            stages: StageHistograms::new(),
+            stages: CoreStages::default(),
+            requests: RequestCounts::default(),
+            decoded_api: None,
             streams: Streams::default(),
             refusal_log: Default::default(),
         }
@@ -199,22 +207,32 @@ impl<C: Codec> NetCore<C> {
         let codec = self.codec_of(slot).clone();
         let mut state = self.conns[slot].codec_state;
         let decoded = codec.decode(frame, &mut state, &mut |ctx, cmd| self.run_decoded(core, slot, frame.len(), ctx, cmd));
-        self.conns[slot].codec_state = state;
+        if let Some(c) = self.conns.get_mut(slot) {
+            c.codec_state = state;
+        }
+        // Counted once per frame, as `metrics.requests` is (a refused frame as undecodable).
+        let protocol = self.conns.get(slot).map_or(0, |c| c.codec);
+        self.requests.request(protocol, self.decoded_api.take().unwrap_or(API_UNDECODABLE));
         if let Err(refusal) = decoded {
             self.metrics.frame_errors += 1;
             match refusal.close {
                 Some(why) => {
-                    tracing::info!(core = self.core_id, slot, kind = ?why.kind, "closing a connection: {}", why.message);
+                    self.requests.error(protocol, API_UNDECODABLE, CODE_UNDECODABLE);
+                    let peer = self.conns[slot].peer;
+                    tracing::info!(core = self.core_id, slot, %peer, kind = ?why.kind, "closing a connection: {}", why.message);
                     self.fail_conn_with(slot, refusal.reply);
                 }
-                None => self.ticket(slot, frame.len(), 0).send(ReplyBuf::Heap(refusal.reply), None, 0),
+                None => {
+                    tracing::debug!(core = self.core_id, slot, peer = %self.conns[slot].peer, "refused an undecodable frame");
+                    self.ticket(slot, frame.len(), 0, API_UNDECODABLE).send(ReplyBuf::Heap(refusal.reply), None, 0, CODE_UNDECODABLE as u16)
+                }
             }
         }
     }
 
     /// Charges the connection in `slot` for a request of `frame_bytes`
     /// whose reply may take `reserved_bytes`, and returns its ticket.
-    pub(super) fn ticket(&mut self, slot: usize, frame_bytes: usize, reserved_bytes: usize) -> Ticket {
+    pub(super) fn ticket(&mut self, slot: usize, frame_bytes: usize, reserved_bytes: usize, api: Api) -> Ticket {
         let c = &mut self.conns[slot];
         let held_bytes = frame_bytes + reserved_bytes;
         let ticket = Ticket {
@@ -224,6 +242,8 @@ impl<C: Codec> NetCore<C> {
             reserved_bytes,
             received_ns: c.recv_done_ns,
             seq: c.next_seq,
+            protocol: c.codec,
+            api,
         };
         c.next_seq += 1;
         c.inflight += 1;
@@ -234,6 +254,8 @@ impl<C: Codec> NetCore<C> {
 
     /// Runs the command a frame of `frame_bytes` decoded into.
     fn run_decoded<I: Io>(&mut self, core: &mut TaskCore<'_, I>, slot: usize, frame_bytes: usize, ctx: C::Ctx, mut cmd: Command<'_>) {
+        let api = api_of(&cmd);
+        self.decoded_api = Some(api);
         if let Command::Authenticate { credentials } = cmd {
             return self.authenticate(slot, frame_bytes, ctx, credentials);
         }
@@ -244,13 +266,13 @@ impl<C: Codec> NetCore<C> {
         if matches!(cmd, Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. }) {
             if let Some(e) = user.as_ref().and_then(|u| crate::auth::check(u, &cmd).err()) {
                 self.broker.count_denied();
-                let ticket = self.ticket(slot, frame_bytes, 0);
+                let ticket = self.ticket(slot, frame_bytes, 0, api);
                 return Replier { codec: self.codec_of(slot).clone(), ctx, ticket }.answer(Err(e.into()));
             }
             return self.stream_command(core, slot, ctx, cmd);
         }
         let reserved_bytes = self.bound(slot, &mut cmd);
-        let ticket = self.ticket(slot, frame_bytes, reserved_bytes);
+        let ticket = self.ticket(slot, frame_bytes, reserved_bytes, api);
         let replier = Replier { codec: self.codec_of(slot).clone(), ctx, ticket };
         if self.stopping.is_some() {
             // Read and refused with a typed, retriable error: better for a
@@ -331,7 +353,7 @@ struct CoreHost<'a, 'b, I: Io> {
     core: &'a mut TaskCore<'b, I>,
     shared: &'a Shared,
     core_id: usize,
-    stages: &'a mut StageHistograms,
+    stages: &'a mut CoreStages,
     /// This core's part in a metrics report asked for by the command.
     own_metrics: Option<MetricsShare>,
     /// Set when the connection that sent the command closes.
@@ -345,12 +367,12 @@ impl<I: Io> Host for CoreHost<'_, '_, I> {
         self.core.handle(req)
     }
 
-    fn gather_stages(&mut self, reset: bool, done: Box<dyn FnOnce(Vec<StageLatency>) + Send>) {
+    fn gather_stages(&mut self, reset: bool, per_core: bool, done: Box<dyn FnOnce(StageReport) + Send>) {
         // Every core adds its histograms when it next ticks; this core's go
         // in now. The last to add sends the reply.
-        let done = move |h: StageHistograms| done(h.summary());
-        if let Some(own) = self.shared.gather_stages(reset, Some(self.core_id), done) {
-            own.add(self.stages, reset);
+        let done = move |(h, cores): (StageHistograms, Vec<Vec<StageLatency>>)| done(StageReport { total: h.summary(), cores });
+        if let Some(own) = self.shared.gather_stages(reset, per_core, Some(self.core_id), done) {
+            own.add(self.core_id, self.stages, reset);
         }
     }
 

@@ -16,13 +16,22 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{Value, json};
+use strom::config::EngineConfig;
+use strom::server::ServerConfig;
 
 #[derive(Args)]
 pub struct DoctorArgs {
     /// The data directory to check (its filesystem, O_DIRECT, the disk's speed);
-    /// created for the checks and removed again if it did not exist.
-    #[arg(long, default_value = ".")]
-    pub data_dir: PathBuf,
+    /// created for the checks and removed again if it did not exist. Default:
+    /// the configuration's `data_dir`, else the current directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The `strom serve` configuration file whose settings to check against
+    /// (memlock: what its cores and buffers register), with the STROM_*
+    /// variables over it as serve takes them; without one, the defaults and
+    /// the variables.
+    #[arg(long, env = "STROM_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Seconds of the disk measurement (O_DIRECT 1 MiB writes + fdatasync).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub seconds: u64,
@@ -101,13 +110,17 @@ impl Check {
 pub const CHECK_NAMES: [&str; 10] =
     ["kernel", "io_uring_sysctl", "io_uring", "seccomp", "memlock", "open_files", "cpus", "filesystem", "o_direct", "disk"];
 
-/// Runs every check, prints them, and says whether any failed (the exit code).
-pub fn doctor(args: &DoctorArgs) -> bool {
-    let checks = run_checks(args);
+/// Runs every check, prints them, and says whether any failed (the exit
+/// code). A configuration that does not load is a failure of its own,
+/// printed before anything runs.
+pub fn doctor(args: &DoctorArgs) -> Result<bool, String> {
+    let (config_dir, engine, server) = super::config::serve_configs(args.config.as_deref())?;
+    let data_dir = args.data_dir.clone().or(config_dir).unwrap_or_else(|| PathBuf::from("."));
+    let checks = run_checks(&data_dir, args.seconds, &engine, &server);
     assert!(checks.iter().map(|c| c.name).eq(CHECK_NAMES), "every check, in order");
     let failed = checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
-        let out = json!({ "data_dir": args.data_dir.display().to_string(), "failed": failed,
+        let out = json!({ "data_dir": data_dir.display().to_string(), "failed": failed,
             "checks": checks.iter().map(Check::to_json).collect::<Vec<_>>() });
         println!("{out}");
     } else {
@@ -115,10 +128,10 @@ pub fn doctor(args: &DoctorArgs) -> bool {
             println!("{}", check.line());
         }
     }
-    failed
+    Ok(failed)
 }
 
-fn run_checks(args: &DoctorArgs) -> Vec<Check> {
+fn run_checks(data_dir: &std::path::Path, seconds: u64, engine: &EngineConfig, server: &ServerConfig) -> Vec<Check> {
     // io_uring is set up once, and its outcome read by the sysctl and seccomp
     // checks: either may be why it fails.
     let ring = strom::platform::probe_io_uring().map_err(|e| e.to_string());
@@ -127,12 +140,12 @@ fn run_checks(args: &DoctorArgs) -> Vec<Check> {
         system::io_uring_sysctl(ring.is_ok()),
         system::io_uring(&ring),
         system::seccomp(ring.is_ok()),
-        system::memlock(),
+        system::memlock(engine, server),
         system::open_files(),
         system::cpus(),
     ];
     // Last, as the slowest: the disk measurement runs for --seconds.
-    checks.extend(disk::data_dir_checks(&args.data_dir, args.seconds));
+    checks.extend(disk::data_dir_checks(data_dir, seconds));
     checks
 }
 

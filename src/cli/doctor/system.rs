@@ -1,7 +1,7 @@
 //! The machine's checks: kernel, io_uring, seccomp, memlock, open files, CPUs.
 use nix::sys::resource::{Resource, getrlimit};
 use serde_json::json;
-use strom::buf::registration::CoreBuffers;
+use strom::buf::registration::{CoreBuffers, RegistrationPlan};
 use strom::config::EngineConfig;
 use strom::io::uring::UringIo;
 use strom::platform::{self, Lockable, human_bytes};
@@ -135,12 +135,14 @@ pub fn seccomp(ring_ok: bool) -> Check {
     check.with_figures(figures)
 }
 
-/// What the default configuration pins on `cores` cores: every buffer of a
-/// server core with one log (`buf::registration`), each core's ring, and
-/// the room left to other rings. Returns (buffers, rings, total).
-fn default_registration_bytes(cores: usize) -> (usize, usize, usize) {
-    let (engine, server) = (EngineConfig::default(), ServerConfig::default());
-    let buffers = CoreBuffers::of(&engine, 1, server.reply_bufs_per_core).total_bytes() * cores;
+/// What a configuration pins on its cores: every buffer of a server core
+/// with one log (`buf::registration`) as far as `registered_bytes_max`
+/// lets it register them, each core's ring, and the room left to other
+/// rings. Returns (buffers, rings, total).
+fn registration_bytes(engine: &EngineConfig, server: &ServerConfig) -> (usize, usize, usize) {
+    let cores = engine.cores;
+    let bufs = CoreBuffers::of(engine, 1, server.reply_bufs_per_core);
+    let buffers = RegistrationPlan::for_core(&bufs, engine.registered_bytes_max, cores).registered_bytes(&bufs) * cores;
     // The op slots ServerConfig::task_needs asks of each core's ring.
     let net_ops = 2 * server.connections_max + 4 * cores + 64;
     let rings = UringIo::ring_bytes(engine.ring_entries, engine.ring_entries as usize - 1 + net_ops) * cores;
@@ -148,18 +150,18 @@ fn default_registration_bytes(cores: usize) -> (usize, usize, usize) {
 }
 
 /// RLIMIT_MEMLOCK (after raising the soft limit to the hard one, as serve
-/// does) against what the default configuration registers on this
-/// machine's CPUs. Too low is a warning: what does not fit is served by
-/// unregistered I/O, slower but correct.
-pub fn memlock() -> Check {
+/// does) against what the configuration (`--config`, the STROM_* variables,
+/// the defaults) registers. Too low is a warning: what does not fit is
+/// served by unregistered I/O, slower but correct.
+pub fn memlock(engine: &EngineConfig, server: &ServerConfig) -> Check {
     const NAME: &str = "memlock";
-    let cores = EngineConfig::default().cores;
-    let (buffers, rings, needed) = default_registration_bytes(cores);
+    let cores = engine.cores;
+    let (buffers, rings, needed) = registration_bytes(engine, server);
     let lockable = platform::lockable_memory(needed);
     let limit = lockable.bytes();
     let figures = json!({ "needed_bytes": needed, "buffer_bytes": buffers, "ring_bytes": rings, "limit_bytes": limit, "cores": cores });
     let need = format!(
-        "{} the default configuration pins on {cores} core{} ({} of buffers, {} of rings, {} left to other rings)",
+        "{} the configuration pins on {cores} core{} ({} of buffers, {} of rings, {} left to other rings)",
         human_bytes(needed as u64),
         plural(cores),
         human_bytes(buffers as u64),
@@ -290,15 +292,20 @@ mod tests {
     }
 
     // Proves: the memlock need grows with the cores and covers every
-    // buffer of a server core, the rings and the room for other rings.
+    // buffer of a server core, the rings and the room for other rings; a
+    // registered_bytes_max caps the buffers' part.
     #[test]
     fn registration_need_adds_up() {
-        let (buffers, rings, total) = default_registration_bytes(2);
-        let (buffers_1, rings_1, _) = default_registration_bytes(1);
+        let at = |cores| registration_bytes(&EngineConfig { cores, ..EngineConfig::default() }, &ServerConfig::default());
+        let (buffers, rings, total) = at(2);
+        let (buffers_1, rings_1, _) = at(1);
         assert!(buffers == 2 * buffers_1 && rings >= 2 * rings_1, "{buffers} {rings}");
         assert_eq!(total, buffers + rings + OTHERS_BYTES);
         let engine = EngineConfig::default();
         // 64 write buffers of a log alone are over 64 MiB.
         assert!(buffers_1 > engine.write_bufs_per_log * engine.write_buf_bytes);
+        let capped = EngineConfig { cores: 2, registered_bytes_max: Some(8 << 20), ..EngineConfig::default() };
+        let (buffers_capped, _, _) = registration_bytes(&capped, &ServerConfig::default());
+        assert!(buffers_capped <= 8 << 20 && buffers_capped < buffers, "{buffers_capped}");
     }
 }

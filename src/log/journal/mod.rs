@@ -604,8 +604,11 @@ impl<R> Journal<R> {
     pub fn on_completion(&mut self, kind: OpKind, seq: u32, result: std::result::Result<u32, i32>, buf: Option<AlignedBuf>, now_ns: u64) {
         match kind {
             OpKind::Write | OpKind::Fsync if seq == SPARE_SLOT => self.on_spare_completion(kind, result, buf),
-            OpKind::Write => self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns),
-            OpKind::Fsync => self.on_fsync(seq, result),
+            OpKind::Write => {
+                let result = crate::failpoint_result!("journal_write_result", result);
+                self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns)
+            }
+            OpKind::Fsync => self.on_fsync(seq, crate::failpoint_result!("journal_fsync_result", result)),
             _ => unreachable!("{kind:?} is not a journal op"),
         }
     }

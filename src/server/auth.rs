@@ -68,14 +68,14 @@ impl<C: Codec> NetCore<C> {
             Credentials::Token(token) => (config.by_token(token.as_bytes()), None),
             Credentials::Plain { user, password } => (config.by_plain(user, password), Some(user)),
         };
-        let core = self.core_id;
+        let (core, peer) = (self.core_id, self.conns[slot].peer.to_string());
         let c = &mut self.conns[slot];
         c.auth_version = version;
         c.user = user.clone();
         match user {
             Some(u) => {
                 self.metrics.auth_successes += 1;
-                tracing::info!(core, slot, user = %u.name, "a connection authenticated");
+                tracing::info!(core, peer, user = %u.name, "a connection authenticated");
                 replier.answer(Ok(Answer::Authenticated(Some(u.name.clone()))))
             }
             None => {
@@ -83,7 +83,7 @@ impl<C: Codec> NetCore<C> {
                 self.metrics.auth_failures += 1;
                 if let Some(suppressed) = self.refusal_log.allow() {
                     // The name a SASL client gave, never the token.
-                    tracing::warn!(core, slot, user = ?named.unwrap_or("(by token)"), suppressed, "authentication failed: closing the connection");
+                    tracing::warn!(core, peer, user = ?named.unwrap_or("(by token)"), suppressed, "authentication failed: closing the connection");
                 }
                 replier.answer(Err(StromError::AuthFailed.into()))
             }
@@ -106,17 +106,14 @@ impl<C: Codec> NetCore<C> {
             return Some((user, ctx));
         }
         self.metrics.auth_required += 1;
-        let core = self.core_id;
-        let logged = self.refusal_log.allow();
         if self.codec_of(slot).closes_unauthenticated() {
+            // `fail_conn` logs the close, with the peer.
             let message = "a request before authenticating (SASL/PLAIN is required)".to_string();
-            if let Some(suppressed) = logged {
-                tracing::info!(core, slot, suppressed, "closing a connection: {message}");
-            }
             self.fail_conn(slot, ConnError { kind: ConnErrorKind::Unauthenticated, message });
         } else {
-            if let Some(suppressed) = logged {
-                tracing::info!(core, slot, suppressed, "a request before authenticating refused (AuthRequired)");
+            if let Some(suppressed) = self.refusal_log.allow() {
+                let (core, peer) = (self.core_id, self.conns[slot].peer.to_string());
+                tracing::info!(core, peer, suppressed, "a request before authenticating refused (AuthRequired)");
             }
             let ticket = self.ticket(slot, frame_bytes, 0, self.decoded_api.unwrap_or(crate::metrics::requests::API_OTHER));
             Replier { codec: self.codec_of(slot).clone(), ctx, ticket }.answer(Err(StromError::AuthRequired.into()));

@@ -9,8 +9,11 @@
 //! settings they take), `doctor/` (its checks), `notify` (systemd's
 //! readiness protocol, for serve), `stat` (a live view of a running
 //! broker's rates and stage latency), `export` and `import` (a partition
-//! to and from a Franz stream directory, [`strom::franz`]).
+//! to and from a Franz stream directory, [`strom::franz`]), `archive` (a
+//! topic into one archive file, [`strom::archive`]) and `inspect_archive`
+//! (`strom inspect` of such a file).
 pub mod addr;
+pub mod archive;
 pub mod config;
 pub mod consume;
 pub mod doctor;
@@ -18,6 +21,7 @@ pub mod export;
 pub mod format;
 pub mod group;
 pub mod import;
+pub mod inspect_archive;
 pub mod notify;
 pub mod partitioner;
 pub mod produce;

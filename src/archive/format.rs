@@ -175,7 +175,10 @@ pub fn decode_footer(bytes: &[u8; FOOTER_BYTES], file_bytes: u64) -> Result<Foot
         file_crc: r.u32().unwrap_or(0),
     };
     if f.total_bytes != file_bytes {
-        return Err(bad(format!("the footer says the archive is {} bytes; the file has {file_bytes} (truncated or appended to)", f.total_bytes)));
+        return Err(bad(format!(
+            "the footer says the archive is {} bytes; the file has {file_bytes} (truncated or appended to)",
+            f.total_bytes
+        )));
     }
     let footer_pos = file_bytes - FOOTER_BYTES as u64;
     let index_end = f.index_pos.checked_add(f.index_bytes);
@@ -304,7 +307,10 @@ pub fn decode_index(bytes: &[u8], f: &Footer, indices: usize) -> Result<Index, D
     let declared: u64 = dirs.iter().map(|d| u64::from(d.entries)).sum();
     let per_entry = entry_bytes(indices) as u64;
     if declared.checked_mul(per_entry) != Some((bytes.len() - dir_bytes) as u64) {
-        return Err(bad(format!("{declared} entries of {per_entry} bytes do not fill the {} bytes after the directory", bytes.len() - dir_bytes)));
+        return Err(bad(format!(
+            "{declared} entries of {per_entry} bytes do not fill the {} bytes after the directory",
+            bytes.len() - dir_bytes
+        )));
     }
     let mut entries = Vec::with_capacity(partitions);
     let mut data_pos = u64::from(f.header_bytes);

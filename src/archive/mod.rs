@@ -76,19 +76,41 @@ pub fn is_archive(path: &std::path::Path) -> bool {
 /// never panics; what decodes encodes back to the same bytes. The
 /// `archive_decode` fuzz target.
 pub fn fuzz_check(data: &[u8]) {
-    let Some(tail) = data.len().checked_sub(format::FOOTER_BYTES) else { return };
-    let Some(footer_bytes) = data[tail..].first_chunk::<{ format::FOOTER_BYTES }>() else { return };
-    let Ok(f) = format::decode_footer(footer_bytes, data.len() as u64) else { return };
-    assert_eq!(&format::encode_footer(&f), footer_bytes, "a footer decoded but does not encode back");
-    // The footer checked that the sections lie inside the file.
+    let Some((f, h, ix)) = fuzz_decode(data) else { return };
+    let tail = data.len() - format::FOOTER_BYTES;
+    assert_eq!(&format::encode_footer(&f)[..], &data[tail..], "a footer decoded but does not encode back");
+    assert_eq!(format::encode_header(&h), &data[..f.header_bytes as usize], "a header decoded but does not encode back");
+    let index = format::encode_index(&ix, h.indices.len());
+    assert_eq!(index, &data[f.index_pos as usize..tail], "an index decoded but does not encode back");
+}
+
+/// Whether `data` opens as an archive (its footer, header and index decode).
+pub fn fuzz_accepts(data: &[u8]) -> bool {
+    fuzz_decode(data).is_some()
+}
+
+/// What [`Archive::open`] decodes, from bytes in memory.
+fn fuzz_decode(data: &[u8]) -> Option<(format::Footer, format::Header, format::Index)> {
+    let tail = data.len().checked_sub(format::FOOTER_BYTES)?;
+    let footer_bytes = data[tail..].first_chunk::<{ format::FOOTER_BYTES }>()?;
+    let f = format::decode_footer(footer_bytes, data.len() as u64).ok()?;
+    // The footer checked that the sections lie inside the file, in order.
     let header = &data[..f.header_bytes as usize];
     let index = &data[f.index_pos as usize..tail];
-    let Ok((h, ix)) = format::decode_meta(&f, header, index) else { return };
-    assert_eq!(format::encode_header(&h), header, "a header decoded but does not encode back");
-    assert_eq!(format::encode_index(&ix, h.indices.len()), index, "an index decoded but does not encode back");
+    let (h, ix) = format::decode_meta(&f, header, index).ok()?;
+    Some((f, h, ix))
 }
 
 /// Seeds for the fuzzer: `valid-*` decode, the others are each one lie.
 pub fn fuzz_seeds() -> Vec<(&'static str, Vec<u8>)> {
     writer::fuzz_seeds()
 }
+
+/// docs/ARCHIVE.md's Rust block, compiled as a doc-test (`cargo test
+/// --doc`), so the example of the reader's API cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/ARCHIVE.md")]
+pub struct ArchiveDoctests;
+
+#[cfg(test)]
+mod tests;

@@ -58,7 +58,11 @@ pub struct Packer<W: Write> {
 impl<W: Write> Packer<W> {
     pub fn new(mut out: W, path: &Path, header: Header) -> Result<Self> {
         if header.partitions > format::PARTITIONS_MAX || header.source.len() > format::SOURCE_BYTES_MAX {
-            return Err(ArchiveError::Refused(format!("{} partitions or a {}-byte source is too many", header.partitions, header.source.len())));
+            return Err(ArchiveError::Refused(format!(
+                "{} partitions or a {}-byte source is too many",
+                header.partitions,
+                header.source.len()
+            )));
         }
         crate::catalog::validate_topic_name(&header.topic).map_err(|e| ArchiveError::Refused(e.to_string()))?;
         crate::catalog::validate_index_names(&header.indices).map_err(|e| ArchiveError::Refused(e.to_string()))?;
@@ -213,7 +217,10 @@ impl ArchiveWriter {
     /// archive being written there, or one interrupted: remove it).
     pub fn create(path: &Path, header: Header) -> Result<ArchiveWriter> {
         if path.symlink_metadata().is_ok() {
-            return Err(ArchiveError::Refused(format!("{} exists; an archive is written to a new file (remove it or name another)", path.display())));
+            return Err(ArchiveError::Refused(format!(
+                "{} exists; an archive is written to a new file (remove it or name another)",
+                path.display()
+            )));
         }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");

@@ -81,7 +81,9 @@ fn copy_partition<W: std::io::Write>(
     while offset < range.end {
         let r = c.fetch(topic, p, offset, FETCH_BYTES, Duration::ZERO).map_err(|e| e.to_string())?;
         if r.next_offset <= offset {
-            return Err(format!("partition {p}'s records from offset {offset} are no longer stored (retention removed them while archiving)"));
+            return Err(format!(
+                "partition {p}'s records from offset {offset} are no longer stored (retention removed them while archiving)"
+            ));
         }
         let mut at = 0;
         while at < r.batches.len() {

@@ -19,7 +19,8 @@ pub fn inspect(path: &Path) -> Result<(), String> {
 fn render(a: &Archive, batches: u64) -> String {
     let (h, f) = (a.header(), a.footer());
     let mut out = String::new();
-    let _ = writeln!(out, "archive {}: topic {}, {} partitions, indices [{}]", a.path().display(), h.topic, h.partitions, h.indices.join(", "));
+    let _ =
+        writeln!(out, "archive {}: topic {}, {} partitions, indices [{}]", a.path().display(), h.topic, h.partitions, h.indices.join(", "));
     let _ = writeln!(out, "created at {} ms since the epoch, from {}", h.created_ms, h.source);
     let data_bytes = f.index_pos - u64::from(f.header_bytes);
     let _ = writeln!(

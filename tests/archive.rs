@@ -348,3 +348,45 @@ fn opening_a_large_archive_reads_only_its_footer_and_index() {
     // A gigabyte is too much to leave behind in target/ on every run.
     std::fs::remove_file(&path).unwrap();
 }
+
+// Proves: `strom archive` authenticates with STROM_TOKEN (its per-partition
+// connections to each core too): refused without a token and with a wrong
+// one, leaving no file, and written whole with a reader's token.
+#[test]
+fn archive_takes_the_token() {
+    let dir = test_dir("archive-token");
+    let config = dir.join("strom.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nenabled = true\n\
+         [[auth.users]]\nname = \"reader\"\ntoken = \"reader-secret-0123456789\"\npermissions = [{ topic = \"sec*\", allow = [\"read\"] }]\n\
+         [[auth.users]]\nname = \"ops\"\ntoken = \"ops-secret-0123456789ab\"\npermissions = [{ topic = \"*\", allow = [\"read\", \"write\", \"admin\"] }]\n",
+    )
+    .unwrap();
+    let s = Serve::on(&dir.join("data")).cores(2).args(&["--config", config.to_str().unwrap()]).start();
+    let mut ops = s.client();
+    ops.authenticate("ops-secret-0123456789ab").unwrap();
+    ops.create_topic("secret", 2).unwrap();
+    for p in 0..2 {
+        ops.produce_values("secret", p, &[b"a", b"b", b"c"]).unwrap();
+    }
+    let file = dir.join("secret.archive");
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strom"));
+        cmd.args(["archive", "secret", "--out", file.to_str().unwrap()]).env("STROM_ADDR", s.addr.to_string()).env_remove("STROM_TOKEN");
+        if let Some(t) = token {
+            cmd.env("STROM_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    for token in [None, Some("wrong")] {
+        let out = run(token);
+        assert_eq!(out.status.code(), Some(1), "token {token:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(!file.exists() && !tmp_of(&file).exists(), "token {token:?} left a file");
+    }
+    let out = run(Some("reader-secret-0123456789"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a = Archive::open(&file).unwrap();
+    assert_eq!(a.footer().records, 6);
+    assert_eq!(a.partition(1).unwrap().end_offset, 3);
+}

@@ -315,12 +315,12 @@ impl Iterator for Chunks<'_> {
                 return Some(Err(e));
             }
         };
-        let e = entries.get(self.next)?;
+        entries.get(self.next)?;
         let next_offset = entries.get(self.next + 1).map_or(d.end_offset, |n| n.first_offset);
         let read = self.archive.read_chunk(self.p, self.next);
         self.next += 1;
         self.failed = read.is_err();
-        Some(read.map(|batches| FetchResult { high_watermark: d.end_offset, start_offset: e.first_offset, next_offset, batches }))
+        Some(read.map(|batches| FetchResult { high_watermark: d.end_offset, start_offset: d.start_offset, next_offset, batches }))
     }
 }
 

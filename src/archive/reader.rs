@@ -19,6 +19,12 @@ use crate::wire::batch::{self, BatchInfo, values::record_value};
 /// that checking an archive runs near the disk's speed.
 const VERIFY_READ_BYTES: u64 = 8 << 20;
 
+// A server shares one open archive between its threads.
+const _: fn() = || {
+    fn shared<T: Send + Sync>() {}
+    shared::<Archive>();
+};
+
 /// An open archive.
 pub struct Archive {
     file: File,
@@ -233,9 +239,9 @@ impl Archive {
             let mut i = 0;
             while i < entries.len() {
                 // Whole chunks, as many as fit in one read (at least one).
-                let span_end =
+                let too_far =
                     (i + 1..entries.len()).find(|&j| entries[j].pos - entries[i].pos + u64::from(entries[j].bytes) > VERIFY_READ_BYTES);
-                let j = span_end.unwrap_or(entries.len());
+                let j = too_far.unwrap_or(entries.len());
                 let last = &entries[j - 1];
                 let span_end = last.pos + u64::from(last.bytes);
                 let span = self.read(entries[i].pos..span_end)?;

@@ -1,7 +1,7 @@
 //! Archives: one immutable, self-describing, checksummed file per topic
 //! (docs/ARCHIVE.md draws it byte by byte).
 //!
-//! [`format`] encodes and decodes the sections (pure, fuzzed); [`writer`]
+//! [`format`](mod@format) encodes and decodes the sections (pure, fuzzed); [`writer`]
 //! packs batches into a new file, atomically (a `.tmp` file, fsynced, then
 //! renamed); [`reader`] opens one by reading its footer, header and index
 //! only, never its batches, and then answers fetches by offset, lookups by

@@ -229,7 +229,7 @@ impl Archive {
 
     /// Reads and checks everything: every chunk (its CRC, each batch's
     /// framing, CRC and offsets), then the CRC over the whole file before
-    /// the footer, in one pass of reads of up to [`VERIFY_READ_BYTES`]. What
+    /// the footer, in one pass of reads of up to 8 MiB (`VERIFY_READ_BYTES`). What
     /// `strom inspect FILE` runs.
     pub fn verify(&self) -> Result<Summary> {
         let mut crc = crc32c::crc32c(&self.read(0..u64::from(self.footer.header_bytes))?);

@@ -12,6 +12,7 @@
 //! into its [`metrics`] registry.
 #![deny(unsafe_code)]
 
+pub mod archive;
 pub mod auth;
 pub mod broker;
 pub mod buf;

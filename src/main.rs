@@ -21,9 +21,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Verify every frame of a data directory and summarise its logs and
-    /// partitions (read-only; exits non-zero on corruption, naming the position).
+    /// partitions, or every byte of an archive file (read-only; exits
+    /// non-zero on corruption, naming the position).
     Inspect {
-        /// The data directory.
+        /// The data directory, or an archive file (told apart by its magic).
         dir: PathBuf,
     },
     /// Open a data directory as the engine does (recovering every log after
@@ -89,6 +90,9 @@ enum Cmd {
     /// another (every Nth record, or the last of each time bucket),
     /// resuming exactly where it stopped after any restart.
     Mirror(cli::mirror::MirrorArgs),
+    /// Pack a topic's records (every partition, to its end as the archive
+    /// starts) into one checksummed archive file, from a running server.
+    Archive(cli::archive::ArchiveArgs),
 }
 
 #[derive(Args)]
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         _ => log.init(),
     }
     let (cmd, result) = match cli.cmd {
+        Cmd::Inspect { dir } if strom::archive::is_archive(&dir) => ("inspect", cli::inspect_archive::inspect(&dir)),
         Cmd::Inspect { dir } => ("inspect", inspect(&dir)),
         Cmd::Recover { dir, cores } => ("recover", recover(&dir, cores).map_err(|e| e.to_string())),
         Cmd::Serve(args) => ("serve", cli::serve::serve(&args)),
@@ -122,6 +127,7 @@ fn main() -> ExitCode {
         Cmd::Export(args) => ("export", cli::export::export(&args)),
         Cmd::Import(args) => ("import", cli::import::import(&args)),
         Cmd::Mirror(args) => ("mirror", cli::mirror::mirror(&args)),
+        Cmd::Archive(args) => ("archive", cli::archive::archive(&args)),
         // A failed check is a finding, printed with the rest, not an error line.
         Cmd::Doctor(args) => {
             return match cli::doctor::doctor(&args) {

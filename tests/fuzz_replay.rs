@@ -54,7 +54,7 @@ fn accepts(target: &str, data: &[u8]) -> Option<bool> {
         })),
         "recovery_scan" => Some(recovery_input::recovers(data)),
         "kafka_request" => Some(strom::kafka_fuzz::accepts(data)),
-        _ => None,
+        other => fuzz_checks::accepts(other, data),
     }
 }
 
@@ -228,7 +228,7 @@ fn seeds(target: &str) -> Vec<(&'static str, Vec<u8>)> {
         "offsets_parse" => offsets_seeds(),
         "names" => names_seeds(),
         "franz_decode" => strom::franz::fuzz_seeds(),
-        other => panic!("no seeds for fuzz target {other}"),
+        other => fuzz_checks::seeds_of(other).unwrap_or_else(|| panic!("no seeds for fuzz target {other}")),
     }
 }
 

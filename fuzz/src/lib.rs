@@ -49,10 +49,31 @@ pub const TARGETS: &[Target] = &[
     Target { name: "offsets_parse", check: strom::broker::offsets::fuzz_check },
     // Files read from elsewhere: a Franz stream's three files, for `strom import --franz`.
     Target { name: "franz_decode", check: strom::franz::fuzz_check },
+    // An archive's footer, header and index: all that opening one reads.
+    Target { name: "archive_decode", check: strom::archive::fuzz_check },
     // Configuration and names.
     Target { name: "fsync_policy_parse", check: strom::config::fuzz_check },
     Target { name: "names", check: names::check },
 ];
+
+/// Seeds of the targets whose seeds are written beside their check, for
+/// `tests/fuzz_replay.rs`'s `write_seed_corpus` (new targets go here: that
+/// file is at its length limit).
+pub fn seeds_of(name: &str) -> Option<Vec<(&'static str, Vec<u8>)>> {
+    match name {
+        "archive_decode" => Some(strom::archive::fuzz_seeds()),
+        _ => None,
+    }
+}
+
+/// Whether the decoder of a target listed in [`seeds_of`] accepts `data`,
+/// for `tests/fuzz_replay.rs`'s check that seeds are what their names say.
+pub fn accepts(name: &str, data: &[u8]) -> Option<bool> {
+    match name {
+        "archive_decode" => Some(strom::archive::fuzz_accepts(data)),
+        _ => None,
+    }
+}
 
 /// The check of the target called `name`.
 pub fn check_for(name: &str) -> Option<fn(&[u8])> {

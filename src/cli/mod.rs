@@ -10,8 +10,11 @@
 //! readiness protocol, for serve), `stat` (a live view of a running
 //! broker's rates and stage latency), `export` and `import` (a partition
 //! to and from a Franz stream directory, [`strom::franz`]), `mirror` (a
-//! downsampled live copy of a topic on another server).
+//! downsampled live copy of a topic on another server), `archive` (a
+//! topic into one archive file, [`strom::archive`]) and `inspect_archive`
+//! (`strom inspect` of such a file).
 pub mod addr;
+pub mod archive;
 pub mod config;
 pub mod consume;
 pub mod doctor;
@@ -19,6 +22,7 @@ pub mod export;
 pub mod format;
 pub mod group;
 pub mod import;
+pub mod inspect_archive;
 pub mod mirror;
 pub mod notify;
 pub mod partitioner;

@@ -605,8 +605,7 @@ impl<R> Journal<R> {
         match kind {
             OpKind::Write | OpKind::Fsync if seq == SPARE_SLOT => self.on_spare_completion(kind, result, buf),
             OpKind::Write => {
-                let result = crate::failpoint_result!("journal_write_result", result);
-                self.on_write(seq, result, buf.expect("write returns its buffer"), now_ns)
+                self.on_write(seq, crate::failpoint_result!("journal_write_result", result), buf.expect("write returns its buffer"), now_ns)
             }
             OpKind::Fsync => self.on_fsync(seq, crate::failpoint_result!("journal_fsync_result", result)),
             _ => unreachable!("{kind:?} is not a journal op"),

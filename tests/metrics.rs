@@ -145,6 +145,18 @@ fn families_parse_and_move_under_load() {
     };
     assert_eq!(by_api(&after, "produce") - by_api(&before, "produce"), f64::from(N));
     assert_eq!(by_api(&after, "create_topic"), 1.0);
+    // Bytes by api: the produces' request bytes are what the network took in
+    // for them, at least their batches; their replies are small but there.
+    let bytes = |s: &Scrape, api: &str, direction: &str| -> f64 {
+        let of = |x: &&prometheus_parse::Sample| {
+            x.metric == "strom_request_bytes_total" && x.labels.get("api") == Some(api) && x.labels.get("direction") == Some(direction)
+        };
+        s.samples.iter().filter(of).map(|x| total_of(&x.value)).sum()
+    };
+    let produced_in = bytes(&after, "produce", "in") - bytes(&before, "produce", "in");
+    assert!(produced_in >= moved("strom_appended_bytes_total"), "produce requests took {produced_in} bytes");
+    assert!(produced_in <= moved("strom_network_received_bytes_total"));
+    assert!(bytes(&after, "produce", "out") - bytes(&before, "produce", "out") >= f64::from(N) * 16.0, "a reply of 16+ bytes each");
     assert!(moved("strom_records_appended_total") >= f64::from(N) && moved("strom_appended_bytes_total") > 0.0);
     assert!(moved("strom_network_received_bytes_total") > moved("strom_appended_bytes_total"), "a request is more than its batch");
     assert!(moved("strom_network_sent_bytes_total") > 0.0);

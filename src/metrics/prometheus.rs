@@ -85,6 +85,19 @@ fn render_requests(out: &mut String, cores: &[Option<RequestCounts>]) {
             let _ = writeln!(out, "{REQUESTS}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\"}} {n}");
         }
     }
+    const BYTES: &str = "strom_request_bytes_total";
+    family_head(
+        out,
+        BYTES,
+        "Bytes of requests received (direction in) and of their replies queued (out; a subscription's pushes under subscribe), by protocol and api.",
+        "counter",
+    );
+    for (core, counts) in cores.iter().enumerate() {
+        let Some(counts) = counts else { continue };
+        for (protocol, api, direction, n) in counts.bytes_nonzero() {
+            let _ = writeln!(out, "{BYTES}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\",direction=\"{direction}\"}} {n}");
+        }
+    }
     family_head(out, ERRORS, "Error replies by protocol, api and error code (the native protocol's, docs/PROTOCOL.md).", "counter");
     for (core, counts) in cores.iter().enumerate() {
         let Some(counts) = counts else { continue };

@@ -41,6 +41,8 @@ pub const APIS: [&str; 19] = [
 pub type Api = u8;
 /// The api of a frame that did not decode.
 pub const API_UNDECODABLE: Api = (APIS.len() - 1) as Api;
+/// The api of a subscription's pushes.
+pub const API_SUBSCRIBE: Api = 14;
 /// The api of a streaming control request (a Grant, a Cancel) and anything
 /// not named above.
 pub const API_OTHER: Api = (APIS.len() - 2) as Api;
@@ -59,11 +61,18 @@ pub const CODE_UNDECODABLE: usize = CODES - 1;
 pub struct RequestCounts {
     pub requests: [[u64; APIS.len()]; PROTOCOLS.len()],
     pub errors: [[[u64; CODES]; APIS.len()]; PROTOCOLS.len()],
+    /// Request frame bytes received (`[.][.][0]`) and reply bytes queued
+    /// (`[.][.][1]`, a subscription's pushes under `subscribe`).
+    pub bytes: [[[u64; 2]; APIS.len()]; PROTOCOLS.len()],
 }
 
 impl Default for RequestCounts {
     fn default() -> Self {
-        RequestCounts { requests: [[0; APIS.len()]; PROTOCOLS.len()], errors: [[[0; CODES]; APIS.len()]; PROTOCOLS.len()] }
+        RequestCounts {
+            requests: [[0; APIS.len()]; PROTOCOLS.len()],
+            errors: [[[0; CODES]; APIS.len()]; PROTOCOLS.len()],
+            bytes: [[[0; 2]; APIS.len()]; PROTOCOLS.len()],
+        }
     }
 }
 
@@ -72,6 +81,12 @@ impl RequestCounts {
     #[inline]
     pub fn request(&mut self, protocol: u8, api: Api) {
         self.requests[usize::from(protocol).min(PROTOCOLS.len() - 1)][usize::from(api).min(APIS.len() - 1)] += 1;
+    }
+
+    /// `n` bytes of a request (`out` false) or of its reply (`out` true).
+    #[inline]
+    pub fn bytes(&mut self, protocol: u8, api: Api, out: bool, n: usize) {
+        self.bytes[usize::from(protocol).min(PROTOCOLS.len() - 1)][usize::from(api).min(APIS.len() - 1)][usize::from(out)] += n as u64;
     }
 
     /// An error reply with code `code` (the native protocol's numbering,
@@ -90,6 +105,9 @@ impl RequestCounts {
         for (mine, theirs) in self.errors.iter_mut().flatten().flatten().zip(other.errors.iter().flatten().flatten()) {
             *mine += theirs;
         }
+        for (mine, theirs) in self.bytes.iter_mut().flatten().flatten().zip(other.bytes.iter().flatten().flatten()) {
+            *mine += theirs;
+        }
     }
 
     /// Every nonzero request count: (protocol, api, count).
@@ -98,6 +116,15 @@ impl RequestCounts {
             .iter()
             .enumerate()
             .flat_map(|(p, apis)| apis.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(a, n)| (PROTOCOLS[p], APIS[a], *n)))
+    }
+
+    /// Every nonzero byte count: (protocol, api, "in" or "out", bytes).
+    pub fn bytes_nonzero(&self) -> impl Iterator<Item = (&'static str, &'static str, &'static str, u64)> + '_ {
+        self.bytes.iter().enumerate().flat_map(|(p, apis)| {
+            apis.iter().enumerate().flat_map(move |(a, dirs)| {
+                dirs.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(d, n)| (PROTOCOLS[p], APIS[a], ["in", "out"][d], *n))
+            })
+        })
     }
 
     /// Every nonzero error count: (protocol, api, code index, count).
@@ -125,11 +152,17 @@ mod tests {
         a.error(0, 0, 5);
         a.error(0, 0, 999);
         a.error(1, API_UNDECODABLE, CODE_UNDECODABLE);
+        a.bytes(0, 0, false, 100);
+        a.bytes(0, 0, true, 16);
+        a.bytes(1, API_SUBSCRIBE, true, 7);
         let mut b = a.clone();
         b.merge(&a);
         let req: Vec<_> = b.requests_nonzero().collect();
         assert_eq!(req, [("native", "produce", 2), ("kafka", "fetch", 2), ("kafka", "undecodable", 2)]);
         let err: Vec<_> = b.errors_nonzero().collect();
         assert_eq!(err, [("native", "produce", 5, 2), ("native", "produce", CODE_OTHER, 2), ("kafka", "undecodable", CODE_UNDECODABLE, 2)]);
+        let bytes: Vec<_> = b.bytes_nonzero().collect();
+        assert_eq!(bytes, [("native", "produce", "in", 200), ("native", "produce", "out", 32), ("kafka", "subscribe", "out", 14)]);
+        assert_eq!(APIS[usize::from(API_SUBSCRIBE)], "subscribe");
     }
 }

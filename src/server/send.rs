@@ -44,10 +44,18 @@ impl<C: Codec> NetCore<C> {
     }
 
     fn deliver<I: Io>(&mut self, core: &mut TaskCore<'_, I>, mut done: Done, queued_ns: u64) {
+        let slot = done.conn.slot as usize;
+        match done.outcome {
+            Some(o) => self.requests.bytes(o.protocol, o.api, true, done.frame.len()),
+            None if done.stream.is_some() => {
+                let protocol = self.conns.get(slot).filter(|c| c.generation == done.conn.generation).map_or(0, |c| c.codec);
+                self.requests.bytes(protocol, crate::metrics::requests::API_SUBSCRIBE, true, done.frame.len());
+            }
+            None => {}
+        }
         if let Some(note) = done.stream.take() {
             return self.on_stream_done(core, done, note);
         }
-        let slot = done.conn.slot as usize;
         if let Some(o) = done.outcome.filter(|o| o.error_code != 0) {
             self.count_error(slot, done.conn.generation, o);
         }

@@ -212,7 +212,9 @@ impl<C: Codec> NetCore<C> {
         }
         // Counted once per frame, as `metrics.requests` is (a refused frame as undecodable).
         let protocol = self.conns.get(slot).map_or(0, |c| c.codec);
-        self.requests.request(protocol, self.decoded_api.take().unwrap_or(API_UNDECODABLE));
+        let api = self.decoded_api.take().unwrap_or(API_UNDECODABLE);
+        self.requests.request(protocol, api);
+        self.requests.bytes(protocol, api, false, frame.len());
         if let Err(refusal) = decoded {
             self.metrics.frame_errors += 1;
             match refusal.close {

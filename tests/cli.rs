@@ -64,7 +64,8 @@ fn recover_and_inspect_report_a_directory() {
 fn help_lists_every_command() {
     let (ok, out, err) = strom(&["--help"]);
     assert!(ok, "--help failed: {err}");
-    for cmd in ["inspect", "recover", "serve", "topic", "produce", "consume", "group", "export", "import"] {
+    let commands = ["inspect", "recover", "serve", "config", "doctor", "stat", "query", "topic", "produce", "consume", "group"];
+    for cmd in commands.into_iter().chain(["export", "import", "mirror", "archive"]) {
         assert!(out.lines().any(|l| l.trim_start().starts_with(cmd)), "--help does not list {cmd}: {out}");
     }
 }

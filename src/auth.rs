@@ -129,6 +129,13 @@ impl AuthConfig {
         bool::from(user.token_is(&digest)).then(|| user.clone())
     }
 
+    /// On or off, and the users by name (never a token): `on [reader ops]`,
+    /// as logs and `strom config check` tell it.
+    pub fn describe(&self) -> String {
+        let users: Vec<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
+        format!("{} [{}]", if self.enabled { "on" } else { "off" }, users.join(" "))
+    }
+
     /// The user a connection authenticated as, after a reload: the same
     /// name with the same token, or none (removed, or its token changed).
     pub fn still(&self, user: &User) -> Option<Arc<User>> {

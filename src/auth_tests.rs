@@ -49,6 +49,8 @@ fn wildcards() {
 fn who_a_token_is() {
     let c = config(TWO_USERS).unwrap();
     assert!(c.enabled);
+    assert_eq!(c.describe(), "on [reader ops]");
+    assert_eq!(AuthConfig::default().describe(), "off []");
     assert_eq!(c.by_token(b"reader-token-0123456789").unwrap().name, "reader");
     assert!(c.by_token(b"reader-token-012345678").is_none());
     assert!(c.by_token(b"").is_none());

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use harness::serve::Serve;
-use harness::test_dir;
+use harness::{Rng, test_dir};
 use strom::archive::format::{FOOTER_BYTES, Header};
 use strom::archive::{Archive, ArchiveError, ArchiveWriter};
 use strom::client::{Client, FetchResult};
@@ -21,18 +21,6 @@ use strom::wire::batch::{self, BatchBuilder};
 
 fn strom(addr: SocketAddr, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strom")).args(args).env("STROM_ADDR", addr.to_string()).output().unwrap()
-}
-
-/// A small deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// One record as both sides yield it: offset, timestamp, key, value, headers.

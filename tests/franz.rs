@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use harness::serve::Serve;
-use harness::test_dir;
+use harness::{Rng, test_dir};
 use strom::client::Client;
 use strom::wire::batch::BatchBuilder;
 
@@ -32,22 +32,6 @@ fn refused(addr: SocketAddr, args: &[&str]) -> String {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "strom {args:?} should have failed; stdout {:?}", String::from_utf8_lossy(&out.stdout));
     err
-}
-
-/// A small deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Franz's layout, written out here from first principles (not with

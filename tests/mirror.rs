@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use harness::child::{self, Lines};
 use harness::serve::{HANG, Serve};
-use harness::test_dir;
+use harness::{Rng, test_dir};
 use strom::catalog::TopicRetention;
 use strom::client::{Client, ClientError};
 use strom::proto::{ErrorCode, QueryEnd};
@@ -159,18 +159,6 @@ fn mirror_cmd(from: SocketAddr, to: SocketAddr, rule: Rule) -> Command {
         cmd.env_remove(var);
     }
     cmd
-}
-
-/// A deterministic generator (xorshift64*), so a failure replays.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// Produces batches to one source partition until `stop`, across the

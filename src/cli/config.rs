@@ -16,6 +16,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, Command, CommandFactory, FromArgMatches, Subcommand};
 
+use strom::auth::AuthConfig;
+
 use super::serve::{ServeArgs, configs};
 use strom::config::EngineConfig;
 use strom::server::ServerConfig;
@@ -67,7 +69,7 @@ pub fn parse<C: CommandFactory + FromArgMatches>() -> C {
     let matches = match matches.subcommand() {
         Some(("serve", serve)) => match serve.get_one::<PathBuf>("config") {
             Some(path) => match load(&serve_command(), path) {
-                Ok(file) => cmd.mut_subcommand("serve", |s| with_file(s, &file)).try_get_matches().unwrap_or_else(|e| exit(&e)),
+                Ok((file, _)) => cmd.mut_subcommand("serve", |s| with_file(s, &file)).try_get_matches().unwrap_or_else(|e| exit(&e)),
                 Err(e) => {
                     eprintln!("strom serve: {e}");
                     std::process::exit(1);
@@ -124,17 +126,17 @@ fn settings(serve: &Command) -> impl Iterator<Item = &Arg> {
 type FileSettings = Vec<(String, String)>;
 
 /// The file's settings as (key, value as a flag would take it), each key
-/// known and each value accepted by its flag's parser; errors name the file
-/// and the key.
-fn load(serve: &Command, path: &Path) -> Result<FileSettings, String> {
+/// known and each value accepted by its flag's parser, and its `[auth]`
+/// section (off without one), from one reading of the file; errors name
+/// the file and the key.
+fn load(serve: &Command, path: &Path) -> Result<(FileSettings, AuthConfig), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
     let mut file = Vec::with_capacity(table.len());
+    let mut auth = AuthConfig::default();
     for (key, value) in table {
         if key == AUTH_KEY {
-            // Its own section, read by `auth_section`; checked here so a
-            // bad one is refused with the rest.
-            strom::auth::AuthConfig::from_toml(&value).map_err(|e| format!("{}: {e}", path.display()))?;
+            auth = AuthConfig::from_toml(&value).map_err(|e| format!("{}: {e}", path.display()))?;
             continue;
         }
         let Some(arg) = settings(serve).find(|a| a.get_id().as_str() == key) else {
@@ -149,7 +151,7 @@ fn load(serve: &Command, path: &Path) -> Result<FileSettings, String> {
         check_value(serve, arg, &raw).map_err(|why| format!("{}: `{key}` = {raw:?} is invalid: {why}", path.display()))?;
         file.push((key, raw));
     }
-    Ok(file)
+    Ok((file, auth))
 }
 
 /// The file's authentication section (`[auth]`, docs/DEPLOY.md): not a
@@ -157,14 +159,12 @@ fn load(serve: &Command, path: &Path) -> Result<FileSettings, String> {
 const AUTH_KEY: &str = "auth";
 
 /// The `[auth]` section of the config file, if there is one (off when
-/// there is no file or no section).
-pub fn auth_section(path: Option<&Path>) -> Result<strom::auth::AuthConfig, String> {
-    let Some(path) = path else { return Ok(Default::default()) };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let table: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
-    match table.get(AUTH_KEY) {
-        Some(v) => strom::auth::AuthConfig::from_toml(v).map_err(|e| format!("{}: {e}", path.display())),
-        None => Ok(Default::default()),
+/// there is no file or no section): for the start, whose settings clap took
+/// from the file before `serve` ran.
+pub fn auth_section(path: Option<&Path>) -> Result<AuthConfig, String> {
+    match path {
+        Some(path) => load(&serve_command(), path).map(|(_, auth)| auth),
+        None => Ok(AuthConfig::default()),
     }
 }
 
@@ -193,13 +193,13 @@ fn check_value(serve: &Command, arg: &Arg, raw: &str) -> Result<(), String> {
 /// first, then the file, then the defaults. What `strom doctor` checks.
 pub fn serve_configs(file: Option<&Path>) -> Result<(Option<PathBuf>, EngineConfig, ServerConfig), String> {
     let serve = serve_command();
-    let file = match file {
+    let (file, auth) = match file {
         Some(path) => load(&serve, path)?,
-        None => Vec::new(),
+        None => Default::default(),
     };
     let matches =
         with_file(serve, &file).try_get_matches_from(["serve"]).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
-    configs(&ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?)
+    configs(&ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?, auth)
 }
 
 /// `serve` with the file's values as its defaults: clap then takes a flag
@@ -215,30 +215,21 @@ fn with_file(serve: Command, file: &[(String, String)]) -> Command {
 fn check(path: &Path, serve_flags: &[OsString]) -> Result<String, String> {
     let serve = serve_command();
     let argv = std::iter::once(OsString::from("serve")).chain(serve_flags.iter().cloned());
-    let (args, matches, file) = with_flags(&serve, path, argv)?;
-    configs(&args)?;
+    let (args, matches, file, auth) = with_flags(&serve, path, argv)?;
     let mut text = effective_text(&serve, &matches, &file);
-    let auth = auth_section(Some(path))?;
-    let users: Vec<&str> = auth.users.iter().map(|u| u.name.as_str()).collect();
-    let _ = writeln!(
-        text,
-        "# [auth] {} with {} users{}{}  # file (tokens are not shown)",
-        if auth.enabled { "enabled" } else { "disabled" },
-        users.len(),
-        if users.is_empty() { "" } else { ": " },
-        users.join(", ")
-    );
+    let _ = writeln!(text, "# auth = {}  # file, [auth] (tokens are not shown)", auth.describe());
+    configs(&args, auth)?;
     Ok(text)
 }
 
 /// The settings of this `strom serve` again, with `path` read anew: the
 /// same flags (this process's own) and STROM_* variables over the file, as
 /// at start. What a reload (SIGHUP) applies; errors name the file and key.
-pub fn reread(path: &Path) -> Result<ServeArgs, String> {
+pub fn reread(path: &Path) -> Result<(ServeArgs, AuthConfig), String> {
     // `strom` takes no option before its command, so the arguments after
     // the program's name are `serve` and its flags.
     let argv = std::env::args_os().skip(1);
-    with_flags(&serve_command(), path, argv).map(|(args, _, _)| args)
+    with_flags(&serve_command(), path, argv).map(|(args, _, _, auth)| (args, auth))
 }
 
 /// `argv` (`serve` and its flags) parsed with `path`'s settings as the
@@ -247,12 +238,12 @@ fn with_flags(
     serve: &Command,
     path: &Path,
     argv: impl IntoIterator<Item = OsString>,
-) -> Result<(ServeArgs, ArgMatches, FileSettings), String> {
-    let file = load(serve, path)?;
+) -> Result<(ServeArgs, ArgMatches, FileSettings, AuthConfig), String> {
+    let (file, auth) = load(serve, path)?;
     let matches =
         with_file(serve.clone(), &file).try_get_matches_from(argv).map_err(|e| from_variable(&e).unwrap_or_else(|| e.to_string()))?;
     let args = ServeArgs::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    Ok((args, matches, file))
+    Ok((args, matches, file, auth))
 }
 
 /// Each setting as a TOML line with where its value came from, or a

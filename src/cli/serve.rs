@@ -97,7 +97,7 @@ fn duration_ms(d: Duration) -> u64 {
 /// What the settings make: the data directory and the two configurations,
 /// each validated as the engine and the server will (so `strom config
 /// check` refuses what `strom serve` would).
-pub fn configs(args: &ServeArgs) -> Result<(Option<PathBuf>, EngineConfig, ServerConfig), String> {
+pub fn configs(args: &ServeArgs, auth: strom::auth::AuthConfig) -> Result<(Option<PathBuf>, EngineConfig, ServerConfig), String> {
     let mut engine_cfg = EngineConfig {
         fsync: args.fsync,
         segment_bytes: args.segment_bytes,
@@ -134,7 +134,7 @@ pub fn configs(args: &ServeArgs) -> Result<(Option<PathBuf>, EngineConfig, Serve
         header_timeout: Duration::from_millis(args.header_timeout_ms),
         core_buffered_bytes_max: args.core_buffered_bytes_max,
         reply_budget_bytes: args.reply_budget_bytes,
-        auth: super::config::auth_section(args.config.as_deref())?,
+        auth,
         ..ServerConfig::default()
     };
     engine_cfg.validate().map_err(|e| e.to_string())?;
@@ -152,7 +152,7 @@ fn server_limit(setting: Setting) -> Option<u64> {
 /// pending until this thread takes it with sigwait: no handler runs on an
 /// arbitrary thread, and the shutdown and reloads run here, in order.
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
-    let started = Settings::of(args)?;
+    let started = Settings::of(args, super::config::auth_section(args.config.as_deref())?)?;
     let data_dir =
         started.data_dir.clone().ok_or("no data directory: give --data-dir DIR, STROM_DATA_DIR or data_dir in the --config file")?;
     // A panic is a bug; on a core thread it would leave that core's
@@ -224,8 +224,8 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(args: &ServeArgs) -> Result<Settings, String> {
-        let (data_dir, engine, server) = configs(args)?;
+    fn of(args: &ServeArgs, auth: strom::auth::AuthConfig) -> Result<Settings, String> {
+        let (data_dir, engine, server) = configs(args, auth)?;
         Ok(Settings { data_dir, log_format: args.log_format.clone(), engine, server })
     }
 
@@ -289,7 +289,7 @@ fn reload(server: &Server, path: Option<&Path>, started: &Settings, running: &mu
     };
     let file = path.display();
     // The file's own errors name it; the settings' checks are told with it.
-    let new = match super::config::reread(path).and_then(|args| Settings::of(&args).map_err(|e| format!("{file}: {e}"))) {
+    let new = match super::config::reread(path).and_then(|(args, auth)| Settings::of(&args, auth).map_err(|e| format!("{file}: {e}"))) {
         Ok(new) => new,
         Err(error) => {
             tracing::error!(%file, %error, "reload refused, nothing changed");
@@ -321,11 +321,7 @@ fn reload(server: &Server, path: Option<&Path>, started: &Settings, running: &mu
 /// How the `[auth]` section changed, as the log tells it: whether it is
 /// on and its users, never a token.
 fn auth_change(old: &strom::auth::AuthConfig, new: &strom::auth::AuthConfig) -> String {
-    let tell = |a: &strom::auth::AuthConfig| {
-        let users: Vec<&str> = a.users.iter().map(|u| u.name.as_str()).collect();
-        format!("{} [{}]", if a.enabled { "on" } else { "off" }, users.join(" "))
-    };
-    let (before, after) = (tell(old), tell(new));
+    let (before, after) = (old.describe(), new.describe());
     if before == after { format!("auth {after}: tokens or permissions changed") } else { format!("auth {before} -> {after}") }
 }
 
@@ -361,7 +357,7 @@ mod tests {
     fn settings(argv: &[&str]) -> Settings {
         let serve = ServeArgs::augment_args(Command::new("serve"));
         let matches = serve.try_get_matches_from(std::iter::once("serve").chain(argv.iter().copied())).unwrap();
-        Settings::of(&ServeArgs::from_arg_matches(&matches).unwrap()).unwrap()
+        Settings::of(&ServeArgs::from_arg_matches(&matches).unwrap(), Default::default()).unwrap()
     }
 
     // Proves: a reload compares every setting of `strom serve`, each once,

@@ -10,7 +10,6 @@
 //! before the client authenticated; anything else closes the connection
 //! with a log line, as Kafka's broker does. With it off, a SaslHandshake
 //! is answered ILLEGAL_SASL_STATE (the listener is plaintext).
-use bytes::Bytes;
 use kafka_protocol::ResponseError as K;
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -73,8 +72,7 @@ pub(crate) fn authenticate(
 /// A version 0 handshake's bare token: the frame after its length.
 pub(crate) fn raw_token(frame: &[u8], state: &mut ConnState, run: &mut dyn FnMut(KafkaCtx, Command<'_>)) -> Result<(), Refusal> {
     state.0 &= !RAW_NEXT;
-    let token = Bytes::copy_from_slice(&frame[4..]);
-    let credentials = plain(&token)?;
+    let credentials = plain(&frame[4..])?;
     let base = Base { key: kafka_protocol::messages::ApiKey::SaslAuthenticate, version: 0, correlation_id: 0 };
     run(base.ctx(Shape::SaslRaw), Command::Authenticate { credentials });
     Ok(())
@@ -82,7 +80,7 @@ pub(crate) fn raw_token(frame: &[u8], state: &mut ConnState, run: &mut dyn FnMut
 
 /// `authzid NUL authcid NUL password`: the user is authcid; an authzid,
 /// if given, must be the same user (acting as another is not served).
-fn plain(token: &Bytes) -> Result<Credentials<'_>, Refusal> {
+fn plain(token: &[u8]) -> Result<Credentials<'_>, Refusal> {
     if token.len() > TOKEN_BYTES_MAX {
         return Err(close(format!("a SASL/PLAIN token of {} bytes, over {TOKEN_BYTES_MAX}", token.len())));
     }

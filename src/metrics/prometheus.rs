@@ -67,43 +67,59 @@ pub fn render(scrape: &Scrape) -> String {
     out
 }
 
-/// Requests by protocol and api, and error replies by api and code: only
-/// the nonzero cells (the full cross product would be thousands of lines of 0).
+/// Requests by protocol and api, their bytes, and error replies by api and
+/// code: only the nonzero cells (the full cross product would be thousands
+/// of lines of 0).
 fn render_requests(out: &mut String, cores: &[Option<RequestCounts>]) {
     const REQUESTS: &str = "strom_requests_total";
     debug_assert_eq!(Metric::Requests.name(), REQUESTS);
-    const ERRORS: &str = "strom_request_errors_total";
-    family_head(
+    render_cells(
         out,
         REQUESTS,
         "Requests by protocol and api (the broker command they decoded into), by the core of the connection.",
-        "counter",
+        cores,
+        |c| c.requests_nonzero().map(|(protocol, api, n)| (format!("protocol=\"{protocol}\",api=\"{api}\""), n)).collect(),
     );
-    for (core, counts) in cores.iter().enumerate() {
-        let Some(counts) = counts else { continue };
-        for (protocol, api, n) in counts.requests_nonzero() {
-            let _ = writeln!(out, "{REQUESTS}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\"}} {n}");
-        }
-    }
-    const BYTES: &str = "strom_request_bytes_total";
-    family_head(
+    render_cells(
         out,
-        BYTES,
+        "strom_request_bytes_total",
         "Bytes of requests received (direction in) and of their replies queued (out; a subscription's pushes under subscribe), by protocol and api.",
-        "counter",
+        cores,
+        |c| {
+            let cells = c.bytes_nonzero();
+            cells
+                .map(|(protocol, api, direction, n)| (format!("protocol=\"{protocol}\",api=\"{api}\",direction=\"{direction}\""), n))
+                .collect()
+        },
     );
+    render_cells(
+        out,
+        "strom_request_errors_total",
+        "Error replies by protocol, api and error code (the native protocol's, docs/PROTOCOL.md).",
+        cores,
+        |c| {
+            let cells = c.errors_nonzero();
+            cells
+                .map(|(protocol, api, code, n)| (format!("protocol=\"{protocol}\",api=\"{api}\",code=\"{}\"", code_label(code)), n))
+                .collect()
+        },
+    );
+}
+
+/// One counter family of [`RequestCounts`] cells: each core's `cells`
+/// (labels after `core`, and the count).
+fn render_cells(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    cores: &[Option<RequestCounts>],
+    cells: impl Fn(&RequestCounts) -> Vec<(String, u64)>,
+) {
+    family_head(out, name, help, "counter");
     for (core, counts) in cores.iter().enumerate() {
         let Some(counts) = counts else { continue };
-        for (protocol, api, direction, n) in counts.bytes_nonzero() {
-            let _ = writeln!(out, "{BYTES}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\",direction=\"{direction}\"}} {n}");
-        }
-    }
-    family_head(out, ERRORS, "Error replies by protocol, api and error code (the native protocol's, docs/PROTOCOL.md).", "counter");
-    for (core, counts) in cores.iter().enumerate() {
-        let Some(counts) = counts else { continue };
-        for (protocol, api, code, n) in counts.errors_nonzero() {
-            let code = code_label(code);
-            let _ = writeln!(out, "{ERRORS}{{core=\"{core}\",protocol=\"{protocol}\",api=\"{api}\",code=\"{code}\"}} {n}");
+        for (labels, n) in cells(counts) {
+            let _ = writeln!(out, "{name}{{core=\"{core}\",{labels}}} {n}");
         }
     }
 }

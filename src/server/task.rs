@@ -267,9 +267,10 @@ impl<C: Codec> NetCore<C> {
         // broker's commands' by the broker (`CoreHost::authorize`).
         if matches!(cmd, Command::Subscribe { .. } | Command::Grant { .. } | Command::Cancel { .. }) {
             if let Some(e) = user.as_ref().and_then(|u| crate::auth::check(u, &cmd).err()) {
-                self.broker.count_denied();
+                let e = e.into();
+                self.broker.denied(&e);
                 let ticket = self.ticket(slot, frame_bytes, 0, api);
-                return Replier { codec: self.codec_of(slot).clone(), ctx, ticket }.answer(Err(e.into()));
+                return Replier { codec: self.codec_of(slot).clone(), ctx, ticket }.answer(Err(e));
             }
             return self.stream_command(core, slot, ctx, cmd);
         }

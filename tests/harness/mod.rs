@@ -4,7 +4,7 @@
 //! twice, as two unrelated types).
 //!
 //! - here: test directories, batch builders and readers, reply slots for
-//!   the simulator, and [`for_each_seed`];
+//!   the simulator, [`for_each_seed`], and [`Rng`];
 //! - [`child`]: a child process whose stderr lines are collected;
 //! - [`serve`]: the one `strom serve` wrapper (arguments, environment,
 //!   cgroups, failpoints, metrics over the network, stop with grace, kill);
@@ -163,4 +163,21 @@ pub fn for_each_seed(test: &str, default_count: u64, mut run: impl FnMut(u64)) -
         }
     }
     count
+}
+
+/// A small deterministic generator (xorshift64*), so a failure replays
+/// from its seed (which must not be 0).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
 }

@@ -187,6 +187,9 @@ pub enum StromError {
         topic: String,
         access: crate::auth::Access,
     },
+    /// This server serves what another process writes (`--read-only`) or an
+    /// immutable archive: it takes no writes; `what` names what was refused.
+    ReadOnly(String),
     /// The request was cancelled by its asker (a Cancel, or its connection closed).
     Cancelled,
     /// The data directory or platform cannot run Strom; the text says why
@@ -261,6 +264,7 @@ impl fmt::Display for StromError {
             StromError::Cancelled => f.write_str("the request was cancelled by its client"),
             StromError::ShuttingDown => f.write_str("the server is shutting down and takes no new work; retry once it is back"),
             StromError::AuthRequired => f.write_str("authentication is required: authenticate with a token first (--token or STROM_TOKEN)"),
+            StromError::ReadOnly(what) => write!(f, "{what} refused: this server is read-only (it serves data another process writes, or archives)"),
             StromError::AuthFailed => f.write_str("authentication failed: the token names no user of this server"),
             StromError::NotAuthorized { user, topic, access } if topic == "*" => {
                 write!(f, "user {user:?} may not do this: it needs `{access}` on every topic (a permission on \"*\")")

@@ -47,6 +47,9 @@ fn strom_code(e: &StromError) -> i16 {
         StromError::AuthRequired | StromError::AuthFailed => K::SaslAuthenticationFailed.code(),
         StromError::NotAuthorized { topic, .. } if topic == "*" => K::ClusterAuthorizationFailed.code(),
         StromError::NotAuthorized { .. } => K::TopicAuthorizationFailed.code(),
+        // Kafka has no read-only broker; a policy refusal is what a client
+        // reports without retrying.
+        StromError::ReadOnly(_) => K::PolicyViolation.code(),
     }
 }
 

@@ -50,7 +50,7 @@ pub const API_OTHER: Api = (APIS.len() - 2) as Api;
 /// Error codes counted apart: the native protocol's 1 to `CODES - 2`;
 /// a larger one (a newer code) counts in the one before last, and the last
 /// is a frame refused undecoded (no code known here).
-pub const CODES: usize = 29;
+pub const CODES: usize = 30;
 /// Where a code past the known ones counts.
 pub const CODE_OTHER: usize = CODES - 2;
 /// Where an undecodable frame's refusal counts.

@@ -32,11 +32,12 @@ pub(super) const ALL_CODES: [ErrorCode; 26] = [
     ErrorCode::AuthRequired,
     ErrorCode::AuthFailed,
     ErrorCode::NotAuthorized,
+    ErrorCode::ReadOnly,
 ];
 
 #[test]
 fn error_codes_are_numbered_as_specified() {
-    // Proves: codes 1..=26 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
+    // Proves: codes 1..=27 map both ways, 0 is success, every other code decodes as Unknown and keeps its number.
     for (i, code) in ALL_CODES.iter().enumerate() {
         assert_eq!(code.code() as usize, i + 1, "{code:?}");
     }
@@ -44,7 +45,7 @@ fn error_codes_are_numbered_as_specified() {
     for v in 1..=u16::MAX {
         let code = ErrorCode::from_code(v).unwrap();
         assert_eq!(code.code(), v);
-        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 26, "{v}");
+        assert_eq!(matches!(code, ErrorCode::Unknown(_)), v > 27, "{v}");
     }
     let retriable: Vec<_> = ALL_CODES.into_iter().filter(|c| c.retriable()).collect();
     let expected = [ErrorCode::DiskFull, ErrorCode::Overloaded, ErrorCode::ShuttingDown, ErrorCode::TooManyConnections];
@@ -78,6 +79,7 @@ fn strom_errors_map_to_their_codes() {
         (StromError::AuthRequired, ErrorCode::AuthRequired),
         (StromError::AuthFailed, ErrorCode::AuthFailed),
         (StromError::NotAuthorized { user: "u".into(), topic: "t".into(), access: crate::auth::Access::Write }, ErrorCode::NotAuthorized),
+        (StromError::ReadOnly("produce".into()), ErrorCode::ReadOnly),
     ];
     for (e, code) in &cases {
         assert_eq!(ErrorCode::from(e), *code, "{e:?}");

@@ -165,6 +165,8 @@ pub enum ErrorCode {
     AuthFailed,
     /// The user lacks the permission the request needs.
     NotAuthorized,
+    /// A write (produce, topic admin, a committed offset) to a read-only server.
+    ReadOnly,
     /// A code this version does not know, kept so that a newer server's
     /// replies still decode.
     Unknown(u16),
@@ -199,6 +201,7 @@ impl ErrorCode {
             ErrorCode::AuthRequired => 24,
             ErrorCode::AuthFailed => 25,
             ErrorCode::NotAuthorized => 26,
+            ErrorCode::ReadOnly => 27,
             ErrorCode::Unknown(v) => v,
         }
     }
@@ -233,6 +236,7 @@ impl ErrorCode {
             24 => ErrorCode::AuthRequired,
             25 => ErrorCode::AuthFailed,
             26 => ErrorCode::NotAuthorized,
+            27 => ErrorCode::ReadOnly,
             other => ErrorCode::Unknown(other),
         })
     }
@@ -266,6 +270,7 @@ impl From<&StromError> for ErrorCode {
             StromError::AuthRequired => ErrorCode::AuthRequired,
             StromError::AuthFailed => ErrorCode::AuthFailed,
             StromError::NotAuthorized { .. } => ErrorCode::NotAuthorized,
+            StromError::ReadOnly(_) => ErrorCode::ReadOnly,
             StromError::Unsupported(_) | StromError::BadDataDir(_) => ErrorCode::Internal,
         }
     }

@@ -5,7 +5,7 @@ use super::*;
 use crate::error::{BatchError, IoOp};
 
 /// Every code of this version, in number order (code i + 1 at index i).
-pub(super) const ALL_CODES: [ErrorCode; 26] = [
+pub(super) const ALL_CODES: [ErrorCode; 27] = [
     ErrorCode::Malformed,
     ErrorCode::UnsupportedVersion,
     ErrorCode::UnknownApi,

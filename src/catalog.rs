@@ -199,6 +199,25 @@ impl Catalog {
                 logs_on_create
             }
         };
+        Catalog::read_topics(dir, log_count)
+    }
+
+    /// Reads the metadata of `dir`, which another process writes, creating
+    /// and writing nothing (a read-only follower's; read again whenever
+    /// the writer replaces its topics file).
+    pub fn open_read_only(dir: &Path) -> Result<Catalog> {
+        let meta_path = dir.join(META_FILE);
+        let Some(text) = read_text(&meta_path)? else {
+            return Err(StromError::BadDataDir(format!(
+                "{} is not a Strom data directory (no {META_FILE}): open it for writing once (with the embedded API or strom serve) first",
+                dir.display()
+            )));
+        };
+        let log_count = parse_meta(&meta_path, &check_crc(&meta_path, &text)?)?;
+        Catalog::read_topics(dir, log_count)
+    }
+
+    fn read_topics(dir: &Path, log_count: u32) -> Result<Catalog> {
         let mut cat = Catalog { dir: dir.to_path_buf(), log_count, next_pid: 0, topics: BTreeMap::new() };
         let topics_path = dir.join(TOPICS_FILE);
         if let Some(text) = read_text(&topics_path)? {

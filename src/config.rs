@@ -118,6 +118,10 @@ pub struct EngineConfig {
     /// ops). None: all of them, or as much as `RLIMIT_MEMLOCK` allows; the
     /// engine lowers it to that limit either way.
     pub registered_bytes_max: Option<usize>,
+    /// Follow a data directory another process writes, serving what its
+    /// durable mark says is durable and writing nothing (`strom serve
+    /// --read-only`, [`crate::Engine::open_read_only`]).
+    pub read_only: bool,
 }
 
 /// Kafka's default `message.max.bytes`, the largest batch its brokers
@@ -155,6 +159,7 @@ impl Default for EngineConfig {
             ring_entries: 256,
             partitions_per_topic_max: 65_536,
             registered_bytes_max: None,
+            read_only: false,
         }
     }
 }

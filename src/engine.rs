@@ -70,8 +70,10 @@ pub struct Engine {
     reports: Vec<RecoveryReport>,
     registration: Registration,
     /// Held for the engine's lifetime: a second process on the same
-    /// directory would corrupt it.
-    _lock: DirLock,
+    /// directory would corrupt it. A read-only engine takes none.
+    _lock: Option<DirLock>,
+    /// A read-only engine's follow thread.
+    follower: Option<crate::follow::Follower>,
 }
 
 type DirLock = nix::fcntl::Flock<std::fs::File>;
@@ -88,6 +90,9 @@ impl Engine {
     /// reply buffers, op-table slots): settings of the server's own
     /// configuration, never of the engine's.
     pub(crate) fn open_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
+        if cfg.read_only {
+            return Engine::open_following(dir, cfg, needs);
+        }
         // Every check that can refuse a start runs before anything is
         // created or written; what a later failure created in a directory
         // that was new is removed (`DirBefore`), so a refused start leaves
@@ -98,6 +103,40 @@ impl Engine {
         platform::probe_data_dir(dir)?;
         let lock = lock_dir(dir).inspect_err(|_| before.undo_unlocked(dir))?;
         Engine::start(dir, cfg, needs, lock, before)
+    }
+
+    /// Opens `dir`, which another process writes with the embedded engine
+    /// (or a server), to serve it read-only: every log up to what its
+    /// writer made durable, following what it adds (`src/follow.rs`). Takes
+    /// no lock and writes nothing (its cores' rings refuse any write); reads
+    /// answer as on the writer, writes are refused ([`StromError::ReadOnly`]).
+    pub fn open_read_only(dir: &Path, cfg: EngineConfig) -> Result<Engine> {
+        Engine::open_following(dir, EngineConfig { read_only: true, ..cfg }, TaskNeeds::default())
+    }
+
+    fn open_following(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
+        cfg.validate()?;
+        platform::probe_io_uring()?;
+        // The marks before the catalog: a batch below a mark was appended
+        // after its topic was created, so this catalog knows its topic.
+        let meta = Catalog::open_read_only(dir)?;
+        let marks: HashMap<u32, crate::log::mark::DurableMark> =
+            (0..meta.log_count()).filter_map(|log| crate::follow::read_mark(dir, log).map(|m| (log, m))).collect();
+        let catalog = Catalog::open_read_only(dir)?;
+        let router = Router::new(catalog.log_count(), cfg.cores);
+        let registration = Registration::plan(&cfg, router, needs);
+        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), &marks);
+        let routes = handles.iter().map(|h| h.route.clone()).collect();
+        let log_count = catalog.log_count();
+        let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
+        let mut engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: None, follower: None };
+        if let Some(e) = first_err {
+            let _ = engine.stop_cores(&mut Vec::new());
+            return Err(e);
+        }
+        engine.follower = Some(crate::follow::Follower::start(dir, &marks, log_count, engine.broker.clone())?);
+        tracing::info!(dir = %dir.display(), logs = log_count, "following a data directory read-only");
+        Ok(engine)
     }
 
     /// Starts the cores of a locked directory; on failure removes what this
@@ -115,10 +154,11 @@ impl Engine {
         tracing::info!("{registration}");
         // Every core registers its share of what the limit allows.
         cfg.registered_bytes_max = registration.registered_bytes_max;
-        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, &catalog.pids(), &catalog.indexed());
+        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), &HashMap::new());
         let routes = handles.iter().map(|h| h.route.clone()).collect();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
-        let mut engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: lock };
+        let mut engine =
+            Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: Some(lock), follower: None };
         if let Some(e) = first_err {
             if let Err(stop) = engine.stop_cores(&mut Vec::new()) {
                 tracing::warn!(%stop, "stopping the cores that started");
@@ -318,6 +358,10 @@ impl Engine {
     }
 
     fn stop_cores(&mut self, stopped: &mut Vec<Metrics>) -> Result<()> {
+        // The follow thread first: it sends to the cores.
+        if let Some(mut f) = self.follower.take() {
+            f.stop();
+        }
         let mut result = Ok(());
         let mut waits = Vec::new();
         for core in &self.cores {
@@ -506,8 +550,8 @@ fn start_cores(
     cfg: &EngineConfig,
     router: Router,
     needs: TaskNeeds,
-    pids: &[Pid],
-    indexed: &HashMap<Pid, IndexNames>,
+    (pids, indexed): (&[Pid], &HashMap<Pid, IndexNames>),
+    marks: &HashMap<u32, crate::log::mark::DurableMark>,
 ) -> (Vec<CoreHandle>, Vec<RecoveryReport>, Option<StromError>) {
     let mut handles = Vec::new();
     let mut reports = Vec::new();
@@ -528,6 +572,7 @@ fn start_cores(
             indexed: indexed.iter().filter(|(p, _)| router.core_of(**p) == core_id).map(|(p, n)| (*p, n.clone())).collect(),
             logs: router.logs_of(core_id),
             needs,
+            marks: marks.iter().filter(|(l, _)| router.core_of_log(**l) == core_id).map(|(l, m)| (*l, *m)).collect(),
         };
         let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
         match spawn_core(cfg.clone(), spec, cpu, clock_epoch) {
@@ -603,7 +648,10 @@ fn core_main(cfg: EngineConfig, spec: CoreSpec, cpu: Option<usize>, clock_epoch:
     }
     let ops_max = cfg.ring_entries as usize - 1 + spec.needs.net_ops;
     let capacity = cfg.mailbox_capacity;
-    let opened = UringIo::with_ops_max(cfg.ring_entries, ops_max).and_then(|io| {
+    let opened = UringIo::with_ops_max(cfg.ring_entries, ops_max).and_then(|mut io| {
+        if cfg.read_only {
+            io.forbid_writes();
+        }
         let waker = io.waker();
         Core::open(io, cfg, spec).map(|(core, reports)| (core, waker, reports))
     });

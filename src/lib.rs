@@ -24,6 +24,7 @@ pub mod core;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub(crate) mod follow;
 pub mod franz;
 pub mod inspect;
 pub mod io;

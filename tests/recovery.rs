@@ -30,6 +30,7 @@ fn spec() -> CoreSpec {
         pids: vec![0, 1],
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     }
 }
 

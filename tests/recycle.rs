@@ -34,6 +34,7 @@ fn spec() -> CoreSpec {
         pids: vec![0],
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     }
 }
 

@@ -282,6 +282,7 @@ fn sim_core(disk: SimDisk, seed: u64, pids: u32) -> Result<Core<SimIo>, strom::e
         pids: (0..pids).collect(),
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     };
     Core::open(SimIo::new(disk, seed, SimFaults::default()), cfg, spec).map(|(core, _)| core)
 }

@@ -31,6 +31,7 @@ fn open() -> (Core<SimIo>, EngineConfig) {
         pids: vec![0],
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     };
     let (core, _) = Core::open(SimIo::new(SimDisk::new(), 11, SimFaults::default()), cfg.clone(), spec).unwrap();
     (core, cfg)

@@ -120,6 +120,7 @@ fn run_seed(seed: u64) -> Model {
         pids: pids.clone(),
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     };
     let mut disk = SimDisk::new();
     let mut model = Model::default();

@@ -175,6 +175,7 @@ fn run_seed(seed: u64, random_enospc: bool) -> Outcome {
         pids: (0..PIDS).collect(),
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     };
     let disk_bytes_max = (96 << 10) + rng.below(640 << 10);
     let faults = if random_enospc {

@@ -220,6 +220,7 @@ fn spec() -> CoreSpec {
         pids: (0..PIDS).collect(),
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     }
 }
 

@@ -127,6 +127,9 @@ impl Dispatcher {
             self.denied(&e);
             return reply(Err(e));
         }
+        if let Some(what) = self.broker.read_only().then(|| writes(&cmd)).flatten() {
+            return reply(Err(StromError::ReadOnly(what.to_string()).into()));
+        }
         match cmd {
             Command::Produce { topic, partition, batches } => {
                 if let Some((pid, reply)) = self.resolve(topic, partition, reply) {
@@ -327,6 +330,18 @@ impl Dispatcher {
         }
         self.metrics.forwarded += 1;
         self.outbox.send(self.broker.route(target), target, req);
+    }
+}
+
+/// What a command writes, if it writes: a read-only broker refuses those.
+fn writes(cmd: &Command<'_>) -> Option<&'static str> {
+    match cmd {
+        Command::Produce { .. } => Some("produce"),
+        Command::CreateTopic { .. } => Some("create topic"),
+        Command::AlterTopic { .. } => Some("alter topic"),
+        Command::DeleteTopic { .. } => Some("delete topic"),
+        Command::CommitOffset { .. } => Some("commit offset"),
+        _ => None,
     }
 }
 

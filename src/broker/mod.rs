@@ -23,7 +23,7 @@ use crate::config::EngineConfig;
 use crate::core::mailbox::CoreRoute;
 use crate::core::{AppendAck, PartitionStat, Reply, ValidBatch};
 use crate::engine::{Pending, pending};
-use crate::error::Result;
+use crate::error::{Result, StromError};
 use crate::metrics::Metrics;
 use crate::partition::{Pid, Retention};
 use crate::read::{Fetch, ReadResult};
@@ -85,6 +85,8 @@ pub struct Broker {
     /// The server-wide retention, for topics without their own; a reload
     /// changes it ([`Broker::set_default_retention`]).
     default_retention: RwLock<Retention>,
+    /// A read-only follower's broker: writes are refused ([`StromError::ReadOnly`]).
+    read_only: bool,
 }
 
 impl Broker {
@@ -98,6 +100,7 @@ impl Broker {
             limits: Limits { cores: routes.len(), ..Limits::of(cfg) },
             routes,
             default_retention: RwLock::new(cfg.default_retention()),
+            read_only: cfg.read_only,
         };
         // One request per core, whatever the number of topics: a mailbox
         // send blocks when full, and a simulated core runs only when its
@@ -110,6 +113,19 @@ impl Broker {
 
     pub fn router(&self) -> Router {
         self.router
+    }
+
+    /// Whether this broker serves a directory another process writes.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Refuses `what` on a read-only broker.
+    pub(crate) fn writable(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(StromError::ReadOnly(what.to_string()));
+        }
+        Ok(())
     }
 
     /// The topics now.
@@ -143,6 +159,7 @@ impl Broker {
     /// Validates one batch on the caller's thread and appends it; a full
     /// mailbox blocks the caller (the push back).
     pub(crate) fn append(&self, topic: &str, partition: u32, batch: Vec<u8>, reply: Reply<AppendAck>) -> Result<()> {
+        self.writable("append")?;
         let topics = self.directory.snapshot();
         let pid = pid_in(&topics, topic, partition)?;
         let names = topics.get(topic).map(|t| t.indices.clone()).unwrap_or_else(|| Vec::new().into());
@@ -203,6 +220,7 @@ impl Broker {
     /// Creates a topic with `partitions` partitions, durably. Must not be
     /// called on a core thread (it waits for every core).
     pub(crate) fn create_topic(&self, name: &str, partitions: u32, retention: TopicRetention, indices: &[String]) -> Result<()> {
+        self.writable("create topic")?;
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.create_topic(name, partitions, self.limits.partitions_per_topic_max, retention, indices)?;
         // The cores know the partitions before any request can name them.
@@ -216,6 +234,7 @@ impl Broker {
     /// Changes a topic's retention durably (None leaves a setting as it is)
     /// and tells the cores; the next retention pass applies it.
     pub(crate) fn alter_topic(&self, name: &str, ms: Option<Option<u64>>, bytes: Option<Option<u64>>) -> Result<TopicMeta> {
+        self.writable("alter topic")?;
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.alter_topic(name, ms, bytes)?;
         self.directory.publish(cat.topics());
@@ -293,6 +312,7 @@ impl Broker {
     /// `UnknownPartition`. Its data is dead from now on: the next retention
     /// pass deletes the segments no other topic keeps data in.
     pub(crate) fn delete_topic(&self, name: &str) -> Result<TopicMeta> {
+        self.writable("delete topic")?;
         let mut cat = self.catalog.lock().expect("catalog lock");
         let t = cat.delete_topic(name)?;
         // No new request finds the topic once this is published.
@@ -300,6 +320,44 @@ impl Broker {
         self.broadcast_pids(t.first_pid..t.first_pid + t.partitions, None)?;
         tracing::info!(topic = name, partitions = t.partitions, "topic deleted");
         Ok(t)
+    }
+
+    /// Follower: tells the core owning `log` that the writer's durable mark moved.
+    pub(crate) fn follow_mark(&self, log: u32, mark: crate::log::mark::DurableMark) -> Result<()> {
+        self.routes[self.router.core_of_log(log)].send(crate::core::Request::Follow { log, mark })
+    }
+
+    /// Follower: the writer's catalog as it is now. The cores drop the
+    /// partitions of topics gone and add those of topics new (waiting for
+    /// them, so that a batch of a new topic is never scanned before its
+    /// partition exists), then the directory is published.
+    pub(crate) fn follow_catalog(&self, now: Catalog) -> Result<()> {
+        let mut cat = self.catalog.lock().expect("catalog lock");
+        let pids = |c: &Catalog| -> std::collections::BTreeMap<Pid, (String, TopicMeta)> {
+            c.topics().iter().flat_map(|(n, t)| (t.first_pid..t.first_pid + t.partitions).map(move |p| (p, (n.clone(), t.clone())))).collect()
+        };
+        let (before, after) = (pids(&cat), pids(&now));
+        let gone: Vec<Pid> = before.keys().filter(|p| !after.contains_key(p)).copied().collect();
+        for core in 0..self.routes.len() {
+            let mine: Vec<Pid> = gone.iter().copied().filter(|&p| self.router.core_of(p) == core).collect();
+            if !mine.is_empty() {
+                self.routes[core].send(requests::remove_partitions(mine))?;
+            }
+        }
+        for (name, t) in now.topics() {
+            let new: Vec<Pid> = (t.first_pid..t.first_pid + t.partitions).filter(|p| !before.contains_key(p)).collect();
+            if let (Some(&first), Some(&last)) = (new.first(), new.last()) {
+                let add = (t.retention.effective(self.default_retention()), t.indices.clone());
+                self.broadcast_pids(first..last + 1, Some(add))?;
+                tracing::info!(topic = name, partitions = new.len(), "the writer created a topic");
+            }
+        }
+        if !gone.is_empty() {
+            tracing::info!(partitions = gone.len(), "the writer deleted topics");
+        }
+        *cat = now;
+        self.directory.publish(cat.topics());
+        Ok(())
     }
 
     /// Adds the partitions (with this retention) to their cores, or removes them (None).

@@ -25,6 +25,11 @@ pub struct ServeArgs {
     /// The data directory (created if new).
     #[arg(long, env = "STROM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve a data directory another process writes (an application with
+    /// the embedded engine) read-only: follow what it makes durable, take no
+    /// lock, write nothing; writes are refused (ReadOnly).
+    #[arg(long, env = "STROM_READ_ONLY")]
+    pub read_only: bool,
     /// How log lines are written to stderr: text, for people, or json, one object a line, for machines (RUST_LOG filters them).
     #[arg(long, env = "STROM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -105,6 +110,7 @@ pub fn configs(args: &ServeArgs, auth: strom::auth::AuthConfig) -> Result<(Optio
         retention_age: server_limit(args.retention_ms).map(Duration::from_millis),
         retention_bytes: server_limit(args.retention_bytes),
         registered_bytes_max: args.registered_bytes_max,
+        read_only: args.read_only,
         ..EngineConfig::default()
     };
     if let Some(cores) = args.cores {
@@ -232,7 +238,7 @@ impl Settings {
     /// Every setting by its key (a test checks that none is missing),
     /// whether a reload applies it live ([`LiveSettings`]), and its value
     /// as the log tells it.
-    fn compared(&self) -> [(&'static str, bool, String); 21] {
+    fn compared(&self) -> [(&'static str, bool, String); 22] {
         let (e, s) = (&self.engine, &self.server);
         let ms = |d: Duration| duration_ms(d).to_string();
         let limit = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
@@ -245,6 +251,7 @@ impl Settings {
             ("retention_ms", true, limit(e.retention_age.map(duration_ms))),
             ("retention_bytes", true, limit(e.retention_bytes)),
             ("data_dir", false, unset_or(self.data_dir.as_ref().map(|d| d.display()))),
+            ("read_only", false, e.read_only.to_string()),
             ("log_format", false, self.log_format.clone()),
             ("listen", false, s.listen.to_string()),
             ("kafka_listen", false, unset_or(s.kafka_listen)),

@@ -126,6 +126,9 @@ impl<I: Io> Core<I> {
             self.metrics.appends_refused += 1;
             (ack.reply.reply)(Err(err));
         }
+        // After the acks: a follower learns of data no sooner than the
+        // writer's own clients do.
+        self.publish_marks();
     }
 }
 

@@ -15,6 +15,7 @@
 //! drives exactly this code.
 mod acks;
 pub mod audit;
+mod follow;
 pub mod mailbox;
 mod open;
 mod plan;
@@ -168,6 +169,12 @@ pub enum Request {
     /// Requests taken as one, in order, with nothing between them: the
     /// appends of a multi-batch Produce get consecutive offsets.
     Group(Vec<Request>),
+    /// A read-only follower's log: the writer's durable mark moved
+    /// (`src/follow.rs` reads it; the core scans what it adds).
+    Follow {
+        log: u32,
+        mark: crate::log::mark::DurableMark,
+    },
     /// Drain, fsync, checkpoint every log, answer, and leave the loop.
     Stop {
         reply: Reply<()>,
@@ -193,7 +200,7 @@ impl Request {
             Request::Query { reply, .. } => reply(Err(e)),
             Request::Metrics { reply } => reply(Err(e)),
             Request::AddPartitions { reply, .. } | Request::Stop { reply } => reply(Err(e)),
-            Request::RemovePartitions { .. } | Request::SetRetention { .. } => {}
+            Request::RemovePartitions { .. } | Request::SetRetention { .. } | Request::Follow { .. } => {}
             Request::Group(reqs) => reqs.into_iter().for_each(|r| r.refuse(e.clone())),
         }
     }
@@ -216,6 +223,10 @@ pub struct CoreSpec {
     pub indexed: HashMap<Pid, IndexNames>,
     /// What the task that will run beside the core needs (a server's).
     pub needs: task::TaskNeeds,
+    /// A read-only follower's: the writer's durable mark of each of this
+    /// core's logs, read before the catalog (a log without one is served
+    /// up to its checkpoint until one comes).
+    pub marks: HashMap<u32, crate::log::mark::DurableMark>,
 }
 
 pub struct Core<I: Io> {
@@ -251,6 +262,10 @@ pub struct Core<I: Io> {
     /// The core's own section of its metrics; [`Core::metrics`] adds its
     /// logs' and its read path's.
     metrics: CoreMetrics,
+    /// A writer's durable marks, per log ([`crate::log::mark`]).
+    published: BTreeMap<u32, follow::Published>,
+    /// A read-only follower's logs (`cfg.read_only`).
+    following: BTreeMap<u32, follow::Followed>,
 }
 
 impl<I: Io> Core<I> {
@@ -400,6 +415,7 @@ impl<I: Io> Core<I> {
                 }
                 self.share_runs();
             }
+            Request::Follow { log, mark } => self.follow(log, mark),
             Request::Stop { reply } => {
                 self.stop = Some(reply);
             }
@@ -427,6 +443,10 @@ impl<I: Io> Core<I> {
     fn append(&mut self, pid: Pid, batch: ValidBatch, reply: Reply<AppendAck>) {
         if self.stop.is_some() {
             return reply(Err(StromError::ShuttingDown));
+        }
+        if self.cfg.read_only {
+            // The broker refuses first; a follower's log is never staged into.
+            return reply(Err(StromError::ReadOnly("append".into())));
         }
         let Some(p) = self.partitions.get_mut(&pid) else {
             return reply(Err(StromError::UnknownPartition { topic: String::new(), partition: pid }));

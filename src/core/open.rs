@@ -1,6 +1,7 @@
 //! Opening a core: allocate and register its buffers, recover its logs and
 //! rebuild its partitions' state from the checkpoint and the scan after it.
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::Path;
 
 use super::{Core, CoreSpec};
 use crate::buf::lent::LentTable;
@@ -34,6 +35,7 @@ impl<I: Io> Core<I> {
             reads_inflight_max: cfg.reads_inflight_max,
             durable_only: cfg.fsync == FsyncPolicy::Always,
             answer_bytes_initial: cfg.write_buf_bytes,
+            read_only: cfg.read_only,
         };
         let mut core = Core {
             io,
@@ -57,10 +59,12 @@ impl<I: Io> Core<I> {
             completions: Vec::new(),
             net_completions: Vec::new(),
             metrics: CoreMetrics::default(),
+            published: BTreeMap::new(),
+            following: BTreeMap::new(),
         };
         let mut reports = Vec::new();
         for (&log, log_bufs) in spec.logs.iter().zip(write_bufs.drain(..)) {
-            reports.push(core.open_log(log, log_bufs)?);
+            reports.push(if core.cfg.read_only { core.open_log_following(log, log_bufs)? } else { core.open_log(log, log_bufs)? });
         }
         // Gauges set once: what this start cost, for an operator sizing checkpoints.
         core.metrics.startup_scan_us = reports.iter().map(|r| r.elapsed_us).sum();
@@ -71,7 +75,7 @@ impl<I: Io> Core<I> {
     }
 
     /// The log's checkpoint, if one is there and usable.
-    fn read_checkpoint(&mut self, log: u32) -> Result<Option<Checkpoint>> {
+    pub(super) fn read_checkpoint(&mut self, log: u32) -> Result<Option<Checkpoint>> {
         let dir = log_dir(&self.spec.data_dir, log);
         Ok(match self.io.read_file(&dir.join(checkpoint::FILE_NAME))? {
             None => None,
@@ -104,7 +108,7 @@ impl<I: Io> Core<I> {
     }
 
     /// The log's partitions as its checkpoint left them (fresh without one).
-    fn partitions_at(&self, log: u32, ckpt: Option<&Checkpoint>) -> HashMap<Pid, Partition> {
+    pub(super) fn partitions_at(&self, log: u32, ckpt: Option<&Checkpoint>) -> HashMap<Pid, Partition> {
         let log_count = self.spec.log_count;
         let mut parts: HashMap<Pid, Partition> =
             self.spec.pids.iter().filter(|&&p| log_of(p, log_count) == log).map(|&p| (p, Partition::new(p, log))).collect();
@@ -136,7 +140,6 @@ impl<I: Io> Core<I> {
         let dir = log_dir(&self.spec.data_dir, log);
         let ckpt = self.read_checkpoint(log)?;
         let full_scan = ckpt.is_none();
-        let mut seen: HashSet<Pid> = HashSet::new();
         let mut parts = self.partitions_at(log, ckpt.as_ref());
         let limits = RecoverLimits {
             payload_bytes_max: self.cfg.batch_bytes_max as u32,
@@ -145,45 +148,10 @@ impl<I: Io> Core<I> {
             read_only: false,
             ignore_checkpoint: false,
         };
-        let interval = self.cfg.index_interval_bytes;
         let indexed = &self.spec.indexed;
         let wants_payload = |pid: Pid| indexed.contains_key(&pid);
-        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| -> Result<()> {
-            let Some(p) = parts.get_mut(&h.pid) else { return Ok(()) };
-            let base = info.base_offset as u64;
-            if full_scan && seen.insert(h.pid) && base > p.next_offset {
-                // Without a checkpoint the scan starts at the oldest segment
-                // left; retention deleted this partition's earlier batches.
-                p.next_offset = base;
-                p.visible_end = base;
-                p.start_offset = base;
-            }
-            if base != p.next_offset {
-                return Err(StromError::Corrupt {
-                    path: dir.clone(),
-                    pos: h.pos,
-                    reason: format!("partition {} batch at offset {base}, expected {}", h.pid, p.next_offset),
-                });
-            }
-            let records = info.last_offset_delta as u64 + 1;
-            let seen = ObservedBatch { base, records, max_ts_ms: info.max_timestamp_ms, pos: h.pos, frame_bytes: h.frame_bytes() };
-            let ts = p.observe_batch(seen, seg_start, interval);
-            if let (Some(n), Some(payload)) = (&mut p.named, payload) {
-                // Stored batches were checked on the way in; one whose values
-                // do not read (or go backwards: a bug) leaves the index as it
-                // was, and lookups past it scan further, never wrongly.
-                match crate::wire::batch::values::batch_values(payload, n.names()) {
-                    Ok(v) if n.would_decrease(v.first()).is_none() => n.observe(base, base + records, h.frame_bytes(), &v),
-                    other => tracing::warn!(pid = h.pid, offset = base, ?other, "a recovered batch's index values are not usable"),
-                }
-            }
-            if let Some(b) = ProducerBatch::of(info) {
-                // The log is the truth: its batches are kept unchecked.
-                p.producers.record(&b, base, base + records, base + records);
-            }
-            p.make_visible(base + records, ts);
-            Ok(())
-        };
+        let mut feed = Feed::new(&mut parts, self.cfg.index_interval_bytes, &dir, full_scan, Strict::Refuse);
+        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
         // A log that failed is cut where its trusted data ended (DURABILITY.md).
         // Completions of other ops cannot exist yet: nothing else was pushed.
         let mut stray = Vec::new();
@@ -227,7 +195,81 @@ impl<I: Io> Core<I> {
         self.checkpoint_pos.insert(log, ckpt.as_ref().map_or(0, |c| c.covered_pos));
         self.journals.insert(log, journal);
         self.partitions.extend(parts);
+        self.open_mark(log);
         Ok(report)
+    }
+}
+
+/// What a batch that does not follow its partition's last one does to a
+/// scan: at an open for writing it is damage, refused with its position;
+/// a follower skips it with a warning and goes on serving the rest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Strict {
+    Refuse,
+    Skip,
+}
+
+/// Feeds the batches a scan finds to their partitions, as appends would
+/// have: offsets, indices, runs, named index values, producers, visibility.
+pub(super) struct Feed<'a> {
+    parts: &'a mut HashMap<Pid, Partition>,
+    interval: u64,
+    dir: &'a Path,
+    /// Partitions seen so far, when a scan of a log without a checkpoint
+    /// may meet a partition's first batch past offset 0 (retention).
+    first_seen: Option<HashSet<Pid>>,
+    strict: Strict,
+    /// Partitions that got batches, in the order they first did.
+    pub grown: Vec<Pid>,
+}
+
+impl<'a> Feed<'a> {
+    pub(super) fn new(parts: &'a mut HashMap<Pid, Partition>, interval: u64, dir: &'a Path, full_scan: bool, strict: Strict) -> Feed<'a> {
+        Feed { parts, interval, dir, first_seen: full_scan.then(HashSet::new), strict, grown: Vec::new() }
+    }
+
+    pub(super) fn batch(&mut self, h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>) -> Result<()> {
+        let Some(p) = self.parts.get_mut(&h.pid) else { return Ok(()) };
+        let base = info.base_offset as u64;
+        if let Some(seen) = &mut self.first_seen
+            && seen.insert(h.pid)
+            && base > p.next_offset
+        {
+            // Without a checkpoint the scan starts at the oldest segment
+            // left; retention deleted this partition's earlier batches.
+            p.next_offset = base;
+            p.visible_end = base;
+            p.start_offset = base;
+        }
+        if base != p.next_offset {
+            let reason = format!("partition {} batch at offset {base}, expected {}", h.pid, p.next_offset);
+            if self.strict == Strict::Skip {
+                tracing::warn!(pid = h.pid, pos = h.pos, "a followed batch skipped: {reason}");
+                return Ok(());
+            }
+            return Err(StromError::Corrupt { path: self.dir.to_path_buf(), pos: h.pos, reason });
+        }
+        let records = info.last_offset_delta as u64 + 1;
+        let seen = ObservedBatch { base, records, max_ts_ms: info.max_timestamp_ms, pos: h.pos, frame_bytes: h.frame_bytes() };
+        let ts = p.observe_batch(seen, seg_start, self.interval);
+        if let (Some(n), Some(payload)) = (&mut p.named, payload) {
+            // Stored batches were checked on the way in; one whose values
+            // do not read (or go backwards: a bug) leaves the index as it
+            // was, and lookups past it scan further, never wrongly.
+            match crate::wire::batch::values::batch_values(payload, n.names()) {
+                Ok(v) if n.would_decrease(v.first()).is_none() => n.observe(base, base + records, h.frame_bytes(), &v),
+                other => tracing::warn!(pid = h.pid, offset = base, ?other, "a recovered batch's index values are not usable"),
+            }
+        }
+        if let Some(b) = ProducerBatch::of(info) {
+            // The log is the truth: its batches are kept unchecked.
+            p.producers.record(&b, base, base + records, base + records);
+        }
+        p.make_visible(base + records, ts);
+        if !self.grown.contains(&h.pid) {
+            self.grown.push(h.pid);
+        }
+        Ok(())
     }
 }
 

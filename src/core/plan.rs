@@ -35,6 +35,13 @@ impl<I: Io> Core<I> {
             reads.drive_waiters(&mut cx);
             reads.resume(&mut cx, !stopping);
         }
+        if self.cfg.read_only {
+            // A follower writes nothing: no checkpoint, retention, spare or
+            // clean mark (the writer keeps all of them).
+            self.deliver_acks();
+            self.maybe_finish_stop();
+            return;
+        }
         self.maybe_retention();
         for (&log, j) in self.journals.iter_mut() {
             let since = j.bytes_logged - self.checkpoint_bytes[&log];
@@ -80,7 +87,9 @@ impl<I: Io> Core<I> {
             return;
         }
         if self.journals.values().all(|j| j.failed().is_some() || (j.idle() && !j.has_pending())) {
-            self.mark_clean_ends();
+            if !self.cfg.read_only {
+                self.mark_clean_ends();
+            }
             let reply = self.stop.take().expect("stop");
             self.stopped = true;
             reply(Ok(()));

@@ -184,4 +184,11 @@ pub trait Io {
     /// Replaces `path` with `data` atomically and durably: write a temporary
     /// file, fsync it, rename it over `path`, fsync the directory.
     fn write_file_atomic(&mut self, path: &Path, data: &[u8]) -> Result<()>;
+    /// Opens (creating if missing) a small file of hints for readers in
+    /// other processes: buffered, never O_DIRECT, never synced.
+    fn open_hint(&mut self, path: &Path) -> Result<FileId>;
+    /// Overwrites the start of a hint file with `data` (a buffered pwrite
+    /// of a few bytes, within one page: a crash may lose it, a reader may
+    /// catch it halfway, so the data carries its own checksum).
+    fn write_hint(&mut self, file: FileId, data: &[u8]) -> Result<()>;
 }

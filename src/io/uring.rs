@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +125,9 @@ pub struct UringIo {
     waker_armed: bool,
     ready: Vec<Completion>,
     started: std::time::Instant,
+    /// Set by [`UringIo::forbid_writes`]: every call that would change a
+    /// file or directory is refused, whoever makes it.
+    read_only: bool,
 }
 
 impl UringIo {
@@ -158,9 +162,26 @@ impl UringIo {
             waker_armed: false,
             ready: Vec::new(),
             started: std::time::Instant::now(),
+            read_only: false,
         };
         io.arm_waker()?;
         Ok(io)
+    }
+
+    /// From now on this ring changes no file or directory: creating,
+    /// writing, removing, renaming and opening for writing are refused
+    /// (a write op pushed is a bug, and panics). A read-only follower's
+    /// cores run on such rings, so that no path they take, including one
+    /// overlooked, can write into the directory another process owns.
+    pub fn forbid_writes(&mut self) {
+        self.read_only = true;
+    }
+
+    fn refuse_write(&self, op: IoOp, path: &Path) -> Result<()> {
+        if self.read_only {
+            return Err(StromError::ReadOnly(format!("{op:?} of {}", path.display())));
+        }
+        Ok(())
     }
 
     fn cq_entries(ring_entries: u32, ops_max: usize) -> u32 {
@@ -458,6 +479,7 @@ impl Io for UringIo {
         if self.ops.len() >= self.ops_max {
             return Err(op);
         }
+        assert!(!(self.read_only && matches!(op, Op::Write { .. } | Op::Fsync { .. })), "a write op on a read-only ring");
         if let Op::Write { pos, buf, .. } | Op::Read { pos, buf, .. } = &op {
             debug_assert!(pos % 512 == 0 && buf.len() % 512 == 0, "O_DIRECT op not sector-aligned");
         }
@@ -509,11 +531,15 @@ impl Io for UringIo {
     }
 
     fn create(&mut self, path: &Path) -> Result<FileId> {
+        self.refuse_write(IoOp::Create, path)?;
         let file = fs::open_direct(path, true, true)?;
         Ok(self.add_file(file, path))
     }
 
     fn open(&mut self, path: &Path, writable: bool) -> Result<FileId> {
+        if writable {
+            self.refuse_write(IoOp::Open, path)?;
+        }
         let file = fs::open_direct(path, writable, false)?;
         Ok(self.add_file(file, path))
     }
@@ -582,10 +608,12 @@ impl Io for UringIo {
     }
 
     fn remove(&mut self, path: &Path) -> Result<()> {
+        self.refuse_write(IoOp::Remove, path)?;
         fs::remove(path)
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<()> {
+        self.refuse_write(IoOp::Rename, from)?;
         fs::rename(from, to)?;
         // Open files keep their descriptor; their recorded path (for error
         // messages) follows the name.
@@ -600,6 +628,7 @@ impl Io for UringIo {
     }
 
     fn create_dir_all(&mut self, dir: &Path) -> Result<()> {
+        self.refuse_write(IoOp::Create, dir)?;
         fs::create_dir_all(dir)
     }
 
@@ -612,7 +641,29 @@ impl Io for UringIo {
     }
 
     fn write_file_atomic(&mut self, path: &Path, data: &[u8]) -> Result<()> {
+        self.refuse_write(IoOp::Write, path)?;
         fs::write_file_atomic(path, data)
+    }
+
+    fn open_hint(&mut self, path: &Path) -> Result<FileId> {
+        self.refuse_write(IoOp::Open, path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| StromError::io(IoOp::Open, path, &e))?;
+        Ok(self.add_file(file, path))
+    }
+
+    fn write_hint(&mut self, file: FileId, data: &[u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let f = &self.files[file.0 as usize];
+        self.refuse_write(IoOp::Write, &f.path)?;
+        f.file.write_all_at(data, 0).map_err(|e| StromError::io(IoOp::Write, &f.path, &e))
     }
 }
 

@@ -43,6 +43,8 @@ pub(crate) struct CoordinatorConfig {
     pub session_timeout_max_ms: u32,
     /// Kafka's group.initial.rebalance.delay.ms (3_000).
     pub initial_rebalance_delay_ms: u32,
+    /// A read-only server's: no producer id is handed out (none written).
+    pub read_only: bool,
 }
 
 impl CoordinatorConfig {
@@ -58,6 +60,7 @@ impl CoordinatorConfig {
             session_timeout_min_ms: crate::kafka::SESSION_TIMEOUT_MIN_MS,
             session_timeout_max_ms: crate::kafka::SESSION_TIMEOUT_MAX_MS,
             initial_rebalance_delay_ms: 3_000,
+            read_only: false,
         }
     }
 }
@@ -98,6 +101,7 @@ impl Coordinator {
     pub(crate) fn start(cfg: CoordinatorConfig) -> Result<Coordinator> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StromError::io(IoOp::Create, &cfg.data_dir, &e))?;
         let ids = ProducerIds::open(&cfg.data_dir)?;
+        let ids = if cfg.read_only { ids.read_only() } else { ids };
         // Different at each start, so a member id made before a restart is
         // never made again for another member.
         let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);

@@ -35,6 +35,7 @@ pub(crate) struct ProducerIds {
     /// A write of the mark failed: the allocator refuses from then on
     /// instead of retrying over a file whose state is unknown (fsyncgate).
     failed: bool,
+    read_only: bool,
 }
 
 impl ProducerIds {
@@ -46,11 +47,21 @@ impl ProducerIds {
             Some(text) => parse(&path, &check_crc(&path, &text)?)?,
             None => 0,
         };
-        Ok(ProducerIds { path, next_id: durable_mark, durable_mark, failed: false })
+        Ok(ProducerIds { path, next_id: durable_mark, durable_mark, failed: false, read_only: false })
+    }
+
+    /// Hands out no id (a read-only server writes nothing; an idempotent
+    /// producer's InitProducerId is answered ReadOnly, as its produce would be).
+    pub(crate) fn read_only(mut self) -> ProducerIds {
+        self.read_only = true;
+        self
     }
 
     /// A fresh id (epoch 0 is the caller's), durable before it is returned.
     pub(crate) fn next_id(&mut self) -> Result<i64> {
+        if self.read_only {
+            return Err(StromError::ReadOnly("InitProducerId".into()));
+        }
         if self.failed {
             return Err(StromError::Unsupported(format!("{}: an earlier write failed; restart the server", self.path.display())));
         }
@@ -71,6 +82,9 @@ impl ProducerIds {
     /// the same id with the next epoch if this allocator handed the id out
     /// and the epoch can grow, else a fresh id with epoch 0.
     pub(crate) fn bump(&mut self, id: i64, epoch: i16) -> Result<(i64, i16)> {
+        if self.read_only {
+            return Err(StromError::ReadOnly("InitProducerId".into()));
+        }
         if (0..self.next_id).contains(&id) && (0..EPOCH_MAX).contains(&epoch) {
             return Ok((id, epoch + 1));
         }

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod frame;
 pub mod journal;
+pub mod mark;
 pub mod recovery;
 pub mod segment;
 pub mod sidecar;

@@ -219,7 +219,7 @@ pub fn recover<I: Io>(
     let scan = if clean {
         Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: scan_from }
     } else {
-        scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch)?
+        scan_chain(io, &segments, scan_from, floor_epoch, prior, limits, &mut reader, &mut report, on_batch, u64::MAX)?
     };
     let last_epoch = scan.last_epoch;
     // The new epoch is newer than every frame left past the end too: a later
@@ -355,12 +355,13 @@ fn scan_chain<I: Io>(
     reader: &mut ChunkReader,
     report: &mut RecoveryReport,
     on_batch: &mut OnBatch<'_>,
+    until: u64,
 ) -> Result<Scanned> {
     let mut scan = Scanned { stop: Stop::End, last_epoch: floor_epoch, aligned_end: from };
     // Batches since the last block-aligned frame end: delivered only once
     // their commit is known whole.
     let mut held: Vec<(FrameHeader, BatchInfo, u64, Option<Vec<u8>>)> = Vec::new();
-    scan.stop = follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, &mut |h, info, seg_start, frame| {
+    scan.stop = follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, until, &mut |h, info, seg_start, frame| {
         if h.kind == FrameKind::Batch {
             let payload = (on_batch.wants_payload)(h.pid).then(|| frame[HEADER_BYTES..].to_vec());
             held.push((*h, *info.expect("batch frames carry a batch"), seg_start, payload));
@@ -391,6 +392,7 @@ fn follow_chain<I: Io>(
     report: &mut RecoveryReport,
     prior: EpochMark,
     last_epoch: &mut u32,
+    until: u64,
     visit: &mut FrameVisitor<'_>,
 ) -> Result<Stop> {
     let mut pos = from;
@@ -406,6 +408,9 @@ fn follow_chain<I: Io>(
         reader.valid = 0;
         loop {
             let off = pos - seg.start_pos;
+            if pos >= until {
+                return Ok(Stop::End);
+            }
             if off >= file_len {
                 break;
             }
@@ -638,4 +643,78 @@ fn remove_segments_after<I: Io>(io: &mut I, dir: &Path, segments: &mut VecDeque<
         io.sync_dir(dir)?;
     }
     Ok(removed)
+}
+
+/// A read-only follower's scan of a log another process writes: only the
+/// frames below the writer's durable mark ([`crate::log::mark`]), which are
+/// whole and final, so there is no tail to judge and nothing to cut.
+pub struct FollowScan {
+    reader: ChunkReader,
+    /// The epoch of the last frame seen: frames never go back to an older one.
+    pub last_epoch: u32,
+    pub bytes_scanned: u64,
+}
+
+/// Where a [`FollowScan`] stopped short of its bound, and why.
+pub enum FollowStop {
+    /// The chain reached the end of the last segment opened: the next one
+    /// may exist by now (the writer rolled).
+    SegmentsEnd,
+    /// The chain broke: a frame that does not verify where the writer said
+    /// the log is durable (retention took the segment meanwhile, or damage).
+    Break(String),
+}
+
+impl FollowScan {
+    pub fn new(read_chunk_bytes: usize, last_epoch: u32) -> FollowScan {
+        FollowScan { reader: ChunkReader::new(read_chunk_bytes), last_epoch, bytes_scanned: 0 }
+    }
+
+    /// Delivers every batch of `[from, until)` to `on_batch`, a commit at a
+    /// time; returns the block-aligned end reached (`until` unless it
+    /// stopped short, and then why). `prior` is the writer's epoch rule.
+    pub fn scan<I: Io>(
+        &mut self,
+        io: &mut I,
+        segments: &VecDeque<Segment>,
+        (from, until): (u64, u64),
+        prior: EpochMark,
+        limits: &RecoverLimits,
+        on_batch: &mut OnBatch<'_>,
+    ) -> Result<(u64, Option<FollowStop>)> {
+        let mut report = RecoveryReport::default();
+        let scan = scan_chain(io, segments, from, self.last_epoch, prior, limits, &mut self.reader, &mut report, on_batch, until)?;
+        self.bytes_scanned += report.bytes_scanned;
+        self.last_epoch = scan.last_epoch;
+        let end = scan.aligned_end;
+        let stop = match scan.stop {
+            _ if end >= until => None,
+            Stop::End => Some(FollowStop::SegmentsEnd),
+            Stop::Break(x, why) => Some(FollowStop::Break(format!("at {x}: {why}"))),
+        };
+        Ok((end, stop))
+    }
+}
+
+/// Opens, for reading, the segments of `dir` that start after `after` (all
+/// when None) and before `below`, in position order.
+pub fn open_segments_between<I: Io>(io: &mut I, dir: &Path, after: Option<u64>, below: u64) -> Result<VecDeque<Segment>> {
+    let mut segments = VecDeque::new();
+    for name in io.list_dir(dir)? {
+        if let Some(start_pos) = parse_segment_name(&name)
+            && after.is_none_or(|a| start_pos > a)
+            && start_pos < below
+        {
+            let path = dir.join(&name);
+            let file = match io.open(&path, false) {
+                Ok(f) => f,
+                // Retention removed it since the listing: it is below the
+                // log's start now, and the writer's next mark says so.
+                Err(StromError::Io { errno: libc::ENOENT, .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            segments.push_back(Segment { start_pos, path, file, reads_in_flight: 0 });
+        }
+    }
+    Ok(segments)
 }

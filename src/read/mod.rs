@@ -70,6 +70,8 @@ pub struct ReadLimits {
     pub durable_only: bool,
     /// A heap answer's first allocation at most (a registered one is a whole buffer).
     pub answer_bytes_initial: usize,
+    /// A read-only follower's: sidecars are read, never written or rebuilt.
+    pub read_only: bool,
 }
 
 /// What an index lookup asks for: the first record whose value of index
@@ -707,7 +709,9 @@ impl ReadPath {
     /// Subscriptions whose last answer asked for more read on now: they park
     /// at the end of their partition or answer again at once.
     pub fn resume<I: Io, V: LogView>(&mut self, cx: &mut ReadCx<'_, I, V>, may_wait: bool) {
-        self.sidecars.tend(cx.io, cx.logs, cx.partitions, (!may_wait, self.limits.batch_bytes_max as u32), &mut self.metrics);
+        if !self.limits.read_only {
+            self.sidecars.tend(cx.io, cx.logs, cx.partitions, (!may_wait, self.limits.batch_bytes_max as u32), &mut self.metrics);
+        }
         self.retry_budget_waits(cx);
         for _ in 0..self.resumed.len() {
             if self.full() {

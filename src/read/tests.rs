@@ -54,6 +54,7 @@ fn core_on(disk: SimDisk, partitions: u32, cfg: EngineConfig) -> Core<SimIo> {
         pids: (0..partitions).collect(),
         indexed: Default::default(),
         needs: Default::default(),
+        marks: Default::default(),
     };
     let io = SimIo::new(disk, 7, SimFaults::default());
     Core::open(io, cfg, spec).unwrap().0

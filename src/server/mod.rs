@@ -175,6 +175,7 @@ impl Server {
                 let (host, port) = crate::kafka::split_host_port(&advertised)?;
                 let groups = crate::kafka::coordinator::Coordinator::start(crate::kafka::coordinator::CoordinatorConfig {
                     initial_rebalance_delay_ms: u32::try_from(shared.cfg.kafka_initial_rebalance_delay.as_millis()).unwrap_or(u32::MAX),
+                    read_only: engine.config().read_only,
                     ..crate::kafka::coordinator::CoordinatorConfig::new(engine.dir().to_path_buf())
                 })?;
                 let kafka = crate::kafka::KafkaShared::new(

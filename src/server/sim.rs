@@ -90,6 +90,7 @@ impl SimServer {
                 logs,
                 indexed: Default::default(),
                 needs,
+                marks: Default::default(),
             };
             let (core, r) = Core::open(io, engine_cfg.clone(), spec)?;
             reports.extend(r);

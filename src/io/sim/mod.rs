@@ -656,6 +656,29 @@ impl Io for SimIo {
         }
         Ok(())
     }
+
+    fn open_hint(&mut self, path: &Path) -> Result<FileId> {
+        if !self.disk.names_live.contains_key(path) {
+            // Created as a real file is: the name lasts only once its
+            // directory is synced, which a hint's writer never does.
+            let inode = self.disk.next_inode;
+            self.disk.next_inode += 1;
+            self.disk.inodes.insert(inode, Inode::default());
+            self.disk.names_live.insert(path.to_path_buf(), inode);
+        }
+        self.open(path, true)
+    }
+
+    fn write_hint(&mut self, file: FileId, data: &[u8]) -> Result<()> {
+        let inode = self.files[&file.0].inode;
+        // Live only: a crash takes the hint back to what was synced (nothing).
+        let live = &mut self.disk.inodes.get_mut(&inode).expect("open file's inode").live;
+        if live.len() < data.len() {
+            live.resize(data.len(), 0);
+        }
+        live[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
 }
 
 /// A network op's completion that did nothing, with its buffer back.

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 mod failure;
+mod follow;
 mod full;
 mod retention;
 mod spare;

@@ -334,7 +334,10 @@ impl Broker {
     pub(crate) fn follow_catalog(&self, now: Catalog) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
         let pids = |c: &Catalog| -> std::collections::BTreeMap<Pid, (String, TopicMeta)> {
-            c.topics().iter().flat_map(|(n, t)| (t.first_pid..t.first_pid + t.partitions).map(move |p| (p, (n.clone(), t.clone())))).collect()
+            c.topics()
+                .iter()
+                .flat_map(|(n, t)| (t.first_pid..t.first_pid + t.partitions).map(move |p| (p, (n.clone(), t.clone()))))
+                .collect()
         };
         let (before, after) = (pids(&cat), pids(&now));
         let gone: Vec<Pid> = before.keys().filter(|p| !after.contains_key(p)).copied().collect();

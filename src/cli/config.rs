@@ -300,6 +300,7 @@ pub fn default_text() -> String {
 fn toml_value(raw: &str) -> String {
     match raw.parse::<i64>() {
         Ok(_) => raw.to_string(),
+        Err(_) if raw == "true" || raw == "false" => raw.to_string(),
         Err(_) => toml::Value::String(raw.to_string()).to_string(),
     }
 }

@@ -28,7 +28,7 @@ pub struct ServeArgs {
     /// Serve a data directory another process writes (an application with
     /// the embedded engine) read-only: follow what it makes durable, take no
     /// lock, write nothing; writes are refused (ReadOnly).
-    #[arg(long, env = "STROM_READ_ONLY")]
+    #[arg(long, env = "STROM_READ_ONLY", default_value_t = false)]
     pub read_only: bool,
     /// How log lines are written to stderr: text, for people, or json, one object a line, for machines (RUST_LOG filters them).
     #[arg(long, env = "STROM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

@@ -59,7 +59,12 @@ impl<I: Io> Core<I> {
     pub(super) fn publish_marks(&mut self) {
         for (&log, p) in self.published.iter_mut() {
             let j = &self.journals[&log];
-            let m = DurableMark { durable_pos: j.durable_pos(), epoch: j.epoch(), epoch_start_pos: j.epoch_start_pos(), log_start: j.log_start() };
+            let m = DurableMark {
+                durable_pos: j.durable_pos(),
+                epoch: j.epoch(),
+                epoch_start_pos: j.epoch_start_pos(),
+                log_start: j.log_start(),
+            };
             if p.last == Some(m) {
                 continue;
             }
@@ -104,11 +109,18 @@ impl<I: Io> Core<I> {
         let mut scan = FollowScan::new(self.cfg.write_buf_bytes + BLOCK_BYTES, floor_epoch);
         let named: HashSet<Pid> = parts.iter().filter(|(_, p)| p.named.is_some()).map(|(&pid, _)| pid).collect();
         let mut feed = Feed::new(&mut parts, self.cfg.index_interval_bytes, &dir, ckpt.is_none(), Strict::Skip);
-        let mut on_batch = |h: &FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
+        let mut on_batch =
+            |h: &FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
         let wants = |pid: Pid| named.contains(&pid);
         let limits = self.follow_limits();
-        let (reached, stop) =
-            scan.scan(&mut self.io, &segments, (covered, end), prior, &limits, &mut OnBatch { wants_payload: &wants, batch: &mut on_batch })?;
+        let (reached, stop) = scan.scan(
+            &mut self.io,
+            &segments,
+            (covered, end),
+            prior,
+            &limits,
+            &mut OnBatch { wants_payload: &wants, batch: &mut on_batch },
+        )?;
         if let Some(stop) = stop {
             tracing::warn!(log, reached, durable = end, "{}", describe(&stop));
         }
@@ -202,7 +214,8 @@ impl<I: Io> Core<I> {
         let mut opened_more = true;
         loop {
             let from = j.durable_pos();
-            let mut on_batch = |h: &FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
+            let mut on_batch =
+                |h: &FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
             let segments = j.segments();
             let (reached, stop) = f.scan.scan(
                 &mut self.io,
@@ -215,7 +228,12 @@ impl<I: Io> Core<I> {
             j.follow_to(reached);
             match stop {
                 None => break,
-                Some(FollowStop::SegmentsEnd) if opened_more => {
+                // A segment's file can be longer than its chain (a recycled
+                // or pre-written one): where the writer rolled, this core
+                // reads past the chain's end and finds zeros or older frames
+                // until it knows the next segment. So a break, too, first
+                // looks for segments rolled to since.
+                Some(_) if opened_more => {
                     let more = recovery::open_segments_between(&mut self.io, &dir, j.last_segment_start(), mark.durable_pos)?;
                     opened_more = !more.is_empty();
                     more.into_iter().for_each(|s| j.follow_segment(s));

@@ -151,7 +151,8 @@ impl<I: Io> Core<I> {
         let indexed = &self.spec.indexed;
         let wants_payload = |pid: Pid| indexed.contains_key(&pid);
         let mut feed = Feed::new(&mut parts, self.cfg.index_interval_bytes, &dir, full_scan, Strict::Refuse);
-        let mut on_batch = |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
+        let mut on_batch =
+            |h: &frame::FrameHeader, info: &BatchInfo, seg_start: u64, payload: Option<&[u8]>| feed.batch(h, info, seg_start, payload);
         // A log that failed is cut where its trusted data ended (DURABILITY.md).
         // Completions of other ops cannot exist yet: nothing else was pushed.
         let mut stray = Vec::new();

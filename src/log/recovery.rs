@@ -361,19 +361,20 @@ fn scan_chain<I: Io>(
     // Batches since the last block-aligned frame end: delivered only once
     // their commit is known whole.
     let mut held: Vec<(FrameHeader, BatchInfo, u64, Option<Vec<u8>>)> = Vec::new();
-    scan.stop = follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, until, &mut |h, info, seg_start, frame| {
-        if h.kind == FrameKind::Batch {
-            let payload = (on_batch.wants_payload)(h.pid).then(|| frame[HEADER_BYTES..].to_vec());
-            held.push((*h, *info.expect("batch frames carry a batch"), seg_start, payload));
-        }
-        if h.end_pos() % BLOCK_BYTES as u64 == 0 {
-            scan.aligned_end = h.end_pos();
-            for (h, info, seg_start, payload) in held.drain(..) {
-                (on_batch.batch)(&h, &info, seg_start, payload.as_deref())?;
+    scan.stop =
+        follow_chain(io, segments, from, limits, reader, report, prior, &mut scan.last_epoch, until, &mut |h, info, seg_start, frame| {
+            if h.kind == FrameKind::Batch {
+                let payload = (on_batch.wants_payload)(h.pid).then(|| frame[HEADER_BYTES..].to_vec());
+                held.push((*h, *info.expect("batch frames carry a batch"), seg_start, payload));
             }
-        }
-        Ok(())
-    })?;
+            if h.end_pos() % BLOCK_BYTES as u64 == 0 {
+                scan.aligned_end = h.end_pos();
+                for (h, info, seg_start, payload) in held.drain(..) {
+                    (on_batch.batch)(&h, &info, seg_start, payload.as_deref())?;
+                }
+            }
+            Ok(())
+        })?;
     Ok(scan)
 }
 

@@ -95,7 +95,7 @@ enum Cmd {
     Archive(cli::archive::ArchiveArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct ConnArgs {
     /// The broker's address: HOST[:PORT] (port 7070 if none), such as localhost or 127.0.0.1:7070.
     #[arg(long, env = "STROM_ADDR", default_value = ADDR_DEFAULT, global = true)]

@@ -294,6 +294,60 @@ fn the_follower_takes_no_lock_and_refuses_writes() {
     follower.shutdown().unwrap();
 }
 
+// Proves: the writer's retention reaches the follower: its earliest
+// offsets move up as the writer deletes segments, what it still serves from
+// there on is each record at its own offset, and an offset below its start
+// is OffsetOutOfRange.
+#[test]
+fn the_follower_follows_the_writers_retention() {
+    let dir = test_dir("follow_retention");
+    let writer = Writer::start(&dir, &[("STROM_FOLLOW_RETENTION_BYTES", (96u64 << 10).to_string())]);
+    let follower = Serve::on(&dir).args(&["--read-only"]).start();
+    let mut c = follower.client();
+    let earliest = |c: &mut Client, p| c.list_offsets(TOPIC, p, strom::proto::OffsetSpec::Earliest).unwrap().unwrap_or(0);
+    let moved = wait_until(Duration::from_secs(60), || (0..PARTITIONS).all(|p| earliest(&mut c, p) > 0));
+    let ends = writer.kill();
+    assert!(moved, "the follower's earliest offsets never moved (the writer acknowledged up to {ends:?})\n{}", follower.stderr_text());
+    for p in 0..PARTITIONS {
+        let start = earliest(&mut c, p);
+        let got = c.fetch(TOPIC, p, start, 1 << 20, Duration::ZERO).unwrap();
+        let records: Vec<(u64, Option<&[u8]>)> = got.records_from(start).map(Result::unwrap).collect();
+        assert!(!records.is_empty());
+        for (o, v) in records {
+            assert_eq!(v.unwrap(), value(p, o).as_bytes());
+        }
+        let below = c.fetch(TOPIC, p, start - 1, 1 << 20, Duration::ZERO).unwrap_err();
+        assert!(matches!(below, strom::client::ClientError::Server { code: strom::proto::ErrorCode::OffsetOutOfRange, .. }), "{below}");
+    }
+}
+
+// Proves: `strom archive --data-dir` reads a directory whose writer (a
+// server) is running, without its lock, and archives exactly the records the
+// writer serves: every partition, every record, at its offset.
+#[test]
+fn an_archive_from_a_data_directory_while_its_writer_runs() {
+    let dir = test_dir("follow_archive");
+    let writer = Serve::start(&dir, &[]);
+    let mut c = writer.client();
+    c.create_topic(TOPIC, PARTITIONS).unwrap();
+    for i in 0..300u32 {
+        c.produce(TOPIC, i % PARTITIONS, &harness::batch(&format!("a{i}"), 10, i64::from(i))).unwrap();
+    }
+    let out = dir.with_extension("strar");
+    let _ = std::fs::remove_file(&out);
+    let run =
+        Command::new(env!("CARGO_BIN_EXE_strom")).args(["archive", TOPIC, "--data-dir"]).arg(&dir).arg("--out").arg(&out).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let a = strom::archive::Archive::open(&out).unwrap();
+    for p in 0..PARTITIONS {
+        let live = c.fetch(TOPIC, p, 0, 1 << 24, Duration::ZERO).unwrap();
+        let archived = a.fetch(p, 0, 1 << 24).unwrap();
+        assert_eq!(archived.next_offset, live.next_offset);
+        assert_eq!(harness::values(&archived.batches), harness::values(&live.batches));
+        assert_eq!(harness::values(&live.batches).len(), 1500);
+    }
+}
+
 /// Every file under `dir`: its length, modification time and inode.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime, u64)> {
     use std::os::unix::fs::MetadataExt;

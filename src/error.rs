@@ -264,7 +264,9 @@ impl fmt::Display for StromError {
             StromError::Cancelled => f.write_str("the request was cancelled by its client"),
             StromError::ShuttingDown => f.write_str("the server is shutting down and takes no new work; retry once it is back"),
             StromError::AuthRequired => f.write_str("authentication is required: authenticate with a token first (--token or STROM_TOKEN)"),
-            StromError::ReadOnly(what) => write!(f, "{what} refused: this server is read-only (it serves data another process writes, or archives)"),
+            StromError::ReadOnly(what) => {
+                write!(f, "{what} refused: this server is read-only (it serves data another process writes, or archives)")
+            }
             StromError::AuthFailed => f.write_str("authentication failed: the token names no user of this server"),
             StromError::NotAuthorized { user, topic, access } if topic == "*" => {
                 write!(f, "user {user:?} may not do this: it needs `{access}` on every topic (a permission on \"*\")")

@@ -568,3 +568,7 @@ fn query(a: &Archive, p: u32, spec: &QuerySpec) -> std::result::Result<QueryBoun
     };
     Ok(QueryBounds { from: from.max(start), end: end.min(end_now), open, high_watermark: end_now, start_offset: start })
 }
+
+#[cfg(test)]
+#[path = "archives_tests.rs"]
+mod tests;

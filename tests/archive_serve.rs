@@ -294,11 +294,14 @@ fn clashes_and_damage_are_refused_at_start() {
     std::fs::create_dir_all(&twice).unwrap();
     std::fs::copy(&arc, twice.join("a.archive")).unwrap();
     std::fs::copy(&arc, twice.join("b.archive")).unwrap();
-    let err = refused_start(Serve::on(&dir.join("d1")).args(&["--archive", twice.to_str().unwrap()]));
+    // Given by the config file's key, here; by the variable, below.
+    let config = dir.join("strom.toml");
+    std::fs::write(&config, format!("archive_dir = {:?}\n", twice.to_str().unwrap())).unwrap();
+    let err = refused_start(Serve::on(&dir.join("d1")).args(&["--config", config.to_str().unwrap()]));
     assert!(err.contains("in two archives") && err.contains("a.archive") && err.contains("b.archive"), "{err}");
     // The catalog and an archive: the source's own data directory.
     drop(source);
-    let err = refused_start(Serve::on(&dir.join("source")).args(&["--archive", archives.to_str().unwrap()]));
+    let err = refused_start(Serve::on(&dir.join("source")).env("STROM_ARCHIVE_DIR", archives.to_str().unwrap()));
     assert!(err.contains("\"arc\"") && err.contains("source") && err.contains("arc.archive"), "{err}");
     // A damaged archive (truncated, and a flipped bit in its index).
     let bytes = std::fs::read(&arc).unwrap();

@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long, env = "STROM_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Also serve every archive in this directory (made by `strom archive`) read-only, beside the live topics; names ending in .tmp are skipped.
-    #[arg(long = "archive", env = "STROM_ARCHIVE_DIR", value_name = "DIR")]
+    #[arg(long, visible_alias = "archive", env = "STROM_ARCHIVE_DIR", value_name = "DIR")]
     pub archive_dir: Option<PathBuf>,
     /// How log lines are written to stderr: text, for people, or json, one object a line, for machines (RUST_LOG filters them).
     #[arg(long, env = "STROM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -351,7 +351,10 @@ fn announce(server: &Server, data_dir: &std::path::Path) {
         eprintln!("strom: metrics on {addr}");
     }
     let archives = match server.shelf() {
-        Some(shelf) => format!(", {} archive topics from {}", shelf.topics().count(), shelf.dir().display()),
+        Some(shelf) => {
+            let n = shelf.topics().count();
+            format!(", {n} archived topic{} from {}", if n == 1 { "" } else { "s" }, shelf.dir().display())
+        }
         None => String::new(),
     };
     eprintln!("strom: serving on {}, data dir {}{archives}{cut}", server.local_addr(), data_dir.display());

@@ -56,6 +56,8 @@ const SWEEP: Duration = Duration::from_millis(50);
 /// How soon a fetch waiting for reply budget tries again (only while one
 /// waits: the budget rings cores, not this thread, when bytes return).
 const BUDGET_RETRY: Duration = Duration::from_millis(1);
+/// A parked poll's wait when the one asked cannot be added to now: a year.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The archive topics of a server, and the thread that reads them.
 pub struct Shelf {
@@ -454,7 +456,8 @@ impl Worker {
         if offset == d.end_offset {
             let now = Instant::now();
             let p = Parked {
-                deadline: now + wait,
+                // A wait past what an Instant can hold is a wait forever (until stop).
+                deadline: now.checked_add(wait).unwrap_or(now + FOREVER),
                 since: now,
                 offset,
                 headroom: asker.headroom,

@@ -26,6 +26,7 @@ fn main() {
         skip::trial("archives_served_beside_live_topics", &[], archives_served_beside_live_topics),
         skip::trial("a_subscription_reads_an_archive_once_then_waits", &[], a_subscription_reads_an_archive_once_then_waits),
         skip::trial("clashes_and_damage_are_refused_at_start", &[], clashes_and_damage_are_refused_at_start),
+        skip::trial("archive_topics_follow_auth_permissions", &[], archive_topics_follow_auth_permissions),
         skip::trial("kcat_reads_an_archive_topic", &[Need::Tools(&["kcat"], "kcat")], kcat_reads_an_archive_topic),
     ]);
 }
@@ -357,4 +358,39 @@ fn kcat_reads_an_archive_topic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.to_lowercase().contains("policy"), "kcat produce to an archive topic: {err}");
     assert_eq!(s.client().list_offsets("arc", 0, OffsetSpec::Latest).unwrap(), Some(want[0].len() as u64));
+}
+
+// Proves: under [auth], an archive topic is read as a live one: a user
+// with read on it fetches it, one without is refused NotAuthorized and
+// does not see it in Metadata, and a write by a user without write is
+// refused NotAuthorized before the archive would refuse it ReadOnly.
+fn archive_topics_follow_auth_permissions() {
+    let dir = test_dir("archive-serve-auth");
+    let (_source, archives, want) = archived_source(&dir);
+    let config = dir.join("strom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "archive_dir = {:?}\n[auth]\nenabled = true\n\
+             [[auth.users]]\nname = \"reader\"\ntoken = \"reader-secret-0123456789\"\npermissions = [{{ topic = \"arc\", allow = [\"read\"] }}]\n\
+             [[auth.users]]\nname = \"ops\"\ntoken = \"ops-secret-0123456789ab\"\npermissions = [{{ topic = \"*\", allow = [\"read\", \"write\", \"admin\"] }}]\n",
+            archives.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let s = Serve::on(&dir.join("data")).cores(2).args(&["--config", config.to_str().unwrap()]).start();
+    let mut reader = s.client();
+    reader.authenticate("reader-secret-0123456789").unwrap();
+    assert_eq!(fetch_all(&mut reader, "arc", 0, 1 << 20), want[0]);
+    let names: Vec<String> = reader.metadata(&[]).unwrap().topics.into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["arc"], "the reader sees only what it may read");
+    let e = reader.fetch("ticks", 0, 0, 1000, Duration::ZERO).unwrap_err();
+    assert_eq!(server_code(&e), ErrorCode::NotAuthorized, "{e}");
+    let e = reader.produce_values("arc", 0, &[b"x"]).unwrap_err();
+    assert_eq!(server_code(&e), ErrorCode::NotAuthorized, "{e}");
+    let mut ops = s.client();
+    ops.authenticate("ops-secret-0123456789ab").unwrap();
+    let e = ops.produce_values("arc", 0, &[b"x"]).unwrap_err();
+    assert_eq!(server_code(&e), ErrorCode::ReadOnly, "{e}");
+    assert_eq!(ops.list_offsets("ticks", 0, OffsetSpec::Latest).unwrap(), Some(250));
 }

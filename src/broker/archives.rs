@@ -51,7 +51,8 @@ pub const ARCHIVE_PARKED_MAX: usize = 65_536;
 /// Fetches waiting for reply budget, at most; one more is refused with Overloaded.
 const BUDGET_WAITS_MAX: usize = 4096;
 /// How often parked polls are looked at for an asker gone or a release
-/// (a Kafka Fetch whose other partitions answered enough).
+/// (a Kafka Fetch whose other partitions answered enough), while any are
+/// parked: a release is answered within this.
 const SWEEP: Duration = Duration::from_millis(50);
 /// How soon a fetch waiting for reply budget tries again (only while one
 /// waits: the budget rings cores, not this thread, when bytes return).
@@ -133,7 +134,8 @@ impl Shelf {
         }
         let (tx, rx) = mpsc::sync_channel(ARCHIVE_JOBS_MAX);
         let reads = Arc::new(AtomicU64::new(0));
-        let worker = Worker { rx, parked: Vec::new(), budget_waits: VecDeque::new(), reads: reads.clone() };
+        let worker =
+            Worker { rx, parked: Vec::new(), next_deadline: Instant::now() + FOREVER, budget_waits: VecDeque::new(), reads: reads.clone() };
         let thread = std::thread::Builder::new()
             .name("strom-archive".into())
             .spawn(move || worker.run())
@@ -333,12 +335,17 @@ struct Parked {
 struct Worker {
     rx: Receiver<Job>,
     parked: Vec<Parked>,
+    /// The earliest deadline among `parked` (far ahead when none is).
+    next_deadline: Instant,
     /// Fetches waiting for reply budget, in arrival order.
     budget_waits: VecDeque<Job>,
     reads: Arc<AtomicU64>,
 }
 
 impl Worker {
+    /// Takes jobs until the shelf stops. With nothing parked and no budget
+    /// wait it sleeps in `recv`; with polls parked it wakes at the earliest
+    /// deadline or the next sweep; a job costs no walk of the parked polls.
     fn run(mut self) {
         let mut next_sweep = Instant::now() + SWEEP;
         loop {
@@ -346,7 +353,7 @@ impl Worker {
             let wake = if !self.budget_waits.is_empty() {
                 Some(BUDGET_RETRY)
             } else {
-                self.parked.iter().map(|p| p.deadline).min().map(|d| d.min(next_sweep).saturating_duration_since(now))
+                (!self.parked.is_empty()).then(|| self.next_deadline.min(next_sweep).saturating_duration_since(now))
             };
             let got = match wake {
                 Some(t) => self.rx.recv_timeout(t),
@@ -363,7 +370,9 @@ impl Worker {
             if sweep {
                 next_sweep = now + SWEEP;
             }
-            self.expire(now, sweep);
+            if sweep || now >= self.next_deadline {
+                self.expire(now, sweep);
+            }
         }
     }
 
@@ -380,6 +389,7 @@ impl Worker {
     /// Answers the parked polls whose wait is over or that were released,
     /// and (on a sweep) drops those whose asker went away.
     fn expire(&mut self, now: Instant, sweep: bool) {
+        self.next_deadline = now + FOREVER;
         let mut i = 0;
         while i < self.parked.len() {
             let p = &self.parked[i];
@@ -393,6 +403,7 @@ impl Worker {
                     answer_empty(p);
                 }
             } else {
+                self.next_deadline = self.next_deadline.min(p.deadline);
                 i += 1;
             }
         }
@@ -472,6 +483,7 @@ impl Worker {
             if wait.is_zero() || self.parked.len() >= ARCHIVE_PARKED_MAX {
                 answer_empty(p);
             } else {
+                self.next_deadline = self.next_deadline.min(p.deadline);
                 self.parked.push(p);
             }
             return None;

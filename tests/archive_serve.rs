@@ -126,7 +126,8 @@ fn server_code(e: &ClientError) -> ErrorCode {
 // and by named index) agree with the records, metadata and describe list
 // the archive topics beside the live ones, writes to an archive topic are
 // refused ReadOnly with nothing changed, a live topic on the same server
-// is still written and read, and a file being written (.tmp) is skipped.
+// is still written and read, a file being written (.tmp) is skipped, and
+// `strom archive` of the archive topic through this server copies it.
 fn archives_served_beside_live_topics() {
     let dir = test_dir("archive-serve");
     let (source, archives, want) = archived_source(&dir);
@@ -153,6 +154,14 @@ fn archives_served_beside_live_topics() {
     check_queries(&mut c, &want[0]);
     check_metadata(&mut c, &want);
     check_writes_refused(&mut c, &archives, &want);
+    // An archive of the archive topic, made through this server, holds the same batches.
+    let again = dir.join("again.archive");
+    ok(strom(s.addr, &["archive", "arc", "--out", again.to_str().unwrap()]));
+    let (a, b) = (Archive::open(&archives.join("arc.archive")).unwrap(), Archive::open(&again).unwrap());
+    for p in 0..3 {
+        let batches = |x: &Archive| x.chunks(p).flat_map(|c| c.unwrap().batches).collect::<Vec<u8>>();
+        assert!(batches(&a) == batches(&b), "partition {p}: re-archived batches differ");
+    }
     // A live topic on the same server: written and read back.
     c.create_topic("live", 1).unwrap();
     c.produce_values("live", 0, &[b"one", b"two"]).unwrap();

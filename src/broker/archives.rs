@@ -379,7 +379,7 @@ impl Worker {
     /// The end: parked polls answer empty now; budget waits are refused.
     fn finish(&mut self) {
         for p in std::mem::take(&mut self.parked) {
-            answer_empty(p);
+            answer_empty(p, true);
         }
         for job in std::mem::take(&mut self.budget_waits) {
             (job.reply)(Err(StromError::ShuttingDown.into()));
@@ -400,7 +400,7 @@ impl Worker {
                 if gone {
                     (p.reply)(Err(StromError::Cancelled.into()));
                 } else {
-                    answer_empty(p);
+                    answer_empty(p, true);
                 }
             } else {
                 self.next_deadline = self.next_deadline.min(p.deadline);
@@ -481,7 +481,7 @@ impl Worker {
             // Parking refused at the limit: an empty answer at once, as a
             // live core at its parked-read limit gives.
             if wait.is_zero() || self.parked.len() >= ARCHIVE_PARKED_MAX {
-                answer_empty(p);
+                answer_empty(p, false);
             } else {
                 self.next_deadline = self.next_deadline.min(p.deadline);
                 self.parked.push(p);
@@ -524,8 +524,11 @@ impl Worker {
 }
 
 /// A parked poll's answer: no batches, the wait it spent.
-fn answer_empty(p: Parked) {
-    let parked_ns = u64::try_from(p.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+/// One never parked (no wait asked, or the parked limit reached) says it
+/// waited 0 ns: a subscription counts those, and ends with Overloaded
+/// rather than asking again at once forever.
+fn answer_empty(p: Parked, parked: bool) {
+    let parked_ns = if parked { u64::try_from(p.since.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1) } else { 0 };
     (p.reply)(Ok(Answer::Fetched(Fetched {
         bytes: ReplyBuf::Heap(vec![0; p.headroom]),
         headroom: p.headroom,

@@ -63,6 +63,7 @@ fn parked_polls_answer_when_released_gone_or_stopped() {
     released.store(true, Ordering::Relaxed);
     let f = fetched(&rx);
     assert_eq!((f.bytes.len(), f.next_offset, f.budget_bytes), (HEADROOM, 12, 0), "released: empty");
+    assert!(f.parked_ns > 0, "it says it waited");
     let gone = Arc::new(AtomicBool::new(false));
     let rx = ask(&shelf, fetch(12, HOUR), asker(None, Some(gone.clone()), None));
     gone.store(true, Ordering::Relaxed);
@@ -73,7 +74,8 @@ fn parked_polls_answer_when_released_gone_or_stopped() {
         Command::Fetch { topic: "t", partition: 1, offset: 0, max_bytes: 100, max_wait: Duration::ZERO },
         asker(None, None, None),
     );
-    assert_eq!(fetched(&empty).bytes.len(), HEADROOM, "an empty partition, no wait: empty at once");
+    let f = fetched(&empty);
+    assert_eq!((f.bytes.len(), f.parked_ns), (HEADROOM, 0), "an empty partition, no wait: empty at once, not waited");
     shelf.stop();
     assert_eq!(fetched(&rx).bytes.len(), HEADROOM, "stopped: empty");
     let after = ask(&shelf, fetch(0, Duration::ZERO), asker(None, None, None));

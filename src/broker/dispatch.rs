@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::Broker;
 use super::admin::{Admin, Job};
+use super::archives::{Asker, Shelf};
 use super::command::{Answer, Batches, BrokerError, Command, OffsetQuery, Respond, Responder, TopicPlacement};
 use super::forward::{OUTBOX_RETRY_NS, Outbox};
 use super::many::Gather;
@@ -72,6 +73,8 @@ pub struct Dispatcher {
     metrics: BrokerMetrics,
     /// Permission refusals logged.
     denied_log: crate::server::LogLimit,
+    /// The archive topics served beside the live ones (`--archive DIR`).
+    shelf: Option<Arc<Shelf>>,
 }
 
 impl Dispatcher {
@@ -90,7 +93,14 @@ impl Dispatcher {
             outbox: Outbox::default(),
             metrics: BrokerMetrics::default(),
             denied_log: Default::default(),
+            shelf: None,
         }
+    }
+
+    /// Commands naming one of `shelf`'s topics are its to answer.
+    pub(crate) fn with_shelf(mut self, shelf: Option<Arc<Shelf>>) -> Self {
+        self.shelf = shelf;
+        self
     }
 
     /// Fetch answers for this core's connections are built under `budget`.
@@ -99,9 +109,16 @@ impl Dispatcher {
         self
     }
 
-    /// The broker's section of its core's metrics.
+    /// The broker's section of its core's metrics. The shelf's counts are
+    /// the whole server's: core 0 carries them, so that the cores' sum
+    /// counts them once.
     pub fn metrics(&self) -> BrokerMetrics {
-        self.metrics
+        let mut m = self.metrics;
+        if let Some(shelf) = self.shelf.as_ref().filter(|_| self.core_id == 0) {
+            m.archive_reads = shelf.reads();
+            m.archive_read_bytes = shelf.read_bytes();
+        }
+        m
     }
 
     /// True while requests wait for room in another core's mailbox: the
@@ -126,6 +143,10 @@ impl Dispatcher {
         if let Err(e) = host.authorize(&cmd) {
             self.denied(&e);
             return reply(Err(e));
+        }
+        if let Some(shelf) = self.shelf.clone().filter(|s| s.claims(&cmd)) {
+            let asker = self.asker(host.asker_gone(), None);
+            return shelf.execute(cmd, asker, Box::new(reply));
         }
         if let Some(what) = self.broker.read_only().then(|| writes(&cmd)).flatten() {
             return reply(Err(StromError::ReadOnly(what.to_string()).into()));
@@ -276,6 +297,10 @@ impl Dispatcher {
                 respond(Err(e));
                 continue;
             }
+            if let Some(shelf) = self.shelf.clone().filter(|s| matches!(cmd, Command::Fetch { .. }) && s.claims(&cmd)) {
+                shelf.execute(cmd, self.asker(gone.clone(), released.clone()), Box::new(respond));
+                continue;
+            }
             match cmd {
                 Command::Fetch { topic, partition, offset, max_bytes, max_wait } => {
                     if let Some((pid, respond)) = self.resolve(topic, partition, respond) {
@@ -289,6 +314,18 @@ impl Dispatcher {
         }
     }
 
+    /// How this core's askers want an archive Fetch's answer.
+    fn asker(&self, gone: Option<Arc<AtomicBool>>, released: Option<Arc<AtomicBool>>) -> Asker {
+        Asker {
+            headroom: self.fetch_headroom,
+            budget: self.reply_budget.clone(),
+            gone,
+            released,
+            batch_bytes_max: self.broker.batch_bytes_max(),
+            cores: self.core_addrs.len(),
+        }
+    }
+
     fn list_offsets(&mut self, host: &mut impl Host, pid: Pid, query: OffsetQuery, reply: impl Respond) {
         let req = match query {
             OffsetQuery::AtTime(ts_ms) => {
@@ -299,18 +336,29 @@ impl Dispatcher {
         self.route(host, pid, req);
     }
 
-    /// A Metadata of every topic lists those the asker `sees`; one naming
-    /// topics answers for each.
+    /// A Metadata of every topic lists those the asker `sees`, archive
+    /// topics among them; one naming topics answers for each.
     fn metadata(&mut self, names: &[&str], sees: impl Fn(&str) -> bool) -> std::result::Result<Answer, BrokerError> {
         let router = self.broker.router();
         let all = self.topics().clone();
-        let names: Vec<&str> = if names.is_empty() { all.keys().map(String::as_str).filter(|t| sees(t)).collect() } else { names.to_vec() };
+        let shelf = self.shelf.clone();
+        let names: Vec<&str> = if names.is_empty() {
+            let mut every: Vec<&str> = all.keys().map(String::as_str).chain(shelf.iter().flat_map(|s| s.topics())).collect();
+            every.sort_unstable();
+            every.into_iter().filter(|t| sees(t)).collect()
+        } else {
+            names.to_vec()
+        };
         let mut topics = Vec::new();
         for name in names {
-            let Some(t) = all.get(name) else {
-                return Err(StromError::UnknownTopic(name.escape_debug().take(300).collect()).into());
+            let partition_cores = match all.get(name) {
+                Some(t) => router.partition_cores(t),
+                None => shelf
+                    .as_ref()
+                    .and_then(|s| s.partition_cores(name, self.core_addrs.len()))
+                    .ok_or_else(|| StromError::UnknownTopic(name.escape_debug().take(300).collect()))?,
             };
-            topics.push(TopicPlacement { name: name.to_string(), partition_cores: router.partition_cores(t) });
+            topics.push(TopicPlacement { name: name.to_string(), partition_cores });
         }
         Ok(Answer::Metadata { core_addrs: self.core_addrs.to_vec(), topics })
     }

@@ -11,6 +11,8 @@
 //!   topics, runs a request on this core at once or forwards it to the
 //!   owning core's mailbox (`forward`), answers metadata, hands topic admin
 //!   and committed offsets to the `admin` thread (`offsets`: their store).
+//! - `archives`: the archive topics of `--archive DIR` ([`archives::Shelf`]),
+//!   served read-only beside the live ones by a thread of their own.
 //! - [`Broker`] (here): what every thread shares: the topic directory and
 //!   catalog, the router, the way into each core; the embedded API
 //!   (`Engine`) calls its blocking methods from the caller's thread.
@@ -29,6 +31,7 @@ use crate::partition::{Pid, Retention};
 use crate::read::{Fetch, ReadResult};
 
 pub(crate) mod admin;
+pub mod archives;
 pub mod command;
 mod dispatch;
 mod forward;

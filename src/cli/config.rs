@@ -42,6 +42,7 @@ pub enum ConfigCmd {
 /// by `config default` (a test uncomments them and loads them).
 const EXAMPLES: &[(&str, &str)] = &[
     ("data_dir", "/var/lib/strom"),
+    ("archive_dir", "/var/lib/strom-archives"),
     ("kafka_listen", "127.0.0.1:9092"),
     ("kafka_advertise", "broker1.example.com:9092"),
     ("metrics_listen", "127.0.0.1:9464"),

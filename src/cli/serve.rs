@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// lock, write nothing; writes are refused (ReadOnly).
     #[arg(long, env = "STROM_READ_ONLY", default_value_t = false)]
     pub read_only: bool,
+    /// Also serve every archive in this directory (made by `strom archive`) read-only, beside the live topics; names ending in .tmp are skipped.
+    #[arg(long, visible_alias = "archive", env = "STROM_ARCHIVE_DIR", value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
     /// How log lines are written to stderr: text, for people, or json, one object a line, for machines (RUST_LOG filters them).
     #[arg(long, env = "STROM_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -141,6 +144,7 @@ pub fn configs(args: &ServeArgs, auth: strom::auth::AuthConfig) -> Result<(Optio
         core_buffered_bytes_max: args.core_buffered_bytes_max,
         reply_budget_bytes: args.reply_budget_bytes,
         auth,
+        archive_dir: args.archive_dir.clone(),
         ..ServerConfig::default()
     };
     engine_cfg.validate().map_err(|e| e.to_string())?;
@@ -238,7 +242,7 @@ impl Settings {
     /// Every setting by its key (a test checks that none is missing),
     /// whether a reload applies it live ([`LiveSettings`]), and its value
     /// as the log tells it.
-    fn compared(&self) -> [(&'static str, bool, String); 22] {
+    fn compared(&self) -> [(&'static str, bool, String); 23] {
         let (e, s) = (&self.engine, &self.server);
         let ms = |d: Duration| duration_ms(d).to_string();
         let limit = |v: Option<u64>| v.map_or_else(|| "-1".to_string(), |v| v.to_string());
@@ -252,6 +256,7 @@ impl Settings {
             ("retention_bytes", true, limit(e.retention_bytes)),
             ("data_dir", false, unset_or(self.data_dir.as_ref().map(|d| d.display()))),
             ("read_only", false, e.read_only.to_string()),
+            ("archive_dir", false, unset_or(s.archive_dir.as_ref().map(|d| d.display()))),
             ("log_format", false, self.log_format.clone()),
             ("listen", false, s.listen.to_string()),
             ("kafka_listen", false, unset_or(s.kafka_listen)),
@@ -352,7 +357,14 @@ fn announce(server: &Server, data_dir: &std::path::Path) {
     if let Some(addr) = server.metrics_addr() {
         eprintln!("strom: metrics on {addr}");
     }
-    eprintln!("strom: serving on {}, data dir {}{cut}", server.local_addr(), data_dir.display());
+    let archives = match server.shelf() {
+        Some(shelf) => {
+            let n = shelf.topics().count();
+            format!(", {n} archived topic{} from {}", if n == 1 { "" } else { "s" }, shelf.dir().display())
+        }
+        None => String::new(),
+    };
+    eprintln!("strom: serving on {}, data dir {}{archives}{cut}", server.local_addr(), data_dir.display());
 }
 
 #[cfg(test)]

@@ -19,7 +19,8 @@
 //!   served-beyond-durable audit; free read and reply buffers and the
 //!   windows open (sampled);
 //! - [`BrokerMetrics`], the broker's part on the core
-//!   (`src/broker/dispatch.rs`): requests forwarded to another core;
+//!   (`src/broker/dispatch.rs`): requests forwarded to another core,
+//!   refusals, and the archive thread's reads (`src/broker/archives.rs`);
 //! - [`ConnMetrics`], the core's server task (`src/server/`): connections
 //!   accepted, refused and timed out, requests, frame errors, zero-copy
 //!   sends; connections open and bytes held (sampled).
@@ -229,6 +230,10 @@ registry! {
             "Requests sent to the mailbox of the core owning their partition.";
         denied => AuthDenied, Counter, "strom_auth_denied_total",
             "Requests (or parts of a Kafka request) refused because the user lacks the permission (NotAuthorized).";
+        archive_reads => ArchiveReads, Counter, "strom_archive_reads_total",
+            "Requests served from archives by the archive thread: fetches (those that waited at an archive's end among them), time and index lookups, range queries.";
+        archive_read_bytes => ArchiveReadBytes, Counter, "strom_archive_read_bytes_total",
+            "Bytes read from archive files since they were opened (their footers and indices included).";
     }
     /// Counted by the core's server task (`src/server/`): its connections.
     conn: ConnMetrics {

@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// Who may connect and what each user may do (`[auth]`; off by
     /// default). A reload replaces it: [`super::Server::set_auth`].
     pub auth: crate::auth::AuthConfig,
+    /// Serve every archive in this directory read-only beside the live
+    /// topics (`crate::broker::archives`; docs/ARCHIVE.md, Serving).
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +102,7 @@ impl Default for ServerConfig {
             direct_ports: true,
             reply_bufs_per_core: 16,
             auth: crate::auth::AuthConfig::default(),
+            archive_dir: None,
         }
     }
 }

@@ -27,6 +27,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::broker::admin::Admin;
+use crate::broker::archives::Shelf;
 use crate::broker::{Broker, Dispatcher};
 use crate::config::EngineConfig;
 use crate::engine::{Engine, ShutdownReport};
@@ -135,6 +136,8 @@ pub struct Server {
     core_addrs: Vec<String>,
     admin: Arc<Admin>,
     shared: Arc<Shared>,
+    /// The archive topics (`--archive DIR`), when there are.
+    shelf: Option<Arc<Shelf>>,
 }
 
 /// How long a stopping server waits for in-flight requests to be answered.
@@ -152,8 +155,14 @@ impl Server {
         let bound = listen::bind(cfg.listen, cores, cfg.direct_ports)?;
         let kafka_bound = cfg.kafka_listen.map(|addr| listen::bind_shared(addr, cores)).transpose()?;
         let metrics_bound = cfg.metrics_listen.map(metrics_http::MetricsHttp::bind).transpose()?;
+        // Opened before the engine, so that a bad archive refuses the start
+        // before the data directory is touched.
+        let shelf = cfg.archive_dir.as_deref().map(Shelf::open).transpose()?;
         let engine = Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?;
         let broker = engine.broker().clone();
+        if let Some(shelf) = &shelf {
+            shelf.check_clash(&broker.topics(), dir)?;
+        }
         let admin = Admin::start(broker.clone(), engine.dir())?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
         let (controls, control_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();
@@ -196,8 +205,9 @@ impl Server {
         for (core_id, ((inbox, control), listeners)) in per_core.enumerate() {
             let budget = shared.reply_budget();
             let headroom = NativeCodec.fetch_headroom();
-            let dispatcher =
-                Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), headroom).with_reply_budget(budget.clone());
+            let dispatcher = Dispatcher::new(core_id, broker.clone(), admin.clone(), core_addrs.clone(), headroom)
+                .with_reply_budget(budget.clone())
+                .with_shelf(shelf.clone());
             let mut listeners: Vec<(ListenSock, u8)> = listeners.into_iter().map(|l| (ListenSock::Os(l.into()), 0)).collect();
             if let Some(sock) = kafka_socks.get_mut(core_id).and_then(Option::take) {
                 listeners.push((ListenSock::Os(sock.into()), 1));
@@ -216,6 +226,7 @@ impl Server {
             core_addrs: bound.core_addrs,
             admin,
             shared,
+            shelf,
         })
     }
 
@@ -252,6 +263,11 @@ impl Server {
     /// The embedded engine, for in-process use beside the network.
     pub fn engine(&self) -> &Engine {
         self.engine.as_ref().expect("engine runs until shutdown")
+    }
+
+    /// The archive topics served beside the live ones (`--archive DIR`).
+    pub fn shelf(&self) -> Option<&Arc<Shelf>> {
+        self.shelf.as_ref()
     }
 
     /// Connections open now, across all cores.
@@ -340,6 +356,11 @@ impl Server {
         }
         // Every connection open now is closed by the stop (new ones are refused from here on).
         let connections_closed = self.metrics().iter().map(|m| m.conn.connections).sum();
+        // Parked archive polls answer now, so that the drain below need not
+        // wait out their long polls; later archive reads are refused.
+        if let Some(shelf) = &self.shelf {
+            shelf.stop();
+        }
         for w in self.shared.stop_tasks(STOP_DRAIN) {
             // An Err means the core's task is gone already: nothing to wait for.
             let _ = w.recv();

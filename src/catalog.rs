@@ -217,6 +217,12 @@ impl Catalog {
         Catalog::read_topics(dir, log_count)
     }
 
+    /// No topics and no file: the catalog of an engine with no data
+    /// directory (a server that serves archives alone).
+    pub fn empty(dir: &Path) -> Catalog {
+        Catalog { dir: dir.to_path_buf(), log_count: 1, next_pid: 0, topics: BTreeMap::new() }
+    }
+
     fn read_topics(dir: &Path, log_count: u32) -> Result<Catalog> {
         let mut cat = Catalog { dir: dir.to_path_buf(), log_count, next_pid: 0, topics: BTreeMap::new() };
         let topics_path = dir.join(TOPICS_FILE);

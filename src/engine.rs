@@ -118,24 +118,46 @@ impl Engine {
         cfg.validate()?;
         platform::probe_io_uring()?;
         // The marks before the catalog: a batch below a mark was appended
-        // after its topic was created, so this catalog knows its topic.
-        let meta = Catalog::open_read_only(dir)?;
+        // after its topic was created, so the catalog read next knows its
+        // topic (the first read only learns how many logs there are).
+        let log_count = Catalog::open_read_only(dir)?.log_count();
         let marks: HashMap<u32, crate::log::mark::DurableMark> =
-            (0..meta.log_count()).filter_map(|log| crate::follow::read_mark(dir, log).map(|m| (log, m))).collect();
-        let catalog = Catalog::open_read_only(dir)?;
+            (0..log_count).filter_map(|log| crate::follow::read_mark(dir, log).map(|m| (log, m))).collect();
+        let mut engine = Engine::start_read_only(dir, cfg, needs, Catalog::open_read_only(dir)?, Some(&marks))?;
+        engine.follower = Some(crate::follow::Follower::start(dir, &marks, log_count, engine.broker.clone())?);
+        tracing::info!(dir = %dir.display(), logs = log_count, "following a data directory read-only");
+        Ok(engine)
+    }
+
+    /// A read-only engine with no data directory: no topics, no logs, no
+    /// follow thread; what a server serving archives alone runs on. `dir`
+    /// (the archive directory) is only named: nothing is read or written there.
+    pub(crate) fn open_empty_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
+        let cfg = EngineConfig { read_only: true, ..cfg };
+        cfg.validate()?;
+        platform::probe_io_uring()?;
+        Engine::start_read_only(dir, cfg, needs, Catalog::empty(dir), None)
+    }
+
+    /// Starts the cores of a read-only engine: each opens its logs up to
+    /// `marks` (None: no logs at all).
+    fn start_read_only(
+        dir: &Path,
+        cfg: EngineConfig,
+        needs: TaskNeeds,
+        catalog: Catalog,
+        marks: Option<&HashMap<u32, crate::log::mark::DurableMark>>,
+    ) -> Result<Engine> {
         let router = Router::new(catalog.log_count(), cfg.cores);
         let registration = Registration::plan(&cfg, router, needs);
-        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), &marks);
+        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), marks);
         let routes = handles.iter().map(|h| h.route.clone()).collect();
-        let log_count = catalog.log_count();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
         let mut engine = Engine { dir: dir.to_path_buf(), cfg, broker, cores: handles, reports, registration, _lock: None, follower: None };
         if let Some(e) = first_err {
             let _ = engine.stop_cores(&mut Vec::new());
             return Err(e);
         }
-        engine.follower = Some(crate::follow::Follower::start(dir, &marks, log_count, engine.broker.clone())?);
-        tracing::info!(dir = %dir.display(), logs = log_count, "following a data directory read-only");
         Ok(engine)
     }
 
@@ -154,7 +176,8 @@ impl Engine {
         tracing::info!("{registration}");
         // Every core registers its share of what the limit allows.
         cfg.registered_bytes_max = registration.registered_bytes_max;
-        let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), &HashMap::new());
+        let (handles, reports, first_err) =
+            start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), Some(&HashMap::new()));
         let routes = handles.iter().map(|h| h.route.clone()).collect();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));
         let mut engine =
@@ -551,7 +574,7 @@ fn start_cores(
     router: Router,
     needs: TaskNeeds,
     (pids, indexed): (&[Pid], &HashMap<Pid, IndexNames>),
-    marks: &HashMap<u32, crate::log::mark::DurableMark>,
+    marks: Option<&HashMap<u32, crate::log::mark::DurableMark>>,
 ) -> (Vec<CoreHandle>, Vec<RecoveryReport>, Option<StromError>) {
     let mut handles = Vec::new();
     let mut reports = Vec::new();
@@ -570,9 +593,10 @@ fn start_cores(
             log_count: router.log_count(),
             pids: pids.iter().copied().filter(|&p| router.core_of(p) == core_id).collect(),
             indexed: indexed.iter().filter(|(p, _)| router.core_of(**p) == core_id).map(|(p, n)| (*p, n.clone())).collect(),
-            logs: router.logs_of(core_id),
+            // An engine with no data directory opens no log.
+            logs: if marks.is_some() { router.logs_of(core_id) } else { Vec::new() },
             needs,
-            marks: marks.iter().filter(|(l, _)| router.core_of_log(**l) == core_id).map(|(l, m)| (*l, *m)).collect(),
+            marks: marks.into_iter().flatten().filter(|(l, _)| router.core_of_log(**l) == core_id).map(|(l, m)| (*l, *m)).collect(),
         };
         let cpu = cfg.pin_cores.then(|| cpus[core_id % cpus.len()]);
         match spawn_core(cfg.clone(), spec, cpu, clock_epoch) {

@@ -41,12 +41,15 @@ pub struct ArchiveArgs {
 /// Where the records come from: a server, or a data directory.
 enum Source {
     Server(crate::ConnArgs),
-    Dir(Engine),
+    Dir(Box<Engine>),
 }
+
+/// Each partition's (start, end) offsets, and the topic's named indices.
+type Described = (Vec<(u64, u64)>, Vec<String>);
 
 impl Source {
     /// Each partition's (start, end) offsets now, and the topic's indices.
-    fn describe(&self, topic: &str) -> Result<(Vec<(u64, u64)>, Vec<String>), String> {
+    fn describe(&self, topic: &str) -> Result<Described, String> {
         match self {
             Source::Server(conn) => {
                 let d = super::connect(conn)?.describe_topic(topic).map_err(|e| e.to_string())?;
@@ -67,14 +70,14 @@ impl Source {
     /// Whole batches of partition `p` from `offset`, and where they end.
     fn fetcher(&self, topic: &str, p: u32) -> Result<Fetcher<'_>, String> {
         Ok(match self {
-            Source::Server(conn) => Fetcher::Server(super::connect(conn)?.for_partition(topic, p).map_err(|e| e.to_string())?),
+            Source::Server(conn) => Fetcher::Server(Box::new(super::connect(conn)?.for_partition(topic, p).map_err(|e| e.to_string())?)),
             Source::Dir(e) => Fetcher::Dir(e),
         })
     }
 }
 
 enum Fetcher<'a> {
-    Server(Client),
+    Server(Box<Client>),
     Dir(&'a Engine),
 }
 
@@ -103,7 +106,7 @@ pub fn archive(args: &ArchiveArgs) -> Result<(), String> {
         Some(dir) => {
             let cfg = strom::EngineConfig { cores: 1, pin_cores: false, ..strom::EngineConfig::default() };
             let e = Engine::open_read_only(dir, cfg).map_err(|e| format!("{}: {e}", dir.display()))?;
-            (Source::Dir(e), dir.display().to_string())
+            (Source::Dir(Box::new(e)), dir.display().to_string())
         }
         None => (Source::Server(args.conn.clone()), args.conn.addr.clone()),
     };

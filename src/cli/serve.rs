@@ -163,8 +163,11 @@ fn server_limit(setting: Setting) -> Option<u64> {
 /// arbitrary thread, and the shutdown and reloads run here, in order.
 pub fn serve(args: &ServeArgs) -> Result<(), String> {
     let started = Settings::of(args, super::config::auth_section(args.config.as_deref())?)?;
-    let data_dir =
-        started.data_dir.clone().ok_or("no data directory: give --data-dir DIR, STROM_DATA_DIR or data_dir in the --config file")?;
+    // With archives alone, no data directory: no live topics.
+    let data_dir = started.data_dir.clone();
+    if data_dir.is_none() && started.server.archive_dir.is_none() {
+        return Err("no data directory: give --data-dir DIR, STROM_DATA_DIR or data_dir in the --config file (or --archive-dir DIR to serve archives alone)".into());
+    }
     // A panic is a bug; on a core thread it would leave that core's
     // partitions dead while the rest serves on, their clients waiting. The
     // whole process stops instead, as a `kill -9` would: a restart recovers
@@ -185,9 +188,13 @@ pub fn serve(args: &ServeArgs) -> Result<(), String> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().map_err(|e| format!("cannot block SIGINT, SIGTERM, SIGUSR1 and SIGHUP: {e}"))?;
     strom::failpoint::init();
-    tracing::info!(data_dir = %data_dir.display(), engine = ?started.engine, server = ?started.server, "starting with these settings");
-    let server = Server::start(&data_dir, started.engine.clone(), started.server.clone()).map_err(|e| e.to_string())?;
-    announce(&server, &data_dir);
+    tracing::info!(data_dir = ?data_dir, engine = ?started.engine, server = ?started.server, "starting with these settings");
+    let server = match &data_dir {
+        Some(dir) => Server::start(dir, started.engine.clone(), started.server.clone()),
+        None => Server::start_archives_only(started.engine.clone(), started.server.clone()),
+    }
+    .map_err(|e| e.to_string())?;
+    announce(&server, data_dir.as_deref());
     tracing::info!(addr = %server.local_addr(), kafka = ?server.kafka_addr(), "ready");
     // Under a systemd `Type=notify` unit: ready once every listener accepts.
     super::notify::tell(&format!("READY=1\nSTATUS=serving on {}\nMAINPID={}", server.local_addr(), std::process::id()));
@@ -338,11 +345,21 @@ fn auth_change(old: &strom::auth::AuthConfig, new: &strom::auth::AuthConfig) -> 
 }
 
 /// The start-up lines: what recovery did, where the server listens.
-fn announce(server: &Server, data_dir: &std::path::Path) {
+fn announce(server: &Server, data_dir: Option<&std::path::Path>) {
     // One line for a normal start (a new directory, or a clean restart that
     // scans nothing past its checkpoints). A log whose recovery scanned,
     // cut or removed anything gets its own line first: that is news.
-    for r in server.engine().recovery_reports().iter().filter(|r| r.bytes_scanned > 0 || r.bytes_cut > 0 || r.segments_removed > 0) {
+    let following = server.engine().config().read_only;
+    for r in
+        server.engine().recovery_reports().iter().filter(|r| following || r.bytes_scanned > 0 || r.bytes_cut > 0 || r.segments_removed > 0)
+    {
+        if following {
+            eprintln!(
+                "strom: following log {} read-only: scanned {} bytes from position {} to {}, what its writer made durable, {} us",
+                r.log, r.bytes_scanned, r.scanned_from, r.end_pos, r.elapsed_us
+            );
+            continue;
+        }
         eprintln!(
             "strom: recovered log {}: scanned {} bytes ({} frames) from position {} to {}, cut {} bytes, removed {} segments, {} us",
             r.log, r.bytes_scanned, r.frames_scanned, r.scanned_from, r.end_pos, r.bytes_cut, r.segments_removed, r.elapsed_us
@@ -364,7 +381,12 @@ fn announce(server: &Server, data_dir: &std::path::Path) {
         }
         None => String::new(),
     };
-    eprintln!("strom: serving on {}, data dir {}{archives}{cut}", server.local_addr(), data_dir.display());
+    let dir = match data_dir {
+        Some(d) if following => format!("data dir {} (read-only)", d.display()),
+        Some(d) => format!("data dir {}", d.display()),
+        None => "no data dir".to_string(),
+    };
+    eprintln!("strom: serving on {}, {dir}{archives}{cut}", server.local_addr());
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +39,7 @@ const TRANSIENT_RETRIES_MAX: u8 = 8;
 const ACCEPTS_PER_POLL_MAX: usize = 64;
 
 mod accept;
+mod files;
 
 struct Slot {
     generation: u32,
@@ -166,22 +166,6 @@ impl UringIo {
         };
         io.arm_waker()?;
         Ok(io)
-    }
-
-    /// From now on this ring changes no file or directory: creating,
-    /// writing, removing, renaming and opening for writing are refused
-    /// (a write op pushed is a bug, and panics). A read-only follower's
-    /// cores run on such rings, so that no path they take, including one
-    /// overlooked, can write into the directory another process owns.
-    pub fn forbid_writes(&mut self) {
-        self.read_only = true;
-    }
-
-    fn refuse_write(&self, op: IoOp, path: &Path) -> Result<()> {
-        if self.read_only {
-            return Err(StromError::ReadOnly(format!("{op:?} of {}", path.display())));
-        }
-        Ok(())
     }
 
     fn cq_entries(ring_entries: u32, ops_max: usize) -> u32 {
@@ -646,24 +630,11 @@ impl Io for UringIo {
     }
 
     fn open_hint(&mut self, path: &Path) -> Result<FileId> {
-        self.refuse_write(IoOp::Open, path)?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| StromError::io(IoOp::Open, path, &e))?;
-        Ok(self.add_file(file, path))
+        self.hint_open(path)
     }
 
     fn write_hint(&mut self, file: FileId, data: &[u8]) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        let f = &self.files[file.0 as usize];
-        self.refuse_write(IoOp::Write, &f.path)?;
-        f.file.write_all_at(data, 0).map_err(|e| StromError::io(IoOp::Write, &f.path, &e))
+        self.hint_write(file, data)
     }
 }
 

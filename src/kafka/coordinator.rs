@@ -99,7 +99,9 @@ impl Coordinator {
     /// Opens the producer ids (a damaged file fails the start) and spawns
     /// the thread.
     pub(crate) fn start(cfg: CoordinatorConfig) -> Result<Coordinator> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StromError::io(IoOp::Create, &cfg.data_dir, &e))?;
+        if !cfg.read_only {
+            std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StromError::io(IoOp::Create, &cfg.data_dir, &e))?;
+        }
         let ids = ProducerIds::open(&cfg.data_dir)?;
         let ids = if cfg.read_only { ids.read_only() } else { ids };
         // Different at each start, so a member id made before a restart is

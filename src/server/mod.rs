@@ -147,6 +147,17 @@ impl Server {
     /// Opens the data directory, starts the cores and accepts on `cfg.listen`
     /// (port 0 picks a free port: see [`Server::local_addr`]).
     pub fn start(dir: &Path, engine_cfg: EngineConfig, cfg: ServerConfig) -> Result<Server> {
+        Server::start_on(Some(dir), engine_cfg, cfg)
+    }
+
+    /// Serves the archives of `cfg.archive_dir` alone: no data directory,
+    /// no live topic (an engine with no logs, read-only: topic admin and
+    /// produce are refused ReadOnly).
+    pub fn start_archives_only(engine_cfg: EngineConfig, cfg: ServerConfig) -> Result<Server> {
+        Server::start_on(None, engine_cfg, cfg)
+    }
+
+    fn start_on(dir: Option<&Path>, engine_cfg: EngineConfig, cfg: ServerConfig) -> Result<Server> {
         cfg.validate()?;
         listen::raise_open_files_limit(cfg.connections_max);
         let cores = engine_cfg.cores.max(1);
@@ -158,10 +169,16 @@ impl Server {
         // Opened before the engine, so that a bad archive refuses the start
         // before the data directory is touched.
         let shelf = cfg.archive_dir.as_deref().map(Shelf::open).transpose()?;
-        let engine = Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?;
+        let engine = match (dir, &cfg.archive_dir) {
+            (Some(dir), _) => Engine::open_for_tasks(dir, engine_cfg, cfg.task_needs(cores))?,
+            (None, Some(archives)) => Engine::open_empty_for_tasks(archives, engine_cfg, cfg.task_needs(cores))?,
+            (None, None) => {
+                return Err(crate::StromError::InvalidArgument("a server needs a data directory or an archive directory".into()));
+            }
+        };
         let broker = engine.broker().clone();
         if let Some(shelf) = &shelf {
-            shelf.check_clash(&broker.topics(), dir)?;
+            shelf.check_clash(&broker.topics(), engine.dir())?;
         }
         let admin = Admin::start(broker.clone(), engine.dir())?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();

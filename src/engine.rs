@@ -115,6 +115,9 @@ impl Engine {
     }
 
     fn open_following(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
+        // A follower never writes: its logs keep only the write buffers a
+        // journal is built with, not the tail cache a writer's serve from.
+        let cfg = EngineConfig { write_bufs_per_log: cfg.write_depth + 2, ..cfg };
         cfg.validate()?;
         platform::probe_io_uring()?;
         // The marks before the catalog: a batch below a mark was appended
@@ -133,7 +136,7 @@ impl Engine {
     /// follow thread; what a server serving archives alone runs on. `dir`
     /// (the archive directory) is only named: nothing is read or written there.
     pub(crate) fn open_empty_for_tasks(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
-        let cfg = EngineConfig { read_only: true, ..cfg };
+        let cfg = EngineConfig { read_only: true, write_bufs_per_log: cfg.write_depth + 2, ..cfg };
         cfg.validate()?;
         platform::probe_io_uring()?;
         Engine::start_read_only(dir, cfg, needs, Catalog::empty(dir), None)

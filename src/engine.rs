@@ -115,9 +115,10 @@ impl Engine {
     }
 
     fn open_following(dir: &Path, cfg: EngineConfig, needs: TaskNeeds) -> Result<Engine> {
-        // A follower never writes: its logs keep only the write buffers a
-        // journal is built with, not the tail cache a writer's serve from.
-        let cfg = EngineConfig { write_bufs_per_log: cfg.write_depth + 2, ..cfg };
+        // A follower never writes: its logs' buffers only keep the newest
+        // bytes it followed for reads at the tail (8 MiB a log by default),
+        // not the 64 MiB a writer keeps.
+        let cfg = EngineConfig { write_bufs_per_log: cfg.write_depth + 6, ..cfg };
         cfg.validate()?;
         platform::probe_io_uring()?;
         // The marks before the catalog: a batch below a mark was appended

@@ -464,9 +464,11 @@ fn follower_lag() {
             }
         }
     }
+    let batch_bytes = harness::batch("b0", RECORDS, 0).len() as u64;
     println!(
-        "follower lag over {batches} batches of {RECORDS} records ({rate} batches/s, {} records/s): p50 {} us, p99 {} us, max {} us ({early} arrived before the acker saw the ack)",
+        "follower lag over {batches} batches of {RECORDS} records ({rate} batches/s, {} records/s, {:.1} MB/s): p50 {} us, p99 {} us, max {} us ({early} arrived before the acker saw the ack)",
         rate * RECORDS as u64,
+        (rate * batch_bytes) as f64 / 1e6,
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
         h.max()

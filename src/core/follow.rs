@@ -225,6 +225,9 @@ impl<I: Io> Core<I> {
                 &limits,
                 &mut OnBatch { wants_payload: &wants, batch: &mut on_batch },
             )?;
+            if let Some(bytes) = f.scan.held(from, reached) {
+                j.follow_cache(from, bytes);
+            }
             j.follow_to(reached);
             match stop {
                 None => break,

@@ -133,11 +133,17 @@ struct ChunkReader {
     /// File offset of buf[0], and the bytes valid in it.
     at: u64,
     valid: usize,
+    /// The log position of the file's first byte (its segment's start).
+    seg_start: u64,
+    /// File offset past which nothing is wanted (a follower's bound: the
+    /// writer's durable end; reading a whole chunk past it at every mark
+    /// would read most bytes many times).
+    end_off: u64,
 }
 
 impl ChunkReader {
     fn new(chunk_bytes: usize) -> ChunkReader {
-        ChunkReader { buf: AlignedBuf::new(align_up(chunk_bytes as u64) as usize), at: 0, valid: 0 }
+        ChunkReader { buf: AlignedBuf::new(align_up(chunk_bytes as u64) as usize), at: 0, valid: 0, seg_start: 0, end_off: u64::MAX }
     }
 
     /// Bytes of the file from `off` on, at least `want` of them if the file has them.
@@ -145,7 +151,9 @@ impl ChunkReader {
         let have = off >= self.at && off + want as u64 <= self.at + self.valid as u64;
         if !have {
             let start = align_down(off);
-            let len = self.buf.capacity();
+            let cap = self.buf.capacity() as u64;
+            let needed = (off + want as u64 - start).max(self.end_off.saturating_sub(start)).min(cap);
+            let len = align_up(needed).min(cap) as usize;
             debug_assert!((off - start) as usize + want <= len, "frame larger than a read chunk");
             let n = io.read_at(file, start, len, &mut self.buf)?;
             *scanned += n as u64;
@@ -407,6 +415,8 @@ fn follow_chain<I: Io>(
         }
         let file_len = logical_len(io, segments, k)?;
         reader.valid = 0;
+        reader.seg_start = seg.start_pos;
+        reader.end_off = until.saturating_sub(seg.start_pos);
         loop {
             let off = pos - seg.start_pos;
             if pos >= until {
@@ -694,6 +704,17 @@ impl FollowScan {
             Stop::Break(x, why) => Some(FollowStop::Break(format!("at {x}: {why}"))),
         };
         Ok((end, stop))
+    }
+}
+
+impl FollowScan {
+    /// The log's bytes over `[from, to)` if the last read still holds them
+    /// all (one segment, one chunk): what a scan just verified, for the
+    /// follower's tail cache.
+    pub fn held(&self, from: u64, to: u64) -> Option<&[u8]> {
+        let r = &self.reader;
+        let (lo, hi) = (r.seg_start + r.at, r.seg_start + r.at + r.valid as u64);
+        (from >= lo && to <= hi && from <= to).then(|| &r.buf.as_slice()[(from - lo) as usize..(to - lo) as usize])
     }
 }
 

@@ -40,6 +40,23 @@ impl<R> Journal<R> {
         self.log_start
     }
 
+    /// Keeps `bytes`, the log from `start_pos` on (verified by the scan
+    /// that just followed them), in the tail cache, so that subscribers at
+    /// the end read them from memory, as on the writer; the oldest cached
+    /// bytes make room.
+    pub fn follow_cache(&mut self, start_pos: u64, bytes: &[u8]) {
+        let mut pos = start_pos;
+        for piece in bytes.chunks(self.limits.write_buf_bytes) {
+            if self.cache.back().is_some_and(|(s, b)| s + b.len() as u64 > pos) {
+                return;
+            }
+            let Some(mut buf) = self.take_buffer() else { return };
+            buf.extend_from_slice(piece);
+            self.cache.push_back((pos, buf));
+            pos += piece.len() as u64;
+        }
+    }
+
     /// The start of the last segment known (None: none yet).
     pub fn last_segment_start(&self) -> Option<u64> {
         self.segments.back().map(|s| s.start_pos)

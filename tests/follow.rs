@@ -290,6 +290,8 @@ fn the_follower_takes_no_lock_and_refuses_writes() {
     // The follower sees the writer's records once its mark moves.
     assert!(wait_until(Duration::from_secs(30), || follower.partition_stat(TOPIC, 0).unwrap().end_offset == 3));
     assert_eq!(harness::read_to_end(&follower, TOPIC, 0, 0, 1 << 20), harness::read_to_end(&writer, TOPIC, 0, 0, 1 << 20));
+    let counted = |m| follower.metrics().unwrap().iter().map(|c| c.get(m)).sum::<u64>();
+    assert!(counted(strom::metrics::Metric::FollowMarks) >= 1 && counted(strom::metrics::Metric::FollowBytes) >= 4096);
     drop(writer);
     follower.shutdown().unwrap();
 }

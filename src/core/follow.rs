@@ -211,6 +211,7 @@ impl<I: Io> Core<I> {
         let j = self.journals.get_mut(&log).expect("followed log");
         let f = self.following.get_mut(&log).expect("followed log");
         let mut feed = Feed::new(&mut self.partitions, self.cfg.index_interval_bytes, &dir, false, Strict::Skip);
+        j.metrics.follow_marks += 1;
         let mut opened_more = true;
         loop {
             let from = j.durable_pos();
@@ -225,6 +226,7 @@ impl<I: Io> Core<I> {
                 &limits,
                 &mut OnBatch { wants_payload: &wants, batch: &mut on_batch },
             )?;
+            j.metrics.follow_bytes += reached - from;
             if let Some(bytes) = f.scan.held(from, reached) {
                 j.follow_cache(from, bytes);
             }

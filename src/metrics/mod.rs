@@ -186,6 +186,10 @@ registry! {
             "Logs that stopped accepting writes after a failed write or fsync (until restarted).";
         disk_full => LogsDiskFull, Gauge, "strom_logs_disk_full",
             "Logs whose last write found their disk full, none completed since (appends are refused until space frees).";
+        follow_marks => FollowMarks, Counter, "strom_follow_marks_total",
+            "A read-only follower's: durable marks of the writer that moved a log forward.";
+        follow_bytes => FollowBytes, Counter, "strom_follow_bytes_total",
+            "A read-only follower's: log bytes scanned up to the writer's durable marks (and served from then on).";
     }
     /// Counted by the read path (`src/read/`).
     read: ReadMetrics {

@@ -350,10 +350,34 @@ fn a_waiting_query_is_answered_by_the_writers_append() {
     writer.shutdown().unwrap();
 }
 
+/// A subscriber to `topic`/`p` from offset 0, to run on a thread: says on
+/// `caught_up` when it has every record the partition holds now, and
+/// returns how many records it received and the error that ended it.
+fn subscriber_until_error(addr: SocketAddr, topic: &'static str, p: u32) -> impl FnOnce(std::sync::mpsc::Sender<()>) -> (u64, ClientError) {
+    move |caught_up| {
+        let mut c = Client::connect_timeout(addr, Duration::from_secs(10)).unwrap();
+        let end = latest(&mut c, topic, p).unwrap();
+        c.set_timeout(Some(HANG)).unwrap();
+        let mut sub = c.subscribe(topic, p, strom::proto::SubscribeStart::Offset(0), 1 << 20).unwrap();
+        let mut received = 0;
+        loop {
+            match sub.next_push() {
+                Ok(Some(push)) => received += push.fetch.records_at(push.from_offset).count() as u64,
+                Ok(None) => panic!("the subscription ended without an error"),
+                Err(e) => return (received, e),
+            }
+            if received == end {
+                let _ = caught_up.send(());
+            }
+        }
+    }
+}
+
 // Proves: a topic the writer deletes while the follower runs disappears
 // from it: Metadata no longer lists it, fetch and list offsets are refused
-// UnknownTopic, a long poll parked on it ends with an error rather than
-// data or its full wait, and the topic beside it is still followed.
+// UnknownTopic, a long poll parked on it and a subscription to it end with
+// an error (not data, not their full wait), and the topic beside it is
+// still followed.
 fn a_deleted_topic_disappears_from_the_follower() {
     let dir = test_dir("follow-more-delete");
     let writer = Engine::open(&dir, writer_cfg()).unwrap();
@@ -373,6 +397,9 @@ fn a_deleted_topic_disappears_from_the_follower() {
         c.set_timeout(Some(HANG + Duration::from_secs(60))).unwrap();
         c.fetch("gone", 0, 50, 1 << 20, HANG)
     });
+    let (caught_up, subscribed) = (std::sync::mpsc::channel(), subscriber_until_error(addr, "gone", 1));
+    let sub = std::thread::spawn(move || subscribed(caught_up.0));
+    assert!(caught_up.1.recv_timeout(HANG).is_ok(), "the subscription never caught up\n{}", follower.stderr_text());
     // A head start for the long poll to park (not a timing assertion).
     std::thread::sleep(Duration::from_millis(300));
     writer.delete_topic("gone").unwrap();
@@ -387,6 +414,9 @@ fn a_deleted_topic_disappears_from_the_follower() {
         Err(e) => assert!(matches!(server_code(&e), ErrorCode::UnknownTopic | ErrorCode::UnknownPartition), "the long poll: {e}"),
         Ok(r) => panic!("a long poll on a deleted topic was answered with data: {r:?}"),
     }
+    let (received, end) = sub.join().unwrap();
+    assert_eq!(received, 50, "the subscription's records before the deletion");
+    assert!(matches!(server_code(&end), ErrorCode::UnknownTopic | ErrorCode::UnknownPartition), "the subscription's end: {end}");
     // The deletion did not stop the following: the topic beside it still grows.
     writer.append("kept", 0, harness::batch("after", 5, 100)).unwrap();
     assert!(wait_until(HANG, || latest(&mut c, "kept", 0) == Some(105)), "{}", follower.stderr_text());

@@ -1,7 +1,8 @@
 //! `strom serve --archive-dir` with no data directory (archives served
 //! alone), and archives beside a follower's data directory.
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use strom::catalog::TopicRetention;
@@ -71,8 +72,9 @@ fn archived(dir: &Path) -> (Serve, PathBuf) {
 // Proves: `strom serve --archive-dir D` with no data directory serves the
 // archives in D alone: Metadata lists exactly their topics, every record of
 // every partition comes back equal (offset, timestamp, key, value, index
-// value) to what the source served, a range query by the named index
-// agrees, topic create, delete and produce are refused ReadOnly with the
+// value) to what the source served, lookups by time and a range query by
+// the named index agree, a subscription receives every record once,
+// committed offsets, topic create, delete and produce are refused ReadOnly with the
 // topic list unchanged, nothing is written into D, and SIGTERM stops it
 // with status 0.
 pub fn archives_served_alone() {
@@ -96,7 +98,13 @@ pub fn archives_served_alone() {
     let (ours, theirs) = (ours.unwrap(), theirs.unwrap());
     assert_eq!((ours.from, ours.end, ours.open), (theirs.from, theirs.end, theirs.open));
     assert_eq!((ours.from, ours.end), (100, 667), "seq is 3 per record: 300..=2000 is records 100..=666");
+    for r in recs_all(&mut src, "a", 1).iter().step_by(13) {
+        let at = |c: &mut Client| c.list_offsets("a", 1, strom::proto::OffsetSpec::Timestamp(r.1)).unwrap();
+        assert_eq!(at(&mut c), at(&mut src), "list offsets at time {}", r.1);
+    }
+    check_subscription(&mut c, &recs_all(&mut src, "b", 0));
     let refused = [
+        ("commit", c.commit_offset("g", "a", 0, 5)),
         ("create", c.create_topic("c", 1)),
         ("create an archive topic's name", c.create_topic("a", 1)),
         ("delete", c.delete_topic("a")),
@@ -111,6 +119,65 @@ pub fn archives_served_alone() {
     let status = alone.stop();
     assert!(status.is_some_and(|s| s.success()), "exit {status:?}:\n{}", alone.stderr_text());
     assert_eq!(listing(&archives), before, "the archive-only server wrote into its archive directory");
+}
+
+/// A subscription to `b` from offset 0 receives `want`, each record once
+/// at its offset, then is cancelled.
+fn check_subscription(c: &mut Client, want: &[Rec]) {
+    let mut sub = c.subscribe("b", 0, strom::proto::SubscribeStart::Offset(0), 1 << 20).unwrap();
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        let push = sub.next_push().unwrap().expect("a push");
+        got.extend(push.fetch.records_at(push.from_offset).map(|r| {
+            let r = r.unwrap();
+            (r.offset, r.timestamp_ms, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec), seq_of(&r))
+        }));
+    }
+    assert!(got == want, "the subscription's records differ from the source's");
+    sub.cancel().unwrap();
+}
+
+/// The Kafka listener's address from a server's start-up lines.
+fn kafka_addr(s: &Server) -> std::net::SocketAddr {
+    let lines = s.stderr_text();
+    let line =
+        lines.lines().find_map(|l| l.strip_prefix("strom: kafka listener on ")).unwrap_or_else(|| panic!("no Kafka listener:\n{lines}"));
+    line.split([' ', ',']).next().unwrap().parse().unwrap()
+}
+
+// Proves: kcat on the Kafka listener of a server with archives alone lists
+// exactly the archive topics, reads every record of one (offsets and values
+// as the source serves them) to its end, and its produce is refused.
+pub fn kcat_reads_archives_served_alone() {
+    let dir = test_dir("follow-more-archives-alone-kcat");
+    let (source, archives) = archived(&dir);
+    let bin = env!("CARGO_BIN_EXE_strom");
+    let alone = Server::start(Command::new(bin).args(["serve", "--kafka-listen", "127.0.0.1:0", "--archive-dir"]).arg(&archives));
+    let kafka = kafka_addr(&alone).to_string();
+    let listed = Command::new("kcat").args(["-b", &kafka, "-L"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let topics: Vec<&str> = listed.lines().filter(|l| l.trim_start().starts_with("topic ")).map(str::trim).collect();
+    assert_eq!(topics, ["topic \"a\" with 2 partitions:", "topic \"b\" with 1 partitions:"], "{listed}");
+    let read = Command::new("kcat")
+        .args(["-b", &kafka, "-q", "-C", "-t", "b", "-p", "0", "-o", "beginning", "-e", "-f", "%o %s\\n"])
+        .output()
+        .unwrap();
+    let got: Vec<String> = String::from_utf8_lossy(&read.stdout).lines().map(str::to_string).collect();
+    let want = recs_all(&mut source.client(), "b", 0);
+    let want: Vec<String> = want.iter().map(|r| format!("{} {}", r.0, String::from_utf8_lossy(r.3.as_deref().unwrap()))).collect();
+    assert!(
+        read.status.success() && got == want,
+        "kcat read {} records of {}: {}",
+        got.len(),
+        want.len(),
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let mut produce =
+        Command::new("kcat").args(["-b", &kafka, "-P", "-t", "b", "-p", "0"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    produce.stdin.take().unwrap().write_all(b"refused\n").unwrap();
+    let out = produce.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.to_lowercase().contains("policy"), "kcat produce ({}): {err}", out.status);
 }
 
 // Proves: `strom serve` with neither a data directory nor an archive

@@ -72,6 +72,7 @@ pub fn check(data: &[u8]) {
     let Some((end_pos, epoch, first)) = recover_checked(&mut io, &dir, &s) else {
         return;
     };
+    check_follower(&mut io, &dir, &s, (end_pos, epoch), &first);
     if s.limits.read_only {
         return;
     }
@@ -240,6 +241,42 @@ fn recover_checked(io: &mut SimIo, dir: &Path, s: &Scenario) -> Option<(u64, u32
         prev = Some(h);
     }
     Some((state.end_pos, state.epoch, delivered))
+}
+
+/// A read-only follower of the log as recovery left it, told by the
+/// writer's mark that it is durable up to where recovery ended it: it hands
+/// on exactly the batches recovery did and reaches that end, whether in one
+/// scan or in two split at a commit's end (the marks it would be sent).
+fn check_follower(io: &mut SimIo, dir: &Path, s: &Scenario, (end_pos, epoch): (u64, u32), first: &[Delivered]) {
+    let segments = recovery::open_segments_between(io, dir, None, u64::MAX).expect("simulated listing");
+    let ckpt = s.ckpt.as_ref().filter(|_| !s.limits.ignore_checkpoint);
+    let log_start = segments.front().map_or(0, |seg| seg.start_pos).max(ckpt.map_or(0, |c| c.log_start));
+    let from = ckpt.map_or(log_start, |c| c.covered_pos.max(log_start));
+    // The epoch rule the writer publishes: what recovery wrote, or (reading
+    // only) what the epoch file said.
+    let prior = if s.limits.read_only { s.prior } else { EpochMark { epoch, start_pos: Some(end_pos) } };
+    let floor = s.prior.epoch.min(ckpt.map_or(0, |c| c.epoch));
+    let commit_ends: Vec<u64> = first.iter().map(|(h, _, _)| h.end_pos()).filter(|e| e % BLOCK == 0 && *e < end_pos).collect();
+    let mid = commit_ends.get(commit_ends.len() / 2).copied();
+    for steps in [vec![end_pos], mid.into_iter().chain([end_pos]).collect()] {
+        let mut scan = recovery::FollowScan::new(READ_CHUNK_BYTES, floor);
+        let mut delivered: Vec<Delivered> = Vec::new();
+        let mut at = from;
+        for until in steps {
+            let mut on_batch = |h: &FrameHeader, info: &BatchInfo, seg_start: u64, _: Option<&[u8]>| {
+                delivered.push((*h, *info, seg_start));
+                Ok(())
+            };
+            let mut on_batch = recovery::OnBatch { wants_payload: &|_| false, batch: &mut on_batch };
+            let (reached, stop) = scan.scan(io, &segments, (at, until), prior, &s.limits, &mut on_batch).expect("simulated reads");
+            assert!(
+                stop.is_none() && reached == until,
+                "a follower stopped at {reached} of a log recovery ended at {end_pos} (to {until})"
+            );
+            at = reached;
+        }
+        assert_eq!(delivered, first, "a follower hands on other batches than recovery");
+    }
 }
 
 /// Where the bytes the segments hold without a hole from `from` end.

@@ -180,6 +180,12 @@ impl<I: Io> Core<I> {
             for p in self.partitions.values_mut().filter(|p| p.log == log) {
                 p.forget_before(start);
             }
+            if j.durable_pos() < start {
+                // Retention passed what this core had followed (it was
+                // stopped, or stuck at a break): what lay there is gone for
+                // the writer's readers too; follow on from the new start.
+                j.follow_to(start);
+            }
         }
         if mark.durable_pos <= j.durable_pos() {
             return;

@@ -305,6 +305,16 @@ impl Catalog {
         write_file_atomic(&self.dir.join(TOPICS_FILE), with_crc(body).as_bytes())
     }
 
+    /// Forgets the topics named in `names` (in this copy only: nothing is
+    /// written) and returns which were there.
+    pub fn forget_names(&mut self, names: &std::collections::BTreeSet<String>) -> Vec<String> {
+        let gone: Vec<String> = self.topics.keys().filter(|t| names.contains(*t)).cloned().collect();
+        for t in &gone {
+            self.topics.remove(t);
+        }
+        gone
+    }
+
     pub fn log_count(&self) -> u32 {
         self.log_count
     }

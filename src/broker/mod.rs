@@ -90,6 +90,9 @@ pub struct Broker {
     default_retention: RwLock<Retention>,
     /// A read-only follower's broker: writes are refused ([`StromError::ReadOnly`]).
     read_only: bool,
+    /// Names another source serves (archive topics): a follower's writer
+    /// creating one later is not followed.
+    reserved: RwLock<std::collections::BTreeSet<String>>,
 }
 
 impl Broker {
@@ -104,6 +107,7 @@ impl Broker {
             routes,
             default_retention: RwLock::new(cfg.default_retention()),
             read_only: cfg.read_only,
+            reserved: RwLock::default(),
         };
         // One request per core, whatever the number of topics: a mailbox
         // send blocks when full, and a simulated core runs only when its
@@ -325,6 +329,12 @@ impl Broker {
         Ok(t)
     }
 
+    /// Names served by something else (the archives beside a follower):
+    /// [`Broker::follow_catalog`] leaves a writer's topic of such a name out.
+    pub(crate) fn reserve_names<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        self.reserved.write().expect("reserved lock").extend(names.map(str::to_string));
+    }
+
     /// Follower: tells the core owning `log` that the writer's durable mark moved.
     pub(crate) fn follow_mark(&self, log: u32, mark: crate::log::mark::DurableMark) -> Result<()> {
         self.routes[self.router.core_of_log(log)].send(crate::core::Request::Follow { log, mark })
@@ -334,8 +344,14 @@ impl Broker {
     /// partitions of topics gone and add those of topics new (waiting for
     /// them, so that a batch of a new topic is never scanned before its
     /// partition exists), then the directory is published.
-    pub(crate) fn follow_catalog(&self, now: Catalog) -> Result<()> {
+    pub(crate) fn follow_catalog(&self, mut now: Catalog) -> Result<()> {
         let mut cat = self.catalog.lock().expect("catalog lock");
+        for name in now.forget_names(&self.reserved.read().expect("reserved lock")) {
+            tracing::warn!(
+                topic = name,
+                "the writer created a topic an archive of this server serves: the archive's is served, the writer's is not followed"
+            );
+        }
         let pids = |c: &Catalog| -> std::collections::BTreeMap<Pid, (String, TopicMeta)> {
             c.topics()
                 .iter()

@@ -179,6 +179,8 @@ impl Server {
         let broker = engine.broker().clone();
         if let Some(shelf) = &shelf {
             shelf.check_clash(&broker.topics(), engine.dir())?;
+            // A follower's writer may create one of these names later.
+            broker.reserve_names(shelf.topics());
         }
         let admin = Admin::start(broker.clone(), engine.dir())?;
         let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel()).unzip();

@@ -152,8 +152,12 @@ impl Engine {
         catalog: Catalog,
         marks: Option<&HashMap<u32, crate::log::mark::DurableMark>>,
     ) -> Result<Engine> {
+        let mut cfg = cfg;
         let router = Router::new(catalog.log_count(), cfg.cores);
         let registration = Registration::plan(&cfg, router, needs);
+        tracing::info!("{registration}");
+        // As a writer's: every core registers its share of what the limit allows.
+        cfg.registered_bytes_max = registration.registered_bytes_max;
         let (handles, reports, first_err) = start_cores(dir, &cfg, router, needs, (&catalog.pids(), &catalog.indexed()), marks);
         let routes = handles.iter().map(|h| h.route.clone()).collect();
         let broker = Arc::new(Broker::new(router, catalog, routes, &cfg));

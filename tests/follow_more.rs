@@ -19,6 +19,8 @@ mod harness;
 // The archive-only tests (a module of this binary: tests/follow_more/archives.rs).
 #[path = "follow_more/archives.rs"]
 mod archives;
+#[path = "follow_more/kafka.rs"]
+mod kafka;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -62,6 +64,11 @@ fn main() {
         skip::trial("a_follower_killed_and_started_again", &[], a_follower_killed_and_started_again),
         root_trial("a_follower_as_nobody_serves_a_directory_it_cannot_write", &[LIMIT_TOOLS], a_follower_as_nobody),
         skip::trial("kcat_consumes_from_a_follower_and_cannot_produce", &[KCAT], kcat_on_a_follower),
+        skip::trial(
+            "kafka_python_on_a_follower_cannot_commit_or_produce",
+            &[Need::KafkaVenv],
+            kafka::kafka_python_on_a_follower_cannot_commit_or_produce,
+        ),
         skip::trial("archives_served_alone", &[], archives::archives_served_alone),
         skip::trial("serve_with_neither_directory_exits_1", &[], archives::serve_with_neither_directory_exits_1),
         skip::trial("kcat_reads_archives_served_alone", &[KCAT], archives::kcat_reads_archives_served_alone),

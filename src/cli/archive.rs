@@ -31,8 +31,8 @@ pub struct ArchiveArgs {
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
     /// Read the topic from this data directory (read-only, beside its
-    /// writer if one runs) instead of a server at --addr.
-    #[arg(long, value_name = "DIR", conflicts_with = "addr")]
+    /// writer if one runs) instead of a server (--addr, STROM_ADDR: ignored then).
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     #[command(flatten)]
     conn: crate::ConnArgs,

@@ -288,9 +288,12 @@ impl Worker {
             None => self.ids.next_id().map(|id| (id, 0)),
             Some((id, epoch)) => self.ids.bump(id, epoch),
         };
-        got.map_err(|e| {
-            tracing::error!(%e, "kafka InitProducerId refused: no producer id can be handed out durably");
-            GroupError::UnknownServerError
+        got.map_err(|e| match e {
+            StromError::ReadOnly(_) => GroupError::PolicyViolation,
+            e => {
+                tracing::error!(%e, "kafka InitProducerId refused: no producer id can be handed out durably");
+                GroupError::UnknownServerError
+            }
         })
     }
 

@@ -122,6 +122,9 @@ pub(crate) enum GroupError {
     /// The producer-id file could not be written: not retriable, so that a
     /// client reports it instead of retrying against a broken disk.
     UnknownServerError,
+    /// A read-only server (a follower) hands out no producer id: it takes
+    /// no produce either (Kafka's POLICY_VIOLATION, as its produce gets).
+    PolicyViolation,
 }
 
 impl GroupError {
@@ -130,6 +133,7 @@ impl GroupError {
             GroupError::None => 0,
             GroupError::UnknownServerError => -1,
             GroupError::CoordinatorNotAvailable => 15,
+            GroupError::PolicyViolation => 44,
             GroupError::IllegalGeneration => 22,
             GroupError::InconsistentGroupProtocol => 23,
             GroupError::InvalidGroupId => 24,

@@ -187,6 +187,8 @@ fn metrics(shared: &Shared) -> Answer {
 
 fn health(shared: &Shared) -> Answer {
     match prometheus::health(&gather_metrics(shared)) {
+        // A follower's logs take no writes by design: it is healthy while it serves.
+        Ok(()) if shared.broker.read_only() => Answer::text(200, "OK", "ok: read-only, serving what its writer made durable\n".into()),
         Ok(()) => Answer::text(200, "OK", "ok: every log accepts writes\n".into()),
         Err(why) => Answer::text(503, "Service Unavailable", format!("{why}\n")),
     }

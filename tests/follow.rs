@@ -390,7 +390,20 @@ fn the_follower_writes_nothing_into_the_directory() {
         assert!(e.to_string().contains("read-only"), "{e}");
     }
     assert!(c.create_topic("new", 1).unwrap_err().to_string().contains("read-only"));
-    drop(follower);
+    assert!(c.commit_offset("g", TOPIC, 0, 5).unwrap_err().to_string().contains("read-only"));
+    let at = c.list_offsets(TOPIC, 0, strom::proto::OffsetSpec::Timestamp(100)).unwrap();
+    // Batch i (20 records stamped i, i+1, ...) lands on partition i % 2: on
+    // partition 0, batch 82 (offsets 820..840, stamped 82..101) holds the
+    // first record stamped 100, its 19th.
+    assert_eq!(at, Some(838));
+    {
+        let mut sub = c.subscribe(TOPIC, 1, SubscribeStart::Offset(0), 1 << 20).unwrap();
+        let push = sub.next_push().unwrap().unwrap();
+        assert_eq!(push.fetch.records_from(0).next().unwrap().unwrap().0, 0);
+    }
+    // A clean stop (SIGTERM), where a writer would checkpoint and mark its ends.
+    let (status, log) = follower.stop(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{log:?}");
     assert_eq!(snapshot(&dir), before, "the follower changed the directory");
 }
 

@@ -41,20 +41,22 @@ impl<R> Journal<R> {
     }
 
     /// Keeps `bytes`, the log from `start_pos` on (verified by the scan
-    /// that just followed them), in the tail cache, so that subscribers at
-    /// the end read them from memory, as on the writer; the oldest cached
-    /// bytes make room.
+    /// that just followed them: whole commits), in the tail cache, so that
+    /// subscribers at the end read them from memory, as on the writer; the
+    /// oldest cached bytes make room.
     pub fn follow_cache(&mut self, start_pos: u64, bytes: &[u8]) {
-        let mut pos = start_pos;
-        for piece in bytes.chunks(self.limits.write_buf_bytes) {
-            if self.cache.back().is_some_and(|(s, b)| s + b.len() as u64 > pos) {
-                return;
-            }
-            let Some(mut buf) = self.take_buffer() else { return };
-            buf.extend_from_slice(piece);
-            self.cache.push_back((pos, buf));
-            pos += piece.len() as u64;
+        // Whole or not at all: a read takes a frame from one cached buffer,
+        // so bytes cut across two could cut a frame. A scan of more than a
+        // buffer (a follower catching up) is left to disk reads.
+        if bytes.is_empty()
+            || bytes.len() > self.limits.write_buf_bytes
+            || self.cache.back().is_some_and(|(s, b)| s + b.len() as u64 > start_pos)
+        {
+            return;
         }
+        let Some(mut buf) = self.take_buffer() else { return };
+        buf.extend_from_slice(bytes);
+        self.cache.push_back((start_pos, buf));
     }
 
     /// The start of the last segment known (None: none yet).

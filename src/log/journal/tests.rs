@@ -223,3 +223,32 @@ fn a_failed_earlier_round_acknowledges_nothing_after_it() {
     assert_eq!(j.durable_pos(), 0);
     assert!(retired(&mut j).is_empty());
 }
+
+#[test]
+fn a_follower_caches_whole_scans_only() {
+    // Proves: a follower's tail cache takes a scan's bytes whole (each read
+    // then finds a frame inside one buffer) or not at all, in position order,
+    // the oldest giving way when every buffer holds some.
+    let (_io, mut j) = journal(limits(BUF_BYTES, 1));
+    let block = vec![5u8; BLOCK_BYTES];
+    j.follow_cache(0, &block);
+    j.follow_to(BLOCK_BYTES as u64);
+    assert_eq!(j.cached_at(100).map(<[u8]>::len), Some(BLOCK_BYTES - 100));
+    // More than one buffer: nothing cached, nothing cut.
+    let big = vec![6u8; BUF_BYTES + BLOCK_BYTES];
+    j.follow_cache(BLOCK_BYTES as u64, &big);
+    j.follow_to((2 * BLOCK_BYTES + BUF_BYTES) as u64);
+    assert_eq!(j.cached_at(BLOCK_BYTES as u64), None);
+    // Going back (a scan already cached) is refused.
+    j.follow_cache(0, &block);
+    assert_eq!(j.cache.len(), 1);
+    // Every buffer holding a scan: the oldest gives way.
+    let mut pos = (2 * BLOCK_BYTES + BUF_BYTES) as u64;
+    for _ in 0..8 {
+        j.follow_cache(pos, &block);
+        pos += BLOCK_BYTES as u64;
+    }
+    j.follow_to(pos);
+    assert_eq!(j.cached_at(0), None, "the oldest scan gave its buffer");
+    assert_eq!(j.cached_at(pos - 1).map(<[u8]>::len), Some(1));
+}

@@ -70,6 +70,11 @@ fn main() {
             kafka::kafka_python_on_a_follower_cannot_commit_or_produce,
         ),
         skip::trial("archives_served_alone", &[], archives::archives_served_alone),
+        skip::trial(
+            "kafka_commit_on_an_archive_topic_is_refused",
+            &[Need::KafkaVenv],
+            archives::kafka_commit_on_an_archive_topic_is_refused,
+        ),
         skip::trial("serve_with_neither_directory_exits_1", &[], archives::serve_with_neither_directory_exits_1),
         skip::trial("kcat_reads_archives_served_alone", &[KCAT], archives::kcat_reads_archives_served_alone),
         skip::trial("a_follower_of_a_directory_no_writer_opened_is_refused", &[], a_follower_of_a_directory_no_writer_opened_is_refused),

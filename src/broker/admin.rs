@@ -122,10 +122,11 @@ fn handle(broker: &Broker, store: &mut OffsetStore, job: Job, committed: &mut Ve
         // Waits for each partition's core: the admin thread may block.
         Job::DescribeTopic { name, reply } => reply(broker.describe_topic(&name).map(Answer::TopicDescribed).map_err(Into::into)),
         Job::Commit { group, topic, partition, offset, metadata, reply } => {
-            // A read-only server writes no offsets file, whichever protocol
-            // (or a Kafka group's coordinator) the commit came by.
+            // A read-only server writes no offsets file, and an archive
+            // topic takes no commit, whichever protocol (or a Kafka group's
+            // coordinator) the commit came by.
             let checked = broker
-                .writable("commit offset")
+                .writable_topic("commit offset", &topic)
                 .and_then(|()| validate_topic_name(&group))
                 .and_then(|()| pid_in(&broker.topics(), &topic, partition))
                 .and_then(|_| store.set(&group, &topic, partition, offset, &metadata));

@@ -91,7 +91,7 @@ pub struct Broker {
     /// A read-only follower's broker: writes are refused ([`StromError::ReadOnly`]).
     read_only: bool,
     /// Names another source serves (archive topics): a follower's writer
-    /// creating one later is not followed.
+    /// creating one later is not followed, and no offset is committed on one.
     reserved: RwLock<std::collections::BTreeSet<String>>,
 }
 
@@ -333,6 +333,16 @@ impl Broker {
     /// [`Broker::follow_catalog`] leaves a writer's topic of such a name out.
     pub(crate) fn reserve_names<'a>(&self, names: impl Iterator<Item = &'a str>) {
         self.reserved.write().expect("reserved lock").extend(names.map(str::to_string));
+    }
+
+    /// Refuses writing `what` to `topic` on a read-only broker, or when an
+    /// archive serves `topic` (its offsets are as immutable as its records).
+    pub(crate) fn writable_topic(&self, what: &str, topic: &str) -> Result<()> {
+        self.writable(what)?;
+        if self.reserved.read().expect("reserved lock").contains(topic) {
+            return Err(StromError::ReadOnly(format!("{what} on archive topic {:?}", topic.escape_debug().take(300).collect::<String>())));
+        }
+        Ok(())
     }
 
     /// Follower: tells the core owning `log` that the writer's durable mark moved.

@@ -229,3 +229,20 @@ pub fn a_live_topic_named_as_an_archive_topic_after_start_is_left_out() {
     }
     writer.shutdown().unwrap();
 }
+
+// Proves: a Kafka group's OffsetCommit on an archive topic of a writable
+// server is refused POLICY_VIOLATION (an archive's offsets are as immutable
+// as its records), while a live topic beside it takes commits.
+pub fn kafka_commit_on_an_archive_topic_is_refused() {
+    let dir = test_dir("follow-more-archive-commit");
+    let (_source, archives) = archived(&dir);
+    let server = Serve::on(&dir.join("data")).kafka().args(&["--archive-dir", archives.to_str().unwrap()]).start();
+    let mut c = server.client();
+    c.create_topic("live", 1).unwrap();
+    c.produce("live", 0, &harness::batch("l", 3, 1)).unwrap();
+    let boot = server.kafka_addr().to_string();
+    let refused = super::kafka::python_commit(&boot, "a");
+    assert!(refused.starts_with("commit refused") && refused.contains("PolicyViolation"), "{refused}");
+    assert_eq!(super::kafka::python_commit(&boot, "live"), "commit accepted");
+    assert_eq!(c.fetch_offset("g", "live", 0).unwrap(), Some(1));
+}

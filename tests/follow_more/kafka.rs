@@ -71,3 +71,27 @@ pub fn kafka_python_on_a_follower_cannot_commit_or_produce() {
     drop(follower);
     writer.shutdown().unwrap();
 }
+
+/// Reads at least one record of partition 0 of `topic` as a member of group
+/// "g", commits, and returns the line saying how the commit went.
+pub(super) fn python_commit(boot: &str, topic: &str) -> String {
+    let script = r#"
+import sys
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+tp = TopicPartition(sys.argv[2], 0)
+c = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id="g", enable_auto_commit=False)
+c.assign([tp])
+c.seek_to_beginning(tp)
+while not any(c.poll(timeout_ms=1000).values()):
+    pass
+try:
+    c.commit({tp: OffsetAndMetadata(1, None, -1)})
+    print("commit accepted")
+except Exception as e:
+    print("commit refused", type(e).__name__, e)
+"#;
+    let out = Command::new(KAFKA_VENV_PYTHON).args(["-c", script, boot, topic]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -88,6 +88,10 @@ impl<I: Io> Core<I> {
     }
 
     pub(super) fn deliver_acks(&mut self) {
+        // Before any ack leaves: whatever a client was told is durable, the
+        // mark names already, so a kill right after an ack (before a later
+        // publish) cannot leave a follower short of an acknowledged record.
+        self.publish_marks();
         for j in self.journals.values_mut() {
             j.take_retired(&mut self.retired);
             let first_refused = self.refused.len();
@@ -126,9 +130,6 @@ impl<I: Io> Core<I> {
             self.metrics.appends_refused += 1;
             (ack.reply.reply)(Err(err));
         }
-        // After the acks: a follower learns of data no sooner than the
-        // writer's own clients do.
-        self.publish_marks();
     }
 }
 

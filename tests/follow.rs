@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::serve::Serve;
-use harness::test_dir;
+use harness::{test_dir, wait_until};
 use strom::EngineConfig;
 use strom::client::Client;
 use strom::engine::Engine;
@@ -188,19 +188,6 @@ fn segments_of(dir: &Path) -> usize {
                 .map_or(0, |d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".seg")).count())
         })
         .sum()
-}
-
-/// Waits until `cond` holds, or `limit` passes (a bound on a hang, not a
-/// speed requirement: the check after says what was missing).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 // Proves: while an embedded writer in another process appends, rolls

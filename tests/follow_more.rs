@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use harness::child::Lines;
 use harness::serve::{HANG, Serve};
 use harness::skip::{self, Need};
-use harness::test_dir;
+use harness::{test_dir, wait_until};
 use libtest_mimic::{Completion, Trial};
 use strom::EngineConfig;
 use strom::catalog::TopicRetention;
@@ -198,19 +198,6 @@ impl Writer {
         self.reader.join().unwrap();
         self.acked.lock().unwrap().clone()
     }
-}
-
-/// Waits until `cond` holds, or `limit` passes (a bound on a hang, not a
-/// speed requirement: the check after says what was missing).
-fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 fn server_code(e: &ClientError) -> ErrorCode {

@@ -20,7 +20,7 @@ use crate::buf::{AlignedBuf, BLOCK_BYTES};
 use crate::error::Result;
 use crate::io::{FileId, Io};
 use crate::log::frame::FrameHeader;
-use crate::log::journal::{Journal, JournalLimits, OpenState};
+use crate::log::journal::{Journal, OpenState};
 use crate::log::mark::{self, DurableMark};
 use crate::log::recovery::{self, EpochMark, FollowScan, FollowStop, OnBatch, RecoverLimits, RecoveryReport};
 use crate::log::segment::log_dir;
@@ -135,15 +135,7 @@ impl<I: Io> Core<I> {
             elapsed_us: started.elapsed().as_micros() as u64,
             ..Default::default()
         };
-        let jl = JournalLimits {
-            policy: self.cfg.fsync,
-            write_buf_bytes: self.cfg.write_buf_bytes,
-            write_bufs: self.cfg.write_bufs_per_log,
-            write_depth: self.cfg.write_depth,
-            commit_bytes_max: self.cfg.commit_bytes_max,
-            fsync_depth: self.cfg.fsync_depth,
-            segment_bytes: self.cfg.segment_bytes,
-        };
+        let jl = self.journal_limits();
         let state = OpenState { segments, epoch: prior.epoch, end_pos: reached, log_start };
         let mut journal: Journal<_> = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
         journal.follow_epoch(prior.epoch, prior.start_pos.unwrap_or(0));

@@ -75,6 +75,19 @@ impl<I: Io> Core<I> {
     }
 
     /// The log's checkpoint, if one is there and usable.
+    /// What each of this core's journals is built with.
+    pub(super) fn journal_limits(&self) -> JournalLimits {
+        JournalLimits {
+            policy: self.cfg.fsync,
+            write_buf_bytes: self.cfg.write_buf_bytes,
+            write_bufs: self.cfg.write_bufs_per_log,
+            write_depth: self.cfg.write_depth,
+            commit_bytes_max: self.cfg.commit_bytes_max,
+            fsync_depth: self.cfg.fsync_depth,
+            segment_bytes: self.cfg.segment_bytes,
+        }
+    }
+
     pub(super) fn read_checkpoint(&mut self, log: u32) -> Result<Option<Checkpoint>> {
         let dir = log_dir(&self.spec.data_dir, log);
         Ok(match self.io.read_file(&dir.join(checkpoint::FILE_NAME))? {
@@ -180,15 +193,7 @@ impl<I: Io> Core<I> {
             elapsed_us = report.elapsed_us,
             "log recovered"
         );
-        let jl = JournalLimits {
-            policy: self.cfg.fsync,
-            write_buf_bytes: self.cfg.write_buf_bytes,
-            write_bufs: self.cfg.write_bufs_per_log,
-            write_depth: self.cfg.write_depth,
-            commit_bytes_max: self.cfg.commit_bytes_max,
-            fsync_depth: self.cfg.fsync_depth,
-            segment_bytes: self.cfg.segment_bytes,
-        };
+        let jl = self.journal_limits();
         let mut journal = Journal::new(log, &dir, jl, state, bufs, self.io.now_ns());
         // A spare an earlier run recycled serves this run's next roll.
         journal.adopt_spare(&mut self.io)?;

@@ -181,3 +181,16 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Waits until `cond` holds, or `limit` passes (a bound on a hang, not a
+/// speed requirement: the check after says what was missing); true if it held.
+pub fn wait_until(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}
